@@ -1,0 +1,206 @@
+//! The validated configuration model.
+//!
+//! Everything here is already checked: addresses are resolved, durations
+//! parsed, every route's upstream exists. The master builds it from the TOML
+//! file (see [`crate::config_file`]) and sends it to each worker over IPC, so
+//! a worker never reads or validates the file itself.
+
+use serde::{Deserialize, Serialize};
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+/// A complete, validated prefork configuration.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Config {
+    /// The file this configuration was read from (for messages and reloads).
+    pub source: PathBuf,
+    /// Number of worker processes (already resolved from `"auto"`).
+    pub workers: usize,
+    /// Where the master writes its pid.
+    pub pid_file: PathBuf,
+    /// Unprivileged user the workers run as when the master is root.
+    pub user: Option<String>,
+    /// How long a graceful stop or reload lets in-flight requests finish.
+    pub shutdown_timeout: Duration,
+    /// Error and access log destinations.
+    pub log: LogConfig,
+    /// Addresses the master binds; every worker accepts on all of them.
+    pub listen: Vec<Listen>,
+    /// Client-side limits and timeouts.
+    pub http: HttpLimits,
+    /// Named groups of backend servers.
+    pub upstreams: BTreeMap<String, Upstream>,
+    /// Routing table, in file order.
+    pub routes: Vec<Route>,
+}
+
+/// One listening address.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Listen {
+    /// The address to bind.
+    pub addr: SocketAddr,
+    /// `listen(2)` backlog.
+    pub backlog: i32,
+}
+
+/// Client-side (downstream) limits and timeouts, named as nginx names them.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct HttpLimits {
+    /// Time allowed to receive a whole request head (408 after it).
+    pub client_header_timeout: Duration,
+    /// Longest pause allowed between two reads of a request body.
+    pub client_body_timeout: Duration,
+    /// How long an idle keep-alive client connection is kept open.
+    pub keepalive_timeout: Duration,
+    /// Requests served on one client connection before it is closed.
+    pub keepalive_requests: u64,
+    /// Largest request head (request line plus headers) in bytes (431 above it).
+    pub max_request_header_size: usize,
+    /// Most header fields in one request (431 above it).
+    pub max_request_headers: usize,
+}
+
+impl Default for HttpLimits {
+    fn default() -> Self {
+        HttpLimits {
+            client_header_timeout: Duration::from_secs(60),
+            client_body_timeout: Duration::from_secs(60),
+            keepalive_timeout: Duration::from_secs(75),
+            keepalive_requests: 1000,
+            max_request_header_size: 32 * 1024,
+            max_request_headers: 100,
+        }
+    }
+}
+
+/// Where a log goes.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum LogTarget {
+    /// The process's standard error.
+    Stderr,
+    /// The process's standard output.
+    Stdout,
+    /// A file, opened for appending.
+    File(PathBuf),
+}
+
+/// Log destinations.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct LogConfig {
+    /// Where errors and lifecycle events go.
+    pub error_log: LogTarget,
+    /// Where the per-request access log goes; `None` turns it off.
+    pub access_log: Option<LogTarget>,
+}
+
+/// A group of backend servers that requests are balanced across.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Upstream {
+    /// The servers, tried in round-robin order.
+    pub servers: Vec<Server>,
+    /// Time allowed to establish a TCP connection (502 after it).
+    pub connect_timeout: Duration,
+    /// Longest wait for the next byte of a response (504 before any byte).
+    pub read_timeout: Duration,
+    /// Longest wait for a write to the server to make progress.
+    pub write_timeout: Duration,
+    /// Most idle keep-alive connections a worker keeps per server.
+    pub keepalive: usize,
+    /// How long an idle pooled connection is kept.
+    pub keepalive_timeout: Duration,
+}
+
+/// One backend server.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Server {
+    /// The address as written in the config (for logs).
+    pub name: String,
+    /// The resolved address.
+    pub addr: SocketAddr,
+}
+
+/// Which `Host` values a route applies to.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum HostMatch {
+    /// Any host (the key was omitted).
+    Any,
+    /// Exactly this host, lower-cased, without a port.
+    Exact(String),
+    /// `*.example.com`: any name ending in this suffix (stored as
+    /// `.example.com`, lower-cased); `example.com` itself does not match.
+    Suffix(String),
+}
+
+impl HostMatch {
+    /// Whether `host` (lower-cased, port already removed) matches.
+    pub fn matches(&self, host: &str) -> bool {
+        match self {
+            HostMatch::Any => true,
+            HostMatch::Exact(h) => h == host,
+            HostMatch::Suffix(s) => host.len() > s.len() && host.ends_with(s.as_str()),
+        }
+    }
+
+    /// How specific the match is: exact beats any wildcard, a longer
+    /// wildcard beats a shorter one, and any host comes last.
+    pub fn specificity(&self) -> usize {
+        match self {
+            HostMatch::Any => 0,
+            HostMatch::Suffix(s) => 1 + s.len(),
+            HostMatch::Exact(_) => usize::MAX,
+        }
+    }
+}
+
+/// One routing rule.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Route {
+    /// Hosts this route applies to.
+    pub host: HostMatch,
+    /// Path prefix; the longest matching prefix wins.
+    pub path: String,
+    /// What to do with a matching request.
+    pub action: RouteAction,
+}
+
+/// What a route does with a request.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum RouteAction {
+    /// Proxy to the named upstream (it exists in [`Config::upstreams`]).
+    Proxy(String),
+    /// Answer with a fixed response.
+    Respond(FixedResponse),
+}
+
+/// A response prefork answers by itself.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct FixedResponse {
+    /// HTTP status code (100..=999 excluded 1xx: 200..=599).
+    pub status: u16,
+    /// Response body.
+    pub body: String,
+    /// `Content-Type` of the body.
+    pub content_type: String,
+}
+
+impl Config {
+    /// The route for a request, or `None` (404).
+    ///
+    /// `host` must be lower-cased and without its port. The most specific host
+    /// match wins, then the longest path prefix, then the earliest route.
+    pub fn route(&self, host: &str, path: &str) -> Option<&Route> {
+        let mut best: Option<(&Route, usize, usize)> = None;
+        for route in &self.routes {
+            if !route.host.matches(host) || !path.starts_with(route.path.as_str()) {
+                continue;
+            }
+            let rank = (route.host.specificity(), route.path.len());
+            if best.is_none_or(|(_, h, p)| rank > (h, p)) {
+                best = Some((route, rank.0, rank.1));
+            }
+        }
+        best.map(|(r, _, _)| r)
+    }
+}

@@ -1,0 +1,728 @@
+//! Reading the TOML config file and validating it into a [`Config`].
+//!
+//! The file is deserialized into a raw model that mirrors the TOML exactly
+//! (unknown keys are rejected there), then checked key by key. Every problem
+//! is reported with the file, line and key it concerns.
+
+use crate::config::{
+    Config, FixedResponse, HostMatch, HttpLimits, Listen, LogConfig, LogTarget, Route, RouteAction,
+    Server, Upstream,
+};
+use crate::config_locate::{line_at, line_of, KeyPath};
+use serde::Deserialize;
+use std::collections::{BTreeMap, HashSet};
+use std::fmt;
+use std::net::{SocketAddr, ToSocketAddrs};
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+/// Listen address used when a config names none.
+pub const DEFAULT_LISTEN: &str = "0.0.0.0:80";
+/// Pid file used when a config names none.
+pub const DEFAULT_PID_FILE: &str = "/tmp/prefork.pid";
+
+/// Why a config file could not be used.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    /// The file could not be read.
+    #[error("{file}: cannot read config: {source}")]
+    Read {
+        /// The config file.
+        file: PathBuf,
+        /// The underlying error.
+        source: std::io::Error,
+    },
+    /// The file was read but is not a valid config.
+    #[error("{}", Problems(.problems))]
+    Invalid {
+        /// Every problem found, in file order where known.
+        problems: Vec<Problem>,
+    },
+}
+
+/// One thing wrong with a config file.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Problem {
+    /// The config file.
+    pub file: PathBuf,
+    /// 1-based line, when it could be located.
+    pub line: Option<usize>,
+    /// The key concerned (`routes[1].upstream`), empty for syntax errors.
+    pub key: String,
+    /// What is wrong.
+    pub message: String,
+}
+
+impl fmt::Display for Problem {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}", self.file.display())?;
+        if let Some(line) = self.line {
+            write!(f, ":{line}")?;
+        }
+        if !self.key.is_empty() {
+            write!(f, ": {}", self.key)?;
+        }
+        write!(f, ": {}", self.message)
+    }
+}
+
+struct Problems<'a>(&'a [Problem]);
+
+impl fmt::Display for Problems<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        for (i, p) in self.0.iter().enumerate() {
+            if i > 0 {
+                writeln!(f)?;
+            }
+            write!(f, "{p}")?;
+        }
+        Ok(())
+    }
+}
+
+/// Reads and validates the config file at `path`.
+pub fn load(path: &Path) -> Result<Config, ConfigError> {
+    let source = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+        file: path.to_owned(),
+        source,
+    })?;
+    parse(path, &source)
+}
+
+/// Validates config text; `path` is used for messages and kept in the result.
+pub fn parse(path: &Path, source: &str) -> Result<Config, ConfigError> {
+    let raw: RawConfig = toml::from_str(source).map_err(|e| ConfigError::Invalid {
+        problems: vec![Problem {
+            file: path.to_owned(),
+            line: e.span().map(|s| line_at(source, s.start)),
+            key: String::new(),
+            message: e.message().trim().to_owned(),
+        }],
+    })?;
+    let mut v = Validator {
+        file: path,
+        source,
+        problems: Vec::new(),
+    };
+    let config = v.config(raw);
+    if v.problems.is_empty() {
+        Ok(config)
+    } else {
+        v.problems.sort_by_key(|p| p.line);
+        Err(ConfigError::Invalid {
+            problems: v.problems,
+        })
+    }
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawConfig {
+    workers: Option<RawWorkers>,
+    pid_file: Option<PathBuf>,
+    user: Option<String>,
+    shutdown_timeout: Option<String>,
+    client_header_timeout: Option<String>,
+    client_body_timeout: Option<String>,
+    keepalive_timeout: Option<String>,
+    keepalive_requests: Option<u64>,
+    max_request_header_size: Option<usize>,
+    max_request_headers: Option<usize>,
+    #[serde(default)]
+    log: RawLog,
+    #[serde(default)]
+    listen: Vec<RawListen>,
+    #[serde(default)]
+    upstreams: BTreeMap<String, RawUpstream>,
+    #[serde(default)]
+    routes: Vec<RawRoute>,
+}
+
+#[derive(Deserialize)]
+#[serde(untagged)]
+enum RawWorkers {
+    Count(i64),
+    Named(String),
+}
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct RawLog {
+    error_log: Option<String>,
+    access_log: Option<String>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawListen {
+    addr: String,
+    backlog: Option<i32>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawUpstream {
+    servers: Vec<String>,
+    connect_timeout: Option<String>,
+    read_timeout: Option<String>,
+    write_timeout: Option<String>,
+    keepalive: Option<usize>,
+    keepalive_timeout: Option<String>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawRoute {
+    host: Option<String>,
+    path: Option<String>,
+    upstream: Option<String>,
+    respond: Option<RawRespond>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawRespond {
+    status: Option<u16>,
+    body: Option<String>,
+    content_type: Option<String>,
+}
+
+struct Validator<'a> {
+    file: &'a Path,
+    source: &'a str,
+    problems: Vec<Problem>,
+}
+
+impl Validator<'_> {
+    fn problem(&mut self, path: &KeyPath, message: impl Into<String>) {
+        self.problems.push(Problem {
+            file: self.file.to_owned(),
+            line: line_of(self.source, path),
+            key: path.to_string(),
+            message: message.into(),
+        });
+    }
+
+    fn duration(&mut self, path: KeyPath, raw: Option<&str>, default: Duration) -> Duration {
+        let Some(text) = raw else { return default };
+        match humantime::parse_duration(text) {
+            Ok(d) if d.is_zero() => {
+                self.problem(&path, "must be longer than zero");
+                default
+            }
+            Ok(d) => d,
+            Err(e) => {
+                self.problem(
+                    &path,
+                    format!("invalid duration {text:?} ({e}); write e.g. \"500ms\", \"30s\", \"2m\""),
+                );
+                default
+            }
+        }
+    }
+
+    fn config(&mut self, raw: RawConfig) -> Config {
+        let root = KeyPath::default();
+        let workers = self.workers(root.key("workers"), raw.workers);
+        let defaults = HttpLimits::default();
+        let http = HttpLimits {
+            client_header_timeout: self.duration(
+                root.key("client_header_timeout"),
+                raw.client_header_timeout.as_deref(),
+                defaults.client_header_timeout,
+            ),
+            client_body_timeout: self.duration(
+                root.key("client_body_timeout"),
+                raw.client_body_timeout.as_deref(),
+                defaults.client_body_timeout,
+            ),
+            keepalive_timeout: self.duration(
+                root.key("keepalive_timeout"),
+                raw.keepalive_timeout.as_deref(),
+                defaults.keepalive_timeout,
+            ),
+            keepalive_requests: self.positive(
+                root.key("keepalive_requests"),
+                raw.keepalive_requests,
+                defaults.keepalive_requests,
+            ),
+            max_request_header_size: self.at_least(
+                root.key("max_request_header_size"),
+                raw.max_request_header_size,
+                1024,
+                defaults.max_request_header_size,
+            ),
+            max_request_headers: self.at_least(
+                root.key("max_request_headers"),
+                raw.max_request_headers,
+                1,
+                defaults.max_request_headers,
+            ),
+        };
+        let shutdown_timeout = self.duration(
+            root.key("shutdown_timeout"),
+            raw.shutdown_timeout.as_deref(),
+            Duration::from_secs(30),
+        );
+        let user = match raw.user {
+            Some(u) if u.trim().is_empty() => {
+                self.problem(&root.key("user"), "must not be empty");
+                None
+            }
+            other => other,
+        };
+        let log = self.log(root.key("log"), raw.log);
+        let listen = self.listen(root.key("listen"), raw.listen);
+        let upstreams = self.upstreams(root.key("upstreams"), raw.upstreams);
+        let routes = self.routes(root.key("routes"), raw.routes, &upstreams);
+        Config {
+            source: self.file.to_owned(),
+            workers,
+            pid_file: raw
+                .pid_file
+                .unwrap_or_else(|| PathBuf::from(DEFAULT_PID_FILE)),
+            user,
+            shutdown_timeout,
+            log,
+            listen,
+            http,
+            upstreams,
+            routes,
+        }
+    }
+
+    fn positive(&mut self, path: KeyPath, raw: Option<u64>, default: u64) -> u64 {
+        match raw {
+            Some(0) => {
+                self.problem(&path, "must be at least 1");
+                default
+            }
+            Some(n) => n,
+            None => default,
+        }
+    }
+
+    fn at_least(&mut self, path: KeyPath, raw: Option<usize>, min: usize, default: usize) -> usize {
+        match raw {
+            Some(n) if n < min => {
+                self.problem(&path, format!("must be at least {min}"));
+                default
+            }
+            Some(n) => n,
+            None => default,
+        }
+    }
+
+    fn workers(&mut self, path: KeyPath, raw: Option<RawWorkers>) -> usize {
+        let auto = || std::thread::available_parallelism().map_or(1, |n| n.get());
+        match raw {
+            None => auto(),
+            Some(RawWorkers::Named(s)) if s == "auto" => auto(),
+            Some(RawWorkers::Named(s)) => {
+                self.problem(&path, format!("expected a number or \"auto\", found {s:?}"));
+                1
+            }
+            Some(RawWorkers::Count(n)) if n < 1 => {
+                self.problem(&path, format!("must be at least 1 (found {n})"));
+                1
+            }
+            Some(RawWorkers::Count(n)) if n > 1024 => {
+                self.problem(&path, format!("at most 1024 workers (found {n})"));
+                1
+            }
+            Some(RawWorkers::Count(n)) => n as usize,
+        }
+    }
+
+    fn log_target(&mut self, path: KeyPath, raw: Option<String>, default: LogTarget) -> Option<LogTarget> {
+        match raw.as_deref() {
+            None => Some(default),
+            Some("off") => None,
+            Some("stderr") => Some(LogTarget::Stderr),
+            Some("stdout") => Some(LogTarget::Stdout),
+            Some("") => {
+                self.problem(&path, "expected \"stderr\", \"stdout\", \"off\" or a file path");
+                Some(default)
+            }
+            Some(file) => Some(LogTarget::File(PathBuf::from(file))),
+        }
+    }
+
+    fn log(&mut self, path: KeyPath, raw: RawLog) -> LogConfig {
+        let error_log = match self.log_target(path.key("error_log"), raw.error_log, LogTarget::Stderr) {
+            Some(t) => t,
+            None => {
+                self.problem(&path.key("error_log"), "the error log cannot be turned off");
+                LogTarget::Stderr
+            }
+        };
+        let access_log = self.log_target(path.key("access_log"), raw.access_log, LogTarget::Stdout);
+        LogConfig {
+            error_log,
+            access_log,
+        }
+    }
+
+    fn listen(&mut self, path: KeyPath, raw: Vec<RawListen>) -> Vec<Listen> {
+        if raw.is_empty() {
+            let addr = DEFAULT_LISTEN.parse().expect("the default listen address is valid");
+            return vec![Listen { addr, backlog: 1024 }];
+        }
+        let mut seen = HashSet::new();
+        let mut out = Vec::new();
+        for (i, l) in raw.into_iter().enumerate() {
+            let key = path.index(i).key("addr");
+            let addr: SocketAddr = match l.addr.parse() {
+                Ok(a) => a,
+                Err(_) => {
+                    self.problem(
+                        &key,
+                        format!(
+                            "invalid listen address {:?}: write an IP and a port, \"0.0.0.0:80\" or \"[::]:80\"",
+                            l.addr
+                        ),
+                    );
+                    continue;
+                }
+            };
+            if !seen.insert(addr) {
+                self.problem(&key, format!("duplicate listen address {addr}"));
+                continue;
+            }
+            let backlog = match l.backlog {
+                Some(b) if b < 1 => {
+                    self.problem(&path.index(i).key("backlog"), "must be at least 1");
+                    1024
+                }
+                Some(b) => b,
+                None => 1024,
+            };
+            out.push(Listen { addr, backlog });
+        }
+        out
+    }
+
+    fn upstreams(
+        &mut self,
+        path: KeyPath,
+        raw: BTreeMap<String, RawUpstream>,
+    ) -> BTreeMap<String, Upstream> {
+        let mut out = BTreeMap::new();
+        for (name, u) in raw {
+            let p = path.key(&name);
+            if u.servers.is_empty() {
+                self.problem(&p.key("servers"), "needs at least one server");
+            }
+            let mut servers = Vec::new();
+            for (i, s) in u.servers.iter().enumerate() {
+                match resolve(s) {
+                    Ok(addr) => servers.push(Server {
+                        name: s.clone(),
+                        addr,
+                    }),
+                    Err(why) => self.problem(&p.key("servers").index(i), why),
+                }
+            }
+            let upstream = Upstream {
+                servers,
+                connect_timeout: self.duration(
+                    p.key("connect_timeout"),
+                    u.connect_timeout.as_deref(),
+                    Duration::from_secs(5),
+                ),
+                read_timeout: self.duration(
+                    p.key("read_timeout"),
+                    u.read_timeout.as_deref(),
+                    Duration::from_secs(60),
+                ),
+                write_timeout: self.duration(
+                    p.key("write_timeout"),
+                    u.write_timeout.as_deref(),
+                    Duration::from_secs(60),
+                ),
+                keepalive: u.keepalive.unwrap_or(256),
+                keepalive_timeout: self.duration(
+                    p.key("keepalive_timeout"),
+                    u.keepalive_timeout.as_deref(),
+                    Duration::from_secs(60),
+                ),
+            };
+            out.insert(name, upstream);
+        }
+        out
+    }
+
+    fn routes(
+        &mut self,
+        path: KeyPath,
+        raw: Vec<RawRoute>,
+        upstreams: &BTreeMap<String, Upstream>,
+    ) -> Vec<Route> {
+        let mut out = Vec::new();
+        for (i, r) in raw.into_iter().enumerate() {
+            let p = path.index(i);
+            let host = match r.host {
+                None => HostMatch::Any,
+                Some(h) => match parse_host(&h) {
+                    Ok(m) => m,
+                    Err(why) => {
+                        self.problem(&p.key("host"), why);
+                        continue;
+                    }
+                },
+            };
+            let route_path = r.path.unwrap_or_else(|| "/".to_owned());
+            if !route_path.starts_with('/') {
+                self.problem(&p.key("path"), format!("must start with '/' (found {route_path:?})"));
+                continue;
+            }
+            let action = match (r.upstream, r.respond) {
+                (Some(_), Some(_)) => {
+                    self.problem(&p, "a route takes either `upstream` or `respond`, not both");
+                    continue;
+                }
+                (None, None) => {
+                    self.problem(&p, "a route needs `upstream = \"name\"` or `respond = { ... }`");
+                    continue;
+                }
+                (Some(name), None) => {
+                    if !upstreams.contains_key(&name) {
+                        let known: Vec<&str> = upstreams.keys().map(String::as_str).collect();
+                        self.problem(
+                            &p.key("upstream"),
+                            format!(
+                                "no upstream named {name:?} (defined: {})",
+                                if known.is_empty() { "none".to_owned() } else { known.join(", ") }
+                            ),
+                        );
+                        continue;
+                    }
+                    RouteAction::Proxy(name)
+                }
+                (None, Some(resp)) => match self.respond(p.key("respond"), resp) {
+                    Some(f) => RouteAction::Respond(f),
+                    None => continue,
+                },
+            };
+            out.push(Route {
+                host,
+                path: route_path,
+                action,
+            });
+        }
+        out
+    }
+
+    fn respond(&mut self, path: KeyPath, raw: RawRespond) -> Option<FixedResponse> {
+        let status = raw.status.unwrap_or(200);
+        if !(200..=599).contains(&status) {
+            self.problem(&path.key("status"), format!("must be between 200 and 599 (found {status})"));
+            return None;
+        }
+        let content_type = raw.content_type.unwrap_or_else(|| "text/plain".to_owned());
+        if content_type.bytes().any(|b| b.is_ascii_control()) {
+            self.problem(&path.key("content_type"), "must not contain control characters");
+            return None;
+        }
+        Some(FixedResponse {
+            status,
+            body: raw.body.unwrap_or_default(),
+            content_type,
+        })
+    }
+}
+
+/// Parses a route's `host`: a name, or `*.suffix`.
+fn parse_host(raw: &str) -> Result<HostMatch, String> {
+    let host = raw.to_ascii_lowercase();
+    let valid = |s: &str| {
+        !s.is_empty()
+            && s.bytes()
+                .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'.' | b'_' | b'[' | b']' | b':'))
+    };
+    if let Some(suffix) = host.strip_prefix("*.") {
+        if valid(suffix) && !suffix.contains('*') {
+            return Ok(HostMatch::Suffix(format!(".{suffix}")));
+        }
+    } else if valid(&host) {
+        return Ok(HostMatch::Exact(host));
+    }
+    Err(format!(
+        "invalid host {raw:?}: write a name such as \"app.local\" or a wildcard such as \"*.example.com\""
+    ))
+}
+
+/// Resolves `host:port` once, at load time.
+fn resolve(server: &str) -> Result<SocketAddr, String> {
+    if let Ok(addr) = server.parse() {
+        return Ok(addr);
+    }
+    let mut addrs = server
+        .to_socket_addrs()
+        .map_err(|e| format!("cannot resolve server {server:?} ({e}); write host:port"))?;
+    addrs
+        .next()
+        .ok_or_else(|| format!("server {server:?} resolves to no address"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse_ok(src: &str) -> Config {
+        parse(Path::new("t.toml"), src).unwrap_or_else(|e| panic!("{e}"))
+    }
+
+    fn parse_err(src: &str) -> String {
+        match parse(Path::new("t.toml"), src) {
+            Ok(_) => panic!("expected an error for:\n{src}"),
+            Err(e) => e.to_string(),
+        }
+    }
+
+    const FULL: &str = r#"
+workers = 4
+pid_file = "/tmp/x.pid"
+user = "nobody"
+shutdown_timeout = "30s"
+
+[log]
+error_log = "stderr"
+access_log = "off"
+
+[[listen]]
+addr = "127.0.0.1:8080"
+
+[[listen]]
+addr = "[::1]:8080"
+
+[upstreams.app]
+servers = ["127.0.0.1:3000", "127.0.0.1:3001"]
+connect_timeout = "2s"
+read_timeout = "60s"
+
+[[routes]]
+host = "app.local"
+path = "/"
+upstream = "app"
+
+[[routes]]
+host = "*.example.com"
+path = "/api"
+upstream = "app"
+
+[[routes]]
+host = "status.local"
+respond = { status = 200, body = "ok\n" }
+"#;
+
+    #[test]
+    fn full_example_parses() {
+        let c = parse_ok(FULL);
+        assert_eq!(c.workers, 4);
+        assert_eq!(c.listen.len(), 2);
+        assert_eq!(c.log.access_log, None);
+        assert_eq!(c.upstreams["app"].servers.len(), 2);
+        assert_eq!(c.upstreams["app"].connect_timeout, Duration::from_secs(2));
+        assert_eq!(c.routes[1].host, HostMatch::Suffix(".example.com".into()));
+        assert_eq!(c.shutdown_timeout, Duration::from_secs(30));
+    }
+
+    #[test]
+    fn defaults_apply() {
+        let c = parse_ok("");
+        assert!(c.workers >= 1);
+        assert_eq!(c.listen[0].addr, DEFAULT_LISTEN.parse().unwrap());
+        assert_eq!(c.log.error_log, LogTarget::Stderr);
+        assert_eq!(c.log.access_log, Some(LogTarget::Stdout));
+        assert_eq!(c.pid_file, PathBuf::from(DEFAULT_PID_FILE));
+    }
+
+    #[test]
+    fn unknown_key_names_line() {
+        let e = parse_err("workers = 2\nwrokers = 3\n");
+        assert!(e.starts_with("t.toml:2:"), "{e}");
+        assert!(e.contains("wrokers"), "{e}");
+    }
+
+    #[test]
+    fn missing_upstream_names_line_and_key() {
+        let e = parse_err("[[routes]]\nhost = \"a\"\nupstream = \"nope\"\n");
+        assert_eq!(e, "t.toml:3: routes[0].upstream: no upstream named \"nope\" (defined: none)");
+    }
+
+    #[test]
+    fn route_needs_exactly_one_action() {
+        let both = parse_err(
+            "[upstreams.a]\nservers = [\"127.0.0.1:1\"]\n[[routes]]\nupstream = \"a\"\nrespond = { body = \"x\" }\n",
+        );
+        assert!(both.contains("routes[0]: a route takes either"), "{both}");
+        let neither = parse_err("[[routes]]\npath = \"/\"\n");
+        assert!(neither.contains("routes[0]: a route needs"), "{neither}");
+    }
+
+    #[test]
+    fn bad_values_are_reported_each_with_its_line() {
+        let e = parse_err(
+            "workers = 0\nshutdown_timeout = \"soon\"\n[[listen]]\naddr = \"localhost\"\n[[listen]]\naddr = \"127.0.0.1:1\"\n[[listen]]\naddr = \"127.0.0.1:1\"\n",
+        );
+        let lines: Vec<&str> = e.lines().collect();
+        assert_eq!(lines.len(), 4, "{e}");
+        assert!(lines[0].starts_with("t.toml:1: workers: must be at least 1"), "{e}");
+        assert!(lines[1].starts_with("t.toml:2: shutdown_timeout: invalid duration"), "{e}");
+        assert!(lines[2].starts_with("t.toml:4: listen[0].addr: invalid listen address"), "{e}");
+        assert!(lines[3].starts_with("t.toml:8: listen[2].addr: duplicate listen address"), "{e}");
+    }
+
+    #[test]
+    fn syntax_error_has_line() {
+        let e = parse_err("workers = 2\n[log\n");
+        assert!(e.starts_with("t.toml:2:"), "{e}");
+    }
+
+    #[test]
+    fn workers_auto_and_bad_names() {
+        assert!(parse_ok("workers = \"auto\"").workers >= 1);
+        assert!(parse_err("workers = \"many\"").contains("expected a number or \"auto\""));
+    }
+
+    #[test]
+    fn routing_prefers_specific_host_then_longest_prefix() {
+        let c = parse_ok(
+            r#"
+[upstreams.a]
+servers = ["127.0.0.1:1"]
+[upstreams.b]
+servers = ["127.0.0.1:2"]
+[upstreams.c]
+servers = ["127.0.0.1:3"]
+[[routes]]
+path = "/"
+upstream = "a"
+[[routes]]
+host = "*.example.com"
+upstream = "b"
+[[routes]]
+host = "api.example.com"
+path = "/v1"
+upstream = "c"
+"#,
+        );
+        let target = |host: &str, path: &str| match c.route(host, path).map(|r| &r.action) {
+            Some(RouteAction::Proxy(u)) => u.clone(),
+            other => format!("{other:?}"),
+        };
+        assert_eq!(target("other", "/x"), "a");
+        assert_eq!(target("www.example.com", "/x"), "b");
+        assert_eq!(target("example.com", "/x"), "a");
+        assert_eq!(target("api.example.com", "/v1/users"), "c");
+        assert_eq!(target("api.example.com", "/v2"), "b");
+    }
+
+    #[test]
+    fn no_route_is_none() {
+        let c = parse_ok("[[routes]]\nhost = \"a\"\nrespond = { body = \"x\" }\n");
+        assert!(c.route("b", "/").is_none());
+        assert!(c.route("a", "/").is_some());
+    }
+}

@@ -1,0 +1,100 @@
+//! Finds the line of a key in a TOML source, so that validation errors found
+//! after deserializing can still point at `file:line`.
+
+use std::fmt;
+use toml::de::{DeTable, DeValue};
+
+/// One step of a key path: a table key or an array index.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Seg {
+    /// A table key.
+    Key(String),
+    /// An array index (0-based).
+    Index(usize),
+}
+
+/// A path to a value in the config file, such as `routes[1].upstream`.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct KeyPath(pub Vec<Seg>);
+
+impl KeyPath {
+    /// This path extended by a table key.
+    pub fn key(&self, key: &str) -> KeyPath {
+        let mut segs = self.0.clone();
+        segs.push(Seg::Key(key.to_owned()));
+        KeyPath(segs)
+    }
+
+    /// This path extended by an array index.
+    pub fn index(&self, index: usize) -> KeyPath {
+        let mut segs = self.0.clone();
+        segs.push(Seg::Index(index));
+        KeyPath(segs)
+    }
+}
+
+impl fmt::Display for KeyPath {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        for (i, seg) in self.0.iter().enumerate() {
+            match seg {
+                Seg::Key(k) if i == 0 => write!(f, "{k}")?,
+                Seg::Key(k) => write!(f, ".{k}")?,
+                Seg::Index(n) => write!(f, "[{n}]")?,
+            }
+        }
+        Ok(())
+    }
+}
+
+/// The 1-based line on which the value at `path` starts, or the line of its
+/// deepest existing ancestor (a missing key is reported where its table is).
+pub fn line_of(source: &str, path: &KeyPath) -> Option<usize> {
+    let root = DeTable::parse(source).ok()?;
+    let root_value = DeValue::Table(root.into_inner());
+    let mut current = &root_value;
+    let mut offset = None;
+    for seg in &path.0 {
+        let next = match seg {
+            Seg::Key(k) => current.get(k.as_str()),
+            Seg::Index(n) => current.get(*n),
+        };
+        match next {
+            Some(spanned) => {
+                offset = Some(spanned.span().start);
+                current = spanned.get_ref();
+            }
+            None => break,
+        }
+    }
+    offset.map(|o| line_at(source, o))
+}
+
+/// The 1-based line containing byte `offset`.
+pub fn line_at(source: &str, offset: usize) -> usize {
+    let end = offset.min(source.len());
+    source.as_bytes()[..end].iter().filter(|&&b| b == b'\n').count() + 1
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const SRC: &str = "workers = 2\n\n[upstreams.app]\nservers = [\"a\"]\n\n[[routes]]\npath = \"/\"\n\n[[routes]]\nhost = \"x\"\nupstream = \"nope\"\n";
+
+    #[test]
+    fn finds_nested_keys_and_array_elements() {
+        let p = KeyPath::default().key("routes").index(1).key("upstream");
+        assert_eq!(p.to_string(), "routes[1].upstream");
+        assert_eq!(line_of(SRC, &p), Some(11));
+        assert_eq!(line_of(SRC, &KeyPath::default().key("workers")), Some(1));
+        let servers = KeyPath::default().key("upstreams").key("app").key("servers");
+        assert_eq!(line_of(SRC, &servers), Some(4));
+    }
+
+    #[test]
+    fn missing_key_points_at_its_table() {
+        let p = KeyPath::default().key("routes").index(0).key("upstream");
+        let line = line_of(SRC, &p).expect("the route exists");
+        assert!((6..=7).contains(&line), "line {line}");
+    }
+}

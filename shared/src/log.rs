@@ -1,0 +1,114 @@
+//! slog setup for the error log and the access log.
+//!
+//! Both logs are written by a background thread (`slog-async`), so a worker's
+//! event loop never blocks on a slow disk or terminal. Every error-log line
+//! carries the process role, pid and generation.
+
+use crate::config::LogTarget;
+use slog::{o, Drain, Logger};
+use std::fs::OpenOptions;
+use std::io::{self, Write};
+
+/// The role a process plays, shown on every error-log line.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Role {
+    /// The supervising master process.
+    Master,
+    /// A serving worker process.
+    Worker,
+}
+
+impl Role {
+    fn as_str(self) -> &'static str {
+        match self {
+            Role::Master => "master",
+            Role::Worker => "worker",
+        }
+    }
+}
+
+/// Keeps the log threads alive; dropping it flushes what is queued.
+pub struct LogGuard {
+    _guards: Vec<slog_async::AsyncGuard>,
+}
+
+/// Loggers for one process.
+pub struct Logs {
+    /// The error log.
+    pub error: Logger,
+    /// The access log, if enabled.
+    pub access: Option<Logger>,
+    /// Flushes both logs when dropped.
+    pub guard: LogGuard,
+}
+
+/// Lines queued per log before new lines are dropped (and the drop counted
+/// in the log) rather than blocking the event loop.
+const QUEUE_LINES: usize = 16 * 1024;
+
+fn writer(target: &LogTarget) -> io::Result<Box<dyn Write + Send>> {
+    Ok(match target {
+        LogTarget::Stderr => Box::new(io::stderr()),
+        LogTarget::Stdout => Box::new(io::stdout()),
+        LogTarget::File(path) => Box::new(
+            OpenOptions::new()
+                .create(true)
+                .append(true)
+                .open(path)
+                .map_err(|e| io::Error::new(e.kind(), format!("{}: {e}", path.display())))?,
+        ),
+    })
+}
+
+fn async_logger(target: &LogTarget) -> io::Result<(Logger, slog_async::AsyncGuard)> {
+    let decorator = slog_term::PlainDecorator::new(writer(target)?);
+    let format = slog_term::FullFormat::new(decorator)
+        .build()
+        .fuse();
+    let (drain, guard) = slog_async::Async::new(format)
+        .chan_size(QUEUE_LINES)
+        .overflow_strategy(slog_async::OverflowStrategy::DropAndReport)
+        .thread_name("log".into())
+        .build_with_guard();
+    Ok((Logger::root(drain.fuse(), o!()), guard))
+}
+
+/// Opens the error log (and, for workers, the access log).
+pub fn open(
+    error_log: &LogTarget,
+    access_log: Option<&LogTarget>,
+    role: Role,
+    generation: u64,
+) -> io::Result<Logs> {
+    let (error, error_guard) = async_logger(error_log)?;
+    let error = error.new(o!(
+        "role" => role.as_str(),
+        "pid" => std::process::id(),
+        "generation" => generation,
+    ));
+    let mut guards = vec![error_guard];
+    let access = match access_log {
+        Some(target) => {
+            let (logger, guard) = access_logger(target)?;
+            guards.push(guard);
+            Some(logger)
+        }
+        None => None,
+    };
+    Ok(Logs {
+        error,
+        access,
+        guard: LogGuard { _guards: guards },
+    })
+}
+
+fn access_logger(target: &LogTarget) -> io::Result<(Logger, slog_async::AsyncGuard)> {
+    let decorator = slog_term::PlainDecorator::new(writer(target)?);
+    let format = slog_term::FullFormat::new(decorator).build().fuse();
+    let (drain, guard) = slog_async::Async::new(format)
+        .chan_size(QUEUE_LINES)
+        .overflow_strategy(slog_async::OverflowStrategy::DropAndReport)
+        .thread_name("access-log".into())
+        .build_with_guard();
+    Ok((Logger::root(drain.fuse(), o!()), guard))
+}
