@@ -8,7 +8,7 @@ use crate::config::{
     Config, FixedResponse, HostMatch, HttpLimits, Listen, LogConfig, LogTarget, Route, RouteAction,
     Server, Upstream,
 };
-use crate::config_locate::{line_at, line_of, KeyPath};
+use crate::config_locate::{key_at, line_at, line_of, KeyPath};
 use serde::Deserialize;
 use std::collections::{BTreeMap, HashSet};
 use std::fmt;
@@ -95,7 +95,11 @@ pub fn parse(path: &Path, source: &str) -> Result<Config, ConfigError> {
         problems: vec![Problem {
             file: path.to_owned(),
             line: e.span().map(|s| line_at(source, s.start)),
-            key: String::new(),
+            key: e
+                .span()
+                .and_then(|s| key_at(source, s.start))
+                .map(|k| k.to_string())
+                .unwrap_or_default(),
             message: e.message().trim().to_owned(),
         }],
     })?;
@@ -672,6 +676,12 @@ respond = { status = 200, body = "ok\n" }
         assert!(lines[1].starts_with("t.toml:2: shutdown_timeout: invalid duration"), "{e}");
         assert!(lines[2].starts_with("t.toml:4: listen[0].addr: invalid listen address"), "{e}");
         assert!(lines[3].starts_with("t.toml:8: listen[2].addr: duplicate listen address"), "{e}");
+    }
+
+    #[test]
+    fn type_error_names_line_and_key() {
+        let e = parse_err("workers = 2\n[upstreams.a]\nservers = \"127.0.0.1:1\"\n");
+        assert!(e.starts_with("t.toml:3: upstreams.a.servers: invalid type"), "{e}");
     }
 
     #[test]

@@ -69,6 +69,42 @@ pub fn line_of(source: &str, path: &KeyPath) -> Option<usize> {
     offset.map(|o| line_at(source, o))
 }
 
+/// The path of the innermost key whose value (or name) contains byte
+/// `offset`, so that a type error from the deserializer can name its key.
+pub fn key_at(source: &str, offset: usize) -> Option<KeyPath> {
+    let root = DeTable::parse(source).ok()?;
+    let mut best = None;
+    // Container spans do not always cover their contents (a `[table]` spans
+    // its header), so every entry is visited.
+    visit(&DeValue::Table(root.into_inner()), &KeyPath::default(), offset, &mut best);
+    best
+}
+
+fn visit(value: &DeValue<'_>, path: &KeyPath, offset: usize, best: &mut Option<KeyPath>) {
+    fn consider(best: &mut Option<KeyPath>, p: &KeyPath, hit: bool) {
+        if hit && best.as_ref().is_none_or(|b| p.0.len() >= b.0.len()) {
+            *best = Some(p.clone());
+        }
+    }
+    match value {
+        DeValue::Table(t) => {
+            for (k, v) in t.iter() {
+                let p = path.key(k.get_ref());
+                consider(best, &p, k.span().contains(&offset) || v.span().contains(&offset));
+                visit(v.get_ref(), &p, offset, best);
+            }
+        }
+        DeValue::Array(a) => {
+            for (i, v) in a.iter().enumerate() {
+                let p = path.index(i);
+                consider(best, &p, v.span().contains(&offset));
+                visit(v.get_ref(), &p, offset, best);
+            }
+        }
+        _ => {}
+    }
+}
+
 /// The 1-based line containing byte `offset`.
 pub fn line_at(source: &str, offset: usize) -> usize {
     let end = offset.min(source.len());
@@ -89,6 +125,15 @@ mod tests {
         assert_eq!(line_of(SRC, &KeyPath::default().key("workers")), Some(1));
         let servers = KeyPath::default().key("upstreams").key("app").key("servers");
         assert_eq!(line_of(SRC, &servers), Some(4));
+    }
+
+    #[test]
+    fn finds_the_key_around_an_offset() {
+        let offset = SRC.find("\"nope\"").unwrap() + 1;
+        let path = key_at(SRC, offset).expect("inside a value");
+        assert_eq!(path.to_string(), "routes[1].upstream");
+        let offset = SRC.find("\"a\"").unwrap();
+        assert_eq!(key_at(SRC, offset).unwrap().to_string(), "upstreams.app.servers[0]");
     }
 
     #[test]

@@ -8,6 +8,8 @@ use crate::config::LogTarget;
 use slog::{o, Drain, Logger};
 use std::fs::OpenOptions;
 use std::io::{self, Write};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
 
 /// The role a process plays, shown on every error-log line.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -65,6 +67,8 @@ fn async_logger(target: &LogTarget) -> io::Result<(Logger, slog_async::AsyncGuar
     let format = slog_term::FullFormat::new(decorator)
         .build()
         .fuse();
+    // Debug lines are for development; operators see info and above.
+    let format = slog::LevelFilter::new(format, slog::Level::Info).fuse();
     let (drain, guard) = slog_async::Async::new(format)
         .chan_size(QUEUE_LINES)
         .overflow_strategy(slog_async::OverflowStrategy::DropAndReport)
@@ -80,6 +84,25 @@ pub fn open(
     role: Role,
     generation: u64,
 ) -> io::Result<Logs> {
+    open_tagged(error_log, access_log, role, generation)
+}
+
+/// Opens the master's error log, whose generation changes with reloads: every
+/// line shows the value `generation` holds when it is written.
+pub fn open_master(error_log: &LogTarget, generation: Arc<AtomicU64>) -> io::Result<Logs> {
+    let current = slog::FnValue(move |_: &slog::Record| generation.load(Ordering::Relaxed));
+    open_tagged(error_log, None, Role::Master, current)
+}
+
+fn open_tagged<G>(
+    error_log: &LogTarget,
+    access_log: Option<&LogTarget>,
+    role: Role,
+    generation: G,
+) -> io::Result<Logs>
+where
+    G: slog::Value + Send + Sync + std::panic::RefUnwindSafe + 'static,
+{
     let (error, error_guard) = async_logger(error_log)?;
     let error = error.new(o!(
         "role" => role.as_str(),

@@ -1,0 +1,209 @@
+//! Command-line options and the three things a user can ask for: run the
+//! master, test a config, or signal a running master.
+
+use crate::listeners::Listeners;
+use crate::run::{worker_credentials, Master, Startup};
+use crate::{os, pidfile, signals};
+use clap::{Parser, Subcommand, ValueEnum};
+use nix::sys::signal::Signal;
+use prefork_shared::config_file;
+use prefork_shared::exit;
+use prefork_shared::log;
+use slog::{info, warn};
+use std::path::{Path, PathBuf};
+use std::sync::atomic::AtomicU64;
+use std::sync::Arc;
+
+/// Default config file.
+const DEFAULT_CONFIG: &str = "/etc/prefork/prefork.toml";
+
+/// prefork: a multi-process HTTP/1.1 reverse proxy.
+///
+/// Runs in the foreground: a master process binds the listeners and
+/// supervises worker processes that serve the traffic.
+#[derive(Parser, Debug)]
+#[command(name = "prefork", version, args_conflicts_with_subcommands = true)]
+pub struct Cli {
+    /// Configuration file.
+    #[arg(short = 'c', long = "config", default_value = DEFAULT_CONFIG)]
+    pub config: PathBuf,
+    /// Test the configuration file and exit (0 if valid, 1 with the reasons).
+    #[arg(short = 't', long = "test", conflicts_with = "signal")]
+    pub test: bool,
+    /// Send a signal to the running master found through the config's pid file.
+    #[arg(short = 's', long = "signal", value_enum)]
+    pub signal: Option<SignalName>,
+    /// Internal: the role this process plays.
+    #[command(subcommand)]
+    pub role: Option<Role>,
+}
+
+/// Roles other than master, chosen by the master when it execs itself.
+#[derive(Subcommand, Debug)]
+pub enum Role {
+    /// A worker process (started by the master, never by hand).
+    #[command(hide = true)]
+    Worker {
+        /// The slot it fills.
+        #[arg(long)]
+        slot: u32,
+        /// Its generation.
+        #[arg(long)]
+        generation: u64,
+        /// The IPC server to connect to.
+        #[arg(long)]
+        ipc: String,
+    },
+}
+
+/// Signals `-s` can send.
+#[derive(ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
+pub enum SignalName {
+    /// SIGHUP: re-read the config and roll to a new generation of workers.
+    Reload,
+    /// SIGQUIT: graceful stop.
+    Quit,
+    /// SIGTERM: fast stop.
+    Stop,
+}
+
+impl SignalName {
+    fn signal(self) -> Signal {
+        match self {
+            SignalName::Reload => Signal::SIGHUP,
+            SignalName::Quit => Signal::SIGQUIT,
+            SignalName::Stop => Signal::SIGTERM,
+        }
+    }
+}
+
+/// `prefork -t`: validates the config file.
+pub fn test_config(path: &Path) -> i32 {
+    match config_file::load(path) {
+        Ok(c) => {
+            let listen: Vec<String> = c.listen.iter().map(|l| l.addr.to_string()).collect();
+            println!(
+                "prefork: configuration file {} is valid: listen {}, {} workers, {} upstreams, {} routes",
+                path.display(),
+                listen.join(" "),
+                c.workers,
+                c.upstreams.len(),
+                c.routes.len()
+            );
+            exit::OK
+        }
+        Err(e) => {
+            eprintln!("{e}");
+            eprintln!("prefork: configuration file {} test failed", path.display());
+            exit::FAILURE
+        }
+    }
+}
+
+/// `prefork -s NAME`: signals the master named in the config's pid file.
+pub fn send_signal(path: &Path, name: SignalName) -> i32 {
+    let config = match config_file::load(path) {
+        Ok(c) => c,
+        Err(e) => {
+            eprintln!("{e}");
+            eprintln!("prefork: not signalling: the configuration file is invalid");
+            return exit::FAILURE;
+        }
+    };
+    let pid = match pidfile::read(&config.pid_file) {
+        Ok(pid) => pid,
+        Err(e) => {
+            eprintln!("prefork: cannot find the master ({e}); is prefork running?");
+            return exit::FAILURE;
+        }
+    };
+    match nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid), name.signal()) {
+        Ok(()) => {
+            println!("prefork: sent {} to master pid {pid}", name.signal().as_str());
+            exit::OK
+        }
+        Err(e) => {
+            eprintln!("prefork: kill({pid}, {}): {e}", name.signal().as_str());
+            exit::FAILURE
+        }
+    }
+}
+
+/// `prefork -c FILE`: runs the master in the foreground until it stops.
+pub fn run_master(path: &Path) -> i32 {
+    // Before any thread exists, so that every thread inherits the mask and
+    // only the signal thread takes these signals.
+    if let Err(e) = signals::block() {
+        eprintln!("prefork: sigprocmask: {e}");
+        return exit::FAILURE;
+    }
+    let config = match config_file::load(path) {
+        Ok(c) => c,
+        Err(e) => {
+            eprintln!("{e}");
+            return exit::FAILURE;
+        }
+    };
+    let credentials = match worker_credentials(&config) {
+        Ok(c) => c,
+        Err(e) => {
+            eprintln!("{}: user: {e}", path.display());
+            return exit::FAILURE;
+        }
+    };
+    let exe = match os::current_exe() {
+        Ok(p) => p,
+        Err(e) => {
+            eprintln!("prefork: cannot find its own binary: {e}");
+            return exit::FAILURE;
+        }
+    };
+    if let Err(e) = pidfile::write(&config.pid_file) {
+        eprintln!("prefork: {e}");
+        return exit::FAILURE;
+    }
+    let listeners = match Listeners::bind(&config.listen) {
+        Ok(l) => l,
+        Err(e) => {
+            eprintln!("prefork: {e}");
+            pidfile::remove(&config.pid_file);
+            return exit::FAILURE;
+        }
+    };
+    let generation = Arc::new(AtomicU64::new(1));
+    let logs = match log::open_master(&config.log.error_log, generation.clone()) {
+        Ok(l) => l,
+        Err(e) => {
+            eprintln!("prefork: cannot open the error log: {e}");
+            pidfile::remove(&config.pid_file);
+            return exit::FAILURE;
+        }
+    };
+    let (signal_tx, signal_rx) = crossbeam_channel::unbounded();
+    if let Err(e) = signals::forward(signal_tx) {
+        eprintln!("prefork: cannot start the signal thread: {e}");
+        pidfile::remove(&config.pid_file);
+        return exit::FAILURE;
+    }
+    let addrs: Vec<String> = config.listen.iter().map(|l| l.addr.to_string()).collect();
+    info!(logs.error, "prefork started";
+        "config" => %path.display(), "listen" => addrs.join(" "), "workers" => config.workers);
+    if config.user.is_some() && credentials.is_none() {
+        warn!(logs.error, "`user` is ignored: the master is not running as root");
+    }
+    let master = Master::new(Startup {
+        log: logs.error.clone(),
+        log_generation: generation,
+        config_path: path.to_owned(),
+        config,
+        credentials,
+        listeners,
+        signals: signal_rx,
+        exe,
+    });
+    let (code, pid_file) = master.run();
+    pidfile::remove(&pid_file);
+    info!(logs.error, "prefork stopped"; "exit_code" => code);
+    drop(logs);
+    code
+}

@@ -1,0 +1,183 @@
+//! The master's system calls: starting worker processes, reaping them,
+//! signalling them, and looking up the user they run as.
+
+use crate::supervisor::{ExitStatus, Generation, Pid, Slot};
+use nix::sys::signal::{kill, SigSet, Signal};
+use nix::sys::wait::{waitpid, WaitPidFlag, WaitStatus};
+use nix::unistd::{Gid, Uid, User};
+use prefork_shared::fds::{self, FIRST_LISTEN_FD, LISTEN_FDS_ENV};
+use std::io;
+use std::net::SocketAddr;
+use std::os::fd::RawFd;
+use std::os::unix::process::CommandExt;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+
+/// The unprivileged identity workers run as.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Credentials {
+    /// User name (for messages).
+    pub name: String,
+    /// User id.
+    pub uid: Uid,
+    /// Primary group id.
+    pub gid: Gid,
+}
+
+/// Looks up `name` in the user database.
+pub fn lookup_user(name: &str) -> io::Result<Credentials> {
+    match User::from_name(name) {
+        Ok(Some(u)) => Ok(Credentials {
+            name: name.to_owned(),
+            uid: u.uid,
+            gid: u.gid,
+        }),
+        Ok(None) => Err(io::Error::new(
+            io::ErrorKind::NotFound,
+            format!("user {name:?} does not exist"),
+        )),
+        Err(e) => Err(io::Error::other(format!("getpwnam({name:?}): {e}"))),
+    }
+}
+
+/// Lets `creds` connect to the one-shot IPC socket at `ipc_name`: ipc-channel
+/// creates it in a fresh directory owned by the master, and a worker that
+/// starts unprivileged needs to own both to connect.
+pub fn give_ipc_socket_to(ipc_name: &str, creds: &Credentials) -> io::Result<()> {
+    let socket = Path::new(ipc_name);
+    let paths = [socket.parent().unwrap_or(socket), socket];
+    for path in paths {
+        nix::unistd::chown(path, Some(creds.uid), Some(creds.gid))
+            .map_err(|e| io::Error::other(format!("chown({}): {e}", path.display())))?;
+    }
+    Ok(())
+}
+
+/// How to start one worker process.
+pub struct WorkerCommand<'a> {
+    /// The prefork binary.
+    pub exe: &'a Path,
+    /// The slot it fills.
+    pub slot: Slot,
+    /// Its generation.
+    pub generation: Generation,
+    /// Name of the one-shot IPC server it connects to.
+    pub ipc_name: &'a str,
+    /// Listening sockets it inherits, in order, from fd 3.
+    pub listeners: &'a [(SocketAddr, RawFd)],
+    /// Identity to drop to before exec, when the master runs as root.
+    pub credentials: Option<&'a Credentials>,
+}
+
+/// Starts a worker: fork, then exec of the prefork binary in the worker
+/// role, with the listeners at fds 3.. and nothing else inherited.
+pub fn spawn_worker(cmd: &WorkerCommand<'_>) -> io::Result<Pid> {
+    let addrs: Vec<SocketAddr> = cmd.listeners.iter().map(|(a, _)| *a).collect();
+    let sources: Vec<RawFd> = cmd.listeners.iter().map(|(_, fd)| *fd).collect();
+    // Allocated before fork: nothing may allocate between fork and exec.
+    let mut scratch: Vec<RawFd> = vec![-1; sources.len()];
+    let master = nix::unistd::getpid();
+    let mut command = Command::new(cmd.exe);
+    command
+        .arg("worker")
+        .args(["--slot", &cmd.slot.0.to_string()])
+        .args(["--generation", &cmd.generation.0.to_string()])
+        .args(["--ipc", cmd.ipc_name])
+        .env(LISTEN_FDS_ENV, fds::encode(&addrs))
+        .stdin(Stdio::null());
+    if let Some(c) = cmd.credentials {
+        command.uid(c.uid.as_raw()).gid(c.gid.as_raw());
+    }
+    // SAFETY: the closure runs in the child between fork and exec and only
+    // makes async-signal-safe system calls on memory allocated before fork.
+    unsafe {
+        command.pre_exec(move || {
+            // The master blocks its signals for sigwait; the worker must not
+            // inherit that mask or signals sent to it would stay pending.
+            SigSet::empty().thread_set_mask().map_err(io::Error::from)?;
+            place_listeners(&sources, &mut scratch)?;
+            // Die with the master. Set after the uid change, which clears it.
+            if libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL as libc::c_ulong) != 0 {
+                return Err(io::Error::last_os_error());
+            }
+            // The master may have died before the line above took effect.
+            if libc::getppid() != master.as_raw() {
+                return Err(io::Error::from_raw_os_error(libc::ESRCH));
+            }
+            Ok(())
+        });
+    }
+    let child = command.spawn()?;
+    Ok(child.id())
+}
+
+/// Moves the listeners to fds 3.. (clearing close-on-exec on them) and marks
+/// every other inherited fd close-on-exec. Runs between fork and exec.
+fn place_listeners(sources: &[RawFd], scratch: &mut [RawFd]) -> io::Result<()> {
+    let first_free = FIRST_LISTEN_FD + sources.len() as RawFd;
+    // First copy every source above the target range, so that moving one
+    // listener into place can never overwrite another that sits there.
+    for (tmp, &src) in scratch.iter_mut().zip(sources) {
+        // SAFETY: fcntl on an fd we own; no memory is touched.
+        *tmp = unsafe { libc::fcntl(src, libc::F_DUPFD_CLOEXEC, first_free) };
+        if *tmp < 0 {
+            return Err(io::Error::last_os_error());
+        }
+    }
+    for (i, &tmp) in scratch.iter().enumerate() {
+        // SAFETY: dup2 between fds we own; the copy has close-on-exec clear.
+        if unsafe { libc::dup2(tmp, FIRST_LISTEN_FD + i as RawFd) } < 0 {
+            return Err(io::Error::last_os_error());
+        }
+    }
+    // Marking (not closing) keeps std's exec-error pipe working.
+    // SAFETY: close_range only changes flags of this process's fds.
+    let marked = unsafe {
+        libc::syscall(
+            libc::SYS_close_range,
+            first_free as libc::c_uint,
+            libc::c_uint::MAX,
+            libc::CLOSE_RANGE_CLOEXEC as libc::c_uint,
+        )
+    };
+    if marked != 0 {
+        // Kernels before 5.11: mark the usual range one by one.
+        for fd in first_free..4096 {
+            // SAFETY: F_SETFD on a closed fd just fails with EBADF.
+            unsafe { libc::fcntl(fd, libc::F_SETFD, libc::FD_CLOEXEC) };
+        }
+    }
+    Ok(())
+}
+
+/// Reaps every child that has exited, without blocking.
+pub fn reap_children() -> Vec<(Pid, ExitStatus)> {
+    let mut exited = Vec::new();
+    loop {
+        match waitpid(None, Some(WaitPidFlag::WNOHANG)) {
+            Ok(WaitStatus::Exited(pid, code)) => {
+                exited.push((pid.as_raw() as Pid, ExitStatus::Code(code)))
+            }
+            Ok(WaitStatus::Signaled(pid, signal, _)) => {
+                exited.push((pid.as_raw() as Pid, ExitStatus::Signal(signal as i32)))
+            }
+            Ok(WaitStatus::StillAlive) | Err(_) => return exited,
+            Ok(_) => continue,
+        }
+    }
+}
+
+/// Sends `signal` to a worker.
+pub fn signal_worker(pid: Pid, signal: Signal) -> nix::Result<()> {
+    kill(nix::unistd::Pid::from_raw(pid as i32), signal)
+}
+
+/// Whether the master runs as root (and so must drop privileges for workers).
+pub fn is_root() -> bool {
+    Uid::effective().is_root()
+}
+
+/// The path of the running binary, used to exec workers.
+pub fn current_exe() -> io::Result<PathBuf> {
+    std::env::current_exe()
+}

@@ -1,0 +1,374 @@
+//! The master loop: one `select!` over signals, worker links and a timer.
+//! It turns what happens into supervisor [`Event`]s and carries out the
+//! [`Action`]s the supervisor decides on.
+
+use crate::link::{self, LinkEvent, PendingLink};
+use crate::listeners::Listeners;
+use crate::os::{self, Credentials, WorkerCommand};
+use crate::pidfile;
+use crate::signals::Request;
+use crate::supervisor::{Action, Event, Generation, Pid, Slot, Supervisor};
+use crossbeam_channel::{select, Receiver, Sender};
+use ipc_channel::ipc::IpcSender;
+use nix::sys::signal::Signal;
+use prefork_shared::config_file;
+use prefork_shared::ipc::{MasterMsg, StopMode};
+use prefork_shared::Config;
+use slog::{debug, error, info, warn, Logger};
+use std::collections::{BTreeMap, HashMap, VecDeque};
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::Instant;
+
+/// What one generation of workers is started with.
+struct GenerationSetup {
+    config: Arc<Config>,
+    credentials: Option<Credentials>,
+}
+
+/// A worker's IPC link as the master sees it.
+struct Link {
+    /// The one-shot server name, to unblock its thread if it never connects.
+    name: String,
+    /// Its command channel, once it said hello.
+    control: Option<IpcSender<MasterMsg>>,
+}
+
+/// Everything the master owns while it runs.
+pub struct Master {
+    log: Logger,
+    /// Shown on every master log line; follows the newest generation.
+    log_generation: Arc<AtomicU64>,
+    config_path: PathBuf,
+    exe: PathBuf,
+    listeners: Listeners,
+    setups: BTreeMap<Generation, GenerationSetup>,
+    /// A validated config waiting for the supervisor to give it a generation.
+    staged: Option<GenerationSetup>,
+    supervisor: Supervisor,
+    links: HashMap<Pid, Link>,
+    link_tx: Sender<LinkEvent>,
+    link_rx: Receiver<LinkEvent>,
+    signals: Receiver<Request>,
+}
+
+/// What the master starts with; see `main.rs` for how each is made.
+pub struct Startup {
+    /// The error log.
+    pub log: Logger,
+    /// The generation cell the log shows.
+    pub log_generation: Arc<AtomicU64>,
+    /// Where the config was read from (re-read on reload).
+    pub config_path: PathBuf,
+    /// The validated config.
+    pub config: Config,
+    /// Identity for workers, when running as root with `user` set.
+    pub credentials: Option<Credentials>,
+    /// The bound listeners.
+    pub listeners: Listeners,
+    /// Requests from the signal thread.
+    pub signals: Receiver<Request>,
+    /// The binary to exec workers from.
+    pub exe: PathBuf,
+}
+
+impl Master {
+    /// A master ready to run.
+    pub fn new(s: Startup) -> Self {
+        let supervisor = Supervisor::new(
+            s.log.new(slog::o!()),
+            s.config.workers,
+            s.config.shutdown_timeout,
+        );
+        let (link_tx, link_rx) = crossbeam_channel::unbounded();
+        let mut setups = BTreeMap::new();
+        setups.insert(
+            supervisor.generation(),
+            GenerationSetup {
+                config: Arc::new(s.config),
+                credentials: s.credentials,
+            },
+        );
+        Master {
+            log: s.log,
+            log_generation: s.log_generation,
+            config_path: s.config_path,
+            exe: s.exe,
+            listeners: s.listeners,
+            setups,
+            staged: None,
+            supervisor,
+            links: HashMap::new(),
+            link_tx,
+            link_rx,
+            signals: s.signals,
+        }
+    }
+
+    /// Runs until every worker has stopped; returns the exit code and the
+    /// pid file to remove (a reload may have moved it).
+    pub fn run(mut self) -> (i32, PathBuf) {
+        let code = self.serve();
+        (code, self.current_config().pid_file.clone())
+    }
+
+    fn serve(&mut self) -> i32 {
+        if let Some(code) = self.feed(Event::Started) {
+            return code;
+        }
+        loop {
+            let timer = match self.supervisor.next_wakeup() {
+                Some(at) => crossbeam_channel::at(at),
+                None => crossbeam_channel::never(),
+            };
+            let events: Vec<Event> = select! {
+                recv(self.signals) -> request => match request {
+                    Ok(request) => self.on_signal(request),
+                    Err(_) => {
+                        error!(self.log, "the signal thread stopped; stopping");
+                        vec![Event::Stop(StopMode::Fast)]
+                    }
+                },
+                recv(self.link_rx) -> event => match event {
+                    Ok(event) => self.on_link(event),
+                    Err(_) => Vec::new(),
+                },
+                recv(timer) -> _ => vec![Event::Tick],
+            };
+            for event in events {
+                if let Some(code) = self.feed(event) {
+                    return code;
+                }
+            }
+            self.forget_old_setups();
+        }
+    }
+
+    /// Gives an event to the supervisor and carries out what it decides,
+    /// including the events that carrying it out produces.
+    fn feed(&mut self, event: Event) -> Option<i32> {
+        let mut queue = VecDeque::from([event]);
+        while let Some(event) = queue.pop_front() {
+            let before = self.supervisor.generation();
+            let actions = self.supervisor.handle(event, Instant::now());
+            let now_current = self.supervisor.generation();
+            if let Some(setup) = self.staged.take() {
+                if now_current != before {
+                    self.setups.insert(now_current, setup);
+                    self.log_generation.store(now_current.0, Ordering::Relaxed);
+                }
+            }
+            for action in actions {
+                match action {
+                    Action::Spawn { slot, generation } => queue.push_back(self.spawn(slot, generation)),
+                    Action::Stop(pid, mode) => self.stop(pid, mode),
+                    Action::Kill(pid) => self.signal(pid, Signal::SIGKILL),
+                    Action::Exit(code) => return Some(code),
+                }
+            }
+        }
+        None
+    }
+
+    fn on_signal(&mut self, request: Request) -> Vec<Event> {
+        match request {
+            Request::Reload => self.reload().into_iter().collect(),
+            Request::GracefulStop => vec![Event::Stop(StopMode::Graceful)],
+            Request::FastStop => vec![Event::Stop(StopMode::Fast)],
+            Request::ReapChildren => {
+                let exited = os::reap_children();
+                for (pid, _) in &exited {
+                    if let Some(link) = self.links.remove(pid) {
+                        if link.control.is_none() {
+                            link::abandon(&link.name);
+                        }
+                    }
+                }
+                exited
+                    .into_iter()
+                    .map(|(pid, status)| Event::WorkerExited(pid, status))
+                    .collect()
+            }
+            Request::Unsupported(signal) => {
+                warn!(self.log, "signal not supported by this version; ignored"; "signal" => signal.as_str());
+                Vec::new()
+            }
+        }
+    }
+
+    fn on_link(&mut self, event: LinkEvent) -> Vec<Event> {
+        match event {
+            LinkEvent::Hello { pid, control } => {
+                let Some(generation) = self.supervisor.generation_of(pid) else {
+                    return Vec::new();
+                };
+                let Some(setup) = self.setups.get(&generation) else {
+                    return Vec::new();
+                };
+                let configure = MasterMsg::Configure(Box::new(Config::clone(&setup.config)));
+                if let Err(e) = control.send(configure) {
+                    warn!(self.log, "cannot send the configuration to a worker"; "worker_pid" => pid, "error" => ?e);
+                }
+                if let Some(link) = self.links.get_mut(&pid) {
+                    link.control = Some(control);
+                }
+                Vec::new()
+            }
+            LinkEvent::Message(pid, msg) => match msg {
+                prefork_shared::ipc::WorkerMsg::Ready => vec![Event::WorkerReady(pid)],
+                prefork_shared::ipc::WorkerMsg::Hello { .. } => {
+                    warn!(self.log, "worker said hello twice"; "worker_pid" => pid);
+                    Vec::new()
+                }
+            },
+            LinkEvent::Closed { pid, reason } => {
+                debug!(self.log, "worker link closed"; "worker_pid" => pid, "reason" => reason);
+                Vec::new()
+            }
+        }
+    }
+
+    fn spawn(&mut self, slot: Slot, generation: Generation) -> Event {
+        match self.try_spawn(slot, generation) {
+            Ok(pid) => Event::Spawned {
+                slot,
+                generation,
+                pid,
+            },
+            Err(reason) => Event::SpawnFailed { slot, reason },
+        }
+    }
+
+    fn try_spawn(&mut self, slot: Slot, generation: Generation) -> Result<Pid, String> {
+        let setup = self
+            .setups
+            .get(&generation)
+            .ok_or_else(|| format!("no configuration for generation {}", generation.0))?;
+        let link = PendingLink::open().map_err(|e| format!("cannot open an IPC server: {e}"))?;
+        if let Some(creds) = &setup.credentials {
+            os::give_ipc_socket_to(link.name(), creds)
+                .map_err(|e| format!("cannot hand the IPC socket to user {}: {e}", creds.name))?;
+        }
+        let fds = self.listeners.fds_for(&setup.config.listen);
+        let command = WorkerCommand {
+            exe: &self.exe,
+            slot,
+            generation,
+            ipc_name: link.name(),
+            listeners: &fds,
+            credentials: setup.credentials.as_ref(),
+        };
+        let pid = os::spawn_worker(&command)
+            .map_err(|e| format!("cannot start {}: {e}", self.exe.display()))?;
+        let name = link.name().to_owned();
+        if let Err(e) = link.serve(pid, self.link_tx.clone()) {
+            // Without a link the worker can never be configured: the boot
+            // timeout would kill it; do it now instead.
+            self.signal(pid, Signal::SIGKILL);
+            error!(self.log, "cannot start an IPC thread"; "worker_pid" => pid, "error" => %e);
+        }
+        self.links.insert(
+            pid,
+            Link {
+                name,
+                control: None,
+            },
+        );
+        Ok(pid)
+    }
+
+    /// Asks a worker to stop over its link; a signal is the fallback.
+    fn stop(&mut self, pid: Pid, mode: StopMode) {
+        let sent = self
+            .links
+            .get(&pid)
+            .and_then(|l| l.control.as_ref())
+            .is_some_and(|c| c.send(MasterMsg::Stop(mode)).is_ok());
+        if !sent {
+            let signal = match mode {
+                StopMode::Graceful => Signal::SIGQUIT,
+                StopMode::Fast => Signal::SIGTERM,
+            };
+            self.signal(pid, signal);
+        }
+    }
+
+    fn signal(&self, pid: Pid, signal: Signal) {
+        if let Err(e) = os::signal_worker(pid, signal) {
+            debug!(self.log, "kill failed"; "worker_pid" => pid, "signal" => signal.as_str(), "error" => %e);
+        }
+    }
+
+    /// Re-reads the config. A valid one is staged for the next generation;
+    /// an invalid one changes nothing.
+    fn reload(&mut self) -> Option<Event> {
+        info!(self.log, "reloading the configuration"; "file" => %self.config_path.display());
+        let config = match config_file::load(&self.config_path) {
+            Ok(c) => c,
+            Err(e) => {
+                error!(self.log, "reload failed, still serving with the previous configuration"; "error" => %e);
+                return None;
+            }
+        };
+        let credentials = match worker_credentials(&config) {
+            Ok(c) => c,
+            Err(e) => {
+                error!(self.log, "reload failed, still serving with the previous configuration"; "error" => %e);
+                return None;
+            }
+        };
+        match self.listeners.reconcile(&config.listen) {
+            Ok(closed) => {
+                for addr in closed {
+                    info!(self.log, "listener removed"; "addr" => %addr);
+                }
+            }
+            Err(e) => {
+                error!(self.log, "reload failed, still serving with the previous configuration"; "error" => %e);
+                return None;
+            }
+        }
+        let old_pid_file = self.current_config().pid_file.clone();
+        if config.pid_file != old_pid_file {
+            match pidfile::write(&config.pid_file) {
+                Ok(()) => pidfile::remove(&old_pid_file),
+                Err(e) => warn!(self.log, "cannot move the pid file"; "error" => %e),
+            }
+        }
+        let event = Event::Reload {
+            workers: config.workers,
+            shutdown_timeout: config.shutdown_timeout,
+        };
+        self.staged = Some(GenerationSetup {
+            config: Arc::new(config),
+            credentials,
+        });
+        Some(event)
+    }
+
+    /// The newest generation's config.
+    fn current_config(&self) -> &Config {
+        let current = self.supervisor.generation();
+        self.setups
+            .get(&current)
+            .or_else(|| self.setups.values().next_back())
+            .map(|s| s.config.as_ref())
+            .expect("the master always holds at least one configuration")
+    }
+
+    /// Drops the setups of generations that have no worker left.
+    fn forget_old_setups(&mut self) {
+        let current = self.supervisor.generation();
+        let oldest = self.supervisor.oldest_live_generation().unwrap_or(current);
+        self.setups.retain(|g, _| *g >= oldest.min(current));
+    }
+}
+
+/// The identity workers run as: `user` when the master is root, else none.
+pub fn worker_credentials(config: &Config) -> std::io::Result<Option<Credentials>> {
+    match &config.user {
+        Some(name) if os::is_root() => os::lookup_user(name).map(Some),
+        _ => Ok(None),
+    }
+}
