@@ -1,1 +1,166 @@
-pub fn x(){}
+//! prefork's worker: one process, one tokio current-thread event loop,
+//! proxying HTTP/1.1 on the listening sockets the master passed down.
+//!
+//! The master runs `prefork worker --slot N --generation G --ipc NAME`; its
+//! `main` calls [`main`] and exits with the returned code.
+
+mod accept;
+mod access_log;
+mod conn;
+mod control;
+mod error;
+mod http;
+mod inherit;
+mod io;
+mod proxy;
+mod server;
+mod upstream;
+
+#[cfg(test)]
+mod tests;
+
+use control::Stop;
+use ipc_channel::ipc::{self, IpcSender};
+use ipc_channel::{IpcError, TryRecvError};
+use prefork_shared::exit;
+use prefork_shared::ipc::{MasterMsg, WorkerMsg, PROTOCOL_VERSION};
+use prefork_shared::log::{self as plog, Role};
+use prefork_shared::Config;
+use slog::{error, info, o};
+use std::time::Duration;
+use tokio::sync::watch;
+
+/// How long a new worker waits for its configuration.
+const CONFIGURE_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// Arguments the master passes on the worker's command line.
+#[derive(Debug, Clone)]
+pub struct WorkerArgs {
+    /// The worker's slot in the master's table.
+    pub slot: u32,
+    /// The configuration generation the worker belongs to.
+    pub generation: u64,
+    /// Name of the master's one-shot IPC server.
+    pub ipc_name: String,
+}
+
+/// Why a worker could not start.
+#[derive(Debug, thiserror::Error)]
+enum BootError {
+    #[error("inherited listeners: {0}")]
+    Listeners(#[from] inherit::InheritError),
+    #[error("cannot connect to the master's IPC server {name:?}: {source}")]
+    Connect {
+        name: String,
+        source: std::io::Error,
+    },
+    #[error("cannot create the control channel: {0}")]
+    Channel(std::io::Error),
+    #[error("cannot send Hello to the master: {0}")]
+    Hello(IpcError),
+    #[error("no configuration from the master within {0:?}")]
+    ConfigTimeout(Duration),
+    #[error("control channel failed before configuration: {0}")]
+    ConfigRecv(IpcError),
+    #[error("cannot open the logs: {0}")]
+    Logs(std::io::Error),
+    #[error("cannot start the control thread: {0}")]
+    ControlThread(std::io::Error),
+    #[error("cannot start the event loop: {0}")]
+    Runtime(std::io::Error),
+}
+
+/// Runs a worker process to completion; returns the process exit code (see
+/// [`prefork_shared::exit`]).
+pub fn main(args: WorkerArgs) -> i32 {
+    match run(&args) {
+        Ok(code) => code,
+        Err(e) => {
+            eprintln!(
+                "prefork worker (slot {}, generation {}, pid {}): {e}",
+                args.slot,
+                args.generation,
+                std::process::id()
+            );
+            exit::WORKER_BOOT_FAILURE
+        }
+    }
+}
+
+fn run(args: &WorkerArgs) -> Result<i32, BootError> {
+    let listeners = inherit::take_listeners()?;
+    let to_master = IpcSender::<WorkerMsg>::connect(args.ipc_name.clone()).map_err(|source| {
+        BootError::Connect {
+            name: args.ipc_name.clone(),
+            source,
+        }
+    })?;
+    let (control, commands) = ipc::channel::<MasterMsg>().map_err(BootError::Channel)?;
+    to_master
+        .send(WorkerMsg::Hello {
+            protocol: PROTOCOL_VERSION,
+            pid: std::process::id(),
+            control,
+        })
+        .map_err(BootError::Hello)?;
+    let config: Config = match commands.try_recv_timeout(CONFIGURE_TIMEOUT) {
+        Ok(MasterMsg::Configure(config)) => *config,
+        // Told to stop before starting: nothing to do.
+        Ok(MasterMsg::Stop(_)) => return Ok(exit::OK),
+        Err(TryRecvError::Empty) => return Err(BootError::ConfigTimeout(CONFIGURE_TIMEOUT)),
+        Err(TryRecvError::IpcError(e)) => return Err(BootError::ConfigRecv(e)),
+    };
+
+    let logs = plog::open(
+        &config.log.error_log,
+        config.log.access_log.as_ref(),
+        Role::Worker,
+        args.generation,
+    )
+    .map_err(BootError::Logs)?;
+    let log = logs.error.new(o!("slot" => args.slot));
+
+    let (stop_tx, stop_rx) = watch::channel(Stop::Running);
+    control::spawn_ipc_reader(commands, stop_tx.clone(), log.clone())
+        .map_err(BootError::ControlThread)?;
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .map_err(BootError::Runtime)?;
+    let local = tokio::task::LocalSet::new();
+
+    let code = local.block_on(&runtime, async {
+        let signals = match control::watch_signals(stop_tx) {
+            Ok(signals) => signals,
+            Err(e) => {
+                error!(log, "cannot install signal handlers"; "error" => %e);
+                return exit::WORKER_BOOT_FAILURE;
+            }
+        };
+        tokio::task::spawn_local(signals);
+        let mut tokio_listeners = Vec::with_capacity(listeners.len());
+        for (addr, listener) in listeners {
+            match tokio::net::TcpListener::from_std(listener) {
+                Ok(l) => tokio_listeners.push(l),
+                Err(e) => {
+                    error!(log, "cannot register listener"; "listen" => %addr, "error" => %e);
+                    return exit::WORKER_BOOT_FAILURE;
+                }
+            }
+        }
+        let worker = server::Worker::new(config, log.clone(), logs.access.clone(), stop_rx);
+        server::serve(worker, tokio_listeners, || {
+            info!(log, "worker ready");
+            if let Err(e) = to_master.send(WorkerMsg::Ready) {
+                error!(log, "cannot tell the master we are ready"; "error" => %e);
+            }
+        })
+        .await;
+        exit::OK
+    });
+    // Close every connection before the logs flush.
+    drop(local);
+    drop(runtime);
+    drop(logs.guard);
+    Ok(code)
+}

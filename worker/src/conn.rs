@@ -1,0 +1,349 @@
+//! One client connection: the keep-alive loop, reading request heads, and
+//! the responses prefork answers by itself.
+
+use crate::access_log::{self, RequestInfo, Served};
+use crate::control::Stop;
+use crate::http::body::BodyCursor;
+use crate::http::heads::{self, ConnectionField};
+use crate::http::request::{self, RequestError};
+use crate::http::{with_header_slots, Framing, Version};
+use crate::io::write_two;
+use crate::server::Worker;
+use bytes::{Buf, BytesMut};
+use prefork_shared::config::RouteAction;
+use slog::{error, warn};
+use std::net::SocketAddr;
+use std::rc::Rc;
+use std::time::Duration;
+use tokio::io::AsyncReadExt;
+use tokio::net::TcpStream;
+use tokio::sync::watch;
+use tokio::time::{timeout, timeout_at, Instant};
+
+/// Initial size of a connection's read buffer (enough for most heads).
+const HEAD_BUFFER: usize = 8 * 1024;
+/// Spare room below which the read buffer grows before a read.
+const MIN_SPARE: usize = 1024;
+
+/// One client connection and the buffers it reuses across requests.
+pub(crate) struct Connection {
+    /// The worker's shared state.
+    pub(crate) worker: Rc<Worker>,
+    /// The client socket.
+    pub(crate) stream: TcpStream,
+    /// The client's address.
+    pub(crate) peer: SocketAddr,
+    /// Bytes read from the client and not consumed yet; a pipelined request
+    /// may already wait here.
+    pub(crate) buf: BytesMut,
+    /// The head forwarded upstream (kept for a retry).
+    pub(crate) request_head: Vec<u8>,
+    /// The head of the response being written to the client.
+    pub(crate) response_head: Vec<u8>,
+    /// The worker's run state, to close idle connections on a stop.
+    stop: watch::Receiver<Stop>,
+    /// The current request's fields for the access log.
+    info: RequestInfo,
+}
+
+/// A parsed request; its head has been consumed from the buffer.
+pub(crate) struct Request<'w> {
+    /// The request's version.
+    pub(crate) version: Version,
+    /// Whether it is a `HEAD` request (the response has no body).
+    pub(crate) is_head: bool,
+    /// Whether it may be replayed on another connection.
+    pub(crate) idempotent: bool,
+    /// Whether the connection may serve another request afterwards.
+    pub(crate) keep_alive: bool,
+    /// How its body is framed.
+    pub(crate) body: Framing,
+    /// What the matching route does (`None`: no route, 404).
+    action: Option<&'w RouteAction>,
+}
+
+/// The result of serving one request.
+pub(crate) struct Done {
+    /// For the access log.
+    pub(crate) served: Served,
+    /// Whether the connection must close now.
+    pub(crate) close: bool,
+}
+
+/// Why no request head could be read.
+enum HeadEnd {
+    /// The client closed or stayed idle too long, or the worker is stopping.
+    Closed,
+    /// `client_header_timeout` passed.
+    Timeout,
+    /// The head was refused.
+    Invalid(RequestError),
+}
+
+impl Connection {
+    /// A connection just accepted from `peer`.
+    pub(crate) fn new(worker: Rc<Worker>, stream: TcpStream, peer: SocketAddr) -> Self {
+        Connection {
+            stop: worker.stop.clone(),
+            worker,
+            stream,
+            peer,
+            buf: BytesMut::with_capacity(HEAD_BUFFER),
+            request_head: Vec::new(),
+            response_head: Vec::new(),
+            info: RequestInfo::default(),
+        }
+    }
+
+    /// Serves requests until the connection closes.
+    pub(crate) async fn run(mut self) {
+        let worker = self.worker.clone();
+        let mut served = 0u64;
+        loop {
+            let request = self.read_request(&worker, served).await;
+            let started = Instant::now();
+            let done = match request {
+                Ok(req) => {
+                    served += 1;
+                    self.serve(&worker, &req).await
+                }
+                Err(HeadEnd::Closed) => return,
+                Err(HeadEnd::Timeout) => {
+                    self.info.clear();
+                    self.answer_error(Version::Http11, false, 408, true).await
+                }
+                Err(HeadEnd::Invalid(e)) => {
+                    warn!(worker.log, "bad request"; "client" => %self.peer, "error" => %e);
+                    self.answer_error(Version::Http11, false, e.status(), true)
+                        .await
+                }
+            };
+            if let Some(access) = &worker.access {
+                access_log::record(
+                    access,
+                    self.peer,
+                    &self.info,
+                    &done.served,
+                    started.elapsed(),
+                );
+            }
+            if done.close {
+                return;
+            }
+        }
+    }
+
+    async fn serve(&mut self, worker: &Worker, req: &Request<'_>) -> Done {
+        match req.action {
+            None => {
+                let close = self.must_close(req);
+                self.answer_error(req.version, req.is_head, 404, close)
+                    .await
+            }
+            Some(RouteAction::Respond(fixed)) => {
+                let close = self.must_close(req);
+                let body = fixed.body.as_bytes();
+                self.answer(
+                    req.version,
+                    req.is_head,
+                    fixed.status,
+                    &fixed.content_type,
+                    body,
+                    close,
+                )
+                .await
+            }
+            Some(RouteAction::Proxy(name)) => match worker.upstreams.get(name) {
+                Some(group) => self.proxy(req, group).await,
+                None => {
+                    // Validation guarantees the upstream exists and has servers.
+                    error!(worker.log, "route names an unknown or empty upstream"; "upstream" => name);
+                    let close = self.must_close(req);
+                    self.answer_error(req.version, req.is_head, 500, close)
+                        .await
+                }
+            },
+        }
+    }
+
+    /// Reads until a complete request head is buffered.
+    async fn read_request<'w>(
+        &mut self,
+        worker: &'w Worker,
+        served: u64,
+    ) -> Result<Request<'w>, HeadEnd> {
+        let limits = &worker.config.http;
+        // The first request is due within the header timeout of the accept;
+        // later ones within it of their first byte, after an idle wait.
+        let mut deadline = (served == 0).then(|| Instant::now() + limits.client_header_timeout);
+        loop {
+            if !self.buf.is_empty() {
+                if let Some(req) = self.parse_request(worker, served)? {
+                    return Ok(req);
+                }
+                deadline.get_or_insert_with(|| Instant::now() + limits.client_header_timeout);
+            }
+            let idle = self.buf.is_empty();
+            if self.buf.capacity() - self.buf.len() < MIN_SPARE {
+                self.buf.reserve(HEAD_BUFFER);
+            }
+            let until = deadline.unwrap_or_else(|| Instant::now() + limits.keepalive_timeout);
+            let read = tokio::select! {
+                biased;
+                _ = self.stop.wait_for(|s| *s != Stop::Running), if idle => return Err(HeadEnd::Closed),
+                read = timeout_at(until, self.stream.read_buf(&mut self.buf)) => read,
+            };
+            match read {
+                Err(_) if deadline.is_some() => return Err(HeadEnd::Timeout),
+                Ok(Ok(n)) if n > 0 => {}
+                // Idle timeout, EOF or a reset: nothing to answer.
+                _ => return Err(HeadEnd::Closed),
+            }
+        }
+    }
+
+    /// Parses the buffered head, routes it and, for a proxied request,
+    /// builds the head to forward; `Ok(None)` when incomplete.
+    fn parse_request<'w>(
+        &mut self,
+        worker: &'w Worker,
+        served: u64,
+    ) -> Result<Option<Request<'w>>, HeadEnd> {
+        let limits = &worker.config.http;
+        let client_ip = self.peer.ip().to_canonical();
+        let last = served + 1 >= limits.keepalive_requests;
+        let Connection {
+            buf,
+            request_head,
+            info,
+            ..
+        } = self;
+        let parsed = with_header_slots(limits.max_request_headers, |slots| {
+            let Some(head) = request::parse(buf, limits, slots)? else {
+                return Ok(None);
+            };
+            let host = head.host.unwrap_or("");
+            let action = worker
+                .config
+                .route(&request::route_host(host), head.path)
+                .map(|route| &route.action);
+            if matches!(action, Some(RouteAction::Proxy(_))) {
+                heads::request_head(request_head, &head, client_ip);
+            }
+            if worker.access.is_some() {
+                info.set(head.method, host, head.path);
+            }
+            let req = Request {
+                version: head.version,
+                is_head: head.method == "HEAD",
+                idempotent: head.is_idempotent(),
+                keep_alive: head.keep_alive && !last,
+                body: head.body,
+                action,
+            };
+            Ok(Some((head.len, req)))
+        });
+        match parsed {
+            Ok(Some((len, req))) => {
+                self.buf.advance(len);
+                Ok(Some(req))
+            }
+            Ok(None) => Ok(None),
+            Err(e) => {
+                self.info.clear();
+                Err(HeadEnd::Invalid(e))
+            }
+        }
+    }
+
+    /// Whether the connection must close after answering `req` without
+    /// forwarding it; skips its body when it is already fully buffered.
+    pub(crate) fn must_close(&mut self, req: &Request<'_>) -> bool {
+        if !req.keep_alive || self.worker.stopping() {
+            return true;
+        }
+        let mut body = BodyCursor::new(req.body);
+        match body.take(&self.buf) {
+            Ok(n) if body.is_done() => {
+                self.buf.advance(n);
+                false
+            }
+            // The body is still on its way (or malformed): unread bytes
+            // would be taken for the next request.
+            _ => true,
+        }
+    }
+
+    /// How long a write to the client may stall. The config has no key for
+    /// it (nginx's `send_timeout`); the body timeout, the same 60 s by
+    /// default, bounds a client that stops reading.
+    pub(crate) fn send_timeout(&self) -> Duration {
+        self.worker.config.http.client_body_timeout
+    }
+
+    /// Answers an error page.
+    pub(crate) async fn answer_error(
+        &mut self,
+        version: Version,
+        is_head: bool,
+        status: u16,
+        close: bool,
+    ) -> Done {
+        let body = heads::error_body(status);
+        self.answer(
+            version,
+            is_head,
+            status,
+            "text/html",
+            body.as_bytes(),
+            close,
+        )
+        .await
+    }
+
+    /// Answers a response of prefork's own.
+    pub(crate) async fn answer(
+        &mut self,
+        version: Version,
+        is_head: bool,
+        status: u16,
+        content_type: &str,
+        body: &[u8],
+        close: bool,
+    ) -> Done {
+        let close = close || self.worker.stopping();
+        heads::own_response_head(
+            &mut self.response_head,
+            status,
+            content_type,
+            body.len(),
+            connection_field(version, close),
+        );
+        let body = if is_head { &[][..] } else { body };
+        let send_timeout = self.send_timeout();
+        let write = write_two(&mut self.stream, &self.response_head, body);
+        let ok = matches!(timeout(send_timeout, write).await, Ok(Ok(())));
+        Done {
+            served: Served {
+                status,
+                bytes_sent: if ok {
+                    (self.response_head.len() + body.len()) as u64
+                } else {
+                    0
+                },
+                upstream: None,
+                upstream_time: None,
+            },
+            close: close || !ok,
+        }
+    }
+}
+
+/// The `Connection` field for a response to a client of `version`.
+pub(crate) fn connection_field(version: Version, close: bool) -> ConnectionField {
+    match (close, version) {
+        (true, _) => ConnectionField::Close,
+        (false, Version::Http10) => ConnectionField::KeepAlive,
+        (false, Version::Http11) => ConnectionField::Omit,
+    }
+}

@@ -1,0 +1,299 @@
+//! Building the heads prefork writes: requests forwarded upstream, responses
+//! forwarded to the client, and responses prefork answers by itself.
+//!
+//! Forwarded heads keep the fields' order and case as received and drop the
+//! hop-by-hop fields; framing and connection fields are added at the end.
+
+use super::request::RequestHead;
+use super::response::ResponseHead;
+use super::{list_items, reason, write_date_header, write_number_header, Framing};
+use std::io::Write;
+use std::net::IpAddr;
+
+/// Fields that describe one connection, never forwarded (RFC 9110 §7.6.1).
+const HOP_BY_HOP: [&[u8]; 7] = [
+    b"connection",
+    b"keep-alive",
+    b"proxy-connection",
+    b"te",
+    b"trailer",
+    b"transfer-encoding",
+    b"upgrade",
+];
+
+fn is_hop_by_hop(name: &[u8]) -> bool {
+    HOP_BY_HOP.iter().any(|h| name.eq_ignore_ascii_case(h))
+}
+
+/// Field names a `Connection` field lists, which are hop-by-hop as well.
+struct ConnectionNamed<'b> {
+    /// Empty (and unallocated) in the usual case of `close`/`keep-alive`.
+    names: Vec<&'b [u8]>,
+}
+
+impl<'b> ConnectionNamed<'b> {
+    fn new(headers: &[httparse::Header<'b>]) -> Self {
+        let mut names = Vec::new();
+        for h in headers {
+            if h.name.eq_ignore_ascii_case("connection") {
+                names.extend(list_items(h.value).filter(|t| {
+                    !t.eq_ignore_ascii_case(b"close") && !t.eq_ignore_ascii_case(b"keep-alive")
+                }));
+            }
+        }
+        ConnectionNamed { names }
+    }
+
+    fn contains(&self, name: &[u8]) -> bool {
+        self.names.iter().any(|n| n.eq_ignore_ascii_case(name))
+    }
+}
+
+fn write_field(out: &mut Vec<u8>, name: &[u8], value: &[u8]) {
+    out.extend_from_slice(name);
+    out.extend_from_slice(b": ");
+    out.extend_from_slice(value);
+    out.extend_from_slice(b"\r\n");
+}
+
+/// Writes into `out` (cleared first) the head forwarded upstream for `req`,
+/// from a client at `client_ip`.
+pub(crate) fn request_head(out: &mut Vec<u8>, req: &RequestHead<'_, '_>, client_ip: IpAddr) {
+    out.clear();
+    out.extend_from_slice(req.method.as_bytes());
+    out.push(b' ');
+    if !req.target.starts_with('/') && req.target != "*" {
+        out.push(b'/');
+    }
+    out.extend_from_slice(req.target.as_bytes());
+    out.extend_from_slice(b" HTTP/1.1\r\n");
+
+    let named = ConnectionNamed::new(req.headers);
+    let host = req.host.unwrap_or("").as_bytes();
+    let mut host_written = false;
+    let mut has_forwarded_for = false;
+    for h in req.headers {
+        let name = h.name.as_bytes();
+        if name.eq_ignore_ascii_case(b"host") {
+            // An absolute-form target's authority overrides the field.
+            write_field(out, name, host);
+            host_written = true;
+        } else if name.eq_ignore_ascii_case(b"x-forwarded-for") {
+            has_forwarded_for = true;
+        } else if !(is_hop_by_hop(name)
+            || named.contains(name)
+            || name.eq_ignore_ascii_case(b"content-length")
+            || name.eq_ignore_ascii_case(b"x-forwarded-proto")
+            || name.eq_ignore_ascii_case(b"x-forwarded-host"))
+        {
+            write_field(out, name, h.value);
+        }
+    }
+    if !host_written {
+        // HTTP/1.0 without Host: HTTP/1.1 requires the field, empty is valid.
+        write_field(out, b"Host", host);
+    }
+
+    out.extend_from_slice(b"X-Forwarded-For: ");
+    if has_forwarded_for {
+        for h in req.headers {
+            if h.name.eq_ignore_ascii_case("x-forwarded-for") && !h.value.trim_ascii().is_empty() {
+                out.extend_from_slice(h.value.trim_ascii());
+                out.extend_from_slice(b", ");
+            }
+        }
+    }
+    // Writing into a Vec cannot fail.
+    let _ = write!(out, "{client_ip}");
+    out.extend_from_slice(b"\r\nX-Forwarded-Proto: http\r\n");
+    if req.host.is_some() {
+        write_field(out, b"X-Forwarded-Host", host);
+    }
+    match req.body {
+        Framing::Length(n) => write_number_header(out, b"Content-Length", n),
+        Framing::Chunked => out.extend_from_slice(b"Transfer-Encoding: chunked\r\n"),
+        Framing::Empty | Framing::Close => {}
+    }
+    out.extend_from_slice(b"\r\n");
+}
+
+/// Writes into `out` (cleared first) the status line and end-to-end fields
+/// of an upstream response; [`finish_head`] completes it.
+pub(crate) fn response_head_start(out: &mut Vec<u8>, resp: &ResponseHead<'_, '_>) {
+    out.clear();
+    let _ = write!(out, "HTTP/1.1 {} ", resp.status);
+    out.extend_from_slice(resp.reason.as_bytes());
+    out.extend_from_slice(b"\r\n");
+    let named = ConnectionNamed::new(resp.headers);
+    for h in resp.headers {
+        let name = h.name.as_bytes();
+        if !(is_hop_by_hop(name)
+            || named.contains(name)
+            || name.eq_ignore_ascii_case(b"content-length"))
+        {
+            write_field(out, name, h.value);
+        }
+    }
+}
+
+/// The `Connection` field a response to the client carries.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum ConnectionField {
+    /// None: HTTP/1.1 keeps the connection open by default.
+    Omit,
+    /// `Connection: close`: the connection closes after this response.
+    Close,
+    /// `Connection: keep-alive`: an HTTP/1.0 client may send another request.
+    KeepAlive,
+}
+
+/// Appends the framing and connection fields and ends the head.
+pub(crate) fn finish_head(
+    out: &mut Vec<u8>,
+    content_length: Option<u64>,
+    chunked: bool,
+    connection: ConnectionField,
+) {
+    if let Some(n) = content_length {
+        write_number_header(out, b"Content-Length", n);
+    }
+    if chunked {
+        out.extend_from_slice(b"Transfer-Encoding: chunked\r\n");
+    }
+    match connection {
+        ConnectionField::Omit => {}
+        ConnectionField::Close => out.extend_from_slice(b"Connection: close\r\n"),
+        ConnectionField::KeepAlive => out.extend_from_slice(b"Connection: keep-alive\r\n"),
+    }
+    out.extend_from_slice(b"\r\n");
+}
+
+/// Writes into `out` (cleared first) the head of a response prefork answers
+/// by itself, with a body of `body_len` bytes.
+pub(crate) fn own_response_head(
+    out: &mut Vec<u8>,
+    status: u16,
+    content_type: &str,
+    body_len: usize,
+    connection: ConnectionField,
+) {
+    out.clear();
+    let _ = write!(
+        out,
+        "HTTP/1.1 {status} {}\r\nServer: prefork\r\n",
+        reason(status)
+    );
+    write_date_header(out);
+    write_field(out, b"Content-Type", content_type.as_bytes());
+    finish_head(out, Some(body_len as u64), false, connection);
+}
+
+/// The small HTML body of an error response prefork generates.
+pub(crate) fn error_body(status: u16) -> String {
+    let title = format!("{status} {}", reason(status));
+    format!(
+        "<html>\r\n<head><title>{title}</title></head>\r\n<body>\r\n<center><h1>{title}</h1></center>\r\n<hr><center>prefork</center>\r\n</body>\r\n</html>\r\n"
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::http::{request, response, with_header_slots};
+    use prefork_shared::config::HttpLimits;
+
+    fn forwarded(input: &str, ip: &str) -> String {
+        let limits = HttpLimits::default();
+        let mut out = Vec::new();
+        with_header_slots(limits.max_request_headers, |slots| {
+            let head = request::parse(input.as_bytes(), &limits, slots)
+                .unwrap()
+                .unwrap();
+            request_head(&mut out, &head, ip.parse().unwrap());
+        });
+        String::from_utf8(out).unwrap()
+    }
+
+    #[test]
+    fn removes_hop_by_hop_and_keeps_order_and_case() {
+        let out = forwarded(
+            "POST /p?q HTTP/1.1\r\nhost: Example.com\r\nX-B: 1\r\nConnection: keep-alive, X-Secret, close\r\n\
+             Keep-Alive: timeout=5\r\nx-secret: s\r\nTE: trailers\r\nTrailer: X-T\r\nUpgrade: websocket\r\n\
+             Proxy-Connection: keep-alive\r\nTransfer-Encoding: chunked\r\nx-a: 2\r\n\r\n",
+            "10.1.2.3",
+        );
+        assert_eq!(
+            out,
+            "POST /p?q HTTP/1.1\r\nhost: Example.com\r\nX-B: 1\r\nx-a: 2\r\n\
+             X-Forwarded-For: 10.1.2.3\r\nX-Forwarded-Proto: http\r\nX-Forwarded-Host: Example.com\r\n\
+             Transfer-Encoding: chunked\r\n\r\n"
+        );
+    }
+
+    #[test]
+    fn appends_to_forwarded_for_and_replaces_proto_and_host() {
+        let out = forwarded(
+            "GET / HTTP/1.1\r\nHost: h:8080\r\nX-Forwarded-For: 1.1.1.1, 2.2.2.2\r\nX-Forwarded-Proto: https\r\n\
+             X-Forwarded-Host: evil\r\nx-forwarded-for: 3.3.3.3\r\nContent-Length: 0\r\n\r\n",
+            "::1",
+        );
+        assert_eq!(
+            out,
+            "GET / HTTP/1.1\r\nHost: h:8080\r\nX-Forwarded-For: 1.1.1.1, 2.2.2.2, 3.3.3.3, ::1\r\n\
+             X-Forwarded-Proto: http\r\nX-Forwarded-Host: h:8080\r\nContent-Length: 0\r\n\r\n"
+        );
+    }
+
+    #[test]
+    fn absolute_form_and_missing_host() {
+        let out = forwarded(
+            "GET http://a.example/x HTTP/1.1\r\nHost: b\r\n\r\n",
+            "1.2.3.4",
+        );
+        assert!(
+            out.starts_with("GET /x HTTP/1.1\r\nHost: a.example\r\n"),
+            "{out}"
+        );
+        assert!(out.contains("X-Forwarded-Host: a.example\r\n"));
+        let out = forwarded(
+            "GET http://a.example?q HTTP/1.1\r\nHost: a.example\r\n\r\n",
+            "1.2.3.4",
+        );
+        assert!(out.starts_with("GET /?q HTTP/1.1\r\n"), "{out}");
+        let out = forwarded("GET / HTTP/1.0\r\n\r\n", "1.2.3.4");
+        assert_eq!(
+            out,
+            "GET / HTTP/1.1\r\nHost: \r\nX-Forwarded-For: 1.2.3.4\r\nX-Forwarded-Proto: http\r\n\r\n"
+        );
+    }
+
+    #[test]
+    fn response_heads_drop_hop_by_hop_and_reframe() {
+        let input = "HTTP/1.1 200 Fine\r\nServer: o\r\nConnection: x-conn\r\nX-Conn: 1\r\n\
+                     Transfer-Encoding: chunked\r\nKeep-Alive: timeout=3\r\nSet-Cookie: a=b\r\n\r\n";
+        let mut out = Vec::new();
+        with_header_slots(16, |slots| {
+            let head = response::parse(input.as_bytes(), false, slots)
+                .unwrap()
+                .unwrap();
+            response_head_start(&mut out, &head);
+        });
+        finish_head(&mut out, None, true, ConnectionField::Close);
+        assert_eq!(
+            String::from_utf8(out).unwrap(),
+            "HTTP/1.1 200 Fine\r\nServer: o\r\nSet-Cookie: a=b\r\nTransfer-Encoding: chunked\r\nConnection: close\r\n\r\n"
+        );
+    }
+
+    #[test]
+    fn own_responses() {
+        let mut out = Vec::new();
+        own_response_head(&mut out, 404, "text/html", 12, ConnectionField::KeepAlive);
+        let text = String::from_utf8(out).unwrap();
+        assert!(text.starts_with("HTTP/1.1 404 Not Found\r\nServer: prefork\r\nDate: "));
+        assert!(text.ends_with(
+            "Content-Type: text/html\r\nContent-Length: 12\r\nConnection: keep-alive\r\n\r\n"
+        ));
+        assert!(error_body(502).contains("<h1>502 Bad Gateway</h1>"));
+    }
+}

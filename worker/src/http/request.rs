@@ -1,0 +1,466 @@
+//! Parsing and validating a client's request head.
+
+use super::{list_items, merge_content_length, Framing, Version};
+use prefork_shared::config::HttpLimits;
+use std::borrow::Cow;
+use std::mem::MaybeUninit;
+
+/// A complete, validated request head, borrowing the client's buffer.
+#[derive(Debug)]
+pub(crate) struct RequestHead<'h, 'b> {
+    /// The method token, as received.
+    pub method: &'b str,
+    /// The target to forward: as received, or the part of an absolute-form
+    /// target after the authority (which may lack its leading `/`).
+    pub target: &'b str,
+    /// The path for routing: the target without its query.
+    pub path: &'b str,
+    /// The request's protocol version.
+    pub version: Version,
+    /// The header fields, in order, as received.
+    pub headers: &'h [httparse::Header<'b>],
+    /// Length of the head in bytes (the body starts there).
+    pub len: usize,
+    /// The authority the request is for: the `Host` field as received, or
+    /// the authority of an absolute-form target.
+    pub host: Option<&'b str>,
+    /// How the request body is framed.
+    pub body: Framing,
+    /// Whether the client allows the connection to stay open afterwards.
+    pub keep_alive: bool,
+}
+
+impl RequestHead<'_, '_> {
+    /// Whether replaying the request cannot have a different effect.
+    pub(crate) fn is_idempotent(&self) -> bool {
+        matches!(
+            self.method,
+            "GET" | "HEAD" | "OPTIONS" | "TRACE" | "PUT" | "DELETE"
+        )
+    }
+}
+
+/// Why a request head was refused.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+pub(crate) enum RequestError {
+    /// The head is not valid HTTP/1.x syntax.
+    #[error("malformed request head: {0}")]
+    Syntax(httparse::Error),
+    /// The head is longer than `max_request_header_size`.
+    #[error("request head larger than {0} bytes")]
+    HeadTooLarge(usize),
+    /// More header fields than `max_request_headers`.
+    #[error("more than {0} header fields")]
+    TooManyHeaders(usize),
+    /// HTTP/1.1 without a `Host` field.
+    #[error("missing Host header")]
+    MissingHost,
+    /// More than one `Host` field.
+    #[error("multiple Host headers")]
+    MultipleHost,
+    /// A `Host` value that is not a valid authority.
+    #[error("invalid Host header")]
+    InvalidHost,
+    /// A target that is neither origin-form, absolute-form nor `*`.
+    #[error("invalid request target")]
+    InvalidTarget,
+    /// A `Content-Length` that is not one valid length.
+    #[error("invalid Content-Length")]
+    InvalidContentLength,
+    /// Both `Content-Length` and `Transfer-Encoding`.
+    #[error("both Content-Length and Transfer-Encoding")]
+    LengthAndTransferEncoding,
+    /// A `Transfer-Encoding` other than a single `chunked`, or one on
+    /// HTTP/1.0.
+    #[error("unsupported Transfer-Encoding")]
+    UnsupportedTransferEncoding,
+}
+
+impl RequestError {
+    /// The status code answered to the client.
+    pub(crate) fn status(self) -> u16 {
+        match self {
+            RequestError::HeadTooLarge(_) | RequestError::TooManyHeaders(_) => 431,
+            _ => 400,
+        }
+    }
+}
+
+/// Parses the request head at the start of `buf`.
+///
+/// Returns `Ok(None)` when more bytes are needed; `slots` bounds the number
+/// of header fields.
+pub(crate) fn parse<'h, 'b>(
+    buf: &'b [u8],
+    limits: &HttpLimits,
+    slots: &'h mut [MaybeUninit<httparse::Header<'b>>],
+) -> Result<Option<RequestHead<'h, 'b>>, RequestError> {
+    let max = limits.max_request_header_size;
+    let window = &buf[..buf.len().min(max)];
+    let mut req = httparse::Request::new(&mut []);
+    let len = match req.parse_with_uninit_headers(window, slots) {
+        Ok(httparse::Status::Complete(len)) => len,
+        Ok(httparse::Status::Partial) if window.len() >= max => {
+            return Err(RequestError::HeadTooLarge(max))
+        }
+        Ok(httparse::Status::Partial) => return Ok(None),
+        Err(httparse::Error::TooManyHeaders) => {
+            return Err(RequestError::TooManyHeaders(limits.max_request_headers))
+        }
+        Err(e) => return Err(RequestError::Syntax(e)),
+    };
+    let (Some(method), Some(raw_target), Some(minor)) = (req.method, req.path, req.version) else {
+        return Err(RequestError::Syntax(httparse::Error::Token));
+    };
+    let version = Version::from_minor(minor);
+    let headers: &'h [httparse::Header<'b>] = req.headers;
+
+    let (target, target_authority) = split_target(method, raw_target)?;
+    let path = match target.split('?').next() {
+        Some(p) if !p.is_empty() => p,
+        _ => "/",
+    };
+
+    let mut host_field = None;
+    let mut content_length = None;
+    let mut transfer_encoding = false;
+    let mut chunked = false;
+    let mut close = false;
+    let mut keep_alive_token = false;
+    for h in headers {
+        let name = h.name.as_bytes();
+        if name.eq_ignore_ascii_case(b"host") {
+            if host_field.is_some() {
+                return Err(RequestError::MultipleHost);
+            }
+            host_field = Some(std::str::from_utf8(h.value).map_err(|_| RequestError::InvalidHost)?);
+        } else if name.eq_ignore_ascii_case(b"content-length") {
+            content_length = merge_content_length(content_length, h.value)
+                .map_err(|_| RequestError::InvalidContentLength)?;
+        } else if name.eq_ignore_ascii_case(b"transfer-encoding") {
+            for coding in list_items(h.value) {
+                // Only a single `chunked` is accepted: anything after it, or
+                // another coding before it, is not something we can frame.
+                if chunked || !coding.eq_ignore_ascii_case(b"chunked") {
+                    return Err(RequestError::UnsupportedTransferEncoding);
+                }
+                chunked = true;
+            }
+            transfer_encoding = true;
+        } else if name.eq_ignore_ascii_case(b"connection") {
+            for token in list_items(h.value) {
+                close |= token.eq_ignore_ascii_case(b"close");
+                keep_alive_token |= token.eq_ignore_ascii_case(b"keep-alive");
+            }
+        }
+    }
+
+    if let Some(host) = host_field {
+        if !is_valid_authority(host) {
+            return Err(RequestError::InvalidHost);
+        }
+    } else if version == Version::Http11 {
+        return Err(RequestError::MissingHost);
+    }
+    if transfer_encoding {
+        if content_length.is_some() {
+            return Err(RequestError::LengthAndTransferEncoding);
+        }
+        if !chunked || version == Version::Http10 {
+            return Err(RequestError::UnsupportedTransferEncoding);
+        }
+    }
+    let body = match (chunked, content_length) {
+        (true, _) => Framing::Chunked,
+        (false, Some(n)) => Framing::Length(n),
+        (false, None) => Framing::Empty,
+    };
+    let keep_alive = match version {
+        Version::Http11 => !close,
+        Version::Http10 => keep_alive_token && !close,
+    };
+    Ok(Some(RequestHead {
+        method,
+        target,
+        path,
+        version,
+        headers,
+        len,
+        host: target_authority.or(host_field),
+        body,
+        keep_alive,
+    }))
+}
+
+/// Splits a request target into the target to forward and, for an
+/// absolute-form target, its authority.
+fn split_target<'b>(
+    method: &str,
+    target: &'b str,
+) -> Result<(&'b str, Option<&'b str>), RequestError> {
+    if target.starts_with('/') {
+        return Ok((target, None));
+    }
+    if target == "*" && method == "OPTIONS" {
+        return Ok((target, None));
+    }
+    let rest = strip_prefix_ignore_case(target, "http://")
+        .or_else(|| strip_prefix_ignore_case(target, "https://"))
+        .ok_or(RequestError::InvalidTarget)?;
+    let end = rest.find(['/', '?']).unwrap_or(rest.len());
+    let authority = &rest[..end];
+    // Userinfo is deprecated and never part of the host.
+    let authority = authority.rsplit('@').next().unwrap_or(authority);
+    if authority.is_empty() || !is_valid_authority(authority) {
+        return Err(RequestError::InvalidTarget);
+    }
+    // The origin-form part; the forwarded request line adds the leading
+    // `/` when it is missing (`http://h` or `http://h?q`).
+    Ok((&rest[end..], Some(authority)))
+}
+
+fn strip_prefix_ignore_case<'a>(s: &'a str, prefix: &str) -> Option<&'a str> {
+    let head = s.get(..prefix.len())?;
+    head.eq_ignore_ascii_case(prefix)
+        .then(|| &s[prefix.len()..])
+}
+
+/// Whether `host` is a syntactically valid `uri-host [ ":" port ]` (or
+/// empty, which HTTP/1.1 allows).
+fn is_valid_authority(host: &str) -> bool {
+    host.bytes()
+        .all(|b| b.is_ascii_alphanumeric() || b"-._~!$&'()*+,;=:[]%".contains(&b))
+}
+
+/// The host used for routing: lower-cased, without port or trailing dot.
+pub(crate) fn route_host(authority: &str) -> Cow<'_, str> {
+    let host = if authority.starts_with('[') {
+        // An IPv6 literal keeps its brackets and colons.
+        match authority.find(']') {
+            Some(end) => &authority[..=end],
+            None => authority,
+        }
+    } else {
+        authority.split(':').next().unwrap_or(authority)
+    };
+    let host = host.strip_suffix('.').unwrap_or(host);
+    if host.bytes().any(|b| b.is_ascii_uppercase()) {
+        Cow::Owned(host.to_ascii_lowercase())
+    } else {
+        Cow::Borrowed(host)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::http::with_header_slots;
+
+    /// What the tests look at in a parsed head.
+    #[derive(Debug, PartialEq)]
+    struct Summary {
+        method: String,
+        target: String,
+        path: String,
+        host: Option<String>,
+        body: Framing,
+        keep_alive: bool,
+        len: usize,
+        headers: usize,
+    }
+
+    fn limits() -> HttpLimits {
+        HttpLimits {
+            max_request_header_size: 256,
+            max_request_headers: 4,
+            ..HttpLimits::default()
+        }
+    }
+
+    fn try_parse(input: &[u8]) -> Result<Option<Summary>, RequestError> {
+        let limits = limits();
+        with_header_slots(limits.max_request_headers, |slots| {
+            parse(input, &limits, slots).map(|head| {
+                head.map(|h| Summary {
+                    method: h.method.to_owned(),
+                    target: h.target.to_owned(),
+                    path: h.path.to_owned(),
+                    host: h.host.map(str::to_owned),
+                    body: h.body,
+                    keep_alive: h.keep_alive,
+                    len: h.len,
+                    headers: h.headers.len(),
+                })
+            })
+        })
+    }
+
+    fn ok(input: &str) -> Summary {
+        try_parse(input.as_bytes()).unwrap().expect("complete head")
+    }
+
+    fn err(input: &str) -> RequestError {
+        try_parse(input.as_bytes()).expect_err("must be refused")
+    }
+
+    #[test]
+    fn parses_a_simple_get() {
+        let s = ok("GET /a/b?x=1 HTTP/1.1\r\nHost: Example.com:8080\r\n\r\nNEXT");
+        assert_eq!(s.method, "GET");
+        assert_eq!(s.target, "/a/b?x=1");
+        assert_eq!(s.path, "/a/b");
+        assert_eq!(s.host.as_deref(), Some("Example.com:8080"));
+        assert_eq!(s.body, Framing::Empty);
+        assert!(s.keep_alive);
+        assert_eq!(
+            s.len,
+            "GET /a/b?x=1 HTTP/1.1\r\nHost: Example.com:8080\r\n\r\n".len()
+        );
+        assert_eq!(s.headers, 1);
+    }
+
+    #[test]
+    fn partial_heads_need_more() {
+        assert_eq!(try_parse(b"GET / HTTP/1.1\r\nHost: a\r\n"), Ok(None));
+        assert_eq!(try_parse(b"GE"), Ok(None));
+    }
+
+    #[test]
+    fn keep_alive_rules() {
+        assert!(!ok("GET / HTTP/1.1\r\nHost: a\r\nConnection: close\r\n\r\n").keep_alive);
+        assert!(!ok("GET / HTTP/1.0\r\n\r\n").keep_alive);
+        assert!(ok("GET / HTTP/1.0\r\nConnection: Keep-Alive\r\n\r\n").keep_alive);
+        assert!(!ok("GET / HTTP/1.0\r\nConnection: keep-alive, close\r\n\r\n").keep_alive);
+        assert!(ok("GET / HTTP/1.1\r\nHost: a\r\nConnection: x-foo\r\n\r\n").keep_alive);
+    }
+
+    #[test]
+    fn body_framing() {
+        let s = ok("POST / HTTP/1.1\r\nHost: a\r\nContent-Length: 10\r\n\r\n");
+        assert_eq!(s.body, Framing::Length(10));
+        let s =
+            ok("POST / HTTP/1.1\r\nHost: a\r\nContent-Length: 3, 3\r\nContent-Length: 3\r\n\r\n");
+        assert_eq!(s.body, Framing::Length(3));
+        let s = ok("POST / HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: Chunked\r\n\r\n");
+        assert_eq!(s.body, Framing::Chunked);
+    }
+
+    #[test]
+    fn absolute_form_gives_host_and_origin_target() {
+        let s = ok("GET http://User@API.example.com:81/x/y?q HTTP/1.1\r\nHost: other\r\n\r\n");
+        assert_eq!(s.host.as_deref(), Some("API.example.com:81"));
+        assert_eq!(s.target, "/x/y?q");
+        assert_eq!(s.path, "/x/y");
+        let s = ok("GET HTTPS://h HTTP/1.1\r\nHost: h\r\n\r\n");
+        assert_eq!((s.target.as_str(), s.host.as_deref()), ("", Some("h")));
+        assert_eq!(s.path, "/");
+        let s = ok("GET http://h?q=1 HTTP/1.1\r\nHost: h\r\n\r\n");
+        assert_eq!((s.target.as_str(), s.path.as_str()), ("?q=1", "/"));
+        assert_eq!(ok("OPTIONS * HTTP/1.1\r\nHost: h\r\n\r\n").target, "*");
+    }
+
+    #[test]
+    fn rejections() {
+        use RequestError::*;
+        assert!(matches!(
+            err("GET / HTTP/1.1\r\nHost: a\r\nBad Header: x\r\n\r\n"),
+            Syntax(_)
+        ));
+        assert!(matches!(
+            err("GET / HTTP/2.0\r\nHost: a\r\n\r\n"),
+            Syntax(_)
+        ));
+        assert!(matches!(
+            err("GET  / HTTP/1.1\r\nHost: a\r\n\r\n"),
+            Syntax(_)
+        ));
+        assert!(matches!(
+            err("GET / HTTP/1.1\r\nHost: a\r\n folded\r\n\r\n"),
+            Syntax(_)
+        ));
+        assert!(matches!(
+            err("GET / HTTP/1.1\r\nHost : a\r\n\r\n"),
+            Syntax(_)
+        ));
+        assert_eq!(err("GET / HTTP/1.1\r\n\r\n"), MissingHost);
+        assert_eq!(
+            err("GET / HTTP/1.1\r\nHost: a\r\nhost: b\r\n\r\n"),
+            MultipleHost
+        );
+        assert_eq!(err("GET / HTTP/1.1\r\nHost: a b\r\n\r\n"), InvalidHost);
+        assert_eq!(err("GET / HTTP/1.1\r\nHost: a/b\r\n\r\n"), InvalidHost);
+        assert_eq!(err("GET x HTTP/1.1\r\nHost: a\r\n\r\n"), InvalidTarget);
+        assert_eq!(err("GET * HTTP/1.1\r\nHost: a\r\n\r\n"), InvalidTarget);
+        assert_eq!(
+            err("CONNECT a:443 HTTP/1.1\r\nHost: a\r\n\r\n"),
+            InvalidTarget
+        );
+        assert_eq!(
+            err("GET http:///x HTTP/1.1\r\nHost: a\r\n\r\n"),
+            InvalidTarget
+        );
+        for cl in ["-1", "1x", "", "1, 2", "99999999999999999999"] {
+            let input = format!("POST / HTTP/1.1\r\nHost: a\r\nContent-Length: {cl}\r\n\r\n");
+            assert_eq!(err(&input), InvalidContentLength, "{cl:?}");
+        }
+        assert_eq!(
+            err("POST / HTTP/1.1\r\nHost: a\r\nContent-Length: 1\r\nContent-Length: 2\r\n\r\n"),
+            InvalidContentLength
+        );
+        assert_eq!(
+            err("POST / HTTP/1.1\r\nHost: a\r\nContent-Length: 1\r\nTransfer-Encoding: chunked\r\n\r\n"),
+            LengthAndTransferEncoding
+        );
+        assert_eq!(
+            err("POST / HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked\r\nContent-Length: 1\r\n\r\n"),
+            LengthAndTransferEncoding
+        );
+        for te in [
+            "gzip",
+            "chunked, gzip",
+            "gzip, chunked",
+            "chunked, chunked",
+            "identity",
+            "",
+        ] {
+            let input = format!("POST / HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: {te}\r\n\r\n");
+            assert_eq!(err(&input), UnsupportedTransferEncoding, "{te:?}");
+        }
+        assert_eq!(
+            err("POST / HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked\r\nTransfer-Encoding: chunked\r\n\r\n"),
+            UnsupportedTransferEncoding
+        );
+        assert_eq!(
+            err("POST / HTTP/1.0\r\nTransfer-Encoding: chunked\r\n\r\n"),
+            UnsupportedTransferEncoding
+        );
+    }
+
+    #[test]
+    fn limits_give_431() {
+        let many = "GET / HTTP/1.1\r\nHost: a\r\nA: 1\r\nB: 1\r\nC: 1\r\nD: 1\r\n\r\n";
+        assert_eq!(err(many), RequestError::TooManyHeaders(4));
+        assert_eq!(err(many).status(), 431);
+        let big = format!(
+            "GET / HTTP/1.1\r\nHost: a\r\nX: {}\r\n\r\n",
+            "y".repeat(300)
+        );
+        assert_eq!(err(&big), RequestError::HeadTooLarge(256));
+        // Incomplete but already too long: refused without waiting for more.
+        let partial = format!("GET / HTTP/1.1\r\nX: {}", "y".repeat(300));
+        assert_eq!(err(&partial), RequestError::HeadTooLarge(256));
+        assert_eq!(RequestError::MissingHost.status(), 400);
+    }
+
+    #[test]
+    fn routing_host_normalisation() {
+        assert_eq!(route_host("Example.COM:8080"), "example.com");
+        assert_eq!(route_host("example.com."), "example.com");
+        assert_eq!(route_host("example.com"), "example.com");
+        assert_eq!(route_host("[::1]:80"), "[::1]");
+        assert_eq!(route_host("[::1]"), "[::1]");
+        assert_eq!(route_host("10.0.0.1:443"), "10.0.0.1");
+        assert_eq!(route_host(""), "");
+        assert!(matches!(route_host("lower.case"), Cow::Borrowed(_)));
+    }
+}

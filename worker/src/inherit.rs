@@ -1,0 +1,116 @@
+//! Taking over the listening sockets the master passed across exec.
+
+use prefork_shared::fds::{self, LISTEN_FDS_ENV};
+use std::io;
+use std::net::{SocketAddr, TcpListener};
+use std::os::fd::{FromRawFd, RawFd};
+
+/// Why the inherited listeners could not be used.
+#[derive(Debug, thiserror::Error)]
+pub(crate) enum InheritError {
+    /// The environment variable naming them is missing.
+    #[error("{LISTEN_FDS_ENV} is not set")]
+    Missing,
+    /// The environment variable is malformed.
+    #[error("{0}")]
+    Malformed(String),
+    /// It names no listener at all.
+    #[error("{LISTEN_FDS_ENV} names no listener")]
+    Empty,
+    /// A descriptor is not an open listening socket.
+    #[error("fd {fd} ({addr}) is not a listening socket: {source}")]
+    NotListening {
+        /// The descriptor.
+        fd: RawFd,
+        /// The address the master said it holds.
+        addr: SocketAddr,
+        /// Why.
+        source: io::Error,
+    },
+}
+
+/// Takes the listeners named by [`LISTEN_FDS_ENV`], ready for tokio:
+/// close-on-exec (the worker's own children must not inherit them) and
+/// non-blocking (tokio needs it; the flag is shared with the master's copy,
+/// which never accepts).
+pub(crate) fn take_listeners() -> Result<Vec<(SocketAddr, TcpListener)>, InheritError> {
+    let value = std::env::var(LISTEN_FDS_ENV).map_err(|_| InheritError::Missing)?;
+    let named = fds::decode(&value).map_err(InheritError::Malformed)?;
+    if named.is_empty() {
+        return Err(InheritError::Empty);
+    }
+    named
+        .into_iter()
+        .map(|(fd, addr)| {
+            let not_listening = |source| InheritError::NotListening { fd, addr, source };
+            check_listening(fd).map_err(not_listening)?;
+            // SAFETY: `check_listening` proved `fd` is an open listening
+            // socket; the master handed it to this process, nothing else in
+            // the worker refers to it, so the listener may own it.
+            let listener = unsafe { TcpListener::from_raw_fd(fd) };
+            set_cloexec(fd).map_err(not_listening)?;
+            listener.set_nonblocking(true).map_err(not_listening)?;
+            Ok((addr, listener))
+        })
+        .collect()
+}
+
+/// Fails unless `fd` is an open socket in the listening state.
+fn check_listening(fd: RawFd) -> io::Result<()> {
+    let mut listening: libc::c_int = 0;
+    let mut len = std::mem::size_of::<libc::c_int>() as libc::socklen_t;
+    // SAFETY: getsockopt only writes an int into `listening` and its size
+    // into `len`, both valid for writes; a bad fd yields an error, not UB.
+    let rc = unsafe {
+        libc::getsockopt(
+            fd,
+            libc::SOL_SOCKET,
+            libc::SO_ACCEPTCONN,
+            (&mut listening as *mut libc::c_int).cast(),
+            &mut len,
+        )
+    };
+    if rc != 0 {
+        return Err(io::Error::last_os_error());
+    }
+    if listening == 0 {
+        return Err(io::Error::new(
+            io::ErrorKind::InvalidInput,
+            "socket is not listening",
+        ));
+    }
+    Ok(())
+}
+
+fn set_cloexec(fd: RawFd) -> io::Result<()> {
+    // SAFETY: fcntl with F_GETFD/F_SETFD reads and writes descriptor flags
+    // only; `fd` is open (checked by the caller).
+    let rc = unsafe {
+        let flags = libc::fcntl(fd, libc::F_GETFD);
+        if flags < 0 {
+            flags
+        } else {
+            libc::fcntl(fd, libc::F_SETFD, flags | libc::FD_CLOEXEC)
+        }
+    };
+    if rc < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::os::fd::AsRawFd;
+
+    #[test]
+    fn listening_check() {
+        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        assert!(check_listening(listener.as_raw_fd()).is_ok());
+        set_cloexec(listener.as_raw_fd()).unwrap();
+        let socket = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+        assert!(check_listening(socket.as_raw_fd()).is_err());
+        assert!(check_listening(-1).is_err());
+    }
+}

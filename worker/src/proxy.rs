@@ -1,0 +1,551 @@
+//! Proxying one request: pick a server, forward the request while its body
+//! streams in, and stream the response back.
+
+use crate::access_log::Served;
+use crate::conn::{connection_field, Connection, Done, Request};
+use crate::error::{ClientError, PumpError, UpstreamError};
+use crate::http::body::BodyCursor;
+use crate::http::chunked::ChunkedDecoder;
+use crate::http::heads::{self, ConnectionField};
+use crate::http::response::{self, MAX_RESPONSE_HEADERS};
+use crate::http::{with_header_slots, Framing, Version};
+use crate::io::{write_two, BODY_READ};
+use crate::upstream::{Group, UpstreamConn};
+use bytes::{Buf, BytesMut};
+use slog::{error, warn};
+use std::future::Future;
+use std::net::SocketAddr;
+use std::time::Duration;
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
+use tokio::time::{sleep, timeout, Instant};
+
+/// Far enough away to mean "not armed yet" for a timer.
+const NOT_ARMED: Duration = Duration::from_secs(365 * 24 * 3600);
+
+/// The facts of a final response head whose status line and end-to-end
+/// fields are already in the connection's `response_head`.
+struct ResponseMeta {
+    status: u16,
+    framing: Framing,
+    content_length: Option<u64>,
+    keep_alive: bool,
+}
+
+/// An exchange that failed before a final response head reached the client.
+struct Early {
+    error: PumpError,
+    /// No response byte arrived: replaying the request is safe if it is
+    /// idempotent and had no body.
+    retryable: bool,
+    /// Whether the whole request body was read from the client.
+    request_done: bool,
+}
+
+impl Early {
+    fn upstream(error: UpstreamError, retryable: bool, request_done: bool) -> Self {
+        Early {
+            error: error.into(),
+            retryable,
+            request_done,
+        }
+    }
+}
+
+/// Read and write time limits of one exchange.
+#[derive(Clone, Copy)]
+struct Timeouts {
+    client_read: Duration,
+    client_write: Duration,
+    upstream_read: Duration,
+    upstream_write: Duration,
+}
+
+impl Connection {
+    /// Forwards `req` to a server of `group` and its response to the client.
+    pub(crate) async fn proxy(&mut self, req: &Request<'_>, group: &Group) -> Done {
+        let started = Instant::now();
+        let mut index = group.pick();
+        let mut connect_failures = 0;
+        let mut fresh = false;
+        let mut retried = false;
+        loop {
+            let addr = group.server(index).addr;
+            let up = match group.acquire(index, fresh).await {
+                Ok(up) => up,
+                Err(e) => {
+                    error!(self.worker.log, "upstream connect failed";
+                        "client" => %self.peer, "upstream" => %addr, "error" => %e);
+                    connect_failures += 1;
+                    // Like nginx, another server gets the request after a
+                    // connect failure, each server at most once.
+                    if connect_failures < group.len() {
+                        index = (index + 1) % group.len();
+                        continue;
+                    }
+                    let close = self.must_close(req);
+                    let done = self
+                        .answer_error(req.version, req.is_head, e.status(), close)
+                        .await;
+                    return with_upstream(done, addr, started);
+                }
+            };
+            let reused = up.reused;
+            match self.exchange(req, group, up, addr).await {
+                Ok(done) => return with_upstream(done, addr, started),
+                Err(early) => {
+                    let bodyless = matches!(req.body, Framing::Empty | Framing::Length(0));
+                    if early.retryable && reused && !retried && req.idempotent && bodyless {
+                        // The server closed an idle pooled connection as it
+                        // was reused: replay once on a new connection.
+                        retried = true;
+                        fresh = true;
+                        continue;
+                    }
+                    let done = self.fail_early(req, early, addr).await;
+                    return with_upstream(done, addr, started);
+                }
+            }
+        }
+    }
+
+    /// Answers the client after an exchange failed before its response.
+    async fn fail_early(&mut self, req: &Request<'_>, early: Early, addr: SocketAddr) -> Done {
+        let log = &self.worker.log;
+        match early.error {
+            PumpError::Upstream(e) => {
+                error!(log, "upstream request failed";
+                    "client" => %self.peer, "upstream" => %addr, "error" => %e);
+                let close = !early.request_done || !req.keep_alive;
+                self.answer_error(req.version, req.is_head, e.status(), close)
+                    .await
+            }
+            PumpError::Client(e) => match e.status() {
+                Some(status) => {
+                    warn!(log, "bad request body";
+                        "client" => %self.peer, "upstream" => %addr, "error" => %e);
+                    self.answer_error(req.version, req.is_head, status, true)
+                        .await
+                }
+                // nginx's 499: the client went away before the response.
+                None => closed_by_client(499),
+            },
+        }
+    }
+
+    fn timeouts(&self, group: &Group) -> Timeouts {
+        Timeouts {
+            client_read: self.worker.config.http.client_body_timeout,
+            client_write: self.send_timeout(),
+            upstream_read: group.config.read_timeout,
+            upstream_write: group.config.write_timeout,
+        }
+    }
+
+    /// One request/response exchange on `up`.
+    async fn exchange(
+        &mut self,
+        req: &Request<'_>,
+        group: &Group,
+        mut up: UpstreamConn,
+        addr: SocketAddr,
+    ) -> Result<Done, Early> {
+        let t = self.timeouts(group);
+        let Connection {
+            stream,
+            buf,
+            request_head,
+            response_head,
+            worker,
+            peer,
+            ..
+        } = self;
+        let (mut client_rd, mut client_wr) = stream.split();
+        let (mut up_rd, mut up_wr) = up.stream.split();
+
+        // The head and the body bytes already buffered leave together.
+        let mut body = BodyCursor::new(req.body);
+        let initial = body.take(buf).map_err(|e| Early {
+            error: ClientError::BadChunk(e).into(),
+            retryable: false,
+            request_done: false,
+        })?;
+        let write = write_two(&mut up_wr, request_head, &buf[..initial]);
+        match timeout(t.upstream_write, write).await {
+            Ok(Ok(())) => {}
+            Ok(Err(e)) => return Err(Early::upstream(UpstreamError::Write(e), true, false)),
+            Err(_) => return Err(Early::upstream(UpstreamError::WriteTimeout, true, false)),
+        }
+        buf.advance(initial);
+
+        // The rest of the body goes up while the response head is awaited:
+        // a server may answer early (or send 100 Continue) before reading it.
+        let mut sent: Option<Result<(), UpstreamError>> = body.is_done().then_some(Ok(()));
+        let head = {
+            let pump = pump_request_body(&mut client_rd, buf, &mut up_wr, &mut body, t);
+            let head = read_response_head(
+                &mut up_rd,
+                &mut up.buf,
+                &mut client_wr,
+                response_head,
+                req.is_head,
+                req.version == Version::Http11,
+                t.client_write,
+            );
+            // The read timeout runs once the request is fully sent.
+            let deadline = sleep(if sent.is_some() {
+                t.upstream_read
+            } else {
+                NOT_ARMED
+            });
+            tokio::pin!(pump, head, deadline);
+            loop {
+                tokio::select! {
+                    biased;
+                    result = &mut pump, if sent.is_none() => {
+                        match result {
+                            Ok(()) => sent = Some(Ok(())),
+                            Err(PumpError::Client(e)) => {
+                                return Err(Early { error: e.into(), retryable: false, request_done: false });
+                            }
+                            // The server may still answer (say, 413): wait for it.
+                            Err(PumpError::Upstream(e)) => sent = Some(Err(e)),
+                        }
+                        deadline.as_mut().reset(Instant::now() + t.upstream_read);
+                    }
+                    head = &mut head => break head,
+                    _ = &mut deadline => {
+                        let request_done = matches!(sent, Some(Ok(())));
+                        return Err(Early::upstream(UpstreamError::ReadTimeout, false, request_done));
+                    }
+                }
+            }
+        };
+        let request_done = body.is_done();
+        let meta = match head {
+            Ok(meta) => meta,
+            Err((error, any_bytes)) => {
+                let error = match (error, sent) {
+                    // Report why the request could not be sent, not the
+                    // closed connection that followed.
+                    (PumpError::Upstream(UpstreamError::Closed), Some(Err(write))) => write.into(),
+                    (error, _) => error,
+                };
+                return Err(Early {
+                    error,
+                    retryable: !any_bytes,
+                    request_done,
+                });
+            }
+        };
+
+        // An HTTP/1.0 client cannot take chunks: decode, and close to end.
+        let decode = meta.framing == Framing::Chunked && req.version == Version::Http10;
+        let to_client = if decode { Framing::Close } else { meta.framing };
+        let close =
+            !req.keep_alive || worker.stopping() || !request_done || to_client == Framing::Close;
+        let content_length = match meta.framing {
+            Framing::Length(n) => Some(n),
+            Framing::Empty if meta.status != 204 => meta.content_length,
+            _ => None,
+        };
+        heads::finish_head(
+            response_head,
+            content_length,
+            to_client == Framing::Chunked,
+            connection_field(req.version, close),
+        );
+
+        let mut body = BodyCursor::new(meta.framing);
+        let result = send_response(
+            &mut up_rd,
+            &mut up.buf,
+            &mut client_wr,
+            response_head,
+            &mut body,
+            decode,
+            t,
+        )
+        .await;
+        let status = meta.status;
+        let bytes_sent = match result {
+            Ok(n) => n,
+            // Nothing reached the client yet: it still gets an error page.
+            Err((PumpError::Upstream(e), false)) => {
+                return Err(Early::upstream(e, false, request_done));
+            }
+            Err((error, _)) => {
+                if let PumpError::Upstream(e) = &error {
+                    error!(worker.log, "upstream response failed";
+                        "client" => %peer, "upstream" => %addr, "error" => %e);
+                }
+                // Closing is the only way to tell the client the body is
+                // incomplete once its head has gone out.
+                return Ok(Done {
+                    served: Served {
+                        status,
+                        bytes_sent: 0,
+                        upstream: None,
+                        upstream_time: None,
+                    },
+                    close: true,
+                });
+            }
+        };
+        let reusable = meta.keep_alive && request_done && meta.framing != Framing::Close;
+        if reusable {
+            group.release(up);
+        }
+        Ok(Done {
+            served: Served {
+                status,
+                bytes_sent,
+                upstream: None,
+                upstream_time: None,
+            },
+            close,
+        })
+    }
+}
+
+fn with_upstream(mut done: Done, addr: SocketAddr, started: Instant) -> Done {
+    done.served.upstream = Some(addr);
+    done.served.upstream_time = Some(started.elapsed());
+    done
+}
+
+fn closed_by_client(status: u16) -> Done {
+    Done {
+        served: Served {
+            status,
+            bytes_sent: 0,
+            upstream: None,
+            upstream_time: None,
+        },
+        close: true,
+    }
+}
+
+/// Runs `io` within `limit`, mapping a timeout to `on_timeout`.
+async fn within<T, E>(
+    limit: Duration,
+    io: impl Future<Output = std::io::Result<T>>,
+    on_error: impl FnOnce(std::io::Error) -> E,
+    on_timeout: E,
+) -> Result<T, E> {
+    match timeout(limit, io).await {
+        Ok(Ok(v)) => Ok(v),
+        Ok(Err(e)) => Err(on_error(e)),
+        Err(_) => Err(on_timeout),
+    }
+}
+
+/// Forwards the rest of the request body; `buf` holds no body bytes on
+/// entry (they went out with the head).
+async fn pump_request_body<R, W>(
+    client: &mut R,
+    buf: &mut BytesMut,
+    upstream: &mut W,
+    body: &mut BodyCursor,
+    t: Timeouts,
+) -> Result<(), PumpError>
+where
+    R: AsyncRead + Unpin,
+    W: AsyncWrite + Unpin,
+{
+    while !body.is_done() {
+        buf.reserve(BODY_READ);
+        let n = within(
+            t.client_read,
+            client.read_buf(buf),
+            ClientError::Read,
+            ClientError::Timeout,
+        )
+        .await?;
+        if n == 0 {
+            return Err(ClientError::Closed.into());
+        }
+        let take = body.take(buf).map_err(ClientError::BadChunk)?;
+        within(
+            t.upstream_write,
+            upstream.write_all(&buf[..take]),
+            UpstreamError::Write,
+            UpstreamError::WriteTimeout,
+        )
+        .await?;
+        buf.advance(take);
+    }
+    Ok(())
+}
+
+/// Reads the final response head, forwarding interim (1xx) responses to
+/// the client when `forward_interim`. On success the head's status line and
+/// end-to-end fields are in `out` and consumed from `buf`. On failure, tells
+/// whether any response byte had arrived.
+async fn read_response_head<R, W>(
+    upstream: &mut R,
+    buf: &mut BytesMut,
+    client: &mut W,
+    out: &mut Vec<u8>,
+    is_head: bool,
+    forward_interim: bool,
+    send_timeout: Duration,
+) -> Result<ResponseMeta, (PumpError, bool)>
+where
+    R: AsyncRead + Unpin,
+    W: AsyncWrite + Unpin,
+{
+    let mut any_bytes = !buf.is_empty();
+    loop {
+        if !buf.is_empty() {
+            let parsed = with_header_slots(MAX_RESPONSE_HEADERS, |slots| {
+                let Some(head) = response::parse(buf, is_head, slots)? else {
+                    return Ok(None);
+                };
+                heads::response_head_start(out, &head);
+                let meta = ResponseMeta {
+                    status: head.status,
+                    framing: head.framing,
+                    content_length: head.content_length,
+                    keep_alive: head.keep_alive,
+                };
+                Ok(Some((head.len, meta)))
+            });
+            match parsed {
+                Ok(Some((len, meta))) => {
+                    buf.advance(len);
+                    if meta.status >= 200 {
+                        return Ok(meta);
+                    }
+                    if forward_interim {
+                        heads::finish_head(out, None, false, ConnectionField::Omit);
+                        within(
+                            send_timeout,
+                            client.write_all(out),
+                            ClientError::Write,
+                            ClientError::WriteTimeout,
+                        )
+                        .await
+                        .map_err(|e| (e.into(), true))?;
+                    }
+                    continue;
+                }
+                Ok(None) => {}
+                Err(e) => return Err((UpstreamError::BadResponse(e).into(), true)),
+            }
+        }
+        buf.reserve(BODY_READ);
+        match upstream.read_buf(buf).await {
+            Ok(0) => return Err((UpstreamError::Closed.into(), any_bytes)),
+            Ok(_) => any_bytes = true,
+            Err(e) => return Err((UpstreamError::Read(e).into(), any_bytes)),
+        }
+    }
+}
+
+/// Writes the response head and streams the body. Returns the bytes sent,
+/// or the failure and whether the head had gone out.
+async fn send_response<R, W>(
+    upstream: &mut R,
+    buf: &mut BytesMut,
+    client: &mut W,
+    head: &[u8],
+    body: &mut BodyCursor,
+    decode: bool,
+    t: Timeouts,
+) -> Result<u64, (PumpError, bool)>
+where
+    R: AsyncRead + Unpin,
+    W: AsyncWrite + Unpin,
+{
+    let mut sent = 0u64;
+    let mut head = Some(head);
+    loop {
+        // Forward what the buffer holds; the body bytes that came with the
+        // head leave with it.
+        if let (true, BodyCursor::Chunked(decoder)) = (decode, &mut *body) {
+            if let Some(h) = head.take() {
+                write_client(client, h, &[], t)
+                    .await
+                    .map_err(|e| (e, false))?;
+                sent += h.len() as u64;
+            }
+            sent += write_decoded(client, decoder, buf, t)
+                .await
+                .map_err(|e| (e, true))?;
+            if decoder.is_done() {
+                *body = BodyCursor::Done;
+            }
+        } else {
+            let n = body
+                .take(buf)
+                .map_err(|e| (UpstreamError::BadChunk(e).into(), head.is_none()))?;
+            let h = head.take();
+            let head_sent = h.is_none();
+            let h = h.unwrap_or(&[]);
+            write_client(client, h, &buf[..n], t)
+                .await
+                .map_err(|e| (e, head_sent))?;
+            sent += (h.len() + n) as u64;
+            buf.advance(n);
+        }
+        if body.is_done() {
+            return Ok(sent);
+        }
+        // Everything buffered was forwarded: read the next part.
+        buf.clear();
+        buf.reserve(BODY_READ);
+        let n = within(
+            t.upstream_read,
+            upstream.read_buf(buf),
+            UpstreamError::Read,
+            UpstreamError::ReadTimeout,
+        )
+        .await
+        .map_err(|e| (e.into(), true))?;
+        if n == 0 {
+            if matches!(body, BodyCursor::UntilClose) {
+                return Ok(sent);
+            }
+            return Err((UpstreamError::Closed.into(), true));
+        }
+    }
+}
+
+async fn write_client<W: AsyncWrite + Unpin>(
+    client: &mut W,
+    head: &[u8],
+    body: &[u8],
+    t: Timeouts,
+) -> Result<(), PumpError> {
+    within(
+        t.client_write,
+        write_two(client, head, body),
+        ClientError::Write,
+        ClientError::WriteTimeout,
+    )
+    .await
+    .map_err(PumpError::from)
+}
+
+/// Writes the data of the chunks in `buf` (consuming them) without the
+/// chunked framing; returns the bytes written.
+async fn write_decoded<W: AsyncWrite + Unpin>(
+    client: &mut W,
+    decoder: &mut ChunkedDecoder,
+    buf: &mut BytesMut,
+    t: Timeouts,
+) -> Result<u64, PumpError> {
+    let mut written = 0u64;
+    while !buf.is_empty() && !decoder.is_done() {
+        let (n, data) = decoder.decode(buf).map_err(UpstreamError::BadChunk)?;
+        if let Some(range) = data {
+            written += range.len() as u64;
+            write_client(client, &buf[range], &[], t).await?;
+        }
+        buf.advance(n);
+        if n == 0 {
+            break;
+        }
+    }
+    Ok(written)
+}

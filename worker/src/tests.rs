@@ -1,0 +1,646 @@
+//! End-to-end tests of the proxy over real loopback sockets: a tiny
+//! std-thread origin, the worker's serve loop on its own thread, and
+//! blocking clients.
+
+use crate::control::{request_stop, Stop};
+use crate::server::{serve, Worker};
+use prefork_shared::config::{
+    FixedResponse, HostMatch, HttpLimits, LogConfig, LogTarget, Route, RouteAction, Server,
+    Upstream,
+};
+use prefork_shared::Config;
+use std::collections::BTreeMap;
+use std::io::{Read, Write};
+use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::thread;
+use std::time::Duration;
+use tokio::sync::watch;
+
+/// An origin server on its own threads; counts the connections it accepted.
+struct Origin {
+    addr: SocketAddr,
+    accepted: Arc<AtomicUsize>,
+}
+
+impl Origin {
+    fn start() -> Origin {
+        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        let addr = listener.local_addr().unwrap();
+        let accepted = Arc::new(AtomicUsize::new(0));
+        let count = accepted.clone();
+        thread::spawn(move || {
+            for stream in listener.incoming() {
+                let Ok(stream) = stream else { return };
+                let id = count.fetch_add(1, Ordering::SeqCst) + 1;
+                thread::spawn(move || origin_connection(stream, id));
+            }
+        });
+        Origin { addr, accepted }
+    }
+
+    fn connections(&self) -> usize {
+        self.accepted.load(Ordering::SeqCst)
+    }
+}
+
+/// A head a test peer read: its length, method (requests), path or status,
+/// and lower-cased fields.
+type Head = (usize, String, String, Vec<(String, String)>);
+
+/// Reads one head from `s` into `buf`.
+fn read_head(s: &mut TcpStream, buf: &mut Vec<u8>, request: bool) -> Option<Head> {
+    loop {
+        let mut headers = [httparse::EMPTY_HEADER; 64];
+        let parsed = if request {
+            let mut req = httparse::Request::new(&mut headers);
+            match req.parse(buf).unwrap() {
+                httparse::Status::Complete(n) => Some((
+                    n,
+                    req.method.unwrap().to_owned(),
+                    req.path.unwrap().to_owned(),
+                    req.headers.to_vec(),
+                )),
+                httparse::Status::Partial => None,
+            }
+        } else {
+            let mut resp = httparse::Response::new(&mut headers);
+            match resp.parse(buf).unwrap() {
+                httparse::Status::Complete(n) => Some((
+                    n,
+                    String::new(),
+                    resp.code.unwrap().to_string(),
+                    resp.headers.to_vec(),
+                )),
+                httparse::Status::Partial => None,
+            }
+        };
+        if let Some((n, method, path, headers)) = parsed {
+            let headers = headers
+                .iter()
+                .map(|h| {
+                    (
+                        h.name.to_ascii_lowercase(),
+                        String::from_utf8_lossy(h.value).into_owned(),
+                    )
+                })
+                .collect();
+            return Some((n, method, path, headers));
+        }
+        let mut chunk = [0u8; 4096];
+        let n = s.read(&mut chunk).ok()?;
+        if n == 0 {
+            return None;
+        }
+        buf.extend_from_slice(&chunk[..n]);
+    }
+}
+
+fn field<'a>(headers: &'a [(String, String)], name: &str) -> Option<&'a str> {
+    headers
+        .iter()
+        .find(|(n, _)| n == name)
+        .map(|(_, v)| v.as_str())
+}
+
+fn fill(s: &mut TcpStream, buf: &mut Vec<u8>, want: usize) {
+    while buf.len() < want {
+        let mut chunk = [0u8; 4096];
+        let n = s.read(&mut chunk).unwrap();
+        assert!(n > 0, "unexpected EOF");
+        buf.extend_from_slice(&chunk[..n]);
+    }
+}
+
+/// Reads a body framed by `headers` (the test peers send simple chunks).
+fn read_body(
+    s: &mut TcpStream,
+    buf: &mut Vec<u8>,
+    headers: &[(String, String)],
+    until_close: bool,
+) -> Vec<u8> {
+    if let Some(len) = field(headers, "content-length") {
+        let len: usize = len.parse().unwrap();
+        fill(s, buf, len);
+        return buf.drain(..len).collect();
+    }
+    if field(headers, "transfer-encoding").is_some() {
+        let mut body = Vec::new();
+        loop {
+            let line_end = loop {
+                if let Some(i) = buf.windows(2).position(|w| w == b"\r\n") {
+                    break i;
+                }
+                let want = buf.len() + 1;
+                fill(s, buf, want);
+            };
+            let line = String::from_utf8(buf[..line_end].to_vec()).unwrap();
+            let size = usize::from_str_radix(line.split(';').next().unwrap().trim(), 16).unwrap();
+            buf.drain(..line_end + 2);
+            if size == 0 {
+                // Skip the trailer fields up to the empty line.
+                loop {
+                    let end = loop {
+                        if let Some(i) = buf.windows(2).position(|w| w == b"\r\n") {
+                            break i;
+                        }
+                        let want = buf.len() + 1;
+                        fill(s, buf, want);
+                    };
+                    buf.drain(..end + 2);
+                    if end == 0 {
+                        return body;
+                    }
+                }
+            }
+            fill(s, buf, size + 2);
+            body.extend(buf.drain(..size));
+            buf.drain(..2);
+        }
+    }
+    if until_close {
+        s.read_to_end(buf).unwrap();
+        return std::mem::take(buf);
+    }
+    Vec::new()
+}
+
+fn origin_connection(mut s: TcpStream, id: usize) {
+    let mut buf = Vec::new();
+    let mut requests = 0;
+    while let Some((len, method, path, headers)) = read_head(&mut s, &mut buf, true) {
+        requests += 1;
+        if path.contains("drop-second") && requests > 1 {
+            // The keep-alive race: the server closes just as a request on
+            // its idle connection arrives.
+            return;
+        }
+        let head = String::from_utf8_lossy(&buf[..len]).into_owned();
+        buf.drain(..len);
+        if field(&headers, "expect") == Some("100-continue") {
+            s.write_all(b"HTTP/1.1 100 Continue\r\n\r\n").unwrap();
+        }
+        let body = read_body(&mut s, &mut buf, &headers, false);
+        if path.contains("slow") {
+            thread::sleep(Duration::from_millis(600));
+        }
+        let response = if path.contains("chunked") {
+            b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n5\r\nhello\r\n7;x=y\r\n, world\r\n0\r\n\r\n".to_vec()
+        } else if path.contains("close") {
+            let _ =
+                s.write_all(b"HTTP/1.1 200 OK\r\nConnection: close\r\n\r\nclose-delimited body");
+            return;
+        } else {
+            let mut payload = format!("conn={id}\n{head}").into_bytes();
+            payload.extend_from_slice(&body);
+            let mut response = format!(
+                "HTTP/1.1 200 OK\r\nContent-Length: {}\r\nConnection: keep-alive, X-Origin-Hop\r\nX-Origin-Hop: secret\r\nKeep-Alive: timeout=5\r\n\r\n",
+                payload.len()
+            )
+            .into_bytes();
+            if method != "HEAD" {
+                response.extend_from_slice(&payload);
+            }
+            response
+        };
+        if s.write_all(&response).is_err() {
+            return;
+        }
+    }
+}
+
+/// The worker's serve loop on its own thread.
+struct Proxy {
+    addr: SocketAddr,
+    stop: watch::Sender<Stop>,
+    thread: Option<thread::JoinHandle<()>>,
+}
+
+impl Proxy {
+    fn start(config: Config) -> Proxy {
+        let (stop, stop_rx) = watch::channel(Stop::Running);
+        let (addr_tx, addr_rx) = std::sync::mpsc::channel();
+        let thread = thread::spawn(move || {
+            let runtime = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .unwrap();
+            let local = tokio::task::LocalSet::new();
+            local.block_on(&runtime, async move {
+                let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+                addr_tx.send(listener.local_addr().unwrap()).unwrap();
+                let log = slog::Logger::root(slog::Discard, slog::o!());
+                let worker = Worker::new(config, log, None, stop_rx);
+                serve(worker, vec![listener], || {}).await;
+            });
+        });
+        let addr = addr_rx.recv().unwrap();
+        Proxy {
+            addr,
+            stop,
+            thread: Some(thread),
+        }
+    }
+
+    fn connect(&self) -> TcpStream {
+        let s = TcpStream::connect(self.addr).unwrap();
+        s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+        s
+    }
+
+    /// Stops the worker and waits for its serve loop to return.
+    fn stop(&mut self, how: Stop) {
+        request_stop(&self.stop, how);
+        if let Some(t) = self.thread.take() {
+            t.join().unwrap();
+        }
+    }
+}
+
+impl Drop for Proxy {
+    fn drop(&mut self) {
+        self.stop(Stop::Fast);
+    }
+}
+
+fn upstream(addr: SocketAddr) -> Upstream {
+    Upstream {
+        servers: vec![Server {
+            name: addr.to_string(),
+            addr,
+        }],
+        connect_timeout: Duration::from_secs(1),
+        read_timeout: Duration::from_millis(300),
+        write_timeout: Duration::from_secs(2),
+        keepalive: 8,
+        keepalive_timeout: Duration::from_secs(30),
+    }
+}
+
+fn config(origin: SocketAddr) -> Config {
+    // A port nothing listens on: bind, note the port, close.
+    let dead = TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap();
+    let mut upstreams = BTreeMap::new();
+    upstreams.insert("app".to_owned(), upstream(origin));
+    upstreams.insert("down".to_owned(), upstream(dead));
+    let route = |host, path: &str, action| Route {
+        host,
+        path: path.to_owned(),
+        action,
+    };
+    Config {
+        source: "test.toml".into(),
+        workers: 1,
+        pid_file: "/tmp/prefork-test.pid".into(),
+        user: None,
+        shutdown_timeout: Duration::from_secs(5),
+        log: LogConfig {
+            error_log: LogTarget::Stderr,
+            access_log: None,
+        },
+        listen: Vec::new(),
+        http: HttpLimits {
+            client_header_timeout: Duration::from_millis(500),
+            ..HttpLimits::default()
+        },
+        upstreams,
+        routes: vec![
+            route(HostMatch::Any, "/app", RouteAction::Proxy("app".into())),
+            route(HostMatch::Any, "/down", RouteAction::Proxy("down".into())),
+            route(
+                HostMatch::Exact("fixed.test".into()),
+                "/",
+                RouteAction::Respond(FixedResponse {
+                    status: 201,
+                    body: "fixed\n".into(),
+                    content_type: "text/plain".into(),
+                }),
+            ),
+        ],
+    }
+}
+
+/// A response as the client saw it.
+struct Response {
+    status: u16,
+    headers: Vec<(String, String)>,
+    body: Vec<u8>,
+}
+
+impl Response {
+    fn field(&self, name: &str) -> Option<&str> {
+        field(&self.headers, name)
+    }
+
+    fn text(&self) -> String {
+        String::from_utf8_lossy(&self.body).into_owned()
+    }
+}
+
+fn read_response(s: &mut TcpStream, buf: &mut Vec<u8>, head_request: bool) -> Response {
+    let (len, _, status, headers) = read_head(s, buf, false).expect("a response");
+    buf.drain(..len);
+    let status: u16 = status.parse().unwrap();
+    let body = if head_request || status == 204 || status == 304 || status < 200 {
+        Vec::new()
+    } else {
+        read_body(s, buf, &headers, true)
+    };
+    Response {
+        status,
+        headers,
+        body,
+    }
+}
+
+fn exchange(s: &mut TcpStream, request: &str) -> Response {
+    s.write_all(request.as_bytes()).unwrap();
+    read_response(s, &mut Vec::new(), request.starts_with("HEAD"))
+}
+
+fn assert_closed(s: &mut TcpStream) {
+    let mut rest = Vec::new();
+    let n = s.read_to_end(&mut rest).unwrap_or(0);
+    assert_eq!(
+        n,
+        0,
+        "expected EOF, got {:?}",
+        String::from_utf8_lossy(&rest)
+    );
+}
+
+#[test]
+fn proxies_with_keep_alive_and_a_pooled_upstream_connection() {
+    let origin = Origin::start();
+    let proxy = Proxy::start(config(origin.addr));
+    let mut c = proxy.connect();
+    let r = exchange(
+        &mut c,
+        "GET /app/echo?x=1 HTTP/1.1\r\nHost: Site.Test:8080\r\nConnection: keep-alive, X-Drop\r\nX-Drop: 1\r\n\
+         Keep-Alive: timeout=1\r\nX-Forwarded-For: 1.2.3.4\r\nTE: trailers\r\nx-keep: Yes\r\n\r\n",
+    );
+    assert_eq!(r.status, 200);
+    let echoed = r.text();
+    assert!(
+        echoed.starts_with(
+            "conn=1\nGET /app/echo?x=1 HTTP/1.1\r\nHost: Site.Test:8080\r\nx-keep: Yes\r\n"
+        ),
+        "{echoed}"
+    );
+    assert!(
+        echoed.contains("X-Forwarded-For: 1.2.3.4, 127.0.0.1\r\n"),
+        "{echoed}"
+    );
+    assert!(echoed.contains("X-Forwarded-Proto: http\r\n"));
+    assert!(echoed.contains("X-Forwarded-Host: Site.Test:8080\r\n"));
+    for dropped in ["X-Drop", "Keep-Alive", "TE:", "Connection"] {
+        assert!(!echoed.contains(dropped), "{dropped} forwarded: {echoed}");
+    }
+    // The origin's hop-by-hop fields do not reach the client.
+    assert_eq!(r.field("x-origin-hop"), None);
+    assert_eq!(r.field("keep-alive"), None);
+    assert_eq!(r.field("connection"), None);
+
+    // The same client connection, and the pooled origin connection.
+    let r = exchange(&mut c, "HEAD /app/echo HTTP/1.1\r\nHost: a\r\n\r\n");
+    assert_eq!(r.status, 200);
+    assert!(r.field("content-length").is_some());
+    let r = exchange(&mut c, "GET /app/echo HTTP/1.1\r\nHost: a\r\n\r\n");
+    assert!(r.text().starts_with("conn=1\n"), "{}", r.text());
+    assert_eq!(origin.connections(), 1);
+
+    // HTTP/1.0 keeps the connection only when asked.
+    let r = exchange(
+        &mut c,
+        "GET /app/echo HTTP/1.0\r\nConnection: keep-alive\r\n\r\n",
+    );
+    assert_eq!(r.field("connection"), Some("keep-alive"));
+    assert!(r.text().contains("Host: \r\n"), "{}", r.text());
+    let r = exchange(&mut c, "GET /app/echo HTTP/1.0\r\n\r\n");
+    assert_eq!(r.field("connection"), Some("close"));
+    assert_closed(&mut c);
+}
+
+#[test]
+fn streams_a_chunked_upload_and_expect_continue() {
+    let origin = Origin::start();
+    let proxy = Proxy::start(config(origin.addr));
+    let mut c = proxy.connect();
+    c.write_all(b"POST /app/upload HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked\r\n\r\n4;ext=1\r\nabcd\r\n")
+        .unwrap();
+    thread::sleep(Duration::from_millis(50));
+    c.write_all(b"3\r\nef").unwrap();
+    thread::sleep(Duration::from_millis(50));
+    c.write_all(b"g\r\n0\r\nX-Trailer: t\r\n\r\n").unwrap();
+    let r = read_response(&mut c, &mut Vec::new(), false);
+    assert_eq!(r.status, 200);
+    let echoed = r.text();
+    assert!(
+        echoed.contains("Transfer-Encoding: chunked\r\n"),
+        "{echoed}"
+    );
+    assert!(echoed.ends_with("\r\n\r\nabcdefg"), "{echoed}");
+
+    // A Content-Length upload that waits for 100 Continue.
+    c.write_all(
+        b"PUT /app/put HTTP/1.1\r\nHost: a\r\nExpect: 100-continue\r\nContent-Length: 5\r\n\r\n",
+    )
+    .unwrap();
+    let mut buf = Vec::new();
+    let interim = read_response(&mut c, &mut buf, false);
+    assert_eq!(interim.status, 100);
+    c.write_all(b"hello").unwrap();
+    let r = read_response(&mut c, &mut buf, false);
+    assert_eq!(r.status, 200);
+    assert!(
+        r.text().ends_with("Content-Length: 5\r\n\r\nhello"),
+        "{}",
+        r.text()
+    );
+}
+
+#[test]
+fn answers_pipelined_requests_in_order() {
+    let origin = Origin::start();
+    let proxy = Proxy::start(config(origin.addr));
+    let mut c = proxy.connect();
+    c.write_all(
+        b"GET /app/one HTTP/1.1\r\nHost: a\r\n\r\n\
+          POST /app/two HTTP/1.1\r\nHost: a\r\nContent-Length: 3\r\n\r\nxyz\
+          GET /x HTTP/1.1\r\nHost: fixed.test\r\n\r\n\
+          GET /app/four HTTP/1.1\r\nHost: a\r\nConnection: close\r\n\r\n",
+    )
+    .unwrap();
+    let mut buf = Vec::new();
+    let one = read_response(&mut c, &mut buf, false);
+    assert!(one.text().contains("GET /app/one "), "{}", one.text());
+    let two = read_response(&mut c, &mut buf, false);
+    assert!(
+        two.text().contains("POST /app/two ") && two.text().ends_with("xyz"),
+        "{}",
+        two.text()
+    );
+    let three = read_response(&mut c, &mut buf, false);
+    assert_eq!((three.status, three.text().as_str()), (201, "fixed\n"));
+    assert_eq!(three.field("content-type"), Some("text/plain"));
+    assert_eq!(three.field("server"), Some("prefork"));
+    assert!(three.field("date").is_some());
+    let four = read_response(&mut c, &mut buf, false);
+    assert!(four.text().contains("GET /app/four "), "{}", four.text());
+    assert_eq!(four.field("connection"), Some("close"));
+    assert!(buf.is_empty());
+    assert_closed(&mut c);
+}
+
+#[test]
+fn forwards_chunked_and_close_delimited_responses() {
+    let origin = Origin::start();
+    let proxy = Proxy::start(config(origin.addr));
+    let mut c = proxy.connect();
+    let r = exchange(&mut c, "GET /app/chunked HTTP/1.1\r\nHost: a\r\n\r\n");
+    assert_eq!(r.field("transfer-encoding"), Some("chunked"));
+    assert_eq!(r.text(), "hello, world");
+    // Still usable after a chunked response.
+    let r = exchange(&mut c, "GET /app/close HTTP/1.1\r\nHost: a\r\n\r\n");
+    assert_eq!(r.field("connection"), Some("close"));
+    assert_eq!(r.text(), "close-delimited body");
+
+    // HTTP/1.0 gets the chunked body decoded, delimited by close.
+    let mut c = proxy.connect();
+    let r = exchange(
+        &mut c,
+        "GET /app/chunked HTTP/1.0\r\nConnection: keep-alive\r\n\r\n",
+    );
+    assert_eq!(r.field("transfer-encoding"), None);
+    assert_eq!(r.field("connection"), Some("close"));
+    assert_eq!(r.text(), "hello, world");
+}
+
+#[test]
+fn classifies_errors() {
+    let origin = Origin::start();
+    let proxy = Proxy::start(config(origin.addr));
+
+    let mut c = proxy.connect();
+    let r = exchange(&mut c, "GET /nothing HTTP/1.1\r\nHost: a\r\n\r\n");
+    assert_eq!(r.status, 404);
+    assert_eq!(r.field("connection"), None, "404 keeps the connection");
+    let r = exchange(&mut c, "GET /down HTTP/1.1\r\nHost: a\r\n\r\n");
+    assert_eq!(r.status, 502);
+    assert!(r.text().contains("502 Bad Gateway"));
+    let r = exchange(&mut c, "GET /app/slow HTTP/1.1\r\nHost: a\r\n\r\n");
+    assert_eq!(r.status, 504);
+
+    let mut c = proxy.connect();
+    let r = exchange(
+        &mut c,
+        "POST /app HTTP/1.1\r\nHost: a\r\nContent-Length: 3\r\nTransfer-Encoding: chunked\r\n\r\n",
+    );
+    assert_eq!((r.status, r.field("connection")), (400, Some("close")));
+    assert_closed(&mut c);
+
+    let mut c = proxy.connect();
+    let r = exchange(
+        &mut c,
+        "POST /app HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked\r\n\r\nzz\r\n",
+    );
+    assert_eq!((r.status, r.field("connection")), (400, Some("close")));
+    assert_closed(&mut c);
+
+    let mut c = proxy.connect();
+    let huge = format!(
+        "GET /app HTTP/1.1\r\nHost: a\r\nX-Big: {}\r\n\r\n",
+        "b".repeat(40 * 1024)
+    );
+    let r = exchange(&mut c, &huge);
+    assert_eq!(r.status, 431);
+
+    // A slow client times out alone; others are served meanwhile.
+    let mut slow = proxy.connect();
+    slow.write_all(b"GET /app HTTP/1.1\r\nHo").unwrap();
+    let mut c = proxy.connect();
+    assert_eq!(
+        exchange(&mut c, "GET /app/echo HTTP/1.1\r\nHost: a\r\n\r\n").status,
+        200
+    );
+    let r = read_response(&mut slow, &mut Vec::new(), false);
+    assert_eq!((r.status, r.field("connection")), (408, Some("close")));
+}
+
+#[test]
+fn graceful_stop_finishes_busy_connections_and_closes_idle_ones() {
+    let origin = Origin::start();
+    let mut config = config(origin.addr);
+    if let Some(app) = config.upstreams.get_mut("app") {
+        app.read_timeout = Duration::from_secs(5);
+    }
+    let mut proxy = Proxy::start(config);
+    let mut idle = proxy.connect();
+    assert_eq!(
+        exchange(&mut idle, "GET /app/echo HTTP/1.1\r\nHost: a\r\n\r\n").status,
+        200
+    );
+    let mut busy = proxy.connect();
+    busy.write_all(b"GET /app/slow HTTP/1.1\r\nHost: a\r\n\r\n")
+        .unwrap();
+    thread::sleep(Duration::from_millis(100));
+    request_stop(&proxy.stop, Stop::Graceful);
+    assert_closed(&mut idle);
+    let r = read_response(&mut busy, &mut Vec::new(), false);
+    assert_eq!((r.status, r.field("connection")), (200, Some("close")));
+    assert_closed(&mut busy);
+    proxy.stop(Stop::Graceful);
+    assert!(
+        TcpStream::connect(proxy.addr).is_err(),
+        "listener closed after the stop"
+    );
+}
+
+#[test]
+fn replays_an_idempotent_request_once_when_a_pooled_connection_was_closed() {
+    let origin = Origin::start();
+    let proxy = Proxy::start(config(origin.addr));
+    let mut c = proxy.connect();
+    let r = exchange(&mut c, "GET /app/drop-second HTTP/1.1\r\nHost: a\r\n\r\n");
+    assert!(r.text().starts_with("conn=1\n"));
+    let r = exchange(&mut c, "GET /app/drop-second HTTP/1.1\r\nHost: a\r\n\r\n");
+    assert_eq!(r.status, 200);
+    assert!(r.text().starts_with("conn=2\n"), "{}", r.text());
+    // A request with a body is not replayed.
+    let r = exchange(
+        &mut c,
+        "POST /app/drop-second HTTP/1.1\r\nHost: a\r\nContent-Length: 1\r\n\r\nx",
+    );
+    assert_eq!(r.status, 502);
+    assert_eq!(origin.connections(), 2);
+}
+
+#[test]
+fn streams_large_bodies_both_ways() {
+    let origin = Origin::start();
+    let proxy = Proxy::start(config(origin.addr));
+    let mut c = proxy.connect();
+    let body: Vec<u8> = (0..3 * 1024 * 1024).map(|i| (i % 251) as u8).collect();
+    let head = format!(
+        "POST /app/big HTTP/1.1\r\nHost: a\r\nContent-Length: {}\r\n\r\n",
+        body.len()
+    );
+    let mut writer = c.try_clone().unwrap();
+    let upload = body.clone();
+    let sender = thread::spawn(move || {
+        writer.write_all(head.as_bytes()).unwrap();
+        writer.write_all(&upload).unwrap();
+    });
+    let r = read_response(&mut c, &mut Vec::new(), false);
+    sender.join().unwrap();
+    assert_eq!(r.status, 200);
+    assert!(r.body.ends_with(&body), "the echoed body differs");
+    assert_eq!(
+        exchange(&mut c, "GET /app/echo HTTP/1.1\r\nHost: a\r\n\r\n").status,
+        200
+    );
+}

@@ -1,0 +1,258 @@
+//! Upstream groups: round-robin server choice and a per-worker pool of idle
+//! keep-alive connections for each server.
+//!
+//! A worker runs one thread, so the pools are plain `RefCell`s.
+
+use crate::error::UpstreamError;
+use crate::io::BODY_READ;
+use bytes::BytesMut;
+use prefork_shared::config::{Config, Server, Upstream};
+use std::cell::{Cell, RefCell};
+use std::collections::{HashMap, VecDeque};
+use std::io;
+use tokio::net::TcpStream;
+use tokio::time::{timeout, Instant};
+
+/// A connection to one upstream server.
+pub(crate) struct UpstreamConn {
+    /// The socket.
+    pub(crate) stream: TcpStream,
+    /// Response bytes read and not yet forwarded; kept with the connection
+    /// so idle client connections hold no upstream buffer.
+    pub(crate) buf: BytesMut,
+    /// Whether the connection served a request before (and so may have been
+    /// closed by the server meanwhile).
+    pub(crate) reused: bool,
+    /// Index of the server in its group.
+    server: usize,
+}
+
+struct Idle {
+    conn: UpstreamConn,
+    since: Instant,
+}
+
+/// One upstream group with its servers' idle connections.
+pub(crate) struct Group {
+    /// The group's configuration.
+    pub(crate) config: Upstream,
+    /// Idle connections per server (same index as `config.servers`),
+    /// most recently used at the back.
+    idle: Vec<RefCell<VecDeque<Idle>>>,
+    /// The next server in round-robin order.
+    next: Cell<usize>,
+}
+
+impl Group {
+    fn new(config: Upstream) -> Self {
+        let idle = config.servers.iter().map(|_| RefCell::default()).collect();
+        Group {
+            config,
+            idle,
+            next: Cell::new(0),
+        }
+    }
+
+    /// How many servers the group has.
+    pub(crate) fn len(&self) -> usize {
+        self.config.servers.len()
+    }
+
+    /// The server at `index`.
+    pub(crate) fn server(&self, index: usize) -> &Server {
+        &self.config.servers[index % self.len()]
+    }
+
+    /// The next server in round-robin order.
+    pub(crate) fn pick(&self) -> usize {
+        let i = self.next.get();
+        self.next.set((i + 1) % self.len().max(1));
+        i
+    }
+
+    /// A connection to server `index`: a live idle one unless `fresh`,
+    /// otherwise a new one.
+    pub(crate) async fn acquire(
+        &self,
+        index: usize,
+        fresh: bool,
+    ) -> Result<UpstreamConn, UpstreamError> {
+        if !fresh {
+            if let Some(conn) = self.take_idle(index) {
+                return Ok(conn);
+            }
+        }
+        let addr = self.server(index).addr;
+        let stream = match timeout(self.config.connect_timeout, TcpStream::connect(addr)).await {
+            Ok(Ok(stream)) => stream,
+            Ok(Err(source)) => return Err(UpstreamError::Connect { addr, source }),
+            Err(_) => return Err(UpstreamError::ConnectTimeout { addr }),
+        };
+        // Small heads must not wait for Nagle's algorithm.
+        stream
+            .set_nodelay(true)
+            .map_err(|source| UpstreamError::Connect { addr, source })?;
+        Ok(UpstreamConn {
+            stream,
+            buf: BytesMut::with_capacity(BODY_READ),
+            reused: false,
+            server: index,
+        })
+    }
+
+    fn take_idle(&self, index: usize) -> Option<UpstreamConn> {
+        let mut idle = self.idle.get(index)?.borrow_mut();
+        let now = Instant::now();
+        while let Some(entry) = idle.pop_back() {
+            if now.duration_since(entry.since) < self.config.keepalive_timeout
+                && is_quiet(&entry.conn.stream)
+            {
+                let mut conn = entry.conn;
+                conn.reused = true;
+                return Some(conn);
+            }
+        }
+        None
+    }
+
+    /// Keeps a connection whose exchange ended cleanly for a later request.
+    pub(crate) fn release(&self, mut conn: UpstreamConn) {
+        if self.config.keepalive == 0 || !conn.buf.is_empty() {
+            return;
+        }
+        let Some(idle) = self.idle.get(conn.server) else {
+            return;
+        };
+        let mut idle = idle.borrow_mut();
+        if idle.len() >= self.config.keepalive {
+            // The least recently used connection makes room.
+            idle.pop_front();
+        }
+        conn.buf.clear();
+        idle.push_back(Idle {
+            conn,
+            since: Instant::now(),
+        });
+    }
+
+    /// Closes idle connections older than the group's `keepalive_timeout`.
+    fn sweep(&self, now: Instant) {
+        for idle in &self.idle {
+            let mut idle = idle.borrow_mut();
+            while idle
+                .front()
+                .is_some_and(|e| now.duration_since(e.since) >= self.config.keepalive_timeout)
+            {
+                idle.pop_front();
+            }
+        }
+    }
+
+    /// How many idle connections the pool of server `index` holds.
+    #[cfg(test)]
+    pub(crate) fn idle_count(&self, index: usize) -> usize {
+        self.idle.get(index).map_or(0, |i| i.borrow().len())
+    }
+}
+
+/// Whether an idle connection has nothing to say: a server that closed it
+/// (EOF) or sent stray bytes makes it unusable. Cheap: tokio answers from
+/// its readiness cache without a system call while nothing arrived.
+fn is_quiet(stream: &TcpStream) -> bool {
+    matches!(stream.try_read(&mut [0u8; 1]), Err(e) if e.kind() == io::ErrorKind::WouldBlock)
+}
+
+/// Every upstream group of a configuration.
+pub(crate) struct Upstreams {
+    groups: HashMap<String, Group>,
+}
+
+impl Upstreams {
+    /// Groups with empty pools for every upstream in `config`.
+    pub(crate) fn new(config: &Config) -> Self {
+        let groups = config
+            .upstreams
+            .iter()
+            .filter(|(_, u)| !u.servers.is_empty())
+            .map(|(name, u)| (name.clone(), Group::new(u.clone())))
+            .collect();
+        Upstreams { groups }
+    }
+
+    /// The group named `name`.
+    pub(crate) fn get(&self, name: &str) -> Option<&Group> {
+        self.groups.get(name)
+    }
+
+    /// Closes expired idle connections in every group.
+    pub(crate) fn sweep(&self, now: Instant) {
+        for group in self.groups.values() {
+            group.sweep(now);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::time::Duration;
+
+    fn group(addr: std::net::SocketAddr, keepalive: usize) -> Group {
+        Group::new(Upstream {
+            servers: vec![Server {
+                name: "origin".into(),
+                addr,
+            }],
+            connect_timeout: Duration::from_secs(1),
+            read_timeout: Duration::from_secs(1),
+            write_timeout: Duration::from_secs(1),
+            keepalive,
+            keepalive_timeout: Duration::from_secs(60),
+        })
+    }
+
+    #[tokio::test]
+    async fn pools_reuse_cap_and_expire_connections() {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let g = group(listener.local_addr().unwrap(), 1);
+        assert_eq!((g.pick(), g.pick()), (0, 0));
+
+        let a = g.acquire(0, false).await.unwrap();
+        assert!(!a.reused);
+        let (_server_a, _) = listener.accept().await.unwrap();
+        let b = g.acquire(0, false).await.unwrap();
+        let (server_b, _) = listener.accept().await.unwrap();
+        g.release(a);
+        g.release(b);
+        assert_eq!(g.idle_count(0), 1, "capped at keepalive");
+
+        // The most recent connection (b) is reused, unless a fresh one is asked for.
+        let fresh = g.acquire(0, true).await.unwrap();
+        assert!(!fresh.reused);
+        let (_server_fresh, _) = listener.accept().await.unwrap();
+        let b = g.acquire(0, false).await.unwrap();
+        assert!(b.reused);
+        g.release(b);
+
+        // A connection the server closed is dropped, not handed out.
+        drop(server_b);
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        let c = g.acquire(0, false).await.unwrap();
+        assert!(!c.reused);
+        g.release(c);
+        g.sweep(Instant::now() + Duration::from_secs(61));
+        assert_eq!(g.idle_count(0), 0);
+    }
+
+    #[tokio::test]
+    async fn connect_errors_are_classified() {
+        let addr = std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap();
+        let g = group(addr, 4);
+        let err = g.acquire(0, false).await.err().unwrap();
+        assert!(matches!(err, UpstreamError::Connect { .. }), "{err}");
+        assert_eq!(err.status(), 502);
+    }
+}
