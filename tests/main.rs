@@ -1,1 +1,12 @@
+//! Black-box tests: they run the real `prefork` binary against test origins
+//! and talk to it over loopback sockets.
 
+mod support;
+
+mod config_check;
+mod errors;
+mod harness;
+mod lifecycle;
+mod proxying;
+mod reload;
+mod routing;

@@ -119,7 +119,10 @@ pub fn send_signal(path: &Path, name: SignalName) -> i32 {
     };
     match nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid), name.signal()) {
         Ok(()) => {
-            println!("prefork: sent {} to master pid {pid}", name.signal().as_str());
+            println!(
+                "prefork: sent {} to master pid {pid}",
+                name.signal().as_str()
+            );
             exit::OK
         }
         Err(e) => {
@@ -189,7 +192,10 @@ pub fn run_master(path: &Path) -> i32 {
     info!(logs.error, "prefork started";
         "config" => %path.display(), "listen" => addrs.join(" "), "workers" => config.workers);
     if config.user.is_some() && credentials.is_none() {
-        warn!(logs.error, "`user` is ignored: the master is not running as root");
+        warn!(
+            logs.error,
+            "`user` is ignored: the master is not running as root"
+        );
     }
     let master = Master::new(Startup {
         log: logs.error.clone(),

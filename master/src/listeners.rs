@@ -78,18 +78,28 @@ impl Listeners {
 }
 
 fn bind(l: &Listen) -> Result<Socket, BindError> {
-    let err = |step| move |source| BindError {
-        addr: l.addr,
-        step,
-        source,
+    let err = |step| {
+        move |source| BindError {
+            addr: l.addr,
+            step,
+            source,
+        }
     };
-    let socket = Socket::new(Domain::for_address(l.addr), Type::STREAM, Some(Protocol::TCP))
-        .map_err(err("socket"))?;
+    let socket = Socket::new(
+        Domain::for_address(l.addr),
+        Type::STREAM,
+        Some(Protocol::TCP),
+    )
+    .map_err(err("socket"))?;
     // Lets a restarted master bind while old connections sit in TIME_WAIT.
-    socket.set_reuse_address(true).map_err(err("setsockopt(SO_REUSEADDR)"))?;
+    socket
+        .set_reuse_address(true)
+        .map_err(err("setsockopt(SO_REUSEADDR)"))?;
     if l.addr.is_ipv6() {
         // "[::]:80" means IPv6 only, so "0.0.0.0:80" can be listed beside it.
-        socket.set_only_v6(true).map_err(err("setsockopt(IPV6_V6ONLY)"))?;
+        socket
+            .set_only_v6(true)
+            .map_err(err("setsockopt(IPV6_V6ONLY)"))?;
     }
     socket.bind(&SockAddr::from(l.addr)).map_err(err("bind"))?;
     socket.listen(l.backlog).map_err(err("listen"))?;
@@ -135,7 +145,9 @@ mod tests {
         let mut ls = Listeners::bind(std::slice::from_ref(&a)).expect("bind");
         let taken = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
         let busy = listen(taken.local_addr().expect("addr"));
-        let err = ls.reconcile(&[a.clone(), busy.clone()]).expect_err("port in use");
+        let err = ls
+            .reconcile(&[a.clone(), busy.clone()])
+            .expect_err("port in use");
         assert_eq!(err.step, "bind");
         assert!(err.to_string().contains(&busy.addr.to_string()));
         assert_eq!(ls.fds_for(&[a, busy]).len(), 1);

@@ -39,7 +39,12 @@ mod tests {
     #[test]
     fn exit_codes_are_distinct() {
         use prefork_shared::exit;
-        let codes = [exit::OK, exit::FAILURE, exit::USAGE, exit::WORKER_BOOT_FAILURE];
+        let codes = [
+            exit::OK,
+            exit::FAILURE,
+            exit::USAGE,
+            exit::WORKER_BOOT_FAILURE,
+        ];
         for (i, a) in codes.iter().enumerate() {
             assert!(codes[i + 1..].iter().all(|b| a != b));
         }

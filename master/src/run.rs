@@ -161,7 +161,9 @@ impl Master {
             }
             for action in actions {
                 match action {
-                    Action::Spawn { slot, generation } => queue.push_back(self.spawn(slot, generation)),
+                    Action::Spawn { slot, generation } => {
+                        queue.push_back(self.spawn(slot, generation))
+                    }
                     Action::Stop(pid, mode) => self.stop(pid, mode),
                     Action::Kill(pid) => self.signal(pid, Signal::SIGKILL),
                     Action::Exit(code) => return Some(code),

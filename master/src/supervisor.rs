@@ -113,9 +113,14 @@ pub const FAST_STOP_GRACE: Duration = Duration::from_secs(3);
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum WorkerState {
-    Starting { since: Instant },
+    Starting {
+        since: Instant,
+    },
     Ready,
-    Stopping { deadline: Instant, killed: bool },
+    Stopping {
+        deadline: Instant,
+        killed: bool,
+    },
     /// Killed because it never became ready: replaced when it exits.
     BootTimedOut,
 }
@@ -351,7 +356,11 @@ impl Supervisor {
             StopMode::Graceful => self.shutdown_timeout,
             StopMode::Fast => FAST_STOP_GRACE,
         };
-        if let Phase::ShuttingDown { mode: StopMode::Fast, .. } = self.phase {
+        if let Phase::ShuttingDown {
+            mode: StopMode::Fast,
+            ..
+        } = self.phase
+        {
             return;
         }
         if let Phase::ShuttingDown { deadline, .. } = self.phase {
@@ -497,7 +506,9 @@ mod tests {
                 [] => {
                     let at = s.next_wakeup().expect("a restart is scheduled");
                     let delay = at - now;
-                    assert!(spawns(&s.handle(Event::Tick, at - Duration::from_millis(1))).is_empty());
+                    assert!(
+                        spawns(&s.handle(Event::Tick, at - Duration::from_millis(1))).is_empty()
+                    );
                     now = at;
                     assert_eq!(spawns(&s.handle(Event::Tick, now)), vec![(0, 1)]);
                     delay
@@ -568,7 +579,10 @@ mod tests {
             );
             assert!(a.is_empty());
         }
-        assert!(s.handle(Event::WorkerReady(200), t0).is_empty(), "one new worker is not enough");
+        assert!(
+            s.handle(Event::WorkerReady(200), t0).is_empty(),
+            "one new worker is not enough"
+        );
         let actions = s.handle(Event::WorkerReady(201), t0);
         assert_eq!(
             actions,
@@ -634,7 +648,9 @@ mod tests {
             ]
         );
         // A worker of a replaced generation that crashes is not restarted.
-        assert!(s.handle(Event::WorkerExited(200, ExitStatus::Signal(9)), t0).is_empty());
+        assert!(s
+            .handle(Event::WorkerExited(200, ExitStatus::Signal(9)), t0)
+            .is_empty());
     }
 
     #[test]
@@ -649,7 +665,9 @@ mod tests {
                 Action::Stop(101, StopMode::Graceful)
             ]
         );
-        assert!(s.handle(Event::WorkerExited(100, ExitStatus::Code(0)), t0).is_empty());
+        assert!(s
+            .handle(Event::WorkerExited(100, ExitStatus::Code(0)), t0)
+            .is_empty());
         let a = s.handle(Event::WorkerExited(101, ExitStatus::Code(0)), t0);
         assert_eq!(a, vec![Action::Exit(0)]);
     }
@@ -660,7 +678,9 @@ mod tests {
         let mut s = running(1, t0);
         s.handle(Event::Stop(StopMode::Graceful), t0);
         let deadline = t0 + Duration::from_secs(30);
-        assert!(s.handle(Event::Tick, deadline - Duration::from_millis(1)).is_empty());
+        assert!(s
+            .handle(Event::Tick, deadline - Duration::from_millis(1))
+            .is_empty());
         assert_eq!(s.handle(Event::Tick, deadline), vec![Action::Kill(100)]);
         assert_eq!(
             s.handle(Event::WorkerExited(100, ExitStatus::Signal(9)), deadline),
@@ -676,7 +696,10 @@ mod tests {
         let a = s.handle(Event::Stop(StopMode::Fast), t0);
         assert_eq!(
             a,
-            vec![Action::Stop(100, StopMode::Fast), Action::Stop(101, StopMode::Fast)]
+            vec![
+                Action::Stop(100, StopMode::Fast),
+                Action::Stop(101, StopMode::Fast)
+            ]
         );
         assert!(s.handle(Event::Stop(StopMode::Graceful), t0).is_empty());
         let a = s.handle(Event::WorkerExited(100, ExitStatus::Signal(9)), t0);
@@ -710,8 +733,14 @@ mod tests {
             t0,
         );
         assert_eq!(s.next_wakeup(), Some(t0 + BOOT_TIMEOUT));
-        assert_eq!(s.handle(Event::Tick, t0 + BOOT_TIMEOUT), vec![Action::Kill(100)]);
-        let a = s.handle(Event::WorkerExited(100, ExitStatus::Signal(9)), t0 + BOOT_TIMEOUT);
+        assert_eq!(
+            s.handle(Event::Tick, t0 + BOOT_TIMEOUT),
+            vec![Action::Kill(100)]
+        );
+        let a = s.handle(
+            Event::WorkerExited(100, ExitStatus::Signal(9)),
+            t0 + BOOT_TIMEOUT,
+        );
         assert_eq!(spawns(&a), vec![(0, 1)]);
     }
 

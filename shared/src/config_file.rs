@@ -218,7 +218,9 @@ impl Validator<'_> {
             Err(e) => {
                 self.problem(
                     &path,
-                    format!("invalid duration {text:?} ({e}); write e.g. \"500ms\", \"30s\", \"2m\""),
+                    format!(
+                        "invalid duration {text:?} ({e}); write e.g. \"500ms\", \"30s\", \"2m\""
+                    ),
                 );
                 default
             }
@@ -338,14 +340,22 @@ impl Validator<'_> {
         }
     }
 
-    fn log_target(&mut self, path: KeyPath, raw: Option<String>, default: LogTarget) -> Option<LogTarget> {
+    fn log_target(
+        &mut self,
+        path: KeyPath,
+        raw: Option<String>,
+        default: LogTarget,
+    ) -> Option<LogTarget> {
         match raw.as_deref() {
             None => Some(default),
             Some("off") => None,
             Some("stderr") => Some(LogTarget::Stderr),
             Some("stdout") => Some(LogTarget::Stdout),
             Some("") => {
-                self.problem(&path, "expected \"stderr\", \"stdout\", \"off\" or a file path");
+                self.problem(
+                    &path,
+                    "expected \"stderr\", \"stdout\", \"off\" or a file path",
+                );
                 Some(default)
             }
             Some(file) => Some(LogTarget::File(PathBuf::from(file))),
@@ -353,13 +363,14 @@ impl Validator<'_> {
     }
 
     fn log(&mut self, path: KeyPath, raw: RawLog) -> LogConfig {
-        let error_log = match self.log_target(path.key("error_log"), raw.error_log, LogTarget::Stderr) {
-            Some(t) => t,
-            None => {
-                self.problem(&path.key("error_log"), "the error log cannot be turned off");
-                LogTarget::Stderr
-            }
-        };
+        let error_log =
+            match self.log_target(path.key("error_log"), raw.error_log, LogTarget::Stderr) {
+                Some(t) => t,
+                None => {
+                    self.problem(&path.key("error_log"), "the error log cannot be turned off");
+                    LogTarget::Stderr
+                }
+            };
         let access_log = self.log_target(path.key("access_log"), raw.access_log, LogTarget::Stdout);
         LogConfig {
             error_log,
@@ -369,8 +380,13 @@ impl Validator<'_> {
 
     fn listen(&mut self, path: KeyPath, raw: Vec<RawListen>) -> Vec<Listen> {
         if raw.is_empty() {
-            let addr = DEFAULT_LISTEN.parse().expect("the default listen address is valid");
-            return vec![Listen { addr, backlog: 1024 }];
+            let addr = DEFAULT_LISTEN
+                .parse()
+                .expect("the default listen address is valid");
+            return vec![Listen {
+                addr,
+                backlog: 1024,
+            }];
         }
         let mut seen = HashSet::new();
         let mut out = Vec::new();
@@ -477,7 +493,10 @@ impl Validator<'_> {
             };
             let route_path = r.path.unwrap_or_else(|| "/".to_owned());
             if !route_path.starts_with('/') {
-                self.problem(&p.key("path"), format!("must start with '/' (found {route_path:?})"));
+                self.problem(
+                    &p.key("path"),
+                    format!("must start with '/' (found {route_path:?})"),
+                );
                 continue;
             }
             let action = match (r.upstream, r.respond) {
@@ -486,7 +505,10 @@ impl Validator<'_> {
                     continue;
                 }
                 (None, None) => {
-                    self.problem(&p, "a route needs `upstream = \"name\"` or `respond = { ... }`");
+                    self.problem(
+                        &p,
+                        "a route needs `upstream = \"name\"` or `respond = { ... }`",
+                    );
                     continue;
                 }
                 (Some(name), None) => {
@@ -496,7 +518,11 @@ impl Validator<'_> {
                             &p.key("upstream"),
                             format!(
                                 "no upstream named {name:?} (defined: {})",
-                                if known.is_empty() { "none".to_owned() } else { known.join(", ") }
+                                if known.is_empty() {
+                                    "none".to_owned()
+                                } else {
+                                    known.join(", ")
+                                }
                             ),
                         );
                         continue;
@@ -520,12 +546,18 @@ impl Validator<'_> {
     fn respond(&mut self, path: KeyPath, raw: RawRespond) -> Option<FixedResponse> {
         let status = raw.status.unwrap_or(200);
         if !(200..=599).contains(&status) {
-            self.problem(&path.key("status"), format!("must be between 200 and 599 (found {status})"));
+            self.problem(
+                &path.key("status"),
+                format!("must be between 200 and 599 (found {status})"),
+            );
             return None;
         }
         let content_type = raw.content_type.unwrap_or_else(|| "text/plain".to_owned());
         if content_type.bytes().any(|b| b.is_ascii_control()) {
-            self.problem(&path.key("content_type"), "must not contain control characters");
+            self.problem(
+                &path.key("content_type"),
+                "must not contain control characters",
+            );
             return None;
         }
         Some(FixedResponse {
@@ -541,8 +573,9 @@ fn parse_host(raw: &str) -> Result<HostMatch, String> {
     let host = raw.to_ascii_lowercase();
     let valid = |s: &str| {
         !s.is_empty()
-            && s.bytes()
-                .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'.' | b'_' | b'[' | b']' | b':'))
+            && s.bytes().all(|b| {
+                b.is_ascii_alphanumeric() || matches!(b, b'-' | b'.' | b'_' | b'[' | b']' | b':')
+            })
     };
     if let Some(suffix) = host.strip_prefix("*.") {
         if valid(suffix) && !suffix.contains('*') {
@@ -652,7 +685,10 @@ respond = { status = 200, body = "ok\n" }
     #[test]
     fn missing_upstream_names_line_and_key() {
         let e = parse_err("[[routes]]\nhost = \"a\"\nupstream = \"nope\"\n");
-        assert_eq!(e, "t.toml:3: routes[0].upstream: no upstream named \"nope\" (defined: none)");
+        assert_eq!(
+            e,
+            "t.toml:3: routes[0].upstream: no upstream named \"nope\" (defined: none)"
+        );
     }
 
     #[test]
@@ -672,16 +708,31 @@ respond = { status = 200, body = "ok\n" }
         );
         let lines: Vec<&str> = e.lines().collect();
         assert_eq!(lines.len(), 4, "{e}");
-        assert!(lines[0].starts_with("t.toml:1: workers: must be at least 1"), "{e}");
-        assert!(lines[1].starts_with("t.toml:2: shutdown_timeout: invalid duration"), "{e}");
-        assert!(lines[2].starts_with("t.toml:4: listen[0].addr: invalid listen address"), "{e}");
-        assert!(lines[3].starts_with("t.toml:8: listen[2].addr: duplicate listen address"), "{e}");
+        assert!(
+            lines[0].starts_with("t.toml:1: workers: must be at least 1"),
+            "{e}"
+        );
+        assert!(
+            lines[1].starts_with("t.toml:2: shutdown_timeout: invalid duration"),
+            "{e}"
+        );
+        assert!(
+            lines[2].starts_with("t.toml:4: listen[0].addr: invalid listen address"),
+            "{e}"
+        );
+        assert!(
+            lines[3].starts_with("t.toml:8: listen[2].addr: duplicate listen address"),
+            "{e}"
+        );
     }
 
     #[test]
     fn type_error_names_line_and_key() {
         let e = parse_err("workers = 2\n[upstreams.a]\nservers = \"127.0.0.1:1\"\n");
-        assert!(e.starts_with("t.toml:3: upstreams.a.servers: invalid type"), "{e}");
+        assert!(
+            e.starts_with("t.toml:3: upstreams.a.servers: invalid type"),
+            "{e}"
+        );
     }
 
     #[test]

@@ -76,7 +76,12 @@ pub fn key_at(source: &str, offset: usize) -> Option<KeyPath> {
     let mut best = None;
     // Container spans do not always cover their contents (a `[table]` spans
     // its header), so every entry is visited.
-    visit(&DeValue::Table(root.into_inner()), &KeyPath::default(), offset, &mut best);
+    visit(
+        &DeValue::Table(root.into_inner()),
+        &KeyPath::default(),
+        offset,
+        &mut best,
+    );
     best
 }
 
@@ -90,7 +95,11 @@ fn visit(value: &DeValue<'_>, path: &KeyPath, offset: usize, best: &mut Option<K
         DeValue::Table(t) => {
             for (k, v) in t.iter() {
                 let p = path.key(k.get_ref());
-                consider(best, &p, k.span().contains(&offset) || v.span().contains(&offset));
+                consider(
+                    best,
+                    &p,
+                    k.span().contains(&offset) || v.span().contains(&offset),
+                );
                 visit(v.get_ref(), &p, offset, best);
             }
         }
@@ -108,7 +117,11 @@ fn visit(value: &DeValue<'_>, path: &KeyPath, offset: usize, best: &mut Option<K
 /// The 1-based line containing byte `offset`.
 pub fn line_at(source: &str, offset: usize) -> usize {
     let end = offset.min(source.len());
-    source.as_bytes()[..end].iter().filter(|&&b| b == b'\n').count() + 1
+    source.as_bytes()[..end]
+        .iter()
+        .filter(|&&b| b == b'\n')
+        .count()
+        + 1
 }
 
 #[cfg(test)]
@@ -123,7 +136,10 @@ mod tests {
         assert_eq!(p.to_string(), "routes[1].upstream");
         assert_eq!(line_of(SRC, &p), Some(11));
         assert_eq!(line_of(SRC, &KeyPath::default().key("workers")), Some(1));
-        let servers = KeyPath::default().key("upstreams").key("app").key("servers");
+        let servers = KeyPath::default()
+            .key("upstreams")
+            .key("app")
+            .key("servers");
         assert_eq!(line_of(SRC, &servers), Some(4));
     }
 
@@ -133,7 +149,10 @@ mod tests {
         let path = key_at(SRC, offset).expect("inside a value");
         assert_eq!(path.to_string(), "routes[1].upstream");
         let offset = SRC.find("\"a\"").unwrap();
-        assert_eq!(key_at(SRC, offset).unwrap().to_string(), "upstreams.app.servers[0]");
+        assert_eq!(
+            key_at(SRC, offset).unwrap().to_string(),
+            "upstreams.app.servers[0]"
+        );
     }
 
     #[test]

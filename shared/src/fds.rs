@@ -42,7 +42,10 @@ mod tests {
 
     #[test]
     fn round_trips() {
-        let addrs: Vec<SocketAddr> = vec!["127.0.0.1:80".parse().unwrap(), "[::1]:8080".parse().unwrap()];
+        let addrs: Vec<SocketAddr> = vec![
+            "127.0.0.1:80".parse().unwrap(),
+            "[::1]:8080".parse().unwrap(),
+        ];
         let decoded = decode(&encode(&addrs)).unwrap();
         assert_eq!(decoded, vec![(3, addrs[0]), (4, addrs[1])]);
         assert!(decode("nonsense").is_err());

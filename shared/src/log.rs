@@ -48,8 +48,32 @@ pub struct Logs {
 /// in the log) rather than blocking the event loop.
 const QUEUE_LINES: usize = 16 * 1024;
 
-fn writer(target: &LogTarget) -> io::Result<Box<dyn Write + Send>> {
-    Ok(match target {
+/// Collects one log line and writes it with a single `write`, so that lines
+/// from the master and its workers sharing a terminal or file never interleave
+/// (slog-term writes a line in many pieces, then flushes).
+struct WholeLines<W: Write> {
+    inner: W,
+    line: Vec<u8>,
+}
+
+impl<W: Write> Write for WholeLines<W> {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        self.line.extend_from_slice(buf);
+        Ok(buf.len())
+    }
+
+    fn flush(&mut self) -> io::Result<()> {
+        let result = self
+            .inner
+            .write_all(&self.line)
+            .and_then(|()| self.inner.flush());
+        self.line.clear();
+        result
+    }
+}
+
+fn writer(target: &LogTarget) -> io::Result<WholeLines<Box<dyn Write + Send>>> {
+    let inner: Box<dyn Write + Send> = match target {
         LogTarget::Stderr => Box::new(io::stderr()),
         LogTarget::Stdout => Box::new(io::stdout()),
         LogTarget::File(path) => Box::new(
@@ -59,14 +83,16 @@ fn writer(target: &LogTarget) -> io::Result<Box<dyn Write + Send>> {
                 .open(path)
                 .map_err(|e| io::Error::new(e.kind(), format!("{}: {e}", path.display())))?,
         ),
+    };
+    Ok(WholeLines {
+        inner,
+        line: Vec::with_capacity(256),
     })
 }
 
 fn async_logger(target: &LogTarget) -> io::Result<(Logger, slog_async::AsyncGuard)> {
     let decorator = slog_term::PlainDecorator::new(writer(target)?);
-    let format = slog_term::FullFormat::new(decorator)
-        .build()
-        .fuse();
+    let format = slog_term::FullFormat::new(decorator).build().fuse();
     // Debug lines are for development; operators see info and above.
     let format = slog::LevelFilter::new(format, slog::Level::Info).fuse();
     let (drain, guard) = slog_async::Async::new(format)
@@ -134,4 +160,36 @@ fn access_logger(target: &LogTarget) -> io::Result<(Logger, slog_async::AsyncGua
         .thread_name("access-log".into())
         .build_with_guard();
     Ok((Logger::root(drain.fuse(), o!()), guard))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Records each `write` call it receives.
+    struct Calls(std::sync::Arc<std::sync::Mutex<Vec<Vec<u8>>>>);
+
+    impl Write for Calls {
+        fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+            self.0.lock().unwrap().push(buf.to_vec());
+            Ok(buf.len())
+        }
+        fn flush(&mut self) -> io::Result<()> {
+            Ok(())
+        }
+    }
+
+    #[test]
+    fn a_line_is_written_in_one_call() {
+        let calls = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+        let mut w = WholeLines {
+            inner: Calls(calls.clone()),
+            line: Vec::new(),
+        };
+        write!(w, "a: {}, ", 1).unwrap();
+        writeln!(w, "b: {}", 2).unwrap();
+        assert!(calls.lock().unwrap().is_empty());
+        w.flush().unwrap();
+        assert_eq!(*calls.lock().unwrap(), vec![b"a: 1, b: 2\n".to_vec()]);
+    }
 }

@@ -75,16 +75,18 @@ pub(crate) fn record(
     served: &Served,
     total: Duration,
 ) {
+    // slog-term prints key-values last to first: listed in reverse here so
+    // that a line reads client, host, method, path, status, ...
     info!(log, "request";
-        "client" => %client.ip().to_canonical(),
-        "host" => &info.host,
-        "method" => &info.method,
-        "path" => &info.path,
-        "status" => served.status,
-        "bytes_sent" => served.bytes_sent,
-        "upstream" => %OrDash(served.upstream),
-        "upstream_time" => %OrDash(served.upstream_time.map(Secs)),
         "request_time" => %Secs(total),
+        "upstream_time" => %OrDash(served.upstream_time.map(Secs)),
+        "upstream" => %OrDash(served.upstream),
+        "bytes_sent" => served.bytes_sent,
+        "status" => served.status,
+        "path" => &info.path,
+        "method" => &info.method,
+        "host" => &info.host,
+        "client" => %client.ip().to_canonical(),
     );
 }
 

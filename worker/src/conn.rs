@@ -24,6 +24,9 @@ use tokio::time::{timeout, timeout_at, Instant};
 const HEAD_BUFFER: usize = 8 * 1024;
 /// Spare room below which the read buffer grows before a read.
 const MIN_SPARE: usize = 1024;
+/// How long a connection accepted just before a stop may take to send its
+/// first request, which is then answered with `Connection: close`.
+const FIRST_REQUEST_GRACE: std::time::Duration = std::time::Duration::from_secs(1);
 
 /// One client connection and the buffers it reuses across requests.
 pub(crate) struct Connection {
@@ -176,6 +179,8 @@ impl Connection {
         // The first request is due within the header timeout of the accept;
         // later ones within it of their first byte, after an idle wait.
         let mut deadline = (served == 0).then(|| Instant::now() + limits.client_header_timeout);
+        // Set once a stop was seen while this fresh connection had sent nothing.
+        let mut stop_grace = false;
         loop {
             if !self.buf.is_empty() {
                 if let Some(req) = self.parse_request(worker, served)? {
@@ -189,11 +194,23 @@ impl Connection {
             }
             let until = deadline.unwrap_or_else(|| Instant::now() + limits.keepalive_timeout);
             let read = tokio::select! {
+                // Bytes already sent win over a stop: they are a request to answer.
                 biased;
-                _ = self.stop.wait_for(|s| *s != Stop::Running), if idle => return Err(HeadEnd::Closed),
                 read = timeout_at(until, self.stream.read_buf(&mut self.buf)) => read,
+                _ = self.stop.wait_for(|s| *s != Stop::Running), if idle && !stop_grace => {
+                    if served > 0 {
+                        return Err(HeadEnd::Closed);
+                    }
+                    // Just accepted: its request may be in flight. Closing now
+                    // would reset it, so give it a moment and answer it.
+                    stop_grace = true;
+                    let grace = Instant::now() + FIRST_REQUEST_GRACE;
+                    deadline = Some(deadline.map_or(grace, |d| d.min(grace)));
+                    continue;
+                }
             };
             match read {
+                Err(_) if stop_grace && self.buf.is_empty() => return Err(HeadEnd::Closed),
                 Err(_) if deadline.is_some() => return Err(HeadEnd::Timeout),
                 Ok(Ok(n)) if n > 0 => {}
                 // Idle timeout, EOF or a reset: nothing to answer.

@@ -1,0 +1,193 @@
+//! `prefork -t -c FILE`: exit 0 with a success message, or exit 1 with
+//! `file:line: key: reason` on stderr.
+
+use crate::support::prefork::{self, free_port};
+use std::fs;
+use std::path::Path;
+use std::time::Duration;
+
+const TIMEOUT: Duration = Duration::from_secs(10);
+
+fn check(path: &Path) -> (i32, String, String) {
+    let out = prefork::run(&["-t", "-c", path.to_str().unwrap()], TIMEOUT);
+    (
+        out.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+fn good_config(dir: &Path) -> String {
+    format!(
+        r#"workers = 2
+pid_file = "{d}/never.pid"
+shutdown_timeout = "5s"
+
+[log]
+error_log = "{d}/error.log"
+access_log = "off"
+
+[[listen]]
+addr = "127.0.0.1:{port}"
+
+[upstreams.app]
+servers = ["127.0.0.1:3000", "127.0.0.1:3001"]
+connect_timeout = "2s"
+read_timeout = "60s"
+
+[[routes]]
+host = "app.local"
+path = "/"
+upstream = "app"
+
+[[routes]]
+host = "*.example.com"
+path = "/api"
+upstream = "app"
+
+[[routes]]
+host = "status.local"
+respond = {{ status = 200, body = "ok\n" }}
+"#,
+        d = dir.display(),
+        port = free_port()
+    )
+}
+
+#[test]
+fn check_accepts_a_good_config_without_starting() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("good.toml");
+    let text = good_config(dir.path());
+    fs::write(&path, &text).unwrap();
+    let port: u16 = text
+        .lines()
+        .find_map(|l| l.strip_prefix("addr = \"127.0.0.1:"))
+        .and_then(|l| l.trim_end_matches('"').parse().ok())
+        .unwrap();
+    let (code, stdout, stderr) = check(&path);
+    assert_eq!(code, 0, "stdout: {stdout}\nstderr: {stderr}");
+    let all = format!("{stdout}{stderr}");
+    assert!(!all.trim().is_empty(), "-t should print a success message");
+    let lower = all.to_ascii_lowercase();
+    assert!(
+        ["ok", "success", "valid"].iter().any(|w| lower.contains(w))
+            && !["invalid", "error"].iter().any(|w| lower.contains(w)),
+        "-t should say the config is fine: {all:?}"
+    );
+    assert!(
+        !dir.path().join("never.pid").exists(),
+        "-t must not write the pid file"
+    );
+    // Nothing listens: -t checks, it does not start.
+    assert!(
+        std::net::TcpStream::connect(("127.0.0.1", port)).is_err(),
+        "-t left something listening on the configured port"
+    );
+}
+
+#[test]
+fn check_rejects_bad_configs_naming_file_line_and_key() {
+    let dir = tempfile::tempdir().unwrap();
+    let good = good_config(dir.path());
+    // (name, config text, line of the problem, text that must follow
+    // "file:line:" on stderr)
+    let cases: Vec<(&str, String, usize, &str)> = vec![
+        (
+            "unknown upstream",
+            good.replace(
+                "upstream = \"app\"\n\n[[routes]]\nhost = \"*.example.com\"",
+                "upstream = \"nope\"\n\n[[routes]]\nhost = \"*.example.com\"",
+            ),
+            line_of(&good, "upstream = \"app\""),
+            "routes[0].upstream",
+        ),
+        (
+            "bad duration",
+            good.replace("shutdown_timeout = \"5s\"", "shutdown_timeout = \"soon\""),
+            3,
+            "shutdown_timeout",
+        ),
+        (
+            "zero workers",
+            good.replace("workers = 2", "workers = 0"),
+            1,
+            "workers",
+        ),
+        (
+            "bad listen address",
+            good.replace("addr = \"127.0.0.1:", "addr = \"localhost-no-port"),
+            line_of(&good, "addr = \"127.0.0.1:"),
+            "listen[0].addr",
+        ),
+        (
+            "unknown key",
+            good.replace("connect_timeout = \"2s\"", "conect_timeout = \"2s\""),
+            line_of(&good, "connect_timeout"),
+            "conect_timeout",
+        ),
+        (
+            "syntax error",
+            good.replace("[upstreams.app]", "[upstreams.app"),
+            line_of(&good, "[upstreams.app]"),
+            "",
+        ),
+        (
+            "route with neither upstream nor respond",
+            good.replace(
+                "respond = { status = 200, body = \"ok\\n\" }",
+                "path = \"/x\"",
+            ),
+            line_of(&good, "host = \"status.local\"") - 1,
+            "routes[2]",
+        ),
+    ];
+    let mut failures = Vec::new();
+    for (i, (name, text, line, key)) in cases.iter().enumerate() {
+        assert_ne!(text, &good, "case {name:?} did not change the config");
+        let path = dir.path().join(format!("bad{i}.toml"));
+        fs::write(&path, text).unwrap();
+        let (code, stdout, stderr) = check(&path);
+        let location = format!("{}:{line}:", path.display());
+        if code != 1 {
+            failures.push(format!(
+                "{name}: exit code {code}, want 1 (stderr: {stderr})"
+            ));
+        }
+        match stderr.lines().find(|l| l.contains(&location)) {
+            None => failures.push(format!(
+                "{name}: stderr does not name {location}\nstderr: {stderr}stdout: {stdout}"
+            )),
+            Some(l) if !l[l.find(&location).unwrap() + location.len()..].contains(key) => failures
+                .push(format!(
+                    "{name}: the {location} line does not name {key:?}: {l}"
+                )),
+            Some(_) => {}
+        }
+    }
+    assert!(
+        !dir.path().join("never.pid").exists(),
+        "-t must not write the pid file"
+    );
+    assert!(failures.is_empty(), "{}", failures.join("\n\n"));
+}
+
+#[test]
+fn check_fails_on_a_missing_file() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("absent.toml");
+    let (code, _stdout, stderr) = check(&path);
+    assert_eq!(code, 1, "stderr: {stderr}");
+    assert!(
+        stderr.contains("absent.toml"),
+        "stderr should name the file: {stderr}"
+    );
+}
+
+/// 1-based line of the first line containing `needle`.
+fn line_of(text: &str, needle: &str) -> usize {
+    text.lines()
+        .position(|l| l.contains(needle))
+        .map(|i| i + 1)
+        .unwrap_or_else(|| panic!("{needle:?} not in the config"))
+}

@@ -1,0 +1,340 @@
+//! Processes: worker command lines, restart after a crash, graceful and fast
+//! stops, privilege drop, orphan handling.
+
+use crate::support::http::{self, Conn};
+use crate::support::origins::{self, RecordingOrigin};
+use crate::support::prefork::{children, uids, Prefork, Proc, Setup};
+use crate::support::{wait_for, wait_until};
+use nix::sys::signal::{kill, Signal};
+use nix::unistd::{Pid, User};
+use std::collections::BTreeSet;
+use std::os::unix::fs::PermissionsExt;
+use std::time::{Duration, Instant};
+
+fn proxy_to(workers: usize, server: std::net::SocketAddr) -> Prefork {
+    Prefork::start(Setup::new(workers).body(&format!(
+        r#"
+[upstreams.app]
+servers = ["{server}"]
+[[routes]]
+upstream = "app"
+"#
+    )))
+}
+
+#[test]
+fn workers_run_as_prefork_worker_with_slot_generation_and_ipc() {
+    let origin = origins::minihttp("cmd");
+    let p = proxy_to(3, origin);
+    let workers = p.workers();
+    assert_eq!(workers.len(), 3, "{workers:?}");
+    let mut slots = BTreeSet::new();
+    let mut generations = BTreeSet::new();
+    for w in &workers {
+        let argv = &w.cmdline;
+        assert!(
+            argv.first().is_some_and(|a| a.ends_with("prefork"))
+                && argv.get(1).map(String::as_str) == Some("worker"),
+            "worker {} command line should be `prefork worker ...`: {argv:?}",
+            w.pid
+        );
+        for flag in ["--slot", "--generation", "--ipc"] {
+            assert!(
+                w.arg(flag)
+                    .is_some_and(|v| !v.is_empty() && !v.starts_with("--")),
+                "worker {} command line lacks `{flag} VALUE`: {argv:?}",
+                w.pid
+            );
+        }
+        slots.insert(
+            w.slot()
+                .unwrap_or_else(|| panic!("--slot is not a number: {argv:?}")),
+        );
+        generations.insert(
+            w.generation()
+                .unwrap_or_else(|| panic!("--generation is not a number: {argv:?}")),
+        );
+    }
+    assert_eq!(slots.len(), 3, "each worker has its own slot: {workers:?}");
+    assert_eq!(
+        generations.len(),
+        1,
+        "all workers of a fresh start share a generation: {workers:?}"
+    );
+    // The master is not itself started as a worker.
+    let master_cmdline = std::fs::read(format!("/proc/{}/cmdline", p.master_pid())).unwrap();
+    assert!(!String::from_utf8_lossy(&master_cmdline).contains("\0worker\0"));
+}
+
+/// Sends SIGCONT to a stopped process when dropped, even if the test fails.
+struct Continue(i32);
+
+impl Drop for Continue {
+    fn drop(&mut self) {
+        let _ = kill(Pid::from_raw(self.0), Signal::SIGCONT);
+    }
+}
+
+#[test]
+fn killed_worker_is_replaced_in_its_slot_within_a_second() {
+    let origin = origins::minihttp("respawn");
+    let p = proxy_to(2, origin);
+    let before = p.workers();
+    let (victim, other) = (before[0].clone(), before[1].clone());
+    let slot = victim.slot().expect("workers carry --slot");
+
+    kill(Pid::from_raw(victim.pid), Signal::SIGKILL).unwrap();
+    let killed_at = Instant::now();
+
+    // The other worker keeps serving meanwhile.
+    for i in 0..5 {
+        let r = http::get(p.port(), "x", "/")
+            .unwrap_or_else(|e| panic!("request {i} after the kill: {e}\n{}", p.logs()));
+        assert_eq!(r.status, 200);
+    }
+
+    let is_replacement =
+        |w: &Proc| w.pid != victim.pid && w.pid != other.pid && w.slot() == Some(slot);
+    let after = p
+        .wait_workers(
+            2,
+            Duration::from_secs(1).saturating_sub(killed_at.elapsed()),
+            |ws| ws.iter().any(is_replacement),
+        )
+        .unwrap_or_else(|| {
+            panic!(
+                "no new worker in slot {slot} within 1s of SIGKILL to {}; workers now: {:?}\n{}",
+                victim.pid,
+                p.workers(),
+                p.logs()
+            )
+        });
+    let replacement = after.iter().find(|w| is_replacement(w)).unwrap().clone();
+    eprintln!(
+        "replacement {} appeared after {:?}",
+        replacement.pid,
+        killed_at.elapsed()
+    );
+    assert!(
+        other.is_alive(),
+        "the other worker {} should be untouched",
+        other.pid
+    );
+    assert!(after.iter().any(|w| w.pid == other.pid), "{after:?}");
+
+    // Prove the replacement serves: stop the other worker so only the new
+    // one can accept. Each try uses a fresh connection with a short timeout.
+    kill(Pid::from_raw(other.pid), Signal::SIGSTOP).unwrap();
+    let resume = Continue(other.pid);
+    let served = wait_for(Duration::from_secs(2), || {
+        let mut conn = Conn::local(p.port()).ok()?;
+        conn.set_read_timeout(Duration::from_millis(300)).ok()?;
+        conn.send(&http::request("GET", "x", "/", &["Connection: close"], b""))
+            .ok()?;
+        conn.read_response().ok().filter(|r| r.status == 200)
+    });
+    drop(resume);
+    assert!(
+        served.is_some(),
+        "the replacement worker {} did not serve while the other was stopped\n{}",
+        replacement.pid,
+        p.logs()
+    );
+    eprintln!(
+        "replacement served {:?} after the kill",
+        killed_at.elapsed()
+    );
+    assert!(
+        p.workers().iter().any(|w| w.pid == other.pid),
+        "the stopped worker was replaced"
+    );
+}
+
+#[test]
+fn sigquit_lets_the_in_flight_request_finish_then_everything_exits() {
+    let rec = RecordingOrigin::start();
+    let mut p = proxy_to(2, rec.addr());
+    let workers = p.workers();
+    let port = p.port();
+    let client = std::thread::spawn(move || {
+        let mut conn = Conn::local(port)?;
+        conn.send(&http::request("GET", "x", "/delay/1500", &[], b""))?;
+        let r = conn.read_response();
+        r.map(|r| (r, Instant::now()))
+    });
+    assert!(
+        wait_until(Duration::from_secs(5), || rec.count() == 1),
+        "the slow request did not reach the origin\n{}",
+        p.logs()
+    );
+    let quit_at = Instant::now();
+    p.signal(Signal::SIGQUIT);
+
+    let (response, done_at) = client.join().unwrap().unwrap_or_else(|e| {
+        panic!(
+            "the in-flight request failed during SIGQUIT: {e}\n{}",
+            p.logs()
+        )
+    });
+    assert_eq!(response.status, 200, "{}", p.logs());
+    assert_eq!(response.text(), "delayed 1500ms\n");
+    assert!(done_at > quit_at);
+
+    let status = p
+        .wait_exit(Duration::from_secs(10))
+        .unwrap_or_else(|| panic!("the master did not exit after SIGQUIT\n{}", p.logs()));
+    assert!(
+        status.success(),
+        "graceful stop should exit 0: {status}\n{}",
+        p.logs()
+    );
+    assert!(
+        wait_until(Duration::from_secs(2), || workers
+            .iter()
+            .all(|w| !w.is_alive())),
+        "workers outlived a graceful stop: {workers:?}"
+    );
+    assert!(
+        !p.pid_file().exists(),
+        "the pid file should be removed after SIGQUIT"
+    );
+    assert!(
+        std::net::TcpStream::connect(p.addr()).is_err(),
+        "the port still accepts connections after the stop"
+    );
+}
+
+#[test]
+fn sigterm_stops_fast_without_waiting_for_slow_requests() {
+    let rec = RecordingOrigin::start();
+    let mut p = proxy_to(2, rec.addr());
+    let workers = p.workers();
+    let port = p.port();
+    // An upstream answer that would take far longer than a fast stop.
+    let client = std::thread::spawn(move || {
+        let mut conn = Conn::local(port)?;
+        conn.send(&http::request("GET", "x", "/delay/8000", &[], b""))?;
+        conn.read_response()
+    });
+    assert!(
+        wait_until(Duration::from_secs(5), || rec.count() == 1),
+        "{}",
+        p.logs()
+    );
+    // Cutting requests short may be logged as errors.
+    p.expect_log_errors();
+    let term_at = Instant::now();
+    p.signal(Signal::SIGTERM);
+    let status = p
+        .wait_exit(Duration::from_secs(5))
+        .unwrap_or_else(|| panic!("the master did not exit within 5s of SIGTERM\n{}", p.logs()));
+    eprintln!("SIGTERM stop took {:?} ({status})", term_at.elapsed());
+    assert!(
+        wait_until(Duration::from_secs(2), || workers
+            .iter()
+            .all(|w| !w.is_alive())),
+        "workers outlived a fast stop: {workers:?}"
+    );
+    // The slow request was cut, not completed.
+    let result = client.join().unwrap();
+    assert!(
+        result.as_ref().map_or(true, |r| r.status != 200),
+        "the 8s request completed with 200 despite the fast stop: {result:?}"
+    );
+}
+
+#[test]
+fn workers_exit_when_the_master_is_killed() {
+    let origin = origins::minihttp("orphan");
+    let mut p = proxy_to(2, origin);
+    let workers = p.workers();
+    p.signal(Signal::SIGKILL);
+    assert!(p.wait_exit(Duration::from_secs(5)).is_some());
+    assert!(
+        wait_until(Duration::from_secs(2), || workers
+            .iter()
+            .all(|w| !w.is_alive())),
+        "workers kept running after their master was killed: {:?}",
+        workers.iter().filter(|w| w.is_alive()).collect::<Vec<_>>()
+    );
+    assert!(
+        std::net::TcpStream::connect(p.addr()).is_err(),
+        "orphaned workers still accept on the port"
+    );
+}
+
+#[test]
+fn workers_run_as_the_configured_user_when_started_as_root() {
+    if !nix::unistd::geteuid().is_root() {
+        eprintln!(
+            "SKIPPED workers_run_as_the_configured_user_when_started_as_root: not running as root"
+        );
+        return;
+    }
+    let Some(nobody) = User::from_name("nobody").ok().flatten() else {
+        eprintln!(
+            "SKIPPED workers_run_as_the_configured_user_when_started_as_root: no user `nobody`"
+        );
+        return;
+    };
+    let origin = origins::minihttp("priv");
+    // Let `nobody` reach and write the log files, as an admin would arrange.
+    let dir = tempfile::Builder::new()
+        .prefix("prefork-test-")
+        .tempdir()
+        .unwrap();
+    std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
+    for log in ["error.log", "access.log"] {
+        let path = dir.path().join(log);
+        std::fs::write(&path, "").unwrap();
+        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o666)).unwrap();
+    }
+    let p = Prefork::start_in(
+        dir,
+        Setup::new(2).top("user = \"nobody\"").body(&format!(
+            r#"
+[upstreams.app]
+servers = ["{origin}"]
+[[routes]]
+upstream = "app"
+"#
+        )),
+    );
+    let uid = nobody.uid.as_raw();
+    let gid = nobody.gid.as_raw();
+    assert_eq!(uids(p.master_pid()), Some((0, 0)), "the master stays root");
+    let workers = p.workers();
+    assert_eq!(workers.len(), 2);
+    for w in &workers {
+        assert_eq!(
+            uids(w.pid),
+            Some((uid, uid)),
+            "worker {} real and effective uid",
+            w.pid
+        );
+        let status = std::fs::read_to_string(format!("/proc/{}/status", w.pid)).unwrap();
+        let gids: Vec<u32> = status
+            .lines()
+            .find_map(|l| l.strip_prefix("Gid:"))
+            .map(|l| {
+                l.split_whitespace()
+                    .filter_map(|v| v.parse().ok())
+                    .collect()
+            })
+            .unwrap_or_default();
+        assert_eq!(
+            gids.first(),
+            Some(&gid),
+            "worker {} real gid: {status}",
+            w.pid
+        );
+        assert_eq!(gids.get(1), Some(&gid), "worker {} effective gid", w.pid);
+    }
+    // Unprivileged workers still serve.
+    let r = http::get(p.port(), "x", "/").expect("request");
+    assert_eq!((r.status, r.text().as_str()), (200, prefork_bench::HELLO));
+    // Every process the master started runs as nobody.
+    for c in children(p.master_pid()) {
+        assert_eq!(uids(c.pid).map(|u| u.1), Some(uid), "child {c:?}");
+    }
+}

@@ -1,0 +1,393 @@
+//! What goes through the proxy: keep-alive on both sides, bodies in both
+//! directions, forwarded headers, pipelining.
+
+use crate::support::http::{self, Conn};
+use crate::support::origins::{self, RecordingOrigin};
+use crate::support::prefork::{Prefork, Setup};
+use crate::support::wait_until;
+use std::collections::BTreeMap;
+use std::time::{Duration, Instant};
+
+fn single_upstream(workers: usize, server: std::net::SocketAddr) -> Prefork {
+    Prefork::start(Setup::new(workers).body(&format!(
+        r#"
+[upstreams.app]
+servers = ["{server}"]
+read_timeout = "10s"
+[[routes]]
+host = "app.local"
+upstream = "app"
+[[routes]]
+host = "status.local"
+respond = {{ status = 200, body = "fixed\n" }}
+"#
+    )))
+}
+
+#[test]
+fn client_keepalive_serves_many_requests_on_one_connection() {
+    let origin = origins::minihttp("ka");
+    let p = single_upstream(2, origin);
+    let mut conn = Conn::local(p.port()).expect("connect");
+    for i in 0..10 {
+        let path = format!("/ka/{i}");
+        let r = conn
+            .get("app.local", &path)
+            .unwrap_or_else(|e| panic!("request {i} on the same connection: {e}\n{}", p.logs()));
+        assert_eq!(r.status, 200, "request {i}");
+        assert_eq!(r.text(), format!("origin=ka method=GET path={path}\n"));
+        assert!(
+            !r.closes(),
+            "request {i}: the proxy announced Connection: close"
+        );
+    }
+    // Fixed responses keep the connection too.
+    let r = conn
+        .get("status.local", "/")
+        .expect("fixed response on the same connection");
+    assert_eq!((r.status, r.text().as_str()), (200, "fixed\n"));
+    let r = conn
+        .get("app.local", "/")
+        .expect("after the fixed response");
+    assert_eq!(r.text(), prefork_bench::HELLO);
+}
+
+#[test]
+fn upstream_connections_are_reused() {
+    let rec = RecordingOrigin::start();
+    let p = single_upstream(1, rec.addr());
+    let n = 8;
+    for i in 0..n {
+        // A fresh client connection each time: reuse must come from the
+        // proxy's upstream pool, not from the client connection.
+        let r = http::get(p.port(), "app.local", &format!("/pool/{i}")).expect("request");
+        assert_eq!(r.status, 200, "request {i}\n{}", p.logs());
+    }
+    let requests = rec.requests();
+    assert_eq!(
+        requests.len(),
+        n,
+        "the origin should see every request once"
+    );
+    let mut per_conn: BTreeMap<u64, usize> = BTreeMap::new();
+    for r in &requests {
+        *per_conn.entry(r.conn).or_default() += 1;
+    }
+    let most = per_conn.values().copied().max().unwrap_or(0);
+    assert!(
+        most >= n / 2 && per_conn.len() < n,
+        "{n} sequential requests through one worker used {} origin connections ({per_conn:?}, {} accepted); \
+         expected pooled keep-alive connections to carry several requests each",
+        per_conn.len(),
+        rec.connections()
+    );
+    for r in &requests {
+        let conn = r
+            .request
+            .header("connection")
+            .unwrap_or("")
+            .to_ascii_lowercase();
+        assert!(
+            !conn.contains("close"),
+            "the proxy asked the origin to close: Connection: {conn}"
+        );
+    }
+}
+
+#[test]
+fn chunked_upload_arrives_decoded_and_intact() {
+    let rec = RecordingOrigin::start();
+    let p = single_upstream(1, rec.addr());
+    let body: Vec<u8> = (0..300_000u32)
+        .map(|i| (i.wrapping_mul(7919) >> 3) as u8)
+        .collect();
+    let mut conn = Conn::local(p.port()).expect("connect");
+    let mut req = http::request(
+        "POST",
+        "app.local",
+        "/upload",
+        &[
+            "Transfer-Encoding: chunked",
+            "Content-Type: application/octet-stream",
+        ],
+        b"",
+    );
+    req.extend(http::chunked(&body, &[1, 2, 3, 1000, 4096, 65536, 100_000]));
+    conn.send(&req).expect("send");
+    let r = conn
+        .read_response()
+        .unwrap_or_else(|e| panic!("{e}\n{}", p.logs()));
+    assert_eq!(r.status, 200, "{}", p.logs());
+    assert!(
+        r.text().ends_with(&format!(" body={}\n", body.len())),
+        "the origin reports the body length it decoded: {:?}",
+        r.text()
+    );
+
+    // The same connection stays usable after a chunked body.
+    let small = b"after the chunked one".to_vec();
+    conn.send(&http::request("POST", "app.local", "/upload2", &[], &small))
+        .expect("send");
+    let r2 = conn
+        .read_response()
+        .expect("second request on the connection");
+    assert_eq!(r2.status, 200);
+
+    let got = rec.requests();
+    assert_eq!(got.len(), 2, "{got:?}");
+    assert_eq!(got[0].request.method, "POST");
+    assert_eq!(got[0].request.path, "/upload");
+    assert_eq!(got[0].request.body.len(), body.len(), "decoded length");
+    assert!(
+        got[0].request.body == body,
+        "the decoded body differs from the one sent"
+    );
+    assert_eq!(got[1].request.body, small);
+}
+
+#[test]
+fn content_length_upload_arrives_intact() {
+    let rec = RecordingOrigin::start();
+    let p = single_upstream(1, rec.addr());
+    let body: Vec<u8> = (0..2_000_000u32).map(|i| (i % 251) as u8).collect();
+    let mut conn = Conn::local(p.port()).expect("connect");
+    conn.send(&http::request("PUT", "app.local", "/put", &[], &body))
+        .expect("send");
+    let r = conn
+        .read_response()
+        .unwrap_or_else(|e| panic!("{e}\n{}", p.logs()));
+    assert_eq!(r.status, 200, "{}", p.logs());
+    let got = rec.requests();
+    assert_eq!(got.len(), 1);
+    assert_eq!(got[0].request.method, "PUT");
+    assert_eq!(got[0].request.header("content-length"), Some("2000000"));
+    assert!(
+        got[0].request.body == body,
+        "the body differs from the one sent"
+    );
+}
+
+#[test]
+fn ten_megabyte_download_arrives_intact() {
+    let origin = origins::minihttp("big");
+    let p = single_upstream(1, origin);
+    let len = 10 * 1024 * 1024;
+    let mut conn = Conn::local(p.port()).expect("connect");
+    conn.set_read_timeout(Duration::from_secs(30)).unwrap();
+    let started = Instant::now();
+    let r = conn
+        .get("app.local", &format!("/bytes/{len}"))
+        .unwrap_or_else(|e| panic!("{e}\n{}", p.logs()));
+    assert_eq!(r.status, 200);
+    assert_eq!(r.body.len(), len, "body length");
+    let expected = prefork_bench::pattern(len);
+    if let Some(at) = r.body.iter().zip(&expected).position(|(a, b)| a != b) {
+        panic!(
+            "the body differs from byte {at}: got {:?}, want {:?}",
+            String::from_utf8_lossy(&r.body[at..(at + 32).min(len)]),
+            String::from_utf8_lossy(&expected[at..(at + 32).min(len)])
+        );
+    }
+    eprintln!("10 MiB through the proxy in {:?}", started.elapsed());
+    // The connection is still usable.
+    let again = conn
+        .get("app.local", "/")
+        .expect("request after the download");
+    assert_eq!(again.text(), prefork_bench::HELLO);
+}
+
+#[test]
+fn chunked_response_from_upstream_arrives_intact() {
+    let rec = RecordingOrigin::start();
+    let p = single_upstream(1, rec.addr());
+    let mut conn = Conn::local(p.port()).expect("connect");
+    for len in [0usize, 1, 100_000] {
+        let r = conn
+            .get("app.local", &format!("/chunked/{len}"))
+            .unwrap_or_else(|e| panic!("{e}\n{}", p.logs()));
+        assert_eq!(r.status, 200);
+        assert!(
+            r.body == prefork_bench::pattern(len),
+            "chunked body of {len} bytes differs"
+        );
+    }
+}
+
+#[test]
+fn forwarded_headers_are_added_and_hop_by_hop_removed() {
+    let rec = RecordingOrigin::start();
+    let p = single_upstream(1, rec.addr());
+    let mut conn = Conn::local(p.port()).expect("connect");
+    conn.send(
+        b"GET /fw?q=1 HTTP/1.1\r\n\
+          Host: App.Local:8080\r\n\
+          X-Forwarded-For: 203.0.113.7\r\n\
+          Connection: keep-alive, X-Custom-Hop\r\n\
+          X-Custom-Hop: secret\r\n\
+          Keep-Alive: timeout=5\r\n\
+          TE: trailers\r\n\
+          X-End-To-End: kept\r\n\
+          User-Agent: blackbox\r\n\
+          \r\n",
+    )
+    .expect("send");
+    let r = conn
+        .read_response()
+        .unwrap_or_else(|e| panic!("{e}\n{}", p.logs()));
+    assert_eq!(r.status, 200, "{}", p.logs());
+
+    let got = rec.requests();
+    assert_eq!(got.len(), 1);
+    let req = &got[0].request;
+    let mut problems = Vec::new();
+    if req.path != "/fw?q=1" {
+        problems.push(format!("path: {:?}", req.path));
+    }
+    if req.header_values("host") != ["App.Local:8080"] {
+        problems.push(format!(
+            "Host should be passed as received: {:?}",
+            req.header_values("host")
+        ));
+    }
+    let xff: Vec<String> = req
+        .header_values("x-forwarded-for")
+        .join(",")
+        .split(',')
+        .map(|s| s.trim().to_owned())
+        .collect();
+    if xff != ["203.0.113.7", "127.0.0.1"] {
+        problems.push(format!(
+            "X-Forwarded-For should be the client's list plus 127.0.0.1: {xff:?}"
+        ));
+    }
+    if req.header("x-forwarded-proto") != Some("http") {
+        problems.push(format!(
+            "X-Forwarded-Proto: {:?}",
+            req.header("x-forwarded-proto")
+        ));
+    }
+    match req.header("x-forwarded-host") {
+        Some(h)
+            if h.split(':')
+                .next()
+                .is_some_and(|n| n.eq_ignore_ascii_case("app.local")) => {}
+        other => problems.push(format!("X-Forwarded-Host should name App.Local: {other:?}")),
+    }
+    for hop in ["x-custom-hop", "keep-alive", "te"] {
+        if let Some(v) = req.header(hop) {
+            problems.push(format!("hop-by-hop header {hop} was forwarded: {v:?}"));
+        }
+    }
+    if let Some(c) = req.header("connection") {
+        if c.to_ascii_lowercase().contains("x-custom-hop") {
+            problems.push(format!(
+                "the client's Connection header was forwarded: {c:?}"
+            ));
+        }
+    }
+    for keep in [("x-end-to-end", "kept"), ("user-agent", "blackbox")] {
+        if req.header(keep.0) != Some(keep.1) {
+            problems.push(format!(
+                "end-to-end header {} lost: {:?}",
+                keep.0,
+                req.header(keep.0)
+            ));
+        }
+    }
+    assert!(
+        problems.is_empty(),
+        "as received by the origin:\n{}\n{:#?}",
+        problems.join("\n"),
+        req.headers
+    );
+}
+
+#[test]
+fn hop_by_hop_response_headers_are_removed() {
+    let rec = RecordingOrigin::start();
+    let p = single_upstream(1, rec.addr());
+    let mut conn = Conn::local(p.port()).expect("connect");
+    let r = conn
+        .get("app.local", "/hop")
+        .unwrap_or_else(|e| panic!("{e}\n{}", p.logs()));
+    assert_eq!(r.status, 200);
+    assert_eq!(r.text(), "hop\n");
+    assert_eq!(
+        r.header("x-end"),
+        Some("kept"),
+        "end-to-end response header lost: {:?}",
+        r.headers
+    );
+    assert!(
+        !r.has_header("x-resp-hop"),
+        "a header the origin listed in Connection reached the client: {:?}",
+        r.headers
+    );
+    assert!(
+        r.header("keep-alive") != Some("timeout=30"),
+        "the origin's Keep-Alive header reached the client: {:?}",
+        r.headers
+    );
+    // The connection still works afterwards.
+    let again = conn.get("app.local", "/after-hop").expect("second request");
+    assert_eq!(again.status, 200);
+}
+
+#[test]
+fn pipelined_requests_are_answered_in_order() {
+    let rec = RecordingOrigin::start();
+    let fast = origins::minihttp("fast");
+    let p = Prefork::start(Setup::new(1).body(&format!(
+        r#"
+[upstreams.slow]
+servers = ["{}"]
+[upstreams.fast]
+servers = ["{fast}"]
+[[routes]]
+host = "slow.local"
+upstream = "slow"
+[[routes]]
+host = "fast.local"
+upstream = "fast"
+[[routes]]
+host = "status.local"
+respond = {{ status = 200, body = "fixed\n" }}
+"#,
+        rec.addr()
+    )));
+    let mut conn = Conn::local(p.port()).expect("connect");
+    // All in one write: the slow one first, so answering as soon as each
+    // upstream replies would reorder them.
+    let mut batch = Vec::new();
+    batch.extend(http::request("GET", "slow.local", "/delay/300", &[], b""));
+    batch.extend(http::request("GET", "fast.local", "/second", &[], b""));
+    batch.extend(http::request("GET", "status.local", "/third", &[], b""));
+    batch.extend(http::request(
+        "POST",
+        "fast.local",
+        "/fourth",
+        &[],
+        b"body!",
+    ));
+    batch.extend(http::request("GET", "fast.local", "/fifth", &[], b""));
+    conn.send(&batch).expect("send");
+    let mut bodies = Vec::new();
+    for i in 0..5 {
+        let r = conn
+            .read_response()
+            .unwrap_or_else(|e| panic!("response {i}: {e} (got so far {bodies:?})\n{}", p.logs()));
+        assert_eq!(r.status, 200, "response {i}");
+        bodies.push(r.text());
+    }
+    assert_eq!(
+        bodies,
+        [
+            "delayed 300ms\n",
+            "origin=fast method=GET path=/second\n",
+            "fixed\n",
+            "origin=fast method=POST path=/fourth body=5\n",
+            "origin=fast method=GET path=/fifth\n",
+        ]
+    );
+    assert!(wait_until(Duration::from_secs(1), || rec.count() == 1));
+}

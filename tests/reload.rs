@@ -1,0 +1,287 @@
+//! Reloading: SIGHUP and `-s reload`, good and broken configs, and `-s quit`
+//! / `-s stop` through the pid file.
+
+use crate::support::http;
+use crate::support::origins;
+use crate::support::prefork::{Prefork, Proc, Setup};
+use crate::support::wait_until;
+use nix::sys::signal::Signal;
+use std::collections::BTreeSet;
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::thread::JoinHandle;
+use std::time::Duration;
+
+fn routes_to(name: &str, server: SocketAddr) -> String {
+    format!(
+        r#"
+[upstreams.{name}]
+servers = ["{server}"]
+[[routes]]
+host = "app.local"
+upstream = "{name}"
+"#
+    )
+}
+
+/// A thread sending requests back to back, each on a fresh connection, and
+/// recording each outcome: `Ok(X-Origin)` for a 200, `Err(what)` otherwise.
+struct ClientLoop {
+    stop: Arc<AtomicBool>,
+    results: Arc<Mutex<Vec<Result<String, String>>>>,
+    thread: Option<JoinHandle<()>>,
+}
+
+impl ClientLoop {
+    fn start(port: u16) -> ClientLoop {
+        let stop = Arc::new(AtomicBool::new(false));
+        let results = Arc::new(Mutex::new(Vec::new()));
+        let (s, r) = (stop.clone(), results.clone());
+        let thread = std::thread::spawn(move || {
+            while !s.load(Ordering::SeqCst) {
+                let outcome = match http::get(port, "app.local", "/") {
+                    Ok(resp) if resp.status == 200 => {
+                        Ok(resp.header("x-origin").unwrap_or("?").to_owned())
+                    }
+                    Ok(resp) => Err(format!("status {} body {:?}", resp.status, resp.text())),
+                    Err(e) => Err(e.to_string()),
+                };
+                r.lock().unwrap().push(outcome);
+            }
+        });
+        ClientLoop {
+            stop,
+            results,
+            thread: Some(thread),
+        }
+    }
+
+    fn count(&self) -> usize {
+        self.results.lock().unwrap().len()
+    }
+
+    fn finish(mut self) -> Vec<Result<String, String>> {
+        self.stop.store(true, Ordering::SeqCst);
+        if let Some(t) = self.thread.take() {
+            t.join().expect("client loop thread");
+        }
+        std::mem::take(&mut *self.results.lock().unwrap())
+    }
+}
+
+impl Drop for ClientLoop {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::SeqCst);
+    }
+}
+
+fn pids(workers: &[Proc]) -> BTreeSet<i32> {
+    workers.iter().map(|w| w.pid).collect()
+}
+
+fn origin_now(p: &Prefork) -> String {
+    let r = http::get(p.port(), "app.local", "/").unwrap_or_else(|e| panic!("{e}\n{}", p.logs()));
+    assert_eq!(r.status, 200, "{}", p.logs());
+    r.header("x-origin").unwrap_or("?").to_owned()
+}
+
+/// Waits until a whole new generation of `n` workers runs and every old one
+/// has exited.
+fn wait_new_generation(p: &Prefork, old: &[Proc], n: usize) -> Vec<Proc> {
+    let old_pids = pids(old);
+    let new = p.wait_workers(n, Duration::from_secs(10), |ws| {
+        ws.iter().all(|w| !old_pids.contains(&w.pid)) && old.iter().all(|w| !w.is_alive())
+    });
+    new.unwrap_or_else(|| {
+        panic!(
+            "no complete new generation: old {old_pids:?}, now {:?}\n{}",
+            p.workers(),
+            p.logs()
+        )
+    })
+}
+
+#[test]
+fn sighup_switches_routes_with_zero_failed_requests() {
+    let a = origins::minihttp("before");
+    let b = origins::minihttp("after");
+    let p = Prefork::start(Setup::new(2).body(&routes_to("a", a)));
+    let old = p.workers();
+    assert_eq!(origin_now(&p), "before");
+
+    let client = ClientLoop::start(p.port());
+    assert!(
+        wait_until(Duration::from_secs(5), || client.count() >= 20),
+        "the client loop is not running"
+    );
+    p.write_config(&routes_to("b", b));
+    p.signal(Signal::SIGHUP);
+
+    let new = wait_new_generation(&p, &old, 2);
+    let settled = client.count();
+    assert!(
+        wait_until(Duration::from_secs(5), || client.count() >= settled + 20),
+        "the client loop stalled after the reload"
+    );
+    let results = client.finish();
+
+    let failures: Vec<(usize, &String)> = results
+        .iter()
+        .enumerate()
+        .filter_map(|(i, r)| r.as_ref().err().map(|e| (i, e)))
+        .collect();
+    assert!(
+        failures.is_empty(),
+        "{} of {} requests failed during the reload: {:?}\n{}",
+        failures.len(),
+        results.len(),
+        &failures[..failures.len().min(10)],
+        p.logs()
+    );
+    let origins: Vec<&str> = results
+        .iter()
+        .map(|r| r.as_ref().unwrap().as_str())
+        .collect();
+    assert_eq!(origins[0], "before");
+    assert!(
+        origins[settled..].iter().all(|o| *o == "after"),
+        "requests after the old generation exited still reached the old upstream: {:?}",
+        &origins[settled..]
+    );
+    assert_eq!(origin_now(&p), "after");
+
+    let old_gen = old[0].generation();
+    for w in &new {
+        assert!(
+            w.generation() > old_gen,
+            "new worker {} should carry a newer --generation than {old_gen:?}: {:?}",
+            w.pid,
+            w.cmdline
+        );
+    }
+    eprintln!("{} requests during the reload, none failed", results.len());
+}
+
+#[test]
+fn sighup_with_a_broken_config_keeps_the_old_routes() {
+    let a = origins::minihttp("kept");
+    let b = origins::minihttp("fixed");
+    let p = Prefork::start(Setup::new(2).body(&routes_to("a", a)));
+    let before = p.workers();
+    let log_len = p.error_log().len();
+
+    // A route naming an upstream that does not exist.
+    let broken = p.config_for(
+        r#"
+[[routes]]
+host = "app.local"
+upstream = "missing"
+"#,
+    );
+    let line = broken
+        .lines()
+        .position(|l| l.contains("upstream = \"missing\""))
+        .unwrap()
+        + 1;
+    p.expect_log_errors();
+    p.write_raw_config(&broken);
+    p.signal(Signal::SIGHUP);
+
+    let path = p.config_path().display().to_string();
+    let logged = wait_until(Duration::from_secs(5), || {
+        let fresh = p.error_log()[log_len..].to_owned();
+        fresh.contains("routes[0].upstream") || fresh.contains(&format!("{path}:{line}"))
+    });
+    assert!(
+        logged,
+        "the rejected reload should be logged with the problem ({path}:{line}: routes[0].upstream)\n{}",
+        p.logs()
+    );
+    for i in 0..10 {
+        assert_eq!(
+            origin_now(&p),
+            "kept",
+            "request {i} after the rejected reload"
+        );
+    }
+    assert_eq!(
+        pids(&p.workers()),
+        pids(&before),
+        "a rejected reload must keep the same workers"
+    );
+
+    // The master still reloads once the config is fixed.
+    p.write_config(&routes_to("b", b));
+    p.signal(Signal::SIGHUP);
+    wait_new_generation(&p, &before, 2);
+    assert_eq!(origin_now(&p), "fixed");
+}
+
+#[test]
+fn cli_reload_and_quit_signal_the_master_named_in_the_pid_file() {
+    let a = origins::minihttp("cli-a");
+    let b = origins::minihttp("cli-b");
+    let mut p = Prefork::start(Setup::new(1).body(&routes_to("a", a)));
+    let old = p.workers();
+    assert_eq!(origin_now(&p), "cli-a");
+
+    p.write_config(&routes_to("b", b));
+    let out = p.cli(&["-s", "reload"]);
+    assert!(
+        out.status.success(),
+        "-s reload: {}\nstderr: {}",
+        out.status,
+        String::from_utf8_lossy(&out.stderr)
+    );
+    wait_new_generation(&p, &old, 1);
+    assert_eq!(origin_now(&p), "cli-b");
+
+    let workers = p.workers();
+    let out = p.cli(&["-s", "quit"]);
+    assert!(
+        out.status.success(),
+        "-s quit: {}\nstderr: {}",
+        out.status,
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let status = p
+        .wait_exit(Duration::from_secs(10))
+        .unwrap_or_else(|| panic!("the master did not exit after -s quit\n{}", p.logs()));
+    assert!(status.success(), "{status}");
+    assert!(wait_until(Duration::from_secs(2), || workers
+        .iter()
+        .all(|w| !w.is_alive())));
+    assert!(
+        !p.pid_file().exists(),
+        "the pid file should be gone after -s quit"
+    );
+
+    // With no master running, -s fails.
+    let out = p.cli(&["-s", "reload"]);
+    assert_eq!(
+        out.status.code(),
+        Some(1),
+        "-s reload with no master: stderr {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+#[test]
+fn cli_stop_stops_the_master() {
+    let a = origins::minihttp("cli-stop");
+    let mut p = Prefork::start(Setup::new(2).body(&routes_to("a", a)));
+    let workers = p.workers();
+    let out = p.cli(&["-s", "stop"]);
+    assert!(
+        out.status.success(),
+        "-s stop: {}\nstderr: {}",
+        out.status,
+        String::from_utf8_lossy(&out.stderr)
+    );
+    p.wait_exit(Duration::from_secs(5))
+        .unwrap_or_else(|| panic!("the master did not exit after -s stop\n{}", p.logs()));
+    assert!(wait_until(Duration::from_secs(2), || workers
+        .iter()
+        .all(|w| !w.is_alive())));
+}
