@@ -1,0 +1,20 @@
+#!/usr/bin/env bash
+# Side-by-side benchmark of prefork, nginx and HAProxy on loopback (not in CI).
+# Installs wrk, nginx and HAProxy from the distribution if missing, builds
+# prefork and the origin in release mode, then runs bench/scripts/bench.py
+# (options: --duration S --rounds N --threads N --workers N --idle N --cells 1,2).
+# Writes the Markdown report to bench/results/latest.md.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+missing=()
+command -v wrk >/dev/null || missing+=(wrk)
+command -v nginx >/dev/null || missing+=(nginx-light)
+command -v haproxy >/dev/null || missing+=(haproxy)
+if [ ${#missing[@]} -gt 0 ]; then
+  apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${missing[@]}"
+fi
+
+cargo build --release --bin prefork --bin origin
+exec python3 bench/scripts/bench.py "$@"
