@@ -44,6 +44,11 @@ fn post(p: &Prefork, path: &str, body: &[u8]) -> Response {
         .unwrap_or_else(|e| panic!("POST {path}: {e}\n{}", p.logs()))
 }
 
+/// Waits until the error log (written asynchronously) shows `text`.
+fn log_shows(p: &Prefork, text: &str) -> bool {
+    wait_until(Duration::from_secs(5), || p.error_log().contains(text))
+}
+
 /// The origin connection that carried a response.
 fn origin_conn(r: &Response) -> u64 {
     r.header("x-conn")
@@ -133,7 +138,7 @@ fn dead_server_is_skipped_after_max_fails_and_retried_after_fail_timeout() {
         p.logs()
     );
     assert_eq!(live.count_path("/a/"), 10);
-    assert!(p.error_log().contains("upstream server marked down"));
+    assert!(log_shows(&p, "upstream server marked down"));
 
     // After fail_timeout, one request probes the dead server again.
     let probed = wait_until(Duration::from_secs(8), || {
@@ -188,7 +193,7 @@ upstream = "app"
         (1, 1),
         "no connection is attempted while every server is down"
     );
-    assert!(p.error_log().contains("no live upstream server"));
+    assert!(log_shows(&p, "no live upstream server"));
 }
 
 #[test]
@@ -228,8 +233,7 @@ fn active_health_check_marks_a_server_down_and_up_again() {
     }
     assert_eq!((a.count_path("/down"), b.count_path("/down")), (0, 10));
     assert!(
-        p.error_log()
-            .contains("health check failed, server marked down"),
+        log_shows(&p, "health check failed, server marked down"),
         "{}",
         p.logs()
     );
@@ -240,9 +244,7 @@ fn active_health_check_marks_a_server_down_and_up_again() {
         assert_eq!(get(&p, &format!("/up/{i}")).status, 200);
     }
     assert_eq!((a.count_path("/up"), b.count_path("/up")), (5, 5));
-    assert!(p
-        .error_log()
-        .contains("health check passed, server marked up"));
+    assert!(log_shows(&p, "health check passed, server marked up"));
 }
 
 #[test]
@@ -344,4 +346,52 @@ fn stale_pooled_connection_is_detected_before_a_post() {
         .expect("the POST arrived");
     assert_eq!(posted.conn, 2);
     assert_eq!(posted.request.body, b"payload");
+}
+
+#[test]
+fn health_checks_stop_when_the_worker_drains() {
+    let (a, b) = (RecordingOrigin::start(), RecordingOrigin::start());
+    let mut p = start(
+        &quoted(&[a.addr(), b.addr()]),
+        "health_check = { path = \"/health\", interval = \"50ms\" }",
+    );
+    assert!(
+        wait_until(Duration::from_secs(5), || a.count_path("/health") >= 2),
+        "no health checks\n{}",
+        p.logs()
+    );
+    // A request in flight keeps the worker draining after SIGQUIT.
+    let port = p.port();
+    let slow = thread::spawn(move || http::get(port, "app.local", "/hold"));
+    assert!(
+        wait_until(Duration::from_secs(5), || a.count_path("/hold")
+            + b.count_path("/hold")
+            == 1),
+        "the slow request never reached an origin\n{}",
+        p.logs()
+    );
+    p.signal(nix::sys::signal::Signal::SIGQUIT);
+    assert!(
+        log_shows(&p, "stopping gracefully"),
+        "the worker did not start draining\n{}",
+        p.logs()
+    );
+    let checks = a.count_path("/health") + b.count_path("/health");
+    // An absence over ten check intervals: nothing to wait on but time.
+    thread::sleep(Duration::from_millis(500));
+    let later = a.count_path("/health") + b.count_path("/health");
+    assert!(
+        later <= checks + 2,
+        "{} health checks were sent while draining",
+        later - checks
+    );
+    a.release_holds();
+    b.release_holds();
+    let r = slow.join().expect("slow client").expect("slow response");
+    assert_eq!(r.status, 200);
+    assert!(
+        p.wait_exit(Duration::from_secs(10)).is_some(),
+        "the master did not exit\n{}",
+        p.logs()
+    );
 }
