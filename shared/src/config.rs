@@ -98,8 +98,18 @@ pub struct LogConfig {
 /// A group of backend servers that requests are balanced across.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Upstream {
-    /// The servers, tried in round-robin order.
+    /// The servers, in file order.
     pub servers: Vec<Server>,
+    /// How a server is chosen for each request.
+    pub balance: Balance,
+    /// Failures within `fail_timeout` that take a server out of rotation
+    /// (0: never).
+    pub max_fails: u32,
+    /// The window in which `max_fails` failures are counted, and how long a
+    /// failed server is then skipped.
+    pub fail_timeout: Duration,
+    /// Active health checks, if configured.
+    pub health_check: Option<HealthCheck>,
     /// Time allowed to establish a TCP connection (502 after it).
     pub connect_timeout: Duration,
     /// Longest wait for the next byte of a response (504 before any byte).
@@ -119,6 +129,36 @@ pub struct Server {
     pub name: String,
     /// The resolved address.
     pub addr: SocketAddr,
+    /// Relative share of the requests (at least 1).
+    pub weight: u32,
+}
+
+/// How an upstream group picks a server.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Balance {
+    /// Smooth weighted round robin (nginx's).
+    #[default]
+    RoundRobin,
+    /// The server with the fewest requests in flight relative to its weight.
+    LeastConn,
+    /// Power of two choices: two servers drawn at random by weight, the less
+    /// busy one wins.
+    RandomTwo,
+}
+
+/// Active health checks: each worker probes every server of the group.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct HealthCheck {
+    /// Path requested with `GET`; a 2xx or 3xx answer is a pass.
+    pub path: String,
+    /// Time between two checks of a server.
+    pub interval: Duration,
+    /// Time allowed for one check (connect, send, response head).
+    pub timeout: Duration,
+    /// Consecutive passes that bring a down server back.
+    pub passes: u32,
+    /// Consecutive failures that take a server down.
+    pub fails: u32,
 }
 
 /// Which `Host` values a route applies to.

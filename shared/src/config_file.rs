@@ -5,8 +5,8 @@
 //! is reported with the file, line and key it concerns.
 
 use crate::config::{
-    Config, FixedResponse, HostMatch, HttpLimits, Listen, LogConfig, LogTarget, Route, RouteAction,
-    Server, Upstream,
+    Balance, Config, FixedResponse, HealthCheck, HostMatch, HttpLimits, Listen, LogConfig,
+    LogTarget, Route, RouteAction, Server, Upstream,
 };
 use crate::config_locate::{key_at, line_at, line_of, KeyPath};
 use serde::Deserialize;
@@ -20,6 +20,8 @@ use std::time::Duration;
 pub const DEFAULT_LISTEN: &str = "0.0.0.0:80";
 /// Pid file used when a config names none.
 pub const DEFAULT_PID_FILE: &str = "/tmp/prefork.pid";
+/// Largest server `weight`.
+pub const MAX_WEIGHT: i64 = 1000;
 
 /// Why a config file could not be used.
 #[derive(Debug, thiserror::Error)]
@@ -166,12 +168,72 @@ struct RawListen {
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
 struct RawUpstream {
-    servers: Vec<String>,
+    servers: Vec<RawServer>,
     connect_timeout: Option<String>,
     read_timeout: Option<String>,
     write_timeout: Option<String>,
     keepalive: Option<usize>,
     keepalive_timeout: Option<String>,
+    balance: Option<String>,
+    max_fails: Option<u32>,
+    fail_timeout: Option<String>,
+    health_check: Option<RawHealthCheck>,
+}
+
+/// A server entry: `"host:port"` or `{ addr = "host:port", weight = 3 }`.
+struct RawServer {
+    addr: String,
+    weight: Option<i64>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawServerTable {
+    addr: String,
+    weight: Option<i64>,
+}
+
+impl<'de> Deserialize<'de> for RawServer {
+    // Hand-written rather than `untagged` so a bad table entry gets serde's
+    // precise message ("unknown field `wieght`") instead of "did not match
+    // any variant".
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct Entry;
+        impl<'de> serde::de::Visitor<'de> for Entry {
+            type Value = RawServer;
+            fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+                f.write_str("\"host:port\" or { addr = \"host:port\", weight = N }")
+            }
+            fn visit_str<E: serde::de::Error>(self, v: &str) -> Result<RawServer, E> {
+                Ok(RawServer {
+                    addr: v.to_owned(),
+                    weight: None,
+                })
+            }
+            fn visit_map<A: serde::de::MapAccess<'de>>(
+                self,
+                map: A,
+            ) -> Result<RawServer, A::Error> {
+                let t =
+                    RawServerTable::deserialize(serde::de::value::MapAccessDeserializer::new(map))?;
+                Ok(RawServer {
+                    addr: t.addr,
+                    weight: t.weight,
+                })
+            }
+        }
+        d.deserialize_any(Entry)
+    }
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawHealthCheck {
+    path: Option<String>,
+    interval: Option<String>,
+    timeout: Option<String>,
+    passes: Option<u32>,
+    fails: Option<u32>,
 }
 
 #[derive(Deserialize)]
@@ -435,16 +497,38 @@ impl Validator<'_> {
             }
             let mut servers = Vec::new();
             for (i, s) in u.servers.iter().enumerate() {
-                match resolve(s) {
+                let weight = match s.weight {
+                    None => 1,
+                    Some(w) if (1..=MAX_WEIGHT).contains(&w) => w as u32,
+                    Some(w) => {
+                        self.problem(
+                            &p.key("servers").index(i).key("weight"),
+                            format!("must be between 1 and {MAX_WEIGHT} (found {w})"),
+                        );
+                        1
+                    }
+                };
+                match resolve(&s.addr) {
                     Ok(addr) => servers.push(Server {
-                        name: s.clone(),
+                        name: s.addr.clone(),
                         addr,
+                        weight,
                     }),
                     Err(why) => self.problem(&p.key("servers").index(i), why),
                 }
             }
             let upstream = Upstream {
                 servers,
+                balance: self.balance(p.key("balance"), u.balance.as_deref()),
+                max_fails: u.max_fails.unwrap_or(1),
+                fail_timeout: self.duration(
+                    p.key("fail_timeout"),
+                    u.fail_timeout.as_deref(),
+                    Duration::from_secs(10),
+                ),
+                health_check: u
+                    .health_check
+                    .map(|h| self.health_check(p.key("health_check"), h)),
                 connect_timeout: self.duration(
                     p.key("connect_timeout"),
                     u.connect_timeout.as_deref(),
@@ -470,6 +554,62 @@ impl Validator<'_> {
             out.insert(name, upstream);
         }
         out
+    }
+
+    fn balance(&mut self, path: KeyPath, raw: Option<&str>) -> Balance {
+        match raw {
+            None | Some("round_robin") => Balance::RoundRobin,
+            Some("least_conn") => Balance::LeastConn,
+            Some("random_two") => Balance::RandomTwo,
+            Some(other) => {
+                self.problem(
+                    &path,
+                    format!(
+                        "unknown balance {other:?}: write \"round_robin\", \"least_conn\" or \"random_two\""
+                    ),
+                );
+                Balance::RoundRobin
+            }
+        }
+    }
+
+    fn health_check(&mut self, path: KeyPath, raw: RawHealthCheck) -> HealthCheck {
+        let check_path = raw.path.unwrap_or_else(|| "/".to_owned());
+        if !check_path.starts_with('/')
+            || check_path
+                .bytes()
+                .any(|b| b.is_ascii_control() || b == b' ' || !b.is_ascii())
+        {
+            self.problem(
+                &path.key("path"),
+                format!(
+                    "must start with '/' and hold no spaces, control or non-ASCII characters (found {check_path:?})"
+                ),
+            );
+        }
+        let mut count = |key: &str, value: Option<u32>| match value {
+            Some(0) => {
+                self.problem(&path.key(key), "must be at least 1");
+                1
+            }
+            v => v.unwrap_or(1),
+        };
+        let (passes, fails) = (count("passes", raw.passes), count("fails", raw.fails));
+        HealthCheck {
+            path: check_path,
+            interval: self.duration(
+                path.key("interval"),
+                raw.interval.as_deref(),
+                Duration::from_secs(5),
+            ),
+            timeout: self.duration(
+                path.key("timeout"),
+                raw.timeout.as_deref(),
+                Duration::from_secs(2),
+            ),
+            passes,
+            fails,
+        }
     }
 
     fn routes(
@@ -778,6 +918,104 @@ upstream = "c"
         assert_eq!(target("example.com", "/x"), "a");
         assert_eq!(target("api.example.com", "/v1/users"), "c");
         assert_eq!(target("api.example.com", "/v2"), "b");
+    }
+
+    #[test]
+    fn upstream_balancing_and_health_defaults() {
+        let c = parse_ok("[upstreams.a]\nservers = [\"127.0.0.1:1\"]\n");
+        let u = &c.upstreams["a"];
+        assert_eq!(u.servers[0].weight, 1);
+        assert_eq!(u.balance, Balance::RoundRobin);
+        assert_eq!((u.max_fails, u.fail_timeout), (1, Duration::from_secs(10)));
+        assert_eq!(u.health_check, None);
+    }
+
+    #[test]
+    fn servers_take_strings_or_tables_with_weights() {
+        let c = parse_ok(
+            r#"
+[upstreams.a]
+servers = ["127.0.0.1:1", { addr = "127.0.0.1:2", weight = 3 }, { addr = "127.0.0.1:3" }]
+balance = "least_conn"
+max_fails = 0
+fail_timeout = "3s"
+health_check = { path = "/health", interval = "1s", passes = 2 }
+"#,
+        );
+        let u = &c.upstreams["a"];
+        let weights: Vec<u32> = u.servers.iter().map(|s| s.weight).collect();
+        assert_eq!(weights, [1, 3, 1]);
+        assert_eq!(u.servers[1].name, "127.0.0.1:2");
+        assert_eq!(u.balance, Balance::LeastConn);
+        assert_eq!((u.max_fails, u.fail_timeout), (0, Duration::from_secs(3)));
+        assert_eq!(
+            u.health_check,
+            Some(HealthCheck {
+                path: "/health".into(),
+                interval: Duration::from_secs(1),
+                timeout: Duration::from_secs(2),
+                passes: 2,
+                fails: 1,
+            })
+        );
+        assert_eq!(
+            parse_ok("[upstreams.a]\nservers = [\"127.0.0.1:1\"]\nbalance = \"random_two\"\n")
+                .upstreams["a"]
+                .balance,
+            Balance::RandomTwo
+        );
+    }
+
+    #[test]
+    fn bad_balancing_and_health_values_name_line_and_key() {
+        let e = parse_err(
+            r#"[upstreams.a]
+servers = [
+  { addr = "127.0.0.1:1", weight = 0 },
+]
+balance = "fastest"
+fail_timeout = "0s"
+health_check = { path = "health", fails = 0, interval = "often" }
+"#,
+        );
+        let lines: Vec<&str> = e.lines().collect();
+        assert_eq!(lines.len(), 6, "{e}");
+        assert!(
+            lines[0]
+                .starts_with("t.toml:3: upstreams.a.servers[0].weight: must be between 1 and 1000"),
+            "{e}"
+        );
+        assert!(
+            lines[1].starts_with("t.toml:5: upstreams.a.balance: unknown balance \"fastest\""),
+            "{e}"
+        );
+        assert!(
+            lines[2].starts_with("t.toml:6: upstreams.a.fail_timeout: must be longer than zero"),
+            "{e}"
+        );
+        for line in &lines[3..] {
+            assert!(
+                line.starts_with("t.toml:7: upstreams.a.health_check."),
+                "{e}"
+            );
+        }
+        assert!(e.contains("health_check.path: must start with '/'"), "{e}");
+        assert!(e.contains("health_check.fails: must be at least 1"), "{e}");
+        assert!(e.contains("health_check.interval: invalid duration"), "{e}");
+    }
+
+    #[test]
+    fn bad_server_entries_name_line_and_key() {
+        let e = parse_err(
+            "[upstreams.a]\nservers = [\n  \"127.0.0.1:1\",\n  { addr = \"127.0.0.1:2\", wieght = 2 },\n]\n",
+        );
+        assert!(e.starts_with("t.toml:4: upstreams.a.servers[1]"), "{e}");
+        assert!(e.contains("wieght"), "{e}");
+        let e = parse_err("[upstreams.a]\nservers = [{ weight = 2 }]\n");
+        assert!(e.starts_with("t.toml:2: upstreams.a.servers[0]"), "{e}");
+        assert!(e.contains("missing field `addr`"), "{e}");
+        let e = parse_err("[upstreams.a]\nservers = [7]\n");
+        assert!(e.contains("\"host:port\" or { addr"), "{e}");
     }
 
     #[test]

@@ -11,7 +11,7 @@ use ipc_channel::ipc::IpcSender;
 use serde::{Deserialize, Serialize};
 
 /// Bumped whenever a message changes shape; master and worker must agree.
-pub const PROTOCOL_VERSION: u32 = 1;
+pub const PROTOCOL_VERSION: u32 = 2;
 
 /// Messages from a worker to the master.
 #[derive(Debug, Serialize, Deserialize)]

@@ -6,9 +6,12 @@
 
 mod accept;
 mod access_log;
+mod balance;
 mod conn;
 mod control;
 mod error;
+mod health;
+mod health_check;
 mod http;
 mod inherit;
 mod io;

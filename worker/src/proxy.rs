@@ -4,6 +4,7 @@
 use crate::access_log::Served;
 use crate::conn::{connection_field, Connection, Done, Request};
 use crate::error::{ClientError, PumpError, UpstreamError};
+use crate::health::Change;
 use crate::http::body::BodyCursor;
 use crate::http::chunked::ChunkedDecoder;
 use crate::http::heads::{self, ConnectionField};
@@ -12,7 +13,7 @@ use crate::http::{with_header_slots, Framing, Version};
 use crate::io::{write_two, BODY_READ};
 use crate::upstream::{Group, UpstreamConn};
 use bytes::{Buf, BytesMut};
-use slog::{error, warn};
+use slog::{error, info, warn};
 use std::future::Future;
 use std::net::SocketAddr;
 use std::time::Duration;
@@ -42,6 +43,13 @@ struct Early {
 }
 
 impl Early {
+    /// Whether the failure counts against the server's health: it did not
+    /// answer properly before the response head (a body error does not
+    /// count, nor does a client's).
+    fn is_server_failure(&self) -> bool {
+        matches!(&self.error, PumpError::Upstream(e) if !matches!(e, UpstreamError::BadChunk(_)))
+    }
+
     fn upstream(error: UpstreamError, retryable: bool, request_done: bool) -> Self {
         Early {
             error: error.into(),
@@ -64,10 +72,13 @@ impl Connection {
     /// Forwards `req` to a server of `group` and its response to the client.
     pub(crate) async fn proxy(&mut self, req: &Request<'_>, group: &Group) -> Done {
         let started = Instant::now();
-        let mut index = group.pick();
-        let mut connect_failures = 0;
+        // Servers whose connect failed for this request.
+        let mut tried = Vec::new();
         let mut fresh = false;
         let mut retried = false;
+        let Some(mut index) = group.pick(&tried) else {
+            return self.no_live_server(req, group).await;
+        };
         loop {
             let addr = group.server(index).addr;
             let up = match group.acquire(index, fresh).await {
@@ -75,11 +86,12 @@ impl Connection {
                 Err(e) => {
                     error!(self.worker.log, "upstream connect failed";
                         "client" => %self.peer, "upstream" => %addr, "error" => %e);
-                    connect_failures += 1;
+                    self.note_failure(group, index);
                     // Like nginx, another server gets the request after a
                     // connect failure, each server at most once.
-                    if connect_failures < group.len() {
-                        index = (index + 1) % group.len();
+                    tried.push(index);
+                    if let Some(next) = group.pick(&tried) {
+                        index = next;
                         continue;
                     }
                     let close = self.must_close(req);
@@ -90,21 +102,62 @@ impl Connection {
                 }
             };
             let reused = up.reused;
-            match self.exchange(req, group, up, addr).await {
-                Ok(done) => return with_upstream(done, addr, started),
+            let busy = group.busy(index);
+            let result = self.exchange(req, group, up, addr).await;
+            drop(busy);
+            match result {
+                Ok(done) => {
+                    if let Some(change) = group.succeeded(index) {
+                        self.log_change(group, index, change);
+                    }
+                    return with_upstream(done, addr, started);
+                }
                 Err(early) => {
                     let bodyless = matches!(req.body, Framing::Empty | Framing::Length(0));
-                    if early.retryable && reused && !retried && req.idempotent && bodyless {
+                    // A pooled connection that fails before any response
+                    // byte was most likely closed by the server while idle:
+                    // not the server's fault.
+                    let stale = early.retryable && reused;
+                    if stale && !retried && req.idempotent && bodyless {
                         // The server closed an idle pooled connection as it
                         // was reused: replay once on a new connection.
                         retried = true;
                         fresh = true;
                         continue;
                     }
+                    if !stale && early.is_server_failure() {
+                        self.note_failure(group, index);
+                    }
                     let done = self.fail_early(req, early, addr).await;
                     return with_upstream(done, addr, started);
                 }
             }
+        }
+    }
+
+    /// Answers 502 at once when every server of `group` is down.
+    async fn no_live_server(&mut self, req: &Request<'_>, group: &Group) -> Done {
+        error!(self.worker.log, "no live upstream server";
+            "client" => %self.peer, "servers" => group.len());
+        let close = self.must_close(req);
+        self.answer_error(req.version, req.is_head, 502, close)
+            .await
+    }
+
+    /// Counts a failure against server `index` (passive health).
+    fn note_failure(&self, group: &Group, index: usize) {
+        if let Some(change) = group.failed(index) {
+            self.log_change(group, index, change);
+        }
+    }
+
+    fn log_change(&self, group: &Group, index: usize, change: Change) {
+        let server = &group.server(index).name;
+        match change {
+            Change::Down => warn!(self.worker.log, "upstream server marked down";
+                "server" => server, "max_fails" => group.config.max_fails,
+                "fail_timeout" => ?group.config.fail_timeout),
+            Change::Up => info!(self.worker.log, "upstream server back up"; "server" => server),
         }
     }
 

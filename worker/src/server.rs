@@ -88,6 +88,7 @@ pub(crate) async fn serve(worker: Rc<Worker>, listeners: Vec<TcpListener>, ready
         tokio::task::spawn_local(accept_loop(worker.clone(), listener));
     }
     tokio::task::spawn_local(sweep_pools(worker.clone()));
+    crate::health_check::spawn(&worker.upstreams, &worker.stop, &worker.log);
     ready();
 
     let mut stop = worker.stop.clone();

@@ -269,7 +269,12 @@ fn upstream(addr: SocketAddr) -> Upstream {
         servers: vec![Server {
             name: addr.to_string(),
             addr,
+            weight: 1,
         }],
+        balance: Default::default(),
+        max_fails: 1,
+        fail_timeout: Duration::from_secs(10),
+        health_check: None,
         connect_timeout: Duration::from_secs(1),
         read_timeout: Duration::from_millis(300),
         write_timeout: Duration::from_secs(2),
