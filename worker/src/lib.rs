@@ -14,6 +14,7 @@ mod inherit;
 mod io;
 mod proxy;
 mod server;
+mod tunnel;
 mod upstream;
 
 #[cfg(test)]
