@@ -4,9 +4,11 @@
 mod support;
 
 mod config_check;
+mod conformance;
 mod errors;
 mod harness;
 mod lifecycle;
 mod proxying;
 mod reload;
 mod routing;
+mod websocket;
