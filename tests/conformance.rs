@@ -679,21 +679,23 @@ fn lingering_close_lets_the_client_read_an_early_413() {
     for _ in 0..3 {
         let mut conn = Conn::local(p.port()).expect("connect");
         let mut writer = conn.stream().try_clone().expect("clone");
-        // The client keeps sending a body the server refused.
-        let sender = std::thread::spawn(move || {
+        // The client keeps sending a body the server refused. Without a
+        // lingering close the server's kernel answers those bytes with a
+        // reset: the writes fail and the 413 may be lost.
+        let sender = std::thread::spawn(move || -> std::io::Result<()> {
             use std::io::Write;
-            let _ =
-                writer.write_all(b"POST / HTTP/1.1\r\nHost: a\r\nContent-Length: 600000\r\n\r\n");
-            let chunk = vec![b'x'; 10_000];
-            for _ in 0..60 {
-                if writer.write_all(&chunk).is_err() {
-                    break;
-                }
+            writer.write_all(b"POST / HTTP/1.1\r\nHost: a\r\nContent-Length: 32000000\r\n\r\n")?;
+            // More than the socket buffers of both sides hold.
+            let chunk = vec![b'x'; 100_000];
+            for _ in 0..320 {
+                writer.write_all(&chunk)?;
             }
+            Ok(())
         });
+        let sent = sender.join().expect("sender");
+        assert!(sent.is_ok(), "the body was reset: {sent:?}");
         let r = conn.read_response().expect("the 413, not a reset");
         assert_eq!((r.status, r.closes()), (413, true));
-        sender.join().expect("sender");
         assert!(conn.is_closed_by_peer());
     }
     assert!(origin.requests().is_empty());

@@ -35,7 +35,7 @@ const LINGER_TIME: Duration = Duration::from_secs(5);
 /// `lingering_timeout`).
 const LINGER_TIMEOUT: Duration = Duration::from_secs(1);
 /// Most bytes discarded while lingering.
-const LINGER_BYTES: usize = 1024 * 1024;
+const LINGER_BYTES: usize = 64 * 1024 * 1024;
 
 /// One client connection and the buffers it reuses across requests.
 pub(crate) struct Connection {
@@ -167,7 +167,7 @@ impl Connection {
         }
         let until = Instant::now() + LINGER_TIME;
         let mut discarded = 0;
-        let mut sink = vec![0u8; 16 * 1024];
+        let mut sink = vec![0u8; 64 * 1024];
         while discarded < LINGER_BYTES {
             let limit = until.min(Instant::now() + LINGER_TIMEOUT);
             let read = tokio::select! {
