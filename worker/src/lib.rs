@@ -9,6 +9,8 @@ mod access_log;
 mod conn;
 mod control;
 mod error;
+#[cfg(any(test, feature = "fuzzing"))]
+pub mod fuzzing;
 mod http;
 mod inherit;
 mod io;
