@@ -45,7 +45,8 @@ pub struct Listen {
     pub backlog: i32,
 }
 
-/// Client-side (downstream) limits and timeouts, named as nginx names them.
+/// Client-side (downstream) limits and timeouts, named as nginx names them,
+/// and how forwarded messages are marked.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct HttpLimits {
     /// Time allowed to receive a whole request head (408 after it).
@@ -60,6 +61,18 @@ pub struct HttpLimits {
     pub max_request_header_size: usize,
     /// Most header fields in one request (431 above it).
     pub max_request_headers: usize,
+    /// Longest request target in bytes (414 above it).
+    pub max_uri_length: usize,
+    /// Largest request body in bytes (413 above it); 0 means no limit.
+    /// A route may set its own.
+    pub max_body_size: u64,
+    /// Longest stall of a write to the client (nginx's `send_timeout`).
+    pub send_timeout: Duration,
+    /// How long an upgraded (WebSocket) tunnel may stay idle both ways.
+    pub tunnel_timeout: Duration,
+    /// The pseudonym in the `Via` field added to forwarded messages; `None`
+    /// adds none.
+    pub via: Option<String>,
 }
 
 impl Default for HttpLimits {
@@ -71,6 +84,11 @@ impl Default for HttpLimits {
             keepalive_requests: 1000,
             max_request_header_size: 32 * 1024,
             max_request_headers: 100,
+            max_uri_length: 8 * 1024,
+            max_body_size: 100 * 1024 * 1024,
+            send_timeout: Duration::from_secs(60),
+            tunnel_timeout: Duration::from_secs(3600),
+            via: Some("prefork".to_owned()),
         }
     }
 }
@@ -203,6 +221,8 @@ pub struct Route {
     pub path: String,
     /// What to do with a matching request.
     pub action: RouteAction,
+    /// This route's request body limit, overriding the top-level one.
+    pub max_body_size: Option<u64>,
 }
 
 /// What a route does with a request.
@@ -223,6 +243,13 @@ pub struct FixedResponse {
     pub body: String,
     /// `Content-Type` of the body.
     pub content_type: String,
+}
+
+impl Route {
+    /// The body limit for requests on this route (0: none).
+    pub fn max_body_size(&self, limits: &HttpLimits) -> u64 {
+        self.max_body_size.unwrap_or(limits.max_body_size)
+    }
 }
 
 impl Config {

@@ -134,6 +134,11 @@ struct RawConfig {
     keepalive_requests: Option<u64>,
     max_request_header_size: Option<usize>,
     max_request_headers: Option<usize>,
+    max_uri_length: Option<usize>,
+    max_body_size: Option<RawSize>,
+    send_timeout: Option<String>,
+    tunnel_timeout: Option<String>,
+    via: Option<RawVia>,
     #[serde(default)]
     log: RawLog,
     #[serde(default)]
@@ -148,6 +153,22 @@ struct RawConfig {
 #[serde(untagged)]
 enum RawWorkers {
     Count(i64),
+    Named(String),
+}
+
+/// A byte size: a number, or text with a `k`, `m` or `g` suffix.
+#[derive(Deserialize)]
+#[serde(untagged)]
+enum RawSize {
+    Bytes(i64),
+    Text(String),
+}
+
+/// `via = true | false | "name"`.
+#[derive(Deserialize)]
+#[serde(untagged)]
+enum RawVia {
+    Enabled(bool),
     Named(String),
 }
 
@@ -243,6 +264,7 @@ struct RawRoute {
     path: Option<String>,
     upstream: Option<String>,
     respond: Option<RawRespond>,
+    max_body_size: Option<RawSize>,
 }
 
 #[derive(Deserialize)]
@@ -326,6 +348,30 @@ impl Validator<'_> {
                 1,
                 defaults.max_request_headers,
             ),
+            max_uri_length: self.at_least(
+                root.key("max_uri_length"),
+                raw.max_uri_length,
+                16,
+                defaults.max_uri_length,
+            ),
+            max_body_size: raw
+                .max_body_size
+                .and_then(|s| self.size(root.key("max_body_size"), s))
+                .unwrap_or(defaults.max_body_size),
+            send_timeout: self.duration(
+                root.key("send_timeout"),
+                raw.send_timeout.as_deref(),
+                defaults.send_timeout,
+            ),
+            tunnel_timeout: self.duration(
+                root.key("tunnel_timeout"),
+                raw.tunnel_timeout.as_deref(),
+                defaults.tunnel_timeout,
+            ),
+            via: match raw.via {
+                None => defaults.via,
+                Some(v) => self.via(root.key("via"), v),
+            },
         };
         let shutdown_timeout = self.duration(
             root.key("shutdown_timeout"),
@@ -356,6 +402,51 @@ impl Validator<'_> {
             http,
             upstreams,
             routes,
+        }
+    }
+
+    /// A byte size; `None` (with a problem recorded) when invalid.
+    fn size(&mut self, path: KeyPath, raw: RawSize) -> Option<u64> {
+        match raw {
+            RawSize::Bytes(n) => match u64::try_from(n) {
+                Ok(n) => Some(n),
+                Err(_) => {
+                    self.problem(&path, "must not be negative");
+                    None
+                }
+            },
+            RawSize::Text(text) => {
+                let parsed = parse_size(&text);
+                if parsed.is_none() {
+                    self.problem(
+                        &path,
+                        format!(
+                            "invalid size {text:?}; write e.g. 1048576, \"512k\", \"10m\", \"1g\""
+                        ),
+                    );
+                }
+                parsed
+            }
+        }
+    }
+
+    /// The `Via` pseudonym: a token, since it is written into heads.
+    fn via(&mut self, path: KeyPath, raw: RawVia) -> Option<String> {
+        match raw {
+            RawVia::Enabled(false) => None,
+            RawVia::Enabled(true) => HttpLimits::default().via,
+            RawVia::Named(name) => {
+                let token = |b: u8| b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~:".contains(&b);
+                if name.is_empty() || !name.bytes().all(token) {
+                    self.problem(
+                        &path,
+                        format!("must be true, false or a name without spaces (found {name:?})"),
+                    );
+                    None
+                } else {
+                    Some(name)
+                }
+            }
         }
     }
 
@@ -674,10 +765,14 @@ impl Validator<'_> {
                     None => continue,
                 },
             };
+            let max_body_size = r
+                .max_body_size
+                .and_then(|s| self.size(p.key("max_body_size"), s));
             out.push(Route {
                 host,
                 path: route_path,
                 action,
+                max_body_size,
             });
         }
         out
@@ -706,6 +801,27 @@ impl Validator<'_> {
             content_type,
         })
     }
+}
+
+/// Parses `"123"`, `"64k"`, `"10m"`, `"1g"` (binary multiples) into bytes.
+fn parse_size(text: &str) -> Option<u64> {
+    let text = text.trim();
+    let (digits, unit) = match text.char_indices().last()? {
+        (i, c) if c.is_ascii_alphabetic() => (&text[..i], c.to_ascii_lowercase()),
+        _ => (text, 'b'),
+    };
+    let shift = match unit {
+        'b' => 0,
+        'k' => 10,
+        'm' => 20,
+        'g' => 30,
+        _ => return None,
+    };
+    if digits.is_empty() || !digits.bytes().all(|b| b.is_ascii_digit()) {
+        return None;
+    }
+    let n: u64 = digits.parse().ok()?;
+    n.checked_mul(1 << shift)
 }
 
 /// Parses a route's `host`: a name, or `*.suffix`.
@@ -1023,5 +1139,46 @@ health_check = { path = "health", fails = 0, interval = "often" }
         let c = parse_ok("[[routes]]\nhost = \"a\"\nrespond = { body = \"x\" }\n");
         assert!(c.route("b", "/").is_none());
         assert!(c.route("a", "/").is_some());
+    }
+
+    #[test]
+    fn limits_sizes_and_via() {
+        let c = parse_ok(
+            "max_uri_length = 100\nmax_body_size = \"2m\"\nsend_timeout = \"5s\"\ntunnel_timeout = \"30s\"\nvia = \"edge-1\"\n\
+             [[routes]]\npath = \"/up\"\nrespond = { body = \"x\" }\nmax_body_size = 10\n",
+        );
+        assert_eq!(c.http.max_uri_length, 100);
+        assert_eq!(c.http.max_body_size, 2 * 1024 * 1024);
+        assert_eq!(c.http.send_timeout, Duration::from_secs(5));
+        assert_eq!(c.http.tunnel_timeout, Duration::from_secs(30));
+        assert_eq!(c.http.via.as_deref(), Some("edge-1"));
+        assert_eq!(c.routes[0].max_body_size, Some(10));
+        assert_eq!(c.routes[0].max_body_size(&c.http), 10);
+        assert_eq!(parse_ok("via = false").http.via, None);
+        assert_eq!(parse_ok("via = true").http.via.as_deref(), Some("prefork"));
+        let d = parse_ok("");
+        assert_eq!(d.http.max_body_size, 100 * 1024 * 1024);
+        assert_eq!(parse_ok("max_body_size = 0").http.max_body_size, 0);
+        assert_eq!(parse_size("64k"), Some(65536));
+        assert_eq!(parse_size("1G"), Some(1 << 30));
+        assert_eq!(parse_size("12"), Some(12));
+        for bad in ["", "k", "1x", "-1m", "1.5m", "99999999999g"] {
+            assert_eq!(parse_size(bad), None, "{bad:?}");
+        }
+        let e = parse_err("max_body_size = \"lots\"\n");
+        assert!(
+            e.starts_with("t.toml:1: max_body_size: invalid size"),
+            "{e}"
+        );
+        let e = parse_err("via = \"a b\"\n");
+        assert!(
+            e.starts_with("t.toml:1: via: must be true, false or a name"),
+            "{e}"
+        );
+        let e = parse_err("[[routes]]\nrespond = { body = \"x\" }\nmax_body_size = -1\n");
+        assert!(
+            e.starts_with("t.toml:3: routes[0].max_body_size: must not be negative"),
+            "{e}"
+        );
     }
 }

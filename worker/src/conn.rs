@@ -15,7 +15,7 @@ use slog::{error, warn};
 use std::net::SocketAddr;
 use std::rc::Rc;
 use std::time::Duration;
-use tokio::io::AsyncReadExt;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 use tokio::sync::watch;
 use tokio::time::{timeout, timeout_at, Instant};
@@ -27,6 +27,15 @@ const MIN_SPARE: usize = 1024;
 /// How long a connection accepted just before a stop may take to send its
 /// first request, which is then answered with `Connection: close`.
 const FIRST_REQUEST_GRACE: std::time::Duration = std::time::Duration::from_secs(1);
+/// Lingering close (nginx's `lingering_time`): the longest a closing
+/// connection keeps reading and discarding what the client still sends, so
+/// the client reads the answer instead of a reset.
+const LINGER_TIME: Duration = Duration::from_secs(5);
+/// The longest pause between two reads while lingering (nginx's
+/// `lingering_timeout`).
+const LINGER_TIMEOUT: Duration = Duration::from_secs(1);
+/// Most bytes discarded while lingering.
+const LINGER_BYTES: usize = 64 * 1024 * 1024;
 
 /// One client connection and the buffers it reuses across requests.
 pub(crate) struct Connection {
@@ -61,6 +70,10 @@ pub(crate) struct Request<'w> {
     pub(crate) keep_alive: bool,
     /// How its body is framed.
     pub(crate) body: Framing,
+    /// The largest body allowed (0: no limit).
+    pub(crate) max_body: u64,
+    /// Whether it asks to switch protocols (a 101 then opens a tunnel).
+    pub(crate) upgrade: bool,
     /// What the matching route does (`None`: no route, 404).
     action: Option<&'w RouteAction>,
 }
@@ -131,12 +144,52 @@ impl Connection {
                 );
             }
             if done.close {
+                self.close(done.served.status).await;
                 return;
             }
         }
     }
 
+    /// Closes the connection after answering `status`; lingers first when
+    /// the client may still be sending, so the answer is not lost to a reset
+    /// (RFC 9112 §9.6).
+    async fn close(&mut self, status: u16) {
+        let mut probe = [0u8; 1];
+        let pending = !self.buf.is_empty()
+            || matches!(status, 400 | 408 | 413 | 414 | 431 | 501)
+            || matches!(self.stream.try_read(&mut probe), Ok(n) if n > 0);
+        if !pending {
+            return;
+        }
+        // Sending FIN first tells the client no more answers are coming.
+        if self.stream.shutdown().await.is_err() {
+            return;
+        }
+        let until = Instant::now() + LINGER_TIME;
+        let mut discarded = 0;
+        let mut sink = vec![0u8; 64 * 1024];
+        while discarded < LINGER_BYTES {
+            let limit = until.min(Instant::now() + LINGER_TIMEOUT);
+            let read = tokio::select! {
+                read = timeout_at(limit, self.stream.read(&mut sink)) => read,
+                // A stopping worker does not wait for slow clients.
+                _ = self.stop.wait_for(|s| *s != Stop::Running) => return,
+            };
+            match read {
+                Ok(Ok(n)) if n > 0 => discarded += n,
+                _ => return,
+            }
+        }
+    }
+
     async fn serve(&mut self, worker: &Worker, req: &Request<'_>) -> Done {
+        if let Framing::Length(n) = req.body {
+            if req.max_body > 0 && n > req.max_body {
+                // Refused before reading it; the lingering close absorbs
+                // what the client already sent.
+                return self.answer_error(req.version, req.is_head, 413, true).await;
+            }
+        }
         match req.action {
             None => {
                 let close = self.must_close(req);
@@ -240,12 +293,11 @@ impl Connection {
                 return Ok(None);
             };
             let host = head.host.unwrap_or("");
-            let action = worker
-                .config
-                .route(&request::route_host(host), head.path)
-                .map(|route| &route.action);
+            let route = worker.config.route(&request::route_host(host), head.path);
+            let action = route.map(|route| &route.action);
+            let max_body = route.map_or(limits.max_body_size, |r| r.max_body_size(limits));
             if matches!(action, Some(RouteAction::Proxy(_))) {
-                heads::request_head(request_head, &head, client_ip);
+                heads::request_head(request_head, &head, client_ip, limits.via.as_deref());
             }
             if worker.access.is_some() {
                 info.set(head.method, host, head.path);
@@ -256,6 +308,8 @@ impl Connection {
                 idempotent: head.is_idempotent(),
                 keep_alive: head.keep_alive && !last,
                 body: head.body,
+                max_body,
+                upgrade: head.upgrade,
                 action,
             };
             Ok(Some((head.len, req)))
@@ -291,11 +345,9 @@ impl Connection {
         }
     }
 
-    /// How long a write to the client may stall. The config has no key for
-    /// it (nginx's `send_timeout`); the body timeout, the same 60 s by
-    /// default, bounds a client that stops reading.
+    /// How long a write to the client may stall (nginx's `send_timeout`).
     pub(crate) fn send_timeout(&self) -> Duration {
-        self.worker.config.http.client_body_timeout
+        self.worker.config.http.send_timeout
     }
 
     /// Answers an error page.

@@ -10,6 +10,8 @@ mod balance;
 mod conn;
 mod control;
 mod error;
+#[cfg(any(test, feature = "fuzzing"))]
+pub mod fuzzing;
 mod health;
 mod health_check;
 mod http;
@@ -17,6 +19,7 @@ mod inherit;
 mod io;
 mod proxy;
 mod server;
+mod tunnel;
 mod upstream;
 
 #[cfg(test)]

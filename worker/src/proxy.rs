@@ -11,6 +11,7 @@ use crate::http::heads::{self, ConnectionField};
 use crate::http::response::{self, MAX_RESPONSE_HEADERS};
 use crate::http::{with_header_slots, Framing, Version};
 use crate::io::{write_two, BODY_READ};
+use crate::tunnel;
 use crate::upstream::{Group, UpstreamConn};
 use bytes::{Buf, BytesMut};
 use slog::{error, info, warn};
@@ -57,6 +58,19 @@ impl Early {
             request_done,
         }
     }
+}
+
+/// What the response to a request may be, for reading its head.
+#[derive(Clone, Copy)]
+struct Expecting<'a> {
+    /// The request was `HEAD`: the response has no body.
+    is_head: bool,
+    /// The request asked to upgrade: a 101 is its final response.
+    upgrade: bool,
+    /// Interim (1xx) responses are relayed (HTTP/1.1 clients only).
+    forward_interim: bool,
+    /// The `Via` pseudonym, if any.
+    via: Option<&'a str>,
 }
 
 /// Read and write time limits of one exchange.
@@ -216,7 +230,7 @@ impl Connection {
         let (mut up_rd, mut up_wr) = up.stream.split();
 
         // The head and the body bytes already buffered leave together.
-        let mut body = BodyCursor::new(req.body);
+        let mut body = BodyCursor::request(req.body, req.max_body);
         let initial = body.take(buf).map_err(|e| Early {
             error: ClientError::BadChunk(e).into(),
             retryable: false,
@@ -235,13 +249,18 @@ impl Connection {
         let mut sent: Option<Result<(), UpstreamError>> = body.is_done().then_some(Ok(()));
         let head = {
             let pump = pump_request_body(&mut client_rd, buf, &mut up_wr, &mut body, t);
+            let expecting = Expecting {
+                is_head: req.is_head,
+                upgrade: req.upgrade,
+                forward_interim: req.version == Version::Http11,
+                via: worker.config.http.via.as_deref(),
+            };
             let head = read_response_head(
                 &mut up_rd,
                 &mut up.buf,
                 &mut client_wr,
                 response_head,
-                req.is_head,
-                req.version == Version::Http11,
+                expecting,
                 t.client_write,
             );
             // The read timeout runs once the request is fully sent.
@@ -290,6 +309,39 @@ impl Connection {
                 });
             }
         };
+
+        if meta.status == 101 {
+            heads::finish_head(response_head, None, false, ConnectionField::Upgrade);
+            let idle = worker.config.http.tunnel_timeout;
+            // Bytes either side sent early (after its head) go first.
+            let opened = async {
+                write_client(&mut client_wr, response_head, &up.buf, t).await?;
+                within(
+                    t.upstream_write,
+                    up_wr.write_all(buf),
+                    UpstreamError::Write,
+                    UpstreamError::WriteTimeout,
+                )
+                .await?;
+                Ok::<(), PumpError>(())
+            };
+            let sent = (response_head.len() + up.buf.len()) as u64;
+            if opened.await.is_ok() {
+                buf.clear();
+                let carried =
+                    tunnel::run(&mut client_rd, &mut client_wr, &mut up_rd, &mut up_wr, idle).await;
+                return Ok(Done {
+                    served: Served {
+                        status: 101,
+                        bytes_sent: sent + carried.down,
+                        upstream: None,
+                        upstream_time: None,
+                    },
+                    close: true,
+                });
+            }
+            return Ok(closed_by_client(101));
+        }
 
         // An HTTP/1.0 client cannot take chunks: decode, and close to end.
         let decode = meta.framing == Framing::Chunked && req.version == Version::Http10;
@@ -439,8 +491,7 @@ async fn read_response_head<R, W>(
     buf: &mut BytesMut,
     client: &mut W,
     out: &mut Vec<u8>,
-    is_head: bool,
-    forward_interim: bool,
+    expecting: Expecting<'_>,
     send_timeout: Duration,
 ) -> Result<ResponseMeta, (PumpError, bool)>
 where
@@ -451,10 +502,11 @@ where
     loop {
         if !buf.is_empty() {
             let parsed = with_header_slots(MAX_RESPONSE_HEADERS, |slots| {
-                let Some(head) = response::parse(buf, is_head, slots)? else {
+                let Some(head) = response::parse(buf, expecting.is_head, expecting.upgrade, slots)?
+                else {
                     return Ok(None);
                 };
-                heads::response_head_start(out, &head);
+                heads::response_head_start(out, &head, expecting.via);
                 let meta = ResponseMeta {
                     status: head.status,
                     framing: head.framing,
@@ -466,10 +518,10 @@ where
             match parsed {
                 Ok(Some((len, meta))) => {
                     buf.advance(len);
-                    if meta.status >= 200 {
+                    if meta.status >= 200 || meta.status == 101 {
                         return Ok(meta);
                     }
-                    if forward_interim {
+                    if expecting.forward_interim {
                         heads::finish_head(out, None, false, ConnectionField::Omit);
                         within(
                             send_timeout,

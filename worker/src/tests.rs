@@ -296,6 +296,7 @@ fn config(origin: SocketAddr) -> Config {
         host,
         path: path.to_owned(),
         action,
+        max_body_size: None,
     };
     Config {
         source: "test.toml".into(),
