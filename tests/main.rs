@@ -10,3 +10,4 @@ mod lifecycle;
 mod proxying;
 mod reload;
 mod routing;
+mod zero_downtime;

@@ -10,6 +10,7 @@ use prefork_shared::config::{Config, Server, Upstream};
 use std::cell::{Cell, RefCell};
 use std::collections::{HashMap, VecDeque};
 use std::io;
+use std::rc::Rc;
 use tokio::net::TcpStream;
 use tokio::time::{timeout, Instant};
 
@@ -164,7 +165,9 @@ fn is_quiet(stream: &TcpStream) -> bool {
 
 /// Every upstream group of a configuration.
 pub(crate) struct Upstreams {
-    groups: HashMap<String, Group>,
+    /// Shared with the snapshots of later configurations that left the
+    /// group unchanged (hot reload keeps its pool).
+    groups: HashMap<String, Rc<Group>>,
 }
 
 impl Upstreams {
@@ -174,14 +177,28 @@ impl Upstreams {
             .upstreams
             .iter()
             .filter(|(_, u)| !u.servers.is_empty())
-            .map(|(name, u)| (name.clone(), Group::new(u.clone())))
+            .map(|(name, u)| (name.clone(), Rc::new(Group::new(u.clone()))))
             .collect();
         Upstreams { groups }
     }
 
+    /// The groups of `config`, keeping (with their idle connections) those
+    /// of `self` whose settings are unchanged.
+    pub(crate) fn carried_over(&self, config: &Config) -> Self {
+        let mut next = Upstreams::new(config);
+        for (name, group) in &mut next.groups {
+            if let Some(old) = self.groups.get(name) {
+                if old.config == group.config {
+                    *group = old.clone();
+                }
+            }
+        }
+        next
+    }
+
     /// The group named `name`.
     pub(crate) fn get(&self, name: &str) -> Option<&Group> {
-        self.groups.get(name)
+        self.groups.get(name).map(|g| &**g)
     }
 
     /// Closes expired idle connections in every group.
@@ -254,5 +271,24 @@ mod tests {
         let err = g.acquire(0, false).await.err().unwrap();
         assert!(matches!(err, UpstreamError::Connect { .. }), "{err}");
         assert_eq!(err.status(), 502);
+    }
+
+    #[test]
+    fn a_new_config_keeps_the_pools_of_unchanged_upstreams() {
+        let addr: std::net::SocketAddr = "127.0.0.1:9".parse().unwrap();
+        let mut config: Config =
+            prefork_shared::config_file::parse(std::path::Path::new("t.toml"), "").unwrap();
+        config
+            .upstreams
+            .insert("same".into(), group(addr, 4).config);
+        config
+            .upstreams
+            .insert("changed".into(), group(addr, 4).config);
+        let old = Upstreams::new(&config);
+        config.upstreams.get_mut("changed").unwrap().keepalive = 8;
+        let new = old.carried_over(&config);
+        assert!(Rc::ptr_eq(&old.groups["same"], &new.groups["same"]));
+        assert!(!Rc::ptr_eq(&old.groups["changed"], &new.groups["changed"]));
+        assert_eq!(new.groups["changed"].config.keepalive, 8);
     }
 }
