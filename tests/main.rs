@@ -13,3 +13,4 @@ mod reload;
 mod routing;
 mod upstreams;
 mod websocket;
+mod zero_downtime;

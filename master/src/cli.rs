@@ -3,7 +3,7 @@
 
 use crate::listeners::Listeners;
 use crate::run::{worker_credentials, Master, Startup};
-use crate::{os, pidfile, signals};
+use crate::{os, pidfile, signals, upgrade};
 use clap::{Parser, Subcommand, ValueEnum};
 use nix::sys::signal::Signal;
 use prefork_shared::config_file;
@@ -161,16 +161,39 @@ pub fn run_master(path: &Path) -> i32 {
             return exit::FAILURE;
         }
     };
-    if let Err(e) = pidfile::write(&config.pid_file) {
-        eprintln!("prefork: {e}");
-        return exit::FAILURE;
-    }
-    let listeners = match Listeners::bind(&config.listen) {
-        Ok(l) => l,
+    let mut handoff = match upgrade::inherited() {
+        Ok(h) => h,
         Err(e) => {
             eprintln!("prefork: {e}");
-            pidfile::remove(&config.pid_file);
             return exit::FAILURE;
+        }
+    };
+    let listeners = match &mut handoff {
+        // The old master still serves and names itself in the pid file
+        // until this one takes over (see `upgrade`).
+        Some(h) => {
+            let mut l = Listeners::adopt(std::mem::take(&mut h.listeners));
+            match l.reconcile(&config.listen) {
+                Ok(_) => l,
+                Err(e) => {
+                    eprintln!("prefork: {e}");
+                    return exit::FAILURE;
+                }
+            }
+        }
+        None => {
+            if let Err(e) = pidfile::write(&config.pid_file) {
+                eprintln!("prefork: {e}");
+                return exit::FAILURE;
+            }
+            match Listeners::bind(&config.listen) {
+                Ok(l) => l,
+                Err(e) => {
+                    eprintln!("prefork: {e}");
+                    pidfile::remove(&config.pid_file);
+                    return exit::FAILURE;
+                }
+            }
         }
     };
     let generation = Arc::new(AtomicU64::new(1));
@@ -206,6 +229,7 @@ pub fn run_master(path: &Path) -> i32 {
         listeners,
         signals: signal_rx,
         exe,
+        handoff,
     });
     let (code, pid_file) = master.run();
     pidfile::remove(&pid_file);

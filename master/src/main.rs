@@ -6,9 +6,11 @@ mod link;
 mod listeners;
 mod os;
 mod pidfile;
+mod reload;
 mod run;
 mod signals;
 mod supervisor;
+mod upgrade;
 
 use clap::Parser;
 use cli::{Cli, Role};

@@ -6,13 +6,15 @@ use crate::link::{self, LinkEvent, PendingLink};
 use crate::listeners::Listeners;
 use crate::os::{self, Credentials, WorkerCommand};
 use crate::pidfile;
+use crate::reload::{reload_path, ReloadPath};
 use crate::signals::Request;
-use crate::supervisor::{Action, Event, Generation, Pid, Slot, Supervisor};
+use crate::supervisor::{Action, Event, Generation, Pid, Slot, Supervisor, Timeouts};
+use crate::upgrade::{self, Inherited};
 use crossbeam_channel::{select, Receiver, Sender};
 use ipc_channel::ipc::IpcSender;
 use nix::sys::signal::Signal;
 use prefork_shared::config_file;
-use prefork_shared::ipc::{MasterMsg, StopMode};
+use prefork_shared::ipc::{MasterMsg, StopMode, WorkerMsg};
 use prefork_shared::Config;
 use slog::{debug, error, info, warn, Logger};
 use std::collections::{BTreeMap, HashMap, VecDeque};
@@ -51,6 +53,10 @@ pub struct Master {
     link_tx: Sender<LinkEvent>,
     link_rx: Receiver<LinkEvent>,
     signals: Receiver<Request>,
+    upgrade_tx: Sender<upgrade::Outcome>,
+    upgrade_rx: Receiver<upgrade::Outcome>,
+    /// Set when this master was started by a binary upgrade, until it serves.
+    handoff: Option<Inherited>,
 }
 
 /// What the master starts with; see `main.rs` for how each is made.
@@ -71,6 +77,8 @@ pub struct Startup {
     pub signals: Receiver<Request>,
     /// The binary to exec workers from.
     pub exe: PathBuf,
+    /// What the old master handed over, when started by a binary upgrade.
+    pub handoff: Option<Inherited>,
 }
 
 impl Master {
@@ -79,9 +87,13 @@ impl Master {
         let supervisor = Supervisor::new(
             s.log.new(slog::o!()),
             s.config.workers,
-            s.config.shutdown_timeout,
+            Timeouts {
+                shutdown_timeout: s.config.shutdown_timeout,
+                worker_timeout: s.config.worker_timeout,
+            },
         );
         let (link_tx, link_rx) = crossbeam_channel::unbounded();
+        let (upgrade_tx, upgrade_rx) = crossbeam_channel::unbounded();
         let mut setups = BTreeMap::new();
         setups.insert(
             supervisor.generation(),
@@ -103,6 +115,9 @@ impl Master {
             link_tx,
             link_rx,
             signals: s.signals,
+            upgrade_tx,
+            upgrade_rx,
+            handoff: s.handoff,
         }
     }
 
@@ -132,6 +147,10 @@ impl Master {
                 },
                 recv(self.link_rx) -> event => match event {
                     Ok(event) => self.on_link(event),
+                    Err(_) => Vec::new(),
+                },
+                recv(self.upgrade_rx) -> outcome => match outcome {
+                    Ok(outcome) => self.on_upgrade_outcome(outcome),
                     Err(_) => Vec::new(),
                 },
                 recv(timer) -> _ => vec![Event::Tick],
@@ -166,6 +185,10 @@ impl Master {
                     }
                     Action::Stop(pid, mode) => self.stop(pid, mode),
                     Action::Kill(pid) => self.signal(pid, Signal::SIGKILL),
+                    Action::Configure(pid) => self.configure(pid),
+                    Action::StartUpgrade => queue.push_back(self.start_upgrade()),
+                    Action::AbortUpgrade(pid) => self.signal(pid, Signal::SIGKILL),
+                    Action::Serving => self.serving(),
                     Action::Exit(code) => return Some(code),
                 }
             }
@@ -192,6 +215,19 @@ impl Master {
                     .map(|(pid, status)| Event::WorkerExited(pid, status))
                     .collect()
             }
+            Request::AddWorker => vec![Event::AddWorker],
+            Request::RemoveWorker => vec![Event::RemoveWorker],
+            Request::ReopenLogs => {
+                info!(self.log, "reopening the log files");
+                prefork_shared::log::reopen();
+                for link in self.links.values() {
+                    if let Some(control) = &link.control {
+                        let _ = control.send(MasterMsg::ReopenLogs);
+                    }
+                }
+                Vec::new()
+            }
+            Request::Upgrade => vec![Event::UpgradeRequested],
             Request::Unsupported(signal) => {
                 warn!(self.log, "signal not supported by this version; ignored"; "signal" => signal.as_str());
                 Vec::new()
@@ -218,8 +254,9 @@ impl Master {
                 Vec::new()
             }
             LinkEvent::Message(pid, msg) => match msg {
-                prefork_shared::ipc::WorkerMsg::Ready => vec![Event::WorkerReady(pid)],
-                prefork_shared::ipc::WorkerMsg::Hello { .. } => {
+                WorkerMsg::Ready => vec![Event::WorkerReady(pid)],
+                WorkerMsg::Heartbeat => vec![Event::Heartbeat(pid)],
+                WorkerMsg::Hello { .. } => {
                     warn!(self.log, "worker said hello twice"; "worker_pid" => pid);
                     Vec::new()
                 }
@@ -227,6 +264,73 @@ impl Master {
             LinkEvent::Closed { pid, reason } => {
                 debug!(self.log, "worker link closed"; "worker_pid" => pid, "reason" => reason);
                 Vec::new()
+            }
+        }
+    }
+
+    /// Sends a running worker its generation's (new) configuration.
+    fn configure(&mut self, pid: Pid) {
+        let Some(config) = self
+            .supervisor
+            .generation_of(pid)
+            .and_then(|g| self.setups.get(&g))
+            .map(|s| Config::clone(&s.config))
+        else {
+            return;
+        };
+        // A worker that has not said hello yet gets this config with hello.
+        let Some(control) = self.links.get(&pid).and_then(|l| l.control.as_ref()) else {
+            return;
+        };
+        if let Err(e) = control.send(MasterMsg::Configure(Box::new(config))) {
+            warn!(self.log, "cannot send the new configuration to a worker"; "worker_pid" => pid, "error" => ?e);
+        }
+    }
+
+    /// Starts a new master from the binary on disk (SIGUSR2).
+    fn start_upgrade(&mut self) -> Event {
+        let listeners = self.listeners.all();
+        match upgrade::start(
+            &self.exe,
+            &self.config_path,
+            &listeners,
+            self.upgrade_tx.clone(),
+        ) {
+            Ok(pid) => Event::UpgradeStarted(pid),
+            Err(e) => Event::UpgradeFailed(format!("cannot start {}: {e}", self.exe.display())),
+        }
+    }
+
+    fn on_upgrade_outcome(&mut self, outcome: upgrade::Outcome) -> Vec<Event> {
+        if self.supervisor.upgrade_pid() != Some(outcome.pid) {
+            return Vec::new();
+        }
+        if outcome.ready {
+            vec![Event::UpgradeReady]
+        } else {
+            vec![Event::UpgradeFailed(
+                "the new master closed the hand-off pipe before serving".into(),
+            )]
+        }
+    }
+
+    /// Every first-generation worker is Ready: a master started by a binary
+    /// upgrade takes over the pid file and tells the old master to go.
+    fn serving(&mut self) {
+        let Some(handoff) = self.handoff.take() else {
+            return;
+        };
+        let pid_file = self.current_config().pid_file.clone();
+        if let Err(e) = pidfile::take_over(&pid_file, handoff.old_master) {
+            error!(self.log, "binary upgrade: cannot take over the pid file"; "error" => %e);
+        }
+        let old = handoff.old_master;
+        match handoff.announce() {
+            Ok(()) => {
+                info!(self.log, "binary upgrade: serving; the old master drains and exits"; "old_master_pid" => old)
+            }
+            Err(e) => {
+                error!(self.log, "binary upgrade: cannot tell the old master"; "old_master_pid" => old, "error" => %e)
             }
         }
     }
@@ -320,6 +424,7 @@ impl Master {
                 return None;
             }
         };
+        let path = reload_path(self.current_config(), &config);
         match self.listeners.reconcile(&config.listen) {
             Ok(closed) => {
                 for addr in closed {
@@ -338,15 +443,35 @@ impl Master {
                 Err(e) => warn!(self.log, "cannot move the pid file"; "error" => %e),
             }
         }
-        let event = Event::Reload {
-            workers: config.workers,
-            shutdown_timeout: config.shutdown_timeout,
-        };
-        self.staged = Some(GenerationSetup {
+        let setup = GenerationSetup {
             config: Arc::new(config),
             credentials,
-        });
-        Some(event)
+        };
+        let (shutdown_timeout, worker_timeout) =
+            (setup.config.shutdown_timeout, setup.config.worker_timeout);
+        match path {
+            ReloadPath::Hot => {
+                info!(
+                    self.log,
+                    "reload: only settings the workers can swap in changed; reconfiguring them"
+                );
+                self.setups.insert(self.supervisor.generation(), setup);
+                Some(Event::Reconfigure {
+                    shutdown_timeout,
+                    worker_timeout,
+                })
+            }
+            ReloadPath::NewGeneration(why) => {
+                info!(self.log, "reload: starting new workers"; "changed" => why.join(" "));
+                let workers = setup.config.workers;
+                self.staged = Some(setup);
+                Some(Event::Reload {
+                    workers,
+                    shutdown_timeout,
+                    worker_timeout,
+                })
+            }
+        }
     }
 
     /// The newest generation's config.

@@ -24,6 +24,9 @@ pub struct Config {
     pub user: Option<String>,
     /// How long a graceful stop or reload lets in-flight requests finish.
     pub shutdown_timeout: Duration,
+    /// A worker whose event loop sends no heartbeat for this long is killed
+    /// and replaced.
+    pub worker_timeout: Duration,
     /// Error and access log destinations.
     pub log: LogConfig,
     /// Addresses the master binds; every worker accepts on all of them.
@@ -43,6 +46,9 @@ pub struct Listen {
     pub addr: SocketAddr,
     /// `listen(2)` backlog.
     pub backlog: i32,
+    /// One `SO_REUSEPORT` socket per worker slot instead of one shared
+    /// socket, so that the kernel spreads connections evenly over workers.
+    pub reuseport: bool,
 }
 
 /// Client-side (downstream) limits and timeouts, named as nginx names them,

@@ -18,6 +18,8 @@ use std::time::Duration;
 
 /// Listen address used when a config names none.
 pub const DEFAULT_LISTEN: &str = "0.0.0.0:80";
+/// `worker_timeout` when a config names none.
+pub const DEFAULT_WORKER_TIMEOUT: Duration = Duration::from_secs(30);
 /// Pid file used when a config names none.
 pub const DEFAULT_PID_FILE: &str = "/tmp/prefork.pid";
 /// Largest server `weight`.
@@ -128,6 +130,7 @@ struct RawConfig {
     pid_file: Option<PathBuf>,
     user: Option<String>,
     shutdown_timeout: Option<String>,
+    worker_timeout: Option<String>,
     client_header_timeout: Option<String>,
     client_body_timeout: Option<String>,
     keepalive_timeout: Option<String>,
@@ -184,6 +187,7 @@ struct RawLog {
 struct RawListen {
     addr: String,
     backlog: Option<i32>,
+    reuseport: Option<bool>,
 }
 
 #[derive(Deserialize)]
@@ -378,6 +382,11 @@ impl Validator<'_> {
             raw.shutdown_timeout.as_deref(),
             Duration::from_secs(30),
         );
+        let worker_timeout = self.duration(
+            root.key("worker_timeout"),
+            raw.worker_timeout.as_deref(),
+            DEFAULT_WORKER_TIMEOUT,
+        );
         let user = match raw.user {
             Some(u) if u.trim().is_empty() => {
                 self.problem(&root.key("user"), "must not be empty");
@@ -397,6 +406,7 @@ impl Validator<'_> {
                 .unwrap_or_else(|| PathBuf::from(DEFAULT_PID_FILE)),
             user,
             shutdown_timeout,
+            worker_timeout,
             log,
             listen,
             http,
@@ -539,6 +549,7 @@ impl Validator<'_> {
             return vec![Listen {
                 addr,
                 backlog: 1024,
+                reuseport: false,
             }];
         }
         let mut seen = HashSet::new();
@@ -570,7 +581,11 @@ impl Validator<'_> {
                 Some(b) => b,
                 None => 1024,
             };
-            out.push(Listen { addr, backlog });
+            out.push(Listen {
+                addr,
+                backlog,
+                reuseport: l.reuseport.unwrap_or(false),
+            });
         }
         out
     }
@@ -919,6 +934,22 @@ respond = { status = 200, body = "ok\n" }
         assert_eq!(c.upstreams["app"].connect_timeout, Duration::from_secs(2));
         assert_eq!(c.routes[1].host, HostMatch::Suffix(".example.com".into()));
         assert_eq!(c.shutdown_timeout, Duration::from_secs(30));
+        assert_eq!(c.worker_timeout, DEFAULT_WORKER_TIMEOUT);
+        assert!(c.listen.iter().all(|l| !l.reuseport));
+    }
+
+    #[test]
+    fn worker_timeout_and_reuseport() {
+        let c = parse_ok(
+            "worker_timeout = \"5s\"\n[[listen]]\naddr = \"127.0.0.1:1\"\nreuseport = true\n",
+        );
+        assert_eq!(c.worker_timeout, Duration::from_secs(5));
+        assert!(c.listen[0].reuseport);
+        let e = parse_err("worker_timeout = \"0s\"\n");
+        assert!(
+            e.starts_with("t.toml:1: worker_timeout: must be longer than zero"),
+            "{e}"
+        );
     }
 
     #[test]

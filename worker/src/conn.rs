@@ -24,9 +24,6 @@ use tokio::time::{timeout, timeout_at, Instant};
 const HEAD_BUFFER: usize = 8 * 1024;
 /// Spare room below which the read buffer grows before a read.
 const MIN_SPARE: usize = 1024;
-/// How long a connection accepted just before a stop may take to send its
-/// first request, which is then answered with `Connection: close`.
-const FIRST_REQUEST_GRACE: std::time::Duration = std::time::Duration::from_secs(1);
 /// Lingering close (nginx's `lingering_time`): the longest a closing
 /// connection keeps reading and discarding what the client still sends, so
 /// the client reads the answer instead of a reset.
@@ -94,6 +91,8 @@ enum HeadEnd {
     Timeout,
     /// The head was refused.
     Invalid(RequestError),
+    /// A new configuration arrived while idle: read the next request under it.
+    Reconfigured,
 }
 
 impl Connection {
@@ -113,9 +112,11 @@ impl Connection {
 
     /// Serves requests until the connection closes.
     pub(crate) async fn run(mut self) {
-        let worker = self.worker.clone();
         let mut served = 0u64;
         loop {
+            // Between requests: take the newest configuration (hot reload).
+            let worker = self.worker.latest();
+            self.worker = worker.clone();
             let request = self.read_request(&worker, served).await;
             let started = Instant::now();
             let done = match request {
@@ -124,6 +125,7 @@ impl Connection {
                     self.serve(&worker, &req).await
                 }
                 Err(HeadEnd::Closed) => return,
+                Err(HeadEnd::Reconfigured) => continue,
                 Err(HeadEnd::Timeout) => {
                     self.info.clear();
                     self.answer_error(Version::Http11, false, 408, true).await
@@ -225,9 +227,10 @@ impl Connection {
     /// Reads until a complete request head is buffered.
     async fn read_request<'w>(
         &mut self,
-        worker: &'w Worker,
+        worker: &'w Rc<Worker>,
         served: u64,
     ) -> Result<Request<'w>, HeadEnd> {
+        let idle_since = Instant::now();
         let limits = &worker.config.http;
         // The first request is due within the header timeout of the accept;
         // later ones within it of their first byte, after an idle wait.
@@ -251,16 +254,15 @@ impl Connection {
                 biased;
                 read = timeout_at(until, self.stream.read_buf(&mut self.buf)) => read,
                 _ = self.stop.wait_for(|s| *s != Stop::Running), if idle && !stop_grace => {
-                    if served > 0 {
-                        return Err(HeadEnd::Closed);
-                    }
-                    // Just accepted: its request may be in flight. Closing now
-                    // would reset it, so give it a moment and answer it.
+                    // The client may be sending a request right now: closing
+                    // at once would reset it. Answer what arrives meanwhile
+                    // (with `Connection: close`), close once quiet.
                     stop_grace = true;
-                    let grace = Instant::now() + FIRST_REQUEST_GRACE;
-                    deadline = Some(deadline.map_or(grace, |d| d.min(grace)));
+                    let close_at = worker.drain_close_at(idle_since, self.peer, served);
+                    deadline = Some(deadline.map_or(close_at, |d| d.min(close_at)));
                     continue;
                 }
+                _ = worker.superseded(), if idle && !stop_grace => return Err(HeadEnd::Reconfigured),
             };
             match read {
                 Err(_) if stop_grace && self.buf.is_empty() => return Err(HeadEnd::Closed),

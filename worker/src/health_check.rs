@@ -21,10 +21,17 @@ use tokio::time::{sleep, timeout};
 /// Largest response head a check reads.
 const MAX_CHECK_HEAD: usize = 8 * 1024;
 
-/// Starts the checks of every group that has `health_check`.
-pub(crate) fn spawn(upstreams: &Upstreams, stop: &watch::Receiver<Stop>, log: &Logger) {
+/// Starts the checks of every group that has `health_check`, except groups
+/// kept unchanged from `previous` (a hot reload), whose checks still run.
+pub(crate) fn spawn(
+    upstreams: &Upstreams,
+    previous: Option<&Upstreams>,
+    stop: &watch::Receiver<Stop>,
+    log: &Logger,
+) {
     for (name, group) in upstreams.groups() {
-        if group.config.health_check.is_none() {
+        let already_checked = previous.is_some_and(|p| p.shares(name, group));
+        if group.config.health_check.is_none() || already_checked {
             continue;
         }
         for index in 0..group.len() {

@@ -304,6 +304,7 @@ fn config(origin: SocketAddr) -> Config {
         pid_file: "/tmp/prefork-test.pid".into(),
         user: None,
         shutdown_timeout: Duration::from_secs(5),
+        worker_timeout: Duration::from_secs(30),
         log: LogConfig {
             error_log: LogTarget::Stderr,
             access_log: None,

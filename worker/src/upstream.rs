@@ -226,6 +226,8 @@ fn is_quiet(stream: &TcpStream) -> bool {
 
 /// Every upstream group of a configuration.
 pub(crate) struct Upstreams {
+    /// Shared with the snapshots of later configurations that left the
+    /// group unchanged (hot reload keeps its pool).
     groups: HashMap<String, Rc<Group>>,
 }
 
@@ -244,9 +246,28 @@ impl Upstreams {
         Upstreams { groups }
     }
 
+    /// The groups of `config`, keeping (with their idle connections) those
+    /// of `self` whose settings are unchanged.
+    pub(crate) fn carried_over(&self, config: &Config) -> Self {
+        let mut next = Upstreams::new(config);
+        for (name, group) in &mut next.groups {
+            if let Some(old) = self.groups.get(name) {
+                if old.config == group.config {
+                    *group = old.clone();
+                }
+            }
+        }
+        next
+    }
+
     /// The group named `name`.
     pub(crate) fn get(&self, name: &str) -> Option<&Group> {
         self.groups.get(name).map(|g| &**g)
+    }
+
+    /// Whether `group` is this set's group `name` (kept across a hot reload).
+    pub(crate) fn shares(&self, name: &str, group: &Rc<Group>) -> bool {
+        self.groups.get(name).is_some_and(|g| Rc::ptr_eq(g, group))
     }
 
     /// Every group, with its name.
@@ -367,5 +388,26 @@ mod tests {
         let lone = group(addr, 4);
         assert_eq!(lone.failed(0), None);
         assert_eq!(lone.pick(&[]), Some(0));
+    }
+
+    #[test]
+    fn a_new_config_keeps_the_pools_of_unchanged_upstreams() {
+        let addr: std::net::SocketAddr = "127.0.0.1:9".parse().unwrap();
+        let mut config: Config =
+            prefork_shared::config_file::parse(std::path::Path::new("t.toml"), "").unwrap();
+        config
+            .upstreams
+            .insert("same".into(), group(addr, 4).config);
+        config
+            .upstreams
+            .insert("changed".into(), group(addr, 4).config);
+        let old = Upstreams::new(&config);
+        config.upstreams.get_mut("changed").unwrap().keepalive = 8;
+        let new = old.carried_over(&config);
+        assert!(Rc::ptr_eq(&old.groups["same"], &new.groups["same"]));
+        assert!(old.shares("same", &new.groups["same"]));
+        assert!(!old.shares("changed", &new.groups["changed"]));
+        assert!(!Rc::ptr_eq(&old.groups["changed"], &new.groups["changed"]));
+        assert_eq!(new.groups["changed"].config.keepalive, 8);
     }
 }
