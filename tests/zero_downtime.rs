@@ -86,30 +86,43 @@ fn sigusr1_reopens_the_log_files() {
         std::fs::rename(dir.join(name), dir.join(format!("{name}.1"))).expect("rotate");
     }
     p.signal(Signal::SIGUSR1);
-    // Each log reopens before its next line: make both write one.
+    // The worker learns of the signal over IPC, so a request sent at once may
+    // still be logged to the old file: send numbered requests until one shows
+    // in the new file.
+    let mut sent = 0;
     let reopened = wait_until(Duration::from_secs(10), || {
-        let _ = http::get(p.port(), prefork::PROBE_HOST, "/after-rotation");
-        let access = std::fs::read_to_string(dir.join("access.log")).unwrap_or_default();
-        access.contains("/after-rotation") && dir.join("error.log").exists()
+        sent += 1;
+        let _ = http::get(
+            p.port(),
+            prefork::PROBE_HOST,
+            &format!("/after-rotation-{sent}"),
+        );
+        std::fs::read_to_string(dir.join("access.log"))
+            .is_ok_and(|a| a.contains("/after-rotation-"))
     });
-    if !reopened {
-        // Nudge the master to write a line.
-        p.signal(Signal::SIGTTIN);
-    }
+    assert!(reopened, "the access log was not reopened\n{}", p.logs());
+    // From then on, every line goes to the new file.
+    let r = http::get(p.port(), prefork::PROBE_HOST, "/after-reopen").expect("request");
+    assert_eq!(r.status, 200);
     assert!(
         wait_until(Duration::from_secs(10), || {
-            let _ = http::get(p.port(), prefork::PROBE_HOST, "/after-rotation");
             std::fs::read_to_string(dir.join("access.log"))
-                .is_ok_and(|a| a.contains("/after-rotation"))
-                && dir.join("error.log").exists()
+                .is_ok_and(|a| a.contains("/after-reopen"))
         }),
-        "the logs were not reopened\n{}",
+        "{}",
         p.logs()
     );
     let rotated = std::fs::read_to_string(dir.join("access.log.1")).unwrap_or_default();
     assert!(
-        !rotated.contains("/after-rotation"),
+        !rotated.contains("/after-reopen"),
         "a line went to the rotated file"
+    );
+    // The master reopens its error log too: make it write a line.
+    p.signal(Signal::SIGTTIN);
+    assert!(
+        wait_until(Duration::from_secs(10), || dir.join("error.log").exists()),
+        "the error log was not reopened\n{}",
+        p.logs()
     );
 }
 
