@@ -3,13 +3,13 @@
 
 use crate::listeners::Listeners;
 use crate::run::{worker_credentials, Master, Startup};
-use crate::{os, pidfile, signals};
+use crate::{admin, control_socket, os, pidfile, signals};
 use clap::{Parser, Subcommand, ValueEnum};
 use nix::sys::signal::Signal;
 use prefork_shared::config_file;
 use prefork_shared::exit;
 use prefork_shared::log;
-use slog::{info, warn};
+use slog::{error, info, warn};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::AtomicU64;
 use std::sync::Arc;
@@ -53,6 +53,27 @@ pub enum Role {
         /// The IPC server to connect to.
         #[arg(long)]
         ipc: String,
+    },
+    /// Show the running master's workers, traffic and upstream servers.
+    Status {
+        /// Configuration file (names the control socket).
+        #[arg(short = 'c', long = "config", default_value = DEFAULT_CONFIG)]
+        config: PathBuf,
+        /// Print the status as JSON.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Show the status, refreshed live like `top`.
+    Top {
+        /// Configuration file (names the control socket).
+        #[arg(short = 'c', long = "config", default_value = DEFAULT_CONFIG)]
+        config: PathBuf,
+        /// Seconds between refreshes.
+        #[arg(short = 'd', long = "delay", default_value_t = 1.0)]
+        delay: f64,
+        /// Stop after this many refreshes.
+        #[arg(short = 'n', long = "iterations")]
+        iterations: Option<u64>,
     },
 }
 
@@ -110,6 +131,11 @@ pub fn send_signal(path: &Path, name: SignalName) -> i32 {
             return exit::FAILURE;
         }
     };
+    if name == SignalName::Reload {
+        if let Some(code) = reload_over_control_socket(&config.control_socket) {
+            return code;
+        }
+    }
     let pid = match pidfile::read(&config.pid_file) {
         Ok(pid) => pid,
         Err(e) => {
@@ -129,6 +155,23 @@ pub fn send_signal(path: &Path, name: SignalName) -> i32 {
             eprintln!("prefork: kill({pid}, {}): {e}", name.signal().as_str());
             exit::FAILURE
         }
+    }
+}
+
+/// Asks the master to reload over its control socket and prints the
+/// outcome; `None` when no master answers there (the caller signals instead).
+fn reload_over_control_socket(socket: &Path) -> Option<i32> {
+    let answer =
+        control_socket::request(socket, "reload", std::time::Duration::from_secs(30)).ok()?;
+    let reply: serde_json::Value = serde_json::from_str(&answer).ok()?;
+    let message = reply["message"].as_str().unwrap_or("no message");
+    if reply["ok"].as_bool() == Some(true) {
+        println!("prefork: {message}");
+        Some(exit::OK)
+    } else {
+        eprintln!("{message}");
+        eprintln!("prefork: reload failed; the master keeps its previous configuration");
+        Some(exit::FAILURE)
     }
 }
 
@@ -188,6 +231,31 @@ pub fn run_master(path: &Path) -> i32 {
         pidfile::remove(&config.pid_file);
         return exit::FAILURE;
     }
+    let (queries_tx, queries) = crossbeam_channel::unbounded();
+    let control = match control_socket::listen(
+        &config.control_socket,
+        queries_tx.clone(),
+        logs.error.clone(),
+    ) {
+        Ok(c) => c,
+        Err(e) => {
+            error!(logs.error, "cannot open the control socket"; "error" => %e);
+            eprintln!("prefork: control socket: {e}");
+            pidfile::remove(&config.pid_file);
+            return exit::FAILURE;
+        }
+    };
+    if let Some(a) = &config.admin {
+        match admin::listen(a.addr, queries_tx.clone(), logs.error.clone()) {
+            Ok(addr) => info!(logs.error, "admin listener started"; "addr" => %addr),
+            Err(e) => {
+                error!(logs.error, "cannot start the admin listener"; "error" => %e);
+                eprintln!("prefork: admin listener: {e}");
+                pidfile::remove(&config.pid_file);
+                return exit::FAILURE;
+            }
+        }
+    }
     let addrs: Vec<String> = config.listen.iter().map(|l| l.addr.to_string()).collect();
     info!(logs.error, "prefork started";
         "config" => %path.display(), "listen" => addrs.join(" "), "workers" => config.workers);
@@ -206,8 +274,11 @@ pub fn run_master(path: &Path) -> i32 {
         listeners,
         signals: signal_rx,
         exe,
+        queries,
     });
     let (code, pid_file) = master.run();
+    drop(control);
+    drop(queries_tx);
     pidfile::remove(&pid_file);
     info!(logs.error, "prefork stopped"; "exit_code" => code);
     drop(logs);

@@ -4,8 +4,10 @@
 
 use crate::link::{self, LinkEvent, PendingLink};
 use crate::listeners::Listeners;
+use crate::metrics::Observed;
 use crate::os::{self, Credentials, WorkerCommand};
 use crate::pidfile;
+use crate::query::Asked;
 use crate::signals::Request;
 use crate::supervisor::{Action, Event, Generation, Pid, Slot, Supervisor};
 use crossbeam_channel::{select, Receiver, Sender};
@@ -20,6 +22,8 @@ use std::path::PathBuf;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Instant;
+
+mod queries;
 
 /// What one generation of workers is started with.
 struct GenerationSetup {
@@ -51,6 +55,10 @@ pub struct Master {
     link_tx: Sender<LinkEvent>,
     link_rx: Receiver<LinkEvent>,
     signals: Receiver<Request>,
+    /// Questions from the control socket and the admin listener.
+    queries: Receiver<Asked>,
+    /// Worker counters and reload outcomes.
+    observed: Observed,
 }
 
 /// What the master starts with; see `main.rs` for how each is made.
@@ -71,6 +79,8 @@ pub struct Startup {
     pub signals: Receiver<Request>,
     /// The binary to exec workers from.
     pub exe: PathBuf,
+    /// Questions from the control socket and the admin listener.
+    pub queries: Receiver<Asked>,
 }
 
 impl Master {
@@ -103,6 +113,8 @@ impl Master {
             link_tx,
             link_rx,
             signals: s.signals,
+            queries: s.queries,
+            observed: Observed::default(),
         }
     }
 
@@ -135,6 +147,7 @@ impl Master {
                     Err(_) => Vec::new(),
                 },
                 recv(timer) -> _ => vec![Event::Tick],
+                recv(self.queries) -> asked => asked.map(|a| self.on_query(a)).unwrap_or_default(),
             };
             for event in events {
                 if let Some(code) = self.feed(event) {
@@ -181,6 +194,7 @@ impl Master {
             Request::ReapChildren => {
                 let exited = os::reap_children();
                 for (pid, _) in &exited {
+                    self.observed.on_exit(*pid);
                     if let Some(link) = self.links.remove(pid) {
                         if link.control.is_none() {
                             link::abandon(&link.name);
@@ -219,6 +233,7 @@ impl Master {
             }
             LinkEvent::Message(pid, msg) => match msg {
                 prefork_shared::ipc::WorkerMsg::Ready => vec![Event::WorkerReady(pid)],
+                prefork_shared::ipc::WorkerMsg::Stats(stats) => self.on_stats(pid, *stats),
                 prefork_shared::ipc::WorkerMsg::Hello { .. } => {
                     warn!(self.log, "worker said hello twice"; "worker_pid" => pid);
                     Vec::new()
@@ -308,17 +323,11 @@ impl Master {
         info!(self.log, "reloading the configuration"; "file" => %self.config_path.display());
         let config = match config_file::load(&self.config_path) {
             Ok(c) => c,
-            Err(e) => {
-                error!(self.log, "reload failed, still serving with the previous configuration"; "error" => %e);
-                return None;
-            }
+            Err(e) => return self.reload_failed(e.to_string()),
         };
         let credentials = match worker_credentials(&config) {
             Ok(c) => c,
-            Err(e) => {
-                error!(self.log, "reload failed, still serving with the previous configuration"; "error" => %e);
-                return None;
-            }
+            Err(e) => return self.reload_failed(format!("user: {e}")),
         };
         match self.listeners.reconcile(&config.listen) {
             Ok(closed) => {
@@ -326,10 +335,7 @@ impl Master {
                     info!(self.log, "listener removed"; "addr" => %addr);
                 }
             }
-            Err(e) => {
-                error!(self.log, "reload failed, still serving with the previous configuration"; "error" => %e);
-                return None;
-            }
+            Err(e) => return self.reload_failed(e.to_string()),
         }
         let old_pid_file = self.current_config().pid_file.clone();
         if config.pid_file != old_pid_file {
@@ -342,6 +348,7 @@ impl Master {
             workers: config.workers,
             shutdown_timeout: config.shutdown_timeout,
         };
+        self.reload_succeeded();
         self.staged = Some(GenerationSetup {
             config: Arc::new(config),
             credentials,

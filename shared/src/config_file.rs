@@ -16,6 +16,9 @@ use std::net::{SocketAddr, ToSocketAddrs};
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
+mod observe;
+use observe::RawAdmin;
+
 /// Listen address used when a config names none.
 pub const DEFAULT_LISTEN: &str = "0.0.0.0:80";
 /// Pid file used when a config names none.
@@ -140,6 +143,8 @@ struct RawConfig {
     upstreams: BTreeMap<String, RawUpstream>,
     #[serde(default)]
     routes: Vec<RawRoute>,
+    control_socket: Option<PathBuf>,
+    admin: Option<RawAdmin>,
 }
 
 #[derive(Deserialize)]
@@ -154,6 +159,7 @@ enum RawWorkers {
 struct RawLog {
     error_log: Option<String>,
     access_log: Option<String>,
+    access_log_format: Option<String>,
 }
 
 #[derive(Deserialize)]
@@ -181,6 +187,7 @@ struct RawRoute {
     path: Option<String>,
     upstream: Option<String>,
     respond: Option<RawRespond>,
+    access_log: Option<String>,
 }
 
 #[derive(Deserialize)]
@@ -281,12 +288,15 @@ impl Validator<'_> {
         let listen = self.listen(root.key("listen"), raw.listen);
         let upstreams = self.upstreams(root.key("upstreams"), raw.upstreams);
         let routes = self.routes(root.key("routes"), raw.routes, &upstreams);
+        let pid_file = raw
+            .pid_file
+            .unwrap_or_else(|| PathBuf::from(DEFAULT_PID_FILE));
+        let control_socket = self.control_socket(raw.control_socket, &pid_file);
+        let admin = self.admin(root.key("admin"), raw.admin);
         Config {
             source: self.file.to_owned(),
             workers,
-            pid_file: raw
-                .pid_file
-                .unwrap_or_else(|| PathBuf::from(DEFAULT_PID_FILE)),
+            pid_file,
             user,
             shutdown_timeout,
             log,
@@ -294,6 +304,8 @@ impl Validator<'_> {
             http,
             upstreams,
             routes,
+            control_socket,
+            admin,
         }
     }
 
@@ -372,9 +384,12 @@ impl Validator<'_> {
                 }
             };
         let access_log = self.log_target(path.key("access_log"), raw.access_log, LogTarget::Stdout);
+        let access_log_format =
+            self.access_format(path.key("access_log_format"), raw.access_log_format);
         LogConfig {
             error_log,
             access_log,
+            access_log_format,
         }
     }
 
@@ -534,10 +549,12 @@ impl Validator<'_> {
                     None => continue,
                 },
             };
+            let access_log = self.route_access_log(p.key("access_log"), r.access_log);
             out.push(Route {
                 host,
                 path: route_path,
                 action,
+                access_log,
             });
         }
         out

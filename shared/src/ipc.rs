@@ -11,7 +11,7 @@ use ipc_channel::ipc::IpcSender;
 use serde::{Deserialize, Serialize};
 
 /// Bumped whenever a message changes shape; master and worker must agree.
-pub const PROTOCOL_VERSION: u32 = 1;
+pub const PROTOCOL_VERSION: u32 = 2;
 
 /// Messages from a worker to the master.
 #[derive(Debug, Serialize, Deserialize)]
@@ -27,6 +27,8 @@ pub enum WorkerMsg {
     },
     /// The worker is accepting connections.
     Ready,
+    /// The worker's counters, sent about once a second and when it stops.
+    Stats(Box<crate::stats::WorkerStats>),
 }
 
 /// Messages from the master to a worker.

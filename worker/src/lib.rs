@@ -6,6 +6,7 @@
 
 mod accept;
 mod access_log;
+mod access_sink;
 mod conn;
 mod control;
 mod error;
@@ -13,7 +14,9 @@ mod http;
 mod inherit;
 mod io;
 mod proxy;
+mod request_id;
 mod server;
+mod stats;
 mod upstream;
 
 #[cfg(test)]
@@ -111,13 +114,9 @@ fn run(args: &WorkerArgs) -> Result<i32, BootError> {
         Err(TryRecvError::IpcError(e)) => return Err(BootError::ConfigRecv(e)),
     };
 
-    let logs = plog::open(
-        &config.log.error_log,
-        config.log.access_log.as_ref(),
-        Role::Worker,
-        args.generation,
-    )
-    .map_err(BootError::Logs)?;
+    let logs = plog::open(&config.log.error_log, Role::Worker, args.generation)
+        .map_err(BootError::Logs)?;
+    let access = access_log::AccessLogs::open(&config).map_err(BootError::Logs)?;
     let log = logs.error.new(o!("slot" => args.slot));
 
     let (stop_tx, stop_rx) = watch::channel(Stop::Running);
@@ -148,7 +147,9 @@ fn run(args: &WorkerArgs) -> Result<i32, BootError> {
                 }
             }
         }
-        let worker = server::Worker::new(config, log.clone(), logs.access.clone(), stop_rx);
+        let worker = server::Worker::new(config, log.clone(), access, stop_rx);
+        tokio::task::spawn_local(stats::report_every(worker.clone(), to_master.clone()));
+        let last_report = worker.clone();
         server::serve(worker, tokio_listeners, || {
             info!(log, "worker ready");
             if let Err(e) = to_master.send(WorkerMsg::Ready) {
@@ -156,6 +157,7 @@ fn run(args: &WorkerArgs) -> Result<i32, BootError> {
             }
         })
         .await;
+        stats::report(&last_report, &to_master);
         exit::OK
     });
     // Close every connection before the logs flush.

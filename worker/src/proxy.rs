@@ -10,6 +10,7 @@ use crate::http::heads::{self, ConnectionField};
 use crate::http::response::{self, MAX_RESPONSE_HEADERS};
 use crate::http::{with_header_slots, Framing, Version};
 use crate::io::{write_two, BODY_READ};
+use crate::stats::Stats;
 use crate::upstream::{Group, UpstreamConn};
 use bytes::{Buf, BytesMut};
 use slog::{error, warn};
@@ -74,7 +75,8 @@ impl Connection {
                 Ok(up) => up,
                 Err(e) => {
                     error!(self.worker.log, "upstream connect failed";
-                        "client" => %self.peer, "upstream" => %addr, "error" => %e);
+                        "client" => %self.peer, "upstream" => %addr, "error" => %e, "request_id" => &self.request_id);
+                    self.worker.stats.upstream_failed(addr, &e);
                     connect_failures += 1;
                     // Like nginx, another server gets the request after a
                     // connect failure, each server at most once.
@@ -90,6 +92,7 @@ impl Connection {
                 }
             };
             let reused = up.reused;
+            let _busy = self.worker.stats.upstream_busy(addr);
             match self.exchange(req, group, up, addr).await {
                 Ok(done) => return with_upstream(done, addr, started),
                 Err(early) => {
@@ -114,7 +117,8 @@ impl Connection {
         match early.error {
             PumpError::Upstream(e) => {
                 error!(log, "upstream request failed";
-                    "client" => %self.peer, "upstream" => %addr, "error" => %e);
+                    "client" => %self.peer, "upstream" => %addr, "error" => %e, "request_id" => &self.request_id);
+                self.worker.stats.upstream_failed(addr, &e);
                 let close = !early.request_done || !req.keep_alive;
                 self.answer_error(req.version, req.is_head, e.status(), close)
                     .await
@@ -122,7 +126,7 @@ impl Connection {
             PumpError::Client(e) => match e.status() {
                 Some(status) => {
                     warn!(log, "bad request body";
-                        "client" => %self.peer, "upstream" => %addr, "error" => %e);
+                        "client" => %self.peer, "upstream" => %addr, "error" => %e, "request_id" => &self.request_id);
                     self.answer_error(req.version, req.is_head, status, true)
                         .await
                 }
@@ -157,6 +161,7 @@ impl Connection {
             response_head,
             worker,
             peer,
+            request_id,
             ..
         } = self;
         let (mut client_rd, mut client_wr) = stream.split();
@@ -181,7 +186,8 @@ impl Connection {
         // a server may answer early (or send 100 Continue) before reading it.
         let mut sent: Option<Result<(), UpstreamError>> = body.is_done().then_some(Ok(()));
         let head = {
-            let pump = pump_request_body(&mut client_rd, buf, &mut up_wr, &mut body, t);
+            let pump =
+                pump_request_body(&worker.stats, &mut client_rd, buf, &mut up_wr, &mut body, t);
             let head = read_response_head(
                 &mut up_rd,
                 &mut up.buf,
@@ -276,7 +282,8 @@ impl Connection {
             Err((error, _)) => {
                 if let PumpError::Upstream(e) = &error {
                     error!(worker.log, "upstream response failed";
-                        "client" => %peer, "upstream" => %addr, "error" => %e);
+                        "client" => %peer, "upstream" => %addr, "error" => %e, "request_id" => &*request_id);
+                    worker.stats.upstream_failed(addr, e);
                 }
                 // Closing is the only way to tell the client the body is
                 // incomplete once its head has gone out.
@@ -291,6 +298,7 @@ impl Connection {
                 });
             }
         };
+        worker.stats.upstream_ok(addr);
         let reusable = meta.keep_alive && request_done && meta.framing != Framing::Close;
         if reusable {
             group.release(up);
@@ -342,6 +350,7 @@ async fn within<T, E>(
 /// Forwards the rest of the request body; `buf` holds no body bytes on
 /// entry (they went out with the head).
 async fn pump_request_body<R, W>(
+    stats: &Stats,
     client: &mut R,
     buf: &mut BytesMut,
     upstream: &mut W,
@@ -364,6 +373,7 @@ where
         if n == 0 {
             return Err(ClientError::Closed.into());
         }
+        stats.read(n);
         let take = body.take(buf).map_err(ClientError::BadChunk)?;
         within(
             t.upstream_write,

@@ -2,7 +2,10 @@
 //! accept until told to stop, then drain.
 
 use crate::accept::accept_loop;
+use crate::access_log::AccessLogs;
 use crate::control::Stop;
+use crate::request_id::RequestIds;
+use crate::stats::Stats;
 use crate::upstream::Upstreams;
 use prefork_shared::Config;
 use slog::{info, warn, Logger};
@@ -24,8 +27,12 @@ pub(crate) struct Worker {
     pub(crate) upstreams: Upstreams,
     /// The error log.
     pub(crate) log: Logger,
-    /// The access log, if enabled.
-    pub(crate) access: Option<Logger>,
+    /// The access logs.
+    pub(crate) access: AccessLogs,
+    /// Counters reported to the master.
+    pub(crate) stats: Rc<Stats>,
+    /// Ids for requests that come without one.
+    pub(crate) request_ids: RequestIds,
     /// The run state, watched by accept loops and idle connections.
     pub(crate) stop: watch::Receiver<Stop>,
     /// Open client connections, for draining.
@@ -39,11 +46,13 @@ impl Worker {
     pub(crate) fn new(
         config: Config,
         log: Logger,
-        access: Option<Logger>,
+        access: AccessLogs,
         stop: watch::Receiver<Stop>,
     ) -> Rc<Self> {
         Rc::new(Worker {
             upstreams: Upstreams::new(&config),
+            stats: Rc::new(Stats::new(&config)),
+            request_ids: RequestIds::new(),
             config,
             log,
             access,
@@ -61,7 +70,13 @@ impl Worker {
     /// Counts a client connection as open until the guard is dropped.
     pub(crate) fn track(self: &Rc<Self>) -> ActiveConnection {
         self.active.set(self.active.get() + 1);
+        self.stats.connection();
         ActiveConnection(self.clone())
+    }
+
+    /// Open client connections now.
+    pub(crate) fn active_connections(&self) -> usize {
+        self.active.get()
     }
 }
 
