@@ -7,6 +7,7 @@ mod config_check;
 mod errors;
 mod harness;
 mod lifecycle;
+mod observability;
 mod proxying;
 mod reload;
 mod routing;

@@ -146,10 +146,10 @@ pub fn build(m: &MasterState<'_>, observed: &Observed, now: Instant) -> StatusRe
         .servers
         .into_iter()
         .map(|s| ServerRow {
-            state: match (s.requests, s.consecutive_failures) {
-                (0, 0) => "unused",
-                (_, 0) => "up",
-                _ => "failing",
+            state: match (s.used(), s.consecutive_failures) {
+                (false, _) => "unused",
+                (true, 0) => "up",
+                (true, _) => "failing",
             }
             .to_owned(),
             upstream: s.upstream,

@@ -149,6 +149,13 @@ pub struct ServerCounters {
     pub last_error: Option<String>,
 }
 
+impl ServerCounters {
+    /// Whether the server was tried at all (a failed connect is no exchange).
+    pub fn used(&self) -> bool {
+        self.requests > 0 || self.failures > 0
+    }
+}
+
 /// One worker's counters, cumulative since it started.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct WorkerStats {
@@ -206,11 +213,17 @@ impl WorkerStats {
                 .find(|m| m.upstream == s.upstream && m.server == s.server)
             {
                 Some(mine) => {
+                    // The server works if it worked for any worker that
+                    // used it; a worker that never used it has no opinion.
+                    if !mine.used() {
+                        mine.consecutive_failures = s.consecutive_failures;
+                    } else if s.used() {
+                        mine.consecutive_failures =
+                            mine.consecutive_failures.min(s.consecutive_failures);
+                    }
                     mine.active += s.active;
                     mine.requests += s.requests;
                     mine.failures += s.failures;
-                    mine.consecutive_failures =
-                        mine.consecutive_failures.min(s.consecutive_failures);
                     if s.last_error.is_some() {
                         mine.last_error.clone_from(&s.last_error);
                     }
@@ -283,7 +296,9 @@ mod tests {
         let server = |failures| ServerCounters {
             upstream: "app".into(),
             server: "127.0.0.1:1".into(),
+            requests: failures,
             failures,
+            consecutive_failures: failures,
             ..ServerCounters::default()
         };
         let mut a = WorkerStats {
@@ -304,6 +319,13 @@ mod tests {
         assert_eq!(a.requests(), 6);
         assert_eq!(a.servers.len(), 1);
         assert_eq!(a.servers[0].failures, 3);
+        assert_eq!(a.servers[0].consecutive_failures, 1);
+        // A worker that never used the server does not make it look healthy.
+        a.merge(&WorkerStats {
+            servers: vec![server(0)],
+            ..WorkerStats::default()
+        });
+        assert_eq!(a.servers[0].consecutive_failures, 1);
         assert_eq!(a.bytes_out, 15);
     }
 
