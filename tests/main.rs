@@ -4,6 +4,7 @@
 mod support;
 
 mod config_check;
+mod conformance;
 mod errors;
 mod harness;
 mod lifecycle;
@@ -11,3 +12,6 @@ mod observability;
 mod proxying;
 mod reload;
 mod routing;
+mod upstreams;
+mod websocket;
+mod zero_downtime;

@@ -160,18 +160,36 @@ fn top_redraws_the_status() {
 #[test]
 fn reload_over_the_control_socket_reports_success_and_the_masters_error() {
     let p = Prefork::start(Setup::new(1));
-    let ok = p.cli(&["-s", "reload"]);
-    let stdout = String::from_utf8_lossy(&ok.stdout);
+    let first = p.workers()[0].pid;
+    // Nothing that needs new workers changed: the hot path.
+    let hot = p.cli(&["-s", "reload"]);
+    let stdout = String::from_utf8_lossy(&hot.stdout);
     assert!(
-        ok.status.success(),
+        hot.status.success(),
         "{}",
-        String::from_utf8_lossy(&ok.stderr)
+        String::from_utf8_lossy(&hot.stderr)
     );
     assert!(
-        stdout.contains("configuration reloaded: starting generation 2"),
+        stdout.contains("configuration reloaded: the workers of generation 1 took it in place"),
         "{stdout}"
     );
-    p.wait_workers(1, Duration::from_secs(15), |w| {
+    assert_eq!(p.status_json()["generation"].as_u64(), Some(1));
+    assert_eq!(p.workers()[0].pid, first);
+
+    // The worker count changed: a new generation.
+    p.write_raw_config(&p.config_for("").replace("workers = 1\n", "workers = 2\n"));
+    let rolled = p.cli(&["-s", "reload"]);
+    let stdout = String::from_utf8_lossy(&rolled.stdout);
+    assert!(
+        rolled.status.success(),
+        "{}",
+        String::from_utf8_lossy(&rolled.stderr)
+    );
+    assert!(
+        stdout.contains("configuration reloaded: starting generation 2 (workers changed)"),
+        "{stdout}"
+    );
+    p.wait_workers(2, Duration::from_secs(15), |w| {
         w.iter().all(|w| w.generation() == Some(2))
     })
     .expect("generation 2 replaces generation 1");
@@ -228,16 +246,23 @@ fn metrics_count_requests_by_route_status_and_worker_and_upstream_failures() {
     }
     assert_eq!(http::get(p.port(), "down.test", "/").unwrap().status, 502);
 
+    // Each worker reports on its own clock: wait until both have reported
+    // every request (they may have served any of them).
     let scraped = wait_for(REPORTED, || {
         let s = scrape(admin);
-        let five = sum(
-            &s,
-            "prefork_requests_total",
-            &[("route", "down.test/"), ("status_class", "5xx")],
-        );
-        (five >= 1.0).then_some(s)
+        let count = |route: &str, class: &str| {
+            sum(
+                &s,
+                "prefork_requests_total",
+                &[("route", route), ("status_class", class)],
+            )
+        };
+        let all = count("down.test/", "5xx") >= 1.0
+            && count("app.test/", "2xx") >= 3.0
+            && count("-", "4xx") >= 2.0;
+        all.then_some(s)
     })
-    .expect("the 502 shows up in /metrics");
+    .expect("every request shows up in /metrics");
     let s = &scraped;
     assert_eq!(
         sum(
@@ -359,8 +384,26 @@ fn access_log_json_with_request_ids_sent_upstream_and_routes_turned_off() {
         "{}",
         String::from_utf8_lossy(&reload.stderr)
     );
-    p.wait_workers(1, Duration::from_secs(15), |w| w[0].generation() == Some(2))
-        .expect("generation 2 serves");
+    // Only a log setting changed: the worker swaps the configuration in
+    // (hot reload) shortly after the master answers; probe until a request
+    // is logged in the new format.
+    let mut probes = 0;
+    let swapped = crate::support::wait_until(Duration::from_secs(10), || {
+        probes += 1;
+        let _ = http::get(
+            p.port(),
+            crate::support::prefork::PROBE_HOST,
+            &format!("/json-probe-{probes}"),
+        );
+        p.access_log()
+            .lines()
+            .any(|l| l.starts_with('{') && l.contains("/json-probe-"))
+    });
+    assert!(
+        swapped,
+        "the JSON format never applied:\n{}",
+        p.access_log()
+    );
 
     let mut c = Conn::local(p.port()).unwrap();
     c.send(&http::request(
@@ -406,7 +449,7 @@ fn access_log_json_with_request_ids_sent_upstream_and_routes_turned_off() {
         let lines: Vec<Json> = p
             .access_log()
             .lines()
-            .filter(|l| l.starts_with('{'))
+            .filter(|l| l.starts_with('{') && !l.contains("/json-probe-"))
             .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("{e}: {l}")))
             .collect();
         (lines.len() >= 2).then_some(lines)
@@ -421,7 +464,7 @@ fn access_log_json_with_request_ids_sent_upstream_and_routes_turned_off() {
     assert_eq!(lines[1]["http_user_agent"], "t/1");
     assert_eq!(lines[1]["upstream_addr"], origin.addr().to_string());
 
-    // Generation 1 wrote the default, combined, format.
+    // Before the reload, lines had the default, combined, format.
     let combined = p
         .access_log()
         .lines()

@@ -13,7 +13,7 @@ use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
 use std::time::Duration;
 
-fn routes_to(name: &str, server: SocketAddr) -> String {
+pub(crate) fn routes_to(name: &str, server: SocketAddr) -> String {
     format!(
         r#"
 [upstreams.{name}]
@@ -27,14 +27,14 @@ upstream = "{name}"
 
 /// A thread sending requests back to back, each on a fresh connection, and
 /// recording each outcome: `Ok(X-Origin)` for a 200, `Err(what)` otherwise.
-struct ClientLoop {
+pub(crate) struct ClientLoop {
     stop: Arc<AtomicBool>,
     results: Arc<Mutex<Vec<Result<String, String>>>>,
     thread: Option<JoinHandle<()>>,
 }
 
 impl ClientLoop {
-    fn start(port: u16) -> ClientLoop {
+    pub(crate) fn start(port: u16) -> ClientLoop {
         let stop = Arc::new(AtomicBool::new(false));
         let results = Arc::new(Mutex::new(Vec::new()));
         let (s, r) = (stop.clone(), results.clone());
@@ -57,11 +57,11 @@ impl ClientLoop {
         }
     }
 
-    fn count(&self) -> usize {
+    pub(crate) fn count(&self) -> usize {
         self.results.lock().unwrap().len()
     }
 
-    fn finish(mut self) -> Vec<Result<String, String>> {
+    pub(crate) fn finish(mut self) -> Vec<Result<String, String>> {
         self.stop.store(true, Ordering::SeqCst);
         if let Some(t) = self.thread.take() {
             t.join().expect("client loop thread");
@@ -76,7 +76,7 @@ impl Drop for ClientLoop {
     }
 }
 
-fn pids(workers: &[Proc]) -> BTreeSet<i32> {
+pub(crate) fn pids(workers: &[Proc]) -> BTreeSet<i32> {
     workers.iter().map(|w| w.pid).collect()
 }
 
@@ -102,30 +102,30 @@ fn wait_new_generation(p: &Prefork, old: &[Proc], n: usize) -> Vec<Proc> {
     })
 }
 
-#[test]
-fn sighup_switches_routes_with_zero_failed_requests() {
-    let a = origins::minihttp("before");
-    let b = origins::minihttp("after");
-    let p = Prefork::start(Setup::new(2).body(&routes_to("a", a)));
-    let old = p.workers();
-    assert_eq!(origin_now(&p), "before");
-
-    let client = ClientLoop::start(p.port());
+/// Waits until the route of `app.local` reaches `origin`.
+fn wait_origin(p: &Prefork, origin: &str) {
     assert!(
-        wait_until(Duration::from_secs(5), || client.count() >= 20),
-        "the client loop is not running"
+        wait_until(Duration::from_secs(10), || http::get(
+            p.port(),
+            "app.local",
+            "/"
+        )
+        .is_ok_and(|r| r.header("x-origin") == Some(origin))),
+        "requests never reached {origin}\n{}",
+        p.logs()
     );
-    p.write_config(&routes_to("b", b));
-    p.signal(Signal::SIGHUP);
+}
 
-    let new = wait_new_generation(&p, &old, 2);
-    let settled = client.count();
-    assert!(
-        wait_until(Duration::from_secs(5), || client.count() >= settled + 20),
-        "the client loop stalled after the reload"
-    );
-    let results = client.finish();
-
+/// Checks a client loop's results: none failed, the first reached
+/// `before` and every one from `settled` on reached `after` (before that,
+/// workers switch one by one).
+fn assert_switched(
+    p: &Prefork,
+    results: &[Result<String, String>],
+    settled: usize,
+    before: &str,
+    after: &str,
+) {
     let failures: Vec<(usize, &String)> = results
         .iter()
         .enumerate()
@@ -143,28 +143,122 @@ fn sighup_switches_routes_with_zero_failed_requests() {
         .iter()
         .map(|r| r.as_ref().unwrap().as_str())
         .collect();
-    assert_eq!(origins[0], "before");
+    assert_eq!(origins[0], before);
     assert!(
-        origins[settled..].iter().all(|o| *o == "after"),
-        "requests after the old generation exited still reached the old upstream: {:?}",
+        origins[settled..].iter().all(|o| *o == after),
+        "once every worker switched, requests still reached the old upstream: {:?}",
         &origins[settled..]
     );
-    assert_eq!(origin_now(&p), "after");
+}
 
-    let old_gen = old[0].generation();
-    for w in &new {
-        assert!(
-            w.generation() > old_gen,
-            "new worker {} should carry a newer --generation than {old_gen:?}: {:?}",
-            w.pid,
-            w.cmdline
-        );
-    }
-    eprintln!("{} requests during the reload, none failed", results.len());
+/// Waits until `n` workers logged that they took a new configuration.
+fn wait_reconfigured(p: &Prefork, n: usize) {
+    assert!(
+        wait_until(Duration::from_secs(10), || p
+            .error_log()
+            .matches("configuration replaced")
+            .count()
+            >= n),
+        "the workers did not all take the new configuration\n{}",
+        p.logs()
+    );
 }
 
 #[test]
-fn sighup_with_a_broken_config_keeps_the_old_routes() {
+fn hot_reload_changes_routing_without_new_workers_or_failed_requests() {
+    let a = origins::minihttp("before");
+    let b = origins::minihttp("after");
+    let p = Prefork::start(Setup::new(2).body(&routes_to("a", a)));
+    let old = p.workers();
+    assert_eq!(origin_now(&p), "before");
+
+    // A keep-alive client connection opened before the reload.
+    let mut kept = http::Conn::local(p.port()).expect("connect");
+    assert_eq!(
+        kept.get("app.local", "/").unwrap().header("x-origin"),
+        Some("before")
+    );
+
+    let client = ClientLoop::start(p.port());
+    assert!(
+        wait_until(Duration::from_secs(5), || client.count() >= 20),
+        "the client loop is not running"
+    );
+    p.write_config(&routes_to("b", b));
+    p.signal(Signal::SIGHUP);
+    wait_reconfigured(&p, 2);
+    let settled = client.count();
+    assert!(
+        wait_until(Duration::from_secs(5), || client.count() >= settled + 20),
+        "the client loop stalled after the reload"
+    );
+    let results = client.finish();
+    assert_switched(&p, &results, settled, "before", "after");
+    // The idle keep-alive connection's next request follows the new routes.
+    let r = kept
+        .get("app.local", "/")
+        .expect("the kept connection still serves");
+    assert_eq!(r.header("x-origin"), Some("after"));
+
+    assert_eq!(
+        pids(&p.workers()),
+        pids(&old),
+        "a hot reload keeps every worker"
+    );
+    assert!(
+        p.error_log().contains("configuration replaced"),
+        "{}",
+        p.logs()
+    );
+    eprintln!(
+        "{} requests during the hot reload, none failed",
+        results.len()
+    );
+}
+
+#[test]
+fn a_listener_change_rolls_a_new_generation_with_zero_failed_requests() {
+    let a = origins::minihttp("before");
+    let b = origins::minihttp("after");
+    let p = Prefork::start(Setup::new(2).body(&routes_to("a", a)));
+    let old = p.workers();
+    let client = ClientLoop::start(p.port());
+    assert!(wait_until(Duration::from_secs(5), || client.count() >= 20));
+
+    let extra = crate::support::prefork::free_port();
+    let body = format!(
+        "[[listen]]\naddr = \"127.0.0.1:{extra}\"\n{}",
+        routes_to("b", b)
+    );
+    p.write_config(&body);
+    p.signal(Signal::SIGHUP);
+    let new = wait_new_generation(&p, &old, 2);
+    let settled = client.count();
+    assert!(wait_until(Duration::from_secs(5), || client.count() >= settled + 20));
+    let results = client.finish();
+    assert_switched(&p, &results, settled, "before", "after");
+    let old_gen = old[0].generation();
+    assert!(new.iter().all(|w| w.generation() > old_gen), "{new:?}");
+    let r = http::get(extra, "app.local", "/").expect("the added listener serves");
+    assert_eq!(r.header("x-origin"), Some("after"));
+
+    // Removing it again closes it.
+    p.write_config(&routes_to("b", b));
+    p.signal(Signal::SIGHUP);
+    wait_new_generation(&p, &new, 2);
+    assert!(
+        wait_until(Duration::from_secs(5), || std::net::TcpStream::connect((
+            "127.0.0.1",
+            extra
+        ))
+        .is_err()),
+        "the removed listener still accepts\n{}",
+        p.logs()
+    );
+}
+
+#[test]
+fn a_broken_config_changes_nothing_and_cli_reload_says_why() {
     let a = origins::minihttp("kept");
     let b = origins::minihttp("fixed");
     let p = Prefork::start(Setup::new(2).body(&routes_to("a", a)));
@@ -186,9 +280,22 @@ upstream = "missing"
         + 1;
     p.expect_log_errors();
     p.write_raw_config(&broken);
-    p.signal(Signal::SIGHUP);
-
     let path = p.config_path().display().to_string();
+
+    let out = p.cli(&["-s", "reload"]);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(
+        out.status.code(),
+        Some(1),
+        "-s reload with a broken config: {stderr}"
+    );
+    assert!(
+        stderr.contains(&format!("{path}:{line}: routes[0].upstream")),
+        "-s reload should say what is wrong: {stderr}"
+    );
+
+    // A SIGHUP sent anyway is rejected by the master, which logs why.
+    p.signal(Signal::SIGHUP);
     let logged = wait_until(Duration::from_secs(5), || {
         let fresh = p.error_log()[log_len..].to_owned();
         fresh.contains("routes[0].upstream") || fresh.contains(&format!("{path}:{line}"))
@@ -214,8 +321,9 @@ upstream = "missing"
     // The master still reloads once the config is fixed.
     p.write_config(&routes_to("b", b));
     p.signal(Signal::SIGHUP);
-    wait_new_generation(&p, &before, 2);
+    wait_reconfigured(&p, 2);
     assert_eq!(origin_now(&p), "fixed");
+    assert_eq!(pids(&p.workers()), pids(&before));
 }
 
 #[test]
@@ -223,7 +331,6 @@ fn cli_reload_and_quit_signal_the_master_named_in_the_pid_file() {
     let a = origins::minihttp("cli-a");
     let b = origins::minihttp("cli-b");
     let mut p = Prefork::start(Setup::new(1).body(&routes_to("a", a)));
-    let old = p.workers();
     assert_eq!(origin_now(&p), "cli-a");
 
     p.write_config(&routes_to("b", b));
@@ -234,8 +341,7 @@ fn cli_reload_and_quit_signal_the_master_named_in_the_pid_file() {
         out.status,
         String::from_utf8_lossy(&out.stderr)
     );
-    wait_new_generation(&p, &old, 1);
-    assert_eq!(origin_now(&p), "cli-b");
+    wait_origin(&p, "cli-b");
 
     let workers = p.workers();
     let out = p.cli(&["-s", "quit"]);

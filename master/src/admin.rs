@@ -19,10 +19,17 @@ const ANSWER_TIMEOUT: Duration = Duration::from_secs(5);
 /// Largest request head read.
 const MAX_HEAD: usize = 8 * 1024;
 
-/// Binds `addr` and serves on a thread, asking `master`.
-pub fn listen(addr: SocketAddr, master: Sender<Asked>, log: Logger) -> io::Result<SocketAddr> {
-    let listener = TcpListener::bind(addr)
-        .map_err(|e| io::Error::new(e.kind(), format!("bind {addr}: {e}")))?;
+/// Binds `addr`.
+pub fn bind(addr: SocketAddr) -> io::Result<TcpListener> {
+    TcpListener::bind(addr).map_err(|e| io::Error::new(e.kind(), format!("bind {addr}: {e}")))
+}
+
+/// Serves on `listener` on a thread, asking `master`; returns its address.
+pub fn serve_on(
+    listener: TcpListener,
+    master: Sender<Asked>,
+    log: Logger,
+) -> io::Result<SocketAddr> {
     let local = listener.local_addr()?;
     std::thread::Builder::new()
         .name("admin".into())

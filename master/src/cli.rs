@@ -3,7 +3,7 @@
 
 use crate::listeners::Listeners;
 use crate::run::{worker_credentials, Master, Startup};
-use crate::{admin, control_socket, os, pidfile, signals};
+use crate::{admin, control_socket, os, pidfile, signals, upgrade};
 use clap::{Parser, Subcommand, ValueEnum};
 use nix::sys::signal::Signal;
 use prefork_shared::config_file;
@@ -204,16 +204,39 @@ pub fn run_master(path: &Path) -> i32 {
             return exit::FAILURE;
         }
     };
-    if let Err(e) = pidfile::write(&config.pid_file) {
-        eprintln!("prefork: {e}");
-        return exit::FAILURE;
-    }
-    let listeners = match Listeners::bind(&config.listen) {
-        Ok(l) => l,
+    let mut handoff = match upgrade::inherited() {
+        Ok(h) => h,
         Err(e) => {
             eprintln!("prefork: {e}");
-            pidfile::remove(&config.pid_file);
             return exit::FAILURE;
+        }
+    };
+    let listeners = match &mut handoff {
+        // The old master still serves and names itself in the pid file
+        // until this one takes over (see `upgrade`).
+        Some(h) => {
+            let mut l = Listeners::adopt(std::mem::take(&mut h.listeners));
+            match l.reconcile(&config.listen) {
+                Ok(_) => l,
+                Err(e) => {
+                    eprintln!("prefork: {e}");
+                    return exit::FAILURE;
+                }
+            }
+        }
+        None => {
+            if let Err(e) = pidfile::write(&config.pid_file) {
+                eprintln!("prefork: {e}");
+                return exit::FAILURE;
+            }
+            match Listeners::bind(&config.listen) {
+                Ok(l) => l,
+                Err(e) => {
+                    eprintln!("prefork: {e}");
+                    pidfile::remove(&config.pid_file);
+                    return exit::FAILURE;
+                }
+            }
         }
     };
     let generation = Arc::new(AtomicU64::new(1));
@@ -232,11 +255,22 @@ pub fn run_master(path: &Path) -> i32 {
         return exit::FAILURE;
     }
     let (queries_tx, queries) = crossbeam_channel::unbounded();
-    let control = match control_socket::listen(
-        &config.control_socket,
-        queries_tx.clone(),
-        logs.error.clone(),
-    ) {
+    // A master started by a binary upgrade binds beside the old master's
+    // control socket and moves onto its path once it serves (see `Master`).
+    let control = if handoff.is_some() {
+        control_socket::listen_beside(
+            &config.control_socket,
+            queries_tx.clone(),
+            logs.error.clone(),
+        )
+    } else {
+        control_socket::listen(
+            &config.control_socket,
+            queries_tx.clone(),
+            logs.error.clone(),
+        )
+    };
+    let control = match control {
         Ok(c) => c,
         Err(e) => {
             error!(logs.error, "cannot open the control socket"; "error" => %e);
@@ -245,17 +279,35 @@ pub fn run_master(path: &Path) -> i32 {
             return exit::FAILURE;
         }
     };
-    if let Some(a) = &config.admin {
-        match admin::listen(a.addr, queries_tx.clone(), logs.error.clone()) {
-            Ok(addr) => info!(logs.error, "admin listener started"; "addr" => %addr),
-            Err(e) => {
-                error!(logs.error, "cannot start the admin listener"; "error" => %e);
-                eprintln!("prefork: admin listener: {e}");
-                pidfile::remove(&config.pid_file);
-                return exit::FAILURE;
+    let inherited_admin = handoff.as_mut().and_then(|h| h.admin.take());
+    let admin = match &config.admin {
+        None => None,
+        Some(a) => {
+            // The old master's admin listener, when the address is the same:
+            // both answer on it until the old master exits.
+            let listener =
+                match inherited_admin.filter(|l| l.local_addr().is_ok_and(|l| l == a.addr)) {
+                    Some(l) => Ok(l),
+                    None => admin::bind(a.addr),
+                };
+            let served = listener.and_then(|l| {
+                let kept = l.try_clone()?;
+                admin::serve_on(l, queries_tx.clone(), logs.error.clone()).map(|addr| (kept, addr))
+            });
+            match served {
+                Ok((kept, addr)) => {
+                    info!(logs.error, "admin listener started"; "addr" => %addr);
+                    Some(kept)
+                }
+                Err(e) => {
+                    error!(logs.error, "cannot start the admin listener"; "error" => %e);
+                    eprintln!("prefork: admin listener: {e}");
+                    pidfile::remove(&config.pid_file);
+                    return exit::FAILURE;
+                }
             }
         }
-    }
+    };
     let addrs: Vec<String> = config.listen.iter().map(|l| l.addr.to_string()).collect();
     info!(logs.error, "prefork started";
         "config" => %path.display(), "listen" => addrs.join(" "), "workers" => config.workers);
@@ -275,9 +327,11 @@ pub fn run_master(path: &Path) -> i32 {
         signals: signal_rx,
         exe,
         queries,
+        control,
+        admin,
+        handoff,
     });
     let (code, pid_file) = master.run();
-    drop(control);
     drop(queries_tx);
     pidfile::remove(&pid_file);
     info!(logs.error, "prefork stopped"; "exit_code" => code);

@@ -34,6 +34,21 @@ impl Listeners {
         Ok(listeners)
     }
 
+    /// Takes over sockets bound by a previous master (binary upgrade).
+    pub fn adopt(sockets: Vec<(SocketAddr, Socket)>) -> Self {
+        Listeners {
+            by_addr: sockets.into_iter().collect(),
+        }
+    }
+
+    /// Every socket, for handing over to a new master.
+    pub fn all(&self) -> Vec<(SocketAddr, RawFd)> {
+        self.by_addr
+            .iter()
+            .map(|(a, s)| (*a, s.as_raw_fd()))
+            .collect()
+    }
+
     /// Makes the set match `listen`: binds new addresses (all or nothing: on
     /// error nothing changes), applies backlogs, and closes the master's copy
     /// of addresses no longer listed (workers of older generations keep
@@ -111,7 +126,11 @@ mod tests {
     use super::*;
 
     fn listen(addr: SocketAddr) -> Listen {
-        Listen { addr, backlog: 16 }
+        Listen {
+            addr,
+            backlog: 16,
+            reuseport: false,
+        }
     }
 
     fn free_addr() -> SocketAddr {

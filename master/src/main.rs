@@ -10,10 +10,12 @@ mod metrics;
 mod os;
 mod pidfile;
 mod query;
+mod reload;
 mod run;
 mod signals;
 mod status;
 mod supervisor;
+mod upgrade;
 
 use clap::Parser;
 use cli::{Cli, Role};

@@ -291,14 +291,15 @@ pub fn render_prometheus(observed: &Observed, facts: &MasterFacts<'_>) -> String
         &mut out,
         "prefork_upstream_up",
         "gauge",
-        "1 unless the last attempt of every worker to use the server failed.",
-        &|s| {
-            if s.consecutive_failures == 0 {
-                1.0
-            } else {
-                0.0
-            }
-        },
+        "0 while every worker keeps the server out of rotation (max_fails, health checks) or the last attempt of every worker to use it failed; else 1.",
+        &|s| if s.is_up() { 1.0 } else { 0.0 },
+    );
+    servers(
+        &mut out,
+        "prefork_upstream_down_workers",
+        "gauge",
+        "Workers whose health state keeps the server out of rotation now.",
+        &|s| s.down as f64,
     );
     servers(
         &mut out,
@@ -332,6 +333,7 @@ pub fn render_prometheus(observed: &Observed, facts: &MasterFacts<'_>) -> String
         WorkerPhase::Starting,
         WorkerPhase::Ready,
         WorkerPhase::Draining,
+        WorkerPhase::Hung,
     ] {
         let n = facts.workers.iter().filter(|w| w.phase == phase).count();
         sample(

@@ -111,6 +111,44 @@ pub fn spawn_worker(cmd: &WorkerCommand<'_>) -> io::Result<Pid> {
     Ok(child.id())
 }
 
+/// Starts a new master from `exe` (binary upgrade): same arguments style as
+/// a user would run, the listeners at fds 3.. (named by [`LISTEN_FDS_ENV`])
+/// followed by the `extra` fds in order (the hand-off pipe, then the admin
+/// listener if any), and `env` added. Unlike a worker it gets no
+/// parent-death signal: it must outlive this master.
+pub fn spawn_master(
+    exe: &Path,
+    config: &Path,
+    listeners: &[(SocketAddr, RawFd)],
+    extra: &[RawFd],
+    env: &[(&str, String)],
+) -> io::Result<Pid> {
+    let addrs: Vec<SocketAddr> = listeners.iter().map(|(a, _)| *a).collect();
+    let mut sources: Vec<RawFd> = listeners.iter().map(|(_, fd)| *fd).collect();
+    sources.extend_from_slice(extra);
+    // Allocated before fork: nothing may allocate between fork and exec.
+    let mut scratch: Vec<RawFd> = vec![-1; sources.len()];
+    let mut command = Command::new(exe);
+    command
+        .arg("-c")
+        .arg(config)
+        .env(LISTEN_FDS_ENV, fds::encode(&addrs))
+        .envs(env.iter().map(|(k, v)| (k, v)))
+        .stdin(Stdio::null());
+    // SAFETY: the closure runs in the child between fork and exec and only
+    // makes async-signal-safe system calls on memory allocated before fork.
+    unsafe {
+        command.pre_exec(move || {
+            // The new master blocks its own signals; it must not start with
+            // this master's mask.
+            SigSet::empty().thread_set_mask().map_err(io::Error::from)?;
+            place_listeners(&sources, &mut scratch)
+        });
+    }
+    let child = command.spawn()?;
+    Ok(child.id())
+}
+
 /// Moves the listeners to fds 3.. (clearing close-on-exec on them) and marks
 /// every other inherited fd close-on-exec. Runs between fork and exec.
 fn place_listeners(sources: &[RawFd], scratch: &mut [RawFd]) -> io::Result<()> {

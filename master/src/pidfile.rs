@@ -62,6 +62,16 @@ pub fn write(path: &Path) -> Result<(), PidFileError> {
     })
 }
 
+/// Writes our pid to `path` in place of `old` (binary upgrade: the old
+/// master is alive and hands over); refuses if it names any other live
+/// prefork.
+pub fn take_over(path: &Path, old: i32) -> Result<(), PidFileError> {
+    if read(path).is_ok_and(|pid| pid == old) {
+        let _ = std::fs::remove_file(path);
+    }
+    write(path)
+}
+
 /// Removes `path` if it still names this process.
 pub fn remove(path: &Path) {
     if read(path).is_ok_and(|pid| pid == std::process::id() as i32) {

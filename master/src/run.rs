@@ -2,22 +2,27 @@
 //! It turns what happens into supervisor [`Event`]s and carries out the
 //! [`Action`]s the supervisor decides on.
 
+use crate::control_socket::ControlSocket;
 use crate::link::{self, LinkEvent, PendingLink};
 use crate::listeners::Listeners;
 use crate::metrics::Observed;
 use crate::os::{self, Credentials, WorkerCommand};
 use crate::pidfile;
 use crate::query::Asked;
+use crate::reload::{reload_path, ReloadPath};
 use crate::signals::Request;
-use crate::supervisor::{Action, Event, Generation, Pid, Slot, Supervisor};
+use crate::supervisor::{Action, Event, Generation, Pid, Slot, Supervisor, Timeouts};
+use crate::upgrade::{self, Inherited};
 use crossbeam_channel::{select, Receiver, Sender};
 use ipc_channel::ipc::IpcSender;
 use nix::sys::signal::Signal;
 use prefork_shared::config_file;
-use prefork_shared::ipc::{MasterMsg, StopMode};
+use prefork_shared::ipc::{MasterMsg, StopMode, WorkerMsg};
 use prefork_shared::Config;
 use slog::{debug, error, info, warn, Logger};
 use std::collections::{BTreeMap, HashMap, VecDeque};
+use std::net::TcpListener;
+use std::os::fd::AsRawFd;
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
@@ -57,8 +62,17 @@ pub struct Master {
     signals: Receiver<Request>,
     /// Questions from the control socket and the admin listener.
     queries: Receiver<Asked>,
+    /// The control socket (removed when the master is dropped).
+    control: ControlSocket,
+    /// The admin listener (served by its own thread), passed on by a binary
+    /// upgrade.
+    admin: Option<TcpListener>,
     /// Worker counters and reload outcomes.
     observed: Observed,
+    upgrade_tx: Sender<upgrade::Outcome>,
+    upgrade_rx: Receiver<upgrade::Outcome>,
+    /// Set when this master was started by a binary upgrade, until it serves.
+    handoff: Option<Inherited>,
 }
 
 /// What the master starts with; see `main.rs` for how each is made.
@@ -81,6 +95,12 @@ pub struct Startup {
     pub exe: PathBuf,
     /// Questions from the control socket and the admin listener.
     pub queries: Receiver<Asked>,
+    /// The bound control socket.
+    pub control: ControlSocket,
+    /// A copy of the admin listener, if one runs.
+    pub admin: Option<TcpListener>,
+    /// What the old master handed over, when started by a binary upgrade.
+    pub handoff: Option<Inherited>,
 }
 
 impl Master {
@@ -89,9 +109,13 @@ impl Master {
         let supervisor = Supervisor::new(
             s.log.new(slog::o!()),
             s.config.workers,
-            s.config.shutdown_timeout,
+            Timeouts {
+                shutdown_timeout: s.config.shutdown_timeout,
+                worker_timeout: s.config.worker_timeout,
+            },
         );
         let (link_tx, link_rx) = crossbeam_channel::unbounded();
+        let (upgrade_tx, upgrade_rx) = crossbeam_channel::unbounded();
         let mut setups = BTreeMap::new();
         setups.insert(
             supervisor.generation(),
@@ -114,7 +138,12 @@ impl Master {
             link_rx,
             signals: s.signals,
             queries: s.queries,
+            control: s.control,
+            admin: s.admin,
             observed: Observed::default(),
+            upgrade_tx,
+            upgrade_rx,
+            handoff: s.handoff,
         }
     }
 
@@ -144,6 +173,10 @@ impl Master {
                 },
                 recv(self.link_rx) -> event => match event {
                     Ok(event) => self.on_link(event),
+                    Err(_) => Vec::new(),
+                },
+                recv(self.upgrade_rx) -> outcome => match outcome {
+                    Ok(outcome) => self.on_upgrade_outcome(outcome),
                     Err(_) => Vec::new(),
                 },
                 recv(timer) -> _ => vec![Event::Tick],
@@ -179,6 +212,10 @@ impl Master {
                     }
                     Action::Stop(pid, mode) => self.stop(pid, mode),
                     Action::Kill(pid) => self.signal(pid, Signal::SIGKILL),
+                    Action::Configure(pid) => self.configure(pid),
+                    Action::StartUpgrade => queue.push_back(self.start_upgrade()),
+                    Action::AbortUpgrade(pid) => self.signal(pid, Signal::SIGKILL),
+                    Action::Serving => self.serving(),
                     Action::Exit(code) => return Some(code),
                 }
             }
@@ -206,6 +243,19 @@ impl Master {
                     .map(|(pid, status)| Event::WorkerExited(pid, status))
                     .collect()
             }
+            Request::AddWorker => vec![Event::AddWorker],
+            Request::RemoveWorker => vec![Event::RemoveWorker],
+            Request::ReopenLogs => {
+                info!(self.log, "reopening the log files");
+                prefork_shared::log::reopen();
+                for link in self.links.values() {
+                    if let Some(control) = &link.control {
+                        let _ = control.send(MasterMsg::ReopenLogs);
+                    }
+                }
+                Vec::new()
+            }
+            Request::Upgrade => vec![Event::UpgradeRequested],
             Request::Unsupported(signal) => {
                 warn!(self.log, "signal not supported by this version; ignored"; "signal" => signal.as_str());
                 Vec::new()
@@ -232,9 +282,10 @@ impl Master {
                 Vec::new()
             }
             LinkEvent::Message(pid, msg) => match msg {
-                prefork_shared::ipc::WorkerMsg::Ready => vec![Event::WorkerReady(pid)],
-                prefork_shared::ipc::WorkerMsg::Stats(stats) => self.on_stats(pid, *stats),
-                prefork_shared::ipc::WorkerMsg::Hello { .. } => {
+                WorkerMsg::Ready => vec![Event::WorkerReady(pid)],
+                WorkerMsg::Heartbeat => vec![Event::Heartbeat(pid)],
+                WorkerMsg::Stats(stats) => self.on_stats(pid, *stats),
+                WorkerMsg::Hello { .. } => {
                     warn!(self.log, "worker said hello twice"; "worker_pid" => pid);
                     Vec::new()
                 }
@@ -242,6 +293,79 @@ impl Master {
             LinkEvent::Closed { pid, reason } => {
                 debug!(self.log, "worker link closed"; "worker_pid" => pid, "reason" => reason);
                 Vec::new()
+            }
+        }
+    }
+
+    /// Sends a running worker its generation's (new) configuration.
+    fn configure(&mut self, pid: Pid) {
+        let Some(config) = self
+            .supervisor
+            .generation_of(pid)
+            .and_then(|g| self.setups.get(&g))
+            .map(|s| Config::clone(&s.config))
+        else {
+            return;
+        };
+        // A worker that has not said hello yet gets this config with hello.
+        let Some(control) = self.links.get(&pid).and_then(|l| l.control.as_ref()) else {
+            return;
+        };
+        if let Err(e) = control.send(MasterMsg::Configure(Box::new(config))) {
+            warn!(self.log, "cannot send the new configuration to a worker"; "worker_pid" => pid, "error" => ?e);
+        }
+    }
+
+    /// Starts a new master from the binary on disk (SIGUSR2).
+    fn start_upgrade(&mut self) -> Event {
+        let listeners = self.listeners.all();
+        match upgrade::start(
+            &self.exe,
+            &self.config_path,
+            &listeners,
+            self.admin.as_ref().map(|l| l.as_raw_fd()),
+            self.upgrade_tx.clone(),
+        ) {
+            Ok(pid) => Event::UpgradeStarted(pid),
+            Err(e) => Event::UpgradeFailed(format!("cannot start {}: {e}", self.exe.display())),
+        }
+    }
+
+    fn on_upgrade_outcome(&mut self, outcome: upgrade::Outcome) -> Vec<Event> {
+        if self.supervisor.upgrade_pid() != Some(outcome.pid) {
+            return Vec::new();
+        }
+        if outcome.ready {
+            vec![Event::UpgradeReady]
+        } else {
+            vec![Event::UpgradeFailed(
+                "the new master closed the hand-off pipe before serving".into(),
+            )]
+        }
+    }
+
+    /// Every first-generation worker is Ready: a master started by a binary
+    /// upgrade takes over the pid file and tells the old master to go.
+    fn serving(&mut self) {
+        let Some(handoff) = self.handoff.take() else {
+            return;
+        };
+        let pid_file = self.current_config().pid_file.clone();
+        if let Err(e) = pidfile::take_over(&pid_file, handoff.old_master) {
+            error!(self.log, "binary upgrade: cannot take over the pid file"; "error" => %e);
+        }
+        // Before the old master is told: once it drains, `prefork status`
+        // and `-s reload` must already reach this one.
+        if let Err(e) = self.control.install() {
+            error!(self.log, "binary upgrade: cannot take over the control socket"; "error" => %e);
+        }
+        let old = handoff.old_master;
+        match handoff.announce() {
+            Ok(()) => {
+                info!(self.log, "binary upgrade: serving; the old master drains and exits"; "old_master_pid" => old)
+            }
+            Err(e) => {
+                error!(self.log, "binary upgrade: cannot tell the old master"; "old_master_pid" => old, "error" => %e)
             }
         }
     }
@@ -329,6 +453,7 @@ impl Master {
             Ok(c) => c,
             Err(e) => return self.reload_failed(format!("user: {e}")),
         };
+        let path = reload_path(self.current_config(), &config);
         match self.listeners.reconcile(&config.listen) {
             Ok(closed) => {
                 for addr in closed {
@@ -344,16 +469,44 @@ impl Master {
                 Err(e) => warn!(self.log, "cannot move the pid file"; "error" => %e),
             }
         }
-        let event = Event::Reload {
-            workers: config.workers,
-            shutdown_timeout: config.shutdown_timeout,
-        };
-        self.reload_succeeded();
-        self.staged = Some(GenerationSetup {
+        let setup = GenerationSetup {
             config: Arc::new(config),
             credentials,
-        });
-        Some(event)
+        };
+        let (shutdown_timeout, worker_timeout) =
+            (setup.config.shutdown_timeout, setup.config.worker_timeout);
+        match path {
+            ReloadPath::Hot => {
+                info!(
+                    self.log,
+                    "reload: only settings the workers can swap in changed; reconfiguring them"
+                );
+                let generation = self.supervisor.generation().0;
+                self.reload_succeeded(format!(
+                    "configuration reloaded: the workers of generation {generation} took it in place"
+                ));
+                self.setups.insert(self.supervisor.generation(), setup);
+                Some(Event::Reconfigure {
+                    shutdown_timeout,
+                    worker_timeout,
+                })
+            }
+            ReloadPath::NewGeneration(why) => {
+                info!(self.log, "reload: starting new workers"; "changed" => why.join(" "));
+                let next = self.supervisor.generation().0 + 1;
+                self.reload_succeeded(format!(
+                    "configuration reloaded: starting generation {next} ({} changed)",
+                    why.join(", ")
+                ));
+                let workers = setup.config.workers;
+                self.staged = Some(setup);
+                Some(Event::Reload {
+                    workers,
+                    shutdown_timeout,
+                    worker_timeout,
+                })
+            }
+        }
     }
 
     /// The newest generation's config.

@@ -19,6 +19,14 @@ pub enum Request {
     FastStop,
     /// SIGCHLD: a child changed state; reap.
     ReapChildren,
+    /// SIGTTIN: one more worker.
+    AddWorker,
+    /// SIGTTOU: one worker less.
+    RemoveWorker,
+    /// SIGUSR1: reopen the log files.
+    ReopenLogs,
+    /// SIGUSR2: binary upgrade.
+    Upgrade,
     /// A signal prefork takes but does not act on yet (logged, never fatal).
     Unsupported(Signal),
 }
@@ -44,6 +52,10 @@ pub fn request_for(signal: Signal) -> Request {
         Signal::SIGQUIT => Request::GracefulStop,
         Signal::SIGTERM | Signal::SIGINT => Request::FastStop,
         Signal::SIGCHLD => Request::ReapChildren,
+        Signal::SIGTTIN => Request::AddWorker,
+        Signal::SIGTTOU => Request::RemoveWorker,
+        Signal::SIGUSR1 => Request::ReopenLogs,
+        Signal::SIGUSR2 => Request::Upgrade,
         other => Request::Unsupported(other),
     }
 }
@@ -94,9 +106,13 @@ mod tests {
         assert_eq!(request_for(Signal::SIGTERM), Request::FastStop);
         assert_eq!(request_for(Signal::SIGINT), Request::FastStop);
         assert_eq!(request_for(Signal::SIGCHLD), Request::ReapChildren);
+        assert_eq!(request_for(Signal::SIGUSR1), Request::ReopenLogs);
+        assert_eq!(request_for(Signal::SIGUSR2), Request::Upgrade);
+        assert_eq!(request_for(Signal::SIGTTIN), Request::AddWorker);
+        assert_eq!(request_for(Signal::SIGTTOU), Request::RemoveWorker);
         assert_eq!(
-            request_for(Signal::SIGUSR1),
-            Request::Unsupported(Signal::SIGUSR1)
+            request_for(Signal::SIGWINCH),
+            Request::Unsupported(Signal::SIGWINCH)
         );
         for s in TAKEN {
             assert!(taken().contains(s));

@@ -83,7 +83,8 @@ pub struct ServerRow {
     pub upstream: String,
     /// The server.
     pub server: String,
-    /// `up`, `failing` (the last attempts failed) or `unused`.
+    /// `down`, `degraded`, `failing`, `up` or `unused` (see
+    /// [`ServerCounters::state`](prefork_shared::stats::ServerCounters::state)).
     pub state: String,
     /// Exchanges in progress.
     pub active: u64,
@@ -146,12 +147,7 @@ pub fn build(m: &MasterState<'_>, observed: &Observed, now: Instant) -> StatusRe
         .servers
         .into_iter()
         .map(|s| ServerRow {
-            state: match (s.used(), s.consecutive_failures) {
-                (false, _) => "unused",
-                (true, 0) => "up",
-                (true, _) => "failing",
-            }
-            .to_owned(),
+            state: s.state().to_owned(),
             upstream: s.upstream,
             server: s.server,
             active: s.active,

@@ -70,14 +70,38 @@ pub enum Event {
     WorkerReady(Pid),
     /// A worker process ended.
     WorkerExited(Pid, ExitStatus),
-    /// A new, valid configuration with this many workers is ready (the edge
+    /// A new, valid configuration that needs new workers is ready (the edge
     /// has already bound its listeners).
     Reload {
         /// Worker count of the new configuration.
         workers: usize,
         /// Drain limit of the new configuration.
         shutdown_timeout: Duration,
+        /// Heartbeat limit of the new configuration.
+        worker_timeout: Duration,
     },
+    /// A new, valid configuration that the running workers can take as it is
+    /// (only routes, upstreams, timeouts or logs changed).
+    Reconfigure {
+        /// Drain limit of the new configuration.
+        shutdown_timeout: Duration,
+        /// Heartbeat limit of the new configuration.
+        worker_timeout: Duration,
+    },
+    /// A worker's event loop said it is alive.
+    Heartbeat(Pid),
+    /// SIGTTIN: run one more worker.
+    AddWorker,
+    /// SIGTTOU: run one worker less (never fewer than one).
+    RemoveWorker,
+    /// SIGUSR2: start a new master from the binary on disk.
+    UpgradeRequested,
+    /// The new master process was started.
+    UpgradeStarted(Pid),
+    /// The new master could not be started, or failed before taking over.
+    UpgradeFailed(String),
+    /// The new master serves with all its workers: hand over and exit.
+    UpgradeReady,
     /// Stop everything (SIGQUIT: graceful, SIGTERM/SIGINT: fast).
     Stop(StopMode),
     /// Time passed; deadlines may have expired.
@@ -98,6 +122,15 @@ pub enum Action {
     Stop(Pid, StopMode),
     /// SIGKILL a worker that did not stop in time.
     Kill(Pid),
+    /// Send the current configuration to this running worker (hot reload).
+    Configure(Pid),
+    /// Start a new master from the binary on disk, handing it the listeners.
+    StartUpgrade,
+    /// Kill a new master that failed to take over in time.
+    AbortUpgrade(Pid),
+    /// Every worker of the first generation is Ready (sent once): a master
+    /// started by a binary upgrade now tells the old master to hand over.
+    Serving,
     /// Every worker is gone: remove the pid file and exit with this code.
     Exit(i32),
 }
@@ -113,19 +146,33 @@ pub const BACKOFF_BASE: Duration = Duration::from_millis(200);
 pub const BACKOFF_CAP: Duration = Duration::from_secs(30);
 /// How long a fast stop waits before killing what is left.
 pub const FAST_STOP_GRACE: Duration = Duration::from_secs(3);
+/// Most generations draining at once; a reload that would add one more stops
+/// the oldest fast, so frequent reloads cannot pile up draining workers.
+pub const MAX_DRAINING_GENERATIONS: usize = 4;
+/// Most workers SIGTTIN can raise the count to (the config's limit).
+pub const MAX_WORKERS: usize = 1024;
+/// How long a new master (binary upgrade) may take to serve with all its
+/// workers before the old one gives up on it.
+pub const UPGRADE_TIMEOUT: Duration = Duration::from_secs(20);
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum WorkerState {
     Starting {
         since: Instant,
     },
-    Ready,
+    Ready {
+        last_beat: Instant,
+    },
     Stopping {
         deadline: Instant,
         killed: bool,
+        /// Asked to stop fast (not counted as draining).
+        fast: bool,
     },
     /// Killed because it never became ready: replaced when it exits.
     BootTimedOut,
+    /// Killed because its heartbeats stopped: replaced when it exits.
+    Hung,
 }
 
 #[derive(Debug)]
@@ -134,6 +181,13 @@ struct Worker {
     generation: Generation,
     started: Instant,
     state: WorkerState,
+}
+
+/// A binary upgrade in progress: the new master and when to give up on it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct Upgrade {
+    pid: Option<Pid>,
+    deadline: Instant,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -149,6 +203,7 @@ pub struct Supervisor {
     generation: Generation,
     workers_wanted: usize,
     shutdown_timeout: Duration,
+    worker_timeout: Duration,
     workers: BTreeMap<Pid, Worker>,
     /// Slots of the current generation waiting to be (re)started, and when.
     pending: BTreeMap<Slot, Instant>,
@@ -157,22 +212,60 @@ pub struct Supervisor {
     phase: Phase,
     /// Unexpected exits restarted, per slot (for operators).
     restarts: BTreeMap<Slot, u64>,
+    upgrade: Option<Upgrade>,
+    /// Whether [`Action::Serving`] was sent.
+    announced: bool,
+}
+
+/// The timeouts a configuration gives the supervisor.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Timeouts {
+    /// How long draining workers may take.
+    pub shutdown_timeout: Duration,
+    /// How long a Ready worker may go without a heartbeat.
+    pub worker_timeout: Duration,
 }
 
 impl Supervisor {
     /// A supervisor for `workers` workers of generation 1.
-    pub fn new(log: Logger, workers: usize, shutdown_timeout: Duration) -> Self {
+    pub fn new(log: Logger, workers: usize, timeouts: Timeouts) -> Self {
         Supervisor {
             log,
             generation: Generation(1),
             workers_wanted: workers,
-            shutdown_timeout,
+            shutdown_timeout: timeouts.shutdown_timeout,
+            worker_timeout: timeouts.worker_timeout,
             workers: BTreeMap::new(),
             pending: BTreeMap::new(),
             failures: BTreeMap::new(),
             phase: Phase::Running,
             restarts: BTreeMap::new(),
+            upgrade: None,
+            announced: false,
         }
+    }
+
+    /// The new master of the binary upgrade in progress, if started.
+    pub fn upgrade_pid(&self) -> Option<Pid> {
+        self.upgrade.and_then(|u| u.pid)
+    }
+
+    /// How many older generations are still draining.
+    #[cfg(test)]
+    fn draining_generations(&self) -> usize {
+        self.draining().len()
+    }
+
+    /// The generations with a worker asked to stop, excluding the current one.
+    fn draining(&self) -> std::collections::BTreeSet<Generation> {
+        self.workers
+            .values()
+            .filter(|w| {
+                w.generation < self.generation
+                    && matches!(w.state, WorkerState::Stopping { fast: false, .. })
+            })
+            .map(|w| w.generation)
+            .collect()
     }
 
     /// The newest generation.
@@ -198,10 +291,13 @@ impl Supervisor {
             WorkerState::Stopping {
                 deadline,
                 killed: false,
+                ..
             } => Some(deadline),
+            WorkerState::Ready { last_beat } => Some(last_beat + self.worker_timeout),
             _ => None,
         });
-        pending.chain(workers).min()
+        let upgrade = self.upgrade.map(|u| u.deadline);
+        pending.chain(workers).chain(upgrade).min()
     }
 
     /// Applies one event and returns what to do about it.
@@ -227,7 +323,38 @@ impl Supervisor {
             Event::Reload {
                 workers,
                 shutdown_timeout,
-            } => self.on_reload(workers, shutdown_timeout, now),
+                worker_timeout,
+            } => self.on_reload(
+                workers,
+                Timeouts {
+                    shutdown_timeout,
+                    worker_timeout,
+                },
+                now,
+                &mut actions,
+            ),
+            Event::Reconfigure {
+                shutdown_timeout,
+                worker_timeout,
+            } => self.on_reconfigure(shutdown_timeout, worker_timeout, &mut actions),
+            Event::Heartbeat(pid) => {
+                if let Some(w) = self.workers.get_mut(&pid) {
+                    if let WorkerState::Ready { last_beat } = &mut w.state {
+                        *last_beat = now;
+                    }
+                }
+            }
+            Event::AddWorker => self.on_add_worker(now),
+            Event::RemoveWorker => self.on_remove_worker(now, &mut actions),
+            Event::UpgradeRequested => self.on_upgrade_requested(now, &mut actions),
+            Event::UpgradeStarted(pid) => {
+                if let Some(u) = &mut self.upgrade {
+                    info!(self.log, "binary upgrade: new master started"; "new_master_pid" => pid);
+                    u.pid = Some(pid);
+                }
+            }
+            Event::UpgradeFailed(reason) => self.upgrade_failed(&reason),
+            Event::UpgradeReady => self.on_upgrade_ready(now, &mut actions),
             Event::Stop(mode) => self.on_stop(mode, now, &mut actions),
             Event::Tick => {}
         }
@@ -251,6 +378,7 @@ impl Supervisor {
             state = WorkerState::Stopping {
                 deadline,
                 killed: false,
+                fast: mode == StopMode::Fast,
             };
         }
         self.workers.insert(
@@ -271,9 +399,13 @@ impl Supervisor {
         if !matches!(worker.state, WorkerState::Starting { .. }) {
             return;
         }
-        worker.state = WorkerState::Ready;
+        worker.state = WorkerState::Ready { last_beat: now };
         info!(self.log, "worker ready"; "slot" => worker.slot.0, "worker_pid" => pid, "worker_generation" => worker.generation.0);
         if worker.generation == self.generation && self.generation_ready() {
+            if !self.announced {
+                self.announced = true;
+                actions.push(Action::Serving);
+            }
             self.retire_old_generations(now, actions);
         }
     }
@@ -283,7 +415,9 @@ impl Supervisor {
         let ready = self
             .workers
             .values()
-            .filter(|w| w.generation == self.generation && w.state == WorkerState::Ready)
+            .filter(|w| {
+                w.generation == self.generation && matches!(w.state, WorkerState::Ready { .. })
+            })
             .count();
         ready >= self.workers_wanted
     }
@@ -296,13 +430,43 @@ impl Supervisor {
                 w.state = WorkerState::Stopping {
                     deadline,
                     killed: false,
+                    fast: false,
                 };
                 actions.push(Action::Stop(*pid, StopMode::Graceful));
+            }
+        }
+        self.cap_draining(now, actions);
+    }
+
+    /// Stops the oldest draining generations fast while more than
+    /// [`MAX_DRAINING_GENERATIONS`] drain.
+    fn cap_draining(&mut self, now: Instant, actions: &mut Vec<Action>) {
+        let draining = self.draining();
+        let excess = draining.len().saturating_sub(MAX_DRAINING_GENERATIONS);
+        for generation in draining.into_iter().take(excess) {
+            warn!(self.log, "too many generations draining; stopping the oldest now";
+                "worker_generation" => generation.0, "limit" => MAX_DRAINING_GENERATIONS);
+            let deadline = now + FAST_STOP_GRACE;
+            for (pid, w) in &mut self.workers {
+                if w.generation == generation {
+                    if let WorkerState::Stopping { killed: false, .. } = w.state {
+                        w.state = WorkerState::Stopping {
+                            deadline,
+                            killed: false,
+                            fast: true,
+                        };
+                        actions.push(Action::Stop(*pid, StopMode::Fast));
+                    }
+                }
             }
         }
     }
 
     fn on_exit(&mut self, pid: Pid, status: ExitStatus, now: Instant, actions: &mut Vec<Action>) {
+        if self.upgrade_pid() == Some(pid) {
+            self.upgrade_failed(&format!("the new master exited ({status})"));
+            return;
+        }
         let Some(worker) = self.workers.remove(&pid) else {
             return;
         };
@@ -315,7 +479,10 @@ impl Supervisor {
             }
             return;
         }
-        if asked_to_stop || worker.generation != self.generation {
+        if asked_to_stop
+            || worker.generation != self.generation
+            || worker.slot.0 as usize >= self.workers_wanted
+        {
             info!(self.log, "worker exited"; "slot" => worker.slot.0, "worker_pid" => pid,
                 "worker_generation" => worker.generation.0, "status" => %status);
             return;
@@ -325,6 +492,9 @@ impl Supervisor {
                 worker.state,
                 WorkerState::Starting { .. } | WorkerState::BootTimedOut
             );
+        if worker.state == WorkerState::Hung {
+            warn!(self.log, "replacing a worker that stopped answering"; "slot" => worker.slot.0, "worker_pid" => pid);
+        }
         let quick = boot_failure || lived < HEALTHY_UPTIME;
         let delay = self.schedule_restart(worker.slot, quick, now);
         *self.restarts.entry(worker.slot).or_insert(0) += 1;
@@ -346,16 +516,135 @@ impl Supervisor {
         delay
     }
 
-    fn on_reload(&mut self, workers: usize, shutdown_timeout: Duration, now: Instant) {
+    fn on_reload(
+        &mut self,
+        workers: usize,
+        timeouts: Timeouts,
+        now: Instant,
+        actions: &mut Vec<Action>,
+    ) {
         if self.phase != Phase::Running {
             return;
         }
+        let superseded = self.generation;
         self.generation = Generation(self.generation.0 + 1);
         self.workers_wanted = workers;
-        self.shutdown_timeout = shutdown_timeout;
+        self.shutdown_timeout = timeouts.shutdown_timeout;
+        self.worker_timeout = timeouts.worker_timeout;
         self.failures.clear();
         self.pending = (0..workers).map(|s| (Slot(s as u32), now)).collect();
         info!(self.log, "starting a new generation of workers"; "new_generation" => self.generation.0, "workers" => workers);
+        // Workers of a generation that never finished starting are replaced
+        // already: stop those still booting instead of letting them pile up.
+        let deadline = now + self.shutdown_timeout;
+        for (pid, w) in &mut self.workers {
+            if w.generation == superseded && matches!(w.state, WorkerState::Starting { .. }) {
+                w.state = WorkerState::Stopping {
+                    deadline,
+                    killed: false,
+                    fast: false,
+                };
+                actions.push(Action::Stop(*pid, StopMode::Graceful));
+            }
+        }
+        self.cap_draining(now, actions);
+    }
+
+    fn on_reconfigure(
+        &mut self,
+        shutdown_timeout: Duration,
+        worker_timeout: Duration,
+        actions: &mut Vec<Action>,
+    ) {
+        if self.phase != Phase::Running {
+            return;
+        }
+        self.shutdown_timeout = shutdown_timeout;
+        self.worker_timeout = worker_timeout;
+        let current = self.generation;
+        let live = self.workers.iter().filter(|(_, w)| {
+            w.generation == current
+                && matches!(
+                    w.state,
+                    WorkerState::Starting { .. } | WorkerState::Ready { .. }
+                )
+        });
+        let pids: Vec<Pid> = live.map(|(pid, _)| *pid).collect();
+        info!(self.log, "reconfiguring the running workers"; "workers" => pids.len());
+        actions.extend(pids.into_iter().map(Action::Configure));
+    }
+
+    fn on_add_worker(&mut self, now: Instant) {
+        if self.phase != Phase::Running || self.workers_wanted >= MAX_WORKERS {
+            return;
+        }
+        let slot = Slot(self.workers_wanted as u32);
+        self.workers_wanted += 1;
+        self.failures.remove(&slot);
+        self.pending.insert(slot, now);
+        info!(self.log, "adding a worker"; "slot" => slot.0, "workers" => self.workers_wanted);
+    }
+
+    fn on_remove_worker(&mut self, now: Instant, actions: &mut Vec<Action>) {
+        if self.phase != Phase::Running || self.workers_wanted <= 1 {
+            return;
+        }
+        self.workers_wanted -= 1;
+        let slot = Slot(self.workers_wanted as u32);
+        self.pending.remove(&slot);
+        self.failures.remove(&slot);
+        info!(self.log, "removing a worker"; "slot" => slot.0, "workers" => self.workers_wanted);
+        let deadline = now + self.shutdown_timeout;
+        let current = self.generation;
+        for (pid, w) in &mut self.workers {
+            let stopping = matches!(w.state, WorkerState::Stopping { .. });
+            if w.generation == current && w.slot == slot && !stopping {
+                w.state = WorkerState::Stopping {
+                    deadline,
+                    killed: false,
+                    fast: false,
+                };
+                actions.push(Action::Stop(*pid, StopMode::Graceful));
+            }
+        }
+        // The slot removed may have been the last one missing.
+        if self.generation_ready() {
+            self.retire_old_generations(now, actions);
+        }
+    }
+
+    fn on_upgrade_requested(&mut self, now: Instant, actions: &mut Vec<Action>) {
+        if self.phase != Phase::Running {
+            return;
+        }
+        if let Some(u) = self.upgrade {
+            warn!(self.log, "a binary upgrade is already in progress; ignored"; "new_master_pid" => u.pid);
+            return;
+        }
+        info!(self.log, "binary upgrade: starting a new master");
+        self.upgrade = Some(Upgrade {
+            pid: None,
+            deadline: now + UPGRADE_TIMEOUT,
+        });
+        actions.push(Action::StartUpgrade);
+    }
+
+    fn upgrade_failed(&mut self, reason: &str) {
+        if self.upgrade.take().is_some() {
+            error!(self.log, "binary upgrade failed; the old master carries on serving"; "reason" => reason);
+        }
+    }
+
+    fn on_upgrade_ready(&mut self, now: Instant, actions: &mut Vec<Action>) {
+        let Some(upgrade) = self.upgrade.take() else {
+            return;
+        };
+        if self.phase != Phase::Running {
+            return;
+        }
+        info!(self.log, "binary upgrade: the new master serves; draining and exiting";
+            "new_master_pid" => upgrade.pid);
+        self.on_stop(StopMode::Graceful, now, actions);
     }
 
     fn on_stop(&mut self, mode: StopMode, now: Instant, actions: &mut Vec<Action>) {
@@ -376,6 +665,13 @@ impl Supervisor {
             }
         }
         info!(self.log, "stopping"; "mode" => format!("{mode:?}").to_lowercase(), "workers" => self.workers.len());
+        if let Some(upgrade) = self.upgrade.take() {
+            // The new master is not in charge yet: it goes with the old one.
+            if let Some(pid) = upgrade.pid {
+                warn!(self.log, "binary upgrade abandoned: stopping"; "new_master_pid" => pid);
+                actions.push(Action::AbortUpgrade(pid));
+            }
+        }
         let deadline = now + limit;
         self.phase = Phase::ShuttingDown { mode, deadline };
         self.pending.clear();
@@ -383,6 +679,7 @@ impl Supervisor {
             w.state = WorkerState::Stopping {
                 deadline,
                 killed: false,
+                fast: mode == StopMode::Fast,
             };
             actions.push(Action::Stop(*pid, mode));
         }
@@ -415,18 +712,40 @@ impl Supervisor {
                     w.state = WorkerState::BootTimedOut;
                     actions.push(Action::Kill(*pid));
                 }
+                WorkerState::Ready { last_beat } if now >= last_beat + self.worker_timeout => {
+                    error!(self.log, "worker stopped answering heartbeats; killing it";
+                        "slot" => w.slot.0, "worker_pid" => *pid,
+                        "silent_ms" => now.saturating_duration_since(last_beat).as_millis() as u64);
+                    w.state = WorkerState::Hung;
+                    actions.push(Action::Kill(*pid));
+                }
                 WorkerState::Stopping {
                     deadline,
                     killed: false,
+                    fast,
                 } if now >= deadline => {
                     warn!(self.log, "worker did not stop in time; killing it"; "slot" => w.slot.0, "worker_pid" => *pid);
                     w.state = WorkerState::Stopping {
                         deadline,
                         killed: true,
+                        fast,
                     };
                     actions.push(Action::Kill(*pid));
                 }
                 _ => {}
+            }
+        }
+        if let Some(Upgrade {
+            pid: Some(pid),
+            deadline,
+        }) = self.upgrade
+        {
+            if now >= deadline {
+                self.upgrade_failed(&format!(
+                    "the new master did not serve within {}s",
+                    UPGRADE_TIMEOUT.as_secs()
+                ));
+                actions.push(Action::AbortUpgrade(pid));
             }
         }
     }
@@ -446,12 +765,30 @@ pub fn backoff(failures: u32) -> Duration {
 mod tests {
     use super::*;
 
+    /// Heartbeat limit of the tests that are not about heartbeats.
+    const NO_HEARTBEAT_LIMIT: Duration = Duration::from_secs(3600);
+
     fn sup(workers: usize) -> Supervisor {
+        sup_with(workers, NO_HEARTBEAT_LIMIT)
+    }
+
+    fn sup_with(workers: usize, worker_timeout: Duration) -> Supervisor {
         Supervisor::new(
             Logger::root(slog::Discard, slog::o!()),
             workers,
-            Duration::from_secs(30),
+            Timeouts {
+                shutdown_timeout: Duration::from_secs(30),
+                worker_timeout,
+            },
         )
+    }
+
+    fn reload(workers: usize, shutdown_timeout: Duration) -> Event {
+        Event::Reload {
+            workers,
+            shutdown_timeout,
+            worker_timeout: NO_HEARTBEAT_LIMIT,
+        }
     }
 
     fn spawns(actions: &[Action]) -> Vec<(u32, u64)> {
@@ -566,13 +903,7 @@ mod tests {
     fn reload_drains_old_generation_only_after_new_one_is_ready() {
         let t0 = Instant::now();
         let mut s = running(2, t0);
-        let actions = s.handle(
-            Event::Reload {
-                workers: 2,
-                shutdown_timeout: Duration::from_secs(5),
-            },
-            t0,
-        );
+        let actions = s.handle(reload(2, Duration::from_secs(5)), t0);
         assert_eq!(spawns(&actions), vec![(0, 2), (1, 2)]);
         assert_eq!(s.generation(), Generation(2));
         for (i, pid) in [200, 201].into_iter().enumerate() {
@@ -605,20 +936,17 @@ mod tests {
         let deadline = t0 + Duration::from_secs(5);
         assert_eq!(s.next_wakeup(), Some(deadline));
         assert_eq!(s.handle(Event::Tick, deadline), vec![Action::Kill(101)]);
-        assert_eq!(s.next_wakeup(), None);
+        // Only the new workers' heartbeat deadlines remain.
+        assert!(s
+            .next_wakeup()
+            .is_some_and(|t| t > deadline + Duration::from_secs(60)));
     }
 
     #[test]
     fn a_reload_during_a_reload_drains_both_older_generations() {
         let t0 = Instant::now();
         let mut s = running(1, t0);
-        s.handle(
-            Event::Reload {
-                workers: 1,
-                shutdown_timeout: Duration::from_secs(5),
-            },
-            t0,
-        );
+        s.handle(reload(1, Duration::from_secs(5)), t0);
         s.handle(
             Event::Spawned {
                 slot: Slot(0),
@@ -627,14 +955,10 @@ mod tests {
             },
             t0,
         );
-        let actions = s.handle(
-            Event::Reload {
-                workers: 1,
-                shutdown_timeout: Duration::from_secs(5),
-            },
-            t0,
-        );
+        // Generation 2 never finished starting: its booting worker drains.
+        let actions = s.handle(reload(1, Duration::from_secs(5)), t0);
         assert_eq!(spawns(&actions), vec![(0, 3)]);
+        assert_eq!(stops(&actions), vec![(200, StopMode::Graceful)]);
         s.handle(
             Event::Spawned {
                 slot: Slot(0),
@@ -645,15 +969,9 @@ mod tests {
         );
         // The generation-2 worker becoming ready changes nothing.
         assert!(s.handle(Event::WorkerReady(200), t0).is_empty());
-        let mut stops = s.handle(Event::WorkerReady(300), t0);
-        stops.sort_by_key(|a| format!("{a:?}"));
-        assert_eq!(
-            stops,
-            vec![
-                Action::Stop(100, StopMode::Graceful),
-                Action::Stop(200, StopMode::Graceful)
-            ]
-        );
+        // Generation 1 serves until generation 3 is ready.
+        let actions = s.handle(Event::WorkerReady(300), t0);
+        assert_eq!(stops(&actions), vec![(100, StopMode::Graceful)]);
         // A worker of a replaced generation that crashes is not restarted.
         assert!(s
             .handle(Event::WorkerExited(200, ExitStatus::Signal(9)), t0)
@@ -711,15 +1029,7 @@ mod tests {
         assert!(s.handle(Event::Stop(StopMode::Graceful), t0).is_empty());
         let a = s.handle(Event::WorkerExited(100, ExitStatus::Signal(9)), t0);
         assert!(spawns(&a).is_empty());
-        assert!(s
-            .handle(
-                Event::Reload {
-                    workers: 4,
-                    shutdown_timeout: Duration::from_secs(1)
-                },
-                t0
-            )
-            .is_empty());
+        assert!(s.handle(reload(4, Duration::from_secs(1)), t0).is_empty());
         assert_eq!(
             s.handle(Event::WorkerExited(101, ExitStatus::Code(0)), t0),
             vec![Action::Exit(0)]
@@ -782,5 +1092,369 @@ mod tests {
         assert_eq!(backoff(3), Duration::from_millis(400));
         assert_eq!(backoff(8), Duration::from_millis(200 * 64));
         assert_eq!(backoff(u32::MAX), BACKOFF_CAP);
+    }
+
+    fn spawned(
+        s: &mut Supervisor,
+        slot: u32,
+        generation: u64,
+        pid: Pid,
+        now: Instant,
+    ) -> Vec<Action> {
+        s.handle(
+            Event::Spawned {
+                slot: Slot(slot),
+                generation: Generation(generation),
+                pid,
+            },
+            now,
+        )
+    }
+
+    fn stops(actions: &[Action]) -> Vec<(Pid, StopMode)> {
+        let mut out: Vec<(Pid, StopMode)> = actions
+            .iter()
+            .filter_map(|a| match a {
+                Action::Stop(pid, mode) => Some((*pid, *mode)),
+                _ => None,
+            })
+            .collect();
+        out.sort_by_key(|(pid, _)| *pid);
+        out
+    }
+
+    fn reconfigure() -> Event {
+        Event::Reconfigure {
+            shutdown_timeout: Duration::from_secs(30),
+            worker_timeout: NO_HEARTBEAT_LIMIT,
+        }
+    }
+
+    #[test]
+    fn hot_reconfigure_reaches_every_current_worker_and_starts_none() {
+        let t0 = Instant::now();
+        let mut s = running(2, t0);
+        // A reload rolled generation 2; generation 1 drains.
+        s.handle(reload(2, Duration::from_secs(30)), t0);
+        for (slot, pid) in [(0, 200), (1, 201)] {
+            spawned(&mut s, slot, 2, pid, t0);
+            s.handle(Event::WorkerReady(pid), t0);
+        }
+        let mut actions = s.handle(reconfigure(), t0);
+        actions.sort_by_key(|a| format!("{a:?}"));
+        assert_eq!(
+            actions,
+            vec![Action::Configure(200), Action::Configure(201)]
+        );
+        assert_eq!(s.generation(), Generation(2));
+        // A worker still starting gets it too (it may have its config already).
+        s.handle(
+            Event::WorkerExited(201, ExitStatus::Signal(9)),
+            t0 + Duration::from_secs(60),
+        );
+        spawned(&mut s, 1, 2, 202, t0 + Duration::from_secs(60));
+        let mut actions = s.handle(reconfigure(), t0 + Duration::from_secs(60));
+        actions.sort_by_key(|a| format!("{a:?}"));
+        assert_eq!(
+            actions,
+            vec![Action::Configure(200), Action::Configure(202)]
+        );
+        // Not while stopping.
+        s.handle(
+            Event::Stop(StopMode::Graceful),
+            t0 + Duration::from_secs(61),
+        );
+        assert!(s
+            .handle(reconfigure(), t0 + Duration::from_secs(61))
+            .is_empty());
+    }
+
+    #[test]
+    fn a_worker_without_heartbeats_is_killed_and_replaced() {
+        let t0 = Instant::now();
+        let limit = Duration::from_secs(2);
+        let mut s = sup_with(2, limit);
+        s.handle(Event::Started, t0);
+        for (slot, pid) in [(0, 100), (1, 101)] {
+            spawned(&mut s, slot, 1, pid, t0);
+            s.handle(Event::WorkerReady(pid), t0);
+        }
+        assert_eq!(s.next_wakeup(), Some(t0 + limit));
+        // 100 keeps beating; 101 goes silent.
+        let t1 = t0 + Duration::from_secs(1);
+        s.handle(Event::Heartbeat(100), t1);
+        assert!(s
+            .handle(Event::Tick, t0 + limit - Duration::from_millis(1))
+            .is_empty());
+        assert_eq!(s.handle(Event::Tick, t0 + limit), vec![Action::Kill(101)]);
+        // Killed once, not again at every tick.
+        assert!(s.handle(Event::Tick, t0 + limit).is_empty());
+        let t2 = t0 + limit + Duration::from_millis(5);
+        let a = s.handle(Event::WorkerExited(101, ExitStatus::Signal(9)), t2);
+        assert_eq!(spawns(&a), vec![(1, 1)]);
+        assert_eq!(s.handle(Event::Tick, t1 + limit), vec![Action::Kill(100)]);
+    }
+
+    #[test]
+    fn sigttin_adds_a_slot_and_sigttou_removes_the_last_but_never_the_first() {
+        let t0 = Instant::now();
+        let mut s = running(2, t0);
+        assert_eq!(spawns(&s.handle(Event::AddWorker, t0)), vec![(2, 1)]);
+        spawned(&mut s, 2, 1, 102, t0);
+        s.handle(Event::WorkerReady(102), t0);
+        let a = s.handle(Event::RemoveWorker, t0);
+        assert_eq!(stops(&a), vec![(102, StopMode::Graceful)]);
+        // Its exit is not a crash: no restart.
+        let a = s.handle(Event::WorkerExited(102, ExitStatus::Code(0)), t0);
+        assert!(spawns(&a).is_empty());
+        assert_eq!(
+            stops(&s.handle(Event::RemoveWorker, t0)),
+            vec![(101, StopMode::Graceful)]
+        );
+        s.handle(Event::WorkerExited(101, ExitStatus::Code(0)), t0);
+        assert!(
+            s.handle(Event::RemoveWorker, t0).is_empty(),
+            "one worker is kept"
+        );
+        // A reload keeps the adjusted count... until its config says otherwise.
+        assert_eq!(spawns(&s.handle(Event::AddWorker, t0)), vec![(1, 1)]);
+        let a = s.handle(reload(3, Duration::from_secs(5)), t0);
+        assert_eq!(spawns(&a), vec![(0, 2), (1, 2), (2, 2)]);
+    }
+
+    #[test]
+    fn sigttou_of_a_slot_not_started_yet_cancels_it() {
+        let t0 = Instant::now();
+        let mut s = running(1, t0);
+        // Slot 1 is crash-looping and waits for its backoff.
+        s.handle(Event::AddWorker, t0);
+        s.handle(
+            Event::SpawnFailed {
+                slot: Slot(1),
+                reason: "x".into(),
+            },
+            t0,
+        );
+        s.handle(
+            Event::SpawnFailed {
+                slot: Slot(1),
+                reason: "x".into(),
+            },
+            t0,
+        );
+        assert!(s.next_wakeup().is_some());
+        s.handle(Event::RemoveWorker, t0);
+        assert_eq!(
+            s.next_wakeup(),
+            Some(t0 + NO_HEARTBEAT_LIMIT),
+            "no restart left for a removed slot, only worker 100's heartbeat deadline"
+        );
+    }
+
+    #[test]
+    fn reloads_while_draining_leak_nothing_lose_no_slot_and_cap_draining() {
+        let t0 = Instant::now();
+        let mut s = running(2, t0);
+        let mut pid = 1000;
+        let mut live: Vec<Pid> = vec![100, 101];
+        // Each reload's workers become Ready; the previous generation drains
+        // and never exits (long requests).
+        for g in 2..=8u64 {
+            s.handle(reload(2, Duration::from_secs(30)), t0);
+            for slot in 0..2 {
+                pid += 1;
+                spawned(&mut s, slot, g, pid, t0);
+                live.push(pid);
+            }
+            for p in [pid - 1, pid] {
+                s.handle(Event::WorkerReady(p), t0);
+            }
+            assert!(s.draining_generations() <= MAX_DRAINING_GENERATIONS);
+        }
+        assert_eq!(s.draining_generations(), MAX_DRAINING_GENERATIONS);
+        // Every worker asked to stop exits; the current generation stays.
+        for p in &live[..live.len() - 2] {
+            let a = s.handle(Event::WorkerExited(*p, ExitStatus::Code(0)), t0);
+            assert!(
+                spawns(&a).is_empty(),
+                "old worker {p} exiting must not restart"
+            );
+        }
+        assert_eq!(s.draining_generations(), 0);
+        assert_eq!(s.workers.len(), 2);
+        // The current generation still restarts a crashed worker in its slot.
+        let a = s.handle(
+            Event::WorkerExited(pid, ExitStatus::Signal(9)),
+            t0 + Duration::from_secs(60),
+        );
+        assert_eq!(spawns(&a), vec![(1, 8)]);
+    }
+
+    #[test]
+    fn too_many_draining_generations_stop_the_oldest_fast() {
+        let t0 = Instant::now();
+        let mut s = running(1, t0);
+        let mut fast = Vec::new();
+        for g in 2..=(MAX_DRAINING_GENERATIONS as u64 + 2) {
+            s.handle(reload(1, Duration::from_secs(30)), t0);
+            let pid = 100 * g as Pid;
+            spawned(&mut s, 0, g, pid, t0);
+            let a = s.handle(Event::WorkerReady(pid), t0);
+            fast.extend(stops(&a).into_iter().filter(|(_, m)| *m == StopMode::Fast));
+        }
+        assert_eq!(
+            fast,
+            vec![(100, StopMode::Fast)],
+            "generation 1 is stopped fast"
+        );
+        // And killed if it ignores that.
+        let a = s.handle(Event::Tick, t0 + FAST_STOP_GRACE);
+        assert_eq!(a, vec![Action::Kill(100)]);
+    }
+
+    #[test]
+    fn a_reload_stops_workers_of_a_superseded_generation_still_booting() {
+        let t0 = Instant::now();
+        let mut s = running(2, t0);
+        s.handle(reload(2, Duration::from_secs(30)), t0);
+        spawned(&mut s, 0, 2, 200, t0);
+        spawned(&mut s, 1, 2, 201, t0);
+        s.handle(Event::WorkerReady(200), t0);
+        let a = s.handle(reload(2, Duration::from_secs(30)), t0);
+        assert_eq!(stops(&a), vec![(201, StopMode::Graceful)]);
+        assert_eq!(spawns(&a), vec![(0, 3), (1, 3)]);
+        // Generation 1 keeps serving until generation 3 is ready.
+        spawned(&mut s, 0, 3, 300, t0);
+        spawned(&mut s, 1, 3, 301, t0);
+        s.handle(Event::WorkerReady(300), t0);
+        let a = s.handle(Event::WorkerReady(301), t0);
+        assert_eq!(
+            stops(&a),
+            vec![
+                (100, StopMode::Graceful),
+                (101, StopMode::Graceful),
+                (200, StopMode::Graceful)
+            ]
+        );
+    }
+
+    #[test]
+    fn a_crash_loop_never_stops_the_master() {
+        let t0 = Instant::now();
+        let mut s = running(1, t0);
+        let mut now = t0;
+        for pid in 100..200 {
+            let a = s.handle(Event::WorkerExited(pid, ExitStatus::Code(1)), now);
+            assert!(!a.iter().any(|a| matches!(a, Action::Exit(_))));
+            if spawns(&a).is_empty() {
+                let at = s.next_wakeup().expect("a restart is always scheduled");
+                assert!(at - now <= BACKOFF_CAP);
+                now = at;
+                assert_eq!(spawns(&s.handle(Event::Tick, now)), vec![(0, 1)]);
+            }
+            spawned(&mut s, 0, 1, pid + 1, now);
+        }
+    }
+
+    #[test]
+    fn serving_is_announced_once_when_the_first_generation_is_ready() {
+        let t0 = Instant::now();
+        let mut s = sup(2);
+        s.handle(Event::Started, t0);
+        spawned(&mut s, 0, 1, 100, t0);
+        spawned(&mut s, 1, 1, 101, t0);
+        assert!(!s
+            .handle(Event::WorkerReady(100), t0)
+            .contains(&Action::Serving));
+        assert!(s
+            .handle(Event::WorkerReady(101), t0)
+            .contains(&Action::Serving));
+        s.handle(reload(2, Duration::from_secs(5)), t0);
+        spawned(&mut s, 0, 2, 200, t0);
+        spawned(&mut s, 1, 2, 201, t0);
+        s.handle(Event::WorkerReady(200), t0);
+        assert!(!s
+            .handle(Event::WorkerReady(201), t0)
+            .contains(&Action::Serving));
+    }
+
+    #[test]
+    fn a_binary_upgrade_hands_over_once_the_new_master_serves() {
+        let t0 = Instant::now();
+        let mut s = running(2, t0);
+        assert_eq!(
+            s.handle(Event::UpgradeRequested, t0),
+            vec![Action::StartUpgrade]
+        );
+        s.handle(Event::UpgradeStarted(500), t0);
+        assert!(
+            s.handle(Event::UpgradeRequested, t0).is_empty(),
+            "one at a time"
+        );
+        assert_eq!(s.upgrade_pid(), Some(500));
+        let a = s.handle(Event::UpgradeReady, t0);
+        assert_eq!(
+            stops(&a),
+            vec![(100, StopMode::Graceful), (101, StopMode::Graceful)]
+        );
+        assert!(!a.iter().any(|a| matches!(a, Action::AbortUpgrade(_))));
+        s.handle(Event::WorkerExited(100, ExitStatus::Code(0)), t0);
+        assert_eq!(
+            s.handle(Event::WorkerExited(101, ExitStatus::Code(0)), t0),
+            vec![Action::Exit(0)]
+        );
+    }
+
+    #[test]
+    fn a_failed_binary_upgrade_leaves_the_old_master_serving() {
+        let t0 = Instant::now();
+        let mut s = running(1, t0);
+        // The new binary exits before serving.
+        s.handle(Event::UpgradeRequested, t0);
+        s.handle(Event::UpgradeStarted(500), t0);
+        assert!(s
+            .handle(Event::WorkerExited(500, ExitStatus::Code(1)), t0)
+            .is_empty());
+        assert_eq!(s.upgrade_pid(), None);
+        assert!(
+            s.handle(Event::UpgradeReady, t0).is_empty(),
+            "a late ready is ignored"
+        );
+        // It cannot even be started.
+        s.handle(Event::UpgradeRequested, t0);
+        s.handle(Event::UpgradeFailed("ENOENT".into()), t0);
+        assert_eq!(s.upgrade_pid(), None);
+        // It never serves: killed at the deadline; the old workers stay.
+        assert_eq!(
+            s.handle(Event::UpgradeRequested, t0),
+            vec![Action::StartUpgrade]
+        );
+        s.handle(Event::UpgradeStarted(501), t0);
+        assert_eq!(s.next_wakeup(), Some(t0 + UPGRADE_TIMEOUT));
+        assert_eq!(
+            s.handle(Event::Tick, t0 + UPGRADE_TIMEOUT),
+            vec![Action::AbortUpgrade(501)]
+        );
+        assert!(s
+            .handle(
+                Event::WorkerExited(501, ExitStatus::Signal(9)),
+                t0 + UPGRADE_TIMEOUT
+            )
+            .is_empty());
+        // The old master still restarts its own workers.
+        let later = t0 + UPGRADE_TIMEOUT;
+        let a = s.handle(Event::WorkerExited(100, ExitStatus::Signal(9)), later);
+        assert_eq!(spawns(&a), vec![(0, 1)]);
+    }
+
+    #[test]
+    fn stopping_during_a_binary_upgrade_takes_the_new_master_along() {
+        let t0 = Instant::now();
+        let mut s = running(1, t0);
+        s.handle(Event::UpgradeRequested, t0);
+        s.handle(Event::UpgradeStarted(500), t0);
+        let a = s.handle(Event::Stop(StopMode::Fast), t0);
+        assert!(a.contains(&Action::AbortUpgrade(500)));
+        assert_eq!(stops(&a), vec![(100, StopMode::Fast)]);
     }
 }

@@ -26,6 +26,9 @@ pub struct Config {
     pub user: Option<String>,
     /// How long a graceful stop or reload lets in-flight requests finish.
     pub shutdown_timeout: Duration,
+    /// A worker whose event loop sends no heartbeat for this long is killed
+    /// and replaced.
+    pub worker_timeout: Duration,
     /// Error and access log destinations.
     pub log: LogConfig,
     /// Addresses the master binds; every worker accepts on all of them.
@@ -49,9 +52,13 @@ pub struct Listen {
     pub addr: SocketAddr,
     /// `listen(2)` backlog.
     pub backlog: i32,
+    /// One `SO_REUSEPORT` socket per worker slot instead of one shared
+    /// socket, so that the kernel spreads connections evenly over workers.
+    pub reuseport: bool,
 }
 
-/// Client-side (downstream) limits and timeouts, named as nginx names them.
+/// Client-side (downstream) limits and timeouts, named as nginx names them,
+/// and how forwarded messages are marked.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct HttpLimits {
     /// Time allowed to receive a whole request head (408 after it).
@@ -66,6 +73,18 @@ pub struct HttpLimits {
     pub max_request_header_size: usize,
     /// Most header fields in one request (431 above it).
     pub max_request_headers: usize,
+    /// Longest request target in bytes (414 above it).
+    pub max_uri_length: usize,
+    /// Largest request body in bytes (413 above it); 0 means no limit.
+    /// A route may set its own.
+    pub max_body_size: u64,
+    /// Longest stall of a write to the client (nginx's `send_timeout`).
+    pub send_timeout: Duration,
+    /// How long an upgraded (WebSocket) tunnel may stay idle both ways.
+    pub tunnel_timeout: Duration,
+    /// The pseudonym in the `Via` field added to forwarded messages; `None`
+    /// adds none.
+    pub via: Option<String>,
 }
 
 impl Default for HttpLimits {
@@ -77,6 +96,11 @@ impl Default for HttpLimits {
             keepalive_requests: 1000,
             max_request_header_size: 32 * 1024,
             max_request_headers: 100,
+            max_uri_length: 8 * 1024,
+            max_body_size: 100 * 1024 * 1024,
+            send_timeout: Duration::from_secs(60),
+            tunnel_timeout: Duration::from_secs(3600),
+            via: Some("prefork".to_owned()),
         }
     }
 }
@@ -106,8 +130,18 @@ pub struct LogConfig {
 /// A group of backend servers that requests are balanced across.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Upstream {
-    /// The servers, tried in round-robin order.
+    /// The servers, in file order.
     pub servers: Vec<Server>,
+    /// How a server is chosen for each request.
+    pub balance: Balance,
+    /// Failures within `fail_timeout` that take a server out of rotation
+    /// (0: never).
+    pub max_fails: u32,
+    /// The window in which `max_fails` failures are counted, and how long a
+    /// failed server is then skipped.
+    pub fail_timeout: Duration,
+    /// Active health checks, if configured.
+    pub health_check: Option<HealthCheck>,
     /// Time allowed to establish a TCP connection (502 after it).
     pub connect_timeout: Duration,
     /// Longest wait for the next byte of a response (504 before any byte).
@@ -127,6 +161,36 @@ pub struct Server {
     pub name: String,
     /// The resolved address.
     pub addr: SocketAddr,
+    /// Relative share of the requests (at least 1).
+    pub weight: u32,
+}
+
+/// How an upstream group picks a server.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Balance {
+    /// Smooth weighted round robin (nginx's).
+    #[default]
+    RoundRobin,
+    /// The server with the fewest requests in flight relative to its weight.
+    LeastConn,
+    /// Power of two choices: two servers drawn at random by weight, the less
+    /// busy one wins.
+    RandomTwo,
+}
+
+/// Active health checks: each worker probes every server of the group.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct HealthCheck {
+    /// Path requested with `GET`; a 2xx or 3xx answer is a pass.
+    pub path: String,
+    /// Time between two checks of a server.
+    pub interval: Duration,
+    /// Time allowed for one check (connect, send, response head).
+    pub timeout: Duration,
+    /// Consecutive passes that bring a down server back.
+    pub passes: u32,
+    /// Consecutive failures that take a server down.
+    pub fails: u32,
 }
 
 /// Which `Host` values a route applies to.
@@ -173,6 +237,8 @@ pub struct Route {
     pub action: RouteAction,
     /// Where this route's requests are logged.
     pub access_log: RouteAccessLog,
+    /// This route's request body limit, overriding the top-level one.
+    pub max_body_size: Option<u64>,
 }
 
 impl Route {
@@ -205,6 +271,13 @@ pub struct FixedResponse {
     pub body: String,
     /// `Content-Type` of the body.
     pub content_type: String,
+}
+
+impl Route {
+    /// The body limit for requests on this route (0: none).
+    pub fn max_body_size(&self, limits: &HttpLimits) -> u64 {
+        self.max_body_size.unwrap_or(limits.max_body_size)
+    }
 }
 
 impl Config {

@@ -5,8 +5,8 @@
 //! is reported with the file, line and key it concerns.
 
 use crate::config::{
-    Config, FixedResponse, HostMatch, HttpLimits, Listen, LogConfig, LogTarget, Route, RouteAction,
-    Server, Upstream,
+    Balance, Config, FixedResponse, HealthCheck, HostMatch, HttpLimits, Listen, LogConfig,
+    LogTarget, Route, RouteAction, Server, Upstream,
 };
 use crate::config_locate::{key_at, line_at, line_of, KeyPath};
 use serde::Deserialize;
@@ -21,8 +21,12 @@ use observe::RawAdmin;
 
 /// Listen address used when a config names none.
 pub const DEFAULT_LISTEN: &str = "0.0.0.0:80";
+/// `worker_timeout` when a config names none.
+pub const DEFAULT_WORKER_TIMEOUT: Duration = Duration::from_secs(30);
 /// Pid file used when a config names none.
 pub const DEFAULT_PID_FILE: &str = "/tmp/prefork.pid";
+/// Largest server `weight`.
+pub const MAX_WEIGHT: i64 = 1000;
 
 /// Why a config file could not be used.
 #[derive(Debug, thiserror::Error)]
@@ -129,12 +133,18 @@ struct RawConfig {
     pid_file: Option<PathBuf>,
     user: Option<String>,
     shutdown_timeout: Option<String>,
+    worker_timeout: Option<String>,
     client_header_timeout: Option<String>,
     client_body_timeout: Option<String>,
     keepalive_timeout: Option<String>,
     keepalive_requests: Option<u64>,
     max_request_header_size: Option<usize>,
     max_request_headers: Option<usize>,
+    max_uri_length: Option<usize>,
+    max_body_size: Option<RawSize>,
+    send_timeout: Option<String>,
+    tunnel_timeout: Option<String>,
+    via: Option<RawVia>,
     #[serde(default)]
     log: RawLog,
     #[serde(default)]
@@ -154,6 +164,22 @@ enum RawWorkers {
     Named(String),
 }
 
+/// A byte size: a number, or text with a `k`, `m` or `g` suffix.
+#[derive(Deserialize)]
+#[serde(untagged)]
+enum RawSize {
+    Bytes(i64),
+    Text(String),
+}
+
+/// `via = true | false | "name"`.
+#[derive(Deserialize)]
+#[serde(untagged)]
+enum RawVia {
+    Enabled(bool),
+    Named(String),
+}
+
 #[derive(Deserialize, Default)]
 #[serde(deny_unknown_fields)]
 struct RawLog {
@@ -167,17 +193,78 @@ struct RawLog {
 struct RawListen {
     addr: String,
     backlog: Option<i32>,
+    reuseport: Option<bool>,
 }
 
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
 struct RawUpstream {
-    servers: Vec<String>,
+    servers: Vec<RawServer>,
     connect_timeout: Option<String>,
     read_timeout: Option<String>,
     write_timeout: Option<String>,
     keepalive: Option<usize>,
     keepalive_timeout: Option<String>,
+    balance: Option<String>,
+    max_fails: Option<u32>,
+    fail_timeout: Option<String>,
+    health_check: Option<RawHealthCheck>,
+}
+
+/// A server entry: `"host:port"` or `{ addr = "host:port", weight = 3 }`.
+struct RawServer {
+    addr: String,
+    weight: Option<i64>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawServerTable {
+    addr: String,
+    weight: Option<i64>,
+}
+
+impl<'de> Deserialize<'de> for RawServer {
+    // Hand-written rather than `untagged` so a bad table entry gets serde's
+    // precise message ("unknown field `wieght`") instead of "did not match
+    // any variant".
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct Entry;
+        impl<'de> serde::de::Visitor<'de> for Entry {
+            type Value = RawServer;
+            fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+                f.write_str("\"host:port\" or { addr = \"host:port\", weight = N }")
+            }
+            fn visit_str<E: serde::de::Error>(self, v: &str) -> Result<RawServer, E> {
+                Ok(RawServer {
+                    addr: v.to_owned(),
+                    weight: None,
+                })
+            }
+            fn visit_map<A: serde::de::MapAccess<'de>>(
+                self,
+                map: A,
+            ) -> Result<RawServer, A::Error> {
+                let t =
+                    RawServerTable::deserialize(serde::de::value::MapAccessDeserializer::new(map))?;
+                Ok(RawServer {
+                    addr: t.addr,
+                    weight: t.weight,
+                })
+            }
+        }
+        d.deserialize_any(Entry)
+    }
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawHealthCheck {
+    path: Option<String>,
+    interval: Option<String>,
+    timeout: Option<String>,
+    passes: Option<u32>,
+    fails: Option<u32>,
 }
 
 #[derive(Deserialize)]
@@ -188,6 +275,7 @@ struct RawRoute {
     upstream: Option<String>,
     respond: Option<RawRespond>,
     access_log: Option<String>,
+    max_body_size: Option<RawSize>,
 }
 
 #[derive(Deserialize)]
@@ -271,11 +359,40 @@ impl Validator<'_> {
                 1,
                 defaults.max_request_headers,
             ),
+            max_uri_length: self.at_least(
+                root.key("max_uri_length"),
+                raw.max_uri_length,
+                16,
+                defaults.max_uri_length,
+            ),
+            max_body_size: raw
+                .max_body_size
+                .and_then(|s| self.size(root.key("max_body_size"), s))
+                .unwrap_or(defaults.max_body_size),
+            send_timeout: self.duration(
+                root.key("send_timeout"),
+                raw.send_timeout.as_deref(),
+                defaults.send_timeout,
+            ),
+            tunnel_timeout: self.duration(
+                root.key("tunnel_timeout"),
+                raw.tunnel_timeout.as_deref(),
+                defaults.tunnel_timeout,
+            ),
+            via: match raw.via {
+                None => defaults.via,
+                Some(v) => self.via(root.key("via"), v),
+            },
         };
         let shutdown_timeout = self.duration(
             root.key("shutdown_timeout"),
             raw.shutdown_timeout.as_deref(),
             Duration::from_secs(30),
+        );
+        let worker_timeout = self.duration(
+            root.key("worker_timeout"),
+            raw.worker_timeout.as_deref(),
+            DEFAULT_WORKER_TIMEOUT,
         );
         let user = match raw.user {
             Some(u) if u.trim().is_empty() => {
@@ -299,6 +416,7 @@ impl Validator<'_> {
             pid_file,
             user,
             shutdown_timeout,
+            worker_timeout,
             log,
             listen,
             http,
@@ -306,6 +424,51 @@ impl Validator<'_> {
             routes,
             control_socket,
             admin,
+        }
+    }
+
+    /// A byte size; `None` (with a problem recorded) when invalid.
+    fn size(&mut self, path: KeyPath, raw: RawSize) -> Option<u64> {
+        match raw {
+            RawSize::Bytes(n) => match u64::try_from(n) {
+                Ok(n) => Some(n),
+                Err(_) => {
+                    self.problem(&path, "must not be negative");
+                    None
+                }
+            },
+            RawSize::Text(text) => {
+                let parsed = parse_size(&text);
+                if parsed.is_none() {
+                    self.problem(
+                        &path,
+                        format!(
+                            "invalid size {text:?}; write e.g. 1048576, \"512k\", \"10m\", \"1g\""
+                        ),
+                    );
+                }
+                parsed
+            }
+        }
+    }
+
+    /// The `Via` pseudonym: a token, since it is written into heads.
+    fn via(&mut self, path: KeyPath, raw: RawVia) -> Option<String> {
+        match raw {
+            RawVia::Enabled(false) => None,
+            RawVia::Enabled(true) => HttpLimits::default().via,
+            RawVia::Named(name) => {
+                let token = |b: u8| b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~:".contains(&b);
+                if name.is_empty() || !name.bytes().all(token) {
+                    self.problem(
+                        &path,
+                        format!("must be true, false or a name without spaces (found {name:?})"),
+                    );
+                    None
+                } else {
+                    Some(name)
+                }
+            }
         }
     }
 
@@ -401,6 +564,7 @@ impl Validator<'_> {
             return vec![Listen {
                 addr,
                 backlog: 1024,
+                reuseport: false,
             }];
         }
         let mut seen = HashSet::new();
@@ -432,7 +596,11 @@ impl Validator<'_> {
                 Some(b) => b,
                 None => 1024,
             };
-            out.push(Listen { addr, backlog });
+            out.push(Listen {
+                addr,
+                backlog,
+                reuseport: l.reuseport.unwrap_or(false),
+            });
         }
         out
     }
@@ -450,16 +618,38 @@ impl Validator<'_> {
             }
             let mut servers = Vec::new();
             for (i, s) in u.servers.iter().enumerate() {
-                match resolve(s) {
+                let weight = match s.weight {
+                    None => 1,
+                    Some(w) if (1..=MAX_WEIGHT).contains(&w) => w as u32,
+                    Some(w) => {
+                        self.problem(
+                            &p.key("servers").index(i).key("weight"),
+                            format!("must be between 1 and {MAX_WEIGHT} (found {w})"),
+                        );
+                        1
+                    }
+                };
+                match resolve(&s.addr) {
                     Ok(addr) => servers.push(Server {
-                        name: s.clone(),
+                        name: s.addr.clone(),
                         addr,
+                        weight,
                     }),
                     Err(why) => self.problem(&p.key("servers").index(i), why),
                 }
             }
             let upstream = Upstream {
                 servers,
+                balance: self.balance(p.key("balance"), u.balance.as_deref()),
+                max_fails: u.max_fails.unwrap_or(1),
+                fail_timeout: self.duration(
+                    p.key("fail_timeout"),
+                    u.fail_timeout.as_deref(),
+                    Duration::from_secs(10),
+                ),
+                health_check: u
+                    .health_check
+                    .map(|h| self.health_check(p.key("health_check"), h)),
                 connect_timeout: self.duration(
                     p.key("connect_timeout"),
                     u.connect_timeout.as_deref(),
@@ -485,6 +675,62 @@ impl Validator<'_> {
             out.insert(name, upstream);
         }
         out
+    }
+
+    fn balance(&mut self, path: KeyPath, raw: Option<&str>) -> Balance {
+        match raw {
+            None | Some("round_robin") => Balance::RoundRobin,
+            Some("least_conn") => Balance::LeastConn,
+            Some("random_two") => Balance::RandomTwo,
+            Some(other) => {
+                self.problem(
+                    &path,
+                    format!(
+                        "unknown balance {other:?}: write \"round_robin\", \"least_conn\" or \"random_two\""
+                    ),
+                );
+                Balance::RoundRobin
+            }
+        }
+    }
+
+    fn health_check(&mut self, path: KeyPath, raw: RawHealthCheck) -> HealthCheck {
+        let check_path = raw.path.unwrap_or_else(|| "/".to_owned());
+        if !check_path.starts_with('/')
+            || check_path
+                .bytes()
+                .any(|b| b.is_ascii_control() || b == b' ' || !b.is_ascii())
+        {
+            self.problem(
+                &path.key("path"),
+                format!(
+                    "must start with '/' and hold no spaces, control or non-ASCII characters (found {check_path:?})"
+                ),
+            );
+        }
+        let mut count = |key: &str, value: Option<u32>| match value {
+            Some(0) => {
+                self.problem(&path.key(key), "must be at least 1");
+                1
+            }
+            v => v.unwrap_or(1),
+        };
+        let (passes, fails) = (count("passes", raw.passes), count("fails", raw.fails));
+        HealthCheck {
+            path: check_path,
+            interval: self.duration(
+                path.key("interval"),
+                raw.interval.as_deref(),
+                Duration::from_secs(5),
+            ),
+            timeout: self.duration(
+                path.key("timeout"),
+                raw.timeout.as_deref(),
+                Duration::from_secs(2),
+            ),
+            passes,
+            fails,
+        }
     }
 
     fn routes(
@@ -550,11 +796,15 @@ impl Validator<'_> {
                 },
             };
             let access_log = self.route_access_log(p.key("access_log"), r.access_log);
+            let max_body_size = r
+                .max_body_size
+                .and_then(|s| self.size(p.key("max_body_size"), s));
             out.push(Route {
                 host,
                 path: route_path,
                 action,
                 access_log,
+                max_body_size,
             });
         }
         out
@@ -583,6 +833,27 @@ impl Validator<'_> {
             content_type,
         })
     }
+}
+
+/// Parses `"123"`, `"64k"`, `"10m"`, `"1g"` (binary multiples) into bytes.
+fn parse_size(text: &str) -> Option<u64> {
+    let text = text.trim();
+    let (digits, unit) = match text.char_indices().last()? {
+        (i, c) if c.is_ascii_alphabetic() => (&text[..i], c.to_ascii_lowercase()),
+        _ => (text, 'b'),
+    };
+    let shift = match unit {
+        'b' => 0,
+        'k' => 10,
+        'm' => 20,
+        'g' => 30,
+        _ => return None,
+    };
+    if digits.is_empty() || !digits.bytes().all(|b| b.is_ascii_digit()) {
+        return None;
+    }
+    let n: u64 = digits.parse().ok()?;
+    n.checked_mul(1 << shift)
 }
 
 /// Parses a route's `host`: a name, or `*.suffix`.
@@ -680,6 +951,22 @@ respond = { status = 200, body = "ok\n" }
         assert_eq!(c.upstreams["app"].connect_timeout, Duration::from_secs(2));
         assert_eq!(c.routes[1].host, HostMatch::Suffix(".example.com".into()));
         assert_eq!(c.shutdown_timeout, Duration::from_secs(30));
+        assert_eq!(c.worker_timeout, DEFAULT_WORKER_TIMEOUT);
+        assert!(c.listen.iter().all(|l| !l.reuseport));
+    }
+
+    #[test]
+    fn worker_timeout_and_reuseport() {
+        let c = parse_ok(
+            "worker_timeout = \"5s\"\n[[listen]]\naddr = \"127.0.0.1:1\"\nreuseport = true\n",
+        );
+        assert_eq!(c.worker_timeout, Duration::from_secs(5));
+        assert!(c.listen[0].reuseport);
+        let e = parse_err("worker_timeout = \"0s\"\n");
+        assert!(
+            e.starts_with("t.toml:1: worker_timeout: must be longer than zero"),
+            "{e}"
+        );
     }
 
     #[test]
@@ -798,9 +1085,148 @@ upstream = "c"
     }
 
     #[test]
+    fn upstream_balancing_and_health_defaults() {
+        let c = parse_ok("[upstreams.a]\nservers = [\"127.0.0.1:1\"]\n");
+        let u = &c.upstreams["a"];
+        assert_eq!(u.servers[0].weight, 1);
+        assert_eq!(u.balance, Balance::RoundRobin);
+        assert_eq!((u.max_fails, u.fail_timeout), (1, Duration::from_secs(10)));
+        assert_eq!(u.health_check, None);
+    }
+
+    #[test]
+    fn servers_take_strings_or_tables_with_weights() {
+        let c = parse_ok(
+            r#"
+[upstreams.a]
+servers = ["127.0.0.1:1", { addr = "127.0.0.1:2", weight = 3 }, { addr = "127.0.0.1:3" }]
+balance = "least_conn"
+max_fails = 0
+fail_timeout = "3s"
+health_check = { path = "/health", interval = "1s", passes = 2 }
+"#,
+        );
+        let u = &c.upstreams["a"];
+        let weights: Vec<u32> = u.servers.iter().map(|s| s.weight).collect();
+        assert_eq!(weights, [1, 3, 1]);
+        assert_eq!(u.servers[1].name, "127.0.0.1:2");
+        assert_eq!(u.balance, Balance::LeastConn);
+        assert_eq!((u.max_fails, u.fail_timeout), (0, Duration::from_secs(3)));
+        assert_eq!(
+            u.health_check,
+            Some(HealthCheck {
+                path: "/health".into(),
+                interval: Duration::from_secs(1),
+                timeout: Duration::from_secs(2),
+                passes: 2,
+                fails: 1,
+            })
+        );
+        assert_eq!(
+            parse_ok("[upstreams.a]\nservers = [\"127.0.0.1:1\"]\nbalance = \"random_two\"\n")
+                .upstreams["a"]
+                .balance,
+            Balance::RandomTwo
+        );
+    }
+
+    #[test]
+    fn bad_balancing_and_health_values_name_line_and_key() {
+        let e = parse_err(
+            r#"[upstreams.a]
+servers = [
+  { addr = "127.0.0.1:1", weight = 0 },
+]
+balance = "fastest"
+fail_timeout = "0s"
+health_check = { path = "health", fails = 0, interval = "often" }
+"#,
+        );
+        let lines: Vec<&str> = e.lines().collect();
+        assert_eq!(lines.len(), 6, "{e}");
+        assert!(
+            lines[0]
+                .starts_with("t.toml:3: upstreams.a.servers[0].weight: must be between 1 and 1000"),
+            "{e}"
+        );
+        assert!(
+            lines[1].starts_with("t.toml:5: upstreams.a.balance: unknown balance \"fastest\""),
+            "{e}"
+        );
+        assert!(
+            lines[2].starts_with("t.toml:6: upstreams.a.fail_timeout: must be longer than zero"),
+            "{e}"
+        );
+        for line in &lines[3..] {
+            assert!(
+                line.starts_with("t.toml:7: upstreams.a.health_check."),
+                "{e}"
+            );
+        }
+        assert!(e.contains("health_check.path: must start with '/'"), "{e}");
+        assert!(e.contains("health_check.fails: must be at least 1"), "{e}");
+        assert!(e.contains("health_check.interval: invalid duration"), "{e}");
+    }
+
+    #[test]
+    fn bad_server_entries_name_line_and_key() {
+        let e = parse_err(
+            "[upstreams.a]\nservers = [\n  \"127.0.0.1:1\",\n  { addr = \"127.0.0.1:2\", wieght = 2 },\n]\n",
+        );
+        assert!(e.starts_with("t.toml:4: upstreams.a.servers[1]"), "{e}");
+        assert!(e.contains("wieght"), "{e}");
+        let e = parse_err("[upstreams.a]\nservers = [{ weight = 2 }]\n");
+        assert!(e.starts_with("t.toml:2: upstreams.a.servers[0]"), "{e}");
+        assert!(e.contains("missing field `addr`"), "{e}");
+        let e = parse_err("[upstreams.a]\nservers = [7]\n");
+        assert!(e.contains("\"host:port\" or { addr"), "{e}");
+    }
+
+    #[test]
     fn no_route_is_none() {
         let c = parse_ok("[[routes]]\nhost = \"a\"\nrespond = { body = \"x\" }\n");
         assert!(c.route("b", "/").is_none());
         assert!(c.route("a", "/").is_some());
+    }
+
+    #[test]
+    fn limits_sizes_and_via() {
+        let c = parse_ok(
+            "max_uri_length = 100\nmax_body_size = \"2m\"\nsend_timeout = \"5s\"\ntunnel_timeout = \"30s\"\nvia = \"edge-1\"\n\
+             [[routes]]\npath = \"/up\"\nrespond = { body = \"x\" }\nmax_body_size = 10\n",
+        );
+        assert_eq!(c.http.max_uri_length, 100);
+        assert_eq!(c.http.max_body_size, 2 * 1024 * 1024);
+        assert_eq!(c.http.send_timeout, Duration::from_secs(5));
+        assert_eq!(c.http.tunnel_timeout, Duration::from_secs(30));
+        assert_eq!(c.http.via.as_deref(), Some("edge-1"));
+        assert_eq!(c.routes[0].max_body_size, Some(10));
+        assert_eq!(c.routes[0].max_body_size(&c.http), 10);
+        assert_eq!(parse_ok("via = false").http.via, None);
+        assert_eq!(parse_ok("via = true").http.via.as_deref(), Some("prefork"));
+        let d = parse_ok("");
+        assert_eq!(d.http.max_body_size, 100 * 1024 * 1024);
+        assert_eq!(parse_ok("max_body_size = 0").http.max_body_size, 0);
+        assert_eq!(parse_size("64k"), Some(65536));
+        assert_eq!(parse_size("1G"), Some(1 << 30));
+        assert_eq!(parse_size("12"), Some(12));
+        for bad in ["", "k", "1x", "-1m", "1.5m", "99999999999g"] {
+            assert_eq!(parse_size(bad), None, "{bad:?}");
+        }
+        let e = parse_err("max_body_size = \"lots\"\n");
+        assert!(
+            e.starts_with("t.toml:1: max_body_size: invalid size"),
+            "{e}"
+        );
+        let e = parse_err("via = \"a b\"\n");
+        assert!(
+            e.starts_with("t.toml:1: via: must be true, false or a name"),
+            "{e}"
+        );
+        let e = parse_err("[[routes]]\nrespond = { body = \"x\" }\nmax_body_size = -1\n");
+        assert!(
+            e.starts_with("t.toml:3: routes[0].max_body_size: must not be negative"),
+            "{e}"
+        );
     }
 }

@@ -4,14 +4,24 @@
 //! name to the worker on the command line. The worker connects, creates a
 //! channel for the other direction and sends [`WorkerMsg::Hello`] with its
 //! sending half. The master answers with [`MasterMsg::Configure`]; the worker
-//! starts accepting and reports [`WorkerMsg::Ready`].
+//! starts accepting and reports [`WorkerMsg::Ready`]. From then on the worker
+//! sends [`WorkerMsg::Heartbeat`] from its event loop, and the master may send
+//! a new [`MasterMsg::Configure`] (hot reload) at any time.
 
 use crate::config::Config;
 use ipc_channel::ipc::IpcSender;
 use serde::{Deserialize, Serialize};
+use std::time::Duration;
 
 /// Bumped whenever a message changes shape; master and worker must agree.
-pub const PROTOCOL_VERSION: u32 = 2;
+pub const PROTOCOL_VERSION: u32 = 4;
+
+/// How often a worker sends a heartbeat when the master allows it
+/// `worker_timeout` of silence: several beats fit in the timeout, so one late
+/// beat on a busy machine is not taken for a hung worker.
+pub fn heartbeat_interval(worker_timeout: Duration) -> Duration {
+    (worker_timeout / 4).clamp(Duration::from_millis(50), Duration::from_secs(5))
+}
 
 /// Messages from a worker to the master.
 #[derive(Debug, Serialize, Deserialize)]
@@ -29,13 +39,20 @@ pub enum WorkerMsg {
     Ready,
     /// The worker's counters, sent about once a second and when it stops.
     Stats(Box<crate::stats::WorkerStats>),
+    /// The worker's event loop is running (sent every
+    /// [`heartbeat_interval`]).
+    Heartbeat,
 }
 
 /// Messages from the master to a worker.
 #[derive(Debug, Serialize, Deserialize)]
 pub enum MasterMsg {
-    /// The configuration to serve with (the first message a worker receives).
+    /// The configuration to serve with. The first one starts the worker; a
+    /// later one replaces the routes, upstreams, timeouts and logs between
+    /// requests (its listeners, worker count and user are the same).
     Configure(Box<Config>),
+    /// Reopen the log files (after logrotate moved them).
+    ReopenLogs,
     /// Stop serving.
     Stop(StopMode),
 }
@@ -48,4 +65,25 @@ pub enum StopMode {
     Graceful,
     /// Exit now, closing every connection.
     Fast,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn heartbeats_fit_several_times_in_the_timeout() {
+        assert_eq!(
+            heartbeat_interval(Duration::from_secs(2)),
+            Duration::from_millis(500)
+        );
+        assert_eq!(
+            heartbeat_interval(Duration::from_secs(600)),
+            Duration::from_secs(5)
+        );
+        assert_eq!(
+            heartbeat_interval(Duration::from_millis(1)),
+            Duration::from_millis(50)
+        );
+    }
 }

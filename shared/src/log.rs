@@ -3,12 +3,14 @@
 //! The log is written by a background thread (`slog-async`), so a worker's
 //! event loop never blocks on a slow disk or terminal. Every error-log line
 //! carries the process role, pid and generation. (The worker writes its
-//! access log itself, see the worker's `access_sink`.)
+//! access log itself, see the worker's `access_sink`; it follows [`reopen`]
+//! too, through [`reopen_epoch`].)
 
 use crate::config::LogTarget;
 use slog::{o, Drain, Logger};
 use std::fs::OpenOptions;
 use std::io::{self, Write};
+use std::path::PathBuf;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 
@@ -47,21 +49,61 @@ pub struct Logs {
 /// in the log) rather than blocking the event loop.
 const QUEUE_LINES: usize = 16 * 1024;
 
+/// Bumped by [`reopen`]; each log file compares it with the value it was
+/// opened at before writing a line.
+static REOPEN_EPOCH: AtomicU64 = AtomicU64::new(0);
+
+/// Makes every log file of this process reopen its path before writing its
+/// next line (after logrotate renamed it). Cheap and callable from any
+/// thread: the log threads do the reopening.
+pub fn reopen() {
+    REOPEN_EPOCH.fetch_add(1, Ordering::Relaxed);
+}
+
+/// How many times [`reopen`] was called: a writer of its own (the worker's
+/// access log) that saw a different value last reopens its file.
+pub fn reopen_epoch() -> u64 {
+    REOPEN_EPOCH.load(Ordering::Relaxed)
+}
+
 /// Collects one log line and writes it with a single `write`, so that lines
 /// from the master and its workers sharing a terminal or file never interleave
 /// (slog-term writes a line in many pieces, then flushes).
 struct WholeLines<W: Write> {
     inner: W,
     line: Vec<u8>,
+    /// The file behind `inner`, reopened when [`reopen`] was called.
+    path: Option<PathBuf>,
+    /// The [`REOPEN_EPOCH`] `inner` was opened at.
+    epoch: u64,
 }
 
-impl<W: Write> Write for WholeLines<W> {
+impl WholeLines<Box<dyn Write + Send>> {
+    /// Reopens the file if [`reopen`] was called since it was opened. On
+    /// failure the old file is kept: losing lines is worse than writing them
+    /// to the rotated file.
+    fn reopen_if_asked(&mut self) {
+        let epoch = REOPEN_EPOCH.load(Ordering::Relaxed);
+        if epoch == self.epoch {
+            return;
+        }
+        self.epoch = epoch;
+        if let Some(path) = &self.path {
+            if let Ok(file) = append(path) {
+                self.inner = Box::new(file);
+            }
+        }
+    }
+}
+
+impl Write for WholeLines<Box<dyn Write + Send>> {
     fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
         self.line.extend_from_slice(buf);
         Ok(buf.len())
     }
 
     fn flush(&mut self) -> io::Result<()> {
+        self.reopen_if_asked();
         let result = self
             .inner
             .write_all(&self.line)
@@ -71,21 +113,27 @@ impl<W: Write> Write for WholeLines<W> {
     }
 }
 
+/// Opens `path` for appending (created if needed); the error names the file.
+pub fn append(path: &std::path::Path) -> io::Result<std::fs::File> {
+    OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(path)
+        .map_err(|e| io::Error::new(e.kind(), format!("{}: {e}", path.display())))
+}
+
 fn writer(target: &LogTarget) -> io::Result<WholeLines<Box<dyn Write + Send>>> {
-    let inner: Box<dyn Write + Send> = match target {
-        LogTarget::Stderr => Box::new(io::stderr()),
-        LogTarget::Stdout => Box::new(io::stdout()),
-        LogTarget::File(path) => Box::new(
-            OpenOptions::new()
-                .create(true)
-                .append(true)
-                .open(path)
-                .map_err(|e| io::Error::new(e.kind(), format!("{}: {e}", path.display())))?,
-        ),
+    let epoch = REOPEN_EPOCH.load(Ordering::Relaxed);
+    let (inner, path): (Box<dyn Write + Send>, _) = match target {
+        LogTarget::Stderr => (Box::new(io::stderr()), None),
+        LogTarget::Stdout => (Box::new(io::stdout()), None),
+        LogTarget::File(path) => (Box::new(append(path)?), Some(path.clone())),
     };
     Ok(WholeLines {
         inner,
         line: Vec::with_capacity(256),
+        path,
+        epoch,
     })
 }
 
@@ -139,6 +187,24 @@ mod tests {
     /// Records each `write` call it receives.
     struct Calls(std::sync::Arc<std::sync::Mutex<Vec<Vec<u8>>>>);
 
+    #[test]
+    fn reopen_follows_a_renamed_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("x.log");
+        let mut w = writer(&LogTarget::File(path.clone())).unwrap();
+        writeln!(w, "one").unwrap();
+        w.flush().unwrap();
+        std::fs::rename(&path, dir.path().join("x.log.1")).unwrap();
+        writeln!(w, "two").unwrap();
+        w.flush().unwrap();
+        reopen();
+        writeln!(w, "three").unwrap();
+        w.flush().unwrap();
+        let rotated = std::fs::read_to_string(dir.path().join("x.log.1")).unwrap();
+        assert_eq!(rotated, "one\ntwo\n");
+        assert_eq!(std::fs::read_to_string(&path).unwrap(), "three\n");
+    }
+
     impl Write for Calls {
         fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
             self.0.lock().unwrap().push(buf.to_vec());
@@ -152,9 +218,11 @@ mod tests {
     #[test]
     fn a_line_is_written_in_one_call() {
         let calls = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
-        let mut w = WholeLines {
-            inner: Calls(calls.clone()),
+        let mut w = WholeLines::<Box<dyn Write + Send>> {
+            inner: Box::new(Calls(calls.clone())),
             line: Vec::new(),
+            path: None,
+            epoch: 0,
         };
         write!(w, "a: {}, ", 1).unwrap();
         writeln!(w, "b: {}", 2).unwrap();

@@ -147,12 +147,41 @@ pub struct ServerCounters {
     pub consecutive_failures: u64,
     /// The last failure, for operators.
     pub last_error: Option<String>,
+    /// Live workers whose upstream health state (passive: `max_fails`
+    /// within `fail_timeout`; active: `health_check`) keeps the server out
+    /// of rotation now.
+    pub down: u64,
+    /// Live workers whose configuration names the server (each reports 1).
+    pub reporting: u64,
 }
 
 impl ServerCounters {
     /// Whether the server was tried at all (a failed connect is no exchange).
     pub fn used(&self) -> bool {
         self.requests > 0 || self.failures > 0
+    }
+
+    /// The server's state as operators see it: `down` (every live worker
+    /// keeps it out of rotation), `degraded` (some do), otherwise by the
+    /// last attempts: `failing` (they failed in every worker that tried),
+    /// `up`, or `unused` (never tried).
+    pub fn state(&self) -> &'static str {
+        if self.down > 0 && self.down >= self.reporting {
+            "down"
+        } else if self.down > 0 {
+            "degraded"
+        } else if !self.used() {
+            "unused"
+        } else if self.consecutive_failures > 0 {
+            "failing"
+        } else {
+            "up"
+        }
+    }
+
+    /// Whether requests can go to the server (not `down` nor `failing`).
+    pub fn is_up(&self) -> bool {
+        !matches!(self.state(), "down" | "failing")
     }
 }
 
@@ -222,6 +251,8 @@ impl WorkerStats {
                             mine.consecutive_failures.min(s.consecutive_failures);
                     }
                     mine.active += s.active;
+                    mine.down += s.down;
+                    mine.reporting += s.reporting;
                     mine.requests += s.requests;
                     mine.failures += s.failures;
                     if s.last_error.is_some() {
@@ -239,6 +270,8 @@ impl WorkerStats {
         out.active_connections = 0;
         for s in &mut out.servers {
             s.active = 0;
+            s.down = 0;
+            s.reporting = 0;
         }
         out
     }
@@ -327,6 +360,29 @@ mod tests {
         });
         assert_eq!(a.servers[0].consecutive_failures, 1);
         assert_eq!(a.bytes_out, 15);
+    }
+
+    #[test]
+    fn server_state_prefers_the_health_state() {
+        let mut s = ServerCounters {
+            reporting: 2,
+            ..ServerCounters::default()
+        };
+        assert_eq!(s.state(), "unused");
+        s.requests = 1;
+        assert_eq!(s.state(), "up");
+        s.consecutive_failures = 1;
+        assert_eq!((s.state(), s.is_up()), ("failing", false));
+        s.down = 1;
+        assert_eq!((s.state(), s.is_up()), ("degraded", true));
+        s.down = 2;
+        assert_eq!((s.state(), s.is_up()), ("down", false));
+        let gone = WorkerStats {
+            servers: vec![s],
+            ..WorkerStats::default()
+        }
+        .retired();
+        assert_eq!((gone.servers[0].down, gone.servers[0].reporting), (0, 0));
     }
 
     #[test]

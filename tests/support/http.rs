@@ -213,6 +213,15 @@ impl Conn {
     /// sending any byte of a new one. Bodies framed by `Content-Length` or
     /// chunked encoding are read and decoded.
     pub fn read_request(&mut self) -> io::Result<Option<Request>> {
+        self.read_request_then(|_| Ok(()))
+    }
+
+    /// Like [`Conn::read_request`], calling `on_head` with the head before
+    /// reading the body (an origin answers `Expect: 100-continue` there).
+    pub fn read_request_then(
+        &mut self,
+        on_head: impl FnOnce(&Request) -> io::Result<()>,
+    ) -> io::Result<Option<Request>> {
         loop {
             let mut slots = [httparse::EMPTY_HEADER; 128];
             let mut parsed = httparse::Request::new(&mut slots);
@@ -243,6 +252,7 @@ impl Conn {
                     request.chunked = request
                         .header("transfer-encoding")
                         .is_some_and(|v| v.to_ascii_lowercase().contains("chunked"));
+                    on_head(&request)?;
                     if request.chunked {
                         request.body = self.read_chunked()?;
                     } else if let Some(len) = request.header("content-length") {
@@ -287,6 +297,34 @@ impl Conn {
             return false;
         }
         matches!(self.fill(), Ok(0) | Err(_))
+    }
+
+    /// Reads raw bytes up to and including the first empty line (one
+    /// head), for tests that look at interim responses.
+    pub fn read_raw_head(&mut self) -> io::Result<String> {
+        loop {
+            if let Some(pos) = self.buf.windows(4).position(|w| w == b"\r\n\r\n") {
+                let head: Vec<u8> = self.buf.drain(..pos + 4).collect();
+                return Ok(String::from_utf8_lossy(&head).into_owned());
+            }
+            if self.fill()? == 0 {
+                return Err(io::Error::new(
+                    io::ErrorKind::UnexpectedEof,
+                    "connection closed inside a head",
+                ));
+            }
+        }
+    }
+
+    /// Everything the peer sends until it closes (or the read timeout).
+    pub fn read_to_close(&mut self) -> io::Result<Vec<u8>> {
+        while self.fill()? > 0 {}
+        Ok(std::mem::take(&mut self.buf))
+    }
+
+    /// The underlying stream (for shutting down a half).
+    pub fn stream(&self) -> &TcpStream {
+        &self.stream
     }
 
     fn fill(&mut self) -> io::Result<usize> {

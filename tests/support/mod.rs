@@ -4,6 +4,7 @@
 pub mod http;
 pub mod origins;
 pub mod prefork;
+pub mod scripted;
 
 use std::time::{Duration, Instant};
 

@@ -53,6 +53,8 @@ pub struct Setup {
     workers: usize,
     top: String,
     body: String,
+    env: Vec<(String, String)>,
+    exe: Option<PathBuf>,
 }
 
 impl Setup {
@@ -61,7 +63,22 @@ impl Setup {
             workers,
             top: "shutdown_timeout = \"10s\"\n".into(),
             body: String::new(),
+            env: Vec::new(),
+            exe: None,
         }
+    }
+
+    /// Adds a variable to the master's environment (its workers inherit it).
+    pub fn env(mut self, key: &str, value: &str) -> Setup {
+        self.env.push((key.to_owned(), value.to_owned()));
+        self
+    }
+
+    /// Runs this binary instead of the one under test (a copy a test may
+    /// replace, for binary upgrades).
+    pub fn exe(mut self, path: &Path) -> Setup {
+        self.exe = Some(path.to_owned());
+        self
     }
 
     /// Adds a top-level line (`user = "nobody"`) before any table.
@@ -144,6 +161,15 @@ fn cmdline(pid: i32) -> Vec<String> {
                 .collect()
         })
         .unwrap_or_default()
+}
+
+/// A live (non-zombie) process.
+pub fn process(pid: i32) -> Option<Proc> {
+    proc_stat(pid).filter(|s| s.running()).map(|s| Proc {
+        pid,
+        start_time: s.start_time,
+        cmdline: cmdline(pid),
+    })
 }
 
 /// Live (non-zombie) children of `parent`.
@@ -259,7 +285,8 @@ impl Prefork {
                 config_text(dir.path(), port, &setup),
             )
             .expect("write the config");
-            let child = Command::new(BIN)
+            let child = Command::new(setup.exe.as_deref().unwrap_or(Path::new(BIN)))
+                .envs(setup.env.iter().map(|(k, v)| (k, v)))
                 .arg("-c")
                 .arg(dir.path().join("prefork.toml"))
                 .stdin(Stdio::null())
@@ -381,14 +408,30 @@ impl Prefork {
         config_text(self.dir(), self.port, &self.setup.clone().body(body))
     }
 
-    /// The master's live children (its workers), recorded for the leak check.
+    /// The master's live worker processes, recorded (with any other child,
+    /// such as a new master during a binary upgrade) for the leak check.
     pub fn workers(&self) -> Vec<Proc> {
-        let list = children(self.master_pid());
+        self.workers_of(self.master_pid())
+    }
+
+    /// The live worker processes of `master`, recorded for the leak check.
+    pub fn workers_of(&self, master: i32) -> Vec<Proc> {
+        let list = children(master);
         let mut seen = self.seen.lock().unwrap();
         for p in &list {
             seen.entry(p.pid).or_insert_with(|| p.clone());
         }
-        list
+        list.into_iter()
+            .filter(|p| p.cmdline.get(1).is_some_and(|a| a == "worker"))
+            .collect()
+    }
+
+    /// Records a process (a master started by a binary upgrade) for the
+    /// leak check.
+    pub fn track(&self, pid: i32) {
+        if let Some(p) = process(pid) {
+            self.seen.lock().unwrap().entry(pid).or_insert(p);
+        }
     }
 
     /// Waits until exactly `n` workers run and `done` holds for the list.
@@ -506,6 +549,26 @@ impl Prefork {
                 ));
                 let _ = kill(Pid::from_raw(self.master_pid()), Signal::SIGKILL);
                 let _ = self.child.wait();
+            }
+        }
+        // A master started by a binary upgrade outlives the first one: stop
+        // it the same way, after noting its workers.
+        let masters: Vec<Proc> = self
+            .seen
+            .lock()
+            .unwrap()
+            .values()
+            .filter(|p| p.is_alive() && p.cmdline.get(1).is_none_or(|a| a != "worker"))
+            .cloned()
+            .collect();
+        for m in masters {
+            self.workers_of(m.pid);
+            let _ = kill(Pid::from_raw(m.pid), Signal::SIGTERM);
+            if !wait_until(STOP_TIMEOUT, || !m.is_alive()) {
+                problems.push(format!(
+                    "the new master (pid {}) did not exit within {STOP_TIMEOUT:?} of SIGTERM",
+                    m.pid
+                ));
             }
         }
         let seen: Vec<Proc> = self.seen.lock().unwrap().values().cloned().collect();

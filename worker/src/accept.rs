@@ -28,7 +28,8 @@ pub(crate) async fn accept_loop(worker: Rc<Worker>, listener: TcpListener) {
                 // Request/response traffic wants latency, not Nagle batching.
                 let _ = stream.set_nodelay(true);
                 let guard = worker.track();
-                let conn = Connection::new(worker.clone(), stream, peer);
+                // The newest configuration (hot reload) serves it.
+                let conn = Connection::new(worker.latest(), stream, peer);
                 tokio::task::spawn_local(async move {
                     conn.run().await;
                     drop(guard);

@@ -10,6 +10,7 @@ use std::cell::RefCell;
 use std::fmt::{self, Write as _};
 use std::io;
 use std::net::SocketAddr;
+use std::rc::Rc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 /// The request fields an access-log line shows, copied out of the request
@@ -93,9 +94,12 @@ pub(crate) struct Entry<'a> {
     pub(crate) total: Duration,
 }
 
-/// The worker's access logs: the destinations and which route uses which.
+/// The access logs of one configuration: the destinations and which route
+/// uses which. A hot reload builds new ones with [`AccessLogs::reconfigured`],
+/// which keeps the destinations still named open (a file is never reopened
+/// just because routes or the format changed).
 pub(crate) struct AccessLogs {
-    sinks: Vec<Sink>,
+    sinks: Vec<Rc<Sink>>,
     /// Sink of each route, then of unrouted requests (`None`: off).
     by_route: Vec<Option<usize>>,
     labels: Vec<String>,
@@ -106,36 +110,59 @@ pub(crate) struct AccessLogs {
 impl AccessLogs {
     /// Opens the destinations `config` names (each file once).
     pub(crate) fn open(config: &Config) -> io::Result<AccessLogs> {
-        let mut sinks: Vec<Sink> = Vec::new();
-        let mut sink_for = |target: &LogTarget| -> io::Result<usize> {
+        let (logs, mut failed) = AccessLogs::build(config, &[]);
+        match failed.pop() {
+            Some(e) => Err(e),
+            None => Ok(logs),
+        }
+    }
+
+    /// The access logs of `config`, reusing the open destinations of these
+    /// ones. Destinations that cannot be opened are off (the errors are
+    /// returned for the error log): the rest of the configuration still
+    /// applies.
+    pub(crate) fn reconfigured(&self, config: &Config) -> (AccessLogs, Vec<io::Error>) {
+        AccessLogs::build(config, &self.sinks)
+    }
+
+    fn build(config: &Config, open: &[Rc<Sink>]) -> (AccessLogs, Vec<io::Error>) {
+        let mut sinks: Vec<Rc<Sink>> = Vec::new();
+        let mut failed = Vec::new();
+        let mut sink_for = |target: &LogTarget| -> Option<usize> {
             if let Some(i) = sinks.iter().position(|s| s.target() == target) {
-                return Ok(i);
+                return Some(i);
             }
-            sinks.push(Sink::open(target)?);
-            Ok(sinks.len() - 1)
+            let sink = match open.iter().find(|s| s.target() == target) {
+                Some(sink) => sink.clone(),
+                None => match Sink::open(target) {
+                    Ok(sink) => Rc::new(sink),
+                    Err(e) => {
+                        failed.push(e);
+                        return None;
+                    }
+                },
+            };
+            sinks.push(sink);
+            Some(sinks.len() - 1)
         };
-        let default = config
-            .log
-            .access_log
-            .as_ref()
-            .map(&mut sink_for)
-            .transpose()?;
+        let default = config.log.access_log.as_ref().and_then(&mut sink_for);
         let mut by_route = Vec::with_capacity(config.routes.len() + 1);
         for route in &config.routes {
             by_route.push(match &route.access_log {
                 RouteAccessLog::Inherit => default,
                 RouteAccessLog::Off => None,
-                RouteAccessLog::To(target) => Some(sink_for(target)?),
+                RouteAccessLog::To(target) => sink_for(target),
             });
         }
         by_route.push(default);
-        Ok(AccessLogs {
+        let logs = AccessLogs {
             sinks,
             by_route,
             labels: config.routes.iter().map(|r| r.label()).collect(),
             format: config.log.access_log_format.clone(),
             clock: RefCell::default(),
-        })
+        };
+        (logs, failed)
     }
 
     /// No access log at all (tests).
@@ -434,6 +461,29 @@ mod tests {
             referer: String::new(),
             user_agent: "curl/8".into(),
         }
+    }
+
+    #[test]
+    fn a_reconfiguration_keeps_destinations_still_named_open() {
+        let dir = std::env::temp_dir().join(format!("prefork-access-test-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let config = |routes: &str| {
+            let text = format!("[log]\naccess_log = \"{}/a.log\"\n{routes}", dir.display());
+            prefork_shared::config_file::parse(std::path::Path::new("t.toml"), &text).unwrap()
+        };
+        let first = AccessLogs::open(&config("")).unwrap();
+        let own = format!(
+            "[[routes]]\npath = \"/x\"\nrespond = {{ body = \"x\" }}\naccess_log = \"{}/x.log\"\n",
+            dir.display()
+        );
+        let (second, failed) = first.reconfigured(&config(&own));
+        assert!(failed.is_empty());
+        assert_eq!(second.sinks.len(), 2);
+        assert!(Rc::ptr_eq(&first.sinks[0], &second.sinks[0]));
+        assert_eq!(second.labels, ["*/x"]);
+        assert_eq!(second.by_route, [Some(1), Some(0)]);
+        drop((first, second));
+        let _ = std::fs::remove_dir_all(dir);
     }
 
     fn line(format: AccessFormat) -> String {

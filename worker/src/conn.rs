@@ -16,7 +16,7 @@ use slog::{error, warn};
 use std::net::SocketAddr;
 use std::rc::Rc;
 use std::time::Duration;
-use tokio::io::AsyncReadExt;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 use tokio::sync::watch;
 use tokio::time::{timeout, timeout_at, Instant};
@@ -25,9 +25,15 @@ use tokio::time::{timeout, timeout_at, Instant};
 const HEAD_BUFFER: usize = 8 * 1024;
 /// Spare room below which the read buffer grows before a read.
 const MIN_SPARE: usize = 1024;
-/// How long a connection accepted just before a stop may take to send its
-/// first request, which is then answered with `Connection: close`.
-const FIRST_REQUEST_GRACE: std::time::Duration = std::time::Duration::from_secs(1);
+/// Lingering close (nginx's `lingering_time`): the longest a closing
+/// connection keeps reading and discarding what the client still sends, so
+/// the client reads the answer instead of a reset.
+const LINGER_TIME: Duration = Duration::from_secs(5);
+/// The longest pause between two reads while lingering (nginx's
+/// `lingering_timeout`).
+const LINGER_TIMEOUT: Duration = Duration::from_secs(1);
+/// Most bytes discarded while lingering.
+const LINGER_BYTES: usize = 64 * 1024 * 1024;
 
 /// One client connection and the buffers it reuses across requests.
 pub(crate) struct Connection {
@@ -66,6 +72,10 @@ pub(crate) struct Request<'w> {
     pub(crate) keep_alive: bool,
     /// How its body is framed.
     pub(crate) body: Framing,
+    /// The largest body allowed (0: no limit).
+    pub(crate) max_body: u64,
+    /// Whether it asks to switch protocols (a 101 then opens a tunnel).
+    pub(crate) upgrade: bool,
     /// What the matching route does (`None`: no route, 404).
     action: Option<&'w RouteAction>,
 }
@@ -86,6 +96,8 @@ enum HeadEnd {
     Timeout,
     /// The head was refused.
     Invalid(RequestError),
+    /// A new configuration arrived while idle: read the next request under it.
+    Reconfigured,
 }
 
 impl Connection {
@@ -110,14 +122,16 @@ impl Connection {
     fn unknown_request(&mut self) {
         self.info.clear();
         self.route = None;
-        self.worker.request_ids.next_into(&mut self.request_id);
+        self.worker.next_request_id(&mut self.request_id);
     }
 
     /// Serves requests until the connection closes.
     pub(crate) async fn run(mut self) {
-        let worker = self.worker.clone();
         let mut served = 0u64;
         loop {
+            // Between requests: take the newest configuration (hot reload).
+            let worker = self.worker.latest();
+            self.worker = worker.clone();
             let request = self.read_request(&worker, served).await;
             let started = Instant::now();
             let done = match request {
@@ -126,6 +140,7 @@ impl Connection {
                     self.serve(&worker, &req).await
                 }
                 Err(HeadEnd::Closed) => return,
+                Err(HeadEnd::Reconfigured) => continue,
                 Err(HeadEnd::Timeout) => {
                     self.unknown_request();
                     self.answer_error(Version::Http11, false, 408, true).await
@@ -138,9 +153,7 @@ impl Connection {
             };
             let took = started.elapsed();
             let s = &done.served;
-            worker
-                .stats
-                .request(self.route, s.status, s.bytes_sent, took);
+            worker.count_request(self.route, s.status, s.bytes_sent, took);
             worker.access.record(&Entry {
                 client: self.peer,
                 info: &self.info,
@@ -150,12 +163,52 @@ impl Connection {
                 total: took,
             });
             if done.close {
+                self.close(done.served.status).await;
                 return;
             }
         }
     }
 
+    /// Closes the connection after answering `status`; lingers first when
+    /// the client may still be sending, so the answer is not lost to a reset
+    /// (RFC 9112 §9.6).
+    async fn close(&mut self, status: u16) {
+        let mut probe = [0u8; 1];
+        let pending = !self.buf.is_empty()
+            || matches!(status, 400 | 408 | 413 | 414 | 431 | 501)
+            || matches!(self.stream.try_read(&mut probe), Ok(n) if n > 0);
+        if !pending {
+            return;
+        }
+        // Sending FIN first tells the client no more answers are coming.
+        if self.stream.shutdown().await.is_err() {
+            return;
+        }
+        let until = Instant::now() + LINGER_TIME;
+        let mut discarded = 0;
+        let mut sink = vec![0u8; 64 * 1024];
+        while discarded < LINGER_BYTES {
+            let limit = until.min(Instant::now() + LINGER_TIMEOUT);
+            let read = tokio::select! {
+                read = timeout_at(limit, self.stream.read(&mut sink)) => read,
+                // A stopping worker does not wait for slow clients.
+                _ = self.stop.wait_for(|s| *s != Stop::Running) => return,
+            };
+            match read {
+                Ok(Ok(n)) if n > 0 => discarded += n,
+                _ => return,
+            }
+        }
+    }
+
     async fn serve(&mut self, worker: &Worker, req: &Request<'_>) -> Done {
+        if let Framing::Length(n) = req.body {
+            if req.max_body > 0 && n > req.max_body {
+                // Refused before reading it; the lingering close absorbs
+                // what the client already sent.
+                return self.answer_error(req.version, req.is_head, 413, true).await;
+            }
+        }
         match req.action {
             None => {
                 let close = self.must_close(req);
@@ -191,9 +244,10 @@ impl Connection {
     /// Reads until a complete request head is buffered.
     async fn read_request<'w>(
         &mut self,
-        worker: &'w Worker,
+        worker: &'w Rc<Worker>,
         served: u64,
     ) -> Result<Request<'w>, HeadEnd> {
+        let idle_since = Instant::now();
         let limits = &worker.config.http;
         // The first request is due within the header timeout of the accept;
         // later ones within it of their first byte, after an idle wait.
@@ -217,21 +271,20 @@ impl Connection {
                 biased;
                 read = timeout_at(until, self.stream.read_buf(&mut self.buf)) => read,
                 _ = self.stop.wait_for(|s| *s != Stop::Running), if idle && !stop_grace => {
-                    if served > 0 {
-                        return Err(HeadEnd::Closed);
-                    }
-                    // Just accepted: its request may be in flight. Closing now
-                    // would reset it, so give it a moment and answer it.
+                    // The client may be sending a request right now: closing
+                    // at once would reset it. Answer what arrives meanwhile
+                    // (with `Connection: close`), close once quiet.
                     stop_grace = true;
-                    let grace = Instant::now() + FIRST_REQUEST_GRACE;
-                    deadline = Some(deadline.map_or(grace, |d| d.min(grace)));
+                    let close_at = worker.drain_close_at(idle_since, self.peer, served);
+                    deadline = Some(deadline.map_or(close_at, |d| d.min(close_at)));
                     continue;
                 }
+                _ = worker.superseded(), if idle && !stop_grace => return Err(HeadEnd::Reconfigured),
             };
             match read {
                 Err(_) if stop_grace && self.buf.is_empty() => return Err(HeadEnd::Closed),
                 Err(_) if deadline.is_some() => return Err(HeadEnd::Timeout),
-                Ok(Ok(n)) if n > 0 => worker.stats.read(n),
+                Ok(Ok(n)) if n > 0 => worker.stats().read(n),
                 // Idle timeout, EOF or a reset: nothing to answer.
                 _ => return Err(HeadEnd::Closed),
             }
@@ -264,17 +317,19 @@ impl Connection {
             *route = worker
                 .config
                 .route_index(&request::route_host(host), head.path);
-            let action = route.map(|i| &worker.config.routes[i].action);
+            let matched = route.map(|i| &worker.config.routes[i]);
+            let action = matched.map(|r| &r.action);
+            let max_body = matched.map_or(limits.max_body_size, |r| r.max_body_size(limits));
             let client_id = request_id::from_client(head.headers);
             match client_id {
                 Some(id) => {
                     request_id.clear();
                     request_id.push_str(id);
                 }
-                None => worker.request_ids.next_into(request_id),
+                None => worker.next_request_id(request_id),
             }
             if matches!(action, Some(RouteAction::Proxy(_))) {
-                heads::request_head(request_head, &head, client_ip);
+                heads::request_head(request_head, &head, client_ip, limits.via.as_deref());
                 if client_id.is_none() {
                     request_id::add_header(request_head, request_id);
                 }
@@ -288,6 +343,8 @@ impl Connection {
                 idempotent: head.is_idempotent(),
                 keep_alive: head.keep_alive && !last,
                 body: head.body,
+                max_body,
+                upgrade: head.upgrade,
                 action,
             };
             Ok(Some((head.len, req)))
@@ -323,11 +380,9 @@ impl Connection {
         }
     }
 
-    /// How long a write to the client may stall. The config has no key for
-    /// it (nginx's `send_timeout`); the body timeout, the same 60 s by
-    /// default, bounds a client that stops reading.
+    /// How long a write to the client may stall (nginx's `send_timeout`).
     pub(crate) fn send_timeout(&self) -> Duration {
-        self.worker.config.http.client_body_timeout
+        self.worker.config.http.send_timeout
     }
 
     /// Answers an error page.

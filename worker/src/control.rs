@@ -4,11 +4,12 @@
 use ipc_channel::ipc::IpcReceiver;
 use ipc_channel::IpcError;
 use prefork_shared::ipc::{MasterMsg, StopMode};
+use prefork_shared::Config;
 use slog::{error, warn, Logger};
 use std::future::Future;
 use std::io;
 use tokio::signal::unix::{signal, SignalKind};
-use tokio::sync::watch;
+use tokio::sync::{mpsc, watch};
 
 /// The worker's run state; it only ever moves forward.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
@@ -43,12 +44,14 @@ pub(crate) fn request_stop(state: &watch::Sender<Stop>, to: Stop) {
 
 /// Starts the thread that reads the master's commands.
 ///
-/// `IpcReceiver::recv` blocks, so it gets a plain thread that forwards into
-/// the watch channel. A closed channel means the master is gone: stop fast
-/// rather than keep serving as an orphan.
+/// `IpcReceiver::recv` blocks, so it gets a plain thread that forwards stops
+/// into the watch channel and new configurations to the event loop. A closed
+/// channel means the master is gone: stop fast rather than keep serving as
+/// an orphan.
 pub(crate) fn spawn_ipc_reader(
     commands: IpcReceiver<MasterMsg>,
     state: watch::Sender<Stop>,
+    updates: mpsc::UnboundedSender<Box<Config>>,
     log: Logger,
 ) -> io::Result<()> {
     std::thread::Builder::new()
@@ -56,9 +59,13 @@ pub(crate) fn spawn_ipc_reader(
         .spawn(move || loop {
             match commands.recv() {
                 Ok(MasterMsg::Stop(mode)) => request_stop(&state, mode.into()),
-                Ok(MasterMsg::Configure(_)) => {
-                    warn!(log, "ignoring a second Configure from the master");
+                Ok(MasterMsg::Configure(config)) => {
+                    if updates.send(config).is_err() {
+                        warn!(log, "the event loop is gone; configuration ignored");
+                    }
                 }
+                // The log threads reopen the files before their next line.
+                Ok(MasterMsg::ReopenLogs) => prefork_shared::log::reopen(),
                 Err(IpcError::Disconnected) => {
                     warn!(log, "master channel closed, stopping");
                     request_stop(&state, Stop::Fast);

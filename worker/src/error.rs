@@ -84,6 +84,7 @@ impl ClientError {
     pub(crate) fn status(&self) -> Option<u16> {
         match self {
             ClientError::Timeout => Some(408),
+            ClientError::BadChunk(ChunkError::TooLarge) => Some(413),
             ClientError::BadChunk(_) => Some(400),
             _ => None,
         }

@@ -7,9 +7,14 @@
 mod accept;
 mod access_log;
 mod access_sink;
+mod balance;
 mod conn;
 mod control;
 mod error;
+#[cfg(any(test, feature = "fuzzing"))]
+pub mod fuzzing;
+mod health;
+mod health_check;
 mod http;
 mod inherit;
 mod io;
@@ -17,6 +22,9 @@ mod proxy;
 mod request_id;
 mod server;
 mod stats;
+#[cfg(debug_assertions)]
+mod test_hooks;
+mod tunnel;
 mod upstream;
 
 #[cfg(test)]
@@ -26,12 +34,12 @@ use control::Stop;
 use ipc_channel::ipc::{self, IpcSender};
 use ipc_channel::{IpcError, TryRecvError};
 use prefork_shared::exit;
-use prefork_shared::ipc::{MasterMsg, WorkerMsg, PROTOCOL_VERSION};
+use prefork_shared::ipc::{heartbeat_interval, MasterMsg, WorkerMsg, PROTOCOL_VERSION};
 use prefork_shared::log::{self as plog, Role};
 use prefork_shared::Config;
 use slog::{error, info, o};
-use std::time::Duration;
-use tokio::sync::watch;
+use std::time::{Duration, Instant};
+use tokio::sync::{mpsc, watch};
 
 /// How long a new worker waits for its configuration.
 const CONFIGURE_TIMEOUT: Duration = Duration::from_secs(10);
@@ -106,12 +114,18 @@ fn run(args: &WorkerArgs) -> Result<i32, BootError> {
             control,
         })
         .map_err(BootError::Hello)?;
-    let config: Config = match commands.try_recv_timeout(CONFIGURE_TIMEOUT) {
-        Ok(MasterMsg::Configure(config)) => *config,
-        // Told to stop before starting: nothing to do.
-        Ok(MasterMsg::Stop(_)) => return Ok(exit::OK),
-        Err(TryRecvError::Empty) => return Err(BootError::ConfigTimeout(CONFIGURE_TIMEOUT)),
-        Err(TryRecvError::IpcError(e)) => return Err(BootError::ConfigRecv(e)),
+    let configure_by = Instant::now() + CONFIGURE_TIMEOUT;
+    let config: Config = loop {
+        let left = configure_by.saturating_duration_since(Instant::now());
+        match commands.try_recv_timeout(left) {
+            Ok(MasterMsg::Configure(config)) => break *config,
+            // Told to stop before starting: nothing to do.
+            Ok(MasterMsg::Stop(_)) => return Ok(exit::OK),
+            // No log is open yet: nothing to reopen.
+            Ok(MasterMsg::ReopenLogs) => continue,
+            Err(TryRecvError::Empty) => return Err(BootError::ConfigTimeout(CONFIGURE_TIMEOUT)),
+            Err(TryRecvError::IpcError(e)) => return Err(BootError::ConfigRecv(e)),
+        }
     };
 
     let logs = plog::open(&config.log.error_log, Role::Worker, args.generation)
@@ -120,7 +134,8 @@ fn run(args: &WorkerArgs) -> Result<i32, BootError> {
     let log = logs.error.new(o!("slot" => args.slot));
 
     let (stop_tx, stop_rx) = watch::channel(Stop::Running);
-    control::spawn_ipc_reader(commands, stop_tx.clone(), log.clone())
+    let (updates_tx, updates_rx) = mpsc::unbounded_channel();
+    control::spawn_ipc_reader(commands, stop_tx.clone(), updates_tx, log.clone())
         .map_err(BootError::ControlThread)?;
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
@@ -147,9 +162,20 @@ fn run(args: &WorkerArgs) -> Result<i32, BootError> {
                 }
             }
         }
+        #[cfg(debug_assertions)]
+        test_hooks::install(&log);
+        let beat = heartbeat_interval(config.worker_timeout);
         let worker = server::Worker::new(config, log.clone(), access, stop_rx);
-        tokio::task::spawn_local(stats::report_every(worker.clone(), to_master.clone()));
-        let last_report = worker.clone();
+        tokio::task::spawn_local(server::apply_updates(
+            worker.clone(),
+            updates_rx,
+            args.slot,
+            args.generation,
+        ));
+        let beats = to_master.clone();
+        tokio::task::spawn_local(heartbeats(beats, beat));
+        let newest = worker.newest();
+        tokio::task::spawn_local(stats::report_every(newest.clone(), to_master.clone()));
         server::serve(worker, tokio_listeners, || {
             info!(log, "worker ready");
             if let Err(e) = to_master.send(WorkerMsg::Ready) {
@@ -157,7 +183,9 @@ fn run(args: &WorkerArgs) -> Result<i32, BootError> {
             }
         })
         .await;
-        stats::report(&last_report, &to_master);
+        if let Some(last) = newest.get() {
+            stats::report(&last, &to_master);
+        }
         exit::OK
     });
     // Close every connection before the logs flush.
@@ -165,4 +193,18 @@ fn run(args: &WorkerArgs) -> Result<i32, BootError> {
     drop(runtime);
     drop(logs.guard);
     Ok(code)
+}
+
+/// Tells the master, from the event loop itself, that the loop runs: a loop
+/// blocked by a bug stops the beats and the master replaces the worker.
+async fn heartbeats(to_master: IpcSender<WorkerMsg>, every: Duration) {
+    let mut tick = tokio::time::interval(every);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tick.tick().await;
+        // A failure means the master is gone; the IPC reader stops us.
+        if to_master.send(WorkerMsg::Heartbeat).is_err() {
+            return;
+        }
+    }
 }

@@ -4,6 +4,7 @@
 use crate::access_log::Served;
 use crate::conn::{connection_field, Connection, Done, Request};
 use crate::error::{ClientError, PumpError, UpstreamError};
+use crate::health::Change;
 use crate::http::body::BodyCursor;
 use crate::http::chunked::ChunkedDecoder;
 use crate::http::heads::{self, ConnectionField};
@@ -11,9 +12,10 @@ use crate::http::response::{self, MAX_RESPONSE_HEADERS};
 use crate::http::{with_header_slots, Framing, Version};
 use crate::io::{write_two, BODY_READ};
 use crate::stats::Stats;
+use crate::tunnel;
 use crate::upstream::{Group, UpstreamConn};
 use bytes::{Buf, BytesMut};
-use slog::{error, warn};
+use slog::{error, info, warn};
 use std::future::Future;
 use std::net::SocketAddr;
 use std::time::Duration;
@@ -43,6 +45,13 @@ struct Early {
 }
 
 impl Early {
+    /// Whether the failure counts against the server's health: it did not
+    /// answer properly before the response head (a body error does not
+    /// count, nor does a client's).
+    fn is_server_failure(&self) -> bool {
+        matches!(&self.error, PumpError::Upstream(e) if !matches!(e, UpstreamError::BadChunk(_)))
+    }
+
     fn upstream(error: UpstreamError, retryable: bool, request_done: bool) -> Self {
         Early {
             error: error.into(),
@@ -50,6 +59,19 @@ impl Early {
             request_done,
         }
     }
+}
+
+/// What the response to a request may be, for reading its head.
+#[derive(Clone, Copy)]
+struct Expecting<'a> {
+    /// The request was `HEAD`: the response has no body.
+    is_head: bool,
+    /// The request asked to upgrade: a 101 is its final response.
+    upgrade: bool,
+    /// Interim (1xx) responses are relayed (HTTP/1.1 clients only).
+    forward_interim: bool,
+    /// The `Via` pseudonym, if any.
+    via: Option<&'a str>,
 }
 
 /// Read and write time limits of one exchange.
@@ -65,10 +87,13 @@ impl Connection {
     /// Forwards `req` to a server of `group` and its response to the client.
     pub(crate) async fn proxy(&mut self, req: &Request<'_>, group: &Group) -> Done {
         let started = Instant::now();
-        let mut index = group.pick();
-        let mut connect_failures = 0;
+        // Servers whose connect failed for this request.
+        let mut tried = Vec::new();
         let mut fresh = false;
         let mut retried = false;
+        let Some(mut index) = group.pick(&tried) else {
+            return self.no_live_server(req, group).await;
+        };
         loop {
             let addr = group.server(index).addr;
             let up = match group.acquire(index, fresh).await {
@@ -76,12 +101,13 @@ impl Connection {
                 Err(e) => {
                     error!(self.worker.log, "upstream connect failed";
                         "client" => %self.peer, "upstream" => %addr, "error" => %e, "request_id" => &self.request_id);
-                    self.worker.stats.upstream_failed(addr, &e);
-                    connect_failures += 1;
+                    self.worker.stats().upstream_failed(addr, &e);
+                    self.note_failure(group, index);
                     // Like nginx, another server gets the request after a
                     // connect failure, each server at most once.
-                    if connect_failures < group.len() {
-                        index = (index + 1) % group.len();
+                    tried.push(index);
+                    if let Some(next) = group.pick(&tried) {
+                        index = next;
                         continue;
                     }
                     let close = self.must_close(req);
@@ -92,22 +118,63 @@ impl Connection {
                 }
             };
             let reused = up.reused;
-            let _busy = self.worker.stats.upstream_busy(addr);
-            match self.exchange(req, group, up, addr).await {
-                Ok(done) => return with_upstream(done, addr, started),
+            let busy = group.busy(index);
+            let stats_busy = self.worker.stats().upstream_busy(addr);
+            let result = self.exchange(req, group, up, addr).await;
+            drop((busy, stats_busy));
+            match result {
+                Ok(done) => {
+                    if let Some(change) = group.succeeded(index) {
+                        self.log_change(group, index, change);
+                    }
+                    return with_upstream(done, addr, started);
+                }
                 Err(early) => {
                     let bodyless = matches!(req.body, Framing::Empty | Framing::Length(0));
-                    if early.retryable && reused && !retried && req.idempotent && bodyless {
+                    // A pooled connection that fails before any response
+                    // byte was most likely closed by the server while idle:
+                    // not the server's fault.
+                    let stale = early.retryable && reused;
+                    if stale && !retried && req.idempotent && bodyless {
                         // The server closed an idle pooled connection as it
                         // was reused: replay once on a new connection.
                         retried = true;
                         fresh = true;
                         continue;
                     }
+                    if !stale && early.is_server_failure() {
+                        self.note_failure(group, index);
+                    }
                     let done = self.fail_early(req, early, addr).await;
                     return with_upstream(done, addr, started);
                 }
             }
+        }
+    }
+
+    /// Answers 502 at once when every server of `group` is down.
+    async fn no_live_server(&mut self, req: &Request<'_>, group: &Group) -> Done {
+        error!(self.worker.log, "no live upstream server";
+            "client" => %self.peer, "servers" => group.len(), "request_id" => &self.request_id);
+        let close = self.must_close(req);
+        self.answer_error(req.version, req.is_head, 502, close)
+            .await
+    }
+
+    /// Counts a failure against server `index` (passive health).
+    fn note_failure(&self, group: &Group, index: usize) {
+        if let Some(change) = group.failed(index) {
+            self.log_change(group, index, change);
+        }
+    }
+
+    fn log_change(&self, group: &Group, index: usize, change: Change) {
+        let server = &group.server(index).name;
+        match change {
+            Change::Down => warn!(self.worker.log, "upstream server marked down";
+                "server" => server, "max_fails" => group.config.max_fails,
+                "fail_timeout" => ?group.config.fail_timeout),
+            Change::Up => info!(self.worker.log, "upstream server back up"; "server" => server),
         }
     }
 
@@ -118,7 +185,7 @@ impl Connection {
             PumpError::Upstream(e) => {
                 error!(log, "upstream request failed";
                     "client" => %self.peer, "upstream" => %addr, "error" => %e, "request_id" => &self.request_id);
-                self.worker.stats.upstream_failed(addr, &e);
+                self.worker.stats().upstream_failed(addr, &e);
                 let close = !early.request_done || !req.keep_alive;
                 self.answer_error(req.version, req.is_head, e.status(), close)
                     .await
@@ -168,7 +235,7 @@ impl Connection {
         let (mut up_rd, mut up_wr) = up.stream.split();
 
         // The head and the body bytes already buffered leave together.
-        let mut body = BodyCursor::new(req.body);
+        let mut body = BodyCursor::request(req.body, req.max_body);
         let initial = body.take(buf).map_err(|e| Early {
             error: ClientError::BadChunk(e).into(),
             retryable: false,
@@ -186,15 +253,26 @@ impl Connection {
         // a server may answer early (or send 100 Continue) before reading it.
         let mut sent: Option<Result<(), UpstreamError>> = body.is_done().then_some(Ok(()));
         let head = {
-            let pump =
-                pump_request_body(&worker.stats, &mut client_rd, buf, &mut up_wr, &mut body, t);
+            let pump = pump_request_body(
+                worker.stats(),
+                &mut client_rd,
+                buf,
+                &mut up_wr,
+                &mut body,
+                t,
+            );
+            let expecting = Expecting {
+                is_head: req.is_head,
+                upgrade: req.upgrade,
+                forward_interim: req.version == Version::Http11,
+                via: worker.config.http.via.as_deref(),
+            };
             let head = read_response_head(
                 &mut up_rd,
                 &mut up.buf,
                 &mut client_wr,
                 response_head,
-                req.is_head,
-                req.version == Version::Http11,
+                expecting,
                 t.client_write,
             );
             // The read timeout runs once the request is fully sent.
@@ -244,6 +322,41 @@ impl Connection {
             }
         };
 
+        if meta.status == 101 {
+            heads::finish_head(response_head, None, false, ConnectionField::Upgrade);
+            let idle = worker.config.http.tunnel_timeout;
+            // Bytes either side sent early (after its head) go first.
+            let opened = async {
+                write_client(&mut client_wr, response_head, &up.buf, t).await?;
+                within(
+                    t.upstream_write,
+                    up_wr.write_all(buf),
+                    UpstreamError::Write,
+                    UpstreamError::WriteTimeout,
+                )
+                .await?;
+                Ok::<(), PumpError>(())
+            };
+            let sent = (response_head.len() + up.buf.len()) as u64;
+            if opened.await.is_ok() {
+                buf.clear();
+                let carried =
+                    tunnel::run(&mut client_rd, &mut client_wr, &mut up_rd, &mut up_wr, idle).await;
+                worker.stats().upstream_ok(addr);
+                worker.stats().read_u64(carried.up);
+                return Ok(Done {
+                    served: Served {
+                        status: 101,
+                        bytes_sent: sent + carried.down,
+                        upstream: None,
+                        upstream_time: None,
+                    },
+                    close: true,
+                });
+            }
+            return Ok(closed_by_client(101));
+        }
+
         // An HTTP/1.0 client cannot take chunks: decode, and close to end.
         let decode = meta.framing == Framing::Chunked && req.version == Version::Http10;
         let to_client = if decode { Framing::Close } else { meta.framing };
@@ -283,7 +396,7 @@ impl Connection {
                 if let PumpError::Upstream(e) = &error {
                     error!(worker.log, "upstream response failed";
                         "client" => %peer, "upstream" => %addr, "error" => %e, "request_id" => &*request_id);
-                    worker.stats.upstream_failed(addr, e);
+                    worker.stats().upstream_failed(addr, e);
                 }
                 // Closing is the only way to tell the client the body is
                 // incomplete once its head has gone out.
@@ -298,7 +411,7 @@ impl Connection {
                 });
             }
         };
-        worker.stats.upstream_ok(addr);
+        worker.stats().upstream_ok(addr);
         let reusable = meta.keep_alive && request_done && meta.framing != Framing::Close;
         if reusable {
             group.release(up);
@@ -396,8 +509,7 @@ async fn read_response_head<R, W>(
     buf: &mut BytesMut,
     client: &mut W,
     out: &mut Vec<u8>,
-    is_head: bool,
-    forward_interim: bool,
+    expecting: Expecting<'_>,
     send_timeout: Duration,
 ) -> Result<ResponseMeta, (PumpError, bool)>
 where
@@ -408,10 +520,11 @@ where
     loop {
         if !buf.is_empty() {
             let parsed = with_header_slots(MAX_RESPONSE_HEADERS, |slots| {
-                let Some(head) = response::parse(buf, is_head, slots)? else {
+                let Some(head) = response::parse(buf, expecting.is_head, expecting.upgrade, slots)?
+                else {
                     return Ok(None);
                 };
-                heads::response_head_start(out, &head);
+                heads::response_head_start(out, &head, expecting.via);
                 let meta = ResponseMeta {
                     status: head.status,
                     framing: head.framing,
@@ -423,10 +536,10 @@ where
             match parsed {
                 Ok(Some((len, meta))) => {
                     buf.advance(len);
-                    if meta.status >= 200 {
+                    if meta.status >= 200 || meta.status == 101 {
                         return Ok(meta);
                     }
-                    if forward_interim {
+                    if expecting.forward_interim {
                         heads::finish_head(out, None, false, ConnectionField::Omit);
                         within(
                             send_timeout,

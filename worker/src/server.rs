@@ -1,25 +1,65 @@
 //! The per-worker state shared by every connection, and the serve loop:
 //! accept until told to stop, then drain.
+//!
+//! A hot reload replaces the configuration without a new process: each
+//! configuration is an immutable [`Worker`] snapshot, connections take the
+//! latest one between requests (a request in flight finishes under the one
+//! it started with), and upstream pools of unchanged upstreams carry over.
 
 use crate::accept::accept_loop;
 use crate::access_log::AccessLogs;
 use crate::control::Stop;
 use crate::request_id::RequestIds;
-use crate::stats::Stats;
+use crate::stats::{RouteSlots, ServerRef, Stats};
 use crate::upstream::Upstreams;
+use prefork_shared::log::{self as plog, LogGuard, Role};
+use prefork_shared::stats::WorkerStats;
 use prefork_shared::Config;
-use slog::{info, warn, Logger};
-use std::cell::Cell;
-use std::rc::Rc;
+use slog::{error, info, o, warn, Logger};
+use std::cell::{Cell, RefCell};
+use std::hash::{Hash, Hasher};
+use std::net::SocketAddr;
+use std::rc::{Rc, Weak};
 use std::time::Duration;
 use tokio::net::TcpListener;
-use tokio::sync::{watch, Notify};
+use tokio::sync::{mpsc, watch, Notify};
 use tokio::time::{sleep_until, Instant};
 
 /// How often idle upstream connections are checked for expiry.
 const SWEEP_INTERVAL: Duration = Duration::from_secs(1);
+/// While draining, an idle keep-alive connection is closed only after it has
+/// been idle this long, so that a client that got a response a moment ago
+/// and is sending its next request does not race the close (nginx's
+/// `keepalive_min_timeout`).
+pub(crate) const DRAIN_MIN_IDLE: Duration = Duration::from_millis(500);
+/// Idle connections of a draining worker are closed spread over this window
+/// (at most half the shutdown timeout), not all at once (HAProxy's
+/// `close-spread-time`): clients then reconnect gradually.
+pub(crate) const DRAIN_SPREAD: Duration = Duration::from_secs(2);
+/// How long a connection accepted just before a stop may take to send its
+/// first request, which is then answered with `Connection: close`.
+const FIRST_REQUEST_GRACE: Duration = Duration::from_secs(1);
 
-/// State shared by the tasks of one worker (one thread: `Rc`, no locks).
+/// State of one worker process, whatever its configuration.
+struct Shared {
+    /// Open client connections, for draining.
+    active: Cell<usize>,
+    /// Woken when `active` drops to zero.
+    drained: Notify,
+    /// The newest configuration snapshot.
+    latest: RefCell<Weak<Worker>>,
+    /// Woken when a new snapshot replaces the latest one.
+    swapped: Notify,
+    /// When a stop was first seen, to spread idle closes from it.
+    stop_seen: Cell<Option<Instant>>,
+    /// Counters reported to the master: they outlive hot reloads.
+    stats: Rc<Stats>,
+    /// Ids for requests that come without one.
+    request_ids: RequestIds,
+}
+
+/// One configuration's view of the worker, shared by the tasks using it
+/// (one thread: `Rc`, no locks).
 pub(crate) struct Worker {
     /// The configuration the master sent.
     pub(crate) config: Config,
@@ -27,18 +67,16 @@ pub(crate) struct Worker {
     pub(crate) upstreams: Upstreams,
     /// The error log.
     pub(crate) log: Logger,
-    /// The access logs.
+    /// The access logs of this configuration.
     pub(crate) access: AccessLogs,
-    /// Counters reported to the master.
-    pub(crate) stats: Rc<Stats>,
-    /// Ids for requests that come without one.
-    pub(crate) request_ids: RequestIds,
+    /// Where this configuration's routes are counted.
+    route_slots: RouteSlots,
     /// The run state, watched by accept loops and idle connections.
     pub(crate) stop: watch::Receiver<Stop>,
-    /// Open client connections, for draining.
-    active: Cell<usize>,
-    /// Woken when `active` drops to zero.
-    drained: Notify,
+    shared: Rc<Shared>,
+    /// Log threads opened for this configuration by a hot reload; they stop
+    /// (flushing) when the last connection using this snapshot is done.
+    _logs: Option<Rc<LogGuard>>,
 }
 
 impl Worker {
@@ -49,17 +87,93 @@ impl Worker {
         access: AccessLogs,
         stop: watch::Receiver<Stop>,
     ) -> Rc<Self> {
-        Rc::new(Worker {
-            upstreams: Upstreams::new(&config),
-            stats: Rc::new(Stats::new(&config)),
+        let (stats, route_slots) = Stats::new(&config);
+        let shared = Rc::new(Shared {
+            active: Cell::new(0),
+            drained: Notify::new(),
+            latest: RefCell::new(Weak::new()),
+            swapped: Notify::new(),
+            stop_seen: Cell::new(None),
+            stats: Rc::new(stats),
             request_ids: RequestIds::new(),
+        });
+        let worker = Rc::new(Worker {
+            upstreams: Upstreams::new(&config),
+            route_slots,
             config,
             log,
             access,
             stop,
-            active: Cell::new(0),
-            drained: Notify::new(),
-        })
+            shared,
+            _logs: None,
+        });
+        *worker.shared.latest.borrow_mut() = Rc::downgrade(&worker);
+        worker
+    }
+
+    /// The newest configuration snapshot (`self` if it is the newest, or if
+    /// the newest is already gone).
+    pub(crate) fn latest(self: &Rc<Self>) -> Rc<Self> {
+        self.shared
+            .latest
+            .borrow()
+            .upgrade()
+            .unwrap_or_else(|| self.clone())
+    }
+
+    /// Resolves once a newer configuration than this one exists.
+    pub(crate) async fn superseded(self: &Rc<Self>) {
+        loop {
+            let swapped = self.shared.swapped.notified();
+            tokio::pin!(swapped);
+            // Registered before checking, so a swap in between is not lost.
+            swapped.as_mut().enable();
+            if !Rc::ptr_eq(&self.latest(), self) {
+                return;
+            }
+            swapped.await;
+        }
+    }
+
+    /// A snapshot for `config` that becomes the latest: pools of upstreams
+    /// whose settings did not change are kept, the error log is reopened
+    /// only if its destination changed, access-log destinations still named
+    /// stay open, and counters carry on (see [`Stats`] for routes).
+    fn reconfigured(self: &Rc<Self>, config: Config, slot: u32, generation: u64) -> Rc<Self> {
+        let (log, logs) = if config.log.error_log == self.config.log.error_log {
+            (self.log.clone(), self._logs.clone())
+        } else {
+            match plog::open(&config.log.error_log, Role::Worker, generation) {
+                Ok(l) => (l.error.new(o!("slot" => slot)), Some(Rc::new(l.guard))),
+                Err(e) => {
+                    error!(self.log, "cannot open the new error log; keeping the old one"; "error" => %e);
+                    (self.log.clone(), self._logs.clone())
+                }
+            }
+        };
+        let (access, failed) = self.access.reconfigured(&config);
+        for e in failed {
+            error!(log, "cannot open an access log; it is off"; "error" => %e);
+        }
+        let worker = Rc::new(Worker {
+            upstreams: self.upstreams.carried_over(&config),
+            route_slots: self.shared.stats.configure(&config),
+            config,
+            log,
+            access,
+            stop: self.stop.clone(),
+            shared: self.shared.clone(),
+            _logs: logs,
+        });
+        crate::health_check::spawn(
+            &worker.upstreams,
+            Some(&self.upstreams),
+            &worker.stop,
+            &worker.log,
+        );
+        *self.shared.latest.borrow_mut() = Rc::downgrade(&worker);
+        self.shared.swapped.notify_waiters();
+        worker
     }
 
     /// Whether a stop was requested (responses then close their connection).
@@ -67,21 +181,112 @@ impl Worker {
         *self.stop.borrow() != Stop::Running
     }
 
+    /// When a draining worker closes an idle connection that has been idle
+    /// since `idle_since`, after serving `served` requests: a fresh one gets
+    /// a moment to send its first request; a used one is closed once idle
+    /// for [`DRAIN_MIN_IDLE`], at a point spread over [`DRAIN_SPREAD`].
+    pub(crate) fn drain_close_at(
+        &self,
+        idle_since: Instant,
+        peer: SocketAddr,
+        served: u64,
+    ) -> Instant {
+        let now = Instant::now();
+        let stop_seen = self.shared.stop_seen.get().unwrap_or(now);
+        self.shared.stop_seen.set(Some(stop_seen));
+        if served == 0 {
+            return now + FIRST_REQUEST_GRACE;
+        }
+        let window = DRAIN_SPREAD.min(self.config.shutdown_timeout / 2);
+        let spread_at = stop_seen + spread_offset(peer, window);
+        (idle_since + DRAIN_MIN_IDLE).max(spread_at).max(now)
+    }
+
     /// Counts a client connection as open until the guard is dropped.
     pub(crate) fn track(self: &Rc<Self>) -> ActiveConnection {
-        self.active.set(self.active.get() + 1);
-        self.stats.connection();
-        ActiveConnection(self.clone())
+        self.shared.active.set(self.shared.active.get() + 1);
+        self.shared.stats.connection();
+        ActiveConnection(self.shared.clone())
     }
 
     /// Open client connections now.
     pub(crate) fn active_connections(&self) -> usize {
-        self.active.get()
+        self.shared.active.get()
+    }
+
+    /// The worker's counters (shared by every configuration snapshot).
+    pub(crate) fn stats(&self) -> &Rc<Stats> {
+        &self.shared.stats
+    }
+
+    /// Writes a new request id into `out` (one generator per process).
+    pub(crate) fn next_request_id(&self, out: &mut String) {
+        self.shared.request_ids.next_into(out);
+    }
+
+    /// Counts a finished request of route `route` of this configuration.
+    pub(crate) fn count_request(
+        &self,
+        route: Option<usize>,
+        status: u16,
+        sent: u64,
+        took: Duration,
+    ) {
+        self.shared
+            .stats
+            .request(&self.route_slots, route, status, sent, took);
+    }
+
+    /// The counters, with the upstream servers of this configuration and
+    /// whether this worker's health state keeps each out of rotation.
+    pub(crate) fn stats_snapshot(&self) -> WorkerStats {
+        let now = Instant::now();
+        let servers = self.config.upstreams.iter().flat_map(|(name, u)| {
+            let group = self.upstreams.get(name);
+            u.servers.iter().enumerate().map(move |(i, s)| ServerRef {
+                upstream: name,
+                server: &s.name,
+                addr: s.addr,
+                down: group.is_some_and(|g| !g.usable(i, now)),
+            })
+        });
+        self.shared
+            .stats
+            .snapshot(self.active_connections(), servers)
+    }
+
+    /// A handle on the newest snapshot that does not keep this one alive.
+    pub(crate) fn newest(&self) -> Newest {
+        Newest(self.shared.clone())
     }
 }
 
-/// Marks one open client connection; dropping it may finish a drain.
-pub(crate) struct ActiveConnection(Rc<Worker>);
+/// Finds the newest configuration snapshot without holding any.
+#[derive(Clone)]
+pub(crate) struct Newest(Rc<Shared>);
+
+impl Newest {
+    /// The newest snapshot, while one is in use.
+    pub(crate) fn get(&self) -> Option<Rc<Worker>> {
+        self.0.latest.borrow().upgrade()
+    }
+}
+
+/// Where in `window` the connection from `peer` closes: a hash of its
+/// address, so closes are spread evenly without a random number generator.
+fn spread_offset(peer: SocketAddr, window: Duration) -> Duration {
+    let millis = window.as_millis() as u64;
+    if millis == 0 {
+        return Duration::ZERO;
+    }
+    let mut h = std::collections::hash_map::DefaultHasher::new();
+    peer.hash(&mut h);
+    Duration::from_millis(h.finish() % millis)
+}
+
+/// Marks one open client connection (WebSocket tunnels included); dropping
+/// it may finish a drain.
+pub(crate) struct ActiveConnection(Rc<Shared>);
 
 impl Drop for ActiveConnection {
     fn drop(&mut self) {
@@ -103,6 +308,7 @@ pub(crate) async fn serve(worker: Rc<Worker>, listeners: Vec<TcpListener>, ready
         tokio::task::spawn_local(accept_loop(worker.clone(), listener));
     }
     tokio::task::spawn_local(sweep_pools(worker.clone()));
+    crate::health_check::spawn(&worker.upstreams, None, &worker.stop, &worker.log);
     ready();
 
     let mut stop = worker.stop.clone();
@@ -112,29 +318,56 @@ pub(crate) async fn serve(worker: Rc<Worker>, listeners: Vec<TcpListener>, ready
         Err(_) => Stop::Fast,
     };
     if state == Stop::Graceful {
-        info!(worker.log, "stopping gracefully"; "connections" => worker.active.get());
-        drain(&worker, &mut stop).await;
+        info!(worker.log, "stopping gracefully"; "connections" => worker.shared.active.get());
+        drain(&worker.latest(), &mut stop).await;
     }
     info!(worker.log, "stopped");
+}
+
+/// Applies the configurations the master sends after the first one (hot
+/// reload) until the channel closes.
+pub(crate) async fn apply_updates(
+    worker: Rc<Worker>,
+    mut updates: mpsc::UnboundedReceiver<Box<Config>>,
+    slot: u32,
+    generation: u64,
+) {
+    // Only a weak reference is kept to older snapshots: they belong to the
+    // connections using them.
+    let shared = worker.shared.clone();
+    // The newest snapshot lives here until the next one replaces it, so it
+    // survives moments with no connection using it (and the final counter
+    // report after a stop finds it).
+    let mut newest = Some(worker);
+    while let Some(config) = updates.recv().await {
+        let Some(current) = shared.latest.borrow().upgrade() else {
+            return;
+        };
+        let next = current.reconfigured(*config, slot, generation);
+        info!(next.log, "configuration replaced";
+            "routes" => next.config.routes.len(), "upstreams" => next.config.upstreams.len());
+        newest.replace(next);
+    }
 }
 
 /// Waits until no connection is left, the shutdown timeout passes, or a
 /// fast stop arrives.
 async fn drain(worker: &Worker, stop: &mut watch::Receiver<Stop>) {
     let deadline = Instant::now() + worker.config.shutdown_timeout;
+    let shared = &worker.shared;
     loop {
-        let notified = worker.drained.notified();
+        let notified = shared.drained.notified();
         tokio::pin!(notified);
         // Registered before checking, so a wake-up in between is not lost.
         notified.as_mut().enable();
-        if worker.active.get() == 0 {
+        if shared.active.get() == 0 {
             return;
         }
         tokio::select! {
             _ = &mut notified => {}
             _ = sleep_until(deadline) => {
                 warn!(worker.log, "shutdown timeout reached, closing connections";
-                    "connections" => worker.active.get());
+                    "connections" => shared.active.get());
                 return;
             }
             _ = stop.wait_for(|s| *s == Stop::Fast) => return,
@@ -143,9 +376,37 @@ async fn drain(worker: &Worker, stop: &mut watch::Receiver<Stop>) {
 }
 
 async fn sweep_pools(worker: Rc<Worker>) {
+    let shared = worker.shared.clone();
+    drop(worker);
     let mut tick = tokio::time::interval(SWEEP_INTERVAL);
     loop {
         tick.tick().await;
-        worker.upstreams.sweep(Instant::now());
+        let Some(latest) = shared.latest.borrow().upgrade() else {
+            return;
+        };
+        latest.upstreams.sweep(Instant::now());
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn idle_closes_are_spread_within_the_window() {
+        let window = Duration::from_secs(2);
+        let offsets: Vec<Duration> = (1000..1100)
+            .map(|port| spread_offset(SocketAddr::from(([127, 0, 0, 1], port)), window))
+            .collect();
+        assert!(offsets.iter().all(|o| *o < window));
+        let early = offsets.iter().filter(|o| **o < window / 2).count();
+        assert!(
+            (20..80).contains(&early),
+            "{early} of 100 in the first half"
+        );
+        assert_eq!(
+            spread_offset(SocketAddr::from(([127, 0, 0, 1], 1)), Duration::ZERO),
+            Duration::ZERO
+        );
     }
 }

@@ -2,7 +2,7 @@
 //! bumped on the hot path, copied into a [`WorkerStats`] and sent to the
 //! master about once a second, never per request.
 
-use crate::server::Worker;
+use crate::server::{Newest, Worker};
 use ipc_channel::ipc::IpcSender;
 use prefork_shared::config::Config;
 use prefork_shared::ipc::WorkerMsg;
@@ -18,9 +18,15 @@ use std::time::Duration;
 /// How often a worker reports its counters to the master.
 pub(crate) const REPORT_INTERVAL: Duration = Duration::from_secs(1);
 
-/// The counters of one worker.
+/// The counters of one worker. They live as long as the worker process, so
+/// they survive hot reloads: requests are counted per route *label* (host
+/// and path), so a route that keeps its label keeps its series, a new route
+/// gets a new one, and a removed route's series keeps its final values
+/// (counters never go backwards). Upstream servers are counted by address;
+/// reports list the servers of the newest configuration.
 pub(crate) struct Stats {
-    /// One per route of the config, then one for unrouted requests.
+    /// One per route label seen (config order, then [`UNROUTED`], then
+    /// routes added by hot reloads).
     routes: RefCell<Vec<RouteCounters>>,
     connections: Cell<u64>,
     bytes_in: Cell<u64>,
@@ -29,36 +35,67 @@ pub(crate) struct Stats {
     servers: RefCell<HashMap<SocketAddr, ServerCounters>>,
 }
 
+/// Where one configuration's requests are counted: the series of each of
+/// its routes (same index as `Config::routes`), then of unrouted requests.
+pub(crate) struct RouteSlots(Vec<usize>);
+
+impl RouteSlots {
+    /// The series of route `route` of the configuration (`None`: no route).
+    fn of(&self, route: Option<usize>) -> usize {
+        let last = self.0.len() - 1;
+        self.0[route.unwrap_or(last).min(last)]
+    }
+}
+
+/// One upstream server of the newest configuration, for a report.
+pub(crate) struct ServerRef<'a> {
+    /// The upstream group's name.
+    pub(crate) upstream: &'a str,
+    /// The server as written in the config.
+    pub(crate) server: &'a str,
+    /// Its address.
+    pub(crate) addr: SocketAddr,
+    /// Whether this worker's health state keeps it out of rotation now.
+    pub(crate) down: bool,
+}
+
 impl Stats {
-    /// Counters for the routes of `config`.
-    pub(crate) fn new(config: &Config) -> Self {
-        let routes = config
-            .routes
-            .iter()
-            .map(|r| r.label())
-            .chain(std::iter::once(UNROUTED.to_owned()))
-            .map(|route| RouteCounters {
-                route,
-                ..RouteCounters::default()
-            })
-            .collect();
-        let mut servers = HashMap::new();
-        for (name, group) in &config.upstreams {
-            for s in &group.servers {
-                servers.entry(s.addr).or_insert_with(|| ServerCounters {
-                    upstream: name.clone(),
-                    server: s.name.clone(),
-                    ..ServerCounters::default()
-                });
-            }
-        }
-        Stats {
-            routes: RefCell::new(routes),
+    /// Counters for the routes of `config` (and its slots).
+    pub(crate) fn new(config: &Config) -> (Self, RouteSlots) {
+        let stats = Stats {
+            routes: RefCell::new(Vec::new()),
             connections: Cell::new(0),
             bytes_in: Cell::new(0),
             bytes_out: Cell::new(0),
-            servers: RefCell::new(servers),
+            servers: RefCell::new(HashMap::new()),
+        };
+        let slots = stats.configure(config);
+        (stats, slots)
+    }
+
+    /// Makes room for the routes and servers of `config` (a hot reload),
+    /// keeping every existing series; returns where its requests count.
+    pub(crate) fn configure(&self, config: &Config) -> RouteSlots {
+        let mut routes = self.routes.borrow_mut();
+        let mut slot_of = |label: String| match routes.iter().position(|r| r.route == label) {
+            Some(i) => i,
+            None => {
+                routes.push(RouteCounters {
+                    route: label,
+                    ..RouteCounters::default()
+                });
+                routes.len() - 1
+            }
+        };
+        let mut slots: Vec<usize> = config.routes.iter().map(|r| slot_of(r.label())).collect();
+        slots.push(slot_of(UNROUTED.to_owned()));
+        let mut servers = self.servers.borrow_mut();
+        for group in config.upstreams.values() {
+            for s in &group.servers {
+                servers.entry(s.addr).or_default();
+            }
         }
+        RouteSlots(slots)
     }
 
     /// Counts an accepted client connection.
@@ -68,15 +105,27 @@ impl Stats {
 
     /// Counts bytes read from a client.
     pub(crate) fn read(&self, n: usize) {
-        self.bytes_in.set(self.bytes_in.get() + n as u64);
+        self.read_u64(n as u64);
     }
 
-    /// Counts one finished request of route `route` (`None`: no route).
-    pub(crate) fn request(&self, route: Option<usize>, status: u16, sent: u64, took: Duration) {
+    /// Counts bytes read from a client (a tunnel's total).
+    pub(crate) fn read_u64(&self, n: u64) {
+        self.bytes_in.set(self.bytes_in.get().saturating_add(n));
+    }
+
+    /// Counts one finished request of route `route` (`None`: no route) of
+    /// the configuration whose slots are `slots`.
+    pub(crate) fn request(
+        &self,
+        slots: &RouteSlots,
+        route: Option<usize>,
+        status: u16,
+        sent: u64,
+        took: Duration,
+    ) {
         self.bytes_out.set(self.bytes_out.get() + sent);
         let mut routes = self.routes.borrow_mut();
-        let last = routes.len() - 1;
-        let counters = &mut routes[route.unwrap_or(last).min(last)];
+        let counters = &mut routes[slots.of(route)];
         counters.by_class[status_class(status)] += 1;
         counters.latency.observe(took);
     }
@@ -113,17 +162,32 @@ impl Stats {
         }
     }
 
-    /// A copy of every counter, with `active` open client connections.
-    pub(crate) fn snapshot(&self, active: usize) -> WorkerStats {
-        let mut servers: Vec<ServerCounters> = self.servers.borrow().values().cloned().collect();
-        servers.sort_by(|a, b| (&a.upstream, &a.server).cmp(&(&b.upstream, &b.server)));
+    /// A copy of every counter, with `active` open client connections and
+    /// a row for each of `servers` (the newest configuration's).
+    pub(crate) fn snapshot<'a>(
+        &self,
+        active: usize,
+        servers: impl IntoIterator<Item = ServerRef<'a>>,
+    ) -> WorkerStats {
+        let counters = self.servers.borrow();
+        let mut rows: Vec<ServerCounters> = servers
+            .into_iter()
+            .map(|s| ServerCounters {
+                upstream: s.upstream.to_owned(),
+                server: s.server.to_owned(),
+                down: u64::from(s.down),
+                reporting: 1,
+                ..counters.get(&s.addr).cloned().unwrap_or_default()
+            })
+            .collect();
+        rows.sort_by(|a, b| (&a.upstream, &a.server).cmp(&(&b.upstream, &b.server)));
         WorkerStats {
             routes: self.routes.borrow().clone(),
             active_connections: active as u64,
             connections: self.connections.get(),
             bytes_in: self.bytes_in.get(),
             bytes_out: self.bytes_out.get(),
-            servers,
+            servers: rows,
         }
     }
 }
@@ -143,18 +207,21 @@ impl Drop for Busy {
 
 /// Sends the worker's counters to the master.
 pub(crate) fn report(worker: &Worker, to_master: &IpcSender<WorkerMsg>) {
-    let snapshot = worker.stats.snapshot(worker.active_connections());
+    let snapshot = worker.stats_snapshot();
     if let Err(e) = to_master.send(WorkerMsg::Stats(Box::new(snapshot))) {
         debug!(worker.log, "cannot send counters to the master"; "error" => %e);
     }
 }
 
-/// Reports the counters every [`REPORT_INTERVAL`], forever.
-pub(crate) async fn report_every(worker: Rc<Worker>, to_master: IpcSender<WorkerMsg>) {
+/// Reports the counters of the newest configuration snapshot every
+/// [`REPORT_INTERVAL`], forever.
+pub(crate) async fn report_every(newest: Newest, to_master: IpcSender<WorkerMsg>) {
     let mut tick = tokio::time::interval(REPORT_INTERVAL);
     loop {
         tick.tick().await;
-        report(&worker, &to_master);
+        if let Some(worker) = newest.get() {
+            report(&worker, &to_master);
+        }
     }
 }
 
@@ -183,12 +250,13 @@ respond = { body = "x" }
 
     #[test]
     fn counts_requests_by_route_and_class() {
-        let stats = Stats::new(&config());
-        stats.request(Some(0), 200, 100, Duration::from_millis(1));
-        stats.request(Some(0), 502, 50, Duration::from_millis(1));
-        stats.request(None, 404, 10, Duration::from_millis(1));
+        let (stats, slots) = Stats::new(&config());
+        let ms = Duration::from_millis(1);
+        stats.request(&slots, Some(0), 200, 100, ms);
+        stats.request(&slots, Some(0), 502, 50, ms);
+        stats.request(&slots, None, 404, 10, ms);
         stats.read(30);
-        let snap = stats.snapshot(2);
+        let snap = stats.snapshot(2, []);
         assert_eq!(snap.routes.len(), 3);
         assert_eq!(snap.routes[0].route, "*/api");
         assert_eq!(snap.routes[0].by_class, [0, 0, 1, 0, 0, 1]);
@@ -201,18 +269,59 @@ respond = { body = "x" }
     }
 
     #[test]
+    fn route_series_follow_labels_across_reconfigurations() {
+        let (stats, slots) = Stats::new(&config());
+        let ms = Duration::from_millis(1);
+        stats.request(&slots, Some(1), 200, 1, ms);
+        // The new config drops "*/api", keeps "a.test/" (now first) and adds
+        // a route.
+        let mut next = config();
+        next.routes.remove(0);
+        let mut added = next.routes[0].clone();
+        added.path = "/new".into();
+        next.routes.push(added);
+        let slots = stats.configure(&next);
+        stats.request(&slots, Some(0), 200, 1, ms);
+        stats.request(&slots, Some(1), 200, 1, ms);
+        let snap = stats.snapshot(0, []);
+        let count = |label: &str| {
+            snap.routes
+                .iter()
+                .find(|r| r.route == label)
+                .map(RouteCounters::requests)
+        };
+        assert_eq!(count("a.test/"), Some(2));
+        assert_eq!(count("a.test/new"), Some(1));
+        assert_eq!(count("*/api"), Some(0));
+        assert_eq!(snap.routes.len(), 4);
+    }
+
+    #[test]
     fn tracks_upstream_servers() {
-        let stats = Rc::new(Stats::new(&config()));
+        let (stats, _) = Stats::new(&config());
+        let stats = Rc::new(stats);
         let addr: SocketAddr = "127.0.0.1:3000".parse().unwrap();
+        let row = |down| ServerRef {
+            upstream: "app",
+            server: "127.0.0.1:3000",
+            addr,
+            down,
+        };
         let busy = stats.upstream_busy(addr);
-        assert_eq!(stats.snapshot(0).servers[0].active, 1);
+        assert_eq!(stats.snapshot(0, [row(false)]).servers[0].active, 1);
         stats.upstream_failed(addr, &"connection refused");
         drop(busy);
-        let s = &stats.snapshot(0).servers[0];
+        let s = &stats.snapshot(0, [row(true)]).servers[0];
         assert_eq!((s.upstream.as_str(), s.active, s.requests), ("app", 0, 1));
         assert_eq!((s.failures, s.consecutive_failures), (1, 1));
+        assert_eq!((s.down, s.reporting), (1, 1));
         assert_eq!(s.last_error.as_deref(), Some("connection refused"));
         stats.upstream_ok(addr);
-        assert_eq!(stats.snapshot(0).servers[0].consecutive_failures, 0);
+        assert_eq!(
+            stats.snapshot(0, [row(false)]).servers[0].consecutive_failures,
+            0
+        );
+        // A server the newest configuration does not name is not reported.
+        assert!(stats.snapshot(0, []).servers.is_empty());
     }
 }

@@ -270,7 +270,12 @@ fn upstream(addr: SocketAddr) -> Upstream {
         servers: vec![Server {
             name: addr.to_string(),
             addr,
+            weight: 1,
         }],
+        balance: Default::default(),
+        max_fails: 1,
+        fail_timeout: Duration::from_secs(10),
+        health_check: None,
         connect_timeout: Duration::from_secs(1),
         read_timeout: Duration::from_millis(300),
         write_timeout: Duration::from_secs(2),
@@ -293,6 +298,7 @@ fn config(origin: SocketAddr) -> Config {
         path: path.to_owned(),
         action,
         access_log: Default::default(),
+        max_body_size: None,
     };
     Config {
         source: "test.toml".into(),
@@ -300,6 +306,7 @@ fn config(origin: SocketAddr) -> Config {
         pid_file: "/tmp/prefork-test.pid".into(),
         user: None,
         shutdown_timeout: Duration::from_secs(5),
+        worker_timeout: Duration::from_secs(30),
         log: LogConfig {
             error_log: LogTarget::Stderr,
             access_log: None,

@@ -1,15 +1,18 @@
-//! Upstream groups: round-robin server choice and a per-worker pool of idle
-//! keep-alive connections for each server.
+//! Upstream groups: server choice (balancing and health) and a per-worker
+//! pool of idle keep-alive connections for each server.
 //!
-//! A worker runs one thread, so the pools are plain `RefCell`s.
+//! A worker runs one thread, so the state lives in `Cell`s and `RefCell`s.
 
+use crate::balance::Balancer;
 use crate::error::UpstreamError;
+use crate::health::{Change, Health};
 use crate::io::BODY_READ;
 use bytes::BytesMut;
 use prefork_shared::config::{Config, Server, Upstream};
 use std::cell::{Cell, RefCell};
 use std::collections::{HashMap, VecDeque};
 use std::io;
+use std::rc::Rc;
 use tokio::net::TcpStream;
 use tokio::time::{timeout, Instant};
 
@@ -39,17 +42,45 @@ pub(crate) struct Group {
     /// Idle connections per server (same index as `config.servers`),
     /// most recently used at the back.
     idle: Vec<RefCell<VecDeque<Idle>>>,
-    /// The next server in round-robin order.
-    next: Cell<usize>,
+    /// Chooses the server for each request.
+    balancer: Balancer,
+    /// Each server's health, as this worker sees it.
+    health: Vec<RefCell<Health>>,
+    /// Each server's requests in flight from this worker.
+    busy: Vec<Cell<usize>>,
+}
+
+/// Counts a request in flight on a server until dropped.
+pub(crate) struct Busy<'g>(&'g Cell<usize>);
+
+impl Drop for Busy<'_> {
+    fn drop(&mut self) {
+        self.0.set(self.0.get().saturating_sub(1));
+    }
 }
 
 impl Group {
-    fn new(config: Upstream) -> Self {
+    fn new(config: Upstream, rng: fastrand::Rng) -> Self {
         let idle = config.servers.iter().map(|_| RefCell::default()).collect();
+        let weights: Vec<u32> = config.servers.iter().map(|s| s.weight).collect();
+        // As in nginx, a lone server is never paused by failures: there is
+        // nowhere else to send the request.
+        let max_fails = if config.servers.len() > 1 {
+            config.max_fails
+        } else {
+            0
+        };
+        let health = config
+            .servers
+            .iter()
+            .map(|_| RefCell::new(Health::new(max_fails, config.fail_timeout)))
+            .collect();
         Group {
+            balancer: Balancer::new(config.balance, &weights, rng),
+            busy: config.servers.iter().map(|_| Cell::new(0)).collect(),
+            health,
             config,
             idle,
-            next: Cell::new(0),
         }
     }
 
@@ -63,11 +94,50 @@ impl Group {
         &self.config.servers[index % self.len()]
     }
 
-    /// The next server in round-robin order.
-    pub(crate) fn pick(&self) -> usize {
-        let i = self.next.get();
-        self.next.set((i + 1) % self.len().max(1));
-        i
+    /// The server for the next request, leaving out those in `skip` (tried
+    /// already) and those down; `None` when no server is left.
+    pub(crate) fn pick(&self, skip: &[usize]) -> Option<usize> {
+        let now = Instant::now();
+        self.balancer.pick(
+            |i| !skip.contains(&i) && self.health[i].borrow().usable(now),
+            |i| self.busy[i].get(),
+        )
+    }
+
+    /// Whether this worker's health state lets requests go to server
+    /// `index` at `now` (for reports: `pick` decides for requests).
+    pub(crate) fn usable(&self, index: usize, now: Instant) -> bool {
+        self.health
+            .get(index)
+            .is_none_or(|h| h.borrow().usable(now))
+    }
+
+    /// Counts a request in flight on server `index` (for `least_conn` and
+    /// `random_two`) until the guard is dropped.
+    pub(crate) fn busy(&self, index: usize) -> Busy<'_> {
+        let cell = &self.busy[index % self.len()];
+        cell.set(cell.get() + 1);
+        Busy(cell)
+    }
+
+    /// Records a failed request to server `index` (passive health).
+    pub(crate) fn failed(&self, index: usize) -> Option<Change> {
+        self.health[index % self.len()]
+            .borrow_mut()
+            .failure(Instant::now())
+    }
+
+    /// Records a request to server `index` that got a response head.
+    pub(crate) fn succeeded(&self, index: usize) -> Option<Change> {
+        self.health[index % self.len()].borrow_mut().success()
+    }
+
+    /// Records a health check result of server `index`.
+    pub(crate) fn checked(&self, index: usize, pass: bool) -> Option<Change> {
+        let check = self.config.health_check.as_ref()?;
+        self.health[index % self.len()]
+            .borrow_mut()
+            .checked(pass, check.passes, check.fails)
     }
 
     /// A connection to server `index`: a live idle one unless `fresh`,
@@ -164,7 +234,9 @@ fn is_quiet(stream: &TcpStream) -> bool {
 
 /// Every upstream group of a configuration.
 pub(crate) struct Upstreams {
-    groups: HashMap<String, Group>,
+    /// Shared with the snapshots of later configurations that left the
+    /// group unchanged (hot reload keeps its pool).
+    groups: HashMap<String, Rc<Group>>,
 }
 
 impl Upstreams {
@@ -174,14 +246,41 @@ impl Upstreams {
             .upstreams
             .iter()
             .filter(|(_, u)| !u.servers.is_empty())
-            .map(|(name, u)| (name.clone(), Group::new(u.clone())))
+            .map(|(name, u)| {
+                let group = Group::new(u.clone(), fastrand::Rng::new());
+                (name.clone(), Rc::new(group))
+            })
             .collect();
         Upstreams { groups }
     }
 
+    /// The groups of `config`, keeping (with their idle connections) those
+    /// of `self` whose settings are unchanged.
+    pub(crate) fn carried_over(&self, config: &Config) -> Self {
+        let mut next = Upstreams::new(config);
+        for (name, group) in &mut next.groups {
+            if let Some(old) = self.groups.get(name) {
+                if old.config == group.config {
+                    *group = old.clone();
+                }
+            }
+        }
+        next
+    }
+
     /// The group named `name`.
     pub(crate) fn get(&self, name: &str) -> Option<&Group> {
-        self.groups.get(name)
+        self.groups.get(name).map(|g| &**g)
+    }
+
+    /// Whether `group` is this set's group `name` (kept across a hot reload).
+    pub(crate) fn shares(&self, name: &str, group: &Rc<Group>) -> bool {
+        self.groups.get(name).is_some_and(|g| Rc::ptr_eq(g, group))
+    }
+
+    /// Every group, with its name.
+    pub(crate) fn groups(&self) -> impl Iterator<Item = (&str, &Rc<Group>)> {
+        self.groups.iter().map(|(name, g)| (name.as_str(), g))
     }
 
     /// Closes expired idle connections in every group.
@@ -198,24 +297,40 @@ mod tests {
     use std::time::Duration;
 
     fn group(addr: std::net::SocketAddr, keepalive: usize) -> Group {
-        Group::new(Upstream {
-            servers: vec![Server {
-                name: "origin".into(),
-                addr,
-            }],
-            connect_timeout: Duration::from_secs(1),
-            read_timeout: Duration::from_secs(1),
-            write_timeout: Duration::from_secs(1),
-            keepalive,
-            keepalive_timeout: Duration::from_secs(60),
-        })
+        group_of(&[addr], keepalive)
+    }
+
+    fn group_of(addrs: &[std::net::SocketAddr], keepalive: usize) -> Group {
+        Group::new(
+            Upstream {
+                servers: addrs
+                    .iter()
+                    .map(|&addr| Server {
+                        name: addr.to_string(),
+                        addr,
+                        weight: 1,
+                    })
+                    .collect(),
+                balance: Default::default(),
+                max_fails: 1,
+                fail_timeout: Duration::from_secs(10),
+                health_check: None,
+                connect_timeout: Duration::from_secs(1),
+                read_timeout: Duration::from_secs(1),
+                write_timeout: Duration::from_secs(1),
+                keepalive,
+                keepalive_timeout: Duration::from_secs(60),
+            },
+            fastrand::Rng::with_seed(1),
+        )
     }
 
     #[tokio::test]
     async fn pools_reuse_cap_and_expire_connections() {
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let g = group(listener.local_addr().unwrap(), 1);
-        assert_eq!((g.pick(), g.pick()), (0, 0));
+        assert_eq!((g.pick(&[]), g.pick(&[])), (Some(0), Some(0)));
+        assert_eq!(g.pick(&[0]), None);
 
         let a = g.acquire(0, false).await.unwrap();
         assert!(!a.reused);
@@ -254,5 +369,53 @@ mod tests {
         let err = g.acquire(0, false).await.err().unwrap();
         assert!(matches!(err, UpstreamError::Connect { .. }), "{err}");
         assert_eq!(err.status(), 502);
+    }
+
+    #[tokio::test]
+    async fn failures_take_a_server_out_and_busy_guards_count() {
+        let addr = std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap();
+        let g = group_of(&[addr, addr], 4);
+        {
+            let _a = g.busy(0);
+            let _b = g.busy(0);
+            assert_eq!(g.busy[0].get(), 2);
+        }
+        assert_eq!(g.busy[0].get(), 0);
+        assert_eq!(g.failed(0), Some(Change::Down), "max_fails = 1");
+        assert_eq!((g.pick(&[]), g.pick(&[])), (Some(1), Some(1)));
+        assert_eq!(g.failed(1), Some(Change::Down));
+        assert_eq!(g.pick(&[]), None, "every server is down");
+        assert_eq!(g.succeeded(0), Some(Change::Up));
+        assert_eq!(g.pick(&[]), Some(0));
+        assert_eq!(g.checked(0, false), None, "no health_check configured");
+
+        // A lone server is never paused.
+        let lone = group(addr, 4);
+        assert_eq!(lone.failed(0), None);
+        assert_eq!(lone.pick(&[]), Some(0));
+    }
+
+    #[test]
+    fn a_new_config_keeps_the_pools_of_unchanged_upstreams() {
+        let addr: std::net::SocketAddr = "127.0.0.1:9".parse().unwrap();
+        let mut config: Config =
+            prefork_shared::config_file::parse(std::path::Path::new("t.toml"), "").unwrap();
+        config
+            .upstreams
+            .insert("same".into(), group(addr, 4).config);
+        config
+            .upstreams
+            .insert("changed".into(), group(addr, 4).config);
+        let old = Upstreams::new(&config);
+        config.upstreams.get_mut("changed").unwrap().keepalive = 8;
+        let new = old.carried_over(&config);
+        assert!(Rc::ptr_eq(&old.groups["same"], &new.groups["same"]));
+        assert!(old.shares("same", &new.groups["same"]));
+        assert!(!old.shares("changed", &new.groups["changed"]));
+        assert!(!Rc::ptr_eq(&old.groups["changed"], &new.groups["changed"]));
+        assert_eq!(new.groups["changed"].config.keepalive, 8);
     }
 }

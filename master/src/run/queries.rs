@@ -92,15 +92,13 @@ impl Master {
         None
     }
 
-    /// Records a reload whose configuration was taken.
-    pub(super) fn reload_succeeded(&mut self) {
+    /// Records a reload whose configuration was taken (`message` says
+    /// which path it took).
+    pub(super) fn reload_succeeded(&mut self, message: String) {
         let message = if self.supervisor.shutting_down() {
             "configuration valid, but the master is shutting down".to_owned()
         } else {
-            format!(
-                "configuration reloaded: starting generation {}",
-                self.supervisor.generation().0 + 1
-            )
+            message
         };
         self.observed.on_reload(ReloadOutcome {
             at: SystemTime::now(),

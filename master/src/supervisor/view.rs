@@ -13,6 +13,8 @@ pub enum WorkerPhase {
     Ready,
     /// Asked to stop; finishing its requests.
     Draining,
+    /// Killed because its heartbeats stopped; replaced once it exits.
+    Hung,
 }
 
 impl WorkerPhase {
@@ -22,6 +24,7 @@ impl WorkerPhase {
             WorkerPhase::Starting => "starting",
             WorkerPhase::Ready => "ready",
             WorkerPhase::Draining => "draining",
+            WorkerPhase::Hung => "hung",
         }
     }
 }
@@ -54,8 +57,9 @@ impl Supervisor {
                     WorkerState::Starting { .. } | WorkerState::BootTimedOut => {
                         WorkerPhase::Starting
                     }
-                    WorkerState::Ready => WorkerPhase::Ready,
+                    WorkerState::Ready { .. } => WorkerPhase::Ready,
                     WorkerState::Stopping { .. } => WorkerPhase::Draining,
+                    WorkerState::Hung => WorkerPhase::Hung,
                 },
                 started: w.started,
             })
@@ -70,7 +74,11 @@ impl Supervisor {
     /// Whether the master can take traffic: not stopping, and at least one
     /// worker accepting.
     pub fn healthy(&self) -> bool {
-        !self.shutting_down() && self.workers.values().any(|w| w.state == WorkerState::Ready)
+        !self.shutting_down()
+            && self
+                .workers
+                .values()
+                .any(|w| matches!(w.state, WorkerState::Ready { .. }))
     }
 
     /// Unexpected worker exits that led to a restart, per slot, since the
@@ -82,7 +90,7 @@ impl Supervisor {
 
 #[cfg(test)]
 mod tests {
-    use super::super::{Event, ExitStatus, Generation, Slot, Supervisor};
+    use super::super::{Event, ExitStatus, Generation, Slot, Supervisor, Timeouts};
     use super::WorkerPhase;
     use prefork_shared::ipc::StopMode;
     use slog::Logger;
@@ -94,7 +102,10 @@ mod tests {
         let mut s = Supervisor::new(
             Logger::root(slog::Discard, slog::o!()),
             1,
-            Duration::from_secs(30),
+            Timeouts {
+                shutdown_timeout: Duration::from_secs(30),
+                worker_timeout: Duration::from_secs(30),
+            },
         );
         s.handle(Event::Started, now);
         let spawned = |pid| Event::Spawned {

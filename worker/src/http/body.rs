@@ -17,6 +17,16 @@ pub(crate) enum BodyCursor {
 }
 
 impl BodyCursor {
+    /// A cursor at the start of a request body framed by `framing`, whose
+    /// chunk data may not exceed `limit` bytes (0: no limit); a length is
+    /// checked against the limit before the body is read.
+    pub(crate) fn request(framing: Framing, limit: u64) -> Self {
+        match framing {
+            Framing::Chunked => BodyCursor::Chunked(ChunkedDecoder::with_limit(limit)),
+            other => BodyCursor::new(other),
+        }
+    }
+
     /// A cursor at the start of a body framed by `framing`.
     pub(crate) fn new(framing: Framing) -> Self {
         match framing {

@@ -36,6 +36,9 @@ pub(crate) enum ChunkError {
     /// The trailer section is longer than the limit.
     #[error("trailer section too long")]
     TrailersTooLong,
+    /// The chunk data would exceed the body size limit.
+    #[error("body larger than the limit")]
+    TooLarge,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -76,15 +79,15 @@ pub(crate) struct ChunkedDecoder {
     line: usize,
     /// Bytes of the trailer section so far.
     trailers: usize,
+    /// Chunk data announced so far (by the sizes read).
+    data: u64,
+    /// Most chunk data accepted; 0 means no limit.
+    limit: u64,
 }
 
 impl Default for ChunkedDecoder {
     fn default() -> Self {
-        ChunkedDecoder {
-            state: State::Size { size: 0, digits: 0 },
-            line: 0,
-            trailers: 0,
-        }
+        ChunkedDecoder::with_limit(0)
     }
 }
 
@@ -98,6 +101,18 @@ fn is_forbidden_ctl(b: u8) -> bool {
 }
 
 impl ChunkedDecoder {
+    /// A decoder that refuses more than `limit` bytes of chunk data (0: no
+    /// limit), as soon as a chunk size announces them.
+    pub(crate) fn with_limit(limit: u64) -> Self {
+        ChunkedDecoder {
+            state: State::Size { size: 0, digits: 0 },
+            line: 0,
+            trailers: 0,
+            data: 0,
+            limit,
+        }
+    }
+
     /// Whether the whole body, trailers included, has been decoded.
     pub(crate) fn is_done(&self) -> bool {
         self.state == State::Done
@@ -196,6 +211,10 @@ impl ChunkedDecoder {
                     return Err(ChunkError::MissingCrlf);
                 }
                 self.line = 0;
+                self.data = self.data.saturating_add(size);
+                if self.limit > 0 && self.data > self.limit {
+                    return Err(ChunkError::TooLarge);
+                }
                 if size == 0 {
                     State::TrailerStart
                 } else {
@@ -371,6 +390,20 @@ mod tests {
         let mut d = ChunkedDecoder::default();
         assert_eq!(d.consume(b"000ffffffffffffffff\r\nab"), Ok(23));
         assert!(!d.is_done());
+    }
+
+    #[test]
+    fn limits_the_data_as_sizes_are_announced() {
+        let mut d = ChunkedDecoder::with_limit(8);
+        assert_eq!(d.consume(b"5\r\nhello\r\n3\r\nabc\r\n0\r\n\r\n"), Ok(23));
+        assert!(d.is_done());
+        let mut d = ChunkedDecoder::with_limit(8);
+        assert_eq!(d.consume(b"5\r\nhello\r\n4\r\n"), Err(ChunkError::TooLarge));
+        let mut d = ChunkedDecoder::with_limit(8);
+        assert_eq!(
+            d.consume(b"ffffffffffffffff\r\n"),
+            Err(ChunkError::TooLarge)
+        );
     }
 
     #[test]

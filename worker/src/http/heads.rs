@@ -6,7 +6,7 @@
 
 use super::request::RequestHead;
 use super::response::ResponseHead;
-use super::{list_items, reason, write_date_header, write_number_header, Framing};
+use super::{list_items, reason, write_date_header, write_number_header, Framing, Version};
 use std::io::Write;
 use std::net::IpAddr;
 
@@ -49,6 +49,24 @@ impl<'b> ConnectionNamed<'b> {
     }
 }
 
+/// Appends `Via`: the values received, then this hop (`1.1 name`) for a
+/// message received as `version` (RFC 9110 §7.6.3).
+fn write_via(out: &mut Vec<u8>, headers: &[httparse::Header<'_>], version: Version, name: &str) {
+    out.extend_from_slice(b"Via: ");
+    for h in headers {
+        if h.name.eq_ignore_ascii_case("via") && !h.value.trim_ascii().is_empty() {
+            out.extend_from_slice(h.value.trim_ascii());
+            out.extend_from_slice(b", ");
+        }
+    }
+    out.extend_from_slice(match version {
+        Version::Http10 => b"1.0 ",
+        Version::Http11 => b"1.1 ",
+    });
+    out.extend_from_slice(name.as_bytes());
+    out.extend_from_slice(b"\r\n");
+}
+
 fn write_field(out: &mut Vec<u8>, name: &[u8], value: &[u8]) {
     out.extend_from_slice(name);
     out.extend_from_slice(b": ");
@@ -57,8 +75,16 @@ fn write_field(out: &mut Vec<u8>, name: &[u8], value: &[u8]) {
 }
 
 /// Writes into `out` (cleared first) the head forwarded upstream for `req`,
-/// from a client at `client_ip`.
-pub(crate) fn request_head(out: &mut Vec<u8>, req: &RequestHead<'_, '_>, client_ip: IpAddr) {
+/// from a client at `client_ip`, with a `Via` naming `via` if set.
+///
+/// `Upgrade` is forwarded (with `Connection: upgrade`) only when the client
+/// asked to upgrade; `Expect` only from HTTP/1.1 clients (RFC 9110 §10.1.1).
+pub(crate) fn request_head(
+    out: &mut Vec<u8>,
+    req: &RequestHead<'_, '_>,
+    client_ip: IpAddr,
+    via: Option<&str>,
+) {
     out.clear();
     out.extend_from_slice(req.method.as_bytes());
     out.push(b' ');
@@ -80,11 +106,14 @@ pub(crate) fn request_head(out: &mut Vec<u8>, req: &RequestHead<'_, '_>, client_
             host_written = true;
         } else if name.eq_ignore_ascii_case(b"x-forwarded-for") {
             has_forwarded_for = true;
-        } else if !(is_hop_by_hop(name)
-            || named.contains(name)
-            || name.eq_ignore_ascii_case(b"content-length")
-            || name.eq_ignore_ascii_case(b"x-forwarded-proto")
-            || name.eq_ignore_ascii_case(b"x-forwarded-host"))
+        } else if (req.upgrade && name.eq_ignore_ascii_case(b"upgrade"))
+            || !(is_hop_by_hop(name)
+                || named.contains(name)
+                || name.eq_ignore_ascii_case(b"content-length")
+                || (via.is_some() && name.eq_ignore_ascii_case(b"via"))
+                || (req.version == Version::Http10 && name.eq_ignore_ascii_case(b"expect"))
+                || name.eq_ignore_ascii_case(b"x-forwarded-proto")
+                || name.eq_ignore_ascii_case(b"x-forwarded-host"))
         {
             write_field(out, name, h.value);
         }
@@ -109,6 +138,12 @@ pub(crate) fn request_head(out: &mut Vec<u8>, req: &RequestHead<'_, '_>, client_
     if req.host.is_some() {
         write_field(out, b"X-Forwarded-Host", host);
     }
+    if let Some(name) = via {
+        write_via(out, req.headers, req.version, name);
+    }
+    if req.upgrade {
+        out.extend_from_slice(b"Connection: upgrade\r\n");
+    }
     match req.body {
         Framing::Length(n) => write_number_header(out, b"Content-Length", n),
         Framing::Chunked => out.extend_from_slice(b"Transfer-Encoding: chunked\r\n"),
@@ -118,21 +153,32 @@ pub(crate) fn request_head(out: &mut Vec<u8>, req: &RequestHead<'_, '_>, client_
 }
 
 /// Writes into `out` (cleared first) the status line and end-to-end fields
-/// of an upstream response; [`finish_head`] completes it.
-pub(crate) fn response_head_start(out: &mut Vec<u8>, resp: &ResponseHead<'_, '_>) {
+/// of an upstream response, with a `Via` naming `via` if set; a 101 keeps
+/// its `Upgrade`. [`finish_head`] completes it.
+pub(crate) fn response_head_start(
+    out: &mut Vec<u8>,
+    resp: &ResponseHead<'_, '_>,
+    via: Option<&str>,
+) {
     out.clear();
     let _ = write!(out, "HTTP/1.1 {} ", resp.status);
     out.extend_from_slice(resp.reason.as_bytes());
     out.extend_from_slice(b"\r\n");
     let named = ConnectionNamed::new(resp.headers);
+    let switching = resp.status == 101;
     for h in resp.headers {
         let name = h.name.as_bytes();
-        if !(is_hop_by_hop(name)
-            || named.contains(name)
-            || name.eq_ignore_ascii_case(b"content-length"))
+        if (switching && name.eq_ignore_ascii_case(b"upgrade"))
+            || !(is_hop_by_hop(name)
+                || named.contains(name)
+                || name.eq_ignore_ascii_case(b"content-length")
+                || (via.is_some() && name.eq_ignore_ascii_case(b"via")))
         {
             write_field(out, name, h.value);
         }
+    }
+    if let Some(name) = via {
+        write_via(out, resp.headers, resp.version, name);
     }
 }
 
@@ -145,6 +191,8 @@ pub(crate) enum ConnectionField {
     Close,
     /// `Connection: keep-alive`: an HTTP/1.0 client may send another request.
     KeepAlive,
+    /// `Connection: upgrade`: a 101 switching the connection to a tunnel.
+    Upgrade,
 }
 
 /// Appends the framing and connection fields and ends the head.
@@ -164,6 +212,7 @@ pub(crate) fn finish_head(
         ConnectionField::Omit => {}
         ConnectionField::Close => out.extend_from_slice(b"Connection: close\r\n"),
         ConnectionField::KeepAlive => out.extend_from_slice(b"Connection: keep-alive\r\n"),
+        ConnectionField::Upgrade => out.extend_from_slice(b"Connection: upgrade\r\n"),
     }
     out.extend_from_slice(b"\r\n");
 }
@@ -203,13 +252,17 @@ mod tests {
     use prefork_shared::config::HttpLimits;
 
     fn forwarded(input: &str, ip: &str) -> String {
+        forwarded_via(input, ip, None)
+    }
+
+    fn forwarded_via(input: &str, ip: &str, via: Option<&str>) -> String {
         let limits = HttpLimits::default();
         let mut out = Vec::new();
         with_header_slots(limits.max_request_headers, |slots| {
             let head = request::parse(input.as_bytes(), &limits, slots)
                 .unwrap()
                 .unwrap();
-            request_head(&mut out, &head, ip.parse().unwrap());
+            request_head(&mut out, &head, ip.parse().unwrap(), via);
         });
         String::from_utf8(out).unwrap()
     }
@@ -273,15 +326,55 @@ mod tests {
                      Transfer-Encoding: chunked\r\nKeep-Alive: timeout=3\r\nSet-Cookie: a=b\r\n\r\n";
         let mut out = Vec::new();
         with_header_slots(16, |slots| {
-            let head = response::parse(input.as_bytes(), false, slots)
+            let head = response::parse(input.as_bytes(), false, false, slots)
                 .unwrap()
                 .unwrap();
-            response_head_start(&mut out, &head);
+            response_head_start(&mut out, &head, None);
         });
         finish_head(&mut out, None, true, ConnectionField::Close);
         assert_eq!(
             String::from_utf8(out).unwrap(),
             "HTTP/1.1 200 Fine\r\nServer: o\r\nSet-Cookie: a=b\r\nTransfer-Encoding: chunked\r\nConnection: close\r\n\r\n"
+        );
+    }
+
+    #[test]
+    fn via_is_appended_and_upgrade_kept_only_when_asked() {
+        let out = forwarded_via(
+            "GET / HTTP/1.0\r\nVia: 1.1 a\r\nExpect: 100-continue\r\nvia: 2 b\r\n\r\n",
+            "1.2.3.4",
+            Some("edge"),
+        );
+        assert!(out.contains("\r\nVia: 1.1 a, 2 b, 1.0 edge\r\n"), "{out}");
+        assert_eq!(out.matches("ia: ").count(), 1, "{out}");
+        assert!(!out.contains("Expect"), "{out}");
+
+        let out = forwarded_via(
+            "GET /ws HTTP/1.1\r\nHost: h\r\nConnection: Upgrade\r\nUpgrade: websocket\r\nExpect: 100-continue\r\n\r\n",
+            "1.2.3.4",
+            None,
+        );
+        assert!(out.contains("\r\nUpgrade: websocket\r\n"), "{out}");
+        assert!(out.ends_with("Connection: upgrade\r\n\r\n"), "{out}");
+        assert!(out.contains("Expect: 100-continue\r\n"), "{out}");
+        let out = forwarded(
+            "GET / HTTP/1.1\r\nHost: h\r\nUpgrade: websocket\r\n\r\n",
+            "1.2.3.4",
+        );
+        assert!(!out.contains("pgrade"), "{out}");
+
+        let input = "HTTP/1.0 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nVia: 1.1 o\r\n\r\n";
+        let mut out = Vec::new();
+        with_header_slots(16, |slots| {
+            let head = response::parse(input.as_bytes(), false, true, slots)
+                .unwrap()
+                .unwrap();
+            response_head_start(&mut out, &head, Some("p"));
+        });
+        finish_head(&mut out, None, false, ConnectionField::Upgrade);
+        assert_eq!(
+            String::from_utf8(out).unwrap(),
+            "HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nVia: 1.1 o, 1.0 p\r\nConnection: upgrade\r\n\r\n"
         );
     }
 

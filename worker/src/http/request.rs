@@ -28,6 +28,9 @@ pub(crate) struct RequestHead<'h, 'b> {
     pub body: Framing,
     /// Whether the client allows the connection to stay open afterwards.
     pub keep_alive: bool,
+    /// Whether the client asks to switch protocols (HTTP/1.1 with `Upgrade`
+    /// and a `Connection: upgrade`): the `Upgrade` field is then forwarded.
+    pub upgrade: bool,
 }
 
 impl RequestHead<'_, '_> {
@@ -70,10 +73,17 @@ pub(crate) enum RequestError {
     /// Both `Content-Length` and `Transfer-Encoding`.
     #[error("both Content-Length and Transfer-Encoding")]
     LengthAndTransferEncoding,
-    /// A `Transfer-Encoding` other than a single `chunked`, or one on
-    /// HTTP/1.0.
-    #[error("unsupported Transfer-Encoding")]
+    /// A `Transfer-Encoding` whose final coding is not a single `chunked`,
+    /// or one on HTTP/1.0: the body's length cannot be known (RFC 9112 §6.3).
+    #[error("invalid Transfer-Encoding")]
     UnsupportedTransferEncoding,
+    /// A coding before the final `chunked` (`gzip, chunked`): framing is
+    /// clear, but prefork does not pass other codings on (501).
+    #[error("transfer coding not implemented")]
+    UnknownTransferCoding,
+    /// The request target is longer than `max_uri_length`.
+    #[error("request target longer than {0} bytes")]
+    UriTooLong(usize),
 }
 
 impl RequestError {
@@ -81,6 +91,8 @@ impl RequestError {
     pub(crate) fn status(self) -> u16 {
         match self {
             RequestError::HeadTooLarge(_) | RequestError::TooManyHeaders(_) => 431,
+            RequestError::UriTooLong(_) => 414,
+            RequestError::UnknownTransferCoding => 501,
             _ => 400,
         }
     }
@@ -97,6 +109,9 @@ pub(crate) fn parse<'h, 'b>(
 ) -> Result<Option<RequestHead<'h, 'b>>, RequestError> {
     let max = limits.max_request_header_size;
     let window = &buf[..buf.len().min(max)];
+    if target_too_long(window, limits.max_uri_length) {
+        return Err(RequestError::UriTooLong(limits.max_uri_length));
+    }
     let mut req = httparse::Request::new(&mut []);
     let len = match req.parse_with_uninit_headers(window, slots) {
         Ok(httparse::Status::Complete(len)) => len,
@@ -124,9 +139,11 @@ pub(crate) fn parse<'h, 'b>(
     let mut host_field = None;
     let mut content_length = None;
     let mut transfer_encoding = false;
-    let mut chunked = false;
+    let mut codings = Codings::default();
     let mut close = false;
     let mut keep_alive_token = false;
+    let mut upgrade_token = false;
+    let mut upgrade_field = false;
     for h in headers {
         let name = h.name.as_bytes();
         if name.eq_ignore_ascii_case(b"host") {
@@ -138,20 +155,16 @@ pub(crate) fn parse<'h, 'b>(
             content_length = merge_content_length(content_length, h.value)
                 .map_err(|_| RequestError::InvalidContentLength)?;
         } else if name.eq_ignore_ascii_case(b"transfer-encoding") {
-            for coding in list_items(h.value) {
-                // Only a single `chunked` is accepted: anything after it, or
-                // another coding before it, is not something we can frame.
-                if chunked || !coding.eq_ignore_ascii_case(b"chunked") {
-                    return Err(RequestError::UnsupportedTransferEncoding);
-                }
-                chunked = true;
-            }
+            list_items(h.value).for_each(|c| codings.push(c));
             transfer_encoding = true;
         } else if name.eq_ignore_ascii_case(b"connection") {
             for token in list_items(h.value) {
                 close |= token.eq_ignore_ascii_case(b"close");
                 keep_alive_token |= token.eq_ignore_ascii_case(b"keep-alive");
+                upgrade_token |= token.eq_ignore_ascii_case(b"upgrade");
             }
+        } else if name.eq_ignore_ascii_case(b"upgrade") {
+            upgrade_field |= list_items(h.value).next().is_some();
         }
     }
 
@@ -162,12 +175,16 @@ pub(crate) fn parse<'h, 'b>(
     } else if version == Version::Http11 {
         return Err(RequestError::MissingHost);
     }
+    let chunked = transfer_encoding;
     if transfer_encoding {
         if content_length.is_some() {
             return Err(RequestError::LengthAndTransferEncoding);
         }
-        if !chunked || version == Version::Http10 {
+        if !codings.chunked_once_and_last() || version == Version::Http10 {
             return Err(RequestError::UnsupportedTransferEncoding);
+        }
+        if codings.other {
+            return Err(RequestError::UnknownTransferCoding);
         }
     }
     let body = match (chunked, content_length) {
@@ -189,7 +206,56 @@ pub(crate) fn parse<'h, 'b>(
         host: target_authority.or(host_field),
         body,
         keep_alive,
+        upgrade: version == Version::Http11 && upgrade_token && upgrade_field,
     }))
+}
+
+/// The transfer codings of a request, as far as framing cares.
+#[derive(Default)]
+struct Codings {
+    /// How many `chunked` codings were listed.
+    chunked: usize,
+    /// Whether the last coding listed is `chunked`.
+    last_chunked: bool,
+    /// Whether any other coding was listed.
+    other: bool,
+}
+
+impl Codings {
+    fn push(&mut self, coding: &[u8]) {
+        self.last_chunked = coding.eq_ignore_ascii_case(b"chunked");
+        if self.last_chunked {
+            self.chunked += 1;
+        } else {
+            self.other = true;
+        }
+    }
+
+    /// RFC 9112 §6.3: only a final, single `chunked` frames a request.
+    fn chunked_once_and_last(&self) -> bool {
+        self.chunked == 1 && self.last_chunked
+    }
+}
+
+/// Whether the request line starting `buf` has a target longer than `max`,
+/// known as soon as that many target bytes have arrived (before the head is
+/// complete, so a huge target is refused early).
+fn target_too_long(buf: &[u8], max: usize) -> bool {
+    // Empty lines before a request are allowed (RFC 9112 §2.2).
+    let start = buf
+        .iter()
+        .position(|&b| b != b'\r' && b != b'\n')
+        .unwrap_or(buf.len());
+    let line = &buf[start..];
+    let Some(space) = line.iter().position(|&b| b == b' ') else {
+        return false;
+    };
+    let target = &line[space + 1..];
+    let len = target
+        .iter()
+        .position(|&b| matches!(b, b' ' | b'\r' | b'\n'))
+        .unwrap_or(target.len());
+    len > max
 }
 
 /// Splits a request target into the target to forward and, for an
@@ -198,6 +264,12 @@ fn split_target<'b>(
     method: &str,
     target: &'b str,
 ) -> Result<(&'b str, Option<&'b str>), RequestError> {
+    // httparse lets a fragment and non-ASCII bytes through; neither belongs
+    // in a request target (RFC 9112 §3.2), and a backend could read them
+    // differently.
+    if target.bytes().any(|b| b == b'#' || !b.is_ascii()) {
+        return Err(RequestError::InvalidTarget);
+    }
     if target.starts_with('/') {
         return Ok((target, None));
     }
@@ -209,8 +281,8 @@ fn split_target<'b>(
         .ok_or(RequestError::InvalidTarget)?;
     let end = rest.find(['/', '?']).unwrap_or(rest.len());
     let authority = &rest[..end];
-    // Userinfo is deprecated and never part of the host.
-    let authority = authority.rsplit('@').next().unwrap_or(authority);
+    // Userinfo (`user@host`) is refused: RFC 9110 §4.2.4 calls it an error,
+    // and `is_valid_authority` has no `@`.
     if authority.is_empty() || !is_valid_authority(authority) {
         return Err(RequestError::InvalidTarget);
     }
@@ -347,7 +419,7 @@ mod tests {
 
     #[test]
     fn absolute_form_gives_host_and_origin_target() {
-        let s = ok("GET http://User@API.example.com:81/x/y?q HTTP/1.1\r\nHost: other\r\n\r\n");
+        let s = ok("GET http://API.example.com:81/x/y?q HTTP/1.1\r\nHost: other\r\n\r\n");
         assert_eq!(s.host.as_deref(), Some("API.example.com:81"));
         assert_eq!(s.target, "/x/y?q");
         assert_eq!(s.path, "/x/y");
@@ -415,14 +487,7 @@ mod tests {
             err("POST / HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked\r\nContent-Length: 1\r\n\r\n"),
             LengthAndTransferEncoding
         );
-        for te in [
-            "gzip",
-            "chunked, gzip",
-            "gzip, chunked",
-            "chunked, chunked",
-            "identity",
-            "",
-        ] {
+        for te in ["gzip", "chunked, gzip", "chunked, chunked", "identity", ""] {
             let input = format!("POST / HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: {te}\r\n\r\n");
             assert_eq!(err(&input), UnsupportedTransferEncoding, "{te:?}");
         }
@@ -434,6 +499,73 @@ mod tests {
             err("POST / HTTP/1.0\r\nTransfer-Encoding: chunked\r\n\r\n"),
             UnsupportedTransferEncoding
         );
+    }
+
+    #[test]
+    fn other_codings_before_chunked_are_not_implemented() {
+        let input = "POST / HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: gzip, chunked\r\n\r\n";
+        assert_eq!(err(input), RequestError::UnknownTransferCoding);
+        assert_eq!(err(input).status(), 501);
+        let split = "POST / HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: gzip\r\nTransfer-Encoding: chunked\r\n\r\n";
+        assert_eq!(err(split), RequestError::UnknownTransferCoding);
+    }
+
+    #[test]
+    fn targets_with_fragments_non_ascii_or_userinfo_are_refused() {
+        for target in ["/a#b", "/caf\u{e9}", "http://u@a/x", "http://u:p@a/"] {
+            let input = format!("GET {target} HTTP/1.1\r\nHost: a\r\n\r\n");
+            assert_eq!(err(&input), RequestError::InvalidTarget, "{target:?}");
+        }
+    }
+
+    #[test]
+    fn long_targets_give_414_even_before_the_head_is_complete() {
+        let limits = HttpLimits {
+            max_uri_length: 10,
+            ..HttpLimits::default()
+        };
+        let parse_err = |input: &str| {
+            with_header_slots(8, |slots| {
+                parse(input.as_bytes(), &limits, slots).map(|h| h.is_some())
+            })
+        };
+        assert_eq!(
+            parse_err("GET /0123456789 HTTP/1.1\r\nHost: a\r\n\r\n"),
+            Err(RequestError::UriTooLong(10))
+        );
+        assert_eq!(
+            parse_err("GET /0123456789"),
+            Err(RequestError::UriTooLong(10))
+        );
+        assert_eq!(
+            parse_err("GET /012345678 HTTP/1.1\r\nHost: a\r\n\r\n"),
+            Ok(true)
+        );
+        assert_eq!(RequestError::UriTooLong(10).status(), 414);
+    }
+
+    #[test]
+    fn bare_lf_ends_lines_and_upgrade_is_seen() {
+        let s = ok("GET / HTTP/1.1\nHost: a\n\n");
+        assert_eq!(s.host.as_deref(), Some("a"));
+        let limits = limits();
+        let upgrade = |input: &str| {
+            with_header_slots(8, |slots| {
+                parse(input.as_bytes(), &limits, slots)
+                    .unwrap()
+                    .unwrap()
+                    .upgrade
+            })
+        };
+        assert!(upgrade(
+            "GET / HTTP/1.1\r\nHost: a\r\nConnection: Upgrade\r\nUpgrade: websocket\r\n\r\n"
+        ));
+        assert!(!upgrade(
+            "GET / HTTP/1.1\r\nHost: a\r\nUpgrade: websocket\r\n\r\n"
+        ));
+        assert!(!upgrade(
+            "GET / HTTP/1.0\r\nConnection: upgrade\r\nUpgrade: websocket\r\n\r\n"
+        ));
     }
 
     #[test]

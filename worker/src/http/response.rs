@@ -13,6 +13,8 @@ pub(crate) const MAX_RESPONSE_HEADERS: usize = 128;
 pub(crate) struct ResponseHead<'h, 'b> {
     /// The status code.
     pub status: u16,
+    /// The response's protocol version (for `Via`).
+    pub version: Version,
     /// The reason phrase, as received.
     pub reason: &'b str,
     /// The header fields, in order, as received.
@@ -42,16 +44,18 @@ pub(crate) enum ResponseError {
     /// A `Content-Length` that is not one valid length.
     #[error("invalid Content-Length in response")]
     InvalidContentLength,
-    /// A 101 response, though `Upgrade` is never forwarded.
+    /// A 101 response to a request that did not ask to upgrade.
     #[error("unexpected 101 Switching Protocols")]
     UnexpectedSwitch,
 }
 
 /// Parses the response head at the start of `buf`; `Ok(None)` means more
-/// bytes are needed. `head_request` tells whether the request was `HEAD`.
+/// bytes are needed. `head_request` tells whether the request was `HEAD`,
+/// `upgrade` whether it asked to switch protocols (only then is 101 valid).
 pub(crate) fn parse<'h, 'b>(
     buf: &'b [u8],
     head_request: bool,
+    upgrade: bool,
     slots: &'h mut [MaybeUninit<httparse::Header<'b>>],
 ) -> Result<Option<ResponseHead<'h, 'b>>, ResponseError> {
     let window = &buf[..buf.len().min(MAX_RESPONSE_HEAD)];
@@ -70,7 +74,7 @@ pub(crate) fn parse<'h, 'b>(
     let (Some(minor), Some(status)) = (resp.version, resp.code) else {
         return Err(ResponseError::Syntax(httparse::Error::Status));
     };
-    if status == 101 {
+    if status == 101 && !upgrade {
         return Err(ResponseError::UnexpectedSwitch);
     }
     let headers: &'h [httparse::Header<'b>] = resp.headers;
@@ -110,6 +114,7 @@ pub(crate) fn parse<'h, 'b>(
     let keep_alive = version_allows && !(transfer.is_some() && content_length.is_some());
     Ok(Some(ResponseHead {
         status,
+        version: Version::from_minor(minor),
         reason: resp.reason.unwrap_or(""),
         headers,
         len,
@@ -167,7 +172,7 @@ mod tests {
 
     fn try_parse(input: &str, head_request: bool) -> Result<Option<Summary>, ResponseError> {
         with_header_slots(MAX_RESPONSE_HEADERS, |slots| {
-            parse(input.as_bytes(), head_request, slots).map(|r| {
+            parse(input.as_bytes(), head_request, false, slots).map(|r| {
                 r.map(|h| Summary {
                     status: h.status,
                     reason: h.reason.to_owned(),
@@ -256,6 +261,16 @@ mod tests {
             try_parse("HTTP/1.1 101 Switching Protocols\r\n\r\n", false),
             Err(ResponseError::UnexpectedSwitch)
         );
+        let switched = with_header_slots(4, |slots| {
+            parse(
+                b"HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\n\r\n",
+                false,
+                true,
+                slots,
+            )
+            .map(|h| h.map(|h| (h.status, h.framing)))
+        });
+        assert_eq!(switched, Ok(Some((101, Framing::Empty))));
         let big = format!("HTTP/1.1 200 OK\r\nX: {}", "y".repeat(MAX_RESPONSE_HEAD));
         assert_eq!(try_parse(&big, false), Err(ResponseError::TooLarge));
         let mut many = String::from("HTTP/1.1 200 OK\r\n");

@@ -1,0 +1,250 @@
+//! Zero-downtime operations: SIGTTIN/SIGTTOU, heartbeats, log reopening
+//! and binary upgrades.
+
+use crate::reload::{pids, routes_to, ClientLoop};
+use crate::support::http;
+use crate::support::origins;
+use crate::support::prefork::{self, Prefork, Setup, BIN};
+use crate::support::wait_until;
+use nix::sys::signal::{kill, Signal};
+use nix::unistd::Pid;
+use std::time::Duration;
+
+fn serves(p: &Prefork) -> bool {
+    http::get(p.port(), prefork::PROBE_HOST, "/").is_ok_and(|r| r.status == 200)
+}
+
+#[test]
+fn sigttin_and_sigttou_add_and_remove_one_worker() {
+    let p = Prefork::start(Setup::new(1));
+    let first = p.workers();
+    p.signal(Signal::SIGTTIN);
+    let two = p
+        .wait_workers(2, Duration::from_secs(10), |_| true)
+        .unwrap_or_else(|| panic!("SIGTTIN did not add a worker\n{}", p.logs()));
+    p.signal(Signal::SIGTTIN);
+    p.wait_workers(3, Duration::from_secs(10), |_| true)
+        .unwrap_or_else(|| panic!("SIGTTIN did not add a third worker\n{}", p.logs()));
+    p.signal(Signal::SIGTTOU);
+    let back = p
+        .wait_workers(2, Duration::from_secs(10), |_| true)
+        .unwrap_or_else(|| panic!("SIGTTOU did not remove a worker\n{}", p.logs()));
+    assert_eq!(
+        pids(&back),
+        pids(&two),
+        "SIGTTOU removes the last slot's worker"
+    );
+    for _ in 0..3 {
+        p.signal(Signal::SIGTTOU);
+    }
+    let last = p
+        .wait_workers(1, Duration::from_secs(10), |_| true)
+        .unwrap_or_else(|| panic!("SIGTTOU should leave one worker\n{}", p.logs()));
+    assert_eq!(
+        pids(&last),
+        pids(&first),
+        "the first worker is never removed"
+    );
+    assert!(serves(&p));
+}
+
+#[test]
+fn a_hung_worker_is_killed_and_replaced() {
+    let p = Prefork::start(
+        Setup::new(2)
+            .top("worker_timeout = \"1s\"")
+            .env("PREFORK_TEST_HANG_ON_SIGUSR2", "1"),
+    );
+    p.expect_log_errors();
+    let before = p.workers();
+    let hung = before[0].clone();
+    kill(Pid::from_raw(hung.pid), Signal::SIGUSR2).expect("signal the worker");
+    let after = p
+        .wait_workers(2, Duration::from_secs(10), |ws| {
+            ws.iter().all(|w| w.pid != hung.pid)
+        })
+        .unwrap_or_else(|| panic!("the hung worker was not replaced\n{}", p.logs()));
+    assert!(!hung.is_alive());
+    assert!(
+        after.iter().any(|w| w.pid == before[1].pid),
+        "the healthy worker stays"
+    );
+    assert!(
+        p.error_log().contains("stopped answering heartbeats"),
+        "{}",
+        p.logs()
+    );
+    assert!(serves(&p));
+}
+
+#[test]
+fn sigusr1_reopens_the_log_files() {
+    let p = Prefork::start(Setup::new(1));
+    let dir = p.dir().to_owned();
+    assert!(serves(&p));
+    for name in ["error.log", "access.log"] {
+        std::fs::rename(dir.join(name), dir.join(format!("{name}.1"))).expect("rotate");
+    }
+    p.signal(Signal::SIGUSR1);
+    // The worker learns of the signal over IPC, so a request sent at once may
+    // still be logged to the old file: send numbered requests until one shows
+    // in the new file.
+    let mut sent = 0;
+    let reopened = wait_until(Duration::from_secs(10), || {
+        sent += 1;
+        let _ = http::get(
+            p.port(),
+            prefork::PROBE_HOST,
+            &format!("/after-rotation-{sent}"),
+        );
+        std::fs::read_to_string(dir.join("access.log"))
+            .is_ok_and(|a| a.contains("/after-rotation-"))
+    });
+    assert!(reopened, "the access log was not reopened\n{}", p.logs());
+    // From then on, every line goes to the new file.
+    let r = http::get(p.port(), prefork::PROBE_HOST, "/after-reopen").expect("request");
+    assert_eq!(r.status, 200);
+    assert!(
+        wait_until(Duration::from_secs(10), || {
+            std::fs::read_to_string(dir.join("access.log"))
+                .is_ok_and(|a| a.contains("/after-reopen"))
+        }),
+        "{}",
+        p.logs()
+    );
+    let rotated = std::fs::read_to_string(dir.join("access.log.1")).unwrap_or_default();
+    assert!(
+        !rotated.contains("/after-reopen"),
+        "a line went to the rotated file"
+    );
+    // The master reopens its error log too: make it write a line.
+    p.signal(Signal::SIGTTIN);
+    assert!(
+        wait_until(Duration::from_secs(10), || dir.join("error.log").exists()),
+        "the error log was not reopened\n{}",
+        p.logs()
+    );
+}
+
+/// A copy of the binary under test in the test's directory, which a test
+/// may replace on disk before a binary upgrade.
+fn private_binary(dir: &std::path::Path) -> std::path::PathBuf {
+    let path = dir.join("prefork-under-test");
+    std::fs::copy(BIN, &path).expect("copy the binary");
+    path
+}
+
+#[test]
+fn a_binary_upgrade_swaps_the_master_with_zero_failed_requests() {
+    let dir = tempfile::Builder::new()
+        .prefix("prefork-test-")
+        .tempdir()
+        .expect("temp dir");
+    let exe = private_binary(dir.path());
+    let a = origins::minihttp("upgraded");
+    // With an admin listener: the new master takes it over with the others.
+    let admin = prefork::free_port();
+    let body = format!(
+        "[admin]\naddr = \"127.0.0.1:{admin}\"\n{}",
+        routes_to("a", a)
+    );
+    let mut p = Prefork::start_in(dir, Setup::new(2).exe(&exe).body(&body));
+    let old_master = p.master_pid();
+    let old_workers = p.workers();
+
+    let client = ClientLoop::start(p.port());
+    assert!(wait_until(Duration::from_secs(5), || client.count() >= 20));
+    p.signal(Signal::SIGUSR2);
+
+    let new_master = crate::support::wait_for(Duration::from_secs(20), || {
+        p.pid_file_pid().filter(|pid| *pid != old_master)
+    })
+    .unwrap_or_else(|| panic!("the pid file never named a new master\n{}", p.logs()));
+    p.track(new_master);
+    let new_workers = p.workers_of(new_master);
+    let status = p
+        .wait_exit(Duration::from_secs(15))
+        .unwrap_or_else(|| panic!("the old master did not exit\n{}", p.logs()));
+    assert!(status.success(), "old master: {status}");
+    assert!(wait_until(Duration::from_secs(5), || old_workers
+        .iter()
+        .all(|w| !w.is_alive())));
+
+    let settled = client.count();
+    assert!(
+        wait_until(Duration::from_secs(5), || client.count() >= settled + 20),
+        "the client loop stalled after the upgrade\n{}",
+        p.logs()
+    );
+    let results = client.finish();
+    let failures: Vec<&String> = results.iter().filter_map(|r| r.as_ref().err()).collect();
+    assert!(
+        failures.is_empty(),
+        "{} of {} requests failed during the upgrade: {:?}\n{}",
+        failures.len(),
+        results.len(),
+        &failures[..failures.len().min(10)],
+        p.logs()
+    );
+    assert_eq!(new_workers.len(), 2, "{new_workers:?}");
+    assert!(
+        prefork::process(new_master).is_some(),
+        "the new master runs"
+    );
+    assert_eq!(p.pid_file_pid(), Some(new_master));
+    // The control socket and the admin listener are the new master's now.
+    assert_eq!(
+        p.status_json()["master_pid"].as_i64(),
+        Some(i64::from(new_master))
+    );
+    let health = http::get(admin, "admin", "/healthz").expect("the admin listener answers");
+    assert_eq!(health.status, 200);
+    // `-s` now reaches the new master.
+    let out = p.cli(&["-s", "quit"]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        wait_until(Duration::from_secs(10), || prefork::process(new_master)
+            .is_none()),
+        "the new master did not stop on -s quit\n{}",
+        p.logs()
+    );
+    eprintln!(
+        "{} requests during the binary upgrade, none failed",
+        results.len()
+    );
+}
+
+#[test]
+fn a_failed_binary_upgrade_leaves_the_old_master_serving() {
+    let dir = tempfile::Builder::new()
+        .prefix("prefork-test-")
+        .tempdir()
+        .expect("temp dir");
+    let exe = private_binary(dir.path());
+    let a = origins::minihttp("kept");
+    let p = Prefork::start_in(dir, Setup::new(1).exe(&exe).body(&routes_to("a", a)));
+    p.expect_log_errors();
+    let workers = p.workers();
+    // The "new binary" fails at once.
+    let broken = p.dir().join("broken");
+    std::fs::write(&broken, "#!/bin/sh\nexit 1\n").expect("write");
+    std::fs::set_permissions(&broken, std::os::unix::fs::PermissionsExt::from_mode(0o755))
+        .expect("chmod");
+    std::fs::rename(&broken, &exe).expect("replace the binary");
+    p.signal(Signal::SIGUSR2);
+    assert!(
+        wait_until(Duration::from_secs(10), || p
+            .error_log()
+            .contains("binary upgrade failed")),
+        "the failure was not logged\n{}",
+        p.logs()
+    );
+    assert_eq!(p.pid_file_pid(), Some(p.master_pid()));
+    assert_eq!(pids(&p.workers()), pids(&workers));
+    let r = http::get(p.port(), "app.local", "/").expect("still serving");
+    assert_eq!(r.header("x-origin"), Some("kept"));
+}

@@ -1,0 +1,204 @@
+//! Active health checks: one task per checked server in each worker sends
+//! `GET path` every `interval` and feeds the result to the server's health.
+//!
+//! Every worker checks on its own (no IPC), so a server sees one check per
+//! worker per interval. The tasks only await sockets and timers, never block
+//! the event loop, end when the worker starts stopping, and end when their
+//! group is dropped.
+
+use crate::control::Stop;
+use crate::health::Change;
+use crate::upstream::{Group, Upstreams};
+use prefork_shared::config::HealthCheck;
+use slog::{info, warn, Logger};
+use std::net::SocketAddr;
+use std::rc::{Rc, Weak};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+use tokio::sync::watch;
+use tokio::time::{sleep, timeout};
+
+/// Largest response head a check reads.
+const MAX_CHECK_HEAD: usize = 8 * 1024;
+
+/// Starts the checks of every group that has `health_check`, except groups
+/// kept unchanged from `previous` (a hot reload), whose checks still run.
+pub(crate) fn spawn(
+    upstreams: &Upstreams,
+    previous: Option<&Upstreams>,
+    stop: &watch::Receiver<Stop>,
+    log: &Logger,
+) {
+    for (name, group) in upstreams.groups() {
+        let already_checked = previous.is_some_and(|p| p.shares(name, group));
+        if group.config.health_check.is_none() || already_checked {
+            continue;
+        }
+        for index in 0..group.len() {
+            let log = log.new(slog::o!("upstream" => name.to_owned(),
+                "server" => group.server(index).name.clone()));
+            tokio::task::spawn_local(check_loop(Rc::downgrade(group), index, stop.clone(), log));
+        }
+    }
+}
+
+async fn check_loop(
+    group: Weak<Group>,
+    index: usize,
+    mut stop: watch::Receiver<Stop>,
+    log: Logger,
+) {
+    loop {
+        // Only a weak reference is kept across waits: a replaced group's
+        // checks end on their own.
+        let Some((check, addr, host)) = group.upgrade().and_then(|g| {
+            let server = g.server(index);
+            let check = g.config.health_check.clone()?;
+            Some((check, server.addr, server.name.clone()))
+        }) else {
+            return;
+        };
+        let result = tokio::select! {
+            result = probe(addr, &host, &check) => result,
+            _ = stop.wait_for(|s| *s != Stop::Running) => return,
+        };
+        let Some(g) = group.upgrade() else { return };
+        match (g.checked(index, result.is_ok()), result) {
+            (Some(Change::Down), Err(why)) => {
+                warn!(log, "health check failed, server marked down"; "reason" => why);
+            }
+            (Some(Change::Up), _) => info!(log, "health check passed, server marked up"),
+            _ => {}
+        }
+        drop(g);
+        tokio::select! {
+            _ = sleep(check.interval) => {}
+            _ = stop.wait_for(|s| *s != Stop::Running) => return,
+        }
+    }
+}
+
+/// One check: `Ok` for a 2xx or 3xx response head within the timeout.
+async fn probe(addr: SocketAddr, host: &str, check: &HealthCheck) -> Result<(), String> {
+    match timeout(check.timeout, exchange(addr, host, &check.path)).await {
+        Ok(Ok(status)) if (200..400).contains(&status) => Ok(()),
+        Ok(Ok(status)) => Err(format!("status {status}")),
+        Ok(Err(why)) => Err(why),
+        Err(_) => Err(format!("no response within {:?}", check.timeout)),
+    }
+}
+
+/// Sends the check request and returns the response status.
+async fn exchange(addr: SocketAddr, host: &str, path: &str) -> Result<u16, String> {
+    let mut stream = TcpStream::connect(addr)
+        .await
+        .map_err(|e| format!("connect: {e}"))?;
+    let request = format!(
+        "GET {path} HTTP/1.1\r\nHost: {host}\r\nUser-Agent: prefork-health-check\r\nConnection: close\r\n\r\n"
+    );
+    stream
+        .write_all(request.as_bytes())
+        .await
+        .map_err(|e| format!("send: {e}"))?;
+    let mut buf = Vec::with_capacity(1024);
+    loop {
+        let mut headers = [httparse::EMPTY_HEADER; 64];
+        let mut response = httparse::Response::new(&mut headers);
+        match response.parse(&buf) {
+            Ok(httparse::Status::Complete(_)) => {
+                return response.code.ok_or_else(|| "no status".to_owned())
+            }
+            Ok(httparse::Status::Partial) if buf.len() < MAX_CHECK_HEAD => {}
+            Ok(httparse::Status::Partial) => return Err("response head too large".into()),
+            Err(e) => return Err(format!("malformed response: {e}")),
+        }
+        if stream
+            .read_buf(&mut buf)
+            .await
+            .map_err(|e| format!("read: {e}"))?
+            == 0
+        {
+            return Err("closed before the response head".into());
+        }
+        if buf.len() > MAX_CHECK_HEAD {
+            buf.truncate(MAX_CHECK_HEAD);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::time::Duration;
+    use tokio::net::TcpListener;
+
+    fn check(timeout: Duration) -> HealthCheck {
+        HealthCheck {
+            path: "/health".into(),
+            interval: Duration::from_secs(1),
+            timeout,
+            passes: 1,
+            fails: 1,
+        }
+    }
+
+    /// A server that answers one connection with `response`.
+    async fn answering(response: &'static [u8]) -> (SocketAddr, tokio::task::JoinHandle<Vec<u8>>) {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let task = tokio::spawn(async move {
+            let (mut s, _) = listener.accept().await.unwrap();
+            let mut got = vec![0u8; 1024];
+            let n = s.read(&mut got).await.unwrap();
+            got.truncate(n);
+            s.write_all(response).await.unwrap();
+            got
+        });
+        (addr, task)
+    }
+
+    #[tokio::test]
+    async fn two_and_three_hundreds_pass_others_fail() {
+        let (addr, server) = answering(b"HTTP/1.1 204 No Content\r\n\r\n").await;
+        assert_eq!(
+            probe(addr, "app:80", &check(Duration::from_secs(2))).await,
+            Ok(())
+        );
+        let sent = String::from_utf8(server.await.unwrap()).unwrap();
+        assert!(
+            sent.starts_with("GET /health HTTP/1.1\r\nHost: app:80\r\n"),
+            "{sent}"
+        );
+
+        let (addr, _s) = answering(b"HTTP/1.1 301 Moved\r\nLocation: /\r\n\r\n").await;
+        assert_eq!(
+            probe(addr, "a", &check(Duration::from_secs(2))).await,
+            Ok(())
+        );
+        let (addr, _s) = answering(b"HTTP/1.1 503 Busy\r\nContent-Length: 0\r\n\r\n").await;
+        assert_eq!(
+            probe(addr, "a", &check(Duration::from_secs(2))).await,
+            Err("status 503".into())
+        );
+        let (addr, _s) = answering(b"garbage\r\n\r\n").await;
+        let err = probe(addr, "a", &check(Duration::from_secs(2)))
+            .await
+            .unwrap_err();
+        assert!(err.starts_with("malformed response"), "{err}");
+    }
+
+    #[tokio::test]
+    async fn silence_and_refusal_fail() {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let err = probe(addr, "a", &check(Duration::from_millis(100)))
+            .await
+            .unwrap_err();
+        assert!(err.starts_with("no response within"), "{err}");
+        drop(listener);
+        let err = probe(addr, "a", &check(Duration::from_secs(2)))
+            .await
+            .unwrap_err();
+        assert!(err.starts_with("connect:"), "{err}");
+    }
+}
