@@ -142,7 +142,13 @@ fn a_binary_upgrade_swaps_the_master_with_zero_failed_requests() {
         .expect("temp dir");
     let exe = private_binary(dir.path());
     let a = origins::minihttp("upgraded");
-    let mut p = Prefork::start_in(dir, Setup::new(2).exe(&exe).body(&routes_to("a", a)));
+    // With an admin listener: the new master takes it over with the others.
+    let admin = prefork::free_port();
+    let body = format!(
+        "[admin]\naddr = \"127.0.0.1:{admin}\"\n{}",
+        routes_to("a", a)
+    );
+    let mut p = Prefork::start_in(dir, Setup::new(2).exe(&exe).body(&body));
     let old_master = p.master_pid();
     let old_workers = p.workers();
 
@@ -186,6 +192,13 @@ fn a_binary_upgrade_swaps_the_master_with_zero_failed_requests() {
         "the new master runs"
     );
     assert_eq!(p.pid_file_pid(), Some(new_master));
+    // The control socket and the admin listener are the new master's now.
+    assert_eq!(
+        p.status_json()["master_pid"].as_i64(),
+        Some(i64::from(new_master))
+    );
+    let health = http::get(admin, "admin", "/healthz").expect("the admin listener answers");
+    assert_eq!(health.status, 200);
     // `-s` now reaches the new master.
     let out = p.cli(&["-s", "quit"]);
     assert!(

@@ -3,13 +3,13 @@
 
 use crate::listeners::Listeners;
 use crate::run::{worker_credentials, Master, Startup};
-use crate::{os, pidfile, signals, upgrade};
+use crate::{admin, control_socket, os, pidfile, signals, upgrade};
 use clap::{Parser, Subcommand, ValueEnum};
 use nix::sys::signal::Signal;
 use prefork_shared::config_file;
 use prefork_shared::exit;
 use prefork_shared::log;
-use slog::{info, warn};
+use slog::{error, info, warn};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::AtomicU64;
 use std::sync::Arc;
@@ -53,6 +53,27 @@ pub enum Role {
         /// The IPC server to connect to.
         #[arg(long)]
         ipc: String,
+    },
+    /// Show the running master's workers, traffic and upstream servers.
+    Status {
+        /// Configuration file (names the control socket).
+        #[arg(short = 'c', long = "config", default_value = DEFAULT_CONFIG)]
+        config: PathBuf,
+        /// Print the status as JSON.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Show the status, refreshed live like `top`.
+    Top {
+        /// Configuration file (names the control socket).
+        #[arg(short = 'c', long = "config", default_value = DEFAULT_CONFIG)]
+        config: PathBuf,
+        /// Seconds between refreshes.
+        #[arg(short = 'd', long = "delay", default_value_t = 1.0)]
+        delay: f64,
+        /// Stop after this many refreshes.
+        #[arg(short = 'n', long = "iterations")]
+        iterations: Option<u64>,
     },
 }
 
@@ -110,6 +131,11 @@ pub fn send_signal(path: &Path, name: SignalName) -> i32 {
             return exit::FAILURE;
         }
     };
+    if name == SignalName::Reload {
+        if let Some(code) = reload_over_control_socket(&config.control_socket) {
+            return code;
+        }
+    }
     let pid = match pidfile::read(&config.pid_file) {
         Ok(pid) => pid,
         Err(e) => {
@@ -129,6 +155,23 @@ pub fn send_signal(path: &Path, name: SignalName) -> i32 {
             eprintln!("prefork: kill({pid}, {}): {e}", name.signal().as_str());
             exit::FAILURE
         }
+    }
+}
+
+/// Asks the master to reload over its control socket and prints the
+/// outcome; `None` when no master answers there (the caller signals instead).
+fn reload_over_control_socket(socket: &Path) -> Option<i32> {
+    let answer =
+        control_socket::request(socket, "reload", std::time::Duration::from_secs(30)).ok()?;
+    let reply: serde_json::Value = serde_json::from_str(&answer).ok()?;
+    let message = reply["message"].as_str().unwrap_or("no message");
+    if reply["ok"].as_bool() == Some(true) {
+        println!("prefork: {message}");
+        Some(exit::OK)
+    } else {
+        eprintln!("{message}");
+        eprintln!("prefork: reload failed; the master keeps its previous configuration");
+        Some(exit::FAILURE)
     }
 }
 
@@ -211,6 +254,60 @@ pub fn run_master(path: &Path) -> i32 {
         pidfile::remove(&config.pid_file);
         return exit::FAILURE;
     }
+    let (queries_tx, queries) = crossbeam_channel::unbounded();
+    // A master started by a binary upgrade binds beside the old master's
+    // control socket and moves onto its path once it serves (see `Master`).
+    let control = if handoff.is_some() {
+        control_socket::listen_beside(
+            &config.control_socket,
+            queries_tx.clone(),
+            logs.error.clone(),
+        )
+    } else {
+        control_socket::listen(
+            &config.control_socket,
+            queries_tx.clone(),
+            logs.error.clone(),
+        )
+    };
+    let control = match control {
+        Ok(c) => c,
+        Err(e) => {
+            error!(logs.error, "cannot open the control socket"; "error" => %e);
+            eprintln!("prefork: control socket: {e}");
+            pidfile::remove(&config.pid_file);
+            return exit::FAILURE;
+        }
+    };
+    let inherited_admin = handoff.as_mut().and_then(|h| h.admin.take());
+    let admin = match &config.admin {
+        None => None,
+        Some(a) => {
+            // The old master's admin listener, when the address is the same:
+            // both answer on it until the old master exits.
+            let listener =
+                match inherited_admin.filter(|l| l.local_addr().is_ok_and(|l| l == a.addr)) {
+                    Some(l) => Ok(l),
+                    None => admin::bind(a.addr),
+                };
+            let served = listener.and_then(|l| {
+                let kept = l.try_clone()?;
+                admin::serve_on(l, queries_tx.clone(), logs.error.clone()).map(|addr| (kept, addr))
+            });
+            match served {
+                Ok((kept, addr)) => {
+                    info!(logs.error, "admin listener started"; "addr" => %addr);
+                    Some(kept)
+                }
+                Err(e) => {
+                    error!(logs.error, "cannot start the admin listener"; "error" => %e);
+                    eprintln!("prefork: admin listener: {e}");
+                    pidfile::remove(&config.pid_file);
+                    return exit::FAILURE;
+                }
+            }
+        }
+    };
     let addrs: Vec<String> = config.listen.iter().map(|l| l.addr.to_string()).collect();
     info!(logs.error, "prefork started";
         "config" => %path.display(), "listen" => addrs.join(" "), "workers" => config.workers);
@@ -229,9 +326,13 @@ pub fn run_master(path: &Path) -> i32 {
         listeners,
         signals: signal_rx,
         exe,
+        queries,
+        control,
+        admin,
         handoff,
     });
     let (code, pid_file) = master.run();
+    drop(queries_tx);
     pidfile::remove(&pid_file);
     info!(logs.error, "prefork stopped"; "exit_code" => code);
     drop(logs);

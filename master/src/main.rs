@@ -1,14 +1,19 @@
 //! `prefork`: the command line, and the entry point of both roles (master and
 //! worker) of the same binary.
 
+mod admin;
 mod cli;
+mod control_socket;
 mod link;
 mod listeners;
+mod metrics;
 mod os;
 mod pidfile;
+mod query;
 mod reload;
 mod run;
 mod signals;
+mod status;
 mod supervisor;
 mod upgrade;
 
@@ -27,6 +32,16 @@ fn main() {
             generation,
             ipc_name: ipc,
         }),
+        Some(Role::Status { config, json }) => status::run_status(&config, json),
+        Some(Role::Top {
+            config,
+            delay,
+            iterations,
+        }) => status::run_top(
+            &config,
+            std::time::Duration::from_secs_f64(delay.clamp(0.1, 3600.0)),
+            iterations,
+        ),
         None if cli.test => cli::test_config(&cli.config),
         None => match cli.signal {
             Some(signal) => cli::send_signal(&cli.config, signal),

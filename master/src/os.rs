@@ -113,18 +113,19 @@ pub fn spawn_worker(cmd: &WorkerCommand<'_>) -> io::Result<Pid> {
 
 /// Starts a new master from `exe` (binary upgrade): same arguments style as
 /// a user would run, the listeners at fds 3.. (named by [`LISTEN_FDS_ENV`])
-/// followed by `handoff`, and `env` added. Unlike a worker it gets no
+/// followed by the `extra` fds in order (the hand-off pipe, then the admin
+/// listener if any), and `env` added. Unlike a worker it gets no
 /// parent-death signal: it must outlive this master.
 pub fn spawn_master(
     exe: &Path,
     config: &Path,
     listeners: &[(SocketAddr, RawFd)],
-    handoff: RawFd,
+    extra: &[RawFd],
     env: &[(&str, String)],
 ) -> io::Result<Pid> {
     let addrs: Vec<SocketAddr> = listeners.iter().map(|(a, _)| *a).collect();
     let mut sources: Vec<RawFd> = listeners.iter().map(|(_, fd)| *fd).collect();
-    sources.push(handoff);
+    sources.extend_from_slice(extra);
     // Allocated before fork: nothing may allocate between fork and exec.
     let mut scratch: Vec<RawFd> = vec![-1; sources.len()];
     let mut command = Command::new(exe);

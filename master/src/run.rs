@@ -2,10 +2,13 @@
 //! It turns what happens into supervisor [`Event`]s and carries out the
 //! [`Action`]s the supervisor decides on.
 
+use crate::control_socket::ControlSocket;
 use crate::link::{self, LinkEvent, PendingLink};
 use crate::listeners::Listeners;
+use crate::metrics::Observed;
 use crate::os::{self, Credentials, WorkerCommand};
 use crate::pidfile;
+use crate::query::Asked;
 use crate::reload::{reload_path, ReloadPath};
 use crate::signals::Request;
 use crate::supervisor::{Action, Event, Generation, Pid, Slot, Supervisor, Timeouts};
@@ -18,10 +21,14 @@ use prefork_shared::ipc::{MasterMsg, StopMode, WorkerMsg};
 use prefork_shared::Config;
 use slog::{debug, error, info, warn, Logger};
 use std::collections::{BTreeMap, HashMap, VecDeque};
+use std::net::TcpListener;
+use std::os::fd::AsRawFd;
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Instant;
+
+mod queries;
 
 /// What one generation of workers is started with.
 struct GenerationSetup {
@@ -53,6 +60,15 @@ pub struct Master {
     link_tx: Sender<LinkEvent>,
     link_rx: Receiver<LinkEvent>,
     signals: Receiver<Request>,
+    /// Questions from the control socket and the admin listener.
+    queries: Receiver<Asked>,
+    /// The control socket (removed when the master is dropped).
+    control: ControlSocket,
+    /// The admin listener (served by its own thread), passed on by a binary
+    /// upgrade.
+    admin: Option<TcpListener>,
+    /// Worker counters and reload outcomes.
+    observed: Observed,
     upgrade_tx: Sender<upgrade::Outcome>,
     upgrade_rx: Receiver<upgrade::Outcome>,
     /// Set when this master was started by a binary upgrade, until it serves.
@@ -77,6 +93,12 @@ pub struct Startup {
     pub signals: Receiver<Request>,
     /// The binary to exec workers from.
     pub exe: PathBuf,
+    /// Questions from the control socket and the admin listener.
+    pub queries: Receiver<Asked>,
+    /// The bound control socket.
+    pub control: ControlSocket,
+    /// A copy of the admin listener, if one runs.
+    pub admin: Option<TcpListener>,
     /// What the old master handed over, when started by a binary upgrade.
     pub handoff: Option<Inherited>,
 }
@@ -115,6 +137,10 @@ impl Master {
             link_tx,
             link_rx,
             signals: s.signals,
+            queries: s.queries,
+            control: s.control,
+            admin: s.admin,
+            observed: Observed::default(),
             upgrade_tx,
             upgrade_rx,
             handoff: s.handoff,
@@ -154,6 +180,7 @@ impl Master {
                     Err(_) => Vec::new(),
                 },
                 recv(timer) -> _ => vec![Event::Tick],
+                recv(self.queries) -> asked => asked.map(|a| self.on_query(a)).unwrap_or_default(),
             };
             for event in events {
                 if let Some(code) = self.feed(event) {
@@ -204,6 +231,7 @@ impl Master {
             Request::ReapChildren => {
                 let exited = os::reap_children();
                 for (pid, _) in &exited {
+                    self.observed.on_exit(*pid);
                     if let Some(link) = self.links.remove(pid) {
                         if link.control.is_none() {
                             link::abandon(&link.name);
@@ -256,6 +284,7 @@ impl Master {
             LinkEvent::Message(pid, msg) => match msg {
                 WorkerMsg::Ready => vec![Event::WorkerReady(pid)],
                 WorkerMsg::Heartbeat => vec![Event::Heartbeat(pid)],
+                WorkerMsg::Stats(stats) => self.on_stats(pid, *stats),
                 WorkerMsg::Hello { .. } => {
                     warn!(self.log, "worker said hello twice"; "worker_pid" => pid);
                     Vec::new()
@@ -294,6 +323,7 @@ impl Master {
             &self.exe,
             &self.config_path,
             &listeners,
+            self.admin.as_ref().map(|l| l.as_raw_fd()),
             self.upgrade_tx.clone(),
         ) {
             Ok(pid) => Event::UpgradeStarted(pid),
@@ -323,6 +353,11 @@ impl Master {
         let pid_file = self.current_config().pid_file.clone();
         if let Err(e) = pidfile::take_over(&pid_file, handoff.old_master) {
             error!(self.log, "binary upgrade: cannot take over the pid file"; "error" => %e);
+        }
+        // Before the old master is told: once it drains, `prefork status`
+        // and `-s reload` must already reach this one.
+        if let Err(e) = self.control.install() {
+            error!(self.log, "binary upgrade: cannot take over the control socket"; "error" => %e);
         }
         let old = handoff.old_master;
         match handoff.announce() {
@@ -412,17 +447,11 @@ impl Master {
         info!(self.log, "reloading the configuration"; "file" => %self.config_path.display());
         let config = match config_file::load(&self.config_path) {
             Ok(c) => c,
-            Err(e) => {
-                error!(self.log, "reload failed, still serving with the previous configuration"; "error" => %e);
-                return None;
-            }
+            Err(e) => return self.reload_failed(e.to_string()),
         };
         let credentials = match worker_credentials(&config) {
             Ok(c) => c,
-            Err(e) => {
-                error!(self.log, "reload failed, still serving with the previous configuration"; "error" => %e);
-                return None;
-            }
+            Err(e) => return self.reload_failed(format!("user: {e}")),
         };
         let path = reload_path(self.current_config(), &config);
         match self.listeners.reconcile(&config.listen) {
@@ -431,10 +460,7 @@ impl Master {
                     info!(self.log, "listener removed"; "addr" => %addr);
                 }
             }
-            Err(e) => {
-                error!(self.log, "reload failed, still serving with the previous configuration"; "error" => %e);
-                return None;
-            }
+            Err(e) => return self.reload_failed(e.to_string()),
         }
         let old_pid_file = self.current_config().pid_file.clone();
         if config.pid_file != old_pid_file {
@@ -455,6 +481,10 @@ impl Master {
                     self.log,
                     "reload: only settings the workers can swap in changed; reconfiguring them"
                 );
+                let generation = self.supervisor.generation().0;
+                self.reload_succeeded(format!(
+                    "configuration reloaded: the workers of generation {generation} took it in place"
+                ));
                 self.setups.insert(self.supervisor.generation(), setup);
                 Some(Event::Reconfigure {
                     shutdown_timeout,
@@ -463,6 +493,11 @@ impl Master {
             }
             ReloadPath::NewGeneration(why) => {
                 info!(self.log, "reload: starting new workers"; "changed" => why.join(" "));
+                let next = self.supervisor.generation().0 + 1;
+                self.reload_succeeded(format!(
+                    "configuration reloaded: starting generation {next} ({} changed)",
+                    why.join(", ")
+                ));
                 let workers = setup.config.workers;
                 self.staged = Some(setup);
                 Some(Event::Reload {

@@ -13,6 +13,9 @@ use std::collections::BTreeMap;
 use std::fmt;
 use std::time::{Duration, Instant};
 
+mod view;
+pub use view::{WorkerPhase, WorkerView};
+
 /// A worker position; a restarted worker takes the slot of the one it replaces.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub struct Slot(pub u32);
@@ -207,6 +210,8 @@ pub struct Supervisor {
     /// Consecutive quick failures per slot of the current generation.
     failures: BTreeMap<Slot, u32>,
     phase: Phase,
+    /// Unexpected exits restarted, per slot (for operators).
+    restarts: BTreeMap<Slot, u64>,
     upgrade: Option<Upgrade>,
     /// Whether [`Action::Serving`] was sent.
     announced: bool,
@@ -234,6 +239,7 @@ impl Supervisor {
             pending: BTreeMap::new(),
             failures: BTreeMap::new(),
             phase: Phase::Running,
+            restarts: BTreeMap::new(),
             upgrade: None,
             announced: false,
         }
@@ -491,6 +497,7 @@ impl Supervisor {
         }
         let quick = boot_failure || lived < HEALTHY_UPTIME;
         let delay = self.schedule_restart(worker.slot, quick, now);
+        *self.restarts.entry(worker.slot).or_insert(0) += 1;
         warn!(self.log, "worker exited unexpectedly; restarting";
             "slot" => worker.slot.0, "worker_pid" => pid, "status" => %status,
             "uptime_ms" => lived.as_millis() as u64, "restart_in_ms" => delay.as_millis() as u64);

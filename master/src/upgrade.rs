@@ -16,7 +16,7 @@ use prefork_shared::fds::{self, LISTEN_FDS_ENV};
 use socket2::Socket;
 use std::fs::File;
 use std::io::{self, Read, Write};
-use std::net::SocketAddr;
+use std::net::{SocketAddr, TcpListener};
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
 use std::path::Path;
 
@@ -24,6 +24,9 @@ use std::path::Path;
 pub const HANDOFF_FD_ENV: &str = "PREFORK_UPGRADE_FD";
 /// Names the old master's pid in a new master's environment.
 pub const OLD_MASTER_ENV: &str = "PREFORK_UPGRADE_FROM";
+/// Names the fd of the admin listener (`/metrics`) the new master takes
+/// over, when the old one has one.
+pub const ADMIN_FD_ENV: &str = "PREFORK_UPGRADE_ADMIN_FD";
 /// What the new master writes when it serves.
 const READY: &[u8] = b"ready\n";
 
@@ -37,19 +40,29 @@ pub struct Outcome {
 }
 
 /// Starts the new master and a thread that reports its [`Outcome`].
+///
+/// The admin listener, if any, is passed too (after the pipe): both masters
+/// answer on it until the old one exits, so `/metrics` and `/healthz` never
+/// refuse a connection during the upgrade.
 pub fn start(
     exe: &Path,
     config: &Path,
     listeners: &[(SocketAddr, RawFd)],
+    admin: Option<RawFd>,
     outcomes: Sender<Outcome>,
 ) -> io::Result<Pid> {
     let (read, write) = nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC)?;
     let handoff_fd = fds::FIRST_LISTEN_FD + listeners.len() as RawFd;
-    let env = [
+    let mut env = vec![
         (HANDOFF_FD_ENV, handoff_fd.to_string()),
         (OLD_MASTER_ENV, std::process::id().to_string()),
     ];
-    let pid = os::spawn_master(exe, config, listeners, write.as_raw_fd(), &env)?;
+    let mut extra = vec![write.as_raw_fd()];
+    if let Some(fd) = admin {
+        env.push((ADMIN_FD_ENV, (handoff_fd + 1).to_string()));
+        extra.push(fd);
+    }
+    let pid = os::spawn_master(exe, config, listeners, &extra, &env)?;
     // Only the new master may hold the write end, or EOF never comes.
     drop(write);
     std::thread::Builder::new()
@@ -71,6 +84,8 @@ pub struct Inherited {
     pub listeners: Vec<(SocketAddr, Socket)>,
     /// The old master's pid (the pid file names it until the hand-over).
     pub old_master: i32,
+    /// The old master's admin listener, if it had one.
+    pub admin: Option<TcpListener>,
     handoff: File,
 }
 
@@ -97,10 +112,31 @@ pub fn inherited() -> Result<Option<Inherited>, String> {
         .and_then(|v| v.parse().ok())
         .ok_or_else(|| bad(OLD_MASTER_ENV))?;
     let named = fds::decode(&std::env::var(LISTEN_FDS_ENV).unwrap_or_default())?;
+    let admin_fd = match std::env::var_os(ADMIN_FD_ENV) {
+        None => None,
+        Some(v) => Some(
+            v.to_str()
+                .and_then(|v| v.parse::<RawFd>().ok())
+                .ok_or_else(|| bad(ADMIN_FD_ENV))?,
+        ),
+    };
     // Set before any thread exists (the first thing the master does).
     std::env::remove_var(HANDOFF_FD_ENV);
     std::env::remove_var(OLD_MASTER_ENV);
     std::env::remove_var(LISTEN_FDS_ENV);
+    std::env::remove_var(ADMIN_FD_ENV);
+    let admin = match admin_fd {
+        None => None,
+        Some(fd) => {
+            // SAFETY: the old master placed its admin listener at this fd
+            // for this process, and nothing else here refers to it.
+            let socket = unsafe { Socket::from(OwnedFd::from_raw_fd(fd)) };
+            socket
+                .set_cloexec(true)
+                .map_err(|e| format!("binary upgrade: admin fd {fd}: {e}"))?;
+            Some(TcpListener::from(socket))
+        }
+    };
     let listeners = named
         .into_iter()
         .map(|(fd, addr)| {
@@ -124,6 +160,7 @@ pub fn inherited() -> Result<Option<Inherited>, String> {
     Ok(Some(Inherited {
         listeners,
         old_master,
+        admin,
         handoff,
     }))
 }

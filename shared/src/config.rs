@@ -11,6 +11,8 @@ use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::time::Duration;
 
+pub use crate::config_observe::{AccessField, AccessFormat, Admin, RouteAccessLog, Segment};
+
 /// A complete, validated prefork configuration.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Config {
@@ -37,6 +39,10 @@ pub struct Config {
     pub upstreams: BTreeMap<String, Upstream>,
     /// Routing table, in file order.
     pub routes: Vec<Route>,
+    /// The master's control socket (`prefork status`, `prefork -s reload`).
+    pub control_socket: PathBuf,
+    /// The admin HTTP listener (`/metrics`, `/healthz`); off when `None`.
+    pub admin: Option<Admin>,
 }
 
 /// One listening address.
@@ -117,6 +123,8 @@ pub struct LogConfig {
     pub error_log: LogTarget,
     /// Where the per-request access log goes; `None` turns it off.
     pub access_log: Option<LogTarget>,
+    /// How access-log lines look.
+    pub access_log_format: AccessFormat,
 }
 
 /// A group of backend servers that requests are balanced across.
@@ -227,8 +235,22 @@ pub struct Route {
     pub path: String,
     /// What to do with a matching request.
     pub action: RouteAction,
+    /// Where this route's requests are logged.
+    pub access_log: RouteAccessLog,
     /// This route's request body limit, overriding the top-level one.
     pub max_body_size: Option<u64>,
+}
+
+impl Route {
+    /// The route's label in metrics and logs: host (`*` for any) and path.
+    pub fn label(&self) -> String {
+        let host = match &self.host {
+            HostMatch::Any => "*".to_owned(),
+            HostMatch::Exact(h) => h.clone(),
+            HostMatch::Suffix(s) => format!("*{s}"),
+        };
+        format!("{host}{}", self.path)
+    }
 }
 
 /// What a route does with a request.
@@ -264,14 +286,19 @@ impl Config {
     /// `host` must be lower-cased and without its port. The most specific host
     /// match wins, then the longest path prefix, then the earliest route.
     pub fn route(&self, host: &str, path: &str) -> Option<&Route> {
-        let mut best: Option<(&Route, usize, usize)> = None;
-        for route in &self.routes {
+        self.route_index(host, path).map(|i| &self.routes[i])
+    }
+
+    /// The index in [`Config::routes`] of the route [`Config::route`] picks.
+    pub fn route_index(&self, host: &str, path: &str) -> Option<usize> {
+        let mut best: Option<(usize, usize, usize)> = None;
+        for (i, route) in self.routes.iter().enumerate() {
             if !route.host.matches(host) || !path.starts_with(route.path.as_str()) {
                 continue;
             }
             let rank = (route.host.specificity(), route.path.len());
             if best.is_none_or(|(_, h, p)| rank > (h, p)) {
-                best = Some((route, rank.0, rank.1));
+                best = Some((i, rank.0, rank.1));
             }
         }
         best.map(|(r, _, _)| r)

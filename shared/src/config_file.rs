@@ -16,6 +16,9 @@ use std::net::{SocketAddr, ToSocketAddrs};
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
+mod observe;
+use observe::RawAdmin;
+
 /// Listen address used when a config names none.
 pub const DEFAULT_LISTEN: &str = "0.0.0.0:80";
 /// `worker_timeout` when a config names none.
@@ -150,6 +153,8 @@ struct RawConfig {
     upstreams: BTreeMap<String, RawUpstream>,
     #[serde(default)]
     routes: Vec<RawRoute>,
+    control_socket: Option<PathBuf>,
+    admin: Option<RawAdmin>,
 }
 
 #[derive(Deserialize)]
@@ -180,6 +185,7 @@ enum RawVia {
 struct RawLog {
     error_log: Option<String>,
     access_log: Option<String>,
+    access_log_format: Option<String>,
 }
 
 #[derive(Deserialize)]
@@ -268,6 +274,7 @@ struct RawRoute {
     path: Option<String>,
     upstream: Option<String>,
     respond: Option<RawRespond>,
+    access_log: Option<String>,
     max_body_size: Option<RawSize>,
 }
 
@@ -398,12 +405,15 @@ impl Validator<'_> {
         let listen = self.listen(root.key("listen"), raw.listen);
         let upstreams = self.upstreams(root.key("upstreams"), raw.upstreams);
         let routes = self.routes(root.key("routes"), raw.routes, &upstreams);
+        let pid_file = raw
+            .pid_file
+            .unwrap_or_else(|| PathBuf::from(DEFAULT_PID_FILE));
+        let control_socket = self.control_socket(raw.control_socket, &pid_file);
+        let admin = self.admin(root.key("admin"), raw.admin);
         Config {
             source: self.file.to_owned(),
             workers,
-            pid_file: raw
-                .pid_file
-                .unwrap_or_else(|| PathBuf::from(DEFAULT_PID_FILE)),
+            pid_file,
             user,
             shutdown_timeout,
             worker_timeout,
@@ -412,6 +422,8 @@ impl Validator<'_> {
             http,
             upstreams,
             routes,
+            control_socket,
+            admin,
         }
     }
 
@@ -535,9 +547,12 @@ impl Validator<'_> {
                 }
             };
         let access_log = self.log_target(path.key("access_log"), raw.access_log, LogTarget::Stdout);
+        let access_log_format =
+            self.access_format(path.key("access_log_format"), raw.access_log_format);
         LogConfig {
             error_log,
             access_log,
+            access_log_format,
         }
     }
 
@@ -780,6 +795,7 @@ impl Validator<'_> {
                     None => continue,
                 },
             };
+            let access_log = self.route_access_log(p.key("access_log"), r.access_log);
             let max_body_size = r
                 .max_body_size
                 .and_then(|s| self.size(p.key("max_body_size"), s));
@@ -787,6 +803,7 @@ impl Validator<'_> {
                 host,
                 path: route_path,
                 action,
+                access_log,
                 max_body_size,
             });
         }

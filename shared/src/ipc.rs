@@ -14,7 +14,7 @@ use serde::{Deserialize, Serialize};
 use std::time::Duration;
 
 /// Bumped whenever a message changes shape; master and worker must agree.
-pub const PROTOCOL_VERSION: u32 = 3;
+pub const PROTOCOL_VERSION: u32 = 4;
 
 /// How often a worker sends a heartbeat when the master allows it
 /// `worker_timeout` of silence: several beats fit in the timeout, so one late
@@ -37,6 +37,8 @@ pub enum WorkerMsg {
     },
     /// The worker is accepting connections.
     Ready,
+    /// The worker's counters, sent about once a second and when it stops.
+    Stats(Box<crate::stats::WorkerStats>),
     /// The worker's event loop is running (sent every
     /// [`heartbeat_interval`]).
     Heartbeat,

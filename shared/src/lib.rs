@@ -5,9 +5,11 @@
 pub mod config;
 pub mod config_file;
 mod config_locate;
+pub mod config_observe;
 pub mod exit;
 pub mod fds;
 pub mod ipc;
 pub mod log;
+pub mod stats;
 
 pub use config::Config;

@@ -1,8 +1,10 @@
-//! slog setup for the error log and the access log.
+//! slog setup for the error log.
 //!
-//! Both logs are written by a background thread (`slog-async`), so a worker's
+//! The log is written by a background thread (`slog-async`), so a worker's
 //! event loop never blocks on a slow disk or terminal. Every error-log line
-//! carries the process role, pid and generation.
+//! carries the process role, pid and generation. (The worker writes its
+//! access log itself, see the worker's `access_sink`; it follows [`reopen`]
+//! too, through [`reopen_epoch`].)
 
 use crate::config::LogTarget;
 use slog::{o, Drain, Logger};
@@ -30,18 +32,16 @@ impl Role {
     }
 }
 
-/// Keeps the log threads alive; dropping it flushes what is queued.
+/// Keeps the log thread alive; dropping it flushes what is queued.
 pub struct LogGuard {
-    _guards: Vec<slog_async::AsyncGuard>,
+    _guard: slog_async::AsyncGuard,
 }
 
 /// Loggers for one process.
 pub struct Logs {
     /// The error log.
     pub error: Logger,
-    /// The access log, if enabled.
-    pub access: Option<Logger>,
-    /// Flushes both logs when dropped.
+    /// Flushes the log when dropped.
     pub guard: LogGuard,
 }
 
@@ -58,6 +58,12 @@ static REOPEN_EPOCH: AtomicU64 = AtomicU64::new(0);
 /// thread: the log threads do the reopening.
 pub fn reopen() {
     REOPEN_EPOCH.fetch_add(1, Ordering::Relaxed);
+}
+
+/// How many times [`reopen`] was called: a writer of its own (the worker's
+/// access log) that saw a different value last reopens its file.
+pub fn reopen_epoch() -> u64 {
+    REOPEN_EPOCH.load(Ordering::Relaxed)
 }
 
 /// Collects one log line and writes it with a single `write`, so that lines
@@ -107,7 +113,8 @@ impl Write for WholeLines<Box<dyn Write + Send>> {
     }
 }
 
-fn append(path: &std::path::Path) -> io::Result<std::fs::File> {
+/// Opens `path` for appending (created if needed); the error names the file.
+pub fn append(path: &std::path::Path) -> io::Result<std::fs::File> {
     OpenOptions::new()
         .create(true)
         .append(true)
@@ -143,29 +150,19 @@ fn async_logger(target: &LogTarget) -> io::Result<(Logger, slog_async::AsyncGuar
     Ok((Logger::root(drain.fuse(), o!()), guard))
 }
 
-/// Opens the error log (and, for workers, the access log).
-pub fn open(
-    error_log: &LogTarget,
-    access_log: Option<&LogTarget>,
-    role: Role,
-    generation: u64,
-) -> io::Result<Logs> {
-    open_tagged(error_log, access_log, role, generation)
+/// Opens the error log.
+pub fn open(error_log: &LogTarget, role: Role, generation: u64) -> io::Result<Logs> {
+    open_tagged(error_log, role, generation)
 }
 
 /// Opens the master's error log, whose generation changes with reloads: every
 /// line shows the value `generation` holds when it is written.
 pub fn open_master(error_log: &LogTarget, generation: Arc<AtomicU64>) -> io::Result<Logs> {
     let current = slog::FnValue(move |_: &slog::Record| generation.load(Ordering::Relaxed));
-    open_tagged(error_log, None, Role::Master, current)
+    open_tagged(error_log, Role::Master, current)
 }
 
-fn open_tagged<G>(
-    error_log: &LogTarget,
-    access_log: Option<&LogTarget>,
-    role: Role,
-    generation: G,
-) -> io::Result<Logs>
+fn open_tagged<G>(error_log: &LogTarget, role: Role, generation: G) -> io::Result<Logs>
 where
     G: slog::Value + Send + Sync + std::panic::RefUnwindSafe + 'static,
 {
@@ -175,31 +172,12 @@ where
         "pid" => std::process::id(),
         "generation" => generation,
     ));
-    let mut guards = vec![error_guard];
-    let access = match access_log {
-        Some(target) => {
-            let (logger, guard) = access_logger(target)?;
-            guards.push(guard);
-            Some(logger)
-        }
-        None => None,
-    };
     Ok(Logs {
         error,
-        access,
-        guard: LogGuard { _guards: guards },
+        guard: LogGuard {
+            _guard: error_guard,
+        },
     })
-}
-
-fn access_logger(target: &LogTarget) -> io::Result<(Logger, slog_async::AsyncGuard)> {
-    let decorator = slog_term::PlainDecorator::new(writer(target)?);
-    let format = slog_term::FullFormat::new(decorator).build().fuse();
-    let (drain, guard) = slog_async::Async::new(format)
-        .chan_size(QUEUE_LINES)
-        .overflow_strategy(slog_async::OverflowStrategy::DropAndReport)
-        .thread_name("access-log".into())
-        .build_with_guard();
-    Ok((Logger::root(drain.fuse(), o!()), guard))
 }
 
 #[cfg(test)]

@@ -481,6 +481,35 @@ impl Prefork {
         read_lossy(&self.error_log_path())
     }
 
+    pub fn access_log(&self) -> String {
+        read_lossy(&self.dir.path().join("access.log"))
+    }
+
+    /// `prefork status --json`, parsed.
+    pub fn status_json(&self) -> serde_json::Value {
+        let out = self.cli(&["status", "--json"]);
+        assert!(
+            out.status.success(),
+            "prefork status --json failed: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        serde_json::from_slice(&out.stdout).unwrap_or_else(|e| {
+            panic!(
+                "status --json is not JSON ({e}): {}",
+                String::from_utf8_lossy(&out.stdout)
+            )
+        })
+    }
+
+    /// Polls `prefork status --json` until `done` holds for it.
+    pub fn wait_status(
+        &self,
+        timeout: Duration,
+        done: impl Fn(&serde_json::Value) -> bool,
+    ) -> Option<serde_json::Value> {
+        wait_for(timeout, || Some(self.status_json()).filter(|s| done(s)))
+    }
+
     /// The master's stdout, the error log and the end of the access log, for
     /// failure messages.
     pub fn logs(&self) -> String {

@@ -1,13 +1,14 @@
 //! One client connection: the keep-alive loop, reading request heads, and
 //! the responses prefork answers by itself.
 
-use crate::access_log::{self, RequestInfo, Served};
+use crate::access_log::{Entry, RequestInfo, Served};
 use crate::control::Stop;
 use crate::http::body::BodyCursor;
 use crate::http::heads::{self, ConnectionField};
 use crate::http::request::{self, RequestError};
 use crate::http::{with_header_slots, Framing, Version};
 use crate::io::write_two;
+use crate::request_id;
 use crate::server::Worker;
 use bytes::{Buf, BytesMut};
 use prefork_shared::config::RouteAction;
@@ -53,6 +54,10 @@ pub(crate) struct Connection {
     stop: watch::Receiver<Stop>,
     /// The current request's fields for the access log.
     info: RequestInfo,
+    /// The current request's id (sent upstream as `X-Request-Id`).
+    pub(crate) request_id: String,
+    /// The current request's route (index in the config; `None`: none).
+    route: Option<usize>,
 }
 
 /// A parsed request; its head has been consumed from the buffer.
@@ -107,7 +112,17 @@ impl Connection {
             request_head: Vec::new(),
             response_head: Vec::new(),
             info: RequestInfo::default(),
+            request_id: String::new(),
+            route: None,
         }
+    }
+
+    /// Forgets the current request (it could not be read): a new id, no
+    /// route, no fields.
+    fn unknown_request(&mut self) {
+        self.info.clear();
+        self.route = None;
+        self.worker.next_request_id(&mut self.request_id);
     }
 
     /// Serves requests until the connection closes.
@@ -127,24 +142,26 @@ impl Connection {
                 Err(HeadEnd::Closed) => return,
                 Err(HeadEnd::Reconfigured) => continue,
                 Err(HeadEnd::Timeout) => {
-                    self.info.clear();
+                    self.unknown_request();
                     self.answer_error(Version::Http11, false, 408, true).await
                 }
                 Err(HeadEnd::Invalid(e)) => {
-                    warn!(worker.log, "bad request"; "client" => %self.peer, "error" => %e);
+                    warn!(worker.log, "bad request"; "client" => %self.peer, "error" => %e, "request_id" => &self.request_id);
                     self.answer_error(Version::Http11, false, e.status(), true)
                         .await
                 }
             };
-            if let Some(access) = &worker.access {
-                access_log::record(
-                    access,
-                    self.peer,
-                    &self.info,
-                    &done.served,
-                    started.elapsed(),
-                );
-            }
+            let took = started.elapsed();
+            let s = &done.served;
+            worker.count_request(self.route, s.status, s.bytes_sent, took);
+            worker.access.record(&Entry {
+                client: self.peer,
+                info: &self.info,
+                request_id: &self.request_id,
+                route: self.route,
+                served: s,
+                total: took,
+            });
             if done.close {
                 self.close(done.served.status).await;
                 return;
@@ -267,7 +284,7 @@ impl Connection {
             match read {
                 Err(_) if stop_grace && self.buf.is_empty() => return Err(HeadEnd::Closed),
                 Err(_) if deadline.is_some() => return Err(HeadEnd::Timeout),
-                Ok(Ok(n)) if n > 0 => {}
+                Ok(Ok(n)) if n > 0 => worker.stats().read(n),
                 // Idle timeout, EOF or a reset: nothing to answer.
                 _ => return Err(HeadEnd::Closed),
             }
@@ -288,6 +305,8 @@ impl Connection {
             buf,
             request_head,
             info,
+            request_id,
+            route,
             ..
         } = self;
         let parsed = with_header_slots(limits.max_request_headers, |slots| {
@@ -295,14 +314,28 @@ impl Connection {
                 return Ok(None);
             };
             let host = head.host.unwrap_or("");
-            let route = worker.config.route(&request::route_host(host), head.path);
-            let action = route.map(|route| &route.action);
-            let max_body = route.map_or(limits.max_body_size, |r| r.max_body_size(limits));
+            *route = worker
+                .config
+                .route_index(&request::route_host(host), head.path);
+            let matched = route.map(|i| &worker.config.routes[i]);
+            let action = matched.map(|r| &r.action);
+            let max_body = matched.map_or(limits.max_body_size, |r| r.max_body_size(limits));
+            let client_id = request_id::from_client(head.headers);
+            match client_id {
+                Some(id) => {
+                    request_id.clear();
+                    request_id.push_str(id);
+                }
+                None => worker.next_request_id(request_id),
+            }
             if matches!(action, Some(RouteAction::Proxy(_))) {
                 heads::request_head(request_head, &head, client_ip, limits.via.as_deref());
+                if client_id.is_none() {
+                    request_id::add_header(request_head, request_id);
+                }
             }
-            if worker.access.is_some() {
-                info.set(head.method, host, head.path);
+            if worker.access.any() {
+                info.set(&head);
             }
             let req = Request {
                 version: head.version,
@@ -323,7 +356,7 @@ impl Connection {
             }
             Ok(None) => Ok(None),
             Err(e) => {
-                self.info.clear();
+                self.unknown_request();
                 Err(HeadEnd::Invalid(e))
             }
         }

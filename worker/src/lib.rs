@@ -6,6 +6,7 @@
 
 mod accept;
 mod access_log;
+mod access_sink;
 mod balance;
 mod conn;
 mod control;
@@ -18,7 +19,9 @@ mod http;
 mod inherit;
 mod io;
 mod proxy;
+mod request_id;
 mod server;
+mod stats;
 #[cfg(debug_assertions)]
 mod test_hooks;
 mod tunnel;
@@ -125,13 +128,9 @@ fn run(args: &WorkerArgs) -> Result<i32, BootError> {
         }
     };
 
-    let logs = plog::open(
-        &config.log.error_log,
-        config.log.access_log.as_ref(),
-        Role::Worker,
-        args.generation,
-    )
-    .map_err(BootError::Logs)?;
+    let logs = plog::open(&config.log.error_log, Role::Worker, args.generation)
+        .map_err(BootError::Logs)?;
+    let access = access_log::AccessLogs::open(&config).map_err(BootError::Logs)?;
     let log = logs.error.new(o!("slot" => args.slot));
 
     let (stop_tx, stop_rx) = watch::channel(Stop::Running);
@@ -166,7 +165,7 @@ fn run(args: &WorkerArgs) -> Result<i32, BootError> {
         #[cfg(debug_assertions)]
         test_hooks::install(&log);
         let beat = heartbeat_interval(config.worker_timeout);
-        let worker = server::Worker::new(config, log.clone(), logs.access.clone(), stop_rx);
+        let worker = server::Worker::new(config, log.clone(), access, stop_rx);
         tokio::task::spawn_local(server::apply_updates(
             worker.clone(),
             updates_rx,
@@ -175,6 +174,8 @@ fn run(args: &WorkerArgs) -> Result<i32, BootError> {
         ));
         let beats = to_master.clone();
         tokio::task::spawn_local(heartbeats(beats, beat));
+        let newest = worker.newest();
+        tokio::task::spawn_local(stats::report_every(newest.clone(), to_master.clone()));
         server::serve(worker, tokio_listeners, || {
             info!(log, "worker ready");
             if let Err(e) = to_master.send(WorkerMsg::Ready) {
@@ -182,6 +183,9 @@ fn run(args: &WorkerArgs) -> Result<i32, BootError> {
             }
         })
         .await;
+        if let Some(last) = newest.get() {
+            stats::report(&last, &to_master);
+        }
         exit::OK
     });
     // Close every connection before the logs flush.

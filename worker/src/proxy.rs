@@ -11,6 +11,7 @@ use crate::http::heads::{self, ConnectionField};
 use crate::http::response::{self, MAX_RESPONSE_HEADERS};
 use crate::http::{with_header_slots, Framing, Version};
 use crate::io::{write_two, BODY_READ};
+use crate::stats::Stats;
 use crate::tunnel;
 use crate::upstream::{Group, UpstreamConn};
 use bytes::{Buf, BytesMut};
@@ -99,7 +100,8 @@ impl Connection {
                 Ok(up) => up,
                 Err(e) => {
                     error!(self.worker.log, "upstream connect failed";
-                        "client" => %self.peer, "upstream" => %addr, "error" => %e);
+                        "client" => %self.peer, "upstream" => %addr, "error" => %e, "request_id" => &self.request_id);
+                    self.worker.stats().upstream_failed(addr, &e);
                     self.note_failure(group, index);
                     // Like nginx, another server gets the request after a
                     // connect failure, each server at most once.
@@ -117,8 +119,9 @@ impl Connection {
             };
             let reused = up.reused;
             let busy = group.busy(index);
+            let stats_busy = self.worker.stats().upstream_busy(addr);
             let result = self.exchange(req, group, up, addr).await;
-            drop(busy);
+            drop((busy, stats_busy));
             match result {
                 Ok(done) => {
                     if let Some(change) = group.succeeded(index) {
@@ -152,7 +155,7 @@ impl Connection {
     /// Answers 502 at once when every server of `group` is down.
     async fn no_live_server(&mut self, req: &Request<'_>, group: &Group) -> Done {
         error!(self.worker.log, "no live upstream server";
-            "client" => %self.peer, "servers" => group.len());
+            "client" => %self.peer, "servers" => group.len(), "request_id" => &self.request_id);
         let close = self.must_close(req);
         self.answer_error(req.version, req.is_head, 502, close)
             .await
@@ -181,7 +184,8 @@ impl Connection {
         match early.error {
             PumpError::Upstream(e) => {
                 error!(log, "upstream request failed";
-                    "client" => %self.peer, "upstream" => %addr, "error" => %e);
+                    "client" => %self.peer, "upstream" => %addr, "error" => %e, "request_id" => &self.request_id);
+                self.worker.stats().upstream_failed(addr, &e);
                 let close = !early.request_done || !req.keep_alive;
                 self.answer_error(req.version, req.is_head, e.status(), close)
                     .await
@@ -189,7 +193,7 @@ impl Connection {
             PumpError::Client(e) => match e.status() {
                 Some(status) => {
                     warn!(log, "bad request body";
-                        "client" => %self.peer, "upstream" => %addr, "error" => %e);
+                        "client" => %self.peer, "upstream" => %addr, "error" => %e, "request_id" => &self.request_id);
                     self.answer_error(req.version, req.is_head, status, true)
                         .await
                 }
@@ -224,6 +228,7 @@ impl Connection {
             response_head,
             worker,
             peer,
+            request_id,
             ..
         } = self;
         let (mut client_rd, mut client_wr) = stream.split();
@@ -248,7 +253,14 @@ impl Connection {
         // a server may answer early (or send 100 Continue) before reading it.
         let mut sent: Option<Result<(), UpstreamError>> = body.is_done().then_some(Ok(()));
         let head = {
-            let pump = pump_request_body(&mut client_rd, buf, &mut up_wr, &mut body, t);
+            let pump = pump_request_body(
+                worker.stats(),
+                &mut client_rd,
+                buf,
+                &mut up_wr,
+                &mut body,
+                t,
+            );
             let expecting = Expecting {
                 is_head: req.is_head,
                 upgrade: req.upgrade,
@@ -330,6 +342,8 @@ impl Connection {
                 buf.clear();
                 let carried =
                     tunnel::run(&mut client_rd, &mut client_wr, &mut up_rd, &mut up_wr, idle).await;
+                worker.stats().upstream_ok(addr);
+                worker.stats().read_u64(carried.up);
                 return Ok(Done {
                     served: Served {
                         status: 101,
@@ -381,7 +395,8 @@ impl Connection {
             Err((error, _)) => {
                 if let PumpError::Upstream(e) = &error {
                     error!(worker.log, "upstream response failed";
-                        "client" => %peer, "upstream" => %addr, "error" => %e);
+                        "client" => %peer, "upstream" => %addr, "error" => %e, "request_id" => &*request_id);
+                    worker.stats().upstream_failed(addr, e);
                 }
                 // Closing is the only way to tell the client the body is
                 // incomplete once its head has gone out.
@@ -396,6 +411,7 @@ impl Connection {
                 });
             }
         };
+        worker.stats().upstream_ok(addr);
         let reusable = meta.keep_alive && request_done && meta.framing != Framing::Close;
         if reusable {
             group.release(up);
@@ -447,6 +463,7 @@ async fn within<T, E>(
 /// Forwards the rest of the request body; `buf` holds no body bytes on
 /// entry (they went out with the head).
 async fn pump_request_body<R, W>(
+    stats: &Stats,
     client: &mut R,
     buf: &mut BytesMut,
     upstream: &mut W,
@@ -469,6 +486,7 @@ where
         if n == 0 {
             return Err(ClientError::Closed.into());
         }
+        stats.read(n);
         let take = body.take(buf).map_err(ClientError::BadChunk)?;
         within(
             t.upstream_write,

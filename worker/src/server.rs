@@ -7,9 +7,13 @@
 //! it started with), and upstream pools of unchanged upstreams carry over.
 
 use crate::accept::accept_loop;
+use crate::access_log::AccessLogs;
 use crate::control::Stop;
+use crate::request_id::RequestIds;
+use crate::stats::{RouteSlots, ServerRef, Stats};
 use crate::upstream::Upstreams;
 use prefork_shared::log::{self as plog, LogGuard, Role};
+use prefork_shared::stats::WorkerStats;
 use prefork_shared::Config;
 use slog::{error, info, o, warn, Logger};
 use std::cell::{Cell, RefCell};
@@ -48,6 +52,10 @@ struct Shared {
     swapped: Notify,
     /// When a stop was first seen, to spread idle closes from it.
     stop_seen: Cell<Option<Instant>>,
+    /// Counters reported to the master: they outlive hot reloads.
+    stats: Rc<Stats>,
+    /// Ids for requests that come without one.
+    request_ids: RequestIds,
 }
 
 /// One configuration's view of the worker, shared by the tasks using it
@@ -59,8 +67,10 @@ pub(crate) struct Worker {
     pub(crate) upstreams: Upstreams,
     /// The error log.
     pub(crate) log: Logger,
-    /// The access log, if enabled.
-    pub(crate) access: Option<Logger>,
+    /// The access logs of this configuration.
+    pub(crate) access: AccessLogs,
+    /// Where this configuration's routes are counted.
+    route_slots: RouteSlots,
     /// The run state, watched by accept loops and idle connections.
     pub(crate) stop: watch::Receiver<Stop>,
     shared: Rc<Shared>,
@@ -74,18 +84,22 @@ impl Worker {
     pub(crate) fn new(
         config: Config,
         log: Logger,
-        access: Option<Logger>,
+        access: AccessLogs,
         stop: watch::Receiver<Stop>,
     ) -> Rc<Self> {
+        let (stats, route_slots) = Stats::new(&config);
         let shared = Rc::new(Shared {
             active: Cell::new(0),
             drained: Notify::new(),
             latest: RefCell::new(Weak::new()),
             swapped: Notify::new(),
             stop_seen: Cell::new(None),
+            stats: Rc::new(stats),
+            request_ids: RequestIds::new(),
         });
         let worker = Rc::new(Worker {
             upstreams: Upstreams::new(&config),
+            route_slots,
             config,
             log,
             access,
@@ -122,31 +136,28 @@ impl Worker {
     }
 
     /// A snapshot for `config` that becomes the latest: pools of upstreams
-    /// whose settings did not change are kept, logs are reopened only if
-    /// their settings changed.
+    /// whose settings did not change are kept, the error log is reopened
+    /// only if its destination changed, access-log destinations still named
+    /// stay open, and counters carry on (see [`Stats`] for routes).
     fn reconfigured(self: &Rc<Self>, config: Config, slot: u32, generation: u64) -> Rc<Self> {
-        let (log, access, logs) = if config.log == self.config.log {
-            (self.log.clone(), self.access.clone(), self._logs.clone())
+        let (log, logs) = if config.log.error_log == self.config.log.error_log {
+            (self.log.clone(), self._logs.clone())
         } else {
-            match plog::open(
-                &config.log.error_log,
-                config.log.access_log.as_ref(),
-                Role::Worker,
-                generation,
-            ) {
-                Ok(l) => (
-                    l.error.new(o!("slot" => slot)),
-                    l.access,
-                    Some(Rc::new(l.guard)),
-                ),
+            match plog::open(&config.log.error_log, Role::Worker, generation) {
+                Ok(l) => (l.error.new(o!("slot" => slot)), Some(Rc::new(l.guard))),
                 Err(e) => {
-                    error!(self.log, "cannot open the new logs; keeping the old ones"; "error" => %e);
-                    (self.log.clone(), self.access.clone(), self._logs.clone())
+                    error!(self.log, "cannot open the new error log; keeping the old one"; "error" => %e);
+                    (self.log.clone(), self._logs.clone())
                 }
             }
         };
+        let (access, failed) = self.access.reconfigured(&config);
+        for e in failed {
+            error!(log, "cannot open an access log; it is off"; "error" => %e);
+        }
         let worker = Rc::new(Worker {
             upstreams: self.upstreams.carried_over(&config),
+            route_slots: self.shared.stats.configure(&config),
             config,
             log,
             access,
@@ -194,7 +205,70 @@ impl Worker {
     /// Counts a client connection as open until the guard is dropped.
     pub(crate) fn track(self: &Rc<Self>) -> ActiveConnection {
         self.shared.active.set(self.shared.active.get() + 1);
+        self.shared.stats.connection();
         ActiveConnection(self.shared.clone())
+    }
+
+    /// Open client connections now.
+    pub(crate) fn active_connections(&self) -> usize {
+        self.shared.active.get()
+    }
+
+    /// The worker's counters (shared by every configuration snapshot).
+    pub(crate) fn stats(&self) -> &Rc<Stats> {
+        &self.shared.stats
+    }
+
+    /// Writes a new request id into `out` (one generator per process).
+    pub(crate) fn next_request_id(&self, out: &mut String) {
+        self.shared.request_ids.next_into(out);
+    }
+
+    /// Counts a finished request of route `route` of this configuration.
+    pub(crate) fn count_request(
+        &self,
+        route: Option<usize>,
+        status: u16,
+        sent: u64,
+        took: Duration,
+    ) {
+        self.shared
+            .stats
+            .request(&self.route_slots, route, status, sent, took);
+    }
+
+    /// The counters, with the upstream servers of this configuration and
+    /// whether this worker's health state keeps each out of rotation.
+    pub(crate) fn stats_snapshot(&self) -> WorkerStats {
+        let now = Instant::now();
+        let servers = self.config.upstreams.iter().flat_map(|(name, u)| {
+            let group = self.upstreams.get(name);
+            u.servers.iter().enumerate().map(move |(i, s)| ServerRef {
+                upstream: name,
+                server: &s.name,
+                addr: s.addr,
+                down: group.is_some_and(|g| !g.usable(i, now)),
+            })
+        });
+        self.shared
+            .stats
+            .snapshot(self.active_connections(), servers)
+    }
+
+    /// A handle on the newest snapshot that does not keep this one alive.
+    pub(crate) fn newest(&self) -> Newest {
+        Newest(self.shared.clone())
+    }
+}
+
+/// Finds the newest configuration snapshot without holding any.
+#[derive(Clone)]
+pub(crate) struct Newest(Rc<Shared>);
+
+impl Newest {
+    /// The newest snapshot, while one is in use.
+    pub(crate) fn get(&self) -> Option<Rc<Worker>> {
+        self.0.latest.borrow().upgrade()
     }
 }
 
@@ -258,13 +332,13 @@ pub(crate) async fn apply_updates(
     slot: u32,
     generation: u64,
 ) {
-    // Only a weak reference is kept between updates: the snapshots belong
-    // to the connections using them.
+    // Only a weak reference is kept to older snapshots: they belong to the
+    // connections using them.
     let shared = worker.shared.clone();
-    drop(worker);
     // The newest snapshot lives here until the next one replaces it, so it
-    // survives moments with no connection using it.
-    let mut newest: Option<Rc<Worker>> = None;
+    // survives moments with no connection using it (and the final counter
+    // report after a stop finds it).
+    let mut newest = Some(worker);
     while let Some(config) = updates.recv().await {
         let Some(current) = shared.latest.borrow().upgrade() else {
             return;

@@ -2,6 +2,7 @@
 //! std-thread origin, the worker's serve loop on its own thread, and
 //! blocking clients.
 
+use crate::access_log::AccessLogs;
 use crate::control::{request_stop, Stop};
 use crate::server::{serve, Worker};
 use prefork_shared::config::{
@@ -231,7 +232,7 @@ impl Proxy {
                 let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
                 addr_tx.send(listener.local_addr().unwrap()).unwrap();
                 let log = slog::Logger::root(slog::Discard, slog::o!());
-                let worker = Worker::new(config, log, None, stop_rx);
+                let worker = Worker::new(config, log, AccessLogs::off(), stop_rx);
                 serve(worker, vec![listener], || {}).await;
             });
         });
@@ -296,6 +297,7 @@ fn config(origin: SocketAddr) -> Config {
         host,
         path: path.to_owned(),
         action,
+        access_log: Default::default(),
         max_body_size: None,
     };
     Config {
@@ -308,6 +310,7 @@ fn config(origin: SocketAddr) -> Config {
         log: LogConfig {
             error_log: LogTarget::Stderr,
             access_log: None,
+            access_log_format: prefork_shared::config::AccessFormat::Combined,
         },
         listen: Vec::new(),
         http: HttpLimits {
@@ -315,6 +318,8 @@ fn config(origin: SocketAddr) -> Config {
             ..HttpLimits::default()
         },
         upstreams,
+        control_socket: "/tmp/prefork-test.sock".into(),
+        admin: None,
         routes: vec![
             route(HostMatch::Any, "/app", RouteAction::Proxy("app".into())),
             route(HostMatch::Any, "/down", RouteAction::Proxy("down".into())),

@@ -104,6 +104,14 @@ impl Group {
         )
     }
 
+    /// Whether this worker's health state lets requests go to server
+    /// `index` at `now` (for reports: `pick` decides for requests).
+    pub(crate) fn usable(&self, index: usize, now: Instant) -> bool {
+        self.health
+            .get(index)
+            .is_none_or(|h| h.borrow().usable(now))
+    }
+
     /// Counts a request in flight on server `index` (for `least_conn` and
     /// `random_two`) until the guard is dropped.
     pub(crate) fn busy(&self, index: usize) -> Busy<'_> {

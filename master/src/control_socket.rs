@@ -1,0 +1,225 @@
+//! The master's Unix control socket: one command per connection (`status`,
+//! `reload`, `metrics`), answered with one document, then closed. Also the
+//! client side used by `prefork status`, `top` and `-s reload`.
+
+use crate::query::{ask, Asked, Query};
+use crossbeam_channel::Sender;
+use slog::{warn, Logger};
+use std::io::{self, BufRead, BufReader, Read, Write};
+use std::os::unix::fs::{MetadataExt, PermissionsExt};
+use std::os::unix::net::{UnixListener, UnixStream};
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+/// How long a client may take to send its command.
+const READ_TIMEOUT: Duration = Duration::from_secs(2);
+/// How long the master loop may take to answer.
+const ANSWER_TIMEOUT: Duration = Duration::from_secs(10);
+/// Longest command line accepted.
+const MAX_COMMAND: u64 = 64;
+
+/// The bound socket; dropping it removes the socket file, unless another
+/// master replaced it meanwhile (binary upgrade).
+pub struct ControlSocket {
+    /// Where the socket file is now.
+    path: PathBuf,
+    /// Where it goes on [`ControlSocket::install`] (binary upgrade).
+    destination: Option<PathBuf>,
+    /// Device and inode of the socket file, to recognise it.
+    id: (u64, u64),
+}
+
+impl ControlSocket {
+    /// Moves a socket bound by [`listen_beside`] to its real path, in one
+    /// `rename`: from then on clients reach this master, never nobody. The
+    /// old master's socket file is replaced (it keeps the file it bound
+    /// open, but no client finds it any more, and it does not remove ours).
+    pub fn install(&mut self) -> io::Result<()> {
+        let Some(destination) = self.destination.take() else {
+            return Ok(());
+        };
+        std::fs::rename(&self.path, &destination).map_err(|e| {
+            io::Error::new(
+                e.kind(),
+                format!(
+                    "rename {} to {}: {e}",
+                    self.path.display(),
+                    destination.display()
+                ),
+            )
+        })?;
+        self.path = destination;
+        Ok(())
+    }
+}
+
+impl Drop for ControlSocket {
+    fn drop(&mut self) {
+        if file_id(&self.path).is_ok_and(|id| id == self.id) {
+            let _ = std::fs::remove_file(&self.path);
+        }
+    }
+}
+
+fn file_id(path: &Path) -> io::Result<(u64, u64)> {
+    let meta = std::fs::symlink_metadata(path)?;
+    Ok((meta.dev(), meta.ino()))
+}
+
+/// Binds `path` (mode 0600) and answers on a thread, asking `master`.
+///
+/// A leftover socket file nobody answers on is replaced; one a running
+/// master answers on is an error.
+pub fn listen(path: &Path, master: Sender<Asked>, log: Logger) -> io::Result<ControlSocket> {
+    if path.exists() {
+        if UnixStream::connect(path).is_ok() {
+            return Err(io::Error::new(
+                io::ErrorKind::AddrInUse,
+                format!("{}: another prefork master answers there", path.display()),
+            ));
+        }
+        std::fs::remove_file(path)
+            .map_err(|e| io::Error::new(e.kind(), format!("remove {}: {e}", path.display())))?;
+    }
+    bind(path, None, master, log)
+}
+
+/// For a master started by a binary upgrade, while the old master still
+/// answers on `path`: binds beside it (`path` plus `.PID`), to be moved
+/// onto `path` with [`ControlSocket::install`] once this master serves.
+pub fn listen_beside(path: &Path, master: Sender<Asked>, log: Logger) -> io::Result<ControlSocket> {
+    let mut beside = path.as_os_str().to_owned();
+    beside.push(format!(".{}", std::process::id()));
+    let beside = PathBuf::from(beside);
+    // A leftover of a process that had this pid.
+    let _ = std::fs::remove_file(&beside);
+    bind(&beside, Some(path.to_owned()), master, log)
+}
+
+fn bind(
+    path: &Path,
+    destination: Option<PathBuf>,
+    master: Sender<Asked>,
+    log: Logger,
+) -> io::Result<ControlSocket> {
+    let listener = UnixListener::bind(path)
+        .map_err(|e| io::Error::new(e.kind(), format!("bind {}: {e}", path.display())))?;
+    let guard = ControlSocket {
+        path: path.to_owned(),
+        destination,
+        id: file_id(path)?,
+    };
+    std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600))
+        .map_err(|e| io::Error::new(e.kind(), format!("chmod {}: {e}", path.display())))?;
+    std::thread::Builder::new()
+        .name("control".into())
+        .spawn(move || {
+            for stream in listener.incoming() {
+                let result = stream.and_then(|s| serve(s, &master));
+                if let Err(e) = result {
+                    warn!(log, "control socket client failed"; "error" => %e);
+                }
+            }
+        })?;
+    Ok(guard)
+}
+
+fn serve(stream: UnixStream, master: &Sender<Asked>) -> io::Result<()> {
+    stream.set_read_timeout(Some(READ_TIMEOUT))?;
+    stream.set_write_timeout(Some(READ_TIMEOUT))?;
+    let mut line = String::new();
+    BufReader::new((&stream).take(MAX_COMMAND)).read_line(&mut line)?;
+    let query = match line.trim() {
+        "status" => Query::Status,
+        "reload" => Query::Reload,
+        "metrics" => Query::Metrics,
+        other => {
+            let reply = serde_json::json!({
+                "ok": false,
+                "message": format!("unknown command {other:?}: use status, reload or metrics"),
+            });
+            return (&stream).write_all(format!("{reply}\n").as_bytes());
+        }
+    };
+    let body = match ask(master, query, ANSWER_TIMEOUT) {
+        Some(answer) => answer.body,
+        None => format!(
+            "{}\n",
+            serde_json::json!({"ok": false, "message": "the master did not answer in time"})
+        ),
+    };
+    (&stream).write_all(body.as_bytes())
+}
+
+/// Sends `command` to the master listening on `path`; returns its answer.
+pub fn request(path: &Path, command: &str, timeout: Duration) -> io::Result<String> {
+    let mut stream = UnixStream::connect(path)?;
+    stream.set_read_timeout(Some(timeout))?;
+    stream.set_write_timeout(Some(timeout))?;
+    stream.write_all(format!("{command}\n").as_bytes())?;
+    let mut answer = String::new();
+    stream.read_to_string(&mut answer)?;
+    Ok(answer)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::query::Answer;
+
+    #[test]
+    fn answers_commands_and_refuses_a_second_master() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("ctl.sock");
+        let (tx, rx) = crossbeam_channel::unbounded::<Asked>();
+        let log = Logger::root(slog::Discard, slog::o!());
+        let socket = listen(&path, tx.clone(), log.clone()).unwrap();
+        let mode = std::fs::metadata(&path).unwrap().permissions().mode();
+        assert_eq!(mode & 0o777, 0o600);
+        std::thread::spawn(move || {
+            for asked in rx {
+                let body = format!("{:?}\n", asked.query);
+                let _ = asked.reply.send(Answer { ok: true, body });
+            }
+        });
+        let t = Duration::from_secs(5);
+        assert_eq!(request(&path, "status", t).unwrap(), "Status\n");
+        assert_eq!(request(&path, "reload", t).unwrap(), "Reload\n");
+        assert!(request(&path, "bogus", t)
+            .unwrap()
+            .contains("unknown command"));
+        let second = listen(&path, tx.clone(), log.clone()).err().unwrap();
+        assert_eq!(second.kind(), io::ErrorKind::AddrInUse);
+        drop(socket);
+        assert!(!path.exists());
+    }
+
+    #[test]
+    fn a_new_master_takes_the_path_over_and_the_old_one_leaves_it() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("ctl.sock");
+        let (tx, rx) = crossbeam_channel::unbounded::<Asked>();
+        let log = Logger::root(slog::Discard, slog::o!());
+        std::thread::spawn(move || {
+            for asked in rx {
+                let _ = asked.reply.send(Answer {
+                    ok: true,
+                    body: "answer\n".into(),
+                });
+            }
+        });
+        let old = listen(&path, tx.clone(), log.clone()).unwrap();
+        let mut new = listen_beside(&path, tx, log).unwrap();
+        assert_eq!(std::fs::read_dir(dir.path()).unwrap().count(), 2);
+        new.install().unwrap();
+        assert_eq!(std::fs::read_dir(dir.path()).unwrap().count(), 1);
+        let t = Duration::from_secs(5);
+        assert_eq!(request(&path, "status", t).unwrap(), "answer\n");
+        // The old master exits: the socket file is the new master's now.
+        drop(old);
+        assert!(path.exists());
+        assert_eq!(request(&path, "status", t).unwrap(), "answer\n");
+        drop(new);
+        assert!(!path.exists());
+    }
+}

@@ -1,0 +1,116 @@
+//! The master loop's answers to the control socket and the admin listener,
+//! and the bookkeeping behind them (worker reports, reload outcomes).
+
+use super::Master;
+use crate::metrics::{render_prometheus, MasterFacts, ReloadOutcome};
+use crate::query::{Answer, Asked, Query};
+use crate::status::{self, MasterState};
+use crate::supervisor::{Event, Pid};
+use prefork_shared::stats::WorkerStats;
+use slog::error;
+use std::time::{Instant, SystemTime};
+
+impl Master {
+    /// Answers a question; a reload may produce an event.
+    pub(super) fn on_query(&mut self, asked: Asked) -> Vec<Event> {
+        let mut events = Vec::new();
+        let answer = match asked.query {
+            Query::Status => {
+                let workers = self.supervisor.worker_views();
+                let state = MasterState {
+                    config_file: &self.config_path,
+                    generation: self.supervisor.generation().0,
+                    shutting_down: self.supervisor.shutting_down(),
+                    workers: &workers,
+                    restarts: self.supervisor.restarts(),
+                };
+                let report = status::build(&state, &self.observed, Instant::now());
+                json_answer(true, serde_json::to_value(&report).unwrap_or_default())
+            }
+            Query::Metrics => {
+                let workers = self.supervisor.worker_views();
+                let facts = MasterFacts {
+                    workers: &workers,
+                    restarts: self.supervisor.restarts(),
+                    generation: self.supervisor.generation().0,
+                };
+                Answer {
+                    ok: true,
+                    body: render_prometheus(&self.observed, &facts),
+                }
+            }
+            Query::Health => {
+                let ok = self.supervisor.healthy();
+                let body = if ok {
+                    "ok\n"
+                } else if self.supervisor.shutting_down() {
+                    "shutting down\n"
+                } else {
+                    "no ready worker\n"
+                };
+                Answer {
+                    ok,
+                    body: body.to_owned(),
+                }
+            }
+            Query::Reload => {
+                events.extend(self.reload());
+                let (ok, message) = match self.observed.last_reload() {
+                    Some(r) => (r.ok, r.message.clone()),
+                    None => (false, "no reload was attempted".to_owned()),
+                };
+                json_answer(ok, serde_json::json!({ "ok": ok, "message": message }))
+            }
+        };
+        let _ = asked.reply.send(answer);
+        events
+    }
+
+    /// Keeps a worker's counters (a report from a worker already reaped is
+    /// ignored: its counters were retired).
+    pub(super) fn on_stats(&mut self, pid: Pid, stats: WorkerStats) -> Vec<Event> {
+        let slot = self
+            .supervisor
+            .worker_views()
+            .into_iter()
+            .find(|w| w.pid == pid)
+            .map(|w| w.slot);
+        if let Some(slot) = slot {
+            self.observed.on_report(pid, slot, stats, Instant::now());
+        }
+        Vec::new()
+    }
+
+    /// Logs and records a rejected reload; the old configuration stays.
+    pub(super) fn reload_failed<T>(&mut self, why: String) -> Option<T> {
+        error!(self.log, "reload failed, still serving with the previous configuration"; "error" => %why);
+        self.observed.on_reload(ReloadOutcome {
+            at: SystemTime::now(),
+            ok: false,
+            message: why,
+        });
+        None
+    }
+
+    /// Records a reload whose configuration was taken (`message` says
+    /// which path it took).
+    pub(super) fn reload_succeeded(&mut self, message: String) {
+        let message = if self.supervisor.shutting_down() {
+            "configuration valid, but the master is shutting down".to_owned()
+        } else {
+            message
+        };
+        self.observed.on_reload(ReloadOutcome {
+            at: SystemTime::now(),
+            ok: true,
+            message,
+        });
+    }
+}
+
+fn json_answer(ok: bool, value: serde_json::Value) -> Answer {
+    Answer {
+        ok,
+        body: format!("{value}\n"),
+    }
+}

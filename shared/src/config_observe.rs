@@ -1,0 +1,209 @@
+//! The configuration of what operators see: the admin listener, the access
+//! log format and per-route access logs (validated in `config_file`).
+
+use crate::config::LogTarget;
+use serde::{Deserialize, Serialize};
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+
+/// The admin HTTP listener serving `/metrics` and `/healthz`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Admin {
+    /// The address it binds (loopback unless configured otherwise).
+    pub addr: SocketAddr,
+}
+
+/// The control socket used when the config names none: beside the pid file,
+/// with the pid file's name and a `.sock` extension.
+pub fn default_control_socket(pid_file: &Path) -> PathBuf {
+    pid_file.with_extension("sock")
+}
+
+/// How access-log lines look.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum AccessFormat {
+    /// nginx/Apache "combined", with the request id appended.
+    Combined,
+    /// One JSON object per line.
+    Json,
+    /// A template of literal text and `$variables`.
+    Template(Vec<Segment>),
+}
+
+/// A piece of an access-log template.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Segment {
+    /// Copied as is.
+    Text(String),
+    /// Replaced by a request's value.
+    Field(AccessField),
+}
+
+/// A value an access-log template can show, named as nginx names it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum AccessField {
+    /// `$remote_addr`: the client's IP address.
+    RemoteAddr,
+    /// `$time_local`: `10/Oct/2000:13:55:36 +0000` (UTC).
+    TimeLocal,
+    /// `$time_iso8601`: `2000-10-10T13:55:36Z`.
+    TimeIso8601,
+    /// `$request`: the request line (`GET /path HTTP/1.1`).
+    Request,
+    /// `$request_method`.
+    RequestMethod,
+    /// `$request_uri`: the request target.
+    RequestUri,
+    /// `$server_protocol`: `HTTP/1.0` or `HTTP/1.1`.
+    ServerProtocol,
+    /// `$host`: the `Host` field.
+    Host,
+    /// `$status`: the status sent (0: none).
+    Status,
+    /// `$bytes_sent`: bytes written to the client, head included.
+    BytesSent,
+    /// `$request_time`: seconds from the complete request head to the end
+    /// of the response, with milliseconds.
+    RequestTime,
+    /// `$upstream_addr`: the server the request went to, or `-`.
+    UpstreamAddr,
+    /// `$upstream_response_time`: seconds spent with the upstream, or `-`.
+    UpstreamResponseTime,
+    /// `$http_referer`.
+    HttpReferer,
+    /// `$http_user_agent`.
+    HttpUserAgent,
+    /// `$request_id`: the `X-Request-Id` sent upstream.
+    RequestId,
+    /// `$route`: the label of the matching route (`-` for none).
+    Route,
+}
+
+impl AccessField {
+    /// Every field with its template name.
+    pub const ALL: [(&'static str, AccessField); 17] = [
+        ("remote_addr", AccessField::RemoteAddr),
+        ("time_local", AccessField::TimeLocal),
+        ("time_iso8601", AccessField::TimeIso8601),
+        ("request", AccessField::Request),
+        ("request_method", AccessField::RequestMethod),
+        ("request_uri", AccessField::RequestUri),
+        ("server_protocol", AccessField::ServerProtocol),
+        ("host", AccessField::Host),
+        ("status", AccessField::Status),
+        ("bytes_sent", AccessField::BytesSent),
+        ("request_time", AccessField::RequestTime),
+        ("upstream_addr", AccessField::UpstreamAddr),
+        ("upstream_response_time", AccessField::UpstreamResponseTime),
+        ("http_referer", AccessField::HttpReferer),
+        ("http_user_agent", AccessField::HttpUserAgent),
+        ("request_id", AccessField::RequestId),
+        ("route", AccessField::Route),
+    ];
+}
+
+/// Parses an access-log template: `$name` (or `${name}`) variables among
+/// literal text; `$$` is a literal `$`.
+pub fn parse_template(text: &str) -> Result<Vec<Segment>, String> {
+    let mut out = Vec::new();
+    let mut literal = String::new();
+    let mut rest = text;
+    while let Some(at) = rest.find('$') {
+        literal.push_str(&rest[..at]);
+        rest = &rest[at + 1..];
+        if let Some(after) = rest.strip_prefix('$') {
+            literal.push('$');
+            rest = after;
+            continue;
+        }
+        let (name, after) = match rest.strip_prefix('{') {
+            Some(braced) => {
+                let end = braced
+                    .find('}')
+                    .ok_or_else(|| "unclosed `${` in the template".to_owned())?;
+                (&braced[..end], &braced[end + 1..])
+            }
+            None => {
+                let end = rest
+                    .find(|c: char| !(c.is_ascii_alphanumeric() || c == '_'))
+                    .unwrap_or(rest.len());
+                (&rest[..end], &rest[end..])
+            }
+        };
+        let field = AccessField::ALL
+            .iter()
+            .find(|(n, _)| *n == name)
+            .map(|(_, f)| *f)
+            .ok_or_else(|| {
+                let known: Vec<&str> = AccessField::ALL.iter().map(|(n, _)| *n).collect();
+                format!(
+                    "unknown variable ${name} in the template (known: ${})",
+                    known.join(", $")
+                )
+            })?;
+        if !literal.is_empty() {
+            out.push(Segment::Text(std::mem::take(&mut literal)));
+        }
+        out.push(Segment::Field(field));
+        rest = after;
+    }
+    literal.push_str(rest);
+    if !literal.is_empty() {
+        out.push(Segment::Text(literal));
+    }
+    if !out.iter().any(|s| matches!(s, Segment::Field(_))) {
+        return Err("the template shows no $variable".to_owned());
+    }
+    Ok(out)
+}
+
+/// A route's own access log.
+#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
+pub enum RouteAccessLog {
+    /// The `[log] access_log` (the key was omitted).
+    #[default]
+    Inherit,
+    /// No access log for this route.
+    Off,
+    /// This destination instead.
+    To(LogTarget),
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn template_variables_and_text() {
+        let t = parse_template("$remote_addr - ${status}x $$ $request_id").unwrap();
+        assert_eq!(
+            t,
+            vec![
+                Segment::Field(AccessField::RemoteAddr),
+                Segment::Text(" - ".into()),
+                Segment::Field(AccessField::Status),
+                Segment::Text("x $ ".into()),
+                Segment::Field(AccessField::RequestId),
+            ]
+        );
+    }
+
+    #[test]
+    fn template_errors_name_the_problem() {
+        assert!(parse_template("$nope")
+            .unwrap_err()
+            .contains("unknown variable $nope"));
+        assert!(parse_template("${status").unwrap_err().contains("unclosed"));
+        assert!(parse_template("plain")
+            .unwrap_err()
+            .contains("no $variable"));
+    }
+
+    #[test]
+    fn control_socket_sits_beside_the_pid_file() {
+        assert_eq!(
+            default_control_socket(Path::new("/run/prefork.pid")),
+            PathBuf::from("/run/prefork.sock")
+        );
+    }
+}

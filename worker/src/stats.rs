@@ -1,0 +1,327 @@
+//! Per-worker counters: plain integers behind `Cell`/`RefCell` (one thread),
+//! bumped on the hot path, copied into a [`WorkerStats`] and sent to the
+//! master about once a second, never per request.
+
+use crate::server::{Newest, Worker};
+use ipc_channel::ipc::IpcSender;
+use prefork_shared::config::Config;
+use prefork_shared::ipc::WorkerMsg;
+use prefork_shared::stats::{status_class, RouteCounters, ServerCounters, WorkerStats, UNROUTED};
+use slog::debug;
+use std::cell::{Cell, RefCell};
+use std::collections::HashMap;
+use std::fmt::Display;
+use std::net::SocketAddr;
+use std::rc::Rc;
+use std::time::Duration;
+
+/// How often a worker reports its counters to the master.
+pub(crate) const REPORT_INTERVAL: Duration = Duration::from_secs(1);
+
+/// The counters of one worker. They live as long as the worker process, so
+/// they survive hot reloads: requests are counted per route *label* (host
+/// and path), so a route that keeps its label keeps its series, a new route
+/// gets a new one, and a removed route's series keeps its final values
+/// (counters never go backwards). Upstream servers are counted by address;
+/// reports list the servers of the newest configuration.
+pub(crate) struct Stats {
+    /// One per route label seen (config order, then [`UNROUTED`], then
+    /// routes added by hot reloads).
+    routes: RefCell<Vec<RouteCounters>>,
+    connections: Cell<u64>,
+    bytes_in: Cell<u64>,
+    bytes_out: Cell<u64>,
+    /// Per upstream server address (labels are added when reporting).
+    servers: RefCell<HashMap<SocketAddr, ServerCounters>>,
+}
+
+/// Where one configuration's requests are counted: the series of each of
+/// its routes (same index as `Config::routes`), then of unrouted requests.
+pub(crate) struct RouteSlots(Vec<usize>);
+
+impl RouteSlots {
+    /// The series of route `route` of the configuration (`None`: no route).
+    fn of(&self, route: Option<usize>) -> usize {
+        let last = self.0.len() - 1;
+        self.0[route.unwrap_or(last).min(last)]
+    }
+}
+
+/// One upstream server of the newest configuration, for a report.
+pub(crate) struct ServerRef<'a> {
+    /// The upstream group's name.
+    pub(crate) upstream: &'a str,
+    /// The server as written in the config.
+    pub(crate) server: &'a str,
+    /// Its address.
+    pub(crate) addr: SocketAddr,
+    /// Whether this worker's health state keeps it out of rotation now.
+    pub(crate) down: bool,
+}
+
+impl Stats {
+    /// Counters for the routes of `config` (and its slots).
+    pub(crate) fn new(config: &Config) -> (Self, RouteSlots) {
+        let stats = Stats {
+            routes: RefCell::new(Vec::new()),
+            connections: Cell::new(0),
+            bytes_in: Cell::new(0),
+            bytes_out: Cell::new(0),
+            servers: RefCell::new(HashMap::new()),
+        };
+        let slots = stats.configure(config);
+        (stats, slots)
+    }
+
+    /// Makes room for the routes and servers of `config` (a hot reload),
+    /// keeping every existing series; returns where its requests count.
+    pub(crate) fn configure(&self, config: &Config) -> RouteSlots {
+        let mut routes = self.routes.borrow_mut();
+        let mut slot_of = |label: String| match routes.iter().position(|r| r.route == label) {
+            Some(i) => i,
+            None => {
+                routes.push(RouteCounters {
+                    route: label,
+                    ..RouteCounters::default()
+                });
+                routes.len() - 1
+            }
+        };
+        let mut slots: Vec<usize> = config.routes.iter().map(|r| slot_of(r.label())).collect();
+        slots.push(slot_of(UNROUTED.to_owned()));
+        let mut servers = self.servers.borrow_mut();
+        for group in config.upstreams.values() {
+            for s in &group.servers {
+                servers.entry(s.addr).or_default();
+            }
+        }
+        RouteSlots(slots)
+    }
+
+    /// Counts an accepted client connection.
+    pub(crate) fn connection(&self) {
+        self.connections.set(self.connections.get() + 1);
+    }
+
+    /// Counts bytes read from a client.
+    pub(crate) fn read(&self, n: usize) {
+        self.read_u64(n as u64);
+    }
+
+    /// Counts bytes read from a client (a tunnel's total).
+    pub(crate) fn read_u64(&self, n: u64) {
+        self.bytes_in.set(self.bytes_in.get().saturating_add(n));
+    }
+
+    /// Counts one finished request of route `route` (`None`: no route) of
+    /// the configuration whose slots are `slots`.
+    pub(crate) fn request(
+        &self,
+        slots: &RouteSlots,
+        route: Option<usize>,
+        status: u16,
+        sent: u64,
+        took: Duration,
+    ) {
+        self.bytes_out.set(self.bytes_out.get() + sent);
+        let mut routes = self.routes.borrow_mut();
+        let counters = &mut routes[slots.of(route)];
+        counters.by_class[status_class(status)] += 1;
+        counters.latency.observe(took);
+    }
+
+    /// Marks an exchange with `server` in progress until the guard drops.
+    pub(crate) fn upstream_busy(self: &Rc<Self>, server: SocketAddr) -> Busy {
+        self.with_server(server, |s| {
+            s.active += 1;
+            s.requests += 1;
+        });
+        Busy {
+            stats: self.clone(),
+            server,
+        }
+    }
+
+    /// Records a failure of `server` (connect, timeout, bad response).
+    pub(crate) fn upstream_failed(&self, server: SocketAddr, error: &dyn Display) {
+        self.with_server(server, |s| {
+            s.failures += 1;
+            s.consecutive_failures += 1;
+            s.last_error = Some(error.to_string());
+        });
+    }
+
+    /// Records a successful exchange with `server`.
+    pub(crate) fn upstream_ok(&self, server: SocketAddr) {
+        self.with_server(server, |s| s.consecutive_failures = 0);
+    }
+
+    fn with_server(&self, server: SocketAddr, f: impl FnOnce(&mut ServerCounters)) {
+        if let Some(s) = self.servers.borrow_mut().get_mut(&server) {
+            f(s);
+        }
+    }
+
+    /// A copy of every counter, with `active` open client connections and
+    /// a row for each of `servers` (the newest configuration's).
+    pub(crate) fn snapshot<'a>(
+        &self,
+        active: usize,
+        servers: impl IntoIterator<Item = ServerRef<'a>>,
+    ) -> WorkerStats {
+        let counters = self.servers.borrow();
+        let mut rows: Vec<ServerCounters> = servers
+            .into_iter()
+            .map(|s| ServerCounters {
+                upstream: s.upstream.to_owned(),
+                server: s.server.to_owned(),
+                down: u64::from(s.down),
+                reporting: 1,
+                ..counters.get(&s.addr).cloned().unwrap_or_default()
+            })
+            .collect();
+        rows.sort_by(|a, b| (&a.upstream, &a.server).cmp(&(&b.upstream, &b.server)));
+        WorkerStats {
+            routes: self.routes.borrow().clone(),
+            active_connections: active as u64,
+            connections: self.connections.get(),
+            bytes_in: self.bytes_in.get(),
+            bytes_out: self.bytes_out.get(),
+            servers: rows,
+        }
+    }
+}
+
+/// An exchange with an upstream server in progress.
+pub(crate) struct Busy {
+    stats: Rc<Stats>,
+    server: SocketAddr,
+}
+
+impl Drop for Busy {
+    fn drop(&mut self) {
+        self.stats
+            .with_server(self.server, |s| s.active = s.active.saturating_sub(1));
+    }
+}
+
+/// Sends the worker's counters to the master.
+pub(crate) fn report(worker: &Worker, to_master: &IpcSender<WorkerMsg>) {
+    let snapshot = worker.stats_snapshot();
+    if let Err(e) = to_master.send(WorkerMsg::Stats(Box::new(snapshot))) {
+        debug!(worker.log, "cannot send counters to the master"; "error" => %e);
+    }
+}
+
+/// Reports the counters of the newest configuration snapshot every
+/// [`REPORT_INTERVAL`], forever.
+pub(crate) async fn report_every(newest: Newest, to_master: IpcSender<WorkerMsg>) {
+    let mut tick = tokio::time::interval(REPORT_INTERVAL);
+    loop {
+        tick.tick().await;
+        if let Some(worker) = newest.get() {
+            report(&worker, &to_master);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use prefork_shared::config_file::parse;
+    use std::path::Path;
+
+    fn config() -> Config {
+        parse(
+            Path::new("t.toml"),
+            r#"
+[upstreams.app]
+servers = ["127.0.0.1:3000"]
+[[routes]]
+path = "/api"
+upstream = "app"
+[[routes]]
+host = "a.test"
+respond = { body = "x" }
+"#,
+        )
+        .unwrap()
+    }
+
+    #[test]
+    fn counts_requests_by_route_and_class() {
+        let (stats, slots) = Stats::new(&config());
+        let ms = Duration::from_millis(1);
+        stats.request(&slots, Some(0), 200, 100, ms);
+        stats.request(&slots, Some(0), 502, 50, ms);
+        stats.request(&slots, None, 404, 10, ms);
+        stats.read(30);
+        let snap = stats.snapshot(2, []);
+        assert_eq!(snap.routes.len(), 3);
+        assert_eq!(snap.routes[0].route, "*/api");
+        assert_eq!(snap.routes[0].by_class, [0, 0, 1, 0, 0, 1]);
+        assert_eq!(snap.routes[1].route, "a.test/");
+        assert_eq!(snap.routes[2].route, UNROUTED);
+        assert_eq!(snap.routes[2].by_class[4], 1);
+        assert_eq!(snap.bytes_out, 160);
+        assert_eq!(snap.bytes_in, 30);
+        assert_eq!(snap.active_connections, 2);
+    }
+
+    #[test]
+    fn route_series_follow_labels_across_reconfigurations() {
+        let (stats, slots) = Stats::new(&config());
+        let ms = Duration::from_millis(1);
+        stats.request(&slots, Some(1), 200, 1, ms);
+        // The new config drops "*/api", keeps "a.test/" (now first) and adds
+        // a route.
+        let mut next = config();
+        next.routes.remove(0);
+        let mut added = next.routes[0].clone();
+        added.path = "/new".into();
+        next.routes.push(added);
+        let slots = stats.configure(&next);
+        stats.request(&slots, Some(0), 200, 1, ms);
+        stats.request(&slots, Some(1), 200, 1, ms);
+        let snap = stats.snapshot(0, []);
+        let count = |label: &str| {
+            snap.routes
+                .iter()
+                .find(|r| r.route == label)
+                .map(RouteCounters::requests)
+        };
+        assert_eq!(count("a.test/"), Some(2));
+        assert_eq!(count("a.test/new"), Some(1));
+        assert_eq!(count("*/api"), Some(0));
+        assert_eq!(snap.routes.len(), 4);
+    }
+
+    #[test]
+    fn tracks_upstream_servers() {
+        let (stats, _) = Stats::new(&config());
+        let stats = Rc::new(stats);
+        let addr: SocketAddr = "127.0.0.1:3000".parse().unwrap();
+        let row = |down| ServerRef {
+            upstream: "app",
+            server: "127.0.0.1:3000",
+            addr,
+            down,
+        };
+        let busy = stats.upstream_busy(addr);
+        assert_eq!(stats.snapshot(0, [row(false)]).servers[0].active, 1);
+        stats.upstream_failed(addr, &"connection refused");
+        drop(busy);
+        let s = &stats.snapshot(0, [row(true)]).servers[0];
+        assert_eq!((s.upstream.as_str(), s.active, s.requests), ("app", 0, 1));
+        assert_eq!((s.failures, s.consecutive_failures), (1, 1));
+        assert_eq!((s.down, s.reporting), (1, 1));
+        assert_eq!(s.last_error.as_deref(), Some("connection refused"));
+        stats.upstream_ok(addr);
+        assert_eq!(
+            stats.snapshot(0, [row(false)]).servers[0].consecutive_failures,
+            0
+        );
+        // A server the newest configuration does not name is not reported.
+        assert!(stats.snapshot(0, []).servers.is_empty());
+    }
+}
