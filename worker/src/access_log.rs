@@ -105,6 +105,8 @@ pub(crate) struct AccessLogs {
     labels: Vec<String>,
     format: AccessFormat,
     clock: RefCell<Clock>,
+    /// The line being formatted, reused across requests.
+    line: RefCell<String>,
 }
 
 impl AccessLogs {
@@ -161,6 +163,7 @@ impl AccessLogs {
             labels: config.routes.iter().map(|r| r.label()).collect(),
             format: config.log.access_log_format.clone(),
             clock: RefCell::default(),
+            line: RefCell::default(),
         };
         (logs, failed)
     }
@@ -174,6 +177,7 @@ impl AccessLogs {
             labels: Vec::new(),
             format: AccessFormat::Combined,
             clock: RefCell::default(),
+            line: RefCell::default(),
         }
     }
 
@@ -188,7 +192,8 @@ impl AccessLogs {
         let Some(sink) = self.by_route[entry.route.unwrap_or(last).min(last)] else {
             return;
         };
-        let mut line = String::with_capacity(256);
+        let mut line = self.line.borrow_mut();
+        line.clear();
         let now = SystemTime::now();
         let mut clock = self.clock.borrow_mut();
         let route = entry
@@ -207,7 +212,7 @@ impl AccessLogs {
             AccessFormat::Template(t) => v.template(t, &mut line),
         };
         line.push('\n');
-        self.sinks[sink].send(line);
+        self.sinks[sink].send(&line);
     }
 }
 

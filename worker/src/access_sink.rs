@@ -1,29 +1,48 @@
-//! Where access-log lines go: a bounded queue drained by a writer thread.
+//! Where access-log lines go: a buffer shared with a writer thread.
 //!
-//! The event loop only formats a line and `try_send`s it: it never waits on
-//! a disk or a terminal. The writer batches whatever is queued into one
-//! buffered write. When the queue is full, lines are dropped and counted,
-//! and the count is written to the log once there is room again.
+//! The event loop formats a line and appends it to the buffer under a lock
+//! that the writer holds only to swap buffers: it never waits on a disk or a
+//! terminal, and it wakes the writer only when a batch is worth writing
+//! (waking it for every line cost a context switch per request on a 2-core
+//! machine). The writer also wakes on its own every [`FLUSH_EVERY`], so a
+//! quiet worker's lines appear within that time. When the buffer is full,
+//! lines are dropped and counted, and the count is written to the log.
 
 use prefork_shared::config::LogTarget;
 use prefork_shared::log as plog;
-use std::io::{self, BufWriter, Write};
+use std::io::{self, Write};
 use std::path::PathBuf;
-use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::mpsc::{self, Receiver, SyncSender, TrySendError};
-use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 use std::thread::JoinHandle;
+use std::time::Duration;
 
-/// Lines queued before new ones are dropped.
-const QUEUE_LINES: usize = 16 * 1024;
-/// The writer's buffer: one `write` carries many lines under load.
-const WRITE_BUFFER: usize = 64 * 1024;
+/// Pending bytes at which the writer is woken for a batch.
+const BATCH_BYTES: usize = 32 * 1024;
+/// Pending bytes above which new lines are dropped.
+const MAX_PENDING: usize = 4 * 1024 * 1024;
+/// The longest a line waits in the buffer of a quiet worker.
+const FLUSH_EVERY: Duration = Duration::from_millis(100);
+
+/// State shared by the event loop and the writer thread.
+struct Shared {
+    pending: Mutex<Vec<u8>>,
+    batch_ready: Condvar,
+    dropped: AtomicU64,
+    closed: AtomicBool,
+}
+
+impl Shared {
+    fn pending(&self) -> MutexGuard<'_, Vec<u8>> {
+        // A panic while holding the lock leaves only bytes behind.
+        self.pending.lock().unwrap_or_else(|e| e.into_inner())
+    }
+}
 
 /// One access-log destination.
 pub(crate) struct Sink {
     target: LogTarget,
-    tx: Option<SyncSender<String>>,
-    dropped: Arc<AtomicU64>,
+    shared: Arc<Shared>,
     writer: Option<JoinHandle<()>>,
 }
 
@@ -33,20 +52,23 @@ impl Sink {
     pub(crate) fn open(target: &LogTarget) -> io::Result<Sink> {
         let epoch = plog::reopen_epoch();
         let out = destination(target)?;
-        let (tx, rx) = mpsc::sync_channel(QUEUE_LINES);
-        let dropped = Arc::new(AtomicU64::new(0));
-        let counter = dropped.clone();
+        let shared = Arc::new(Shared {
+            pending: Mutex::new(Vec::with_capacity(BATCH_BYTES * 2)),
+            batch_ready: Condvar::new(),
+            dropped: AtomicU64::new(0),
+            closed: AtomicBool::new(false),
+        });
         let file = match target {
             LogTarget::File(path) => Some((path.clone(), epoch)),
             LogTarget::Stderr | LogTarget::Stdout => None,
         };
+        let for_writer = shared.clone();
         let writer = std::thread::Builder::new()
             .name("access-log".into())
-            .spawn(move || write_lines(rx, out, file, counter))?;
+            .spawn(move || write_lines(&for_writer, out, file))?;
         Ok(Sink {
             target: target.clone(),
-            tx: Some(tx),
-            dropped,
+            shared,
             writer: Some(writer),
         })
     }
@@ -57,15 +79,18 @@ impl Sink {
     }
 
     /// Queues a line (ending in `\n`) without waiting.
-    pub(crate) fn send(&self, line: String) {
-        let Some(tx) = &self.tx else { return };
-        match tx.try_send(line) {
-            Ok(()) => {}
-            Err(TrySendError::Full(_)) => {
-                self.dropped.fetch_add(1, Ordering::Relaxed);
-            }
-            // The writer failed (its destination is gone): nothing to do.
-            Err(TrySendError::Disconnected(_)) => {}
+    pub(crate) fn send(&self, line: &str) {
+        let mut pending = self.shared.pending();
+        if pending.len() + line.len() > MAX_PENDING {
+            self.shared.dropped.fetch_add(1, Ordering::Relaxed);
+            return;
+        }
+        let before = pending.len();
+        pending.extend_from_slice(line.as_bytes());
+        let crossed = before < BATCH_BYTES && pending.len() >= BATCH_BYTES;
+        drop(pending);
+        if crossed {
+            self.shared.batch_ready.notify_one();
         }
     }
 }
@@ -73,57 +98,64 @@ impl Sink {
 impl Drop for Sink {
     /// Writes what is queued before returning.
     fn drop(&mut self) {
-        self.tx = None;
+        self.shared.closed.store(true, Ordering::Release);
+        self.shared.batch_ready.notify_one();
         if let Some(writer) = self.writer.take() {
             let _ = writer.join();
         }
     }
 }
 
-fn destination(target: &LogTarget) -> io::Result<BufWriter<Box<dyn Write + Send>>> {
-    let out: Box<dyn Write + Send> = match target {
+fn destination(target: &LogTarget) -> io::Result<Box<dyn Write + Send>> {
+    Ok(match target {
         LogTarget::Stderr => Box::new(io::stderr()),
         LogTarget::Stdout => Box::new(io::stdout()),
         LogTarget::File(path) => Box::new(plog::append(path)?),
-    };
-    Ok(BufWriter::with_capacity(WRITE_BUFFER, out))
+    })
 }
 
-/// The writer thread. `file` is the log file and the reopen epoch it was
-/// opened at: after SIGUSR1 (logrotate), the file is reopened before the
-/// next lines are written; if that fails, the old file is kept (losing
-/// lines is worse than writing them to the rotated file).
-fn write_lines(
-    rx: Receiver<String>,
-    mut out: BufWriter<Box<dyn Write + Send>>,
-    mut file: Option<(PathBuf, u64)>,
-    dropped: Arc<AtomicU64>,
-) {
-    while let Ok(first) = rx.recv() {
+/// The writer thread: swaps the pending buffer out and writes it in one
+/// call. `file` is the log file and the reopen epoch it was opened at: after
+/// SIGUSR1 (logrotate), the file is reopened before the next batch; if that
+/// fails, the old file is kept (losing lines is worse than writing them to
+/// the rotated file).
+fn write_lines(shared: &Shared, mut out: Box<dyn Write + Send>, mut file: Option<(PathBuf, u64)>) {
+    let mut batch = Vec::with_capacity(BATCH_BYTES * 2);
+    loop {
+        let closed = {
+            let mut pending = shared.pending();
+            if pending.len() < BATCH_BYTES && !shared.closed.load(Ordering::Acquire) {
+                pending = shared
+                    .batch_ready
+                    .wait_timeout(pending, FLUSH_EVERY)
+                    .map(|(guard, _)| guard)
+                    .unwrap_or_else(|e| e.into_inner().0);
+            }
+            std::mem::swap(&mut *pending, &mut batch);
+            shared.closed.load(Ordering::Acquire)
+        };
         if let Some((path, epoch)) = &mut file {
             let now = plog::reopen_epoch();
             if now != *epoch {
                 *epoch = now;
                 if let Ok(reopened) = destination(&LogTarget::File(path.clone())) {
-                    let _ = out.flush();
                     out = reopened;
                 }
             }
         }
-        let mut result = out.write_all(first.as_bytes());
-        while let (Ok(()), Ok(line)) = (&result, rx.try_recv()) {
-            result = out.write_all(line.as_bytes());
+        let lost = shared.dropped.swap(0, Ordering::Relaxed);
+        if lost > 0 {
+            let note =
+                format!("prefork: {lost} access-log lines dropped: the log could not keep up\n");
+            batch.extend_from_slice(note.as_bytes());
         }
-        let lost = dropped.swap(0, Ordering::Relaxed);
-        if lost > 0 && result.is_ok() {
-            result = writeln!(
-                out,
-                "prefork: {lost} access-log lines dropped: the log could not keep up"
-            );
+        if !batch.is_empty() {
+            // A failing destination (disk full, closed pipe) loses this
+            // batch; later ones are tried again.
+            let _ = out.write_all(&batch).and_then(|()| out.flush());
+            batch.clear();
         }
-        if result.and_then(|()| out.flush()).is_err() {
-            // A destination that fails keeps failing (disk full, closed
-            // pipe): stop, and let `send` drop lines from now on.
+        if closed && shared.pending().is_empty() {
             return;
         }
     }
@@ -139,7 +171,7 @@ mod tests {
         let path = dir.join("access.log");
         let sink = Sink::open(&LogTarget::File(path.clone())).unwrap();
         for i in 0..100 {
-            sink.send(format!("line {i}\n"));
+            sink.send(&format!("line {i}\n"));
         }
         drop(sink);
         let text = std::fs::read_to_string(&path).unwrap();
@@ -153,7 +185,7 @@ mod tests {
         let dir = tempfile_dir();
         let path = dir.join("rotated.log");
         let sink = Sink::open(&LogTarget::File(path.clone())).unwrap();
-        sink.send("before\n".into());
+        sink.send("before\n");
         let written = |p: &std::path::Path, what: &str| {
             std::fs::read_to_string(p).is_ok_and(|t| t.contains(what))
         };
@@ -168,7 +200,7 @@ mod tests {
         let old = dir.join("rotated.log.1");
         std::fs::rename(&path, &old).unwrap();
         plog::reopen();
-        sink.send("after\n".into());
+        sink.send("after\n");
         drop(sink);
         assert_eq!(std::fs::read_to_string(&old).unwrap(), "before\n");
         assert_eq!(std::fs::read_to_string(&path).unwrap(), "after\n");
