@@ -199,7 +199,11 @@ fn access_logger(target: &LogTarget) -> io::Result<(Logger, slog_async::AsyncGua
         .overflow_strategy(slog_async::OverflowStrategy::DropAndReport)
         .thread_name("access-log".into())
         .build_with_guard();
-    Ok((Logger::root(drain.fuse(), o!()), guard))
+    // The worker's pid ends each line: requests per worker can be counted.
+    Ok((
+        Logger::root(drain.fuse(), o!("pid" => std::process::id())),
+        guard,
+    ))
 }
 
 #[cfg(test)]
