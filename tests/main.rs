@@ -10,6 +10,7 @@ mod harness;
 mod lifecycle;
 mod proxying;
 mod reload;
+mod reuseport;
 mod routing;
 mod upstreams;
 mod websocket;

@@ -55,6 +55,8 @@ pub struct Setup {
     body: String,
     env: Vec<(String, String)>,
     exe: Option<PathBuf>,
+    /// Extra keys of the harness's `[[listen]]` table.
+    listen: String,
 }
 
 impl Setup {
@@ -65,6 +67,7 @@ impl Setup {
             body: String::new(),
             env: Vec::new(),
             exe: None,
+            listen: String::new(),
         }
     }
 
@@ -85,6 +88,12 @@ impl Setup {
     pub fn top(mut self, line: &str) -> Setup {
         self.top.push_str(line);
         self.top.push('\n');
+        self
+    }
+
+    /// Gives the harness's listener one `SO_REUSEPORT` socket per slot.
+    pub fn reuseport(mut self) -> Setup {
+        self.listen.push_str("reuseport = true\n");
         self
     }
 
@@ -601,7 +610,7 @@ fn config_text(dir: &Path, port: u16, setup: &Setup) -> String {
          \n\
          [[listen]]\n\
          addr = \"127.0.0.1:{port}\"\n\
-         \n\
+         {listen}\n\
          {body}\n\
          \n\
          # The harness's readiness probe.\n\
@@ -611,5 +620,6 @@ fn config_text(dir: &Path, port: u16, setup: &Setup) -> String {
         workers = setup.workers,
         top = setup.top,
         body = setup.body,
+        listen = setup.listen,
     )
 }
