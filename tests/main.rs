@@ -11,6 +11,7 @@ mod lifecycle;
 mod observability;
 mod proxying;
 mod reload;
+mod reuseport;
 mod routing;
 mod upstreams;
 mod websocket;

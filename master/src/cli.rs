@@ -216,7 +216,7 @@ pub fn run_master(path: &Path) -> i32 {
         // until this one takes over (see `upgrade`).
         Some(h) => {
             let mut l = Listeners::adopt(std::mem::take(&mut h.listeners));
-            match l.reconcile(&config.listen) {
+            match l.reconcile(&config.listen, config.workers) {
                 Ok(_) => l,
                 Err(e) => {
                     eprintln!("prefork: {e}");
@@ -229,7 +229,7 @@ pub fn run_master(path: &Path) -> i32 {
                 eprintln!("prefork: {e}");
                 return exit::FAILURE;
             }
-            match Listeners::bind(&config.listen) {
+            match Listeners::bind(&config.listen, config.workers) {
                 Ok(l) => l,
                 Err(e) => {
                     eprintln!("prefork: {e}");

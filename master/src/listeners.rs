@@ -1,6 +1,10 @@
 //! The listening sockets, bound once by the master and kept across worker
-//! restarts and reloads, keyed by address.
+//! restarts, reloads and binary upgrades, keyed by address: either one socket
+//! every worker accepts on, or (`reuseport = true`) one `SO_REUSEPORT` socket
+//! per worker slot, which the kernel balances connections over and which
+//! outlives the slot's worker.
 
+use crate::supervisor::Slot;
 use prefork_shared::config::Listen;
 use socket2::{Domain, Protocol, SockAddr, Socket, Type};
 use std::collections::BTreeMap;
@@ -20,57 +24,145 @@ pub struct BindError {
     pub source: io::Error,
 }
 
+/// A socket handed from one master to the next: its address and, for a
+/// per-slot socket, its slot.
+pub type Handed = (SocketAddr, Option<Slot>, Socket);
+
+/// The sockets of one address.
+enum Sockets {
+    /// One socket shared by every worker.
+    Shared(Socket),
+    /// One `SO_REUSEPORT` socket per worker slot.
+    PerSlot(BTreeMap<Slot, Socket>),
+}
+
+struct Entry {
+    /// Applied to sockets bound later (a slot added by SIGTTIN).
+    backlog: i32,
+    sockets: Sockets,
+}
+
 /// The master's listening sockets.
 #[derive(Default)]
 pub struct Listeners {
-    by_addr: BTreeMap<SocketAddr, Socket>,
+    by_addr: BTreeMap<SocketAddr, Entry>,
 }
 
 impl Listeners {
-    /// Binds every address in `listen`.
-    pub fn bind(listen: &[Listen]) -> Result<Self, BindError> {
+    /// Binds every address in `listen`, a `reuseport` one once per slot of
+    /// `slots`.
+    pub fn bind(listen: &[Listen], slots: usize) -> Result<Self, BindError> {
         let mut listeners = Listeners::default();
-        listeners.reconcile(listen)?;
+        listeners.reconcile(listen, slots)?;
         Ok(listeners)
     }
 
-    /// Takes over sockets bound by a previous master (binary upgrade).
-    pub fn adopt(sockets: Vec<(SocketAddr, Socket)>) -> Self {
-        Listeners {
-            by_addr: sockets.into_iter().collect(),
+    /// Takes over sockets bound by a previous master (binary upgrade). The
+    /// backlogs are set by the [`Listeners::reconcile`] that must follow.
+    pub fn adopt(sockets: Vec<Handed>) -> Self {
+        let mut by_addr: BTreeMap<SocketAddr, Entry> = BTreeMap::new();
+        for (addr, slot, socket) in sockets {
+            let Some(slot) = slot else {
+                let sockets = Sockets::Shared(socket);
+                by_addr.insert(
+                    addr,
+                    Entry {
+                        backlog: 0,
+                        sockets,
+                    },
+                );
+                continue;
+            };
+            let entry = by_addr.entry(addr).or_insert_with(|| Entry {
+                backlog: 0,
+                sockets: Sockets::PerSlot(BTreeMap::new()),
+            });
+            // A master never holds both kinds for one address; were it to,
+            // the shared socket listed first wins and this one is closed.
+            if let Sockets::PerSlot(have) = &mut entry.sockets {
+                have.insert(slot, socket);
+            }
         }
+        Listeners { by_addr }
     }
 
-    /// Every socket, for handing over to a new master.
-    pub fn all(&self) -> Vec<(SocketAddr, RawFd)> {
-        self.by_addr
-            .iter()
-            .map(|(a, s)| (*a, s.as_raw_fd()))
-            .collect()
+    /// Every socket with its slot, for handing over to a new master.
+    pub fn all(&self) -> Vec<(SocketAddr, Option<Slot>, RawFd)> {
+        let mut all = Vec::new();
+        for (addr, entry) in &self.by_addr {
+            match &entry.sockets {
+                Sockets::Shared(s) => all.push((*addr, None, s.as_raw_fd())),
+                Sockets::PerSlot(slots) => all.extend(
+                    slots
+                        .iter()
+                        .map(|(slot, s)| (*addr, Some(*slot), s.as_raw_fd())),
+                ),
+            }
+        }
+        all
     }
 
-    /// Makes the set match `listen`: binds new addresses (all or nothing: on
-    /// error nothing changes), applies backlogs, and closes the master's copy
-    /// of addresses no longer listed (workers of older generations keep
-    /// theirs until they exit). Returns the addresses closed.
-    pub fn reconcile(&mut self, listen: &[Listen]) -> Result<Vec<SocketAddr>, BindError> {
-        let mut added = Vec::new();
+    /// Makes the set match `listen`: binds new addresses (a `reuseport` one
+    /// for each of `slots`, and any such slot missing so far), applies
+    /// backlogs, and closes the master's copy of addresses no longer listed
+    /// (workers of older generations keep theirs until they stop). All or
+    /// nothing: on error nothing changes. Returns the addresses closed.
+    ///
+    /// An address whose `reuseport` flips gets new sockets while the old
+    /// generation still accepts on the old ones: both sides are given
+    /// `SO_REUSEPORT` so they can coexist in one group until the old
+    /// workers close theirs. Per-slot sockets of slots at or above the
+    /// running worker count are left to [`Listeners::retain_slots`].
+    pub fn reconcile(
+        &mut self,
+        listen: &[Listen],
+        slots: usize,
+    ) -> Result<Vec<SocketAddr>, BindError> {
+        let mut replaced = Vec::new();
+        let mut added_slots = Vec::new();
         for l in listen {
-            if !self.by_addr.contains_key(&l.addr) {
-                added.push((l.addr, bind(l)?));
+            match (self.by_addr.get(&l.addr).map(|e| &e.sockets), l.reuseport) {
+                (None, false) => replaced.push((l.addr, shared(l, false)?)),
+                (None, true) => replaced.push((l.addr, per_slot(l, slots)?)),
+                (Some(Sockets::Shared(old)), true) => {
+                    old.set_reuse_port(true)
+                        .map_err(error(l.addr, "setsockopt(SO_REUSEPORT)"))?;
+                    replaced.push((l.addr, per_slot(l, slots)?));
+                }
+                (Some(Sockets::PerSlot(_)), false) => {
+                    replaced.push((l.addr, shared(l, true)?));
+                }
+                (Some(Sockets::PerSlot(have)), true) => {
+                    for slot in (0..slots as u32).map(Slot) {
+                        if !have.contains_key(&slot) {
+                            added_slots.push((l.addr, slot, bind(l.addr, l.backlog, true)?));
+                        }
+                    }
+                }
+                (Some(Sockets::Shared(_)), false) => {}
             }
         }
         for l in listen {
-            if let Some(socket) = self.by_addr.get(&l.addr) {
+            if let Some(entry) = self.by_addr.get(&l.addr) {
                 // listen(2) again only updates the backlog of a listening socket.
-                socket.listen(l.backlog).map_err(|source| BindError {
-                    addr: l.addr,
-                    step: "listen",
-                    source,
-                })?;
+                for socket in entry.sockets() {
+                    socket.listen(l.backlog).map_err(error(l.addr, "listen"))?;
+                }
             }
         }
-        self.by_addr.extend(added);
+        self.by_addr.extend(replaced);
+        for (addr, slot, socket) in added_slots {
+            if let Some(Sockets::PerSlot(have)) =
+                self.by_addr.get_mut(&addr).map(|e| &mut e.sockets)
+            {
+                have.insert(slot, socket);
+            }
+        }
+        for l in listen {
+            if let Some(entry) = self.by_addr.get_mut(&l.addr) {
+                entry.backlog = l.backlog;
+            }
+        }
         let removed: Vec<SocketAddr> = self
             .by_addr
             .keys()
@@ -83,47 +175,108 @@ impl Listeners {
         Ok(removed)
     }
 
-    /// The descriptors of `listen`'s addresses, in config order.
-    pub fn fds_for(&self, listen: &[Listen]) -> Vec<(SocketAddr, RawFd)> {
-        listen
-            .iter()
-            .filter_map(|l| self.by_addr.get(&l.addr).map(|s| (l.addr, s.as_raw_fd())))
-            .collect()
+    /// The descriptors a worker in `slot` inherits for `listen`'s addresses,
+    /// in config order: the shared socket of an address, or the slot's own
+    /// socket, bound now if the slot is new (SIGTTIN).
+    pub fn for_worker(
+        &mut self,
+        listen: &[Listen],
+        slot: Slot,
+    ) -> Result<Vec<(SocketAddr, RawFd)>, BindError> {
+        let mut fds = Vec::new();
+        for l in listen {
+            let Some(entry) = self.by_addr.get_mut(&l.addr) else {
+                continue;
+            };
+            let socket = match &mut entry.sockets {
+                Sockets::Shared(s) => s,
+                Sockets::PerSlot(slots) => match slots.entry(slot) {
+                    std::collections::btree_map::Entry::Occupied(o) => o.into_mut(),
+                    std::collections::btree_map::Entry::Vacant(v) => {
+                        v.insert(bind(l.addr, entry.backlog, true)?)
+                    }
+                },
+            };
+            fds.push((l.addr, socket.as_raw_fd()));
+        }
+        Ok(fds)
+    }
+
+    /// Closes the master's copy of every per-slot socket whose slot is
+    /// `slots` or above (SIGTTOU, or a reload to fewer workers). Called as
+    /// soon as the slot is given up, before its worker stops: the worker's
+    /// copy is then the last, and it accepts what is queued before closing
+    /// it. Returns what was closed.
+    pub fn retain_slots(&mut self, slots: usize) -> Vec<(SocketAddr, Slot)> {
+        let mut closed = Vec::new();
+        for (addr, entry) in &mut self.by_addr {
+            if let Sockets::PerSlot(have) = &mut entry.sockets {
+                let gone = have.split_off(&Slot(slots as u32));
+                closed.extend(gone.into_keys().map(|slot| (*addr, slot)));
+            }
+        }
+        closed
     }
 }
 
-fn bind(l: &Listen) -> Result<Socket, BindError> {
-    let err = |step| {
-        move |source| BindError {
-            addr: l.addr,
-            step,
-            source,
+impl Entry {
+    fn sockets(&self) -> Vec<&Socket> {
+        match &self.sockets {
+            Sockets::Shared(s) => vec![s],
+            Sockets::PerSlot(slots) => slots.values().collect(),
         }
-    };
-    let socket = Socket::new(
-        Domain::for_address(l.addr),
-        Type::STREAM,
-        Some(Protocol::TCP),
-    )
-    .map_err(err("socket"))?;
+    }
+}
+
+fn error(addr: SocketAddr, step: &'static str) -> impl Fn(io::Error) -> BindError {
+    move |source| BindError { addr, step, source }
+}
+
+fn shared(l: &Listen, reuseport: bool) -> Result<Entry, BindError> {
+    Ok(Entry {
+        backlog: l.backlog,
+        sockets: Sockets::Shared(bind(l.addr, l.backlog, reuseport)?),
+    })
+}
+
+fn per_slot(l: &Listen, slots: usize) -> Result<Entry, BindError> {
+    let sockets = (0..slots as u32)
+        .map(|s| Ok((Slot(s), bind(l.addr, l.backlog, true)?)))
+        .collect::<Result<_, BindError>>()?;
+    Ok(Entry {
+        backlog: l.backlog,
+        sockets: Sockets::PerSlot(sockets),
+    })
+}
+
+fn bind(addr: SocketAddr, backlog: i32, reuseport: bool) -> Result<Socket, BindError> {
+    let err = |step| error(addr, step);
+    let socket = Socket::new(Domain::for_address(addr), Type::STREAM, Some(Protocol::TCP))
+        .map_err(err("socket"))?;
     // Lets a restarted master bind while old connections sit in TIME_WAIT.
     socket
         .set_reuse_address(true)
         .map_err(err("setsockopt(SO_REUSEADDR)"))?;
-    if l.addr.is_ipv6() {
+    if reuseport {
+        socket
+            .set_reuse_port(true)
+            .map_err(err("setsockopt(SO_REUSEPORT)"))?;
+    }
+    if addr.is_ipv6() {
         // "[::]:80" means IPv6 only, so "0.0.0.0:80" can be listed beside it.
         socket
             .set_only_v6(true)
             .map_err(err("setsockopt(IPV6_V6ONLY)"))?;
     }
-    socket.bind(&SockAddr::from(l.addr)).map_err(err("bind"))?;
-    socket.listen(l.backlog).map_err(err("listen"))?;
+    socket.bind(&SockAddr::from(addr)).map_err(err("bind"))?;
+    socket.listen(backlog).map_err(err("listen"))?;
     Ok(socket)
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::net::{TcpListener, TcpStream};
 
     fn listen(addr: SocketAddr) -> Listen {
         Listen {
@@ -133,42 +286,180 @@ mod tests {
         }
     }
 
+    fn reuseport(addr: SocketAddr) -> Listen {
+        Listen {
+            reuseport: true,
+            ..listen(addr)
+        }
+    }
+
     fn free_addr() -> SocketAddr {
-        std::net::TcpListener::bind("127.0.0.1:0")
+        TcpListener::bind("127.0.0.1:0")
             .and_then(|l| l.local_addr())
             .expect("a free port")
+    }
+
+    fn fd(ls: &mut Listeners, l: &Listen, slot: u32) -> RawFd {
+        let fds = ls
+            .for_worker(std::slice::from_ref(l), Slot(slot))
+            .expect("fds");
+        assert_eq!(fds.len(), 1);
+        fds[0].1
+    }
+
+    /// How many connections wait in the queue of the listening socket `fd`.
+    fn queued(fd: RawFd) -> usize {
+        // SAFETY: `fd` is a listening socket the test's Listeners own; the
+        // borrowed socket is not closed (ManuallyDrop).
+        let socket = std::mem::ManuallyDrop::new(unsafe {
+            <Socket as std::os::fd::FromRawFd>::from_raw_fd(fd)
+        });
+        socket.set_nonblocking(true).expect("non-blocking");
+        std::iter::from_fn(|| socket.accept().ok()).count()
     }
 
     #[test]
     fn binds_keeps_adds_and_removes_by_address() {
         let a = listen(free_addr());
-        let mut ls = Listeners::bind(std::slice::from_ref(&a)).expect("bind");
-        let fd_a = ls.fds_for(std::slice::from_ref(&a))[0].1;
-        std::net::TcpStream::connect(a.addr).expect("the socket listens");
+        let mut ls = Listeners::bind(std::slice::from_ref(&a), 2).expect("bind");
+        let fd_a = fd(&mut ls, &a, 0);
+        assert_eq!(fd(&mut ls, &a, 1), fd_a, "every slot shares the socket");
+        TcpStream::connect(a.addr).expect("the socket listens");
 
         let b = listen(free_addr());
-        let removed = ls.reconcile(&[a.clone(), b.clone()]).expect("reconcile");
+        let removed = ls.reconcile(&[a.clone(), b.clone()], 2).expect("reconcile");
         assert!(removed.is_empty());
-        let fds = ls.fds_for(&[b.clone(), a.clone()]);
+        let fds = ls
+            .for_worker(&[b.clone(), a.clone()], Slot(0))
+            .expect("fds");
         assert_eq!(fds.len(), 2);
         assert_eq!(fds[1], (a.addr, fd_a), "an existing listener is kept as is");
 
-        let removed = ls.reconcile(std::slice::from_ref(&b)).expect("reconcile");
+        let removed = ls
+            .reconcile(std::slice::from_ref(&b), 2)
+            .expect("reconcile");
         assert_eq!(removed, vec![a.addr]);
-        assert!(std::net::TcpStream::connect(a.addr).is_err());
+        assert!(TcpStream::connect(a.addr).is_err());
     }
 
     #[test]
     fn a_failed_bind_changes_nothing() {
         let a = listen(free_addr());
-        let mut ls = Listeners::bind(std::slice::from_ref(&a)).expect("bind");
-        let taken = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
-        let busy = listen(taken.local_addr().expect("addr"));
+        let mut ls = Listeners::bind(std::slice::from_ref(&a), 1).expect("bind");
+        let taken = TcpListener::bind("127.0.0.1:0").expect("bind");
+        let busy = reuseport(taken.local_addr().expect("addr"));
         let err = ls
-            .reconcile(&[a.clone(), busy.clone()])
+            .reconcile(&[a.clone(), busy.clone()], 2)
             .expect_err("port in use");
         assert_eq!(err.step, "bind");
         assert!(err.to_string().contains(&busy.addr.to_string()));
-        assert_eq!(ls.fds_for(&[a, busy]).len(), 1);
+        assert_eq!(ls.all().len(), 1);
+    }
+
+    #[test]
+    fn reuseport_gives_each_slot_its_own_socket_in_one_group() {
+        let l = Listen {
+            backlog: 64,
+            ..reuseport(free_addr())
+        };
+        let mut ls = Listeners::bind(std::slice::from_ref(&l), 2).expect("bind");
+        let (s0, s1) = (fd(&mut ls, &l, 0), fd(&mut ls, &l, 1));
+        assert_ne!(s0, s1);
+        assert_eq!(
+            fd(&mut ls, &l, 0),
+            s0,
+            "a restarted slot gets its socket back"
+        );
+        // The kernel hashes connections over the group: 24 connections all
+        // landing on one of two sockets would take a 2^-23 chance. (Fewer
+        // than the backlog: a full queue would stall connect.)
+        let clients: Vec<TcpStream> = (0..24)
+            .map(|_| TcpStream::connect(l.addr).expect("connect"))
+            .collect();
+        let (n0, n1) = (queued(s0), queued(s1));
+        assert_eq!(n0 + n1, clients.len());
+        assert!(n0 > 0 && n1 > 0, "unbalanced: {n0}/{n1}");
+    }
+
+    #[test]
+    fn slots_are_added_on_demand_and_closed_when_given_up() {
+        let l = reuseport(free_addr());
+        let shared = listen(free_addr());
+        let both = [l.clone(), shared.clone()];
+        let mut ls = Listeners::bind(&both, 2).expect("bind");
+        let s0 = fd(&mut ls, &l, 0);
+        // SIGTTIN: slot 2 is bound when its worker starts.
+        let s2 = fd(&mut ls, &l, 2);
+        assert_eq!(ls.all().len(), 4);
+        assert_eq!(fd(&mut ls, &l, 2), s2);
+        // A hot reload with `workers = 2` keeps the extra slot.
+        ls.reconcile(&both, 2).expect("reconcile");
+        assert_eq!(fd(&mut ls, &l, 2), s2);
+        // SIGTTOU back to 2: slot 2 goes, the shared socket stays.
+        assert_eq!(ls.retain_slots(2), vec![(l.addr, Slot(2))]);
+        assert!(ls.retain_slots(2).is_empty());
+        let all = ls.all();
+        assert_eq!(all.len(), 3);
+        assert!(all.contains(&(l.addr, Some(Slot(0)), s0)));
+        assert!(all.contains(&(shared.addr, None, fd(&mut ls, &shared, 7))));
+        // A reload to more workers binds every new slot up front.
+        ls.reconcile(&both, 4).expect("reconcile");
+        assert_eq!(ls.all().len(), 5);
+    }
+
+    #[test]
+    fn reuseport_can_be_switched_while_old_workers_hold_the_old_sockets() {
+        let shared = listen(free_addr());
+        let mut ls = Listeners::bind(std::slice::from_ref(&shared), 2).expect("bind");
+        // What an old worker holds: its own copy of the shared socket.
+        let old_worker = ls.by_addr[&shared.addr].sockets()[0]
+            .try_clone()
+            .expect("dup");
+        let on = reuseport(shared.addr);
+        ls.reconcile(std::slice::from_ref(&on), 2)
+            .expect("switch on beside the old shared socket");
+        let (s0, s1) = (fd(&mut ls, &on, 0), fd(&mut ls, &on, 1));
+        assert_ne!(s0, s1);
+        let slot_copy = ls.by_addr[&on.addr].sockets()[0].try_clone().expect("dup");
+        ls.reconcile(std::slice::from_ref(&shared), 2)
+            .expect("switch off beside the old per-slot sockets");
+        assert_eq!(ls.all().len(), 1);
+        drop((old_worker, slot_copy));
+        TcpStream::connect(shared.addr).expect("the new socket listens");
+    }
+
+    #[test]
+    fn a_new_master_adopts_every_socket_with_its_slot() {
+        let l = reuseport(free_addr());
+        let shared = listen(free_addr());
+        let both = [l.clone(), shared.clone()];
+        let ls = Listeners::bind(&both, 3).expect("bind");
+        let handed: Vec<Handed> = ls
+            .by_addr
+            .iter()
+            .flat_map(|(addr, e)| match &e.sockets {
+                Sockets::Shared(s) => vec![(*addr, None, s.try_clone().expect("dup"))],
+                Sockets::PerSlot(slots) => slots
+                    .iter()
+                    .map(|(slot, s)| (*addr, Some(*slot), s.try_clone().expect("dup")))
+                    .collect(),
+            })
+            .collect();
+        let mut adopted = Listeners::adopt(handed);
+        adopted.reconcile(&both, 2).expect("reconcile");
+        let mut kinds: Vec<_> = adopted.all().iter().map(|(a, s, _)| (*a, *s)).collect();
+        kinds.sort();
+        let mut want = vec![
+            (l.addr, Some(Slot(0))),
+            (l.addr, Some(Slot(1))),
+            (l.addr, Some(Slot(2))),
+            (shared.addr, None),
+        ];
+        want.sort();
+        assert_eq!(
+            kinds, want,
+            "adopted as handed; extra slots wait for retain_slots"
+        );
+        assert_eq!(adopted.retain_slots(2), vec![(l.addr, Slot(2))]);
     }
 }

@@ -72,7 +72,8 @@ pub struct WorkerCommand<'a> {
 /// Starts a worker: fork, then exec of the prefork binary in the worker
 /// role, with the listeners at fds 3.. and nothing else inherited.
 pub fn spawn_worker(cmd: &WorkerCommand<'_>) -> io::Result<Pid> {
-    let addrs: Vec<SocketAddr> = cmd.listeners.iter().map(|(a, _)| *a).collect();
+    let addrs: Vec<(SocketAddr, Option<u32>)> =
+        cmd.listeners.iter().map(|(a, _)| (*a, None)).collect();
     let sources: Vec<RawFd> = cmd.listeners.iter().map(|(_, fd)| *fd).collect();
     // Allocated before fork: nothing may allocate between fork and exec.
     let mut scratch: Vec<RawFd> = vec![-1; sources.len()];
@@ -112,19 +113,23 @@ pub fn spawn_worker(cmd: &WorkerCommand<'_>) -> io::Result<Pid> {
 }
 
 /// Starts a new master from `exe` (binary upgrade): same arguments style as
-/// a user would run, the listeners at fds 3.. (named by [`LISTEN_FDS_ENV`])
-/// followed by the `extra` fds in order (the hand-off pipe, then the admin
-/// listener if any), and `env` added. Unlike a worker it gets no
+/// a user would run, the listeners at fds 3.. (named by [`LISTEN_FDS_ENV`],
+/// with the slot of each per-slot socket) followed by the `extra` fds in
+/// order (the hand-off pipe, then the admin listener if any), and `env`
+/// added. Unlike a worker it gets no
 /// parent-death signal: it must outlive this master.
 pub fn spawn_master(
     exe: &Path,
     config: &Path,
-    listeners: &[(SocketAddr, RawFd)],
+    listeners: &[(SocketAddr, Option<Slot>, RawFd)],
     extra: &[RawFd],
     env: &[(&str, String)],
 ) -> io::Result<Pid> {
-    let addrs: Vec<SocketAddr> = listeners.iter().map(|(a, _)| *a).collect();
-    let mut sources: Vec<RawFd> = listeners.iter().map(|(_, fd)| *fd).collect();
+    let addrs: Vec<(SocketAddr, Option<u32>)> = listeners
+        .iter()
+        .map(|(a, slot, _)| (*a, slot.map(|s| s.0)))
+        .collect();
+    let mut sources: Vec<RawFd> = listeners.iter().map(|(_, _, fd)| *fd).collect();
     sources.extend_from_slice(extra);
     // Allocated before fork: nothing may allocate between fork and exec.
     let mut scratch: Vec<RawFd> = vec![-1; sources.len()];

@@ -103,4 +103,25 @@ mod tests {
             ReloadPath::NewGeneration(vec!["workers", "user"])
         );
     }
+
+    #[test]
+    fn a_reuseport_listener_rolls_a_generation_for_slots_not_for_its_backlog() {
+        let mut old = config(BASE);
+        old.listen[0].reuseport = true;
+        let mut new = old.clone();
+        new.listen[0].backlog = 7;
+        assert_eq!(reload_path(&old, &new), ReloadPath::Hot);
+        // One socket per slot: a new worker count means new sockets.
+        new.workers = 3;
+        assert_eq!(
+            reload_path(&old, &new),
+            ReloadPath::NewGeneration(vec!["workers"])
+        );
+        let mut off = old.clone();
+        off.listen[0].reuseport = false;
+        assert_eq!(
+            reload_path(&old, &off),
+            ReloadPath::NewGeneration(vec!["listen"])
+        );
+    }
 }

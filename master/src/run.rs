@@ -198,6 +198,13 @@ impl Master {
         while let Some(event) = queue.pop_front() {
             let before = self.supervisor.generation();
             let actions = self.supervisor.handle(event, Instant::now());
+            // Before a removed slot's worker is told to stop (see retain_slots).
+            for (addr, slot) in self
+                .listeners
+                .retain_slots(self.supervisor.workers_wanted())
+            {
+                info!(self.log, "per-slot listener closed"; "addr" => %addr, "slot" => slot.0);
+            }
             let now_current = self.supervisor.generation();
             if let Some(setup) = self.staged.take() {
                 if now_current != before {
@@ -391,7 +398,10 @@ impl Master {
             os::give_ipc_socket_to(link.name(), creds)
                 .map_err(|e| format!("cannot hand the IPC socket to user {}: {e}", creds.name))?;
         }
-        let fds = self.listeners.fds_for(&setup.config.listen);
+        let fds = self
+            .listeners
+            .for_worker(&setup.config.listen, slot)
+            .map_err(|e| e.to_string())?;
         let command = WorkerCommand {
             exe: &self.exe,
             slot,
@@ -454,7 +464,7 @@ impl Master {
             Err(e) => return self.reload_failed(format!("user: {e}")),
         };
         let path = reload_path(self.current_config(), &config);
-        match self.listeners.reconcile(&config.listen) {
+        match self.listeners.reconcile(&config.listen, config.workers) {
             Ok(closed) => {
                 for addr in closed {
                     info!(self.log, "listener removed"; "addr" => %addr);

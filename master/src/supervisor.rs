@@ -268,6 +268,11 @@ impl Supervisor {
             .collect()
     }
 
+    /// How many slots the newest generation runs.
+    pub fn workers_wanted(&self) -> usize {
+        self.workers_wanted
+    }
+
     /// The newest generation.
     pub fn generation(&self) -> Generation {
         self.generation

@@ -1,7 +1,9 @@
 //! Binary upgrade (SIGUSR2), nginx-style but automatic.
 //!
 //! The old master starts the binary on disk as a new master with the
-//! listening sockets at fds 3.. (as for workers) and, right after them, the
+//! listening sockets at fds 3.. (as for workers, but every per-slot
+//! `reuseport` socket with its slot, so the new master's slots accept on the
+//! same sockets) and, right after them, the
 //! write end of a pipe. [`HANDOFF_FD_ENV`] tells the new master which fd that
 //! is, and [`OLD_MASTER_ENV`] whose pid file it takes over. The new master
 //! starts its workers and, once all are Ready, writes the pid file and
@@ -9,8 +11,9 @@
 //! If the pipe closes without it (the new master died) or the supervisor's
 //! deadline passes, the old master carries on.
 
+use crate::listeners::Handed;
 use crate::os;
-use crate::supervisor::Pid;
+use crate::supervisor::{Pid, Slot};
 use crossbeam_channel::Sender;
 use prefork_shared::fds::{self, LISTEN_FDS_ENV};
 use socket2::Socket;
@@ -47,7 +50,7 @@ pub struct Outcome {
 pub fn start(
     exe: &Path,
     config: &Path,
-    listeners: &[(SocketAddr, RawFd)],
+    listeners: &[(SocketAddr, Option<Slot>, RawFd)],
     admin: Option<RawFd>,
     outcomes: Sender<Outcome>,
 ) -> io::Result<Pid> {
@@ -80,8 +83,8 @@ pub fn start(
 
 /// What a new master inherits from the old one.
 pub struct Inherited {
-    /// The listening sockets, by address.
-    pub listeners: Vec<(SocketAddr, Socket)>,
+    /// The listening sockets, by address and (per-slot sockets) slot.
+    pub listeners: Vec<Handed>,
     /// The old master's pid (the pid file names it until the hand-over).
     pub old_master: i32,
     /// The old master's admin listener, if it had one.
@@ -139,14 +142,14 @@ pub fn inherited() -> Result<Option<Inherited>, String> {
     };
     let listeners = named
         .into_iter()
-        .map(|(fd, addr)| {
+        .map(|(fd, addr, slot)| {
             // SAFETY: the old master placed a listening socket at this fd for
             // this process, and nothing else here refers to it.
             let socket = unsafe { Socket::from(OwnedFd::from_raw_fd(fd)) };
             socket
                 .set_cloexec(true)
                 .map_err(|e| format!("binary upgrade: fd {fd} ({addr}): {e}"))?;
-            Ok((addr, socket))
+            Ok((addr, slot.map(Slot), socket))
         })
         .collect::<Result<Vec<_>, String>>()?;
     // SAFETY: the old master placed the pipe's write end at this fd.

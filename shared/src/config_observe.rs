@@ -77,11 +77,13 @@ pub enum AccessField {
     RequestId,
     /// `$route`: the label of the matching route (`-` for none).
     Route,
+    /// `$pid`: the pid of the worker that served the request.
+    Pid,
 }
 
 impl AccessField {
     /// Every field with its template name.
-    pub const ALL: [(&'static str, AccessField); 17] = [
+    pub const ALL: [(&'static str, AccessField); 18] = [
         ("remote_addr", AccessField::RemoteAddr),
         ("time_local", AccessField::TimeLocal),
         ("time_iso8601", AccessField::TimeIso8601),
@@ -99,6 +101,7 @@ impl AccessField {
         ("http_user_agent", AccessField::HttpUserAgent),
         ("request_id", AccessField::RequestId),
         ("route", AccessField::Route),
+        ("pid", AccessField::Pid),
     ];
 }
 

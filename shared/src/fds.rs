@@ -2,7 +2,9 @@
 //!
 //! Like systemd's `LISTEN_FDS`, the sockets sit at consecutive descriptors
 //! from [`FIRST_LISTEN_FD`], and an environment variable names the address of
-//! each in order, so the worker can match them to its config by address.
+//! each in order, so the worker can match them to its config by address. A
+//! per-slot (`reuseport`) socket handed to a new master (binary upgrade) also
+//! names its slot, as `addr#slot`.
 
 use std::net::SocketAddr;
 
@@ -13,25 +15,31 @@ pub const FIRST_LISTEN_FD: i32 = 3;
 /// descriptor order, separated by spaces.
 pub const LISTEN_FDS_ENV: &str = "PREFORK_LISTEN_FDS";
 
-/// The value of [`LISTEN_FDS_ENV`] for these addresses.
-pub fn encode(addrs: &[SocketAddr]) -> String {
-    addrs
+/// The value of [`LISTEN_FDS_ENV`] for these addresses and optional slots.
+pub fn encode(listeners: &[(SocketAddr, Option<u32>)]) -> String {
+    listeners
         .iter()
-        .map(SocketAddr::to_string)
+        .map(|(addr, slot)| match slot {
+            Some(s) => format!("{addr}#{s}"),
+            None => addr.to_string(),
+        })
         .collect::<Vec<_>>()
         .join(" ")
 }
 
-/// Parses a [`LISTEN_FDS_ENV`] value into `(fd, address)` pairs.
-pub fn decode(value: &str) -> Result<Vec<(i32, SocketAddr)>, String> {
+/// Parses a [`LISTEN_FDS_ENV`] value into `(fd, address, slot)` triples.
+pub fn decode(value: &str) -> Result<Vec<(i32, SocketAddr, Option<u32>)>, String> {
     value
         .split_whitespace()
         .enumerate()
-        .map(|(i, a)| {
-            let addr = a
-                .parse()
-                .map_err(|_| format!("{LISTEN_FDS_ENV}: invalid address {a:?}"))?;
-            Ok((FIRST_LISTEN_FD + i as i32, addr))
+        .map(|(i, word)| {
+            let invalid = || format!("{LISTEN_FDS_ENV}: invalid listener {word:?}");
+            let (addr, slot) = match word.split_once('#') {
+                Some((addr, slot)) => (addr, Some(slot.parse().map_err(|_| invalid())?)),
+                None => (word, None),
+            };
+            let addr = addr.parse().map_err(|_| invalid())?;
+            Ok((FIRST_LISTEN_FD + i as i32, addr, slot))
         })
         .collect()
 }
@@ -42,13 +50,18 @@ mod tests {
 
     #[test]
     fn round_trips() {
-        let addrs: Vec<SocketAddr> = vec![
-            "127.0.0.1:80".parse().unwrap(),
-            "[::1]:8080".parse().unwrap(),
-        ];
-        let decoded = decode(&encode(&addrs)).unwrap();
-        assert_eq!(decoded, vec![(3, addrs[0]), (4, addrs[1])]);
+        let a: SocketAddr = "127.0.0.1:80".parse().unwrap();
+        let b: SocketAddr = "[::1]:8080".parse().unwrap();
+        let value = encode(&[(a, None), (b, Some(0)), (b, Some(12))]);
+        assert_eq!(value, "127.0.0.1:80 [::1]:8080#0 [::1]:8080#12");
+        let decoded = decode(&value).unwrap();
+        assert_eq!(
+            decoded,
+            vec![(3, a, None), (4, b, Some(0)), (5, b, Some(12))]
+        );
         assert!(decode("nonsense").is_err());
+        assert!(decode("127.0.0.1:80#x").is_err());
+        assert!(decode("127.0.0.1:80#-1").is_err());
         assert!(decode("").unwrap().is_empty());
     }
 }

@@ -55,6 +55,10 @@ pub struct Setup {
     body: String,
     env: Vec<(String, String)>,
     exe: Option<PathBuf>,
+    /// Extra keys of the harness's `[[listen]]` table.
+    listen: String,
+    /// Extra keys of the harness's `[log]` table.
+    log: String,
 }
 
 impl Setup {
@@ -65,6 +69,8 @@ impl Setup {
             body: String::new(),
             env: Vec::new(),
             exe: None,
+            listen: String::new(),
+            log: String::new(),
         }
     }
 
@@ -85,6 +91,19 @@ impl Setup {
     pub fn top(mut self, line: &str) -> Setup {
         self.top.push_str(line);
         self.top.push('\n');
+        self
+    }
+
+    /// Adds a key to the harness's `[log]` table.
+    pub fn log(mut self, line: &str) -> Setup {
+        self.log.push_str(line);
+        self.log.push('\n');
+        self
+    }
+
+    /// Gives the harness's listener one `SO_REUSEPORT` socket per slot.
+    pub fn reuseport(mut self) -> Setup {
+        self.listen.push_str("reuseport = true\n");
         self
     }
 
@@ -627,10 +646,10 @@ fn config_text(dir: &Path, port: u16, setup: &Setup) -> String {
          [log]\n\
          error_log = \"{d}/error.log\"\n\
          access_log = \"{d}/access.log\"\n\
-         \n\
+         {log}\n\
          [[listen]]\n\
          addr = \"127.0.0.1:{port}\"\n\
-         \n\
+         {listen}\n\
          {body}\n\
          \n\
          # The harness's readiness probe.\n\
@@ -639,6 +658,8 @@ fn config_text(dir: &Path, port: u16, setup: &Setup) -> String {
          respond = {{ status = 200, body = \"ready\\n\" }}\n",
         workers = setup.workers,
         top = setup.top,
+        log = setup.log,
         body = setup.body,
+        listen = setup.listen,
     )
 }

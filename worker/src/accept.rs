@@ -5,36 +5,30 @@ use crate::control::Stop;
 use crate::server::Worker;
 use slog::error;
 use std::io;
+use std::net::SocketAddr;
 use std::rc::Rc;
 use std::time::Duration;
-use tokio::net::TcpListener;
+use tokio::net::{TcpListener, TcpStream};
 
 /// Pause after an accept error such as EMFILE, so a full descriptor table
 /// does not turn the loop into a busy spin.
 const ACCEPT_BACKOFF: Duration = Duration::from_millis(100);
 
-/// Accepts connections and spawns a task for each; returns (dropping the
-/// worker's copy of the listener) when a stop is requested.
+/// Accepts connections and spawns a task for each until a stop is
+/// requested. On a graceful stop it then takes every connection already
+/// queued before dropping the worker's copy of the listener: for a per-slot
+/// (`reuseport`) socket that copy may be the last, and closing it would make
+/// the kernel reset whatever still waits in its queue.
 pub(crate) async fn accept_loop(worker: Rc<Worker>, listener: TcpListener) {
     let mut stop = worker.stop.clone();
     loop {
         let accepted = tokio::select! {
             biased;
-            _ = stop.wait_for(|s| *s != Stop::Running) => return,
+            _ = stop.wait_for(|s| *s != Stop::Running) => break,
             accepted = listener.accept() => accepted,
         };
         match accepted {
-            Ok((stream, peer)) => {
-                // Request/response traffic wants latency, not Nagle batching.
-                let _ = stream.set_nodelay(true);
-                let guard = worker.track();
-                // The newest configuration (hot reload) serves it.
-                let conn = Connection::new(worker.latest(), stream, peer);
-                tokio::task::spawn_local(async move {
-                    conn.run().await;
-                    drop(guard);
-                });
-            }
+            Ok((stream, peer)) => serve(&worker, stream, peer),
             Err(e) if is_per_connection(&e) => {}
             Err(e) => {
                 let addr = listener
@@ -44,6 +38,46 @@ pub(crate) async fn accept_loop(worker: Rc<Worker>, listener: TcpListener) {
                 error!(worker.log, "accept failed"; "listen" => addr, "error" => %e);
                 tokio::time::sleep(ACCEPT_BACKOFF).await;
             }
+        }
+    }
+    if *worker.stop.borrow() == Stop::Graceful {
+        take_queued(&worker, listener);
+    }
+}
+
+fn serve(worker: &Rc<Worker>, stream: TcpStream, peer: SocketAddr) {
+    // Request/response traffic wants latency, not Nagle batching.
+    let _ = stream.set_nodelay(true);
+    let guard = worker.track();
+    // The newest configuration (hot reload) serves it.
+    let conn = Connection::new(worker.latest(), stream, peer);
+    tokio::task::spawn_local(async move {
+        conn.run().await;
+        drop(guard);
+    });
+}
+
+/// Accepts, without waiting, every connection in the listener's queue (the
+/// std listener asks the kernel directly, where tokio's would trust a
+/// readiness flag that may be stale), then closes the listener.
+fn take_queued(worker: &Rc<Worker>, listener: TcpListener) {
+    let Ok(listener) = listener.into_std() else {
+        return;
+    };
+    loop {
+        match listener.accept() {
+            Ok((stream, peer)) => {
+                // std's accept does not inherit O_NONBLOCK; tokio needs it.
+                let stream = stream
+                    .set_nonblocking(true)
+                    .and_then(|()| TcpStream::from_std(stream));
+                if let Ok(stream) = stream {
+                    serve(worker, stream, peer);
+                }
+            }
+            Err(e) if is_per_connection(&e) => {}
+            // WouldBlock: the queue is empty (the socket is non-blocking).
+            Err(_) => return,
         }
     }
 }

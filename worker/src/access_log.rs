@@ -388,6 +388,7 @@ impl Values<'_> {
                 AccessField::HttpUserAgent => quoted(out, dash(&i.user_agent)),
                 AccessField::RequestId => quoted(out, self.e.request_id),
                 AccessField::Route => quoted(out, self.route),
+                AccessField::Pid => write!(out, "{}", std::process::id())?,
             }
         }
         Ok(())
@@ -549,10 +550,13 @@ mod tests {
     #[test]
     fn template_line() {
         let t = prefork_shared::config_observe::parse_template(
-            "$request_id $status $upstream_addr $route",
+            "$request_id $status $upstream_addr $route $pid",
         )
         .unwrap();
-        assert_eq!(line(AccessFormat::Template(t)), "abc 200 127.0.0.1:3000 */");
+        assert_eq!(
+            line(AccessFormat::Template(t)),
+            format!("abc 200 127.0.0.1:3000 */ {}", std::process::id())
+        );
     }
 
     #[test]

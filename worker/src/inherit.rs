@@ -41,7 +41,7 @@ pub(crate) fn take_listeners() -> Result<Vec<(SocketAddr, TcpListener)>, Inherit
     }
     named
         .into_iter()
-        .map(|(fd, addr)| {
+        .map(|(fd, addr, _slot)| {
             let not_listening = |source| InheritError::NotListening { fd, addr, source };
             check_listening(fd).map_err(not_listening)?;
             // SAFETY: `check_listening` proved `fd` is an open listening

@@ -304,9 +304,10 @@ impl Drop for ActiveConnection {
 /// connection has finished or after `shutdown_timeout`; a fast stop returns
 /// at once. Tasks still running are dropped with the `LocalSet`.
 pub(crate) async fn serve(worker: Rc<Worker>, listeners: Vec<TcpListener>, ready: impl FnOnce()) {
-    for listener in listeners {
-        tokio::task::spawn_local(accept_loop(worker.clone(), listener));
-    }
+    let accepting: Vec<_> = listeners
+        .into_iter()
+        .map(|listener| tokio::task::spawn_local(accept_loop(worker.clone(), listener)))
+        .collect();
     tokio::task::spawn_local(sweep_pools(worker.clone()));
     crate::health_check::spawn(&worker.upstreams, None, &worker.stop, &worker.log);
     ready();
@@ -318,6 +319,10 @@ pub(crate) async fn serve(worker: Rc<Worker>, listeners: Vec<TcpListener>, ready
         Err(_) => Stop::Fast,
     };
     if state == Stop::Graceful {
+        // The accept loops first take what is queued (see accept_loop).
+        for accept in accepting {
+            let _ = accept.await;
+        }
         info!(worker.log, "stopping gracefully"; "connections" => worker.shared.active.get());
         drain(&worker.latest(), &mut stop).await;
     }
