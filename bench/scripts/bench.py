@@ -26,7 +26,8 @@ import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[2]
-RELEASE = ROOT / "target" / "release"
+# PREFORK_RELEASE_DIR points at other builds (say, before a change) to compare.
+RELEASE = Path(os.environ.get("PREFORK_RELEASE_DIR", ROOT / "target" / "release"))
 REPORT_LUA = Path(__file__).resolve().parent / "report.lua"
 CLK_TCK = os.sysconf("SC_CLK_TCK")
 
@@ -154,6 +155,8 @@ class Prefork(Target):
         cfg = self.workdir / "prefork.toml"
         cfg.write_text(f"""
 workers = {self.workers}
+# As nginx's keepalive_requests below: wrk's connections are never recycled.
+keepalive_requests = 1000000
 pid_file = "{self.workdir}/prefork.pid"
 [log]
 error_log = "{self.workdir}/prefork-error.log"

@@ -108,7 +108,7 @@ impl Connection {
             worker,
             stream,
             peer,
-            buf: BytesMut::with_capacity(HEAD_BUFFER),
+            buf: BytesMut::new(),
             request_head: Vec::new(),
             response_head: Vec::new(),
             info: RequestInfo::default(),
@@ -262,14 +262,11 @@ impl Connection {
                 deadline.get_or_insert_with(|| Instant::now() + limits.client_header_timeout);
             }
             let idle = self.buf.is_empty();
-            if self.buf.capacity() - self.buf.len() < MIN_SPARE {
-                self.buf.reserve(HEAD_BUFFER);
-            }
             let until = deadline.unwrap_or_else(|| Instant::now() + limits.keepalive_timeout);
             let read = tokio::select! {
                 // Bytes already sent win over a stop: they are a request to answer.
                 biased;
-                read = timeout_at(until, self.stream.read_buf(&mut self.buf)) => read,
+                read = timeout_at(until, read_head(&mut self.stream, &mut self.buf)) => read,
                 _ = self.stop.wait_for(|s| *s != Stop::Running), if idle && !stop_grace => {
                     // The client may be sending a request right now: closing
                     // at once would reset it. Answer what arrives meanwhile
@@ -441,6 +438,21 @@ impl Connection {
             close: close || !ok,
         }
     }
+}
+
+/// Reads more of a request head into `buf`. A connection waiting idle for
+/// its next request holds no buffer: it is released before the wait and
+/// allocated again once bytes arrive (as nginx does), which keeps idle
+/// keep-alive connections cheap.
+async fn read_head(stream: &mut TcpStream, buf: &mut BytesMut) -> std::io::Result<usize> {
+    if buf.is_empty() {
+        *buf = BytesMut::new();
+        stream.readable().await?;
+    }
+    if buf.capacity() - buf.len() < MIN_SPARE {
+        buf.reserve(HEAD_BUFFER);
+    }
+    stream.read_buf(buf).await
 }
 
 /// The `Connection` field for a response to a client of `version`.

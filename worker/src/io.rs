@@ -4,7 +4,7 @@ use std::io::{self, IoSlice};
 use tokio::io::{AsyncWrite, AsyncWriteExt};
 
 /// Size of one body read, and the spare room kept for it.
-pub(crate) const BODY_READ: usize = 64 * 1024;
+pub(crate) const BODY_READ: usize = 256 * 1024;
 
 /// Writes `head` then `body` with vectored writes, so a head and the body
 /// bytes already at hand usually leave in one system call.

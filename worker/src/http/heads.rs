@@ -6,8 +6,10 @@
 
 use super::request::RequestHead;
 use super::response::ResponseHead;
-use super::{list_items, reason, write_date_header, write_number_header, Framing, Version};
-use std::io::Write;
+use super::{
+    list_items, push_decimal, push_ip, reason, write_date_header, write_number_header, Framing,
+    Version,
+};
 use std::net::IpAddr;
 
 /// Fields that describe one connection, never forwarded (RFC 9110 §7.6.1).
@@ -132,8 +134,7 @@ pub(crate) fn request_head(
             }
         }
     }
-    // Writing into a Vec cannot fail.
-    let _ = write!(out, "{client_ip}");
+    push_ip(out, client_ip);
     out.extend_from_slice(b"\r\nX-Forwarded-Proto: http\r\n");
     if req.host.is_some() {
         write_field(out, b"X-Forwarded-Host", host);
@@ -161,7 +162,9 @@ pub(crate) fn response_head_start(
     via: Option<&str>,
 ) {
     out.clear();
-    let _ = write!(out, "HTTP/1.1 {} ", resp.status);
+    out.extend_from_slice(b"HTTP/1.1 ");
+    push_decimal(out, resp.status);
+    out.push(b' ');
     out.extend_from_slice(resp.reason.as_bytes());
     out.extend_from_slice(b"\r\n");
     let named = ConnectionNamed::new(resp.headers);
@@ -227,11 +230,11 @@ pub(crate) fn own_response_head(
     connection: ConnectionField,
 ) {
     out.clear();
-    let _ = write!(
-        out,
-        "HTTP/1.1 {status} {}\r\nServer: prefork\r\n",
-        reason(status)
-    );
+    out.extend_from_slice(b"HTTP/1.1 ");
+    push_decimal(out, status);
+    out.push(b' ');
+    out.extend_from_slice(reason(status).as_bytes());
+    out.extend_from_slice(b"\r\nServer: prefork\r\n");
     write_date_header(out);
     write_field(out, b"Content-Type", content_type.as_bytes());
     finish_head(out, Some(body_len as u64), false, connection);

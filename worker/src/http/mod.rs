@@ -9,6 +9,7 @@ pub(crate) mod response;
 
 use std::cell::RefCell;
 use std::io::Write;
+use std::net::IpAddr;
 use std::time::{SystemTime, UNIX_EPOCH};
 
 /// Header slots kept on the stack for one parse; larger limits use the heap.
@@ -168,14 +169,55 @@ pub(crate) fn write_date_header(out: &mut Vec<u8>) {
 pub(crate) fn write_number_header(out: &mut Vec<u8>, name: &[u8], n: u64) {
     out.extend_from_slice(name);
     out.extend_from_slice(b": ");
-    // Writing into a Vec cannot fail.
-    let _ = write!(out, "{n}");
+    push_decimal(out, n);
     out.extend_from_slice(b"\r\n");
+}
+
+/// Appends `n` in decimal. `itoa` rather than `write!`: the formatting
+/// machinery cost ~10 % of a proxied request's instructions.
+pub(crate) fn push_decimal(out: &mut Vec<u8>, n: impl itoa::Integer) {
+    out.extend_from_slice(itoa::Buffer::new().format(n).as_bytes());
+}
+
+/// Appends `ip` as text (dotted quad for IPv4, without `write!`).
+pub(crate) fn push_ip(out: &mut Vec<u8>, ip: IpAddr) {
+    match ip {
+        IpAddr::V4(v4) => {
+            for (i, octet) in v4.octets().into_iter().enumerate() {
+                if i > 0 {
+                    out.push(b'.');
+                }
+                push_decimal(out, octet);
+            }
+        }
+        // Writing into a Vec cannot fail.
+        IpAddr::V6(v6) => {
+            let _ = write!(out, "{v6}");
+        }
+    }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn numbers_and_addresses_as_text() {
+        let mut out = Vec::new();
+        push_decimal(&mut out, 0u64);
+        out.push(b' ');
+        push_decimal(&mut out, u64::MAX);
+        out.push(b' ');
+        push_ip(&mut out, "10.0.255.1".parse().unwrap());
+        out.push(b' ');
+        push_ip(&mut out, "::ffff:1.2.3.4".parse().unwrap());
+        out.push(b' ');
+        push_ip(&mut out, "2001:db8::1".parse().unwrap());
+        assert_eq!(
+            String::from_utf8(out).unwrap(),
+            "0 18446744073709551615 10.0.255.1 ::ffff:1.2.3.4 2001:db8::1"
+        );
+    }
 
     #[test]
     fn content_length_merging() {
