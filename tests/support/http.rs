@@ -343,7 +343,8 @@ impl Conn {
         }
     }
 
-    fn read_exact_body(&mut self, len: usize) -> io::Result<Vec<u8>> {
+    /// Reads exactly `len` body bytes.
+    pub fn read_exact_body(&mut self, len: usize) -> io::Result<Vec<u8>> {
         while self.buf.len() < len {
             if self.fill()? == 0 {
                 return Err(io::Error::new(

@@ -7,7 +7,7 @@ use super::http::{Conn, Request};
 use std::collections::HashMap;
 use std::io::Write;
 use std::net::{Shutdown, SocketAddr, TcpListener, TcpStream};
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::thread;
 use std::time::Duration;
@@ -33,13 +33,19 @@ pub struct Script {
 #[derive(Default)]
 struct Shared {
     scripts: Mutex<HashMap<String, Script>>,
-    requests: Mutex<Vec<Request>>,
+    /// Each request with the number of the connection it came on.
+    requests: Mutex<Vec<(usize, Request)>>,
     stop: AtomicBool,
+    /// Connections accepted so far (numbers the next one).
+    connections: AtomicUsize,
+    /// Never answer `Expect: 100-continue` (like most servers behind nginx).
+    ignore_expect: AtomicBool,
 }
 
 /// An origin answering each request with the bytes scripted for its path
 /// (without the query), or `200` with body `ok` when none is. Answers
-/// `Expect: 100-continue` with `100 Continue` before reading the body.
+/// `Expect: 100-continue` with `100 Continue` before reading the body unless
+/// told not to.
 pub struct ScriptedOrigin {
     addr: SocketAddr,
     shared: Arc<Shared>,
@@ -60,7 +66,8 @@ impl ScriptedOrigin {
                     }
                     let Ok(stream) = stream else { continue };
                     let conn_shared = accept_shared.clone();
-                    thread::spawn(move || serve(stream, &conn_shared));
+                    let id = accept_shared.connections.fetch_add(1, Ordering::SeqCst);
+                    thread::spawn(move || serve(stream, id, &conn_shared));
                 }
             })
             .expect("spawn the scripted origin");
@@ -96,9 +103,24 @@ impl ScriptedOrigin {
         );
     }
 
+    /// Makes the origin ignore `Expect: 100-continue`: it just reads the body.
+    pub fn ignore_expect(&self) {
+        self.shared.ignore_expect.store(true, Ordering::SeqCst);
+    }
+
     /// Every complete request received so far, in arrival order.
     pub fn requests(&self) -> Vec<Request> {
-        self.shared.requests.lock().unwrap().clone()
+        let all = self.shared.requests.lock().unwrap();
+        all.iter().map(|(_, r)| r.clone()).collect()
+    }
+
+    /// The numbers of the connections the requests for `path` came on.
+    pub fn connections_for(&self, path: &str) -> Vec<usize> {
+        let all = self.shared.requests.lock().unwrap();
+        all.iter()
+            .filter(|(_, r)| r.path == path)
+            .map(|(id, _)| *id)
+            .collect()
     }
 
     /// The requests received for `path`.
@@ -116,7 +138,7 @@ impl Drop for ScriptedOrigin {
     }
 }
 
-fn serve(stream: TcpStream, shared: &Shared) {
+fn serve(stream: TcpStream, id: usize, shared: &Shared) {
     let _ = stream.set_read_timeout(Some(IDLE));
     let _ = stream.set_nodelay(true);
     let Ok(mut writer) = stream.try_clone() else {
@@ -126,9 +148,10 @@ fn serve(stream: TcpStream, shared: &Shared) {
     loop {
         let mut continue_writer = writer.try_clone();
         let read = conn.read_request_then(|head| {
-            let expects = head
-                .header("expect")
-                .is_some_and(|v| v.eq_ignore_ascii_case("100-continue"));
+            let expects = !shared.ignore_expect.load(Ordering::SeqCst)
+                && head
+                    .header("expect")
+                    .is_some_and(|v| v.eq_ignore_ascii_case("100-continue"));
             if let (true, Ok(w)) = (expects, continue_writer.as_mut()) {
                 w.write_all(b"HTTP/1.1 100 Continue\r\n\r\n")?;
             }
@@ -139,7 +162,7 @@ fn serve(stream: TcpStream, shared: &Shared) {
             return;
         }
         let path = request.path.split('?').next().unwrap_or("").to_owned();
-        shared.requests.lock().unwrap().push(request);
+        shared.requests.lock().unwrap().push((id, request));
         let script = shared
             .scripts
             .lock()

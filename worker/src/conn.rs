@@ -76,6 +76,8 @@ pub(crate) struct Request<'w> {
     pub(crate) max_body: u64,
     /// Whether it asks to switch protocols (a 101 then opens a tunnel).
     pub(crate) upgrade: bool,
+    /// Whether prefork answers `100 Continue` before reading the body.
+    pub(crate) expect_continue: bool,
     /// What the matching route does (`None`: no route, 404).
     action: Option<&'w RouteAction>,
 }
@@ -342,6 +344,7 @@ impl Connection {
                 body: head.body,
                 max_body,
                 upgrade: head.upgrade,
+                expect_continue: head.expect_continue,
                 action,
             };
             Ok(Some((head.len, req)))

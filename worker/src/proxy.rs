@@ -22,6 +22,9 @@ use std::time::Duration;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::time::{sleep, timeout, Instant};
 
+/// The interim response asking an HTTP/1.1 client for its body.
+const CONTINUE: &[u8] = b"HTTP/1.1 100 Continue\r\n\r\n";
+
 /// Far enough away to mean "not armed yet" for a timer.
 const NOT_ARMED: Duration = Duration::from_secs(365 * 24 * 3600);
 
@@ -68,7 +71,8 @@ struct Expecting<'a> {
     is_head: bool,
     /// The request asked to upgrade: a 101 is its final response.
     upgrade: bool,
-    /// Interim (1xx) responses are relayed (HTTP/1.1 clients only).
+    /// Interim (1xx) responses other than 100 are relayed (HTTP/1.1 clients
+    /// only); a 100 never is, since prefork answers `Expect` itself.
     forward_interim: bool,
     /// The `Via` pseudonym, if any.
     via: Option<&'a str>,
@@ -249,8 +253,25 @@ impl Connection {
         }
         buf.advance(initial);
 
+        // `Expect` is not forwarded: prefork asks for the body itself, once
+        // it is about to read it, unless the client already began sending.
+        if req.expect_continue && initial == 0 && !body.is_done() {
+            within(
+                t.client_write,
+                client_wr.write_all(CONTINUE),
+                ClientError::Write,
+                ClientError::WriteTimeout,
+            )
+            .await
+            .map_err(|e| Early {
+                error: e.into(),
+                retryable: false,
+                request_done: false,
+            })?;
+        }
+
         // The rest of the body goes up while the response head is awaited:
-        // a server may answer early (or send 100 Continue) before reading it.
+        // a server may answer early before reading it.
         let mut sent: Option<Result<(), UpstreamError>> = body.is_done().then_some(Ok(()));
         let head = {
             let pump = pump_request_body(
@@ -539,7 +560,7 @@ where
                     if meta.status >= 200 || meta.status == 101 {
                         return Ok(meta);
                     }
-                    if expecting.forward_interim {
+                    if expecting.forward_interim && meta.status != 100 {
                         heads::finish_head(out, None, false, ConnectionField::Omit);
                         within(
                             send_timeout,

@@ -418,12 +418,16 @@ fn proxies_with_keep_alive_and_a_pooled_upstream_connection() {
     assert_eq!(r.field("connection"), None);
 
     // The same client connection, and the pooled origin connection.
+    let r = exchange(&mut c, "GET /app/echo HTTP/1.1\r\nHost: a\r\n\r\n");
+    assert!(r.text().starts_with("conn=1\n"), "{}", r.text());
+    assert_eq!(origin.connections(), 1);
+    // A HEAD answer announcing a body (Content-Length) does not go back to
+    // the pool: stray body bytes would answer the next request.
     let r = exchange(&mut c, "HEAD /app/echo HTTP/1.1\r\nHost: a\r\n\r\n");
     assert_eq!(r.status, 200);
     assert!(r.field("content-length").is_some());
     let r = exchange(&mut c, "GET /app/echo HTTP/1.1\r\nHost: a\r\n\r\n");
-    assert!(r.text().starts_with("conn=1\n"), "{}", r.text());
-    assert_eq!(origin.connections(), 1);
+    assert!(r.text().starts_with("conn=2\n"), "{}", r.text());
 
     // HTTP/1.0 keeps the connection only when asked.
     let r = exchange(

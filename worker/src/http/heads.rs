@@ -80,7 +80,8 @@ fn write_field(out: &mut Vec<u8>, name: &[u8], value: &[u8]) {
 /// from a client at `client_ip`, with a `Via` naming `via` if set.
 ///
 /// `Upgrade` is forwarded (with `Connection: upgrade`) only when the client
-/// asked to upgrade; `Expect` only from HTTP/1.1 clients (RFC 9110 §10.1.1).
+/// asked to upgrade. `Expect` never is: prefork answers `100 Continue`
+/// itself (as nginx does), so the upstream never waits on an expectation.
 pub(crate) fn request_head(
     out: &mut Vec<u8>,
     req: &RequestHead<'_, '_>,
@@ -113,7 +114,7 @@ pub(crate) fn request_head(
                 || named.contains(name)
                 || name.eq_ignore_ascii_case(b"content-length")
                 || (via.is_some() && name.eq_ignore_ascii_case(b"via"))
-                || (req.version == Version::Http10 && name.eq_ignore_ascii_case(b"expect"))
+                || name.eq_ignore_ascii_case(b"expect")
                 || name.eq_ignore_ascii_case(b"x-forwarded-proto")
                 || name.eq_ignore_ascii_case(b"x-forwarded-host"))
         {
@@ -243,8 +244,15 @@ pub(crate) fn own_response_head(
 /// The small HTML body of an error response prefork generates.
 pub(crate) fn error_body(status: u16) -> String {
     let title = format!("{status} {}", reason(status));
+    // prefork answers 405 only to CONNECT: say why.
+    let detail = match status {
+        405 => {
+            "<p>CONNECT is not supported: prefork is a reverse proxy and opens no tunnels.</p>\r\n"
+        }
+        _ => "",
+    };
     format!(
-        "<html>\r\n<head><title>{title}</title></head>\r\n<body>\r\n<center><h1>{title}</h1></center>\r\n<hr><center>prefork</center>\r\n</body>\r\n</html>\r\n"
+        "<html>\r\n<head><title>{title}</title></head>\r\n<body>\r\n<center><h1>{title}</h1></center>\r\n{detail}<hr><center>prefork</center>\r\n</body>\r\n</html>\r\n"
     )
 }
 
@@ -359,7 +367,7 @@ mod tests {
         );
         assert!(out.contains("\r\nUpgrade: websocket\r\n"), "{out}");
         assert!(out.ends_with("Connection: upgrade\r\n\r\n"), "{out}");
-        assert!(out.contains("Expect: 100-continue\r\n"), "{out}");
+        assert!(!out.contains("Expect"), "{out}");
         let out = forwarded(
             "GET / HTTP/1.1\r\nHost: h\r\nUpgrade: websocket\r\n\r\n",
             "1.2.3.4",
@@ -391,5 +399,6 @@ mod tests {
             "Content-Type: text/html\r\nContent-Length: 12\r\nConnection: keep-alive\r\n\r\n"
         ));
         assert!(error_body(502).contains("<h1>502 Bad Gateway</h1>"));
+        assert!(error_body(405).contains("CONNECT"));
     }
 }

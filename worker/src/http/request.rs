@@ -31,6 +31,9 @@ pub(crate) struct RequestHead<'h, 'b> {
     /// Whether the client asks to switch protocols (HTTP/1.1 with `Upgrade`
     /// and a `Connection: upgrade`): the `Upgrade` field is then forwarded.
     pub upgrade: bool,
+    /// Whether an HTTP/1.1 client with a body sent `Expect: 100-continue`
+    /// and may wait for a `100 Continue` before sending the body.
+    pub expect_continue: bool,
 }
 
 impl RequestHead<'_, '_> {
@@ -84,6 +87,9 @@ pub(crate) enum RequestError {
     /// The request target is longer than `max_uri_length`.
     #[error("request target longer than {0} bytes")]
     UriTooLong(usize),
+    /// A `CONNECT` request: prefork is a reverse proxy and opens no tunnels.
+    #[error("CONNECT is not supported")]
+    Connect,
 }
 
 impl RequestError {
@@ -93,6 +99,7 @@ impl RequestError {
             RequestError::HeadTooLarge(_) | RequestError::TooManyHeaders(_) => 431,
             RequestError::UriTooLong(_) => 414,
             RequestError::UnknownTransferCoding => 501,
+            RequestError::Connect => 405,
             _ => 400,
         }
     }
@@ -129,6 +136,11 @@ pub(crate) fn parse<'h, 'b>(
     };
     let version = Version::from_minor(minor);
     let headers: &'h [httparse::Header<'b>] = req.headers;
+    // Checked before the target: CONNECT's authority-form target is not an
+    // error of syntax but a method prefork refuses (as nginx does).
+    if method == "CONNECT" {
+        return Err(RequestError::Connect);
+    }
 
     let (target, target_authority) = split_target(method, raw_target)?;
     let path = match target.split('?').next() {
@@ -144,6 +156,7 @@ pub(crate) fn parse<'h, 'b>(
     let mut keep_alive_token = false;
     let mut upgrade_token = false;
     let mut upgrade_field = false;
+    let mut expect_continue = false;
     for h in headers {
         let name = h.name.as_bytes();
         if name.eq_ignore_ascii_case(b"host") {
@@ -165,6 +178,8 @@ pub(crate) fn parse<'h, 'b>(
             }
         } else if name.eq_ignore_ascii_case(b"upgrade") {
             upgrade_field |= list_items(h.value).next().is_some();
+        } else if name.eq_ignore_ascii_case(b"expect") {
+            expect_continue |= h.value.trim_ascii().eq_ignore_ascii_case(b"100-continue");
         }
     }
 
@@ -207,6 +222,9 @@ pub(crate) fn parse<'h, 'b>(
         body,
         keep_alive,
         upgrade: version == Version::Http11 && upgrade_token && upgrade_field,
+        expect_continue: expect_continue
+            && version == Version::Http11
+            && !matches!(body, Framing::Empty | Framing::Length(0)),
     }))
 }
 
@@ -463,10 +481,7 @@ mod tests {
         assert_eq!(err("GET / HTTP/1.1\r\nHost: a/b\r\n\r\n"), InvalidHost);
         assert_eq!(err("GET x HTTP/1.1\r\nHost: a\r\n\r\n"), InvalidTarget);
         assert_eq!(err("GET * HTTP/1.1\r\nHost: a\r\n\r\n"), InvalidTarget);
-        assert_eq!(
-            err("CONNECT a:443 HTTP/1.1\r\nHost: a\r\n\r\n"),
-            InvalidTarget
-        );
+        assert_eq!(err("GET a:443 HTTP/1.1\r\nHost: a\r\n\r\n"), InvalidTarget);
         assert_eq!(
             err("GET http:///x HTTP/1.1\r\nHost: a\r\n\r\n"),
             InvalidTarget
@@ -566,6 +581,44 @@ mod tests {
         assert!(!upgrade(
             "GET / HTTP/1.0\r\nConnection: upgrade\r\nUpgrade: websocket\r\n\r\n"
         ));
+    }
+
+    #[test]
+    fn connect_gets_405_whatever_its_target() {
+        for input in [
+            "CONNECT a:443 HTTP/1.1\r\nHost: a:443\r\n\r\n",
+            "CONNECT / HTTP/1.1\r\nHost: a\r\n\r\n",
+        ] {
+            assert_eq!(err(input), RequestError::Connect, "{input:?}");
+        }
+        assert_eq!(RequestError::Connect.status(), 405);
+    }
+
+    #[test]
+    fn expect_continue_only_for_1_1_requests_with_a_body() {
+        let limits = limits();
+        let expects = |input: &str| {
+            with_header_slots(8, |slots| {
+                parse(input.as_bytes(), &limits, slots)
+                    .unwrap()
+                    .unwrap()
+                    .expect_continue
+            })
+        };
+        assert!(expects(
+            "POST / HTTP/1.1\r\nHost: a\r\nExpect: 100-Continue\r\nContent-Length: 1\r\n\r\n"
+        ));
+        assert!(expects(
+            "POST / HTTP/1.1\r\nHost: a\r\nExpect: 100-continue\r\nTransfer-Encoding: chunked\r\n\r\n"
+        ));
+        for input in [
+            "POST / HTTP/1.1\r\nHost: a\r\nExpect: 100-continue\r\nContent-Length: 0\r\n\r\n",
+            "GET / HTTP/1.1\r\nHost: a\r\nExpect: 100-continue\r\n\r\n",
+            "POST / HTTP/1.0\r\nExpect: 100-continue\r\nContent-Length: 1\r\n\r\n",
+            "POST / HTTP/1.1\r\nHost: a\r\nExpect: other\r\nContent-Length: 1\r\n\r\n",
+        ] {
+            assert!(!expects(input), "{input:?}");
+        }
     }
 
     #[test]

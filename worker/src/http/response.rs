@@ -47,6 +47,11 @@ pub(crate) enum ResponseError {
     /// A 101 response to a request that did not ask to upgrade.
     #[error("unexpected 101 Switching Protocols")]
     UnexpectedSwitch,
+    /// A body with a `Transfer-Encoding` other than one `chunked`: prefork
+    /// could only pass it on without saying how it is coded (`gzip`), so it
+    /// refuses it, as nginx does.
+    #[error("unsupported Transfer-Encoding in response")]
+    UnsupportedTransferEncoding,
 }
 
 /// Parses the response head at the start of `buf`; `Ok(None)` means more
@@ -81,6 +86,7 @@ pub(crate) fn parse<'h, 'b>(
     let mut content_length = None;
     let mut transfer_encoding = false;
     let mut chunked_last = false;
+    let mut codings = 0usize;
     let mut close = false;
     let mut keep_alive_token = false;
     for h in headers {
@@ -91,6 +97,7 @@ pub(crate) fn parse<'h, 'b>(
         } else if name.eq_ignore_ascii_case(b"transfer-encoding") {
             for coding in list_items(h.value) {
                 transfer_encoding = true;
+                codings += 1;
                 chunked_last = coding.eq_ignore_ascii_case(b"chunked");
             }
         } else if name.eq_ignore_ascii_case(b"connection") {
@@ -106,12 +113,24 @@ pub(crate) fn parse<'h, 'b>(
         (true, false) => Some(TransferCoding::Other),
     };
     let framing = body_framing(head_request, status, transfer, content_length);
+    // The client must see the codings of the body it gets, but a coded body
+    // could only be passed on close-delimited with `Transfer-Encoding`
+    // kept, which no HTTP/1.0 client may receive and few clients decode.
+    if framing != Framing::Empty && (transfer_encoding && (codings != 1 || !chunked_last)) {
+        return Err(ResponseError::UnsupportedTransferEncoding);
+    }
     let version_allows = match Version::from_minor(minor) {
         Version::Http11 => !close,
         Version::Http10 => keep_alive_token && !close,
     };
     // A response framed by both headers is suspect: never reuse its connection.
-    let keep_alive = version_allows && !(transfer.is_some() && content_length.is_some());
+    // Nor one without a body (HEAD, 204, 304) whose head announces one: a
+    // server that sends it anyway would have the next request on the
+    // connection answered with those bytes.
+    let announced = transfer.is_some() || content_length.is_some_and(|n| n > 0);
+    let keep_alive = version_allows
+        && !(transfer.is_some() && content_length.is_some())
+        && !(framing == Framing::Empty && status >= 200 && announced);
     Ok(Some(ResponseHead {
         status,
         version: Version::from_minor(minor),
@@ -216,8 +235,8 @@ mod tests {
         assert!(s.keep_alive);
         assert_eq!(s.len, "HTTP/1.1 200 OK\r\nContent-Length: 5\r\n\r\n".len());
 
-        let s = ok("HTTP/1.1 200 OK\r\nTransfer-Encoding: gzip, chunked\r\n\r\n");
-        assert_eq!(s.framing, Framing::Chunked);
+        let s = ok("HTTP/1.1 200 OK\r\nTransfer-Encoding: Chunked\r\n\r\n");
+        assert_eq!((s.framing, s.keep_alive), (Framing::Chunked, true));
         let s = ok("HTTP/1.1 200 OK\r\nConnection: close\r\nContent-Length: 1\r\n\r\n");
         assert!(!s.keep_alive);
         let s = ok("HTTP/1.0 200 OK\r\nContent-Length: 1\r\n\r\n");
@@ -238,6 +257,47 @@ mod tests {
             .unwrap();
         assert_eq!((s.framing, s.content_length), (Framing::Empty, Some(9)));
         assert_eq!(try_parse("HTTP/1.1 200 OK\r\nA: b\r\n", false), Ok(None));
+    }
+
+    #[test]
+    fn bodyless_responses_announcing_a_body_end_the_connection() {
+        let head = |input: &str| try_parse(input, true).unwrap().expect("complete head");
+        assert!(head("HTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n").keep_alive);
+        assert!(head("HTTP/1.1 200 OK\r\n\r\n").keep_alive);
+        assert!(!head("HTTP/1.1 200 OK\r\nContent-Length: 9\r\n\r\n").keep_alive);
+        assert!(!head("HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n").keep_alive);
+        // Codings do not matter without a body.
+        assert!(!head("HTTP/1.1 200 OK\r\nTransfer-Encoding: gzip\r\n\r\n").keep_alive);
+        assert!(ok("HTTP/1.1 204 No Content\r\n\r\n").keep_alive);
+        assert!(!ok("HTTP/1.1 204 No Content\r\nContent-Length: 3\r\n\r\n").keep_alive);
+        assert!(!ok("HTTP/1.1 304 Not Modified\r\nContent-Length: 3\r\n\r\n").keep_alive);
+        assert!(ok("HTTP/1.1 304 Not Modified\r\nETag: \"x\"\r\n\r\n").keep_alive);
+        // Bodies keep theirs.
+        assert!(ok("HTTP/1.1 200 OK\r\nContent-Length: 3\r\n\r\n").keep_alive);
+    }
+
+    #[test]
+    fn bodies_with_codings_other_than_chunked_are_refused() {
+        for te in [
+            "gzip",
+            "gzip, chunked",
+            "chunked, chunked",
+            "identity",
+            "chunked, gzip",
+        ] {
+            let input = format!("HTTP/1.1 200 OK\r\nTransfer-Encoding: {te}\r\n\r\n");
+            assert_eq!(
+                try_parse(&input, false),
+                Err(ResponseError::UnsupportedTransferEncoding),
+                "{te}"
+            );
+        }
+        let split =
+            "HTTP/1.1 200 OK\r\nTransfer-Encoding: gzip\r\nTransfer-Encoding: chunked\r\n\r\n";
+        assert_eq!(
+            try_parse(split, false),
+            Err(ResponseError::UnsupportedTransferEncoding)
+        );
     }
 
     #[test]
