@@ -5,17 +5,24 @@ Starts the may_minihttp origin, then each proxy in front of it, and measures
 every cell with wrk, interleaved (origin, prefork, nginx, haproxy, origin, ...)
 so that the machine's noise hits every target alike. Reports medians with
 min-max, latency percentiles, errors, CPU time per request (master and workers
-together, from /proc) and prefork's ratio to the better peer, plus a memory
-cell (RSS per idle keep-alive connection). Run it through bench/run.sh, which
-installs the tools and builds prefork first.
+together, from /proc), prefork's ratio to the better peer and the upstream
+connection reuse (new connections the origin accepted against the requests it
+served, in the middle of each run), plus a memory cell (RSS per idle keep-alive
+connection) and a balance cell (requests per prefork worker, from its /metrics,
+with a shared listener and with reuseport = true). The report ends with issue
+5's targets, each computed as met or not met. Run it through bench/run.sh,
+which installs the tools and builds prefork first.
 """
 
 import argparse
 import asyncio
+import http.client
 import json
 import os
 import platform
+import re
 import resource
+import shlex
 import shutil
 import socket
 import statistics
@@ -101,6 +108,46 @@ def rss_kib(pids):
     return total
 
 
+def http_get(port, path, conn=None):
+    """GET path on 127.0.0.1:port; with conn, on that keep-alive connection."""
+    c = conn or http.client.HTTPConnection("127.0.0.1", port, timeout=10)
+    c.request("GET", path)
+    rsp = c.getresponse()
+    body = rsp.read().decode()
+    if conn is None:
+        c.close()
+    if rsp.status != 200:
+        raise RuntimeError(f"GET {path} on port {port}: {rsp.status} {body}")
+    return body
+
+
+class OriginStats:
+    """The origin's `GET /stats` counters, read over one kept-alive connection
+    so that reading them opens no connection of its own."""
+
+    def __init__(self, port):
+        self.port = port
+        self.conn = http.client.HTTPConnection("127.0.0.1", port, timeout=10)
+
+    def read(self):
+        """(connections accepted, requests served) since the origin started."""
+        fields = dict(f.split("=") for f in http_get(self.port, "/stats", self.conn).split())
+        return int(fields["connections"]), int(fields["requests"])
+
+
+WORKER_REQUESTS = re.compile(r'^prefork_requests_total\{.*worker="(\d+)".*\} (\d+)$')
+
+
+def worker_requests(admin_port):
+    """Requests served per prefork worker slot, from the master's /metrics."""
+    counts = {}
+    for line in http_get(admin_port, "/metrics").splitlines():
+        m = WORKER_REQUESTS.match(line)
+        if m:
+            counts[int(m[1])] = counts.get(int(m[1]), 0) + int(m[2])
+    return counts
+
+
 class Target:
     """A server under test, started and stopped by pid."""
 
@@ -149,20 +196,31 @@ class Origin(Target):
 
 
 class Prefork(Target):
+    """prefork with one shared listening socket; its admin listener serves
+    /metrics (per-worker request counters) for the balance cell."""
+
     name = "prefork"
+    reuseport = False
+
+    def __init__(self, workdir, origin_port, workers):
+        super().__init__(workdir, origin_port, workers)
+        self.admin_port = free_port()
 
     def command(self):
-        cfg = self.workdir / "prefork.toml"
+        cfg = self.workdir / f"{self.name}.toml"
         cfg.write_text(f"""
 workers = {self.workers}
 # As nginx's keepalive_requests below: wrk's connections are never recycled.
 keepalive_requests = 1000000
-pid_file = "{self.workdir}/prefork.pid"
+pid_file = "{self.workdir}/{self.name}.pid"
+[admin]
+addr = "127.0.0.1:{self.admin_port}"
 [log]
-error_log = "{self.workdir}/prefork-error.log"
+error_log = "{self.workdir}/{self.name}-error.log"
 access_log = "off"
 [[listen]]
 addr = "127.0.0.1:{self.port}"
+reuseport = {str(self.reuseport).lower()}
 [upstreams.o]
 servers = ["127.0.0.1:{self.origin_port}"]
 keepalive = 1024
@@ -170,6 +228,13 @@ keepalive = 1024
 upstream = "o"
 """)
         return [str(RELEASE / "prefork"), "-c", str(cfg)]
+
+
+class PreforkReuseport(Prefork):
+    """prefork with one SO_REUSEPORT socket per worker (balance cell only)."""
+
+    name = "prefork-reuseport"
+    reuseport = True
 
 
 class Nginx(Target):
@@ -196,6 +261,11 @@ http {{
             proxy_pass http://o;
             proxy_http_version 1.1;
             proxy_set_header Connection "";
+            # Stream bodies both ways as prefork and HAProxy do, never through
+            # temp files: request bodies in 256 KiB reads (prefork's body read
+            # size), responses with no temp file.
+            proxy_request_buffering off;
+            client_body_buffer_size 256k;
             proxy_max_temp_file_size 0;
         }}
     }}
@@ -229,25 +299,55 @@ backend o
         return ["haproxy", "-f", str(cfg)]
 
 
-def run_wrk(target, path, conns, headers, upload, duration, threads):
-    env = dict(os.environ, UPLOAD_BYTES=str(upload))
+def shown(cmd):
+    """cmd as the report shows it: shell-quoted, paths relative to the
+    repository, the target's port as PORT."""
+    url = re.sub(r"127\.0\.0\.1:\d+", "127.0.0.1:PORT", cmd[-1])
+    return shlex.join([str(Path(a).relative_to(ROOT)) if a == str(REPORT_LUA) else a
+                       for a in cmd[:-1]] + [url])
+
+
+def wrk_command(port, path, conns, headers, duration, threads):
     cmd = ["wrk", f"-t{threads}", f"-c{conns}", f"-d{duration}s", "--timeout", "10s",
            "-s", str(REPORT_LUA)]
     for h in headers:
         cmd += ["-H", h]
-    cmd.append(f"http://127.0.0.1:{target.port}{path}")
-    pids = target.pids()
-    cpu0 = cpu_seconds(pids)
-    out = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=duration + 60)
-    cpu1 = cpu_seconds(pids)
-    line = next((l for l in out.stdout.splitlines() if l.startswith("RESULT ")), None)
+    return cmd + [f"http://127.0.0.1:{port}{path}"]
+
+
+def parse_wrk(stdout, stderr):
+    line = next((l for l in stdout.splitlines() if l.startswith("RESULT ")), None)
     if line is None:
-        raise RuntimeError(f"wrk failed: {out.stdout}\n{out.stderr}")
+        raise RuntimeError(f"wrk failed: {stdout}\n{stderr}")
     r = json.loads(line[len("RESULT "):])
     r["rps"] = r["requests"] / (r["duration_us"] / 1e6)
     r["errors"] = r["connect"] + r["read"] + r["write"] + r["status"] + r["timeout"]
+    return r
+
+
+def run_wrk(target, path, conns, headers, upload, duration, threads, origin_stats=None):
+    """One wrk run against target; with origin_stats, also counts the new
+    upstream connections against the requests the origin served between 25 %
+    and 75 % of the run (steady state: pools are warm, wrk is not stopping)."""
+    cmd = wrk_command(target.port, path, conns, headers, duration, threads)
+    env = dict(os.environ, UPLOAD_BYTES=str(upload))
+    pids = target.pids()
+    cpu0 = cpu_seconds(pids)
+    start = time.monotonic()
+    wrk = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
+    upstream = None
+    if origin_stats:
+        time.sleep(max(0.0, start + duration * 0.25 - time.monotonic()))
+        conns0, reqs0 = origin_stats.read()
+        time.sleep(max(0.0, start + duration * 0.75 - time.monotonic()))
+        conns1, reqs1 = origin_stats.read()
+        upstream = {"new_conns": conns1 - conns0, "requests": reqs1 - reqs0}
+    stdout, stderr = wrk.communicate(timeout=duration + 60)
+    cpu1 = cpu_seconds(pids)
+    r = parse_wrk(stdout, stderr)
     r["cpu_us_per_req"] = (cpu1 - cpu0) * 1e6 / max(r["requests"], 1)
-    r["command"] = " ".join(cmd[:-1] + [f"http://127.0.0.1:PORT{path}"])
+    r["upstream"] = upstream
+    r["command"] = shown(cmd)
     return r
 
 
@@ -288,50 +388,107 @@ def memory_cell(target, count):
             "per_conn_bytes": (after - before) * 1024 / count}
 
 
-def fmt_range(values, f="{:,.0f}"):
-    return f"{f.format(statistics.median(values))} ({f.format(min(values))}–{f.format(max(values))})"
+BALANCE_CONNS = 256
+BALANCE_MODES = [("keep-alive", []), ("new connection per request", ["Connection: close"])]
 
 
-def main():
+def settled_worker_requests(target, before, served, deadline_s=10.0):
+    """Requests per worker since `before`, read once the workers' counters
+    (reported to the master every second) cover the `served` requests, plus
+    one more report so that no worker's last second is missing."""
+    end = time.monotonic() + deadline_s
+    while True:
+        now = worker_requests(target.admin_port)
+        if sum(now.values()) - sum(before.values()) >= served or time.monotonic() > end:
+            break
+        time.sleep(0.2)
+    time.sleep(1.2)
+    now = worker_requests(target.admin_port)
+    return [now.get(w, 0) - before.get(w, 0) for w in sorted(now)]
+
+
+def balance_run(target, headers, duration, threads):
+    """Requests per worker of one wrk -c256 run, and their largest deviation
+    from the mean (a fraction)."""
+    before = worker_requests(target.admin_port)
+    cmd = wrk_command(target.port, "/", BALANCE_CONNS, headers, duration, threads)
+    out = subprocess.run(cmd, capture_output=True, text=True, timeout=duration + 60)
+    r = parse_wrk(out.stdout, out.stderr)
+    counts = settled_worker_requests(target, before, r["requests"])
+    mean = sum(counts) / len(counts) if counts else 0
+    max_dev = max(abs(c - mean) for c in counts) / mean if mean else float("inf")
+    return {"counts": counts, "max_dev": max_dev, "errors": r["errors"],
+            "command": shown(cmd)}
+
+
+def run_cells(args, cells, targets, origin_stats):
+    results = {}
+    for name, path, conns, headers, upload in cells:
+        for rnd in range(args.rounds):
+            for t in targets:
+                stats = origin_stats if t.name != "origin" else None
+                r = run_wrk(t, path, conns, headers, upload, args.duration, args.threads, stats)
+                results.setdefault((name, t.name), []).append(r)
+                reuse = f"  reuse {reuse_pct([r]):7.3f} %" if r["upstream"] else ""
+                print(f"{name:38} round {rnd + 1} {t.name:8} {r['rps']:>10,.0f} req/s "
+                      f"p99 {r['p99_us'] / 1000:7.2f} ms  errors {r['errors']:>5}  "
+                      f"cpu {r['cpu_us_per_req']:6.1f} us/req{reuse}", flush=True)
+    return results
+
+
+def run_balance(args, shared, reuseport):
+    """{(mode, target name): [run, ...]}, shared and reuseport interleaved."""
+    balance = {}
+    for rnd in range(args.rounds):
+        for mode, headers in BALANCE_MODES:
+            for t in (shared, reuseport):
+                b = balance_run(t, headers, args.duration, args.threads)
+                balance.setdefault((mode, t.name), []).append(b)
+                print(f"balance {mode:28} round {rnd + 1} {t.name:18} {b['counts']} "
+                      f"max deviation {b['max_dev'] * 100:.1f} %  errors {b['errors']}", flush=True)
+    return balance
+
+
+def parse_args():
     ap = argparse.ArgumentParser(description=__doc__)
     ap.add_argument("--duration", type=int, default=10, help="seconds per wrk run")
     ap.add_argument("--rounds", type=int, default=3)
     ap.add_argument("--threads", type=int, default=1, help="wrk threads")
     ap.add_argument("--workers", type=int, default=os.cpu_count())
-    ap.add_argument("--idle", type=int, default=10000, help="connections in the memory cell")
+    ap.add_argument("--idle", type=int, default=10000, help="connections in the memory cell (0: skip)")
+    ap.add_argument("--no-balance", action="store_true", help="skip the balance cell")
     ap.add_argument("--cells", default="all", help="comma-separated cell numbers (1-based) or 'all'")
     ap.add_argument("--out", default=str(ROOT / "bench" / "results" / "latest.md"))
-    args = ap.parse_args()
+    return ap.parse_args()
 
+
+def main():
+    args = parse_args()
     cells = CELLS if args.cells == "all" else [CELLS[int(i) - 1] for i in args.cells.split(",")]
     workdir = Path(tempfile.mkdtemp(prefix="prefork-bench-"))
+    # nginx's workers run as nobody: they must reach their temp directories.
+    workdir.chmod(0o755)
     origin = Origin(workdir, args.workers)
     origin.start()
     targets = [origin] + [cls(workdir, origin.port, args.workers) for cls in (Prefork, Nginx, Haproxy)]
-    results = {}
+    reuseport = PreforkReuseport(workdir, origin.port, args.workers)
+    memory, balance = {}, {}
     try:
-        for t in targets[1:]:
+        for t in targets[1:] + [reuseport]:
             t.start()
-        for cell in cells:
-            name, path, conns, headers, upload = cell
-            for rnd in range(args.rounds):
-                for t in targets:
-                    r = run_wrk(t, path, conns, headers, upload, args.duration, args.threads)
-                    results.setdefault((name, t.name), []).append(r)
-                    print(f"{name:38} round {rnd + 1} {t.name:8} {r['rps']:>10,.0f} req/s "
-                          f"p99 {r['p99_us'] / 1000:7.2f} ms  errors {r['errors']:>5}  "
-                          f"cpu {r['cpu_us_per_req']:6.1f} us/req", flush=True)
-        memory = {}
+        results = run_cells(args, cells, targets, OriginStats(origin.port))
+        if not args.no_balance:
+            balance = run_balance(args, targets[1], reuseport)
         if args.idle:
             for t in targets[1:3]:
                 memory[t.name] = memory_cell(t, args.idle)
                 print(f"memory {t.name}: {memory[t.name]}", flush=True)
     finally:
-        for t in reversed(targets):
+        for t in [reuseport] + targets[::-1]:
             t.stop()
         shutil.rmtree(workdir, ignore_errors=True)
 
-    report = render(args, cells, targets, results, memory)
+    report = render(args, cells, targets, results, memory, balance)
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)
     Path(args.out).write_text(report)
     print(report)
@@ -345,39 +502,164 @@ def version(cmd):
         return "?"
 
 
-def render(args, cells, targets, results, memory):
+def fmt_range(values, f="{:,.0f}"):
+    return f"{f.format(statistics.median(values))} ({f.format(min(values))}–{f.format(max(values))})"
+
+
+def median_of(runs, key):
+    return statistics.median(r[key] for r in runs)
+
+
+def reuse_pct(runs):
+    """Upstream connection reuse over runs: 1 - new connections / requests."""
+    new = sum(r["upstream"]["new_conns"] for r in runs)
+    reqs = sum(r["upstream"]["requests"] for r in runs)
+    return (1 - new / reqs) * 100 if reqs else 0.0
+
+
+def fmt_errors(runs):
+    total = {k: sum(r[k] for r in runs) for k in ("connect", "read", "write", "status", "timeout")}
+    detail = ", ".join(f"{n} {k}" for k, n in total.items() if n)
+    return f"{sum(total.values())} ({detail})" if detail else "0"
+
+
+def header_lines(args):
     cpu = next((l.split(":", 1)[1].strip() for l in Path("/proc/cpuinfo").read_text().splitlines()
                 if l.startswith("model name")), platform.processor())
-    lines = [
+    return [
         f"Machine: {os.cpu_count()} cores ({cpu}), Linux {platform.release()}; "
         f"{args.workers} workers/threads per proxy; wrk -t{args.threads}, {args.duration} s per run, "
         f"{args.rounds} interleaved rounds; medians (min–max).",
         f"Versions: {version([str(RELEASE / 'prefork'), '--version'])}; {version(['nginx', '-v'])}; "
         f"{version(['haproxy', '-v'])}; {version(['wrk', '--version'])}.",
         "",
-        "| cell | target | req/s | p50 ms | p99 ms | p99.9 ms | errors | CPU µs/req | prefork ÷ best peer |",
-        "|---|---|---|---|---|---|---|---|---|",
+        "Run: `" + shlex.join(["bench/run.sh"] + sys.argv[1:]) + "`",
     ]
+
+
+def best_peer(results, name):
+    """The peer (nginx or HAProxy) with the higher median req/s in a cell."""
+    return max(("nginx", "haproxy"), key=lambda p: median_of(results[(name, p)], "rps"))
+
+
+def cells_table(cells, targets, results):
+    lines = ["| cell | target | req/s | p50 ms | p99 ms | p99.9 ms | errors | CPU µs/req | prefork ÷ best peer |",
+             "|---|---|---|---|---|---|---|---|---|"]
     for name, *_ in cells:
-        best_peer = max(statistics.median(r["rps"] for r in results[(name, p)]) for p in ("nginx", "haproxy"))
+        peer_rps = median_of(results[(name, best_peer(results, name))], "rps")
         for t in targets:
             runs = results[(name, t.name)]
-            rps = [r["rps"] for r in runs]
-            ratio = f"{statistics.median(rps) / best_peer:.2f}×" if t.name == "prefork" else ""
+            ratio = f"{median_of(runs, 'rps') / peer_rps:.2f}×" if t.name == "prefork" else ""
             lines.append(
-                f"| {name} | {t.name} | {fmt_range(rps)} | "
-                f"{statistics.median(r['p50_us'] for r in runs) / 1000:.2f} | "
-                f"{statistics.median(r['p99_us'] for r in runs) / 1000:.2f} | "
-                f"{statistics.median(r['p999_us'] for r in runs) / 1000:.2f} | "
-                f"{sum(r['errors'] for r in runs)} | "
-                f"{statistics.median(r['cpu_us_per_req'] for r in runs):.1f} | {ratio} |")
+                f"| {name} | {t.name} | {fmt_range([r['rps'] for r in runs])} | "
+                f"{median_of(runs, 'p50_us') / 1000:.2f} | {median_of(runs, 'p99_us') / 1000:.2f} | "
+                f"{median_of(runs, 'p999_us') / 1000:.2f} | {fmt_errors(runs)} | "
+                f"{median_of(runs, 'cpu_us_per_req'):.1f} | {ratio} |")
+    return lines
+
+
+def reuse_table(cells, results):
+    lines = ["Upstream connection reuse: connections the origin accepted and requests it served "
+             "between 25 % and 75 % of each run (its `GET /stats`), summed over the rounds; "
+             "reuse = 1 − new connections ÷ requests.", "",
+             "| cell | proxy | new upstream connections | requests | reuse |", "|---|---|---|---|---|"]
+    for name, *_ in cells:
+        for proxy in ("prefork", "nginx", "haproxy"):
+            runs = results[(name, proxy)]
+            new = sum(r["upstream"]["new_conns"] for r in runs)
+            reqs = sum(r["upstream"]["requests"] for r in runs)
+            lines.append(f"| {name} | {proxy} | {new:,} | {reqs:,} | {reuse_pct(runs):.3f} % |")
+    return lines
+
+
+def balance_table(balance):
+    lines = [f"Balance: requests per prefork worker under `wrk -c{BALANCE_CONNS} /` (deltas of "
+             "`prefork_requests_total` per `worker` from the admin listener's `/metrics`), one "
+             "shared listening socket vs `reuseport = true`.", "",
+             "| mode | listener | requests per worker, each round | max deviation from the mean | errors |",
+             "|---|---|---|---|---|"]
+    for (mode, name), runs in balance.items():
+        counts = "; ".join(" / ".join(f"{c:,}" for c in b["counts"]) for b in runs)
+        listener = "`reuseport = true`" if name == "prefork-reuseport" else "shared"
+        devs = [b["max_dev"] * 100 for b in runs]
+        lines.append(f"| {mode} | {listener} | {counts} | ±{fmt_range(devs, '{:.1f}')} % | "
+                     f"{sum(b['errors'] for b in runs)} |")
+    return lines
+
+
+def memory_table(args, memory):
+    lines = [f"Idle keep-alive connections ({args.idle:,}), workers' total RSS:", "",
+             "| target | RSS before | RSS with connections | per connection |", "|---|---|---|---|"]
+    for name, m in memory.items():
+        lines.append(f"| {name} | {m['before_kib'] / 1024:.1f} MiB | {m['after_kib'] / 1024:.1f} MiB | "
+                     f"{m['per_conn_bytes'] / 1024:.2f} KiB |")
+    return lines
+
+
+def verdict(met):
+    return "**met**" if met else "**not met**"
+
+
+def cell_targets(cells, results):
+    """Rows (target, measured, met) for the req/s, p99 and CPU targets."""
+    rows = []
+    for name, path, *_ in cells:
+        pre, peer = results[(name, "prefork")], best_peer(results, name)
+        ratio = median_of(pre, "rps") / median_of(results[(name, peer)], "rps")
+        if path == "/":
+            p99_peers = min(median_of(results[(name, p)], "p99_us") for p in ("nginx", "haproxy"))
+            p99 = median_of(pre, "p99_us")
+            rows.append((f"{name}: req/s ≥ 1.2× the better peer, p99 no worse than the peers' best",
+                         f"{ratio:.2f}× {peer}; p99 {p99 / 1000:.2f} ms vs {p99_peers / 1000:.2f} ms",
+                         ratio >= 1.2 and p99 <= p99_peers))
+        else:
+            rows.append((f"{name}: req/s ≥ 1.0× the better peer", f"{ratio:.2f}× {peer}", ratio >= 1.0))
+        cpu = median_of(pre, "cpu_us_per_req") / median_of(results[(name, "nginx")], "cpu_us_per_req")
+        rows.append((f"{name}: CPU per request ≤ 0.8× nginx", f"{cpu:.2f}×", cpu <= 0.8))
+    return rows
+
+
+def other_targets(cells, results, memory, balance):
+    """Rows (target, measured, met) for errors, memory, reuse and balance."""
+    rows = []
+    with_errors = [f"{t} in {c}: {fmt_errors(runs)}" for (c, t), runs in results.items()
+                   if sum(r["errors"] for r in runs)]
+    rows.append(("no wrk errors for any target in any cell", "; ".join(with_errors) or "none",
+                 not with_errors))
+    if "prefork" in memory:
+        kib = memory["prefork"]["per_conn_bytes"] / 1024
+        rows.append(("< 10 KiB of worker memory per idle keep-alive connection", f"{kib:.2f} KiB", kib < 10))
+    for name, *_ in cells:
+        pct = reuse_pct(results[(name, "prefork")])
+        rows.append((f"{name}: upstream connection reuse > 99.9 %", f"{pct:.3f} %", pct > 99.9))
+    for (mode, name), runs in balance.items():
+        if name == "prefork-reuseport":
+            dev = statistics.median(b["max_dev"] for b in runs) * 100
+            rows.append((f"balance with `reuseport = true`, {mode}: within ±10 % of the mean",
+                         f"±{dev:.1f} % (median of rounds)", dev <= 10))
+    return rows
+
+
+def targets_table(cells, results, memory, balance):
+    rows = cell_targets(cells, results) + other_targets(cells, results, memory, balance)
+    lines = [f"Issue 5's targets, computed from this run ({sum(m for *_, m in rows)} of {len(rows)} met):", "",
+             "| target | measured | |", "|---|---|---|"]
+    lines += [f"| {t} | {m} | {verdict(ok)} |" for t, m, ok in rows]
+    return lines
+
+
+def render(args, cells, targets, results, memory, balance):
+    lines = header_lines(args) + [""] + cells_table(cells, targets, results)
+    lines += [""] + reuse_table(cells, results)
+    if balance:
+        lines += [""] + balance_table(balance)
     if memory:
-        lines += ["", f"Idle keep-alive connections ({args.idle:,}), workers' total RSS:", "",
-                  "| target | RSS before | RSS with connections | per connection |", "|---|---|---|---|"]
-        for name, m in memory.items():
-            lines.append(f"| {name} | {m['before_kib'] / 1024:.1f} MiB | {m['after_kib'] / 1024:.1f} MiB | "
-                         f"{m['per_conn_bytes'] / 1024:.2f} KiB |")
-    lines += ["", "Commands: " + "; ".join(sorted({r['command'] for runs in results.values() for r in runs})), ""]
+        lines += [""] + memory_table(args, memory)
+    lines += [""] + targets_table(cells, results, memory, balance)
+    commands = sorted({r["command"] for runs in results.values() for r in runs} |
+                      {b["command"] for runs in balance.values() for b in runs})
+    lines += ["", "wrk commands (PORT: the target's port; `UPLOAD_BYTES=1048576` in the environment "
+              "for the upload cell):", ""] + [f"- `{c}`" for c in commands] + [""]
     return "\n".join(lines)
 
 

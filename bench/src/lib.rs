@@ -9,14 +9,20 @@
 //!
 //! Every response carries `X-Origin: NAME`.
 //!
+//! `GET /stats` answers `connections=C requests=R\n`: the connections the
+//! origin has accepted and the requests it has served since it started (not
+//! counting `/stats` itself), so a benchmark can count how often a proxy
+//! opens a new upstream connection.
+//!
 //! may_minihttp reads request bodies only by `Content-Length` (no chunked
 //! bodies) and takes at most 16 request headers; the black-box tests use their
 //! own recording origin where they need to see exactly what arrived.
 
-use may_minihttp::{HttpServer, HttpService, Request, Response};
+use may_minihttp::{HttpService, HttpServiceFactory, Request, Response};
 use std::io::{self, Read};
 use std::net::{SocketAddr, TcpListener};
-use std::sync::OnceLock;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, OnceLock};
 
 /// Body served by `GET /`.
 pub const HELLO: &str = "Hello, World!";
@@ -52,6 +58,13 @@ fn shared_pattern() -> &'static str {
     })
 }
 
+/// What one origin server has served, shared by its connections.
+#[derive(Default)]
+struct Counters {
+    connections: AtomicU64,
+    requests: AtomicU64,
+}
+
 /// One origin's request handler; cloned for every connection.
 #[derive(Clone)]
 struct Origin {
@@ -59,6 +72,17 @@ struct Origin {
     /// `X-Origin: NAME`, built once per server because may_minihttp takes
     /// only `&'static str` headers.
     origin_header: &'static str,
+    counters: Arc<Counters>,
+}
+
+impl HttpServiceFactory for Origin {
+    type Service = Origin;
+
+    /// Called once per accepted connection, which is what makes it count them.
+    fn new_service(&self, _id: usize) -> Origin {
+        self.counters.connections.fetch_add(1, Ordering::Relaxed);
+        self.clone()
+    }
 }
 
 impl HttpService for Origin {
@@ -71,6 +95,17 @@ impl HttpService for Origin {
         let mut body = Vec::new();
         req.body().read_to_end(&mut body)?;
 
+        if method == "GET" && path == "/stats" {
+            let c = &self.counters;
+            let text = format!(
+                "connections={} requests={}\n",
+                c.connections.load(Ordering::Relaxed),
+                c.requests.load(Ordering::Relaxed)
+            );
+            rsp.body_vec(text.into_bytes());
+            return Ok(());
+        }
+        self.counters.requests.fetch_add(1, Ordering::Relaxed);
         if method == "GET" && path == "/" {
             rsp.body(HELLO);
         } else if let Some(len) = path
@@ -105,9 +140,10 @@ pub fn start(addr: SocketAddr, name: &str) -> io::Result<SocketAddr> {
     let origin = Origin {
         name,
         origin_header,
+        counters: Arc::default(),
     };
     if addr.port() != 0 {
-        HttpServer(origin).start(addr)?;
+        origin.start(addr)?;
         return Ok(addr);
     }
     // may_minihttp binds by itself and does not report the port it got, so
@@ -115,7 +151,7 @@ pub fn start(addr: SocketAddr, name: &str) -> io::Result<SocketAddr> {
     let mut last_error = None;
     for _ in 0..20 {
         let candidate = TcpListener::bind(addr)?.local_addr()?;
-        match HttpServer(origin.clone()).start(candidate) {
+        match origin.clone().start(candidate) {
             Ok(_) => return Ok(candidate),
             Err(e) if e.kind() == io::ErrorKind::AddrInUse => last_error = Some(e),
             Err(e) => return Err(e),
@@ -132,6 +168,8 @@ pub fn start_local(name: &str) -> io::Result<SocketAddr> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::io::Write;
+    use std::net::TcpStream;
 
     #[test]
     fn pattern_blocks_hold_their_offsets() {
@@ -141,5 +179,34 @@ mod tests {
         assert_eq!(&p[32..], b"00000000");
         assert_eq!(shared_pattern().len(), SHARED_PATTERN_LEN);
         assert_eq!(shared_pattern().as_bytes()[..40], p[..]);
+    }
+
+    /// Sends `GET path` on `conn` and reads until the response ends with `end`.
+    fn get(conn: &mut TcpStream, path: &str, end: &str) -> String {
+        write!(conn, "GET {path} HTTP/1.1\r\nHost: t\r\n\r\n").unwrap();
+        let mut got = Vec::new();
+        let mut buf = [0; 1024];
+        while !got.ends_with(end.as_bytes()) {
+            let n = conn.read(&mut buf).unwrap();
+            assert!(n > 0, "closed after {:?}", String::from_utf8_lossy(&got));
+            got.extend_from_slice(&buf[..n]);
+        }
+        String::from_utf8(got).unwrap()
+    }
+
+    #[test]
+    fn stats_count_connections_and_requests() {
+        let addr = start_local("stats").unwrap();
+        let mut first = TcpStream::connect(addr).unwrap();
+        get(&mut first, "/", HELLO);
+        get(&mut first, "/", HELLO);
+        let mut second = TcpStream::connect(addr).unwrap();
+        get(&mut second, "/other", "\n");
+        let mut stats = TcpStream::connect(addr).unwrap();
+        let rsp = get(&mut stats, "/stats", "\n");
+        assert!(rsp.ends_with("\r\n\r\nconnections=3 requests=3\n"), "{rsp}");
+        // `/stats` does not count itself.
+        let rsp = get(&mut stats, "/stats", "\n");
+        assert!(rsp.ends_with("\r\n\r\nconnections=3 requests=3\n"), "{rsp}");
     }
 }
