@@ -63,6 +63,21 @@ impl RequestInfo {
         }
         self.protocol = "";
     }
+
+    /// The largest capacity of its fields (to free grown ones).
+    pub(crate) fn capacity(&self) -> usize {
+        [
+            &self.method,
+            &self.host,
+            &self.uri,
+            &self.referer,
+            &self.user_agent,
+        ]
+        .iter()
+        .map(|f| f.capacity())
+        .max()
+        .unwrap_or(0)
+    }
 }
 
 /// What serving one request did.
