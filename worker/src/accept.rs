@@ -51,10 +51,13 @@ fn serve(worker: &Rc<Worker>, stream: TcpStream, peer: SocketAddr) {
     let guard = worker.track();
     // The newest configuration (hot reload) serves it.
     let conn = Connection::new(worker.latest(), stream, peer);
-    tokio::task::spawn_local(async move {
+    // Boxed: the connection's future is several KiB, and tokio moves a
+    // task's future by value a few times while spawning and finishing it;
+    // moving a pointer instead saves more than the allocation costs.
+    tokio::task::spawn_local(Box::pin(async move {
         conn.run().await;
         drop(guard);
-    });
+    }));
 }
 
 /// Accepts, without waiting, every connection in the listener's queue (the
