@@ -46,8 +46,7 @@ pub(crate) async fn accept_loop(worker: Rc<Worker>, listener: TcpListener) {
 }
 
 fn serve(worker: &Rc<Worker>, stream: TcpStream, peer: SocketAddr) {
-    // Request/response traffic wants latency, not Nagle batching.
-    let _ = stream.set_nodelay(true);
+    // TCP_NODELAY is set when a response needs it (conn::set_nodelay).
     let guard = worker.track();
     // The newest configuration (hot reload) serves it.
     let conn = Connection::new(worker.latest(), stream, peer);

@@ -57,6 +57,8 @@ pub(crate) struct Connection {
     pub(crate) request_id: String,
     /// The current request's route (index in the config; `None`: none).
     route: Option<usize>,
+    /// Whether TCP_NODELAY is set yet (see [`set_nodelay`]).
+    pub(crate) nodelay: bool,
 }
 
 impl Drop for Connection {
@@ -135,6 +137,7 @@ impl Connection {
             info,
             request_id,
             route: None,
+            nodelay: false,
         }
     }
 
@@ -447,6 +450,9 @@ impl Connection {
             connection_field(version, close),
         );
         let body = if is_head { &[][..] } else { body };
+        if !close {
+            set_nodelay(&self.stream, &mut self.nodelay);
+        }
         let send_timeout = self.send_timeout();
         let write = write_two(&mut self.stream, &self.response_head, body);
         let ok = matches!(timeout(send_timeout, write).await, Ok(Ok(())));
@@ -486,6 +492,20 @@ async fn read_head(
         buf.reserve(HEAD_BUFFER);
     }
     stream.read_buf(buf).await
+}
+
+/// Sets TCP_NODELAY on a client connection, once: request/response traffic
+/// wants latency, not Nagle's batching. Callers skip it for a connection's
+/// last response when all of it is at hand: it leaves in one write followed
+/// at once by the close (or the lingering close's shutdown), which sends
+/// whatever Nagle held back. A `Connection: close` request then costs one
+/// system call less (nginx, too, sets it only once a connection is kept
+/// alive).
+pub(crate) fn set_nodelay(stream: &TcpStream, done: &mut bool) {
+    if !*done {
+        *done = true;
+        let _ = stream.set_nodelay(true);
+    }
 }
 
 /// The `Connection` field for a response to a client of `version`.
