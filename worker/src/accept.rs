@@ -22,10 +22,16 @@ const ACCEPT_BACKOFF: Duration = Duration::from_millis(100);
 pub(crate) async fn accept_loop(worker: Rc<Worker>, listener: TcpListener) {
     let mut stop = worker.stop.clone();
     loop {
+        if *stop.borrow() != Stop::Running {
+            break;
+        }
+        // Accepting comes first: while connections are queued, the stop
+        // branch is never polled, so no waiter is registered per accept (the
+        // check above sees a stop at the next connection).
         let accepted = tokio::select! {
             biased;
-            _ = stop.wait_for(|s| *s != Stop::Running) => break,
             accepted = listener.accept() => accepted,
+            _ = stop.wait_for(|s| *s != Stop::Running) => break,
         };
         match accepted {
             Ok((stream, peer)) => serve(&worker, stream, peer),
