@@ -22,10 +22,16 @@ const ACCEPT_BACKOFF: Duration = Duration::from_millis(100);
 pub(crate) async fn accept_loop(worker: Rc<Worker>, listener: TcpListener) {
     let mut stop = worker.stop.clone();
     loop {
+        if *stop.borrow() != Stop::Running {
+            break;
+        }
+        // Accepting comes first: while connections are queued, the stop
+        // branch is never polled, so no waiter is registered per accept (the
+        // check above sees a stop at the next connection).
         let accepted = tokio::select! {
             biased;
-            _ = stop.wait_for(|s| *s != Stop::Running) => break,
             accepted = listener.accept() => accepted,
+            _ = stop.wait_for(|s| *s != Stop::Running) => break,
         };
         match accepted {
             Ok((stream, peer)) => serve(&worker, stream, peer),
@@ -46,15 +52,17 @@ pub(crate) async fn accept_loop(worker: Rc<Worker>, listener: TcpListener) {
 }
 
 fn serve(worker: &Rc<Worker>, stream: TcpStream, peer: SocketAddr) {
-    // Request/response traffic wants latency, not Nagle batching.
-    let _ = stream.set_nodelay(true);
+    // TCP_NODELAY is set when a response needs it (conn::set_nodelay).
     let guard = worker.track();
     // The newest configuration (hot reload) serves it.
     let conn = Connection::new(worker.latest(), stream, peer);
-    tokio::task::spawn_local(async move {
+    // Boxed: the connection's future is several KiB, and tokio moves a
+    // task's future by value a few times while spawning and finishing it;
+    // moving a pointer instead saves more than the allocation costs.
+    tokio::task::spawn_local(Box::pin(async move {
         conn.run().await;
         drop(guard);
-    });
+    }));
 }
 
 /// Accepts, without waiting, every connection in the listener's queue (the

@@ -9,7 +9,7 @@ use prefork_shared::stats::UNROUTED;
 use std::cell::RefCell;
 use std::fmt::{self, Write as _};
 use std::io;
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::rc::Rc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
@@ -62,6 +62,21 @@ impl RequestInfo {
             field.clear();
         }
         self.protocol = "";
+    }
+
+    /// The largest capacity of its fields (to free grown ones).
+    pub(crate) fn capacity(&self) -> usize {
+        [
+            &self.method,
+            &self.host,
+            &self.uri,
+            &self.referer,
+            &self.user_agent,
+        ]
+        .iter()
+        .map(|f| f.capacity())
+        .max()
+        .unwrap_or(0)
     }
 }
 
@@ -276,12 +291,10 @@ impl Values<'_> {
     /// nginx's `combined`, then the request id and the request time.
     fn combined(&self, out: &mut String) -> fmt::Result {
         let i = self.e.info;
-        write!(
-            out,
-            "{} - - [{}] \"",
-            self.e.client.ip().to_canonical(),
-            self.clock.local
-        )?;
+        push_ip(out, self.e.client.ip().to_canonical());
+        out.push_str(" - - [");
+        out.push_str(&self.clock.local);
+        out.push_str("] \"");
         if i.method.is_empty() {
             out.push('-');
         } else {
@@ -291,17 +304,19 @@ impl Values<'_> {
             out.push(' ');
             out.push_str(i.protocol);
         }
-        write!(
-            out,
-            "\" {} {} \"",
-            self.e.served.status, self.e.served.bytes_sent
-        )?;
+        out.push_str("\" ");
+        push_number(out, self.e.served.status);
+        out.push(' ');
+        push_number(out, self.e.served.bytes_sent);
+        out.push_str(" \"");
         quoted(out, dash(&i.referer));
         out.push_str("\" \"");
         quoted(out, dash(&i.user_agent));
         out.push_str("\" \"");
         quoted(out, self.e.request_id);
-        write!(out, "\" {}", Secs(self.e.total))
+        out.push_str("\" ");
+        push_secs(out, self.e.total);
+        Ok(())
     }
 
     fn json(&self, out: &mut String) -> fmt::Result {
@@ -363,7 +378,7 @@ impl Values<'_> {
                 Segment::Field(f) => f,
             };
             match field {
-                AccessField::RemoteAddr => write!(out, "{}", self.e.client.ip().to_canonical())?,
+                AccessField::RemoteAddr => push_ip(out, self.e.client.ip().to_canonical()),
                 AccessField::TimeLocal => out.push_str(&self.clock.local),
                 AccessField::TimeIso8601 => out.push_str(&self.clock.iso),
                 AccessField::Request => {
@@ -377,9 +392,9 @@ impl Values<'_> {
                 AccessField::RequestUri => quoted(out, dash(&i.uri)),
                 AccessField::ServerProtocol => out.push_str(dash(i.protocol)),
                 AccessField::Host => quoted(out, dash(&i.host)),
-                AccessField::Status => write!(out, "{}", s.status)?,
-                AccessField::BytesSent => write!(out, "{}", s.bytes_sent)?,
-                AccessField::RequestTime => write!(out, "{}", Secs(self.e.total))?,
+                AccessField::Status => push_number(out, s.status),
+                AccessField::BytesSent => push_number(out, s.bytes_sent),
+                AccessField::RequestTime => push_secs(out, self.e.total),
                 AccessField::UpstreamAddr => write!(out, "{}", OrDash(s.upstream))?,
                 AccessField::UpstreamResponseTime => {
                     write!(out, "{}", OrDash(s.upstream_time.map(Secs)))?
@@ -406,12 +421,47 @@ fn dash(s: &str) -> &str {
 /// Appends `s` with `"`, `\` and bytes outside printable ASCII escaped as
 /// `\xHH`, as nginx does, so a line can never be split or forged.
 fn quoted(out: &mut String, s: &str) {
-    for b in s.bytes() {
-        if b == b'"' || b == b'\\' || !(0x20..0x7f).contains(&b) {
-            let _ = write!(out, "\\x{b:02X}");
-        } else {
-            out.push(b as char);
+    let escaped = |b: &u8| *b == b'"' || *b == b'\\' || !(0x20..0x7f).contains(b);
+    let mut rest = s.as_bytes();
+    // Runs of printable ASCII are copied at once.
+    while let Some(at) = rest.iter().position(escaped) {
+        out.push_str(std::str::from_utf8(&rest[..at]).unwrap_or_default());
+        let _ = write!(out, "\\x{:02X}", rest[at]);
+        rest = &rest[at + 1..];
+    }
+    out.push_str(std::str::from_utf8(rest).unwrap_or_default());
+}
+
+/// Appends `n` in decimal (`itoa`: `write!` costs several times more, and
+/// lines are formatted per request).
+fn push_number(out: &mut String, n: impl itoa::Integer) {
+    out.push_str(itoa::Buffer::new().format(n));
+}
+
+/// Appends `ip` (dotted quad for IPv4, without `write!`).
+fn push_ip(out: &mut String, ip: IpAddr) {
+    match ip {
+        IpAddr::V4(v4) => {
+            for (i, octet) in v4.octets().into_iter().enumerate() {
+                if i > 0 {
+                    out.push('.');
+                }
+                push_number(out, octet);
+            }
         }
+        IpAddr::V6(v6) => {
+            let _ = write!(out, "{v6}");
+        }
+    }
+}
+
+/// Appends a duration as seconds with milliseconds (`1.234`).
+fn push_secs(out: &mut String, d: Duration) {
+    push_number(out, d.as_secs());
+    let ms = d.subsec_millis();
+    out.push('.');
+    for digit in [ms / 100, ms / 10 % 10, ms % 10] {
+        out.push(char::from(b'0' + digit as u8));
     }
 }
 
@@ -562,6 +612,15 @@ mod tests {
     #[test]
     fn formats_times_and_dashes() {
         assert_eq!(Secs(Duration::from_millis(1234)).to_string(), "1.234");
+        let mut out = String::new();
+        push_secs(&mut out, Duration::from_millis(61_005));
+        out.push(' ');
+        push_ip(&mut out, "10.0.0.255".parse().unwrap());
+        out.push(' ');
+        push_ip(&mut out, "::1".parse().unwrap());
+        out.push(' ');
+        quoted(&mut out, "a\"é\\b\u{7f}");
+        assert_eq!(out, "61.005 10.0.0.255 ::1 a\\x22\\xC3\\xA9\\x5Cb\\x7F");
         assert_eq!(OrDash::<u8>(None).to_string(), "-");
         assert_eq!(civil(0), (1970, 1, 1, 0, 0, 0));
         assert_eq!(civil(951_782_400), (2000, 2, 29, 0, 0, 0));

@@ -2,6 +2,7 @@
 //! the responses prefork answers by itself.
 
 use crate::access_log::{Entry, RequestInfo, Served};
+use crate::buffers::{Buffers, Scratch, HEAD_BUFFER};
 use crate::control::Stop;
 use crate::http::body::BodyCursor;
 use crate::http::heads::{self, ConnectionField};
@@ -21,8 +22,6 @@ use tokio::net::TcpStream;
 use tokio::sync::watch;
 use tokio::time::{timeout, timeout_at, Instant};
 
-/// Initial size of a connection's read buffer (enough for most heads).
-const HEAD_BUFFER: usize = 8 * 1024;
 /// Spare room below which the read buffer grows before a read.
 const MIN_SPARE: usize = 1024;
 /// Lingering close (nginx's `lingering_time`): the longest a closing
@@ -58,6 +57,24 @@ pub(crate) struct Connection {
     pub(crate) request_id: String,
     /// The current request's route (index in the config; `None`: none).
     route: Option<usize>,
+    /// Whether TCP_NODELAY is set yet (see [`set_nodelay`]).
+    pub(crate) nodelay: bool,
+}
+
+impl Drop for Connection {
+    fn drop(&mut self) {
+        // The per-request buffers go back to the worker's free lists.
+        let buffers = self.worker.buffers();
+        buffers.put_scratch(Scratch {
+            request_head: std::mem::take(&mut self.request_head),
+            response_head: std::mem::take(&mut self.response_head),
+            request_id: std::mem::take(&mut self.request_id),
+            info: std::mem::take(&mut self.info),
+        });
+        if self.buf.capacity() > 0 {
+            buffers.put_head(std::mem::take(&mut self.buf));
+        }
+    }
 }
 
 /// A parsed request; its head has been consumed from the buffer.
@@ -105,17 +122,24 @@ enum HeadEnd {
 impl Connection {
     /// A connection just accepted from `peer`.
     pub(crate) fn new(worker: Rc<Worker>, stream: TcpStream, peer: SocketAddr) -> Self {
+        let Scratch {
+            request_head,
+            response_head,
+            request_id,
+            info,
+        } = worker.buffers().take_scratch();
         Connection {
             stop: worker.stop.clone(),
             worker,
             stream,
             peer,
             buf: BytesMut::new(),
-            request_head: Vec::new(),
-            response_head: Vec::new(),
-            info: RequestInfo::default(),
-            request_id: String::new(),
+            request_head,
+            response_head,
+            info,
+            request_id,
             route: None,
+            nodelay: false,
         }
     }
 
@@ -268,7 +292,7 @@ impl Connection {
             let read = tokio::select! {
                 // Bytes already sent win over a stop: they are a request to answer.
                 biased;
-                read = timeout_at(until, read_head(&mut self.stream, &mut self.buf)) => read,
+                read = timeout_at(until, read_head(&mut self.stream, &mut self.buf, worker.buffers())) => read,
                 _ = self.stop.wait_for(|s| *s != Stop::Running), if idle && !stop_grace => {
                     // The client may be sending a request right now: closing
                     // at once would reset it. Answer what arrives meanwhile
@@ -328,10 +352,15 @@ impl Connection {
                 None => worker.next_request_id(request_id),
             }
             if matches!(action, Some(RouteAction::Proxy(_))) {
-                heads::request_head(request_head, &head, client_ip, limits.via.as_deref());
-                if client_id.is_none() {
-                    request_id::add_header(request_head, request_id);
-                }
+                // A client's own id is already among the fields forwarded.
+                let added_id = client_id.is_none().then_some(request_id.as_str());
+                heads::request_head(
+                    request_head,
+                    &head,
+                    client_ip,
+                    limits.via.as_deref(),
+                    added_id,
+                );
             }
             if worker.access.any() {
                 info.set(&head);
@@ -424,6 +453,9 @@ impl Connection {
             connection_field(version, close),
         );
         let body = if is_head { &[][..] } else { body };
+        if !close {
+            set_nodelay(&self.stream, &mut self.nodelay);
+        }
         let send_timeout = self.send_timeout();
         let write = write_two(&mut self.stream, &self.response_head, body);
         let ok = matches!(timeout(send_timeout, write).await, Ok(Ok(())));
@@ -444,18 +476,39 @@ impl Connection {
 }
 
 /// Reads more of a request head into `buf`. A connection waiting idle for
-/// its next request holds no buffer: it is released before the wait and
-/// allocated again once bytes arrive (as nginx does), which keeps idle
-/// keep-alive connections cheap.
-async fn read_head(stream: &mut TcpStream, buf: &mut BytesMut) -> std::io::Result<usize> {
+/// its next request holds no buffer: it goes back to the worker's free list
+/// before the wait and one is taken again once bytes arrive (as nginx
+/// does), which keeps idle keep-alive connections cheap.
+async fn read_head(
+    stream: &mut TcpStream,
+    buf: &mut BytesMut,
+    buffers: &Buffers,
+) -> std::io::Result<usize> {
     if buf.is_empty() {
-        *buf = BytesMut::new();
+        if buf.capacity() > 0 {
+            buffers.put_head(std::mem::take(buf));
+        }
         stream.readable().await?;
+        *buf = buffers.take_head();
     }
     if buf.capacity() - buf.len() < MIN_SPARE {
         buf.reserve(HEAD_BUFFER);
     }
     stream.read_buf(buf).await
+}
+
+/// Sets TCP_NODELAY on a client connection, once: request/response traffic
+/// wants latency, not Nagle's batching. Callers skip it for a connection's
+/// last response when all of it is at hand: it leaves in one write followed
+/// at once by the close (or the lingering close's shutdown), which sends
+/// whatever Nagle held back. A `Connection: close` request then costs one
+/// system call less (nginx, too, sets it only once a connection is kept
+/// alive).
+pub(crate) fn set_nodelay(stream: &TcpStream, done: &mut bool) {
+    if !*done {
+        *done = true;
+        let _ = stream.set_nodelay(true);
+    }
 }
 
 /// The `Connection` field for a response to a client of `version`.

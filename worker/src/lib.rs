@@ -8,6 +8,7 @@ mod accept;
 mod access_log;
 mod access_sink;
 mod balance;
+mod buffers;
 mod conn;
 mod control;
 mod error;

@@ -2,7 +2,7 @@
 //! streams in, and stream the response back.
 
 use crate::access_log::Served;
-use crate::conn::{connection_field, Connection, Done, Request};
+use crate::conn::{connection_field, set_nodelay, Connection, Done, Request};
 use crate::error::{ClientError, PumpError, UpstreamError};
 use crate::health::Change;
 use crate::http::body::BodyCursor;
@@ -233,6 +233,7 @@ impl Connection {
             worker,
             peer,
             request_id,
+            nodelay,
             ..
         } = self;
         let (mut client_rd, mut client_wr) = stream.split();
@@ -344,6 +345,7 @@ impl Connection {
         };
 
         if meta.status == 101 {
+            set_nodelay(client_wr.as_ref(), nodelay);
             heads::finish_head(response_head, None, false, ConnectionField::Upgrade);
             let idle = worker.config.http.tunnel_timeout;
             // Bytes either side sent early (after its head) go first.
@@ -395,6 +397,14 @@ impl Connection {
             connection_field(req.version, close),
         );
 
+        let whole = match meta.framing {
+            Framing::Empty => true,
+            Framing::Length(n) => up.buf.len() as u64 >= n,
+            Framing::Chunked | Framing::Close => false,
+        };
+        if !(close && whole) {
+            set_nodelay(client_wr.as_ref(), nodelay);
+        }
         let mut body = BodyCursor::new(meta.framing);
         let result = send_response(
             &mut up_rd,

@@ -3,13 +3,13 @@
 
 use std::cell::Cell;
 use std::collections::hash_map::RandomState;
-use std::fmt::Write as _;
 use std::hash::BuildHasher;
 
 /// Makes ids unique across workers and restarts: a random per-process
 /// prefix and a counter.
 pub(crate) struct RequestIds {
-    prefix: u64,
+    /// The prefix as 16 hex digits (formatted once).
+    prefix: [u8; 16],
     next: Cell<u64>,
 }
 
@@ -19,7 +19,7 @@ impl RequestIds {
         // std's RandomState is seeded from the OS's random source.
         let prefix = RandomState::new().hash_one(std::process::id());
         RequestIds {
-            prefix,
+            prefix: hex(prefix),
             next: Cell::new(0),
         }
     }
@@ -29,8 +29,22 @@ impl RequestIds {
         let n = self.next.get();
         self.next.set(n.wrapping_add(1));
         out.clear();
-        let _ = write!(out, "{:016x}{n:016x}", self.prefix);
+        let mut id = [0u8; 32];
+        id[..16].copy_from_slice(&self.prefix);
+        id[16..].copy_from_slice(&hex(n));
+        // Hex digits are ASCII: the conversion cannot fail.
+        out.push_str(std::str::from_utf8(&id).unwrap_or_default());
     }
+}
+
+/// `n` as 16 lowercase hex digits (faster than `format!` on the hot path).
+fn hex(n: u64) -> [u8; 16] {
+    const DIGITS: &[u8; 16] = b"0123456789abcdef";
+    let mut out = [0u8; 16];
+    for (i, d) in out.iter_mut().enumerate() {
+        *d = DIGITS[((n >> (60 - 4 * i)) & 0xf) as usize];
+    }
+    out
 }
 
 /// The value of the client's `X-Request-Id` field, if any.
@@ -41,20 +55,6 @@ pub(crate) fn from_client<'b>(headers: &[httparse::Header<'b>]) -> Option<&'b st
         .and_then(|h| std::str::from_utf8(h.value).ok())
         .map(str::trim)
         .filter(|v| !v.is_empty())
-}
-
-/// Adds `X-Request-Id: id` to a forwarded request head: among the fields
-/// prefork adds (before `X-Forwarded-For`), else after the request line.
-pub(crate) fn add_header(head: &mut Vec<u8>, id: &str) {
-    const MARK: &[u8] = b"\r\nX-Forwarded-For: ";
-    let at = head
-        .windows(MARK.len())
-        .rposition(|w| w == MARK)
-        .or_else(|| head.windows(2).position(|w| w == b"\r\n"));
-    if let Some(at) = at {
-        let field = format!("\r\nX-Request-Id: {id}");
-        head.splice(at..at, field.bytes());
-    }
 }
 
 #[cfg(test)]
@@ -73,19 +73,10 @@ mod tests {
     }
 
     #[test]
-    fn header_joins_the_fields_prefork_adds() {
-        let mut head = b"GET / HTTP/1.1\r\nHost: a\r\nX-Forwarded-For: 1\r\n\r\n".to_vec();
-        add_header(&mut head, "42");
-        assert_eq!(
-            head,
-            b"GET / HTTP/1.1\r\nHost: a\r\nX-Request-Id: 42\r\nX-Forwarded-For: 1\r\n\r\n"
-        );
-        let mut bare = b"GET / HTTP/1.1\r\nHost: a\r\n\r\n".to_vec();
-        add_header(&mut bare, "7");
-        assert_eq!(
-            bare,
-            b"GET / HTTP/1.1\r\nX-Request-Id: 7\r\nHost: a\r\n\r\n"
-        );
+    fn hex_is_zero_padded() {
+        assert_eq!(&hex(0x2a), b"000000000000002a");
+        assert_eq!(&hex(u64::MAX), b"ffffffffffffffff");
+        assert_eq!(&hex(0x0123_4567_89ab_cdef), b"0123456789abcdef");
     }
 
     #[test]

@@ -8,6 +8,7 @@
 
 use crate::accept::accept_loop;
 use crate::access_log::AccessLogs;
+use crate::buffers::Buffers;
 use crate::control::Stop;
 use crate::request_id::RequestIds;
 use crate::stats::{RouteSlots, ServerRef, Stats};
@@ -56,6 +57,8 @@ struct Shared {
     stats: Rc<Stats>,
     /// Ids for requests that come without one.
     request_ids: RequestIds,
+    /// Free buffers for client connections.
+    buffers: Buffers,
 }
 
 /// One configuration's view of the worker, shared by the tasks using it
@@ -96,6 +99,7 @@ impl Worker {
             stop_seen: Cell::new(None),
             stats: Rc::new(stats),
             request_ids: RequestIds::new(),
+            buffers: Buffers::default(),
         });
         let worker = Rc::new(Worker {
             upstreams: Upstreams::new(&config),
@@ -217,6 +221,11 @@ impl Worker {
     /// The worker's counters (shared by every configuration snapshot).
     pub(crate) fn stats(&self) -> &Rc<Stats> {
         &self.shared.stats
+    }
+
+    /// The free buffers for client connections (one set per process).
+    pub(crate) fn buffers(&self) -> &Buffers {
+        &self.shared.buffers
     }
 
     /// Writes a new request id into `out` (one generator per process).

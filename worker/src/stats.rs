@@ -7,9 +7,9 @@ use ipc_channel::ipc::IpcSender;
 use prefork_shared::config::Config;
 use prefork_shared::ipc::WorkerMsg;
 use prefork_shared::stats::{status_class, RouteCounters, ServerCounters, WorkerStats, UNROUTED};
+use rustc_hash::FxHashMap;
 use slog::debug;
 use std::cell::{Cell, RefCell};
-use std::collections::HashMap;
 use std::fmt::Display;
 use std::net::SocketAddr;
 use std::rc::Rc;
@@ -32,7 +32,9 @@ pub(crate) struct Stats {
     bytes_in: Cell<u64>,
     bytes_out: Cell<u64>,
     /// Per upstream server address (labels are added when reporting).
-    servers: RefCell<HashMap<SocketAddr, ServerCounters>>,
+    /// Updated a few times per request: Fx hashing, as the addresses come
+    /// from the configuration, not from clients.
+    servers: RefCell<FxHashMap<SocketAddr, ServerCounters>>,
 }
 
 /// Where one configuration's requests are counted: the series of each of
@@ -67,7 +69,7 @@ impl Stats {
             connections: Cell::new(0),
             bytes_in: Cell::new(0),
             bytes_out: Cell::new(0),
-            servers: RefCell::new(HashMap::new()),
+            servers: RefCell::new(FxHashMap::default()),
         };
         let slots = stats.configure(config);
         (stats, slots)

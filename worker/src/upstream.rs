@@ -9,8 +9,9 @@ use crate::health::{Change, Health};
 use crate::io::BODY_READ;
 use bytes::BytesMut;
 use prefork_shared::config::{Config, Server, Upstream};
+use rustc_hash::FxHashMap;
 use std::cell::{Cell, RefCell};
-use std::collections::{HashMap, VecDeque};
+use std::collections::VecDeque;
 use std::io;
 use std::rc::Rc;
 use tokio::net::TcpStream;
@@ -235,8 +236,9 @@ fn is_quiet(stream: &TcpStream) -> bool {
 /// Every upstream group of a configuration.
 pub(crate) struct Upstreams {
     /// Shared with the snapshots of later configurations that left the
-    /// group unchanged (hot reload keeps its pool).
-    groups: HashMap<String, Rc<Group>>,
+    /// group unchanged (hot reload keeps its pool). Looked up per request:
+    /// Fx hashing, as names come from the configuration, not from clients.
+    groups: FxHashMap<String, Rc<Group>>,
 }
 
 impl Upstreams {

@@ -77,7 +77,8 @@ fn write_field(out: &mut Vec<u8>, name: &[u8], value: &[u8]) {
 }
 
 /// Writes into `out` (cleared first) the head forwarded upstream for `req`,
-/// from a client at `client_ip`, with a `Via` naming `via` if set.
+/// from a client at `client_ip`, with a `Via` naming `via` if set, and an
+/// `X-Request-Id` of `request_id` if set (among the fields prefork adds).
 ///
 /// `Upgrade` is forwarded (with `Connection: upgrade`) only when the client
 /// asked to upgrade. `Expect` never is: prefork answers `100 Continue`
@@ -87,6 +88,7 @@ pub(crate) fn request_head(
     req: &RequestHead<'_, '_>,
     client_ip: IpAddr,
     via: Option<&str>,
+    request_id: Option<&str>,
 ) {
     out.clear();
     out.extend_from_slice(req.method.as_bytes());
@@ -126,6 +128,9 @@ pub(crate) fn request_head(
         write_field(out, b"Host", host);
     }
 
+    if let Some(id) = request_id {
+        write_field(out, b"X-Request-Id", id.as_bytes());
+    }
     out.extend_from_slice(b"X-Forwarded-For: ");
     if has_forwarded_for {
         for h in req.headers {
@@ -273,9 +278,32 @@ mod tests {
             let head = request::parse(input.as_bytes(), &limits, slots)
                 .unwrap()
                 .unwrap();
-            request_head(&mut out, &head, ip.parse().unwrap(), via);
+            request_head(&mut out, &head, ip.parse().unwrap(), via, None);
         });
         String::from_utf8(out).unwrap()
+    }
+
+    #[test]
+    fn request_id_joins_the_fields_prefork_adds() {
+        let limits = HttpLimits::default();
+        let mut out = Vec::new();
+        with_header_slots(limits.max_request_headers, |slots| {
+            let input = b"GET / HTTP/1.1\r\nHost: a\r\nX-Forwarded-For: 1\r\n\r\n";
+            let head = request::parse(input, &limits, slots).unwrap().unwrap();
+            request_head(
+                &mut out,
+                &head,
+                "10.0.0.1".parse().unwrap(),
+                None,
+                Some("42"),
+            );
+        });
+        assert_eq!(
+            String::from_utf8(out).unwrap(),
+            "GET / HTTP/1.1\r\nHost: a\r\nX-Request-Id: 42\r\n\
+             X-Forwarded-For: 1, 10.0.0.1\r\nX-Forwarded-Proto: http\r\n\
+             X-Forwarded-Host: a\r\n\r\n"
+        );
     }
 
     #[test]
