@@ -1,7 +1,8 @@
 //! `reuseport = true`: one SO_REUSEPORT socket per worker slot, held by the
 //! master, kept across worker restarts and binary upgrades.
 
-use crate::reload::{routes_to, ClientLoop};
+use crate::reload::routes_to;
+use crate::support::client_loop::ClientLoop;
 use crate::support::http;
 use crate::support::origins;
 use crate::support::prefork::{self, Prefork, Proc, Setup, BIN};
@@ -241,16 +242,7 @@ fn a_binary_upgrade_hands_every_slot_socket_over_with_zero_failed_requests() {
         "the client loop stalled after the upgrade\n{}",
         p.logs()
     );
-    let results = client.finish();
-    let failures: Vec<&String> = results.iter().filter_map(|r| r.as_ref().err()).collect();
-    assert!(
-        failures.is_empty(),
-        "{} of {} requests failed during the upgrade: {:?}\n{}",
-        failures.len(),
-        results.len(),
-        &failures[..failures.len().min(10)],
-        p.logs()
-    );
+    client.finish_without_failures(&p, "the upgrade");
     assert_eq!(
         slot_sockets(&new_workers, p.port()),
         sockets,

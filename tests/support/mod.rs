@@ -1,6 +1,7 @@
 //! The black-box test harness: the real binary, test origins and a raw
 //! HTTP/1.1 client.
 
+pub mod client_loop;
 pub mod http;
 pub mod origins;
 pub mod prefork;
