@@ -11,25 +11,9 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 DURATION=${1:-10}
 CONNS=${CONNS:-256}
-command -v wrk >/dev/null || { echo "install wrk (apt-get install wrk)"; exit 1; }
-command -v nginx >/dev/null || { echo "install nginx (apt-get install nginx)"; exit 1; }
-cargo build --release -q -p prefork -p prefork-bench
-BIN=$PWD/target/release/prefork
-ORIGIN=$PWD/target/release/origin
-WORK=$(mktemp -d /tmp/prefork-balance-XXXXXX)
-PIDS=()
-cleanup() {
-    for p in "${PIDS[@]}"; do kill "$p" 2>/dev/null || true; done
-    [ -f "$WORK/prefork.pid" ] && kill "$(cat "$WORK/prefork.pid")" 2>/dev/null || true
-    [ -f "$WORK/nginx.pid" ] && kill "$(cat "$WORK/nginx.pid")" 2>/dev/null || true
-    sleep 0.5
-}
-trap cleanup EXIT
-
-free_port() { python3 -c 'import socket;s=socket.socket();s.bind(("127.0.0.1",0));print(s.getsockname()[1])'; }
-ORIGIN_PORT=$(free_port)
-"$ORIGIN" --addr "127.0.0.1:$ORIGIN_PORT" --name origin --threads 1 >/dev/null 2>&1 &
-PIDS+=($!)
+WORK_PREFIX=balance
+# shellcheck source=scripts/common.sh
+source bench/scripts/common.sh
 
 run_wrk() { # $1: "keepalive" or "close"
     if [ "$1" = close ]; then
