@@ -138,16 +138,7 @@ impl Conn {
             match parsed.parse(&self.buf) {
                 Ok(httparse::Status::Complete(len)) => {
                     let status = parsed.code.unwrap_or(0);
-                    let headers: Vec<(String, String)> = parsed
-                        .headers
-                        .iter()
-                        .map(|h| {
-                            (
-                                h.name.to_owned(),
-                                String::from_utf8_lossy(h.value).into_owned(),
-                            )
-                        })
-                        .collect();
+                    let headers: Vec<(String, String)> = owned_headers(parsed.headers);
                     self.buf.drain(..len);
                     if (100..200).contains(&status) && status != 101 {
                         continue; // interim response; the real one follows
@@ -230,16 +221,7 @@ impl Conn {
                     let method = parsed.method.unwrap_or("").to_owned();
                     let path = parsed.path.unwrap_or("").to_owned();
                     let version = parsed.version.unwrap_or(1);
-                    let headers: Vec<(String, String)> = parsed
-                        .headers
-                        .iter()
-                        .map(|h| {
-                            (
-                                h.name.to_owned(),
-                                String::from_utf8_lossy(h.value).into_owned(),
-                            )
-                        })
-                        .collect();
+                    let headers: Vec<(String, String)> = owned_headers(parsed.headers);
                     self.buf.drain(..len);
                     let mut request = Request {
                         method,
@@ -442,4 +424,17 @@ pub fn chunked(body: &[u8], sizes: &[usize]) -> Vec<u8> {
     }
     out.extend_from_slice(b"0\r\n\r\n");
     out
+}
+
+/// Parsed header fields as owned name/value pairs, in order.
+fn owned_headers(headers: &[httparse::Header<'_>]) -> Vec<(String, String)> {
+    headers
+        .iter()
+        .map(|h| {
+            (
+                h.name.to_owned(),
+                String::from_utf8_lossy(h.value).into_owned(),
+            )
+        })
+        .collect()
 }
