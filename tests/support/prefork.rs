@@ -352,8 +352,12 @@ impl Prefork {
             }
             let pid_ok = self.pid_file_pid() == Some(self.master_pid());
             let workers = self.workers();
+            // A worker accepts as soon as it has told the master it is ready,
+            // before the master has read that message: wait for the master's
+            // own "worker ready" line too, so /healthz and `status` agree.
             if pid_ok
                 && workers.len() == want
+                && workers.iter().all(|w| self.master_saw_ready(w.pid))
                 && http::get(self.port, PROBE_HOST, "/").is_ok_and(|r| r.status == 200)
             {
                 return Ok(());
@@ -494,6 +498,14 @@ impl Prefork {
         all.push("-c");
         all.push(config.to_str().expect("utf-8 path"));
         run(&all, Duration::from_secs(10))
+    }
+
+    /// Whether the master has logged worker `pid` as Ready.
+    pub fn master_saw_ready(&self, pid: i32) -> bool {
+        let needle = format!("worker_pid: {pid},");
+        self.error_log().lines().any(|l| {
+            l.contains("worker ready") && l.contains("role: master") && l.contains(&needle)
+        })
     }
 
     pub fn error_log(&self) -> String {
