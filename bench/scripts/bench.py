@@ -84,16 +84,24 @@ def children(pid):
     return out
 
 
-def cpu_seconds(pids):
-    total = 0
+def cpu_times(pids):
+    """(user, kernel) CPU seconds of pids."""
+    user = kernel = 0
     for pid in pids:
         try:
             stat = Path(f"/proc/{pid}/stat").read_text()
         except OSError:
             continue
         fields = stat[stat.rindex(")") + 2:].split()
-        total += int(fields[11]) + int(fields[12])  # utime + stime
-    return total / CLK_TCK
+        user += int(fields[11])
+        kernel += int(fields[12])
+    return user / CLK_TCK, kernel / CLK_TCK
+
+
+def children_cpu_seconds():
+    """CPU seconds of this script's waited-for children (wrk)."""
+    ru = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return ru.ru_utime + ru.ru_stime
 
 
 def rss_kib(pids):
@@ -325,14 +333,17 @@ def parse_wrk(stdout, stderr):
     return r
 
 
-def run_wrk(target, path, conns, headers, upload, duration, threads, origin_stats=None):
+def run_wrk(target, path, conns, headers, upload, duration, threads, origin, origin_stats=None):
     """One wrk run against target; with origin_stats, also counts the new
     upstream connections against the requests the origin served between 25 %
-    and 75 % of the run (steady state: pools are warm, wrk is not stopping)."""
+    and 75 % of the run (steady state: pools are warm, wrk is not stopping).
+    Records the CPU per request of the target (user and kernel), of wrk and
+    of the origin (when the target is a proxy in front of it)."""
     cmd = wrk_command(target.port, path, conns, headers, duration, threads)
     env = dict(os.environ, UPLOAD_BYTES=str(upload))
     pids = target.pids()
-    cpu0 = cpu_seconds(pids)
+    behind = [] if target is origin else origin.pids()
+    cpu0, origin0, wrk0 = cpu_times(pids), sum(cpu_times(behind)), children_cpu_seconds()
     start = time.monotonic()
     wrk = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
     upstream = None
@@ -343,9 +354,14 @@ def run_wrk(target, path, conns, headers, upload, duration, threads, origin_stat
         conns1, reqs1 = origin_stats.read()
         upstream = {"new_conns": conns1 - conns0, "requests": reqs1 - reqs0}
     stdout, stderr = wrk.communicate(timeout=duration + 60)
-    cpu1 = cpu_seconds(pids)
+    cpu1, origin1, wrk1 = cpu_times(pids), sum(cpu_times(behind)), children_cpu_seconds()
     r = parse_wrk(stdout, stderr)
-    r["cpu_us_per_req"] = (cpu1 - cpu0) * 1e6 / max(r["requests"], 1)
+    per_req = 1e6 / max(r["requests"], 1)
+    r["user_us_per_req"] = (cpu1[0] - cpu0[0]) * per_req
+    r["kernel_us_per_req"] = (cpu1[1] - cpu0[1]) * per_req
+    r["cpu_us_per_req"] = r["user_us_per_req"] + r["kernel_us_per_req"]
+    r["wrk_us_per_req"] = (wrk1 - wrk0) * per_req
+    r["origin_us_per_req"] = (origin1 - origin0) * per_req
     r["upstream"] = upstream
     r["command"] = shown(cmd)
     return r
@@ -427,12 +443,14 @@ def run_cells(args, cells, targets, origin_stats):
         for rnd in range(args.rounds):
             for t in targets:
                 stats = origin_stats if t.name != "origin" else None
-                r = run_wrk(t, path, conns, headers, upload, args.duration, args.threads, stats)
+                r = run_wrk(t, path, conns, headers, upload, args.duration, args.threads,
+                            targets[0], stats)
                 results.setdefault((name, t.name), []).append(r)
                 reuse = f"  reuse {reuse_pct([r]):7.3f} %" if r["upstream"] else ""
                 print(f"{name:38} round {rnd + 1} {t.name:8} {r['rps']:>10,.0f} req/s "
                       f"p99 {r['p99_us'] / 1000:7.2f} ms  errors {r['errors']:>5}  "
-                      f"cpu {r['cpu_us_per_req']:6.1f} us/req{reuse}", flush=True)
+                      f"cpu {r['cpu_us_per_req']:6.1f} us/req "
+                      f"({r['kernel_us_per_req']:.1f} kernel){reuse}", flush=True)
     return results
 
 
@@ -543,7 +561,8 @@ def best_peer(results, name):
 
 
 def cells_table(cells, targets, results):
-    lines = ["| cell | target | req/s | p50 ms | p99 ms | p99.9 ms | errors | CPU µs/req | prefork ÷ best peer |",
+    lines = ["| cell | target | req/s | p50 ms | p99 ms | p99.9 ms | errors | CPU µs/req (of which kernel) "
+             "| prefork ÷ best peer |",
              "|---|---|---|---|---|---|---|---|---|"]
     for name, *_ in cells:
         peer_rps = median_of(results[(name, best_peer(results, name))], "rps")
@@ -554,7 +573,34 @@ def cells_table(cells, targets, results):
                 f"| {name} | {t.name} | {fmt_range([r['rps'] for r in runs])} | "
                 f"{median_of(runs, 'p50_us') / 1000:.2f} | {median_of(runs, 'p99_us') / 1000:.2f} | "
                 f"{median_of(runs, 'p999_us') / 1000:.2f} | {fmt_errors(runs)} | "
-                f"{median_of(runs, 'cpu_us_per_req'):.1f} | {ratio} |")
+                f"{median_of(runs, 'cpu_us_per_req'):.1f} ({median_of(runs, 'kernel_us_per_req'):.1f}) "
+                f"| {ratio} |")
+    return lines
+
+
+def budget_table(cells, results):
+    """What the 1.2× target leaves prefork on this machine. wrk, the origin
+    and the proxy share its cores, so serving R req/s takes at least
+    R × (wrk + origin + proxy CPU per request) ≤ cores × 1 s: at 1.2× the
+    better peer, the proxy may spend at most cores / R − wrk − origin per
+    request (an upper bound: other load only lowers it). When its kernel time
+    alone is above that, no user-space work reaches the target here."""
+    cores = os.cpu_count()
+    lines = [f"CPU budget at the 1.2× target ({cores} cores shared by wrk, the origin and the proxy; "
+             "µs per request, medians of prefork's runs; budget = cores ÷ target req/s − wrk − origin):",
+             "", "| cell | target req/s | wrk | origin | prefork user | prefork kernel "
+             "| budget for prefork | kernel alone over budget? |", "|---|---|---|---|---|---|---|---|"]
+    for name, path, *_ in cells:
+        if path != "/":
+            continue
+        pre = results[(name, "prefork")]
+        want = 1.2 * median_of(results[(name, best_peer(results, name))], "rps")
+        wrk, origin = median_of(pre, "wrk_us_per_req"), median_of(pre, "origin_us_per_req")
+        user, kernel = median_of(pre, "user_us_per_req"), median_of(pre, "kernel_us_per_req")
+        budget = cores * 1e6 / want - wrk - origin
+        over = "yes: out of reach here" if kernel > budget else "no"
+        lines.append(f"| {name} | {want:,.0f} | {wrk:.1f} | {origin:.1f} | {user:.1f} | {kernel:.1f} "
+                     f"| {budget:.1f} | {over} |")
     return lines
 
 
@@ -650,6 +696,7 @@ def targets_table(cells, results, memory, balance):
 
 def render(args, cells, targets, results, memory, balance):
     lines = header_lines(args) + [""] + cells_table(cells, targets, results)
+    lines += [""] + budget_table(cells, results)
     lines += [""] + reuse_table(cells, results)
     if balance:
         lines += [""] + balance_table(balance)
