@@ -262,7 +262,8 @@ http {{
     proxy_temp_path {self.workdir}/nginx-proxy;
     upstream o {{ server 127.0.0.1:{self.origin_port}; keepalive 1024; }}
     server {{
-        listen 127.0.0.1:{self.port} backlog=1024;
+        # prefork's listeners have TCP_DEFER_ACCEPT on by default: so do the peers'.
+        listen 127.0.0.1:{self.port} backlog=1024 deferred;
         keepalive_requests 1000000;
         client_max_body_size 2m;
         location / {{
@@ -299,7 +300,7 @@ defaults
     option http-keep-alive
     http-reuse always
 frontend f
-    bind 127.0.0.1:{self.port}
+    bind 127.0.0.1:{self.port} defer-accept
     default_backend o
 backend o
     server s 127.0.0.1:{self.origin_port} maxconn 1024

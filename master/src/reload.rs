@@ -16,8 +16,8 @@ pub enum ReloadPath {
 
 /// Compares the running configuration with a new, valid one.
 ///
-/// Listeners (their addresses and `reuseport`; a backlog change is applied
-/// to the open sockets), the worker count and the user need new processes;
+/// Listeners (their addresses and `reuseport`; a backlog or `defer_accept`
+/// change is applied to the open sockets), the worker count and the user need new processes;
 /// everything else a running worker can swap in.
 pub fn reload_path(old: &Config, new: &Config) -> ReloadPath {
     let sockets =

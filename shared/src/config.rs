@@ -55,6 +55,10 @@ pub struct Listen {
     /// One `SO_REUSEPORT` socket per worker slot instead of one shared
     /// socket, so that the kernel spreads connections evenly over workers.
     pub reuseport: bool,
+    /// `TCP_DEFER_ACCEPT`: the kernel queues a connection for accept(2) only
+    /// once the client has sent its first bytes (nginx's `deferred`,
+    /// HAProxy's `defer-accept`).
+    pub defer_accept: bool,
 }
 
 /// Client-side (downstream) limits and timeouts, named as nginx names them,

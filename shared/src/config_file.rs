@@ -194,6 +194,7 @@ struct RawListen {
     addr: String,
     backlog: Option<i32>,
     reuseport: Option<bool>,
+    defer_accept: Option<bool>,
 }
 
 #[derive(Deserialize)]
@@ -565,6 +566,7 @@ impl Validator<'_> {
                 addr,
                 backlog: 1024,
                 reuseport: false,
+                defer_accept: true,
             }];
         }
         let mut seen = HashSet::new();
@@ -600,6 +602,7 @@ impl Validator<'_> {
                 addr,
                 backlog,
                 reuseport: l.reuseport.unwrap_or(false),
+                defer_accept: l.defer_accept.unwrap_or(true),
             });
         }
         out
@@ -962,6 +965,9 @@ respond = { status = 200, body = "ok\n" }
         );
         assert_eq!(c.worker_timeout, Duration::from_secs(5));
         assert!(c.listen[0].reuseport);
+        assert!(c.listen[0].defer_accept, "on unless turned off");
+        let c = parse_ok("[[listen]]\naddr = \"127.0.0.1:1\"\ndefer_accept = false\n");
+        assert!(!c.listen[0].defer_accept);
         let e = parse_err("worker_timeout = \"0s\"\n");
         assert!(
             e.starts_with("t.toml:1: worker_timeout: must be longer than zero"),
