@@ -8,19 +8,20 @@ use crate::http::body::BodyCursor;
 use crate::http::heads::{self, ConnectionField};
 use crate::http::request::{self, RequestError};
 use crate::http::{with_header_slots, Framing, Version};
-use crate::io::write_two;
+use crate::io::{timed, timed_until, write_two};
 use crate::request_id;
 use crate::server::Worker;
 use bytes::{Buf, BytesMut};
 use prefork_shared::config::RouteAction;
 use slog::{error, warn};
 use std::net::SocketAddr;
+use std::pin::{pin, Pin};
 use std::rc::Rc;
 use std::time::Duration;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 use tokio::sync::watch;
-use tokio::time::{timeout, timeout_at, Instant};
+use tokio::time::{sleep, timeout_at, Instant, Sleep};
 
 /// Spare room below which the read buffer grows before a read.
 const MIN_SPARE: usize = 1024;
@@ -153,17 +154,24 @@ impl Connection {
 
     /// Serves requests until the connection closes.
     pub(crate) async fn run(mut self) {
+        // Each wait on one side gets its own timer, reused from request to
+        // request: its deadline then only ever moves later (see
+        // `timed_until`). Neither is set before it is needed.
+        let mut client_timer = pin!(sleep(Duration::ZERO));
+        let mut upstream_timer = pin!(sleep(Duration::ZERO));
         let mut served = 0u64;
         loop {
             // Between requests: take the newest configuration (hot reload).
             let worker = self.worker.latest();
             self.worker = worker.clone();
-            let request = self.read_request(&worker, served).await;
+            let request = self
+                .read_request(&worker, served, client_timer.as_mut())
+                .await;
             let started = Instant::now();
             let done = match request {
                 Ok(req) => {
                     served += 1;
-                    self.serve(&worker, &req).await
+                    self.serve(&worker, &req, upstream_timer.as_mut()).await
                 }
                 Err(HeadEnd::Closed) => return,
                 Err(HeadEnd::Reconfigured) => continue,
@@ -227,7 +235,8 @@ impl Connection {
         }
     }
 
-    async fn serve(&mut self, worker: &Worker, req: &Request<'_>) -> Done {
+    /// Answers `req`; `timer` times the wait for an upstream's response.
+    async fn serve(&mut self, worker: &Worker, req: &Request<'_>, timer: Pin<&mut Sleep>) -> Done {
         if let Framing::Length(n) = req.body {
             if req.max_body > 0 && n > req.max_body {
                 // Refused before reading it; the lingering close absorbs
@@ -255,7 +264,7 @@ impl Connection {
                 .await
             }
             Some(RouteAction::Proxy(name)) => match worker.upstreams.get(name) {
-                Some(group) => self.proxy(req, group).await,
+                Some(group) => self.proxy(req, group, timer).await,
                 None => {
                     // Validation guarantees the upstream exists and has servers.
                     error!(worker.log, "route names an unknown or empty upstream"; "upstream" => name);
@@ -267,11 +276,13 @@ impl Connection {
         }
     }
 
-    /// Reads until a complete request head is buffered.
+    /// Reads until a complete request head is buffered; `timer` times the
+    /// wait.
     async fn read_request<'w>(
         &mut self,
         worker: &'w Rc<Worker>,
         served: u64,
+        mut timer: Pin<&mut Sleep>,
     ) -> Result<Request<'w>, HeadEnd> {
         let idle_since = Instant::now();
         let limits = &worker.config.http;
@@ -292,7 +303,7 @@ impl Connection {
             let read = tokio::select! {
                 // Bytes already sent win over a stop: they are a request to answer.
                 biased;
-                read = timeout_at(until, read_head(&mut self.stream, &mut self.buf, worker.buffers())) => read,
+                read = timed_until(timer.as_mut(), until, read_head(&mut self.stream, &mut self.buf, worker.buffers())) => read,
                 _ = self.stop.wait_for(|s| *s != Stop::Running), if idle && !stop_grace => {
                     // The client may be sending a request right now: closing
                     // at once would reset it. Answer what arrives meanwhile
@@ -458,7 +469,7 @@ impl Connection {
         }
         let send_timeout = self.send_timeout();
         let write = write_two(&mut self.stream, &self.response_head, body);
-        let ok = matches!(timeout(send_timeout, write).await, Ok(Ok(())));
+        let ok = matches!(timed(send_timeout, write).await, Ok(Ok(())));
         Done {
             served: Served {
                 status,

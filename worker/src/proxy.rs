@@ -10,7 +10,7 @@ use crate::http::chunked::ChunkedDecoder;
 use crate::http::heads::{self, ConnectionField};
 use crate::http::response::{self, MAX_RESPONSE_HEADERS};
 use crate::http::{with_header_slots, Framing, Version};
-use crate::io::{write_two, BODY_READ};
+use crate::io::{timed, write_two, BODY_READ};
 use crate::stats::Stats;
 use crate::tunnel;
 use crate::upstream::{Group, UpstreamConn};
@@ -18,9 +18,10 @@ use bytes::{Buf, BytesMut};
 use slog::{error, info, warn};
 use std::future::Future;
 use std::net::SocketAddr;
+use std::pin::Pin;
 use std::time::Duration;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
-use tokio::time::{sleep, timeout, Instant};
+use tokio::time::{Instant, Sleep};
 
 /// The interim response asking an HTTP/1.1 client for its body.
 const CONTINUE: &[u8] = b"HTTP/1.1 100 Continue\r\n\r\n";
@@ -88,8 +89,14 @@ struct Timeouts {
 }
 
 impl Connection {
-    /// Forwards `req` to a server of `group` and its response to the client.
-    pub(crate) async fn proxy(&mut self, req: &Request<'_>, group: &Group) -> Done {
+    /// Forwards `req` to a server of `group` and its response to the client;
+    /// `timer` times the wait for the response.
+    pub(crate) async fn proxy(
+        &mut self,
+        req: &Request<'_>,
+        group: &Group,
+        mut timer: Pin<&mut Sleep>,
+    ) -> Done {
         let started = Instant::now();
         // Servers whose connect failed for this request.
         let mut tried = Vec::new();
@@ -124,7 +131,7 @@ impl Connection {
             let reused = up.reused;
             let busy = group.busy(index);
             let stats_busy = self.worker.stats().upstream_busy(addr);
-            let result = self.exchange(req, group, up, addr).await;
+            let result = self.exchange(req, group, up, addr, timer.as_mut()).await;
             drop((busy, stats_busy));
             match result {
                 Ok(done) => {
@@ -223,6 +230,7 @@ impl Connection {
         group: &Group,
         mut up: UpstreamConn,
         addr: SocketAddr,
+        mut deadline: Pin<&mut Sleep>,
     ) -> Result<Done, Early> {
         let t = self.timeouts(group);
         let Connection {
@@ -247,7 +255,7 @@ impl Connection {
             request_done: false,
         })?;
         let write = write_two(&mut up_wr, request_head, &buf[..initial]);
-        match timeout(t.upstream_write, write).await {
+        match timed(t.upstream_write, write).await {
             Ok(Ok(())) => {}
             Ok(Err(e)) => return Err(Early::upstream(UpstreamError::Write(e), true, false)),
             Err(_) => return Err(Early::upstream(UpstreamError::WriteTimeout, true, false)),
@@ -298,12 +306,13 @@ impl Connection {
                 t.client_write,
             );
             // The read timeout runs once the request is fully sent.
-            let deadline = sleep(if sent.is_some() {
+            let wait = if sent.is_some() {
                 t.upstream_read
             } else {
                 NOT_ARMED
-            });
-            tokio::pin!(pump, head, deadline);
+            };
+            deadline.as_mut().reset(Instant::now() + wait);
+            tokio::pin!(pump, head);
             loop {
                 tokio::select! {
                     biased;
@@ -319,7 +328,7 @@ impl Connection {
                         deadline.as_mut().reset(Instant::now() + t.upstream_read);
                     }
                     head = &mut head => break head,
-                    _ = &mut deadline => {
+                    _ = deadline.as_mut() => {
                         let request_done = matches!(sent, Some(Ok(())));
                         return Err(Early::upstream(UpstreamError::ReadTimeout, false, request_done));
                     }
@@ -484,7 +493,7 @@ async fn within<T, E>(
     on_error: impl FnOnce(std::io::Error) -> E,
     on_timeout: E,
 ) -> Result<T, E> {
-    match timeout(limit, io).await {
+    match timed(limit, io).await {
         Ok(Ok(v)) => Ok(v),
         Ok(Err(e)) => Err(on_error(e)),
         Err(_) => Err(on_timeout),
