@@ -3,7 +3,6 @@
 
 use crate::access_log::{Entry, RequestInfo, Served};
 use crate::buffers::{Buffers, Scratch, HEAD_BUFFER};
-use crate::control::Stop;
 use crate::http::body::BodyCursor;
 use crate::http::heads::{self, ConnectionField};
 use crate::http::request::{self, RequestError};
@@ -20,7 +19,6 @@ use std::rc::Rc;
 use std::time::Duration;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
-use tokio::sync::watch;
 use tokio::time::{sleep, timeout_at, Instant, Sleep};
 
 /// Spare room below which the read buffer grows before a read.
@@ -50,8 +48,6 @@ pub(crate) struct Connection {
     pub(crate) request_head: Vec<u8>,
     /// The head of the response being written to the client.
     pub(crate) response_head: Vec<u8>,
-    /// The worker's run state, to close idle connections on a stop.
-    stop: watch::Receiver<Stop>,
     /// The current request's fields for the access log.
     info: RequestInfo,
     /// The current request's id (sent upstream as `X-Request-Id`).
@@ -130,7 +126,6 @@ impl Connection {
             info,
         } = worker.buffers().take_scratch();
         Connection {
-            stop: worker.stop.clone(),
             worker,
             stream,
             peer,
@@ -226,7 +221,7 @@ impl Connection {
             let read = tokio::select! {
                 read = timeout_at(limit, self.stream.read(&mut sink)) => read,
                 // A stopping worker does not wait for slow clients.
-                _ = self.stop.wait_for(|s| *s != Stop::Running) => return,
+                () = self.worker.on_change(|| self.worker.stopping()) => return,
             };
             match read {
                 Ok(Ok(n)) if n > 0 => discarded += n,
@@ -304,7 +299,10 @@ impl Connection {
                 // Bytes already sent win over a stop: they are a request to answer.
                 biased;
                 read = timed_until(timer.as_mut(), until, read_head(&mut self.stream, &mut self.buf, worker.buffers())) => read,
-                _ = self.stop.wait_for(|s| *s != Stop::Running), if idle && !stop_grace => {
+                () = worker.on_change(|| worker.stopping() || worker.superseded()), if idle && !stop_grace => {
+                    if !worker.stopping() {
+                        return Err(HeadEnd::Reconfigured);
+                    }
                     // The client may be sending a request right now: closing
                     // at once would reset it. Answer what arrives meanwhile
                     // (with `Connection: close`), close once quiet.
@@ -313,7 +311,6 @@ impl Connection {
                     deadline = Some(deadline.map_or(close_at, |d| d.min(close_at)));
                     continue;
                 }
-                _ = worker.superseded(), if idle && !stop_grace => return Err(HeadEnd::Reconfigured),
             };
             match read {
                 Err(_) if stop_grace && self.buf.is_empty() => return Err(HeadEnd::Closed),

@@ -27,6 +27,7 @@ mod stats;
 mod test_hooks;
 mod tunnel;
 mod upstream;
+mod waiters;
 
 #[cfg(test)]
 mod tests;
