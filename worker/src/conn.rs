@@ -163,7 +163,7 @@ impl Connection {
                 .read_request(&worker, served, client_timer.as_mut())
                 .await;
             let started = Instant::now();
-            let done = match request {
+            let mut done = match request {
                 Ok(req) => {
                     served += 1;
                     self.serve(&worker, &req, upstream_timer.as_mut()).await
@@ -181,6 +181,10 @@ impl Connection {
                 }
             };
             let took = started.elapsed();
+            if done.served.upstream.is_some() {
+                // The upstream's part is timed from the same start.
+                done.served.upstream_time = Some(took);
+            }
             let s = &done.served;
             worker.count_request(self.route, s.status, s.bytes_sent, took);
             worker.access.record(&Entry {
@@ -283,7 +287,7 @@ impl Connection {
         let limits = &worker.config.http;
         // The first request is due within the header timeout of the accept;
         // later ones within it of their first byte, after an idle wait.
-        let mut deadline = (served == 0).then(|| Instant::now() + limits.client_header_timeout);
+        let mut deadline = (served == 0).then(|| idle_since + limits.client_header_timeout);
         // Set once a stop was seen while this fresh connection had sent nothing.
         let mut stop_grace = false;
         loop {
@@ -294,7 +298,8 @@ impl Connection {
                 deadline.get_or_insert_with(|| Instant::now() + limits.client_header_timeout);
             }
             let idle = self.buf.is_empty();
-            let until = deadline.unwrap_or_else(|| Instant::now() + limits.keepalive_timeout);
+            // No deadline yet: this is the first pass, at `idle_since`.
+            let until = deadline.unwrap_or(idle_since + limits.keepalive_timeout);
             let read = tokio::select! {
                 // Bytes already sent win over a stop: they are a request to answer.
                 biased;

@@ -97,7 +97,6 @@ impl Connection {
         group: &Group,
         mut timer: Pin<&mut Sleep>,
     ) -> Done {
-        let started = Instant::now();
         // Servers whose connect failed for this request.
         let mut tried = Vec::new();
         let mut fresh = false;
@@ -125,7 +124,7 @@ impl Connection {
                     let done = self
                         .answer_error(req.version, req.is_head, e.status(), close)
                         .await;
-                    return with_upstream(done, addr, started);
+                    return with_upstream(done, addr);
                 }
             };
             let reused = up.reused;
@@ -138,7 +137,7 @@ impl Connection {
                     if let Some(change) = group.succeeded(index) {
                         self.log_change(group, index, change);
                     }
-                    return with_upstream(done, addr, started);
+                    return with_upstream(done, addr);
                 }
                 Err(early) => {
                     let bodyless = matches!(req.body, Framing::Empty | Framing::Length(0));
@@ -157,7 +156,7 @@ impl Connection {
                         self.note_failure(group, index);
                     }
                     let done = self.fail_early(req, early, addr).await;
-                    return with_upstream(done, addr, started);
+                    return with_upstream(done, addr);
                 }
             }
         }
@@ -468,9 +467,9 @@ impl Connection {
     }
 }
 
-fn with_upstream(mut done: Done, addr: SocketAddr, started: Instant) -> Done {
+/// `done`, from server `addr` (the caller times it).
+fn with_upstream(mut done: Done, addr: SocketAddr) -> Done {
     done.served.upstream = Some(addr);
-    done.served.upstream_time = Some(started.elapsed());
     done
 }
 
