@@ -18,7 +18,7 @@ use bytes::{Buf, BytesMut};
 use slog::{error, info, warn};
 use std::future::Future;
 use std::net::SocketAddr;
-use std::pin::Pin;
+use std::pin::{pin, Pin};
 use std::time::Duration;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::time::{Instant, Sleep};
@@ -282,28 +282,29 @@ impl Connection {
         // a server may answer early before reading it.
         let mut sent: Option<Result<(), UpstreamError>> = body.is_done().then_some(Ok(()));
         let head = {
-            let pump = pump_request_body(
+            // Pinned where they are made: moving them costs a copy each.
+            let mut pump = pin!(pump_request_body(
                 worker.stats(),
                 &mut client_rd,
                 buf,
                 &mut up_wr,
                 &mut body,
                 t,
-            );
+            ));
             let expecting = Expecting {
                 is_head: req.is_head,
                 upgrade: req.upgrade,
                 forward_interim: req.version == Version::Http11,
                 via: worker.config.http.via.as_deref(),
             };
-            let head = read_response_head(
+            let mut head = pin!(read_response_head(
                 &mut up_rd,
                 &mut up.buf,
                 &mut client_wr,
                 response_head,
                 expecting,
                 t.client_write,
-            );
+            ));
             // The read timeout runs once the request is fully sent.
             let wait = if sent.is_some() {
                 t.upstream_read
@@ -311,11 +312,10 @@ impl Connection {
                 NOT_ARMED
             };
             deadline.as_mut().reset(Instant::now() + wait);
-            tokio::pin!(pump, head);
             loop {
                 tokio::select! {
                     biased;
-                    result = &mut pump, if sent.is_none() => {
+                    result = pump.as_mut(), if sent.is_none() => {
                         match result {
                             Ok(()) => sent = Some(Ok(())),
                             Err(PumpError::Client(e)) => {
@@ -326,7 +326,7 @@ impl Connection {
                         }
                         deadline.as_mut().reset(Instant::now() + t.upstream_read);
                     }
-                    head = &mut head => break head,
+                    head = head.as_mut() => break head,
                     _ = deadline.as_mut() => {
                         let request_done = matches!(sent, Some(Ok(())));
                         return Err(Early::upstream(UpstreamError::ReadTimeout, false, request_done));
