@@ -64,6 +64,43 @@ pub(crate) async fn timed_until<F: Future>(
     .await
 }
 
+/// A writer that can also write without waiting (tokio's TCP halves).
+pub(crate) trait TryWrite: AsyncWrite + Unpin {
+    /// Writes what the socket takes now (`WouldBlock`: nothing).
+    fn try_write_vectored(&self, bufs: &[IoSlice<'_>]) -> io::Result<usize>;
+}
+
+impl TryWrite for tokio::net::tcp::WriteHalf<'_> {
+    fn try_write_vectored(&self, bufs: &[IoSlice<'_>]) -> io::Result<usize> {
+        tokio::net::tcp::WriteHalf::try_write_vectored(self, bufs)
+    }
+}
+
+/// Writes `head` then `body` (as [`write_two`]) within `limit`. Most writes
+/// leave whole in one system call: that one is tried at once, with no future
+/// or timer set up; what the socket did not take goes the waiting way.
+pub(crate) async fn write_two_within<W: TryWrite>(
+    w: &mut W,
+    head: &[u8],
+    body: &[u8],
+    limit: Duration,
+) -> Result<io::Result<()>, TimedOut> {
+    if head.is_empty() && body.is_empty() {
+        return Ok(Ok(()));
+    }
+    let n = match w.try_write_vectored(&[IoSlice::new(head), IoSlice::new(body)]) {
+        Ok(n) => n,
+        Err(e) if e.kind() == io::ErrorKind::WouldBlock => 0,
+        Err(e) => return Ok(Err(e)),
+    };
+    let from_head = n.min(head.len());
+    let (head, body) = (&head[from_head..], &body[n - from_head..]);
+    if head.is_empty() && body.is_empty() {
+        return Ok(Ok(()));
+    }
+    timed(limit, write_two(w, head, body)).await
+}
+
 /// Writes `head` then `body` with vectored writes, so a head and the body
 /// bytes already at hand usually leave in one system call.
 pub(crate) async fn write_two<W: AsyncWrite + Unpin>(
@@ -93,6 +130,7 @@ pub(crate) async fn write_two<W: AsyncWrite + Unpin>(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::cell::RefCell;
     use std::pin::Pin;
     use std::task::{Context, Poll};
 
@@ -149,6 +187,63 @@ mod tests {
             timed_until(timer.as_mut(), soon(), never()).await,
             Err(TimedOut)
         );
+    }
+
+    /// A writer that takes at most `chunk` bytes per call, and nothing
+    /// without waiting once `refuse_now` is set.
+    struct Sink {
+        chunk: usize,
+        refuse_now: bool,
+        written: RefCell<Vec<u8>>,
+    }
+
+    impl Sink {
+        fn take(&self, bufs: &[IoSlice<'_>]) -> usize {
+            let all: Vec<u8> = bufs.iter().flat_map(|b| b.iter().copied()).collect();
+            let n = all.len().min(self.chunk);
+            self.written.borrow_mut().extend_from_slice(&all[..n]);
+            n
+        }
+    }
+
+    impl AsyncWrite for Sink {
+        fn poll_write(
+            self: Pin<&mut Self>,
+            _: &mut Context<'_>,
+            buf: &[u8],
+        ) -> Poll<io::Result<usize>> {
+            Poll::Ready(Ok(self.take(&[IoSlice::new(buf)])))
+        }
+        fn poll_flush(self: Pin<&mut Self>, _: &mut Context<'_>) -> Poll<io::Result<()>> {
+            Poll::Ready(Ok(()))
+        }
+        fn poll_shutdown(self: Pin<&mut Self>, _: &mut Context<'_>) -> Poll<io::Result<()>> {
+            Poll::Ready(Ok(()))
+        }
+    }
+
+    impl TryWrite for Sink {
+        fn try_write_vectored(&self, bufs: &[IoSlice<'_>]) -> io::Result<usize> {
+            if self.refuse_now {
+                return Err(io::ErrorKind::WouldBlock.into());
+            }
+            Ok(self.take(bufs))
+        }
+    }
+
+    #[tokio::test]
+    async fn writes_tried_at_once_finish_the_waiting_way() {
+        let limit = Duration::from_secs(10);
+        for (chunk, refuse_now) in [(100, false), (3, false), (6, false), (100, true), (2, true)] {
+            let mut w = Sink {
+                chunk,
+                refuse_now,
+                written: RefCell::default(),
+            };
+            let done = write_two_within(&mut w, b"head", b"body!", limit).await;
+            assert!(matches!(done, Ok(Ok(()))));
+            assert_eq!(*w.written.borrow(), b"headbody!");
+        }
     }
 
     #[tokio::test]

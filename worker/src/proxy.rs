@@ -10,7 +10,7 @@ use crate::http::chunked::ChunkedDecoder;
 use crate::http::heads::{self, ConnectionField};
 use crate::http::response::{self, MAX_RESPONSE_HEADERS};
 use crate::http::{with_header_slots, Framing, Version};
-use crate::io::{timed, write_two, BODY_READ};
+use crate::io::{timed, write_two_within, TryWrite, BODY_READ};
 use crate::stats::Stats;
 use crate::tunnel;
 use crate::upstream::{Group, UpstreamConn};
@@ -253,8 +253,7 @@ impl Connection {
             retryable: false,
             request_done: false,
         })?;
-        let write = write_two(&mut up_wr, request_head, &buf[..initial]);
-        match timed(t.upstream_write, write).await {
+        match write_two_within(&mut up_wr, request_head, &buf[..initial], t.upstream_write).await {
             Ok(Ok(())) => {}
             Ok(Err(e)) => return Err(Early::upstream(UpstreamError::Write(e), true, false)),
             Err(_) => return Err(Early::upstream(UpstreamError::WriteTimeout, true, false)),
@@ -617,7 +616,7 @@ async fn send_response<R, W>(
 ) -> Result<u64, (PumpError, bool)>
 where
     R: AsyncRead + Unpin,
-    W: AsyncWrite + Unpin,
+    W: TryWrite,
 {
     let mut sent = 0u64;
     let mut head = Some(head);
@@ -673,25 +672,22 @@ where
     }
 }
 
-async fn write_client<W: AsyncWrite + Unpin>(
+async fn write_client<W: TryWrite>(
     client: &mut W,
     head: &[u8],
     body: &[u8],
     t: Timeouts,
 ) -> Result<(), PumpError> {
-    within(
-        t.client_write,
-        write_two(client, head, body),
-        ClientError::Write,
-        ClientError::WriteTimeout,
-    )
-    .await
-    .map_err(PumpError::from)
+    match write_two_within(client, head, body, t.client_write).await {
+        Ok(Ok(())) => Ok(()),
+        Ok(Err(e)) => Err(ClientError::Write(e).into()),
+        Err(_) => Err(ClientError::WriteTimeout.into()),
+    }
 }
 
 /// Writes the data of the chunks in `buf` (consuming them) without the
 /// chunked framing; returns the bytes written.
-async fn write_decoded<W: AsyncWrite + Unpin>(
+async fn write_decoded<W: TryWrite>(
     client: &mut W,
     decoder: &mut ChunkedDecoder,
     buf: &mut BytesMut,
