@@ -20,6 +20,13 @@ mod upgrade;
 use clap::Parser;
 use cli::{Cli, Role};
 
+/// jemalloc, not glibc's malloc: tokio allocates each connection's task and
+/// socket registration 128-byte aligned, which glibc serves on a slow path
+/// (~560 instructions each); jemalloc's size classes make it cheap. Measured
+/// with bench/scripts/callgrind.py (see the README's performance section).
+#[global_allocator]
+static GLOBAL: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
+
 fn main() {
     let cli = Cli::parse();
     let code = match cli.role {

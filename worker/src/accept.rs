@@ -20,9 +20,8 @@ const ACCEPT_BACKOFF: Duration = Duration::from_millis(100);
 /// (`reuseport`) socket that copy may be the last, and closing it would make
 /// the kernel reset whatever still waits in its queue.
 pub(crate) async fn accept_loop(worker: Rc<Worker>, listener: TcpListener) {
-    let mut stop = worker.stop.clone();
     loop {
-        if *stop.borrow() != Stop::Running {
+        if worker.stopping() {
             break;
         }
         // Accepting comes first: while connections are queued, the stop
@@ -31,7 +30,7 @@ pub(crate) async fn accept_loop(worker: Rc<Worker>, listener: TcpListener) {
         let accepted = tokio::select! {
             biased;
             accepted = listener.accept() => accepted,
-            _ = stop.wait_for(|s| *s != Stop::Running) => break,
+            () = worker.on_change(|| worker.stopping()) => break,
         };
         match accepted {
             Ok((stream, peer)) => serve(&worker, stream, peer),

@@ -89,7 +89,8 @@ pub(crate) struct Served {
     pub(crate) bytes_sent: u64,
     /// The upstream server used, if any.
     pub(crate) upstream: Option<SocketAddr>,
-    /// Time spent with the upstream, if any.
+    /// For a proxied request, the time from its head to the end of the
+    /// response (as the total: choosing the server takes no time to speak of).
     pub(crate) upstream_time: Option<Duration>,
 }
 

@@ -35,6 +35,10 @@ impl Balancer {
         usable: impl Fn(usize) -> bool,
         load: impl Fn(usize) -> usize,
     ) -> Option<usize> {
+        if self.weights.len() == 1 {
+            // Every policy picks the lone server when it is usable.
+            return usable(0).then_some(0);
+        }
         match self.policy {
             Balance::RoundRobin => self.smooth(&usable),
             Balance::LeastConn => {
@@ -151,6 +155,15 @@ mod tests {
             }
             assert_eq!(counts(&b, 10, |i| i == 1), [0, 10, 0], "{policy:?}");
             assert_eq!(b.pick(|_| false, |_| 0), None, "{policy:?}");
+        }
+    }
+
+    #[test]
+    fn a_lone_server_is_picked_while_usable() {
+        for policy in [Balance::RoundRobin, Balance::LeastConn, Balance::RandomTwo] {
+            let b = balancer(policy, &[5]);
+            assert_eq!(b.pick(|_| true, |_| 3), Some(0));
+            assert_eq!(b.pick(|_| false, |_| 0), None);
         }
     }
 

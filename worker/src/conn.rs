@@ -3,24 +3,23 @@
 
 use crate::access_log::{Entry, RequestInfo, Served};
 use crate::buffers::{Buffers, Scratch, HEAD_BUFFER};
-use crate::control::Stop;
 use crate::http::body::BodyCursor;
 use crate::http::heads::{self, ConnectionField};
 use crate::http::request::{self, RequestError};
 use crate::http::{with_header_slots, Framing, Version};
-use crate::io::write_two;
+use crate::io::{timed, timed_until, write_two};
 use crate::request_id;
 use crate::server::Worker;
 use bytes::{Buf, BytesMut};
 use prefork_shared::config::RouteAction;
 use slog::{error, warn};
 use std::net::SocketAddr;
+use std::pin::{pin, Pin};
 use std::rc::Rc;
 use std::time::Duration;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
-use tokio::sync::watch;
-use tokio::time::{timeout, timeout_at, Instant};
+use tokio::time::{sleep, timeout_at, Instant, Sleep};
 
 /// Spare room below which the read buffer grows before a read.
 const MIN_SPARE: usize = 1024;
@@ -49,8 +48,6 @@ pub(crate) struct Connection {
     pub(crate) request_head: Vec<u8>,
     /// The head of the response being written to the client.
     pub(crate) response_head: Vec<u8>,
-    /// The worker's run state, to close idle connections on a stop.
-    stop: watch::Receiver<Stop>,
     /// The current request's fields for the access log.
     info: RequestInfo,
     /// The current request's id (sent upstream as `X-Request-Id`).
@@ -129,7 +126,6 @@ impl Connection {
             info,
         } = worker.buffers().take_scratch();
         Connection {
-            stop: worker.stop.clone(),
             worker,
             stream,
             peer,
@@ -153,17 +149,24 @@ impl Connection {
 
     /// Serves requests until the connection closes.
     pub(crate) async fn run(mut self) {
+        // Each wait on one side gets its own timer, reused from request to
+        // request: its deadline then only ever moves later (see
+        // `timed_until`). Neither is set before it is needed.
+        let mut client_timer = pin!(sleep(Duration::ZERO));
+        let mut upstream_timer = pin!(sleep(Duration::ZERO));
         let mut served = 0u64;
         loop {
             // Between requests: take the newest configuration (hot reload).
             let worker = self.worker.latest();
             self.worker = worker.clone();
-            let request = self.read_request(&worker, served).await;
+            let request = self
+                .read_request(&worker, served, client_timer.as_mut())
+                .await;
             let started = Instant::now();
-            let done = match request {
+            let mut done = match request {
                 Ok(req) => {
                     served += 1;
-                    self.serve(&worker, &req).await
+                    self.serve(&worker, &req, upstream_timer.as_mut()).await
                 }
                 Err(HeadEnd::Closed) => return,
                 Err(HeadEnd::Reconfigured) => continue,
@@ -178,6 +181,10 @@ impl Connection {
                 }
             };
             let took = started.elapsed();
+            if done.served.upstream.is_some() {
+                // The upstream's part is timed from the same start.
+                done.served.upstream_time = Some(took);
+            }
             let s = &done.served;
             worker.count_request(self.route, s.status, s.bytes_sent, took);
             worker.access.record(&Entry {
@@ -218,7 +225,7 @@ impl Connection {
             let read = tokio::select! {
                 read = timeout_at(limit, self.stream.read(&mut sink)) => read,
                 // A stopping worker does not wait for slow clients.
-                _ = self.stop.wait_for(|s| *s != Stop::Running) => return,
+                () = self.worker.on_change(|| self.worker.stopping()) => return,
             };
             match read {
                 Ok(Ok(n)) if n > 0 => discarded += n,
@@ -227,7 +234,8 @@ impl Connection {
         }
     }
 
-    async fn serve(&mut self, worker: &Worker, req: &Request<'_>) -> Done {
+    /// Answers `req`; `timer` times the wait for an upstream's response.
+    async fn serve(&mut self, worker: &Worker, req: &Request<'_>, timer: Pin<&mut Sleep>) -> Done {
         if let Framing::Length(n) = req.body {
             if req.max_body > 0 && n > req.max_body {
                 // Refused before reading it; the lingering close absorbs
@@ -255,7 +263,7 @@ impl Connection {
                 .await
             }
             Some(RouteAction::Proxy(name)) => match worker.upstreams.get(name) {
-                Some(group) => self.proxy(req, group).await,
+                Some(group) => self.proxy(req, group, timer).await,
                 None => {
                     // Validation guarantees the upstream exists and has servers.
                     error!(worker.log, "route names an unknown or empty upstream"; "upstream" => name);
@@ -267,17 +275,19 @@ impl Connection {
         }
     }
 
-    /// Reads until a complete request head is buffered.
+    /// Reads until a complete request head is buffered; `timer` times the
+    /// wait.
     async fn read_request<'w>(
         &mut self,
         worker: &'w Rc<Worker>,
         served: u64,
+        mut timer: Pin<&mut Sleep>,
     ) -> Result<Request<'w>, HeadEnd> {
         let idle_since = Instant::now();
         let limits = &worker.config.http;
         // The first request is due within the header timeout of the accept;
         // later ones within it of their first byte, after an idle wait.
-        let mut deadline = (served == 0).then(|| Instant::now() + limits.client_header_timeout);
+        let mut deadline = (served == 0).then(|| idle_since + limits.client_header_timeout);
         // Set once a stop was seen while this fresh connection had sent nothing.
         let mut stop_grace = false;
         loop {
@@ -288,12 +298,16 @@ impl Connection {
                 deadline.get_or_insert_with(|| Instant::now() + limits.client_header_timeout);
             }
             let idle = self.buf.is_empty();
-            let until = deadline.unwrap_or_else(|| Instant::now() + limits.keepalive_timeout);
+            // No deadline yet: this is the first pass, at `idle_since`.
+            let until = deadline.unwrap_or(idle_since + limits.keepalive_timeout);
             let read = tokio::select! {
                 // Bytes already sent win over a stop: they are a request to answer.
                 biased;
-                read = timeout_at(until, read_head(&mut self.stream, &mut self.buf, worker.buffers())) => read,
-                _ = self.stop.wait_for(|s| *s != Stop::Running), if idle && !stop_grace => {
+                read = timed_until(timer.as_mut(), until, read_head(&mut self.stream, &mut self.buf, worker.buffers())) => read,
+                () = worker.on_change(|| worker.stopping() || worker.superseded()), if idle && !stop_grace => {
+                    if !worker.stopping() {
+                        return Err(HeadEnd::Reconfigured);
+                    }
                     // The client may be sending a request right now: closing
                     // at once would reset it. Answer what arrives meanwhile
                     // (with `Connection: close`), close once quiet.
@@ -302,7 +316,6 @@ impl Connection {
                     deadline = Some(deadline.map_or(close_at, |d| d.min(close_at)));
                     continue;
                 }
-                _ = worker.superseded(), if idle && !stop_grace => return Err(HeadEnd::Reconfigured),
             };
             match read {
                 Err(_) if stop_grace && self.buf.is_empty() => return Err(HeadEnd::Closed),
@@ -458,7 +471,7 @@ impl Connection {
         }
         let send_timeout = self.send_timeout();
         let write = write_two(&mut self.stream, &self.response_head, body);
-        let ok = matches!(timeout(send_timeout, write).await, Ok(Ok(())));
+        let ok = matches!(timed(send_timeout, write).await, Ok(Ok(())));
         Done {
             served: Served {
                 status,

@@ -49,7 +49,12 @@ impl Health {
 
     /// Whether requests may go to the server at `now`.
     pub(crate) fn usable(&self, now: Instant) -> bool {
-        !self.checked_down && self.down_until.is_none_or(|t| now >= t)
+        self.usable_with(|| now)
+    }
+
+    /// As [`Health::usable`], reading the clock only for a paused server.
+    pub(crate) fn usable_with(&self, now: impl FnOnce() -> Instant) -> bool {
+        !self.checked_down && self.down_until.is_none_or(|t| now() >= t)
     }
 
     /// Records a failed request; returns `Down` when it takes the server

@@ -27,6 +27,7 @@ mod stats;
 mod test_hooks;
 mod tunnel;
 mod upstream;
+mod waiters;
 
 #[cfg(test)]
 mod tests;
@@ -177,13 +178,23 @@ fn run(args: &WorkerArgs) -> Result<i32, BootError> {
         tokio::task::spawn_local(heartbeats(beats, beat));
         let newest = worker.newest();
         tokio::task::spawn_local(stats::report_every(newest.clone(), to_master.clone()));
-        server::serve(worker, tokio_listeners, || {
-            info!(log, "worker ready");
-            if let Err(e) = to_master.send(WorkerMsg::Ready) {
-                error!(log, "cannot tell the master we are ready"; "error" => %e);
+        let ready_log = log.clone();
+        let ready_to = to_master.clone();
+        // A task of its own: the LocalSet polls the future it runs until
+        // done at every wake-up of any of its tasks (twice per request),
+        // while a task is polled only when woken itself.
+        let serving = server::serve(worker, tokio_listeners, move || {
+            info!(ready_log, "worker ready");
+            if let Err(e) = ready_to.send(WorkerMsg::Ready) {
+                error!(ready_log, "cannot tell the master we are ready"; "error" => %e);
             }
-        })
-        .await;
+        });
+        if let Err(e) = tokio::task::spawn_local(serving).await {
+            // A panic still ends the worker, as it did in this future.
+            if let Ok(panic) = e.try_into_panic() {
+                std::panic::resume_unwind(panic);
+            }
+        }
         if let Some(last) = newest.get() {
             stats::report(&last, &to_master);
         }

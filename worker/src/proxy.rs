@@ -10,7 +10,7 @@ use crate::http::chunked::ChunkedDecoder;
 use crate::http::heads::{self, ConnectionField};
 use crate::http::response::{self, MAX_RESPONSE_HEADERS};
 use crate::http::{with_header_slots, Framing, Version};
-use crate::io::{write_two, BODY_READ};
+use crate::io::{timed, write_two_within, TryWrite, BODY_READ};
 use crate::stats::Stats;
 use crate::tunnel;
 use crate::upstream::{Group, UpstreamConn};
@@ -18,9 +18,10 @@ use bytes::{Buf, BytesMut};
 use slog::{error, info, warn};
 use std::future::Future;
 use std::net::SocketAddr;
+use std::pin::{pin, Pin};
 use std::time::Duration;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
-use tokio::time::{sleep, timeout, Instant};
+use tokio::time::{Instant, Sleep};
 
 /// The interim response asking an HTTP/1.1 client for its body.
 const CONTINUE: &[u8] = b"HTTP/1.1 100 Continue\r\n\r\n";
@@ -88,9 +89,14 @@ struct Timeouts {
 }
 
 impl Connection {
-    /// Forwards `req` to a server of `group` and its response to the client.
-    pub(crate) async fn proxy(&mut self, req: &Request<'_>, group: &Group) -> Done {
-        let started = Instant::now();
+    /// Forwards `req` to a server of `group` and its response to the client;
+    /// `timer` times the wait for the response.
+    pub(crate) async fn proxy(
+        &mut self,
+        req: &Request<'_>,
+        group: &Group,
+        mut timer: Pin<&mut Sleep>,
+    ) -> Done {
         // Servers whose connect failed for this request.
         let mut tried = Vec::new();
         let mut fresh = false;
@@ -118,20 +124,20 @@ impl Connection {
                     let done = self
                         .answer_error(req.version, req.is_head, e.status(), close)
                         .await;
-                    return with_upstream(done, addr, started);
+                    return with_upstream(done, addr);
                 }
             };
             let reused = up.reused;
             let busy = group.busy(index);
             let stats_busy = self.worker.stats().upstream_busy(addr);
-            let result = self.exchange(req, group, up, addr).await;
+            let result = self.exchange(req, group, up, addr, timer.as_mut()).await;
             drop((busy, stats_busy));
             match result {
                 Ok(done) => {
                     if let Some(change) = group.succeeded(index) {
                         self.log_change(group, index, change);
                     }
-                    return with_upstream(done, addr, started);
+                    return with_upstream(done, addr);
                 }
                 Err(early) => {
                     let bodyless = matches!(req.body, Framing::Empty | Framing::Length(0));
@@ -150,7 +156,7 @@ impl Connection {
                         self.note_failure(group, index);
                     }
                     let done = self.fail_early(req, early, addr).await;
-                    return with_upstream(done, addr, started);
+                    return with_upstream(done, addr);
                 }
             }
         }
@@ -223,6 +229,7 @@ impl Connection {
         group: &Group,
         mut up: UpstreamConn,
         addr: SocketAddr,
+        mut deadline: Pin<&mut Sleep>,
     ) -> Result<Done, Early> {
         let t = self.timeouts(group);
         let Connection {
@@ -246,8 +253,7 @@ impl Connection {
             retryable: false,
             request_done: false,
         })?;
-        let write = write_two(&mut up_wr, request_head, &buf[..initial]);
-        match timeout(t.upstream_write, write).await {
+        match write_two_within(&mut up_wr, request_head, &buf[..initial], t.upstream_write).await {
             Ok(Ok(())) => {}
             Ok(Err(e)) => return Err(Early::upstream(UpstreamError::Write(e), true, false)),
             Err(_) => return Err(Early::upstream(UpstreamError::WriteTimeout, true, false)),
@@ -275,39 +281,40 @@ impl Connection {
         // a server may answer early before reading it.
         let mut sent: Option<Result<(), UpstreamError>> = body.is_done().then_some(Ok(()));
         let head = {
-            let pump = pump_request_body(
+            // Pinned where they are made: moving them costs a copy each.
+            let mut pump = pin!(pump_request_body(
                 worker.stats(),
                 &mut client_rd,
                 buf,
                 &mut up_wr,
                 &mut body,
                 t,
-            );
+            ));
             let expecting = Expecting {
                 is_head: req.is_head,
                 upgrade: req.upgrade,
                 forward_interim: req.version == Version::Http11,
                 via: worker.config.http.via.as_deref(),
             };
-            let head = read_response_head(
+            let mut head = pin!(read_response_head(
                 &mut up_rd,
                 &mut up.buf,
                 &mut client_wr,
                 response_head,
                 expecting,
                 t.client_write,
-            );
+            ));
             // The read timeout runs once the request is fully sent.
-            let deadline = sleep(if sent.is_some() {
+            let wait = if sent.is_some() {
                 t.upstream_read
             } else {
                 NOT_ARMED
-            });
-            tokio::pin!(pump, head, deadline);
+            };
+            deadline.as_mut().reset(Instant::now() + wait);
             loop {
                 tokio::select! {
                     biased;
-                    result = &mut pump, if sent.is_none() => {
+                    result = pump.as_mut(), if sent.is_none() => {
                         match result {
                             Ok(()) => sent = Some(Ok(())),
                             Err(PumpError::Client(e)) => {
@@ -318,8 +325,8 @@ impl Connection {
                         }
                         deadline.as_mut().reset(Instant::now() + t.upstream_read);
                     }
-                    head = &mut head => break head,
-                    _ = &mut deadline => {
+                    head = head.as_mut() => break head,
+                    _ = deadline.as_mut() => {
                         let request_done = matches!(sent, Some(Ok(())));
                         return Err(Early::upstream(UpstreamError::ReadTimeout, false, request_done));
                     }
@@ -459,9 +466,9 @@ impl Connection {
     }
 }
 
-fn with_upstream(mut done: Done, addr: SocketAddr, started: Instant) -> Done {
+/// `done`, from server `addr` (the caller times it).
+fn with_upstream(mut done: Done, addr: SocketAddr) -> Done {
     done.served.upstream = Some(addr);
-    done.served.upstream_time = Some(started.elapsed());
     done
 }
 
@@ -484,7 +491,7 @@ async fn within<T, E>(
     on_error: impl FnOnce(std::io::Error) -> E,
     on_timeout: E,
 ) -> Result<T, E> {
-    match timeout(limit, io).await {
+    match timed(limit, io).await {
         Ok(Ok(v)) => Ok(v),
         Ok(Err(e)) => Err(on_error(e)),
         Err(_) => Err(on_timeout),
@@ -609,7 +616,7 @@ async fn send_response<R, W>(
 ) -> Result<u64, (PumpError, bool)>
 where
     R: AsyncRead + Unpin,
-    W: AsyncWrite + Unpin,
+    W: TryWrite,
 {
     let mut sent = 0u64;
     let mut head = Some(head);
@@ -665,25 +672,22 @@ where
     }
 }
 
-async fn write_client<W: AsyncWrite + Unpin>(
+async fn write_client<W: TryWrite>(
     client: &mut W,
     head: &[u8],
     body: &[u8],
     t: Timeouts,
 ) -> Result<(), PumpError> {
-    within(
-        t.client_write,
-        write_two(client, head, body),
-        ClientError::Write,
-        ClientError::WriteTimeout,
-    )
-    .await
-    .map_err(PumpError::from)
+    match write_two_within(client, head, body, t.client_write).await {
+        Ok(Ok(())) => Ok(()),
+        Ok(Err(e)) => Err(ClientError::Write(e).into()),
+        Err(_) => Err(ClientError::WriteTimeout.into()),
+    }
 }
 
 /// Writes the data of the chunks in `buf` (consuming them) without the
 /// chunked framing; returns the bytes written.
-async fn write_decoded<W: AsyncWrite + Unpin>(
+async fn write_decoded<W: TryWrite>(
     client: &mut W,
     decoder: &mut ChunkedDecoder,
     buf: &mut BytesMut,

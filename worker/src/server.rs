@@ -13,6 +13,7 @@ use crate::control::Stop;
 use crate::request_id::RequestIds;
 use crate::stats::{RouteSlots, ServerRef, Stats};
 use crate::upstream::Upstreams;
+use crate::waiters::{Wait, Waiters};
 use prefork_shared::log::{self as plog, LogGuard, Role};
 use prefork_shared::stats::WorkerStats;
 use prefork_shared::Config;
@@ -49,8 +50,8 @@ struct Shared {
     drained: Notify,
     /// The newest configuration snapshot.
     latest: RefCell<Weak<Worker>>,
-    /// Woken when a new snapshot replaces the latest one.
-    swapped: Notify,
+    /// Tasks waiting for a stop or a new snapshot.
+    waiters: Waiters,
     /// When a stop was first seen, to spread idle closes from it.
     stop_seen: Cell<Option<Instant>>,
     /// Counters reported to the master: they outlive hot reloads.
@@ -95,7 +96,7 @@ impl Worker {
             active: Cell::new(0),
             drained: Notify::new(),
             latest: RefCell::new(Weak::new()),
-            swapped: Notify::new(),
+            waiters: Waiters::default(),
             stop_seen: Cell::new(None),
             stats: Rc::new(stats),
             request_ids: RequestIds::new(),
@@ -125,18 +126,15 @@ impl Worker {
             .unwrap_or_else(|| self.clone())
     }
 
-    /// Resolves once a newer configuration than this one exists.
-    pub(crate) async fn superseded(self: &Rc<Self>) {
-        loop {
-            let swapped = self.shared.swapped.notified();
-            tokio::pin!(swapped);
-            // Registered before checking, so a swap in between is not lost.
-            swapped.as_mut().enable();
-            if !Rc::ptr_eq(&self.latest(), self) {
-                return;
-            }
-            swapped.await;
-        }
+    /// Whether a newer configuration than this one exists.
+    pub(crate) fn superseded(self: &Rc<Self>) -> bool {
+        !Rc::ptr_eq(&self.latest(), self)
+    }
+
+    /// Resolves once `changed` holds, checked again at each stop or new
+    /// configuration.
+    pub(crate) fn on_change<F: Fn() -> bool + Unpin>(&self, changed: F) -> Wait<'_, F> {
+        self.shared.waiters.wait(changed)
     }
 
     /// A snapshot for `config` that becomes the latest: pools of upstreams
@@ -176,7 +174,7 @@ impl Worker {
             &worker.log,
         );
         *self.shared.latest.borrow_mut() = Rc::downgrade(&worker);
-        self.shared.swapped.notify_waiters();
+        self.shared.waiters.wake_all();
         worker
     }
 
@@ -327,6 +325,9 @@ pub(crate) async fn serve(worker: Rc<Worker>, listeners: Vec<TcpListener>, ready
         // The sender lives as long as the worker; losing it means stop.
         Err(_) => Stop::Fast,
     };
+    // The accept loops and idle connections wait on the worker's waiters,
+    // not on the watch each.
+    worker.shared.waiters.wake_all();
     if state == Stop::Graceful {
         // The accept loops first take what is queued (see accept_loop).
         for accept in accepting {

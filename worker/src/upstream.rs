@@ -98,9 +98,11 @@ impl Group {
     /// The server for the next request, leaving out those in `skip` (tried
     /// already) and those down; `None` when no server is left.
     pub(crate) fn pick(&self, skip: &[usize]) -> Option<usize> {
-        let now = Instant::now();
+        // The clock is read only if a server is paused.
+        let now = std::cell::OnceCell::new();
+        let now = || *now.get_or_init(Instant::now);
         self.balancer.pick(
-            |i| !skip.contains(&i) && self.health[i].borrow().usable(now),
+            |i| !skip.contains(&i) && self.health[i].borrow().usable_with(now),
             |i| self.busy[i].get(),
         )
     }
