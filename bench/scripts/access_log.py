@@ -19,7 +19,7 @@ import tempfile
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from bench import RELEASE, Origin, Prefork, run_wrk  # noqa: E402
+from bench import RELEASE, Origin, Prefork, prefork_toml, run_wrk  # noqa: E402
 
 
 class LoggingPrefork(Prefork):
@@ -35,20 +35,8 @@ class LoggingPrefork(Prefork):
         sub.mkdir(exist_ok=True)
         access = f'"{sub}/access.log"\naccess_log_format = "{self.fmt}"' if self.fmt else '"off"'
         cfg = sub / "prefork.toml"
-        cfg.write_text(f"""
-workers = {self.workers}
-pid_file = "{sub}/prefork.pid"
-[log]
-error_log = "{sub}/error.log"
-access_log = {access}
-[[listen]]
-addr = "127.0.0.1:{self.port}"
-[upstreams.o]
-servers = ["127.0.0.1:{self.origin_port}"]
-keepalive = 1024
-[[routes]]
-upstream = "o"
-""")
+        cfg.write_text(prefork_toml(sub, "prefork", self.port, self.origin_port, self.workers,
+                                    access_log=access))
         return [str(RELEASE / "prefork"), "-c", str(cfg)]
 
 

@@ -156,6 +156,30 @@ def worker_requests(admin_port):
     return counts
 
 
+def prefork_toml(workdir, name, port, origin_port, workers, access_log='"off"', reuseport=False,
+                 tables=""):
+    """The configuration every bench script runs prefork with: one route to
+    the origin over a keep-alive pool, files named after `name` in workdir,
+    then `tables` (say, an [admin] table)."""
+    return f"""
+workers = {workers}
+# As nginx's keepalive_requests below: wrk's connections are never recycled.
+keepalive_requests = 1000000
+pid_file = "{workdir}/{name}.pid"
+[log]
+error_log = "{workdir}/{name}-error.log"
+access_log = {access_log}
+[[listen]]
+addr = "127.0.0.1:{port}"
+reuseport = {str(reuseport).lower()}
+[upstreams.o]
+servers = ["127.0.0.1:{origin_port}"]
+keepalive = 1024
+[[routes]]
+upstream = "o"
+{tables}"""
+
+
 class Target:
     """A server under test, started and stopped by pid."""
 
@@ -216,25 +240,9 @@ class Prefork(Target):
 
     def command(self):
         cfg = self.workdir / f"{self.name}.toml"
-        cfg.write_text(f"""
-workers = {self.workers}
-# As nginx's keepalive_requests below: wrk's connections are never recycled.
-keepalive_requests = 1000000
-pid_file = "{self.workdir}/{self.name}.pid"
-[admin]
-addr = "127.0.0.1:{self.admin_port}"
-[log]
-error_log = "{self.workdir}/{self.name}-error.log"
-access_log = "off"
-[[listen]]
-addr = "127.0.0.1:{self.port}"
-reuseport = {str(self.reuseport).lower()}
-[upstreams.o]
-servers = ["127.0.0.1:{self.origin_port}"]
-keepalive = 1024
-[[routes]]
-upstream = "o"
-""")
+        cfg.write_text(prefork_toml(self.workdir, self.name, self.port, self.origin_port, self.workers,
+                                    reuseport=self.reuseport,
+                                    tables=f'[admin]\naddr = "127.0.0.1:{self.admin_port}"\n'))
         return [str(RELEASE / "prefork"), "-c", str(cfg)]
 
 
@@ -334,7 +342,7 @@ def parse_wrk(stdout, stderr):
     return r
 
 
-def run_wrk(target, path, conns, headers, upload, duration, threads, origin, origin_stats=None):
+def run_wrk(target, path, conns, headers, upload, duration, threads, origin=None, origin_stats=None):
     """One wrk run against target; with origin_stats, also counts the new
     upstream connections against the requests the origin served between 25 %
     and 75 % of the run (steady state: pools are warm, wrk is not stopping).
@@ -343,7 +351,7 @@ def run_wrk(target, path, conns, headers, upload, duration, threads, origin, ori
     cmd = wrk_command(target.port, path, conns, headers, duration, threads)
     env = dict(os.environ, UPLOAD_BYTES=str(upload))
     pids = target.pids()
-    behind = [] if target is origin else origin.pids()
+    behind = [] if origin is None or target is origin else origin.pids()
     cpu0, origin0, wrk0 = cpu_times(pids), sum(cpu_times(behind)), children_cpu_seconds()
     start = time.monotonic()
     wrk = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)

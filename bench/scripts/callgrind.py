@@ -27,8 +27,6 @@ kept (their path is printed) for `callgrind_annotate`.
 """
 
 import argparse
-import os
-import re
 import shutil
 import signal
 import statistics
@@ -39,8 +37,9 @@ import tempfile
 import time
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[2]
-RELEASE = Path(os.environ.get("PREFORK_RELEASE_DIR", ROOT / "target" / "release"))
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from bench import RELEASE, prefork_toml  # noqa: E402
+
 CLIENTS = 4
 # Generous: everything under valgrind runs ~50x slower.
 START_DEADLINE_S = 60.0
@@ -152,21 +151,7 @@ def reap(proc, deadline_s):
 
 def write_config(workdir, port, origin_port):
     cfg = workdir / "prefork.toml"
-    cfg.write_text(f"""
-workers = 1
-keepalive_requests = 1000000
-pid_file = "{workdir}/prefork.pid"
-[log]
-error_log = "{workdir}/prefork-error.log"
-access_log = "off"
-[[listen]]
-addr = "127.0.0.1:{port}"
-[upstreams.o]
-servers = ["127.0.0.1:{origin_port}"]
-keepalive = 1024
-[[routes]]
-upstream = "o"
-""")
+    cfg.write_text(prefork_toml(workdir, "prefork", port, origin_port, 1))
     return cfg
 
 
