@@ -538,17 +538,15 @@ where
                     read: t.client_read,
                     write: t.upstream_write,
                 };
-                let mut read = 0;
                 let moved = splice::transfer(
                     p,
                     (*client).as_ref(),
                     (*upstream).as_ref(),
                     left,
-                    &mut read,
+                    |n| stats.read_u64(n),
                     limits,
                 )
                 .await;
-                stats.read_u64(read);
                 match moved {
                     Ok(Moved::Whole) => {
                         *body = BodyCursor::Done;
@@ -724,13 +722,12 @@ where
                     read: t.upstream_read,
                     write: t.client_write,
                 };
-                let mut read = 0;
                 let moved = splice::transfer(
                     p,
                     (*upstream).as_ref(),
                     (*client).as_ref(),
                     left,
-                    &mut read,
+                    |_| {},
                     limits,
                 )
                 .await;

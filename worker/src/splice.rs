@@ -142,14 +142,15 @@ impl Drop for Lease<'_> {
 }
 
 /// Moves exactly `len` bytes from `src` to `dst` (never more: what follows
-/// on `src` belongs to the next message). `read` counts the bytes taken from
-/// `src`, also when the move fails part way.
+/// on `src` belongs to the next message). `on_read` is told of the bytes
+/// taken from `src` as they come, also when the move fails or is dropped
+/// part way.
 pub(crate) async fn transfer(
     pipes: &Pipes,
     src: &TcpStream,
     dst: &TcpStream,
     len: u64,
-    read: &mut u64,
+    mut on_read: impl FnMut(u64),
     limits: Limits,
 ) -> Result<Moved, Failure> {
     let Ok(mut lease) = pipes.lease() else {
@@ -182,7 +183,7 @@ pub(crate) async fn transfer(
         };
         lease.held = n;
         left -= n as u64;
-        *read += n as u64;
+        on_read(n as u64);
         // Drain the pipe whole before filling it again.
         while lease.held > 0 {
             match dst.try_io(Interest::WRITABLE, || splice(pipe_rd, dst_fd, lease.held)) {
@@ -271,7 +272,7 @@ mod tests {
         });
         let mut read = 0;
         let len = body.len() as u64;
-        let moved = transfer(&pipes, &src, &dst, len, &mut read, LIMITS).await;
+        let moved = transfer(&pipes, &src, &dst, len, |n| read += n, LIMITS).await;
         assert_eq!(moved.unwrap(), Moved::Whole);
         assert_eq!(read, len);
         assert!(reader.await.unwrap() == body, "the body differs");
@@ -292,7 +293,7 @@ mod tests {
         origin.write_all(&pattern(100_000)).await.unwrap();
         drop(origin);
         let mut read = 0;
-        let result = transfer(&pipes, &src, &dst, 1_000_000, &mut read, LIMITS).await;
+        let result = transfer(&pipes, &src, &dst, 1_000_000, |n| read += n, LIMITS).await;
         assert!(matches!(result, Err(Failure::Closed)), "{result:?}");
         assert_eq!(read, 100_000);
         assert_eq!(pipes.free_count(), 1, "the pipe was drained, so it is kept");
