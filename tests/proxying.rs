@@ -4,12 +4,15 @@
 use crate::support::http::{self, Conn};
 use crate::support::origins::{self, RecordingOrigin};
 use crate::support::prefork::{Prefork, Setup};
+use crate::support::scripted::ScriptedOrigin;
 use crate::support::wait_until;
 use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 
+/// One upstream group of `server`; large bodies are spliced, so that the
+/// body tests here cover that path.
 fn single_upstream(workers: usize, server: std::net::SocketAddr) -> Prefork {
-    Prefork::start(Setup::new(workers).body(&format!(
+    Prefork::start(Setup::new(workers).top("splice = true").body(&format!(
         r#"
 [upstreams.app]
 servers = ["{server}"]
@@ -390,4 +393,71 @@ respond = {{ status = 200, body = "fixed\n" }}
         ]
     );
     assert!(wait_until(Duration::from_secs(1), || rec.count() == 1));
+}
+
+/// Bodies large enough to be spliced (socket to socket through a pipe)
+/// arrive byte-exact both ways, and exactly their length is moved: the
+/// upstream connection carries the next request after each.
+#[test]
+fn large_bodies_arrive_intact_and_the_upstream_connection_is_reused() {
+    let origin = ScriptedOrigin::start();
+    let len = 3 * 1024 * 1024 + 123;
+    let body = prefork_bench::pattern(len);
+    let mut big = format!("HTTP/1.1 200 OK\r\nContent-Length: {len}\r\n\r\n").into_bytes();
+    big.extend_from_slice(&body);
+    origin.script("/big", &big, false);
+    let p = single_upstream(1, origin.addr());
+    let mut conn = Conn::local(p.port()).expect("connect");
+    conn.set_read_timeout(Duration::from_secs(30)).unwrap();
+
+    let r = conn
+        .get("app.local", "/big")
+        .unwrap_or_else(|e| panic!("{e}\n{}", p.logs()));
+    assert_eq!(r.status, 200);
+    assert_eq!(r.body.len(), len, "body length");
+    assert!(r.body == body, "the downloaded body differs");
+    let r = conn.get("app.local", "/after-download").expect("next");
+    assert_eq!(r.text(), "ok");
+
+    let upload: Vec<u8> = (0..len).map(|i| (i * 13 % 253) as u8).collect();
+    conn.send(&http::request("PUT", "app.local", "/up", &[], &upload))
+        .expect("send");
+    let r = conn.read_response().expect("upload answered");
+    assert_eq!(r.status, 200, "{}", p.logs());
+    let r = conn.get("app.local", "/after-upload").expect("next");
+    assert_eq!(r.text(), "ok");
+
+    let got = origin.requests_for("/up");
+    assert_eq!(got.len(), 1);
+    assert!(got[0].body == upload, "the uploaded body differs");
+    let on = |path| origin.connections_for(path);
+    assert_eq!(on("/big").len(), 1);
+    assert_eq!(
+        [on("/after-download"), on("/up"), on("/after-upload")],
+        [on("/big"), on("/big"), on("/big")],
+        "every request after a large body reuses the upstream connection"
+    );
+}
+
+/// An upstream that closes in the middle of a large body: the client gets
+/// what came, then the connection closes before the announced length.
+#[test]
+fn a_large_body_cut_short_closes_the_client_connection() {
+    let origin = ScriptedOrigin::start();
+    let (len, cut) = (2_000_000, 700_000);
+    let body = prefork_bench::pattern(len);
+    let mut short = format!("HTTP/1.1 200 OK\r\nContent-Length: {len}\r\n\r\n").into_bytes();
+    short.extend_from_slice(&body[..cut]);
+    origin.script("/cut", &short, true);
+    let p = single_upstream(1, origin.addr());
+    p.expect_log_errors();
+    let mut conn = Conn::local(p.port()).expect("connect");
+    conn.set_read_timeout(Duration::from_secs(30)).unwrap();
+    conn.send(b"GET /cut HTTP/1.1\r\nHost: app.local\r\n\r\n")
+        .expect("send");
+    let head = conn.read_raw_head().expect("head");
+    assert!(head.contains(&format!("Content-Length: {len}")), "{head}");
+    let rest = conn.read_to_close().expect("the rest until close");
+    assert!(rest.len() < len, "a truncated body never looks complete");
+    assert!(rest == body[..rest.len()], "what came is the body's start");
 }

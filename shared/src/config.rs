@@ -89,6 +89,10 @@ pub struct HttpLimits {
     /// The pseudonym in the `Via` field added to forwarded messages; `None`
     /// adds none.
     pub via: Option<String>,
+    /// Large `Content-Length` bodies are moved between the sockets with
+    /// `splice(2)` instead of being copied through user space (off by
+    /// default: on loopback the receiver pays more than the proxy saves).
+    pub splice: bool,
 }
 
 impl Default for HttpLimits {
@@ -105,6 +109,7 @@ impl Default for HttpLimits {
             send_timeout: Duration::from_secs(60),
             tunnel_timeout: Duration::from_secs(3600),
             via: Some("prefork".to_owned()),
+            splice: false,
         }
     }
 }

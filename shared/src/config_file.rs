@@ -145,6 +145,7 @@ struct RawConfig {
     send_timeout: Option<String>,
     tunnel_timeout: Option<String>,
     via: Option<RawVia>,
+    splice: Option<bool>,
     #[serde(default)]
     log: RawLog,
     #[serde(default)]
@@ -384,6 +385,7 @@ impl Validator<'_> {
                 None => defaults.via,
                 Some(v) => self.via(root.key("via"), v),
             },
+            splice: raw.splice.unwrap_or(defaults.splice),
         };
         let shutdown_timeout = self.duration(
             root.key("shutdown_timeout"),
@@ -1212,6 +1214,8 @@ health_check = { path = "health", fails = 0, interval = "often" }
         assert_eq!(parse_ok("via = true").http.via.as_deref(), Some("prefork"));
         let d = parse_ok("");
         assert_eq!(d.http.max_body_size, 100 * 1024 * 1024);
+        assert!(!d.http.splice);
+        assert!(parse_ok("splice = true").http.splice);
         assert_eq!(parse_ok("max_body_size = 0").http.max_body_size, 0);
         assert_eq!(parse_size("64k"), Some(65536));
         assert_eq!(parse_size("1G"), Some(1 << 30));

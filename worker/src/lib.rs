@@ -22,6 +22,7 @@ mod io;
 mod proxy;
 mod request_id;
 mod server;
+mod splice;
 mod stats;
 #[cfg(debug_assertions)]
 mod test_hooks;

@@ -11,16 +11,18 @@ use crate::http::heads::{self, ConnectionField};
 use crate::http::response::{self, MAX_RESPONSE_HEADERS};
 use crate::http::{with_header_slots, Framing, Version};
 use crate::io::{timed, write_two_within, TryWrite, BODY_READ};
+use crate::splice::{self, Failure, Moved, Pipes};
 use crate::stats::Stats;
 use crate::tunnel;
 use crate::upstream::{Group, UpstreamConn};
-use bytes::{Buf, BytesMut};
+use bytes::{Buf, BufMut, BytesMut};
 use slog::{error, info, warn};
 use std::future::Future;
 use std::net::SocketAddr;
 use std::pin::{pin, Pin};
 use std::time::Duration;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
+use tokio::net::TcpStream;
 use tokio::time::{Instant, Sleep};
 
 /// The interim response asking an HTTP/1.1 client for its body.
@@ -77,6 +79,10 @@ struct Expecting<'a> {
     forward_interim: bool,
     /// The `Via` pseudonym, if any.
     via: Option<&'a str>,
+    /// Most bytes one read of the head takes: with splicing on, little more
+    /// than a head, so that the body bytes read along with it (and so copied)
+    /// are few.
+    read_size: usize,
 }
 
 /// Read and write time limits of one exchange.
@@ -284,6 +290,7 @@ impl Connection {
             // Pinned where they are made: moving them costs a copy each.
             let mut pump = pin!(pump_request_body(
                 worker.stats(),
+                worker.pipes(),
                 &mut client_rd,
                 buf,
                 &mut up_wr,
@@ -295,6 +302,11 @@ impl Connection {
                 upgrade: req.upgrade,
                 forward_interim: req.version == Version::Http11,
                 via: worker.config.http.via.as_deref(),
+                read_size: if worker.pipes().is_some() {
+                    splice::HEAD_READ
+                } else {
+                    BODY_READ
+                },
             };
             let mut head = pin!(read_response_head(
                 &mut up_rd,
@@ -413,13 +425,18 @@ impl Connection {
             set_nodelay(client_wr.as_ref(), nodelay);
         }
         let mut body = BodyCursor::new(meta.framing);
+        let relay = if decode {
+            Relay::Decoded
+        } else {
+            Relay::AsIs(worker.pipes())
+        };
         let result = send_response(
             &mut up_rd,
             &mut up.buf,
             &mut client_wr,
             response_head,
             &mut body,
-            decode,
+            relay,
             t,
         )
         .await;
@@ -502,6 +519,7 @@ async fn within<T, E>(
 /// entry (they went out with the head).
 async fn pump_request_body<R, W>(
     stats: &Stats,
+    mut pipes: Option<&Pipes>,
     client: &mut R,
     buf: &mut BytesMut,
     upstream: &mut W,
@@ -509,10 +527,41 @@ async fn pump_request_body<R, W>(
     t: Timeouts,
 ) -> Result<(), PumpError>
 where
-    R: AsyncRead + Unpin,
-    W: AsyncWrite + Unpin,
+    R: AsyncRead + Unpin + AsRef<TcpStream>,
+    W: AsyncWrite + Unpin + AsRef<TcpStream>,
 {
     while !body.is_done() {
+        // `buf` is empty here: the rest of the body is still in the socket.
+        if let (Some(p), &mut BodyCursor::Length(left)) = (pipes, &mut *body) {
+            if left >= splice::MIN_SPLICE && buf.is_empty() {
+                let limits = splice::Limits {
+                    read: t.client_read,
+                    write: t.upstream_write,
+                };
+                let moved = splice::transfer(
+                    p,
+                    (*client).as_ref(),
+                    (*upstream).as_ref(),
+                    left,
+                    |n| stats.read_u64(n),
+                    limits,
+                )
+                .await;
+                match moved {
+                    Ok(Moved::Whole) => {
+                        *body = BodyCursor::Done;
+                        return Ok(());
+                    }
+                    // Copied instead, below.
+                    Ok(Moved::Unsupported) => pipes = None,
+                    Err(Failure::Read(e)) => return Err(ClientError::Read(e).into()),
+                    Err(Failure::ReadTimeout) => return Err(ClientError::Timeout.into()),
+                    Err(Failure::Closed) => return Err(ClientError::Closed.into()),
+                    Err(Failure::Write(e)) => return Err(UpstreamError::Write(e).into()),
+                    Err(Failure::WriteTimeout) => return Err(UpstreamError::WriteTimeout.into()),
+                }
+            }
+        }
         buf.reserve(BODY_READ);
         let n = within(
             t.client_read,
@@ -594,13 +643,22 @@ where
                 Err(e) => return Err((UpstreamError::BadResponse(e).into(), true)),
             }
         }
-        buf.reserve(BODY_READ);
-        match upstream.read_buf(buf).await {
+        buf.reserve(expecting.read_size);
+        match upstream.read_buf(&mut buf.limit(expecting.read_size)).await {
             Ok(0) => return Err((UpstreamError::Closed.into(), any_bytes)),
             Ok(_) => any_bytes = true,
             Err(e) => return Err((UpstreamError::Read(e).into(), any_bytes)),
         }
     }
+}
+
+/// How a response body goes to the client.
+#[derive(Clone, Copy)]
+enum Relay<'a> {
+    /// As it comes; large known lengths spliced when there are pipes.
+    AsIs(Option<&'a Pipes>),
+    /// Without its chunked framing (for an HTTP/1.0 client).
+    Decoded,
 }
 
 /// Writes the response head and streams the body. Returns the bytes sent,
@@ -611,13 +669,17 @@ async fn send_response<R, W>(
     client: &mut W,
     head: &[u8],
     body: &mut BodyCursor,
-    decode: bool,
+    relay: Relay<'_>,
     t: Timeouts,
 ) -> Result<u64, (PumpError, bool)>
 where
-    R: AsyncRead + Unpin,
-    W: TryWrite,
+    R: AsyncRead + Unpin + AsRef<TcpStream>,
+    W: TryWrite + AsRef<TcpStream>,
 {
+    let (decode, mut pipes) = match relay {
+        Relay::AsIs(pipes) => (false, pipes),
+        Relay::Decoded => (true, None),
+    };
     let mut sent = 0u64;
     let mut head = Some(head);
     loop {
@@ -651,6 +713,43 @@ where
         }
         if body.is_done() {
             return Ok(sent);
+        }
+        // Everything buffered was forwarded (the head too): a large rest of
+        // known length goes from socket to socket.
+        if let (Some(p), &mut BodyCursor::Length(left)) = (pipes, &mut *body) {
+            if left >= splice::MIN_SPLICE {
+                let limits = splice::Limits {
+                    read: t.upstream_read,
+                    write: t.client_write,
+                };
+                let moved = splice::transfer(
+                    p,
+                    (*upstream).as_ref(),
+                    (*client).as_ref(),
+                    left,
+                    |_| {},
+                    limits,
+                )
+                .await;
+                match moved {
+                    Ok(Moved::Whole) => {
+                        *body = BodyCursor::Done;
+                        return Ok(sent + left);
+                    }
+                    // Copied instead, below.
+                    Ok(Moved::Unsupported) => pipes = None,
+                    Err(f) => {
+                        let error = match f {
+                            Failure::Read(e) => UpstreamError::Read(e).into(),
+                            Failure::ReadTimeout => UpstreamError::ReadTimeout.into(),
+                            Failure::Closed => UpstreamError::Closed.into(),
+                            Failure::Write(e) => ClientError::Write(e).into(),
+                            Failure::WriteTimeout => ClientError::WriteTimeout.into(),
+                        };
+                        return Err((error, true));
+                    }
+                }
+            }
         }
         // Everything buffered was forwarded: read the next part.
         buf.clear();

@@ -11,6 +11,7 @@ use crate::access_log::AccessLogs;
 use crate::buffers::Buffers;
 use crate::control::Stop;
 use crate::request_id::RequestIds;
+use crate::splice::Pipes;
 use crate::stats::{RouteSlots, ServerRef, Stats};
 use crate::upstream::Upstreams;
 use crate::waiters::{Wait, Waiters};
@@ -60,6 +61,8 @@ struct Shared {
     request_ids: RequestIds,
     /// Free buffers for client connections.
     buffers: Buffers,
+    /// Free pipes for splicing bodies.
+    pipes: Pipes,
 }
 
 /// One configuration's view of the worker, shared by the tasks using it
@@ -101,6 +104,7 @@ impl Worker {
             stats: Rc::new(stats),
             request_ids: RequestIds::new(),
             buffers: Buffers::default(),
+            pipes: Pipes::default(),
         });
         let worker = Rc::new(Worker {
             upstreams: Upstreams::new(&config),
@@ -224,6 +228,11 @@ impl Worker {
     /// The free buffers for client connections (one set per process).
     pub(crate) fn buffers(&self) -> &Buffers {
         &self.shared.buffers
+    }
+
+    /// The free pipes for splicing bodies, if `splice` is on.
+    pub(crate) fn pipes(&self) -> Option<&Pipes> {
+        self.config.http.splice.then_some(&self.shared.pipes)
     }
 
     /// Writes a new request id into `out` (one generator per process).
