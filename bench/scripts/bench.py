@@ -550,11 +550,15 @@ def fmt_errors(runs):
     return f"{sum(total.values())} ({detail})" if detail else "0"
 
 
+def cpu_model():
+    """The CPU's model name, for the report's machine line."""
+    return next((l.split(":", 1)[1].strip() for l in Path("/proc/cpuinfo").read_text().splitlines()
+                 if l.startswith("model name")), platform.processor())
+
+
 def header_lines(args):
-    cpu = next((l.split(":", 1)[1].strip() for l in Path("/proc/cpuinfo").read_text().splitlines()
-                if l.startswith("model name")), platform.processor())
     return [
-        f"Machine: {os.cpu_count()} cores ({cpu}), Linux {platform.release()}; "
+        f"Machine: {os.cpu_count()} cores ({cpu_model()}), Linux {platform.release()}; "
         f"{args.workers} workers/threads per proxy; wrk -t{args.threads}, {args.duration} s per run, "
         f"{args.rounds} interleaved rounds; medians (min–max).",
         f"Versions: {version([str(RELEASE / 'prefork'), '--version'])}; {version(['nginx', '-v'])}; "

@@ -46,7 +46,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from bench import (RELEASE, ROOT, Haproxy, Nginx, Origin, Prefork, children,  # noqa: E402
-                   cpu_times, parse_wrk, shown, wrk_command)
+                   cpu_model, cpu_times, parse_wrk, shown, version, wrk_command)
 
 PERF = "perf"
 TARGETS = {"prefork": Prefork, "nginx": Nginx, "haproxy": Haproxy}
@@ -342,19 +342,6 @@ def render(args, names, results, syscalls, commands):
               "enabled through its control pipe only while wrk runs):", ""]
     lines += [f"- `{c}`" for c in sorted(commands)] + [""]
     return "\n".join(lines)
-
-
-def cpu_model():
-    return next((l.split(":", 1)[1].strip() for l in Path("/proc/cpuinfo").read_text().splitlines()
-                 if l.startswith("model name")), platform.processor())
-
-
-def version(cmd):
-    try:
-        out = subprocess.run(cmd, capture_output=True, text=True, timeout=10)
-        return (out.stdout + out.stderr).strip().splitlines()[0]
-    except (OSError, IndexError):
-        return "?"
 
 
 def parse_args():
