@@ -122,11 +122,7 @@ fn hot_reload_changes_routing_without_new_workers_or_failed_requests() {
     p.write_config(&routes_to("b", b));
     p.signal(Signal::SIGHUP);
     wait_reconfigured(&p, 2);
-    let settled = client.count();
-    assert!(
-        wait_until(Duration::from_secs(5), || client.count() >= settled + 20),
-        "the client loop stalled after the reload"
-    );
+    let settled = client.wait_more(20, &p, "the reload");
     let sent = assert_switched(&p, client, settled, "before", "after");
     // The idle keep-alive connection's next request follows the new routes.
     let r = kept
@@ -164,8 +160,7 @@ fn a_listener_change_rolls_a_new_generation_with_zero_failed_requests() {
     p.write_config(&body);
     p.signal(Signal::SIGHUP);
     let new = wait_new_generation(&p, &old, 2);
-    let settled = client.count();
-    assert!(wait_until(Duration::from_secs(5), || client.count() >= settled + 20));
+    let settled = client.wait_more(20, &p, "the new generation");
     assert_switched(&p, client, settled, "before", "after");
     let old_gen = old[0].generation();
     assert!(new.iter().all(|w| w.generation() > old_gen), "{new:?}");

@@ -220,28 +220,12 @@ fn a_binary_upgrade_hands_every_slot_socket_over_with_zero_failed_requests() {
             .exe(&exe)
             .body(&routes_to("a", a)),
     );
-    let old_master = p.master_pid();
     let sockets = slot_sockets(&p.workers(), p.port());
 
     let client = ClientLoop::start(p.port());
     assert!(wait_until(Duration::from_secs(5), || client.count() >= 20));
-    p.signal(Signal::SIGUSR2);
-    let new_master = wait_for(Duration::from_secs(20), || {
-        p.pid_file_pid().filter(|pid| *pid != old_master)
-    })
-    .unwrap_or_else(|| panic!("the pid file never named a new master\n{}", p.logs()));
-    p.track(new_master);
-    let new_workers = p.workers_of(new_master);
-    let status = p
-        .wait_exit(Duration::from_secs(15))
-        .unwrap_or_else(|| panic!("the old master did not exit\n{}", p.logs()));
-    assert!(status.success(), "old master: {status}");
-    let settled = client.count();
-    assert!(
-        wait_until(Duration::from_secs(5), || client.count() >= settled + 20),
-        "the client loop stalled after the upgrade\n{}",
-        p.logs()
-    );
+    let (new_master, new_workers) = p.binary_upgrade();
+    client.wait_more(20, &p, "the upgrade");
     client.finish_without_failures(&p, "the upgrade");
     assert_eq!(
         slot_sockets(&new_workers, p.port()),

@@ -150,33 +150,16 @@ fn a_binary_upgrade_swaps_the_master_with_zero_failed_requests() {
         routes_to("a", a)
     );
     let mut p = Prefork::start_in(dir, Setup::new(2).exe(&exe).body(&body));
-    let old_master = p.master_pid();
     let old_workers = p.workers();
 
     let client = ClientLoop::start(p.port());
     assert!(wait_until(Duration::from_secs(5), || client.count() >= 20));
-    p.signal(Signal::SIGUSR2);
-
-    let new_master = crate::support::wait_for(Duration::from_secs(20), || {
-        p.pid_file_pid().filter(|pid| *pid != old_master)
-    })
-    .unwrap_or_else(|| panic!("the pid file never named a new master\n{}", p.logs()));
-    p.track(new_master);
-    let new_workers = p.workers_of(new_master);
-    let status = p
-        .wait_exit(Duration::from_secs(15))
-        .unwrap_or_else(|| panic!("the old master did not exit\n{}", p.logs()));
-    assert!(status.success(), "old master: {status}");
+    let (new_master, new_workers) = p.binary_upgrade();
     assert!(wait_until(Duration::from_secs(5), || old_workers
         .iter()
         .all(|w| !w.is_alive())));
 
-    let settled = client.count();
-    assert!(
-        wait_until(Duration::from_secs(5), || client.count() >= settled + 20),
-        "the client loop stalled after the upgrade\n{}",
-        p.logs()
-    );
+    client.wait_more(20, &p, "the upgrade");
     let served = client.finish_without_failures(&p, "the upgrade");
     assert_eq!(new_workers.len(), 2, "{new_workers:?}");
     assert!(

@@ -3,9 +3,11 @@
 
 use crate::support::http;
 use crate::support::prefork::Prefork;
+use crate::support::wait_until;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
+use std::time::Duration;
 
 /// A thread sending requests back to back, each on a fresh connection, and
 /// recording each outcome: `Ok(X-Origin)` for a 200, `Err(what)` otherwise.
@@ -43,6 +45,19 @@ impl ClientLoop {
     /// Requests completed so far.
     pub(crate) fn count(&self) -> usize {
         self.results.lock().unwrap().len()
+    }
+
+    /// Waits until `n` more requests than now have completed, failing the
+    /// test if the loop stalls after `what`; returns the count it started
+    /// from.
+    pub(crate) fn wait_more(&self, n: usize, p: &Prefork, what: &str) -> usize {
+        let settled = self.count();
+        assert!(
+            wait_until(Duration::from_secs(5), || self.count() >= settled + n),
+            "the client loop stalled after {what}\n{}",
+            p.logs()
+        );
+        settled
     }
 
     /// Stops the loop and returns every outcome.

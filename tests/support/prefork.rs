@@ -481,6 +481,25 @@ impl Prefork {
             .unwrap_or_else(|e| panic!("kill({}, {signal}): {e}", self.master_pid()));
     }
 
+    /// Performs a binary upgrade (SIGUSR2): waits until the pid file names
+    /// a new master (tracked for the leak check) and the old master has
+    /// exited successfully. Returns the new master's pid and its workers.
+    pub fn binary_upgrade(&mut self) -> (i32, Vec<Proc>) {
+        let old_master = self.master_pid();
+        self.signal(Signal::SIGUSR2);
+        let new_master = wait_for(Duration::from_secs(20), || {
+            self.pid_file_pid().filter(|pid| *pid != old_master)
+        })
+        .unwrap_or_else(|| panic!("the pid file never named a new master\n{}", self.logs()));
+        self.track(new_master);
+        let new_workers = self.workers_of(new_master);
+        let status = self
+            .wait_exit(Duration::from_secs(15))
+            .unwrap_or_else(|| panic!("the old master did not exit\n{}", self.logs()));
+        assert!(status.success(), "old master: {status}");
+        (new_master, new_workers)
+    }
+
     /// Waits for the master to exit.
     pub fn wait_exit(&mut self, timeout: Duration) -> Option<ExitStatus> {
         wait_for(timeout, || self.child.try_wait().ok().flatten())
