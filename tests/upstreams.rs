@@ -45,6 +45,26 @@ fn post(p: &Prefork, path: &str, body: &[u8]) -> Response {
 }
 
 /// Waits until the error log (written asynchronously) shows `text`.
+/// Sends `GET /hold` (the recording origin holds its answer) from a thread
+/// and waits until it has reached one of `origins`.
+fn send_held(
+    p: &Prefork,
+    origins: [&RecordingOrigin; 2],
+) -> thread::JoinHandle<std::io::Result<Response>> {
+    let port = p.port();
+    let slow = thread::spawn(move || http::get(port, "app.local", "/hold"));
+    assert!(
+        wait_until(Duration::from_secs(5), || origins
+            .iter()
+            .map(|o| o.count_path("/hold"))
+            .sum::<usize>()
+            == 1),
+        "the slow request never reached an origin\n{}",
+        p.logs()
+    );
+    slow
+}
+
 fn log_shows(p: &Prefork, text: &str) -> bool {
     wait_until(Duration::from_secs(5), || p.error_log().contains(text))
 }
@@ -60,15 +80,7 @@ fn origin_conn(r: &Response) -> u64 {
 fn least_conn_prefers_the_idle_server_when_one_is_slow() {
     let (a, b) = (RecordingOrigin::start(), RecordingOrigin::start());
     let p = start(&quoted(&[a.addr(), b.addr()]), "balance = \"least_conn\"");
-    let port = p.port();
-    let slow = thread::spawn(move || http::get(port, "app.local", "/hold"));
-    assert!(
-        wait_until(Duration::from_secs(5), || a.count_path("/hold")
-            + b.count_path("/hold")
-            == 1),
-        "the slow request never reached an origin\n{}",
-        p.logs()
-    );
+    let slow = send_held(&p, [&a, &b]);
     let (busy, idle) = if a.count_path("/hold") == 1 {
         (&a, &b)
     } else {
@@ -361,15 +373,7 @@ fn health_checks_stop_when_the_worker_drains() {
         p.logs()
     );
     // A request in flight keeps the worker draining after SIGQUIT.
-    let port = p.port();
-    let slow = thread::spawn(move || http::get(port, "app.local", "/hold"));
-    assert!(
-        wait_until(Duration::from_secs(5), || a.count_path("/hold")
-            + b.count_path("/hold")
-            == 1),
-        "the slow request never reached an origin\n{}",
-        p.logs()
-    );
+    let slow = send_held(&p, [&a, &b]);
     p.signal(nix::sys::signal::Signal::SIGQUIT);
     assert!(
         log_shows(&p, "stopping gracefully"),
