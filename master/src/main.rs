@@ -6,6 +6,7 @@ mod cli;
 mod control_socket;
 mod link;
 mod listeners;
+mod load_cells;
 mod metrics;
 mod os;
 mod pidfile;

@@ -6,6 +6,7 @@ use nix::sys::signal::{kill, SigSet, Signal};
 use nix::sys::wait::{waitpid, WaitPidFlag, WaitStatus};
 use nix::unistd::{Gid, Uid, User};
 use prefork_shared::fds::{self, FIRST_LISTEN_FD, LISTEN_FDS_ENV};
+use prefork_shared::load_board::LOAD_CELL_ENV;
 use std::io;
 use std::net::SocketAddr;
 use std::os::fd::RawFd;
@@ -65,16 +66,21 @@ pub struct WorkerCommand<'a> {
     pub ipc_name: &'a str,
     /// Listening sockets it inherits, in order, from fd 3.
     pub listeners: &'a [(SocketAddr, RawFd)],
+    /// The load board and the worker's cell on it, if any.
+    pub load: Option<(RawFd, usize)>,
     /// Identity to drop to before exec, when the master runs as root.
     pub credentials: Option<&'a Credentials>,
 }
 
 /// Starts a worker: fork, then exec of the prefork binary in the worker
-/// role, with the listeners at fds 3.. and nothing else inherited.
+/// role, with the listeners at fds 3.., then the load board, and nothing else
+/// inherited.
 pub fn spawn_worker(cmd: &WorkerCommand<'_>) -> io::Result<Pid> {
     let addrs: Vec<(SocketAddr, Option<u32>)> =
         cmd.listeners.iter().map(|(a, _)| (*a, None)).collect();
-    let sources: Vec<RawFd> = cmd.listeners.iter().map(|(_, fd)| *fd).collect();
+    let mut sources: Vec<RawFd> = cmd.listeners.iter().map(|(_, fd)| *fd).collect();
+    // The board follows the listeners (see prefork_shared::load_board).
+    sources.extend(cmd.load.map(|(fd, _)| fd));
     // Allocated before fork: nothing may allocate between fork and exec.
     let mut scratch: Vec<RawFd> = vec![-1; sources.len()];
     let master = nix::unistd::getpid();
@@ -86,6 +92,9 @@ pub fn spawn_worker(cmd: &WorkerCommand<'_>) -> io::Result<Pid> {
         .args(["--ipc", cmd.ipc_name])
         .env(LISTEN_FDS_ENV, fds::encode(&addrs))
         .stdin(Stdio::null());
+    if let Some((_, cell)) = cmd.load {
+        command.env(LOAD_CELL_ENV, cell.to_string());
+    }
     if let Some(c) = cmd.credentials {
         command.uid(c.uid.as_raw()).gid(c.gid.as_raw());
     }
@@ -154,8 +163,9 @@ pub fn spawn_master(
     Ok(child.id())
 }
 
-/// Moves the listeners to fds 3.. (clearing close-on-exec on them) and marks
-/// every other inherited fd close-on-exec. Runs between fork and exec.
+/// Moves the `sources` (listeners, then any other fd handed on) to fds 3..
+/// in order, clearing close-on-exec on them, and marks every other inherited
+/// fd close-on-exec. Runs between fork and exec.
 fn place_listeners(sources: &[RawFd], scratch: &mut [RawFd]) -> io::Result<()> {
     let first_free = FIRST_LISTEN_FD + sources.len() as RawFd;
     // First copy every source above the target range, so that moving one

@@ -5,6 +5,7 @@
 use crate::control_socket::ControlSocket;
 use crate::link::{self, LinkEvent, PendingLink};
 use crate::listeners::Listeners;
+use crate::load_cells::LoadCells;
 use crate::metrics::Observed;
 use crate::os::{self, Credentials, WorkerCommand};
 use crate::pidfile;
@@ -18,6 +19,7 @@ use ipc_channel::ipc::IpcSender;
 use nix::sys::signal::Signal;
 use prefork_shared::config_file;
 use prefork_shared::ipc::{MasterMsg, StopMode, WorkerMsg};
+use prefork_shared::load_board::LoadBoard;
 use prefork_shared::Config;
 use slog::{debug, error, info, warn, Logger};
 use std::collections::{BTreeMap, HashMap, VecDeque};
@@ -42,6 +44,8 @@ struct Link {
     name: String,
     /// Its command channel, once it said hello.
     control: Option<IpcSender<MasterMsg>>,
+    /// Its load board cell, freed when it is reaped.
+    cell: Option<usize>,
 }
 
 /// Everything the master owns while it runs.
@@ -57,6 +61,9 @@ pub struct Master {
     staged: Option<GenerationSetup>,
     supervisor: Supervisor,
     links: HashMap<Pid, Link>,
+    /// The workers' load board; `None` if it could not be created (workers
+    /// then accept without it).
+    load: Option<LoadCells>,
     link_tx: Sender<LinkEvent>,
     link_rx: Receiver<LinkEvent>,
     signals: Receiver<Request>,
@@ -124,6 +131,13 @@ impl Master {
                 credentials: s.credentials,
             },
         );
+        let load = match LoadBoard::create() {
+            Ok(board) => Some(LoadCells::new(board)),
+            Err(e) => {
+                warn!(s.log, "workers will accept without sharing their load"; "error" => %e);
+                None
+            }
+        };
         Master {
             log: s.log,
             log_generation: s.log_generation,
@@ -134,6 +148,7 @@ impl Master {
             staged: None,
             supervisor,
             links: HashMap::new(),
+            load,
             link_tx,
             link_rx,
             signals: s.signals,
@@ -242,6 +257,9 @@ impl Master {
                     if let Some(link) = self.links.remove(pid) {
                         if link.control.is_none() {
                             link::abandon(&link.name);
+                        }
+                        if let (Some(load), Some(cell)) = (&mut self.load, link.cell) {
+                            load.release(cell);
                         }
                     }
                 }
@@ -402,16 +420,29 @@ impl Master {
             .listeners
             .for_worker(&setup.config.listen, slot)
             .map_err(|e| e.to_string())?;
+        let cell = self.load.as_mut().and_then(LoadCells::assign);
         let command = WorkerCommand {
             exe: &self.exe,
             slot,
             generation,
             ipc_name: link.name(),
             listeners: &fds,
+            load: self
+                .load
+                .as_ref()
+                .zip(cell)
+                .map(|(load, cell)| (load.board().fd().as_raw_fd(), cell)),
             credentials: setup.credentials.as_ref(),
         };
-        let pid = os::spawn_worker(&command)
-            .map_err(|e| format!("cannot start {}: {e}", self.exe.display()))?;
+        let pid = match os::spawn_worker(&command) {
+            Ok(pid) => pid,
+            Err(e) => {
+                if let (Some(load), Some(cell)) = (&mut self.load, cell) {
+                    load.release(cell);
+                }
+                return Err(format!("cannot start {}: {e}", self.exe.display()));
+            }
+        };
         let name = link.name().to_owned();
         if let Err(e) = link.serve(pid, self.link_tx.clone()) {
             // Without a link the worker can never be configured: the boot
@@ -424,6 +455,7 @@ impl Master {
             Link {
                 name,
                 control: None,
+                cell,
             },
         );
         Ok(pid)

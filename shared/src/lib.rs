@@ -1,6 +1,6 @@
 //! Types and helpers shared by the prefork master and its workers: the
 //! configuration model and its validation, the IPC protocol, the listener
-//! hand-off convention, the exit-code contract and logging setup.
+//! hand-off convention, the load board, the exit-code contract and logging setup.
 
 pub mod config;
 pub mod config_file;
@@ -9,6 +9,7 @@ pub mod config_observe;
 pub mod exit;
 pub mod fds;
 pub mod ipc;
+pub mod load_board;
 pub mod log;
 pub mod stats;
 

@@ -2,10 +2,12 @@
 
 use crate::conn::Connection;
 use crate::control::Stop;
+use crate::load_share::ACCEPT_DEFER;
 use crate::server::Worker;
 use slog::error;
 use std::io;
 use std::net::SocketAddr;
+use std::ops::ControlFlow;
 use std::rc::Rc;
 use std::time::Duration;
 use tokio::net::{TcpListener, TcpStream};
@@ -14,14 +16,30 @@ use tokio::net::{TcpListener, TcpStream};
 /// does not turn the loop into a busy spin.
 const ACCEPT_BACKOFF: Duration = Duration::from_millis(100);
 
+/// A listening socket, and whether other workers accept on it too (one
+/// shared socket, not this slot's own `reuseport` one).
+pub(crate) struct Listener {
+    /// The socket.
+    pub(crate) socket: TcpListener,
+    /// Whether other workers accept on it too.
+    pub(crate) shared: bool,
+}
+
 /// Accepts connections and spawns a task for each until a stop is
 /// requested. On a graceful stop it then takes every connection already
 /// queued before dropping the worker's copy of the listener: for a per-slot
 /// (`reuseport`) socket that copy may be the last, and closing it would make
 /// the kernel reset whatever still waits in its queue.
-pub(crate) async fn accept_loop(worker: Rc<Worker>, listener: TcpListener) {
+pub(crate) async fn accept_loop(worker: Rc<Worker>, listener: Listener) {
+    let Listener {
+        socket: listener,
+        shared,
+    } = listener;
     loop {
         if worker.stopping() {
+            break;
+        }
+        if shared && worker.busier_than_others() && defer(&worker).await.is_break() {
             break;
         }
         // Accepting comes first: while connections are queued, the stop
@@ -50,18 +68,35 @@ pub(crate) async fn accept_loop(worker: Rc<Worker>, listener: TcpListener) {
     }
 }
 
+/// Holds back from accepting for a moment when this worker is clearly
+/// busier than another: the kernel wakes every worker for a new connection
+/// on a shared socket and the first to accept wins, so this lets a less
+/// loaded one take it. Whatever is still queued afterwards, this worker
+/// takes. Breaks on a stop.
+async fn defer(worker: &Worker) -> ControlFlow<()> {
+    // First let the connections just accepted read their requests: those
+    // that close after one (`Connection: close`) no longer weigh, and a
+    // batch of them must not make the worker hold back.
+    tokio::task::yield_now().await;
+    if worker.busier_than_others() {
+        tokio::select! {
+            biased;
+            () = worker.on_change(|| worker.stopping()) => return ControlFlow::Break(()),
+            () = tokio::time::sleep(ACCEPT_DEFER) => {}
+        }
+    }
+    ControlFlow::Continue(())
+}
+
 fn serve(worker: &Rc<Worker>, stream: TcpStream, peer: SocketAddr) {
     // TCP_NODELAY is set when a response needs it (conn::set_nodelay).
-    let guard = worker.track();
+    let active = worker.track();
     // The newest configuration (hot reload) serves it.
-    let conn = Connection::new(worker.latest(), stream, peer);
+    let conn = Connection::new(worker.latest(), stream, peer, active);
     // Boxed: the connection's future is several KiB, and tokio moves a
     // task's future by value a few times while spawning and finishing it;
     // moving a pointer instead saves more than the allocation costs.
-    tokio::task::spawn_local(Box::pin(async move {
-        conn.run().await;
-        drop(guard);
-    }));
+    tokio::task::spawn_local(Box::pin(conn.run()));
 }
 
 /// Accepts, without waiting, every connection in the listener's queue (the

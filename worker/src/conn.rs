@@ -9,7 +9,7 @@ use crate::http::request::{self, RequestError};
 use crate::http::{with_header_slots, Framing, Version};
 use crate::io::{timed, timed_until, write_two};
 use crate::request_id;
-use crate::server::Worker;
+use crate::server::{ActiveConnection, Worker};
 use bytes::{Buf, BytesMut};
 use prefork_shared::config::RouteAction;
 use slog::{error, warn};
@@ -56,6 +56,8 @@ pub(crate) struct Connection {
     route: Option<usize>,
     /// Whether TCP_NODELAY is set yet (see [`set_nodelay`]).
     pub(crate) nodelay: bool,
+    /// Counts the connection as open until it is dropped, after the socket.
+    active: ActiveConnection,
 }
 
 impl Drop for Connection {
@@ -118,7 +120,12 @@ enum HeadEnd {
 
 impl Connection {
     /// A connection just accepted from `peer`.
-    pub(crate) fn new(worker: Rc<Worker>, stream: TcpStream, peer: SocketAddr) -> Self {
+    pub(crate) fn new(
+        worker: Rc<Worker>,
+        stream: TcpStream,
+        peer: SocketAddr,
+        active: ActiveConnection,
+    ) -> Self {
         let Scratch {
             request_head,
             response_head,
@@ -136,6 +143,7 @@ impl Connection {
             request_id,
             route: None,
             nodelay: false,
+            active,
         }
     }
 
@@ -166,6 +174,9 @@ impl Connection {
             let mut done = match request {
                 Ok(req) => {
                     served += 1;
+                    if !req.keep_alive {
+                        self.active.closing();
+                    }
                     self.serve(&worker, &req, upstream_timer.as_mut()).await
                 }
                 Err(HeadEnd::Closed) => return,

@@ -1,6 +1,10 @@
-//! Taking over the listening sockets the master passed across exec.
+//! Taking over the listening sockets and the load board the master passed
+//! across exec.
 
-use prefork_shared::fds::{self, LISTEN_FDS_ENV};
+use crate::load_share::LoadShare;
+use prefork_shared::fds::{self, FIRST_LISTEN_FD, LISTEN_FDS_ENV};
+use prefork_shared::load_board::{LoadBoard, LOAD_CELL_ENV};
+use std::fs::File;
 use std::io;
 use std::net::{SocketAddr, TcpListener};
 use std::os::fd::{FromRawFd, RawFd};
@@ -80,6 +84,26 @@ fn check_listening(fd: RawFd) -> io::Result<()> {
         ));
     }
     Ok(())
+}
+
+/// Takes the load board that follows the `listeners` inherited sockets,
+/// with this worker's cell, when the master handed one over.
+pub(crate) fn take_load_board(listeners: usize) -> Result<Option<LoadShare>, String> {
+    let Ok(cell) = std::env::var(LOAD_CELL_ENV) else {
+        return Ok(None);
+    };
+    let cell = cell
+        .parse()
+        .map_err(|_| format!("{LOAD_CELL_ENV}: invalid cell {cell:?}"))?;
+    let fd = FIRST_LISTEN_FD + listeners as RawFd;
+    let fd_error = |e: io::Error| format!("load board fd {fd}: {e}");
+    set_cloexec(fd).map_err(fd_error)?;
+    // SAFETY: the master put the board right after the listeners and named
+    // its cell; set_cloexec proved the fd open, nothing else in the worker
+    // refers to it, and LoadBoard::open checks that it is a board.
+    let file = unsafe { File::from_raw_fd(fd) };
+    let board = LoadBoard::open(file).map_err(|e| format!("fd {fd}: {e}"))?;
+    Ok(Some(LoadShare::new(board, cell)))
 }
 
 fn set_cloexec(fd: RawFd) -> io::Result<()> {

@@ -19,6 +19,7 @@ mod health_check;
 mod http;
 mod inherit;
 mod io;
+mod load_share;
 mod proxy;
 mod request_id;
 mod server;
@@ -33,6 +34,7 @@ mod waiters;
 #[cfg(test)]
 mod tests;
 
+use accept::Listener;
 use control::Stop;
 use ipc_channel::ipc::{self, IpcSender};
 use ipc_channel::{IpcError, TryRecvError};
@@ -40,7 +42,7 @@ use prefork_shared::exit;
 use prefork_shared::ipc::{heartbeat_interval, MasterMsg, WorkerMsg, PROTOCOL_VERSION};
 use prefork_shared::log::{self as plog, Role};
 use prefork_shared::Config;
-use slog::{error, info, o};
+use slog::{error, info, o, warn};
 use std::time::{Duration, Instant};
 use tokio::sync::{mpsc, watch};
 
@@ -135,6 +137,10 @@ fn run(args: &WorkerArgs) -> Result<i32, BootError> {
         .map_err(BootError::Logs)?;
     let access = access_log::AccessLogs::open(&config).map_err(BootError::Logs)?;
     let log = logs.error.new(o!("slot" => args.slot));
+    let load = inherit::take_load_board(listeners.len()).unwrap_or_else(|e| {
+        warn!(log, "accepting without the load board"; "error" => %e);
+        None
+    });
 
     let (stop_tx, stop_rx) = watch::channel(Stop::Running);
     let (updates_tx, updates_rx) = mpsc::unbounded_channel();
@@ -157,8 +163,10 @@ fn run(args: &WorkerArgs) -> Result<i32, BootError> {
         tokio::task::spawn_local(signals);
         let mut tokio_listeners = Vec::with_capacity(listeners.len());
         for (addr, listener) in listeners {
+            // Other workers accept on it too unless it is this slot's own.
+            let shared = !config.listen.iter().any(|l| l.addr == addr && l.reuseport);
             match tokio::net::TcpListener::from_std(listener) {
-                Ok(l) => tokio_listeners.push(l),
+                Ok(socket) => tokio_listeners.push(Listener { socket, shared }),
                 Err(e) => {
                     error!(log, "cannot register listener"; "listen" => %addr, "error" => %e);
                     return exit::WORKER_BOOT_FAILURE;
@@ -168,7 +176,7 @@ fn run(args: &WorkerArgs) -> Result<i32, BootError> {
         #[cfg(debug_assertions)]
         test_hooks::install(&log);
         let beat = heartbeat_interval(config.worker_timeout);
-        let worker = server::Worker::new(config, log.clone(), access, stop_rx);
+        let worker = server::Worker::new(config, log.clone(), access, stop_rx, load);
         tokio::task::spawn_local(server::apply_updates(
             worker.clone(),
             updates_rx,

@@ -6,10 +6,11 @@
 //! latest one between requests (a request in flight finishes under the one
 //! it started with), and upstream pools of unchanged upstreams carry over.
 
-use crate::accept::accept_loop;
+use crate::accept::{accept_loop, Listener};
 use crate::access_log::AccessLogs;
 use crate::buffers::Buffers;
 use crate::control::Stop;
+use crate::load_share::LoadShare;
 use crate::request_id::RequestIds;
 use crate::splice::Pipes;
 use crate::stats::{RouteSlots, ServerRef, Stats};
@@ -24,7 +25,6 @@ use std::hash::{Hash, Hasher};
 use std::net::SocketAddr;
 use std::rc::{Rc, Weak};
 use std::time::Duration;
-use tokio::net::TcpListener;
 use tokio::sync::{mpsc, watch, Notify};
 use tokio::time::{sleep_until, Instant};
 
@@ -47,6 +47,10 @@ const FIRST_REQUEST_GRACE: Duration = Duration::from_secs(1);
 struct Shared {
     /// Open client connections, for draining.
     active: Cell<usize>,
+    /// Open client connections not known to close after their current
+    /// request: the load published on the board (a connection that closes
+    /// after one request weighs little, however many are open at once).
+    staying: Cell<usize>,
     /// Woken when `active` drops to zero.
     drained: Notify,
     /// The newest configuration snapshot.
@@ -63,6 +67,17 @@ struct Shared {
     buffers: Buffers,
     /// Free pipes for splicing bodies.
     pipes: Pipes,
+    /// Where the open connections are published for the other workers.
+    load: Option<LoadShare>,
+}
+
+impl Shared {
+    fn set_staying(&self, staying: usize) {
+        self.staying.set(staying);
+        if let Some(load) = &self.load {
+            load.publish(staying);
+        }
+    }
 }
 
 /// One configuration's view of the worker, shared by the tasks using it
@@ -93,10 +108,12 @@ impl Worker {
         log: Logger,
         access: AccessLogs,
         stop: watch::Receiver<Stop>,
+        load: Option<LoadShare>,
     ) -> Rc<Self> {
         let (stats, route_slots) = Stats::new(&config);
         let shared = Rc::new(Shared {
             active: Cell::new(0),
+            staying: Cell::new(0),
             drained: Notify::new(),
             latest: RefCell::new(Weak::new()),
             waiters: Waiters::default(),
@@ -105,6 +122,7 @@ impl Worker {
             request_ids: RequestIds::new(),
             buffers: Buffers::default(),
             pipes: Pipes::default(),
+            load,
         });
         let worker = Rc::new(Worker {
             upstreams: Upstreams::new(&config),
@@ -210,9 +228,25 @@ impl Worker {
 
     /// Counts a client connection as open until the guard is dropped.
     pub(crate) fn track(self: &Rc<Self>) -> ActiveConnection {
-        self.shared.active.set(self.shared.active.get() + 1);
-        self.shared.stats.connection();
-        ActiveConnection(self.shared.clone())
+        let shared = &self.shared;
+        shared.active.set(shared.active.get() + 1);
+        shared.set_staying(shared.staying.get() + 1);
+        shared.stats.connection();
+        ActiveConnection {
+            shared: shared.clone(),
+            closing: false,
+        }
+    }
+
+    /// Whether this worker holds clearly more connections than another
+    /// accepting worker (see `load_share`), and should leave new ones on a
+    /// shared socket to it for a moment.
+    pub(crate) fn busier_than_others(&self) -> bool {
+        let shared = &self.shared;
+        shared
+            .load
+            .as_ref()
+            .is_some_and(|load| load.busier_than_others(shared.staying.get()))
     }
 
     /// Open client connections now.
@@ -302,14 +336,32 @@ fn spread_offset(peer: SocketAddr, window: Duration) -> Duration {
 
 /// Marks one open client connection (WebSocket tunnels included); dropping
 /// it may finish a drain.
-pub(crate) struct ActiveConnection(Rc<Shared>);
+pub(crate) struct ActiveConnection {
+    shared: Rc<Shared>,
+    /// Whether it is known to close after its current request.
+    closing: bool,
+}
+
+impl ActiveConnection {
+    /// Notes that the connection closes after its current request: it no
+    /// longer counts as load that stays.
+    pub(crate) fn closing(&mut self) {
+        if !self.closing {
+            self.closing = true;
+            let shared = &self.shared;
+            shared.set_staying(shared.staying.get().saturating_sub(1));
+        }
+    }
+}
 
 impl Drop for ActiveConnection {
     fn drop(&mut self) {
-        let left = self.0.active.get().saturating_sub(1);
-        self.0.active.set(left);
+        self.closing();
+        let shared = &self.shared;
+        let left = shared.active.get().saturating_sub(1);
+        shared.active.set(left);
         if left == 0 {
-            self.0.drained.notify_waiters();
+            shared.drained.notify_waiters();
         }
     }
 }
@@ -319,7 +371,9 @@ impl Drop for ActiveConnection {
 /// Must run inside a `LocalSet`. A graceful stop returns when every
 /// connection has finished or after `shutdown_timeout`; a fast stop returns
 /// at once. Tasks still running are dropped with the `LocalSet`.
-pub(crate) async fn serve(worker: Rc<Worker>, listeners: Vec<TcpListener>, ready: impl FnOnce()) {
+pub(crate) async fn serve(worker: Rc<Worker>, listeners: Vec<Listener>, ready: impl FnOnce()) {
+    // Seen by the other workers as accepting from now on.
+    worker.shared.set_staying(worker.shared.staying.get());
     let accepting: Vec<_> = listeners
         .into_iter()
         .map(|listener| tokio::task::spawn_local(accept_loop(worker.clone(), listener)))
@@ -337,6 +391,9 @@ pub(crate) async fn serve(worker: Rc<Worker>, listeners: Vec<TcpListener>, ready
     // The accept loops and idle connections wait on the worker's waiters,
     // not on the watch each.
     worker.shared.waiters.wake_all();
+    if let Some(load) = &worker.shared.load {
+        load.retire();
+    }
     if state == Stop::Graceful {
         // The accept loops first take what is queued (see accept_loop).
         for accept in accepting {

@@ -2,17 +2,21 @@
 //! std-thread origin, the worker's serve loop on its own thread, and
 //! blocking clients.
 
+use crate::accept::Listener;
 use crate::access_log::AccessLogs;
 use crate::control::{request_stop, Stop};
+use crate::load_share::LoadShare;
 use crate::server::{serve, Worker};
 use prefork_shared::config::{
     FixedResponse, HostMatch, HttpLimits, LogConfig, LogTarget, Route, RouteAction, Server,
     Upstream,
 };
+use prefork_shared::load_board::LoadBoard;
 use prefork_shared::Config;
 use std::collections::BTreeMap;
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::os::fd::OwnedFd;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::thread;
@@ -211,7 +215,8 @@ fn origin_connection(mut s: TcpStream, id: usize) {
     }
 }
 
-/// The worker's serve loop on its own thread.
+/// The worker's serve loop on its own thread (or several workers' loops,
+/// sharing one listening socket and a load board).
 struct Proxy {
     addr: SocketAddr,
     stop: watch::Sender<Stop>,
@@ -220,6 +225,19 @@ struct Proxy {
 
 impl Proxy {
     fn start(config: Config) -> Proxy {
+        Proxy::start_workers(config, None)
+    }
+
+    /// `workers` workers sharing a listening socket and the load board
+    /// returned, on cells 0.. of it.
+    fn start_sharing(config: Config, workers: usize) -> (Proxy, LoadBoard) {
+        let board = LoadBoard::create().unwrap();
+        board.set_in_use(workers);
+        let fd = board.fd().try_clone_to_owned().unwrap();
+        (Proxy::start_workers(config, Some((fd, workers))), board)
+    }
+
+    fn start_workers(config: Config, board: Option<(OwnedFd, usize)>) -> Proxy {
         let (stop, stop_rx) = watch::channel(Stop::Running);
         let (addr_tx, addr_rx) = std::sync::mpsc::channel();
         let thread = thread::spawn(move || {
@@ -229,11 +247,38 @@ impl Proxy {
                 .unwrap();
             let local = tokio::task::LocalSet::new();
             local.block_on(&runtime, async move {
-                let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+                let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+                listener.set_nonblocking(true).unwrap();
                 addr_tx.send(listener.local_addr().unwrap()).unwrap();
                 let log = slog::Logger::root(slog::Discard, slog::o!());
-                let worker = Worker::new(config, log, AccessLogs::off(), stop_rx);
-                serve(worker, vec![listener], || {}).await;
+                let workers = board.as_ref().map_or(1, |(_, n)| *n);
+                let mut serving = Vec::new();
+                for cell in 0..workers {
+                    let load = board.as_ref().map(|(fd, _)| {
+                        let file = std::fs::File::from(fd.try_clone().unwrap());
+                        LoadShare::new(LoadBoard::open(file).unwrap(), cell)
+                    });
+                    let worker = Worker::new(
+                        config.clone(),
+                        log.clone(),
+                        AccessLogs::off(),
+                        stop_rx.clone(),
+                        load,
+                    );
+                    let socket = listener.try_clone().unwrap();
+                    let listener = Listener {
+                        socket: tokio::net::TcpListener::from_std(socket).unwrap(),
+                        shared: true,
+                    };
+                    serving.push(tokio::task::spawn_local(serve(
+                        worker,
+                        vec![listener],
+                        || {},
+                    )));
+                }
+                for done in serving {
+                    done.await.unwrap();
+                }
             });
         });
         let addr = addr_rx.recv().unwrap();
@@ -659,4 +704,62 @@ fn streams_large_bodies_both_ways() {
         exchange(&mut c, "GET /app/echo HTTP/1.1\r\nHost: a\r\n\r\n").status,
         200
     );
+}
+
+#[test]
+fn a_burst_of_connections_is_spread_over_workers_sharing_a_socket() {
+    let origin = Origin::start();
+    let (proxy, board) = Proxy::start_sharing(config(origin.addr), 2);
+    // All connect and send at once; each keeps its connection open.
+    let mut clients: Vec<TcpStream> = (0..24).map(|_| proxy.connect()).collect();
+    for c in &mut clients {
+        c.write_all(b"GET /app/echo HTTP/1.1\r\nHost: a\r\n\r\n")
+            .unwrap();
+    }
+    for c in &mut clients {
+        assert_eq!(read_response(c, &mut Vec::new(), false).status, 200);
+    }
+    // Without the board, the first worker to wake takes the whole queue.
+    // With it, a worker more than 4 ahead holds back while the other
+    // accepts, and takes one connection at most after each pause.
+    let (a, b) = (board.get(0), board.get(1));
+    assert_eq!(a + b, 24, "both workers count every open connection");
+    assert!(a.abs_diff(b) <= 8, "connections split {a} / {b}");
+}
+
+#[test]
+fn a_busier_worker_holds_back_only_for_a_moment() {
+    let origin = Origin::start();
+    let (proxy, board) = Proxy::start_sharing(config(origin.addr), 1);
+    // A second worker that says it accepts with no connection, and never
+    // accepts: the first defers to it, a pause per connection, but serves.
+    board.set(1, 0);
+    board.set_in_use(2);
+    let request = "GET /app/echo HTTP/1.1\r\nHost: a\r\n\r\n";
+    let mut clients: Vec<TcpStream> = (0..5).map(|_| proxy.connect()).collect();
+    for c in &mut clients {
+        assert_eq!(exchange(c, request).status, 200);
+    }
+    // The pause after the 5th accept may have begun before this.
+    let started = std::time::Instant::now();
+    for _ in 0..3 {
+        let mut c = proxy.connect();
+        assert_eq!(exchange(&mut c, request).status, 200);
+        clients.push(c);
+    }
+    assert!(
+        started.elapsed() >= 2 * crate::load_share::ACCEPT_DEFER,
+        "each connection past the margin waits for a pause: {:?}",
+        started.elapsed()
+    );
+    assert_eq!(board.get(0), 8);
+    // Connections that close after their request do not weigh.
+    let mut c = proxy.connect();
+    let r = exchange(
+        &mut c,
+        "GET /app/echo HTTP/1.1\r\nHost: a\r\nConnection: close\r\n\r\n",
+    );
+    assert_eq!(r.status, 200);
+    assert_closed(&mut c);
+    assert_eq!(board.get(0), 8);
 }

@@ -1,0 +1,110 @@
+//! This worker's place on the master's load board (see
+//! `prefork_shared::load_board`): it publishes how many client connections
+//! it has open, and reads the others' counts to decide whether to leave the
+//! next connection on a shared listening socket to a less loaded worker.
+
+use prefork_shared::load_board::{LoadBoard, NOT_ACCEPTING};
+use std::cell::Cell;
+
+/// How long a worker that holds clearly more connections than another holds
+/// back from accepting, leaving what is queued to the others (which the
+/// kernel wakes as well). A connection nobody else took by then it accepts
+/// anyway, so a stalled or dead worker's low count costs at most this delay.
+pub(crate) const ACCEPT_DEFER: std::time::Duration = std::time::Duration::from_millis(1);
+
+/// The board and this worker's cell on it.
+pub(crate) struct LoadShare {
+    board: LoadBoard,
+    cell: usize,
+    /// Set once the worker stops accepting: from then on its cell says so
+    /// and its count no longer matters to the others.
+    retired: Cell<bool>,
+}
+
+impl LoadShare {
+    /// This worker's `cell` on `board`.
+    pub(crate) fn new(board: LoadBoard, cell: usize) -> Self {
+        LoadShare {
+            board,
+            cell,
+            retired: Cell::new(false),
+        }
+    }
+
+    /// Publishes how many client connections are open (while accepting).
+    pub(crate) fn publish(&self, open: usize) {
+        if !self.retired.get() {
+            // Never NOT_ACCEPTING by accident, however many are open.
+            let open = u32::try_from(open)
+                .unwrap_or(u32::MAX)
+                .min(NOT_ACCEPTING - 1);
+            self.board.set(self.cell, open);
+        }
+    }
+
+    /// Marks the worker as no longer accepting.
+    pub(crate) fn retire(&self) {
+        self.retired.set(true);
+        self.board.set(self.cell, NOT_ACCEPTING);
+    }
+
+    /// Whether a worker with `mine` open connections should leave new ones
+    /// to another accepting worker for now.
+    pub(crate) fn busier_than_others(&self, mine: usize) -> bool {
+        let others = (0..self.board.in_use())
+            .filter(|&cell| cell != self.cell)
+            .map(|cell| self.board.get(cell));
+        busier(u32::try_from(mine).unwrap_or(u32::MAX), others)
+    }
+}
+
+/// Whether `mine` is clearly more than the least of the `others` that
+/// accept. The margin (4, plus 1/16 of the least) keeps workers from
+/// deferring over the small differences that come and go with every
+/// connection, while a burst still ends up spread evenly.
+fn busier(mine: u32, others: impl Iterator<Item = u32>) -> bool {
+    let Some(least) = others.filter(|&n| n != NOT_ACCEPTING).min() else {
+        return false;
+    };
+    mine > least.saturating_add(4 + least / 16)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn defers_only_when_clearly_busier_than_an_accepting_worker() {
+        assert!(!busier(10, std::iter::empty()));
+        assert!(!busier(10, [NOT_ACCEPTING, NOT_ACCEPTING].into_iter()));
+        assert!(!busier(4, [0].into_iter()));
+        assert!(busier(5, [0].into_iter()));
+        assert!(busier(5, [NOT_ACCEPTING, 0, 9].into_iter()));
+        // The margin grows with the load: 1,000 against 1,060 is close enough.
+        assert!(!busier(1_066, [1_000].into_iter()));
+        assert!(busier(1_067, [1_000].into_iter()));
+        assert!(!busier(u32::MAX - 1, [u32::MAX - 2].into_iter()));
+    }
+
+    #[test]
+    fn publishes_its_count_until_retired_and_reads_the_others() {
+        let master = LoadBoard::create().unwrap();
+        let share = |cell| {
+            let file = std::fs::File::from(master.fd().try_clone_to_owned().unwrap());
+            LoadShare::new(LoadBoard::open(file).unwrap(), cell)
+        };
+        let (a, b) = (share(0), share(1));
+        master.set_in_use(2);
+        // Until b accepts, a has nobody to leave connections to.
+        a.publish(10);
+        assert!(!a.busier_than_others(10));
+        b.publish(0);
+        assert!(a.busier_than_others(10));
+        assert!(!b.busier_than_others(0));
+        b.retire();
+        b.publish(0);
+        assert_eq!(master.get(1), NOT_ACCEPTING);
+        assert!(!a.busier_than_others(10));
+        assert_eq!(master.get(0), 10);
+    }
+}
