@@ -3,7 +3,7 @@
 
 use crate::support::http::{self, Conn};
 use crate::support::origins::{self, RecordingOrigin};
-use crate::support::prefork::{children, uids, Prefork, Proc, Setup};
+use crate::support::prefork::{children, uids, Continue, Prefork, Proc, Setup};
 use crate::support::{wait_for, wait_until};
 use nix::sys::signal::{kill, Signal};
 use nix::unistd::{Pid, User};
@@ -64,15 +64,6 @@ fn workers_run_as_prefork_worker_with_slot_generation_and_ipc() {
     // The master is not itself started as a worker.
     let master_cmdline = std::fs::read(format!("/proc/{}/cmdline", p.master_pid())).unwrap();
     assert!(!String::from_utf8_lossy(&master_cmdline).contains("\0worker\0"));
-}
-
-/// Sends SIGCONT to a stopped process when dropped, even if the test fails.
-struct Continue(i32);
-
-impl Drop for Continue {
-    fn drop(&mut self) {
-        let _ = kill(Pid::from_raw(self.0), Signal::SIGCONT);
-    }
 }
 
 #[test]

@@ -8,6 +8,7 @@ mod conformance;
 mod errors;
 mod harness;
 mod lifecycle;
+mod load_board;
 mod observability;
 mod proxying;
 mod reload;

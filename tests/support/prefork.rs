@@ -694,3 +694,12 @@ fn config_text(dir: &Path, port: u16, setup: &Setup) -> String {
         listen = setup.listen,
     )
 }
+
+/// Sends SIGCONT to a stopped process when dropped, even if the test fails.
+pub struct Continue(pub i32);
+
+impl Drop for Continue {
+    fn drop(&mut self) {
+        let _ = nix::sys::signal::kill(nix::unistd::Pid::from_raw(self.0), Signal::SIGCONT);
+    }
+}
