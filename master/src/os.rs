@@ -92,9 +92,12 @@ pub fn spawn_worker(cmd: &WorkerCommand<'_>) -> io::Result<Pid> {
         .args(["--ipc", cmd.ipc_name])
         .env(LISTEN_FDS_ENV, fds::encode(&addrs))
         .stdin(Stdio::null());
-    if let Some((_, cell)) = cmd.load {
-        command.env(LOAD_CELL_ENV, cell.to_string());
-    }
+    // Never inherited from the master's own environment: the worker trusts
+    // it to name a descriptor.
+    match cmd.load {
+        Some((_, cell)) => command.env(LOAD_CELL_ENV, cell.to_string()),
+        None => command.env_remove(LOAD_CELL_ENV),
+    };
     if let Some(c) = cmd.credentials {
         command.uid(c.uid.as_raw()).gid(c.gid.as_raw());
     }

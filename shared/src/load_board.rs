@@ -36,6 +36,9 @@ const LINE: usize = 64;
 /// Board size in bytes: the header, then the cells.
 const SIZE: usize = LINE * (CELLS + 1);
 
+/// The size of a board file, in bytes.
+pub const BOARD_BYTES: u64 = SIZE as u64;
+
 /// Why a board could not be created or mapped.
 #[derive(Debug, thiserror::Error)]
 pub enum BoardError {
@@ -58,13 +61,29 @@ pub struct LoadBoard {
 
 impl LoadBoard {
     /// A new board, every cell [`NOT_ACCEPTING`], in an anonymous
-    /// close-on-exec memory file.
+    /// close-on-exec memory file sealed at its size.
     pub fn create() -> Result<LoadBoard, BoardError> {
+        use nix::errno::Errno;
+        use nix::fcntl::{fcntl, FcntlArg, SealFlag};
         use nix::sys::memfd::{memfd_create, MFdFlags};
-        let fd = memfd_create("prefork-load-board", MFdFlags::MFD_CLOEXEC)
+        const NAME: &str = "prefork-load-board";
+        let flags = MFdFlags::MFD_CLOEXEC | MFdFlags::MFD_ALLOW_SEALING;
+        // With vm.memfd_noexec=2 the kernel refuses a memory file that could
+        // become executable; kernels before 6.3 do not know the flag.
+        let no_exec = MFdFlags::from_bits_retain(libc::MFD_NOEXEC_SEAL);
+        let fd = memfd_create(NAME, flags | no_exec)
+            .or_else(|e| match e {
+                Errno::EINVAL => memfd_create(NAME, flags),
+                e => Err(e),
+            })
             .map_err(|e| BoardError::Create(e.into()))?;
         let file = File::from(fd);
         file.set_len(SIZE as u64).map_err(BoardError::Map)?;
+        // A worker (perhaps running as another user) holds the descriptor
+        // too: were it to shrink the file, the master's next write to its
+        // map would fault (SIGBUS) and take every worker down with it.
+        let seals = SealFlag::F_SEAL_SHRINK | SealFlag::F_SEAL_GROW | SealFlag::F_SEAL_SEAL;
+        fcntl(&file, FcntlArg::F_ADD_SEALS(seals)).map_err(|e| BoardError::Map(e.into()))?;
         let board = LoadBoard::open(file)?;
         for cell in 0..CELLS {
             board.set(cell, NOT_ACCEPTING);
@@ -120,8 +139,9 @@ impl LoadBoard {
     /// [`LINE`] below [`SIZE`]).
     fn word(&self, offset: usize) -> &AtomicU32 {
         debug_assert!(offset < SIZE);
-        // SAFETY: the map is SIZE bytes (checked in `open`), page-aligned,
-        // and lives as long as `self`; offset is in bounds and 4-aligned.
+        // SAFETY: the map is SIZE bytes (checked in `open`; the master's
+        // file is sealed at that size), page-aligned, and lives as long as
+        // `self`; offset is in bounds and 4-aligned.
         // Other processes write it only through atomics of the same size,
         // and nothing here ever takes a plain reference to its bytes.
         unsafe { &*self.map.as_mut_ptr().add(offset).cast::<AtomicU32>() }
@@ -160,5 +180,13 @@ mod tests {
         let file = tempfile::tempfile().unwrap();
         file.set_len(100).unwrap();
         assert!(matches!(LoadBoard::open(file), Err(BoardError::Size(100))));
+    }
+
+    #[test]
+    fn the_board_cannot_be_resized() {
+        let board = LoadBoard::create().unwrap();
+        assert!(board.file.set_len(0).is_err());
+        assert!(board.file.set_len(2 * SIZE as u64).is_err());
+        assert_eq!(board.file.metadata().unwrap().len(), SIZE as u64);
     }
 }

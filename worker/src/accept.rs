@@ -2,27 +2,40 @@
 
 use crate::conn::Connection;
 use crate::control::Stop;
-use crate::load_share::ACCEPT_DEFER;
+use crate::load_share::{HoldBack, ACCEPT_DEFER};
 use crate::server::Worker;
 use slog::error;
+use socket2::{SockAddr, SockRef, Socket};
 use std::io;
 use std::net::SocketAddr;
 use std::ops::ControlFlow;
 use std::rc::Rc;
 use std::time::Duration;
-use tokio::net::{TcpListener, TcpStream};
+use tokio::io::unix::AsyncFd;
+use tokio::io::Interest;
+use tokio::net::TcpStream;
 
 /// Pause after an accept error such as EMFILE, so a full descriptor table
 /// does not turn the loop into a busy spin.
 const ACCEPT_BACKOFF: Duration = Duration::from_millis(100);
 
 /// A listening socket, and whether other workers accept on it too (one
-/// shared socket, not this slot's own `reuseport` one).
+/// shared socket, not this slot's own `reuseport` one). It is watched for
+/// readiness apart from accepting, so that a worker can decide whether to
+/// take a connection once one waits (see `load_share`).
 pub(crate) struct Listener {
-    /// The socket.
-    pub(crate) socket: TcpListener,
-    /// Whether other workers accept on it too.
-    pub(crate) shared: bool,
+    socket: AsyncFd<std::net::TcpListener>,
+    shared: bool,
+}
+
+impl Listener {
+    /// Registers a non-blocking `socket` with the event loop.
+    pub(crate) fn new(socket: std::net::TcpListener, shared: bool) -> io::Result<Listener> {
+        // SAFETY: the std listener owns its descriptor, which stays open and
+        // the same until the AsyncFd gives the listener back or drops it.
+        let socket = unsafe { AsyncFd::register_with_interest(socket, Interest::READABLE) }?;
+        Ok(Listener { socket, shared })
+    }
 }
 
 /// Accepts connections and spawns a task for each until a stop is
@@ -31,48 +44,110 @@ pub(crate) struct Listener {
 /// (`reuseport`) socket that copy may be the last, and closing it would make
 /// the kernel reset whatever still waits in its queue.
 pub(crate) async fn accept_loop(worker: Rc<Worker>, listener: Listener) {
-    let Listener {
-        socket: listener,
-        shared,
-    } = listener;
+    let Listener { socket, shared } = listener;
+    let mut hold = HoldBack::default();
     loop {
         if worker.stopping() {
             break;
         }
-        if shared && worker.busier_than_others() && defer(&worker).await.is_break() {
-            break;
-        }
-        // Accepting comes first: while connections are queued, the stop
+        // Waiting comes first: while connections are queued, the stop
         // branch is never polled, so no waiter is registered per accept (the
         // check above sees a stop at the next connection).
-        let accepted = tokio::select! {
+        let ready = tokio::select! {
             biased;
-            accepted = listener.accept() => accepted,
+            ready = socket.readable() => ready,
             () = worker.on_change(|| worker.stopping()) => break,
         };
-        match accepted {
-            Ok((stream, peer)) => serve(&worker, stream, peer),
-            Err(e) if is_per_connection(&e) => {}
+        let mut ready = match ready {
+            Ok(ready) => ready,
             Err(e) => {
-                let addr = listener
-                    .local_addr()
-                    .map(|a| a.to_string())
-                    .unwrap_or_default();
-                error!(worker.log, "accept failed"; "listen" => addr, "error" => %e);
-                tokio::time::sleep(ACCEPT_BACKOFF).await;
+                accept_failed(&worker, &socket, &e).await;
+                continue;
             }
+        };
+        if shared && worker.busier_than_others() && hold.now() {
+            drop(ready);
+            let others = worker.others_load();
+            if defer(&worker).await.is_break() {
+                break;
+            }
+            // Still ready (nothing cleared it): what is queued after the
+            // pause, this worker takes, nobody else did.
+            ready = match socket.readable().await {
+                Ok(ready) => ready,
+                Err(e) => {
+                    accept_failed(&worker, &socket, &e).await;
+                    continue;
+                }
+            };
+            let accepted = ready.try_io(|socket| socket.get_ref().accept_nonblocking());
+            hold.paused(accepted.is_err() || worker.others_load() != others);
+            on_accepted(&worker, &socket, accepted).await;
+            continue;
         }
+        let accepted = ready.try_io(|socket| socket.get_ref().accept_nonblocking());
+        on_accepted(&worker, &socket, accepted).await;
     }
     if *worker.stop.borrow() == Stop::Graceful {
-        take_queued(&worker, listener);
+        take_queued(&worker, socket.into_inner());
     }
+}
+
+/// One `accept4`, the new socket non-blocking and close-on-exec from the
+/// start (no extra system call).
+trait AcceptNonblocking {
+    fn accept_nonblocking(&self) -> io::Result<(Socket, SockAddr)>;
+}
+
+impl AcceptNonblocking for std::net::TcpListener {
+    fn accept_nonblocking(&self) -> io::Result<(Socket, SockAddr)> {
+        SockRef::from(self).accept4(libc::SOCK_NONBLOCK | libc::SOCK_CLOEXEC)
+    }
+}
+
+/// What one try at accepting gave: a connection, an error, or (outer
+/// `Err`) an empty queue, the listener's readiness cleared.
+type Accepted = Result<io::Result<(Socket, SockAddr)>, tokio::io::unix::TryIoError>;
+
+async fn on_accepted(
+    worker: &Rc<Worker>,
+    socket: &AsyncFd<std::net::TcpListener>,
+    accepted: Accepted,
+) {
+    match accepted {
+        Ok(Ok(accepted)) => serve_accepted(worker, accepted),
+        Ok(Err(e)) if is_per_connection(&e) => {}
+        Ok(Err(e)) => accept_failed(worker, socket, &e).await,
+        // The queue is empty: wait for the next connection.
+        Err(_would_block) => {}
+    }
+}
+
+/// Serves a connection `accept4` returned.
+fn serve_accepted(worker: &Rc<Worker>, (socket, peer): (Socket, SockAddr)) {
+    // A TCP listener's peers are IP addresses.
+    let Some(peer) = peer.as_socket() else {
+        return;
+    };
+    if let Ok(stream) = TcpStream::from_std(socket.into()) {
+        serve(worker, stream, peer);
+    }
+}
+
+async fn accept_failed(worker: &Worker, socket: &AsyncFd<std::net::TcpListener>, e: &io::Error) {
+    let addr = socket
+        .get_ref()
+        .local_addr()
+        .map(|a| a.to_string())
+        .unwrap_or_default();
+    error!(worker.log, "accept failed"; "listen" => addr, "error" => %e);
+    tokio::time::sleep(ACCEPT_BACKOFF).await;
 }
 
 /// Holds back from accepting for a moment when this worker is clearly
 /// busier than another: the kernel wakes every worker for a new connection
 /// on a shared socket and the first to accept wins, so this lets a less
-/// loaded one take it. Whatever is still queued afterwards, this worker
-/// takes. Breaks on a stop.
+/// loaded one take it. Breaks on a stop.
 async fn defer(worker: &Worker) -> ControlFlow<()> {
     // First let the connections just accepted read their requests: those
     // that close after one (`Connection: close`) no longer weigh, and a
@@ -99,24 +174,13 @@ fn serve(worker: &Rc<Worker>, stream: TcpStream, peer: SocketAddr) {
     tokio::task::spawn_local(Box::pin(conn.run()));
 }
 
-/// Accepts, without waiting, every connection in the listener's queue (the
-/// std listener asks the kernel directly, where tokio's would trust a
-/// readiness flag that may be stale), then closes the listener.
-fn take_queued(worker: &Rc<Worker>, listener: TcpListener) {
-    let Ok(listener) = listener.into_std() else {
-        return;
-    };
+/// Accepts, without waiting, every connection in the listener's queue (it
+/// asks the kernel directly, where the readiness flag may be stale), then
+/// closes the listener.
+fn take_queued(worker: &Rc<Worker>, listener: std::net::TcpListener) {
     loop {
-        match listener.accept() {
-            Ok((stream, peer)) => {
-                // std's accept does not inherit O_NONBLOCK; tokio needs it.
-                let stream = stream
-                    .set_nonblocking(true)
-                    .and_then(|()| TcpStream::from_std(stream));
-                if let Ok(stream) = stream {
-                    serve(worker, stream, peer);
-                }
-            }
+        match listener.accept_nonblocking() {
+            Ok(accepted) => serve_accepted(worker, accepted),
             Err(e) if is_per_connection(&e) => {}
             // WouldBlock: the queue is empty (the socket is non-blocking).
             Err(_) => return,

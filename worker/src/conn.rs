@@ -13,6 +13,7 @@ use crate::server::{ActiveConnection, Worker};
 use bytes::{Buf, BytesMut};
 use prefork_shared::config::RouteAction;
 use slog::{error, warn};
+use socket2::SockRef;
 use std::net::SocketAddr;
 use std::pin::{pin, Pin};
 use std::rc::Rc;
@@ -301,6 +302,9 @@ impl Connection {
         let mut deadline = (served == 0).then(|| idle_since + limits.client_header_timeout);
         // Set once a stop was seen while this fresh connection had sent nothing.
         let mut stop_grace = false;
+        if served == 0 {
+            self.read_first(worker);
+        }
         loop {
             if !self.buf.is_empty() {
                 if let Some(req) = self.parse_request(worker, served)? {
@@ -495,6 +499,30 @@ impl Connection {
                 upstream_time: None,
             },
             close: close || !ok,
+        }
+    }
+}
+
+impl Connection {
+    /// Reads what a connection just accepted has sent, without waiting:
+    /// with `TCP_DEFER_ACCEPT` its request is there already, while the event
+    /// loop would report the socket readable only on its next turn.
+    fn read_first(&mut self, worker: &Worker) {
+        if !self.buf.is_empty() {
+            return;
+        }
+        let buffers = worker.buffers();
+        let mut head = buffers.take_head();
+        match SockRef::from(&self.stream).recv(head.spare_capacity_mut()) {
+            Ok(n) if n > 0 => {
+                // SAFETY: recv initialised the first n bytes of the spare
+                // capacity.
+                unsafe { head.set_len(head.len() + n) };
+                self.buf = head;
+                worker.stats().read(n);
+            }
+            // Nothing yet, the end, or an error: the waiting read sees it.
+            _ => buffers.put_head(head),
         }
     }
 }

@@ -3,9 +3,10 @@
 
 use crate::load_share::LoadShare;
 use prefork_shared::fds::{self, FIRST_LISTEN_FD, LISTEN_FDS_ENV};
-use prefork_shared::load_board::{LoadBoard, LOAD_CELL_ENV};
+use prefork_shared::load_board::{LoadBoard, BOARD_BYTES, LOAD_CELL_ENV};
 use std::fs::File;
 use std::io;
+use std::mem::ManuallyDrop;
 use std::net::{SocketAddr, TcpListener};
 use std::os::fd::{FromRawFd, RawFd};
 
@@ -97,11 +98,20 @@ pub(crate) fn take_load_board(listeners: usize) -> Result<Option<LoadShare>, Str
         .map_err(|_| format!("{LOAD_CELL_ENV}: invalid cell {cell:?}"))?;
     let fd = FIRST_LISTEN_FD + listeners as RawFd;
     let fd_error = |e: io::Error| format!("load board fd {fd}: {e}");
+    // Looked at before it is taken: should it not be a board after all,
+    // whatever holds that number must stay open.
+    // SAFETY: ManuallyDrop never closes the fd; reading its metadata
+    // touches no memory of ours, and a closed fd just yields an error.
+    let seen = ManuallyDrop::new(unsafe { File::from_raw_fd(fd) });
+    let len = seen.metadata().map_err(fd_error)?.len();
+    if len != BOARD_BYTES {
+        return Err(format!("fd {fd} is no load board ({len} bytes)"));
+    }
     set_cloexec(fd).map_err(fd_error)?;
-    // SAFETY: the master put the board right after the listeners and named
-    // its cell; set_cloexec proved the fd open, nothing else in the worker
-    // refers to it, and LoadBoard::open checks that it is a board.
-    let file = unsafe { File::from_raw_fd(fd) };
+    // Taken now: the master put the board right after the listeners and
+    // named its cell, it is open and of a board's size, no file of the
+    // worker's own is open yet, and nothing else refers to it.
+    let file = ManuallyDrop::into_inner(seen);
     let board = LoadBoard::open(file).map_err(|e| format!("fd {fd}: {e}"))?;
     Ok(Some(LoadShare::new(board, cell)))
 }

@@ -105,6 +105,8 @@ pub fn main(args: WorkerArgs) -> i32 {
 
 fn run(args: &WorkerArgs) -> Result<i32, BootError> {
     let listeners = inherit::take_listeners()?;
+    // Before the worker opens anything that could take the board's number.
+    let load = inherit::take_load_board(listeners.len());
     let to_master = IpcSender::<WorkerMsg>::connect(args.ipc_name.clone()).map_err(|source| {
         BootError::Connect {
             name: args.ipc_name.clone(),
@@ -137,7 +139,7 @@ fn run(args: &WorkerArgs) -> Result<i32, BootError> {
         .map_err(BootError::Logs)?;
     let access = access_log::AccessLogs::open(&config).map_err(BootError::Logs)?;
     let log = logs.error.new(o!("slot" => args.slot));
-    let load = inherit::take_load_board(listeners.len()).unwrap_or_else(|e| {
+    let load = load.unwrap_or_else(|e| {
         warn!(log, "accepting without the load board"; "error" => %e);
         None
     });
@@ -165,8 +167,8 @@ fn run(args: &WorkerArgs) -> Result<i32, BootError> {
         for (addr, listener) in listeners {
             // Other workers accept on it too unless it is this slot's own.
             let shared = !config.listen.iter().any(|l| l.addr == addr && l.reuseport);
-            match tokio::net::TcpListener::from_std(listener) {
-                Ok(socket) => tokio_listeners.push(Listener { socket, shared }),
+            match Listener::new(listener, shared) {
+                Ok(listener) => tokio_listeners.push(listener),
                 Err(e) => {
                     error!(log, "cannot register listener"; "listen" => %addr, "error" => %e);
                     return exit::WORKER_BOOT_FAILURE;

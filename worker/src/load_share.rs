@@ -5,12 +5,69 @@
 
 use prefork_shared::load_board::{LoadBoard, NOT_ACCEPTING};
 use std::cell::Cell;
+use std::time::{Duration, Instant};
 
 /// How long a worker that holds clearly more connections than another holds
 /// back from accepting, leaving what is queued to the others (which the
 /// kernel wakes as well). A connection nobody else took by then it accepts
 /// anyway, so a stalled or dead worker's low count costs at most this delay.
-pub(crate) const ACCEPT_DEFER: std::time::Duration = std::time::Duration::from_millis(1);
+pub(crate) const ACCEPT_DEFER: Duration = Duration::from_millis(1);
+
+/// Pauses in a row that no other worker used (a connection still queued
+/// afterwards, and no other worker's count changed meanwhile) before a
+/// worker stops holding back for a while.
+const UNUSED_PAUSES: u32 = 5;
+
+/// How long a worker accepts without holding back once the least loaded
+/// worker seems stalled.
+const STALL_SUSPEND: Duration = Duration::from_millis(50);
+
+/// Whether holding back still helps. A pause nobody used suggests that the
+/// least loaded worker is stalled: stopped, or stuck until the master
+/// replaces it (`worker_timeout`). After a few in a row, the worker accepts
+/// without pausing for a while, so a stalled worker cannot throttle the
+/// others to one connection per pause.
+#[derive(Default)]
+pub(crate) struct HoldBack {
+    unused: u32,
+    suspended_until: Option<Instant>,
+}
+
+impl HoldBack {
+    /// Whether to hold back now (asked only when busier than another).
+    pub(crate) fn now(&mut self) -> bool {
+        self.at(Instant::now())
+    }
+
+    fn at(&mut self, now: Instant) -> bool {
+        match self.suspended_until {
+            Some(until) if now < until => false,
+            _ => {
+                self.suspended_until = None;
+                true
+            }
+        }
+    }
+
+    /// Notes how a pause ended: `used` when the queue was empty afterwards
+    /// (another worker took what waited, or nothing came) or another
+    /// worker's count changed (it accepts, while connections keep coming).
+    pub(crate) fn paused(&mut self, used: bool) {
+        self.paused_at(used, Instant::now());
+    }
+
+    fn paused_at(&mut self, used: bool, now: Instant) {
+        if used {
+            self.unused = 0;
+            return;
+        }
+        self.unused += 1;
+        if self.unused >= UNUSED_PAUSES {
+            self.unused = 0;
+            self.suspended_until = Some(now + STALL_SUSPEND);
+        }
+    }
+}
 
 /// The board and this worker's cell on it.
 pub(crate) struct LoadShare {
@@ -46,6 +103,17 @@ impl LoadShare {
     pub(crate) fn retire(&self) {
         self.retired.set(true);
         self.board.set(self.cell, NOT_ACCEPTING);
+    }
+
+    /// The other accepting workers' counts added up: it changes as soon as
+    /// any of them accepts or closes a connection.
+    pub(crate) fn others_load(&self) -> u64 {
+        (0..self.board.in_use())
+            .filter(|&cell| cell != self.cell)
+            .map(|cell| self.board.get(cell))
+            .filter(|&n| n != NOT_ACCEPTING)
+            .map(u64::from)
+            .sum()
     }
 
     /// Whether a worker with `mine` open connections should leave new ones
@@ -87,6 +155,29 @@ mod tests {
     }
 
     #[test]
+    fn stops_holding_back_for_a_while_after_pauses_nobody_used() {
+        let mut hold = HoldBack::default();
+        let t0 = Instant::now();
+        assert!(hold.at(t0));
+        // A used pause resets the count.
+        for _ in 0..UNUSED_PAUSES - 1 {
+            hold.paused_at(false, t0);
+        }
+        hold.paused_at(true, t0);
+        for _ in 0..UNUSED_PAUSES - 1 {
+            hold.paused_at(false, t0);
+            assert!(hold.at(t0));
+        }
+        hold.paused_at(false, t0);
+        assert!(!hold.at(t0));
+        assert!(!hold.at(t0 + STALL_SUSPEND - Duration::from_millis(1)));
+        assert!(hold.at(t0 + STALL_SUSPEND));
+        // And starts counting afresh.
+        hold.paused_at(false, t0 + STALL_SUSPEND);
+        assert!(hold.at(t0 + STALL_SUSPEND));
+    }
+
+    #[test]
     fn publishes_its_count_until_retired_and_reads_the_others() {
         let master = LoadBoard::create().unwrap();
         let share = |cell| {
@@ -100,6 +191,8 @@ mod tests {
         assert!(!a.busier_than_others(10));
         b.publish(0);
         assert!(a.busier_than_others(10));
+        b.publish(2);
+        assert_eq!(a.others_load(), 2);
         assert!(!b.busier_than_others(0));
         b.retire();
         b.publish(0);

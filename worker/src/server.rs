@@ -249,6 +249,11 @@ impl Worker {
             .is_some_and(|load| load.busier_than_others(shared.staying.get()))
     }
 
+    /// The other workers' published counts added up (0 without a board).
+    pub(crate) fn others_load(&self) -> u64 {
+        self.shared.load.as_ref().map_or(0, LoadShare::others_load)
+    }
+
     /// Open client connections now.
     pub(crate) fn active_connections(&self) -> usize {
         self.shared.active.get()

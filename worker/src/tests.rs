@@ -266,10 +266,7 @@ impl Proxy {
                         load,
                     );
                     let socket = listener.try_clone().unwrap();
-                    let listener = Listener {
-                        socket: tokio::net::TcpListener::from_std(socket).unwrap(),
-                        shared: true,
-                    };
+                    let listener = Listener::new(socket, true).unwrap();
                     serving.push(tokio::task::spawn_local(serve(
                         worker,
                         vec![listener],
@@ -725,6 +722,28 @@ fn a_burst_of_connections_is_spread_over_workers_sharing_a_socket() {
     let (a, b) = (board.get(0), board.get(1));
     assert_eq!(a + b, 24, "both workers count every open connection");
     assert!(a.abs_diff(b) <= 8, "connections split {a} / {b}");
+}
+
+#[test]
+fn connections_arriving_one_by_one_are_spread_too() {
+    let origin = Origin::start();
+    let (proxy, board) = Proxy::start_sharing(config(origin.addr), 2);
+    // Each arrives when both workers wait for one, longer after the last
+    // than a pause lasts: the decision is taken when a connection waits,
+    // not when a worker starts waiting.
+    let mut clients = Vec::new();
+    for _ in 0..16 {
+        let mut c = proxy.connect();
+        assert_eq!(
+            exchange(&mut c, "GET /app/echo HTTP/1.1\r\nHost: a\r\n\r\n").status,
+            200
+        );
+        clients.push(c);
+        thread::sleep(3 * crate::load_share::ACCEPT_DEFER);
+    }
+    let (a, b) = (board.get(0), board.get(1));
+    assert_eq!(a + b, 16);
+    assert!(a.abs_diff(b) <= 6, "connections split {a} / {b}");
 }
 
 #[test]
