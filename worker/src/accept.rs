@@ -8,7 +8,6 @@ use slog::error;
 use socket2::{SockAddr, SockRef, Socket};
 use std::io;
 use std::net::SocketAddr;
-use std::ops::ControlFlow;
 use std::rc::Rc;
 use std::time::Duration;
 use tokio::io::unix::AsyncFd;
@@ -65,14 +64,17 @@ pub(crate) async fn accept_loop(worker: Rc<Worker>, listener: Listener) {
                 continue;
             }
         };
+        let mut paused_for = None;
         if shared && worker.busier_than_others() && hold.now() {
             drop(ready);
-            let others = worker.others_load();
-            if defer(&worker).await.is_break() {
-                break;
+            let least = worker.least_loaded();
+            match defer(&worker).await {
+                Deferral::Stopped => break,
+                Deferral::Paused => paused_for = Some(least),
+                Deferral::NotNeeded => {}
             }
-            // Still ready (nothing cleared it): what is queued after the
-            // pause, this worker takes, nobody else did.
+            // Still ready (nothing cleared it): what is queued now, this
+            // worker takes.
             ready = match socket.readable().await {
                 Ok(ready) => ready,
                 Err(e) => {
@@ -80,12 +82,14 @@ pub(crate) async fn accept_loop(worker: Rc<Worker>, listener: Listener) {
                     continue;
                 }
             };
-            let accepted = ready.try_io(|socket| socket.get_ref().accept_nonblocking());
-            hold.paused(accepted.is_err() || worker.others_load() != others);
-            on_accepted(&worker, &socket, accepted).await;
-            continue;
         }
-        let accepted = ready.try_io(|socket| socket.get_ref().accept_nonblocking());
+        let accepted = ready.try_io(|socket| accept_nonblocking(socket.get_ref()));
+        if let Some(least) = paused_for {
+            // Used: the queue was emptied, or the least loaded worker's
+            // count moved (it accepts, while connections keep coming).
+            let moved = least.is_none_or(|(cell, count)| worker.load_of(cell) != count);
+            hold.paused(accepted.is_err() || moved);
+        }
         on_accepted(&worker, &socket, accepted).await;
     }
     if *worker.stop.borrow() == Stop::Graceful {
@@ -95,14 +99,8 @@ pub(crate) async fn accept_loop(worker: Rc<Worker>, listener: Listener) {
 
 /// One `accept4`, the new socket non-blocking and close-on-exec from the
 /// start (no extra system call).
-trait AcceptNonblocking {
-    fn accept_nonblocking(&self) -> io::Result<(Socket, SockAddr)>;
-}
-
-impl AcceptNonblocking for std::net::TcpListener {
-    fn accept_nonblocking(&self) -> io::Result<(Socket, SockAddr)> {
-        SockRef::from(self).accept4(libc::SOCK_NONBLOCK | libc::SOCK_CLOEXEC)
-    }
+fn accept_nonblocking(listener: &std::net::TcpListener) -> io::Result<(Socket, SockAddr)> {
+    SockRef::from(listener).accept4(libc::SOCK_NONBLOCK | libc::SOCK_CLOEXEC)
 }
 
 /// What one try at accepting gave: a connection, an error, or (outer
@@ -115,7 +113,11 @@ async fn on_accepted(
     accepted: Accepted,
 ) {
     match accepted {
-        Ok(Ok(accepted)) => serve_accepted(worker, accepted),
+        Ok(Ok(accepted)) => {
+            if let Err(e) = serve_accepted(worker, accepted) {
+                accept_failed(worker, socket, &e).await;
+            }
+        }
         Ok(Err(e)) if is_per_connection(&e) => {}
         Ok(Err(e)) => accept_failed(worker, socket, &e).await,
         // The queue is empty: wait for the next connection.
@@ -123,15 +125,14 @@ async fn on_accepted(
     }
 }
 
-/// Serves a connection `accept4` returned.
-fn serve_accepted(worker: &Rc<Worker>, (socket, peer): (Socket, SockAddr)) {
+/// Serves a connection `accept4` returned; fails if the event loop cannot
+/// take it (epoll out of memory, say).
+fn serve_accepted(worker: &Rc<Worker>, (socket, peer): (Socket, SockAddr)) -> io::Result<()> {
     // A TCP listener's peers are IP addresses.
-    let Some(peer) = peer.as_socket() else {
-        return;
-    };
-    if let Ok(stream) = TcpStream::from_std(socket.into()) {
-        serve(worker, stream, peer);
+    if let Some(peer) = peer.as_socket() {
+        serve(worker, TcpStream::from_std(socket.into())?, peer);
     }
+    Ok(())
 }
 
 async fn accept_failed(worker: &Worker, socket: &AsyncFd<std::net::TcpListener>, e: &io::Error) {
@@ -144,23 +145,33 @@ async fn accept_failed(worker: &Worker, socket: &AsyncFd<std::net::TcpListener>,
     tokio::time::sleep(ACCEPT_BACKOFF).await;
 }
 
+/// How holding back ended.
+enum Deferral {
+    /// A stop came.
+    Stopped,
+    /// The worker paused.
+    Paused,
+    /// It turned out not to be busier after all.
+    NotNeeded,
+}
+
 /// Holds back from accepting for a moment when this worker is clearly
 /// busier than another: the kernel wakes every worker for a new connection
 /// on a shared socket and the first to accept wins, so this lets a less
-/// loaded one take it. Breaks on a stop.
-async fn defer(worker: &Worker) -> ControlFlow<()> {
+/// loaded one take it.
+async fn defer(worker: &Worker) -> Deferral {
     // First let the connections just accepted read their requests: those
     // that close after one (`Connection: close`) no longer weigh, and a
     // batch of them must not make the worker hold back.
     tokio::task::yield_now().await;
-    if worker.busier_than_others() {
-        tokio::select! {
-            biased;
-            () = worker.on_change(|| worker.stopping()) => return ControlFlow::Break(()),
-            () = tokio::time::sleep(ACCEPT_DEFER) => {}
-        }
+    if !worker.busier_than_others() {
+        return Deferral::NotNeeded;
     }
-    ControlFlow::Continue(())
+    tokio::select! {
+        biased;
+        () = worker.on_change(|| worker.stopping()) => Deferral::Stopped,
+        () = tokio::time::sleep(ACCEPT_DEFER) => Deferral::Paused,
+    }
 }
 
 fn serve(worker: &Rc<Worker>, stream: TcpStream, peer: SocketAddr) {
@@ -179,8 +190,12 @@ fn serve(worker: &Rc<Worker>, stream: TcpStream, peer: SocketAddr) {
 /// closes the listener.
 fn take_queued(worker: &Rc<Worker>, listener: std::net::TcpListener) {
     loop {
-        match listener.accept_nonblocking() {
-            Ok(accepted) => serve_accepted(worker, accepted),
+        match accept_nonblocking(&listener) {
+            // A socket the event loop cannot take is closed; the rest are
+            // still served.
+            Ok(accepted) => {
+                let _ = serve_accepted(worker, accepted);
+            }
             Err(e) if is_per_connection(&e) => {}
             // WouldBlock: the queue is empty (the socket is non-blocking).
             Err(_) => return,

@@ -521,7 +521,8 @@ impl Connection {
                 self.buf = head;
                 worker.stats().read(n);
             }
-            // Nothing yet, the end, or an error: the waiting read sees it.
+            // Nothing yet, the end, or an error (consumed here: the waiting
+            // read then sees the end).
             _ => buffers.put_head(head),
         }
     }

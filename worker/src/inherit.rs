@@ -6,7 +6,7 @@ use prefork_shared::fds::{self, FIRST_LISTEN_FD, LISTEN_FDS_ENV};
 use prefork_shared::load_board::{LoadBoard, BOARD_BYTES, LOAD_CELL_ENV};
 use std::fs::File;
 use std::io;
-use std::mem::ManuallyDrop;
+use std::mem::MaybeUninit;
 use std::net::{SocketAddr, TcpListener};
 use std::os::fd::{FromRawFd, RawFd};
 
@@ -100,18 +100,22 @@ pub(crate) fn take_load_board(listeners: usize) -> Result<Option<LoadShare>, Str
     let fd_error = |e: io::Error| format!("load board fd {fd}: {e}");
     // Looked at before it is taken: should it not be a board after all,
     // whatever holds that number must stay open.
-    // SAFETY: ManuallyDrop never closes the fd; reading its metadata
-    // touches no memory of ours, and a closed fd just yields an error.
-    let seen = ManuallyDrop::new(unsafe { File::from_raw_fd(fd) });
-    let len = seen.metadata().map_err(fd_error)?.len();
-    if len != BOARD_BYTES {
+    let mut stat = MaybeUninit::<libc::stat>::uninit();
+    // SAFETY: fstat writes a stat into `stat` or fails (EBADF for a
+    // closed fd) without touching it.
+    if unsafe { libc::fstat(fd, stat.as_mut_ptr()) } != 0 {
+        return Err(fd_error(io::Error::last_os_error()));
+    }
+    // SAFETY: fstat succeeded, so `stat` is initialised.
+    let len = unsafe { stat.assume_init() }.st_size;
+    if u64::try_from(len) != Ok(BOARD_BYTES) {
         return Err(format!("fd {fd} is no load board ({len} bytes)"));
     }
     set_cloexec(fd).map_err(fd_error)?;
-    // Taken now: the master put the board right after the listeners and
-    // named its cell, it is open and of a board's size, no file of the
+    // SAFETY: the master put the board right after the listeners and named
+    // its cell; the fd is open and of a board's size, no file of the
     // worker's own is open yet, and nothing else refers to it.
-    let file = ManuallyDrop::into_inner(seen);
+    let file = unsafe { File::from_raw_fd(fd) };
     let board = LoadBoard::open(file).map_err(|e| format!("fd {fd}: {e}"))?;
     Ok(Some(LoadShare::new(board, cell)))
 }

@@ -14,7 +14,7 @@ use std::time::{Duration, Instant};
 pub(crate) const ACCEPT_DEFER: Duration = Duration::from_millis(1);
 
 /// Pauses in a row that no other worker used (a connection still queued
-/// afterwards, and no other worker's count changed meanwhile) before a
+/// afterwards, and the least loaded worker's count unchanged) before a
 /// worker stops holding back for a while.
 const UNUSED_PAUSES: u32 = 5;
 
@@ -50,8 +50,9 @@ impl HoldBack {
     }
 
     /// Notes how a pause ended: `used` when the queue was empty afterwards
-    /// (another worker took what waited, or nothing came) or another
-    /// worker's count changed (it accepts, while connections keep coming).
+    /// (another worker took what waited, or nothing came) or the least
+    /// loaded worker's count changed (it accepts, while connections keep
+    /// coming).
     pub(crate) fn paused(&mut self, used: bool) {
         self.paused_at(used, Instant::now());
     }
@@ -105,35 +106,40 @@ impl LoadShare {
         self.board.set(self.cell, NOT_ACCEPTING);
     }
 
-    /// The other accepting workers' counts added up: it changes as soon as
-    /// any of them accepts or closes a connection.
-    pub(crate) fn others_load(&self) -> u64 {
-        (0..self.board.in_use())
-            .filter(|&cell| cell != self.cell)
-            .map(|cell| self.board.get(cell))
-            .filter(|&n| n != NOT_ACCEPTING)
-            .map(u64::from)
-            .sum()
+    /// The cell and count of the least loaded other accepting worker.
+    pub(crate) fn least_loaded(&self) -> Option<(usize, u32)> {
+        least(
+            (0..self.board.in_use())
+                .filter(|&cell| cell != self.cell)
+                .map(|cell| (cell, self.board.get(cell))),
+        )
+    }
+
+    /// The count in `cell` now.
+    pub(crate) fn load_of(&self, cell: usize) -> u32 {
+        self.board.get(cell)
     }
 
     /// Whether a worker with `mine` open connections should leave new ones
     /// to another accepting worker for now.
     pub(crate) fn busier_than_others(&self, mine: usize) -> bool {
-        let others = (0..self.board.in_use())
-            .filter(|&cell| cell != self.cell)
-            .map(|cell| self.board.get(cell));
-        busier(u32::try_from(mine).unwrap_or(u32::MAX), others)
+        self.least_loaded()
+            .is_some_and(|(_, least)| busier(u32::try_from(mine).unwrap_or(u32::MAX), least))
     }
 }
 
-/// Whether `mine` is clearly more than the least of the `others` that
-/// accept. The margin (4, plus 1/16 of the least) keeps workers from
-/// deferring over the small differences that come and go with every
-/// connection, while a burst still ends up spread evenly.
-fn busier(mine: u32, others: impl Iterator<Item = u32>) -> bool {
-    let Some(least) = others.filter(|&n| n != NOT_ACCEPTING).min() else {
-        return false;
-    };
+/// The `(cell, count)` with the lowest count among those that accept.
+fn least(cells: impl Iterator<Item = (usize, u32)>) -> Option<(usize, u32)> {
+    cells
+        .filter(|&(_, n)| n != NOT_ACCEPTING)
+        .min_by_key(|&(_, n)| n)
+}
+
+/// Whether `mine` is clearly more than `least`. The margin (4, plus 1/16 of
+/// the least) keeps workers from deferring over the small differences that
+/// come and go with every connection, while a burst still ends up spread
+/// evenly.
+fn busier(mine: u32, least: u32) -> bool {
     mine > least.saturating_add(4 + least / 16)
 }
 
@@ -143,15 +149,21 @@ mod tests {
 
     #[test]
     fn defers_only_when_clearly_busier_than_an_accepting_worker() {
-        assert!(!busier(10, std::iter::empty()));
-        assert!(!busier(10, [NOT_ACCEPTING, NOT_ACCEPTING].into_iter()));
-        assert!(!busier(4, [0].into_iter()));
-        assert!(busier(5, [0].into_iter()));
-        assert!(busier(5, [NOT_ACCEPTING, 0, 9].into_iter()));
+        assert_eq!(least(std::iter::empty()), None);
+        assert_eq!(
+            least([(0, NOT_ACCEPTING), (1, NOT_ACCEPTING)].into_iter()),
+            None
+        );
+        assert_eq!(
+            least([(0, NOT_ACCEPTING), (1, 3), (2, 9)].into_iter()),
+            Some((1, 3))
+        );
+        assert!(!busier(4, 0));
+        assert!(busier(5, 0));
         // The margin grows with the load: 1,000 against 1,060 is close enough.
-        assert!(!busier(1_066, [1_000].into_iter()));
-        assert!(busier(1_067, [1_000].into_iter()));
-        assert!(!busier(u32::MAX - 1, [u32::MAX - 2].into_iter()));
+        assert!(!busier(1_066, 1_000));
+        assert!(busier(1_067, 1_000));
+        assert!(!busier(u32::MAX - 1, u32::MAX - 2));
     }
 
     #[test]
@@ -192,7 +204,8 @@ mod tests {
         b.publish(0);
         assert!(a.busier_than_others(10));
         b.publish(2);
-        assert_eq!(a.others_load(), 2);
+        assert_eq!(a.least_loaded(), Some((1, 2)));
+        assert_eq!(a.load_of(1), 2);
         assert!(!b.busier_than_others(0));
         b.retire();
         b.publish(0);

@@ -249,9 +249,17 @@ impl Worker {
             .is_some_and(|load| load.busier_than_others(shared.staying.get()))
     }
 
-    /// The other workers' published counts added up (0 without a board).
-    pub(crate) fn others_load(&self) -> u64 {
-        self.shared.load.as_ref().map_or(0, LoadShare::others_load)
+    /// The cell and count of the least loaded other accepting worker.
+    pub(crate) fn least_loaded(&self) -> Option<(usize, u32)> {
+        self.shared.load.as_ref().and_then(LoadShare::least_loaded)
+    }
+
+    /// The count in a board cell now (0 without a board).
+    pub(crate) fn load_of(&self, cell: usize) -> u32 {
+        self.shared
+            .load
+            .as_ref()
+            .map_or(0, |load| load.load_of(cell))
     }
 
     /// Open client connections now.
