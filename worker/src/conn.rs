@@ -287,6 +287,29 @@ impl Connection {
         }
     }
 
+    /// Reads what a connection just accepted has sent, without waiting:
+    /// with `TCP_DEFER_ACCEPT` its request is there already, while the event
+    /// loop would report the socket readable only on its next turn.
+    fn read_first(&mut self, worker: &Worker) {
+        if !self.buf.is_empty() {
+            return;
+        }
+        let buffers = worker.buffers();
+        let mut head = buffers.take_head();
+        match SockRef::from(&self.stream).recv(head.spare_capacity_mut()) {
+            Ok(n) if n > 0 => {
+                // SAFETY: recv initialised the first n bytes of the spare
+                // capacity.
+                unsafe { head.set_len(head.len() + n) };
+                self.buf = head;
+                worker.stats().read(n);
+            }
+            // Nothing yet, the end, or an error (consumed here: the waiting
+            // read then sees the end).
+            _ => buffers.put_head(head),
+        }
+    }
+
     /// Reads until a complete request head is buffered; `timer` times the
     /// wait.
     async fn read_request<'w>(
@@ -499,31 +522,6 @@ impl Connection {
                 upstream_time: None,
             },
             close: close || !ok,
-        }
-    }
-}
-
-impl Connection {
-    /// Reads what a connection just accepted has sent, without waiting:
-    /// with `TCP_DEFER_ACCEPT` its request is there already, while the event
-    /// loop would report the socket readable only on its next turn.
-    fn read_first(&mut self, worker: &Worker) {
-        if !self.buf.is_empty() {
-            return;
-        }
-        let buffers = worker.buffers();
-        let mut head = buffers.take_head();
-        match SockRef::from(&self.stream).recv(head.spare_capacity_mut()) {
-            Ok(n) if n > 0 => {
-                // SAFETY: recv initialised the first n bytes of the spare
-                // capacity.
-                unsafe { head.set_len(head.len() + n) };
-                self.buf = head;
-                worker.stats().read(n);
-            }
-            // Nothing yet, the end, or an error (consumed here: the waiting
-            // read then sees the end).
-            _ => buffers.put_head(head),
         }
     }
 }

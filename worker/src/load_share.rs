@@ -9,8 +9,9 @@ use std::time::{Duration, Instant};
 
 /// How long a worker that holds clearly more connections than another holds
 /// back from accepting, leaving what is queued to the others (which the
-/// kernel wakes as well). A connection nobody else took by then it accepts
-/// anyway, so a stalled or dead worker's low count costs at most this delay.
+/// kernel wakes as well); tokio's timer makes it 1-2 ms. A connection nobody
+/// else took by then it accepts anyway, so a stalled or dead worker's low
+/// count costs at most this delay per connection (and see [`HoldBack`]).
 pub(crate) const ACCEPT_DEFER: Duration = Duration::from_millis(1);
 
 /// Pauses in a row that no other worker used (a connection still queued
