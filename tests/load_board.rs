@@ -5,7 +5,7 @@
 
 use crate::support::http::Conn;
 use crate::support::origins;
-use crate::support::prefork::{Continue, Prefork, Proc, Setup};
+use crate::support::prefork::{is_stopped, Continue, Prefork, Proc, Setup};
 use crate::support::{wait_for, wait_until};
 use nix::sys::signal::{kill, Signal};
 use nix::unistd::Pid;
@@ -61,13 +61,10 @@ fn workers_publish_their_connections_and_a_replacement_takes_the_dead_workers_ce
     let (survivor, victim) = (pid_in(0), pid_in(1));
     kill(Pid::from_raw(survivor), Signal::SIGSTOP).unwrap();
     let resume = Continue(survivor);
-    let stopped = || {
-        let stat = std::fs::read_to_string(format!("/proc/{survivor}/stat")).unwrap_or_default();
-        // The state follows the parenthesised command name.
-        stat.rsplit_once(") ")
-            .is_some_and(|(_, rest)| rest.starts_with('T'))
-    };
-    assert!(wait_until(wait, stopped), "worker {survivor} did not stop");
+    assert!(
+        wait_until(wait, || is_stopped(survivor)),
+        "worker {survivor} did not stop"
+    );
     let mut conns: Vec<Conn> = (0..6).map(|_| Conn::local(p.port()).unwrap()).collect();
     for c in &mut conns {
         assert_eq!(c.get("x", "/").unwrap().status, 200);

@@ -182,6 +182,11 @@ fn cmdline(pid: i32) -> Vec<String> {
         .unwrap_or_default()
 }
 
+/// Whether `pid` is stopped by a signal (state `T`, after SIGSTOP).
+pub fn is_stopped(pid: i32) -> bool {
+    proc_stat(pid).is_some_and(|s| s.state == 'T')
+}
+
 /// A live (non-zombie) process.
 pub fn process(pid: i32) -> Option<Proc> {
     proc_stat(pid).filter(|s| s.running()).map(|s| Proc {
