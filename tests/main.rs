@@ -5,6 +5,7 @@ mod support;
 
 mod config_check;
 mod conformance;
+mod cpu_affinity;
 mod errors;
 mod harness;
 mod lifecycle;

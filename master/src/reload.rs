@@ -17,8 +17,9 @@ pub enum ReloadPath {
 /// Compares the running configuration with a new, valid one.
 ///
 /// Listeners (their addresses and `reuseport`; a backlog or `defer_accept`
-/// change is applied to the open sockets), the worker count and the user need new processes;
-/// everything else a running worker can swap in.
+/// change is applied to the open sockets), the worker count, the user and
+/// the CPU pinning need new processes; everything else a running worker can
+/// swap in.
 pub fn reload_path(old: &Config, new: &Config) -> ReloadPath {
     let sockets =
         |c: &Config| -> Vec<_> { c.listen.iter().map(|l| (l.addr, l.reuseport)).collect() };
@@ -31,6 +32,10 @@ pub fn reload_path(old: &Config, new: &Config) -> ReloadPath {
     }
     if old.user != new.user {
         why.push("user");
+    }
+    // A worker pins itself (and the threads it starts) as it starts.
+    if old.worker_cpu_affinity != new.worker_cpu_affinity {
+        why.push("worker_cpu_affinity");
     }
     if why.is_empty() {
         ReloadPath::Hot
@@ -72,7 +77,7 @@ mod tests {
     }
 
     #[test]
-    fn listeners_workers_and_user_need_a_new_generation() {
+    fn listeners_workers_user_and_cpu_pinning_need_a_new_generation() {
         let old = config(BASE);
         let changed = |edit: &dyn Fn(&mut Config)| {
             let mut new = old.clone();
@@ -101,6 +106,10 @@ mod tests {
                 c.workers = 1;
             }),
             ReloadPath::NewGeneration(vec!["workers", "user"])
+        );
+        assert_eq!(
+            changed(&|c| c.worker_cpu_affinity = vec![0]),
+            ReloadPath::NewGeneration(vec!["worker_cpu_affinity"])
         );
     }
 

@@ -20,6 +20,10 @@ pub struct Config {
     pub source: PathBuf,
     /// Number of worker processes (already resolved from `"auto"`).
     pub workers: usize,
+    /// CPUs the workers are pinned to (`worker_cpu_affinity`, already
+    /// resolved from `"auto"`): the worker in slot `i` runs on entry
+    /// `i % len`. Empty: workers are not pinned.
+    pub worker_cpu_affinity: Vec<usize>,
     /// Where the master writes its pid.
     pub pid_file: PathBuf,
     /// Unprivileged user the workers run as when the master is root.
@@ -290,6 +294,12 @@ impl Route {
 }
 
 impl Config {
+    /// The CPU the worker in `slot` is pinned to, if workers are pinned.
+    pub fn cpu_for_slot(&self, slot: u32) -> Option<usize> {
+        let cpus = &self.worker_cpu_affinity;
+        (!cpus.is_empty()).then(|| cpus[slot as usize % cpus.len()])
+    }
+
     /// The route for a request, or `None` (404).
     ///
     /// `host` must be lower-cased and without its port. The most specific host

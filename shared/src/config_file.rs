@@ -9,6 +9,7 @@ use crate::config::{
     LogTarget, Route, RouteAction, Server, Upstream,
 };
 use crate::config_locate::{key_at, line_at, line_of, KeyPath};
+use crate::cpus;
 use serde::Deserialize;
 use std::collections::{BTreeMap, HashSet};
 use std::fmt;
@@ -130,6 +131,7 @@ pub fn parse(path: &Path, source: &str) -> Result<Config, ConfigError> {
 #[serde(deny_unknown_fields)]
 struct RawConfig {
     workers: Option<RawWorkers>,
+    worker_cpu_affinity: Option<RawAffinity>,
     pid_file: Option<PathBuf>,
     user: Option<String>,
     shutdown_timeout: Option<String>,
@@ -163,6 +165,14 @@ struct RawConfig {
 enum RawWorkers {
     Count(i64),
     Named(String),
+}
+
+/// `worker_cpu_affinity = "off" | "auto" | [cpu, ...]`.
+#[derive(Deserialize)]
+#[serde(untagged)]
+enum RawAffinity {
+    Named(String),
+    Cpus(Vec<i64>),
 }
 
 /// A byte size: a number, or text with a `k`, `m` or `g` suffix.
@@ -327,6 +337,8 @@ impl Validator<'_> {
     fn config(&mut self, raw: RawConfig) -> Config {
         let root = KeyPath::default();
         let workers = self.workers(root.key("workers"), raw.workers);
+        let worker_cpu_affinity =
+            self.cpu_affinity(root.key("worker_cpu_affinity"), raw.worker_cpu_affinity);
         let defaults = HttpLimits::default();
         let http = HttpLimits {
             client_header_timeout: self.duration(
@@ -416,6 +428,7 @@ impl Validator<'_> {
         Config {
             source: self.file.to_owned(),
             workers,
+            worker_cpu_affinity,
             pid_file,
             user,
             shutdown_timeout,
@@ -516,6 +529,43 @@ impl Validator<'_> {
             }
             Some(RawWorkers::Count(n)) => n as usize,
         }
+    }
+
+    /// The CPUs workers are pinned to, in slot order: `"auto"` takes every
+    /// CPU this process may run on, as nginx's `worker_cpu_affinity auto`.
+    fn cpu_affinity(&mut self, path: KeyPath, raw: Option<RawAffinity>) -> Vec<usize> {
+        let cpus = match raw {
+            None => return Vec::new(),
+            Some(RawAffinity::Named(s)) if s == "off" => return Vec::new(),
+            Some(RawAffinity::Named(s)) if s == "auto" => return cpus::allowed(),
+            Some(RawAffinity::Named(s)) => {
+                self.problem(
+                    &path,
+                    format!("expected \"off\", \"auto\" or a list of CPU numbers, found {s:?}"),
+                );
+                return Vec::new();
+            }
+            Some(RawAffinity::Cpus(cpus)) => cpus,
+        };
+        if cpus.is_empty() {
+            self.problem(&path, "list at least one CPU, or write \"off\"");
+            return Vec::new();
+        }
+        let allowed = cpus::allowed();
+        let mut valid = Vec::with_capacity(cpus.len());
+        for cpu in cpus {
+            match usize::try_from(cpu) {
+                Ok(n) if allowed.contains(&n) => valid.push(n),
+                _ => self.problem(
+                    &path,
+                    format!(
+                        "CPU {cpu} is not one prefork may run on (it may run on {})",
+                        cpus::list(&allowed)
+                    ),
+                ),
+            }
+        }
+        valid
     }
 
     fn log_target(
@@ -1051,6 +1101,38 @@ respond = { status = 200, body = "ok\n" }
     fn syntax_error_has_line() {
         let e = parse_err("workers = 2\n[log\n");
         assert!(e.starts_with("t.toml:2:"), "{e}");
+    }
+
+    #[test]
+    fn worker_cpu_affinity_off_auto_and_lists() {
+        let allowed = cpus::allowed();
+        assert!(parse_ok("workers = 2").worker_cpu_affinity.is_empty());
+        assert!(parse_ok("worker_cpu_affinity = \"off\"")
+            .worker_cpu_affinity
+            .is_empty());
+        let auto = parse_ok("workers = 3\nworker_cpu_affinity = \"auto\"");
+        assert_eq!(auto.worker_cpu_affinity, allowed);
+        // Slots beyond the list wrap around it.
+        assert_eq!(auto.cpu_for_slot(0), Some(allowed[0]));
+        assert_eq!(auto.cpu_for_slot(allowed.len() as u32), Some(allowed[0]));
+        let last = *allowed.last().expect("one CPU at least");
+        let listed = parse_ok(&format!("worker_cpu_affinity = [{last}, {}]", allowed[0]));
+        assert_eq!(listed.worker_cpu_affinity, vec![last, allowed[0]]);
+        assert_eq!(listed.cpu_for_slot(1), Some(allowed[0]));
+        assert_eq!(parse_ok("workers = 2").cpu_for_slot(0), None);
+    }
+
+    #[test]
+    fn worker_cpu_affinity_errors_name_the_key() {
+        let e = parse_err("workers = 2\nworker_cpu_affinity = [0, 4096]\n");
+        assert!(
+            e.starts_with("t.toml:2: worker_cpu_affinity: CPU 4096 is not one prefork may run on (it may run on "),
+            "{e}"
+        );
+        assert!(parse_err("worker_cpu_affinity = [-1]").contains("CPU -1 is not one"));
+        assert!(parse_err("worker_cpu_affinity = []").contains("list at least one CPU"));
+        assert!(parse_err("worker_cpu_affinity = \"all\"")
+            .contains("expected \"off\", \"auto\" or a list of CPU numbers, found \"all\""));
     }
 
     #[test]

@@ -1,11 +1,13 @@
 //! Types and helpers shared by the prefork master and its workers: the
 //! configuration model and its validation, the IPC protocol, the listener
-//! hand-off convention, the load board, the exit-code contract and logging setup.
+//! hand-off convention, the load board, CPU pinning, the exit-code contract and
+//! logging setup.
 
 pub mod config;
 pub mod config_file;
 mod config_locate;
 pub mod config_observe;
+pub mod cpus;
 pub mod exit;
 pub mod fds;
 pub mod ipc;

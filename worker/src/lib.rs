@@ -38,6 +38,7 @@ use accept::Listener;
 use control::Stop;
 use ipc_channel::ipc::{self, IpcSender};
 use ipc_channel::{IpcError, TryRecvError};
+use prefork_shared::cpus;
 use prefork_shared::exit;
 use prefork_shared::ipc::{heartbeat_interval, MasterMsg, WorkerMsg, PROTOCOL_VERSION};
 use prefork_shared::log::{self as plog, Role};
@@ -134,11 +135,23 @@ fn run(args: &WorkerArgs) -> Result<i32, BootError> {
             Err(TryRecvError::IpcError(e)) => return Err(BootError::ConfigRecv(e)),
         }
     };
+    // Before any other thread starts (the log writers, the IPC reader), so
+    // that they inherit the pinning.
+    let pinned = config
+        .cpu_for_slot(args.slot)
+        .map(|cpu| (cpu, cpus::pin_current_thread(cpu)));
 
     let logs = plog::open(&config.log.error_log, Role::Worker, args.generation)
         .map_err(BootError::Logs)?;
     let access = access_log::AccessLogs::open(&config).map_err(BootError::Logs)?;
     let log = logs.error.new(o!("slot" => args.slot));
+    match pinned {
+        Some((cpu, Ok(()))) => info!(log, "pinned to a CPU"; "cpu" => cpu),
+        Some((cpu, Err(e))) => {
+            warn!(log, "cannot pin to a CPU, running unpinned"; "cpu" => cpu, "error" => %e)
+        }
+        None => {}
+    }
     let load = load.unwrap_or_else(|e| {
         warn!(log, "accepting without the load board"; "error" => %e);
         None

@@ -345,6 +345,7 @@ fn config(origin: SocketAddr) -> Config {
     Config {
         source: "test.toml".into(),
         workers: 1,
+        worker_cpu_affinity: Vec::new(),
         pid_file: "/tmp/prefork-test.pid".into(),
         user: None,
         shutdown_timeout: Duration::from_secs(5),
