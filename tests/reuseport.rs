@@ -86,6 +86,38 @@ fn get_ok(p: &Prefork) {
     assert_eq!(r.status, 200);
 }
 
+/// The `PREFORK_LISTEN_FDS` a worker was started with.
+fn listen_fds_env(pid: i32) -> String {
+    let environ = std::fs::read(format!("/proc/{pid}/environ")).expect("read environ");
+    environ
+        .split(|&b| b == 0)
+        .filter_map(|var| std::str::from_utf8(var).ok())
+        .find_map(|var| var.strip_prefix("PREFORK_LISTEN_FDS="))
+        .unwrap_or_else(|| panic!("worker {pid} has no PREFORK_LISTEN_FDS"))
+        .to_owned()
+}
+
+/// A worker learns from the master, not from its config, which socket is
+/// its own: that one never waits for the load board.
+#[test]
+fn a_workers_own_socket_is_marked_with_its_slot_and_a_shared_one_is_not() {
+    let own = Prefork::start(Setup::new(2).reuseport());
+    for w in own.workers() {
+        let slot = w.slot().expect("a slot");
+        assert_eq!(
+            listen_fds_env(w.pid),
+            format!("127.0.0.1:{}#{slot}", own.port())
+        );
+    }
+    let shared = Prefork::start(Setup::new(2));
+    for w in shared.workers() {
+        assert_eq!(
+            listen_fds_env(w.pid),
+            format!("127.0.0.1:{}", shared.port())
+        );
+    }
+}
+
 #[test]
 fn each_worker_owns_its_socket_and_requests_spread_over_all() {
     let p = Prefork::start(Setup::new(3).reuseport().log(PID_FORMAT));

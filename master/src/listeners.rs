@@ -202,27 +202,28 @@ impl Listeners {
 
     /// The descriptors a worker in `slot` inherits for `listen`'s addresses,
     /// in config order: the shared socket of an address, or the slot's own
-    /// socket, bound now if the slot is new (SIGTTIN).
+    /// socket (with its slot), bound now if the slot is new (SIGTTIN).
     pub fn for_worker(
         &mut self,
         listen: &[Listen],
         slot: Slot,
-    ) -> Result<Vec<(SocketAddr, RawFd)>, BindError> {
+    ) -> Result<Vec<(SocketAddr, Option<Slot>, RawFd)>, BindError> {
         let mut fds = Vec::new();
         for l in listen {
             let Some(entry) = self.by_addr.get_mut(&l.addr) else {
                 continue;
             };
-            let socket = match &mut entry.sockets {
-                Sockets::Shared(s) => s,
+            let (socket, own) = match &mut entry.sockets {
+                Sockets::Shared(s) => (s, None),
                 Sockets::PerSlot(slots) => match slots.entry(slot) {
-                    std::collections::btree_map::Entry::Occupied(o) => o.into_mut(),
-                    std::collections::btree_map::Entry::Vacant(v) => {
-                        v.insert(bind_with(l.addr, entry.options, true)?)
-                    }
+                    std::collections::btree_map::Entry::Occupied(o) => (o.into_mut(), Some(slot)),
+                    std::collections::btree_map::Entry::Vacant(v) => (
+                        v.insert(bind_with(l.addr, entry.options, true)?),
+                        Some(slot),
+                    ),
                 },
             };
-            fds.push((l.addr, socket.as_raw_fd()));
+            fds.push((l.addr, own, socket.as_raw_fd()));
         }
         Ok(fds)
     }
@@ -364,7 +365,7 @@ mod tests {
             .for_worker(std::slice::from_ref(l), Slot(slot))
             .expect("fds");
         assert_eq!(fds.len(), 1);
-        fds[0].1
+        fds[0].2
     }
 
     /// How many connections wait in the queue of the listening socket `fd`.
@@ -393,7 +394,11 @@ mod tests {
             .for_worker(&[b.clone(), a.clone()], Slot(0))
             .expect("fds");
         assert_eq!(fds.len(), 2);
-        assert_eq!(fds[1], (a.addr, fd_a), "an existing listener is kept as is");
+        assert_eq!(
+            fds[1],
+            (a.addr, None, fd_a),
+            "an existing listener is kept as is"
+        );
 
         let removed = ls
             .reconcile(std::slice::from_ref(&b), 2)

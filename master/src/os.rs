@@ -64,8 +64,9 @@ pub struct WorkerCommand<'a> {
     pub generation: Generation,
     /// Name of the one-shot IPC server it connects to.
     pub ipc_name: &'a str,
-    /// Listening sockets it inherits, in order, from fd 3.
-    pub listeners: &'a [(SocketAddr, RawFd)],
+    /// Listening sockets it inherits, in order, from fd 3; a per-slot
+    /// (`reuseport`) socket with its slot.
+    pub listeners: &'a [(SocketAddr, Option<Slot>, RawFd)],
     /// The load board and the worker's cell on it, if any.
     pub load: Option<(RawFd, usize)>,
     /// Identity to drop to before exec, when the master runs as root.
@@ -76,9 +77,12 @@ pub struct WorkerCommand<'a> {
 /// role, with the listeners at fds 3.., then the load board, and nothing else
 /// inherited.
 pub fn spawn_worker(cmd: &WorkerCommand<'_>) -> io::Result<Pid> {
-    let addrs: Vec<(SocketAddr, Option<u32>)> =
-        cmd.listeners.iter().map(|(a, _)| (*a, None)).collect();
-    let mut sources: Vec<RawFd> = cmd.listeners.iter().map(|(_, fd)| *fd).collect();
+    let addrs: Vec<(SocketAddr, Option<u32>)> = cmd
+        .listeners
+        .iter()
+        .map(|(a, slot, _)| (*a, slot.map(|s| s.0)))
+        .collect();
+    let mut sources: Vec<RawFd> = cmd.listeners.iter().map(|(_, _, fd)| *fd).collect();
     // The board follows the listeners (see prefork_shared::load_board).
     sources.extend(cmd.load.map(|(fd, _)| fd));
     // Allocated before fork: nothing may allocate between fork and exec.

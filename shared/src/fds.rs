@@ -3,8 +3,9 @@
 //! Like systemd's `LISTEN_FDS`, the sockets sit at consecutive descriptors
 //! from [`FIRST_LISTEN_FD`], and an environment variable names the address of
 //! each in order, so the worker can match them to its config by address. A
-//! per-slot (`reuseport`) socket handed to a new master (binary upgrade) also
-//! names its slot, as `addr#slot`.
+//! per-slot (`reuseport`) socket also names its slot, as `addr#slot`: a
+//! worker then knows no other worker accepts on it, and a new master (binary
+//! upgrade) knows which slot it belongs to.
 
 use std::net::SocketAddr;
 

@@ -34,11 +34,22 @@ pub(crate) enum InheritError {
     },
 }
 
+/// A listening socket handed over by the master.
+pub(crate) struct Inherited {
+    /// The address the master bound it to.
+    pub(crate) addr: SocketAddr,
+    /// The socket.
+    pub(crate) listener: TcpListener,
+    /// Whether other workers accept on it too: not when it is this slot's own
+    /// (`reuseport`), which the master marks with the slot.
+    pub(crate) shared: bool,
+}
+
 /// Takes the listeners named by [`LISTEN_FDS_ENV`], ready for tokio:
 /// close-on-exec (the worker's own children must not inherit them) and
 /// non-blocking (tokio needs it; the flag is shared with the master's copy,
 /// which never accepts).
-pub(crate) fn take_listeners() -> Result<Vec<(SocketAddr, TcpListener)>, InheritError> {
+pub(crate) fn take_listeners() -> Result<Vec<Inherited>, InheritError> {
     let value = std::env::var(LISTEN_FDS_ENV).map_err(|_| InheritError::Missing)?;
     let named = fds::decode(&value).map_err(InheritError::Malformed)?;
     if named.is_empty() {
@@ -46,7 +57,7 @@ pub(crate) fn take_listeners() -> Result<Vec<(SocketAddr, TcpListener)>, Inherit
     }
     named
         .into_iter()
-        .map(|(fd, addr, _slot)| {
+        .map(|(fd, addr, slot)| {
             let not_listening = |source| InheritError::NotListening { fd, addr, source };
             check_listening(fd).map_err(not_listening)?;
             // SAFETY: `check_listening` proved `fd` is an open listening
@@ -55,7 +66,11 @@ pub(crate) fn take_listeners() -> Result<Vec<(SocketAddr, TcpListener)>, Inherit
             let listener = unsafe { TcpListener::from_raw_fd(fd) };
             set_cloexec(fd).map_err(not_listening)?;
             listener.set_nonblocking(true).map_err(not_listening)?;
-            Ok((addr, listener))
+            Ok(Inherited {
+                addr,
+                listener,
+                shared: slot.is_none(),
+            })
         })
         .collect()
 }

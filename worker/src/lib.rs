@@ -177,9 +177,12 @@ fn run(args: &WorkerArgs) -> Result<i32, BootError> {
         };
         tokio::task::spawn_local(signals);
         let mut tokio_listeners = Vec::with_capacity(listeners.len());
-        for (addr, listener) in listeners {
-            // Other workers accept on it too unless it is this slot's own.
-            let shared = !config.listen.iter().any(|l| l.addr == addr && l.reuseport);
+        for inherit::Inherited {
+            addr,
+            listener,
+            shared,
+        } in listeners
+        {
             match Listener::new(listener, shared) {
                 Ok(listener) => tokio_listeners.push(listener),
                 Err(e) => {
