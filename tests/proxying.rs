@@ -461,3 +461,52 @@ fn a_large_body_cut_short_closes_the_client_connection() {
     assert!(rest.len() < len, "a truncated body never looks complete");
     assert!(rest == body[..rest.len()], "what came is the body's start");
 }
+
+/// Listeners start connections with delayed ACKs (a request's ACK rides on
+/// its response). A client that leaves Nagle's algorithm on and writes a
+/// request in pieces holds each piece until the one before is ACKed, so
+/// prefork must ACK at once whenever it waits for more of a request, head or
+/// body: otherwise every such piece waits out a delayed-ACK timeout, 40 ms at
+/// the least. The fastest of five tries must beat that; without the prompt
+/// ACK, every try is slower.
+#[test]
+fn a_nagle_client_writing_a_request_in_pieces_waits_for_no_delayed_ack() {
+    use std::io::Write;
+    let origin = RecordingOrigin::start();
+    let p = single_upstream(1, origin.addr());
+    let head = b"POST /nagle HTTP/1.1\r\nHost: app.local\r\nContent-Length: 5\r\n\r\n";
+    let (start_line, fields) = head.split_at(head.len() - 40);
+    let shapes: [(&str, [&[u8]; 2]); 2] = [
+        (
+            "a head in two pieces",
+            [start_line, &[fields, b"hello"].concat()],
+        ),
+        ("a head, then its body", [head, b"hello"]),
+    ];
+    for (shape, pieces) in shapes {
+        let fastest = (0..5)
+            .map(|_| {
+                // Nagle's algorithm stays on: no TCP_NODELAY.
+                let mut stream = std::net::TcpStream::connect(p.addr()).expect("connect");
+                stream
+                    .set_read_timeout(Some(Duration::from_secs(10)))
+                    .expect("timeout");
+                let started = Instant::now();
+                for piece in pieces {
+                    stream.write_all(piece).expect("write a piece");
+                }
+                let r = Conn::from_stream(stream)
+                    .read_response()
+                    .unwrap_or_else(|e| panic!("{shape}: {e}\n{}", p.logs()));
+                assert_eq!(r.status, 200, "{shape}");
+                assert!(r.text().contains("body=5"), "{shape}: {}", r.text());
+                started.elapsed()
+            })
+            .min()
+            .expect("five tries");
+        assert!(
+            fastest < Duration::from_millis(35),
+            "{shape}: the fastest of five requests took {fastest:?}: a delayed ACK held it"
+        );
+    }
+}

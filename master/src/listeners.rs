@@ -60,11 +60,20 @@ impl Options {
     }
 
     /// Applies both to a socket, bound or already listening (listen(2)
-    /// again only updates the backlog).
+    /// again only updates the backlog), and turns quick ACKs off.
     fn apply(self, addr: SocketAddr, socket: &Socket) -> Result<(), BindError> {
         set_defer_accept(socket, self.defer_accept)
             .map_err(error(addr, "setsockopt(TCP_DEFER_ACCEPT)"))?;
-        socket.listen(self.backlog).map_err(error(addr, "listen"))
+        socket.listen(self.backlog).map_err(error(addr, "listen"))?;
+        // Connections accepted from it start with delayed ACKs, as HAProxy's
+        // HTTP listeners do: the ACK of a request then rides on its response
+        // instead of leaving alone (one segment less per new connection).
+        // The worker turns quick ACKs back on whenever it waits for more of
+        // a request, so that a client's Nagle never waits on a delayed ACK.
+        // After listen(2), which resets the socket's ACK state.
+        socket
+            .set_tcp_quickack(false)
+            .map_err(error(addr, "setsockopt(TCP_QUICKACK)"))
     }
 }
 
@@ -386,6 +395,14 @@ mod tests {
         let fd_a = fd(&mut ls, &a, 0);
         assert_eq!(fd(&mut ls, &a, 1), fd_a, "every slot shares the socket");
         TcpStream::connect(a.addr).expect("the socket listens");
+        // SAFETY: as in `queued`.
+        let socket = std::mem::ManuallyDrop::new(unsafe {
+            <Socket as std::os::fd::FromRawFd>::from_raw_fd(fd_a)
+        });
+        assert!(
+            !socket.tcp_quickack().expect("TCP_QUICKACK"),
+            "delayed ACKs"
+        );
 
         let b = listen(free_addr());
         let removed = ls.reconcile(&[a.clone(), b.clone()], 2).expect("reconcile");

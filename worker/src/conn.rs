@@ -334,6 +334,7 @@ impl Connection {
                     return Ok(req);
                 }
                 deadline.get_or_insert_with(|| Instant::now() + limits.client_header_timeout);
+                ack_now(&self.stream);
             }
             let idle = self.buf.is_empty();
             // No deadline yet: this is the first pass, at `idle_since`.
@@ -546,6 +547,15 @@ async fn read_head(
         buf.reserve(HEAD_BUFFER);
     }
     stream.read_buf(buf).await
+}
+
+/// Acknowledges what a client sent at once and keeps quick ACKs on for a
+/// while: called when more of a request is due. Listeners start connections
+/// with delayed ACKs (the ACK rides on the response), but a client that
+/// leaves Nagle's algorithm on holds its next small segment until it sees
+/// the ACK of the last one: up to a delayed-ACK timeout (40 ms) per wait.
+pub(crate) fn ack_now(stream: &TcpStream) {
+    let _ = stream.set_quickack(true);
 }
 
 /// Sets TCP_NODELAY on a client connection, once: request/response traffic

@@ -2,7 +2,7 @@
 //! streams in, and stream the response back.
 
 use crate::access_log::Served;
-use crate::conn::{connection_field, set_nodelay, Connection, Done, Request};
+use crate::conn::{ack_now, connection_field, set_nodelay, Connection, Done, Request};
 use crate::error::{ClientError, PumpError, UpstreamError};
 use crate::health::Change;
 use crate::http::body::BodyCursor;
@@ -265,6 +265,9 @@ impl Connection {
             Err(_) => return Err(Early::upstream(UpstreamError::WriteTimeout, true, false)),
         }
         buf.advance(initial);
+        if !body.is_done() {
+            ack_now(client_rd.as_ref());
+        }
 
         // `Expect` is not forwarded: prefork asks for the body itself, once
         // it is about to read it, unless the client already began sending.
