@@ -1,11 +1,13 @@
 //! Small I/O helpers shared by the client and upstream sides.
 
+use socket2::SockRef;
 use std::future::{poll_fn, Future};
 use std::io::{self, IoSlice};
 use std::pin::{pin, Pin};
 use std::task::Poll;
 use std::time::Duration;
-use tokio::io::{AsyncWrite, AsyncWriteExt};
+use tokio::io::{AsyncWrite, AsyncWriteExt, Interest};
+use tokio::net::TcpStream;
 use tokio::time::{sleep, Instant, Sleep};
 
 /// Size of one body read, and the spare room kept for it.
@@ -68,11 +70,25 @@ pub(crate) async fn timed_until<F: Future>(
 pub(crate) trait TryWrite: AsyncWrite + Unpin {
     /// Writes what the socket takes now (`WouldBlock`: nothing).
     fn try_write_vectored(&self, bufs: &[IoSlice<'_>]) -> io::Result<usize>;
+
+    /// As [`TryWrite::try_write_vectored`], for the last bytes a connection
+    /// sends before it closes: the kernel may hold back a partial segment
+    /// for the close's FIN to join (`MSG_MORE`). A plain write by default.
+    fn try_write_last(&self, bufs: &[IoSlice<'_>]) -> io::Result<usize> {
+        self.try_write_vectored(bufs)
+    }
 }
 
 impl TryWrite for tokio::net::tcp::WriteHalf<'_> {
     fn try_write_vectored(&self, bufs: &[IoSlice<'_>]) -> io::Result<usize> {
         tokio::net::tcp::WriteHalf::try_write_vectored(self, bufs)
+    }
+
+    fn try_write_last(&self, bufs: &[IoSlice<'_>]) -> io::Result<usize> {
+        let stream: &TcpStream = self.as_ref();
+        stream.try_io(Interest::WRITABLE, || {
+            SockRef::from(stream).send_vectored_with_flags(bufs, libc::MSG_MORE)
+        })
     }
 }
 
@@ -85,10 +101,33 @@ pub(crate) async fn write_two_within<W: TryWrite>(
     body: &[u8],
     limit: Duration,
 ) -> Result<io::Result<()>, TimedOut> {
+    write_within(w, head, body, limit, W::try_write_vectored).await
+}
+
+/// As [`write_two_within`], for the last bytes a connection sends before it
+/// closes: when they all leave in the first write, their last segment and the
+/// FIN may leave as one (see [`TryWrite::try_write_last`]).
+pub(crate) async fn write_last_within<W: TryWrite>(
+    w: &mut W,
+    head: &[u8],
+    body: &[u8],
+    limit: Duration,
+) -> Result<io::Result<()>, TimedOut> {
+    write_within(w, head, body, limit, W::try_write_last).await
+}
+
+/// Writes `head` then `body` within `limit`, trying `first` at once.
+async fn write_within<W: TryWrite>(
+    w: &mut W,
+    head: &[u8],
+    body: &[u8],
+    limit: Duration,
+    first: fn(&W, &[IoSlice<'_>]) -> io::Result<usize>,
+) -> Result<io::Result<()>, TimedOut> {
     if head.is_empty() && body.is_empty() {
         return Ok(Ok(()));
     }
-    let n = match w.try_write_vectored(&[IoSlice::new(head), IoSlice::new(body)]) {
+    let n = match first(w, &[IoSlice::new(head), IoSlice::new(body)]) {
         Ok(n) => n,
         Err(e) if e.kind() == io::ErrorKind::WouldBlock => 0,
         Err(e) => return Ok(Err(e)),
@@ -244,6 +283,38 @@ mod tests {
             assert!(matches!(done, Ok(Ok(()))));
             assert_eq!(*w.written.borrow(), b"headbody!");
         }
+    }
+
+    /// The last write of a connection waits in the kernel for the FIN,
+    /// which then carries it: the peer reads nothing until the close, then
+    /// everything and the end at once.
+    #[tokio::test]
+    async fn a_last_write_leaves_with_the_fin() {
+        use std::io::Read;
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        // A plain socket: each read below is a real recv(2).
+        let mut client = std::net::TcpStream::connect(listener.local_addr().unwrap()).unwrap();
+        let (mut server, _) = listener.accept().await.unwrap();
+        {
+            let (_, mut w) = server.split();
+            let done = write_last_within(&mut w, b"head", b"body!", Duration::from_secs(10)).await;
+            assert!(matches!(done, Ok(Ok(()))));
+        }
+        client.set_nonblocking(true).unwrap();
+        let mut got = [0u8; 16];
+        assert_eq!(
+            client.read(&mut got).map_err(|e| e.kind()),
+            Err(io::ErrorKind::WouldBlock),
+            "held for the FIN"
+        );
+        server.shutdown().await.unwrap();
+        client.set_nonblocking(false).unwrap();
+        client
+            .set_read_timeout(Some(Duration::from_secs(10)))
+            .unwrap();
+        let mut all = Vec::new();
+        client.read_to_end(&mut all).unwrap();
+        assert_eq!(all, b"headbody!");
     }
 
     #[tokio::test]

@@ -10,7 +10,7 @@ use crate::http::chunked::ChunkedDecoder;
 use crate::http::heads::{self, ConnectionField};
 use crate::http::response::{self, MAX_RESPONSE_HEADERS};
 use crate::http::{with_header_slots, Framing, Version};
-use crate::io::{timed, write_two_within, TryWrite, BODY_READ};
+use crate::io::{timed, write_last_within, write_two_within, TimedOut, TryWrite, BODY_READ};
 use crate::splice::{self, Failure, Moved, Pipes};
 use crate::stats::Stats;
 use crate::tunnel;
@@ -424,7 +424,8 @@ impl Connection {
             Framing::Length(n) => up.buf.len() as u64 >= n,
             Framing::Chunked | Framing::Close => false,
         };
-        if !(close && whole) {
+        let last = close && whole;
+        if !last {
             set_nodelay(client_wr.as_ref(), nodelay);
         }
         let mut body = BodyCursor::new(meta.framing);
@@ -437,7 +438,10 @@ impl Connection {
             &mut up_rd,
             &mut up.buf,
             &mut client_wr,
-            response_head,
+            OutHead {
+                bytes: response_head,
+                last,
+            },
             &mut body,
             relay,
             t,
@@ -655,6 +659,14 @@ where
     }
 }
 
+/// A response head on its way to the client.
+struct OutHead<'a> {
+    bytes: &'a [u8],
+    /// The whole response is at hand and the connection closes after it:
+    /// its one write may then share its last segment with the FIN.
+    last: bool,
+}
+
 /// How a response body goes to the client.
 #[derive(Clone, Copy)]
 enum Relay<'a> {
@@ -670,7 +682,7 @@ async fn send_response<R, W>(
     upstream: &mut R,
     buf: &mut BytesMut,
     client: &mut W,
-    head: &[u8],
+    head: OutHead<'_>,
     body: &mut BodyCursor,
     relay: Relay<'_>,
     t: Timeouts,
@@ -690,10 +702,10 @@ where
         // head leave with it.
         if let (true, BodyCursor::Chunked(decoder)) = (decode, &mut *body) {
             if let Some(h) = head.take() {
-                write_client(client, h, &[], t)
+                write_client(client, h.bytes, &[], t)
                     .await
                     .map_err(|e| (e, false))?;
-                sent += h.len() as u64;
+                sent += h.bytes.len() as u64;
             }
             sent += write_decoded(client, decoder, buf, t)
                 .await
@@ -707,10 +719,13 @@ where
                 .map_err(|e| (UpstreamError::BadChunk(e).into(), head.is_none()))?;
             let h = head.take();
             let head_sent = h.is_none();
-            let h = h.unwrap_or(&[]);
-            write_client(client, h, &buf[..n], t)
-                .await
-                .map_err(|e| (e, head_sent))?;
+            let (h, last) = h.map_or((&[][..], false), |h| (h.bytes, h.last));
+            let written = if last {
+                write_last_within(client, h, &buf[..n], t.client_write).await
+            } else {
+                write_two_within(client, h, &buf[..n], t.client_write).await
+            };
+            client_result(written).map_err(|e| (e, head_sent))?;
             sent += (h.len() + n) as u64;
             buf.advance(n);
         }
@@ -780,7 +795,12 @@ async fn write_client<W: TryWrite>(
     body: &[u8],
     t: Timeouts,
 ) -> Result<(), PumpError> {
-    match write_two_within(client, head, body, t.client_write).await {
+    client_result(write_two_within(client, head, body, t.client_write).await)
+}
+
+/// A write to the client, as a pump's result.
+fn client_result(written: Result<std::io::Result<()>, TimedOut>) -> Result<(), PumpError> {
+    match written {
         Ok(Ok(())) => Ok(()),
         Ok(Err(e)) => Err(ClientError::Write(e).into()),
         Err(_) => Err(ClientError::WriteTimeout.into()),
