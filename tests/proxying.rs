@@ -510,3 +510,45 @@ fn a_nagle_client_writing_a_request_in_pieces_waits_for_no_delayed_ack() {
         );
     }
 }
+
+/// After prefork asks for the body with `100 Continue`, a Nagle client that
+/// writes it in two pieces is not held by a delayed ACK between them either
+/// (see the test above): sending the `100` may turn delayed ACKs back on.
+#[test]
+fn a_nagle_client_sending_its_body_after_100_continue_waits_for_no_delayed_ack() {
+    use std::io::{Read, Write};
+    let origin = RecordingOrigin::start();
+    let p = single_upstream(1, origin.addr());
+    let head = b"POST /nagle HTTP/1.1\r\nHost: app.local\r\nContent-Length: 5\r\nExpect: 100-continue\r\n\r\n";
+    let fastest = (0..5)
+        .map(|_| {
+            // Nagle's algorithm stays on: no TCP_NODELAY.
+            let mut stream = std::net::TcpStream::connect(p.addr()).expect("connect");
+            stream
+                .set_read_timeout(Some(Duration::from_secs(10)))
+                .expect("timeout");
+            stream.write_all(head).expect("write the head");
+            let mut interim = Vec::new();
+            while !interim.ends_with(b"\r\n\r\n") {
+                let mut byte = [0u8; 1];
+                stream.read_exact(&mut byte).expect("read the 100");
+                interim.push(byte[0]);
+            }
+            assert!(interim.starts_with(b"HTTP/1.1 100"), "{interim:?}");
+            let started = Instant::now();
+            stream.write_all(b"hel").expect("write a piece");
+            stream.write_all(b"lo").expect("write a piece");
+            let r = Conn::from_stream(stream)
+                .read_response()
+                .unwrap_or_else(|e| panic!("{e}\n{}", p.logs()));
+            assert_eq!(r.status, 200);
+            assert!(r.text().contains("body=5"), "{}", r.text());
+            started.elapsed()
+        })
+        .min()
+        .expect("five tries");
+    assert!(
+        fastest < Duration::from_millis(35),
+        "the fastest of five bodies took {fastest:?}: a delayed ACK held it"
+    );
+}

@@ -59,8 +59,8 @@ impl Options {
         }
     }
 
-    /// Applies both to a socket, bound or already listening (listen(2)
-    /// again only updates the backlog), and turns quick ACKs off.
+    /// Applies them to a socket, bound or already listening (listen(2) again
+    /// only updates the backlog), and turns quick ACKs off.
     fn apply(self, addr: SocketAddr, socket: &Socket) -> Result<(), BindError> {
         set_defer_accept(socket, self.defer_accept)
             .map_err(error(addr, "setsockopt(TCP_DEFER_ACCEPT)"))?;

@@ -555,6 +555,7 @@ async fn read_head(
 /// leaves Nagle's algorithm on holds its next small segment until it sees
 /// the ACK of the last one: up to a delayed-ACK timeout (40 ms) per wait.
 pub(crate) fn ack_now(stream: &TcpStream) {
+    // A failure costs at most that delay; the request goes on regardless.
     let _ = stream.set_quickack(true);
 }
 

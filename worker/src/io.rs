@@ -71,12 +71,13 @@ pub(crate) trait TryWrite: AsyncWrite + Unpin {
     /// Writes what the socket takes now (`WouldBlock`: nothing).
     fn try_write_vectored(&self, bufs: &[IoSlice<'_>]) -> io::Result<usize>;
 
-    /// As [`TryWrite::try_write_vectored`], for the last bytes a connection
-    /// sends before it closes: the kernel may hold back a partial segment
-    /// for the close's FIN to join (`MSG_MORE`). A plain write by default.
-    fn try_write_last(&self, bufs: &[IoSlice<'_>]) -> io::Result<usize> {
-        self.try_write_vectored(bufs)
-    }
+    /// As [`TryWrite::try_write_vectored`], for bytes the FIN follows at
+    /// once: the kernel holds back a partial last segment for it
+    /// (`MSG_MORE`).
+    fn try_write_more(&self, bufs: &[IoSlice<'_>]) -> io::Result<usize>;
+
+    /// Sends the FIN (`shutdown(SHUT_WR)`), with whatever was held back.
+    fn shut_write(&self) -> io::Result<()>;
 }
 
 impl TryWrite for tokio::net::tcp::WriteHalf<'_> {
@@ -84,11 +85,15 @@ impl TryWrite for tokio::net::tcp::WriteHalf<'_> {
         tokio::net::tcp::WriteHalf::try_write_vectored(self, bufs)
     }
 
-    fn try_write_last(&self, bufs: &[IoSlice<'_>]) -> io::Result<usize> {
+    fn try_write_more(&self, bufs: &[IoSlice<'_>]) -> io::Result<usize> {
         let stream: &TcpStream = self.as_ref();
         stream.try_io(Interest::WRITABLE, || {
             SockRef::from(stream).send_vectored_with_flags(bufs, libc::MSG_MORE)
         })
+    }
+
+    fn shut_write(&self) -> io::Result<()> {
+        SockRef::from(self.as_ref()).shutdown(std::net::Shutdown::Write)
     }
 }
 
@@ -104,16 +109,21 @@ pub(crate) async fn write_two_within<W: TryWrite>(
     write_within(w, head, body, limit, W::try_write_vectored).await
 }
 
-/// As [`write_two_within`], for the last bytes a connection sends before it
-/// closes: when they all leave in the first write, their last segment and the
-/// FIN may leave as one (see [`TryWrite::try_write_last`]).
+/// As [`write_two_within`], for the last bytes a connection sends, then
+/// sends the FIN at once. When the first write takes them all, the FIN joins
+/// their last segment: one segment less, and the client ACKs both at once.
+/// Nothing stays held back for a close that could find unread input and
+/// reset the connection instead.
 pub(crate) async fn write_last_within<W: TryWrite>(
     w: &mut W,
     head: &[u8],
     body: &[u8],
     limit: Duration,
 ) -> Result<io::Result<()>, TimedOut> {
-    write_within(w, head, body, limit, W::try_write_last).await
+    match write_within(w, head, body, limit, W::try_write_more).await {
+        Ok(Ok(())) => Ok(w.shut_write()),
+        failed => failed,
+    }
 }
 
 /// Writes `head` then `body` within `limit`, trying `first` at once.
@@ -234,6 +244,8 @@ mod tests {
         chunk: usize,
         refuse_now: bool,
         written: RefCell<Vec<u8>>,
+        /// Set by `shut_write`.
+        shut: std::cell::Cell<bool>,
     }
 
     impl Sink {
@@ -268,53 +280,87 @@ mod tests {
             }
             Ok(self.take(bufs))
         }
+        fn try_write_more(&self, bufs: &[IoSlice<'_>]) -> io::Result<usize> {
+            self.try_write_vectored(bufs)
+        }
+        fn shut_write(&self) -> io::Result<()> {
+            self.shut.set(true);
+            Ok(())
+        }
     }
 
     #[tokio::test]
     async fn writes_tried_at_once_finish_the_waiting_way() {
         let limit = Duration::from_secs(10);
-        for (chunk, refuse_now) in [(100, false), (3, false), (6, false), (100, true), (2, true)] {
-            let mut w = Sink {
-                chunk,
-                refuse_now,
-                written: RefCell::default(),
-            };
-            let done = write_two_within(&mut w, b"head", b"body!", limit).await;
-            assert!(matches!(done, Ok(Ok(()))));
-            assert_eq!(*w.written.borrow(), b"headbody!");
+        for last in [false, true] {
+            for (chunk, refuse_now) in
+                [(100, false), (3, false), (6, false), (100, true), (2, true)]
+            {
+                let mut w = Sink {
+                    chunk,
+                    refuse_now,
+                    written: RefCell::default(),
+                    shut: Default::default(),
+                };
+                let done = if last {
+                    write_last_within(&mut w, b"head", b"body!", limit).await
+                } else {
+                    write_two_within(&mut w, b"head", b"body!", limit).await
+                };
+                assert!(matches!(done, Ok(Ok(()))));
+                assert_eq!(*w.written.borrow(), b"headbody!");
+                assert_eq!(w.shut.get(), last, "the FIN follows the last bytes only");
+            }
         }
     }
 
-    /// The last write of a connection waits in the kernel for the FIN,
-    /// which then carries it: the peer reads nothing until the close, then
-    /// everything and the end at once.
+    /// Segments `socket` received so far: `tcpi_segs_in` of the kernel's
+    /// `struct tcp_info` (linux/tcp.h, Linux 4.2+), past the end of the
+    /// older layout the libc crate describes.
+    fn segments_in(socket: &std::net::TcpStream) -> u32 {
+        use std::os::fd::AsRawFd;
+        const SEGS_IN: usize = 140;
+        let mut info = [0u8; 256];
+        let mut len = info.len() as libc::socklen_t;
+        // SAFETY: the kernel writes at most `len` bytes into `info` and the
+        // new length into `len`, both valid for writes.
+        let rc = unsafe {
+            libc::getsockopt(
+                socket.as_raw_fd(),
+                libc::IPPROTO_TCP,
+                libc::TCP_INFO,
+                info.as_mut_ptr().cast(),
+                &mut len,
+            )
+        };
+        assert_eq!(rc, 0, "TCP_INFO: {}", io::Error::last_os_error());
+        assert!(len as usize >= SEGS_IN + 4, "TCP_INFO too short: {len}");
+        u32::from_ne_bytes(info[SEGS_IN..SEGS_IN + 4].try_into().expect("4 bytes"))
+    }
+
+    /// The last bytes of a connection and its FIN leave as one segment:
+    /// the peer receives the SYN-ACK, then that segment, and nothing else
+    /// (three segments if the FIN left alone).
     #[tokio::test]
-    async fn a_last_write_leaves_with_the_fin() {
+    async fn the_last_bytes_and_the_fin_leave_as_one_segment() {
         use std::io::Read;
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-        // A plain socket: each read below is a real recv(2).
         let mut client = std::net::TcpStream::connect(listener.local_addr().unwrap()).unwrap();
         let (mut server, _) = listener.accept().await.unwrap();
-        {
-            let (_, mut w) = server.split();
-            let done = write_last_within(&mut w, b"head", b"body!", Duration::from_secs(10)).await;
-            assert!(matches!(done, Ok(Ok(()))));
-        }
-        client.set_nonblocking(true).unwrap();
-        let mut got = [0u8; 16];
-        assert_eq!(
-            client.read(&mut got).map_err(|e| e.kind()),
-            Err(io::ErrorKind::WouldBlock),
-            "held for the FIN"
-        );
-        server.shutdown().await.unwrap();
-        client.set_nonblocking(false).unwrap();
+        let (_, mut w) = server.split();
+        let done = write_last_within(&mut w, b"head", b"body!", Duration::from_secs(10)).await;
+        assert!(matches!(done, Ok(Ok(()))));
         client
             .set_read_timeout(Some(Duration::from_secs(10)))
             .unwrap();
         let mut all = Vec::new();
         client.read_to_end(&mut all).unwrap();
         assert_eq!(all, b"headbody!");
+        assert_eq!(
+            segments_in(&client),
+            2,
+            "SYN-ACK, then data and FIN together"
+        );
     }
 
     #[tokio::test]

@@ -103,6 +103,16 @@ impl Connection {
         group: &Group,
         mut timer: Pin<&mut Sleep>,
     ) -> Done {
+        // More of the body is due: ACK what came at once (see `ack_now`),
+        // before a connect upstream can delay it.
+        let body_due = match req.body {
+            Framing::Length(n) => (self.buf.len() as u64) < n,
+            Framing::Chunked => true,
+            _ => false,
+        };
+        if body_due {
+            ack_now(&self.stream);
+        }
         // Servers whose connect failed for this request.
         let mut tried = Vec::new();
         let mut fresh = false;
@@ -265,9 +275,6 @@ impl Connection {
             Err(_) => return Err(Early::upstream(UpstreamError::WriteTimeout, true, false)),
         }
         buf.advance(initial);
-        if !body.is_done() {
-            ack_now(client_rd.as_ref());
-        }
 
         // `Expect` is not forwarded: prefork asks for the body itself, once
         // it is about to read it, unless the client already began sending.
@@ -284,6 +291,9 @@ impl Connection {
                 retryable: false,
                 request_done: false,
             })?;
+            // Sending it may have put the connection back to delayed ACKs
+            // (the kernel takes it for an interactive exchange).
+            ack_now(client_wr.as_ref());
         }
 
         // The rest of the body goes up while the response head is awaited:
