@@ -4,6 +4,7 @@
 
 use crate::support::origins;
 use crate::support::prefork::{Prefork, Proc, Setup};
+use crate::support::wait_until;
 use nix::sys::signal::{kill, Signal};
 use nix::unistd::Pid;
 use std::fs;
@@ -43,12 +44,18 @@ fn thread_cpus(pid: i32) -> Vec<Vec<usize>> {
         .collect()
 }
 
-/// The CPUs this test process may run on: what `"auto"` hands out.
+/// The CPUs this test process may run on: what `"auto"` hands out. With
+/// one CPU, a pinned worker would look unpinned: the tests need two.
 fn allowed() -> Vec<usize> {
-    thread_cpus(std::process::id() as i32)
+    let cpus = thread_cpus(std::process::id() as i32)
         .into_iter()
         .next()
-        .expect("this process has a main thread")
+        .expect("this process has a main thread");
+    assert!(
+        cpus.len() >= 2,
+        "these tests need 2 CPUs at least, have {cpus:?}"
+    );
+    cpus
 }
 
 /// Whether every thread of `w` may run on `cpus` exactly.
@@ -80,7 +87,13 @@ fn auto_pins_each_slot_and_its_replacement_and_a_reload_unpins() {
             thread_cpus(w.pid)
         );
     }
-    assert!(p.error_log().contains("pinned to a CPU"), "{}", p.logs());
+    assert!(
+        wait_until(Duration::from_secs(5), || p
+            .error_log()
+            .contains("pinned to a CPU")),
+        "{}",
+        p.logs()
+    );
 
     // A replacement takes its slot's CPU.
     let victim = workers[1].clone();

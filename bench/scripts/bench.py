@@ -322,11 +322,13 @@ backend o
         return ["haproxy", "-f", str(cfg)]
 
     def cpu_map(self):
-        """Thread i on the i-th allowed CPU (as `worker_cpu_affinity auto`)."""
+        """Thread i on the i-th allowed CPU, wrapping around (as prefork's
+        and nginx's `auto`); one line per thread, since `cpu-map auto:`
+        wants as many CPUs as threads."""
         if not self.pin:
             return "# threads not pinned"
-        cpus = " ".join(str(c) for c in allowed_cpus())
-        return f"cpu-map auto:1/1-{self.workers} {cpus}"
+        cpus = allowed_cpus()
+        return "\n    ".join(f"cpu-map 1/{i + 1} {cpus[i % len(cpus)]}" for i in range(self.workers))
 
 
 def allowed_cpus():

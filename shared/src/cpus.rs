@@ -42,11 +42,6 @@ pub fn list(cpus: &[usize]) -> String {
     text.join(",")
 }
 
-/// The highest CPU number the kernel interface accepts, plus one.
-pub fn limit() -> usize {
-    CpuSet::count()
-}
-
 /// Pins the calling thread, and every thread it starts afterwards, to `cpu`.
 /// Call it before the process starts its other threads: those started
 /// before keep their own mask.
@@ -72,7 +67,7 @@ mod tests {
     fn allowed_lists_at_least_one_cpu_in_range() {
         let cpus = allowed();
         assert!(!cpus.is_empty());
-        assert!(cpus.iter().all(|&c| c < limit()));
+        assert!(cpus.iter().all(|&c| c < CpuSet::count()));
         assert!(cpus.windows(2).all(|w| w[0] < w[1]), "in order: {cpus:?}");
     }
 
@@ -92,7 +87,7 @@ mod tests {
 
     #[test]
     fn pinning_to_a_cpu_out_of_range_fails() {
-        let result = std::thread::spawn(|| pin_current_thread(limit()))
+        let result = std::thread::spawn(|| pin_current_thread(CpuSet::count()))
             .join()
             .expect("thread");
         assert!(result.is_err());
