@@ -14,7 +14,10 @@ wrk runs at full speed:
   stops the process at every call, which changes how work gets batched.
 - an untraced run: voluntary and involuntary context switches (deltas of
   /proc/PID/task/*/status) and user and kernel CPU time (/proc/PID/stat),
-  since the tracepoints themselves cost kernel time.
+  since the tracepoints themselves cost kernel time; and the TCP segments
+  sent per request (the `Tcp: OutSegs` delta of /proc/net/snmp: wrk's, the
+  proxy's and the origin's sockets together, each loopback segment counted
+  once, as it leaves).
 
 Everything is counted on the workers only (prefork's and nginx's worker
 processes, HAProxy's one process with its threads); the masters idle. With
@@ -243,14 +246,21 @@ def traced_run(target, pids, headers, duration, events, workdir):
     return per_req, r, cmd, perf.command()
 
 
+def tcp_out_segments():
+    """Segments sent by every TCP socket of this network namespace."""
+    lines = [l.split() for l in Path("/proc/net/snmp").read_text().splitlines() if l.startswith("Tcp:")]
+    return int(lines[1][lines[0].index("OutSegs")])
+
+
 def untraced_run(target, pids, headers, duration):
-    """Context switches and CPU µs per request, and the run."""
-    ctx0, cpu0 = ctx_switches(pids), cpu_times(pids)
+    """Context switches, CPU µs and TCP segments per request, and the run."""
+    ctx0, cpu0, segs0 = ctx_switches(pids), cpu_times(pids), tcp_out_segments()
     r, cmd = run_wrk(target.port, headers, duration)
-    ctx1, cpu1 = ctx_switches(pids), cpu_times(pids)
+    ctx1, cpu1, segs1 = ctx_switches(pids), cpu_times(pids), tcp_out_segments()
     n = max(r["requests"], 1)
     return {"voluntary": (ctx1[0] - ctx0[0]) / n, "involuntary": (ctx1[1] - ctx0[1]) / n,
-            "user_us": (cpu1[0] - cpu0[0]) * 1e6 / n, "kernel_us": (cpu1[1] - cpu0[1]) * 1e6 / n}, r, cmd
+            "user_us": (cpu1[0] - cpu0[0]) * 1e6 / n, "kernel_us": (cpu1[1] - cpu0[1]) * 1e6 / n,
+            "segments": (segs1 - segs0) / n}, r, cmd
 
 
 def measure(args, targets, workdir, events):
@@ -305,8 +315,9 @@ def render(args, names, results, syscalls, commands):
         "",
         "Per request, in the proxies' workers. System calls: counts from perf's syscalls tracepoints "
         "in a traced run (in parentheses: how many returned an error). Context switches and CPU: "
-        "from /proc in a separate untraced run. keep-alive: `wrk -c64 /`; close: the same with "
-        "`Connection: close`.",
+        "from /proc in a separate untraced run, with the TCP segments sent by every socket (wrk's, "
+        "the proxy's, the origin's) from /proc/net/snmp. keep-alive: `wrk -c64 /`; close: the same "
+        "with `Connection: close`.",
         "",
         "| per request | " + " | ".join(heads) + " |",
         "|---" * (len(cols) + 1) + "|",
@@ -334,6 +345,7 @@ def render(args, names, results, syscalls, commands):
         f"{fmt(med(results[c], ('eagain', '*')))} EAGAIN)" for c in cols])
     row("context switches, voluntary", [fmt(med(results[c], "voluntary")) for c in cols])
     row("context switches, involuntary", [fmt(med(results[c], "involuntary")) for c in cols])
+    row("TCP segments sent (all sockets)", [fmt(med(results[c], "segments")) for c in cols])
     row("CPU µs, user", [f"{med(results[c], 'user_us'):.2f}" for c in cols])
     row("CPU µs, kernel", [f"{med(results[c], 'kernel_us'):.2f}" for c in cols])
     row("req/s untraced (traced)", [f"{med(results[c], 'rps'):,.0f} ({med(results[c], 'rps_traced'):,.0f})"
