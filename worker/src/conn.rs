@@ -7,7 +7,7 @@ use crate::http::body::BodyCursor;
 use crate::http::heads::{self, ConnectionField};
 use crate::http::request::{self, RequestError};
 use crate::http::{with_header_slots, Framing, Version};
-use crate::io::{timed, timed_until, write_two};
+use crate::io::{timed_until, write_last_within, write_two_within};
 use crate::request_id;
 use crate::server::{ActiveConnection, Worker};
 use bytes::{Buf, BytesMut};
@@ -509,8 +509,14 @@ impl Connection {
             set_nodelay(&self.stream, &mut self.nodelay);
         }
         let send_timeout = self.send_timeout();
-        let write = write_two(&mut self.stream, &self.response_head, body);
-        let ok = matches!(timed(send_timeout, write).await, Ok(Ok(())));
+        let (head, stream) = (&self.response_head, &mut self.stream);
+        let written = if close {
+            // The FIN leaves with the answer (see `write_last_within`).
+            write_last_within(stream, head, body, send_timeout).await
+        } else {
+            write_two_within(stream, head, body, send_timeout).await
+        };
+        let ok = matches!(written, Ok(Ok(())));
         Done {
             served: Served {
                 status,

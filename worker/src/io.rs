@@ -6,7 +6,7 @@ use std::io::{self, IoSlice};
 use std::pin::{pin, Pin};
 use std::task::Poll;
 use std::time::Duration;
-use tokio::io::{AsyncWrite, AsyncWriteExt, Interest};
+use tokio::io::{AsyncWrite, AsyncWriteExt};
 use tokio::net::TcpStream;
 use tokio::time::{sleep, Instant, Sleep};
 
@@ -80,20 +80,36 @@ pub(crate) trait TryWrite: AsyncWrite + Unpin {
     fn shut_write(&self) -> io::Result<()>;
 }
 
-impl TryWrite for tokio::net::tcp::WriteHalf<'_> {
+/// The tries go to the socket directly: tokio's own would answer
+/// `WouldBlock` without trying until its event loop has seen the socket
+/// writable, which a connection accepted this turn (and answered at once
+/// from the request `read_first` got) has not yet. A real `WouldBlock` then
+/// sends the write the waiting way, through tokio.
+impl TryWrite for TcpStream {
     fn try_write_vectored(&self, bufs: &[IoSlice<'_>]) -> io::Result<usize> {
-        tokio::net::tcp::WriteHalf::try_write_vectored(self, bufs)
+        SockRef::from(self).send_vectored(bufs)
     }
 
     fn try_write_more(&self, bufs: &[IoSlice<'_>]) -> io::Result<usize> {
-        let stream: &TcpStream = self.as_ref();
-        stream.try_io(Interest::WRITABLE, || {
-            SockRef::from(stream).send_vectored_with_flags(bufs, libc::MSG_MORE)
-        })
+        SockRef::from(self).send_vectored_with_flags(bufs, libc::MSG_MORE)
     }
 
     fn shut_write(&self) -> io::Result<()> {
-        SockRef::from(self.as_ref()).shutdown(std::net::Shutdown::Write)
+        SockRef::from(self).shutdown(std::net::Shutdown::Write)
+    }
+}
+
+impl TryWrite for tokio::net::tcp::WriteHalf<'_> {
+    fn try_write_vectored(&self, bufs: &[IoSlice<'_>]) -> io::Result<usize> {
+        TryWrite::try_write_vectored(self.as_ref(), bufs)
+    }
+
+    fn try_write_more(&self, bufs: &[IoSlice<'_>]) -> io::Result<usize> {
+        TryWrite::try_write_more(self.as_ref(), bufs)
+    }
+
+    fn shut_write(&self) -> io::Result<()> {
+        TryWrite::shut_write(self.as_ref())
     }
 }
 
