@@ -66,7 +66,8 @@ pub(crate) async fn timed_until<F: Future>(
     .await
 }
 
-/// A writer that can also write without waiting (tokio's TCP halves).
+/// A writer that can also write without waiting (tokio's `TcpStream` and
+/// its write half).
 pub(crate) trait TryWrite: AsyncWrite + Unpin {
     /// Writes what the socket takes now (`WouldBlock`: nothing).
     fn try_write_vectored(&self, bufs: &[IoSlice<'_>]) -> io::Result<usize>;
@@ -86,16 +87,23 @@ pub(crate) trait TryWrite: AsyncWrite + Unpin {
 /// from the request `read_first` got) has not yet. A real `WouldBlock` then
 /// sends the write the waiting way, through tokio.
 impl TryWrite for TcpStream {
+    // MSG_NOSIGNAL: a reset peer gives EPIPE, never SIGPIPE (std ignores
+    // SIGPIPE in the process too; this does not rely on it).
     fn try_write_vectored(&self, bufs: &[IoSlice<'_>]) -> io::Result<usize> {
-        SockRef::from(self).send_vectored(bufs)
+        SockRef::from(self).send_vectored_with_flags(bufs, libc::MSG_NOSIGNAL)
     }
 
     fn try_write_more(&self, bufs: &[IoSlice<'_>]) -> io::Result<usize> {
-        SockRef::from(self).send_vectored_with_flags(bufs, libc::MSG_MORE)
+        SockRef::from(self).send_vectored_with_flags(bufs, libc::MSG_MORE | libc::MSG_NOSIGNAL)
     }
 
     fn shut_write(&self) -> io::Result<()> {
-        SockRef::from(self).shutdown(std::net::Shutdown::Write)
+        match SockRef::from(self).shutdown(std::net::Shutdown::Write) {
+            // The peer reset the connection after the bytes were written:
+            // they count as sent (tokio's own shutdown reads it so too).
+            Err(e) if e.kind() == io::ErrorKind::NotConnected => Ok(()),
+            done => done,
+        }
     }
 }
 
@@ -354,29 +362,70 @@ mod tests {
         u32::from_ne_bytes(info[SEGS_IN..SEGS_IN + 4].try_into().expect("4 bytes"))
     }
 
-    /// The last bytes of a connection and its FIN leave as one segment:
-    /// the peer receives the SYN-ACK, then that segment, and nothing else
-    /// (three segments if the FIN left alone).
-    #[tokio::test]
-    async fn the_last_bytes_and_the_fin_leave_as_one_segment() {
+    /// A connected pair as the worker gets it: accepted by a plain
+    /// listener and wrapped with `from_std`, so that tokio has not yet seen
+    /// the socket writable (its own accept would assume it is).
+    async fn accepted_pair() -> (std::net::TcpStream, TcpStream) {
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let client = std::net::TcpStream::connect(listener.local_addr().unwrap()).unwrap();
+        let (server, _) = listener.accept().unwrap();
+        server.set_nonblocking(true).unwrap();
+        (client, TcpStream::from_std(server).unwrap())
+    }
+
+    /// Everything the peer receives until the end.
+    fn read_all(mut client: &std::net::TcpStream) -> Vec<u8> {
         use std::io::Read;
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let mut client = std::net::TcpStream::connect(listener.local_addr().unwrap()).unwrap();
-        let (mut server, _) = listener.accept().await.unwrap();
-        let (_, mut w) = server.split();
-        let done = write_last_within(&mut w, b"head", b"body!", Duration::from_secs(10)).await;
-        assert!(matches!(done, Ok(Ok(()))));
         client
             .set_read_timeout(Some(Duration::from_secs(10)))
             .unwrap();
         let mut all = Vec::new();
         client.read_to_end(&mut all).unwrap();
-        assert_eq!(all, b"headbody!");
+        all
+    }
+
+    /// The last bytes of a connection and its FIN leave as one segment,
+    /// from the stream (prefork's own answers) and from its write half
+    /// (proxied responses): the peer receives the SYN-ACK, then that
+    /// segment, and nothing else (three segments if the FIN left alone).
+    #[tokio::test]
+    async fn the_last_bytes_and_the_fin_leave_as_one_segment() {
+        let limit = Duration::from_secs(10);
+        let (client, mut server) = accepted_pair().await;
+        let done = write_last_within(&mut server, b"head", b"body!", limit).await;
+        assert!(matches!(done, Ok(Ok(()))));
+        assert_eq!(read_all(&client), b"headbody!");
         assert_eq!(
             segments_in(&client),
             2,
-            "SYN-ACK, then data and FIN together"
+            "stream: SYN-ACK, then data and FIN"
         );
+
+        let (client, mut server) = accepted_pair().await;
+        let (_, mut w) = server.split();
+        let done = write_last_within(&mut w, b"head", b"body!", limit).await;
+        assert!(matches!(done, Ok(Ok(()))));
+        assert_eq!(read_all(&client), b"headbody!");
+        assert_eq!(segments_in(&client), 2, "half: SYN-ACK, then data and FIN");
+    }
+
+    /// A last write larger than the socket takes goes on the waiting way
+    /// once the direct try is refused, and ends with the FIN.
+    #[tokio::test]
+    async fn a_last_write_the_socket_cannot_take_at_once_completes() {
+        let (client, mut server) = accepted_pair().await;
+        SockRef::from(&server).set_send_buffer_size(4096).unwrap();
+        let body: Vec<u8> = (0..4 << 20).map(|i: u32| i as u8).collect();
+        // The peer starts reading only once the writer has had to wait.
+        let reader = std::thread::spawn(move || {
+            std::thread::sleep(Duration::from_millis(100));
+            read_all(&client)
+        });
+        let done = write_last_within(&mut server, b"head", &body, Duration::from_secs(10)).await;
+        assert!(matches!(done, Ok(Ok(()))));
+        let all = reader.join().unwrap();
+        assert_eq!(all.len(), 4 + body.len());
+        assert!(all.starts_with(b"head") && all[4..] == body[..]);
     }
 
     #[tokio::test]
