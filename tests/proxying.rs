@@ -471,39 +471,17 @@ fn a_large_body_cut_short_closes_the_client_connection() {
 /// ACK, every try is slower.
 #[test]
 fn a_nagle_client_writing_a_request_in_pieces_waits_for_no_delayed_ack() {
-    use std::io::Write;
     let origin = RecordingOrigin::start();
     let p = single_upstream(1, origin.addr());
     let head = b"POST /nagle HTTP/1.1\r\nHost: app.local\r\nContent-Length: 5\r\n\r\n";
     let (start_line, fields) = head.split_at(head.len() - 40);
+    let rest = [fields, b"hello"].concat();
     let shapes: [(&str, [&[u8]; 2]); 2] = [
-        (
-            "a head in two pieces",
-            [start_line, &[fields, b"hello"].concat()],
-        ),
+        ("a head in two pieces", [start_line, &rest]),
         ("a head, then its body", [head, b"hello"]),
     ];
     for (shape, pieces) in shapes {
-        let fastest = (0..5)
-            .map(|_| {
-                // Nagle's algorithm stays on: no TCP_NODELAY.
-                let mut stream = std::net::TcpStream::connect(p.addr()).expect("connect");
-                stream
-                    .set_read_timeout(Some(Duration::from_secs(10)))
-                    .expect("timeout");
-                let started = Instant::now();
-                for piece in pieces {
-                    stream.write_all(piece).expect("write a piece");
-                }
-                let r = Conn::from_stream(stream)
-                    .read_response()
-                    .unwrap_or_else(|e| panic!("{shape}: {e}\n{}", p.logs()));
-                assert_eq!(r.status, 200, "{shape}");
-                assert!(r.text().contains("body=5"), "{shape}: {}", r.text());
-                started.elapsed()
-            })
-            .min()
-            .expect("five tries");
+        let fastest = fastest_nagle_request(&p, shape, &|_| {}, &pieces);
         assert!(
             fastest < Duration::from_millis(35),
             "{shape}: the fastest of five requests took {fastest:?}: a delayed ACK held it"
@@ -520,35 +498,52 @@ fn a_nagle_client_sending_its_body_after_100_continue_waits_for_no_delayed_ack()
     let origin = RecordingOrigin::start();
     let p = single_upstream(1, origin.addr());
     let head = b"POST /nagle HTTP/1.1\r\nHost: app.local\r\nContent-Length: 5\r\nExpect: 100-continue\r\n\r\n";
-    let fastest = (0..5)
-        .map(|_| {
-            // Nagle's algorithm stays on: no TCP_NODELAY.
-            let mut stream = std::net::TcpStream::connect(p.addr()).expect("connect");
-            stream
-                .set_read_timeout(Some(Duration::from_secs(10)))
-                .expect("timeout");
-            stream.write_all(head).expect("write the head");
-            let mut interim = Vec::new();
-            while !interim.ends_with(b"\r\n\r\n") {
-                let mut byte = [0u8; 1];
-                stream.read_exact(&mut byte).expect("read the 100");
-                interim.push(byte[0]);
-            }
-            assert!(interim.starts_with(b"HTTP/1.1 100"), "{interim:?}");
-            let started = Instant::now();
-            stream.write_all(b"hel").expect("write a piece");
-            stream.write_all(b"lo").expect("write a piece");
-            let r = Conn::from_stream(stream)
-                .read_response()
-                .unwrap_or_else(|e| panic!("{e}\n{}", p.logs()));
-            assert_eq!(r.status, 200);
-            assert!(r.text().contains("body=5"), "{}", r.text());
-            started.elapsed()
-        })
-        .min()
-        .expect("five tries");
+    let ask_for_the_body = |stream: &mut std::net::TcpStream| {
+        stream.write_all(head).expect("write the head");
+        let mut interim = Vec::new();
+        while !interim.ends_with(b"\r\n\r\n") {
+            let mut byte = [0u8; 1];
+            stream.read_exact(&mut byte).expect("read the 100");
+            interim.push(byte[0]);
+        }
+        assert!(interim.starts_with(b"HTTP/1.1 100"), "{interim:?}");
+    };
+    let fastest = fastest_nagle_request(&p, "100 Continue", &ask_for_the_body, &[b"hel", b"lo"]);
     assert!(
         fastest < Duration::from_millis(35),
         "the fastest of five bodies took {fastest:?}: a delayed ACK held it"
     );
+}
+
+/// The fastest of five `POST /nagle` requests with a 5-byte body from a
+/// client that leaves Nagle's algorithm on (no TCP_NODELAY): on each fresh
+/// connection `prelude` runs untimed, then `pieces` are written one by one
+/// and the response read.
+fn fastest_nagle_request(
+    p: &Prefork,
+    shape: &str,
+    prelude: &dyn Fn(&mut std::net::TcpStream),
+    pieces: &[&[u8]],
+) -> Duration {
+    use std::io::Write;
+    (0..5)
+        .map(|_| {
+            let mut stream = std::net::TcpStream::connect(p.addr()).expect("connect");
+            stream
+                .set_read_timeout(Some(Duration::from_secs(10)))
+                .expect("timeout");
+            prelude(&mut stream);
+            let started = Instant::now();
+            for piece in pieces {
+                stream.write_all(piece).expect("write a piece");
+            }
+            let r = Conn::from_stream(stream)
+                .read_response()
+                .unwrap_or_else(|e| panic!("{shape}: {e}\n{}", p.logs()));
+            assert_eq!(r.status, 200, "{shape}");
+            assert!(r.text().contains("body=5"), "{shape}: {}", r.text());
+            started.elapsed()
+        })
+        .min()
+        .expect("five tries")
 }
