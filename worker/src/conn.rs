@@ -569,9 +569,8 @@ pub(crate) fn ack_now(stream: &TcpStream) {
 /// wants latency, not Nagle's batching. Callers skip it for a connection's
 /// last response when all of it is at hand: it leaves in one write followed
 /// at once by the FIN (`write_last_within`), which sends whatever was held
-/// back. A `Connection: close` request then costs one
-/// system call less (nginx, too, sets it only once a connection is kept
-/// alive).
+/// back. A `Connection: close` request then costs one system call less
+/// (nginx, too, sets it only once a connection is kept alive).
 pub(crate) fn set_nodelay(stream: &TcpStream, done: &mut bool) {
     if !*done {
         *done = true;

@@ -104,7 +104,8 @@ impl Connection {
         mut timer: Pin<&mut Sleep>,
     ) -> Done {
         // More of the body is due: ACK what came at once (see `ack_now`),
-        // before a connect upstream can delay it.
+        // before a connect upstream can delay it. A chunked body's end is not
+        // parsed yet: taken as due.
         let body_due = match req.body {
             Framing::Length(n) => (self.buf.len() as u64) < n,
             Framing::Chunked => true,
