@@ -462,6 +462,59 @@ fn a_large_body_cut_short_closes_the_client_connection() {
     assert!(rest == body[..rest.len()], "what came is the body's start");
 }
 
+/// A client that sends more after a `Connection: close` request (a request
+/// it should not have pipelined, say) reads its response, and the
+/// connection ends with a FIN, not a reset: prefork finds the unread bytes
+/// before it closes and lingers. They arrive while the origin holds its
+/// answer, so they were not there when the request was read: only a look
+/// at the socket itself, at the close, can find them.
+#[test]
+fn bytes_sent_after_a_closing_request_get_a_lingering_close_not_a_reset() {
+    let origin = RecordingOrigin::start();
+    let p = single_upstream(1, origin.addr());
+    let mut conn = Conn::local(p.port()).expect("connect");
+    conn.set_read_timeout(Duration::from_secs(10)).unwrap();
+    conn.send(b"GET /hold HTTP/1.1\r\nHost: app.local\r\nConnection: close\r\n\r\n")
+        .expect("send");
+    assert!(
+        wait_until(Duration::from_secs(10), || origin.count_path("/hold") == 1),
+        "the request did not reach the origin\n{}",
+        p.logs()
+    );
+    conn.send(b"GET /next HTTP/1.1\r\nHost: app.local\r\n\r\n")
+        .expect("send more");
+    assert!(
+        wait_until(Duration::from_secs(10), || unacknowledged(conn.stream())
+            == 0),
+        "the extra bytes were never acknowledged"
+    );
+    origin.release_holds();
+    let r = conn.read_response().expect("the response");
+    assert_eq!((r.status, r.closes()), (200, true));
+    // Lingering, prefork still reads (and drops) what comes: one more byte
+    // is acknowledged. Had it closed with the bytes unread, it would have
+    // reset the connection, and would answer that byte with another reset.
+    conn.send(b"x").expect("the connection is still open");
+    let mut reset = None;
+    let acked = wait_until(Duration::from_secs(10), || {
+        reset = conn.stream().take_error().ok().flatten();
+        reset.is_some() || unacknowledged(conn.stream()) == 0
+    });
+    assert!(acked, "the last byte was never acknowledged");
+    assert!(reset.is_none(), "the connection was reset: {reset:?}");
+}
+
+/// Bytes `socket` sent that the peer has not acknowledged yet (`SIOCOUTQ`,
+/// which Linux numbers as `TIOCOUTQ`).
+fn unacknowledged(socket: &std::net::TcpStream) -> libc::c_int {
+    use std::os::fd::AsRawFd;
+    let mut n: libc::c_int = 0;
+    // SAFETY: SIOCOUTQ writes one int into `n`, valid for the call.
+    let rc = unsafe { libc::ioctl(socket.as_raw_fd(), libc::TIOCOUTQ, &mut n) };
+    assert_eq!(rc, 0, "SIOCOUTQ: {}", std::io::Error::last_os_error());
+    n
+}
+
 /// Listeners start connections with delayed ACKs (a request's ACK rides on
 /// its response). A client that leaves Nagle's algorithm on and writes a
 /// request in pieces holds each piece until the one before is ACKed, so

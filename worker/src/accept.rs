@@ -1,5 +1,6 @@
 //! Accepting client connections on one listener until a stop.
 
+use crate::client_socket::ClientSocket;
 use crate::conn::Connection;
 use crate::control::Stop;
 use crate::load_share::{HoldBack, ACCEPT_DEFER};
@@ -12,7 +13,6 @@ use std::rc::Rc;
 use std::time::Duration;
 use tokio::io::unix::AsyncFd;
 use tokio::io::Interest;
-use tokio::net::TcpStream;
 
 /// Pause after an accept error such as EMFILE, so a full descriptor table
 /// does not turn the loop into a busy spin.
@@ -113,11 +113,7 @@ async fn on_accepted(
     accepted: Accepted,
 ) {
     match accepted {
-        Ok(Ok(accepted)) => {
-            if let Err(e) = serve_accepted(worker, accepted) {
-                accept_failed(worker, socket, &e).await;
-            }
-        }
+        Ok(Ok(accepted)) => serve_accepted(worker, accepted),
         Ok(Err(e)) if is_per_connection(&e) => {}
         Ok(Err(e)) => accept_failed(worker, socket, &e).await,
         // The queue is empty: wait for the next connection.
@@ -125,14 +121,12 @@ async fn on_accepted(
     }
 }
 
-/// Serves a connection `accept4` returned; fails if the event loop cannot
-/// take it (epoll out of memory, say).
-fn serve_accepted(worker: &Rc<Worker>, (socket, peer): (Socket, SockAddr)) -> io::Result<()> {
+/// Serves a connection `accept4` returned.
+fn serve_accepted(worker: &Rc<Worker>, (socket, peer): (Socket, SockAddr)) {
     // A TCP listener's peers are IP addresses.
     if let Some(peer) = peer.as_socket() {
-        serve(worker, TcpStream::from_std(socket.into())?, peer);
+        serve(worker, ClientSocket::new(socket.into()), peer);
     }
-    Ok(())
 }
 
 async fn accept_failed(worker: &Worker, socket: &AsyncFd<std::net::TcpListener>, e: &io::Error) {
@@ -174,7 +168,7 @@ async fn defer(worker: &Worker) -> Deferral {
     }
 }
 
-fn serve(worker: &Rc<Worker>, stream: TcpStream, peer: SocketAddr) {
+fn serve(worker: &Rc<Worker>, stream: ClientSocket, peer: SocketAddr) {
     // TCP_NODELAY is set when a response needs it (conn::set_nodelay).
     let active = worker.track();
     // The newest configuration (hot reload) serves it.
@@ -191,11 +185,7 @@ fn serve(worker: &Rc<Worker>, stream: TcpStream, peer: SocketAddr) {
 fn take_queued(worker: &Rc<Worker>, listener: std::net::TcpListener) {
     loop {
         match accept_nonblocking(&listener) {
-            // A socket the event loop cannot take is closed; the rest are
-            // still served.
-            Ok(accepted) => {
-                let _ = serve_accepted(worker, accepted);
-            }
+            Ok(accepted) => serve_accepted(worker, accepted),
             Err(e) if is_per_connection(&e) => {}
             // WouldBlock: the queue is empty (the socket is non-blocking).
             Err(_) => return,

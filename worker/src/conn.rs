@@ -3,6 +3,7 @@
 
 use crate::access_log::{Entry, RequestInfo, Served};
 use crate::buffers::{Buffers, Scratch, HEAD_BUFFER};
+use crate::client_socket::{is_register_error, ClientSocket};
 use crate::http::body::BodyCursor;
 use crate::http::heads::{self, ConnectionField};
 use crate::http::request::{self, RequestError};
@@ -13,13 +14,11 @@ use crate::server::{ActiveConnection, Worker};
 use bytes::{Buf, BytesMut};
 use prefork_shared::config::RouteAction;
 use slog::{error, warn};
-use socket2::SockRef;
 use std::net::SocketAddr;
 use std::pin::{pin, Pin};
 use std::rc::Rc;
 use std::time::Duration;
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::TcpStream;
+use tokio::io::{AsyncReadExt, Interest};
 use tokio::time::{sleep, timeout_at, Instant, Sleep};
 
 /// Spare room below which the read buffer grows before a read.
@@ -39,7 +38,7 @@ pub(crate) struct Connection {
     /// The worker's shared state.
     pub(crate) worker: Rc<Worker>,
     /// The client socket.
-    pub(crate) stream: TcpStream,
+    pub(crate) stream: ClientSocket,
     /// The client's address.
     pub(crate) peer: SocketAddr,
     /// Bytes read from the client and not consumed yet; a pipelined request
@@ -123,7 +122,7 @@ impl Connection {
     /// A connection just accepted from `peer`.
     pub(crate) fn new(
         worker: Rc<Worker>,
-        stream: TcpStream,
+        stream: ClientSocket,
         peer: SocketAddr,
         active: ActiveConnection,
     ) -> Self {
@@ -218,24 +217,24 @@ impl Connection {
     /// the client may still be sending, so the answer is not lost to a reset
     /// (RFC 9112 §9.6).
     async fn close(&mut self, status: u16) {
-        let mut probe = [0u8; 1];
         let pending = !self.buf.is_empty()
             || matches!(status, 400 | 408 | 413 | 414 | 431 | 501)
-            || matches!(self.stream.try_read(&mut probe), Ok(n) if n > 0);
+            || self.stream.has_unread();
         if !pending {
             return;
         }
         // Sending FIN first tells the client no more answers are coming.
-        if self.stream.shutdown().await.is_err() {
+        if self.stream.shut_write().is_err() {
             return;
         }
         let until = Instant::now() + LINGER_TIME;
         let mut discarded = 0;
         let mut sink = vec![0u8; 64 * 1024];
+        let mut client = &self.stream;
         while discarded < LINGER_BYTES {
             let limit = until.min(Instant::now() + LINGER_TIMEOUT);
             let read = tokio::select! {
-                read = timeout_at(limit, self.stream.read(&mut sink)) => read,
+                read = timeout_at(limit, client.read(&mut sink)) => read,
                 // A stopping worker does not wait for slow clients.
                 () = self.worker.on_change(|| self.worker.stopping()) => return,
             };
@@ -296,7 +295,7 @@ impl Connection {
         }
         let buffers = worker.buffers();
         let mut head = buffers.take_head();
-        match SockRef::from(&self.stream).recv(head.spare_capacity_mut()) {
+        match self.stream.sock_ref().recv(head.spare_capacity_mut()) {
             Ok(n) if n > 0 => {
                 // SAFETY: recv initialised the first n bytes of the spare
                 // capacity.
@@ -342,7 +341,7 @@ impl Connection {
             let read = tokio::select! {
                 // Bytes already sent win over a stop: they are a request to answer.
                 biased;
-                read = timed_until(timer.as_mut(), until, read_head(&mut self.stream, &mut self.buf, worker.buffers())) => read,
+                read = timed_until(timer.as_mut(), until, read_head(&self.stream, &mut self.buf, worker.buffers())) => read,
                 () = worker.on_change(|| worker.stopping() || worker.superseded()), if idle && !stop_grace => {
                     if !worker.stopping() {
                         return Err(HeadEnd::Reconfigured);
@@ -360,6 +359,10 @@ impl Connection {
                 Err(_) if stop_grace && self.buf.is_empty() => return Err(HeadEnd::Closed),
                 Err(_) if deadline.is_some() => return Err(HeadEnd::Timeout),
                 Ok(Ok(n)) if n > 0 => worker.stats().read(n),
+                Ok(Err(e)) if is_register_error(&e) => {
+                    error!(worker.log, "closing a connection the event loop cannot watch"; "client" => %self.peer, "error" => %e);
+                    return Err(HeadEnd::Closed);
+                }
                 // Idle timeout, EOF or a reset: nothing to answer.
                 _ => return Err(HeadEnd::Closed),
             }
@@ -509,12 +512,12 @@ impl Connection {
             set_nodelay(&self.stream, &mut self.nodelay);
         }
         let send_timeout = self.send_timeout();
-        let (head, stream) = (&self.response_head, &mut self.stream);
+        let (head, mut stream) = (&self.response_head, &self.stream);
         let written = if close {
             // The FIN leaves with the answer (see `write_last_within`).
-            write_last_within(stream, head, body, send_timeout).await
+            write_last_within(&mut stream, head, body, send_timeout).await
         } else {
-            write_two_within(stream, head, body, send_timeout).await
+            write_two_within(&mut stream, head, body, send_timeout).await
         };
         let ok = matches!(written, Ok(Ok(())));
         Done {
@@ -538,7 +541,7 @@ impl Connection {
 /// before the wait and one is taken again once bytes arrive (as nginx
 /// does), which keeps idle keep-alive connections cheap.
 async fn read_head(
-    stream: &mut TcpStream,
+    mut stream: &ClientSocket,
     buf: &mut BytesMut,
     buffers: &Buffers,
 ) -> std::io::Result<usize> {
@@ -546,7 +549,7 @@ async fn read_head(
         if buf.capacity() > 0 {
             buffers.put_head(std::mem::take(buf));
         }
-        stream.readable().await?;
+        stream.ready(Interest::READABLE).await?;
         *buf = buffers.take_head();
     }
     if buf.capacity() - buf.len() < MIN_SPARE {
@@ -560,9 +563,9 @@ async fn read_head(
 /// with delayed ACKs (the ACK rides on the response), but a client that
 /// leaves Nagle's algorithm on holds its next small segment until it sees
 /// the ACK of the last one: up to a delayed-ACK timeout (40 ms) per wait.
-pub(crate) fn ack_now(stream: &TcpStream) {
+pub(crate) fn ack_now(stream: &ClientSocket) {
     // A failure costs at most that delay; the request goes on regardless.
-    let _ = stream.set_quickack(true);
+    let _ = stream.sock_ref().set_tcp_quickack(true);
 }
 
 /// Sets TCP_NODELAY on a client connection, once: request/response traffic
@@ -571,10 +574,10 @@ pub(crate) fn ack_now(stream: &TcpStream) {
 /// at once by the FIN (`write_last_within`), which sends whatever was held
 /// back. A `Connection: close` request then costs one system call less
 /// (nginx, too, sets it only once a connection is kept alive).
-pub(crate) fn set_nodelay(stream: &TcpStream, done: &mut bool) {
+pub(crate) fn set_nodelay(stream: &ClientSocket, done: &mut bool) {
     if !*done {
         *done = true;
-        let _ = stream.set_nodelay(true);
+        let _ = stream.sock_ref().set_tcp_nodelay(true);
     }
 }
 

@@ -1,5 +1,6 @@
 //! Small I/O helpers shared by the client and upstream sides.
 
+use crate::client_socket::ClientSocket;
 use socket2::SockRef;
 use std::future::{poll_fn, Future};
 use std::io::{self, IoSlice};
@@ -66,8 +67,8 @@ pub(crate) async fn timed_until<F: Future>(
     .await
 }
 
-/// A writer that can also write without waiting (tokio's `TcpStream` and
-/// its write half).
+/// A writer that can also write without waiting (a client socket, and
+/// tokio's `TcpStream` and its write half for upstream connections).
 pub(crate) trait TryWrite: AsyncWrite + Unpin {
     /// Writes what the socket takes now (`WouldBlock`: nothing).
     fn try_write_vectored(&self, bufs: &[IoSlice<'_>]) -> io::Result<usize>;
@@ -83,9 +84,8 @@ pub(crate) trait TryWrite: AsyncWrite + Unpin {
 
 /// The tries go to the socket directly: tokio's own would answer
 /// `WouldBlock` without trying until its event loop has seen the socket
-/// writable, which a connection accepted this turn (and answered at once
-/// from the request `read_first` got) has not yet. A real `WouldBlock` then
-/// sends the write the waiting way, through tokio.
+/// writable. A real `WouldBlock` then sends the write the waiting way,
+/// through tokio.
 impl TryWrite for TcpStream {
     // MSG_NOSIGNAL: a reset peer gives EPIPE, never SIGPIPE (std ignores
     // SIGPIPE in the process too; this does not rely on it).
@@ -104,6 +104,20 @@ impl TryWrite for TcpStream {
             Err(e) if e.kind() == io::ErrorKind::NotConnected => Ok(()),
             done => done,
         }
+    }
+}
+
+impl TryWrite for &ClientSocket {
+    fn try_write_vectored(&self, bufs: &[IoSlice<'_>]) -> io::Result<usize> {
+        self.send_vectored(bufs, 0)
+    }
+
+    fn try_write_more(&self, bufs: &[IoSlice<'_>]) -> io::Result<usize> {
+        self.send_vectored(bufs, libc::MSG_MORE)
+    }
+
+    fn shut_write(&self) -> io::Result<()> {
+        ClientSocket::shut_write(self)
     }
 }
 
@@ -363,14 +377,13 @@ mod tests {
     }
 
     /// A connected pair as the worker gets it: accepted by a plain
-    /// listener and wrapped with `from_std`, so that tokio has not yet seen
-    /// the socket writable (its own accept would assume it is).
-    async fn accepted_pair() -> (std::net::TcpStream, TcpStream) {
+    /// listener, non-blocking, not yet known to the event loop.
+    fn accepted_pair() -> (std::net::TcpStream, std::net::TcpStream) {
         let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
         let client = std::net::TcpStream::connect(listener.local_addr().unwrap()).unwrap();
         let (server, _) = listener.accept().unwrap();
         server.set_nonblocking(true).unwrap();
-        (client, TcpStream::from_std(server).unwrap())
+        (client, server)
     }
 
     /// Everything the peer receives until the end.
@@ -385,23 +398,27 @@ mod tests {
     }
 
     /// The last bytes of a connection and its FIN leave as one segment,
-    /// from the stream (prefork's own answers) and from its write half
-    /// (proxied responses): the peer receives the SYN-ACK, then that
-    /// segment, and nothing else (three segments if the FIN left alone).
+    /// from a client socket and from an upstream connection's write half:
+    /// the peer receives the SYN-ACK, then that segment, and nothing else
+    /// (three segments if the FIN left alone).
     #[tokio::test]
     async fn the_last_bytes_and_the_fin_leave_as_one_segment() {
         let limit = Duration::from_secs(10);
-        let (client, mut server) = accepted_pair().await;
-        let done = write_last_within(&mut server, b"head", b"body!", limit).await;
+        let (client, server) = accepted_pair();
+        let server = ClientSocket::new(server);
+        let done = write_last_within(&mut &server, b"head", b"body!", limit).await;
         assert!(matches!(done, Ok(Ok(()))));
         assert_eq!(read_all(&client), b"headbody!");
         assert_eq!(
             segments_in(&client),
             2,
-            "stream: SYN-ACK, then data and FIN"
+            "client socket: SYN-ACK, then data and FIN"
         );
 
-        let (client, mut server) = accepted_pair().await;
+        // Wrapped with `from_std`, tokio has not yet seen it writable (its
+        // own accept or connect would assume it is).
+        let (client, server) = accepted_pair();
+        let mut server = TcpStream::from_std(server).unwrap();
         let (_, mut w) = server.split();
         let done = write_last_within(&mut w, b"head", b"body!", limit).await;
         assert!(matches!(done, Ok(Ok(()))));
@@ -410,18 +427,31 @@ mod tests {
     }
 
     /// A last write larger than the socket takes goes on the waiting way
-    /// once the direct try is refused, and ends with the FIN.
+    /// (the socket then registered with the event loop) once the direct try
+    /// is refused, and ends with the FIN.
     #[tokio::test]
     async fn a_last_write_the_socket_cannot_take_at_once_completes() {
-        let (client, mut server) = accepted_pair().await;
-        SockRef::from(&server).set_send_buffer_size(4096).unwrap();
+        let (client, server) = accepted_pair();
+        let server = ClientSocket::new(server);
+        server.sock_ref().set_send_buffer_size(4096).unwrap();
         let body: Vec<u8> = (0..4 << 20).map(|i: u32| i as u8).collect();
         // The peer starts reading only once the writer has had to wait.
+        let (go, wait) = std::sync::mpsc::channel();
         let reader = std::thread::spawn(move || {
-            std::thread::sleep(Duration::from_millis(100));
+            wait.recv().unwrap();
             read_all(&client)
         });
-        let done = write_last_within(&mut server, b"head", &body, Duration::from_secs(10)).await;
+        let mut writer = &server;
+        let write = write_last_within(&mut writer, b"head", &body, Duration::from_secs(10));
+        let waited = async {
+            let deadline = std::time::Instant::now() + Duration::from_secs(10);
+            while !server.is_registered() && std::time::Instant::now() < deadline {
+                tokio::task::yield_now().await;
+            }
+            // Whatever happened, so that the reader never hangs.
+            let _ = go.send(());
+        };
+        let (done, ()) = tokio::join!(write, waited);
         assert!(matches!(done, Ok(Ok(()))));
         let all = reader.join().unwrap();
         assert_eq!(all.len(), 4 + body.len());

@@ -9,6 +9,7 @@ mod access_log;
 mod access_sink;
 mod balance;
 mod buffers;
+mod client_socket;
 mod conn;
 mod control;
 mod error;

@@ -11,7 +11,7 @@ use crate::http::heads::{self, ConnectionField};
 use crate::http::response::{self, MAX_RESPONSE_HEADERS};
 use crate::http::{with_header_slots, Framing, Version};
 use crate::io::{timed, write_last_within, write_two_within, TimedOut, TryWrite, BODY_READ};
-use crate::splice::{self, Failure, Moved, Pipes};
+use crate::splice::{self, Failure, Moved, Pipes, SpliceEnd};
 use crate::stats::Stats;
 use crate::tunnel;
 use crate::upstream::{Group, UpstreamConn};
@@ -22,7 +22,6 @@ use std::net::SocketAddr;
 use std::pin::{pin, Pin};
 use std::time::Duration;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
-use tokio::net::TcpStream;
 use tokio::time::{Instant, Sleep};
 
 /// The interim response asking an HTTP/1.1 client for its body.
@@ -260,7 +259,9 @@ impl Connection {
             nodelay,
             ..
         } = self;
-        let (mut client_rd, mut client_wr) = stream.split();
+        // The client's body is read while its response is written: two
+        // shared handles on one socket, as tokio's `split` makes.
+        let (mut client_rd, mut client_wr) = (&*stream, &*stream);
         let (mut up_rd, mut up_wr) = up.stream.split();
 
         // The head and the body bytes already buffered leave together.
@@ -294,7 +295,7 @@ impl Connection {
             })?;
             // Sending it may have put the connection back to delayed ACKs
             // (the kernel takes it for an interactive exchange).
-            ack_now(client_wr.as_ref());
+            ack_now(client_wr);
         }
 
         // The rest of the body goes up while the response head is awaited:
@@ -378,7 +379,7 @@ impl Connection {
         };
 
         if meta.status == 101 {
-            set_nodelay(client_wr.as_ref(), nodelay);
+            set_nodelay(client_wr, nodelay);
             heads::finish_head(response_head, None, false, ConnectionField::Upgrade);
             let idle = worker.config.http.tunnel_timeout;
             // Bytes either side sent early (after its head) go first.
@@ -437,7 +438,7 @@ impl Connection {
         };
         let last = close && whole;
         if !last {
-            set_nodelay(client_wr.as_ref(), nodelay);
+            set_nodelay(client_wr, nodelay);
         }
         let mut body = BodyCursor::new(meta.framing);
         let relay = if decode {
@@ -545,8 +546,8 @@ async fn pump_request_body<R, W>(
     t: Timeouts,
 ) -> Result<(), PumpError>
 where
-    R: AsyncRead + Unpin + AsRef<TcpStream>,
-    W: AsyncWrite + Unpin + AsRef<TcpStream>,
+    R: AsyncRead + Unpin + SpliceEnd,
+    W: AsyncWrite + Unpin + SpliceEnd,
 {
     while !body.is_done() {
         // `buf` is empty here: the rest of the body is still in the socket.
@@ -556,15 +557,9 @@ where
                     read: t.client_read,
                     write: t.upstream_write,
                 };
-                let moved = splice::transfer(
-                    p,
-                    (*client).as_ref(),
-                    (*upstream).as_ref(),
-                    left,
-                    |n| stats.read_u64(n),
-                    limits,
-                )
-                .await;
+                let moved =
+                    splice::transfer(p, &*client, &*upstream, left, |n| stats.read_u64(n), limits)
+                        .await;
                 match moved {
                     Ok(Moved::Whole) => {
                         *body = BodyCursor::Done;
@@ -699,8 +694,8 @@ async fn send_response<R, W>(
     t: Timeouts,
 ) -> Result<u64, (PumpError, bool)>
 where
-    R: AsyncRead + Unpin + AsRef<TcpStream>,
-    W: TryWrite + AsRef<TcpStream>,
+    R: AsyncRead + Unpin + SpliceEnd,
+    W: TryWrite + SpliceEnd,
 {
     let (decode, mut pipes) = match relay {
         Relay::AsIs(pipes) => (false, pipes),
@@ -751,15 +746,7 @@ where
                     read: t.upstream_read,
                     write: t.client_write,
                 };
-                let moved = splice::transfer(
-                    p,
-                    (*upstream).as_ref(),
-                    (*client).as_ref(),
-                    left,
-                    |_| {},
-                    limits,
-                )
-                .await;
+                let moved = splice::transfer(p, &*upstream, &*client, left, |_| {}, limits).await;
                 match moved {
                     Ok(Moved::Whole) => {
                         *body = BodyCursor::Done;

@@ -7,12 +7,14 @@
 //! is given back only empty: one left holding bytes (a body cut short) is
 //! closed, so that no stray byte ever reaches another connection.
 
+use crate::client_socket::ClientSocket;
 use crate::io::timed;
 use std::cell::RefCell;
 use std::io;
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
 use std::time::Duration;
 use tokio::io::Interest;
+use tokio::net::tcp::{ReadHalf, WriteHalf};
 use tokio::net::TcpStream;
 
 /// Bodies with at least this many bytes still to come are spliced; smaller
@@ -56,6 +58,73 @@ pub(crate) enum Failure {
 pub(crate) struct Limits {
     pub(crate) read: Duration,
     pub(crate) write: Duration,
+}
+
+/// A socket a body is spliced from or to, with its owner's way of waiting
+/// for readiness.
+pub(crate) trait SpliceEnd {
+    /// The socket's descriptor.
+    fn fd(&self) -> RawFd;
+
+    /// Runs the non-blocking `op` once, as tokio's `TcpStream::try_io`.
+    fn try_io<R>(&self, interest: Interest, op: impl FnOnce() -> io::Result<R>) -> io::Result<R>;
+
+    /// Waits until the socket is ready for `interest`.
+    async fn ready(&self, interest: Interest) -> io::Result<()>;
+}
+
+impl SpliceEnd for ClientSocket {
+    fn fd(&self) -> RawFd {
+        self.as_raw_fd()
+    }
+
+    fn try_io<R>(&self, interest: Interest, op: impl FnOnce() -> io::Result<R>) -> io::Result<R> {
+        ClientSocket::try_io(self, interest, op)
+    }
+
+    async fn ready(&self, interest: Interest) -> io::Result<()> {
+        ClientSocket::ready(self, interest).await
+    }
+}
+
+/// A split half of an upstream connection (tokio's `TcpStream`).
+macro_rules! splice_end_via_stream {
+    ($half:ty) => {
+        impl SpliceEnd for $half {
+            fn fd(&self) -> RawFd {
+                self.as_ref().as_raw_fd()
+            }
+
+            fn try_io<R>(
+                &self,
+                interest: Interest,
+                op: impl FnOnce() -> io::Result<R>,
+            ) -> io::Result<R> {
+                TcpStream::try_io(self.as_ref(), interest, op)
+            }
+
+            async fn ready(&self, interest: Interest) -> io::Result<()> {
+                TcpStream::ready(self.as_ref(), interest).await.map(drop)
+            }
+        }
+    };
+}
+
+splice_end_via_stream!(ReadHalf<'_>);
+splice_end_via_stream!(WriteHalf<'_>);
+
+impl<T: SpliceEnd + ?Sized> SpliceEnd for &T {
+    fn fd(&self) -> RawFd {
+        (**self).fd()
+    }
+
+    fn try_io<R>(&self, interest: Interest, op: impl FnOnce() -> io::Result<R>) -> io::Result<R> {
+        (**self).try_io(interest, op)
+    }
+
+    async fn ready(&self, interest: Interest) -> io::Result<()> {
+        (**self).ready(interest).await
+    }
 }
 
 /// A pipe and its capacity.
@@ -147,8 +216,8 @@ impl Drop for Lease<'_> {
 /// part way.
 pub(crate) async fn transfer(
     pipes: &Pipes,
-    src: &TcpStream,
-    dst: &TcpStream,
+    src: &impl SpliceEnd,
+    dst: &impl SpliceEnd,
     len: u64,
     mut on_read: impl FnMut(u64),
     limits: Limits,
@@ -160,7 +229,7 @@ pub(crate) async fn transfer(
         return Ok(Moved::Unsupported);
     };
     let (pipe_rd, pipe_wr, size) = (pipe.rd.as_raw_fd(), pipe.wr.as_raw_fd(), pipe.size);
-    let (src_fd, dst_fd) = (src.as_raw_fd(), dst.as_raw_fd());
+    let (src_fd, dst_fd) = (src.fd(), dst.fd());
     let mut left = len;
     while left > 0 {
         // The pipe is empty here, so "would block" can only mean that the
@@ -171,7 +240,7 @@ pub(crate) async fn transfer(
                 Ok(0) => return Err(Failure::Closed),
                 Ok(n) => break n,
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
-                    match timed(limits.read, src.readable()).await {
+                    match timed(limits.read, src.ready(Interest::READABLE)).await {
                         Ok(Ok(())) => {}
                         Ok(Err(e)) => return Err(Failure::Read(e)),
                         Err(_) => return Err(Failure::ReadTimeout),
@@ -190,7 +259,7 @@ pub(crate) async fn transfer(
                 Ok(0) => return Err(Failure::Write(io::ErrorKind::WriteZero.into())),
                 Ok(n) => lease.held -= n,
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
-                    match timed(limits.write, dst.writable()).await {
+                    match timed(limits.write, dst.ready(Interest::WRITABLE)).await {
                         Ok(Ok(())) => {}
                         Ok(Err(e)) => return Err(Failure::Write(e)),
                         Err(_) => return Err(Failure::WriteTimeout),
@@ -249,6 +318,29 @@ mod tests {
         (a.unwrap(), b.unwrap().0)
     }
 
+    /// A client connection as a worker holds it, and the client's end,
+    /// with a receive buffer of `rcvbuf` bytes if given (set before it
+    /// connects, so that the window it offers stays that small).
+    fn client_pair(rcvbuf: Option<usize>) -> (ClientSocket, TcpStream) {
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let client =
+            socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None).unwrap();
+        if let Some(size) = rcvbuf {
+            client.set_recv_buffer_size(size).unwrap();
+        }
+        client
+            .connect(&listener.local_addr().unwrap().into())
+            .unwrap();
+        let client: std::net::TcpStream = client.into();
+        client.set_nonblocking(true).unwrap();
+        let (accepted, _) = listener.accept().unwrap();
+        accepted.set_nonblocking(true).unwrap();
+        (
+            ClientSocket::new(accepted),
+            TcpStream::from_std(client).unwrap(),
+        )
+    }
+
     fn pattern(len: usize) -> Vec<u8> {
         (0..len).map(|i| (i * 7 % 251) as u8).collect()
     }
@@ -256,8 +348,10 @@ mod tests {
     #[tokio::test]
     async fn moves_exactly_the_length_and_gives_the_pipe_back() {
         let pipes = Pipes::default();
-        let (mut origin, src) = pair().await;
-        let (dst, mut client) = pair().await;
+        let (mut origin, mut src) = pair().await;
+        // A client that takes little at a time: the socket must wait.
+        let (dst, mut client) = client_pair(Some(4096));
+        dst.sock_ref().set_send_buffer_size(4096).unwrap();
         let body = pattern(3 * 1024 * 1024 + 17);
         let mut sent = body.clone();
         sent.extend_from_slice(b"NEXT");
@@ -272,14 +366,16 @@ mod tests {
         });
         let mut read = 0;
         let len = body.len() as u64;
-        let moved = transfer(&pipes, &src, &dst, len, |n| read += n, LIMITS).await;
+        // From an upstream's read half to a client socket, as a response.
+        let (src_rd, _) = src.split();
+        let moved = transfer(&pipes, &src_rd, &dst, len, |n| read += n, LIMITS).await;
         assert_eq!(moved.unwrap(), Moved::Whole);
         assert_eq!(read, len);
+        assert!(dst.is_registered(), "the client socket had to wait");
         assert!(reader.await.unwrap() == body, "the body differs");
         let _origin = writer.await.unwrap();
         // What follows the body is still on the source.
         let mut next = [0; 4];
-        let mut src = src;
         src.read_exact(&mut next).await.unwrap();
         assert_eq!(&next, b"NEXT");
         assert_eq!(pipes.free_count(), 1, "the empty pipe is kept");
@@ -288,12 +384,14 @@ mod tests {
     #[tokio::test]
     async fn a_source_closed_early_fails_after_passing_on_what_came() {
         let pipes = Pipes::default();
-        let (mut origin, src) = pair().await;
-        let (dst, _client) = pair().await;
+        // From a client socket to an upstream's write half, as a request body.
+        let (src, mut origin) = client_pair(None);
+        let (mut dst, _upstream) = pair().await;
         origin.write_all(&pattern(100_000)).await.unwrap();
         drop(origin);
+        let (_, dst_wr) = dst.split();
         let mut read = 0;
-        let result = transfer(&pipes, &src, &dst, 1_000_000, |n| read += n, LIMITS).await;
+        let result = transfer(&pipes, &src, &dst_wr, 1_000_000, |n| read += n, LIMITS).await;
         assert!(matches!(result, Err(Failure::Closed)), "{result:?}");
         assert_eq!(read, 100_000);
         assert_eq!(pipes.free_count(), 1, "the pipe was drained, so it is kept");
