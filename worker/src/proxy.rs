@@ -557,9 +557,16 @@ where
                     read: t.client_read,
                     write: t.upstream_write,
                 };
-                let moved =
-                    splice::transfer(p, &*client, &*upstream, left, |n| stats.read_u64(n), limits)
-                        .await;
+                // Boxed, as below.
+                let moved = Box::pin(splice::transfer(
+                    p,
+                    &*client,
+                    &*upstream,
+                    left,
+                    |n| stats.read_u64(n),
+                    limits,
+                ))
+                .await;
                 match moved {
                     Ok(Moved::Whole) => {
                         *body = BodyCursor::Done;
@@ -746,7 +753,18 @@ where
                     read: t.upstream_read,
                     write: t.client_write,
                 };
-                let moved = splice::transfer(p, &*upstream, &*client, left, |_| {}, limits).await;
+                // Boxed: a splice's state would otherwise weigh on every
+                // connection's future, idle ones included (one allocation
+                // per body of 64 KiB or more).
+                let moved = Box::pin(splice::transfer(
+                    p,
+                    &*upstream,
+                    &*client,
+                    left,
+                    |_| {},
+                    limits,
+                ))
+                .await;
                 match moved {
                     Ok(Moved::Whole) => {
                         *body = BodyCursor::Done;
