@@ -6,10 +6,12 @@
 //! `perf` put at 6 % of a worker's cycles with a new connection per request.
 //! Most such connections never wait on their own socket: with
 //! `TCP_DEFER_ACCEPT` the request is there at accept, and the response fits
-//! the socket's send buffer. So every operation here is first tried on the
-//! socket directly, and the socket is registered only when one would block
-//! (HAProxy, too, touches epoll only once a connection must wait). From then
-//! on it behaves as tokio's own sockets do: operations wait for readiness.
+//! the socket's send buffer. So every read and write here is first tried on
+//! the socket directly, and the socket is registered only when one would
+//! block, or when the connection waits idle for its next request (`ready`),
+//! where a try would find nothing (HAProxy, too, touches epoll only once a
+//! connection must wait). From then on it behaves as tokio's own sockets do:
+//! operations wait for readiness.
 //!
 //! Registering after a try found the socket not ready loses no wake-up:
 //! epoll reports a socket that became ready in between as soon as it is
@@ -39,7 +41,7 @@ pub(crate) struct ClientSocket {
 /// failed: out of memory, or `fs.epoll.max_user_watches` reached).
 #[derive(Debug, thiserror::Error)]
 #[error("cannot watch the connection: {0}")]
-pub(crate) struct RegisterError(io::Error);
+struct RegisterError(io::Error);
 
 /// Whether `e` says the event loop could not take the socket.
 pub(crate) fn is_register_error(e: &io::Error) -> bool {
@@ -164,21 +166,21 @@ impl ClientSocket {
             .send_vectored_with_flags(bufs, flags | libc::MSG_NOSIGNAL)
     }
 
-    /// [`AsyncRead::poll_read`] for either handle.
+    /// [`AsyncRead::poll_read`], through a shared reference.
     fn poll_read_priv(&self, cx: &mut Context<'_>, buf: &mut ReadBuf<'_>) -> Poll<io::Result<()>> {
         let want = buf.remaining();
         self.poll_io(cx, Interest::READABLE, want, || recv(&self.socket, buf))
             .map_ok(drop)
     }
 
-    /// [`AsyncWrite::poll_write`] for either handle.
+    /// [`AsyncWrite::poll_write`], through a shared reference.
     fn poll_write_priv(&self, cx: &mut Context<'_>, buf: &[u8]) -> Poll<io::Result<usize>> {
         self.poll_io(cx, Interest::WRITABLE, buf.len(), || {
             self.sock_ref().send_with_flags(buf, libc::MSG_NOSIGNAL)
         })
     }
 
-    /// [`AsyncWrite::poll_write_vectored`] for either handle.
+    /// [`AsyncWrite::poll_write_vectored`], through a shared reference.
     fn poll_write_vectored_priv(
         &self,
         cx: &mut Context<'_>,
@@ -373,21 +375,46 @@ mod tests {
     }
 
     #[tokio::test]
-    async fn ready_registers_and_has_unread_sees_bytes_the_loop_has_not() {
+    async fn has_unread_sees_bytes_the_event_loop_has_not_reported() {
         let (mut client, socket) = pair();
         assert!(!socket.has_unread());
-        assert!(!socket.is_registered());
-        client.write_all(b"x").unwrap();
-        timeout(LIMIT, socket.ready(Interest::READABLE))
+        // Registered, with a read that found nothing: the readiness is clear.
+        let mut buf = [0u8; 1];
+        let mut reader = &socket;
+        assert!(poll_once(&mut std::pin::pin!(reader.read(&mut buf)))
             .await
-            .expect("ready")
-            .unwrap();
+            .is_pending());
         assert!(socket.is_registered());
+        client.write_all(b"x").unwrap();
+        wait_readable(&socket);
+        // No await since: the event loop has not run to see the byte.
         assert!(socket.has_unread());
         // Peeked, not taken.
-        let mut got = [0u8; 1];
-        (&socket).read_exact(&mut got).await.unwrap();
-        assert_eq!(&got, b"x");
+        let got = timeout(LIMIT, reader.read(&mut buf)).await.expect("woken");
+        assert_eq!((got.unwrap(), buf), (1, *b"x"));
         assert!(!socket.has_unread());
+    }
+
+    /// Reads that never block still spend the task's budget, as tokio's
+    /// sockets do: the connection yields to the others now and then.
+    #[tokio::test]
+    async fn reads_that_never_block_spend_the_task_budget() {
+        let (mut client, socket) = pair();
+        client.write_all(&[1u8; 300]).unwrap();
+        wait_readable(&socket);
+        let mut reader = &socket;
+        let mut byte = [0u8; 1];
+        let mut reads = 0;
+        while reads < 300 {
+            if poll_once(&mut std::pin::pin!(reader.read(&mut byte)))
+                .await
+                .is_pending()
+            {
+                break;
+            }
+            reads += 1;
+        }
+        assert!(reads > 0 && reads < 300, "{reads} reads without a yield");
+        assert!(!socket.is_registered(), "the yield was the budget's");
     }
 }

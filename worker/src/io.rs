@@ -453,6 +453,10 @@ mod tests {
         };
         let (done, ()) = tokio::join!(write, waited);
         assert!(matches!(done, Ok(Ok(()))));
+        assert!(
+            server.is_registered(),
+            "the rest was written the waiting way"
+        );
         let all = reader.join().unwrap();
         assert_eq!(all.len(), 4 + body.len());
         assert!(all.starts_with(b"head") && all[4..] == body[..]);
