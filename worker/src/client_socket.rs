@@ -166,30 +166,6 @@ impl ClientSocket {
             .send_vectored_with_flags(bufs, flags | libc::MSG_NOSIGNAL)
     }
 
-    /// [`AsyncRead::poll_read`], through a shared reference.
-    fn poll_read_priv(&self, cx: &mut Context<'_>, buf: &mut ReadBuf<'_>) -> Poll<io::Result<()>> {
-        let want = buf.remaining();
-        self.poll_io(cx, Interest::READABLE, want, || recv(&self.socket, buf))
-            .map_ok(drop)
-    }
-
-    /// [`AsyncWrite::poll_write`], through a shared reference.
-    fn poll_write_priv(&self, cx: &mut Context<'_>, buf: &[u8]) -> Poll<io::Result<usize>> {
-        self.poll_io(cx, Interest::WRITABLE, buf.len(), || {
-            self.sock_ref().send_with_flags(buf, libc::MSG_NOSIGNAL)
-        })
-    }
-
-    /// [`AsyncWrite::poll_write_vectored`], through a shared reference.
-    fn poll_write_vectored_priv(
-        &self,
-        cx: &mut Context<'_>,
-        bufs: &[IoSlice<'_>],
-    ) -> Poll<io::Result<usize>> {
-        let want = bufs.iter().map(|b| b.len()).sum();
-        self.poll_io(cx, Interest::WRITABLE, want, || self.send_vectored(bufs, 0))
-    }
-
     /// Sends the FIN (`shutdown(SHUT_WR)`).
     pub(crate) fn shut_write(&self) -> io::Result<()> {
         match self.socket.shutdown(Shutdown::Write) {
@@ -226,7 +202,11 @@ impl AsyncRead for &ClientSocket {
         cx: &mut Context<'_>,
         buf: &mut ReadBuf<'_>,
     ) -> Poll<io::Result<()>> {
-        self.poll_read_priv(cx, buf)
+        let socket: &ClientSocket = *self;
+        let want = buf.remaining();
+        socket
+            .poll_io(cx, Interest::READABLE, want, || recv(&socket.socket, buf))
+            .map_ok(drop)
     }
 }
 
@@ -236,7 +216,10 @@ impl AsyncWrite for &ClientSocket {
         cx: &mut Context<'_>,
         buf: &[u8],
     ) -> Poll<io::Result<usize>> {
-        self.poll_write_priv(cx, buf)
+        let socket: &ClientSocket = *self;
+        socket.poll_io(cx, Interest::WRITABLE, buf.len(), || {
+            socket.sock_ref().send_with_flags(buf, libc::MSG_NOSIGNAL)
+        })
     }
 
     fn poll_write_vectored(
@@ -244,7 +227,11 @@ impl AsyncWrite for &ClientSocket {
         cx: &mut Context<'_>,
         bufs: &[IoSlice<'_>],
     ) -> Poll<io::Result<usize>> {
-        self.poll_write_vectored_priv(cx, bufs)
+        let socket: &ClientSocket = *self;
+        let want = bufs.iter().map(|b| b.len()).sum();
+        socket.poll_io(cx, Interest::WRITABLE, want, || {
+            socket.send_vectored(bufs, 0)
+        })
     }
 
     fn is_write_vectored(&self) -> bool {
