@@ -12,7 +12,7 @@ use crate::http::response::{self, MAX_RESPONSE_HEADERS};
 use crate::http::{with_header_slots, Framing, Version};
 use crate::io::{timed, write_last_within, write_two_within, TimedOut, TryWrite, BODY_READ};
 use crate::splice::{self, Failure, Moved, Pipes, SpliceEnd};
-use crate::stats::Stats;
+use crate::stats::{self, Stats};
 use crate::tunnel;
 use crate::upstream::{Group, UpstreamConn};
 use bytes::{Buf, BufMut, BytesMut};
@@ -146,7 +146,9 @@ impl Connection {
             let reused = up.reused;
             let busy = group.busy(index);
             let stats_busy = self.worker.stats().upstream_busy(addr);
-            let result = self.exchange(req, group, up, addr, timer.as_mut()).await;
+            let result = self
+                .exchange(req, group, up, addr, &stats_busy, timer.as_mut())
+                .await;
             drop((busy, stats_busy));
             match result {
                 Ok(done) => {
@@ -238,13 +240,14 @@ impl Connection {
         }
     }
 
-    /// One request/response exchange on `up`.
+    /// One request/response exchange on `up`, counted in `counted`.
     async fn exchange(
         &mut self,
         req: &Request<'_>,
         group: &Group,
         mut up: UpstreamConn,
         addr: SocketAddr,
+        counted: &stats::Busy,
         mut deadline: Pin<&mut Sleep>,
     ) -> Result<Done, Early> {
         let t = self.timeouts(group);
@@ -399,7 +402,7 @@ impl Connection {
                 buf.clear();
                 let carried =
                     tunnel::run(&mut client_rd, &mut client_wr, &mut up_rd, &mut up_wr, idle).await;
-                worker.stats().upstream_ok(addr);
+                counted.ok();
                 worker.stats().read_u64(carried.up);
                 return Ok(Done {
                     served: Served {
@@ -485,7 +488,7 @@ impl Connection {
                 });
             }
         };
-        worker.stats().upstream_ok(addr);
+        counted.ok();
         let reusable = meta.keep_alive && request_done && meta.framing != Framing::Close;
         if reusable {
             group.release(up);

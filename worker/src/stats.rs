@@ -32,9 +32,10 @@ pub(crate) struct Stats {
     bytes_in: Cell<u64>,
     bytes_out: Cell<u64>,
     /// Per upstream server address (labels are added when reporting).
-    /// Updated a few times per request: Fx hashing, as the addresses come
-    /// from the configuration, not from clients.
-    servers: RefCell<FxHashMap<SocketAddr, ServerCounters>>,
+    /// Looked up once per request, by [`Stats::upstream_busy`], whose guard
+    /// keeps the server's counters for the rest of the exchange. Fx hashing,
+    /// as the addresses come from the configuration, not from clients.
+    servers: RefCell<FxHashMap<SocketAddr, Rc<RefCell<ServerCounters>>>>,
 }
 
 /// Where one configuration's requests are counted: the series of each of
@@ -133,15 +134,14 @@ impl Stats {
     }
 
     /// Marks an exchange with `server` in progress until the guard drops.
-    pub(crate) fn upstream_busy(self: &Rc<Self>, server: SocketAddr) -> Busy {
-        self.with_server(server, |s| {
-            s.active += 1;
-            s.requests += 1;
-        });
-        Busy {
-            stats: self.clone(),
-            server,
+    pub(crate) fn upstream_busy(&self, server: SocketAddr) -> Busy {
+        let counters = self.servers.borrow().get(&server).cloned();
+        if let Some(c) = &counters {
+            let mut c = c.borrow_mut();
+            c.active += 1;
+            c.requests += 1;
         }
+        Busy(counters)
     }
 
     /// Records a failure of `server` (connect, timeout, bad response).
@@ -153,14 +153,9 @@ impl Stats {
         });
     }
 
-    /// Records a successful exchange with `server`.
-    pub(crate) fn upstream_ok(&self, server: SocketAddr) {
-        self.with_server(server, |s| s.consecutive_failures = 0);
-    }
-
     fn with_server(&self, server: SocketAddr, f: impl FnOnce(&mut ServerCounters)) {
-        if let Some(s) = self.servers.borrow_mut().get_mut(&server) {
-            f(s);
+        if let Some(s) = self.servers.borrow().get(&server) {
+            f(&mut s.borrow_mut());
         }
     }
 
@@ -179,7 +174,10 @@ impl Stats {
                 server: s.server.to_owned(),
                 down: u64::from(s.down),
                 reporting: 1,
-                ..counters.get(&s.addr).cloned().unwrap_or_default()
+                ..counters
+                    .get(&s.addr)
+                    .map(|c| c.borrow().clone())
+                    .unwrap_or_default()
             })
             .collect();
         rows.sort_by(|a, b| (&a.upstream, &a.server).cmp(&(&b.upstream, &b.server)));
@@ -194,16 +192,25 @@ impl Stats {
     }
 }
 
-/// An exchange with an upstream server in progress.
-pub(crate) struct Busy {
-    stats: Rc<Stats>,
-    server: SocketAddr,
+/// An exchange with an upstream server in progress, holding the server's
+/// counters (none for a server no configuration of this worker named).
+pub(crate) struct Busy(Option<Rc<RefCell<ServerCounters>>>);
+
+impl Busy {
+    /// Records that the exchange succeeded.
+    pub(crate) fn ok(&self) {
+        if let Some(c) = &self.0 {
+            c.borrow_mut().consecutive_failures = 0;
+        }
+    }
 }
 
 impl Drop for Busy {
     fn drop(&mut self) {
-        self.stats
-            .with_server(self.server, |s| s.active = s.active.saturating_sub(1));
+        if let Some(c) = &self.0 {
+            let mut c = c.borrow_mut();
+            c.active = c.active.saturating_sub(1);
+        }
     }
 }
 
@@ -301,7 +308,6 @@ respond = { body = "x" }
     #[test]
     fn tracks_upstream_servers() {
         let (stats, _) = Stats::new(&config());
-        let stats = Rc::new(stats);
         let addr: SocketAddr = "127.0.0.1:3000".parse().unwrap();
         let row = |down| ServerRef {
             upstream: "app",
@@ -318,7 +324,7 @@ respond = { body = "x" }
         assert_eq!((s.failures, s.consecutive_failures), (1, 1));
         assert_eq!((s.down, s.reporting), (1, 1));
         assert_eq!(s.last_error.as_deref(), Some("connection refused"));
-        stats.upstream_ok(addr);
+        stats.upstream_busy(addr).ok();
         assert_eq!(
             stats.snapshot(0, [row(false)]).servers[0].consecutive_failures,
             0
