@@ -9,7 +9,7 @@ use crate::support::wait_until;
 use nix::sys::signal::Signal;
 use std::collections::BTreeSet;
 use std::net::SocketAddr;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 pub(crate) fn routes_to(name: &str, server: SocketAddr) -> String {
     format!(
@@ -141,6 +141,45 @@ fn hot_reload_changes_routing_without_new_workers_or_failed_requests() {
         p.logs()
     );
     eprintln!("{sent} requests during the hot reload, none failed");
+}
+
+#[test]
+fn hot_reloads_do_not_restart_an_idle_connections_keepalive_timeout() {
+    let a = origins::minihttp("a");
+    let p = Prefork::start(
+        Setup::new(1)
+            .top("keepalive_timeout = \"2s\"")
+            .body(&routes_to("a", a)),
+    );
+    let mut conn = http::Conn::local(p.port()).expect("connect");
+    assert_eq!(conn.get("app.local", "/").expect("response").status, 200);
+    let idle_from = Instant::now();
+    conn.stream().set_nonblocking(true).expect("nonblocking");
+    let closed = |c: &http::Conn| matches!(c.stream().peek(&mut [0u8; 1]), Ok(0));
+
+    // Hot reloads, one after the other, while the connection idles: each
+    // wakes its wait to take the new configuration. Its idle time must keep
+    // counting from its last response, so it closes 2 s after it, however
+    // often the configuration changes.
+    let deadline = idle_from + Duration::from_secs(10);
+    let mut reloads = 0;
+    while !closed(&conn) {
+        assert!(
+            Instant::now() < deadline,
+            "the idle connection outlived its 2s keepalive_timeout by {reloads} hot reloads\n{}",
+            p.logs()
+        );
+        let applied = p.error_log().matches("configuration replaced").count();
+        let name = if reloads % 2 == 0 { "b" } else { "a" };
+        p.write_config(&routes_to(name, a));
+        p.signal(Signal::SIGHUP);
+        reloads += 1;
+        wait_reconfigured(&p, applied + 1);
+    }
+    let idle = idle_from.elapsed();
+    assert!(reloads >= 2, "only {reloads} reloads came while idle");
+    assert!(idle >= Duration::from_millis(1900), "closed after {idle:?}");
+    eprintln!("closed after {idle:?} of idling, through {reloads} hot reloads");
 }
 
 #[test]

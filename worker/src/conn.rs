@@ -163,12 +163,15 @@ impl Connection {
         let mut client_timer = pin!(sleep(Duration::ZERO));
         let mut upstream_timer = pin!(sleep(Duration::ZERO));
         let mut served = 0u64;
+        // When the connection last had nothing to do: accepted, or done with
+        // a request (the clock is read once per request, at its start).
+        let mut idle_since = Instant::now();
         loop {
             // Between requests: take the newest configuration (hot reload).
             let worker = self.worker.latest();
             self.worker = worker.clone();
             let request = self
-                .read_request(&worker, served, client_timer.as_mut())
+                .read_request(&worker, served, idle_since, client_timer.as_mut())
                 .await;
             let started = Instant::now();
             let mut done = match request {
@@ -192,6 +195,7 @@ impl Connection {
                 }
             };
             let took = started.elapsed();
+            idle_since = started + took;
             if done.served.upstream.is_some() {
                 // The upstream's part is timed from the same start.
                 done.served.upstream_time = Some(took);
@@ -309,15 +313,15 @@ impl Connection {
         }
     }
 
-    /// Reads until a complete request head is buffered; `timer` times the
-    /// wait.
+    /// Reads until a complete request head is buffered, the connection
+    /// idle since `idle_since`; `timer` times the wait.
     async fn read_request<'w>(
         &mut self,
         worker: &'w Rc<Worker>,
         served: u64,
+        idle_since: Instant,
         mut timer: Pin<&mut Sleep>,
     ) -> Result<Request<'w>, HeadEnd> {
-        let idle_since = Instant::now();
         let limits = &worker.config.http;
         // The first request is due within the header timeout of the accept;
         // later ones within it of their first byte, after an idle wait.
