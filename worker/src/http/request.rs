@@ -143,9 +143,9 @@ pub(crate) fn parse<'h, 'b>(
     }
 
     let (target, target_authority) = split_target(method, raw_target)?;
-    let path = match target.split('?').next() {
-        Some(p) if !p.is_empty() => p,
-        _ => "/",
+    let path = match &target[..ascii_find(target, b'?').unwrap_or(target.len())] {
+        "" => "/",
+        p => p,
     };
 
     let mut host_field = None;
@@ -285,7 +285,7 @@ fn split_target<'b>(
     // httparse lets a fragment through: it never belongs in a request target
     // (RFC 9112 §3.2). UTF-8 in the path is forwarded as received, as nginx
     // does: clients send it, and it cannot change how a message is framed.
-    if target.contains('#') {
+    if ascii_find(target, b'#').is_some() {
         return Err(RequestError::InvalidTarget);
     }
     if target.starts_with('/') {
@@ -307,6 +307,12 @@ fn split_target<'b>(
     // The origin-form part; the forwarded request line adds the leading
     // `/` when it is missing (`http://h` or `http://h?q`).
     Ok((&rest[end..], Some(authority)))
+}
+
+/// Where the ASCII byte `b` first occurs in `s`: a byte loop, cheaper than
+/// `str::find`'s searcher on the short targets and hosts of requests.
+fn ascii_find(s: &str, b: u8) -> Option<usize> {
+    s.bytes().position(|c| c == b)
 }
 
 fn strip_prefix_ignore_case<'a>(s: &'a str, prefix: &str) -> Option<&'a str> {
@@ -331,7 +337,7 @@ pub(crate) fn route_host(authority: &str) -> Cow<'_, str> {
             None => authority,
         }
     } else {
-        authority.split(':').next().unwrap_or(authority)
+        &authority[..ascii_find(authority, b':').unwrap_or(authority.len())]
     };
     let host = host.strip_suffix('.').unwrap_or(host);
     if host.bytes().any(|b| b.is_ascii_uppercase()) {
@@ -447,6 +453,16 @@ mod tests {
         let s = ok("GET http://h?q=1 HTTP/1.1\r\nHost: h\r\n\r\n");
         assert_eq!((s.target.as_str(), s.path.as_str()), ("?q=1", "/"));
         assert_eq!(ok("OPTIONS * HTTP/1.1\r\nHost: h\r\n\r\n").target, "*");
+    }
+
+    #[test]
+    fn the_path_routed_on_ends_at_the_query() {
+        let s = ok("GET /a/b?c=/d?e HTTP/1.1\r\nHost: h\r\n\r\n");
+        assert_eq!(
+            (s.target.as_str(), s.path.as_str()),
+            ("/a/b?c=/d?e", "/a/b")
+        );
+        assert_eq!(ok("GET /?q HTTP/1.1\r\nHost: h\r\n\r\n").path, "/");
     }
 
     #[test]
