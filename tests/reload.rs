@@ -3,7 +3,7 @@
 
 use crate::support::client_loop::ClientLoop;
 use crate::support::http;
-use crate::support::origins;
+use crate::support::origins::{self, RecordingOrigin};
 use crate::support::prefork::{Prefork, Proc, Setup};
 use crate::support::wait_until;
 use nix::sys::signal::Signal;
@@ -180,6 +180,80 @@ fn hot_reloads_do_not_restart_an_idle_connections_keepalive_timeout() {
     assert!(reloads >= 2, "only {reloads} reloads came while idle");
     assert!(idle >= Duration::from_millis(1900), "closed after {idle:?}");
     eprintln!("closed after {idle:?} of idling, through {reloads} hot reloads");
+}
+
+/// The upstream `app` at `server` with `extra` settings, routed from
+/// `app.local`.
+fn app_with(server: SocketAddr, extra: &str) -> String {
+    format!(
+        r#"
+[upstreams.app]
+servers = ["{server}"]
+{extra}
+[[routes]]
+host = "app.local"
+upstream = "app"
+"#
+    )
+}
+
+#[test]
+fn a_replaced_upstreams_pooled_connection_still_expires() {
+    let origin = RecordingOrigin::start();
+    let p =
+        Prefork::start(Setup::new(1).body(&app_with(origin.addr(), "keepalive_timeout = \"3s\"")));
+    let r = http::get(p.port(), "app.local", "/").expect("response");
+    assert_eq!(r.status, 200);
+    assert_eq!(origin.connections(), 1);
+    // Same server, one setting changed: the hot reload builds a new group,
+    // and the old one's pooled connection must not be left behind open.
+    p.write_config(&app_with(
+        origin.addr(),
+        "keepalive_timeout = \"3s\"\nread_timeout = \"30s\"",
+    ));
+    p.signal(Signal::SIGHUP);
+    wait_reconfigured(&p, 1);
+    // 3 s of keepalive_timeout, plus the 1 s sweep, plus slack.
+    assert!(
+        wait_until(Duration::from_secs(8), || origin.closed() == 1),
+        "the pooled upstream connection outlived its 3s keepalive_timeout \
+         (open {}, closed {})\n{}",
+        origin.connections(),
+        origin.closed(),
+        p.logs()
+    );
+}
+
+#[test]
+fn a_hot_reload_stops_the_replaced_groups_health_checks() {
+    let origin = RecordingOrigin::start();
+    let p = Prefork::start(Setup::new(1).body(&app_with(
+        origin.addr(),
+        "health_check = { path = \"/health-old\", interval = \"100ms\", timeout = \"1s\" }",
+    )));
+    assert!(wait_until(Duration::from_secs(5), || origin
+        .count_path("/health-old")
+        >= 2));
+    p.write_config(&app_with(
+        origin.addr(),
+        "health_check = { path = \"/health-new\", interval = \"1h\", timeout = \"1s\" }",
+    ));
+    p.signal(Signal::SIGHUP);
+    wait_reconfigured(&p, 1);
+    assert!(wait_until(Duration::from_secs(5), || origin
+        .count_path("/health-new")
+        >= 1));
+    let old = origin.count_path("/health-old");
+    // One check may have been in flight; at 100 ms, 2 s would give ~20 more.
+    let kept_checking = wait_until(Duration::from_secs(2), || {
+        origin.count_path("/health-old") > old + 2
+    });
+    assert!(
+        !kept_checking,
+        "the replaced health check kept running: {} -> {} checks of /health-old",
+        old,
+        origin.count_path("/health-old")
+    );
 }
 
 #[test]

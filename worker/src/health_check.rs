@@ -51,7 +51,7 @@ async fn check_loop(
     loop {
         // Only a weak reference is kept across waits: a replaced group's
         // checks end on their own.
-        let Some((check, addr, host)) = group.upgrade().and_then(|g| {
+        let Some((check, addr, host)) = group.upgrade().filter(|g| !g.is_retired()).and_then(|g| {
             let server = g.server(index);
             let check = g.config.health_check.clone()?;
             Some((check, server.addr, server.name.clone()))
@@ -62,7 +62,9 @@ async fn check_loop(
             result = probe(addr, &host, &check) => result,
             _ = stop.wait_for(|s| *s != Stop::Running) => return,
         };
-        let Some(g) = group.upgrade() else { return };
+        let Some(g) = group.upgrade().filter(|g| !g.is_retired()) else {
+            return;
+        };
         match (g.checked(index, result.is_ok()), result) {
             (Some(Change::Down), Err(why)) => {
                 warn!(log, "health check failed, server marked down"; "reason" => why);

@@ -49,6 +49,9 @@ pub(crate) struct Group {
     health: Vec<RefCell<Health>>,
     /// Each server's requests in flight from this worker.
     busy: Vec<Cell<usize>>,
+    /// Set once a hot reload replaced the group: it pools nothing more and
+    /// its health checks end, even while an older snapshot still holds it.
+    retired: Cell<bool>,
 }
 
 /// Counts a request in flight on a server until dropped.
@@ -82,7 +85,22 @@ impl Group {
             health,
             config,
             idle,
+            retired: Cell::new(false),
         }
+    }
+
+    /// Closes the idle connections of a group a hot reload replaced, and
+    /// keeps it from pooling more.
+    fn retire(&self) {
+        self.retired.set(true);
+        for idle in &self.idle {
+            idle.borrow_mut().clear();
+        }
+    }
+
+    /// Whether a hot reload replaced the group.
+    pub(crate) fn is_retired(&self) -> bool {
+        self.retired.get()
     }
 
     /// How many servers the group has.
@@ -190,7 +208,7 @@ impl Group {
 
     /// Keeps a connection whose exchange ended cleanly for a later request.
     pub(crate) fn release(&self, mut conn: UpstreamConn) {
-        if self.config.keepalive == 0 || !conn.buf.is_empty() {
+        if self.config.keepalive == 0 || !conn.buf.is_empty() || self.retired.get() {
             return;
         }
         let Some(idle) = self.idle.get(conn.server) else {
@@ -259,7 +277,10 @@ impl Upstreams {
     }
 
     /// The groups of `config`, keeping (with their idle connections) those
-    /// of `self` whose settings are unchanged.
+    /// of `self` whose settings are unchanged. The others of `self` are
+    /// retired: an older snapshot (a request in flight, the accept loops)
+    /// may keep them alive, but they pool nothing more and their health
+    /// checks end.
     pub(crate) fn carried_over(&self, config: &Config) -> Self {
         let mut next = Upstreams::new(config);
         for (name, group) in &mut next.groups {
@@ -267,6 +288,11 @@ impl Upstreams {
                 if old.config == group.config {
                     *group = old.clone();
                 }
+            }
+        }
+        for (name, old) in &self.groups {
+            if !next.shares(name, old) {
+                old.retire();
             }
         }
         next
@@ -421,5 +447,7 @@ mod tests {
         assert!(!old.shares("changed", &new.groups["changed"]));
         assert!(!Rc::ptr_eq(&old.groups["changed"], &new.groups["changed"]));
         assert_eq!(new.groups["changed"].config.keepalive, 8);
+        assert!(old.groups["changed"].is_retired());
+        assert!(!old.groups["same"].is_retired() && !new.groups["changed"].is_retired());
     }
 }
