@@ -196,6 +196,49 @@ fn sigquit_lets_the_in_flight_request_finish_then_everything_exits() {
 }
 
 #[test]
+fn sigquit_closes_idle_connections_no_later_than_their_keepalive_timeout() {
+    let rec = RecordingOrigin::start();
+    let mut p = Prefork::start(
+        Setup::new(1)
+            .top("keepalive_timeout = \"1s\"")
+            .body(&format!(
+                "[upstreams.app]\nservers = [\"{}\"]\n[[routes]]\nupstream = \"app\"\n",
+                rec.addr()
+            )),
+    );
+    // A draining worker closes each idle connection at a point spread over
+    // 2 s (by client address): with 16 of them, some fall past the 1 s
+    // keepalive_timeout, which must still close them in time.
+    let mut idle: Vec<(Conn, Instant)> = (0..16)
+        .map(|_| {
+            let mut c = Conn::local(p.port()).expect("connect");
+            assert_eq!(c.get("x", "/").expect("response").status, 200);
+            c.stream().set_nonblocking(true).expect("nonblocking");
+            (c, Instant::now())
+        })
+        .collect();
+    p.signal(Signal::SIGQUIT);
+    let mut longest = Duration::ZERO;
+    let all_closed = wait_until(Duration::from_secs(10), || {
+        idle.retain(|(c, since)| {
+            let closed = matches!(c.stream().peek(&mut [0u8; 1]), Ok(0));
+            if closed {
+                longest = longest.max(since.elapsed());
+            }
+            !closed
+        });
+        idle.is_empty()
+    });
+    assert!(all_closed, "{} idle connections never closed", idle.len());
+    assert!(
+        longest < Duration::from_millis(1500),
+        "an idle connection closed {longest:?} after its last response, keepalive_timeout 1s\n{}",
+        p.logs()
+    );
+    assert!(p.wait_exit(Duration::from_secs(10)).is_some());
+}
+
+#[test]
 fn sigterm_stops_fast_without_waiting_for_slow_requests() {
     let rec = RecordingOrigin::start();
     let mut p = proxy_to(2, rec.addr());

@@ -355,7 +355,9 @@ impl Connection {
                     // (with `Connection: close`), close once quiet.
                     stop_grace = true;
                     let close_at = worker.drain_close_at(idle_since, self.peer, served);
-                    deadline = Some(deadline.map_or(close_at, |d| d.min(close_at)));
+                    // Never later than the wait's own limit (the header
+                    // timeout, or keepalive_timeout while idle).
+                    deadline = Some(until.min(close_at));
                     continue;
                 }
             };
