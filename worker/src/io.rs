@@ -185,33 +185,40 @@ async fn write_within<W: TryWrite>(
     if head.is_empty() && body.is_empty() {
         return Ok(Ok(()));
     }
-    timed(limit, write_two(w, head, body)).await
+    write_two(w, head, body, limit).await
 }
 
 /// Writes `head` then `body` with vectored writes, so a head and the body
-/// bytes already at hand usually leave in one system call.
+/// bytes already at hand usually leave in one system call; each write may
+/// wait at most `limit` (the limit counts between two writes, as nginx's
+/// `send_timeout`, not for all of what is left).
 pub(crate) async fn write_two<W: AsyncWrite + Unpin>(
     w: &mut W,
     mut head: &[u8],
     mut body: &[u8],
-) -> io::Result<()> {
+    limit: Duration,
+) -> Result<io::Result<()>, TimedOut> {
     while !head.is_empty() || !body.is_empty() {
-        let n = if head.is_empty() {
-            w.write(body).await?
-        } else if body.is_empty() {
-            w.write(head).await?
-        } else {
-            w.write_vectored(&[IoSlice::new(head), IoSlice::new(body)])
-                .await?
+        let write = async {
+            if head.is_empty() {
+                w.write(body).await
+            } else if body.is_empty() {
+                w.write(head).await
+            } else {
+                w.write_vectored(&[IoSlice::new(head), IoSlice::new(body)])
+                    .await
+            }
         };
-        if n == 0 {
-            return Err(io::ErrorKind::WriteZero.into());
-        }
+        let n = match timed(limit, write).await? {
+            Ok(0) => return Ok(Err(io::ErrorKind::WriteZero.into())),
+            Ok(n) => n,
+            Err(e) => return Ok(Err(e)),
+        };
         let from_head = n.min(head.len());
         head = &head[from_head..];
         body = &body[n - from_head..];
     }
-    Ok(())
+    Ok(Ok(()))
 }
 
 #[cfg(test)]
@@ -469,8 +476,73 @@ mod tests {
                 chunk,
                 written: Vec::new(),
             };
-            write_two(&mut w, b"head", b"body!").await.unwrap();
+            write_two(&mut w, b"head", b"body!", Duration::from_secs(10))
+                .await
+                .unwrap()
+                .unwrap();
             assert_eq!(w.written, b"headbody!");
         }
+    }
+
+    /// A client that keeps reading, slowly: it takes one byte every `gap`,
+    /// nothing at once.
+    struct SlowReader {
+        gap: Duration,
+        next: Pin<Box<Sleep>>,
+        written: Vec<u8>,
+    }
+
+    impl AsyncWrite for SlowReader {
+        fn poll_write(
+            mut self: Pin<&mut Self>,
+            cx: &mut Context<'_>,
+            buf: &[u8],
+        ) -> Poll<io::Result<usize>> {
+            std::task::ready!(self.next.as_mut().poll(cx));
+            let gap = self.gap;
+            self.next.as_mut().reset(Instant::now() + gap);
+            self.written.push(buf[0]);
+            Poll::Ready(Ok(1))
+        }
+        fn poll_flush(self: Pin<&mut Self>, _: &mut Context<'_>) -> Poll<io::Result<()>> {
+            Poll::Ready(Ok(()))
+        }
+        fn poll_shutdown(self: Pin<&mut Self>, _: &mut Context<'_>) -> Poll<io::Result<()>> {
+            Poll::Ready(Ok(()))
+        }
+    }
+
+    impl TryWrite for SlowReader {
+        fn try_write_vectored(&self, _: &[IoSlice<'_>]) -> io::Result<usize> {
+            Err(io::ErrorKind::WouldBlock.into())
+        }
+        fn try_write_more(&self, bufs: &[IoSlice<'_>]) -> io::Result<usize> {
+            self.try_write_vectored(bufs)
+        }
+        fn shut_write(&self) -> io::Result<()> {
+            Ok(())
+        }
+    }
+
+    /// `send_timeout` is documented as the limit "between two writes"
+    /// (nginx's): a client that takes a byte every 300 ms never stalls for
+    /// the 1 s limit, so the write must complete.
+    #[tokio::test]
+    async fn send_timeout_counts_between_two_writes() {
+        let gap = Duration::from_millis(300);
+        let mut w = SlowReader {
+            gap,
+            next: Box::pin(sleep(gap)),
+            written: Vec::new(),
+        };
+        let started = Instant::now();
+        let done = write_two_within(&mut w, b"head", b"body!", Duration::from_secs(1)).await;
+        assert!(
+            matches!(done, Ok(Ok(()))),
+            "timed out after {:?} and {} bytes, each write within {gap:?} of the last",
+            started.elapsed(),
+            w.written.len()
+        );
+        assert_eq!(w.written, b"headbody!");
     }
 }

@@ -10,7 +10,9 @@ use crate::http::chunked::ChunkedDecoder;
 use crate::http::heads::{self, ConnectionField};
 use crate::http::response::{self, MAX_RESPONSE_HEADERS};
 use crate::http::{with_header_slots, Framing, Version};
-use crate::io::{timed, write_last_within, write_two_within, TimedOut, TryWrite, BODY_READ};
+use crate::io::{
+    timed, write_last_within, write_two, write_two_within, TimedOut, TryWrite, BODY_READ,
+};
 use crate::splice::{self, Failure, Moved, Pipes, SpliceEnd};
 use crate::stats::{self, Stats};
 use crate::tunnel;
@@ -598,13 +600,13 @@ where
         }
         stats.read(n);
         let take = body.take(buf).map_err(ClientError::BadChunk)?;
-        within(
-            t.upstream_write,
-            upstream.write_all(&buf[..take]),
-            UpstreamError::Write,
-            UpstreamError::WriteTimeout,
-        )
-        .await?;
+        // Up to a whole read (256 KiB) at once: the write timeout counts
+        // between two writes (nginx's `proxy_send_timeout`), not for it all.
+        match write_two(upstream, &buf[..take], &[], t.upstream_write).await {
+            Ok(Ok(())) => {}
+            Ok(Err(e)) => return Err(UpstreamError::Write(e).into()),
+            Err(TimedOut) => return Err(UpstreamError::WriteTimeout.into()),
+        }
         buf.advance(take);
     }
     Ok(())
