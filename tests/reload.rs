@@ -256,6 +256,104 @@ fn a_hot_reload_stops_the_replaced_groups_health_checks() {
     );
 }
 
+/// The files worker `pid` has open.
+fn open_files(pid: i32) -> Vec<std::path::PathBuf> {
+    std::fs::read_dir(format!("/proc/{pid}/fd"))
+        .map(|fds| {
+            fds.filter_map(|fd| std::fs::read_link(fd.ok()?.path()).ok())
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+#[test]
+fn a_hot_reload_lets_go_of_the_first_configurations_access_log() {
+    let a = origins::minihttp("a");
+    let p = Prefork::start(Setup::new(1).body(&routes_to("a", a)));
+    let worker = p.workers()[0].pid;
+    let old_log = p.dir().join("access.log");
+    let new_log = p.dir().join("access2.log");
+    assert!(
+        open_files(worker).contains(&old_log),
+        "{:?}",
+        open_files(worker)
+    );
+
+    let moved = p
+        .config_for(&routes_to("a", a))
+        .replace("access.log", "access2.log");
+    p.write_raw_config(&moved);
+    p.signal(Signal::SIGHUP);
+    wait_reconfigured(&p, 1);
+    assert_eq!(
+        http::get(p.port(), "app.local", "/")
+            .expect("response")
+            .status,
+        200
+    );
+    assert!(
+        wait_until(Duration::from_secs(5), || std::fs::read_to_string(&new_log)
+            .is_ok_and(|l| l.contains("GET / "))),
+        "the request was not logged to the new access log\n{}",
+        p.logs()
+    );
+    // No connection uses the first configuration any more: its access log
+    // must close (the serving and accepting tasks must not keep it).
+    assert!(
+        wait_until(Duration::from_secs(5), || !open_files(worker)
+            .contains(&old_log)),
+        "the worker still has the replaced access log open: {:?}",
+        open_files(worker)
+    );
+    assert!(
+        p.workers().iter().any(|w| w.pid == worker),
+        "a hot reload keeps the worker"
+    );
+}
+
+#[test]
+fn after_a_hot_reload_moves_the_error_log_every_worker_line_goes_there() {
+    let origin = RecordingOrigin::start();
+    let checked = app_with(
+        origin.addr(),
+        "health_check = { path = \"/health\", interval = \"100ms\", timeout = \"1s\" }",
+    );
+    let mut p = Prefork::start(Setup::new(1).body(&checked));
+    let moved_log = p.dir().join("error2.log");
+    // The upstream is unchanged: its health checks carry over the reload.
+    let moved = p.config_for(&checked).replace("error.log", "error2.log");
+    p.write_raw_config(&moved);
+    p.signal(Signal::SIGHUP);
+    let new_log = || std::fs::read_to_string(&moved_log).unwrap_or_default();
+    assert!(
+        wait_until(Duration::from_secs(10), || new_log()
+            .contains("configuration replaced")),
+        "the worker did not take the new configuration\n{}",
+        p.logs()
+    );
+    origin.set_healthy(false);
+    assert!(
+        wait_until(Duration::from_secs(10), || new_log()
+            .contains("health check failed, server marked down")),
+        "the carried-over health check did not log to the new error log\n{}\nnew log:\n{}",
+        p.logs(),
+        new_log()
+    );
+    p.signal(Signal::SIGQUIT);
+    assert!(
+        p.wait_exit(Duration::from_secs(10)).is_some(),
+        "{}",
+        p.logs()
+    );
+    assert!(
+        new_log()
+            .lines()
+            .any(|l| l.contains(" stopped, ") && l.contains("role: worker")),
+        "the worker's last line went elsewhere\nnew log:\n{}",
+        new_log()
+    );
+}
+
 #[test]
 fn a_listener_change_rolls_a_new_generation_with_zero_failed_requests() {
     let a = origins::minihttp("before");

@@ -42,7 +42,11 @@ impl Listener {
 /// queued before dropping the worker's copy of the listener: for a per-slot
 /// (`reuseport`) socket that copy may be the last, and closing it would make
 /// the kernel reset whatever still waits in its queue.
-pub(crate) async fn accept_loop(worker: Rc<Worker>, listener: Listener) {
+///
+/// It holds the newest configuration snapshot only: one a hot reload
+/// replaced belongs to the connections still using it, and goes (with its
+/// log files) when they are done.
+pub(crate) async fn accept_loop(mut worker: Rc<Worker>, listener: Listener) {
     let Listener { socket, shared } = listener;
     let mut hold = HoldBack::default();
     loop {
@@ -55,7 +59,10 @@ pub(crate) async fn accept_loop(worker: Rc<Worker>, listener: Listener) {
         let ready = tokio::select! {
             biased;
             ready = socket.readable() => ready,
-            () = worker.on_change(|| worker.stopping()) => break,
+            () = worker.on_change(|| worker.stopping() || worker.superseded()) => {
+                worker = worker.latest();
+                continue;
+            }
         };
         let mut ready = match ready {
             Ok(ready) => ready,

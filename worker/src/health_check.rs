@@ -8,6 +8,7 @@
 
 use crate::control::Stop;
 use crate::health::Change;
+use crate::server::Newest;
 use crate::upstream::{Group, Upstreams};
 use prefork_shared::config::HealthCheck;
 use slog::{info, warn, Logger};
@@ -23,10 +24,13 @@ const MAX_CHECK_HEAD: usize = 8 * 1024;
 
 /// Starts the checks of every group that has `health_check`, except groups
 /// kept unchanged from `previous` (a hot reload), whose checks still run.
+/// They log to the error log of the newest snapshot of `newest` (a hot
+/// reload may move it), else to `log`.
 pub(crate) fn spawn(
     upstreams: &Upstreams,
     previous: Option<&Upstreams>,
     stop: &watch::Receiver<Stop>,
+    newest: &Newest,
     log: &Logger,
 ) {
     for (name, group) in upstreams.groups() {
@@ -35,10 +39,33 @@ pub(crate) fn spawn(
             continue;
         }
         for index in 0..group.len() {
-            let log = log.new(slog::o!("upstream" => name.to_owned(),
-                "server" => group.server(index).name.clone()));
-            tokio::task::spawn_local(check_loop(Rc::downgrade(group), index, stop.clone(), log));
+            let logs = CheckLog {
+                newest: newest.clone(),
+                fallback: log.clone(),
+                upstream: name.to_owned(),
+                server: group.server(index).name.clone(),
+            };
+            tokio::task::spawn_local(check_loop(Rc::downgrade(group), index, stop.clone(), logs));
         }
+    }
+}
+
+/// Where one server's check logs its changes.
+struct CheckLog {
+    newest: Newest,
+    fallback: Logger,
+    upstream: String,
+    server: String,
+}
+
+impl CheckLog {
+    /// The newest error log, the check's upstream and server on each line.
+    fn get(&self) -> Logger {
+        let base = self
+            .newest
+            .get()
+            .map_or_else(|| self.fallback.clone(), |w| w.log.clone());
+        base.new(slog::o!("upstream" => self.upstream.clone(), "server" => self.server.clone()))
     }
 }
 
@@ -46,7 +73,7 @@ async fn check_loop(
     group: Weak<Group>,
     index: usize,
     mut stop: watch::Receiver<Stop>,
-    log: Logger,
+    log: CheckLog,
 ) {
     loop {
         // Only a weak reference is kept across waits: a replaced group's
@@ -67,9 +94,9 @@ async fn check_loop(
         };
         match (g.checked(index, result.is_ok()), result) {
             (Some(Change::Down), Err(why)) => {
-                warn!(log, "health check failed, server marked down"; "reason" => why);
+                warn!(log.get(), "health check failed, server marked down"; "reason" => why);
             }
-            (Some(Change::Up), _) => info!(log, "health check passed, server marked up"),
+            (Some(Change::Up), _) => info!(log.get(), "health check passed, server marked up"),
             _ => {}
         }
         drop(g);

@@ -193,6 +193,7 @@ impl Worker {
             &worker.upstreams,
             Some(&self.upstreams),
             &worker.stop,
+            &worker.newest(),
             &worker.log,
         );
         *self.shared.latest.borrow_mut() = Rc::downgrade(&worker);
@@ -392,10 +393,23 @@ pub(crate) async fn serve(worker: Rc<Worker>, listeners: Vec<Listener>, ready: i
         .map(|listener| tokio::task::spawn_local(accept_loop(worker.clone(), listener)))
         .collect();
     tokio::task::spawn_local(sweep_pools(worker.clone()));
-    crate::health_check::spawn(&worker.upstreams, None, &worker.stop, &worker.log);
+    crate::health_check::spawn(
+        &worker.upstreams,
+        None,
+        &worker.stop,
+        &worker.newest(),
+        &worker.log,
+    );
     ready();
 
+    // From here on only the newest snapshot is looked up: this first one
+    // belongs to the connections using it (see `apply_updates`). The error
+    // log it was opened with stays open in any case (the worker's main
+    // keeps it), so it still serves when no snapshot is left.
+    let shared = worker.shared.clone();
     let mut stop = worker.stop.clone();
+    let first_log = worker.log.clone();
+    drop(worker);
     let state = match stop.wait_for(|s| *s != Stop::Running).await {
         Ok(state) => *state,
         // The sender lives as long as the worker; losing it means stop.
@@ -403,19 +417,23 @@ pub(crate) async fn serve(worker: Rc<Worker>, listeners: Vec<Listener>, ready: i
     };
     // The accept loops and idle connections wait on the worker's waiters,
     // not on the watch each.
-    worker.shared.waiters.wake_all();
-    if let Some(load) = &worker.shared.load {
+    shared.waiters.wake_all();
+    if let Some(load) = &shared.load {
         load.retire();
     }
+    let newest = || shared.latest.borrow().upgrade();
     if state == Stop::Graceful {
         // The accept loops first take what is queued (see accept_loop).
         for accept in accepting {
             let _ = accept.await;
         }
-        info!(worker.log, "stopping gracefully"; "connections" => worker.shared.active.get());
-        drain(&worker.latest(), &mut stop).await;
+        if let Some(worker) = newest() {
+            info!(worker.log, "stopping gracefully"; "connections" => shared.active.get());
+            drain(&worker, &mut stop).await;
+        }
     }
-    info!(worker.log, "stopped");
+    let log = newest().map_or(first_log, |w| w.log.clone());
+    info!(log, "stopped");
 }
 
 /// Applies the configurations the master sends after the first one (hot
