@@ -3,10 +3,14 @@
 
 use crate::support::http::{self, Conn};
 use crate::support::origins::{self, RecordingOrigin};
-use crate::support::prefork::{Prefork, Setup};
+use crate::support::prefork::{is_stopped, Continue, Prefork, Setup};
 use crate::support::scripted::ScriptedOrigin;
 use crate::support::wait_until;
+use nix::sys::signal::{kill, Signal};
+use nix::unistd::Pid;
 use std::collections::BTreeMap;
+use std::io::{Read, Write};
+use std::net::TcpListener;
 use std::time::{Duration, Instant};
 
 /// One upstream group of `server`; large bodies are spliced, so that the
@@ -599,4 +603,65 @@ fn fastest_nagle_request(
         })
         .min()
         .expect("five tries")
+}
+
+/// The last bytes of a request body are taken from the client buffer, their
+/// write upstream fails (the server answered and reset the connection), and
+/// the server's answer arrives: the request must not count as fully sent.
+/// Otherwise the client connection stays open with those body bytes still
+/// buffered, and they are parsed as the client's next request.
+#[test]
+fn a_body_whose_last_write_upstream_failed_does_not_leave_its_bytes_behind() {
+    let origin = TcpListener::bind("127.0.0.1:0").unwrap();
+    let p = Prefork::start(Setup::new(1).body(&format!(
+        r#"
+[upstreams.app]
+servers = ["{}"]
+[[routes]]
+host = "app.local"
+upstream = "app"
+"#,
+        origin.local_addr().unwrap()
+    )));
+    p.expect_log_errors();
+    let worker = p.workers()[0].pid;
+
+    let mut c = Conn::local(p.port()).unwrap();
+    c.send(
+        b"POST /up HTTP/1.1\r\nHost: app.local\r\nTransfer-Encoding: chunked\r\n\r\n5\r\nhello\r\n",
+    )
+    .unwrap();
+    let (mut up, _) = origin.accept().unwrap();
+    up.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    let mut got = Vec::new();
+    while !got.ends_with(b"hello\r\n") {
+        let mut chunk = [0u8; 4096];
+        let n = up.read(&mut chunk).unwrap();
+        assert!(n > 0, "origin: EOF before the first chunk");
+        got.extend_from_slice(&chunk[..n]);
+    }
+
+    // Freeze the worker so that the end of the body and the server's answer
+    // (then a reset) are both waiting when it runs again.
+    kill(Pid::from_raw(worker), Signal::SIGSTOP).unwrap();
+    let resume = Continue(worker);
+    assert!(wait_until(Duration::from_secs(5), || is_stopped(worker)));
+    c.send(b"0\r\n\r\n").unwrap();
+    up.write_all(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok")
+        .unwrap();
+    socket2::SockRef::from(&up)
+        .set_linger(Some(Duration::ZERO))
+        .unwrap();
+    drop(up);
+    drop(resume);
+
+    let r = c.read_response().unwrap();
+    assert_eq!(r.status, 200);
+    let rest = c.read_to_close().unwrap();
+    assert!(
+        rest.is_empty(),
+        "after its one response the client got more: {:?}\n{}",
+        String::from_utf8_lossy(&rest),
+        p.access_log()
+    );
 }

@@ -365,7 +365,10 @@ impl Connection {
                 }
             }
         };
-        let request_done = body.is_done();
+        // The cursor counts body bytes as taken before their write upstream:
+        // only a pump that finished says the whole body left (and was
+        // consumed from `buf`).
+        let request_done = matches!(sent, Some(Ok(())));
         let meta = match head {
             Ok(meta) => meta,
             Err((error, any_bytes)) => {
