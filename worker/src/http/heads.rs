@@ -93,7 +93,10 @@ pub(crate) fn request_head(
     out.clear();
     out.extend_from_slice(req.method.as_bytes());
     out.push(b' ');
-    if !req.target.starts_with('/') && req.target != "*" {
+    if req.target.is_empty() && req.method == "OPTIONS" {
+        // `OPTIONS http://h`: the last proxy asks for `*` (RFC 9112 §3.2.4).
+        out.push(b'*');
+    } else if !req.target.starts_with('/') && req.target != "*" {
         out.push(b'/');
     }
     out.extend_from_slice(req.target.as_bytes());
@@ -357,6 +360,22 @@ mod tests {
             out,
             "GET / HTTP/1.1\r\nHost: \r\nX-Forwarded-For: 1.2.3.4\r\nX-Forwarded-Proto: http\r\n\r\n"
         );
+    }
+
+    /// RFC 9112 §3.2.4: the last proxy forwards an OPTIONS request whose
+    /// absolute-form target has an empty path and no query as `OPTIONS *`.
+    #[test]
+    fn options_with_an_empty_absolute_path_is_forwarded_as_asterisk() {
+        let out = forwarded(
+            "OPTIONS http://a.example HTTP/1.1\r\nHost: a.example\r\n\r\n",
+            "1.2.3.4",
+        );
+        assert!(out.starts_with("OPTIONS * HTTP/1.1\r\n"), "{out}");
+        let out = forwarded(
+            "OPTIONS http://a.example/ HTTP/1.1\r\nHost: a.example\r\n\r\n",
+            "1.2.3.4",
+        );
+        assert!(out.starts_with("OPTIONS / HTTP/1.1\r\n"), "{out}");
     }
 
     #[test]
