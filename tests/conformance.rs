@@ -6,6 +6,7 @@ use crate::support::http::{Conn, Response};
 use crate::support::prefork::{Prefork, Setup};
 use crate::support::scripted::ScriptedOrigin;
 use crate::support::wait_until;
+use std::net::SocketAddr;
 use std::time::Duration;
 
 /// Limits small enough to reach in a test.
@@ -979,4 +980,63 @@ fn connect_gets_405_with_a_clear_body() {
     );
     assert!(conn.is_closed_by_peer());
     assert!(origin.requests().is_empty());
+}
+
+/// One worker in front of `upstream`, without the limits of [`start`], and
+/// a fixed-response route for `fixed.local`.
+fn start_plain(upstream: SocketAddr) -> Prefork {
+    Prefork::start(Setup::new(1).body(&format!(
+        r#"
+[upstreams.app]
+servers = ["{upstream}"]
+read_timeout = "5s"
+[[routes]]
+host = "fixed.local"
+respond = {{ status = 200, body = "fixed\n" }}
+[[routes]]
+upstream = "app"
+"#
+    )))
+}
+
+/// RFC 9112 §4: status-code = 3DIGIT. An upstream status below 100 must not
+/// come out as a two-digit (or one-digit) status line.
+#[test]
+fn status_codes_below_100_are_not_relayed_as_interim_responses() {
+    let origin = ScriptedOrigin::start();
+    origin.script(
+        "/099",
+        b"HTTP/1.1 099 Odd\r\nX-A: 1\r\n\r\nHTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok",
+        false,
+    );
+    let p = start_plain(origin.addr());
+    p.expect_log_errors();
+    let mut conn = Conn::local(p.port()).expect("connect");
+    conn.send(b"GET /099 HTTP/1.1\r\nHost: a\r\n\r\n")
+        .expect("send");
+    let head = conn.read_raw_head().expect("head");
+    assert!(head.starts_with("HTTP/1.1 502 "), "{head:?}");
+}
+
+/// RFC 9112 §6.1: an HTTP/1.0 message with Transfer-Encoding has faulty
+/// framing: the connection must close after it, never be reused.
+#[test]
+fn an_http_1_0_response_with_transfer_encoding_is_not_reused() {
+    let origin = ScriptedOrigin::start();
+    origin.script(
+        "/te10",
+        b"HTTP/1.0 200 OK\r\nConnection: keep-alive\r\nTransfer-Encoding: chunked\r\n\r\n2\r\nok\r\n0\r\n\r\n",
+        false,
+    );
+    let p = start_plain(origin.addr());
+    let mut conn = Conn::local(p.port()).expect("connect");
+    let r = conn.get("a", "/te10").expect("response");
+    assert_eq!((r.status, r.text()), (200, "ok".to_owned()));
+    let r = conn.get("a", "/after").expect("next response");
+    assert_eq!(r.status, 200);
+    let (first, second) = (
+        origin.connections_for("/te10"),
+        origin.connections_for("/after"),
+    );
+    assert_ne!(first, second, "the faulty-framed connection was reused");
 }

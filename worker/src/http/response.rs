@@ -79,6 +79,11 @@ pub(crate) fn parse<'h, 'b>(
     let (Some(minor), Some(status)) = (resp.version, resp.code) else {
         return Err(ResponseError::Syntax(httparse::Error::Status));
     };
+    // status-code is three digits (RFC 9112 §4) and none is below 100
+    // (RFC 9110 §15): not an interim response, a malformed head.
+    if status < 100 {
+        return Err(ResponseError::Syntax(httparse::Error::Status));
+    }
     if status == 101 && !upgrade {
         return Err(ResponseError::UnexpectedSwitch);
     }
@@ -119,9 +124,11 @@ pub(crate) fn parse<'h, 'b>(
     if framing != Framing::Empty && (transfer_encoding && (codings != 1 || !chunked_last)) {
         return Err(ResponseError::UnsupportedTransferEncoding);
     }
+    // An HTTP/1.0 message with Transfer-Encoding has faulty framing: close
+    // the connection after it (RFC 9112 §6.1).
     let version_allows = match Version::from_minor(minor) {
         Version::Http11 => !close,
-        Version::Http10 => keep_alive_token && !close,
+        Version::Http10 => keep_alive_token && !close && !transfer_encoding,
     };
     // A response framed by both headers is suspect: never reuse its connection.
     // Nor one without a body (HEAD, 204, 304) whose head announces one: a
@@ -298,6 +305,27 @@ mod tests {
             try_parse(split, false),
             Err(ResponseError::UnsupportedTransferEncoding)
         );
+    }
+
+    /// RFC 9112 §4: status-code = 3DIGIT, and RFC 9110 §15 defines none
+    /// below 100: such a head is malformed, not an interim response.
+    #[test]
+    fn status_codes_below_100_are_refused() {
+        for input in ["HTTP/1.1 099 Odd\r\n\r\n", "HTTP/1.1 000 Zero\r\n\r\n"] {
+            assert!(
+                matches!(try_parse(input, false), Err(ResponseError::Syntax(_))),
+                "{input:?}"
+            );
+        }
+    }
+
+    /// RFC 9112 §6.1: an HTTP/1.0 message with Transfer-Encoding has faulty
+    /// framing; the connection closes after it.
+    #[test]
+    fn http_1_0_with_transfer_encoding_ends_the_connection() {
+        let s =
+            ok("HTTP/1.0 200 OK\r\nConnection: keep-alive\r\nTransfer-Encoding: chunked\r\n\r\n");
+        assert_eq!((s.framing, s.keep_alive), (Framing::Chunked, false));
     }
 
     #[test]
