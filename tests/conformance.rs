@@ -6,7 +6,8 @@ use crate::support::http::{Conn, Response};
 use crate::support::prefork::{Prefork, Setup};
 use crate::support::scripted::ScriptedOrigin;
 use crate::support::wait_until;
-use std::net::SocketAddr;
+use std::io::{Read, Write};
+use std::net::{SocketAddr, TcpListener};
 use std::time::Duration;
 
 /// Limits small enough to reach in a test.
@@ -1039,4 +1040,87 @@ fn an_http_1_0_response_with_transfer_encoding_is_not_reused() {
         origin.connections_for("/after"),
     );
     assert_ne!(first, second, "the faulty-framed connection was reused");
+}
+
+/// An origin that answers 403 as soon as it has a request head, without
+/// reading the body (an auth check, a size check), and keeps the
+/// connection open.
+fn early_answering_origin() -> SocketAddr {
+    let listener = TcpListener::bind("127.0.0.1:0").expect("bind");
+    let addr = listener.local_addr().unwrap();
+    std::thread::spawn(move || {
+        for stream in listener.incoming() {
+            let Ok(mut s) = stream else { continue };
+            std::thread::spawn(move || {
+                s.set_read_timeout(Some(Duration::from_secs(10))).ok();
+                let mut head = Vec::new();
+                let mut byte = [0u8; 1];
+                while !head.ends_with(b"\r\n\r\n") {
+                    match s.read(&mut byte) {
+                        Ok(1) => head.push(byte[0]),
+                        _ => return,
+                    }
+                }
+                let _ = s.write_all(b"HTTP/1.1 403 Forbidden\r\nContent-Length: 2\r\n\r\nno");
+                // Hold the connection (and never read the body).
+                std::thread::sleep(Duration::from_secs(10));
+            });
+        }
+    });
+    addr
+}
+
+/// Whether writing more body bytes after the answer fails within `limit`
+/// (the server reset the connection).
+fn writes_get_reset(conn: &Conn, limit: Duration) -> bool {
+    let mut w = conn.stream().try_clone().expect("clone");
+    let chunk = [b'x'; 1000];
+    wait_until(limit, || w.write_all(&chunk).is_err())
+}
+
+/// RFC 9112 §9.6 / nginx (`lingering_close`, set whenever the request body
+/// was still being read): an answer given before the request body is read
+/// must not be followed by an immediate close, or the client's next body
+/// bytes get a reset (curl: "send failure: connection reset").
+#[test]
+fn an_upstream_answer_before_the_body_is_followed_by_a_lingering_close() {
+    let p = start_plain(early_answering_origin());
+    let mut conn = Conn::local(p.port()).expect("connect");
+    conn.send(b"POST /upload HTTP/1.1\r\nHost: a\r\nContent-Length: 100000\r\n\r\n0123456789")
+        .expect("send");
+    let r = conn.read_response().expect("403");
+    assert_eq!((r.status, r.closes()), (403, true));
+    assert!(conn.is_closed_by_peer());
+    // Logged just before the close decides whether to linger: from then on
+    // the body bytes below cannot be mistaken for bytes already pending.
+    assert!(wait_until(Duration::from_secs(5), || p
+        .access_log()
+        .contains("/upload")));
+    assert!(
+        !writes_get_reset(&conn, Duration::from_millis(500)),
+        "the rest of the body was answered with a reset"
+    );
+}
+
+/// The same for a response prefork answers itself (fixed route, 404):
+/// nginx discards the body; prefork closes, and must linger.
+#[test]
+fn an_own_answer_before_the_body_is_followed_by_a_lingering_close() {
+    let origin = ScriptedOrigin::start();
+    let p = start_plain(origin.addr());
+    let mut conn = Conn::local(p.port()).expect("connect");
+    conn.send(
+        b"POST /fixed-upload HTTP/1.1\r\nHost: fixed.local\r\nContent-Length: 100000\r\n\r\n",
+    )
+    .expect("send");
+    let r = conn.read_response().expect("fixed response");
+    assert_eq!((r.status, r.closes()), (200, true));
+    assert!(conn.is_closed_by_peer());
+    assert!(wait_until(Duration::from_secs(5), || p
+        .access_log()
+        .contains("/fixed-upload")));
+    assert!(
+        !writes_get_reset(&conn, Duration::from_millis(500)),
+        "the body was answered with a reset"
+    );
 }

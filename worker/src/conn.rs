@@ -56,6 +56,9 @@ pub(crate) struct Connection {
     route: Option<usize>,
     /// Whether TCP_NODELAY is set yet (see [`set_nodelay`]).
     pub(crate) nodelay: bool,
+    /// Whether the current request's body may still be on its way: a close
+    /// then lingers (RFC 9112 §9.6; nginx sets `lingering_close` so).
+    pub(crate) body_unread: bool,
     /// Counts the connection as open until it is dropped, after the socket.
     active: ActiveConnection,
 }
@@ -143,6 +146,7 @@ impl Connection {
             request_id,
             route: None,
             nodelay: false,
+            body_unread: false,
             active,
         }
     }
@@ -180,6 +184,7 @@ impl Connection {
                     if !req.keep_alive {
                         self.active.closing();
                     }
+                    self.body_unread = !matches!(req.body, Framing::Empty | Framing::Length(0));
                     self.serve(&worker, &req, upstream_timer.as_mut()).await
                 }
                 Err(HeadEnd::Closed) => return,
@@ -222,6 +227,7 @@ impl Connection {
     /// (RFC 9112 §9.6).
     async fn close(&mut self, status: u16) {
         let pending = !self.buf.is_empty()
+            || self.body_unread
             || matches!(status, 400 | 408 | 413 | 414 | 431 | 501)
             || self.stream.has_unread();
         if !pending {
@@ -462,6 +468,7 @@ impl Connection {
         match body.take(&self.buf) {
             Ok(n) if body.is_done() => {
                 self.buf.advance(n);
+                self.body_unread = false;
                 false
             }
             // The body is still on its way (or malformed): unread bytes

@@ -210,6 +210,7 @@ impl Connection {
 
     /// Answers the client after an exchange failed before its response.
     async fn fail_early(&mut self, req: &Request<'_>, early: Early, addr: SocketAddr) -> Done {
+        self.body_unread = !early.request_done;
         let log = &self.worker.log;
         match early.error {
             PumpError::Upstream(e) => {
@@ -262,6 +263,7 @@ impl Connection {
             peer,
             request_id,
             nodelay,
+            body_unread,
             ..
         } = self;
         // The client's body is read while its response is written: two
@@ -369,6 +371,7 @@ impl Connection {
         // only a pump that finished says the whole body left (and was
         // consumed from `buf`).
         let request_done = matches!(sent, Some(Ok(())));
+        *body_unread = !request_done;
         let meta = match head {
             Ok(meta) => meta,
             Err((error, any_bytes)) => {
