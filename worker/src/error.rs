@@ -43,6 +43,10 @@ pub(crate) enum UpstreamError {
     /// The chunked response body is malformed.
     #[error("malformed chunked response body: {0}")]
     BadChunk(ChunkError),
+    /// A 101 came before the whole request body was sent: the tunnel could
+    /// not carry the rest of the body in order.
+    #[error("101 Switching Protocols before the request body was sent")]
+    EarlySwitch,
 }
 
 impl UpstreamError {

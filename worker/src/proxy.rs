@@ -390,6 +390,14 @@ impl Connection {
         };
 
         if meta.status == 101 {
+            // The body pump stopped where it was: bytes it had taken may be
+            // half written upstream or held in a splice pipe, and would be
+            // sent twice or lost ahead of the tunnel's. An upgrade request
+            // has no body as a rule, so a switch before the whole body went
+            // up is refused (nothing reached the client yet).
+            if !request_done {
+                return Err(Early::upstream(UpstreamError::EarlySwitch, false, false));
+            }
             set_nodelay(client_wr, nodelay);
             heads::finish_head(response_head, None, false, ConnectionField::Upgrade);
             let idle = worker.config.http.tunnel_timeout;

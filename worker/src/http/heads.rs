@@ -7,14 +7,17 @@
 use super::request::RequestHead;
 use super::response::ResponseHead;
 use super::{
-    list_items, push_decimal, push_ip, reason, write_date_header, write_number_header, Framing,
-    Version,
+    is_forwarded_upgrade, list_items, push_decimal, push_ip, reason, write_date_header,
+    write_number_header, Framing, Version,
 };
 use std::net::IpAddr;
 
-/// Fields that describe one connection, never forwarded (RFC 9110 §7.6.1).
-const HOP_BY_HOP: [&[u8]; 7] = [
+/// Fields that describe one connection, never forwarded (RFC 9110 §7.6.1);
+/// `HTTP2-Settings` belongs to an `h2c` upgrade, which is never forwarded
+/// (RFC 9113 §3.2.1 calls it connection-specific).
+const HOP_BY_HOP: [&[u8]; 8] = [
     b"connection",
+    b"http2-settings",
     b"keep-alive",
     b"proxy-connection",
     b"te",
@@ -76,13 +79,34 @@ fn write_field(out: &mut Vec<u8>, name: &[u8], value: &[u8]) {
     out.extend_from_slice(b"\r\n");
 }
 
+/// Writes an `Upgrade` field with the protocols forwarded (not `h2c`), if
+/// any is left.
+fn write_upgrade(out: &mut Vec<u8>, name: &[u8], value: &[u8]) {
+    if list_items(value).all(is_forwarded_upgrade) {
+        return write_field(out, name, value);
+    }
+    let mut tokens = list_items(value).filter(|t| is_forwarded_upgrade(t));
+    let Some(first) = tokens.next() else {
+        return;
+    };
+    out.extend_from_slice(name);
+    out.extend_from_slice(b": ");
+    out.extend_from_slice(first);
+    for t in tokens {
+        out.extend_from_slice(b", ");
+        out.extend_from_slice(t);
+    }
+    out.extend_from_slice(b"\r\n");
+}
+
 /// Writes into `out` (cleared first) the head forwarded upstream for `req`,
 /// from a client at `client_ip`, with a `Via` naming `via` if set, and an
 /// `X-Request-Id` of `request_id` if set (among the fields prefork adds).
 ///
 /// `Upgrade` is forwarded (with `Connection: upgrade`) only when the client
-/// asked to upgrade. `Expect` never is: prefork answers `100 Continue`
-/// itself (as nginx does), so the upstream never waits on an expectation.
+/// asked to upgrade, and never with `h2c` (nor `HTTP2-Settings`). `Expect`
+/// never is: prefork answers `100 Continue` itself (as nginx does), so the
+/// upstream never waits on an expectation.
 pub(crate) fn request_head(
     out: &mut Vec<u8>,
     req: &RequestHead<'_, '_>,
@@ -114,14 +138,15 @@ pub(crate) fn request_head(
             host_written = true;
         } else if name.eq_ignore_ascii_case(b"x-forwarded-for") {
             has_forwarded_for = true;
-        } else if (req.upgrade && name.eq_ignore_ascii_case(b"upgrade"))
-            || !(is_hop_by_hop(name)
-                || named.contains(name)
-                || name.eq_ignore_ascii_case(b"content-length")
-                || (via.is_some() && name.eq_ignore_ascii_case(b"via"))
-                || name.eq_ignore_ascii_case(b"expect")
-                || name.eq_ignore_ascii_case(b"x-forwarded-proto")
-                || name.eq_ignore_ascii_case(b"x-forwarded-host"))
+        } else if req.upgrade && name.eq_ignore_ascii_case(b"upgrade") {
+            write_upgrade(out, name, h.value);
+        } else if !(is_hop_by_hop(name)
+            || named.contains(name)
+            || name.eq_ignore_ascii_case(b"content-length")
+            || (via.is_some() && name.eq_ignore_ascii_case(b"via"))
+            || name.eq_ignore_ascii_case(b"expect")
+            || name.eq_ignore_ascii_case(b"x-forwarded-proto")
+            || name.eq_ignore_ascii_case(b"x-forwarded-host"))
         {
             write_field(out, name, h.value);
         }
@@ -433,6 +458,39 @@ mod tests {
         assert_eq!(
             String::from_utf8(out).unwrap(),
             "HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nVia: 1.1 o, 1.0 p\r\nConnection: upgrade\r\n\r\n"
+        );
+    }
+
+    /// h2c smuggling: an `h2c` upgrade is never forwarded, nor is
+    /// `HTTP2-Settings` (named in `Connection` or not).
+    #[test]
+    fn h2c_and_http2_settings_are_never_forwarded() {
+        for connection in ["Upgrade, HTTP2-Settings", "Upgrade", "keep-alive"] {
+            let out = forwarded(
+                &format!(
+                    "GET / HTTP/1.1\r\nHost: h\r\nConnection: {connection}\r\nUpgrade: h2c\r\n\
+                     HTTP2-Settings: AAMAAABkAAQCAAAAAAIAAAAA\r\nX-A: 1\r\n\r\n"
+                ),
+                "1.2.3.4",
+            );
+            assert_eq!(
+                out,
+                "GET / HTTP/1.1\r\nHost: h\r\nX-A: 1\r\nX-Forwarded-For: 1.2.3.4\r\n\
+                 X-Forwarded-Proto: http\r\nX-Forwarded-Host: h\r\n\r\n",
+                "{connection}"
+            );
+        }
+        // Other protocols offered along with h2c are forwarded alone.
+        let out = forwarded(
+            "GET / HTTP/1.1\r\nHost: h\r\nConnection: Upgrade, HTTP2-Settings\r\nUpgrade: h2c, foo/1 , H2C,bar\r\n\
+             Upgrade: h2c\r\nupgrade: websocket\r\nHTTP2-Settings: AAMAAABkAAQCAAAAAAIAAAAA\r\n\r\n",
+            "1.2.3.4",
+        );
+        assert_eq!(
+            out,
+            "GET / HTTP/1.1\r\nHost: h\r\nUpgrade: foo/1, bar\r\nupgrade: websocket\r\n\
+             X-Forwarded-For: 1.2.3.4\r\nX-Forwarded-Proto: http\r\nX-Forwarded-Host: h\r\n\
+             Connection: upgrade\r\n\r\n"
         );
     }
 

@@ -69,6 +69,14 @@ pub(crate) fn list_items(value: &[u8]) -> impl Iterator<Item = &[u8]> {
         .filter(|item| !item.is_empty())
 }
 
+/// Whether an `Upgrade` protocol token is forwarded: every one but `h2c`
+/// (cleartext HTTP/2), whose upgrade would hand the client a raw HTTP/2
+/// connection to the upstream, past prefork's routing ("h2c smuggling"; as
+/// Envoy does).
+pub(crate) fn is_forwarded_upgrade(token: &[u8]) -> bool {
+    !token.eq_ignore_ascii_case(b"h2c")
+}
+
 /// Why a `Content-Length` was refused.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) struct BadContentLength;

@@ -1,6 +1,6 @@
 //! Parsing and validating a client's request head.
 
-use super::{list_items, merge_content_length, Framing, Version};
+use super::{is_forwarded_upgrade, list_items, merge_content_length, Framing, Version};
 use prefork_shared::config::HttpLimits;
 use std::borrow::Cow;
 use std::mem::MaybeUninit;
@@ -29,7 +29,8 @@ pub(crate) struct RequestHead<'h, 'b> {
     /// Whether the client allows the connection to stay open afterwards.
     pub keep_alive: bool,
     /// Whether the client asks to switch protocols (HTTP/1.1 with `Upgrade`
-    /// and a `Connection: upgrade`): the `Upgrade` field is then forwarded.
+    /// and a `Connection: upgrade`) to a protocol prefork forwards (not
+    /// `h2c`): the `Upgrade` field is then forwarded, without `h2c`.
     pub upgrade: bool,
     /// Whether an HTTP/1.1 client with a body sent `Expect: 100-continue`
     /// and may wait for a `100 Continue` before sending the body.
@@ -177,7 +178,7 @@ pub(crate) fn parse<'h, 'b>(
                 upgrade_token |= token.eq_ignore_ascii_case(b"upgrade");
             }
         } else if name.eq_ignore_ascii_case(b"upgrade") {
-            upgrade_field |= list_items(h.value).next().is_some();
+            upgrade_field |= list_items(h.value).any(is_forwarded_upgrade);
         } else if name.eq_ignore_ascii_case(b"expect") {
             expect_continue |= h.value.trim_ascii().eq_ignore_ascii_case(b"100-continue");
         }
@@ -596,6 +597,16 @@ mod tests {
         ));
         assert!(!upgrade(
             "GET / HTTP/1.0\r\nConnection: upgrade\r\nUpgrade: websocket\r\n\r\n"
+        ));
+        // h2c is never an upgrade prefork forwards: nothing else is offered.
+        assert!(!upgrade(
+            "GET / HTTP/1.1\r\nHost: a\r\nConnection: Upgrade, HTTP2-Settings\r\nUpgrade: h2c\r\n\r\n"
+        ));
+        assert!(!upgrade(
+            "GET / HTTP/1.1\r\nHost: a\r\nConnection: Upgrade\r\nUpgrade: H2C, \r\n\r\n"
+        ));
+        assert!(upgrade(
+            "GET / HTTP/1.1\r\nHost: a\r\nConnection: Upgrade\r\nUpgrade: h2c\r\nUpgrade: foo\r\n\r\n"
         ));
     }
 
