@@ -191,3 +191,53 @@ fn line_of(text: &str, needle: &str) -> usize {
         .map(|i| i + 1)
         .unwrap_or_else(|| panic!("{needle:?} not in the config"))
 }
+
+#[test]
+fn top_refuses_a_delay_that_is_not_a_number_of_seconds() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("c.toml");
+    fs::write(&path, good_config(dir.path())).unwrap();
+    for delay in ["nan", "0", "-1", "inf"] {
+        let out = prefork::run(
+            &[
+                "top",
+                &format!("--delay={delay}"),
+                "-n",
+                "1",
+                "-c",
+                path.to_str().unwrap(),
+            ],
+            TIMEOUT,
+        );
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(2), "-d {delay}: {stderr}");
+        assert!(!stderr.contains("panicked"), "-d {delay}: {stderr}");
+        assert!(stderr.contains("--delay"), "-d {delay}: {stderr}");
+    }
+}
+
+#[test]
+fn signal_refuses_a_stale_pid_file_naming_another_process() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("c.toml");
+    fs::write(&path, good_config(dir.path())).unwrap();
+    // The pid file of a master that was killed, its pid since reused.
+    let mut bystander = std::process::Command::new("sleep")
+        .arg("30")
+        .spawn()
+        .unwrap();
+    fs::write(
+        dir.path().join("never.pid"),
+        format!("{}\n", bystander.id()),
+    )
+    .unwrap();
+    let out = prefork::run(&["-s", "stop", "-c", path.to_str().unwrap()], TIMEOUT);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    std::thread::sleep(Duration::from_millis(200));
+    let alive = bystander.try_wait().unwrap().is_none();
+    let _ = bystander.kill();
+    let _ = bystander.wait();
+    assert!(alive, "prefork -s stop killed an unrelated process");
+    assert_eq!(out.status.code(), Some(1), "stderr: {stderr}");
+    assert!(stderr.contains("not a running prefork"), "{stderr}");
+}

@@ -69,12 +69,23 @@ pub enum Role {
         #[arg(short = 'c', long = "config", default_value = DEFAULT_CONFIG)]
         config: PathBuf,
         /// Seconds between refreshes.
-        #[arg(short = 'd', long = "delay", default_value_t = 1.0)]
+        #[arg(short = 'd', long = "delay", default_value_t = 1.0, value_parser = parse_delay)]
         delay: f64,
         /// Stop after this many refreshes.
         #[arg(short = 'n', long = "iterations")]
         iterations: Option<u64>,
     },
+}
+
+/// `top -d`: a finite number of seconds above zero (`nan` or `inf` would
+/// make no refresh interval).
+fn parse_delay(text: &str) -> Result<f64, String> {
+    match text.trim().parse::<f64>() {
+        Ok(d) if d.is_finite() && d > 0.0 => Ok(d),
+        _ => Err(format!(
+            "expected a number of seconds above 0, found {text:?}"
+        )),
+    }
 }
 
 /// Signals `-s` can send.
@@ -143,6 +154,15 @@ pub fn send_signal(path: &Path, name: SignalName) -> i32 {
             return exit::FAILURE;
         }
     };
+    // A pid file left behind by a master that was killed may name a pid
+    // since reused by an unrelated process: never signal that.
+    if !pidfile::is_prefork(pid) {
+        eprintln!(
+            "prefork: {} names pid {pid}, which is not a running prefork (stale pid file); is prefork running?",
+            config.pid_file.display()
+        );
+        return exit::FAILURE;
+    }
     match nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid), name.signal()) {
         Ok(()) => {
             println!(

@@ -80,7 +80,8 @@ pub fn remove(path: &Path) {
 }
 
 /// Whether `pid` is a live prefork process (not a reused pid).
-fn is_prefork(pid: i32) -> bool {
+/// Whether `pid` is a live process running prefork.
+pub fn is_prefork(pid: i32) -> bool {
     std::fs::read(format!("/proc/{pid}/cmdline"))
         .is_ok_and(|cmdline| String::from_utf8_lossy(&cmdline).contains("prefork"))
 }

@@ -8,7 +8,7 @@ use crate::config::{
     Balance, Config, FixedResponse, HealthCheck, HostMatch, HttpLimits, Listen, LogConfig,
     LogTarget, Route, RouteAction, Server, Upstream,
 };
-use crate::config_locate::{key_at, line_at, line_of, KeyPath};
+use crate::config_locate::{duplicate_key_at, key_at, line_at, line_of, KeyPath};
 use crate::cpus;
 use serde::Deserialize;
 use std::collections::{BTreeMap, HashSet};
@@ -28,6 +28,14 @@ pub const DEFAULT_WORKER_TIMEOUT: Duration = Duration::from_secs(30);
 pub const DEFAULT_PID_FILE: &str = "/tmp/prefork.pid";
 /// Largest server `weight`.
 pub const MAX_WEIGHT: i64 = 1000;
+/// Longest duration any key takes: longer ones are absurd, and one far
+/// longer overflows the clock arithmetic of the timers it arms.
+pub const MAX_DURATION: Duration = Duration::from_secs(365 * 24 * 3600);
+/// Shortest `worker_timeout`: workers beat every quarter of it but at most
+/// every 50 ms, so a shorter one has healthy workers killed as hung.
+pub const MIN_WORKER_TIMEOUT: Duration = Duration::from_secs(1);
+/// Largest `max_request_headers`: each request reserves that many slots.
+pub const MAX_REQUEST_HEADERS: usize = 10_000;
 
 /// Why a config file could not be used.
 #[derive(Debug, thiserror::Error)]
@@ -90,11 +98,27 @@ impl fmt::Display for Problems<'_> {
 
 /// Reads and validates the config file at `path`.
 pub fn load(path: &Path) -> Result<Config, ConfigError> {
-    let source = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+    let bytes = std::fs::read(path).map_err(|source| ConfigError::Read {
         file: path.to_owned(),
         source,
     })?;
-    parse(path, &source)
+    match std::str::from_utf8(&bytes) {
+        Ok(source) => parse(path, source),
+        Err(e) => {
+            let valid = &bytes[..e.valid_up_to()];
+            Err(ConfigError::Invalid {
+                problems: vec![Problem {
+                    file: path.to_owned(),
+                    line: Some(valid.iter().filter(|&&b| b == b'\n').count() + 1),
+                    key: String::new(),
+                    message: format!(
+                        "invalid UTF-8 at byte {}: a TOML file must be UTF-8",
+                        e.valid_up_to()
+                    ),
+                }],
+            })
+        }
+    }
 }
 
 /// Validates config text; `path` is used for messages and kept in the result.
@@ -105,7 +129,7 @@ pub fn parse(path: &Path, source: &str) -> Result<Config, ConfigError> {
             line: e.span().map(|s| line_at(source, s.start)),
             key: e
                 .span()
-                .and_then(|s| key_at(source, s.start))
+                .and_then(|s| key_at(source, s.start).or_else(|| duplicate_key_at(source, s)))
                 .map(|k| k.to_string())
                 .unwrap_or_default(),
             message: e.message().trim().to_owned(),
@@ -321,6 +345,10 @@ impl Validator<'_> {
                 self.problem(&path, "must be longer than zero");
                 default
             }
+            Ok(d) if d > MAX_DURATION => {
+                self.problem(&path, format!("must be at most 365 days (found {text:?})"));
+                default
+            }
             Ok(d) => d,
             Err(e) => {
                 self.problem(
@@ -367,12 +395,21 @@ impl Validator<'_> {
                 1024,
                 defaults.max_request_header_size,
             ),
-            max_request_headers: self.at_least(
+            max_request_headers: match self.at_least(
                 root.key("max_request_headers"),
                 raw.max_request_headers,
                 1,
                 defaults.max_request_headers,
-            ),
+            ) {
+                n if n > MAX_REQUEST_HEADERS => {
+                    self.problem(
+                        &root.key("max_request_headers"),
+                        format!("must be at most {MAX_REQUEST_HEADERS} (found {n})"),
+                    );
+                    defaults.max_request_headers
+                }
+                n => n,
+            },
             max_uri_length: self.at_least(
                 root.key("max_uri_length"),
                 raw.max_uri_length,
@@ -404,11 +441,18 @@ impl Validator<'_> {
             raw.shutdown_timeout.as_deref(),
             Duration::from_secs(30),
         );
-        let worker_timeout = self.duration(
+        let mut worker_timeout = self.duration(
             root.key("worker_timeout"),
             raw.worker_timeout.as_deref(),
             DEFAULT_WORKER_TIMEOUT,
         );
+        if worker_timeout < MIN_WORKER_TIMEOUT {
+            self.problem(
+                &root.key("worker_timeout"),
+                "must be at least 1s: healthy workers would be killed as hung",
+            );
+            worker_timeout = DEFAULT_WORKER_TIMEOUT;
+        }
         let user = match raw.user {
             Some(u) if u.trim().is_empty() => {
                 self.problem(&root.key("user"), "must not be empty");
@@ -425,6 +469,24 @@ impl Validator<'_> {
             .unwrap_or_else(|| PathBuf::from(DEFAULT_PID_FILE));
         let control_socket = self.control_socket(raw.control_socket, &pid_file);
         let admin = self.admin(root.key("admin"), raw.admin);
+        if let Some(a) = &admin {
+            let clash = listen.iter().find(|l| {
+                l.addr.port() == a.addr.port()
+                    && l.addr.is_ipv4() == a.addr.is_ipv4()
+                    && (l.addr.ip() == a.addr.ip()
+                        || l.addr.ip().is_unspecified()
+                        || a.addr.ip().is_unspecified())
+            });
+            if let Some(l) = clash {
+                self.problem(
+                    &root.key("admin").key("addr"),
+                    format!(
+                        "{} overlaps listen address {}: both cannot be bound",
+                        a.addr, l.addr
+                    ),
+                );
+            }
+        }
         Config {
             source: self.file.to_owned(),
             workers,
@@ -638,8 +700,38 @@ impl Validator<'_> {
                     continue;
                 }
             };
+            if addr.port() == 0 {
+                self.problem(
+                    &key,
+                    format!(
+                        "port 0 is not a port clients can reach (found {:?})",
+                        l.addr
+                    ),
+                );
+                continue;
+            }
             if !seen.insert(addr) {
                 self.problem(&key, format!("duplicate listen address {addr}"));
+                continue;
+            }
+            let reuseport = l.reuseport.unwrap_or(false);
+            // A wildcard and a specific address of the same family and port
+            // cannot both be bound (IPv6 sockets are IPV6_V6ONLY), unless
+            // both set SO_REUSEPORT.
+            let overlapping = out.iter().find(|o: &&Listen| {
+                o.addr.port() == addr.port()
+                    && o.addr.is_ipv4() == addr.is_ipv4()
+                    && (o.addr.ip().is_unspecified() || addr.ip().is_unspecified())
+                    && !(o.reuseport && reuseport)
+            });
+            if let Some(o) = overlapping {
+                self.problem(
+                    &key,
+                    format!(
+                        "{addr} overlaps listen address {}: both cannot be bound",
+                        o.addr
+                    ),
+                );
                 continue;
             }
             let backlog = match l.backlog {
@@ -653,7 +745,7 @@ impl Validator<'_> {
             out.push(Listen {
                 addr,
                 backlog,
-                reuseport: l.reuseport.unwrap_or(false),
+                reuseport,
                 defer_accept: l.defer_accept.unwrap_or(true),
             });
         }
@@ -795,6 +887,7 @@ impl Validator<'_> {
         upstreams: &BTreeMap<String, Upstream>,
     ) -> Vec<Route> {
         let mut out = Vec::new();
+        let mut seen: Vec<(HostMatch, String, usize)> = Vec::new();
         for (i, r) in raw.into_iter().enumerate() {
             let p = path.index(i);
             let host = match r.host {
@@ -812,6 +905,20 @@ impl Validator<'_> {
                 self.problem(
                     &p.key("path"),
                     format!("must start with '/' (found {route_path:?})"),
+                );
+                continue;
+            }
+            // Routing sees the target without its query; a request target
+            // holds no spaces or control characters.
+            if route_path
+                .bytes()
+                .any(|b| b == b'?' || b == b'#' || b == b' ' || b.is_ascii_control())
+            {
+                self.problem(
+                    &p.key("path"),
+                    format!(
+                        "no request path holds '?', '#', spaces or control characters: this route can never match (found {route_path:?})"
+                    ),
                 );
                 continue;
             }
@@ -850,6 +957,19 @@ impl Validator<'_> {
                     None => continue,
                 },
             };
+            if let Some((_, _, first)) = seen
+                .iter()
+                .find(|(h, rp, _)| *h == host && *rp == route_path)
+            {
+                self.problem(
+                    &p,
+                    format!(
+                        "same host and path as routes[{first}], which always wins: this route can never match"
+                    ),
+                );
+                continue;
+            }
+            seen.push((host.clone(), route_path.clone(), i));
             let access_log = self.route_access_log(p.key("access_log"), r.access_log);
             let max_body_size = r
                 .max_body_size
@@ -871,6 +991,13 @@ impl Validator<'_> {
             self.problem(
                 &path.key("status"),
                 format!("must be between 200 and 599 (found {status})"),
+            );
+            return None;
+        }
+        if matches!(status, 204 | 304) && raw.body.as_deref().is_some_and(|b| !b.is_empty()) {
+            self.problem(
+                &path.key("body"),
+                format!("a {status} response has no body"),
             );
             return None;
         }
@@ -920,6 +1047,14 @@ fn parse_host(raw: &str) -> Result<HostMatch, String> {
                 b.is_ascii_alphanumeric() || matches!(b, b'-' | b'.' | b'_' | b'[' | b']' | b':')
             })
     };
+    // The request's host is matched without its port: a ':' outside an
+    // IPv6 literal's brackets could never match.
+    let port_like = |s: &str| s.rsplit_once(']').map_or(s, |(_, rest)| rest).contains(':');
+    if port_like(&host) {
+        return Err(format!(
+            "invalid host {raw:?}: write it without a port (requests are matched by host alone)"
+        ));
+    }
     if let Some(suffix) = host.strip_prefix("*.") {
         if valid(suffix) && !suffix.contains('*') {
             return Ok(HostMatch::Suffix(format!(".{suffix}")));
@@ -1318,6 +1453,179 @@ health_check = { path = "health", fails = 0, interval = "often" }
         let e = parse_err("[[routes]]\nrespond = { body = \"x\" }\nmax_body_size = -1\n");
         assert!(
             e.starts_with("t.toml:3: routes[0].max_body_size: must not be negative"),
+            "{e}"
+        );
+    }
+
+    #[test]
+    fn durations_that_would_overflow_or_kill_healthy_workers_are_refused() {
+        for key in [
+            "worker_timeout",
+            "shutdown_timeout",
+            "client_header_timeout",
+        ] {
+            let e = parse_err(&format!("{key} = \"18446744073709551615s\"\n"));
+            assert!(
+                e.starts_with(&format!("t.toml:1: {key}: must be at most 365 days")),
+                "{e}"
+            );
+        }
+        let e = parse_err(
+            "[upstreams.a]\nservers = [\"127.0.0.1:1\"]\nfail_timeout = \"500000000000y\"\n",
+        );
+        assert!(
+            e.starts_with("t.toml:3: upstreams.a.fail_timeout: must be at most 365 days"),
+            "{e}"
+        );
+        assert_eq!(
+            parse_ok("tunnel_timeout = \"365d\"").http.tunnel_timeout,
+            MAX_DURATION
+        );
+        let e = parse_err("worker_timeout = \"10ms\"\n");
+        assert!(
+            e.starts_with("t.toml:1: worker_timeout: must be at least 1s"),
+            "{e}"
+        );
+        assert_eq!(
+            parse_ok("worker_timeout = \"1s\"").worker_timeout,
+            Duration::from_secs(1)
+        );
+    }
+
+    #[test]
+    fn max_request_headers_is_bounded() {
+        let e = parse_err("max_request_headers = 9223372036854775807\n");
+        assert!(
+            e.starts_with("t.toml:1: max_request_headers: must be at most 10000"),
+            "{e}"
+        );
+        assert_eq!(
+            parse_ok("max_request_headers = 10000")
+                .http
+                .max_request_headers,
+            10_000
+        );
+    }
+
+    #[test]
+    fn listen_addresses_that_cannot_be_bound_are_refused() {
+        let e = parse_err("[[listen]]\naddr = \"127.0.0.1:0\"\n");
+        assert!(e.starts_with("t.toml:2: listen[0].addr: port 0"), "{e}");
+        let e = parse_err(
+            "[[listen]]\naddr = \"0.0.0.0:8080\"\n[[listen]]\naddr = \"127.0.0.1:8080\"\n",
+        );
+        assert!(
+            e.starts_with(
+                "t.toml:4: listen[1].addr: 127.0.0.1:8080 overlaps listen address 0.0.0.0:8080"
+            ),
+            "{e}"
+        );
+        let e = parse_err("[[listen]]\naddr = \"[::1]:8080\"\n[[listen]]\naddr = \"[::]:8080\"\n");
+        assert!(
+            e.starts_with("t.toml:4: listen[1].addr: [::]:8080 overlaps"),
+            "{e}"
+        );
+        // Different families (IPv6 sockets are v6-only), or both reuseport.
+        parse_ok("[[listen]]\naddr = \"0.0.0.0:8080\"\n[[listen]]\naddr = \"[::]:8080\"\n");
+        parse_ok(
+            "[[listen]]\naddr = \"0.0.0.0:8080\"\nreuseport = true\n[[listen]]\naddr = \"127.0.0.1:8080\"\nreuseport = true\n",
+        );
+        let e = parse_err("[admin]\naddr = \"127.0.0.1:0\"\n");
+        assert!(e.starts_with("t.toml:2: admin.addr: port 0"), "{e}");
+        let e = parse_err(
+            "[[listen]]\naddr = \"127.0.0.1:8080\"\n[admin]\naddr = \"127.0.0.1:8080\"\n",
+        );
+        assert!(
+            e.starts_with(
+                "t.toml:4: admin.addr: 127.0.0.1:8080 overlaps listen address 127.0.0.1:8080"
+            ),
+            "{e}"
+        );
+        let e = parse_err("[admin]\naddr = \"127.0.0.1:80\"\n");
+        assert!(
+            e.contains("admin.addr: 127.0.0.1:80 overlaps listen address 0.0.0.0:80"),
+            "{e}"
+        );
+    }
+
+    #[test]
+    fn routes_that_can_never_match_are_refused() {
+        let up = "[upstreams.a]\nservers = [\"127.0.0.1:1\"]\n";
+        let e = parse_err(&format!(
+            "{up}[[routes]]\nhost = \"A.local\"\nupstream = \"a\"\n[[routes]]\nhost = \"a.local\"\npath = \"/\"\nupstream = \"a\"\n"
+        ));
+        assert!(
+            e.starts_with("t.toml:6: routes[1]: same host and path as routes[0]"),
+            "{e}"
+        );
+        let e = parse_err(&format!(
+            "{up}[[routes]]\nhost = \"a.local:8080\"\nupstream = \"a\"\n"
+        ));
+        assert!(
+            e.starts_with(
+                "t.toml:4: routes[0].host: invalid host \"a.local:8080\": write it without a port"
+            ),
+            "{e}"
+        );
+        assert_eq!(
+            parse_ok(&format!(
+                "{up}[[routes]]\nhost = \"[::1]\"\nupstream = \"a\"\n"
+            ))
+            .routes[0]
+                .host,
+            HostMatch::Exact("[::1]".into())
+        );
+        for bad in ["/a?b", "/a#b", "/a b", "/a\\t"] {
+            let e = parse_err(&format!(
+                "{up}[[routes]]\npath = \"{bad}\"\nupstream = \"a\"\n"
+            ));
+            assert!(
+                e.starts_with("t.toml:4: routes[0].path: no request path holds"),
+                "{bad}: {e}"
+            );
+        }
+        // Same path under different hosts is fine.
+        parse_ok(&format!(
+            "{up}[[routes]]\nhost = \"a\"\nupstream = \"a\"\n[[routes]]\nhost = \"b\"\nupstream = \"a\"\n"
+        ));
+    }
+
+    #[test]
+    fn fixed_204_and_304_responses_take_no_body() {
+        for status in [204, 304] {
+            let e = parse_err(&format!(
+                "[[routes]]\nrespond = {{ status = {status}, body = \"x\" }}\n"
+            ));
+            assert!(
+                e.starts_with(&format!(
+                    "t.toml:2: routes[0].respond.body: a {status} response has no body"
+                )),
+                "{e}"
+            );
+            parse_ok(&format!("[[routes]]\nrespond = {{ status = {status} }}\n"));
+        }
+    }
+
+    #[test]
+    fn non_utf8_bytes_name_their_line() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("t.toml");
+        std::fs::write(&path, b"workers = 1\nuser = \"\xff\"\n").unwrap();
+        let e = load(&path).unwrap_err().to_string();
+        assert_eq!(
+            e,
+            format!(
+                "{}:2: invalid UTF-8 at byte 20: a TOML file must be UTF-8",
+                path.display()
+            )
+        );
+    }
+
+    #[test]
+    fn a_duplicate_key_is_named() {
+        let e = parse_err("workers = 1\n[log]\naccess_log = \"off\"\naccess_log = \"stdout\"\n");
+        assert!(
+            e.starts_with("t.toml:4: log.access_log: duplicate key"),
             "{e}"
         );
     }

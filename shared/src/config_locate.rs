@@ -114,6 +114,25 @@ fn visit(value: &DeValue<'_>, path: &KeyPath, offset: usize, best: &mut Option<K
     }
 }
 
+/// The path of the key whose name spans `span` when the parser rejected it
+/// as a duplicate (the source then does not parse, so [`key_at`] finds
+/// nothing): the key is renamed to a unique name and looked up again.
+pub fn duplicate_key_at(source: &str, span: std::ops::Range<usize>) -> Option<KeyPath> {
+    const PLACEHOLDER: &str = "prefork duplicate key";
+    let name = source.get(span.clone())?;
+    let renamed = format!(
+        "{}\"{PLACEHOLDER}\"{}",
+        &source[..span.start],
+        &source[span.end..]
+    );
+    let mut path = key_at(&renamed, span.start + 1)?;
+    match path.0.last_mut() {
+        Some(Seg::Key(k)) if k == PLACEHOLDER => *k = name.to_owned(),
+        _ => return None,
+    }
+    Some(path)
+}
+
 /// The 1-based line containing byte `offset`.
 pub fn line_at(source: &str, offset: usize) -> usize {
     let end = offset.min(source.len());
@@ -153,6 +172,24 @@ mod tests {
             key_at(SRC, offset).unwrap().to_string(),
             "upstreams.app.servers[0]"
         );
+    }
+
+    #[test]
+    fn names_a_duplicate_key_with_its_path() {
+        let dup = |src: &str| {
+            let e = toml::from_str::<toml::Table>(src).unwrap_err();
+            duplicate_key_at(src, e.span().unwrap()).map(|p| p.to_string())
+        };
+        assert_eq!(
+            dup("workers = 1\nworkers = 2\n").as_deref(),
+            Some("workers")
+        );
+        assert_eq!(dup("[log]\n[log]\n").as_deref(), Some("log"));
+        assert_eq!(
+            dup("[[routes]]\npath = \"/\"\n[[routes]]\npath = \"/\"\npath = \"/x\"\n").as_deref(),
+            Some("routes[1].path")
+        );
+        assert_eq!(dup("a.b = 1\na.b = 2\n").as_deref(), Some("a.b"));
     }
 
     #[test]

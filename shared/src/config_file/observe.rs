@@ -42,6 +42,13 @@ impl Validator<'_> {
             return None;
         };
         match text.parse::<SocketAddr>() {
+            Ok(addr) if addr.port() == 0 => {
+                self.problem(
+                    &key,
+                    format!("port 0 is not a port clients can reach (found {text:?})"),
+                );
+                None
+            }
             Ok(addr) => Some(Admin { addr }),
             Err(_) => {
                 self.problem(
