@@ -527,3 +527,74 @@ fn cli_stop_stops_the_master() {
         .iter()
         .all(|w| !w.is_alive())));
 }
+
+#[test]
+fn a_hot_reload_that_shortens_worker_timeout_kills_no_healthy_worker() {
+    // worker_timeout 30 s: the workers beat every 5 s.
+    let p = Prefork::start(Setup::new(2).top("worker_timeout = \"30s\""));
+    let before = p.workers();
+    // The same config with a 1 s limit: a hot reload.
+    let text = p
+        .config_for("")
+        .replace("worker_timeout = \"30s\"", "worker_timeout = \"1s\"");
+    p.write_raw_config(&text);
+    p.signal(Signal::SIGHUP);
+    wait_reconfigured(&p, 2);
+    // Well past the 1 s limit and the old 5 s beat interval.
+    let replaced = wait_until(Duration::from_secs(7), || {
+        p.error_log().contains("stopped answering heartbeats")
+            || pids(&p.workers()) != pids(&before)
+    });
+    assert!(
+        !replaced,
+        "healthy workers were killed as hung after the reload: {:?} -> {:?}\n{}",
+        pids(&before),
+        pids(&p.workers()),
+        p.logs()
+    );
+}
+
+#[test]
+fn a_crashed_worker_of_the_serving_generation_is_replaced_while_the_next_one_cannot_start() {
+    let p = Prefork::start(Setup::new(1));
+    p.expect_log_errors();
+    let old = p.workers();
+    // A new generation (workers changed) whose workers cannot open their
+    // access log: they never become ready, generation 1 keeps serving.
+    let text = p
+        .config_for("")
+        .replace("workers = 1", "workers = 2")
+        .replace(
+            &format!("{}/access.log", p.dir().display()),
+            &format!("{}/missing/access.log", p.dir().display()),
+        );
+    p.write_raw_config(&text);
+    p.signal(Signal::SIGHUP);
+    assert!(
+        wait_until(Duration::from_secs(10), || p
+            .workers()
+            .iter()
+            .any(|w| w.generation() == Some(2))),
+        "generation 2 never started\n{}",
+        p.logs()
+    );
+    assert!(
+        crate::support::http::get(p.port(), crate::support::prefork::PROBE_HOST, "/")
+            .is_ok_and(|r| r.status == 200)
+    );
+    // The serving worker crashes.
+    nix::sys::signal::kill(nix::unistd::Pid::from_raw(old[0].pid), Signal::SIGKILL).unwrap();
+    let replaced = wait_until(Duration::from_secs(10), || {
+        p.workers()
+            .iter()
+            .any(|w| w.generation() == Some(1) && w.pid != old[0].pid)
+            && crate::support::http::get(p.port(), crate::support::prefork::PROBE_HOST, "/")
+                .is_ok_and(|r| r.status == 200)
+    });
+    assert!(
+        replaced,
+        "nothing serves: generation 1's worker was not replaced: {:?}\n{}",
+        p.workers(),
+        p.logs()
+    );
+}

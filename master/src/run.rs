@@ -402,7 +402,11 @@ impl Master {
                 generation,
                 pid,
             },
-            Err(reason) => Event::SpawnFailed { slot, reason },
+            Err(reason) => Event::SpawnFailed {
+                slot,
+                generation,
+                reason,
+            },
         }
     }
 
@@ -561,10 +565,14 @@ impl Master {
             .expect("the master always holds at least one configuration")
     }
 
-    /// Drops the setups of generations that have no worker left.
+    /// Drops the setups of generations that have no worker left (nor a
+    /// restart waiting).
     fn forget_old_setups(&mut self) {
         let current = self.supervisor.generation();
-        let oldest = self.supervisor.oldest_live_generation().unwrap_or(current);
+        let oldest = self
+            .supervisor
+            .oldest_needed_generation()
+            .unwrap_or(current);
         self.setups.retain(|g, _| *g >= oldest.min(current));
     }
 }

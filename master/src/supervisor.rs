@@ -63,6 +63,8 @@ pub enum Event {
     SpawnFailed {
         /// The slot it was meant to fill.
         slot: Slot,
+        /// The generation it was meant to run.
+        generation: Generation,
         /// Why it failed.
         reason: String,
     },
@@ -181,6 +183,9 @@ struct Worker {
     generation: Generation,
     started: Instant,
     state: WorkerState,
+    /// Its heartbeat limit: the `worker_timeout` of the config it runs
+    /// (it beats at an interval derived from that one).
+    timeout: Duration,
 }
 
 /// A binary upgrade in progress: the new master and when to give up on it.
@@ -215,6 +220,16 @@ pub struct Supervisor {
     upgrade: Option<Upgrade>,
     /// Whether [`Action::Serving`] was sent.
     announced: bool,
+    /// The newest generation that had every slot Ready: it serves until the
+    /// current one does.
+    serving: Option<Generation>,
+    /// Slots of `serving` (when older than the current generation) waiting
+    /// to be restarted, and when: it keeps serving while the new one starts.
+    pending_serving: BTreeMap<Slot, Instant>,
+    /// Consecutive quick failures per slot of `pending_serving`.
+    serving_failures: BTreeMap<Slot, u32>,
+    /// The heartbeat limit of `serving`'s configuration.
+    serving_timeout: Duration,
 }
 
 /// The timeouts a configuration gives the supervisor.
@@ -242,6 +257,10 @@ impl Supervisor {
             restarts: BTreeMap::new(),
             upgrade: None,
             announced: false,
+            serving: None,
+            pending_serving: BTreeMap::new(),
+            serving_failures: BTreeMap::new(),
+            serving_timeout: timeouts.worker_timeout,
         }
     }
 
@@ -288,9 +307,23 @@ impl Supervisor {
         self.workers.values().map(|w| w.generation).min()
     }
 
+    /// The oldest generation whose configuration is still needed: one with
+    /// a live worker, or with a restart waiting.
+    pub fn oldest_needed_generation(&self) -> Option<Generation> {
+        let waiting = self.serving.filter(|_| !self.pending_serving.is_empty());
+        self.oldest_live_generation()
+            .into_iter()
+            .chain(waiting)
+            .min()
+    }
+
     /// When [`Event::Tick`] next needs to be delivered, if ever.
     pub fn next_wakeup(&self) -> Option<Instant> {
-        let pending = self.pending.values().copied();
+        let pending = self
+            .pending
+            .values()
+            .chain(self.pending_serving.values())
+            .copied();
         let workers = self.workers.values().filter_map(|w| match w.state {
             WorkerState::Starting { since } => Some(since + BOOT_TIMEOUT),
             WorkerState::Stopping {
@@ -298,7 +331,7 @@ impl Supervisor {
                 killed: false,
                 ..
             } => Some(deadline),
-            WorkerState::Ready { last_beat } => Some(last_beat + self.worker_timeout),
+            WorkerState::Ready { last_beat } => Some(last_beat + w.timeout),
             _ => None,
         });
         let upgrade = self.upgrade.map(|u| u.deadline);
@@ -319,9 +352,17 @@ impl Supervisor {
                 generation,
                 pid,
             } => self.on_spawned(slot, generation, pid, now, &mut actions),
-            Event::SpawnFailed { slot, reason } => {
+            Event::SpawnFailed {
+                slot,
+                generation,
+                reason,
+            } => {
                 error!(self.log, "cannot start worker"; "slot" => slot.0, "error" => reason);
-                self.schedule_restart(slot, true, now);
+                if generation == self.generation {
+                    self.schedule_restart(slot, true, now);
+                } else if Some(generation) == self.serving {
+                    self.schedule_serving_restart(slot, true, now);
+                }
             }
             Event::WorkerReady(pid) => self.on_ready(pid, now, &mut actions),
             Event::WorkerExited(pid, status) => self.on_exit(pid, status, now, &mut actions),
@@ -341,7 +382,7 @@ impl Supervisor {
             Event::Reconfigure {
                 shutdown_timeout,
                 worker_timeout,
-            } => self.on_reconfigure(shutdown_timeout, worker_timeout, &mut actions),
+            } => self.on_reconfigure(shutdown_timeout, worker_timeout, now, &mut actions),
             Event::Heartbeat(pid) => {
                 if let Some(w) = self.workers.get_mut(&pid) {
                     if let WorkerState::Ready { last_beat } = &mut w.state {
@@ -393,6 +434,11 @@ impl Supervisor {
                 generation,
                 started: now,
                 state,
+                timeout: if generation == self.generation {
+                    self.worker_timeout
+                } else {
+                    self.serving_timeout
+                },
             },
         );
     }
@@ -406,13 +452,26 @@ impl Supervisor {
         }
         worker.state = WorkerState::Ready { last_beat: now };
         info!(self.log, "worker ready"; "slot" => worker.slot.0, "worker_pid" => pid, "worker_generation" => worker.generation.0);
-        if worker.generation == self.generation && self.generation_ready() {
-            if !self.announced {
-                self.announced = true;
-                actions.push(Action::Serving);
-            }
-            self.retire_old_generations(now, actions);
+        if worker.generation == self.generation {
+            self.on_generation_ready(now, actions);
         }
+    }
+
+    /// Once every slot of the current generation is Ready: announces
+    /// [`Action::Serving`] (once) and drains the older generations.
+    fn on_generation_ready(&mut self, now: Instant, actions: &mut Vec<Action>) {
+        if !self.generation_ready() {
+            return;
+        }
+        if !self.announced {
+            self.announced = true;
+            actions.push(Action::Serving);
+        }
+        self.serving = Some(self.generation);
+        self.serving_timeout = self.worker_timeout;
+        self.pending_serving.clear();
+        self.serving_failures.clear();
+        self.retire_old_generations(now, actions);
     }
 
     /// Whether every slot of the current generation has a Ready worker.
@@ -484,6 +543,25 @@ impl Supervisor {
             }
             return;
         }
+        let boot_failure = status == ExitStatus::Code(exit::WORKER_BOOT_FAILURE)
+            || matches!(
+                worker.state,
+                WorkerState::Starting { .. } | WorkerState::BootTimedOut
+            );
+        let quick = boot_failure || lived < HEALTHY_UPTIME;
+        if !asked_to_stop
+            && worker.generation != self.generation
+            && Some(worker.generation) == self.serving
+        {
+            // The generation serving while the current one starts: it must
+            // keep its slots filled until the current one takes over.
+            let delay = self.schedule_serving_restart(worker.slot, quick, now);
+            *self.restarts.entry(worker.slot).or_insert(0) += 1;
+            warn!(self.log, "worker of the serving generation exited unexpectedly; restarting";
+                "slot" => worker.slot.0, "worker_pid" => pid, "worker_generation" => worker.generation.0,
+                "status" => %status, "restart_in_ms" => delay.as_millis() as u64);
+            return;
+        }
         if asked_to_stop
             || worker.generation != self.generation
             || worker.slot.0 as usize >= self.workers_wanted
@@ -492,15 +570,9 @@ impl Supervisor {
                 "worker_generation" => worker.generation.0, "status" => %status);
             return;
         }
-        let boot_failure = status == ExitStatus::Code(exit::WORKER_BOOT_FAILURE)
-            || matches!(
-                worker.state,
-                WorkerState::Starting { .. } | WorkerState::BootTimedOut
-            );
         if worker.state == WorkerState::Hung {
             warn!(self.log, "replacing a worker that stopped answering"; "slot" => worker.slot.0, "worker_pid" => pid);
         }
-        let quick = boot_failure || lived < HEALTHY_UPTIME;
         let delay = self.schedule_restart(worker.slot, quick, now);
         *self.restarts.entry(worker.slot).or_insert(0) += 1;
         warn!(self.log, "worker exited unexpectedly; restarting";
@@ -518,6 +590,15 @@ impl Supervisor {
                 "slot" => slot.0, "failures" => *failures, "restart_in_s" => delay.as_secs());
         }
         self.pending.insert(slot, now + delay);
+        delay
+    }
+
+    /// Queues a restart of `slot` of the serving (older) generation.
+    fn schedule_serving_restart(&mut self, slot: Slot, quick: bool, now: Instant) -> Duration {
+        let failures = self.serving_failures.entry(slot).or_insert(0);
+        *failures = if quick { *failures + 1 } else { 1 };
+        let delay = backoff(*failures);
+        self.pending_serving.insert(slot, now + delay);
         delay
     }
 
@@ -559,6 +640,7 @@ impl Supervisor {
         &mut self,
         shutdown_timeout: Duration,
         worker_timeout: Duration,
+        now: Instant,
         actions: &mut Vec<Action>,
     ) {
         if self.phase != Phase::Running {
@@ -566,6 +648,9 @@ impl Supervisor {
         }
         self.shutdown_timeout = shutdown_timeout;
         self.worker_timeout = worker_timeout;
+        if self.serving == Some(self.generation) {
+            self.serving_timeout = worker_timeout;
+        }
         let current = self.generation;
         let live = self.workers.iter().filter(|(_, w)| {
             w.generation == current
@@ -575,6 +660,17 @@ impl Supervisor {
                 )
         });
         let pids: Vec<Pid> = live.map(|(pid, _)| *pid).collect();
+        for pid in &pids {
+            if let Some(w) = self.workers.get_mut(pid) {
+                w.timeout = worker_timeout;
+                // Its last beat followed the old limit's interval: the new
+                // limit counts from now, time enough for it to take the new
+                // config (and beat at once, at the new interval).
+                if let WorkerState::Ready { last_beat } = &mut w.state {
+                    *last_beat = now;
+                }
+            }
+        }
         info!(self.log, "reconfiguring the running workers"; "workers" => pids.len());
         actions.extend(pids.into_iter().map(Action::Configure));
     }
@@ -613,9 +709,7 @@ impl Supervisor {
             }
         }
         // The slot removed may have been the last one missing.
-        if self.generation_ready() {
-            self.retire_old_generations(now, actions);
-        }
+        self.on_generation_ready(now, actions);
     }
 
     fn on_upgrade_requested(&mut self, now: Instant, actions: &mut Vec<Action>) {
@@ -680,6 +774,7 @@ impl Supervisor {
         let deadline = now + limit;
         self.phase = Phase::ShuttingDown { mode, deadline };
         self.pending.clear();
+        self.pending_serving.clear();
         for (pid, w) in &mut self.workers {
             w.state = WorkerState::Stopping {
                 deadline,
@@ -708,6 +803,21 @@ impl Supervisor {
                     generation: self.generation,
                 });
             }
+            if let Some(serving) = self.serving {
+                let due: Vec<Slot> = self
+                    .pending_serving
+                    .iter()
+                    .filter(|(_, at)| **at <= now)
+                    .map(|(s, _)| *s)
+                    .collect();
+                for slot in due {
+                    self.pending_serving.remove(&slot);
+                    actions.push(Action::Spawn {
+                        slot,
+                        generation: serving,
+                    });
+                }
+            }
         }
         for (pid, w) in &mut self.workers {
             match w.state {
@@ -717,7 +827,7 @@ impl Supervisor {
                     w.state = WorkerState::BootTimedOut;
                     actions.push(Action::Kill(*pid));
                 }
-                WorkerState::Ready { last_beat } if now >= last_beat + self.worker_timeout => {
+                WorkerState::Ready { last_beat } if now >= last_beat + w.timeout => {
                     error!(self.log, "worker stopped answering heartbeats; killing it";
                         "slot" => w.slot.0, "worker_pid" => *pid,
                         "silent_ms" => now.saturating_duration_since(last_beat).as_millis() as u64);
@@ -1073,6 +1183,7 @@ mod tests {
         s.handle(Event::Started, t0);
         let fail = || Event::SpawnFailed {
             slot: Slot(0),
+            generation: Generation(1),
             reason: "EAGAIN".into(),
         };
         assert_eq!(spawns(&s.handle(fail(), t0)), vec![(0, 1)]);
@@ -1236,6 +1347,7 @@ mod tests {
         s.handle(
             Event::SpawnFailed {
                 slot: Slot(1),
+                generation: Generation(1),
                 reason: "x".into(),
             },
             t0,
@@ -1243,6 +1355,7 @@ mod tests {
         s.handle(
             Event::SpawnFailed {
                 slot: Slot(1),
+                generation: Generation(1),
                 reason: "x".into(),
             },
             t0,
@@ -1461,5 +1574,144 @@ mod tests {
         let a = s.handle(Event::Stop(StopMode::Fast), t0);
         assert!(a.contains(&Action::AbortUpgrade(500)));
         assert_eq!(stops(&a), vec![(100, StopMode::Fast)]);
+    }
+
+    #[test]
+    fn a_hot_reload_that_shortens_worker_timeout_gives_running_workers_time_to_adapt() {
+        // Workers beat at an interval derived from the timeout they were
+        // configured with (30 s: every 5 s); a hot reload to 1 s must not
+        // judge a beat sent before the reload by the new limit.
+        let t0 = Instant::now();
+        let mut s = sup_with(1, Duration::from_secs(30));
+        s.handle(Event::Started, t0);
+        spawned(&mut s, 0, 1, 100, t0);
+        s.handle(Event::WorkerReady(100), t0);
+        let t1 = t0 + Duration::from_secs(4);
+        let a = s.handle(
+            Event::Reconfigure {
+                shutdown_timeout: Duration::from_secs(30),
+                worker_timeout: Duration::from_secs(1),
+            },
+            t1,
+        );
+        assert_eq!(a, vec![Action::Configure(100)]);
+        let a = s.handle(Event::Tick, t1 + Duration::from_millis(500));
+        assert!(
+            a.is_empty(),
+            "a worker that beat 4.5 s ago under a 30 s limit is not hung: {a:?}"
+        );
+        // Once it has had the new limit's time to take the new config and
+        // beat, the new limit applies.
+        let a = s.handle(Event::Tick, t1 + Duration::from_secs(1));
+        assert_eq!(a, vec![Action::Kill(100)]);
+    }
+
+    #[test]
+    fn a_new_generation_reload_keeps_the_old_generations_heartbeat_limit() {
+        let t0 = Instant::now();
+        let mut s = sup_with(1, Duration::from_secs(30));
+        s.handle(Event::Started, t0);
+        spawned(&mut s, 0, 1, 100, t0);
+        s.handle(Event::WorkerReady(100), t0);
+        let t1 = t0 + Duration::from_secs(4);
+        let mut a = s.handle(
+            Event::Reload {
+                workers: 1,
+                shutdown_timeout: Duration::from_secs(30),
+                worker_timeout: Duration::from_secs(1),
+            },
+            t1,
+        );
+        // Generation 1 still serves (generation 2 is starting) and still
+        // beats every 5 s, as its config says.
+        a.extend(s.handle(Event::Tick, t1 + Duration::from_millis(500)));
+        assert_eq!(
+            a,
+            vec![Action::Spawn {
+                slot: Slot(0),
+                generation: Generation(2)
+            }],
+            "the serving generation was judged by the new config's limit"
+        );
+    }
+
+    #[test]
+    fn sigttou_that_completes_the_first_generation_announces_serving() {
+        // A master started by a binary upgrade: slot 1 never becomes ready,
+        // the operator gives it up with SIGTTOU. The one worker left is all
+        // the generation needs, so the master serves and must say so (or
+        // the old master kills it at the upgrade deadline).
+        let t0 = Instant::now();
+        let mut s = sup(2);
+        s.handle(Event::Started, t0);
+        spawned(&mut s, 0, 1, 100, t0);
+        spawned(&mut s, 1, 1, 101, t0);
+        assert!(!s
+            .handle(Event::WorkerReady(100), t0)
+            .contains(&Action::Serving));
+        let a = s.handle(Event::RemoveWorker, t0);
+        assert_eq!(stops(&a), vec![(101, StopMode::Graceful)]);
+        assert!(a.contains(&Action::Serving), "{a:?}");
+    }
+
+    #[test]
+    fn a_crash_of_the_serving_generation_while_a_reload_starts_is_replaced() {
+        // Generation 1 serves; generation 2's worker is still booting (it
+        // may never say hello, or crash-loop). Generation 1's only worker
+        // crashes: something must take its place, or nothing serves until
+        // (unless) generation 2 gets ready.
+        let t0 = Instant::now();
+        let mut s = running(1, t0);
+        assert_eq!(
+            spawns(&s.handle(reload(1, Duration::from_secs(30)), t0)),
+            vec![(0, 2)]
+        );
+        spawned(&mut s, 0, 2, 200, t0);
+        let later = t0 + Duration::from_secs(1);
+        let a = s.handle(Event::WorkerExited(100, ExitStatus::Signal(9)), later);
+        assert_eq!(
+            spawns(&a),
+            vec![(0, 1)],
+            "the serving generation's crashed worker is restarted"
+        );
+        spawned(&mut s, 0, 1, 101, later);
+        s.handle(Event::WorkerReady(101), later);
+        // Generation 2 ready: the replacement drains like the rest of
+        // generation 1, and is not restarted when it exits.
+        let a = s.handle(Event::WorkerReady(200), later);
+        assert_eq!(stops(&a), vec![(101, StopMode::Graceful)]);
+        let a = s.handle(Event::WorkerExited(101, ExitStatus::Code(0)), later);
+        assert!(spawns(&a).is_empty());
+        assert_eq!(s.oldest_needed_generation(), Some(Generation(2)));
+    }
+
+    #[test]
+    fn a_crash_looping_serving_generation_backs_off_and_keeps_its_config() {
+        let t0 = Instant::now();
+        let mut s = running(1, t0);
+        s.handle(reload(1, Duration::from_secs(30)), t0);
+        spawned(&mut s, 0, 2, 200, t0);
+        let t1 = t0 + Duration::from_secs(60);
+        assert_eq!(
+            spawns(&s.handle(Event::WorkerExited(100, ExitStatus::Signal(9)), t1)),
+            vec![(0, 1)]
+        );
+        spawned(&mut s, 0, 1, 101, t1);
+        // It dies at once: the restart waits, and generation 1's config
+        // must be kept meanwhile although none of its workers is alive.
+        let a = s.handle(Event::WorkerExited(101, ExitStatus::Code(1)), t1);
+        assert!(spawns(&a).is_empty());
+        assert_eq!(s.oldest_needed_generation(), Some(Generation(1)));
+        assert_eq!(s.next_wakeup(), Some(t1 + BACKOFF_BASE));
+        assert_eq!(
+            spawns(&s.handle(Event::Tick, t1 + BACKOFF_BASE)),
+            vec![(0, 1)]
+        );
+        // A stop cancels it.
+        let t2 = t1 + BACKOFF_BASE;
+        spawned(&mut s, 0, 1, 102, t2);
+        s.handle(Event::WorkerExited(102, ExitStatus::Code(1)), t2);
+        s.handle(Event::Stop(StopMode::Fast), t2);
+        assert!(spawns(&s.handle(Event::Tick, t2 + BACKOFF_CAP)).is_empty());
     }
 }

@@ -194,16 +194,19 @@ fn run(args: &WorkerArgs) -> Result<i32, BootError> {
         }
         #[cfg(debug_assertions)]
         test_hooks::install(&log);
-        let beat = heartbeat_interval(config.worker_timeout);
+        let (beat_tx, beat_rx) = watch::channel(heartbeat_interval(config.worker_timeout));
         let worker = server::Worker::new(config, log.clone(), access, stop_rx, load);
+        // A new configuration may change worker_timeout: the beats follow it.
+        let (applied_tx, applied_rx) = mpsc::unbounded_channel();
+        tokio::task::spawn_local(follow_heartbeat_interval(updates_rx, applied_tx, beat_tx));
         tokio::task::spawn_local(server::apply_updates(
             worker.clone(),
-            updates_rx,
+            applied_rx,
             args.slot,
             args.generation,
         ));
         let beats = to_master.clone();
-        tokio::task::spawn_local(heartbeats(beats, beat));
+        tokio::task::spawn_local(heartbeats(beats, beat_rx));
         let newest = worker.newest();
         tokio::task::spawn_local(stats::report_every(newest.clone(), to_master.clone()));
         let ready_log = log.clone();
@@ -235,16 +238,48 @@ fn run(args: &WorkerArgs) -> Result<i32, BootError> {
     Ok(code)
 }
 
-/// Tells the master, from the event loop itself, that the loop runs: a loop
-/// blocked by a bug stops the beats and the master replaces the worker.
-async fn heartbeats(to_master: IpcSender<WorkerMsg>, every: Duration) {
-    let mut tick = tokio::time::interval(every);
-    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    loop {
-        tick.tick().await;
-        // A failure means the master is gone; the IPC reader stops us.
-        if to_master.send(WorkerMsg::Heartbeat).is_err() {
+/// Passes new configurations on to `applied`, first setting the heartbeat
+/// interval their `worker_timeout` asks for.
+async fn follow_heartbeat_interval(
+    mut updates: mpsc::UnboundedReceiver<Box<Config>>,
+    applied: mpsc::UnboundedSender<Box<Config>>,
+    every: watch::Sender<Duration>,
+) {
+    while let Some(config) = updates.recv().await {
+        every.send_replace(heartbeat_interval(config.worker_timeout));
+        if applied.send(config).is_err() {
             return;
         }
+    }
+}
+
+/// Tells the master, from the event loop itself, that the loop runs: a loop
+/// blocked by a bug stops the beats and the master replaces the worker.
+/// A new interval (a reload changed `worker_timeout`) takes effect at once,
+/// with a beat: the master judges the worker by the new limit from the
+/// reload on.
+async fn heartbeats(to_master: IpcSender<WorkerMsg>, mut every: watch::Receiver<Duration>) {
+    // False once the config follower is gone: the interval stays as it is.
+    let mut follow = true;
+    loop {
+        let mut tick = tokio::time::interval(*every.borrow_and_update());
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            tokio::select! {
+                _ = tick.tick() => {}
+                changed = every.changed(), if follow => {
+                    follow = changed.is_ok();
+                    if follow {
+                        break;
+                    }
+                    continue;
+                }
+            }
+            // A failure means the master is gone; the IPC reader stops us.
+            if to_master.send(WorkerMsg::Heartbeat).is_err() {
+                return;
+            }
+        }
+        // The first tick of the new interval completes at once: a beat now.
     }
 }
