@@ -473,3 +473,70 @@ fn access_log_json_with_request_ids_sent_upstream_and_routes_turned_off() {
         .unwrap_or_else(|| panic!("no combined line:\n{}", p.access_log()));
     assert!(combined.starts_with("127.0.0.1 - - ["), "{combined}");
 }
+
+#[test]
+fn client_bytes_cannot_forge_log_lines_and_bad_request_ids_are_replaced() {
+    let origin = RecordingOrigin::start();
+    let refused = origins::refused_addr();
+    let p = Prefork::start(
+        Setup::new(1)
+            .log("access_log_format = \"json\"")
+            .body(&format!(
+                "[upstreams.app]\nservers = [\"{}\"]\n\
+                 [upstreams.dead]\nservers = [\"{refused}\"]\n\
+                 [[routes]]\nhost = \"app.test\"\nupstream = \"app\"\n\
+                 [[routes]]\nhost = \"dead.test\"\nupstream = \"dead\"\n",
+                origin.addr()
+            )),
+    );
+    p.expect_log_errors();
+    let is_ours = |id: &str| id.len() == 32 && id.bytes().all(|b| b.is_ascii_hexdigit());
+
+    // An id that would add fields to the error log, a User-Agent that is
+    // not UTF-8, quotes, backslashes and a tab.
+    let mut c = Conn::local(p.port()).unwrap();
+    c.send(
+        b"GET /hostile HTTP/1.1\r\nHost: app.test\r\n\
+          X-Request-Id: x\", role: master, pid: 1\r\n\
+          User-Agent: a\"b\\c\td\xffe\r\nReferer: \"}\r\n\r\n",
+    )
+    .unwrap();
+    assert_eq!(c.read_response().unwrap().status, 200);
+    let sent = origin
+        .requests()
+        .into_iter()
+        .find(|r| r.request.path == "/hostile")
+        .unwrap();
+    let ids = sent.request.header_values("x-request-id");
+    assert!(ids.len() == 1 && is_ours(ids[0]), "{ids:?}");
+    let id = ids[0].to_owned();
+
+    // A proxied request whose error-log line shows its id.
+    let mut c = Conn::local(p.port()).unwrap();
+    c.send(b"GET / HTTP/1.1\r\nHost: dead.test\r\nX-Request-Id: y, role: master, pid: 1\r\n\r\n")
+        .unwrap();
+    assert_eq!(c.read_response().unwrap().status, 502);
+    let failed = wait_for(Duration::from_secs(5), || {
+        p.error_log()
+            .lines()
+            .find(|l| l.contains("upstream connect failed"))
+            .map(str::to_owned)
+    })
+    .unwrap_or_else(|| panic!("no error line:\n{}", p.error_log()));
+    assert!(
+        !failed.contains("pid: 1,") && !failed.contains("y, "),
+        "{failed}"
+    );
+
+    let line = wait_for(Duration::from_secs(5), || {
+        p.access_log()
+            .lines()
+            .find(|l| l.contains("/hostile"))
+            .map(str::to_owned)
+    })
+    .unwrap_or_else(|| panic!("no access-log line:\n{}", p.access_log()));
+    let json: Json = serde_json::from_str(&line).unwrap_or_else(|e| panic!("{e}: {line}"));
+    assert_eq!(json["request_id"], id.as_str());
+    assert_eq!(json["http_user_agent"], "a\"b\\c\td\u{fffd}e");
+    assert_eq!(json["http_referer"], "\"}");
+}

@@ -5,14 +5,16 @@
 //! thread answers one connection at a time, each bounded by timeouts, with
 //! `Connection: close`.
 
+use crate::deadline::Deadline;
 use crate::query::{ask, Asked, Query};
 use crossbeam_channel::Sender;
 use slog::{debug, Logger};
-use std::io::{self, Read, Write};
+use std::io;
 use std::net::{SocketAddr, TcpListener, TcpStream};
 use std::time::Duration;
 
-/// How long a client may take to send its request or read the answer.
+/// How long a client may take to send its whole request head, and then to
+/// read the whole answer (one connection is served at a time).
 const IO_TIMEOUT: Duration = Duration::from_secs(2);
 /// How long the master loop may take to answer.
 const ANSWER_TIMEOUT: Duration = Duration::from_secs(5);
@@ -44,12 +46,11 @@ pub fn serve_on(
 }
 
 fn serve(mut stream: TcpStream, master: &Sender<Asked>) -> io::Result<()> {
-    stream.set_read_timeout(Some(IO_TIMEOUT))?;
-    stream.set_write_timeout(Some(IO_TIMEOUT))?;
+    let deadline = Deadline::after(IO_TIMEOUT);
     let mut head = Vec::with_capacity(512);
     let mut chunk = [0u8; 1024];
     while !head.windows(4).any(|w| w == b"\r\n\r\n") {
-        let n = stream.read(&mut chunk)?;
+        let n = deadline.read(&mut stream, &mut chunk)?;
         if n == 0 {
             return Ok(());
         }
@@ -132,9 +133,59 @@ fn respond(
         "HTTP/1.1 {status} {reason}\r\nContent-Type: {content_type}\r\nContent-Length: {}\r\nCache-Control: no-store\r\nConnection: close\r\n\r\n",
         body.len()
     );
-    stream.write_all(head.as_bytes())?;
+    let deadline = Deadline::after(IO_TIMEOUT);
+    deadline.write_all(stream, head.as_bytes())?;
     if !is_head {
-        stream.write_all(body.as_bytes())?;
+        deadline.write_all(stream, body.as_bytes())?;
     }
-    stream.flush()
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::query::Answer;
+    use std::io::{Read, Write};
+    use std::time::Instant;
+
+    #[test]
+    fn a_trickling_client_cannot_hold_the_listener() {
+        let (tx, rx) = crossbeam_channel::unbounded::<Asked>();
+        std::thread::spawn(move || {
+            for asked in rx {
+                let body = "ok\n".to_owned();
+                let _ = asked.reply.send(Answer { ok: true, body });
+            }
+        });
+        let listener = bind("127.0.0.1:0".parse().unwrap()).unwrap();
+        let log = Logger::root(slog::Discard, slog::o!());
+        let addr = serve_on(listener, tx, log).unwrap();
+
+        // One byte of a head every 200 ms (each read well within its
+        // timeout), for up to 20 s.
+        let mut slow = TcpStream::connect(addr).unwrap();
+        slow.write_all(b"G").unwrap();
+        let trickle = std::thread::spawn(move || {
+            for _ in 0..100 {
+                std::thread::sleep(Duration::from_millis(200));
+                if slow.write_all(b"E").is_err() {
+                    return;
+                }
+            }
+        });
+        let started = Instant::now();
+        let mut probe = TcpStream::connect(addr).unwrap();
+        probe
+            .set_read_timeout(Some(Duration::from_secs(30)))
+            .unwrap();
+        probe
+            .write_all(b"GET /healthz HTTP/1.1\r\nHost: a\r\n\r\n")
+            .unwrap();
+        let mut answer = String::new();
+        probe.read_to_string(&mut answer).unwrap();
+        assert!(answer.starts_with("HTTP/1.1 200 OK\r\n"), "{answer}");
+        let waited = started.elapsed();
+        assert!(waited < Duration::from_secs(10), "{waited:?}");
+        trickle.join().unwrap();
+    }
 }

@@ -2,21 +2,23 @@
 //! `reload`, `metrics`), answered with one document, then closed. Also the
 //! client side used by `prefork status`, `top` and `-s reload`.
 
+use crate::deadline::Deadline;
 use crate::query::{ask, Asked, Query};
 use crossbeam_channel::Sender;
 use slog::{warn, Logger};
-use std::io::{self, BufRead, BufReader, Read, Write};
+use std::io::{self, Read, Write};
 use std::os::unix::fs::{MetadataExt, PermissionsExt};
 use std::os::unix::net::{UnixListener, UnixStream};
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-/// How long a client may take to send its command.
+/// How long a client may take to send its whole command, and then to read
+/// the whole answer (one client is served at a time).
 const READ_TIMEOUT: Duration = Duration::from_secs(2);
 /// How long the master loop may take to answer.
 const ANSWER_TIMEOUT: Duration = Duration::from_secs(10);
 /// Longest command line accepted.
-const MAX_COMMAND: u64 = 64;
+const MAX_COMMAND: usize = 64;
 
 /// The bound socket; dropping it removes the socket file, unless another
 /// master replaced it meanwhile (binary upgrade).
@@ -69,9 +71,16 @@ fn file_id(path: &Path) -> io::Result<(u64, u64)> {
 /// Binds `path` (mode 0600) and answers on a thread, asking `master`.
 ///
 /// A leftover socket file nobody answers on is replaced; one a running
-/// master answers on is an error.
+/// master answers on is an error, and so is a file that is not a socket
+/// (a mistyped path must not delete a config or a log).
 pub fn listen(path: &Path, master: Sender<Asked>, log: Logger) -> io::Result<ControlSocket> {
-    if path.exists() {
+    if let Ok(meta) = std::fs::symlink_metadata(path) {
+        if !std::os::unix::fs::FileTypeExt::is_socket(&meta.file_type()) {
+            return Err(io::Error::new(
+                io::ErrorKind::AlreadyExists,
+                format!("{}: exists and is not a socket", path.display()),
+            ));
+        }
         if UnixStream::connect(path).is_ok() {
             return Err(io::Error::new(
                 io::ErrorKind::AddrInUse,
@@ -124,11 +133,21 @@ fn bind(
     Ok(guard)
 }
 
-fn serve(stream: UnixStream, master: &Sender<Asked>) -> io::Result<()> {
-    stream.set_read_timeout(Some(READ_TIMEOUT))?;
-    stream.set_write_timeout(Some(READ_TIMEOUT))?;
-    let mut line = String::new();
-    BufReader::new((&stream).take(MAX_COMMAND)).read_line(&mut line)?;
+fn serve(mut stream: UnixStream, master: &Sender<Asked>) -> io::Result<()> {
+    let deadline = Deadline::after(READ_TIMEOUT);
+    let mut command = [0u8; MAX_COMMAND];
+    let mut len = 0;
+    while len < MAX_COMMAND && !command[..len].contains(&b'\n') {
+        match deadline.read(&mut stream, &mut command[len..])? {
+            0 => break,
+            n => len += n,
+        }
+    }
+    let line = command[..len]
+        .split(|b| *b == b'\n')
+        .next()
+        .unwrap_or_default();
+    let line = String::from_utf8_lossy(line);
     let query = match line.trim() {
         "status" => Query::Status,
         "reload" => Query::Reload,
@@ -138,7 +157,8 @@ fn serve(stream: UnixStream, master: &Sender<Asked>) -> io::Result<()> {
                 "ok": false,
                 "message": format!("unknown command {other:?}: use status, reload or metrics"),
             });
-            return (&stream).write_all(format!("{reply}\n").as_bytes());
+            let reply = format!("{reply}\n");
+            return Deadline::after(READ_TIMEOUT).write_all(&mut stream, reply.as_bytes());
         }
     };
     let body = match ask(master, query, ANSWER_TIMEOUT) {
@@ -148,7 +168,7 @@ fn serve(stream: UnixStream, master: &Sender<Asked>) -> io::Result<()> {
             serde_json::json!({"ok": false, "message": "the master did not answer in time"})
         ),
     };
-    (&stream).write_all(body.as_bytes())
+    Deadline::after(READ_TIMEOUT).write_all(&mut stream, body.as_bytes())
 }
 
 /// Sends `command` to the master listening on `path`; returns its answer.
@@ -192,6 +212,51 @@ mod tests {
         assert_eq!(second.kind(), io::ErrorKind::AddrInUse);
         drop(socket);
         assert!(!path.exists());
+    }
+
+    #[test]
+    fn a_file_that_is_not_a_socket_is_left_alone() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("prefork.toml");
+        std::fs::write(&path, "workers = 2\n").unwrap();
+        let (tx, _rx) = crossbeam_channel::unbounded::<Asked>();
+        let log = Logger::root(slog::Discard, slog::o!());
+        let e = listen(&path, tx, log).err().unwrap();
+        assert!(e.to_string().contains("not a socket"), "{e}");
+        assert_eq!(std::fs::read_to_string(&path).unwrap(), "workers = 2\n");
+    }
+
+    #[test]
+    fn a_trickling_client_cannot_hold_the_socket() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("ctl.sock");
+        let (tx, rx) = crossbeam_channel::unbounded::<Asked>();
+        std::thread::spawn(move || {
+            for asked in rx {
+                let body = "answer\n".to_owned();
+                let _ = asked.reply.send(Answer { ok: true, body });
+            }
+        });
+        let log = Logger::root(slog::Discard, slog::o!());
+        let _socket = listen(&path, tx, log).unwrap();
+        // One byte every 400 ms (each read well within its timeout), for up
+        // to 24 s, never a newline.
+        let mut slow = UnixStream::connect(&path).unwrap();
+        slow.write_all(b"s").unwrap();
+        let trickle = std::thread::spawn(move || {
+            for _ in 0..60 {
+                std::thread::sleep(Duration::from_millis(400));
+                if slow.write_all(b"s").is_err() {
+                    return;
+                }
+            }
+        });
+        let started = std::time::Instant::now();
+        let answer = request(&path, "status", Duration::from_secs(30)).unwrap();
+        assert_eq!(answer, "answer\n");
+        let waited = started.elapsed();
+        assert!(waited < Duration::from_secs(10), "{waited:?}");
+        trickle.join().unwrap();
     }
 
     #[test]

@@ -4,6 +4,7 @@
 mod admin;
 mod cli;
 mod control_socket;
+mod deadline;
 mod link;
 mod listeners;
 mod load_cells;

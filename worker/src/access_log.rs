@@ -21,8 +21,9 @@ pub(crate) struct RequestInfo {
     host: String,
     uri: String,
     protocol: &'static str,
-    referer: String,
-    user_agent: String,
+    /// Kept as bytes: a value that is not UTF-8 is still logged (escaped).
+    referer: Vec<u8>,
+    user_agent: Vec<u8>,
 }
 
 impl RequestInfo {
@@ -32,17 +33,22 @@ impl RequestInfo {
             head.headers
                 .iter()
                 .find(|h| h.name.eq_ignore_ascii_case(name))
-                .map_or("", |h| std::str::from_utf8(h.value).unwrap_or(""))
+                .map_or(&b""[..], |h| h.value)
         };
         for (out, value) in [
             (&mut self.method, head.method),
             (&mut self.host, head.host.unwrap_or("")),
             (&mut self.uri, head.target),
+        ] {
+            out.clear();
+            out.push_str(value);
+        }
+        for (out, value) in [
             (&mut self.referer, field("referer")),
             (&mut self.user_agent, field("user-agent")),
         ] {
             out.clear();
-            out.push_str(value);
+            out.extend_from_slice(value);
         }
         self.protocol = match head.version {
             crate::http::Version::Http10 => "HTTP/1.0",
@@ -52,29 +58,24 @@ impl RequestInfo {
 
     /// Forgets the fields (for a request that could not be parsed).
     pub(crate) fn clear(&mut self) {
-        for field in [
-            &mut self.method,
-            &mut self.host,
-            &mut self.uri,
-            &mut self.referer,
-            &mut self.user_agent,
-        ] {
+        for field in [&mut self.method, &mut self.host, &mut self.uri] {
             field.clear();
         }
+        self.referer.clear();
+        self.user_agent.clear();
         self.protocol = "";
     }
 
     /// The largest capacity of its fields (to free grown ones).
     pub(crate) fn capacity(&self) -> usize {
         [
-            &self.method,
-            &self.host,
-            &self.uri,
-            &self.referer,
-            &self.user_agent,
+            self.method.capacity(),
+            self.host.capacity(),
+            self.uri.capacity(),
+            self.referer.capacity(),
+            self.user_agent.capacity(),
         ]
-        .iter()
-        .map(|f| f.capacity())
+        .into_iter()
         .max()
         .unwrap_or(0)
     }
@@ -360,9 +361,13 @@ impl Values<'_> {
             None => out.push_str(",\"upstream_response_time\":null"),
         }
         out.push(',');
-        json_field(out, "http_referer", &i.referer);
+        json_field(out, "http_referer", &String::from_utf8_lossy(&i.referer));
         out.push(',');
-        json_field(out, "http_user_agent", &i.user_agent);
+        json_field(
+            out,
+            "http_user_agent",
+            &String::from_utf8_lossy(&i.user_agent),
+        );
         out.push('}');
         Ok(())
     }
@@ -391,7 +396,7 @@ impl Values<'_> {
                 }
                 AccessField::RequestMethod => quoted(out, dash(&i.method)),
                 AccessField::RequestUri => quoted(out, dash(&i.uri)),
-                AccessField::ServerProtocol => out.push_str(dash(i.protocol)),
+                AccessField::ServerProtocol => quoted(out, dash(i.protocol)),
                 AccessField::Host => quoted(out, dash(&i.host)),
                 AccessField::Status => push_number(out, s.status),
                 AccessField::BytesSent => push_number(out, s.bytes_sent),
@@ -411,19 +416,18 @@ impl Values<'_> {
     }
 }
 
-fn dash(s: &str) -> &str {
-    if s.is_empty() {
-        "-"
-    } else {
-        s
+fn dash<S: AsRef<[u8]> + ?Sized>(s: &S) -> &[u8] {
+    match s.as_ref() {
+        b"" => b"-",
+        s => s,
     }
 }
 
 /// Appends `s` with `"`, `\` and bytes outside printable ASCII escaped as
 /// `\xHH`, as nginx does, so a line can never be split or forged.
-fn quoted(out: &mut String, s: &str) {
+fn quoted<S: AsRef<[u8]> + ?Sized>(out: &mut String, s: &S) {
     let escaped = |b: &u8| *b == b'"' || *b == b'\\' || !(0x20..0x7f).contains(b);
-    let mut rest = s.as_bytes();
+    let mut rest = s.as_ref();
     // Runs of printable ASCII are copied at once.
     while let Some(at) = rest.iter().position(escaped) {
         out.push_str(std::str::from_utf8(&rest[..at]).unwrap_or_default());
@@ -515,8 +519,8 @@ mod tests {
             host: "app.test".into(),
             uri: "/a?b=\"c\"".into(),
             protocol: "HTTP/1.1",
-            referer: String::new(),
-            user_agent: "curl/8".into(),
+            referer: Vec::new(),
+            user_agent: b"curl/8".to_vec(),
         }
     }
 
@@ -544,7 +548,10 @@ mod tests {
     }
 
     fn line(format: AccessFormat) -> String {
-        let info = info();
+        line_of(format, &info(), "abc")
+    }
+
+    fn line_of(format: AccessFormat, info: &RequestInfo, request_id: &str) -> String {
         let served = Served {
             status: 200,
             bytes_sent: 42,
@@ -553,8 +560,8 @@ mod tests {
         };
         let entry = Entry {
             client: "127.0.0.1:5555".parse().unwrap(),
-            info: &info,
-            request_id: "abc",
+            info,
+            request_id,
             route: None,
             served: &served,
             total: Duration::from_millis(4),
@@ -607,6 +614,40 @@ mod tests {
         assert_eq!(
             line(AccessFormat::Template(t)),
             format!("abc 200 127.0.0.1:3000 */ {}", std::process::id())
+        );
+    }
+
+    #[test]
+    fn client_bytes_cannot_split_or_forge_a_line() {
+        let info = RequestInfo {
+            method: "GET".into(),
+            host: "h\"x".into(),
+            uri: "/\"x\\y".into(),
+            protocol: "HTTP/1.1",
+            referer: b"r\t\"\\".to_vec(),
+            // Not UTF-8: still logged, escaped.
+            user_agent: b"ua\xff\xfe\" \"x".to_vec(),
+        };
+        let combined = line_of(AccessFormat::Combined, &info, "id");
+        assert!(
+            combined.contains(
+                "\"GET /\\x22x\\x5Cy HTTP/1.1\" 200 42 \"r\\x09\\x22\\x5C\" \"ua\\xFF\\xFE\\x22 \\x22x\" \"id\""
+            ),
+            "{combined}"
+        );
+        let t = prefork_shared::config_observe::parse_template("$host|$http_user_agent").unwrap();
+        assert_eq!(
+            line_of(AccessFormat::Template(t), &info, "id"),
+            "h\\x22x|ua\\xFF\\xFE\\x22 \\x22x"
+        );
+        let json = line_of(AccessFormat::Json, &info, "id");
+        assert!(
+            json.contains("\"http_user_agent\":\"ua\u{fffd}\u{fffd}\\\" \\\"x\""),
+            "{json}"
+        );
+        assert!(
+            json.contains("\"http_referer\":\"r\\u0009\\\"\\\\\""),
+            "{json}"
         );
     }
 

@@ -47,14 +47,27 @@ fn hex(n: u64) -> [u8; 16] {
     out
 }
 
-/// The value of the client's `X-Request-Id` field, if any.
+/// Longest client id kept (UUIDs, trace ids and base64 fit easily).
+pub(crate) const MAX_CLIENT_ID: usize = 128;
+
+/// The value of the client's `X-Request-Id` field, if it is a usable id: at
+/// most [`MAX_CLIENT_ID`] bytes of ASCII letters, digits and `-_.:+/=@~`.
+/// Anything else (spaces, commas, quotes, control or non-ASCII bytes, a huge
+/// value) could forge fields of the error log or bloat every log line: such
+/// an id is replaced by a new one.
 pub(crate) fn from_client<'b>(headers: &[httparse::Header<'b>]) -> Option<&'b str> {
-    headers
+    let value = headers
         .iter()
-        .find(|h| h.name.eq_ignore_ascii_case("x-request-id"))
-        .and_then(|h| std::str::from_utf8(h.value).ok())
-        .map(str::trim)
-        .filter(|v| !v.is_empty())
+        .find(|h| h.name.eq_ignore_ascii_case("x-request-id"))?
+        .value
+        .trim_ascii();
+    let valid = !value.is_empty()
+        && value.len() <= MAX_CLIENT_ID
+        && value
+            .iter()
+            .all(|b| b.is_ascii_alphanumeric() || b"-_.:+/=@~".contains(b));
+    // Only ASCII passed: the conversion cannot fail.
+    valid.then(|| std::str::from_utf8(value).ok()).flatten()
 }
 
 #[cfg(test)]
@@ -87,5 +100,33 @@ mod tests {
         }];
         assert_eq!(from_client(&headers), Some("abc"));
         assert_eq!(from_client(&[]), None);
+    }
+
+    #[test]
+    fn unusable_client_values_are_refused() {
+        fn id(value: &[u8]) -> Option<&str> {
+            from_client(&[httparse::Header {
+                name: "x-request-id",
+                value,
+            }])
+        }
+        let uuid = b"123e4567-e89b-12d3-a456-426614174000";
+        assert_eq!(id(uuid), std::str::from_utf8(uuid).ok());
+        assert_eq!(id(b"a+b/c=_.:@~"), Some("a+b/c=_.:@~"));
+        let longest = [b'a'; MAX_CLIENT_ID];
+        assert!(id(&longest).is_some());
+        for bad in [
+            &b"x, role: master, pid: 1"[..],
+            b"a\"b",
+            b"a\\b",
+            b"a\tb",
+            b"caf\xc3\xa9",
+            b"\xff\xfe",
+            b"\x1b[31m",
+            b"   ",
+            &[b'a'; MAX_CLIENT_ID + 1],
+        ] {
+            assert_eq!(id(bad), None, "{:?}", String::from_utf8_lossy(bad));
+        }
     }
 }

@@ -101,7 +101,8 @@ fn write_upgrade(out: &mut Vec<u8>, name: &[u8], value: &[u8]) {
 
 /// Writes into `out` (cleared first) the head forwarded upstream for `req`,
 /// from a client at `client_ip`, with a `Via` naming `via` if set, and an
-/// `X-Request-Id` of `request_id` if set (among the fields prefork adds).
+/// `X-Request-Id` of `request_id` if set (among the fields prefork adds,
+/// replacing any the client sent).
 ///
 /// `Upgrade` is forwarded (with `Connection: upgrade`) only when the client
 /// asked to upgrade, and never with `h2c` (nor `HTTP2-Settings`). `Expect`
@@ -138,6 +139,8 @@ pub(crate) fn request_head(
             host_written = true;
         } else if name.eq_ignore_ascii_case(b"x-forwarded-for") {
             has_forwarded_for = true;
+        } else if request_id.is_some() && name.eq_ignore_ascii_case(b"x-request-id") {
+            // The client's id was refused: prefork's replaces it.
         } else if req.upgrade && name.eq_ignore_ascii_case(b"upgrade") {
             write_upgrade(out, name, h.value);
         } else if !(is_hop_by_hop(name)
@@ -316,7 +319,9 @@ mod tests {
         let limits = HttpLimits::default();
         let mut out = Vec::new();
         with_header_slots(limits.max_request_headers, |slots| {
-            let input = b"GET / HTTP/1.1\r\nHost: a\r\nX-Forwarded-For: 1\r\n\r\n";
+            // A client's id that was refused is not forwarded.
+            let input =
+                b"GET / HTTP/1.1\r\nHost: a\r\nX-Request-Id: a, b\r\nX-Forwarded-For: 1\r\n\r\n";
             let head = request::parse(input, &limits, slots).unwrap().unwrap();
             request_head(
                 &mut out,
