@@ -216,6 +216,9 @@ impl Connection {
                 total: took,
             });
             if done.close {
+                // Answered: what is left is the close, lingering perhaps
+                // for seconds; it no longer weighs on the load board.
+                self.active.closing();
                 self.close(done.served.status).await;
                 return;
             }

@@ -783,3 +783,32 @@ fn a_busier_worker_holds_back_only_for_a_moment() {
     assert_closed(&mut c);
     assert_eq!(board.get(0), 8);
 }
+
+#[test]
+fn a_connection_closing_after_its_answer_does_not_weigh_while_the_close_lingers() {
+    let origin = Origin::start();
+    let mut config = config(origin.addr);
+    config.http.max_body_size = 16;
+    let (proxy, board) = Proxy::start_sharing(config, 1);
+    // A keep-alive upload too large: refused with a 413 that closes the
+    // connection, which then lingers (up to 5 s) while the client is still
+    // sending its body.
+    let mut c = proxy.connect();
+    let r = exchange(
+        &mut c,
+        "POST /app/echo HTTP/1.1\r\nHost: a\r\nContent-Length: 100000000\r\n\r\n",
+    );
+    assert_eq!(r.status, 413);
+    assert_eq!(r.field("connection"), Some("close"));
+    let deadline = std::time::Instant::now() + Duration::from_secs(2);
+    let mut weighed = board.get(0);
+    while weighed != 0 && std::time::Instant::now() < deadline {
+        c.write_all(&[b'x'; 1024]).unwrap();
+        thread::sleep(Duration::from_millis(20));
+        weighed = board.get(0);
+    }
+    assert_eq!(
+        weighed, 0,
+        "a connection that only lingers before its close is published as staying"
+    );
+}
