@@ -3,6 +3,7 @@
 //! check results). Time is passed in, so the state machine is tested
 //! without waiting.
 
+use std::collections::VecDeque;
 use std::time::Duration;
 use tokio::time::Instant;
 
@@ -20,13 +21,15 @@ pub(crate) enum Change {
 pub(crate) struct Health {
     max_fails: u32,
     fail_timeout: Duration,
-    /// Failures counted in the current window.
-    fails: u32,
-    /// When the current window started (its first failure).
-    window: Option<Instant>,
+    /// When the recent failures happened (those less than `fail_timeout`
+    /// ago, at most `max_fails`), oldest first.
+    failures: VecDeque<Instant>,
     /// Set when `max_fails` was reached: skipped until then. Kept once past
     /// so that the first request after it acts as a probe.
     down_until: Option<Instant>,
+    /// A request was picked as the probe after a pause (which `down_until`
+    /// then extends, so that the others skip the server meanwhile).
+    probing: bool,
     /// Whether active checks consider the server down.
     checked_down: bool,
     /// Consecutive check results that disagree with `checked_down`.
@@ -39,9 +42,9 @@ impl Health {
         Health {
             max_fails,
             fail_timeout,
-            fails: 0,
-            window: None,
+            failures: VecDeque::new(),
             down_until: None,
+            probing: false,
             checked_down: false,
             streak: 0,
         }
@@ -67,30 +70,52 @@ impl Health {
             // A probe after the pause failed (or a request that started
             // before the pause): pause again at once.
             self.down_until = Some(now + self.fail_timeout);
+            self.probing = false;
             return None;
         }
-        if self
-            .window
-            .is_none_or(|start| now.duration_since(start) >= self.fail_timeout)
+        // A sliding window: `max_fails` failures less than `fail_timeout`
+        // apart pause the server, wherever they fall.
+        while self
+            .failures
+            .front()
+            .is_some_and(|&t| now.duration_since(t) >= self.fail_timeout)
         {
-            self.window = Some(now);
-            self.fails = 0;
+            self.failures.pop_front();
         }
-        self.fails += 1;
-        if self.fails < self.max_fails {
+        self.failures.push_back(now);
+        if self.failures.len() < self.max_fails as usize {
             return None;
         }
-        self.fails = 0;
-        self.window = None;
+        self.failures.clear();
         self.down_until = Some(now + self.fail_timeout);
         Some(Change::Down)
     }
 
-    /// Records a request that got a response head; returns `Up` when it
-    /// ends a pause.
-    pub(crate) fn success(&mut self) -> Option<Change> {
-        self.fails = 0;
-        self.window = None;
+    /// Records that a request was sent to the server at `now`: the first
+    /// after a pause is its probe, and the server is skipped while it runs
+    /// (for at most `fail_timeout`), as in nginx.
+    pub(crate) fn picked(&mut self, now: impl FnOnce() -> Instant) {
+        if let Some(until) = self.down_until {
+            let now = now();
+            if now >= until {
+                self.down_until = Some(now + self.fail_timeout);
+                self.probing = true;
+            }
+        }
+    }
+
+    /// Records a request that got a response head, `now` giving the time
+    /// (read only during a pause); returns `Up` when it ends a pause. A
+    /// response to a request sent before the pause (one that was not the
+    /// probe) does not end it early.
+    pub(crate) fn success(&mut self, now: impl FnOnce() -> Instant) -> Option<Change> {
+        if let Some(until) = self.down_until {
+            if !self.probing && now() < until {
+                return None;
+            }
+        }
+        self.failures.clear();
+        self.probing = false;
         self.down_until.take().map(|_| Change::Up)
     }
 
@@ -136,7 +161,7 @@ mod tests {
         assert!(!h.usable(t0 + 13 * S));
         assert!(h.usable(t0 + 22 * S));
         // A success ends the pause for good.
-        assert_eq!(h.success(), Some(Change::Up));
+        assert_eq!(h.success(|| t0 + 22 * S), Some(Change::Up));
         assert!(h.usable(t0 + 22 * S));
         assert_eq!(h.failure(t0 + 23 * S), None);
         assert!(h.usable(t0 + 23 * S));
@@ -158,7 +183,7 @@ mod tests {
         let t0 = Instant::now();
         let mut h = Health::new(2, 10 * S);
         assert_eq!(h.failure(t0), None);
-        assert_eq!(h.success(), None);
+        assert_eq!(h.success(|| t0), None);
         assert_eq!(h.failure(t0 + S), None);
         assert!(h.usable(t0 + S));
     }
@@ -197,7 +222,44 @@ mod tests {
         let now = Instant::now();
         let mut h = Health::new(1, 10 * S);
         assert_eq!(h.checked(false, 1, 1), Some(Change::Down));
-        assert_eq!(h.success(), None);
+        assert_eq!(h.success(|| now), None);
         assert!(!h.usable(now));
+    }
+
+    #[test]
+    fn a_response_to_a_request_sent_before_the_pause_does_not_end_it() {
+        let t0 = Instant::now();
+        let mut h = Health::new(1, 10 * S);
+        // Two requests in flight; one fails and pauses the server, then the
+        // other (sent before the pause) gets its response head.
+        assert_eq!(h.failure(t0), Some(Change::Down));
+        assert_eq!(h.success(|| t0 + S), None);
+        assert!(!h.usable(t0 + 5 * S), "skipped for the whole fail_timeout");
+        assert!(h.usable(t0 + 10 * S));
+    }
+
+    #[test]
+    fn only_one_request_probes_a_server_after_its_pause() {
+        let t0 = Instant::now();
+        let mut h = Health::new(1, 10 * S);
+        assert_eq!(h.failure(t0), Some(Change::Down));
+        assert!(h.usable(t0 + 10 * S));
+        h.picked(|| t0 + 10 * S);
+        // While the probe is in flight, other requests skip the server.
+        assert!(!h.usable(t0 + 11 * S));
+        // The probe's response brings it back.
+        assert_eq!(h.success(|| t0 + 12 * S), Some(Change::Up));
+        assert!(h.usable(t0 + 12 * S));
+    }
+
+    #[test]
+    fn max_fails_within_any_fail_timeout_span_pause_the_server() {
+        let t0 = Instant::now();
+        let mut h = Health::new(3, 10 * S);
+        assert_eq!(h.failure(t0), None);
+        assert_eq!(h.failure(t0 + 8 * S), None);
+        assert_eq!(h.failure(t0 + 12 * S), None);
+        // 8 s, 12 s and 14 s: three failures within 10 s.
+        assert_eq!(h.failure(t0 + 14 * S), Some(Change::Down));
     }
 }

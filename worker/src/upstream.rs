@@ -119,10 +119,12 @@ impl Group {
         // The clock is read only if a server is paused.
         let now = std::cell::OnceCell::new();
         let now = || *now.get_or_init(Instant::now);
-        self.balancer.pick(
+        let index = self.balancer.pick(
             |i| !skip.contains(&i) && self.health[i].borrow().usable_with(now),
             |i| self.busy[i].get(),
-        )
+        )?;
+        self.health[index].borrow_mut().picked(now);
+        Some(index)
     }
 
     /// Whether this worker's health state lets requests go to server
@@ -150,7 +152,9 @@ impl Group {
 
     /// Records a request to server `index` that got a response head.
     pub(crate) fn succeeded(&self, index: usize) -> Option<Change> {
-        self.health[index % self.len()].borrow_mut().success()
+        self.health[index % self.len()]
+            .borrow_mut()
+            .success(Instant::now)
     }
 
     /// Records a health check result of server `index`.
@@ -407,7 +411,9 @@ mod tests {
             .unwrap()
             .local_addr()
             .unwrap();
-        let g = group_of(&[addr, addr], 4);
+        let mut config = group_of(&[addr, addr], 4).config;
+        config.fail_timeout = Duration::from_secs(1);
+        let g = Group::new(config, fastrand::Rng::with_seed(1));
         {
             let _a = g.busy(0);
             let _b = g.busy(0);
@@ -418,8 +424,18 @@ mod tests {
         assert_eq!((g.pick(&[]), g.pick(&[])), (Some(1), Some(1)));
         assert_eq!(g.failed(1), Some(Change::Down));
         assert_eq!(g.pick(&[]), None, "every server is down");
-        assert_eq!(g.succeeded(0), Some(Change::Up));
-        assert_eq!(g.pick(&[]), Some(0));
+        // A response to a request sent before the pause does not end it.
+        assert_eq!(g.succeeded(0), None);
+        assert_eq!(g.pick(&[]), None);
+        // After fail_timeout, one request probes each server; the others
+        // skip it while the probe runs, and its response brings it back.
+        tokio::time::sleep(Duration::from_secs(1)).await;
+        let a = g.pick(&[]).unwrap();
+        let b = g.pick(&[]).unwrap();
+        assert_ne!(a, b);
+        assert_eq!(g.pick(&[]), None, "both probes in flight");
+        assert_eq!(g.succeeded(a), Some(Change::Up));
+        assert_eq!(g.pick(&[]), Some(a));
         assert_eq!(g.checked(0, false), None, "no health_check configured");
 
         // A lone server is never paused.
