@@ -233,6 +233,27 @@ pub fn uids(pid: i32) -> Option<(u32, u32)> {
     Some((ids.next()?.ok()?, ids.next()?.ok()?))
 }
 
+/// Spawns with `spawn`, again while the executable is busy (ETXTBSY): a
+/// test that just copied the binary (a binary upgrade) may exec it while
+/// another test thread's fork still holds the copy's write descriptor, until
+/// that child's own exec closes it.
+fn spawn_retrying_busy(
+    mut spawn: impl FnMut() -> std::io::Result<Child>,
+) -> std::io::Result<Child> {
+    let deadline = Instant::now() + Duration::from_secs(5);
+    loop {
+        match spawn() {
+            Err(e)
+                if e.raw_os_error() == Some(nix::errno::Errno::ETXTBSY as i32)
+                    && Instant::now() < deadline =>
+            {
+                std::thread::sleep(Duration::from_millis(10));
+            }
+            done => return done,
+        }
+    }
+}
+
 /// Runs `prefork ARGS` to completion (killed after `timeout`).
 pub fn run(args: &[&str], timeout: Duration) -> Output {
     let mut child = Command::new(BIN)
@@ -309,15 +330,21 @@ impl Prefork {
                 config_text(dir.path(), port, &setup),
             )
             .expect("write the config");
-            let child = Command::new(setup.exe.as_deref().unwrap_or(Path::new(BIN)))
-                .envs(setup.env.iter().map(|(k, v)| (k, v)))
-                .arg("-c")
-                .arg(dir.path().join("prefork.toml"))
-                .stdin(Stdio::null())
-                .stdout(fs::File::create(dir.path().join("master.stdout")).expect("stdout file"))
-                .stderr(fs::File::create(dir.path().join("master.stderr")).expect("stderr file"))
-                .spawn()
-                .expect("spawn prefork");
+            let child = spawn_retrying_busy(|| {
+                Command::new(setup.exe.as_deref().unwrap_or(Path::new(BIN)))
+                    .envs(setup.env.iter().map(|(k, v)| (k, v)))
+                    .arg("-c")
+                    .arg(dir.path().join("prefork.toml"))
+                    .stdin(Stdio::null())
+                    .stdout(
+                        fs::File::create(dir.path().join("master.stdout")).expect("stdout file"),
+                    )
+                    .stderr(
+                        fs::File::create(dir.path().join("master.stderr")).expect("stderr file"),
+                    )
+                    .spawn()
+            })
+            .expect("spawn prefork");
             let mut p = Prefork {
                 dir,
                 setup: setup.clone(),
