@@ -812,3 +812,384 @@ fn a_connection_closing_after_its_answer_does_not_weigh_while_the_close_lingers(
         "a connection that only lingers before its close is published as staying"
     );
 }
+
+/// An origin whose connections each run `script` (with their 1-based
+/// number); counts the connections it accepted.
+fn scripted_origin(
+    script: impl Fn(TcpStream, usize) + Send + Sync + 'static,
+) -> (SocketAddr, Arc<AtomicUsize>) {
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = listener.local_addr().unwrap();
+    let accepted = Arc::new(AtomicUsize::new(0));
+    let count = accepted.clone();
+    let script = Arc::new(script);
+    thread::spawn(move || {
+        for stream in listener.incoming() {
+            let Ok(stream) = stream else { return };
+            let id = count.fetch_add(1, Ordering::SeqCst) + 1;
+            let script = script.clone();
+            thread::spawn(move || script(stream, id));
+        }
+    });
+    (addr, accepted)
+}
+
+/// Writes `bytes` one at a time, with a pause between them.
+fn trickle(s: &mut TcpStream, bytes: &[u8]) {
+    s.set_nodelay(true).unwrap();
+    for b in bytes {
+        if s.write_all(&[*b]).is_err() {
+            return;
+        }
+        thread::sleep(Duration::from_millis(2));
+    }
+}
+
+/// Reads from `s` until `end` has arrived, or EOF.
+fn read_until(s: &mut TcpStream, buf: &mut Vec<u8>, end: &[u8]) -> bool {
+    loop {
+        if buf.windows(end.len()).any(|w| w == end) {
+            return true;
+        }
+        let mut chunk = [0u8; 4096];
+        match s.read(&mut chunk) {
+            Ok(0) | Err(_) => return false,
+            Ok(n) => buf.extend_from_slice(&chunk[..n]),
+        }
+    }
+}
+
+#[test]
+fn body_chunked_upload_byte_by_byte_then_pipelined() {
+    let got = Arc::new(std::sync::Mutex::new(Vec::new()));
+    let seen = got.clone();
+    let (addr, _) = scripted_origin(move |mut s, _| {
+        let mut buf = Vec::new();
+        while let Some((len, _, path, headers)) = read_head(&mut s, &mut buf, true) {
+            buf.drain(..len);
+            if field(&headers, "transfer-encoding").is_some() {
+                read_until(&mut s, &mut buf, b"\r\n\r\n");
+                let end = buf.windows(4).position(|w| w == b"\r\n\r\n").unwrap() + 4;
+                seen.lock().unwrap().extend(buf.drain(..end));
+            }
+            let body = format!("path={path}");
+            let r = format!(
+                "HTTP/1.1 200 OK\r\nContent-Length: {}\r\n\r\n{body}",
+                body.len()
+            );
+            s.write_all(r.as_bytes()).unwrap();
+        }
+    });
+    let proxy = Proxy::start(config(addr));
+    let mut c = proxy.connect();
+    let chunked = b"3;a=b;c=\"d e\"\r\nabc\r\nA\r\n0123456789\r\n0;z\r\nX-T: 1\r\nY: 2\r\n\r\n";
+    let mut all =
+        b"POST /app/up HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked\r\n\r\n".to_vec();
+    all.extend_from_slice(chunked);
+    all.extend_from_slice(b"GET /app/next HTTP/1.1\r\nHost: a\r\n\r\n");
+    trickle(&mut c, &all);
+    let mut buf = Vec::new();
+    let r = read_response(&mut c, &mut buf, false);
+    assert_eq!(r.text(), "path=/app/up");
+    let r = read_response(&mut c, &mut buf, false);
+    assert_eq!(r.text(), "path=/app/next");
+    assert_eq!(&got.lock().unwrap()[..], &chunked[..]);
+}
+
+#[test]
+fn body_chunked_response_decoded_for_http10_byte_by_byte() {
+    let (addr, _) = scripted_origin(|mut s, _| {
+        let mut buf = Vec::new();
+        if read_head(&mut s, &mut buf, true).is_some() {
+            trickle(
+                &mut s,
+                b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n5;x=y\r\nhello\r\n7\r\n, world\r\n0\r\nX-T: 1\r\n\r\n",
+            );
+            thread::sleep(Duration::from_secs(2));
+        }
+    });
+    let proxy = Proxy::start(config(addr));
+    let mut c = proxy.connect();
+    c.write_all(b"GET /app/x HTTP/1.0\r\n\r\n").unwrap();
+    let mut all = Vec::new();
+    c.read_to_end(&mut all).unwrap();
+    let text = String::from_utf8_lossy(&all);
+    assert!(text.ends_with("\r\n\r\nhello, world"), "{text}");
+}
+
+#[test]
+fn body_longer_than_content_length_is_not_forwarded_nor_reused() {
+    let (addr, accepted) = scripted_origin(|mut s, id| {
+        let mut buf = Vec::new();
+        while let Some((len, _, _, _)) = read_head(&mut s, &mut buf, true) {
+            buf.drain(..len);
+            let r = format!("HTTP/1.1 200 OK\r\nContent-Length: 5\r\n\r\nc{id:03}xEXTRA");
+            trickle(&mut s, r.as_bytes());
+        }
+    });
+    let proxy = Proxy::start(config(addr));
+    let mut c = proxy.connect();
+    let mut buf = Vec::new();
+    c.write_all(b"GET /app/1 HTTP/1.1\r\nHost: a\r\n\r\n")
+        .unwrap();
+    let r = read_response(&mut c, &mut buf, false);
+    assert_eq!(r.text(), "c001x");
+    thread::sleep(Duration::from_millis(100));
+    c.write_all(b"GET /app/2 HTTP/1.1\r\nHost: a\r\n\r\n")
+        .unwrap();
+    let r = read_response(&mut c, &mut buf, false);
+    assert_eq!(r.status, 200);
+    assert_eq!(r.text(), "c002x");
+    assert!(buf.is_empty(), "{:?}", String::from_utf8_lossy(&buf));
+    assert_eq!(accepted.load(Ordering::SeqCst), 2);
+}
+
+#[test]
+fn body_shorter_than_content_length_closes_the_client() {
+    let (addr, _) = scripted_origin(|mut s, _| {
+        let mut buf = Vec::new();
+        if read_head(&mut s, &mut buf, true).is_some() {
+            trickle(
+                &mut s,
+                b"HTTP/1.1 200 OK\r\nContent-Length: 10\r\n\r\nhello",
+            );
+        }
+    });
+    let proxy = Proxy::start(config(addr));
+    let mut c = proxy.connect();
+    c.write_all(b"GET /app/1 HTTP/1.1\r\nHost: a\r\n\r\n")
+        .unwrap();
+    let mut all = Vec::new();
+    c.read_to_end(&mut all).unwrap();
+    let text = String::from_utf8_lossy(&all);
+    assert!(text.ends_with("\r\n\r\nhello"), "{text}");
+}
+
+#[test]
+fn body_head_and_204_carrying_bytes() {
+    let (addr, accepted) = scripted_origin(|mut s, id| {
+        let mut buf = Vec::new();
+        while let Some((len, method, path, _)) = read_head(&mut s, &mut buf, true) {
+            buf.drain(..len);
+            let r = if method == "HEAD" {
+                "HTTP/1.1 200 OK\r\nContent-Length: 5\r\n\r\nBOGUS".to_string()
+            } else if path.contains("204") {
+                "HTTP/1.1 204 No Content\r\n\r\nBOGUS".to_string()
+            } else {
+                format!("HTTP/1.1 200 OK\r\nContent-Length: 4\r\n\r\nc{id:03}")
+            };
+            trickle(&mut s, r.as_bytes());
+        }
+    });
+    let proxy = Proxy::start(config(addr));
+    let mut c = proxy.connect();
+    let mut buf = Vec::new();
+    c.write_all(b"HEAD /app/1 HTTP/1.1\r\nHost: a\r\n\r\n")
+        .unwrap();
+    let r = read_response(&mut c, &mut buf, true);
+    assert_eq!(r.status, 200);
+    thread::sleep(Duration::from_millis(100));
+    c.write_all(b"GET /app/204 HTTP/1.1\r\nHost: a\r\n\r\n")
+        .unwrap();
+    let r = read_response(&mut c, &mut buf, false);
+    assert_eq!(r.status, 204);
+    thread::sleep(Duration::from_millis(100));
+    c.write_all(b"GET /app/3 HTTP/1.1\r\nHost: a\r\n\r\n")
+        .unwrap();
+    let r = read_response(&mut c, &mut buf, false);
+    assert_eq!(r.status, 200);
+    assert_eq!(r.text(), "c003");
+    assert!(buf.is_empty(), "{:?}", String::from_utf8_lossy(&buf));
+    assert_eq!(accepted.load(Ordering::SeqCst), 3);
+}
+
+#[test]
+fn body_chunked_upload_at_the_limit_exactly() {
+    let (addr, _) = scripted_origin(|mut s, _| {
+        let mut buf = Vec::new();
+        while let Some((len, _, _, _)) = read_head(&mut s, &mut buf, true) {
+            buf.drain(..len);
+            read_until(&mut s, &mut buf, b"0\r\n\r\n");
+            buf.clear();
+            s.write_all(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok")
+                .unwrap();
+        }
+    });
+    let mut cfg = config(addr);
+    cfg.http.max_body_size = 10;
+    let proxy = Proxy::start(cfg);
+    let mut c = proxy.connect();
+    let mut buf = Vec::new();
+    let req = b"POST /app/up HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked\r\n\r\n4\r\nabcd\r\n6\r\nefghij\r\n0\r\n\r\n";
+    trickle(&mut c, req);
+    let r = read_response(&mut c, &mut buf, false);
+    assert_eq!(r.status, 200);
+    let req = b"POST /app/up HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked\r\n\r\n4\r\nabcd\r\n7\r\nefghijk\r\n0\r\n\r\n";
+    c.write_all(req).unwrap();
+    let r = read_response(&mut c, &mut buf, false);
+    assert_eq!(r.status, 413);
+}
+
+fn pattern(len: usize) -> Vec<u8> {
+    (0..len).map(|i| (i % 251) as u8).collect()
+}
+
+/// Origin echoing a Content-Length body back, each in two writes: the head
+/// with `first` body bytes, then the rest.
+fn echo_origin(first: usize) -> (SocketAddr, Arc<AtomicUsize>) {
+    scripted_origin(move |mut s, id| {
+        let mut buf = Vec::new();
+        while let Some((len, _, _, headers)) = read_head(&mut s, &mut buf, true) {
+            buf.drain(..len);
+            let body = read_body(&mut s, &mut buf, &headers, false);
+            let mut r = format!(
+                "HTTP/1.1 200 OK\r\nContent-Length: {}\r\nX-Conn: {id}\r\n\r\n",
+                body.len()
+            )
+            .into_bytes();
+            let cut = r.len() + first.min(body.len());
+            r.extend_from_slice(&body);
+            if s.write_all(&r[..cut]).is_err() {
+                return;
+            }
+            thread::sleep(Duration::from_millis(20));
+            if s.write_all(&r[cut..]).is_err() {
+                return;
+            }
+        }
+    })
+}
+
+#[test]
+fn body_spliced_both_ways_around_the_threshold() {
+    for first in [0, 1, 100, 20_000] {
+        let (addr, accepted) = echo_origin(first);
+        let mut cfg = config(addr);
+        cfg.http.splice = true;
+        let proxy = Proxy::start(cfg);
+        let mut c = proxy.connect();
+        let mut buf = Vec::new();
+        let sizes = [
+            65_535,
+            65_536,
+            65_537,
+            65_536 + 1,
+            65_536 + 100,
+            65_536 + 20_000,
+            200_000,
+            1,
+        ];
+        for (i, len) in sizes.into_iter().enumerate() {
+            let body = pattern(len);
+            let head =
+                format!("POST /app/{i} HTTP/1.1\r\nHost: a\r\nContent-Length: {len}\r\n\r\n");
+            // The head with the first `first` body bytes, then the rest.
+            let mut req = head.into_bytes();
+            let cut = req.len() + first.min(len);
+            req.extend_from_slice(&body);
+            c.write_all(&req[..cut]).unwrap();
+            thread::sleep(Duration::from_millis(20));
+            c.write_all(&req[cut..]).unwrap();
+            let r = read_response(&mut c, &mut buf, false);
+            assert_eq!(r.status, 200, "len {len} first {first}");
+            assert!(r.body == body, "len {len} first {first}: body differs");
+            assert!(buf.is_empty(), "len {len} first {first}");
+        }
+        assert_eq!(accepted.load(Ordering::SeqCst), 1, "first {first}");
+    }
+}
+
+#[test]
+fn body_upstream_closing_mid_splice_closes_the_client() {
+    let (addr, _) = scripted_origin(|mut s, _| {
+        let mut buf = Vec::new();
+        if read_head(&mut s, &mut buf, true).is_some() {
+            let mut r = b"HTTP/1.1 200 OK\r\nContent-Length: 300000\r\n\r\n".to_vec();
+            r.extend_from_slice(&pattern(150_000));
+            let _ = s.write_all(&r);
+            thread::sleep(Duration::from_millis(50));
+        }
+    });
+    let mut cfg = config(addr);
+    cfg.http.splice = true;
+    let proxy = Proxy::start(cfg);
+    let mut c = proxy.connect();
+    c.write_all(b"GET /app/x HTTP/1.1\r\nHost: a\r\n\r\n")
+        .unwrap();
+    let mut all = Vec::new();
+    c.read_to_end(&mut all).unwrap();
+    let start = all.windows(4).position(|w| w == b"\r\n\r\n").unwrap() + 4;
+    assert_eq!(all.len() - start, 150_000);
+}
+
+#[test]
+fn body_chunked_response_with_trailers_byte_by_byte_then_reuse() {
+    let chunked: &[u8] = b"5;x=y\r\nhello\r\n7\r\n, world\r\n0;e\r\nX-T: 1\r\nY:2\r\n\r\n";
+    let (addr, accepted) = scripted_origin(move |mut s, id| {
+        let mut buf = Vec::new();
+        while let Some((len, _, path, _)) = read_head(&mut s, &mut buf, true) {
+            buf.drain(..len);
+            if path.contains("chunked") {
+                let mut r = b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n".to_vec();
+                r.extend_from_slice(chunked);
+                trickle(&mut s, &r);
+            } else {
+                let r = format!("HTTP/1.1 200 OK\r\nContent-Length: 4\r\n\r\nc{id:03}");
+                s.write_all(r.as_bytes()).unwrap();
+            }
+        }
+    });
+    let proxy = Proxy::start(config(addr));
+    let mut c = proxy.connect();
+    c.write_all(b"GET /app/chunked HTTP/1.1\r\nHost: a\r\n\r\n")
+        .unwrap();
+    let mut buf = Vec::new();
+    assert!(read_until(&mut c, &mut buf, b"\r\n\r\n"));
+    let start = buf.windows(4).position(|w| w == b"\r\n\r\n").unwrap() + 4;
+    buf.drain(..start);
+    while buf.len() < chunked.len() {
+        let mut chunk = [0u8; 4096];
+        let n = c.read(&mut chunk).unwrap();
+        assert!(n > 0);
+        buf.extend_from_slice(&chunk[..n]);
+    }
+    assert_eq!(&buf[..], chunked);
+    buf.clear();
+    c.write_all(b"GET /app/x HTTP/1.1\r\nHost: a\r\n\r\n")
+        .unwrap();
+    let r = read_response(&mut c, &mut buf, false);
+    assert_eq!(r.text(), "c001");
+    assert_eq!(accepted.load(Ordering::SeqCst), 1);
+}
+
+#[test]
+fn body_chunked_response_cut_short_closes_the_client() {
+    for cut in [3usize, 7, 14, 20, 26, 28, 29, 30] {
+        let chunked: &[u8] = b"5;x=y\r\nhello\r\n7\r\n, world\r\n0\r\n\r\n";
+        let (addr, _) = scripted_origin(move |mut s, _| {
+            let mut buf = Vec::new();
+            if read_head(&mut s, &mut buf, true).is_some() {
+                let mut r = b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n".to_vec();
+                r.extend_from_slice(&chunked[..cut]);
+                trickle(&mut s, &r);
+            }
+        });
+        let proxy = Proxy::start(config(addr));
+        for version in ["1.1", "1.0"] {
+            let mut c = proxy.connect();
+            c.write_all(
+                format!("GET /app/x HTTP/{version}\r\nHost: a\r\nConnection: keep-alive\r\n\r\n")
+                    .as_bytes(),
+            )
+            .unwrap();
+            let mut all = Vec::new();
+            let r = c.read_to_end(&mut all);
+            let text = String::from_utf8_lossy(&all);
+            assert!(r.is_ok(), "cut {cut} {version}: {r:?} {text}");
+            assert!(
+                text.starts_with("HTTP/1.1 200") || text.starts_with("HTTP/1.1 502"),
+                "cut {cut} {version}: {text}"
+            );
+        }
+    }
+}
