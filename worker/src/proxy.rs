@@ -129,7 +129,7 @@ impl Connection {
                 Err(e) => {
                     error!(self.worker.log, "upstream connect failed";
                         "client" => %self.peer, "upstream" => %addr, "error" => %e, "request_id" => &self.request_id);
-                    self.worker.stats().upstream_failed(addr, &e);
+                    stats::failed(group.counters(index), &e);
                     self.note_failure(group, index);
                     // Like nginx, another server gets the request after a
                     // connect failure, each server at most once.
@@ -147,7 +147,7 @@ impl Connection {
             };
             let reused = up.reused;
             let busy = group.busy(index);
-            let stats_busy = self.worker.stats().upstream_busy(addr);
+            let stats_busy = stats::Busy::start(group.counters(index));
             let result = self
                 .exchange(req, group, up, addr, &stats_busy, timer.as_mut())
                 .await;
@@ -175,7 +175,9 @@ impl Connection {
                     if !stale && early.is_server_failure() {
                         self.note_failure(group, index);
                     }
-                    let done = self.fail_early(req, early, addr).await;
+                    let done = self
+                        .fail_early(req, early, addr, group.counters(index))
+                        .await;
                     return with_upstream(done, addr);
                 }
             }
@@ -209,14 +211,20 @@ impl Connection {
     }
 
     /// Answers the client after an exchange failed before its response.
-    async fn fail_early(&mut self, req: &Request<'_>, early: Early, addr: SocketAddr) -> Done {
+    async fn fail_early(
+        &mut self,
+        req: &Request<'_>,
+        early: Early,
+        addr: SocketAddr,
+        counters: &stats::ServerCell,
+    ) -> Done {
         self.body_unread = !early.request_done;
         let log = &self.worker.log;
         match early.error {
             PumpError::Upstream(e) => {
                 error!(log, "upstream request failed";
                     "client" => %self.peer, "upstream" => %addr, "error" => %e, "request_id" => &self.request_id);
-                self.worker.stats().upstream_failed(addr, &e);
+                stats::failed(counters, &e);
                 let close = !early.request_done || !req.keep_alive;
                 self.answer_error(req.version, req.is_head, e.status(), close)
                     .await
@@ -489,7 +497,7 @@ impl Connection {
                 if let PumpError::Upstream(e) = &error {
                     error!(worker.log, "upstream response failed";
                         "client" => %peer, "upstream" => %addr, "error" => %e, "request_id" => &*request_id);
-                    worker.stats().upstream_failed(addr, e);
+                    counted.failed(e);
                 }
                 // Closing is the only way to tell the client the body is
                 // incomplete once its head has gone out.

@@ -125,7 +125,7 @@ impl Worker {
             load,
         });
         let worker = Rc::new(Worker {
-            upstreams: Upstreams::new(&config),
+            upstreams: Upstreams::new(&config, &shared.stats),
             route_slots,
             config,
             log,
@@ -180,7 +180,7 @@ impl Worker {
             error!(log, "cannot open an access log; it is off"; "error" => %e);
         }
         let worker = Rc::new(Worker {
-            upstreams: self.upstreams.carried_over(&config),
+            upstreams: self.upstreams.carried_over(&config, &self.shared.stats),
             route_slots: self.shared.stats.configure(&config),
             config,
             log,

@@ -22,8 +22,8 @@ pub(crate) const REPORT_INTERVAL: Duration = Duration::from_secs(1);
 /// they survive hot reloads: requests are counted per route *label* (host
 /// and path), so a route that keeps its label keeps its series, a new route
 /// gets a new one, and a removed route's series keeps its final values
-/// (counters never go backwards). Upstream servers are counted by address;
-/// reports list the servers of the newest configuration.
+/// (counters never go backwards). Upstream servers are counted per upstream
+/// and address; reports list the servers of the newest configuration.
 pub(crate) struct Stats {
     /// One per route label seen (config order, then [`UNROUTED`], then
     /// routes added by hot reloads).
@@ -31,12 +31,16 @@ pub(crate) struct Stats {
     connections: Cell<u64>,
     bytes_in: Cell<u64>,
     bytes_out: Cell<u64>,
-    /// Per upstream server address (labels are added when reporting).
-    /// Looked up once per request, by [`Stats::upstream_busy`], whose guard
-    /// keeps the server's counters for the rest of the exchange. Fx hashing,
-    /// as the addresses come from the configuration, not from clients.
-    servers: RefCell<FxHashMap<SocketAddr, Rc<RefCell<ServerCounters>>>>,
+    /// Per upstream and server address (labels are added when reporting).
+    /// Each upstream group holds its servers' counters (see
+    /// [`Stats::server`]): a request never looks them up. Fx hashing, as the
+    /// keys come from the configuration, not from clients.
+    servers: RefCell<FxHashMap<(String, SocketAddr), ServerCell>>,
 }
+
+/// One upstream server's counters, shared by the groups that name it (one
+/// per configuration snapshot).
+pub(crate) type ServerCell = Rc<RefCell<ServerCounters>>;
 
 /// Where one configuration's requests are counted: the series of each of
 /// its routes (same index as `Config::routes`), then of unrouted requests.
@@ -92,13 +96,22 @@ impl Stats {
         };
         let mut slots: Vec<usize> = config.routes.iter().map(|r| slot_of(r.label())).collect();
         slots.push(slot_of(UNROUTED.to_owned()));
-        let mut servers = self.servers.borrow_mut();
-        for group in config.upstreams.values() {
+        for (name, group) in &config.upstreams {
             for s in &group.servers {
-                servers.entry(s.addr).or_default();
+                self.server(name, s.addr);
             }
         }
         RouteSlots(slots)
+    }
+
+    /// The counters of server `addr` of upstream `upstream`, kept for the
+    /// worker's life (made on first use).
+    pub(crate) fn server(&self, upstream: &str, addr: SocketAddr) -> ServerCell {
+        self.servers
+            .borrow_mut()
+            .entry((upstream.to_owned(), addr))
+            .or_default()
+            .clone()
     }
 
     /// Counts an accepted client connection.
@@ -133,32 +146,6 @@ impl Stats {
         counters.latency.observe(took);
     }
 
-    /// Marks an exchange with `server` in progress until the guard drops.
-    pub(crate) fn upstream_busy(&self, server: SocketAddr) -> Busy {
-        let counters = self.servers.borrow().get(&server).cloned();
-        if let Some(c) = &counters {
-            let mut c = c.borrow_mut();
-            c.active += 1;
-            c.requests += 1;
-        }
-        Busy(counters)
-    }
-
-    /// Records a failure of `server` (connect, timeout, bad response).
-    pub(crate) fn upstream_failed(&self, server: SocketAddr, error: &dyn Display) {
-        self.with_server(server, |s| {
-            s.failures += 1;
-            s.consecutive_failures += 1;
-            s.last_error = Some(error.to_string());
-        });
-    }
-
-    fn with_server(&self, server: SocketAddr, f: impl FnOnce(&mut ServerCounters)) {
-        if let Some(s) = self.servers.borrow().get(&server) {
-            f(&mut s.borrow_mut());
-        }
-    }
-
     /// A copy of every counter, with `active` open client connections and
     /// a row for each of `servers` (the newest configuration's).
     pub(crate) fn snapshot<'a>(
@@ -175,7 +162,7 @@ impl Stats {
                 down: u64::from(s.down),
                 reporting: 1,
                 ..counters
-                    .get(&s.addr)
+                    .get(&(s.upstream.to_owned(), s.addr))
                     .map(|c| c.borrow().clone())
                     .unwrap_or_default()
             })
@@ -192,25 +179,45 @@ impl Stats {
     }
 }
 
-/// An exchange with an upstream server in progress, holding the server's
-/// counters (none for a server no configuration of this worker named).
-pub(crate) struct Busy(Option<Rc<RefCell<ServerCounters>>>);
+/// Records a failure of the server counted in `cell` (connect, timeout,
+/// bad response).
+pub(crate) fn failed(cell: &ServerCell, error: &dyn Display) {
+    let mut c = cell.borrow_mut();
+    c.failures += 1;
+    c.consecutive_failures += 1;
+    c.last_error = Some(error.to_string());
+}
+
+/// An exchange with an upstream server in progress, counted in the
+/// server's counters until dropped.
+pub(crate) struct Busy(ServerCell);
 
 impl Busy {
+    /// Counts an exchange with the server counted in `cell`.
+    pub(crate) fn start(cell: &ServerCell) -> Busy {
+        {
+            let mut c = cell.borrow_mut();
+            c.active += 1;
+            c.requests += 1;
+        }
+        Busy(cell.clone())
+    }
+
     /// Records that the exchange succeeded.
     pub(crate) fn ok(&self) {
-        if let Some(c) = &self.0 {
-            c.borrow_mut().consecutive_failures = 0;
-        }
+        self.0.borrow_mut().consecutive_failures = 0;
+    }
+
+    /// Records that the exchange failed.
+    pub(crate) fn failed(&self, error: &dyn Display) {
+        failed(&self.0, error);
     }
 }
 
 impl Drop for Busy {
     fn drop(&mut self) {
-        if let Some(c) = &self.0 {
-            let mut c = c.borrow_mut();
-            c.active = c.active.saturating_sub(1);
-        }
+        let mut c = self.0.borrow_mut();
+        c.active = c.active.saturating_sub(1);
     }
 }
 
@@ -315,21 +322,44 @@ respond = { body = "x" }
             addr,
             down,
         };
-        let busy = stats.upstream_busy(addr);
+        let cell = stats.server("app", addr);
+        let busy = Busy::start(&cell);
         assert_eq!(stats.snapshot(0, [row(false)]).servers[0].active, 1);
-        stats.upstream_failed(addr, &"connection refused");
+        busy.failed(&"connection refused");
         drop(busy);
         let s = &stats.snapshot(0, [row(true)]).servers[0];
         assert_eq!((s.upstream.as_str(), s.active, s.requests), ("app", 0, 1));
         assert_eq!((s.failures, s.consecutive_failures), (1, 1));
         assert_eq!((s.down, s.reporting), (1, 1));
         assert_eq!(s.last_error.as_deref(), Some("connection refused"));
-        stats.upstream_busy(addr).ok();
+        Busy::start(&cell).ok();
         assert_eq!(
             stats.snapshot(0, [row(false)]).servers[0].consecutive_failures,
             0
         );
         // A server the newest configuration does not name is not reported.
         assert!(stats.snapshot(0, []).servers.is_empty());
+    }
+
+    #[test]
+    fn upstreams_sharing_an_address_count_apart() {
+        let (stats, _) = Stats::new(&config());
+        let addr: SocketAddr = "127.0.0.1:3000".parse().unwrap();
+        let row = |upstream| ServerRef {
+            upstream,
+            server: "127.0.0.1:3000",
+            addr,
+            down: false,
+        };
+        drop(Busy::start(&stats.server("app", addr)));
+        failed(&stats.server("other", addr), &"refused");
+        let s = stats.snapshot(0, [row("app"), row("other")]).servers;
+        assert_eq!((s[0].requests, s[0].failures), (1, 0), "app");
+        assert_eq!((s[1].requests, s[1].failures), (0, 1), "other");
+        // The same upstream and address keep one series (a hot reload).
+        assert!(Rc::ptr_eq(
+            &stats.server("app", addr),
+            &stats.server("app", addr)
+        ));
     }
 }

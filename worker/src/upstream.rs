@@ -7,6 +7,7 @@ use crate::balance::Balancer;
 use crate::error::UpstreamError;
 use crate::health::{Change, Health};
 use crate::io::BODY_READ;
+use crate::stats::{ServerCell, Stats};
 use bytes::BytesMut;
 use prefork_shared::config::{Config, Server, Upstream};
 use rustc_hash::FxHashMap;
@@ -52,6 +53,9 @@ pub(crate) struct Group {
     /// Set once a hot reload replaced the group: it pools nothing more and
     /// its health checks end, even while an older snapshot still holds it.
     retired: Cell<bool>,
+    /// Each server's counters, shared with the worker's [`Stats`]
+    /// (resolved when the group is made, never per request).
+    counters: Vec<ServerCell>,
 }
 
 /// Counts a request in flight on a server until dropped.
@@ -64,7 +68,7 @@ impl Drop for Busy<'_> {
 }
 
 impl Group {
-    fn new(config: Upstream, rng: fastrand::Rng) -> Self {
+    fn new(config: Upstream, rng: fastrand::Rng, counters: Vec<ServerCell>) -> Self {
         let idle = config.servers.iter().map(|_| RefCell::default()).collect();
         let weights: Vec<u32> = config.servers.iter().map(|s| s.weight).collect();
         // As in nginx, a lone server is never paused by failures: there is
@@ -86,7 +90,13 @@ impl Group {
             config,
             idle,
             retired: Cell::new(false),
+            counters,
         }
+    }
+
+    /// The counters of server `index` (for the worker's metrics).
+    pub(crate) fn counters(&self, index: usize) -> &ServerCell {
+        &self.counters[index % self.len()]
     }
 
     /// Closes the idle connections of a group a hot reload replaced, and
@@ -266,14 +276,20 @@ pub(crate) struct Upstreams {
 }
 
 impl Upstreams {
-    /// Groups with empty pools for every upstream in `config`.
-    pub(crate) fn new(config: &Config) -> Self {
+    /// Groups with empty pools for every upstream in `config`, counted in
+    /// `stats`.
+    pub(crate) fn new(config: &Config, stats: &Stats) -> Self {
         let groups = config
             .upstreams
             .iter()
             .filter(|(_, u)| !u.servers.is_empty())
             .map(|(name, u)| {
-                let group = Group::new(u.clone(), fastrand::Rng::new());
+                let counters = u
+                    .servers
+                    .iter()
+                    .map(|s| stats.server(name, s.addr))
+                    .collect();
+                let group = Group::new(u.clone(), fastrand::Rng::new(), counters);
                 (name.clone(), Rc::new(group))
             })
             .collect();
@@ -285,8 +301,8 @@ impl Upstreams {
     /// retired: an older snapshot (a request in flight, the accept loops)
     /// may keep them alive, but they pool nothing more and their health
     /// checks end.
-    pub(crate) fn carried_over(&self, config: &Config) -> Self {
-        let mut next = Upstreams::new(config);
+    pub(crate) fn carried_over(&self, config: &Config, stats: &Stats) -> Self {
+        let mut next = Upstreams::new(config, stats);
         for (name, group) in &mut next.groups {
             if let Some(old) = self.groups.get(name) {
                 if old.config == group.config {
@@ -356,6 +372,7 @@ mod tests {
                 keepalive_timeout: Duration::from_secs(60),
             },
             fastrand::Rng::with_seed(1),
+            addrs.iter().map(|_| ServerCell::default()).collect(),
         )
     }
 
@@ -413,7 +430,12 @@ mod tests {
             .unwrap();
         let mut config = group_of(&[addr, addr], 4).config;
         config.fail_timeout = Duration::from_secs(1);
-        let g = Group::new(config, fastrand::Rng::with_seed(1));
+        let counters = config
+            .servers
+            .iter()
+            .map(|_| ServerCell::default())
+            .collect();
+        let g = Group::new(config, fastrand::Rng::with_seed(1), counters);
         {
             let _a = g.busy(0);
             let _b = g.busy(0);
@@ -455,9 +477,10 @@ mod tests {
         config
             .upstreams
             .insert("changed".into(), group(addr, 4).config);
-        let old = Upstreams::new(&config);
+        let (stats, _) = Stats::new(&config);
+        let old = Upstreams::new(&config, &stats);
         config.upstreams.get_mut("changed").unwrap().keepalive = 8;
-        let new = old.carried_over(&config);
+        let new = old.carried_over(&config, &stats);
         assert!(Rc::ptr_eq(&old.groups["same"], &new.groups["same"]));
         assert!(old.shares("same", &new.groups["same"]));
         assert!(!old.shares("changed", &new.groups["changed"]));
