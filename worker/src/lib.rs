@@ -194,19 +194,18 @@ fn run(args: &WorkerArgs) -> Result<i32, BootError> {
         }
         #[cfg(debug_assertions)]
         test_hooks::install(&log);
-        let (beat_tx, beat_rx) = watch::channel(heartbeat_interval(config.worker_timeout));
-        let worker = server::Worker::new(config, log.clone(), access, stop_rx, load);
         // A new configuration may change worker_timeout: the beats follow it.
-        let (applied_tx, applied_rx) = mpsc::unbounded_channel();
-        tokio::task::spawn_local(follow_heartbeat_interval(updates_rx, applied_tx, beat_tx));
+        let (timeout_tx, timeout_rx) = watch::channel(config.worker_timeout);
+        let worker = server::Worker::new(config, log.clone(), access, stop_rx, load);
         tokio::task::spawn_local(server::apply_updates(
             worker.clone(),
-            applied_rx,
+            updates_rx,
+            timeout_tx,
             args.slot,
             args.generation,
         ));
         let beats = to_master.clone();
-        tokio::task::spawn_local(heartbeats(beats, beat_rx));
+        tokio::task::spawn_local(heartbeats(beats, timeout_rx));
         let newest = worker.newest();
         tokio::task::spawn_local(stats::report_every(newest.clone(), to_master.clone()));
         let ready_log = log.clone();
@@ -238,36 +237,21 @@ fn run(args: &WorkerArgs) -> Result<i32, BootError> {
     Ok(code)
 }
 
-/// Passes new configurations on to `applied`, first setting the heartbeat
-/// interval their `worker_timeout` asks for.
-async fn follow_heartbeat_interval(
-    mut updates: mpsc::UnboundedReceiver<Box<Config>>,
-    applied: mpsc::UnboundedSender<Box<Config>>,
-    every: watch::Sender<Duration>,
-) {
-    while let Some(config) = updates.recv().await {
-        every.send_replace(heartbeat_interval(config.worker_timeout));
-        if applied.send(config).is_err() {
-            return;
-        }
-    }
-}
-
 /// Tells the master, from the event loop itself, that the loop runs: a loop
 /// blocked by a bug stops the beats and the master replaces the worker.
 /// A new interval (a reload changed `worker_timeout`) takes effect at once,
 /// with a beat: the master judges the worker by the new limit from the
 /// reload on.
-async fn heartbeats(to_master: IpcSender<WorkerMsg>, mut every: watch::Receiver<Duration>) {
-    // False once the config follower is gone: the interval stays as it is.
+async fn heartbeats(to_master: IpcSender<WorkerMsg>, mut timeout: watch::Receiver<Duration>) {
+    // False once the configuration updates end: the interval stays as it is.
     let mut follow = true;
     loop {
-        let mut tick = tokio::time::interval(*every.borrow_and_update());
+        let mut tick = tokio::time::interval(heartbeat_interval(*timeout.borrow_and_update()));
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
             tokio::select! {
                 _ = tick.tick() => {}
-                changed = every.changed(), if follow => {
+                changed = timeout.changed(), if follow => {
                     follow = changed.is_ok();
                     if follow {
                         break;

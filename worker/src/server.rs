@@ -437,10 +437,12 @@ pub(crate) async fn serve(worker: Rc<Worker>, listeners: Vec<Listener>, ready: i
 }
 
 /// Applies the configurations the master sends after the first one (hot
-/// reload) until the channel closes.
+/// reload) until the channel closes, passing each one's `worker_timeout` on
+/// to the heartbeats.
 pub(crate) async fn apply_updates(
     worker: Rc<Worker>,
     mut updates: mpsc::UnboundedReceiver<Box<Config>>,
+    worker_timeout: watch::Sender<Duration>,
     slot: u32,
     generation: u64,
 ) {
@@ -458,6 +460,8 @@ pub(crate) async fn apply_updates(
         let next = current.reconfigured(*config, slot, generation);
         info!(next.log, "configuration replaced";
             "routes" => next.config.routes.len(), "upstreams" => next.config.upstreams.len());
+        // The heartbeats follow the new limit at once.
+        worker_timeout.send_replace(next.config.worker_timeout);
         newest.replace(next);
     }
 }
