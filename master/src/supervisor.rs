@@ -776,6 +776,27 @@ impl Supervisor {
         self.pending.clear();
         self.pending_serving.clear();
         for (pid, w) in &mut self.workers {
+            // A worker stopping already (a drain after a reload, the
+            // generation limit) keeps an earlier deadline; a fast stop still
+            // reaches one that was stopping gracefully.
+            if let WorkerState::Stopping {
+                deadline: own,
+                killed,
+                fast,
+            } = w.state
+            {
+                if own <= deadline {
+                    if mode == StopMode::Fast && !fast && !killed {
+                        w.state = WorkerState::Stopping {
+                            deadline: own,
+                            killed,
+                            fast: true,
+                        };
+                        actions.push(Action::Stop(*pid, mode));
+                    }
+                    continue;
+                }
+            }
             w.state = WorkerState::Stopping {
                 deadline,
                 killed: false,
@@ -1652,6 +1673,59 @@ mod tests {
         let a = s.handle(Event::RemoveWorker, t0);
         assert_eq!(stops(&a), vec![(101, StopMode::Graceful)]);
         assert!(a.contains(&Action::Serving), "{a:?}");
+    }
+
+    #[test]
+    fn a_stop_never_extends_the_deadline_of_a_worker_already_stopping() {
+        // Generation 1 drains after a reload (its own 30 s limit); a
+        // graceful stop 29 s later must not give it another 30 s.
+        let t0 = Instant::now();
+        let mut s = running(1, t0);
+        assert_eq!(
+            spawns(&s.handle(reload(1, Duration::from_secs(30)), t0)),
+            vec![(0, 2)]
+        );
+        spawned(&mut s, 0, 2, 200, t0);
+        let a = s.handle(Event::WorkerReady(200), t0);
+        assert_eq!(stops(&a), vec![(100, StopMode::Graceful)]);
+        let t1 = t0 + Duration::from_secs(29);
+        let a = s.handle(Event::Stop(StopMode::Graceful), t1);
+        assert_eq!(
+            stops(&a),
+            vec![(200, StopMode::Graceful)],
+            "100 is stopping already"
+        );
+        let a = s.handle(Event::Tick, t0 + Duration::from_secs(30));
+        assert_eq!(
+            a,
+            vec![Action::Kill(100)],
+            "the drain keeps its own deadline"
+        );
+        // A fast stop still shortens a longer one.
+        let a = s.handle(Event::Stop(StopMode::Fast), t1 + Duration::from_secs(1));
+        assert_eq!(stops(&a), vec![(200, StopMode::Fast)]);
+    }
+
+    #[test]
+    fn a_fast_stop_reaches_a_worker_draining_gracefully() {
+        let t0 = Instant::now();
+        let mut s = running(1, t0);
+        s.handle(reload(1, Duration::from_secs(30)), t0);
+        spawned(&mut s, 0, 2, 200, t0);
+        s.handle(Event::WorkerReady(200), t0);
+        // 1 s before its drain deadline, earlier than the fast stop's.
+        let t1 = t0 + Duration::from_secs(29);
+        let a = s.handle(Event::Stop(StopMode::Fast), t1);
+        assert_eq!(
+            stops(&a),
+            vec![(100, StopMode::Fast), (200, StopMode::Fast)]
+        );
+        let a = s.handle(Event::Tick, t0 + Duration::from_secs(30));
+        assert_eq!(
+            a,
+            vec![Action::Kill(100)],
+            "its own, earlier deadline holds"
+        );
     }
 
     #[test]
