@@ -470,13 +470,7 @@ impl Validator<'_> {
         let control_socket = self.control_socket(raw.control_socket, &pid_file);
         let admin = self.admin(root.key("admin"), raw.admin);
         if let Some(a) = &admin {
-            let clash = listen.iter().find(|l| {
-                l.addr.port() == a.addr.port()
-                    && l.addr.is_ipv4() == a.addr.is_ipv4()
-                    && (l.addr.ip() == a.addr.ip()
-                        || l.addr.ip().is_unspecified()
-                        || a.addr.ip().is_unspecified())
-            });
+            let clash = listen.iter().find(|l| binds_collide(l.addr, a.addr));
             if let Some(l) = clash {
                 self.problem(
                     &root.key("admin").key("addr"),
@@ -715,15 +709,11 @@ impl Validator<'_> {
                 continue;
             }
             let reuseport = l.reuseport.unwrap_or(false);
-            // A wildcard and a specific address of the same family and port
-            // cannot both be bound (IPv6 sockets are IPV6_V6ONLY), unless
-            // both set SO_REUSEPORT.
-            let overlapping = out.iter().find(|o: &&Listen| {
-                o.addr.port() == addr.port()
-                    && o.addr.is_ipv4() == addr.is_ipv4()
-                    && (o.addr.ip().is_unspecified() || addr.ip().is_unspecified())
-                    && !(o.reuseport && reuseport)
-            });
+            // Unless both set SO_REUSEPORT (equal addresses were refused
+            // above).
+            let overlapping = out
+                .iter()
+                .find(|o: &&Listen| binds_collide(o.addr, addr) && !(o.reuseport && reuseport));
             if let Some(o) = overlapping {
                 self.problem(
                     &key,
@@ -1080,6 +1070,14 @@ fn resolve(server: &str) -> Result<SocketAddr, String> {
         .ok_or_else(|| format!("server {server:?} resolves to no address"))
 }
 
+/// Whether sockets bound to `a` and `b` collide: the same family and port,
+/// and the same address or either a wildcard (IPv6 sockets are
+/// IPV6_V6ONLY, so the families never mix).
+fn binds_collide(a: SocketAddr, b: SocketAddr) -> bool {
+    a.port() == b.port()
+        && a.is_ipv4() == b.is_ipv4()
+        && (a.ip() == b.ip() || a.ip().is_unspecified() || b.ip().is_unspecified())
+}
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -286,11 +286,10 @@ impl Connection {
             retryable: false,
             request_done: false,
         })?;
-        match write_two_within(&mut up_wr, request_head, &buf[..initial], t.upstream_write).await {
-            Ok(Ok(())) => {}
-            Ok(Err(e)) => return Err(Early::upstream(UpstreamError::Write(e), true, false)),
-            Err(_) => return Err(Early::upstream(UpstreamError::WriteTimeout, true, false)),
-        }
+        upstream_result(
+            write_two_within(&mut up_wr, request_head, &buf[..initial], t.upstream_write).await,
+        )
+        .map_err(|e| Early::upstream(e, true, false))?;
         buf.advance(initial);
 
         // `Expect` is not forwarded: prefork asks for the body itself, once
@@ -624,11 +623,7 @@ where
         let take = body.take(buf).map_err(ClientError::BadChunk)?;
         // Up to a whole read (256 KiB) at once: the write timeout counts
         // between two writes (nginx's `proxy_send_timeout`), not for it all.
-        match write_two(upstream, &buf[..take], &[], t.upstream_write).await {
-            Ok(Ok(())) => {}
-            Ok(Err(e)) => return Err(UpstreamError::Write(e).into()),
-            Err(TimedOut) => return Err(UpstreamError::WriteTimeout.into()),
-        }
+        upstream_result(write_two(upstream, &buf[..take], &[], t.upstream_write).await)?;
         buf.advance(take);
     }
     Ok(())
@@ -847,6 +842,15 @@ fn client_result(written: Result<std::io::Result<()>, TimedOut>) -> Result<(), P
         Ok(Ok(())) => Ok(()),
         Ok(Err(e)) => Err(ClientError::Write(e).into()),
         Err(_) => Err(ClientError::WriteTimeout.into()),
+    }
+}
+
+/// The error of a timed write upstream, as [`client_result`] for a client.
+fn upstream_result(written: Result<std::io::Result<()>, TimedOut>) -> Result<(), UpstreamError> {
+    match written {
+        Ok(Ok(())) => Ok(()),
+        Ok(Err(e)) => Err(UpstreamError::Write(e)),
+        Err(_) => Err(UpstreamError::WriteTimeout),
     }
 }
 
