@@ -1,9 +1,14 @@
 //! `prefork -t -c FILE`: exit 0 with a success message, or exit 1 with
 //! `file:line: key: reason` on stderr.
 
+use crate::support::http;
 use crate::support::prefork::{self, free_port};
+use crate::support::wait_for;
+use nix::sys::signal::{kill, Signal};
+use nix::unistd::Pid;
 use std::fs;
-use std::path::Path;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
 const TIMEOUT: Duration = Duration::from_secs(10);
@@ -240,4 +245,82 @@ fn signal_refuses_a_stale_pid_file_naming_another_process() {
     assert!(alive, "prefork -s stop killed an unrelated process");
     assert_eq!(out.status.code(), Some(1), "stderr: {stderr}");
     assert!(stderr.contains("not a running prefork"), "{stderr}");
+}
+
+/// The README's first command runs prefork on `examples/quickstart.toml`:
+/// that file must pass `-t` as shipped and, run as is (only its port and pid
+/// file moved into a temporary directory), answer `/` with no backend up.
+#[test]
+fn the_bundled_quickstart_config_checks_and_serves_its_greeting() {
+    let shipped = Path::new(env!("CARGO_MANIFEST_DIR")).join("../examples/quickstart.toml");
+    let (code, stdout, stderr) = check(&shipped);
+    assert_eq!(code, 0, "stdout: {stdout}\nstderr: {stderr}");
+
+    let dir = tempfile::tempdir().unwrap();
+    let port = free_port();
+    let pid_file = dir.path().join("quickstart.pid");
+    let text = fs::read_to_string(&shipped).unwrap();
+    let moved = text
+        .replace("127.0.0.1:8080", &format!("127.0.0.1:{port}"))
+        .replace("/tmp/prefork-quickstart.pid", pid_file.to_str().unwrap());
+    assert_ne!(moved, text, "the port and pid file lines moved");
+    let path = dir.path().join("quickstart.toml");
+    fs::write(&path, moved).unwrap();
+    let master = Master::start(&path, dir.path());
+    let greeting = wait_for(START, || {
+        http::get(port, "localhost", "/")
+            .ok()
+            .filter(|r| r.status == 200)
+    });
+    let greeting = greeting.unwrap_or_else(|| panic!("no 200 on /\n{}", master.stderr()));
+    assert_eq!(greeting.text(), "Hello from prefork!\n");
+    assert_eq!(http::get(port, "status.local", "/").unwrap().text(), "ok\n");
+    master.stop_gracefully();
+}
+
+const START: Duration = Duration::from_secs(20);
+
+/// A master started on a raw config file, killed by pid if the test fails
+/// before it stops it (its workers follow through their parent-death signal).
+struct Master {
+    child: Child,
+    dir: PathBuf,
+}
+
+impl Master {
+    fn start(config: &Path, dir: &Path) -> Master {
+        let child = Command::new(prefork::BIN)
+            .arg("-c")
+            .arg(config)
+            .stdin(Stdio::null())
+            .stdout(fs::File::create(dir.join("stdout")).unwrap())
+            .stderr(fs::File::create(dir.join("stderr")).unwrap())
+            .spawn()
+            .unwrap();
+        Master {
+            child,
+            dir: dir.to_path_buf(),
+        }
+    }
+
+    fn stderr(&self) -> String {
+        fs::read_to_string(self.dir.join("stderr")).unwrap_or_default()
+    }
+
+    /// SIGQUIT, then waits for a clean exit.
+    fn stop_gracefully(mut self) {
+        kill(Pid::from_raw(self.child.id() as i32), Signal::SIGQUIT).unwrap();
+        let status = wait_for(START, || self.child.try_wait().ok().flatten());
+        let status = status.unwrap_or_else(|| panic!("no exit after SIGQUIT\n{}", self.stderr()));
+        assert!(status.success(), "{status}\n{}", self.stderr());
+    }
+}
+
+impl Drop for Master {
+    fn drop(&mut self) {
+        if let Ok(None) = self.child.try_wait() {
+            let _ = self.child.kill();
+            let _ = self.child.wait();
+        }
+    }
 }
