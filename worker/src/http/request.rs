@@ -4,6 +4,7 @@ use super::{is_forwarded_upgrade, list_items, merge_content_length, Framing, Ver
 use prefork_shared::config::HttpLimits;
 use std::borrow::Cow;
 use std::mem::MaybeUninit;
+use std::net::Ipv6Addr;
 
 /// A complete, validated request head, borrowing the client's buffer.
 #[derive(Debug)]
@@ -322,11 +323,53 @@ fn strip_prefix_ignore_case<'a>(s: &'a str, prefix: &str) -> Option<&'a str> {
         .then(|| &s[prefix.len()..])
 }
 
-/// Whether `host` is a syntactically valid `uri-host [ ":" port ]` (or
-/// empty, which HTTP/1.1 allows).
-fn is_valid_authority(host: &str) -> bool {
-    host.bytes()
-        .all(|b| b.is_ascii_alphanumeric() || b"-._~!$&'()*+,;=:[]%".contains(&b))
+/// Whether `authority` is a valid `uri-host [ ":" port ]` with a host (or
+/// empty, which HTTP/1.1 allows in `Host`). The host is an IPv6 literal in
+/// brackets or a reg-name (IPv4 included), the port digits: routing takes
+/// the host before the port, while the upstream gets the value whole, so a
+/// value it could split otherwise (`a:b:c`, `a]`) is refused (RFC 9112
+/// §3.2: 400 for an invalid Host; RFC 9110 §4.2.1: no empty host).
+fn is_valid_authority(authority: &str) -> bool {
+    if authority.is_empty() {
+        return true;
+    }
+    let (host_ok, port) = match authority.strip_prefix('[') {
+        Some(literal) => match literal.split_once(']') {
+            Some((ip, port)) => (ip.parse::<Ipv6Addr>().is_ok(), port),
+            None => return false,
+        },
+        None => {
+            let end = ascii_find(authority, b':').unwrap_or(authority.len());
+            let host = &authority[..end];
+            (!host.is_empty() && is_reg_name(host), &authority[end..])
+        }
+    };
+    host_ok
+        && (port.is_empty()
+            || port
+                .strip_prefix(':')
+                .is_some_and(|digits| digits.bytes().all(|b| b.is_ascii_digit())))
+}
+
+/// Whether `host` is a reg-name: unreserved and sub-delims characters and
+/// percent-encoded bytes (RFC 3986 §3.2.2).
+fn is_reg_name(host: &str) -> bool {
+    let bytes = host.as_bytes();
+    let mut i = 0;
+    while let Some(&b) = bytes.get(i) {
+        if b == b'%' {
+            let hex = |at: usize| bytes.get(at).is_some_and(u8::is_ascii_hexdigit);
+            if !(hex(i + 1) && hex(i + 2)) {
+                return false;
+            }
+            i += 3;
+        } else if b.is_ascii_alphanumeric() || b"-._~!$&'()*+,;=".contains(&b) {
+            i += 1;
+        } else {
+            return false;
+        }
+    }
+    true
 }
 
 /// The host used for routing: lower-cased, without port or trailing dot.
@@ -548,6 +591,54 @@ mod tests {
             let input = format!("GET {target} HTTP/1.1\r\nHost: a\r\n\r\n");
             assert_eq!(err(&input), RequestError::InvalidTarget, "{target:?}");
         }
+    }
+
+    /// RFC 9112 §3.2: a Host with an invalid value gets 400. prefork routes
+    /// on the part before the port and forwards the value whole, so an
+    /// upstream must never see one it could read as another host.
+    #[test]
+    fn hosts_outside_the_authority_grammar_are_refused() {
+        for host in [
+            "a:b",
+            "a:80:90",
+            "a:8o",
+            "a]",
+            "a[b]",
+            "[::1",
+            "[::1]x",
+            "[::1]:b",
+            "[not-ipv6]",
+            ":80",
+            "a%zz",
+            "a%4",
+        ] {
+            let input = format!("GET / HTTP/1.1\r\nHost: {host}\r\n\r\n");
+            assert_eq!(err(&input), RequestError::InvalidHost, "{host:?}");
+            let input = format!("GET http://{host}/ HTTP/1.1\r\nHost: a\r\n\r\n");
+            assert_eq!(err(&input), RequestError::InvalidTarget, "{host:?}");
+        }
+        for host in [
+            "a",
+            "a:",
+            "a:8080",
+            "A.Example.",
+            "[::1]",
+            "[::1]:80",
+            "[2001:db8::1]:443",
+            "10.0.0.1:443",
+            "ex%41mple",
+            "a-b_c~d.e!$&'()*+,;=",
+        ] {
+            let input = format!("GET / HTTP/1.1\r\nHost: {host}\r\n\r\n");
+            assert_eq!(ok(&input).host.as_deref(), Some(host));
+            let input = format!("GET http://{host}/x HTTP/1.1\r\nHost: a\r\n\r\n");
+            assert_eq!(ok(&input).host.as_deref(), Some(host));
+        }
+        // HTTP/1.1 allows an empty Host (a target without an authority).
+        assert_eq!(
+            ok("GET / HTTP/1.1\r\nHost: \r\n\r\n").host.as_deref(),
+            Some("")
+        );
     }
 
     #[test]
