@@ -1193,3 +1193,33 @@ fn body_chunked_response_cut_short_closes_the_client() {
         }
     }
 }
+
+/// `OPTIONS *` asks about the server as a whole (RFC 9112 §3.2.4): it is
+/// routed as `OPTIONS http://host` is (by its host, path `/`), and
+/// forwarded as received, not answered 404 for want of a route path `*`.
+#[test]
+fn options_asterisk_reaches_the_root_route_of_its_host() {
+    let origin = Origin::start();
+    let mut config = config(origin.addr);
+    config.routes.push(Route {
+        host: HostMatch::Exact("star.test".into()),
+        path: "/".into(),
+        action: RouteAction::Proxy("app".into()),
+        access_log: Default::default(),
+        max_body_size: None,
+    });
+    let proxy = Proxy::start(config);
+    let mut c = proxy.connect();
+    for request in [
+        "OPTIONS * HTTP/1.1\r\nHost: star.test\r\n\r\n",
+        "OPTIONS http://star.test HTTP/1.1\r\nHost: star.test\r\n\r\n",
+    ] {
+        let r = exchange(&mut c, request);
+        assert_eq!(r.status, 200, "{request:?}");
+        assert!(
+            r.text().starts_with("conn=1\nOPTIONS * HTTP/1.1\r\n"),
+            "{request:?}: {}",
+            r.text()
+        );
+    }
+}

@@ -14,7 +14,8 @@ pub(crate) struct RequestHead<'h, 'b> {
     /// The target to forward: as received, or the part of an absolute-form
     /// target after the authority (which may lack its leading `/`).
     pub target: &'b str,
-    /// The path for routing: the target without its query.
+    /// The path for routing: the target without its query (`/` for an
+    /// empty one and for `OPTIONS *`).
     pub path: &'b str,
     /// The request's protocol version.
     pub version: Version,
@@ -145,8 +146,10 @@ pub(crate) fn parse<'h, 'b>(
     }
 
     let (target, target_authority) = split_target(method, raw_target)?;
+    // `OPTIONS *` is about the server as a whole, as `OPTIONS http://h` is
+    // (forwarded as `*`): both are routed as the host's root.
     let path = match &target[..ascii_find(target, b'?').unwrap_or(target.len())] {
-        "" => "/",
+        "" | "*" => "/",
         p => p,
     };
 
@@ -496,7 +499,8 @@ mod tests {
         assert_eq!(s.path, "/");
         let s = ok("GET http://h?q=1 HTTP/1.1\r\nHost: h\r\n\r\n");
         assert_eq!((s.target.as_str(), s.path.as_str()), ("?q=1", "/"));
-        assert_eq!(ok("OPTIONS * HTTP/1.1\r\nHost: h\r\n\r\n").target, "*");
+        let s = ok("OPTIONS * HTTP/1.1\r\nHost: h\r\n\r\n");
+        assert_eq!((s.target.as_str(), s.path.as_str()), ("*", "/"));
     }
 
     #[test]
