@@ -191,8 +191,8 @@ pub(crate) fn request_head(
 }
 
 /// Writes into `out` (cleared first) the status line and end-to-end fields
-/// of an upstream response, with a `Via` naming `via` if set; a 101 keeps
-/// its `Upgrade`. [`finish_head`] completes it.
+/// of an upstream response, a `Date` if it has none, and a `Via` naming
+/// `via` if set; a 101 keeps its `Upgrade`. [`finish_head`] completes it.
 pub(crate) fn response_head_start(
     out: &mut Vec<u8>,
     resp: &ResponseHead<'_, '_>,
@@ -206,6 +206,7 @@ pub(crate) fn response_head_start(
     out.extend_from_slice(b"\r\n");
     let named = ConnectionNamed::new(resp.headers);
     let switching = resp.status == 101;
+    let mut dated = false;
     for h in resp.headers {
         let name = h.name.as_bytes();
         if (switching && name.eq_ignore_ascii_case(b"upgrade"))
@@ -215,7 +216,13 @@ pub(crate) fn response_head_start(
                 || (via.is_some() && name.eq_ignore_ascii_case(b"via")))
         {
             write_field(out, name, h.value);
+            dated |= name.eq_ignore_ascii_case(b"date");
         }
+    }
+    if !dated {
+        // RFC 9110 §6.6.1: a recipient with a clock that forwards a
+        // response without `Date` adds one (nginx always sends its own).
+        write_date_header(out);
     }
     if let Some(name) = via {
         write_via(out, resp.headers, resp.version, name);
@@ -410,7 +417,7 @@ mod tests {
 
     #[test]
     fn response_heads_drop_hop_by_hop_and_reframe() {
-        let input = "HTTP/1.1 200 Fine\r\nServer: o\r\nConnection: x-conn\r\nX-Conn: 1\r\n\
+        let input = "HTTP/1.1 200 Fine\r\nServer: o\r\nDate: d\r\nConnection: x-conn\r\nX-Conn: 1\r\n\
                      Transfer-Encoding: chunked\r\nKeep-Alive: timeout=3\r\nSet-Cookie: a=b\r\n\r\n";
         let mut out = Vec::new();
         with_header_slots(16, |slots| {
@@ -422,7 +429,41 @@ mod tests {
         finish_head(&mut out, None, true, ConnectionField::Close);
         assert_eq!(
             String::from_utf8(out).unwrap(),
-            "HTTP/1.1 200 Fine\r\nServer: o\r\nSet-Cookie: a=b\r\nTransfer-Encoding: chunked\r\nConnection: close\r\n\r\n"
+            "HTTP/1.1 200 Fine\r\nServer: o\r\nDate: d\r\nSet-Cookie: a=b\r\nTransfer-Encoding: chunked\r\nConnection: close\r\n\r\n"
+        );
+    }
+
+    /// RFC 9110 §6.6.1: a recipient with a clock forwarding a response
+    /// without `Date` adds one (nginx always sends its own); one that has
+    /// a `Date` keeps the origin's.
+    #[test]
+    fn responses_without_a_date_get_one() {
+        let forwarded = |input: &str| {
+            let mut out = Vec::new();
+            with_header_slots(16, |slots| {
+                let head = response::parse(input.as_bytes(), false, false, slots)
+                    .unwrap()
+                    .unwrap();
+                response_head_start(&mut out, &head, None);
+            });
+            String::from_utf8(out).unwrap()
+        };
+        let out = forwarded("HTTP/1.1 200 OK\r\nX-A: 1\r\nContent-Length: 0\r\n\r\n");
+        assert!(
+            out.starts_with("HTTP/1.1 200 OK\r\nX-A: 1\r\nDate: "),
+            "{out}"
+        );
+        assert!(out.ends_with(" GMT\r\n"), "{out}");
+        let dated = "HTTP/1.1 200 OK\r\ndate: Sun, 06 Nov 1994 08:49:37 GMT\r\n\r\n";
+        assert_eq!(
+            forwarded(dated),
+            "HTTP/1.1 200 OK\r\ndate: Sun, 06 Nov 1994 08:49:37 GMT\r\n"
+        );
+        // A Date the upstream named hop-by-hop is not forwarded: one is added.
+        let out = forwarded("HTTP/1.1 200 OK\r\nConnection: Date\r\nDate: d\r\n\r\n");
+        assert!(
+            out.starts_with("HTTP/1.1 200 OK\r\nDate: ") && !out.contains(": d\r"),
+            "{out}"
         );
     }
 
@@ -451,7 +492,7 @@ mod tests {
         );
         assert!(!out.contains("pgrade"), "{out}");
 
-        let input = "HTTP/1.0 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nVia: 1.1 o\r\n\r\n";
+        let input = "HTTP/1.0 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nVia: 1.1 o\r\nDate: d\r\n\r\n";
         let mut out = Vec::new();
         with_header_slots(16, |slots| {
             let head = response::parse(input.as_bytes(), false, true, slots)
@@ -462,7 +503,7 @@ mod tests {
         finish_head(&mut out, None, false, ConnectionField::Upgrade);
         assert_eq!(
             String::from_utf8(out).unwrap(),
-            "HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nVia: 1.1 o, 1.0 p\r\nConnection: upgrade\r\n\r\n"
+            "HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nDate: d\r\nVia: 1.1 o, 1.0 p\r\nConnection: upgrade\r\n\r\n"
         );
     }
 
