@@ -1030,7 +1030,10 @@ fn parse_size(text: &str) -> Option<u64> {
 
 /// Parses a route's `host`: a name, or `*.suffix`.
 fn parse_host(raw: &str) -> Result<HostMatch, String> {
-    let host = raw.to_ascii_lowercase();
+    // Requests are matched by their host without its trailing dot (the
+    // same name): a route host keeping one could never match.
+    let lower = raw.to_ascii_lowercase();
+    let host = lower.strip_suffix('.').unwrap_or(&lower);
     let valid = |s: &str| {
         !s.is_empty()
             && s.bytes().all(|b| {
@@ -1040,7 +1043,7 @@ fn parse_host(raw: &str) -> Result<HostMatch, String> {
     // The request's host is matched without its port: a ':' outside an
     // IPv6 literal's brackets could never match.
     let port_like = |s: &str| s.rsplit_once(']').map_or(s, |(_, rest)| rest).contains(':');
-    if port_like(&host) {
+    if port_like(host) {
         return Err(format!(
             "invalid host {raw:?}: write it without a port (requests are matched by host alone)"
         ));
@@ -1049,8 +1052,8 @@ fn parse_host(raw: &str) -> Result<HostMatch, String> {
         if valid(suffix) && !suffix.contains('*') {
             return Ok(HostMatch::Suffix(format!(".{suffix}")));
         }
-    } else if valid(&host) {
-        return Ok(HostMatch::Exact(host));
+    } else if valid(host) {
+        return Ok(HostMatch::Exact(host.to_owned()));
     }
     Err(format!(
         "invalid host {raw:?}: write a name such as \"app.local\" or a wildcard such as \"*.example.com\""
@@ -1586,6 +1589,20 @@ health_check = { path = "health", fails = 0, interval = "often" }
         parse_ok(&format!(
             "{up}[[routes]]\nhost = \"a\"\nupstream = \"a\"\n[[routes]]\nhost = \"b\"\nupstream = \"a\"\n"
         ));
+    }
+
+    /// Requests are routed by their host without its trailing dot
+    /// (`app.local.` is the name `app.local`): a route host written with one
+    /// names the same host, or it could never match.
+    #[test]
+    fn route_hosts_with_a_trailing_dot_match_their_name() {
+        let c = parse_ok(
+            "[upstreams.a]\nservers = [\"127.0.0.1:1\"]\n\
+             [[routes]]\nhost = \"App.Local.\"\nupstream = \"a\"\n\
+             [[routes]]\nhost = \"*.example.com.\"\nupstream = \"a\"\n",
+        );
+        assert!(c.routes[0].host.matches("app.local"));
+        assert!(c.routes[1].host.matches("a.example.com"));
     }
 
     #[test]
