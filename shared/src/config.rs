@@ -302,17 +302,19 @@ impl Config {
 
     /// The route for a request, or `None` (404).
     ///
-    /// `host` must be lower-cased and without its port. The most specific host
-    /// match wins, then the longest path prefix, then the earliest route.
+    /// `host` must be lower-cased and without its port, `path` normalised
+    /// ([`crate::uri_path::normalize`]). The most specific host match wins,
+    /// then the longest path prefix, then the earliest route.
     pub fn route(&self, host: &str, path: &str) -> Option<&Route> {
-        self.route_index(host, path).map(|i| &self.routes[i])
+        self.route_index(host, path.as_bytes())
+            .map(|i| &self.routes[i])
     }
 
     /// The index in [`Config::routes`] of the route [`Config::route`] picks.
-    pub fn route_index(&self, host: &str, path: &str) -> Option<usize> {
+    pub fn route_index(&self, host: &str, path: &[u8]) -> Option<usize> {
         let mut best: Option<(usize, usize, usize)> = None;
         for (i, route) in self.routes.iter().enumerate() {
-            if !route.host.matches(host) || !path.starts_with(route.path.as_str()) {
+            if !route.host.matches(host) || !path.starts_with(route.path.as_bytes()) {
                 continue;
             }
             let rank = (route.host.specificity(), route.path.len());

@@ -10,6 +10,7 @@ use crate::config::{
 };
 use crate::config_locate::{duplicate_key_at, key_at, line_at, line_of, KeyPath};
 use crate::cpus;
+use crate::uri_path::{self, AboveRoot};
 use serde::Deserialize;
 use std::collections::{BTreeMap, HashSet};
 use std::fmt;
@@ -912,6 +913,26 @@ impl Validator<'_> {
                 );
                 continue;
             }
+            // Requests are routed by their normalised path: so is the route's.
+            let route_path = match uri_path::normalize(route_path.as_bytes()) {
+                Ok(normal) => match String::from_utf8(normal.into_owned()) {
+                    Ok(normal) => normal,
+                    Err(_) => {
+                        self.problem(
+                            &p.key("path"),
+                            format!("its escapes decode to bytes that are not UTF-8 (found {route_path:?})"),
+                        );
+                        continue;
+                    }
+                },
+                Err(AboveRoot) => {
+                    self.problem(
+                        &p.key("path"),
+                        format!("'..' climbs above the root: no request path can (found {route_path:?})"),
+                    );
+                    continue;
+                }
+            };
             let action = match (r.upstream, r.respond) {
                 (Some(_), Some(_)) => {
                     self.problem(&p, "a route takes either `upstream` or `respond`, not both");
@@ -1589,6 +1610,33 @@ health_check = { path = "health", fails = 0, interval = "often" }
         parse_ok(&format!(
             "{up}[[routes]]\nhost = \"a\"\nupstream = \"a\"\n[[routes]]\nhost = \"b\"\nupstream = \"a\"\n"
         ));
+    }
+
+    /// Route paths are normalised as request paths are (escapes decoded,
+    /// dot segments resolved, slashes merged), or some could never match.
+    #[test]
+    fn route_paths_are_normalised_like_request_paths() {
+        let c = parse_ok(
+            "[upstreams.a]\nservers = [\"127.0.0.1:1\"]\n\
+             [[routes]]\npath = \"/x/../%61pi//v1/\"\nupstream = \"a\"\n",
+        );
+        assert_eq!(c.routes[0].path, "/api/v1/");
+        let e = parse_err(
+            "[upstreams.a]\nservers = [\"127.0.0.1:1\"]\n\
+             [[routes]]\npath = \"/../x\"\nupstream = \"a\"\n",
+        );
+        assert!(
+            e.contains("t.toml:4: routes[0].path: '..' climbs above the root"),
+            "{e}"
+        );
+        let e = parse_err(
+            "[upstreams.a]\nservers = [\"127.0.0.1:1\"]\n\
+             [[routes]]\npath = \"/%FF\"\nupstream = \"a\"\n",
+        );
+        assert!(
+            e.contains("routes[0].path: its escapes decode to bytes that are not UTF-8"),
+            "{e}"
+        );
     }
 
     /// Requests are routed by their host without its trailing dot

@@ -14,5 +14,6 @@ pub mod ipc;
 pub mod load_board;
 pub mod log;
 pub mod stats;
+pub mod uri_path;
 
 pub use config::Config;

@@ -2,6 +2,7 @@
 
 use super::{is_forwarded_upgrade, list_items, merge_content_length, Framing, Version};
 use prefork_shared::config::HttpLimits;
+use prefork_shared::uri_path;
 use std::borrow::Cow;
 use std::mem::MaybeUninit;
 use std::net::Ipv6Addr;
@@ -15,8 +16,9 @@ pub(crate) struct RequestHead<'h, 'b> {
     /// target after the authority (which may lack its leading `/`).
     pub target: &'b str,
     /// The path for routing: the target without its query (`/` for an
-    /// empty one and for `OPTIONS *`).
-    pub path: &'b str,
+    /// empty one and for `OPTIONS *`), normalised
+    /// ([`prefork_shared::uri_path::normalize`]).
+    pub path: Cow<'b, [u8]>,
     /// The request's protocol version.
     pub version: Version,
     /// The header fields, in order, as received.
@@ -152,6 +154,9 @@ pub(crate) fn parse<'h, 'b>(
         "" | "*" => "/",
         p => p,
     };
+    // Routed as nginx matches locations, whatever escapes or dot segments
+    // spell it; a path climbing above the root is refused, as nginx does.
+    let path = uri_path::normalize(path.as_bytes()).map_err(|_| RequestError::InvalidTarget)?;
 
     let mut host_field = None;
     let mut content_length = None;
@@ -427,7 +432,7 @@ mod tests {
                 head.map(|h| Summary {
                     method: h.method.to_owned(),
                     target: h.target.to_owned(),
-                    path: h.path.to_owned(),
+                    path: String::from_utf8_lossy(&h.path).into_owned(),
                     host: h.host.map(str::to_owned),
                     body: h.body,
                     keep_alive: h.keep_alive,
@@ -595,6 +600,22 @@ mod tests {
             let input = format!("GET {target} HTTP/1.1\r\nHost: a\r\n\r\n");
             assert_eq!(err(&input), RequestError::InvalidTarget, "{target:?}");
         }
+    }
+
+    /// The routing path is normalised; the forwarded target is not.
+    #[test]
+    fn the_routing_path_is_normalised_and_the_target_kept() {
+        let s = ok("GET /a/%2e%2E//b?q=/../ HTTP/1.1\r\nHost: h\r\n\r\n");
+        assert_eq!(
+            (s.target.as_str(), s.path.as_str()),
+            ("/a/%2e%2E//b?q=/../", "/b")
+        );
+        let s = ok("GET http://h/x/../y HTTP/1.1\r\nHost: h\r\n\r\n");
+        assert_eq!((s.target.as_str(), s.path.as_str()), ("/x/../y", "/y"));
+        assert_eq!(
+            err("GET /a/../../b HTTP/1.1\r\nHost: h\r\n\r\n"),
+            RequestError::InvalidTarget
+        );
     }
 
     /// RFC 9112 §3.2: a Host with an invalid value gets 400. prefork routes
