@@ -365,20 +365,38 @@ fn is_reg_name(host: &str) -> bool {
     let bytes = host.as_bytes();
     let mut i = 0;
     while let Some(&b) = bytes.get(i) {
-        if b == b'%' {
+        if REG_NAME[b as usize] {
+            i += 1;
+        } else if b == b'%' {
             let hex = |at: usize| bytes.get(at).is_some_and(u8::is_ascii_hexdigit);
             if !(hex(i + 1) && hex(i + 2)) {
                 return false;
             }
             i += 3;
-        } else if b.is_ascii_alphanumeric() || b"-._~!$&'()*+,;=".contains(&b) {
-            i += 1;
         } else {
             return false;
         }
     }
     true
 }
+
+/// The bytes a reg-name holds as they are: a table, as every request's
+/// host goes through it.
+static REG_NAME: [bool; 256] = {
+    let mut table = [false; 256];
+    let mut b = 0;
+    while b < 256 {
+        let c = b as u8;
+        table[b] = c.is_ascii_alphanumeric()
+            || matches!(c, b'-' | b'.' | b'_' | b'~')
+            || matches!(
+                c,
+                b'!' | b'$' | b'&' | b'\'' | b'(' | b')' | b'*' | b'+' | b',' | b';' | b'='
+            );
+        b += 1;
+    }
+    table
+};
 
 /// The host used for routing: lower-cased, without port or trailing dot.
 pub(crate) fn route_host(authority: &str) -> Cow<'_, str> {
