@@ -223,3 +223,98 @@ fn a_failed_binary_upgrade_leaves_the_old_master_serving() {
     let r = http::get(p.port(), "app.local", "/").expect("still serving");
     assert_eq!(r.header("x-origin"), Some("kept"));
 }
+
+/// `status` asked directly on a control socket file; `None` if nobody
+/// answers there.
+fn status_at(socket: &std::path::Path) -> Option<serde_json::Value> {
+    use std::io::{Read, Write};
+    let mut stream = std::os::unix::net::UnixStream::connect(socket).ok()?;
+    stream.set_read_timeout(Some(Duration::from_secs(5))).ok()?;
+    stream.write_all(b"status\n").ok()?;
+    let mut answer = String::new();
+    stream.read_to_string(&mut answer).ok()?;
+    serde_json::from_str(&answer).ok()
+}
+
+/// A stop that reaches the old master just as the new one is ready: the
+/// new master must not have taken the pid file and the control socket yet
+/// (the old one may still give up on it and kill it), and whichever way
+/// the old master decides, the pid file and the control socket end up
+/// naming a live master or nothing.
+#[test]
+fn a_stop_racing_the_hand_over_leaves_a_consistent_master() {
+    let dir = tempfile::Builder::new()
+        .prefix("prefork-test-")
+        .tempdir()
+        .expect("temp dir");
+    let exe = private_binary(dir.path());
+    let mut p = Prefork::start_in(dir, Setup::new(1).exe(&exe));
+    let old = p.master_pid();
+    let socket = p.dir().join("prefork.sock");
+    p.signal(Signal::SIGUSR2);
+    let new = crate::support::wait_for(Duration::from_secs(10), || {
+        prefork::children(old)
+            .into_iter()
+            .find(|c| c.cmdline.get(1).is_none_or(|a| a != "worker"))
+    })
+    .unwrap_or_else(|| panic!("no new master started\n{}", p.logs()))
+    .pid;
+    p.track(new);
+    // Freeze the old master: it can neither hand over nor give up now.
+    kill(Pid::from_raw(old), Signal::SIGSTOP).expect("SIGSTOP the old master");
+    let frozen = prefork::Continue(old);
+    let beside = p.dir().join(format!("prefork.sock.{new}"));
+    // The new master answers `status` from its loop, so once it reports
+    // its worker Ready it has done whatever it does when it serves.
+    let ready = |s: &serde_json::Value| {
+        s["master_pid"].as_i64() == Some(i64::from(new))
+            && s["workers"]
+                .as_array()
+                .is_some_and(|w| w.len() == 1 && w[0]["state"] == "ready")
+    };
+    let served = wait_until(Duration::from_secs(20), || {
+        p.workers_of(new);
+        // The frozen old master would leave a question on `socket` unanswered.
+        let asked = if p.pid_file_pid() == Some(new) {
+            &socket
+        } else {
+            &beside
+        };
+        status_at(asked).is_some_and(|s| ready(&s))
+    });
+    assert!(served, "the new master never served\n{}", p.logs());
+    assert_eq!(
+        p.pid_file_pid(),
+        Some(old),
+        "the new master took the pid file before the old one handed over\n{}",
+        p.logs()
+    );
+    assert!(
+        beside.exists(),
+        "the new master took the control socket before the old one handed over"
+    );
+
+    kill(Pid::from_raw(old), Signal::SIGTERM).expect("SIGTERM the old master");
+    drop(frozen);
+    p.wait_exit(Duration::from_secs(15))
+        .unwrap_or_else(|| panic!("the old master did not exit\n{}", p.logs()));
+    if prefork::process(new).is_some() {
+        // The old master handed over first: the new one is in charge.
+        assert!(
+            wait_until(Duration::from_secs(10), || p.pid_file_pid() == Some(new)),
+            "the pid file does not name the new master\n{}",
+            p.logs()
+        );
+        let status = status_at(&socket).expect("the new master answers");
+        assert_eq!(status["master_pid"].as_i64(), Some(i64::from(new)));
+    } else {
+        // The stop came first: it took the new master along, and nothing
+        // names a master any more.
+        assert_eq!(p.pid_file_pid(), None, "a pid file names a dead master");
+        assert!(
+            !socket.exists(),
+            "a control socket file is left behind\n{}",
+            p.logs()
+        );
+    }
+}

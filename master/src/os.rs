@@ -131,7 +131,7 @@ pub fn spawn_worker(cmd: &WorkerCommand<'_>) -> io::Result<Pid> {
 /// Starts a new master from `exe` (binary upgrade): same arguments style as
 /// a user would run, the listeners at fds 3.. (named by [`LISTEN_FDS_ENV`],
 /// with the slot of each per-slot socket) followed by the `extra` fds in
-/// order (the hand-off pipe, then the admin listener if any), and `env`
+/// order (the hand-off link, then the admin listener if any), and `env`
 /// added. Unlike a worker it gets no
 /// parent-death signal: it must outlive this master.
 pub fn spawn_master(

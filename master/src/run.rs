@@ -23,8 +23,10 @@ use prefork_shared::load_board::LoadBoard;
 use prefork_shared::Config;
 use slog::{debug, error, info, warn, Logger};
 use std::collections::{BTreeMap, HashMap, VecDeque};
+use std::net::Shutdown;
 use std::net::TcpListener;
 use std::os::fd::AsRawFd;
+use std::os::unix::net::UnixStream;
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
@@ -78,8 +80,21 @@ pub struct Master {
     observed: Observed,
     upgrade_tx: Sender<upgrade::Outcome>,
     upgrade_rx: Receiver<upgrade::Outcome>,
+    /// The link to the new master this one handed over to.
+    handed_over: Option<UnixStream>,
     /// Set when this master was started by a binary upgrade, until it serves.
     handoff: Option<Inherited>,
+    /// Set once it serves, until the old master answers.
+    announced: Option<Announced>,
+    answer_tx: Sender<upgrade::Answer>,
+    answer_rx: Receiver<upgrade::Answer>,
+}
+
+/// A master started by a binary upgrade that told the old master it serves.
+struct Announced {
+    old_master: i32,
+    /// The hand-off link (shut down to withdraw).
+    link: UnixStream,
 }
 
 /// What the master starts with; see `main.rs` for how each is made.
@@ -123,6 +138,7 @@ impl Master {
         );
         let (link_tx, link_rx) = crossbeam_channel::unbounded();
         let (upgrade_tx, upgrade_rx) = crossbeam_channel::unbounded();
+        let (answer_tx, answer_rx) = crossbeam_channel::unbounded();
         let mut setups = BTreeMap::new();
         setups.insert(
             supervisor.generation(),
@@ -158,7 +174,11 @@ impl Master {
             observed: Observed::default(),
             upgrade_tx,
             upgrade_rx,
+            handed_over: None,
             handoff: s.handoff,
+            announced: None,
+            answer_tx,
+            answer_rx,
         }
     }
 
@@ -166,6 +186,9 @@ impl Master {
     /// pid file to remove (a reload may have moved it).
     pub fn run(mut self) -> (i32, PathBuf) {
         let code = self.serve();
+        if let Some(link) = self.handed_over.take() {
+            upgrade::wait_taken_over(link);
+        }
         (code, self.current_config().pid_file.clone())
     }
 
@@ -194,6 +217,12 @@ impl Master {
                     Ok(outcome) => self.on_upgrade_outcome(outcome),
                     Err(_) => Vec::new(),
                 },
+                recv(self.answer_rx) -> answer => {
+                    if let Ok(answer) = answer {
+                        self.on_handoff_answer(answer);
+                    }
+                    Vec::new()
+                },
                 recv(timer) -> _ => vec![Event::Tick],
                 recv(self.queries) -> asked => asked.map(|a| self.on_query(a)).unwrap_or_default(),
             };
@@ -213,6 +242,13 @@ impl Master {
         while let Some(event) = queue.pop_front() {
             let before = self.supervisor.generation();
             let actions = self.supervisor.handle(event, Instant::now());
+            if self.supervisor.shutting_down() {
+                if let Some(announced) = self.announced.take() {
+                    // Stopping before the old master handed over: withdraw,
+                    // so that it carries on serving instead of draining.
+                    let _ = announced.link.shutdown(Shutdown::Both);
+                }
+            }
             // Before a removed slot's worker is told to stop (see retain_slots).
             for (addr, slot) in self
                 .listeners
@@ -357,42 +393,68 @@ impl Master {
     }
 
     fn on_upgrade_outcome(&mut self, outcome: upgrade::Outcome) -> Vec<Event> {
+        // Not the upgrade in progress: this master gave up on (and killed)
+        // that new master already, which so never took anything over.
         if self.supervisor.upgrade_pid() != Some(outcome.pid) {
             return Vec::new();
         }
-        if outcome.ready {
-            vec![Event::UpgradeReady]
-        } else {
-            vec![Event::UpgradeFailed(
-                "the new master closed the hand-off pipe before serving".into(),
-            )]
+        let Some(mut link) = outcome.ready else {
+            return vec![Event::UpgradeFailed(
+                "the new master closed the hand-off link before serving".into(),
+            )];
+        };
+        match upgrade::hand_over(&mut link) {
+            Ok(()) => {
+                self.handed_over = Some(link);
+                vec![Event::UpgradeReady]
+            }
+            Err(e) => vec![Event::UpgradeFailed(format!(
+                "the new master withdrew before taking over: {e}"
+            ))],
         }
     }
 
     /// Every first-generation worker is Ready: a master started by a binary
-    /// upgrade takes over the pid file and tells the old master to go.
+    /// upgrade tells the old master, and takes over once it answers.
     fn serving(&mut self) {
         let Some(handoff) = self.handoff.take() else {
             return;
         };
+        let old_master = handoff.old_master;
+        match handoff.announce(self.answer_tx.clone()) {
+            Ok(link) => {
+                info!(self.log, "binary upgrade: serving; waiting for the old master to hand over"; "old_master_pid" => old_master);
+                self.announced = Some(Announced { old_master, link });
+            }
+            Err(e) => {
+                warn!(self.log, "binary upgrade: cannot tell the old master; taking over"; "old_master_pid" => old_master, "error" => %e);
+                self.take_over(old_master);
+            }
+        }
+    }
+
+    /// The old master answered (or went away) after this one said it serves.
+    fn on_handoff_answer(&mut self, answer: upgrade::Answer) {
+        // None: this master withdrew (it is stopping).
+        let Some(announced) = self.announced.take() else {
+            return;
+        };
+        if answer == upgrade::Answer::Gone {
+            warn!(self.log, "binary upgrade: the old master went away without handing over; taking over"; "old_master_pid" => announced.old_master);
+        }
+        self.take_over(announced.old_master);
+    }
+
+    /// Takes the pid file and the control socket over from the old master.
+    fn take_over(&mut self, old_master: i32) {
         let pid_file = self.current_config().pid_file.clone();
-        if let Err(e) = pidfile::take_over(&pid_file, handoff.old_master) {
+        if let Err(e) = pidfile::take_over(&pid_file, old_master) {
             error!(self.log, "binary upgrade: cannot take over the pid file"; "error" => %e);
         }
-        // Before the old master is told: once it drains, `prefork status`
-        // and `-s reload` must already reach this one.
         if let Err(e) = self.control.install() {
             error!(self.log, "binary upgrade: cannot take over the control socket"; "error" => %e);
         }
-        let old = handoff.old_master;
-        match handoff.announce() {
-            Ok(()) => {
-                info!(self.log, "binary upgrade: serving; the old master drains and exits"; "old_master_pid" => old)
-            }
-            Err(e) => {
-                error!(self.log, "binary upgrade: cannot tell the old master"; "old_master_pid" => old, "error" => %e)
-            }
-        }
+        info!(self.log, "binary upgrade: took over; the old master drains and exits"; "old_master_pid" => old_master);
     }
 
     fn spawn(&mut self, slot: Slot, generation: Generation) -> Event {

@@ -3,13 +3,17 @@
 //! The old master starts the binary on disk as a new master with the
 //! listening sockets at fds 3.. (as for workers, but every per-slot
 //! `reuseport` socket with its slot, so the new master's slots accept on the
-//! same sockets) and, right after them, the
-//! write end of a pipe. [`HANDOFF_FD_ENV`] tells the new master which fd that
+//! same sockets) and, right after them, its end of a socket pair, the
+//! hand-off link. [`HANDOFF_FD_ENV`] tells the new master which fd that
 //! is, and [`OLD_MASTER_ENV`] whose pid file it takes over. The new master
-//! starts its workers and, once all are Ready, writes the pid file and
-//! [`READY`] into the pipe; the old master then drains its workers and exits.
-//! If the pipe closes without it (the new master died) or the supervisor's
-//! deadline passes, the old master carries on.
+//! starts its workers and, once all are Ready, writes [`READY`] on the link.
+//! The old master answers [`GO`] and then drains its workers and exits; only
+//! on that answer does the new master take over the pid file and the control
+//! socket. The old master alone decides, so a stop or the supervisor's
+//! deadline arriving at the same moment either comes first (the new master
+//! is killed before it touched anything) or finds the hand-over done. If the
+//! link closes without [`READY`] (the new master died) or the deadline
+//! passes, the old master carries on.
 
 use crate::listeners::Handed;
 use crate::os;
@@ -17,13 +21,14 @@ use crate::supervisor::{Pid, Slot};
 use crossbeam_channel::Sender;
 use prefork_shared::fds::{self, LISTEN_FDS_ENV};
 use socket2::Socket;
-use std::fs::File;
 use std::io::{self, Read, Write};
 use std::net::{SocketAddr, TcpListener};
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
+use std::os::unix::net::UnixStream;
 use std::path::Path;
+use std::time::Duration;
 
-/// Names the fd of the hand-off pipe in a new master's environment.
+/// Names the fd of the hand-off link in a new master's environment.
 pub const HANDOFF_FD_ENV: &str = "PREFORK_UPGRADE_FD";
 /// Names the old master's pid in a new master's environment.
 pub const OLD_MASTER_ENV: &str = "PREFORK_UPGRADE_FROM";
@@ -32,19 +37,36 @@ pub const OLD_MASTER_ENV: &str = "PREFORK_UPGRADE_FROM";
 pub const ADMIN_FD_ENV: &str = "PREFORK_UPGRADE_ADMIN_FD";
 /// What the new master writes when it serves.
 const READY: &[u8] = b"ready\n";
+/// What the old master answers when it hands over.
+const GO: &[u8] = b"go\n";
+/// Longest line either master reads from the link.
+const MAX_LINE: usize = 64;
+/// How long an old master that handed over waits, before it exits, for the
+/// new master to have taken over.
+const TAKE_OVER_TIMEOUT: Duration = Duration::from_secs(2);
 
-/// What the old master learns from the hand-off pipe.
-#[derive(Debug, Clone, PartialEq, Eq)]
+/// What the old master learns from the hand-off link.
+#[derive(Debug)]
 pub struct Outcome {
     /// The new master.
     pub pid: Pid,
-    /// Whether it said it serves (else the pipe closed without it).
-    pub ready: bool,
+    /// The link, if the new master said it serves (else the link closed
+    /// without it): [`hand_over`] answers on it.
+    pub ready: Option<UnixStream>,
+}
+
+/// The old master's answer to [`READY`], as the new master sees it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Answer {
+    /// It handed over: it drains and exits.
+    HandedOver,
+    /// The link closed without an answer: the old master is gone.
+    Gone,
 }
 
 /// Starts the new master and a thread that reports its [`Outcome`].
 ///
-/// The admin listener, if any, is passed too (after the pipe): both masters
+/// The admin listener, if any, is passed too (after the link): both masters
 /// answer on it until the old one exits, so `/metrics` and `/healthz` never
 /// refuse a connection during the upgrade.
 pub fn start(
@@ -54,31 +76,62 @@ pub fn start(
     admin: Option<RawFd>,
     outcomes: Sender<Outcome>,
 ) -> io::Result<Pid> {
-    let (read, write) = nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC)?;
+    let (ours, theirs) = UnixStream::pair()?;
     let handoff_fd = fds::FIRST_LISTEN_FD + listeners.len() as RawFd;
     let mut env = vec![
         (HANDOFF_FD_ENV, handoff_fd.to_string()),
         (OLD_MASTER_ENV, std::process::id().to_string()),
     ];
-    let mut extra = vec![write.as_raw_fd()];
+    let mut extra = vec![theirs.as_raw_fd()];
     if let Some(fd) = admin {
         env.push((ADMIN_FD_ENV, (handoff_fd + 1).to_string()));
         extra.push(fd);
     }
     let pid = os::spawn_master(exe, config, listeners, &extra, &env)?;
-    // Only the new master may hold the write end, or EOF never comes.
-    drop(write);
+    // Only the new master may hold its end, or EOF never comes.
+    drop(theirs);
     std::thread::Builder::new()
         .name("upgrade".into())
         .spawn(move || {
-            let mut said = Vec::new();
-            let _ = File::from(read).take(64).read_to_end(&mut said);
+            let ready = read_line(&ours).starts_with(READY);
             let _ = outcomes.send(Outcome {
                 pid,
-                ready: said.starts_with(READY),
+                ready: ready.then_some(ours),
             });
         })?;
     Ok(pid)
+}
+
+/// Tells a new master that said [`READY`] to take over: from now on this
+/// master only drains. Fails if the new master withdrew (it is stopping) or
+/// died meanwhile.
+pub fn hand_over(link: &mut UnixStream) -> io::Result<()> {
+    link.write_all(GO)
+}
+
+/// Waits (at most [`TAKE_OVER_TIMEOUT`]) until a new master told to take
+/// over closes the link, which it does once it holds the pid file and the
+/// control socket: an old master exiting before that would leave a moment
+/// when no master answers on the control socket.
+pub fn wait_taken_over(mut link: UnixStream) {
+    if link.set_read_timeout(Some(TAKE_OVER_TIMEOUT)).is_ok() {
+        let _ = link.read_to_end(&mut Vec::new());
+    }
+}
+
+/// Reads up to the end of the first line, or to EOF.
+fn read_line(mut link: &UnixStream) -> Vec<u8> {
+    let mut said = Vec::new();
+    let mut buf = [0u8; MAX_LINE];
+    while said.len() < MAX_LINE && !said.contains(&b'\n') {
+        match link.read(&mut buf[..MAX_LINE - said.len()]) {
+            Ok(0) => break,
+            Ok(n) => said.extend_from_slice(&buf[..n]),
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+            Err(_) => break,
+        }
+    }
+    said
 }
 
 /// What a new master inherits from the old one.
@@ -89,13 +142,30 @@ pub struct Inherited {
     pub old_master: i32,
     /// The old master's admin listener, if it had one.
     pub admin: Option<TcpListener>,
-    handoff: File,
+    handoff: UnixStream,
 }
 
 impl Inherited {
-    /// Tells the old master that this one serves: it drains and exits.
-    pub fn announce(mut self) -> io::Result<()> {
-        self.handoff.write_all(READY)
+    /// Tells the old master that this one serves, and waits on a thread for
+    /// its [`Answer`]: this master takes over the pid file and the control
+    /// socket only then, as the old one may be giving up on it right now.
+    /// Returns the link; shutting it down withdraws the offer (the old
+    /// master then carries on).
+    pub fn announce(self, answers: Sender<Answer>) -> io::Result<UnixStream> {
+        let mut link = self.handoff;
+        link.write_all(READY)?;
+        let reader = link.try_clone()?;
+        std::thread::Builder::new()
+            .name("handoff".into())
+            .spawn(move || {
+                let answer = if read_line(&reader).starts_with(GO) {
+                    Answer::HandedOver
+                } else {
+                    Answer::Gone
+                };
+                let _ = answers.send(answer);
+            })?;
+        Ok(link)
     }
 }
 
@@ -152,8 +222,8 @@ pub fn inherited() -> Result<Option<Inherited>, String> {
             Ok((addr, slot.map(Slot), socket))
         })
         .collect::<Result<Vec<_>, String>>()?;
-    // SAFETY: the old master placed the pipe's write end at this fd.
-    let handoff = unsafe { File::from_raw_fd(handoff) };
+    // SAFETY: the old master placed its hand-off link's other end at this fd.
+    let handoff = unsafe { UnixStream::from_raw_fd(handoff) };
     if let Err(e) = nix::fcntl::fcntl(
         &handoff,
         nix::fcntl::FcntlArg::F_SETFD(nix::fcntl::FdFlag::FD_CLOEXEC),
