@@ -598,3 +598,42 @@ fn a_crashed_worker_of_the_serving_generation_is_replaced_while_the_next_one_can
         p.logs()
     );
 }
+
+/// A reload whose `pid_file` cannot be written is refused like any invalid
+/// config: the pid file the master runs with stays in place and names it
+/// (else `-s quit` could not find it, and its exit would leave that file
+/// behind).
+#[test]
+fn a_reload_to_a_pid_file_that_cannot_be_written_is_refused() {
+    let dir = tempfile::Builder::new()
+        .prefix("prefork-test-")
+        .tempdir()
+        .expect("temp dir");
+    // Not derived from the pid file, so `-s reload` still finds the master.
+    let socket = dir.path().join("control.sock");
+    let p = Prefork::start_in(
+        dir,
+        Setup::new(1).top(&format!("control_socket = \"{}\"", socket.display())),
+    );
+    p.expect_log_errors();
+    let before = p.workers();
+    let running = format!("pid_file = \"{}\"", p.pid_file().display());
+    let missing = p.dir().join("missing").join("prefork.pid");
+    let text = p
+        .config_for("")
+        .replace(&running, &format!("pid_file = \"{}\"", missing.display()));
+    assert!(text.contains(&missing.display().to_string()));
+    p.write_raw_config(&text);
+
+    let out = p.cli(&["-s", "reload"]);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "-s reload: {stderr}");
+    assert!(
+        stderr.contains(&format!("pid_file: {}", missing.display())),
+        "-s reload should name the pid file and why: {stderr}"
+    );
+    assert_eq!(p.pid_file_pid(), Some(p.master_pid()));
+    assert_eq!(pids(&p.workers()), pids(&before));
+    let status = p.status_json();
+    assert_eq!(status["last_reload"]["ok"], false, "{status}");
+}

@@ -562,20 +562,30 @@ impl Master {
             Err(e) => return self.reload_failed(format!("user: {e}")),
         };
         let path = reload_path(self.current_config(), &config);
+        // A pid file the master cannot write would leave `prefork -s` unable
+        // to find it: refuse the reload, before anything changed.
+        let old_pid_file = self.current_config().pid_file.clone();
+        let moved = config.pid_file != old_pid_file;
+        if moved {
+            if let Err(e) = pidfile::write(&config.pid_file) {
+                return self.reload_failed(format!("pid_file: {e}"));
+            }
+        }
         match self.listeners.reconcile(&config.listen, config.workers) {
             Ok(closed) => {
                 for addr in closed {
                     info!(self.log, "listener removed"; "addr" => %addr);
                 }
             }
-            Err(e) => return self.reload_failed(e.to_string()),
-        }
-        let old_pid_file = self.current_config().pid_file.clone();
-        if config.pid_file != old_pid_file {
-            match pidfile::write(&config.pid_file) {
-                Ok(()) => pidfile::remove(&old_pid_file),
-                Err(e) => warn!(self.log, "cannot move the pid file"; "error" => %e),
+            Err(e) => {
+                if moved {
+                    pidfile::remove(&config.pid_file);
+                }
+                return self.reload_failed(e.to_string());
             }
+        }
+        if moved {
+            pidfile::remove(&old_pid_file);
         }
         let setup = GenerationSetup {
             config: Arc::new(config),
