@@ -324,3 +324,30 @@ impl Drop for Master {
         }
     }
 }
+
+/// A log file in a directory that does not exist passes `-t` (the file is
+/// only opened at run time) but must stop the start with the key, the path
+/// and the reason, not leave the master running with workers that keep
+/// failing to open it.
+#[test]
+fn start_refuses_a_log_file_in_a_missing_directory() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let missing = dir.path().join("missing").join("access.log");
+    let text = good_config(dir.path()).replace(
+        "access_log = \"off\"",
+        &format!("access_log = \"{}\"", missing.display()),
+    );
+    let path = dir.path().join("prefork.toml");
+    fs::write(&path, text).expect("write the config");
+    let out = prefork::run(&["-c", path.to_str().unwrap()], TIMEOUT);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{stderr}");
+    assert!(
+        stderr.contains("log.access_log") && stderr.contains(&missing.display().to_string()),
+        "the error should name the key and the file: {stderr}"
+    );
+    assert!(
+        !dir.path().join("never.pid").exists(),
+        "pid file left behind"
+    );
+}

@@ -560,13 +560,16 @@ fn a_crashed_worker_of_the_serving_generation_is_replaced_while_the_next_one_can
     p.expect_log_errors();
     let old = p.workers();
     // A new generation (workers changed) whose workers cannot open their
-    // access log: they never become ready, generation 1 keeps serving.
+    // access log (a symlink to itself: its directory exists, so the master
+    // takes the reload): they never become ready, generation 1 keeps serving.
+    let looping = p.dir().join("loop.log");
+    std::os::unix::fs::symlink(&looping, &looping).expect("symlink");
     let text = p
         .config_for("")
         .replace("workers = 1", "workers = 2")
         .replace(
             &format!("{}/access.log", p.dir().display()),
-            &format!("{}/missing/access.log", p.dir().display()),
+            &looping.display().to_string(),
         );
     p.write_raw_config(&text);
     p.signal(Signal::SIGHUP);
@@ -636,4 +639,33 @@ fn a_reload_to_a_pid_file_that_cannot_be_written_is_refused() {
     assert_eq!(pids(&p.workers()), pids(&before));
     let status = p.status_json();
     assert_eq!(status["last_reload"]["ok"], false, "{status}");
+}
+
+/// A reload to a new generation whose access log sits in a missing
+/// directory is refused: its workers could never start, and the reload must
+/// not be reported as taken.
+#[test]
+fn a_reload_to_a_log_file_in_a_missing_directory_is_refused() {
+    let p = Prefork::start(Setup::new(1));
+    p.expect_log_errors();
+    let before = p.workers();
+    let missing = p.dir().join("missing").join("access.log");
+    let text = p
+        .config_for("")
+        .replace("workers = 1", "workers = 2")
+        .replace(
+            &format!("access_log = \"{}/access.log\"", p.dir().display()),
+            &format!("access_log = \"{}\"", missing.display()),
+        );
+    assert!(text.contains(&missing.display().to_string()));
+    p.write_raw_config(&text);
+
+    let out = p.cli(&["-s", "reload"]);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "-s reload: {stderr}");
+    assert!(
+        stderr.contains("log.access_log") && stderr.contains(&missing.display().to_string()),
+        "-s reload should name the key and the file: {stderr}"
+    );
+    assert_eq!(pids(&p.workers()), pids(&before));
 }

@@ -3,7 +3,7 @@
 
 use crate::listeners::Listeners;
 use crate::run::{worker_credentials, Master, Startup};
-use crate::{admin, control_socket, os, pidfile, signals, upgrade};
+use crate::{admin, control_socket, log_files, os, pidfile, signals, upgrade};
 use clap::{Parser, Subcommand, ValueEnum};
 use nix::sys::signal::Signal;
 use prefork_shared::config_file;
@@ -217,6 +217,10 @@ pub fn run_master(path: &Path) -> i32 {
             return exit::FAILURE;
         }
     };
+    if let Err(e) = log_files::check(&config) {
+        eprintln!("{}: {e}", path.display());
+        return exit::FAILURE;
+    }
     let exe = match os::current_exe() {
         Ok(p) => p,
         Err(e) => {

@@ -8,6 +8,7 @@ mod deadline;
 mod link;
 mod listeners;
 mod load_cells;
+mod log_files;
 mod metrics;
 mod os;
 mod pidfile;

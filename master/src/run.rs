@@ -6,6 +6,7 @@ use crate::control_socket::ControlSocket;
 use crate::link::{self, LinkEvent, PendingLink};
 use crate::listeners::Listeners;
 use crate::load_cells::LoadCells;
+use crate::log_files;
 use crate::metrics::Observed;
 use crate::os::{self, Credentials, WorkerCommand};
 use crate::pidfile;
@@ -561,6 +562,9 @@ impl Master {
             Ok(c) => c,
             Err(e) => return self.reload_failed(format!("user: {e}")),
         };
+        if let Err(e) = log_files::check(&config) {
+            return self.reload_failed(format!("{}: {e}", self.config_path.display()));
+        }
         let path = reload_path(self.current_config(), &config);
         // A pid file the master cannot write would leave `prefork -s` unable
         // to find it: refuse the reload, before anything changed.
