@@ -16,19 +16,43 @@ pub(super) struct RawAdmin {
     addr: Option<String>,
 }
 
+/// Longest control socket path: a Unix socket path has at most 107 bytes
+/// (`sun_path` and its NUL), and a binary upgrade binds the new master's
+/// socket beside it with `.PID` added (at most 8 bytes, pid_max being 2^22).
+const MAX_CONTROL_SOCKET: usize = 107 - 8;
+
 impl Validator<'_> {
     pub(super) fn control_socket(&mut self, raw: Option<PathBuf>, pid_file: &Path) -> PathBuf {
-        match raw {
+        let explicit = raw.is_some();
+        let path = match raw {
             Some(path) if path.as_os_str().is_empty() => {
                 self.problem(
                     &KeyPath::default().key("control_socket"),
                     "must not be empty",
                 );
-                default_control_socket(pid_file)
+                return default_control_socket(pid_file);
             }
             Some(path) => path,
             None => default_control_socket(pid_file),
+        };
+        let len = path.as_os_str().len();
+        if len > MAX_CONTROL_SOCKET {
+            let (key, what) = if explicit {
+                ("control_socket", "this path")
+            } else {
+                ("pid_file", "the control socket beside it")
+            };
+            self.problem(
+                &KeyPath::default().key(key),
+                format!(
+                    "{what} ({}) is {len} bytes long; a control socket path may have at most \
+                     {MAX_CONTROL_SOCKET} (a Unix socket path has at most 107, and a binary upgrade \
+                     adds `.PID`): set a shorter control_socket",
+                    path.display()
+                ),
+            );
         }
+        path
     }
 
     pub(super) fn admin(&mut self, path: KeyPath, raw: Option<RawAdmin>) -> Option<Admin> {
@@ -152,5 +176,29 @@ access_log = "/tmp/own.log"
             e.contains("t.toml:4: log.access_log_format: unknown variable $nope"),
             "{e}"
         );
+    }
+}
+
+#[cfg(test)]
+mod socket_length_tests {
+    use crate::config_file::parse;
+    use std::path::Path;
+
+    /// A control socket path no master could bind (over 107 bytes), or one
+    /// that a binary upgrade could not bind beside with `.PID` added.
+    #[test]
+    fn a_control_socket_path_too_long_to_bind_is_refused() {
+        let dir = format!("/tmp/{}", "d".repeat(80));
+        let ok = format!("control_socket = \"{dir}/c.sock\"\n");
+        assert!(parse(Path::new("t.toml"), &ok).is_ok());
+        let long = format!("workers = 1\ncontrol_socket = \"{dir}/control-socket.sock\"\n");
+        let err = parse(Path::new("t.toml"), &long).unwrap_err().to_string();
+        assert!(err.contains("t.toml:2: control_socket:"), "{err}");
+        // The default, derived from the pid file, is checked too.
+        let derived = format!("pid_file = \"{dir}/prefork-master.pid\"\n");
+        let err = parse(Path::new("t.toml"), &derived)
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("t.toml:1: pid_file:"), "{err}");
     }
 }
