@@ -41,6 +41,15 @@ struct ResponseMeta {
     keep_alive: bool,
 }
 
+/// A response head read from the upstream.
+enum Head {
+    /// An interim response to relay to the client: its head is in the
+    /// connection's `response_head`.
+    Interim,
+    /// The final response.
+    Final(ResponseMeta),
+}
+
 /// An exchange that failed before a final response head reached the client.
 struct Early {
     error: PumpError,
@@ -337,15 +346,9 @@ impl Connection {
                     BODY_READ
                 },
             };
-            let mut head = pin!(read_response_head(
-                &mut up_rd,
-                &mut up.buf,
-                &mut client_wr,
-                response_head,
-                expecting,
-                t.client_write,
-            ));
-            // The read timeout runs once the request is fully sent.
+            // The read timeout runs once the request is fully sent, and
+            // stops while an interim response is relayed: a slow client's
+            // time is not the upstream's.
             let wait = if sent.is_some() {
                 t.upstream_read
             } else {
@@ -353,25 +356,55 @@ impl Connection {
             };
             deadline.as_mut().reset(Instant::now() + wait);
             loop {
-                tokio::select! {
-                    biased;
-                    result = pump.as_mut(), if sent.is_none() => {
-                        match result {
-                            Ok(()) => sent = Some(Ok(())),
-                            Err(PumpError::Client(e)) => {
-                                return Err(Early { error: e.into(), retryable: false, request_done: false });
+                let head = {
+                    let mut head = pin!(read_response_head(
+                        &mut up_rd,
+                        &mut up.buf,
+                        response_head,
+                        expecting,
+                    ));
+                    loop {
+                        tokio::select! {
+                            biased;
+                            result = pump.as_mut(), if sent.is_none() => {
+                                sent = Some(pumped(result)?);
+                                deadline.as_mut().reset(Instant::now() + t.upstream_read);
                             }
-                            // The server may still answer (say, 413): wait for it.
-                            Err(PumpError::Upstream(e)) => sent = Some(Err(e)),
+                            head = head.as_mut() => break head,
+                            _ = deadline.as_mut() => {
+                                let request_done = matches!(sent, Some(Ok(())));
+                                return Err(Early::upstream(UpstreamError::ReadTimeout, false, request_done));
+                            }
                         }
-                        deadline.as_mut().reset(Instant::now() + t.upstream_read);
                     }
-                    head = head.as_mut() => break head,
-                    _ = deadline.as_mut() => {
-                        let request_done = matches!(sent, Some(Ok(())));
-                        return Err(Early::upstream(UpstreamError::ReadTimeout, false, request_done));
+                };
+                match head {
+                    Ok(Head::Final(meta)) => break Ok(meta),
+                    Err(e) => break Err(e),
+                    Ok(Head::Interim) => {}
+                }
+                let mut left = deadline
+                    .deadline()
+                    .saturating_duration_since(Instant::now());
+                let mut relay = pin!(write_client(&mut client_wr, response_head, &[], t));
+                loop {
+                    tokio::select! {
+                        biased;
+                        result = pump.as_mut(), if sent.is_none() => {
+                            sent = Some(pumped(result)?);
+                            left = t.upstream_read;
+                        }
+                        written = relay.as_mut() => {
+                            written.map_err(|error| Early {
+                                error,
+                                retryable: false,
+                                request_done: matches!(sent, Some(Ok(()))),
+                            })?;
+                            break;
+                        }
                     }
                 }
+                deadline.as_mut().reset(Instant::now() + left);
             }
         };
         // The cursor counts body bytes as taken before their write upstream:
@@ -385,8 +418,8 @@ impl Connection {
                 let error = match (error, sent) {
                     // Report why the request could not be sent, not the
                     // closed connection that followed.
-                    (PumpError::Upstream(UpstreamError::Closed), Some(Err(write))) => write.into(),
-                    (error, _) => error,
+                    (UpstreamError::Closed, Some(Err(write))) => write.into(),
+                    (error, _) => error.into(),
                 };
                 return Err(Early {
                     error,
@@ -560,6 +593,21 @@ async fn within<T, E>(
     }
 }
 
+/// How the request body's pump ended, for `sent`; a client's failure ends
+/// the exchange.
+fn pumped(result: Result<(), PumpError>) -> Result<Result<(), UpstreamError>, Early> {
+    match result {
+        Ok(()) => Ok(Ok(())),
+        Err(PumpError::Client(e)) => Err(Early {
+            error: e.into(),
+            retryable: false,
+            request_done: false,
+        }),
+        // The server may still answer (say, 413): wait for it.
+        Err(PumpError::Upstream(e)) => Ok(Err(e)),
+    }
+}
+
 /// Forwards the rest of the request body; `buf` holds no body bytes on
 /// entry (they went out with the head).
 async fn pump_request_body<R, W>(
@@ -629,21 +677,19 @@ where
     Ok(())
 }
 
-/// Reads the final response head, forwarding interim (1xx) responses to
-/// the client when `forward_interim`. On success the head's status line and
-/// end-to-end fields are in `out` and consumed from `buf`. On failure, tells
+/// Reads the next response head to pass on: the final one, or an interim
+/// (1xx) response to relay when `forward_interim` (the others are dropped).
+/// On success the head's status line and end-to-end fields are in `out`
+/// (an interim head whole) and consumed from `buf`. On failure, tells
 /// whether any response byte had arrived.
-async fn read_response_head<R, W>(
+async fn read_response_head<R>(
     upstream: &mut R,
     buf: &mut BytesMut,
-    client: &mut W,
     out: &mut Vec<u8>,
     expecting: Expecting<'_>,
-    send_timeout: Duration,
-) -> Result<ResponseMeta, (PumpError, bool)>
+) -> Result<Head, (UpstreamError, bool)>
 where
     R: AsyncRead + Unpin,
-    W: AsyncWrite + Unpin,
 {
     let mut any_bytes = !buf.is_empty();
     loop {
@@ -666,30 +712,23 @@ where
                 Ok(Some((len, meta))) => {
                     buf.advance(len);
                     if meta.status >= 200 || meta.status == 101 {
-                        return Ok(meta);
+                        return Ok(Head::Final(meta));
                     }
                     if expecting.forward_interim && meta.status != 100 {
                         heads::finish_head(out, None, false, ConnectionField::Omit);
-                        within(
-                            send_timeout,
-                            client.write_all(out),
-                            ClientError::Write,
-                            ClientError::WriteTimeout,
-                        )
-                        .await
-                        .map_err(|e| (e.into(), true))?;
+                        return Ok(Head::Interim);
                     }
                     continue;
                 }
                 Ok(None) => {}
-                Err(e) => return Err((UpstreamError::BadResponse(e).into(), true)),
+                Err(e) => return Err((UpstreamError::BadResponse(e), true)),
             }
         }
         buf.reserve(expecting.read_size);
         match upstream.read_buf(&mut buf.limit(expecting.read_size)).await {
-            Ok(0) => return Err((UpstreamError::Closed.into(), any_bytes)),
+            Ok(0) => return Err((UpstreamError::Closed, any_bytes)),
             Ok(_) => any_bytes = true,
-            Err(e) => return Err((UpstreamError::Read(e).into(), any_bytes)),
+            Err(e) => return Err((UpstreamError::Read(e), any_bytes)),
         }
     }
 }

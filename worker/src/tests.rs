@@ -1282,3 +1282,78 @@ fn routes_match_the_normalised_path_and_the_target_goes_as_sent() {
     let r = exchange(&mut c, "GET /../admin HTTP/1.1\r\nHost: norm.test\r\n\r\n");
     assert_eq!(r.status, 400);
 }
+
+#[test]
+fn a_slow_client_does_not_make_interim_responses_time_the_upstream_out() {
+    // More interim responses than the socket buffers between prefork and a
+    // client that does not read can hold (the sender's grows to tcp_wmem's
+    // 4 MiB at most, the client's is set small below), so that relaying
+    // them waits on the client.
+    const HINTS: usize = 200;
+    let link = format!("Link: </{}.css>; rel=preload\r\n", "x".repeat(1000));
+    let hint = format!("HTTP/1.1 103 Early Hints\r\n{}\r\n", link.repeat(40));
+    let (addr, _) = scripted_origin(move |mut s, _| {
+        let mut buf = Vec::new();
+        if read_head(&mut s, &mut buf, true).is_some() {
+            for _ in 0..HINTS {
+                if s.write_all(hint.as_bytes()).is_err() {
+                    return;
+                }
+            }
+            let _ = s.write_all(b"HTTP/1.1 200 OK\r\nContent-Length: 4\r\n\r\ndone");
+            let _ = s.read(&mut [0u8; 1]);
+        }
+    });
+    let config = config(addr);
+    let read_timeout = config.upstreams["app"].read_timeout;
+    let proxy = Proxy::start(config);
+    let socket = socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None).unwrap();
+    socket.set_recv_buffer_size(16 * 1024).unwrap();
+    socket.connect(&proxy.addr.into()).unwrap();
+    let mut c = TcpStream::from(socket);
+    c.write_all(b"GET /app/hints HTTP/1.1\r\nHost: a\r\n\r\n")
+        .unwrap();
+    // The upstream answers at once; the client reads nothing for three
+    // read timeouts: its slowness is not the upstream's.
+    thread::sleep(3 * read_timeout);
+    c.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+    // Read to the end of the response (megabytes: only the tail is checked).
+    let mut all = Vec::new();
+    let mut chunk = vec![0u8; 1 << 16];
+    while !all.ends_with(b"\r\n\r\ndone") {
+        match c.read(&mut chunk) {
+            Ok(0) | Err(_) => break,
+            Ok(n) => all.extend_from_slice(&chunk[..n]),
+        }
+    }
+    let text = String::from_utf8_lossy(&all);
+    let hints = text.matches("HTTP/1.1 103 Early Hints\r\n").count();
+    let last = text.rfind("HTTP/1.1 ").map_or("", |i| &text[i..]);
+    let last_line = last.lines().next().unwrap_or("");
+    assert_eq!(
+        (hints, last_line, last.ends_with("\r\n\r\ndone")),
+        (HINTS, "HTTP/1.1 200 OK", true),
+        "every hint, then the response (got {} bytes)",
+        all.len()
+    );
+}
+
+#[test]
+fn an_upstream_silent_after_an_interim_response_still_times_out() {
+    let (addr, _) = scripted_origin(|mut s, _| {
+        let mut buf = Vec::new();
+        if read_head(&mut s, &mut buf, true).is_some() {
+            let _ = s.write_all(b"HTTP/1.1 103 Early Hints\r\nLink: </a.css>; rel=preload\r\n\r\n");
+            // Then nothing, until prefork gives up.
+            let _ = s.read(&mut [0u8; 1]);
+        }
+    });
+    let proxy = Proxy::start(config(addr));
+    let mut c = proxy.connect();
+    c.write_all(b"GET /app/hint HTTP/1.1\r\nHost: a\r\n\r\n")
+        .unwrap();
+    let mut buf = Vec::new();
+    let hint = read_response(&mut c, &mut buf, false);
+    assert_eq!(hint.status, 103);
+    assert_eq!(read_response(&mut c, &mut buf, false).status, 504);
+}
