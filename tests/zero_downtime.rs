@@ -9,6 +9,7 @@ use crate::support::prefork::{self, Prefork, Setup, BIN};
 use crate::support::wait_until;
 use nix::sys::signal::{kill, Signal};
 use nix::unistd::Pid;
+use std::os::unix::fs::{MetadataExt, PermissionsExt};
 use std::time::Duration;
 
 fn serves(p: &Prefork) -> bool {
@@ -123,6 +124,68 @@ fn sigusr1_reopens_the_log_files() {
     assert!(
         wait_until(Duration::from_secs(10), || dir.join("error.log").exists()),
         "the error log was not reopened\n{}",
+        p.logs()
+    );
+}
+
+#[test]
+fn sigusr1_lets_unprivileged_workers_reopen_logs_in_a_root_owned_directory() {
+    if !nix::unistd::geteuid().is_root() {
+        eprintln!("SKIPPED sigusr1_lets_unprivileged_workers_reopen_logs_in_a_root_owned_directory: not running as root");
+        return;
+    }
+    let Some(nobody) = nix::unistd::User::from_name("nobody").ok().flatten() else {
+        eprintln!("SKIPPED sigusr1_lets_unprivileged_workers_reopen_logs_in_a_root_owned_directory: no user `nobody`");
+        return;
+    };
+    // A log directory only root may write to (as /var/log), with files the
+    // workers may append to: logrotate's rename leaves no file behind, and
+    // the workers cannot create one there.
+    let dir = tempfile::Builder::new()
+        .prefix("prefork-test-")
+        .tempdir()
+        .unwrap();
+    std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
+    for log in ["error.log", "access.log"] {
+        let path = dir.path().join(log);
+        std::fs::write(&path, "").unwrap();
+        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o666)).unwrap();
+    }
+    let p = Prefork::start_in(dir, Setup::new(1).top("user = \"nobody\""));
+    let dir = p.dir().to_owned();
+    assert!(serves(&p));
+    for name in ["error.log", "access.log"] {
+        std::fs::rename(dir.join(name), dir.join(format!("{name}.1"))).expect("rotate");
+    }
+    p.signal(Signal::SIGUSR1);
+    let mut sent = 0;
+    let reopened = wait_until(Duration::from_secs(10), || {
+        sent += 1;
+        let _ = http::get(
+            p.port(),
+            prefork::PROBE_HOST,
+            &format!("/after-rotation-{sent}"),
+        );
+        std::fs::read_to_string(dir.join("access.log"))
+            .is_ok_and(|a| a.contains("/after-rotation-"))
+    });
+    assert!(
+        reopened,
+        "the worker did not reopen its access log\n{}",
+        p.logs()
+    );
+    let owner = std::fs::metadata(dir.join("access.log")).unwrap().uid();
+    assert_eq!(owner, nobody.uid.as_raw(), "the new access log's owner");
+    // The worker's error log too: a hot reload makes it write a line.
+    assert!(p.cli(&["-s", "reload"]).status.success(), "{}", p.logs());
+    assert!(
+        wait_until(Duration::from_secs(10), || {
+            std::fs::read_to_string(dir.join("error.log")).is_ok_and(|e| {
+                e.lines()
+                    .any(|l| l.contains("role: worker") && l.contains("configuration replaced"))
+            })
+        }),
+        "the worker did not reopen its error log\n{}",
         p.logs()
     );
 }

@@ -194,6 +194,9 @@ impl Master {
     }
 
     fn serve(&mut self) -> i32 {
+        for setup in self.setups.values() {
+            self.give_logs_to_workers(setup);
+        }
         if let Some(code) = self.feed(Event::Started) {
             return code;
         }
@@ -309,6 +312,10 @@ impl Master {
             Request::RemoveWorker => vec![Event::RemoveWorker],
             Request::ReopenLogs => {
                 info!(self.log, "reopening the log files");
+                // Before the workers reopen them (see log_files).
+                for setup in self.setups.values() {
+                    self.give_logs_to_workers(setup);
+                }
                 prefork_shared::log::reopen();
                 for link in self.links.values() {
                     if let Some(control) = &link.control {
@@ -550,6 +557,17 @@ impl Master {
         }
     }
 
+    /// Creates the log files a generation's workers write and gives them to
+    /// the workers' user, when they run as one.
+    fn give_logs_to_workers(&self, setup: &GenerationSetup) {
+        let Some(creds) = &setup.credentials else {
+            return;
+        };
+        for e in log_files::give_to(&setup.config, creds) {
+            error!(self.log, "cannot prepare a log file for the workers"; "user" => &creds.name, "error" => %e);
+        }
+    }
+
     /// Re-reads the config. A valid one is staged for the next generation;
     /// an invalid one changes nothing.
     fn reload(&mut self) -> Option<Event> {
@@ -595,6 +613,7 @@ impl Master {
             config: Arc::new(config),
             credentials,
         };
+        self.give_logs_to_workers(&setup);
         let (shutdown_timeout, worker_timeout) =
             (setup.config.shutdown_timeout, setup.config.worker_timeout);
         match path {
