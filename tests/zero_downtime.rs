@@ -190,6 +190,53 @@ fn sigusr1_lets_unprivileged_workers_reopen_logs_in_a_root_owned_directory() {
     );
 }
 
+#[test]
+fn a_failed_log_reopen_is_reported_and_lines_go_on_to_the_file_kept() {
+    let dir = tempfile::Builder::new()
+        .prefix("prefork-test-")
+        .tempdir()
+        .unwrap();
+    let logs = dir.path().join("logs");
+    std::fs::create_dir(&logs).unwrap();
+    let p = Prefork::start_in(
+        dir,
+        Setup::new(1).body(&format!(
+            r#"
+[[routes]]
+host = "r.test"
+access_log = "{}/route.log"
+respond = {{ status = 200, body = "r\n" }}
+"#,
+            logs.display()
+        )),
+    );
+    let get = |path: &str| http::get(p.port(), "r.test", path).is_ok_and(|r| r.status == 200);
+    assert!(get("/before"));
+    let kept = p.dir().join("logs.old");
+    // The directory goes away (an operator's mistake, a volume unmounted):
+    // the file cannot be opened again at its path.
+    std::fs::rename(&logs, &kept).unwrap();
+    p.expect_log_errors();
+    p.signal(Signal::SIGUSR1);
+    let mut sent = 0;
+    let reported = wait_until(Duration::from_secs(10), || {
+        sent += 1;
+        assert!(get(&format!("/after-{sent}")));
+        p.error_log()
+            .lines()
+            .any(|l| l.contains("role: worker") && l.contains("cannot reopen"))
+    });
+    assert!(reported, "the failed reopen was not reported\n{}", p.logs());
+    assert!(
+        wait_until(Duration::from_secs(10), || {
+            std::fs::read_to_string(kept.join("route.log"))
+                .is_ok_and(|a| a.contains(&format!("/after-{sent}")))
+        }),
+        "the lines were not kept in the file open before\n{}",
+        p.logs()
+    );
+}
+
 /// A copy of the binary under test in the test's directory, which a test
 /// may replace on disk before a binary upgrade.
 fn private_binary(dir: &std::path::Path) -> std::path::PathBuf {

@@ -81,7 +81,8 @@ struct WholeLines<W: Write> {
 impl WholeLines<Box<dyn Write + Send>> {
     /// Reopens the file if [`reopen`] was called since it was opened. On
     /// failure the old file is kept: losing lines is worse than writing them
-    /// to the rotated file.
+    /// to the rotated file. The failure is said in that file and on stderr
+    /// (which a service manager collects): this log cannot log it.
     fn reopen_if_asked(&mut self) {
         let epoch = REOPEN_EPOCH.load(Ordering::Relaxed);
         if epoch == self.epoch {
@@ -89,8 +90,16 @@ impl WholeLines<Box<dyn Write + Send>> {
         }
         self.epoch = epoch;
         if let Some(path) = &self.path {
-            if let Ok(file) = append(path) {
-                self.inner = Box::new(file);
+            match append(path) {
+                Ok(file) => self.inner = Box::new(file),
+                Err(e) => {
+                    let note = format!(
+                        "prefork (pid {}): cannot reopen the error log ({e}); writing on to the file opened before\n",
+                        std::process::id()
+                    );
+                    let _ = self.inner.write_all(note.as_bytes());
+                    eprint!("{note}");
+                }
             }
         }
     }
@@ -203,6 +212,30 @@ mod tests {
         let rotated = std::fs::read_to_string(dir.path().join("x.log.1")).unwrap();
         assert_eq!(rotated, "one\ntwo\n");
         assert_eq!(std::fs::read_to_string(&path).unwrap(), "three\n");
+    }
+
+    #[test]
+    fn a_failed_reopen_is_noted_in_the_file_kept() {
+        let top = tempfile::tempdir().unwrap();
+        let dir = top.path().join("logs");
+        std::fs::create_dir(&dir).unwrap();
+        let mut w = writer(&LogTarget::File(dir.join("x.log"))).unwrap();
+        writeln!(w, "one").unwrap();
+        w.flush().unwrap();
+        // Its directory goes away: the path cannot be opened again.
+        let kept = top.path().join("kept");
+        std::fs::rename(&dir, &kept).unwrap();
+        reopen();
+        writeln!(w, "two").unwrap();
+        w.flush().unwrap();
+        let text = std::fs::read_to_string(kept.join("x.log")).unwrap();
+        let lines: Vec<&str> = text.lines().collect();
+        assert_eq!(lines.len(), 3, "{text}");
+        assert_eq!((lines[0], lines[2]), ("one", "two"));
+        assert!(
+            lines[1].contains("cannot reopen") && lines[1].contains("x.log"),
+            "{text}"
+        );
     }
 
     impl Write for Calls {

@@ -6,6 +6,7 @@ use prefork_shared::config::{
     AccessField, AccessFormat, Config, LogTarget, RouteAccessLog, Segment,
 };
 use prefork_shared::stats::UNROUTED;
+use slog::Logger;
 use std::cell::RefCell;
 use std::fmt::{self, Write as _};
 use std::io;
@@ -127,9 +128,10 @@ pub(crate) struct AccessLogs {
 }
 
 impl AccessLogs {
-    /// Opens the destinations `config` names (each file once).
-    pub(crate) fn open(config: &Config) -> io::Result<AccessLogs> {
-        let (logs, mut failed) = AccessLogs::build(config, &[]);
+    /// Opens the destinations `config` names (each file once); their
+    /// writers report to `log`.
+    pub(crate) fn open(config: &Config, log: &Logger) -> io::Result<AccessLogs> {
+        let (logs, mut failed) = AccessLogs::build(config, &[], log);
         match failed.pop() {
             Some(e) => Err(e),
             None => Ok(logs),
@@ -140,11 +142,15 @@ impl AccessLogs {
     /// ones. Destinations that cannot be opened are off (the errors are
     /// returned for the error log): the rest of the configuration still
     /// applies.
-    pub(crate) fn reconfigured(&self, config: &Config) -> (AccessLogs, Vec<io::Error>) {
-        AccessLogs::build(config, &self.sinks)
+    pub(crate) fn reconfigured(
+        &self,
+        config: &Config,
+        log: &Logger,
+    ) -> (AccessLogs, Vec<io::Error>) {
+        AccessLogs::build(config, &self.sinks, log)
     }
 
-    fn build(config: &Config, open: &[Rc<Sink>]) -> (AccessLogs, Vec<io::Error>) {
+    fn build(config: &Config, open: &[Rc<Sink>], log: &Logger) -> (AccessLogs, Vec<io::Error>) {
         let mut sinks: Vec<Rc<Sink>> = Vec::new();
         let mut failed = Vec::new();
         let mut sink_for = |target: &LogTarget| -> Option<usize> {
@@ -153,7 +159,7 @@ impl AccessLogs {
             }
             let sink = match open.iter().find(|s| s.target() == target) {
                 Some(sink) => sink.clone(),
-                None => match Sink::open(target) {
+                None => match Sink::open(target, log) {
                     Ok(sink) => Rc::new(sink),
                     Err(e) => {
                         failed.push(e);
@@ -532,12 +538,13 @@ mod tests {
             let text = format!("[log]\naccess_log = \"{}/a.log\"\n{routes}", dir.display());
             prefork_shared::config_file::parse(std::path::Path::new("t.toml"), &text).unwrap()
         };
-        let first = AccessLogs::open(&config("")).unwrap();
+        let log = Logger::root(slog::Discard, slog::o!());
+        let first = AccessLogs::open(&config(""), &log).unwrap();
         let own = format!(
             "[[routes]]\npath = \"/x\"\nrespond = {{ body = \"x\" }}\naccess_log = \"{}/x.log\"\n",
             dir.display()
         );
-        let (second, failed) = first.reconfigured(&config(&own));
+        let (second, failed) = first.reconfigured(&config(&own), &log);
         assert!(failed.is_empty());
         assert_eq!(second.sinks.len(), 2);
         assert!(Rc::ptr_eq(&first.sinks[0], &second.sinks[0]));

@@ -10,6 +10,7 @@
 
 use prefork_shared::config::LogTarget;
 use prefork_shared::log as plog;
+use slog::{error, Logger};
 use std::io::{self, Write};
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -48,8 +49,8 @@ pub(crate) struct Sink {
 
 impl Sink {
     /// Opens `target` (a file is created if needed and appended to) and
-    /// starts its writer thread.
-    pub(crate) fn open(target: &LogTarget) -> io::Result<Sink> {
+    /// starts its writer thread, which reports to `log` a reopen that fails.
+    pub(crate) fn open(target: &LogTarget, log: &Logger) -> io::Result<Sink> {
         let epoch = plog::reopen_epoch();
         let out = destination(target)?;
         let shared = Arc::new(Shared {
@@ -63,9 +64,10 @@ impl Sink {
             LogTarget::Stderr | LogTarget::Stdout => None,
         };
         let for_writer = shared.clone();
+        let log = log.clone();
         let writer = std::thread::Builder::new()
             .name("access-log".into())
-            .spawn(move || write_lines(&for_writer, out, file))?;
+            .spawn(move || write_lines(&for_writer, out, file, &log))?;
         Ok(Sink {
             target: target.clone(),
             shared,
@@ -118,8 +120,13 @@ fn destination(target: &LogTarget) -> io::Result<Box<dyn Write + Send>> {
 /// call. `file` is the log file and the reopen epoch it was opened at: after
 /// SIGUSR1 (logrotate), the file is reopened before the next batch; if that
 /// fails, the old file is kept (losing lines is worse than writing them to
-/// the rotated file).
-fn write_lines(shared: &Shared, mut out: Box<dyn Write + Send>, mut file: Option<(PathBuf, u64)>) {
+/// the rotated file) and the failure goes to the error log `log`.
+fn write_lines(
+    shared: &Shared,
+    mut out: Box<dyn Write + Send>,
+    mut file: Option<(PathBuf, u64)>,
+    log: &Logger,
+) {
     let mut batch = Vec::with_capacity(BATCH_BYTES * 2);
     loop {
         let closed = {
@@ -138,8 +145,11 @@ fn write_lines(shared: &Shared, mut out: Box<dyn Write + Send>, mut file: Option
             let now = plog::reopen_epoch();
             if now != *epoch {
                 *epoch = now;
-                if let Ok(reopened) = destination(&LogTarget::File(path.clone())) {
-                    out = reopened;
+                match destination(&LogTarget::File(path.clone())) {
+                    Ok(reopened) => out = reopened,
+                    Err(e) => {
+                        error!(log, "cannot reopen an access log; writing on to the file opened before"; "error" => %e)
+                    }
                 }
             }
         }
@@ -169,7 +179,7 @@ mod tests {
     fn lines_reach_the_file_when_the_sink_drops() {
         let dir = tempfile_dir();
         let path = dir.join("access.log");
-        let sink = Sink::open(&LogTarget::File(path.clone())).unwrap();
+        let sink = Sink::open(&LogTarget::File(path.clone()), &discard()).unwrap();
         for i in 0..100 {
             sink.send(&format!("line {i}\n"));
         }
@@ -184,7 +194,7 @@ mod tests {
     fn a_reopen_moves_later_lines_to_the_new_file() {
         let dir = tempfile_dir();
         let path = dir.join("rotated.log");
-        let sink = Sink::open(&LogTarget::File(path.clone())).unwrap();
+        let sink = Sink::open(&LogTarget::File(path.clone()), &discard()).unwrap();
         sink.send("before\n");
         let written = |p: &std::path::Path, what: &str| {
             std::fs::read_to_string(p).is_ok_and(|t| t.contains(what))
@@ -205,6 +215,10 @@ mod tests {
         assert_eq!(std::fs::read_to_string(&old).unwrap(), "before\n");
         assert_eq!(std::fs::read_to_string(&path).unwrap(), "after\n");
         let _ = std::fs::remove_dir_all(dir);
+    }
+
+    fn discard() -> Logger {
+        Logger::root(slog::Discard, slog::o!())
     }
 
     fn tempfile_dir() -> std::path::PathBuf {

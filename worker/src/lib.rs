@@ -144,8 +144,8 @@ fn run(args: &WorkerArgs) -> Result<i32, BootError> {
 
     let logs = plog::open(&config.log.error_log, Role::Worker, args.generation)
         .map_err(BootError::Logs)?;
-    let access = access_log::AccessLogs::open(&config).map_err(BootError::Logs)?;
     let log = logs.error.new(o!("slot" => args.slot));
+    let access = access_log::AccessLogs::open(&config, &log).map_err(BootError::Logs)?;
     match pinned {
         Some((cpu, Ok(()))) => info!(log, "pinned to a CPU"; "cpu" => cpu),
         Some((cpu, Err(e))) => {

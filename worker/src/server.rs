@@ -175,7 +175,7 @@ impl Worker {
                 }
             }
         };
-        let (access, failed) = self.access.reconfigured(&config);
+        let (access, failed) = self.access.reconfigured(&config, &log);
         for e in failed {
             error!(log, "cannot open an access log; it is off"; "error" => %e);
         }
