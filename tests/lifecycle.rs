@@ -196,6 +196,53 @@ fn sigquit_lets_the_in_flight_request_finish_then_everything_exits() {
 }
 
 #[test]
+fn at_the_shutdown_timeout_a_worker_closes_what_is_left_and_exits_with_its_logs_written() {
+    let rec = RecordingOrigin::start();
+    let mut p = Prefork::start(Setup::new(1).shutdown_timeout("1s").body(&format!(
+        "[upstreams.app]\nservers = [\"{}\"]\n[[routes]]\nupstream = \"app\"\n",
+        rec.addr()
+    )));
+    let worker = p.workers()[0].pid;
+    // A request still waiting for its upstream when the time is up.
+    let port = p.port();
+    let slow = std::thread::spawn(move || {
+        let mut conn = Conn::local(port)?;
+        conn.send(&http::request("GET", "x", "/delay/8000", &[], b""))?;
+        conn.read_response()
+    });
+    assert!(
+        wait_until(Duration::from_secs(5), || rec.count() == 1),
+        "{}",
+        p.logs()
+    );
+    p.signal(Signal::SIGQUIT);
+    let status = p
+        .wait_exit(Duration::from_secs(10))
+        .unwrap_or_else(|| panic!("the master did not exit after SIGQUIT\n{}", p.logs()));
+    assert!(status.success(), "{status}\n{}", p.logs());
+    assert!(slow.join().unwrap().is_err(), "the slow request was cut");
+    // The worker closed the request itself, then wrote what it had queued
+    // (its last access-log lines and counters, its log lines) and exited:
+    // a SIGKILL from the master would have lost them.
+    let log = p.error_log();
+    let worker_said = |what: &str| {
+        let pid = format!("pid: {worker},");
+        log.lines()
+            .any(|l| l.contains("role: worker") && l.contains(&pid) && l.contains(what))
+    };
+    assert!(
+        worker_said("shutdown timeout reached") && worker_said("stopped"),
+        "the worker did not stop by itself\n{}",
+        p.logs()
+    );
+    assert!(
+        !log.contains("did not stop in time"),
+        "the master killed the worker\n{}",
+        p.logs()
+    );
+}
+
+#[test]
 fn sigquit_closes_idle_connections_no_later_than_their_keepalive_timeout() {
     let rec = RecordingOrigin::start();
     let mut p = Prefork::start(

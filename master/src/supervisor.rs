@@ -146,7 +146,9 @@ pub const HEALTHY_UPTIME: Duration = Duration::from_secs(5);
 pub const BACKOFF_BASE: Duration = Duration::from_millis(200);
 /// Longest delay between two restarts of a crash-looping slot.
 pub const BACKOFF_CAP: Duration = Duration::from_secs(30);
-/// How long a fast stop waits before killing what is left.
+/// How long a fast stop waits before killing what is left; also how long a
+/// graceful stop waits past `shutdown_timeout` (see
+/// [`Supervisor::drain_deadline`]).
 pub const FAST_STOP_GRACE: Duration = Duration::from_secs(3);
 /// Most generations draining at once; a reload that would add one more stops
 /// the oldest fast, so frequent reloads cannot pile up draining workers.
@@ -486,8 +488,16 @@ impl Supervisor {
         ready >= self.workers_wanted
     }
 
+    /// When a worker told now to stop gracefully is killed if it is still
+    /// there. The worker itself closes what is left at `shutdown_timeout`,
+    /// then writes its last access-log lines, log lines and counters on its
+    /// way out: a SIGKILL at that very moment would lose them.
+    fn drain_deadline(&self, now: Instant) -> Instant {
+        now + self.shutdown_timeout + FAST_STOP_GRACE
+    }
+
     fn retire_old_generations(&mut self, now: Instant, actions: &mut Vec<Action>) {
-        let deadline = now + self.shutdown_timeout;
+        let deadline = self.drain_deadline(now);
         for (pid, w) in &mut self.workers {
             if w.generation < self.generation && !matches!(w.state, WorkerState::Stopping { .. }) {
                 info!(self.log, "draining worker of an older generation"; "worker_pid" => *pid, "worker_generation" => w.generation.0);
@@ -622,7 +632,7 @@ impl Supervisor {
         info!(self.log, "starting a new generation of workers"; "new_generation" => self.generation.0, "workers" => workers);
         // Workers of a generation that never finished starting are replaced
         // already: stop those still booting instead of letting them pile up.
-        let deadline = now + self.shutdown_timeout;
+        let deadline = self.drain_deadline(now);
         for (pid, w) in &mut self.workers {
             if w.generation == superseded && matches!(w.state, WorkerState::Starting { .. }) {
                 w.state = WorkerState::Stopping {
@@ -695,7 +705,7 @@ impl Supervisor {
         self.pending.remove(&slot);
         self.failures.remove(&slot);
         info!(self.log, "removing a worker"; "slot" => slot.0, "workers" => self.workers_wanted);
-        let deadline = now + self.shutdown_timeout;
+        let deadline = self.drain_deadline(now);
         let current = self.generation;
         for (pid, w) in &mut self.workers {
             let stopping = matches!(w.state, WorkerState::Stopping { .. });
@@ -747,9 +757,9 @@ impl Supervisor {
     }
 
     fn on_stop(&mut self, mode: StopMode, now: Instant, actions: &mut Vec<Action>) {
-        let limit = match mode {
-            StopMode::Graceful => self.shutdown_timeout,
-            StopMode::Fast => FAST_STOP_GRACE,
+        let kill_at = match mode {
+            StopMode::Graceful => self.drain_deadline(now),
+            StopMode::Fast => now + FAST_STOP_GRACE,
         };
         if let Phase::ShuttingDown {
             mode: StopMode::Fast,
@@ -771,7 +781,7 @@ impl Supervisor {
                 actions.push(Action::AbortUpgrade(pid));
             }
         }
-        let deadline = now + limit;
+        let deadline = kill_at;
         self.phase = Phase::ShuttingDown { mode, deadline };
         self.pending.clear();
         self.pending_serving.clear();
@@ -1068,8 +1078,9 @@ mod tests {
         // Old workers exiting after being asked to is not a crash.
         let a = s.handle(Event::WorkerExited(100, ExitStatus::Code(0)), t0);
         assert!(a.is_empty());
-        // One that ignores the request is killed at the deadline.
-        let deadline = t0 + Duration::from_secs(5);
+        // One that ignores the request is killed a grace after its own
+        // shutdown timeout.
+        let deadline = t0 + Duration::from_secs(5) + FAST_STOP_GRACE;
         assert_eq!(s.next_wakeup(), Some(deadline));
         assert_eq!(s.handle(Event::Tick, deadline), vec![Action::Kill(101)]);
         // Only the new workers' heartbeat deadlines remain.
@@ -1134,11 +1145,12 @@ mod tests {
     }
 
     #[test]
-    fn graceful_stop_kills_stragglers_at_the_shutdown_timeout() {
+    fn graceful_stop_kills_stragglers_a_grace_after_the_shutdown_timeout() {
         let t0 = Instant::now();
         let mut s = running(1, t0);
         s.handle(Event::Stop(StopMode::Graceful), t0);
-        let deadline = t0 + Duration::from_secs(30);
+        // The worker closes what is left at the shutdown timeout itself.
+        let deadline = t0 + Duration::from_secs(30) + FAST_STOP_GRACE;
         assert!(s
             .handle(Event::Tick, deadline - Duration::from_millis(1))
             .is_empty());
@@ -1695,7 +1707,7 @@ mod tests {
             vec![(200, StopMode::Graceful)],
             "100 is stopping already"
         );
-        let a = s.handle(Event::Tick, t0 + Duration::from_secs(30));
+        let a = s.handle(Event::Tick, t0 + Duration::from_secs(30) + FAST_STOP_GRACE);
         assert_eq!(
             a,
             vec![Action::Kill(100)],
@@ -1714,13 +1726,14 @@ mod tests {
         spawned(&mut s, 0, 2, 200, t0);
         s.handle(Event::WorkerReady(200), t0);
         // 1 s before its drain deadline, earlier than the fast stop's.
-        let t1 = t0 + Duration::from_secs(29);
+        let own = t0 + Duration::from_secs(30) + FAST_STOP_GRACE;
+        let t1 = own - Duration::from_secs(1);
         let a = s.handle(Event::Stop(StopMode::Fast), t1);
         assert_eq!(
             stops(&a),
             vec![(100, StopMode::Fast), (200, StopMode::Fast)]
         );
-        let a = s.handle(Event::Tick, t0 + Duration::from_secs(30));
+        let a = s.handle(Event::Tick, own);
         assert_eq!(
             a,
             vec![Action::Kill(100)],

@@ -87,6 +87,16 @@ impl Setup {
         self
     }
 
+    /// Sets `shutdown_timeout` (10 s otherwise).
+    pub fn shutdown_timeout(mut self, value: &str) -> Setup {
+        self.top = self.top.replacen(
+            "shutdown_timeout = \"10s\"",
+            &format!("shutdown_timeout = \"{value}\""),
+            1,
+        );
+        self
+    }
+
     /// Adds a top-level line (`user = "nobody"`) before any table.
     pub fn top(mut self, line: &str) -> Setup {
         self.top.push_str(line);
