@@ -247,6 +247,44 @@ fn signal_refuses_a_stale_pid_file_naming_another_process() {
     assert!(stderr.contains("not a running prefork"), "{stderr}");
 }
 
+/// `-t` checks what a start would refuse beyond the file itself, as
+/// `nginx -t` does: a log file in a missing directory and (as root, where
+/// workers drop to it) a `user` that does not exist.
+#[test]
+fn check_refuses_what_a_start_would_refuse() {
+    let dir = tempfile::tempdir().unwrap();
+    let missing = dir.path().join("missing").join("access.log");
+    let text = good_config(dir.path()).replace(
+        "access_log = \"off\"",
+        &format!("access_log = \"{}\"", missing.display()),
+    );
+    let path = dir.path().join("logs.toml");
+    fs::write(&path, text).unwrap();
+    let (code, stdout, stderr) = check(&path);
+    assert_eq!(code, 1, "stdout: {stdout}\nstderr: {stderr}");
+    assert!(
+        stderr.contains("log.access_log") && stderr.contains(&missing.display().to_string()),
+        "the error should name the key and the file: {stderr}"
+    );
+
+    if !nix::unistd::geteuid().is_root() {
+        eprintln!("SKIPPED the user half of check_refuses_what_a_start_would_refuse: not root");
+        return;
+    }
+    let text = format!(
+        "user = \"prefork-no-such-user\"\n{}",
+        good_config(dir.path())
+    );
+    let path = dir.path().join("user.toml");
+    fs::write(&path, text).unwrap();
+    let (code, stdout, stderr) = check(&path);
+    assert_eq!(code, 1, "stdout: {stdout}\nstderr: {stderr}");
+    assert!(
+        stderr.contains("user: ") && stderr.contains("prefork-no-such-user"),
+        "the error should name the key and the user: {stderr}"
+    );
+}
+
 /// The README's first command runs prefork on `examples/quickstart.toml`:
 /// that file must pass `-t` as shipped and, run as is (only its port and pid
 /// file moved into a temporary directory), answer `/` with no backend up.

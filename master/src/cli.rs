@@ -109,9 +109,18 @@ impl SignalName {
     }
 }
 
-/// `prefork -t`: validates the config file.
+/// `prefork -t`: validates the config file, and what a start would check
+/// beyond it (the workers' `user` exists, the log files can be created),
+/// as `nginx -t` does.
 pub fn test_config(path: &Path) -> i32 {
-    match config_file::load(path) {
+    let checked = config_file::load(path)
+        .map_err(|e| e.to_string())
+        .and_then(|c| {
+            worker_credentials(&c).map_err(|e| format!("{}: user: {e}", path.display()))?;
+            log_files::check(&c).map_err(|e| format!("{}: {e}", path.display()))?;
+            Ok(c)
+        });
+    match checked {
         Ok(c) => {
             let listen: Vec<String> = c.listen.iter().map(|l| l.addr.to_string()).collect();
             println!(
