@@ -79,20 +79,17 @@ fn a_hung_worker_is_killed_and_replaced() {
     assert!(serves(&p));
 }
 
-#[test]
-fn sigusr1_reopens_the_log_files() {
-    let p = Prefork::start(Setup::new(1));
-    let dir = p.dir().to_owned();
-    assert!(serves(&p));
+/// Renames the error and access logs as logrotate does, sends SIGUSR1, and
+/// tells whether a request then shows in a new access log. The worker learns
+/// of the signal over IPC, so a request sent at once may still be logged to
+/// the old file: numbered requests are sent until one shows in the new file.
+fn rotate_logs_and_wait_for_reopen(p: &Prefork, dir: &std::path::Path) -> bool {
     for name in ["error.log", "access.log"] {
         std::fs::rename(dir.join(name), dir.join(format!("{name}.1"))).expect("rotate");
     }
     p.signal(Signal::SIGUSR1);
-    // The worker learns of the signal over IPC, so a request sent at once may
-    // still be logged to the old file: send numbered requests until one shows
-    // in the new file.
     let mut sent = 0;
-    let reopened = wait_until(Duration::from_secs(10), || {
+    wait_until(Duration::from_secs(10), || {
         sent += 1;
         let _ = http::get(
             p.port(),
@@ -101,7 +98,15 @@ fn sigusr1_reopens_the_log_files() {
         );
         std::fs::read_to_string(dir.join("access.log"))
             .is_ok_and(|a| a.contains("/after-rotation-"))
-    });
+    })
+}
+
+#[test]
+fn sigusr1_reopens_the_log_files() {
+    let p = Prefork::start(Setup::new(1));
+    let dir = p.dir().to_owned();
+    assert!(serves(&p));
+    let reopened = rotate_logs_and_wait_for_reopen(&p, &dir);
     assert!(reopened, "the access log was not reopened\n{}", p.logs());
     // From then on, every line goes to the new file.
     let r = http::get(p.port(), prefork::PROBE_HOST, "/after-reopen").expect("request");
@@ -154,21 +159,7 @@ fn sigusr1_lets_unprivileged_workers_reopen_logs_in_a_root_owned_directory() {
     let p = Prefork::start_in(dir, Setup::new(1).top("user = \"nobody\""));
     let dir = p.dir().to_owned();
     assert!(serves(&p));
-    for name in ["error.log", "access.log"] {
-        std::fs::rename(dir.join(name), dir.join(format!("{name}.1"))).expect("rotate");
-    }
-    p.signal(Signal::SIGUSR1);
-    let mut sent = 0;
-    let reopened = wait_until(Duration::from_secs(10), || {
-        sent += 1;
-        let _ = http::get(
-            p.port(),
-            prefork::PROBE_HOST,
-            &format!("/after-rotation-{sent}"),
-        );
-        std::fs::read_to_string(dir.join("access.log"))
-            .is_ok_and(|a| a.contains("/after-rotation-"))
-    });
+    let reopened = rotate_logs_and_wait_for_reopen(&p, &dir);
     assert!(
         reopened,
         "the worker did not reopen its access log\n{}",
