@@ -2,6 +2,7 @@
 //! master, test a config, or signal a running master.
 
 use crate::listeners::Listeners;
+use crate::os::Credentials;
 use crate::run::{worker_credentials, Master, Startup};
 use crate::{admin, control_socket, log_files, os, pidfile, signals, upgrade};
 use clap::{Parser, Subcommand, ValueEnum};
@@ -9,6 +10,7 @@ use nix::sys::signal::Signal;
 use prefork_shared::config_file;
 use prefork_shared::exit;
 use prefork_shared::log;
+use prefork_shared::Config;
 use slog::{error, info, warn};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::AtomicU64;
@@ -115,11 +117,7 @@ impl SignalName {
 pub fn test_config(path: &Path) -> i32 {
     let checked = config_file::load(path)
         .map_err(|e| e.to_string())
-        .and_then(|c| {
-            worker_credentials(&c).map_err(|e| format!("{}: user: {e}", path.display()))?;
-            log_files::check(&c).map_err(|e| format!("{}: {e}", path.display()))?;
-            Ok(c)
-        });
+        .and_then(|c| start_checks(&c, path).map(|_| c));
     match checked {
         Ok(c) => {
             let listen: Vec<String> = c.listen.iter().map(|l| l.addr.to_string()).collect();
@@ -139,6 +137,16 @@ pub fn test_config(path: &Path) -> i32 {
             exit::FAILURE
         }
     }
+}
+
+/// What a start checks beyond the file itself, `-t` too: the workers'
+/// `user` exists (as root) and every log file's directory does. Returns the
+/// workers' credentials, or the error naming `path` and the key.
+fn start_checks(config: &Config, path: &Path) -> Result<Option<Credentials>, String> {
+    let credentials =
+        worker_credentials(config).map_err(|e| format!("{}: user: {e}", path.display()))?;
+    log_files::check(config).map_err(|e| format!("{}: {e}", path.display()))?;
+    Ok(credentials)
 }
 
 /// `prefork -s NAME`: signals the master named in the config's pid file.
@@ -219,17 +227,13 @@ pub fn run_master(path: &Path) -> i32 {
             return exit::FAILURE;
         }
     };
-    let credentials = match worker_credentials(&config) {
+    let credentials = match start_checks(&config, path) {
         Ok(c) => c,
         Err(e) => {
-            eprintln!("{}: user: {e}", path.display());
+            eprintln!("{e}");
             return exit::FAILURE;
         }
     };
-    if let Err(e) = log_files::check(&config) {
-        eprintln!("{}: {e}", path.display());
-        return exit::FAILURE;
-    }
     let exe = match os::current_exe() {
         Ok(p) => p,
         Err(e) => {
