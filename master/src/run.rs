@@ -13,7 +13,7 @@ use crate::pidfile;
 use crate::query::Asked;
 use crate::reload::{reload_path, ReloadPath};
 use crate::signals::Request;
-use crate::supervisor::{Action, Event, Generation, Pid, Slot, Supervisor, Timeouts};
+use crate::supervisor::{Action, Event, ExitStatus, Generation, Pid, Slot, Supervisor, Timeouts};
 use crate::upgrade::{self, Inherited};
 use crossbeam_channel::{select, Receiver, Sender};
 use ipc_channel::ipc::IpcSender;
@@ -34,6 +34,8 @@ use std::sync::Arc;
 use std::time::Instant;
 
 mod queries;
+#[cfg(test)]
+mod tests;
 
 /// What one generation of workers is started with.
 struct GenerationSetup {
@@ -41,7 +43,8 @@ struct GenerationSetup {
     credentials: Option<Credentials>,
 }
 
-/// A worker's IPC link as the master sees it.
+/// A worker's IPC link as the master sees it, kept until the worker was
+/// reaped and its reader thread forwarded everything it sent.
 struct Link {
     /// The one-shot server name, to unblock its thread if it never connects.
     name: String,
@@ -49,6 +52,12 @@ struct Link {
     control: Option<IpcSender<MasterMsg>>,
     /// Its load board cell, freed when it is reaped.
     cell: Option<usize>,
+    /// The slot its counters count in (also after it was reaped).
+    slot: Slot,
+    /// Its process was reaped.
+    reaped: bool,
+    /// Its reader thread forwarded its last message (or never started).
+    closed: bool,
 }
 
 /// Everything the master owns while it runs.
@@ -290,24 +299,7 @@ impl Master {
             Request::Reload => self.reload().into_iter().collect(),
             Request::GracefulStop => vec![Event::Stop(StopMode::Graceful)],
             Request::FastStop => vec![Event::Stop(StopMode::Fast)],
-            Request::ReapChildren => {
-                let exited = os::reap_children();
-                for (pid, _) in &exited {
-                    self.observed.on_exit(*pid);
-                    if let Some(link) = self.links.remove(pid) {
-                        if link.control.is_none() {
-                            link::abandon(&link.name);
-                        }
-                        if let (Some(load), Some(cell)) = (&mut self.load, link.cell) {
-                            load.release(cell);
-                        }
-                    }
-                }
-                exited
-                    .into_iter()
-                    .map(|(pid, status)| Event::WorkerExited(pid, status))
-                    .collect()
-            }
+            Request::ReapChildren => self.on_reaped(os::reap_children()),
             Request::AddWorker => vec![Event::AddWorker],
             Request::RemoveWorker => vec![Event::RemoveWorker],
             Request::ReopenLogs => {
@@ -330,6 +322,33 @@ impl Master {
                 Vec::new()
             }
         }
+    }
+
+    /// Forgets the children `waitpid` returned. A worker's link stays until
+    /// its reader thread reports it closed: SIGCHLD often overtakes the
+    /// counters a worker sends just before it exits, which must still count.
+    fn on_reaped(&mut self, exited: Vec<(Pid, ExitStatus)>) -> Vec<Event> {
+        for (pid, _) in &exited {
+            let Some(link) = self.links.get_mut(pid) else {
+                self.observed.on_exit(*pid);
+                continue;
+            };
+            link.reaped = true;
+            if link.control.is_none() {
+                // Unblocks its reader thread, which then reports it closed.
+                link::abandon(&link.name);
+            }
+            if let (Some(load), Some(cell)) = (&mut self.load, link.cell.take()) {
+                load.release(cell);
+            }
+            if link.closed {
+                self.forget(*pid);
+            }
+        }
+        exited
+            .into_iter()
+            .map(|(pid, status)| Event::WorkerExited(pid, status))
+            .collect()
     }
 
     fn on_link(&mut self, event: LinkEvent) -> Vec<Event> {
@@ -361,9 +380,22 @@ impl Master {
             },
             LinkEvent::Closed { pid, reason } => {
                 debug!(self.log, "worker link closed"; "worker_pid" => pid, "reason" => reason);
+                if let Some(link) = self.links.get_mut(&pid) {
+                    link.closed = true;
+                    if link.reaped {
+                        self.forget(pid);
+                    }
+                }
                 Vec::new()
             }
         }
+    }
+
+    /// Drops a worker that was reaped and whose link closed: nothing more
+    /// can come from it, so its counters join its slot's totals.
+    fn forget(&mut self, pid: Pid) {
+        self.links.remove(&pid);
+        self.observed.on_exit(pid);
     }
 
     /// Sends a running worker its generation's (new) configuration.
@@ -518,11 +550,16 @@ impl Master {
             }
         };
         let name = link.name().to_owned();
-        if let Err(e) = link.serve(pid, self.link_tx.clone()) {
+        let serving = link.serve(pid, self.link_tx.clone());
+        if let Err(e) = &serving {
             // Without a link the worker can never be configured: the boot
             // timeout would kill it; do it now instead.
             self.signal(pid, Signal::SIGKILL);
             error!(self.log, "cannot start an IPC thread"; "worker_pid" => pid, "error" => %e);
+        }
+        // A reused pid: the worker that had it is gone.
+        if self.links.contains_key(&pid) {
+            self.forget(pid);
         }
         self.links.insert(
             pid,
@@ -530,6 +567,9 @@ impl Master {
                 name,
                 control: None,
                 cell,
+                slot,
+                reaped: false,
+                closed: serving.is_err(),
             },
         );
         Ok(pid)

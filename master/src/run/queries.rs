@@ -66,17 +66,13 @@ impl Master {
         events
     }
 
-    /// Keeps a worker's counters (a report from a worker already reaped is
-    /// ignored: its counters were retired).
+    /// Keeps a worker's counters, including the last ones it sends on its
+    /// way out, which may arrive after it was reaped (its link is kept
+    /// until then: see `on_reaped`).
     pub(super) fn on_stats(&mut self, pid: Pid, stats: WorkerStats) -> Vec<Event> {
-        let slot = self
-            .supervisor
-            .worker_views()
-            .into_iter()
-            .find(|w| w.pid == pid)
-            .map(|w| w.slot);
-        if let Some(slot) = slot {
-            self.observed.on_report(pid, slot, stats, Instant::now());
+        if let Some(link) = self.links.get(&pid) {
+            self.observed
+                .on_report(pid, link.slot, stats, Instant::now());
         }
         Vec::new()
     }
