@@ -192,13 +192,11 @@ impl Master {
         }
     }
 
-    /// Runs until every worker has stopped; returns the exit code and the
-    /// pid file to remove (a reload may have moved it).
+    /// Runs until every worker has stopped (and, after a binary upgrade,
+    /// the new master took over); returns the exit code and the pid file to
+    /// remove (a reload may have moved it).
     pub fn run(mut self) -> (i32, PathBuf) {
         let code = self.serve();
-        if let Some(link) = self.handed_over.take() {
-            upgrade::wait_taken_over(link);
-        }
         (code, self.current_config().pid_file.clone())
     }
 
@@ -209,7 +207,15 @@ impl Master {
         if let Some(code) = self.feed(Event::Started) {
             return code;
         }
+        // Set once every worker is gone but the new master of a binary
+        // upgrade has not taken over yet: the exit code, and the end of
+        // that wait.
+        let mut leaving: Option<(i32, Receiver<()>)> = None;
         loop {
+            let taken_over = match &leaving {
+                Some((_, over)) => over.clone(),
+                None => crossbeam_channel::never(),
+            };
             let timer = match self.supervisor.next_wakeup() {
                 Some(at) => crossbeam_channel::at(at),
                 None => crossbeam_channel::never(),
@@ -238,10 +244,20 @@ impl Master {
                 },
                 recv(timer) -> _ => vec![Event::Tick],
                 recv(self.queries) -> asked => asked.map(|a| self.on_query(a)).unwrap_or_default(),
+                recv(taken_over) -> _ => match leaving {
+                    Some((code, _)) => return code,
+                    None => Vec::new(),
+                },
             };
             for event in events {
                 if let Some(code) = self.feed(event) {
-                    return code;
+                    if leaving.is_some() {
+                        continue;
+                    }
+                    match self.handed_over.take() {
+                        Some(link) => leaving = Some((code, upgrade::watch_taken_over(link))),
+                        None => return code,
+                    }
                 }
             }
             self.forget_old_setups();

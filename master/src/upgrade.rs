@@ -18,7 +18,7 @@
 use crate::listeners::Handed;
 use crate::os;
 use crate::supervisor::{Pid, Slot};
-use crossbeam_channel::Sender;
+use crossbeam_channel::{Receiver, Sender};
 use prefork_shared::fds::{self, LISTEN_FDS_ENV};
 use socket2::Socket;
 use std::io::{self, Read, Write};
@@ -26,6 +26,7 @@ use std::net::{SocketAddr, TcpListener};
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
 use std::os::unix::net::UnixStream;
 use std::path::Path;
+use std::sync::Arc;
 use std::time::Duration;
 
 /// Names the fd of the hand-off link in a new master's environment.
@@ -109,11 +110,30 @@ pub fn hand_over(link: &mut UnixStream) -> io::Result<()> {
     link.write_all(GO)
 }
 
-/// Waits (at most [`TAKE_OVER_TIMEOUT`]) until a new master told to take
-/// over closes the link, which it does once it holds the pid file and the
-/// control socket: an old master exiting before that would leave a moment
-/// when no master answers on the control socket.
-pub fn wait_taken_over(mut link: UnixStream) {
+/// Waits on a thread (at most [`TAKE_OVER_TIMEOUT`]) until a new master
+/// told to take over closes the link, which it does once it holds the pid
+/// file and the control socket: an old master exiting before that would
+/// leave a moment when no master answers on the control socket. The
+/// returned channel disconnects when the wait is over; the master loop
+/// keeps answering (questions, signals) until then.
+pub fn watch_taken_over(link: UnixStream) -> Receiver<()> {
+    let (done, over) = crossbeam_channel::bounded(0);
+    let link = Arc::new(link);
+    let waiting = Arc::clone(&link);
+    let watching = std::thread::Builder::new()
+        .name("take-over".into())
+        .spawn(move || {
+            wait_taken_over(&waiting);
+            drop(done);
+        });
+    if watching.is_err() {
+        // No thread: wait here, as the only way left to keep the promise.
+        wait_taken_over(&link);
+    }
+    over
+}
+
+fn wait_taken_over(mut link: &UnixStream) {
     if link.set_read_timeout(Some(TAKE_OVER_TIMEOUT)).is_ok() {
         let _ = link.read_to_end(&mut Vec::new());
     }

@@ -6,23 +6,25 @@ use super::{Link, Master, Startup};
 use crate::control_socket;
 use crate::link::LinkEvent;
 use crate::listeners::Listeners;
-use crate::query::Asked;
+use crate::query::{self, Asked, Query};
 use crate::signals::Request;
 use crate::supervisor::{Event, ExitStatus, Generation, Pid, Slot};
 use crossbeam_channel::Sender;
 use prefork_shared::ipc::{MasterMsg, WorkerMsg};
 use prefork_shared::stats::{RouteCounters, WorkerStats};
 use slog::Logger;
+use std::os::unix::net::UnixStream;
 use std::path::Path;
 use std::sync::atomic::AtomicU64;
 use std::sync::Arc;
+use std::time::{Duration, Instant};
 
 /// A master with one worker slot and no listener, and the ends of its
-/// signal and query channels (kept open: a closed one stops the loop).
+/// signal and query channels.
 struct Harness {
     master: Master,
-    _signals: Sender<Request>,
-    _queries: Sender<Asked>,
+    signals: Sender<Request>,
+    queries: Sender<Asked>,
     /// Holds the pid file and the control socket.
     _dir: tempfile::TempDir,
 }
@@ -56,8 +58,8 @@ fn harness() -> Harness {
     });
     Harness {
         master,
-        _signals: signals,
-        _queries: queries,
+        signals,
+        queries,
         _dir: dir,
     }
 }
@@ -146,4 +148,43 @@ fn a_workers_last_report_counts_once_when_its_link_closes_first() {
     report(m, 7002, 2);
     assert_eq!(m.observed.total().requests(), 7);
     assert_eq!(m.links.len(), 1, "the first worker's link is kept");
+}
+
+/// Waits until `done` holds, for at most `limit`.
+fn wait_until(limit: Duration, mut done: impl FnMut() -> bool) -> bool {
+    let deadline = Instant::now() + limit;
+    while Instant::now() < deadline {
+        if done() {
+            return true;
+        }
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    done()
+}
+
+#[test]
+fn an_old_master_waiting_for_the_new_one_to_take_over_still_answers() {
+    // The old master of a binary upgrade has said `go` and drained; the new
+    // master has not taken the control socket over yet, so questions still
+    // come here for up to 2 s.
+    let h = harness();
+    let (ours, theirs) = UnixStream::pair().expect("socket pair");
+    let mut master = h.master;
+    master.handed_over = Some(ours);
+    h.signals.send(Request::GracefulStop).expect("send");
+    let running = std::thread::spawn(move || master.run().0);
+    // Taken: the loop is carrying the stop out, or has done so.
+    assert!(wait_until(Duration::from_secs(5), || h.signals.is_empty()));
+    let answer = query::ask(&h.queries, Query::Status, Duration::from_secs(1));
+    assert!(
+        answer.is_some_and(|a| a.body.contains("\"shutting_down\":true")),
+        "nobody answered while the old master waited for the new one"
+    );
+    // Once the new master took over (it closes the link), the old one exits.
+    drop(theirs);
+    assert!(
+        wait_until(Duration::from_secs(1), || running.is_finished()),
+        "the old master did not exit once the new one took over"
+    );
+    assert_eq!(running.join().expect("the master loop panicked"), 0);
 }
