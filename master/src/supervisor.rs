@@ -1280,6 +1280,45 @@ mod tests {
     }
 
     #[test]
+    fn a_hot_reload_while_a_generation_starts_leaves_the_switch_to_it_intact() {
+        // Generation 2 is starting (one worker connected, one not yet) when
+        // a hot reload comes: it reaches generation 2 only (`run.rs` sends
+        // the newest config at hello), generation 1 keeps serving until
+        // generation 2 is ready, then drains by the newest limits; nothing
+        // more is started.
+        let t0 = Instant::now();
+        let mut s = running(1, t0);
+        assert_eq!(
+            spawns(&s.handle(reload(2, Duration::from_secs(30)), t0)),
+            vec![(0, 2), (1, 2)]
+        );
+        spawned(&mut s, 0, 2, 200, t0);
+        spawned(&mut s, 1, 2, 201, t0);
+        s.handle(Event::WorkerReady(200), t0);
+        let mut a = s.handle(
+            Event::Reconfigure {
+                shutdown_timeout: Duration::from_secs(5),
+                worker_timeout: NO_HEARTBEAT_LIMIT,
+            },
+            t0,
+        );
+        a.sort_by_key(|a| format!("{a:?}"));
+        assert_eq!(a, vec![Action::Configure(200), Action::Configure(201)]);
+        let a = s.handle(Event::WorkerReady(201), t0);
+        assert_eq!(stops(&a), vec![(100, StopMode::Graceful)]);
+        assert!(spawns(&a).is_empty());
+        let drained = t0 + Duration::from_secs(5) + FAST_STOP_GRACE;
+        assert!(s
+            .handle(Event::Tick, drained - Duration::from_millis(1))
+            .is_empty());
+        assert_eq!(s.handle(Event::Tick, drained), vec![Action::Kill(100)]);
+        let a = s.handle(Event::WorkerExited(100, ExitStatus::Signal(9)), drained);
+        assert!(a.is_empty(), "{a:?}");
+        assert_eq!(s.oldest_needed_generation(), Some(Generation(2)));
+        assert_eq!(s.workers.len(), 2);
+    }
+
+    #[test]
     fn hot_reconfigure_reaches_every_current_worker_and_starts_none() {
         let t0 = Instant::now();
         let mut s = running(2, t0);

@@ -10,6 +10,7 @@ use crate::query::{self, Asked, Query};
 use crate::signals::Request;
 use crate::supervisor::{Event, ExitStatus, Generation, Pid, Slot};
 use crossbeam_channel::Sender;
+use ipc_channel::ipc::IpcReceiver;
 use prefork_shared::ipc::{MasterMsg, WorkerMsg};
 use prefork_shared::stats::{RouteCounters, WorkerStats};
 use slog::Logger;
@@ -25,17 +26,35 @@ struct Harness {
     master: Master,
     signals: Sender<Request>,
     queries: Sender<Asked>,
-    /// Holds the pid file and the control socket.
-    _dir: tempfile::TempDir,
+    /// Holds the config file, the pid file and the control socket.
+    dir: tempfile::TempDir,
+}
+
+/// Writes the config file a reload reads.
+fn write_config(dir: &Path, workers: usize, more: &str) {
+    let text = config_text(dir, workers, more);
+    std::fs::write(dir.join("t.toml"), text).expect("write the config");
+}
+
+/// One loopback listener on a port free now (the default would be
+/// 0.0.0.0:80, which a reload run as root would bind).
+fn config_text(dir: &Path, workers: usize, more: &str) -> String {
+    format!(
+        "workers = {workers}\npid_file = \"{}\"\n{more}\n[[listen]]\naddr = \"{}\"\n",
+        dir.join("prefork.pid").display(),
+        std::fs::read_to_string(dir.join("addr")).expect("the harness's address")
+    )
 }
 
 fn harness() -> Harness {
     let dir = tempfile::tempdir().expect("temp dir");
-    let text = format!(
-        "workers = 1\npid_file = \"{}\"\n",
-        dir.path().join("prefork.pid").display()
-    );
+    let free = std::net::TcpListener::bind("127.0.0.1:0").expect("a free port");
+    let addr = free.local_addr().expect("its address");
+    drop(free);
+    std::fs::write(dir.path().join("addr"), addr.to_string()).expect("write");
+    let text = config_text(dir.path(), 1, "");
     let config = prefork_shared::config_file::parse(Path::new("t.toml"), &text).expect("config");
+    let listeners = Listeners::bind(&config.listen, 1).expect("bind");
     let log = Logger::root(slog::Discard, slog::o!());
     let (signals, signals_rx) = crossbeam_channel::unbounded();
     let (queries, queries_rx) = crossbeam_channel::unbounded();
@@ -47,7 +66,7 @@ fn harness() -> Harness {
         config_path: dir.path().join("t.toml"),
         config,
         credentials: None,
-        listeners: Listeners::default(),
+        listeners,
         signals: signals_rx,
         // Never started: a worker spawn fails at once.
         exe: dir.path().join("no-such-binary"),
@@ -60,7 +79,7 @@ fn harness() -> Harness {
         master,
         signals,
         queries,
-        _dir: dir,
+        dir,
     }
 }
 
@@ -187,4 +206,102 @@ fn an_old_master_waiting_for_the_new_one_to_take_over_still_answers() {
         "the old master did not exit once the new one took over"
     );
     assert_eq!(running.join().expect("the master loop panicked"), 0);
+}
+
+/// A worker process started for `slot` of `generation`, not connected yet.
+fn spawned(m: &mut Master, pid: Pid, slot: u32, generation: u64) {
+    m.feed(Event::Spawned {
+        slot: Slot(slot),
+        generation: Generation(generation),
+        pid,
+    });
+    m.links.insert(
+        pid,
+        Link {
+            name: String::new(),
+            control: None,
+            cell: None,
+            slot: Slot(slot),
+            reaped: false,
+            closed: false,
+        },
+    );
+}
+
+/// The worker says hello; returns what the master sends it.
+fn hello(m: &mut Master, pid: Pid) -> IpcReceiver<MasterMsg> {
+    let (control, commands) = ipc_channel::ipc::channel::<MasterMsg>().expect("channel");
+    m.on_link(LinkEvent::Hello { pid, control });
+    commands
+}
+
+fn feed_all(m: &mut Master, events: Vec<Event>) {
+    for event in events {
+        assert_eq!(m.feed(event), None);
+    }
+}
+
+/// The routes of each configuration sent, and whether a stop was asked.
+fn received(commands: &IpcReceiver<MasterMsg>) -> (Vec<usize>, bool) {
+    let (mut routes, mut stop) = (Vec::new(), false);
+    while let Ok(msg) = commands.try_recv_timeout(Duration::from_millis(200)) {
+        match msg {
+            MasterMsg::Configure(config) => routes.push(config.routes.len()),
+            MasterMsg::Stop(_) => stop = true,
+            MasterMsg::ReopenLogs => {}
+        }
+    }
+    (routes, stop)
+}
+
+#[test]
+fn a_hot_reload_while_a_generation_starts_reaches_all_of_it_and_the_old_one_drains() {
+    // Generation 1 serves; a reload to 2 workers starts generation 2 (one
+    // worker connected, one not yet); a second reload, which only adds a
+    // route, arrives meanwhile (hot: compared with generation 2's config).
+    let h = harness();
+    let mut m = h.master;
+    write_config(h.dir.path(), 1, "");
+    spawned(&mut m, 100, 0, 1);
+    let old = hello(&mut m, 100);
+    let events = m.on_link(LinkEvent::Message(100, WorkerMsg::Ready));
+    feed_all(&mut m, events);
+
+    write_config(h.dir.path(), 2, "");
+    let events = m.on_signal(Request::Reload);
+    feed_all(&mut m, events);
+    assert_eq!(m.supervisor.generation(), Generation(2));
+    // (The harness cannot start them: the supervisor retries later.)
+    spawned(&mut m, 200, 0, 2);
+    let connected = hello(&mut m, 200);
+    spawned(&mut m, 201, 1, 2);
+
+    let route = "[[routes]]\nrespond = { status = 200, body = \"new\" }\n";
+    write_config(h.dir.path(), 2, route);
+    let events = m.on_signal(Request::Reload);
+    assert!(
+        matches!(events.as_slice(), [Event::Reconfigure { .. }]),
+        "{events:?}"
+    );
+    feed_all(&mut m, events);
+    assert_eq!(
+        m.supervisor.generation(),
+        Generation(2),
+        "no new generation"
+    );
+    let later = hello(&mut m, 201);
+
+    // The newest config reaches every worker of generation 2, whether it
+    // was connected at the hot reload or not.
+    assert_eq!(received(&connected), (vec![0, 1], false));
+    assert_eq!(received(&later), (vec![1], false));
+    // Generation 1 serves on with its own config until generation 2 is
+    // ready, then drains.
+    assert_eq!(received(&old), (vec![0], false));
+    for pid in [200, 201] {
+        let events = m.on_link(LinkEvent::Message(pid, WorkerMsg::Ready));
+        feed_all(&mut m, events);
+    }
+    assert_eq!(received(&old), (vec![], true));
+    assert_eq!(received(&connected), (vec![], false));
 }
