@@ -72,10 +72,11 @@ pub(crate) async fn accept_loop(mut worker: Rc<Worker>, listener: Listener) {
             }
         };
         let mut paused_for = None;
-        if shared && worker.busier_than_others() && hold.now() {
+        let ignored = hold.ignored();
+        if shared && worker.busier_than_others(ignored) {
             drop(ready);
-            let least = worker.least_loaded();
-            match defer(&worker).await {
+            let least = worker.least_loaded(ignored);
+            match defer(&worker, ignored).await {
                 Deferral::Stopped => break,
                 Deferral::Paused => paused_for = Some(least),
                 Deferral::NotNeeded => {}
@@ -91,11 +92,11 @@ pub(crate) async fn accept_loop(mut worker: Rc<Worker>, listener: Listener) {
             };
         }
         let accepted = ready.try_io(|socket| accept_nonblocking(socket.get_ref()));
-        if let Some(least) = paused_for {
+        if let Some(Some((cell, count))) = paused_for {
             // Used: the queue was emptied, or the least loaded worker's
             // count moved (it accepts, while connections keep coming).
-            let moved = least.is_none_or(|(cell, count)| worker.load_of(cell) != count);
-            hold.paused(accepted.is_err() || moved);
+            let moved = worker.load_of(cell) != count;
+            hold.paused(cell, accepted.is_err() || moved);
         }
         on_accepted(&worker, &socket, accepted).await;
     }
@@ -160,12 +161,12 @@ enum Deferral {
 /// busier than another: the kernel wakes every worker for a new connection
 /// on a shared socket and the first to accept wins, so this lets a less
 /// loaded one take it.
-async fn defer(worker: &Worker) -> Deferral {
+async fn defer(worker: &Worker, ignored: Option<usize>) -> Deferral {
     // First let the connections just accepted read their requests: those
     // that close after one (`Connection: close`) no longer weigh, and a
     // batch of them must not make the worker hold back.
     tokio::task::yield_now().await;
-    if !worker.busier_than_others() {
+    if !worker.busier_than_others(ignored) {
         return Deferral::NotNeeded;
     }
     tokio::select! {

@@ -19,46 +19,50 @@ pub(crate) const ACCEPT_DEFER: Duration = Duration::from_millis(1);
 /// worker stops holding back for a while.
 const UNUSED_PAUSES: u32 = 5;
 
-/// How long a worker accepts without holding back once the least loaded
-/// worker seems stalled.
+/// How long a worker leaves out a worker that seems stalled when it looks
+/// for the least loaded one.
 const STALL_SUSPEND: Duration = Duration::from_millis(50);
 
 /// Whether holding back still helps. A pause nobody used suggests that the
 /// least loaded worker is stalled: stopped, or stuck until the master
-/// replaces it (`worker_timeout`). After a few in a row, the worker accepts
-/// without pausing for a while, so a stalled worker cannot throttle the
-/// others to one connection per pause.
+/// replaces it (`worker_timeout`). After a few in a row, the worker leaves
+/// that one out for a while, so a stalled worker cannot throttle the others
+/// to one connection per pause, while the live ones still share their load.
 #[derive(Default)]
 pub(crate) struct HoldBack {
     unused: u32,
-    suspended_until: Option<Instant>,
+    /// The cell of the worker that seems stalled, and until when it is
+    /// left out.
+    stalled: Option<(usize, Instant)>,
 }
 
 impl HoldBack {
-    /// Whether to hold back now (asked only when busier than another).
-    pub(crate) fn now(&mut self) -> bool {
-        self.at(Instant::now())
+    /// The cell to leave out when looking for the least loaded worker now.
+    pub(crate) fn ignored(&mut self) -> Option<usize> {
+        // Asked at every accept: no clock read while nobody is left out.
+        self.stalled?;
+        self.ignored_at(Instant::now())
     }
 
-    fn at(&mut self, now: Instant) -> bool {
-        match self.suspended_until {
-            Some(until) if now < until => false,
+    fn ignored_at(&mut self, now: Instant) -> Option<usize> {
+        match self.stalled {
+            Some((cell, until)) if now < until => Some(cell),
             _ => {
-                self.suspended_until = None;
-                true
+                self.stalled = None;
+                None
             }
         }
     }
 
-    /// Notes how a pause ended: `used` when the queue was empty afterwards
-    /// (another worker took what waited, or nothing came) or the least
-    /// loaded worker's count changed (it accepts, while connections keep
-    /// coming).
-    pub(crate) fn paused(&mut self, used: bool) {
-        self.paused_at(used, Instant::now());
+    /// Notes how a pause for the worker in `cell` ended: `used` when the
+    /// queue was empty afterwards (another worker took what waited, or
+    /// nothing came) or that worker's count changed (it accepts, while
+    /// connections keep coming).
+    pub(crate) fn paused(&mut self, cell: usize, used: bool) {
+        self.paused_at(cell, used, Instant::now());
     }
 
-    fn paused_at(&mut self, used: bool, now: Instant) {
+    fn paused_at(&mut self, cell: usize, used: bool, now: Instant) {
         if used {
             self.unused = 0;
             return;
@@ -66,7 +70,7 @@ impl HoldBack {
         self.unused += 1;
         if self.unused >= UNUSED_PAUSES {
             self.unused = 0;
-            self.suspended_until = Some(now + STALL_SUSPEND);
+            self.stalled = Some((cell, now + STALL_SUSPEND));
         }
     }
 }
@@ -107,11 +111,12 @@ impl LoadShare {
         self.board.set(self.cell, NOT_ACCEPTING);
     }
 
-    /// The cell and count of the least loaded other accepting worker.
-    pub(crate) fn least_loaded(&self) -> Option<(usize, u32)> {
+    /// The cell and count of the least loaded other accepting worker,
+    /// leaving out the one in `ignored` (see [`HoldBack`]).
+    pub(crate) fn least_loaded(&self, ignored: Option<usize>) -> Option<(usize, u32)> {
         least(
             (0..self.board.in_use())
-                .filter(|&cell| cell != self.cell)
+                .filter(|&cell| cell != self.cell && Some(cell) != ignored)
                 .map(|cell| (cell, self.board.get(cell))),
         )
     }
@@ -122,9 +127,9 @@ impl LoadShare {
     }
 
     /// Whether a worker with `mine` open connections should leave new ones
-    /// to another accepting worker for now.
-    pub(crate) fn busier_than_others(&self, mine: usize) -> bool {
-        self.least_loaded()
+    /// to another accepting worker (not the one in `ignored`) for now.
+    pub(crate) fn busier_than_others(&self, mine: usize, ignored: Option<usize>) -> bool {
+        self.least_loaded(ignored)
             .is_some_and(|(_, least)| busier(u32::try_from(mine).unwrap_or(u32::MAX), least))
     }
 }
@@ -168,26 +173,68 @@ mod tests {
     }
 
     #[test]
-    fn stops_holding_back_for_a_while_after_pauses_nobody_used() {
+    fn leaves_a_worker_out_for_a_while_after_pauses_nobody_used() {
         let mut hold = HoldBack::default();
         let t0 = Instant::now();
-        assert!(hold.at(t0));
+        assert_eq!(hold.ignored_at(t0), None);
         // A used pause resets the count.
         for _ in 0..UNUSED_PAUSES - 1 {
-            hold.paused_at(false, t0);
+            hold.paused_at(3, false, t0);
         }
-        hold.paused_at(true, t0);
+        hold.paused_at(3, true, t0);
         for _ in 0..UNUSED_PAUSES - 1 {
-            hold.paused_at(false, t0);
-            assert!(hold.at(t0));
+            hold.paused_at(3, false, t0);
+            assert_eq!(hold.ignored_at(t0), None);
         }
-        hold.paused_at(false, t0);
-        assert!(!hold.at(t0));
-        assert!(!hold.at(t0 + STALL_SUSPEND - Duration::from_millis(1)));
-        assert!(hold.at(t0 + STALL_SUSPEND));
+        hold.paused_at(3, false, t0);
+        assert_eq!(hold.ignored_at(t0), Some(3));
+        assert_eq!(
+            hold.ignored_at(t0 + STALL_SUSPEND - Duration::from_millis(1)),
+            Some(3)
+        );
+        assert_eq!(hold.ignored_at(t0 + STALL_SUSPEND), None);
         // And starts counting afresh.
-        hold.paused_at(false, t0 + STALL_SUSPEND);
-        assert!(hold.at(t0 + STALL_SUSPEND));
+        hold.paused_at(3, false, t0 + STALL_SUSPEND);
+        assert_eq!(hold.ignored_at(t0 + STALL_SUSPEND), None);
+    }
+
+    /// Whether a worker holding `mine` connections holds back now, as the
+    /// accept loop decides it.
+    fn holds_back(share: &LoadShare, hold: &mut HoldBack, mine: usize, now: Instant) -> bool {
+        share.busier_than_others(mine, hold.ignored_at(now))
+    }
+
+    #[test]
+    fn a_stalled_worker_does_not_keep_the_others_from_sharing() {
+        let master = LoadBoard::create().unwrap();
+        let share = |cell| {
+            let file = std::fs::File::from(master.fd().try_clone_to_owned().unwrap());
+            LoadShare::new(LoadBoard::open(file).unwrap(), cell)
+        };
+        let (a, b, c) = (share(0), share(1), share(2));
+        master.set_in_use(3);
+        a.publish(20);
+        b.publish(5);
+        c.publish(0);
+        let mut hold = HoldBack::default();
+        let t0 = Instant::now();
+        // c stalls: every pause a makes for it goes unused.
+        for _ in 0..UNUSED_PAUSES {
+            assert!(holds_back(&a, &mut hold, 20, t0));
+            assert_eq!(a.least_loaded(hold.ignored_at(t0)), Some((2, 0)));
+            hold.paused_at(2, false, t0);
+        }
+        assert!(
+            holds_back(&a, &mut hold, 20, t0),
+            "a no longer leaves connections to b, which holds far fewer"
+        );
+        b.publish(18);
+        assert!(
+            !holds_back(&a, &mut hold, 20, t0),
+            "only the stalled c holds fewer"
+        );
+        // After a while c counts again.
+        assert!(holds_back(&a, &mut hold, 20, t0 + STALL_SUSPEND));
     }
 
     #[test]
@@ -201,17 +248,18 @@ mod tests {
         master.set_in_use(2);
         // Until b accepts, a has nobody to leave connections to.
         a.publish(10);
-        assert!(!a.busier_than_others(10));
+        assert!(!a.busier_than_others(10, None));
         b.publish(0);
-        assert!(a.busier_than_others(10));
+        assert!(a.busier_than_others(10, None));
+        assert!(!a.busier_than_others(10, Some(1)));
         b.publish(2);
-        assert_eq!(a.least_loaded(), Some((1, 2)));
+        assert_eq!(a.least_loaded(None), Some((1, 2)));
         assert_eq!(a.load_of(1), 2);
-        assert!(!b.busier_than_others(0));
+        assert!(!b.busier_than_others(0, None));
         b.retire();
         b.publish(0);
         assert_eq!(master.get(1), NOT_ACCEPTING);
-        assert!(!a.busier_than_others(10));
+        assert!(!a.busier_than_others(10, None));
         assert_eq!(master.get(0), 10);
     }
 }

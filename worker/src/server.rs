@@ -240,19 +240,23 @@ impl Worker {
     }
 
     /// Whether this worker holds clearly more connections than another
-    /// accepting worker (see `load_share`), and should leave new ones on a
-    /// shared socket to it for a moment.
-    pub(crate) fn busier_than_others(&self) -> bool {
+    /// accepting worker (see `load_share`; not the one in `ignored`), and
+    /// should leave new ones on a shared socket to it for a moment.
+    pub(crate) fn busier_than_others(&self, ignored: Option<usize>) -> bool {
         let shared = &self.shared;
         shared
             .load
             .as_ref()
-            .is_some_and(|load| load.busier_than_others(shared.staying.get()))
+            .is_some_and(|load| load.busier_than_others(shared.staying.get(), ignored))
     }
 
-    /// The cell and count of the least loaded other accepting worker.
-    pub(crate) fn least_loaded(&self) -> Option<(usize, u32)> {
-        self.shared.load.as_ref().and_then(LoadShare::least_loaded)
+    /// The cell and count of the least loaded other accepting worker (not
+    /// the one in `ignored`).
+    pub(crate) fn least_loaded(&self, ignored: Option<usize>) -> Option<(usize, u32)> {
+        self.shared
+            .load
+            .as_ref()
+            .and_then(|load| load.least_loaded(ignored))
     }
 
     /// The count in a board cell now (0 without a board).
