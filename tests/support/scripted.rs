@@ -40,6 +40,8 @@ struct Shared {
     connections: AtomicUsize,
     /// Never answer `Expect: 100-continue` (like most servers behind nginx).
     ignore_expect: AtomicBool,
+    /// Answers written whole so far.
+    answered: AtomicUsize,
 }
 
 /// An origin answering each request with the bytes scripted for its path
@@ -123,6 +125,12 @@ impl ScriptedOrigin {
             .collect()
     }
 
+    /// How many answers were written whole so far (a split one counts once
+    /// its second part is written).
+    pub fn answered(&self) -> usize {
+        self.shared.answered.load(Ordering::SeqCst)
+    }
+
     /// The requests received for `path`.
     pub fn requests_for(&self, path: &str) -> Vec<Request> {
         let mut all = self.requests();
@@ -183,7 +191,11 @@ fn serve(stream: TcpStream, id: usize, shared: &Shared) {
             }
             thread::sleep(PAUSE);
         }
-        if writer.write_all(rest).is_err() || script.close {
+        if writer.write_all(rest).is_err() {
+            return;
+        }
+        shared.answered.fetch_add(1, Ordering::SeqCst);
+        if script.close {
             let _ = writer.shutdown(Shutdown::Both);
             return;
         }

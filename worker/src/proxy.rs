@@ -39,6 +39,8 @@ struct ResponseMeta {
     framing: Framing,
     content_length: Option<u64>,
     keep_alive: bool,
+    /// Bodyless, though its head announces a body (see [`response::ResponseHead`]).
+    announces_absent_body: bool,
 }
 
 /// A response head read from the upstream.
@@ -547,6 +549,11 @@ impl Connection {
         counted.ok();
         let reusable = meta.keep_alive && request_done && meta.framing != Framing::Close;
         if reusable {
+            // A body announced but absent that the server sends anyway would
+            // answer the next request on the connection: bytes read with the
+            // head keep it out of the pool (`release`), bytes that come
+            // before it is taken again make it closed then.
+            up.recheck = meta.announces_absent_body;
             group.release(up);
         }
         Ok(Done {
@@ -705,6 +712,7 @@ where
                     framing: head.framing,
                     content_length: head.content_length,
                     keep_alive: head.keep_alive,
+                    announces_absent_body: head.announces_absent_body,
                 };
                 Ok(Some((head.len, meta)))
             });

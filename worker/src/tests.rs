@@ -464,13 +464,13 @@ fn proxies_with_keep_alive_and_a_pooled_upstream_connection() {
     let r = exchange(&mut c, "GET /app/echo HTTP/1.1\r\nHost: a\r\n\r\n");
     assert!(r.text().starts_with("conn=1\n"), "{}", r.text());
     assert_eq!(origin.connections(), 1);
-    // A HEAD answer announcing a body (Content-Length) does not go back to
-    // the pool: stray body bytes would answer the next request.
+    // A HEAD answer announcing a body (Content-Length) has none: its
+    // connection goes back to the pool too.
     let r = exchange(&mut c, "HEAD /app/echo HTTP/1.1\r\nHost: a\r\n\r\n");
     assert_eq!(r.status, 200);
     assert!(r.field("content-length").is_some());
     let r = exchange(&mut c, "GET /app/echo HTTP/1.1\r\nHost: a\r\n\r\n");
-    assert!(r.text().starts_with("conn=2\n"), "{}", r.text());
+    assert!(r.text().starts_with("conn=1\n"), "{}", r.text());
 
     // HTTP/1.0 keeps the connection only when asked.
     let r = exchange(
@@ -1001,6 +1001,56 @@ fn body_head_and_204_carrying_bytes() {
     assert_eq!(r.text(), "c003");
     assert!(buf.is_empty(), "{:?}", String::from_utf8_lossy(&buf));
     assert_eq!(accepted.load(Ordering::SeqCst), 3);
+}
+
+/// HEAD, 204 and 304 answers have no body whatever their head announces
+/// (RFC 9112 §6.3): their upstream connection goes back to the pool, as in
+/// nginx and HAProxy; a new connection per HEAD would churn ports.
+#[test]
+fn bodyless_answers_announcing_a_body_keep_their_upstream_connection() {
+    let (addr, accepted) = scripted_origin(|mut s, id| {
+        let mut buf = Vec::new();
+        while let Some((len, method, path, _)) = read_head(&mut s, &mut buf, true) {
+            buf.drain(..len);
+            let r = if method == "HEAD" && path.contains("chunked") {
+                "HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n".to_owned()
+            } else if method == "HEAD" {
+                "HTTP/1.1 200 OK\r\nContent-Length: 5\r\n\r\n".to_owned()
+            } else if path.contains("304") {
+                "HTTP/1.1 304 Not Modified\r\nContent-Length: 5\r\n\r\n".to_owned()
+            } else if path.contains("204") {
+                "HTTP/1.1 204 No Content\r\nTransfer-Encoding: chunked\r\n\r\n".to_owned()
+            } else {
+                format!("HTTP/1.1 200 OK\r\nContent-Length: 4\r\n\r\nc{id:03}")
+            };
+            if s.write_all(r.as_bytes()).is_err() {
+                return;
+            }
+        }
+    });
+    let proxy = Proxy::start(config(addr));
+    let mut c = proxy.connect();
+    let mut buf = Vec::new();
+    for i in 0..5 {
+        c.write_all(format!("HEAD /app/{i} HTTP/1.1\r\nHost: a\r\n\r\n").as_bytes())
+            .unwrap();
+        let r = read_response(&mut c, &mut buf, true);
+        assert_eq!((r.status, r.field("content-length")), (200, Some("5")));
+    }
+    c.write_all(b"HEAD /app/chunked HTTP/1.1\r\nHost: a\r\n\r\n")
+        .unwrap();
+    assert_eq!(read_response(&mut c, &mut buf, true).status, 200);
+    for (path, status) in [("/app/304", 304), ("/app/204", 204)] {
+        c.write_all(format!("GET {path} HTTP/1.1\r\nHost: a\r\n\r\n").as_bytes())
+            .unwrap();
+        assert_eq!(read_response(&mut c, &mut buf, false).status, status);
+    }
+    c.write_all(b"GET /app/last HTTP/1.1\r\nHost: a\r\n\r\n")
+        .unwrap();
+    let r = read_response(&mut c, &mut buf, false);
+    assert_eq!(r.text(), "c001");
+    assert!(buf.is_empty(), "{:?}", String::from_utf8_lossy(&buf));
+    assert_eq!(accepted.load(Ordering::SeqCst), 1);
 }
 
 #[test]

@@ -28,6 +28,11 @@ pub(crate) struct UpstreamConn {
     /// Whether the connection served a request before (and so may have been
     /// closed by the server meanwhile).
     pub(crate) reused: bool,
+    /// Set before pooling it after a response whose announced body was
+    /// absent (see [`crate::http::response::ResponseHead`]): a server that
+    /// sends that body anyway may do so just after the head, so taking the
+    /// connection again asks the socket itself whether anything came.
+    pub(crate) recheck: bool,
     /// Index of the server in its group.
     server: usize,
 }
@@ -201,6 +206,7 @@ impl Group {
             stream,
             buf: BytesMut::with_capacity(BODY_READ),
             reused: false,
+            recheck: false,
             server: index,
         })
     }
@@ -208,12 +214,16 @@ impl Group {
     fn take_idle(&self, index: usize) -> Option<UpstreamConn> {
         let mut idle = self.idle.get(index)?.borrow_mut();
         let now = Instant::now();
-        while let Some(entry) = idle.pop_back() {
-            if now.duration_since(entry.since) < self.config.keepalive_timeout
-                && is_quiet(&entry.conn.stream)
-            {
-                let mut conn = entry.conn;
+        while let Some(Idle { mut conn, since }) = idle.pop_back() {
+            let usable = now.duration_since(since) < self.config.keepalive_timeout
+                && if conn.recheck {
+                    nothing_arrived(&conn.stream)
+                } else {
+                    is_quiet(&conn.stream)
+                };
+            if usable {
                 conn.reused = true;
+                conn.recheck = false;
                 return Some(conn);
             }
         }
@@ -265,6 +275,17 @@ impl Group {
 /// its readiness cache without a system call while nothing arrived.
 fn is_quiet(stream: &TcpStream) -> bool {
     matches!(stream.try_read(&mut [0u8; 1]), Err(e) if e.kind() == io::ErrorKind::WouldBlock)
+}
+
+/// [`is_quiet`], asking the socket itself (one system call): tokio's
+/// readiness cache learns of bytes only on the event loop's next turn, and
+/// a busy loop may hand the connection out again before that.
+fn nothing_arrived(stream: &TcpStream) -> bool {
+    let mut byte = [std::mem::MaybeUninit::uninit()];
+    matches!(
+        socket2::SockRef::from(stream).peek(&mut byte),
+        Err(e) if e.kind() == io::ErrorKind::WouldBlock
+    )
 }
 
 /// Every upstream group of a configuration.
@@ -407,6 +428,26 @@ mod tests {
         assert!(!c.reused);
         g.release(c);
         g.sweep(Instant::now() + Duration::from_secs(61));
+        assert_eq!(g.idle_count(0), 0);
+    }
+
+    /// A connection pooled after a response whose announced body was absent
+    /// is checked on the socket itself when taken: bytes the event loop has
+    /// not seen yet (tokio's readiness cache still says nothing came) count.
+    #[tokio::test]
+    async fn a_connection_to_recheck_is_dropped_when_bytes_came_unseen() {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let g = group(listener.local_addr().unwrap(), 2);
+        let mut a = g.acquire(0, false).await.unwrap();
+        let (server_a, _) = listener.accept().await.unwrap();
+        let mut server_a = server_a.into_std().unwrap();
+        server_a.set_nonblocking(false).unwrap();
+        a.recheck = true;
+        g.release(a);
+        // No await from here on: the event loop does not turn.
+        std::io::Write::write_all(&mut server_a, b"BODY").unwrap();
+        let taken = g.take_idle(0);
+        assert!(taken.is_none(), "stray bytes went unnoticed");
         assert_eq!(g.idle_count(0), 0);
     }
 

@@ -27,6 +27,11 @@ pub(crate) struct ResponseHead<'h, 'b> {
     pub framing: Framing,
     /// Whether the upstream allows reusing its connection afterwards.
     pub keep_alive: bool,
+    /// A response without a body (to `HEAD`, a 204 or a 304) whose head
+    /// announces one (`Content-Length` above 0 or `Transfer-Encoding`): a
+    /// broken server may send that body anyway, so its connection is pooled
+    /// only if nothing follows the head.
+    pub announces_absent_body: bool,
 }
 
 /// Why an upstream response head was refused.
@@ -131,13 +136,8 @@ pub(crate) fn parse<'h, 'b>(
         Version::Http10 => keep_alive_token && !close && !transfer_encoding,
     };
     // A response framed by both headers is suspect: never reuse its connection.
-    // Nor one without a body (HEAD, 204, 304) whose head announces one: a
-    // server that sends it anyway would have the next request on the
-    // connection answered with those bytes.
+    let keep_alive = version_allows && !(transfer.is_some() && content_length.is_some());
     let announced = transfer.is_some() || content_length.is_some_and(|n| n > 0);
-    let keep_alive = version_allows
-        && !(transfer.is_some() && content_length.is_some())
-        && !(framing == Framing::Empty && status >= 200 && announced);
     Ok(Some(ResponseHead {
         status,
         version: Version::from_minor(minor),
@@ -151,6 +151,7 @@ pub(crate) fn parse<'h, 'b>(
         },
         framing,
         keep_alive,
+        announces_absent_body: framing == Framing::Empty && status >= 200 && announced,
     }))
 }
 
@@ -267,20 +268,61 @@ mod tests {
     }
 
     #[test]
-    fn bodyless_responses_announcing_a_body_end_the_connection() {
-        let head = |input: &str| try_parse(input, true).unwrap().expect("complete head");
-        assert!(head("HTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n").keep_alive);
-        assert!(head("HTTP/1.1 200 OK\r\n\r\n").keep_alive);
-        assert!(!head("HTTP/1.1 200 OK\r\nContent-Length: 9\r\n\r\n").keep_alive);
-        assert!(!head("HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n").keep_alive);
+    fn bodyless_responses_announcing_a_body_are_marked() {
+        let marked = |input: &str, head_request: bool| {
+            let parsed = with_header_slots(MAX_RESPONSE_HEADERS, |slots| {
+                parse(input.as_bytes(), head_request, false, slots)
+                    .map(|r| r.map(|h| (h.keep_alive, h.announces_absent_body)))
+            });
+            parsed.unwrap().expect("complete head")
+        };
+        let head = |input: &str| marked(input, true);
+        let get = |input: &str| marked(input, false);
+        assert_eq!(
+            head("HTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n"),
+            (true, false)
+        );
+        assert_eq!(head("HTTP/1.1 200 OK\r\n\r\n"), (true, false));
+        assert_eq!(
+            head("HTTP/1.1 200 OK\r\nContent-Length: 9\r\n\r\n"),
+            (true, true)
+        );
+        assert_eq!(
+            head("HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n"),
+            (true, true)
+        );
         // Codings do not matter without a body.
-        assert!(!head("HTTP/1.1 200 OK\r\nTransfer-Encoding: gzip\r\n\r\n").keep_alive);
-        assert!(ok("HTTP/1.1 204 No Content\r\n\r\n").keep_alive);
-        assert!(!ok("HTTP/1.1 204 No Content\r\nContent-Length: 3\r\n\r\n").keep_alive);
-        assert!(!ok("HTTP/1.1 304 Not Modified\r\nContent-Length: 3\r\n\r\n").keep_alive);
-        assert!(ok("HTTP/1.1 304 Not Modified\r\nETag: \"x\"\r\n\r\n").keep_alive);
-        // Bodies keep theirs.
-        assert!(ok("HTTP/1.1 200 OK\r\nContent-Length: 3\r\n\r\n").keep_alive);
+        assert_eq!(
+            head("HTTP/1.1 200 OK\r\nTransfer-Encoding: gzip\r\n\r\n"),
+            (true, true)
+        );
+        assert_eq!(get("HTTP/1.1 204 No Content\r\n\r\n"), (true, false));
+        assert_eq!(
+            get("HTTP/1.1 204 No Content\r\nContent-Length: 3\r\n\r\n"),
+            (true, true)
+        );
+        assert_eq!(
+            get("HTTP/1.1 304 Not Modified\r\nContent-Length: 3\r\n\r\n"),
+            (true, true)
+        );
+        assert_eq!(
+            get("HTTP/1.1 304 Not Modified\r\nETag: \"x\"\r\n\r\n"),
+            (true, false)
+        );
+        // Both framing fields stay suspect, body or not.
+        assert_eq!(
+            head("HTTP/1.1 200 OK\r\nContent-Length: 3\r\nTransfer-Encoding: chunked\r\n\r\n"),
+            (false, true)
+        );
+        // Bodies are not absent.
+        assert_eq!(
+            get("HTTP/1.1 200 OK\r\nContent-Length: 3\r\n\r\n"),
+            (true, false)
+        );
+        assert_eq!(
+            get("HTTP/1.1 100 Continue\r\nContent-Length: 3\r\n\r\n"),
+            (true, false)
+        );
     }
 
     #[test]
