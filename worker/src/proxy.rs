@@ -89,6 +89,9 @@ struct Expecting<'a> {
     /// Interim (1xx) responses other than 100 are relayed (HTTP/1.1 clients
     /// only); a 100 never is, since prefork answers `Expect` itself.
     forward_interim: bool,
+    /// The client gets a chunked body's trailers (HTTP/1.1: the body passes
+    /// as received), so the `Trailer` field announcing them is forwarded.
+    trailers: bool,
     /// The `Via` pseudonym, if any.
     via: Option<&'a str>,
     /// Most bytes one read of the head takes: with splicing on, little more
@@ -341,6 +344,7 @@ impl Connection {
                 is_head: req.is_head,
                 upgrade: req.upgrade,
                 forward_interim: req.version == Version::Http11,
+                trailers: req.version == Version::Http11,
                 via: worker.config.http.via.as_deref(),
                 read_size: if worker.pipes().is_some() {
                     splice::HEAD_READ
@@ -706,7 +710,7 @@ where
                 else {
                     return Ok(None);
                 };
-                heads::response_head_start(out, &head, expecting.via);
+                heads::response_head_start(out, &head, expecting.via, expecting.trailers);
                 let meta = ResponseMeta {
                     status: head.status,
                     framing: head.framing,

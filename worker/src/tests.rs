@@ -1212,6 +1212,57 @@ fn body_chunked_response_with_trailers_byte_by_byte_then_reuse() {
     assert_eq!(accepted.load(Ordering::SeqCst), 1);
 }
 
+/// `Trailer` is an end-to-end field (RFC 9110 §6.6.2): it goes upstream
+/// with the chunked body whose trailers prefork passes on unchanged.
+#[test]
+fn a_request_trailer_field_goes_upstream_with_its_trailers() {
+    let origin = Origin::start();
+    let proxy = Proxy::start(config(origin.addr));
+    let mut c = proxy.connect();
+    let r = exchange(
+        &mut c,
+        "POST /app/t HTTP/1.1\r\nHost: a\r\nTrailer: X-Sum\r\nTransfer-Encoding: chunked\r\n\r\n\
+         5\r\nhello\r\n0\r\nX-Sum: 5\r\n\r\n",
+    );
+    assert_eq!(r.status, 200);
+    let echoed = r.text();
+    assert!(echoed.contains("\r\nTrailer: X-Sum\r\n"), "{echoed}");
+}
+
+/// A response's `Trailer` field reaches the client that gets its trailers
+/// (HTTP/1.1, chunked as received), not an HTTP/1.0 one, whose body is
+/// decoded and loses them.
+#[test]
+fn a_response_trailer_field_goes_where_its_trailers_go() {
+    let (addr, _) = scripted_origin(|mut s, _| {
+        let mut buf = Vec::new();
+        while let Some((len, _, _, _)) = read_head(&mut s, &mut buf, true) {
+            buf.drain(..len);
+            let r = b"HTTP/1.1 200 OK\r\nTrailer: X-Sum\r\nTransfer-Encoding: chunked\r\n\r\n\
+                      5\r\nhello\r\n0\r\nX-Sum: 5\r\n\r\n";
+            if s.write_all(r).is_err() {
+                return;
+            }
+        }
+    });
+    let proxy = Proxy::start(config(addr));
+    let mut c = proxy.connect();
+    c.write_all(b"GET /app/t HTTP/1.1\r\nHost: a\r\n\r\n")
+        .unwrap();
+    let mut buf = Vec::new();
+    assert!(read_until(&mut c, &mut buf, b"\r\n0\r\nX-Sum: 5\r\n\r\n"));
+    let text = String::from_utf8_lossy(&buf);
+    assert!(text.contains("\r\nTrailer: X-Sum\r\n"), "{text}");
+
+    let mut c = proxy.connect();
+    c.write_all(b"GET /app/t HTTP/1.0\r\n\r\n").unwrap();
+    let mut all = Vec::new();
+    c.read_to_end(&mut all).unwrap();
+    let text = String::from_utf8_lossy(&all);
+    assert!(text.ends_with("\r\n\r\nhello"), "{text}");
+    assert!(!text.to_ascii_lowercase().contains("trailer"), "{text}");
+}
+
 #[test]
 fn body_chunked_response_cut_short_closes_the_client() {
     for cut in [3usize, 7, 14, 20, 26, 28, 29, 30] {

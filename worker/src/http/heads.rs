@@ -14,14 +14,15 @@ use std::net::IpAddr;
 
 /// Fields that describe one connection, never forwarded (RFC 9110 §7.6.1);
 /// `HTTP2-Settings` belongs to an `h2c` upgrade, which is never forwarded
-/// (RFC 9113 §3.2.1 calls it connection-specific).
-const HOP_BY_HOP: [&[u8]; 8] = [
+/// (RFC 9113 §3.2.1 calls it connection-specific). `Trailer` is not one:
+/// it announces the trailer fields, which pass on with a chunked body
+/// (RFC 9110 §6.6.2; the `Trailers` of RFC 2616's list was TE's value).
+const HOP_BY_HOP: [&[u8]; 7] = [
     b"connection",
     b"http2-settings",
     b"keep-alive",
     b"proxy-connection",
     b"te",
-    b"trailer",
     b"transfer-encoding",
     b"upgrade",
 ];
@@ -192,11 +193,14 @@ pub(crate) fn request_head(
 
 /// Writes into `out` (cleared first) the status line and end-to-end fields
 /// of an upstream response, a `Date` if it has none, and a `Via` naming
-/// `via` if set; a 101 keeps its `Upgrade`. [`finish_head`] completes it.
+/// `via` if set; a 101 keeps its `Upgrade`. `Trailer` is kept only if the
+/// client gets the `trailers` (an HTTP/1.0 client's body is decoded and
+/// loses them). [`finish_head`] completes it.
 pub(crate) fn response_head_start(
     out: &mut Vec<u8>,
     resp: &ResponseHead<'_, '_>,
     via: Option<&str>,
+    trailers: bool,
 ) {
     out.clear();
     out.extend_from_slice(b"HTTP/1.1 ");
@@ -213,6 +217,7 @@ pub(crate) fn response_head_start(
             || !(is_hop_by_hop(name)
                 || named.contains(name)
                 || name.eq_ignore_ascii_case(b"content-length")
+                || (!trailers && name.eq_ignore_ascii_case(b"trailer"))
                 || (via.is_some() && name.eq_ignore_ascii_case(b"via")))
         {
             write_field(out, name, h.value);
@@ -356,7 +361,7 @@ mod tests {
         );
         assert_eq!(
             out,
-            "POST /p?q HTTP/1.1\r\nhost: Example.com\r\nX-B: 1\r\nx-a: 2\r\n\
+            "POST /p?q HTTP/1.1\r\nhost: Example.com\r\nX-B: 1\r\nTrailer: X-T\r\nx-a: 2\r\n\
              X-Forwarded-For: 10.1.2.3\r\nX-Forwarded-Proto: http\r\nX-Forwarded-Host: Example.com\r\n\
              Transfer-Encoding: chunked\r\n\r\n"
         );
@@ -418,18 +423,27 @@ mod tests {
     #[test]
     fn response_heads_drop_hop_by_hop_and_reframe() {
         let input = "HTTP/1.1 200 Fine\r\nServer: o\r\nDate: d\r\nConnection: x-conn\r\nX-Conn: 1\r\n\
-                     Transfer-Encoding: chunked\r\nKeep-Alive: timeout=3\r\nSet-Cookie: a=b\r\n\r\n";
-        let mut out = Vec::new();
-        with_header_slots(16, |slots| {
-            let head = response::parse(input.as_bytes(), false, false, slots)
-                .unwrap()
-                .unwrap();
-            response_head_start(&mut out, &head, None);
-        });
-        finish_head(&mut out, None, true, ConnectionField::Close);
+                     Transfer-Encoding: chunked\r\nKeep-Alive: timeout=3\r\nTrailer: X-T\r\nSet-Cookie: a=b\r\n\r\n";
+        let forwarded = |trailers| {
+            let mut out = Vec::new();
+            with_header_slots(16, |slots| {
+                let head = response::parse(input.as_bytes(), false, false, slots)
+                    .unwrap()
+                    .unwrap();
+                response_head_start(&mut out, &head, None, trailers);
+            });
+            finish_head(&mut out, None, trailers, ConnectionField::Close);
+            String::from_utf8(out).unwrap()
+        };
         assert_eq!(
-            String::from_utf8(out).unwrap(),
-            "HTTP/1.1 200 Fine\r\nServer: o\r\nDate: d\r\nSet-Cookie: a=b\r\nTransfer-Encoding: chunked\r\nConnection: close\r\n\r\n"
+            forwarded(true),
+            "HTTP/1.1 200 Fine\r\nServer: o\r\nDate: d\r\nTrailer: X-T\r\nSet-Cookie: a=b\r\n\
+             Transfer-Encoding: chunked\r\nConnection: close\r\n\r\n"
+        );
+        // Decoded for an HTTP/1.0 client: the trailers, and `Trailer`, go.
+        assert_eq!(
+            forwarded(false),
+            "HTTP/1.1 200 Fine\r\nServer: o\r\nDate: d\r\nSet-Cookie: a=b\r\nConnection: close\r\n\r\n"
         );
     }
 
@@ -444,7 +458,7 @@ mod tests {
                 let head = response::parse(input.as_bytes(), false, false, slots)
                     .unwrap()
                     .unwrap();
-                response_head_start(&mut out, &head, None);
+                response_head_start(&mut out, &head, None, true);
             });
             String::from_utf8(out).unwrap()
         };
@@ -498,7 +512,7 @@ mod tests {
             let head = response::parse(input.as_bytes(), false, true, slots)
                 .unwrap()
                 .unwrap();
-            response_head_start(&mut out, &head, Some("p"));
+            response_head_start(&mut out, &head, Some("p"), true);
         });
         finish_head(&mut out, None, false, ConnectionField::Upgrade);
         assert_eq!(
