@@ -124,8 +124,11 @@ const REFUSED: &[(&str, &str, u16)] = &[
     // No tunnels: CONNECT is refused whatever its target (as nginx does).
     ("CONNECT", "CONNECT a:443 HTTP/1.1\r\nHost: a:443\r\n\r\n", 405),
     ("CONNECT with origin form", "CONNECT / HTTP/1.1\r\nHost: a\r\n\r\n", 405),
-    ("HTTP/2.0", "GET / HTTP/2.0\r\nHost: a\r\n\r\n", 400),
-    ("HTTP/1.2", "GET / HTTP/1.2\r\nHost: a\r\n\r\n", 400),
+    // Another major version: 505 (as nginx answers); a later minor one
+    // (HTTP/1.2) is read as HTTP/1.1 (RFC 9112 §2.3), not refused.
+    ("HTTP/2.0", "GET / HTTP/2.0\r\nHost: a\r\n\r\n", 505),
+    ("HTTP/3.0", "GET / HTTP/3.0\r\nHost: a\r\n\r\n", 505),
+    ("two-digit minor version", "GET / HTTP/1.10\r\nHost: a\r\n\r\n", 400),
     ("lower-case version", "GET / http/1.1\r\nHost: a\r\n\r\n", 400),
     ("space after version", "GET / HTTP/1.1 \r\nHost: a\r\n\r\n", 400),
     ("HTTP/0.9 request", "GET /\r\n\r\n", 400),

@@ -231,7 +231,7 @@ impl Connection {
     async fn close(&mut self, status: u16) {
         let pending = !self.buf.is_empty()
             || self.body_unread
-            || matches!(status, 400 | 408 | 413 | 414 | 431 | 501)
+            || matches!(status, 400 | 408 | 413 | 414 | 431 | 501 | 505)
             || self.stream.has_unread();
         if !pending {
             return;
@@ -454,6 +454,28 @@ impl Connection {
                 Ok(Some(req))
             }
             Ok(None) => Ok(None),
+            Err(RequestError::Syntax(httparse::Error::Version)) => {
+                self.parse_later_minor(worker, served)
+            }
+            Err(e) => {
+                self.unknown_request();
+                Err(HeadEnd::Invalid(e))
+            }
+        }
+    }
+
+    /// Parses again a head whose version httparse refused, if it is a later
+    /// HTTP/1 minor one, read as 1.1 (see `read_later_minor_as_1_1`). Out of
+    /// line: the usual request's parse stays as lean as before.
+    #[cold]
+    #[inline(never)]
+    fn parse_later_minor<'w>(
+        &mut self,
+        worker: &'w Worker,
+        served: u64,
+    ) -> Result<Option<Request<'w>>, HeadEnd> {
+        match request::read_later_minor_as_1_1(&mut self.buf) {
+            Ok(()) => self.parse_request(worker, served),
             Err(e) => {
                 self.unknown_request();
                 Err(HeadEnd::Invalid(e))

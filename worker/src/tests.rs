@@ -1263,6 +1263,51 @@ fn a_response_trailer_field_goes_where_its_trailers_go() {
     assert!(!text.to_ascii_lowercase().contains("trailer"), "{text}");
 }
 
+/// RFC 9112 §2.3: a higher minor version is handled as the highest one
+/// supported (HTTP/1.1); another major version gets 505 (as nginx does).
+#[test]
+fn higher_minor_versions_are_read_as_1_1_and_other_majors_get_505() {
+    let origin = Origin::start();
+    let proxy = Proxy::start(config(origin.addr));
+    let mut c = proxy.connect();
+    let r = exchange(&mut c, "GET /app/minor HTTP/1.2\r\nHost: a\r\n\r\n");
+    assert_eq!(r.status, 200);
+    assert!(
+        r.text().contains("GET /app/minor HTTP/1.1\r\n"),
+        "{}",
+        r.text()
+    );
+    // Kept alive, as HTTP/1.1 is by default.
+    let r = exchange(&mut c, "GET /app/next HTTP/1.9\r\nHost: a\r\n\r\n");
+    assert_eq!((r.status, r.field("connection")), (200, None));
+
+    for line in [
+        "GET / HTTP/2.0",
+        "GET / HTTP/3.0",
+        "GET / HTTP/0.9",
+        "GET / HTTP/2",
+    ] {
+        let mut c = proxy.connect();
+        let r = exchange(&mut c, &format!("{line}\r\nHost: a\r\n\r\n"));
+        assert_eq!(
+            (r.status, r.field("connection")),
+            (505, Some("close")),
+            "{line}"
+        );
+        assert_closed(&mut c);
+    }
+    for line in [
+        "GET / HTTP/1.10",
+        "GET / HTTP/1.x",
+        "GET / HTTPS/1.1",
+        "GET / HTTP/x.1",
+    ] {
+        let mut c = proxy.connect();
+        let r = exchange(&mut c, &format!("{line}\r\nHost: a\r\n\r\n"));
+        assert_eq!(r.status, 400, "{line}");
+    }
+}
+
 #[test]
 fn body_chunked_response_cut_short_closes_the_client() {
     for cut in [3usize, 7, 14, 20, 26, 28, 29, 30] {

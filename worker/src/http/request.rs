@@ -95,6 +95,9 @@ pub(crate) enum RequestError {
     /// A `CONNECT` request: prefork is a reverse proxy and opens no tunnels.
     #[error("CONNECT is not supported")]
     Connect,
+    /// An HTTP major version other than 1 (`HTTP/2.0` as HTTP/1 text).
+    #[error("HTTP version not supported")]
+    VersionNotSupported,
 }
 
 impl RequestError {
@@ -105,9 +108,43 @@ impl RequestError {
             RequestError::UriTooLong(_) => 414,
             RequestError::UnknownTransferCoding => 501,
             RequestError::Connect => 405,
+            RequestError::VersionNotSupported => 505,
             _ => 400,
         }
     }
+}
+
+/// Makes a request line whose version httparse refused (it knows only
+/// HTTP/1.0 and 1.1) parse again when its version is a later HTTP/1 minor
+/// one (`HTTP/1.2`): RFC 9112 §2.3 has a server handle it as the highest
+/// minor version it supports, so its digit in `buf` becomes `1`. Another
+/// major version (`HTTP/2.0`, `HTTP/0.9`) is refused with 505, as nginx
+/// does; anything else stays the syntax error it was. Called only after
+/// such a refusal: the usual request pays nothing for it.
+pub(crate) fn read_later_minor_as_1_1(buf: &mut [u8]) -> Result<(), RequestError> {
+    let refused = RequestError::Syntax(httparse::Error::Version);
+    let Some(version) = version_start(buf) else {
+        return Err(refused);
+    };
+    match &mut buf[version..] {
+        [b'H', b'T', b'T', b'P', b'/', b'1', b'.', minor, ..] if (b'2'..=b'9').contains(minor) => {
+            *minor = b'1';
+            Ok(())
+        }
+        [b'H', b'T', b'T', b'P', b'/', major, ..] if major.is_ascii_digit() && *major != b'1' => {
+            Err(RequestError::VersionNotSupported)
+        }
+        _ => Err(refused),
+    }
+}
+
+/// Where the version of the request line in `buf` starts: httparse skips
+/// empty lines before it, and refuses a version only after a method and a
+/// target each followed by one space.
+fn version_start(buf: &[u8]) -> Option<usize> {
+    let line = buf.iter().position(|&b| b != b'\r' && b != b'\n')?;
+    let target = line + buf[line..].iter().position(|&b| b == b' ')? + 1;
+    Some(target + buf[target..].iter().position(|&b| b == b' ')? + 1)
 }
 
 /// Parses the request head at the start of `buf`.
@@ -742,6 +779,57 @@ mod tests {
         assert!(upgrade(
             "GET / HTTP/1.1\r\nHost: a\r\nConnection: Upgrade\r\nUpgrade: h2c\r\nUpgrade: foo\r\n\r\n"
         ));
+    }
+
+    #[test]
+    fn later_minor_versions_read_as_1_1_and_other_majors_refused() {
+        let read = |input: &str| {
+            let mut buf = input.as_bytes().to_vec();
+            read_later_minor_as_1_1(&mut buf).map(|()| String::from_utf8(buf).unwrap())
+        };
+        assert_eq!(
+            read("GET / HTTP/1.2\r\nHost: a\r\n\r\n").as_deref(),
+            Ok("GET / HTTP/1.1\r\nHost: a\r\n\r\n")
+        );
+        // Empty lines before the request line, a partial line.
+        assert_eq!(
+            read("\r\n\nPOST /x?a=b HTTP/1.9").as_deref(),
+            Ok("\r\n\nPOST /x?a=b HTTP/1.1")
+        );
+        assert_eq!(
+            ok(&read("GET / HTTP/1.5\r\nHost: a\r\n\r\n").unwrap())
+                .host
+                .as_deref(),
+            Some("a")
+        );
+        for input in [
+            "GET / HTTP/2.0\r\n",
+            "GET / HTTP/3.0\r\n",
+            "GET / HTTP/0.9\r\n",
+            "GET / HTTP/2",
+        ] {
+            assert_eq!(
+                read(input),
+                Err(RequestError::VersionNotSupported),
+                "{input:?}"
+            );
+        }
+        assert_eq!(RequestError::VersionNotSupported.status(), 505);
+        for input in [
+            "GET / HTTP/1.1 \r\n",
+            "GET / http/1.2\r\n",
+            "GET / HTTP/1.x\r\n",
+            "GET / HTTP/x.1\r\n",
+            "GET / HTTPS/1.1\r\n",
+            "GET /\r\n",
+            "\r\n",
+        ] {
+            assert_eq!(
+                read(input),
+                Err(RequestError::Syntax(httparse::Error::Version)),
+                "{input:?}"
+            );
+        }
     }
 
     #[test]
