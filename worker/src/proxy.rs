@@ -392,6 +392,9 @@ impl Connection {
                 let mut left = deadline
                     .deadline()
                     .saturating_duration_since(Instant::now());
+                // Another head follows: under Nagle's algorithm it would wait
+                // for the ACK of this one, which a client may delay (40 ms).
+                set_nodelay(client_wr, nodelay);
                 let mut relay = pin!(write_client(&mut client_wr, response_head, &[], t));
                 loop {
                     tokio::select! {

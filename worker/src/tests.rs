@@ -1503,3 +1503,41 @@ fn an_upstream_silent_after_an_interim_response_still_times_out() {
     assert_eq!(hint.status, 103);
     assert_eq!(read_response(&mut c, &mut buf, false).status, 504);
 }
+
+/// Interim responses leave at once: a second one must not wait behind
+/// Nagle's algorithm for the ACK of the first, which a client with delayed
+/// ACKs sends only after 40 ms or more (deterministically: the kernel's
+/// minimum delay). A run is fast unless the machine stalls, so one fast run
+/// in three passes; before TCP_NODELAY was set for them, none ever was.
+#[test]
+fn a_second_interim_response_does_not_wait_for_the_first_ack() {
+    let (addr, _) = scripted_origin(|mut s, _| {
+        let mut buf = Vec::new();
+        while let Some((len, _, _, _)) = read_head(&mut s, &mut buf, true) {
+            buf.drain(..len);
+            let hints = b"HTTP/1.1 103 Early Hints\r\nLink: </a>\r\n\r\n\
+                          HTTP/1.1 103 Early Hints\r\nLink: </b>\r\n\r\n";
+            let _ = s.write_all(hints);
+            thread::sleep(Duration::from_millis(100));
+            let _ = s.write_all(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok");
+        }
+    });
+    let proxy = Proxy::start(config(addr));
+    let mut waits = Vec::new();
+    for _ in 0..3 {
+        // A fresh connection (TCP_NODELAY not set yet), with delayed ACKs.
+        let mut c = proxy.connect();
+        socket2::SockRef::from(&c).set_tcp_quickack(false).unwrap();
+        c.write_all(b"GET /app/x HTTP/1.1\r\nHost: a\r\n\r\n")
+            .unwrap();
+        let mut buf = Vec::new();
+        assert!(read_until(&mut c, &mut buf, b"</a>"));
+        let first = std::time::Instant::now();
+        assert!(read_until(&mut c, &mut buf, b"</b>"));
+        waits.push(first.elapsed());
+        if waits.last() < Some(&Duration::from_millis(20)) {
+            return;
+        }
+    }
+    panic!("the second 103 waited each time: {waits:?}");
+}
