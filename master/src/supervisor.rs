@@ -147,8 +147,8 @@ pub const BACKOFF_BASE: Duration = Duration::from_millis(200);
 /// Longest delay between two restarts of a crash-looping slot.
 pub const BACKOFF_CAP: Duration = Duration::from_secs(30);
 /// How long a fast stop waits before killing what is left; also how long a
-/// graceful stop waits past `shutdown_timeout` (see
-/// [`Supervisor::drain_deadline`]).
+/// graceful stop waits past the worker's `shutdown_timeout` (see
+/// `Worker::stop_deadline`).
 pub const FAST_STOP_GRACE: Duration = Duration::from_secs(3);
 /// Most generations draining at once; a reload that would add one more stops
 /// the oldest fast, so frequent reloads cannot pile up draining workers.
@@ -185,9 +185,24 @@ struct Worker {
     generation: Generation,
     started: Instant,
     state: WorkerState,
-    /// Its heartbeat limit: the `worker_timeout` of the config it runs
-    /// (it beats at an interval derived from that one).
-    timeout: Duration,
+    /// The limits of the config it runs (not necessarily the newest): it
+    /// beats at an interval derived from `worker_timeout` and closes what
+    /// is left of a graceful stop at `shutdown_timeout`.
+    timeouts: Timeouts,
+}
+
+impl Worker {
+    /// When the worker, told now to stop, is killed if it is still there.
+    /// Stopping gracefully, it closes what is left at its own
+    /// `shutdown_timeout`, then writes its last access-log lines, log lines
+    /// and counters on its way out: a SIGKILL at that very moment would
+    /// lose them.
+    fn stop_deadline(&self, mode: StopMode, now: Instant) -> Instant {
+        match mode {
+            StopMode::Graceful => now + self.timeouts.shutdown_timeout + FAST_STOP_GRACE,
+            StopMode::Fast => now + FAST_STOP_GRACE,
+        }
+    }
 }
 
 /// A binary upgrade in progress: the new master and when to give up on it.
@@ -200,7 +215,7 @@ struct Upgrade {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Phase {
     Running,
-    ShuttingDown { mode: StopMode, deadline: Instant },
+    ShuttingDown { mode: StopMode },
 }
 
 /// The master's state: which workers exist, in which generation and state,
@@ -209,8 +224,8 @@ pub struct Supervisor {
     log: Logger,
     generation: Generation,
     workers_wanted: usize,
-    shutdown_timeout: Duration,
-    worker_timeout: Duration,
+    /// The limits of the newest generation's configuration.
+    timeouts: Timeouts,
     workers: BTreeMap<Pid, Worker>,
     /// Slots of the current generation waiting to be (re)started, and when.
     pending: BTreeMap<Slot, Instant>,
@@ -230,8 +245,8 @@ pub struct Supervisor {
     pending_serving: BTreeMap<Slot, Instant>,
     /// Consecutive quick failures per slot of `pending_serving`.
     serving_failures: BTreeMap<Slot, u32>,
-    /// The heartbeat limit of `serving`'s configuration.
-    serving_timeout: Duration,
+    /// The limits of `serving`'s configuration.
+    serving_timeouts: Timeouts,
 }
 
 /// The timeouts a configuration gives the supervisor.
@@ -250,8 +265,7 @@ impl Supervisor {
             log,
             generation: Generation(1),
             workers_wanted: workers,
-            shutdown_timeout: timeouts.shutdown_timeout,
-            worker_timeout: timeouts.worker_timeout,
+            timeouts,
             workers: BTreeMap::new(),
             pending: BTreeMap::new(),
             failures: BTreeMap::new(),
@@ -262,7 +276,7 @@ impl Supervisor {
             serving: None,
             pending_serving: BTreeMap::new(),
             serving_failures: BTreeMap::new(),
-            serving_timeout: timeouts.worker_timeout,
+            serving_timeouts: timeouts,
         }
     }
 
@@ -333,7 +347,7 @@ impl Supervisor {
                 killed: false,
                 ..
             } => Some(deadline),
-            WorkerState::Ready { last_beat } => Some(last_beat + w.timeout),
+            WorkerState::Ready { last_beat } => Some(last_beat + w.timeouts.worker_timeout),
             _ => None,
         });
         let upgrade = self.upgrade.map(|u| u.deadline);
@@ -384,7 +398,14 @@ impl Supervisor {
             Event::Reconfigure {
                 shutdown_timeout,
                 worker_timeout,
-            } => self.on_reconfigure(shutdown_timeout, worker_timeout, now, &mut actions),
+            } => self.on_reconfigure(
+                Timeouts {
+                    shutdown_timeout,
+                    worker_timeout,
+                },
+                now,
+                &mut actions,
+            ),
             Event::Heartbeat(pid) => {
                 if let Some(w) = self.workers.get_mut(&pid) {
                     if let WorkerState::Ready { last_beat } = &mut w.state {
@@ -419,30 +440,27 @@ impl Supervisor {
         actions: &mut Vec<Action>,
     ) {
         info!(self.log, "worker started"; "slot" => slot.0, "worker_pid" => pid, "worker_generation" => generation.0);
-        let mut state = WorkerState::Starting { since: now };
-        if let Phase::ShuttingDown { mode, deadline, .. } = self.phase {
+        let mut worker = Worker {
+            slot,
+            generation,
+            started: now,
+            state: WorkerState::Starting { since: now },
+            timeouts: if generation == self.generation {
+                self.timeouts
+            } else {
+                self.serving_timeouts
+            },
+        };
+        if let Phase::ShuttingDown { mode } = self.phase {
             // Started just before a stop arrived: stop it with the others.
             actions.push(Action::Stop(pid, mode));
-            state = WorkerState::Stopping {
-                deadline,
+            worker.state = WorkerState::Stopping {
+                deadline: worker.stop_deadline(mode, now),
                 killed: false,
                 fast: mode == StopMode::Fast,
             };
         }
-        self.workers.insert(
-            pid,
-            Worker {
-                slot,
-                generation,
-                started: now,
-                state,
-                timeout: if generation == self.generation {
-                    self.worker_timeout
-                } else {
-                    self.serving_timeout
-                },
-            },
-        );
+        self.workers.insert(pid, worker);
     }
 
     fn on_ready(&mut self, pid: Pid, now: Instant, actions: &mut Vec<Action>) {
@@ -470,7 +488,7 @@ impl Supervisor {
             actions.push(Action::Serving);
         }
         self.serving = Some(self.generation);
-        self.serving_timeout = self.worker_timeout;
+        self.serving_timeouts = self.timeouts;
         self.pending_serving.clear();
         self.serving_failures.clear();
         self.retire_old_generations(now, actions);
@@ -488,21 +506,12 @@ impl Supervisor {
         ready >= self.workers_wanted
     }
 
-    /// When a worker told now to stop gracefully is killed if it is still
-    /// there. The worker itself closes what is left at `shutdown_timeout`,
-    /// then writes its last access-log lines, log lines and counters on its
-    /// way out: a SIGKILL at that very moment would lose them.
-    fn drain_deadline(&self, now: Instant) -> Instant {
-        now + self.shutdown_timeout + FAST_STOP_GRACE
-    }
-
     fn retire_old_generations(&mut self, now: Instant, actions: &mut Vec<Action>) {
-        let deadline = self.drain_deadline(now);
         for (pid, w) in &mut self.workers {
             if w.generation < self.generation && !matches!(w.state, WorkerState::Stopping { .. }) {
                 info!(self.log, "draining worker of an older generation"; "worker_pid" => *pid, "worker_generation" => w.generation.0);
                 w.state = WorkerState::Stopping {
-                    deadline,
+                    deadline: w.stop_deadline(StopMode::Graceful, now),
                     killed: false,
                     fast: false,
                 };
@@ -625,18 +634,16 @@ impl Supervisor {
         let superseded = self.generation;
         self.generation = Generation(self.generation.0 + 1);
         self.workers_wanted = workers;
-        self.shutdown_timeout = timeouts.shutdown_timeout;
-        self.worker_timeout = timeouts.worker_timeout;
+        self.timeouts = timeouts;
         self.failures.clear();
         self.pending = (0..workers).map(|s| (Slot(s as u32), now)).collect();
         info!(self.log, "starting a new generation of workers"; "new_generation" => self.generation.0, "workers" => workers);
         // Workers of a generation that never finished starting are replaced
         // already: stop those still booting instead of letting them pile up.
-        let deadline = self.drain_deadline(now);
         for (pid, w) in &mut self.workers {
             if w.generation == superseded && matches!(w.state, WorkerState::Starting { .. }) {
                 w.state = WorkerState::Stopping {
-                    deadline,
+                    deadline: w.stop_deadline(StopMode::Graceful, now),
                     killed: false,
                     fast: false,
                 };
@@ -646,20 +653,13 @@ impl Supervisor {
         self.cap_draining(now, actions);
     }
 
-    fn on_reconfigure(
-        &mut self,
-        shutdown_timeout: Duration,
-        worker_timeout: Duration,
-        now: Instant,
-        actions: &mut Vec<Action>,
-    ) {
+    fn on_reconfigure(&mut self, timeouts: Timeouts, now: Instant, actions: &mut Vec<Action>) {
         if self.phase != Phase::Running {
             return;
         }
-        self.shutdown_timeout = shutdown_timeout;
-        self.worker_timeout = worker_timeout;
+        self.timeouts = timeouts;
         if self.serving == Some(self.generation) {
-            self.serving_timeout = worker_timeout;
+            self.serving_timeouts = timeouts;
         }
         let current = self.generation;
         let live = self.workers.iter().filter(|(_, w)| {
@@ -672,7 +672,7 @@ impl Supervisor {
         let pids: Vec<Pid> = live.map(|(pid, _)| *pid).collect();
         for pid in &pids {
             if let Some(w) = self.workers.get_mut(pid) {
-                w.timeout = worker_timeout;
+                w.timeouts = timeouts;
                 // Its last beat followed the old limit's interval: the new
                 // limit counts from now, time enough for it to take the new
                 // config (and beat at once, at the new interval).
@@ -705,13 +705,12 @@ impl Supervisor {
         self.pending.remove(&slot);
         self.failures.remove(&slot);
         info!(self.log, "removing a worker"; "slot" => slot.0, "workers" => self.workers_wanted);
-        let deadline = self.drain_deadline(now);
         let current = self.generation;
         for (pid, w) in &mut self.workers {
             let stopping = matches!(w.state, WorkerState::Stopping { .. });
             if w.generation == current && w.slot == slot && !stopping {
                 w.state = WorkerState::Stopping {
-                    deadline,
+                    deadline: w.stop_deadline(StopMode::Graceful, now),
                     killed: false,
                     fast: false,
                 };
@@ -757,19 +756,9 @@ impl Supervisor {
     }
 
     fn on_stop(&mut self, mode: StopMode, now: Instant, actions: &mut Vec<Action>) {
-        let kill_at = match mode {
-            StopMode::Graceful => self.drain_deadline(now),
-            StopMode::Fast => now + FAST_STOP_GRACE,
-        };
-        if let Phase::ShuttingDown {
-            mode: StopMode::Fast,
-            ..
-        } = self.phase
-        {
-            return;
-        }
-        if let Phase::ShuttingDown { deadline, .. } = self.phase {
-            if mode == StopMode::Graceful || deadline <= now {
+        if let Phase::ShuttingDown { mode: stopping } = self.phase {
+            // Only a fast stop following a graceful one changes anything.
+            if stopping == StopMode::Fast || mode == StopMode::Graceful {
                 return;
             }
         }
@@ -781,11 +770,11 @@ impl Supervisor {
                 actions.push(Action::AbortUpgrade(pid));
             }
         }
-        let deadline = kill_at;
-        self.phase = Phase::ShuttingDown { mode, deadline };
+        self.phase = Phase::ShuttingDown { mode };
         self.pending.clear();
         self.pending_serving.clear();
         for (pid, w) in &mut self.workers {
+            let deadline = w.stop_deadline(mode, now);
             // A worker stopping already (a drain after a reload, the
             // generation limit) keeps an earlier deadline; a fast stop still
             // reaches one that was stopping gracefully.
@@ -858,7 +847,9 @@ impl Supervisor {
                     w.state = WorkerState::BootTimedOut;
                     actions.push(Action::Kill(*pid));
                 }
-                WorkerState::Ready { last_beat } if now >= last_beat + w.timeout => {
+                WorkerState::Ready { last_beat }
+                    if now >= last_beat + w.timeouts.worker_timeout =>
+                {
                     error!(self.log, "worker stopped answering heartbeats; killing it";
                         "slot" => w.slot.0, "worker_pid" => *pid,
                         "silent_ms" => now.saturating_duration_since(last_beat).as_millis() as u64);
@@ -1079,8 +1070,8 @@ mod tests {
         let a = s.handle(Event::WorkerExited(100, ExitStatus::Code(0)), t0);
         assert!(a.is_empty());
         // One that ignores the request is killed a grace after its own
-        // shutdown timeout.
-        let deadline = t0 + Duration::from_secs(5) + FAST_STOP_GRACE;
+        // shutdown timeout (generation 1's: the reload's is generation 2's).
+        let deadline = t0 + Duration::from_secs(30) + FAST_STOP_GRACE;
         assert_eq!(s.next_wakeup(), Some(deadline));
         assert_eq!(s.handle(Event::Tick, deadline), vec![Action::Kill(101)]);
         // Only the new workers' heartbeat deadlines remain.
@@ -1284,7 +1275,8 @@ mod tests {
         // Generation 2 is starting (one worker connected, one not yet) when
         // a hot reload comes: it reaches generation 2 only (`run.rs` sends
         // the newest config at hello), generation 1 keeps serving until
-        // generation 2 is ready, then drains by the newest limits; nothing
+        // generation 2 is ready, then drains by its own limit (its workers
+        // close what is left at their own 30 s, not the new 5 s); nothing
         // more is started.
         let t0 = Instant::now();
         let mut s = running(1, t0);
@@ -1307,7 +1299,7 @@ mod tests {
         let a = s.handle(Event::WorkerReady(201), t0);
         assert_eq!(stops(&a), vec![(100, StopMode::Graceful)]);
         assert!(spawns(&a).is_empty());
-        let drained = t0 + Duration::from_secs(5) + FAST_STOP_GRACE;
+        let drained = t0 + Duration::from_secs(30) + FAST_STOP_GRACE;
         assert!(s
             .handle(Event::Tick, drained - Duration::from_millis(1))
             .is_empty());
@@ -1839,5 +1831,106 @@ mod tests {
         s.handle(Event::WorkerExited(102, ExitStatus::Code(1)), t2);
         s.handle(Event::Stop(StopMode::Fast), t2);
         assert!(spawns(&s.handle(Event::Tick, t2 + BACKOFF_CAP)).is_empty());
+    }
+
+    /// `Event::Reconfigure` with this drain limit (and no heartbeat limit).
+    fn reconfigure_to(shutdown_timeout: Duration) -> Event {
+        Event::Reconfigure {
+            shutdown_timeout,
+            worker_timeout: NO_HEARTBEAT_LIMIT,
+        }
+    }
+
+    /// Ticks just before and at `deadline`: `pid` alone is killed, at it.
+    fn killed_at(s: &mut Supervisor, pid: Pid, deadline: Instant) {
+        let early = s.handle(Event::Tick, deadline - Duration::from_millis(1));
+        assert!(
+            early.is_empty(),
+            "killed before {pid}'s deadline: {early:?}"
+        );
+        assert_eq!(
+            s.handle(Event::Tick, deadline),
+            vec![Action::Kill(pid)],
+            "at {pid}'s deadline"
+        );
+    }
+
+    #[test]
+    fn a_reload_that_shortens_shutdown_timeout_lets_the_old_generation_drain_by_its_own() {
+        // Generation 1 runs with 30 s; the reload brings 5 s. Old workers
+        // close their connections at their own 30 s (the config they run):
+        // killing them at 5 s + grace would cut their long requests and lose
+        // their last log lines and counters.
+        let t0 = Instant::now();
+        let mut s = running(1, t0);
+        s.handle(reload(1, Duration::from_secs(5)), t0);
+        spawned(&mut s, 0, 2, 200, t0);
+        // Generation 1's worker crashes meanwhile: its replacement runs
+        // generation 1's config too.
+        let t1 = t0 + Duration::from_secs(1);
+        s.handle(Event::WorkerExited(100, ExitStatus::Signal(9)), t1);
+        spawned(&mut s, 0, 1, 101, t1);
+        s.handle(Event::WorkerReady(101), t1);
+        let a = s.handle(Event::WorkerReady(200), t1);
+        assert_eq!(stops(&a), vec![(101, StopMode::Graceful)]);
+        killed_at(&mut s, 101, t1 + Duration::from_secs(30) + FAST_STOP_GRACE);
+        // The new generation drains by the new limit.
+        s.handle(Event::Stop(StopMode::Graceful), t1);
+        killed_at(&mut s, 200, t1 + Duration::from_secs(5) + FAST_STOP_GRACE);
+    }
+
+    #[test]
+    fn a_graceful_stop_while_a_generation_starts_gives_each_worker_its_own_limit() {
+        let t0 = Instant::now();
+        let mut s = running(1, t0);
+        s.handle(reload(1, Duration::from_secs(5)), t0);
+        spawned(&mut s, 0, 2, 200, t0);
+        let a = s.handle(Event::Stop(StopMode::Graceful), t0);
+        assert_eq!(
+            stops(&a),
+            vec![(100, StopMode::Graceful), (200, StopMode::Graceful)]
+        );
+        killed_at(&mut s, 200, t0 + Duration::from_secs(5) + FAST_STOP_GRACE);
+        killed_at(&mut s, 100, t0 + Duration::from_secs(30) + FAST_STOP_GRACE);
+        // A fast stop still shortens the long one.
+        let t1 = t0 + Duration::from_secs(10);
+        let a = s.handle(Event::Stop(StopMode::Fast), t1);
+        assert_eq!(stops(&a), vec![(100, StopMode::Fast)]);
+        killed_at(&mut s, 100, t1 + FAST_STOP_GRACE);
+    }
+
+    #[test]
+    fn a_superseded_generation_still_booting_drains_by_its_own_limit() {
+        let t0 = Instant::now();
+        let mut s = running(1, t0);
+        s.handle(reload(1, Duration::from_secs(60)), t0);
+        spawned(&mut s, 0, 2, 200, t0);
+        let a = s.handle(reload(1, Duration::from_secs(5)), t0);
+        assert_eq!(stops(&a), vec![(200, StopMode::Graceful)]);
+        killed_at(&mut s, 200, t0 + Duration::from_secs(60) + FAST_STOP_GRACE);
+    }
+
+    #[test]
+    fn a_hot_reload_gives_the_running_workers_its_drain_limit() {
+        let t0 = Instant::now();
+        let mut s = running(2, t0);
+        s.handle(reconfigure_to(Duration::from_secs(60)), t0);
+        let a = s.handle(Event::RemoveWorker, t0);
+        assert_eq!(stops(&a), vec![(101, StopMode::Graceful)]);
+        killed_at(&mut s, 101, t0 + Duration::from_secs(60) + FAST_STOP_GRACE);
+        // A hot reload while generation 2 starts reaches generation 2 only;
+        // generation 1, and a worker restarted in it meanwhile, keep 60 s.
+        let t1 = t0 + Duration::from_secs(100);
+        s.handle(reload(1, Duration::from_secs(30)), t1);
+        spawned(&mut s, 0, 2, 200, t1);
+        s.handle(reconfigure_to(Duration::from_secs(5)), t1);
+        s.handle(Event::WorkerExited(100, ExitStatus::Signal(9)), t1);
+        spawned(&mut s, 0, 1, 102, t1);
+        s.handle(Event::WorkerReady(102), t1);
+        let a = s.handle(Event::WorkerReady(200), t1);
+        assert_eq!(stops(&a), vec![(102, StopMode::Graceful)]);
+        killed_at(&mut s, 102, t1 + Duration::from_secs(60) + FAST_STOP_GRACE);
+        s.handle(Event::Stop(StopMode::Graceful), t1);
+        killed_at(&mut s, 200, t1 + Duration::from_secs(5) + FAST_STOP_GRACE);
     }
 }
