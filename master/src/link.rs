@@ -3,7 +3,8 @@
 //!
 //! A plain reader thread (rather than ipc-channel's router) keeps a decode
 //! error from panicking the master, and tags every message with the worker's
-//! pid so the loop can ignore messages from a worker it already replaced.
+//! pid and the link's serial number, so the loop can ignore messages from a
+//! worker it already replaced, even one whose pid the next worker got.
 
 use crate::supervisor::Pid;
 use crossbeam_channel::Sender;
@@ -11,24 +12,46 @@ use ipc_channel::ipc::{IpcOneShotServer, IpcSender};
 use prefork_shared::ipc::{MasterMsg, WorkerMsg, PROTOCOL_VERSION};
 use std::io;
 
+/// Which link an event comes from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct LinkId {
+    /// The worker.
+    pub pid: Pid,
+    /// Numbers the links the master started: the kernel may give a reaped
+    /// worker's pid to the next worker before the old link's last events
+    /// arrive, and those must not be taken for the new worker's.
+    pub serial: u64,
+}
+
 /// Something that happened on a worker's link.
 pub enum LinkEvent {
     /// The worker connected and sent its command channel.
     Hello {
-        /// The worker.
-        pid: Pid,
+        /// The link.
+        from: LinkId,
         /// Where commands to it go.
         control: IpcSender<MasterMsg>,
     },
     /// A later message.
-    Message(Pid, WorkerMsg),
+    Message(LinkId, WorkerMsg),
     /// The link failed or closed (the worker is exiting or gone).
     Closed {
-        /// The worker.
-        pid: Pid,
+        /// The link.
+        from: LinkId,
         /// Why, for the log.
         reason: String,
     },
+}
+
+impl LinkEvent {
+    /// The link it comes from.
+    pub fn from(&self) -> LinkId {
+        match self {
+            LinkEvent::Hello { from, .. }
+            | LinkEvent::Message(from, _)
+            | LinkEvent::Closed { from, .. } => *from,
+        }
+    }
 }
 
 /// A one-shot server a new worker connects to.
@@ -49,13 +72,15 @@ impl PendingLink {
         &self.name
     }
 
-    /// Waits, on a new thread, for worker `pid` to connect, then forwards its
-    /// messages to `events` until the link closes.
-    pub fn serve(self, pid: Pid, events: Sender<LinkEvent>) -> io::Result<()> {
+    /// Waits, on a new thread, for worker `from.pid` to connect, then
+    /// forwards its messages to `events`, tagged `from`, until the link
+    /// closes.
+    pub fn serve(self, from: LinkId, events: Sender<LinkEvent>) -> io::Result<()> {
+        let pid = from.pid;
         std::thread::Builder::new()
             .name(format!("ipc-{pid}"))
             .spawn(move || {
-                let closed = |reason: String| LinkEvent::Closed { pid, reason };
+                let closed = |reason: String| LinkEvent::Closed { from, reason };
                 let (receiver, first) = match self.server.accept() {
                     Ok(pair) => pair,
                     Err(e) => {
@@ -69,7 +94,7 @@ impl PendingLink {
                         pid: said,
                         control,
                     } if said == pid => {
-                        if events.send(LinkEvent::Hello { pid, control }).is_err() {
+                        if events.send(LinkEvent::Hello { from, control }).is_err() {
                             return;
                         }
                     }
@@ -80,7 +105,7 @@ impl PendingLink {
                 }
                 loop {
                     let event = match receiver.recv() {
-                        Ok(msg) => LinkEvent::Message(pid, msg),
+                        Ok(msg) => LinkEvent::Message(from, msg),
                         Err(e) => closed(format!("{e:?}")),
                     };
                     let last = matches!(event, LinkEvent::Closed { .. });

@@ -3,7 +3,7 @@
 //! [`Action`]s the supervisor decides on.
 
 use crate::control_socket::ControlSocket;
-use crate::link::{self, LinkEvent, PendingLink};
+use crate::link::{self, LinkEvent, LinkId, PendingLink};
 use crate::listeners::Listeners;
 use crate::load_cells::LoadCells;
 use crate::log_files;
@@ -44,8 +44,12 @@ struct GenerationSetup {
 }
 
 /// A worker's IPC link as the master sees it, kept until the worker was
-/// reaped and its reader thread forwarded everything it sent.
+/// reaped and its reader thread forwarded everything it sent (or until a new
+/// worker got its pid).
 struct Link {
+    /// Its serial number: events tagged with another one come from the
+    /// link of an earlier worker that had the same pid.
+    serial: u64,
     /// The one-shot server name, to unblock its thread if it never connects.
     name: String,
     /// Its command channel, once it said hello.
@@ -73,6 +77,8 @@ pub struct Master {
     staged: Option<GenerationSetup>,
     supervisor: Supervisor,
     links: HashMap<Pid, Link>,
+    /// The serial number of the last link started.
+    link_serial: u64,
     /// The workers' load board; `None` if it could not be created (workers
     /// then accept without it).
     load: Option<LoadCells>,
@@ -174,6 +180,7 @@ impl Master {
             staged: None,
             supervisor,
             links: HashMap::new(),
+            link_serial: 0,
             load,
             link_tx,
             link_rx,
@@ -368,8 +375,18 @@ impl Master {
     }
 
     fn on_link(&mut self, event: LinkEvent) -> Vec<Event> {
+        let from = event.from();
+        let pid = from.pid;
+        if self.links.get(&pid).map(|l| l.serial) != Some(from.serial) {
+            // From a worker that was reaped, and whose pid the kernel gave
+            // to a worker started since: its link was forgotten then (see
+            // add_link), so what it still forwards, even its last counters,
+            // is dropped rather than taken for the new worker's.
+            debug!(self.log, "event from a replaced worker's link ignored"; "worker_pid" => pid);
+            return Vec::new();
+        }
         match event {
-            LinkEvent::Hello { pid, control } => {
+            LinkEvent::Hello { control, .. } => {
                 let Some(generation) = self.supervisor.generation_of(pid) else {
                     return Vec::new();
                 };
@@ -385,7 +402,7 @@ impl Master {
                 }
                 Vec::new()
             }
-            LinkEvent::Message(pid, msg) => match msg {
+            LinkEvent::Message(_, msg) => match msg {
                 WorkerMsg::Ready => vec![Event::WorkerReady(pid)],
                 WorkerMsg::Heartbeat => vec![Event::Heartbeat(pid)],
                 WorkerMsg::Stats(stats) => self.on_stats(pid, *stats),
@@ -394,7 +411,7 @@ impl Master {
                     Vec::new()
                 }
             },
-            LinkEvent::Closed { pid, reason } => {
+            LinkEvent::Closed { reason, .. } => {
                 debug!(self.log, "worker link closed"; "worker_pid" => pid, "reason" => reason);
                 if let Some(link) = self.links.get_mut(&pid) {
                     link.closed = true;
@@ -566,20 +583,22 @@ impl Master {
             }
         };
         let name = link.name().to_owned();
-        let serving = link.serve(pid, self.link_tx.clone());
+        self.link_serial += 1;
+        let from = LinkId {
+            pid,
+            serial: self.link_serial,
+        };
+        let serving = link.serve(from, self.link_tx.clone());
         if let Err(e) = &serving {
             // Without a link the worker can never be configured: the boot
             // timeout would kill it; do it now instead.
             self.signal(pid, Signal::SIGKILL);
             error!(self.log, "cannot start an IPC thread"; "worker_pid" => pid, "error" => %e);
         }
-        // A reused pid: the worker that had it is gone.
-        if self.links.contains_key(&pid) {
-            self.forget(pid);
-        }
-        self.links.insert(
+        self.add_link(
             pid,
             Link {
+                serial: from.serial,
                 name,
                 control: None,
                 cell,
@@ -589,6 +608,16 @@ impl Master {
             },
         );
         Ok(pid)
+    }
+
+    /// Keeps the link of a worker just started. A reused pid: the worker
+    /// that had it is gone (reaped), though its link may not have reported
+    /// closed yet; it is forgotten now, and its late events are ignored.
+    fn add_link(&mut self, pid: Pid, link: Link) {
+        if self.links.contains_key(&pid) {
+            self.forget(pid);
+        }
+        self.links.insert(pid, link);
     }
 
     /// Asks a worker to stop over its link; a signal is the fallback.

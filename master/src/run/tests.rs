@@ -4,11 +4,11 @@
 
 use super::{Link, Master, Startup};
 use crate::control_socket;
-use crate::link::LinkEvent;
+use crate::link::{LinkEvent, LinkId};
 use crate::listeners::Listeners;
 use crate::query::{self, Asked, Query};
 use crate::signals::Request;
-use crate::supervisor::{Event, ExitStatus, Generation, Pid, Slot};
+use crate::supervisor::{Event, ExitStatus, Generation, Pid, Slot, WorkerPhase};
 use crossbeam_channel::Sender;
 use ipc_channel::ipc::IpcReceiver;
 use prefork_shared::ipc::{MasterMsg, WorkerMsg};
@@ -96,29 +96,15 @@ fn stats(requests: u64) -> Box<WorkerStats> {
 }
 
 /// Makes `pid` a worker of slot 0 that said hello, as `try_spawn` and the
-/// hello do for a real one.
-fn started_worker(m: &mut Master, pid: Pid) {
-    let (control, _commands) = ipc_channel::ipc::channel::<MasterMsg>().expect("channel");
-    m.feed(Event::Spawned {
-        slot: Slot(0),
-        generation: Generation(1),
-        pid,
-    });
-    m.links.insert(
-        pid,
-        Link {
-            name: String::new(),
-            control: Some(control),
-            cell: None,
-            slot: Slot(0),
-            reaped: false,
-            closed: false,
-        },
-    );
+/// hello do for a real one; returns its link.
+fn started_worker(m: &mut Master, pid: Pid) -> LinkId {
+    let from = spawned(m, pid, 0, 1);
+    hello(m, from);
+    from
 }
 
-fn report(m: &mut Master, pid: Pid, requests: u64) {
-    m.on_link(LinkEvent::Message(pid, WorkerMsg::Stats(stats(requests))));
+fn report(m: &mut Master, from: LinkId, requests: u64) {
+    m.on_link(LinkEvent::Message(from, WorkerMsg::Stats(stats(requests))));
 }
 
 fn reap(m: &mut Master, pid: Pid) {
@@ -127,9 +113,9 @@ fn reap(m: &mut Master, pid: Pid) {
     }
 }
 
-fn link_closed(m: &mut Master, pid: Pid) {
+fn link_closed(m: &mut Master, from: LinkId) {
     m.on_link(LinkEvent::Closed {
-        pid,
+        from,
         reason: "Disconnected".into(),
     });
 }
@@ -140,11 +126,11 @@ fn a_workers_last_report_counts_when_its_exit_is_reaped_first() {
     // reader thread race, and the loop may well see the exit first.
     let mut h = harness();
     let m = &mut h.master;
-    started_worker(m, 7001);
-    report(m, 7001, 3);
+    let worker = started_worker(m, 7001);
+    report(m, worker, 3);
     reap(m, 7001);
-    report(m, 7001, 5);
-    link_closed(m, 7001);
+    report(m, worker, 5);
+    link_closed(m, worker);
     assert_eq!(
         m.observed.total().requests(),
         5,
@@ -157,14 +143,14 @@ fn a_workers_last_report_counts_when_its_exit_is_reaped_first() {
 fn a_workers_last_report_counts_once_when_its_link_closes_first() {
     let mut h = harness();
     let m = &mut h.master;
-    started_worker(m, 7001);
-    report(m, 7001, 3);
-    report(m, 7001, 5);
-    link_closed(m, 7001);
+    let worker = started_worker(m, 7001);
+    report(m, worker, 3);
+    report(m, worker, 5);
+    link_closed(m, worker);
     reap(m, 7001);
     // Its successor in the slot adds to the slot's total.
-    started_worker(m, 7002);
-    report(m, 7002, 2);
+    let successor = started_worker(m, 7002);
+    report(m, successor, 2);
     assert_eq!(m.observed.total().requests(), 7);
     assert_eq!(m.links.len(), 1, "the first worker's link is kept");
 }
@@ -208,16 +194,23 @@ fn an_old_master_waiting_for_the_new_one_to_take_over_still_answers() {
     assert_eq!(running.join().expect("the master loop panicked"), 0);
 }
 
-/// A worker process started for `slot` of `generation`, not connected yet.
-fn spawned(m: &mut Master, pid: Pid, slot: u32, generation: u64) {
+/// A worker process started for `slot` of `generation`, not connected yet,
+/// with its link as `try_spawn` makes it.
+fn spawned(m: &mut Master, pid: Pid, slot: u32, generation: u64) -> LinkId {
     m.feed(Event::Spawned {
         slot: Slot(slot),
         generation: Generation(generation),
         pid,
     });
-    m.links.insert(
+    m.link_serial += 1;
+    let from = LinkId {
+        pid,
+        serial: m.link_serial,
+    };
+    m.add_link(
         pid,
         Link {
+            serial: from.serial,
             name: String::new(),
             control: None,
             cell: None,
@@ -226,12 +219,13 @@ fn spawned(m: &mut Master, pid: Pid, slot: u32, generation: u64) {
             closed: false,
         },
     );
+    from
 }
 
 /// The worker says hello; returns what the master sends it.
-fn hello(m: &mut Master, pid: Pid) -> IpcReceiver<MasterMsg> {
+fn hello(m: &mut Master, from: LinkId) -> IpcReceiver<MasterMsg> {
     let (control, commands) = ipc_channel::ipc::channel::<MasterMsg>().expect("channel");
-    m.on_link(LinkEvent::Hello { pid, control });
+    m.on_link(LinkEvent::Hello { from, control });
     commands
 }
 
@@ -262,9 +256,9 @@ fn a_hot_reload_while_a_generation_starts_reaches_all_of_it_and_the_old_one_drai
     let h = harness();
     let mut m = h.master;
     write_config(h.dir.path(), 1, "");
-    spawned(&mut m, 100, 0, 1);
-    let old = hello(&mut m, 100);
-    let events = m.on_link(LinkEvent::Message(100, WorkerMsg::Ready));
+    let first = spawned(&mut m, 100, 0, 1);
+    let old = hello(&mut m, first);
+    let events = m.on_link(LinkEvent::Message(first, WorkerMsg::Ready));
     feed_all(&mut m, events);
 
     write_config(h.dir.path(), 2, "");
@@ -272,9 +266,8 @@ fn a_hot_reload_while_a_generation_starts_reaches_all_of_it_and_the_old_one_drai
     feed_all(&mut m, events);
     assert_eq!(m.supervisor.generation(), Generation(2));
     // (The harness cannot start them: the supervisor retries later.)
-    spawned(&mut m, 200, 0, 2);
-    let connected = hello(&mut m, 200);
-    spawned(&mut m, 201, 1, 2);
+    let second = [spawned(&mut m, 200, 0, 2), spawned(&mut m, 201, 1, 2)];
+    let connected = hello(&mut m, second[0]);
 
     let route = "[[routes]]\nrespond = { status = 200, body = \"new\" }\n";
     write_config(h.dir.path(), 2, route);
@@ -289,7 +282,7 @@ fn a_hot_reload_while_a_generation_starts_reaches_all_of_it_and_the_old_one_drai
         Generation(2),
         "no new generation"
     );
-    let later = hello(&mut m, 201);
+    let later = hello(&mut m, second[1]);
 
     // The newest config reaches every worker of generation 2, whether it
     // was connected at the hot reload or not.
@@ -298,10 +291,55 @@ fn a_hot_reload_while_a_generation_starts_reaches_all_of_it_and_the_old_one_drai
     // Generation 1 serves on with its own config until generation 2 is
     // ready, then drains.
     assert_eq!(received(&old), (vec![0], false));
-    for pid in [200, 201] {
-        let events = m.on_link(LinkEvent::Message(pid, WorkerMsg::Ready));
+    for from in second {
+        let events = m.on_link(LinkEvent::Message(from, WorkerMsg::Ready));
         feed_all(&mut m, events);
     }
     assert_eq!(received(&old), (vec![], true));
     assert_eq!(received(&connected), (vec![], false));
+}
+
+/// The phase the supervisor gives `pid`.
+fn phase(m: &Master, pid: Pid) -> Option<WorkerPhase> {
+    m.supervisor
+        .worker_views()
+        .into_iter()
+        .find(|w| w.pid == pid)
+        .map(|w| w.phase)
+}
+
+#[test]
+fn a_late_event_from_a_reaped_workers_link_is_not_taken_for_its_pid_successor() {
+    // Worker 7001 exits; its reader thread has not forwarded its last
+    // messages and its close yet when the kernel gives pid 7001 to the
+    // slot's next worker (pids are handed out in a cycle: the counter may
+    // sit just below it).
+    let mut h = harness();
+    let m = &mut h.master;
+    let old = started_worker(m, 7001);
+    report(m, old, 3);
+    reap(m, 7001);
+    let new = spawned(m, 7001, 0, 1);
+    // The old link's last messages and close come now.
+    let events = m.on_link(LinkEvent::Message(old, WorkerMsg::Ready));
+    feed_all(m, events);
+    assert_eq!(
+        phase(m, 7001),
+        Some(WorkerPhase::Starting),
+        "the new worker was taken for ready by its predecessor's message"
+    );
+    link_closed(m, old);
+    // The new worker serves, exits, and its last report comes after its
+    // reap, as often.
+    hello(m, new);
+    report(m, new, 2);
+    reap(m, 7001);
+    report(m, new, 4);
+    link_closed(m, new);
+    assert_eq!(
+        m.observed.total().requests(),
+        3 + 4,
+        "the new worker's last report was lost"
+    );
+    assert!(m.links.is_empty());
 }
