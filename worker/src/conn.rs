@@ -14,6 +14,7 @@ use crate::server::{ActiveConnection, Worker};
 use bytes::{Buf, BytesMut};
 use prefork_shared::config::RouteAction;
 use slog::{error, warn};
+use std::future::Future;
 use std::net::SocketAddr;
 use std::pin::{pin, Pin};
 use std::rc::Rc;
@@ -160,67 +161,73 @@ impl Connection {
     }
 
     /// Serves requests until the connection closes.
-    pub(crate) async fn run(mut self) {
-        // Each wait on one side gets its own timer, reused from request to
-        // request: its deadline then only ever moves later (see
-        // `timed_until`). Neither is set before it is needed.
-        let mut client_timer = pin!(sleep(Duration::ZERO));
-        let mut upstream_timer = pin!(sleep(Duration::ZERO));
-        let mut served = 0u64;
-        // When the connection last had nothing to do: accepted, or done with
-        // a request (the clock is read once per request, at its start).
-        let mut idle_since = Instant::now();
-        loop {
-            // Between requests: take the newest configuration (hot reload).
-            let worker = self.worker.latest();
-            self.worker = worker.clone();
-            let request = self
-                .read_request(&worker, served, idle_since, client_timer.as_mut())
-                .await;
-            let started = Instant::now();
-            let mut done = match request {
-                Ok(req) => {
-                    served += 1;
-                    if !req.keep_alive {
-                        self.active.closing();
+    #[allow(clippy::manual_async_fn)]
+    pub(crate) fn run(mut self) -> impl Future<Output = ()> {
+        // An async block, not an async fn: an async fn's future keeps its
+        // argument and a moved copy of it, twice the connection's bytes in
+        // every connection's future (and its memory when idle).
+        async move {
+            // Each wait on one side gets its own timer, reused from request to
+            // request: its deadline then only ever moves later (see
+            // `timed_until`). Neither is set before it is needed.
+            let mut client_timer = pin!(sleep(Duration::ZERO));
+            let mut upstream_timer = pin!(sleep(Duration::ZERO));
+            let mut served = 0u64;
+            // When the connection last had nothing to do: accepted, or done with
+            // a request (the clock is read once per request, at its start).
+            let mut idle_since = Instant::now();
+            loop {
+                // Between requests: take the newest configuration (hot reload).
+                let worker = self.worker.latest();
+                self.worker = worker.clone();
+                let request = self
+                    .read_request(&worker, served, idle_since, client_timer.as_mut())
+                    .await;
+                let started = Instant::now();
+                let mut done = match request {
+                    Ok(req) => {
+                        served += 1;
+                        if !req.keep_alive {
+                            self.active.closing();
+                        }
+                        self.body_unread = !matches!(req.body, Framing::Empty | Framing::Length(0));
+                        self.serve(&worker, &req, upstream_timer.as_mut()).await
                     }
-                    self.body_unread = !matches!(req.body, Framing::Empty | Framing::Length(0));
-                    self.serve(&worker, &req, upstream_timer.as_mut()).await
+                    Err(HeadEnd::Closed) => return,
+                    Err(HeadEnd::Reconfigured) => continue,
+                    Err(HeadEnd::Timeout) => {
+                        self.unknown_request();
+                        self.answer_error(Version::Http11, false, 408, true).await
+                    }
+                    Err(HeadEnd::Invalid(e)) => {
+                        warn!(worker.log, "bad request"; "client" => %self.peer, "error" => %e, "request_id" => &self.request_id);
+                        self.answer_error(Version::Http11, false, e.status(), true)
+                            .await
+                    }
+                };
+                let took = started.elapsed();
+                idle_since = started + took;
+                if done.served.upstream.is_some() {
+                    // The upstream's part is timed from the same start.
+                    done.served.upstream_time = Some(took);
                 }
-                Err(HeadEnd::Closed) => return,
-                Err(HeadEnd::Reconfigured) => continue,
-                Err(HeadEnd::Timeout) => {
-                    self.unknown_request();
-                    self.answer_error(Version::Http11, false, 408, true).await
+                let s = &done.served;
+                worker.count_request(self.route, s.status, s.bytes_sent, took);
+                worker.access.record(&Entry {
+                    client: self.peer,
+                    info: &self.info,
+                    request_id: &self.request_id,
+                    route: self.route,
+                    served: s,
+                    total: took,
+                });
+                if done.close {
+                    // Answered: what is left is the close, lingering perhaps
+                    // for seconds; it no longer weighs on the load board.
+                    self.active.closing();
+                    self.close(done.served.status).await;
+                    return;
                 }
-                Err(HeadEnd::Invalid(e)) => {
-                    warn!(worker.log, "bad request"; "client" => %self.peer, "error" => %e, "request_id" => &self.request_id);
-                    self.answer_error(Version::Http11, false, e.status(), true)
-                        .await
-                }
-            };
-            let took = started.elapsed();
-            idle_since = started + took;
-            if done.served.upstream.is_some() {
-                // The upstream's part is timed from the same start.
-                done.served.upstream_time = Some(took);
-            }
-            let s = &done.served;
-            worker.count_request(self.route, s.status, s.bytes_sent, took);
-            worker.access.record(&Entry {
-                client: self.peer,
-                info: &self.info,
-                request_id: &self.request_id,
-                route: self.route,
-                served: s,
-                total: took,
-            });
-            if done.close {
-                // Answered: what is left is the close, lingering perhaps
-                // for seconds; it no longer weighs on the load board.
-                self.active.closing();
-                self.close(done.served.status).await;
-                return;
             }
         }
     }

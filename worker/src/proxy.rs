@@ -266,312 +266,321 @@ impl Connection {
     }
 
     /// One request/response exchange on `up`, counted in `counted`.
-    async fn exchange(
-        &mut self,
-        req: &Request<'_>,
-        group: &Group,
+    #[allow(clippy::manual_async_fn)]
+    fn exchange<'a, 'r>(
+        &'a mut self,
+        req: &'a Request<'r>,
+        group: &'a Group,
         mut up: UpstreamConn,
         addr: SocketAddr,
-        counted: &stats::Busy,
-        mut deadline: Pin<&mut Sleep>,
-    ) -> Result<Done, Early> {
-        let t = self.timeouts(group);
-        let Connection {
-            stream,
-            buf,
-            request_head,
-            response_head,
-            worker,
-            peer,
-            request_id,
-            nodelay,
-            body_unread,
-            ..
-        } = self;
-        // The client's body is read while its response is written: two
-        // shared handles on one socket, as tokio's `split` makes.
-        let (mut client_rd, mut client_wr) = (&*stream, &*stream);
-        let (mut up_rd, mut up_wr) = up.stream.split();
+        counted: &'a stats::Busy,
+        mut deadline: Pin<&'a mut Sleep>,
+    ) -> impl Future<Output = Result<Done, Early>> + use<'a, 'r> {
+        // An async block, not an async fn: an async fn's future keeps each
+        // argument twice (as passed and moved), in every connection's
+        // future (and its memory while idle).
+        async move {
+            let t = self.timeouts(group);
+            let Connection {
+                stream,
+                buf,
+                request_head,
+                response_head,
+                worker,
+                peer,
+                request_id,
+                nodelay,
+                body_unread,
+                ..
+            } = self;
+            // The client's body is read while its response is written: two
+            // shared handles on one socket, as tokio's `split` makes.
+            let (mut client_rd, mut client_wr) = (&*stream, &*stream);
+            let (mut up_rd, mut up_wr) = up.stream.split();
 
-        // The head and the body bytes already buffered leave together.
-        let mut body = BodyCursor::request(req.body, req.max_body);
-        let initial = body.take(buf).map_err(|e| Early {
-            error: ClientError::BadChunk(e).into(),
-            retryable: false,
-            request_done: false,
-        })?;
-        upstream_result(
-            write_two_within(&mut up_wr, request_head, &buf[..initial], t.upstream_write).await,
-        )
-        .map_err(|e| Early::upstream(e, true, false))?;
-        buf.advance(initial);
-
-        // `Expect` is not forwarded: prefork asks for the body itself, once
-        // it is about to read it, unless the client already began sending.
-        if req.expect_continue && initial == 0 && !body.is_done() {
-            within(
-                t.client_write,
-                client_wr.write_all(CONTINUE),
-                ClientError::Write,
-                ClientError::WriteTimeout,
-            )
-            .await
-            .map_err(|e| Early {
-                error: e.into(),
+            // The head and the body bytes already buffered leave together.
+            let mut body = BodyCursor::request(req.body, req.max_body);
+            let initial = body.take(buf).map_err(|e| Early {
+                error: ClientError::BadChunk(e).into(),
                 retryable: false,
                 request_done: false,
             })?;
-            // Sending it may have put the connection back to delayed ACKs
-            // (the kernel takes it for an interactive exchange).
-            ack_now(client_wr);
-        }
+            upstream_result(
+                write_two_within(&mut up_wr, request_head, &buf[..initial], t.upstream_write).await,
+            )
+            .map_err(|e| Early::upstream(e, true, false))?;
+            buf.advance(initial);
 
-        // The rest of the body goes up while the response head is awaited:
-        // a server may answer early before reading it.
-        let mut sent: Option<Result<(), UpstreamError>> = body.is_done().then_some(Ok(()));
-        let head = {
-            // Pinned where they are made: moving them costs a copy each.
-            let mut pump = pin!(pump_request_body(
-                worker.stats(),
-                worker.pipes(),
-                &mut client_rd,
-                buf,
-                &mut up_wr,
-                &mut body,
-                t,
-            ));
-            let expecting = Expecting {
-                is_head: req.is_head,
-                upgrade: req.upgrade,
-                forward_interim: req.version == Version::Http11,
-                trailers: req.version == Version::Http11,
-                via: worker.config.http.via.as_deref(),
-                read_size: if worker.pipes().is_some() {
-                    splice::HEAD_READ
+            // `Expect` is not forwarded: prefork asks for the body itself, once
+            // it is about to read it, unless the client already began sending.
+            if req.expect_continue && initial == 0 && !body.is_done() {
+                within(
+                    t.client_write,
+                    client_wr.write_all(CONTINUE),
+                    ClientError::Write,
+                    ClientError::WriteTimeout,
+                )
+                .await
+                .map_err(|e| Early {
+                    error: e.into(),
+                    retryable: false,
+                    request_done: false,
+                })?;
+                // Sending it may have put the connection back to delayed ACKs
+                // (the kernel takes it for an interactive exchange).
+                ack_now(client_wr);
+            }
+
+            // The rest of the body goes up while the response head is awaited:
+            // a server may answer early before reading it.
+            let mut sent: Option<Result<(), UpstreamError>> = body.is_done().then_some(Ok(()));
+            let head = {
+                // Pinned where they are made: moving them costs a copy each.
+                let mut pump = pin!(pump_request_body(
+                    worker.stats(),
+                    worker.pipes(),
+                    &mut client_rd,
+                    buf,
+                    &mut up_wr,
+                    &mut body,
+                    t,
+                ));
+                let expecting = Expecting {
+                    is_head: req.is_head,
+                    upgrade: req.upgrade,
+                    forward_interim: req.version == Version::Http11,
+                    trailers: req.version == Version::Http11,
+                    via: worker.config.http.via.as_deref(),
+                    read_size: if worker.pipes().is_some() {
+                        splice::HEAD_READ
+                    } else {
+                        BODY_READ
+                    },
+                };
+                // The read timeout runs once the request is fully sent, and
+                // stops while an interim response is relayed: a slow client's
+                // time is not the upstream's.
+                let wait = if sent.is_some() {
+                    t.upstream_read
                 } else {
-                    BODY_READ
-                },
-            };
-            // The read timeout runs once the request is fully sent, and
-            // stops while an interim response is relayed: a slow client's
-            // time is not the upstream's.
-            let wait = if sent.is_some() {
-                t.upstream_read
-            } else {
-                NOT_ARMED
-            };
-            deadline.as_mut().reset(Instant::now() + wait);
-            loop {
-                let head = {
-                    let mut head = pin!(read_response_head(
-                        &mut up_rd,
-                        &mut up.buf,
-                        response_head,
-                        expecting,
-                    ));
+                    NOT_ARMED
+                };
+                deadline.as_mut().reset(Instant::now() + wait);
+                loop {
+                    let head = {
+                        let mut head = pin!(read_response_head(
+                            &mut up_rd,
+                            &mut up.buf,
+                            response_head,
+                            expecting,
+                        ));
+                        loop {
+                            tokio::select! {
+                                biased;
+                                result = pump.as_mut(), if sent.is_none() => {
+                                    sent = Some(pumped(result)?);
+                                    deadline.as_mut().reset(Instant::now() + t.upstream_read);
+                                }
+                                head = head.as_mut() => break head,
+                                _ = deadline.as_mut() => {
+                                    let request_done = matches!(sent, Some(Ok(())));
+                                    return Err(Early::upstream(UpstreamError::ReadTimeout, false, request_done));
+                                }
+                            }
+                        }
+                    };
+                    match head {
+                        Ok(Head::Final(meta)) => break Ok(meta),
+                        Err(e) => break Err(e),
+                        Ok(Head::Interim) => {}
+                    }
+                    let mut left = deadline
+                        .deadline()
+                        .saturating_duration_since(Instant::now());
+                    // Another head follows: under Nagle's algorithm it would wait
+                    // for the ACK of this one, which a client may delay (40 ms).
+                    set_nodelay(client_wr, nodelay);
+                    let mut relay = pin!(write_client(&mut client_wr, response_head, &[], t));
                     loop {
                         tokio::select! {
                             biased;
                             result = pump.as_mut(), if sent.is_none() => {
                                 sent = Some(pumped(result)?);
-                                deadline.as_mut().reset(Instant::now() + t.upstream_read);
+                                left = t.upstream_read;
                             }
-                            head = head.as_mut() => break head,
-                            _ = deadline.as_mut() => {
-                                let request_done = matches!(sent, Some(Ok(())));
-                                return Err(Early::upstream(UpstreamError::ReadTimeout, false, request_done));
+                            written = relay.as_mut() => {
+                                written.map_err(|error| Early {
+                                    error,
+                                    retryable: false,
+                                    request_done: matches!(sent, Some(Ok(()))),
+                                })?;
+                                break;
                             }
                         }
                     }
-                };
-                match head {
-                    Ok(Head::Final(meta)) => break Ok(meta),
-                    Err(e) => break Err(e),
-                    Ok(Head::Interim) => {}
+                    deadline.as_mut().reset(Instant::now() + left);
                 }
-                let mut left = deadline
-                    .deadline()
-                    .saturating_duration_since(Instant::now());
-                // Another head follows: under Nagle's algorithm it would wait
-                // for the ACK of this one, which a client may delay (40 ms).
-                set_nodelay(client_wr, nodelay);
-                let mut relay = pin!(write_client(&mut client_wr, response_head, &[], t));
-                loop {
-                    tokio::select! {
-                        biased;
-                        result = pump.as_mut(), if sent.is_none() => {
-                            sent = Some(pumped(result)?);
-                            left = t.upstream_read;
-                        }
-                        written = relay.as_mut() => {
-                            written.map_err(|error| Early {
-                                error,
-                                retryable: false,
-                                request_done: matches!(sent, Some(Ok(()))),
-                            })?;
-                            break;
-                        }
-                    }
-                }
-                deadline.as_mut().reset(Instant::now() + left);
-            }
-        };
-        // The cursor counts body bytes as taken before their write upstream:
-        // only a pump that finished says the whole body left (and was
-        // consumed from `buf`).
-        let request_done = matches!(sent, Some(Ok(())));
-        *body_unread = !request_done;
-        let meta = match head {
-            Ok(meta) => meta,
-            Err((error, any_bytes)) => {
-                let error = match (error, sent) {
-                    // Report why the request could not be sent, not the
-                    // closed connection that followed.
-                    (UpstreamError::Closed, Some(Err(write))) => write.into(),
-                    (error, _) => error.into(),
-                };
-                return Err(Early {
-                    error,
-                    retryable: !any_bytes,
-                    request_done,
-                });
-            }
-        };
-
-        if meta.status == 101 {
-            // The body pump stopped where it was: bytes it had taken may be
-            // half written upstream or held in a splice pipe, and would be
-            // sent twice or lost ahead of the tunnel's. An upgrade request
-            // has no body as a rule, so a switch before the whole body went
-            // up is refused (nothing reached the client yet).
-            if !request_done {
-                return Err(Early::upstream(UpstreamError::EarlySwitch, false, false));
-            }
-            set_nodelay(client_wr, nodelay);
-            heads::finish_head(response_head, None, false, ConnectionField::Upgrade);
-            let idle = worker.config.http.tunnel_timeout;
-            // Bytes either side sent early (after its head) go first.
-            let opened = async {
-                write_client(&mut client_wr, response_head, &up.buf, t).await?;
-                within(
-                    t.upstream_write,
-                    up_wr.write_all(buf),
-                    UpstreamError::Write,
-                    UpstreamError::WriteTimeout,
-                )
-                .await?;
-                Ok::<(), PumpError>(())
             };
-            let sent = (response_head.len() + up.buf.len()) as u64;
-            if opened.await.is_ok() {
-                buf.clear();
-                let carried =
-                    tunnel::run(&mut client_rd, &mut client_wr, &mut up_rd, &mut up_wr, idle).await;
-                counted.ok();
-                worker.stats().read_u64(carried.up);
-                return Ok(Done {
-                    served: Served {
-                        status: 101,
-                        bytes_sent: sent + carried.down,
-                        upstream: None,
-                        upstream_time: None,
-                    },
-                    close: true,
-                });
-            }
-            return Ok(closed_by_client(101));
-        }
-
-        // An HTTP/1.0 client cannot take chunks: decode, and close to end.
-        let decode = meta.framing == Framing::Chunked && req.version == Version::Http10;
-        let to_client = if decode { Framing::Close } else { meta.framing };
-        let close =
-            !req.keep_alive || worker.stopping() || !request_done || to_client == Framing::Close;
-        let content_length = match meta.framing {
-            Framing::Length(n) => Some(n),
-            Framing::Empty if meta.status != 204 => meta.content_length,
-            _ => None,
-        };
-        heads::finish_head(
-            response_head,
-            content_length,
-            to_client == Framing::Chunked,
-            connection_field(req.version, close),
-        );
-
-        let whole = match meta.framing {
-            Framing::Empty => true,
-            Framing::Length(n) => up.buf.len() as u64 >= n,
-            Framing::Chunked | Framing::Close => false,
-        };
-        let last = close && whole;
-        if !last {
-            set_nodelay(client_wr, nodelay);
-        }
-        let mut body = BodyCursor::new(meta.framing);
-        let relay = if decode {
-            Relay::Decoded
-        } else {
-            Relay::AsIs(worker.pipes())
-        };
-        let result = send_response(
-            &mut up_rd,
-            &mut up.buf,
-            &mut client_wr,
-            OutHead {
-                bytes: response_head,
-                last,
-            },
-            &mut body,
-            relay,
-            t,
-        )
-        .await;
-        let status = meta.status;
-        let bytes_sent = match result {
-            Ok(n) => n,
-            // Nothing reached the client yet: it still gets an error page.
-            Err((PumpError::Upstream(e), false)) => {
-                return Err(Early::upstream(e, false, request_done));
-            }
-            Err((error, _)) => {
-                if let PumpError::Upstream(e) = &error {
-                    error!(worker.log, "upstream response failed";
-                        "client" => %peer, "upstream" => %addr, "error" => %e, "request_id" => &*request_id);
-                    counted.failed(e);
+            // The cursor counts body bytes as taken before their write upstream:
+            // only a pump that finished says the whole body left (and was
+            // consumed from `buf`).
+            let request_done = matches!(sent, Some(Ok(())));
+            *body_unread = !request_done;
+            let meta = match head {
+                Ok(meta) => meta,
+                Err((error, any_bytes)) => {
+                    let error = match (error, sent) {
+                        // Report why the request could not be sent, not the
+                        // closed connection that followed.
+                        (UpstreamError::Closed, Some(Err(write))) => write.into(),
+                        (error, _) => error.into(),
+                    };
+                    return Err(Early {
+                        error,
+                        retryable: !any_bytes,
+                        request_done,
+                    });
                 }
-                // Closing is the only way to tell the client the body is
-                // incomplete once its head has gone out.
-                return Ok(Done {
-                    served: Served {
-                        status,
-                        bytes_sent: 0,
-                        upstream: None,
-                        upstream_time: None,
-                    },
-                    close: true,
-                });
+            };
+
+            if meta.status == 101 {
+                // The body pump stopped where it was: bytes it had taken may be
+                // half written upstream or held in a splice pipe, and would be
+                // sent twice or lost ahead of the tunnel's. An upgrade request
+                // has no body as a rule, so a switch before the whole body went
+                // up is refused (nothing reached the client yet).
+                if !request_done {
+                    return Err(Early::upstream(UpstreamError::EarlySwitch, false, false));
+                }
+                set_nodelay(client_wr, nodelay);
+                heads::finish_head(response_head, None, false, ConnectionField::Upgrade);
+                let idle = worker.config.http.tunnel_timeout;
+                // Bytes either side sent early (after its head) go first.
+                let opened = async {
+                    write_client(&mut client_wr, response_head, &up.buf, t).await?;
+                    within(
+                        t.upstream_write,
+                        up_wr.write_all(buf),
+                        UpstreamError::Write,
+                        UpstreamError::WriteTimeout,
+                    )
+                    .await?;
+                    Ok::<(), PumpError>(())
+                };
+                let sent = (response_head.len() + up.buf.len()) as u64;
+                if opened.await.is_ok() {
+                    buf.clear();
+                    let carried =
+                        tunnel::run(&mut client_rd, &mut client_wr, &mut up_rd, &mut up_wr, idle)
+                            .await;
+                    counted.ok();
+                    worker.stats().read_u64(carried.up);
+                    return Ok(Done {
+                        served: Served {
+                            status: 101,
+                            bytes_sent: sent + carried.down,
+                            upstream: None,
+                            upstream_time: None,
+                        },
+                        close: true,
+                    });
+                }
+                return Ok(closed_by_client(101));
             }
-        };
-        counted.ok();
-        let reusable = meta.keep_alive && request_done && meta.framing != Framing::Close;
-        if reusable {
-            // A body announced but absent that the server sends anyway would
-            // answer the next request on the connection: bytes read with the
-            // head keep it out of the pool (`release`), bytes that come
-            // before it is taken again make it closed then.
-            up.recheck = meta.announces_absent_body;
-            group.release(up);
+
+            // An HTTP/1.0 client cannot take chunks: decode, and close to end.
+            let decode = meta.framing == Framing::Chunked && req.version == Version::Http10;
+            let to_client = if decode { Framing::Close } else { meta.framing };
+            let close = !req.keep_alive
+                || worker.stopping()
+                || !request_done
+                || to_client == Framing::Close;
+            let content_length = match meta.framing {
+                Framing::Length(n) => Some(n),
+                Framing::Empty if meta.status != 204 => meta.content_length,
+                _ => None,
+            };
+            heads::finish_head(
+                response_head,
+                content_length,
+                to_client == Framing::Chunked,
+                connection_field(req.version, close),
+            );
+
+            let whole = match meta.framing {
+                Framing::Empty => true,
+                Framing::Length(n) => up.buf.len() as u64 >= n,
+                Framing::Chunked | Framing::Close => false,
+            };
+            let last = close && whole;
+            if !last {
+                set_nodelay(client_wr, nodelay);
+            }
+            let mut body = BodyCursor::new(meta.framing);
+            let relay = if decode {
+                Relay::Decoded
+            } else {
+                Relay::AsIs(worker.pipes())
+            };
+            let result = send_response(
+                &mut up_rd,
+                &mut up.buf,
+                &mut client_wr,
+                OutHead {
+                    bytes: response_head,
+                    last,
+                },
+                &mut body,
+                relay,
+                t,
+            )
+            .await;
+            let status = meta.status;
+            let bytes_sent = match result {
+                Ok(n) => n,
+                // Nothing reached the client yet: it still gets an error page.
+                Err((PumpError::Upstream(e), false)) => {
+                    return Err(Early::upstream(e, false, request_done));
+                }
+                Err((error, _)) => {
+                    if let PumpError::Upstream(e) = &error {
+                        error!(worker.log, "upstream response failed";
+                            "client" => %peer, "upstream" => %addr, "error" => %e, "request_id" => &*request_id);
+                        counted.failed(e);
+                    }
+                    // Closing is the only way to tell the client the body is
+                    // incomplete once its head has gone out.
+                    return Ok(Done {
+                        served: Served {
+                            status,
+                            bytes_sent: 0,
+                            upstream: None,
+                            upstream_time: None,
+                        },
+                        close: true,
+                    });
+                }
+            };
+            counted.ok();
+            let reusable = meta.keep_alive && request_done && meta.framing != Framing::Close;
+            if reusable {
+                // A body announced but absent that the server sends anyway would
+                // answer the next request on the connection: bytes read with the
+                // head keep it out of the pool (`release`), bytes that come
+                // before it is taken again make it closed then.
+                up.recheck = meta.announces_absent_body;
+                group.release(up);
+            }
+            Ok(Done {
+                served: Served {
+                    status,
+                    bytes_sent,
+                    upstream: None,
+                    upstream_time: None,
+                },
+                close,
+            })
         }
-        Ok(Done {
-            served: Served {
-                status,
-                bytes_sent,
-                upstream: None,
-                upstream_time: None,
-            },
-            close,
-        })
     }
 }
 
