@@ -389,3 +389,40 @@ fn start_refuses_a_log_file_in_a_missing_directory() {
         "pid file left behind"
     );
 }
+
+/// What `-t` checks beyond the file (log directories, `user`) is reported
+/// like the file's own problems: one `file:line: key: reason` line each,
+/// every one of them, not only the first without its line.
+#[test]
+fn check_names_the_line_of_every_log_file_a_start_would_refuse() {
+    let dir = tempfile::tempdir().unwrap();
+    let error_log = dir.path().join("gone").join("error.log");
+    let access_log = dir.path().join("missing").join("access.log");
+    let text = good_config(dir.path())
+        .replace(
+            &format!("error_log = \"{}/error.log\"", dir.path().display()),
+            &format!("error_log = \"{}\"", error_log.display()),
+        )
+        .replace(
+            "access_log = \"off\"",
+            &format!("access_log = \"{}\"", access_log.display()),
+        );
+    let path = dir.path().join("logs.toml");
+    fs::write(&path, &text).unwrap();
+    let (code, stdout, stderr) = check(&path);
+    assert_eq!(code, 1, "stdout: {stdout}\nstderr: {stderr}");
+    for (key, file) in [
+        ("log.error_log", &error_log),
+        ("log.access_log", &access_log),
+    ] {
+        let line = line_of(&text, &file.display().to_string());
+        let location = format!("{}:{line}: {key}: ", path.display());
+        assert!(
+            stderr
+                .lines()
+                .any(|l| l.starts_with(&location) && l.contains(&file.display().to_string())),
+            "no line starting {location:?} naming {}: {stderr}",
+            file.display()
+        );
+    }
+}

@@ -2,15 +2,13 @@
 //! master, test a config, or signal a running master.
 
 use crate::listeners::Listeners;
-use crate::os::Credentials;
-use crate::run::{worker_credentials, Master, Startup};
-use crate::{admin, control_socket, log_files, os, pidfile, signals, upgrade};
+use crate::run::{start_checks, Master, Startup};
+use crate::{admin, control_socket, os, pidfile, signals, upgrade};
 use clap::{Parser, Subcommand, ValueEnum};
 use nix::sys::signal::Signal;
 use prefork_shared::config_file;
 use prefork_shared::exit;
 use prefork_shared::log;
-use prefork_shared::Config;
 use slog::{error, info, warn};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::AtomicU64;
@@ -117,7 +115,7 @@ impl SignalName {
 pub fn test_config(path: &Path) -> i32 {
     let checked = config_file::load(path)
         .map_err(|e| e.to_string())
-        .and_then(|c| start_checks(&c, path).map(|_| c));
+        .and_then(|c| start_checks(&c, path).map(|_| c).map_err(|e| e.to_string()));
     match checked {
         Ok(c) => {
             let listen: Vec<String> = c.listen.iter().map(|l| l.addr.to_string()).collect();
@@ -137,16 +135,6 @@ pub fn test_config(path: &Path) -> i32 {
             exit::FAILURE
         }
     }
-}
-
-/// What a start checks beyond the file itself, `-t` too: the workers'
-/// `user` exists (as root) and every log file's directory does. Returns the
-/// workers' credentials, or the error naming `path` and the key.
-fn start_checks(config: &Config, path: &Path) -> Result<Option<Credentials>, String> {
-    let credentials =
-        worker_credentials(config).map_err(|e| format!("{}: user: {e}", path.display()))?;
-    log_files::check(config).map_err(|e| format!("{}: {e}", path.display()))?;
-    Ok(credentials)
 }
 
 /// `prefork -s NAME`: signals the master named in the config's pid file.

@@ -15,6 +15,7 @@ use crate::os::Credentials;
 use nix::sys::stat::{fchmod, fstat, Mode, SFlag};
 use nix::unistd::fchown;
 use prefork_shared::config::{LogTarget, RouteAccessLog};
+use prefork_shared::config_file::KeyPath;
 use prefork_shared::Config;
 use std::collections::BTreeSet;
 use std::fs::OpenOptions;
@@ -23,17 +24,19 @@ use std::os::unix::fs::OpenOptionsExt;
 use std::path::Path;
 
 /// Every log file `config` names, with its key.
-fn files(config: &Config) -> Vec<(String, &Path)> {
+fn files(config: &Config) -> Vec<(KeyPath, &Path)> {
+    let log = KeyPath::default().key("log");
     let mut files = Vec::new();
     if let LogTarget::File(path) = &config.log.error_log {
-        files.push(("log.error_log".to_owned(), path.as_path()));
+        files.push((log.key("error_log"), path.as_path()));
     }
     if let Some(LogTarget::File(path)) = &config.log.access_log {
-        files.push(("log.access_log".to_owned(), path.as_path()));
+        files.push((log.key("access_log"), path.as_path()));
     }
     for (i, route) in config.routes.iter().enumerate() {
         if let RouteAccessLog::To(LogTarget::File(path)) = &route.access_log {
-            files.push((format!("routes[{i}].access_log"), path.as_path()));
+            let key = KeyPath::default().key("routes").index(i).key("access_log");
+            files.push((key, path.as_path()));
         }
     }
     files
@@ -41,36 +44,34 @@ fn files(config: &Config) -> Vec<(String, &Path)> {
 
 /// Checks that the directory of every log file exists and that no log file
 /// is a directory. It creates nothing: a file is created by whoever opens it
-/// first (the master for workers running as `user`, see [`give_to`]). The error names the key, the
-/// file and the reason.
-pub fn check(config: &Config) -> Result<(), String> {
+/// first (the master for workers running as `user`, see [`give_to`]). Each
+/// problem names the key, the file and the reason.
+pub fn check(config: &Config) -> Vec<(KeyPath, String)> {
+    let mut problems = Vec::new();
     for (key, file) in files(config) {
         let dir = match file.parent() {
             Some(dir) if !dir.as_os_str().is_empty() => dir,
             _ => Path::new("."),
         };
-        match std::fs::metadata(dir) {
-            Ok(meta) if meta.is_dir() => {}
-            Ok(_) => {
-                return Err(format!(
-                    "{key}: {}: {} is not a directory",
-                    file.display(),
-                    dir.display()
-                ))
+        let problem = match std::fs::metadata(dir) {
+            Ok(meta) if !meta.is_dir() => Some(format!(
+                "{}: {} is not a directory",
+                file.display(),
+                dir.display()
+            )),
+            Ok(_) if std::fs::metadata(file).is_ok_and(|meta| meta.is_dir()) => {
+                Some(format!("{}: is a directory", file.display()))
             }
-            Err(e) => {
-                return Err(format!(
-                    "{key}: {}: directory {}: {e}",
-                    file.display(),
-                    dir.display()
-                ))
-            }
-        }
-        if std::fs::metadata(file).is_ok_and(|meta| meta.is_dir()) {
-            return Err(format!("{key}: {}: is a directory", file.display()));
-        }
+            Ok(_) => None,
+            Err(e) => Some(format!(
+                "{}: directory {}: {e}",
+                file.display(),
+                dir.display()
+            )),
+        };
+        problems.extend(problem.map(|p| (key, p)));
     }
-    Ok(())
+    problems
 }
 
 /// Creates every log file `config` names (if missing) and gives it to
@@ -126,22 +127,23 @@ mod tests {
     }
 
     #[test]
-    fn names_the_key_and_file_of_a_log_that_cannot_be_created() {
+    fn names_the_key_and_file_of_every_log_that_cannot_be_created() {
         let dir = tempfile::tempdir().unwrap();
         let d = dir.path().display();
-        assert_eq!(
-            check(&config(&format!("error_log = \"{d}/e.log\""))),
-            Ok(())
-        );
-        let missing = check(&config(&format!("access_log = \"{d}/no/a.log\"")));
-        let err = missing.unwrap_err();
+        let shown = |problems: Vec<(KeyPath, String)>| -> Vec<String> {
+            problems.iter().map(|(k, p)| format!("{k}: {p}")).collect()
+        };
+        assert!(check(&config(&format!("error_log = \"{d}/e.log\""))).is_empty());
+        let both = shown(check(&config(&format!(
+            "error_log = \"{d}\"\naccess_log = \"{d}/no/a.log\""
+        ))));
+        assert_eq!(both.len(), 2, "{both:?}");
+        assert_eq!(both[0], format!("log.error_log: {d}: is a directory"));
         assert!(
-            err.starts_with(&format!("log.access_log: {d}/no/a.log: directory {d}/no: ")),
-            "{err}"
+            both[1].starts_with(&format!("log.access_log: {d}/no/a.log: directory {d}/no: ")),
+            "{both:?}"
         );
-        let is_dir = check(&config(&format!("error_log = \"{d}\"")));
-        assert_eq!(is_dir, Err(format!("log.error_log: {d}: is a directory")));
-        assert_eq!(check(&config("error_log = \"stderr\"")), Ok(()));
+        assert!(check(&config("error_log = \"stderr\"")).is_empty());
     }
 
     fn nobody() -> Option<Credentials> {

@@ -18,7 +18,7 @@ use crate::upgrade::{self, Inherited};
 use crossbeam_channel::{select, Receiver, Sender};
 use ipc_channel::ipc::IpcSender;
 use nix::sys::signal::Signal;
-use prefork_shared::config_file;
+use prefork_shared::config_file::{self, KeyPath};
 use prefork_shared::ipc::{MasterMsg, StopMode, WorkerMsg};
 use prefork_shared::load_board::LoadBoard;
 use prefork_shared::Config;
@@ -28,7 +28,7 @@ use std::net::Shutdown;
 use std::net::TcpListener;
 use std::os::fd::AsRawFd;
 use std::os::unix::net::UnixStream;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Instant;
@@ -661,13 +661,10 @@ impl Master {
             Ok(c) => c,
             Err(e) => return self.reload_failed(e.to_string()),
         };
-        let credentials = match worker_credentials(&config) {
+        let credentials = match start_checks(&config, &self.config_path) {
             Ok(c) => c,
-            Err(e) => return self.reload_failed(format!("user: {e}")),
+            Err(e) => return self.reload_failed(e.to_string()),
         };
-        if let Err(e) = log_files::check(&config) {
-            return self.reload_failed(format!("{}: {e}", self.config_path.display()));
-        }
         let path = reload_path(self.current_config(), &config);
         // A pid file the master cannot write would leave `prefork -s` unable
         // to find it: refuse the reload, before anything changed.
@@ -762,5 +759,31 @@ pub fn worker_credentials(config: &Config) -> std::io::Result<Option<Credentials
     match &config.user {
         Some(name) if os::is_root() => os::lookup_user(name).map(Some),
         _ => Ok(None),
+    }
+}
+
+/// What a start, a reload and `-t` check beyond the file itself, as
+/// `nginx -t` does: the workers' `user` exists (as root) and every log
+/// file's directory does. Returns the workers' credentials, or every problem
+/// found, each located in the config file at `path` (`file:line: key:
+/// reason`) like the file's own problems.
+pub fn start_checks(
+    config: &Config,
+    path: &Path,
+) -> Result<Option<Credentials>, config_file::ConfigError> {
+    let mut problems = Vec::new();
+    let credentials = worker_credentials(config).unwrap_or_else(|e| {
+        let user = KeyPath::default().key("user");
+        problems.push(config_file::problem_at(path, &user, e.to_string()));
+        None
+    });
+    for (key, why) in log_files::check(config) {
+        problems.push(config_file::problem_at(path, &key, why));
+    }
+    if problems.is_empty() {
+        Ok(credentials)
+    } else {
+        problems.sort_by_key(|p| p.line);
+        Err(config_file::ConfigError::Invalid { problems })
     }
 }

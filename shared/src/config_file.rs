@@ -8,7 +8,8 @@ use crate::config::{
     Balance, Config, FixedResponse, HealthCheck, HostMatch, HttpLimits, Listen, LogConfig,
     LogTarget, Route, RouteAction, Server, Upstream,
 };
-use crate::config_locate::{duplicate_key_at, key_at, line_at, line_of, KeyPath};
+pub use crate::config_locate::KeyPath;
+use crate::config_locate::{duplicate_key_at, key_at, line_at, line_of};
 use crate::cpus;
 use crate::uri_path::{self, AboveRoot};
 use serde::Deserialize;
@@ -94,6 +95,22 @@ impl fmt::Display for Problems<'_> {
             write!(f, "{p}")?;
         }
         Ok(())
+    }
+}
+
+/// A problem with the value at `key` found by a check beyond the file
+/// itself (the system's users, the file system), located in `file` as the
+/// validator's own problems are, so that it reads `file:line: key: reason`
+/// too. The file is read again for the line; without it, the line is left out.
+pub fn problem_at(file: &Path, key: &KeyPath, message: impl Into<String>) -> Problem {
+    let line = std::fs::read_to_string(file)
+        .ok()
+        .and_then(|source| line_of(&source, key));
+    Problem {
+        file: file.to_owned(),
+        line,
+        key: key.to_string(),
+        message: message.into(),
     }
 }
 
