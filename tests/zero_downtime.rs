@@ -83,11 +83,15 @@ fn a_hung_worker_is_killed_and_replaced() {
 /// tells whether a request then shows in a new access log. The worker learns
 /// of the signal over IPC, so a request sent at once may still be logged to
 /// the old file: numbered requests are sent until one shows in the new file.
-fn rotate_logs_and_wait_for_reopen(p: &Prefork, dir: &std::path::Path) -> bool {
+fn rotate_logs_and_wait_for_reopen(
+    p: &Prefork,
+    dir: &std::path::Path,
+    reopen: impl FnOnce(),
+) -> bool {
     for name in ["error.log", "access.log"] {
         std::fs::rename(dir.join(name), dir.join(format!("{name}.1"))).expect("rotate");
     }
-    p.signal(Signal::SIGUSR1);
+    reopen();
     let mut sent = 0;
     wait_until(Duration::from_secs(10), || {
         sent += 1;
@@ -106,7 +110,7 @@ fn sigusr1_reopens_the_log_files() {
     let p = Prefork::start(Setup::new(1));
     let dir = p.dir().to_owned();
     assert!(serves(&p));
-    let reopened = rotate_logs_and_wait_for_reopen(&p, &dir);
+    let reopened = rotate_logs_and_wait_for_reopen(&p, &dir, || p.signal(Signal::SIGUSR1));
     assert!(reopened, "the access log was not reopened\n{}", p.logs());
     // From then on, every line goes to the new file.
     let r = http::get(p.port(), prefork::PROBE_HOST, "/after-reopen").expect("request");
@@ -131,6 +135,26 @@ fn sigusr1_reopens_the_log_files() {
         "the error log was not reopened\n{}",
         p.logs()
     );
+}
+
+/// `prefork -s reopen` is nginx's name for SIGUSR1 (logrotate's
+/// `postrotate` line), as `reload`, `quit` and `stop` name the others.
+#[test]
+fn signal_reopen_reopens_the_log_files() {
+    let p = Prefork::start(Setup::new(1));
+    let dir = p.dir().to_owned();
+    assert!(serves(&p));
+    let reopened = rotate_logs_and_wait_for_reopen(&p, &dir, || {
+        let out = p.cli(&["-s", "reopen"]);
+        assert!(
+            out.status.success(),
+            "-s reopen: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let said = String::from_utf8_lossy(&out.stdout);
+        assert!(said.contains("SIGUSR1"), "-s reopen printed {said:?}");
+    });
+    assert!(reopened, "the access log was not reopened\n{}", p.logs());
 }
 
 #[test]
@@ -159,7 +183,7 @@ fn sigusr1_lets_unprivileged_workers_reopen_logs_in_a_root_owned_directory() {
     let p = Prefork::start_in(dir, Setup::new(1).top("user = \"nobody\""));
     let dir = p.dir().to_owned();
     assert!(serves(&p));
-    let reopened = rotate_logs_and_wait_for_reopen(&p, &dir);
+    let reopened = rotate_logs_and_wait_for_reopen(&p, &dir, || p.signal(Signal::SIGUSR1));
     assert!(
         reopened,
         "the worker did not reopen its access log\n{}",

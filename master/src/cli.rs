@@ -91,12 +91,14 @@ fn parse_delay(text: &str) -> Result<f64, String> {
 /// Signals `-s` can send.
 #[derive(ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
 pub enum SignalName {
-    /// SIGHUP: re-read the config and roll to a new generation of workers.
+    /// Reload the config (over the control socket; SIGHUP if no master answers there).
     Reload,
     /// SIGQUIT: graceful stop.
     Quit,
     /// SIGTERM: fast stop.
     Stop,
+    /// SIGUSR1: reopen the log files (after logrotate renamed them).
+    Reopen,
 }
 
 impl SignalName {
@@ -105,6 +107,7 @@ impl SignalName {
             SignalName::Reload => Signal::SIGHUP,
             SignalName::Quit => Signal::SIGQUIT,
             SignalName::Stop => Signal::SIGTERM,
+            SignalName::Reopen => Signal::SIGUSR1,
         }
     }
 }
