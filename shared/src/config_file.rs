@@ -482,9 +482,16 @@ impl Validator<'_> {
         let listen = self.listen(root.key("listen"), raw.listen);
         let upstreams = self.upstreams(root.key("upstreams"), raw.upstreams);
         let routes = self.routes(root.key("routes"), raw.routes, &upstreams);
-        let pid_file = raw
-            .pid_file
-            .unwrap_or_else(|| PathBuf::from(DEFAULT_PID_FILE));
+        let pid_file = match raw.pid_file {
+            // A start could never write it (nor find the control socket
+            // beside it): refused here rather than by the start alone.
+            Some(path) if path.as_os_str().is_empty() => {
+                self.problem(&root.key("pid_file"), "must not be empty");
+                PathBuf::from(DEFAULT_PID_FILE)
+            }
+            Some(path) => path,
+            None => PathBuf::from(DEFAULT_PID_FILE),
+        };
         let control_socket = self.control_socket(raw.control_socket, &pid_file);
         let admin = self.admin(root.key("admin"), raw.admin);
         if let Some(a) = &admin {
@@ -1209,6 +1216,12 @@ respond = { status = 200, body = "ok\n" }
         assert_eq!(c.log.error_log, LogTarget::Stderr);
         assert_eq!(c.log.access_log, Some(LogTarget::Stdout));
         assert_eq!(c.pid_file, PathBuf::from(DEFAULT_PID_FILE));
+    }
+
+    #[test]
+    fn an_empty_pid_file_is_refused() {
+        let e = parse_err("workers = 1\npid_file = \"\"\n");
+        assert_eq!(e, "t.toml:2: pid_file: must not be empty");
     }
 
     #[test]
