@@ -339,6 +339,45 @@ fn a_killed_worker_is_counted_as_a_restart_in_status_and_metrics() {
     );
 }
 
+/// SIGHUP, SIGQUIT or SIGTERM sent to one worker (the README's "to one
+/// worker" column, nginx's way to recycle a worker) asks for a fresh one:
+/// not a crash, so no restart is counted, nothing is logged as unexpected,
+/// and no crash-loop backoff delays the replacement, even right after the
+/// previous one started.
+#[test]
+fn a_worker_stopped_by_an_operators_signal_is_replaced_without_counting_a_restart() {
+    let admin = free_port();
+    let p = Prefork::start(Setup::new(1).body(&admin_table(admin)));
+    for signal in [Signal::SIGHUP, Signal::SIGQUIT, Signal::SIGTERM] {
+        let ready = p
+            .wait_status(REPORTED, |s| s["workers"][0]["state"] == "ready")
+            .expect("a ready worker");
+        let victim = ready["workers"][0]["pid"].as_i64().expect("its pid") as i32;
+        kill(Pid::from_raw(victim), signal).unwrap();
+        p.wait_workers(1, Duration::from_secs(10), |w| w[0].pid != victim)
+            .unwrap_or_else(|| panic!("the worker stopped by {signal} is replaced"));
+    }
+    let status = p
+        .wait_status(REPORTED, |s| s["workers"][0]["state"] == "ready")
+        .expect("the last replacement becomes ready");
+    assert_eq!(
+        status["workers"][0]["restarts"].as_u64(),
+        Some(0),
+        "{status}\n{}",
+        p.logs()
+    );
+    let s = scrape(admin);
+    assert_eq!(
+        sum(&s, "prefork_worker_restarts_total", &[("worker", "0")]),
+        0.0
+    );
+    assert!(
+        !p.error_log().contains("unexpectedly"),
+        "an operator's signal logged as a crash:\n{}",
+        p.error_log()
+    );
+}
+
 #[test]
 fn healthz_turns_503_while_draining() {
     let silent = SilentOrigin::start();

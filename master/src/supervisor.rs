@@ -562,6 +562,9 @@ impl Supervisor {
             }
             return;
         }
+        // An operator's SIGHUP, SIGQUIT or SIGTERM to this worker asks for a
+        // fresh one (as in nginx): no crash, so no count and no backoff.
+        let signalled = status == ExitStatus::Code(exit::WORKER_STOPPED_BY_SIGNAL);
         let boot_failure = status == ExitStatus::Code(exit::WORKER_BOOT_FAILURE)
             || matches!(
                 worker.state,
@@ -574,6 +577,12 @@ impl Supervisor {
         {
             // The generation serving while the current one starts: it must
             // keep its slots filled until the current one takes over.
+            if signalled {
+                info!(self.log, "worker of the serving generation stopped by a signal; replacing it";
+                    "slot" => worker.slot.0, "worker_pid" => pid, "worker_generation" => worker.generation.0);
+                self.pending_serving.insert(worker.slot, now);
+                return;
+            }
             let delay = self.schedule_serving_restart(worker.slot, quick, now);
             *self.restarts.entry(worker.slot).or_insert(0) += 1;
             warn!(self.log, "worker of the serving generation exited unexpectedly; restarting";
@@ -587,6 +596,12 @@ impl Supervisor {
         {
             info!(self.log, "worker exited"; "slot" => worker.slot.0, "worker_pid" => pid,
                 "worker_generation" => worker.generation.0, "status" => %status);
+            return;
+        }
+        if signalled {
+            info!(self.log, "worker stopped by a signal; replacing it";
+                "slot" => worker.slot.0, "worker_pid" => pid, "uptime_ms" => lived.as_millis() as u64);
+            self.pending.insert(worker.slot, now);
             return;
         }
         if worker.state == WorkerState::Hung {
@@ -1034,6 +1049,31 @@ mod tests {
         let much_later = now + HEALTHY_UPTIME + Duration::from_secs(1);
         let actions = s.handle(Event::WorkerExited(200, ExitStatus::Signal(9)), much_later);
         assert_eq!(spawns(&actions), vec![(0, 1)]);
+    }
+
+    #[test]
+    fn a_worker_stopped_by_a_signal_is_replaced_at_once_and_not_counted() {
+        let t0 = Instant::now();
+        let mut s = running(1, t0);
+        let signalled = ExitStatus::Code(exit::WORKER_STOPPED_BY_SIGNAL);
+        let mut pid = 100;
+        for i in 1..=3u64 {
+            // Each stopped right after it started: a crash would back off.
+            let now = t0 + Duration::from_millis(10 * i);
+            let actions = s.handle(Event::WorkerExited(pid, signalled), now);
+            assert_eq!(spawns(&actions), vec![(0, 1)], "stop {i}");
+            pid += 100;
+            s.handle(
+                Event::Spawned {
+                    slot: Slot(0),
+                    generation: Generation(1),
+                    pid,
+                },
+                now,
+            );
+            s.handle(Event::WorkerReady(pid), now);
+        }
+        assert!(s.restarts.values().all(|&n| n == 0), "{:?}", s.restarts);
     }
 
     #[test]

@@ -9,3 +9,7 @@ pub const USAGE: i32 = 2;
 /// A worker could not start (no IPC link, bad inherited sockets, no config):
 /// restarting it at once would fail the same way, so the master backs off.
 pub const WORKER_BOOT_FAILURE: i32 = 3;
+/// A worker stopped because a signal was sent to it, not by the master
+/// (an operator's SIGHUP, SIGQUIT or SIGTERM to one worker): the master
+/// replaces it at once and does not count it as a crash.
+pub const WORKER_STOPPED_BY_SIGNAL: i32 = 4;

@@ -6,8 +6,10 @@ use ipc_channel::IpcError;
 use prefork_shared::ipc::{MasterMsg, StopMode};
 use prefork_shared::Config;
 use slog::{error, warn, Logger};
+use std::cell::Cell;
 use std::future::Future;
 use std::io;
+use std::rc::Rc;
 use tokio::signal::unix::{signal, SignalKind};
 use tokio::sync::{mpsc, watch};
 
@@ -82,11 +84,15 @@ pub(crate) fn spawn_ipc_reader(
 }
 
 /// Installs the signal handlers and returns the task that applies them:
-/// SIGQUIT and SIGHUP stop gracefully (the master replaces a worker that
-/// exits after SIGHUP), SIGTERM and SIGINT stop fast.
+/// SIGQUIT and SIGHUP stop gracefully, SIGTERM and SIGINT stop fast. Each
+/// sets `signalled`, so that the worker's exit code tells the master it was
+/// stopped from outside, to be replaced rather than counted as a crash.
 ///
 /// Must be called inside the runtime.
-pub(crate) fn watch_signals(state: watch::Sender<Stop>) -> io::Result<impl Future<Output = ()>> {
+pub(crate) fn watch_signals(
+    state: watch::Sender<Stop>,
+    signalled: Rc<Cell<bool>>,
+) -> io::Result<impl Future<Output = ()>> {
     let mut quit = signal(SignalKind::quit())?;
     let mut hangup = signal(SignalKind::hangup())?;
     let mut terminate = signal(SignalKind::terminate())?;
@@ -99,6 +105,7 @@ pub(crate) fn watch_signals(state: watch::Sender<Stop>) -> io::Result<impl Futur
                 _ = terminate.recv() => Stop::Fast,
                 _ = interrupt.recv() => Stop::Fast,
             };
+            signalled.set(true);
             request_stop(&state, to);
         }
     })

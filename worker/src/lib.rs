@@ -45,6 +45,8 @@ use prefork_shared::ipc::{heartbeat_interval, MasterMsg, WorkerMsg, PROTOCOL_VER
 use prefork_shared::log::{self as plog, Role};
 use prefork_shared::Config;
 use slog::{error, info, o, warn};
+use std::cell::Cell;
+use std::rc::Rc;
 use std::time::{Duration, Instant};
 use tokio::sync::{mpsc, watch};
 
@@ -169,7 +171,8 @@ fn run(args: &WorkerArgs) -> Result<i32, BootError> {
     let local = tokio::task::LocalSet::new();
 
     let code = local.block_on(&runtime, async {
-        let signals = match control::watch_signals(stop_tx) {
+        let signalled = Rc::new(Cell::new(false));
+        let signals = match control::watch_signals(stop_tx, signalled.clone()) {
             Ok(signals) => signals,
             Err(e) => {
                 error!(log, "cannot install signal handlers"; "error" => %e);
@@ -228,7 +231,11 @@ fn run(args: &WorkerArgs) -> Result<i32, BootError> {
         if let Some(last) = newest.get() {
             stats::report(&last, &to_master);
         }
-        exit::OK
+        if signalled.get() {
+            exit::WORKER_STOPPED_BY_SIGNAL
+        } else {
+            exit::OK
+        }
     });
     // Close every connection before the logs flush.
     drop(local);
