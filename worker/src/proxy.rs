@@ -251,7 +251,7 @@ impl Connection {
                         .await
                 }
                 // nginx's 499: the client went away before the response.
-                None => closed_by_client(499),
+                None => cut_short(499),
             },
         }
     }
@@ -485,7 +485,7 @@ impl Connection {
                         close: true,
                     });
                 }
-                return Ok(closed_by_client(101));
+                return Ok(cut_short(101));
             }
 
             // An HTTP/1.0 client cannot take chunks: decode, and close to end.
@@ -550,15 +550,7 @@ impl Connection {
                     }
                     // Closing is the only way to tell the client the body is
                     // incomplete once its head has gone out.
-                    return Ok(Done {
-                        served: Served {
-                            status,
-                            bytes_sent: 0,
-                            upstream: None,
-                            upstream_time: None,
-                        },
-                        close: true,
-                    });
+                    return Ok(cut_short(status));
                 }
             };
             counted.ok();
@@ -590,7 +582,9 @@ fn with_upstream(mut done: Done, addr: SocketAddr) -> Done {
     done
 }
 
-fn closed_by_client(status: u16) -> Done {
+/// A response that ends with the connection closed before it was all sent:
+/// logged with `status`, no bytes counted as sent.
+fn cut_short(status: u16) -> Done {
     Done {
         served: Served {
             status,
