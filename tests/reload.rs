@@ -418,13 +418,7 @@ upstream = "missing"
     p.write_raw_config(&broken);
     let path = p.config_path().display().to_string();
 
-    let out = p.cli(&["-s", "reload"]);
-    let stderr = String::from_utf8_lossy(&out.stderr);
-    assert_eq!(
-        out.status.code(),
-        Some(1),
-        "-s reload with a broken config: {stderr}"
-    );
+    let stderr = refused_reload(&p);
     assert!(
         stderr.contains(&format!("{path}:{line}: routes[0].upstream")),
         "-s reload should say what is wrong: {stderr}"
@@ -500,13 +494,7 @@ fn cli_reload_and_quit_signal_the_master_named_in_the_pid_file() {
     );
 
     // With no master running, -s fails.
-    let out = p.cli(&["-s", "reload"]);
-    assert_eq!(
-        out.status.code(),
-        Some(1),
-        "-s reload with no master: stderr {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    refused_reload(&p);
 }
 
 #[test]
@@ -628,9 +616,7 @@ fn a_reload_to_a_pid_file_that_cannot_be_written_is_refused() {
     assert!(text.contains(&missing.display().to_string()));
     p.write_raw_config(&text);
 
-    let out = p.cli(&["-s", "reload"]);
-    let stderr = String::from_utf8_lossy(&out.stderr);
-    assert_eq!(out.status.code(), Some(1), "-s reload: {stderr}");
+    let stderr = refused_reload(&p);
     assert!(
         stderr.contains(&format!("pid_file: {}", missing.display())),
         "-s reload should name the pid file and why: {stderr}"
@@ -660,12 +646,18 @@ fn a_reload_to_a_log_file_in_a_missing_directory_is_refused() {
     assert!(text.contains(&missing.display().to_string()));
     p.write_raw_config(&text);
 
-    let out = p.cli(&["-s", "reload"]);
-    let stderr = String::from_utf8_lossy(&out.stderr);
-    assert_eq!(out.status.code(), Some(1), "-s reload: {stderr}");
+    let stderr = refused_reload(&p);
     assert!(
         stderr.contains("log.access_log") && stderr.contains(&missing.display().to_string()),
         "-s reload should name the key and the file: {stderr}"
     );
     assert_eq!(pids(&p.workers()), pids(&before));
+}
+
+/// Runs `prefork -s reload`, which must fail (exit 1); returns its stderr.
+fn refused_reload(p: &Prefork) -> String {
+    let out = p.cli(&["-s", "reload"]);
+    let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
+    assert_eq!(out.status.code(), Some(1), "-s reload: {stderr}");
+    stderr
 }
