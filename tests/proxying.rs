@@ -631,7 +631,7 @@ upstream = "app"
         b"POST /up HTTP/1.1\r\nHost: app.local\r\nTransfer-Encoding: chunked\r\n\r\n5\r\nhello\r\n",
     )
     .unwrap();
-    let (mut up, _) = origin.accept().unwrap();
+    let (mut up, worker_end) = origin.accept().unwrap();
     up.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
     let mut got = Vec::new();
     while !got.ends_with(b"hello\r\n") {
@@ -652,7 +652,18 @@ upstream = "app"
     socket2::SockRef::from(&up)
         .set_linger(Some(Duration::ZERO))
         .unwrap();
+    let origin_port = origin.local_addr().unwrap().port();
+    assert!(established(worker_end.port(), origin_port));
     drop(up);
+    // The reset may wait for the kernel's softirq thread on a busy machine:
+    // a worker resumed before it arrives writes the last chunk successfully.
+    assert!(
+        wait_until(Duration::from_secs(5), || !established(
+            worker_end.port(),
+            origin_port
+        )),
+        "the reset never reached the worker's upstream socket"
+    );
     drop(resume);
 
     let r = c.read_response().unwrap();
@@ -664,4 +675,19 @@ upstream = "app"
         String::from_utf8_lossy(&rest),
         p.access_log()
     );
+}
+
+/// Whether /proc/net/tcp lists the connection from 127.0.0.1:`local` to
+/// 127.0.0.1:`remote` as established.
+fn established(local: u16, remote: u16) -> bool {
+    let table = std::fs::read_to_string("/proc/net/tcp").expect("read /proc/net/tcp");
+    let (local, remote) = (
+        format!("0100007F:{local:04X}"),
+        format!("0100007F:{remote:04X}"),
+    );
+    table.lines().skip(1).any(|line| {
+        let f: Vec<&str> = line.split_whitespace().collect();
+        // st 01 is ESTABLISHED.
+        f.len() > 3 && f[1] == local && f[2] == remote && f[3] == "01"
+    })
 }
