@@ -426,3 +426,36 @@ fn check_names_the_line_of_every_log_file_a_start_would_refuse() {
         );
     }
 }
+
+/// The master creates its pid file and its control socket before it
+/// serves: `-t` refuses either in a missing directory, with its line, as a
+/// start would (the start failed before with the path alone).
+#[test]
+fn check_names_the_line_of_a_pid_file_or_control_socket_in_a_missing_directory() {
+    let dir = tempfile::tempdir().unwrap();
+    let pid_file = dir.path().join("gone").join("prefork.pid");
+    let socket = dir.path().join("missing").join("prefork.sock");
+    let text = good_config(dir.path()).replace(
+        &format!("pid_file = \"{}/never.pid\"", dir.path().display()),
+        &format!(
+            "pid_file = \"{}\"\ncontrol_socket = \"{}\"",
+            pid_file.display(),
+            socket.display()
+        ),
+    );
+    let path = dir.path().join("paths.toml");
+    fs::write(&path, &text).unwrap();
+    let (code, stdout, stderr) = check(&path);
+    assert_eq!(code, 1, "stdout: {stdout}\nstderr: {stderr}");
+    for (key, file) in [("pid_file", &pid_file), ("control_socket", &socket)] {
+        let line = line_of(&text, &file.display().to_string());
+        let location = format!("{}:{line}: {key}: ", path.display());
+        assert!(
+            stderr
+                .lines()
+                .any(|l| l.starts_with(&location) && l.contains(&file.display().to_string())),
+            "no line starting {location:?} naming {}: {stderr}",
+            file.display()
+        );
+    }
+}

@@ -47,31 +47,35 @@ fn files(config: &Config) -> Vec<(KeyPath, &Path)> {
 /// first (the master for workers running as `user`, see [`give_to`]). Each
 /// problem names the key, the file and the reason.
 pub fn check(config: &Config) -> Vec<(KeyPath, String)> {
-    let mut problems = Vec::new();
-    for (key, file) in files(config) {
-        let dir = match file.parent() {
-            Some(dir) if !dir.as_os_str().is_empty() => dir,
-            _ => Path::new("."),
-        };
-        let problem = match std::fs::metadata(dir) {
-            Ok(meta) if !meta.is_dir() => Some(format!(
-                "{}: {} is not a directory",
-                file.display(),
-                dir.display()
-            )),
-            Ok(_) if std::fs::metadata(file).is_ok_and(|meta| meta.is_dir()) => {
-                Some(format!("{}: is a directory", file.display()))
-            }
-            Ok(_) => None,
-            Err(e) => Some(format!(
-                "{}: directory {}: {e}",
-                file.display(),
-                dir.display()
-            )),
-        };
-        problems.extend(problem.map(|p| (key, p)));
+    files(config)
+        .into_iter()
+        .filter_map(|(key, file)| cannot_create(file).map(|why| (key, why)))
+        .collect()
+}
+
+/// Why a file could not be created at `file`: its directory is missing or
+/// not a directory, or `file` is a directory. Names the file.
+pub fn cannot_create(file: &Path) -> Option<String> {
+    let dir = match file.parent() {
+        Some(dir) if !dir.as_os_str().is_empty() => dir,
+        _ => Path::new("."),
+    };
+    match std::fs::metadata(dir) {
+        Ok(meta) if !meta.is_dir() => Some(format!(
+            "{}: {} is not a directory",
+            file.display(),
+            dir.display()
+        )),
+        Ok(_) if std::fs::metadata(file).is_ok_and(|meta| meta.is_dir()) => {
+            Some(format!("{}: is a directory", file.display()))
+        }
+        Ok(_) => None,
+        Err(e) => Some(format!(
+            "{}: directory {}: {e}",
+            file.display(),
+            dir.display()
+        )),
     }
-    problems
 }
 
 /// Creates every log file `config` names (if missing) and gives it to

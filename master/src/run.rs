@@ -763,8 +763,8 @@ pub fn worker_credentials(config: &Config) -> std::io::Result<Option<Credentials
 }
 
 /// What a start, a reload and `-t` check beyond the file itself, as
-/// `nginx -t` does: the workers' `user` exists (as root) and every log
-/// file's directory does. Returns the workers' credentials, or every problem
+/// `nginx -t` does: the workers' `user` exists (as root), and the
+/// directories of every log file, the pid file and the control socket do. Returns the workers' credentials, or every problem
 /// found, each located in the config file at `path` (`file:line: key:
 /// reason`) like the file's own problems.
 pub fn start_checks(
@@ -779,6 +779,16 @@ pub fn start_checks(
     });
     for (key, why) in log_files::check(config) {
         problems.push(config_file::problem_at(path, &key, why));
+    }
+    // The master creates both before it serves.
+    for (key, file) in [
+        ("pid_file", &config.pid_file),
+        ("control_socket", &config.control_socket),
+    ] {
+        if let Some(why) = log_files::cannot_create(file) {
+            let key = KeyPath::default().key(key);
+            problems.push(config_file::problem_at(path, &key, why));
+        }
     }
     if problems.is_empty() {
         Ok(credentials)
