@@ -5,7 +5,7 @@
 
 use crate::supervisor::{Pid, Slot, WorkerPhase, WorkerView};
 use prefork_shared::stats::{Histogram, WorkerStats, LATENCY_BOUNDS_US, STATUS_CLASSES};
-use std::collections::{BTreeMap, HashMap, VecDeque};
+use std::collections::{BTreeMap, BTreeSet, HashMap, VecDeque};
 use std::fmt::Write as _;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
@@ -349,12 +349,21 @@ pub fn render_prometheus(observed: &Observed, facts: &MasterFacts<'_>) -> String
         "counter",
         "Unexpected worker exits that were restarted, by slot.",
     );
-    for (slot, n) in facts.restarts {
+    // Every slot with a live worker shows its count, 0 included: a counter
+    // that appears only once it moves hides its first increase from rate().
+    let slots: BTreeSet<Slot> = facts
+        .workers
+        .iter()
+        .map(|w| w.slot)
+        .chain(facts.restarts.keys().copied())
+        .collect();
+    for slot in slots {
+        let n = facts.restarts.get(&slot).copied().unwrap_or(0);
         sample(
             &mut out,
             "prefork_worker_restarts_total",
             &[("worker", &slot.0.to_string())],
-            *n as f64,
+            n as f64,
         );
     }
     family(
@@ -481,6 +490,7 @@ fn histogram(out: &mut String, name: &str, route: &str, h: &Histogram) {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::supervisor::Generation;
     use prefork_shared::stats::RouteCounters;
 
     fn stats(requests: u64) -> WorkerStats {
@@ -548,6 +558,33 @@ mod tests {
             text.contains(
                 "prefork_request_duration_seconds_bucket{route=\"a\\\"b/\",le=\"+Inf\"} 2\n"
             ),
+            "{text}"
+        );
+        assert!(
+            text.contains("prefork_worker_restarts_total{worker=\"0\"} 2\n"),
+            "{text}"
+        );
+    }
+
+    #[test]
+    fn a_slot_never_restarted_shows_zero_restarts() {
+        let worker = WorkerView {
+            pid: 7,
+            slot: Slot(1),
+            generation: Generation(1),
+            phase: WorkerPhase::Ready,
+            started: Instant::now(),
+        };
+        let text = render_prometheus(
+            &Observed::default(),
+            &MasterFacts {
+                workers: &[worker],
+                restarts: &BTreeMap::from([(Slot(0), 2)]),
+                generation: 1,
+            },
+        );
+        assert!(
+            text.contains("prefork_worker_restarts_total{worker=\"1\"} 0\n"),
             "{text}"
         );
         assert!(
