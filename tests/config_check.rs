@@ -190,6 +190,22 @@ fn check_fails_on_a_missing_file() {
 }
 
 /// 1-based line of the first line containing `needle`.
+/// Asserts that `stderr` has, for each (key, file), a line
+/// `path:line: key: ` naming the file, at the line of `text` that names it.
+fn assert_located(path: &Path, text: &str, stderr: &str, expected: &[(&str, &PathBuf)]) {
+    for (key, file) in expected {
+        let line = line_of(text, &file.display().to_string());
+        let location = format!("{}:{line}: {key}: ", path.display());
+        assert!(
+            stderr
+                .lines()
+                .any(|l| l.starts_with(&location) && l.contains(&file.display().to_string())),
+            "no line starting {location:?} naming {}: {stderr}",
+            file.display()
+        );
+    }
+}
+
 fn line_of(text: &str, needle: &str) -> usize {
     text.lines()
         .position(|l| l.contains(needle))
@@ -411,20 +427,15 @@ fn check_names_the_line_of_every_log_file_a_start_would_refuse() {
     fs::write(&path, &text).unwrap();
     let (code, stdout, stderr) = check(&path);
     assert_eq!(code, 1, "stdout: {stdout}\nstderr: {stderr}");
-    for (key, file) in [
-        ("log.error_log", &error_log),
-        ("log.access_log", &access_log),
-    ] {
-        let line = line_of(&text, &file.display().to_string());
-        let location = format!("{}:{line}: {key}: ", path.display());
-        assert!(
-            stderr
-                .lines()
-                .any(|l| l.starts_with(&location) && l.contains(&file.display().to_string())),
-            "no line starting {location:?} naming {}: {stderr}",
-            file.display()
-        );
-    }
+    assert_located(
+        &path,
+        &text,
+        &stderr,
+        &[
+            ("log.error_log", &error_log),
+            ("log.access_log", &access_log),
+        ],
+    );
 }
 
 /// The master creates its pid file and its control socket before it
@@ -447,15 +458,10 @@ fn check_names_the_line_of_a_pid_file_or_control_socket_in_a_missing_directory()
     fs::write(&path, &text).unwrap();
     let (code, stdout, stderr) = check(&path);
     assert_eq!(code, 1, "stdout: {stdout}\nstderr: {stderr}");
-    for (key, file) in [("pid_file", &pid_file), ("control_socket", &socket)] {
-        let line = line_of(&text, &file.display().to_string());
-        let location = format!("{}:{line}: {key}: ", path.display());
-        assert!(
-            stderr
-                .lines()
-                .any(|l| l.starts_with(&location) && l.contains(&file.display().to_string())),
-            "no line starting {location:?} naming {}: {stderr}",
-            file.display()
-        );
-    }
+    assert_located(
+        &path,
+        &text,
+        &stderr,
+        &[("pid_file", &pid_file), ("control_socket", &socket)],
+    );
 }

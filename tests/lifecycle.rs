@@ -3,12 +3,11 @@
 
 use crate::support::http::{self, Conn};
 use crate::support::origins::{self, RecordingOrigin};
-use crate::support::prefork::{children, uids, Continue, Prefork, Proc, Setup};
+use crate::support::prefork::{self, children, uids, Continue, Prefork, Proc, Setup};
 use crate::support::{wait_for, wait_until};
 use nix::sys::signal::{kill, Signal};
 use nix::unistd::{Pid, User};
 use std::collections::BTreeSet;
-use std::os::unix::fs::PermissionsExt;
 use std::time::{Duration, Instant};
 
 fn proxy_to(workers: usize, server: std::net::SocketAddr) -> Prefork {
@@ -363,17 +362,7 @@ fn workers_run_as_the_configured_user_when_started_as_root() {
         return;
     };
     let origin = origins::minihttp("priv");
-    // Let `nobody` reach and write the log files, as an admin would arrange.
-    let dir = tempfile::Builder::new()
-        .prefix("prefork-test-")
-        .tempdir()
-        .unwrap();
-    std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
-    for log in ["error.log", "access.log"] {
-        let path = dir.path().join(log);
-        std::fs::write(&path, "").unwrap();
-        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o666)).unwrap();
-    }
+    let dir = prefork::dir_with_logs_for_any_user();
     let p = Prefork::start_in(
         dir,
         Setup::new(2).top("user = \"nobody\"").body(&format!(

@@ -9,7 +9,7 @@ use crate::support::prefork::{self, Prefork, Setup, BIN};
 use crate::support::wait_until;
 use nix::sys::signal::{kill, Signal};
 use nix::unistd::Pid;
-use std::os::unix::fs::{MetadataExt, PermissionsExt};
+use std::os::unix::fs::MetadataExt;
 use std::time::Duration;
 
 fn serves(p: &Prefork) -> bool {
@@ -167,19 +167,9 @@ fn sigusr1_lets_unprivileged_workers_reopen_logs_in_a_root_owned_directory() {
         eprintln!("SKIPPED sigusr1_lets_unprivileged_workers_reopen_logs_in_a_root_owned_directory: no user `nobody`");
         return;
     };
-    // A log directory only root may write to (as /var/log), with files the
-    // workers may append to: logrotate's rename leaves no file behind, and
-    // the workers cannot create one there.
-    let dir = tempfile::Builder::new()
-        .prefix("prefork-test-")
-        .tempdir()
-        .unwrap();
-    std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
-    for log in ["error.log", "access.log"] {
-        let path = dir.path().join(log);
-        std::fs::write(&path, "").unwrap();
-        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o666)).unwrap();
-    }
+    // logrotate's rename leaves no file behind, and the workers cannot
+    // create one in a directory only root may write to.
+    let dir = prefork::dir_with_logs_for_any_user();
     let p = Prefork::start_in(dir, Setup::new(1).top("user = \"nobody\""));
     let dir = p.dir().to_owned();
     assert!(serves(&p));

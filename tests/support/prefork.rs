@@ -318,6 +318,24 @@ pub struct Prefork {
     errors_expected: AtomicBool,
 }
 
+/// A test directory laid out as an admin lays out /var/log for workers
+/// running as another user: the directory only its owner may write to, the
+/// log files (`error.log`, `access.log`) open to every user.
+pub fn dir_with_logs_for_any_user() -> TempDir {
+    use std::os::unix::fs::PermissionsExt;
+    let dir = tempfile::Builder::new()
+        .prefix("prefork-test-")
+        .tempdir()
+        .expect("temp dir");
+    fs::set_permissions(dir.path(), fs::Permissions::from_mode(0o755)).expect("chmod dir");
+    for log in ["error.log", "access.log"] {
+        let path = dir.path().join(log);
+        fs::write(&path, "").expect("create log");
+        fs::set_permissions(&path, fs::Permissions::from_mode(0o666)).expect("chmod log");
+    }
+    dir
+}
+
 impl Prefork {
     /// Starts prefork and waits until it serves with all its workers.
     pub fn start(setup: Setup) -> Prefork {
