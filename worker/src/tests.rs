@@ -2,13 +2,14 @@
 //! std-thread origin, the worker's serve loop on its own thread, and
 //! blocking clients.
 
-use crate::accept::Listener;
-use crate::access_log::AccessLogs;
-use crate::client_socket::ClientSocket;
-use crate::conn::Connection;
-use crate::control::{request_stop, Stop};
-use crate::load_share::LoadShare;
-use crate::server::{serve, Worker};
+use crate::downstream::accept::Listener;
+use crate::downstream::h1::Connection;
+use crate::io::client_socket::ClientSocket;
+use crate::observe::access_log::AccessLogs;
+use crate::process::serve::serve;
+use crate::state::load_share::LoadShare;
+use crate::state::Snapshot;
+use crate::stop::{request_stop, Stop};
 use prefork_shared::config::{
     FixedResponse, HostMatch, HttpLimits, LogConfig, LogTarget, Route, RouteAction, Server,
     Upstream,
@@ -260,7 +261,7 @@ impl Proxy {
                         let file = std::fs::File::from(fd.try_clone().unwrap());
                         LoadShare::new(LoadBoard::open(file).unwrap(), cell)
                     });
-                    let worker = Worker::new(
+                    let snapshot = Snapshot::new(
                         config.clone(),
                         log.clone(),
                         AccessLogs::off(),
@@ -270,7 +271,7 @@ impl Proxy {
                     let socket = listener.try_clone().unwrap();
                     let listener = Listener::new(socket, true).unwrap();
                     serving.push(tokio::task::spawn_local(serve(
-                        worker,
+                        snapshot,
                         vec![listener],
                         || {},
                     )));
@@ -742,7 +743,7 @@ fn connections_arriving_one_by_one_are_spread_too() {
             200
         );
         clients.push(c);
-        thread::sleep(3 * crate::load_share::ACCEPT_DEFER);
+        thread::sleep(3 * crate::state::load_share::ACCEPT_DEFER);
     }
     let (a, b) = (board.get(0), board.get(1));
     assert_eq!(a + b, 16);
@@ -770,7 +771,7 @@ fn a_busier_worker_holds_back_only_for_a_moment() {
         clients.push(c);
     }
     assert!(
-        started.elapsed() >= 2 * crate::load_share::ACCEPT_DEFER,
+        started.elapsed() >= 2 * crate::state::load_share::ACCEPT_DEFER,
         "each connection past the margin waits for a pause: {:?}",
         started.elapsed()
     );
@@ -1555,7 +1556,7 @@ fn a_connections_future_fits_a_4_kib_allocation() {
     let (accepted, peer) = listener.accept().unwrap();
     let (_stop, stop_rx) = watch::channel(Stop::Running);
     let log = slog::Logger::root(slog::Discard, slog::o!());
-    let worker = Worker::new(
+    let snapshot = Snapshot::new(
         config(client.local_addr().unwrap()),
         log,
         AccessLogs::off(),
@@ -1563,10 +1564,10 @@ fn a_connections_future_fits_a_4_kib_allocation() {
         None,
     );
     let conn = Connection::new(
-        worker.latest(),
+        snapshot.latest(),
         ClientSocket::new(accepted),
         peer,
-        worker.track(),
+        snapshot.track(),
     );
     let size = std::mem::size_of_val(&conn.run());
     assert!(size <= 4096, "a connection's future takes {size} bytes");

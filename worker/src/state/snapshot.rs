@@ -1,35 +1,33 @@
-//! The per-worker state shared by every connection, and the serve loop:
-//! accept until told to stop, then drain.
+//! The state shared by every task of a worker: one immutable [`Snapshot`]
+//! per configuration, and what outlives configurations (open connections,
+//! counters, free buffers, the load board).
 //!
 //! A hot reload replaces the configuration without a new process: each
-//! configuration is an immutable [`Worker`] snapshot, connections take the
-//! latest one between requests (a request in flight finishes under the one
-//! it started with), and upstream pools of unchanged upstreams carry over.
+//! configuration gets a snapshot, connections take the latest one between
+//! requests (a request in flight finishes under the one it started with),
+//! and upstream pools of unchanged upstreams carry over.
 
-use crate::accept::{accept_loop, Listener};
-use crate::access_log::AccessLogs;
-use crate::buffers::Buffers;
-use crate::control::Stop;
-use crate::load_share::LoadShare;
-use crate::request_id::RequestIds;
-use crate::splice::Pipes;
-use crate::stats::{RouteSlots, ServerRef, Stats};
+use super::buffers::Buffers;
+use super::load_share::LoadShare;
+use super::waiters::{Wait, Waiters};
+use crate::io::splice::Pipes;
+use crate::observe::access_log::AccessLogs;
+use crate::observe::request_id::RequestIds;
+use crate::observe::stats::{RouteSlots, ServerRef, Stats};
+use crate::stop::Stop;
+use crate::upstream::health_check::{self, NewestLog};
 use crate::upstream::Upstreams;
-use crate::waiters::{Wait, Waiters};
 use prefork_shared::log::{self as plog, LogGuard, Role};
 use prefork_shared::stats::WorkerStats;
 use prefork_shared::Config;
-use slog::{error, info, o, warn, Logger};
+use slog::{error, o, Logger};
 use std::cell::{Cell, RefCell};
 use std::hash::{Hash, Hasher};
 use std::net::SocketAddr;
 use std::rc::{Rc, Weak};
 use std::time::Duration;
-use tokio::sync::{mpsc, watch, Notify};
-use tokio::time::{sleep_until, Instant};
-
-/// How often idle upstream connections are checked for expiry.
-const SWEEP_INTERVAL: Duration = Duration::from_secs(1);
+use tokio::sync::{watch, Notify};
+use tokio::time::Instant;
 /// While draining, an idle keep-alive connection is closed only after it has
 /// been idle this long, so that a client that got a response a moment ago
 /// and is sending its next request does not race the close (nginx's
@@ -54,7 +52,7 @@ struct Shared {
     /// Woken when `active` drops to zero.
     drained: Notify,
     /// The newest configuration snapshot.
-    latest: RefCell<Weak<Worker>>,
+    latest: RefCell<Weak<Snapshot>>,
     /// Tasks waiting for a stop or a new snapshot.
     waiters: Waiters,
     /// When a stop was first seen, to spread idle closes from it.
@@ -82,7 +80,7 @@ impl Shared {
 
 /// One configuration's view of the worker, shared by the tasks using it
 /// (one thread: `Rc`, no locks).
-pub(crate) struct Worker {
+pub(crate) struct Snapshot {
     /// The configuration the master sent.
     pub(crate) config: Config,
     /// Upstream groups and their connection pools.
@@ -101,7 +99,7 @@ pub(crate) struct Worker {
     _logs: Option<Rc<LogGuard>>,
 }
 
-impl Worker {
+impl Snapshot {
     /// Worker state for `config`, stopping when `stop` says so.
     pub(crate) fn new(
         config: Config,
@@ -124,7 +122,7 @@ impl Worker {
             pipes: Pipes::default(),
             load,
         });
-        let worker = Rc::new(Worker {
+        let snapshot = Rc::new(Snapshot {
             upstreams: Upstreams::new(&config, &shared.stats),
             route_slots,
             config,
@@ -134,8 +132,8 @@ impl Worker {
             shared,
             _logs: None,
         });
-        *worker.shared.latest.borrow_mut() = Rc::downgrade(&worker);
-        worker
+        *snapshot.shared.latest.borrow_mut() = Rc::downgrade(&snapshot);
+        snapshot
     }
 
     /// The newest configuration snapshot (`self` if it is the newest, or if
@@ -163,7 +161,12 @@ impl Worker {
     /// whose settings did not change are kept, the error log is reopened
     /// only if its destination changed, access-log destinations still named
     /// stay open, and counters carry on (see [`Stats`] for routes).
-    fn reconfigured(self: &Rc<Self>, config: Config, slot: u32, generation: u64) -> Rc<Self> {
+    pub(crate) fn reconfigured(
+        self: &Rc<Self>,
+        config: Config,
+        slot: u32,
+        generation: u64,
+    ) -> Rc<Self> {
         let (log, logs) = if config.log.error_log == self.config.log.error_log {
             (self.log.clone(), self._logs.clone())
         } else {
@@ -179,7 +182,7 @@ impl Worker {
         for e in failed {
             error!(log, "cannot open an access log; it is off"; "error" => %e);
         }
-        let worker = Rc::new(Worker {
+        let snapshot = Rc::new(Snapshot {
             upstreams: self.upstreams.carried_over(&config, &self.shared.stats),
             route_slots: self.shared.stats.configure(&config),
             config,
@@ -189,16 +192,10 @@ impl Worker {
             shared: self.shared.clone(),
             _logs: logs,
         });
-        crate::health_check::spawn(
-            &worker.upstreams,
-            Some(&self.upstreams),
-            &worker.stop,
-            &worker.newest(),
-            &worker.log,
-        );
-        *self.shared.latest.borrow_mut() = Rc::downgrade(&worker);
+        snapshot.start_health_checks(Some(&self.upstreams));
+        *self.shared.latest.borrow_mut() = Rc::downgrade(&snapshot);
         self.shared.waiters.wake_all();
-        worker
+        snapshot
     }
 
     /// Whether a stop was requested (responses then close their connection).
@@ -327,6 +324,27 @@ impl Worker {
     pub(crate) fn newest(&self) -> Newest {
         Newest(self.shared.clone())
     }
+
+    /// Starts the health checks of this snapshot's upstream groups, but for
+    /// those carried over unchanged from `previous`, whose checks still run.
+    /// They log to the newest snapshot's error log.
+    pub(crate) fn start_health_checks(&self, previous: Option<&Upstreams>) {
+        let newest = self.newest();
+        let newest_log: NewestLog = Rc::new(move || newest.get().map(|s| s.log.clone()));
+        health_check::spawn(
+            &self.upstreams,
+            previous,
+            &self.stop,
+            &newest_log,
+            &self.log,
+        );
+    }
+
+    /// Publishes this worker on the load board as accepting.
+    pub(crate) fn start_accepting(&self) {
+        let shared = &self.shared;
+        shared.set_staying(shared.staying.get());
+    }
 }
 
 /// Finds the newest configuration snapshot without holding any.
@@ -335,8 +353,38 @@ pub(crate) struct Newest(Rc<Shared>);
 
 impl Newest {
     /// The newest snapshot, while one is in use.
-    pub(crate) fn get(&self) -> Option<Rc<Worker>> {
+    pub(crate) fn get(&self) -> Option<Rc<Snapshot>> {
         self.0.latest.borrow().upgrade()
+    }
+
+    /// Tells the tasks waiting for a stop (the accept loops and idle
+    /// connections wait on the worker's waiters, not on the watch each),
+    /// and leaves the load board.
+    pub(crate) fn stop_seen(&self) {
+        self.0.waiters.wake_all();
+        if let Some(load) = &self.0.load {
+            load.retire();
+        }
+    }
+
+    /// Open client connections now.
+    pub(crate) fn active_connections(&self) -> usize {
+        self.0.active.get()
+    }
+
+    /// Resolves once no client connection is left open.
+    pub(crate) async fn drained(&self) {
+        let shared = &self.0;
+        loop {
+            let notified = shared.drained.notified();
+            tokio::pin!(notified);
+            // Registered before checking, so a wake-up in between is not lost.
+            notified.as_mut().enable();
+            if shared.active.get() == 0 {
+                return;
+            }
+            notified.await;
+        }
     }
 }
 
@@ -381,130 +429,6 @@ impl Drop for ActiveConnection {
         if left == 0 {
             shared.drained.notify_waiters();
         }
-    }
-}
-
-/// Serves on `listeners` until a stop; calls `ready` once accepting.
-///
-/// Must run inside a `LocalSet`. A graceful stop returns when every
-/// connection has finished or after `shutdown_timeout`; a fast stop returns
-/// at once. Tasks still running are dropped with the `LocalSet`.
-pub(crate) async fn serve(worker: Rc<Worker>, listeners: Vec<Listener>, ready: impl FnOnce()) {
-    // Seen by the other workers as accepting from now on.
-    worker.shared.set_staying(worker.shared.staying.get());
-    let accepting: Vec<_> = listeners
-        .into_iter()
-        .map(|listener| tokio::task::spawn_local(accept_loop(worker.clone(), listener)))
-        .collect();
-    tokio::task::spawn_local(sweep_pools(worker.clone()));
-    crate::health_check::spawn(
-        &worker.upstreams,
-        None,
-        &worker.stop,
-        &worker.newest(),
-        &worker.log,
-    );
-    ready();
-
-    // From here on only the newest snapshot is looked up: this first one
-    // belongs to the connections using it (see `apply_updates`). The error
-    // log it was opened with stays open in any case (the worker's main
-    // keeps it), so it still serves when no snapshot is left.
-    let shared = worker.shared.clone();
-    let mut stop = worker.stop.clone();
-    let first_log = worker.log.clone();
-    drop(worker);
-    let state = match stop.wait_for(|s| *s != Stop::Running).await {
-        Ok(state) => *state,
-        // The sender lives as long as the worker; losing it means stop.
-        Err(_) => Stop::Fast,
-    };
-    // The accept loops and idle connections wait on the worker's waiters,
-    // not on the watch each.
-    shared.waiters.wake_all();
-    if let Some(load) = &shared.load {
-        load.retire();
-    }
-    let newest = || shared.latest.borrow().upgrade();
-    if state == Stop::Graceful {
-        // The accept loops first take what is queued (see accept_loop).
-        for accept in accepting {
-            let _ = accept.await;
-        }
-        if let Some(worker) = newest() {
-            info!(worker.log, "stopping gracefully"; "connections" => shared.active.get());
-            drain(&worker, &mut stop).await;
-        }
-    }
-    let log = newest().map_or(first_log, |w| w.log.clone());
-    info!(log, "stopped");
-}
-
-/// Applies the configurations the master sends after the first one (hot
-/// reload) until the channel closes, passing each one's `worker_timeout` on
-/// to the heartbeats.
-pub(crate) async fn apply_updates(
-    worker: Rc<Worker>,
-    mut updates: mpsc::UnboundedReceiver<Box<Config>>,
-    worker_timeout: watch::Sender<Duration>,
-    slot: u32,
-    generation: u64,
-) {
-    // Only a weak reference is kept to older snapshots: they belong to the
-    // connections using them.
-    let shared = worker.shared.clone();
-    // The newest snapshot lives here until the next one replaces it, so it
-    // survives moments with no connection using it (and the final counter
-    // report after a stop finds it).
-    let mut newest = Some(worker);
-    while let Some(config) = updates.recv().await {
-        let Some(current) = shared.latest.borrow().upgrade() else {
-            return;
-        };
-        let next = current.reconfigured(*config, slot, generation);
-        info!(next.log, "configuration replaced";
-            "routes" => next.config.routes.len(), "upstreams" => next.config.upstreams.len());
-        // The heartbeats follow the new limit at once.
-        worker_timeout.send_replace(next.config.worker_timeout);
-        newest.replace(next);
-    }
-}
-
-/// Waits until no connection is left, the shutdown timeout passes, or a
-/// fast stop arrives.
-async fn drain(worker: &Worker, stop: &mut watch::Receiver<Stop>) {
-    let deadline = Instant::now() + worker.config.shutdown_timeout;
-    let shared = &worker.shared;
-    loop {
-        let notified = shared.drained.notified();
-        tokio::pin!(notified);
-        // Registered before checking, so a wake-up in between is not lost.
-        notified.as_mut().enable();
-        if shared.active.get() == 0 {
-            return;
-        }
-        tokio::select! {
-            _ = &mut notified => {}
-            _ = sleep_until(deadline) => {
-                warn!(worker.log, "shutdown timeout reached, closing connections";
-                    "connections" => shared.active.get());
-                return;
-            }
-            _ = stop.wait_for(|s| *s == Stop::Fast) => return,
-        }
-    }
-}
-
-async fn sweep_pools(worker: Rc<Worker>) {
-    let shared = worker.shared.clone();
-    drop(worker);
-    let mut tick = tokio::time::interval(SWEEP_INTERVAL);
-    loop {
-        tick.tick().await;
-        let Some(latest) = shared.latest.borrow().upgrade() else {
-            return;
-        };
-        latest.upstreams.sweep(Instant::now());
     }
 }
 

@@ -1,7 +1,7 @@
 //! The access log: one line per request, in the configured format
 //! (`combined`, `json` or a template), to the route's destination.
 
-use crate::access_sink::Sink;
+use crate::observe::access_sink::Sink;
 use prefork_shared::config::{
     AccessField, AccessFormat, Config, LogTarget, RouteAccessLog, Segment,
 };

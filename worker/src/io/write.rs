@@ -1,71 +1,14 @@
-//! Small I/O helpers shared by the client and upstream sides.
+//! Writes that try the socket at once and wait only for what it did not
+//! take: a head and the body bytes at hand leave in one system call, and a
+//! connection's last bytes share their segment with the FIN.
 
-use crate::client_socket::ClientSocket;
+use super::client_socket::ClientSocket;
+use super::timed::{timed, TimedOut};
 use socket2::SockRef;
-use std::future::{poll_fn, Future};
 use std::io::{self, IoSlice};
-use std::pin::{pin, Pin};
-use std::task::Poll;
 use std::time::Duration;
 use tokio::io::{AsyncWrite, AsyncWriteExt};
 use tokio::net::TcpStream;
-use tokio::time::{sleep, Instant, Sleep};
-
-/// Size of one body read, and the spare room kept for it.
-pub(crate) const BODY_READ: usize = 256 * 1024;
-
-/// A time limit ran out.
-#[derive(Debug, PartialEq, Eq)]
-pub(crate) struct TimedOut;
-
-/// Runs `io` for at most `limit` (as `tokio::time::timeout`). Most reads and
-/// writes complete at their first poll: the timer is armed only once `io`
-/// has to wait, which spares setting up and dropping a timer for each of
-/// them. The limit then counts from that first poll, microseconds after the
-/// call.
-pub(crate) async fn timed<F: Future>(limit: Duration, io: F) -> Result<F::Output, TimedOut> {
-    let mut io = pin!(io);
-    let mut timer = pin!(None::<Sleep>);
-    poll_fn(|cx| {
-        if let Poll::Ready(out) = io.as_mut().poll(cx) {
-            return Poll::Ready(Ok(out));
-        }
-        if timer.is_none() {
-            timer.set(Some(sleep(limit)));
-        }
-        match timer.as_mut().as_pin_mut().map(|t| t.poll(cx)) {
-            Some(Poll::Ready(())) => Poll::Ready(Err(TimedOut)),
-            _ => Poll::Pending,
-        }
-    })
-    .await
-}
-
-/// Runs `io` until `deadline`, timed by `timer`, one of a connection's
-/// timers that it reuses for every request. As with [`timed`], the timer is
-/// set only once `io` has to wait; and setting a registered timer to a later
-/// deadline than before costs tokio a mere store (it files the timer again
-/// when the old deadline comes), so a connection that waits with the same
-/// limit request after request does not touch the timer wheel each time.
-pub(crate) async fn timed_until<F: Future>(
-    mut timer: Pin<&mut Sleep>,
-    deadline: Instant,
-    io: F,
-) -> Result<F::Output, TimedOut> {
-    let mut io = pin!(io);
-    let mut armed = false;
-    poll_fn(|cx| {
-        if let Poll::Ready(out) = io.as_mut().poll(cx) {
-            return Poll::Ready(Ok(out));
-        }
-        if !armed {
-            timer.as_mut().reset(deadline);
-            armed = true;
-        }
-        timer.as_mut().poll(cx).map(|()| Err(TimedOut))
-    })
-    .await
-}
 
 /// A writer that can also write without waiting (a client socket, and
 /// tokio's `TcpStream` and its write half for upstream connections).
@@ -225,8 +168,10 @@ pub(crate) async fn write_two<W: AsyncWrite + Unpin>(
 mod tests {
     use super::*;
     use std::cell::RefCell;
+    use std::future::Future;
     use std::pin::Pin;
     use std::task::{Context, Poll};
+    use tokio::time::{sleep, Instant, Sleep};
 
     /// A writer that accepts at most `chunk` bytes per call.
     struct Trickle {
@@ -250,37 +195,6 @@ mod tests {
         fn poll_shutdown(self: Pin<&mut Self>, _: &mut Context<'_>) -> Poll<io::Result<()>> {
             Poll::Ready(Ok(()))
         }
-    }
-
-    #[tokio::test]
-    async fn timed_io_completes_or_times_out() {
-        let short = Duration::from_millis(20);
-        let long = Duration::from_secs(10);
-        let never = std::future::pending::<()>;
-        assert_eq!(timed(long, async { 7 }).await, Ok(7));
-        assert_eq!(timed(long, sleep(short)).await, Ok(()));
-        assert_eq!(timed(short, never()).await, Err(TimedOut));
-
-        let mut timer = pin!(sleep(long));
-        let soon = || Instant::now() + short;
-        assert_eq!(
-            timed_until(timer.as_mut(), soon(), async { 7 }).await,
-            Ok(7)
-        );
-        assert_eq!(
-            timed_until(timer.as_mut(), soon(), never()).await,
-            Err(TimedOut)
-        );
-        // Reused after it fired, then for a later deadline, then an earlier one.
-        let later = Instant::now() + long;
-        assert_eq!(
-            timed_until(timer.as_mut(), later, sleep(short)).await,
-            Ok(())
-        );
-        assert_eq!(
-            timed_until(timer.as_mut(), soon(), never()).await,
-            Err(TimedOut)
-        );
     }
 
     /// A writer that takes at most `chunk` bytes per call, and nothing

@@ -2,21 +2,14 @@
 //! bumped on the hot path, copied into a [`WorkerStats`] and sent to the
 //! master about once a second, never per request.
 
-use crate::server::{Newest, Worker};
-use ipc_channel::ipc::IpcSender;
 use prefork_shared::config::Config;
-use prefork_shared::ipc::WorkerMsg;
 use prefork_shared::stats::{status_class, RouteCounters, ServerCounters, WorkerStats, UNROUTED};
 use rustc_hash::FxHashMap;
-use slog::debug;
 use std::cell::{Cell, RefCell};
 use std::fmt::Display;
 use std::net::SocketAddr;
 use std::rc::Rc;
 use std::time::Duration;
-
-/// How often a worker reports its counters to the master.
-pub(crate) const REPORT_INTERVAL: Duration = Duration::from_secs(1);
 
 /// The counters of one worker. They live as long as the worker process, so
 /// they survive hot reloads: requests are counted per route *label* (host
@@ -218,26 +211,6 @@ impl Drop for Busy {
     fn drop(&mut self) {
         let mut c = self.0.borrow_mut();
         c.active = c.active.saturating_sub(1);
-    }
-}
-
-/// Sends the worker's counters to the master.
-pub(crate) fn report(worker: &Worker, to_master: &IpcSender<WorkerMsg>) {
-    let snapshot = worker.stats_snapshot();
-    if let Err(e) = to_master.send(WorkerMsg::Stats(Box::new(snapshot))) {
-        debug!(worker.log, "cannot send counters to the master"; "error" => %e);
-    }
-}
-
-/// Reports the counters of the newest configuration snapshot every
-/// [`REPORT_INTERVAL`], forever.
-pub(crate) async fn report_every(newest: Newest, to_master: IpcSender<WorkerMsg>) {
-    let mut tick = tokio::time::interval(REPORT_INTERVAL);
-    loop {
-        tick.tick().await;
-        if let Some(worker) = newest.get() {
-            report(&worker, &to_master);
-        }
     }
 }
 

@@ -7,8 +7,8 @@
 //! is given back only empty: one left holding bytes (a body cut short) is
 //! closed, so that no stray byte ever reaches another connection.
 
-use crate::client_socket::ClientSocket;
-use crate::io::timed;
+use crate::io::client_socket::ClientSocket;
+use crate::io::timed::timed;
 use std::cell::RefCell;
 use std::io;
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};

@@ -1,16 +1,17 @@
 //! One client connection: the keep-alive loop, reading request heads, and
 //! the responses prefork answers by itself.
 
-use crate::access_log::{Entry, RequestInfo, Served};
-use crate::buffers::{Buffers, Scratch, HEAD_BUFFER};
-use crate::client_socket::{is_register_error, ClientSocket};
 use crate::http::body::BodyCursor;
 use crate::http::heads::{self, ConnectionField};
 use crate::http::request::{self, RequestError};
 use crate::http::{with_header_slots, Framing, Version};
-use crate::io::{timed_until, write_last_within, write_two_within};
-use crate::request_id;
-use crate::server::{ActiveConnection, Worker};
+use crate::io::client_socket::{is_register_error, ClientSocket};
+use crate::io::timed::timed_until;
+use crate::io::write::{write_last_within, write_two_within};
+use crate::observe::access_log::{Entry, RequestInfo, Served};
+use crate::observe::request_id;
+use crate::state::buffers::{Buffers, Scratch, HEAD_BUFFER};
+use crate::state::{ActiveConnection, Snapshot};
 use bytes::{Buf, BytesMut};
 use prefork_shared::config::RouteAction;
 use slog::{error, warn};
@@ -37,7 +38,7 @@ const LINGER_BYTES: usize = 64 * 1024 * 1024;
 /// One client connection and the buffers it reuses across requests.
 pub(crate) struct Connection {
     /// The worker's shared state.
-    pub(crate) worker: Rc<Worker>,
+    pub(crate) snapshot: Rc<Snapshot>,
     /// The client socket.
     pub(crate) stream: ClientSocket,
     /// The client's address.
@@ -67,7 +68,7 @@ pub(crate) struct Connection {
 impl Drop for Connection {
     fn drop(&mut self) {
         // The per-request buffers go back to the worker's free lists.
-        let buffers = self.worker.buffers();
+        let buffers = self.snapshot.buffers();
         buffers.put_scratch(Scratch {
             request_head: std::mem::take(&mut self.request_head),
             response_head: std::mem::take(&mut self.response_head),
@@ -125,7 +126,7 @@ enum HeadEnd {
 impl Connection {
     /// A connection just accepted from `peer`.
     pub(crate) fn new(
-        worker: Rc<Worker>,
+        snapshot: Rc<Snapshot>,
         stream: ClientSocket,
         peer: SocketAddr,
         active: ActiveConnection,
@@ -135,9 +136,9 @@ impl Connection {
             response_head,
             request_id,
             info,
-        } = worker.buffers().take_scratch();
+        } = snapshot.buffers().take_scratch();
         Connection {
-            worker,
+            snapshot,
             stream,
             peer,
             buf: BytesMut::new(),
@@ -157,7 +158,7 @@ impl Connection {
     fn unknown_request(&mut self) {
         self.info.clear();
         self.route = None;
-        self.worker.next_request_id(&mut self.request_id);
+        self.snapshot.next_request_id(&mut self.request_id);
     }
 
     /// Serves requests until the connection closes.
@@ -178,10 +179,10 @@ impl Connection {
             let mut idle_since = Instant::now();
             loop {
                 // Between requests: take the newest configuration (hot reload).
-                let worker = self.worker.latest();
-                self.worker = worker.clone();
+                let snapshot = self.snapshot.latest();
+                self.snapshot = snapshot.clone();
                 let request = self
-                    .read_request(&worker, served, idle_since, client_timer.as_mut())
+                    .read_request(&snapshot, served, idle_since, client_timer.as_mut())
                     .await;
                 let started = Instant::now();
                 let mut done = match request {
@@ -191,7 +192,7 @@ impl Connection {
                             self.active.closing();
                         }
                         self.body_unread = !matches!(req.body, Framing::Empty | Framing::Length(0));
-                        self.serve(&worker, &req, upstream_timer.as_mut()).await
+                        self.serve(&snapshot, &req, upstream_timer.as_mut()).await
                     }
                     Err(HeadEnd::Closed) => return,
                     Err(HeadEnd::Reconfigured) => continue,
@@ -200,7 +201,7 @@ impl Connection {
                         self.answer_error(Version::Http11, false, 408, true).await
                     }
                     Err(HeadEnd::Invalid(e)) => {
-                        warn!(worker.log, "bad request"; "client" => %self.peer, "error" => %e, "request_id" => &self.request_id);
+                        warn!(snapshot.log, "bad request"; "client" => %self.peer, "error" => %e, "request_id" => &self.request_id);
                         self.answer_error(Version::Http11, false, e.status(), true)
                             .await
                     }
@@ -212,8 +213,8 @@ impl Connection {
                     done.served.upstream_time = Some(took);
                 }
                 let s = &done.served;
-                worker.count_request(self.route, s.status, s.bytes_sent, took);
-                worker.access.record(&Entry {
+                snapshot.count_request(self.route, s.status, s.bytes_sent, took);
+                snapshot.access.record(&Entry {
                     client: self.peer,
                     info: &self.info,
                     request_id: &self.request_id,
@@ -256,7 +257,7 @@ impl Connection {
             let read = tokio::select! {
                 read = timeout_at(limit, client.read(&mut sink)) => read,
                 // A stopping worker does not wait for slow clients.
-                () = self.worker.on_change(|| self.worker.stopping()) => return,
+                () = self.snapshot.on_change(|| self.snapshot.stopping()) => return,
             };
             match read {
                 Ok(Ok(n)) if n > 0 => discarded += n,
@@ -266,7 +267,12 @@ impl Connection {
     }
 
     /// Answers `req`; `timer` times the wait for an upstream's response.
-    async fn serve(&mut self, worker: &Worker, req: &Request<'_>, timer: Pin<&mut Sleep>) -> Done {
+    async fn serve(
+        &mut self,
+        snapshot: &Snapshot,
+        req: &Request<'_>,
+        timer: Pin<&mut Sleep>,
+    ) -> Done {
         if let Framing::Length(n) = req.body {
             if req.max_body > 0 && n > req.max_body {
                 // Refused before reading it; the lingering close absorbs
@@ -293,11 +299,11 @@ impl Connection {
                 )
                 .await
             }
-            Some(RouteAction::Proxy(name)) => match worker.upstreams.get(name) {
+            Some(RouteAction::Proxy(name)) => match snapshot.upstreams.get(name) {
                 Some(group) => self.proxy(req, group, timer).await,
                 None => {
                     // Validation guarantees the upstream exists and has servers.
-                    error!(worker.log, "route names an unknown or empty upstream"; "upstream" => name);
+                    error!(snapshot.log, "route names an unknown or empty upstream"; "upstream" => name);
                     let close = self.must_close(req);
                     self.answer_error(req.version, req.is_head, 500, close)
                         .await
@@ -309,11 +315,11 @@ impl Connection {
     /// Reads what a connection just accepted has sent, without waiting:
     /// with `TCP_DEFER_ACCEPT` its request is there already, while the event
     /// loop would report the socket readable only on its next turn.
-    fn read_first(&mut self, worker: &Worker) {
+    fn read_first(&mut self, snapshot: &Snapshot) {
         if !self.buf.is_empty() {
             return;
         }
-        let buffers = worker.buffers();
+        let buffers = snapshot.buffers();
         let mut head = buffers.take_head();
         match self.stream.sock_ref().recv(head.spare_capacity_mut()) {
             Ok(n) if n > 0 => {
@@ -321,7 +327,7 @@ impl Connection {
                 // capacity.
                 unsafe { head.set_len(head.len() + n) };
                 self.buf = head;
-                worker.stats().read(n);
+                snapshot.stats().read(n);
             }
             // Nothing yet, the end, or an error (consumed here: the waiting
             // read then sees the end).
@@ -333,23 +339,23 @@ impl Connection {
     /// idle since `idle_since`; `timer` times the wait.
     async fn read_request<'w>(
         &mut self,
-        worker: &'w Rc<Worker>,
+        snapshot: &'w Rc<Snapshot>,
         served: u64,
         idle_since: Instant,
         mut timer: Pin<&mut Sleep>,
     ) -> Result<Request<'w>, HeadEnd> {
-        let limits = &worker.config.http;
+        let limits = &snapshot.config.http;
         // The first request is due within the header timeout of the accept;
         // later ones within it of their first byte, after an idle wait.
         let mut deadline = (served == 0).then(|| idle_since + limits.client_header_timeout);
         // Set once a stop was seen while this fresh connection had sent nothing.
         let mut stop_grace = false;
         if served == 0 {
-            self.read_first(worker);
+            self.read_first(snapshot);
         }
         loop {
             if !self.buf.is_empty() {
-                if let Some(req) = self.parse_request(worker, served)? {
+                if let Some(req) = self.parse_request(snapshot, served)? {
                     return Ok(req);
                 }
                 deadline.get_or_insert_with(|| Instant::now() + limits.client_header_timeout);
@@ -361,16 +367,16 @@ impl Connection {
             let read = tokio::select! {
                 // Bytes already sent win over a stop: they are a request to answer.
                 biased;
-                read = timed_until(timer.as_mut(), until, read_head(&self.stream, &mut self.buf, worker.buffers())) => read,
-                () = worker.on_change(|| worker.stopping() || worker.superseded()), if idle && !stop_grace => {
-                    if !worker.stopping() {
+                read = timed_until(timer.as_mut(), until, read_head(&self.stream, &mut self.buf, snapshot.buffers())) => read,
+                () = snapshot.on_change(|| snapshot.stopping() || snapshot.superseded()), if idle && !stop_grace => {
+                    if !snapshot.stopping() {
                         return Err(HeadEnd::Reconfigured);
                     }
                     // The client may be sending a request right now: closing
                     // at once would reset it. Answer what arrives meanwhile
                     // (with `Connection: close`), close once quiet.
                     stop_grace = true;
-                    let close_at = worker.drain_close_at(idle_since, self.peer, served);
+                    let close_at = snapshot.drain_close_at(idle_since, self.peer, served);
                     // Never later than the wait's own limit (the header
                     // timeout, or keepalive_timeout while idle).
                     deadline = Some(until.min(close_at));
@@ -380,9 +386,9 @@ impl Connection {
             match read {
                 Err(_) if stop_grace && self.buf.is_empty() => return Err(HeadEnd::Closed),
                 Err(_) if deadline.is_some() => return Err(HeadEnd::Timeout),
-                Ok(Ok(n)) if n > 0 => worker.stats().read(n),
+                Ok(Ok(n)) if n > 0 => snapshot.stats().read(n),
                 Ok(Err(e)) if is_register_error(&e) => {
-                    error!(worker.log, "closing a connection the event loop cannot watch"; "client" => %self.peer, "error" => %e);
+                    error!(snapshot.log, "closing a connection the event loop cannot watch"; "client" => %self.peer, "error" => %e);
                     return Err(HeadEnd::Closed);
                 }
                 // Idle timeout, EOF or a reset: nothing to answer.
@@ -395,10 +401,10 @@ impl Connection {
     /// builds the head to forward; `Ok(None)` when incomplete.
     fn parse_request<'w>(
         &mut self,
-        worker: &'w Worker,
+        snapshot: &'w Snapshot,
         served: u64,
     ) -> Result<Option<Request<'w>>, HeadEnd> {
-        let limits = &worker.config.http;
+        let limits = &snapshot.config.http;
         let client_ip = self.peer.ip().to_canonical();
         let last = served + 1 >= limits.keepalive_requests;
         let Connection {
@@ -414,10 +420,10 @@ impl Connection {
                 return Ok(None);
             };
             let host = head.host.unwrap_or("");
-            *route = worker
+            *route = snapshot
                 .config
                 .route_index(&request::route_host(host), &head.path);
-            let matched = route.map(|i| &worker.config.routes[i]);
+            let matched = route.map(|i| &snapshot.config.routes[i]);
             let action = matched.map(|r| &r.action);
             let max_body = matched.map_or(limits.max_body_size, |r| r.max_body_size(limits));
             let client_id = request_id::from_client(head.headers);
@@ -426,7 +432,7 @@ impl Connection {
                     request_id.clear();
                     request_id.push_str(id);
                 }
-                None => worker.next_request_id(request_id),
+                None => snapshot.next_request_id(request_id),
             }
             if matches!(action, Some(RouteAction::Proxy(_))) {
                 // A client's own id is already among the fields forwarded.
@@ -439,7 +445,7 @@ impl Connection {
                     added_id,
                 );
             }
-            if worker.access.any() {
+            if snapshot.access.any() {
                 info.set(&head);
             }
             let req = Request {
@@ -462,7 +468,7 @@ impl Connection {
             }
             Ok(None) => Ok(None),
             Err(RequestError::Syntax(httparse::Error::Version)) => {
-                self.parse_later_minor(worker, served)
+                self.parse_later_minor(snapshot, served)
             }
             Err(e) => {
                 self.unknown_request();
@@ -478,11 +484,11 @@ impl Connection {
     #[inline(never)]
     fn parse_later_minor<'w>(
         &mut self,
-        worker: &'w Worker,
+        snapshot: &'w Snapshot,
         served: u64,
     ) -> Result<Option<Request<'w>>, HeadEnd> {
         match request::read_later_minor_as_1_1(&mut self.buf) {
-            Ok(()) => self.parse_request(worker, served),
+            Ok(()) => self.parse_request(snapshot, served),
             Err(e) => {
                 self.unknown_request();
                 Err(HeadEnd::Invalid(e))
@@ -493,7 +499,7 @@ impl Connection {
     /// Whether the connection must close after answering `req` without
     /// forwarding it; skips its body when it is already fully buffered.
     pub(crate) fn must_close(&mut self, req: &Request<'_>) -> bool {
-        if !req.keep_alive || self.worker.stopping() {
+        if !req.keep_alive || self.snapshot.stopping() {
             return true;
         }
         let mut body = BodyCursor::new(req.body);
@@ -511,7 +517,7 @@ impl Connection {
 
     /// How long a write to the client may stall (nginx's `send_timeout`).
     pub(crate) fn send_timeout(&self) -> Duration {
-        self.worker.config.http.send_timeout
+        self.snapshot.config.http.send_timeout
     }
 
     /// Answers an error page.
@@ -544,7 +550,7 @@ impl Connection {
         body: &[u8],
         close: bool,
     ) -> Done {
-        let close = close || self.worker.stopping();
+        let close = close || self.snapshot.stopping();
         heads::own_response_head(
             &mut self.response_head,
             status,

@@ -5,7 +5,7 @@
 //! The lists are bounded, and buffers that grew large (a long head, a
 //! request body) are freed rather than kept, so idle memory stays small.
 
-use crate::access_log::RequestInfo;
+use crate::observe::access_log::RequestInfo;
 use bytes::BytesMut;
 use std::cell::RefCell;
 

@@ -1,9 +1,10 @@
 //! How a worker is told to stop: commands from the master over IPC, signals
 //! sent to the worker directly, and the master disappearing.
 
+use crate::stop::{request_stop, Stop};
 use ipc_channel::ipc::IpcReceiver;
 use ipc_channel::IpcError;
-use prefork_shared::ipc::{MasterMsg, StopMode};
+use prefork_shared::ipc::MasterMsg;
 use prefork_shared::Config;
 use slog::{error, warn, Logger};
 use std::cell::Cell;
@@ -12,37 +13,6 @@ use std::io;
 use std::rc::Rc;
 use tokio::signal::unix::{signal, SignalKind};
 use tokio::sync::{mpsc, watch};
-
-/// The worker's run state; it only ever moves forward.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
-pub(crate) enum Stop {
-    /// Serving.
-    Running,
-    /// Stop accepting, finish in-flight requests, then exit.
-    Graceful,
-    /// Exit now.
-    Fast,
-}
-
-impl From<StopMode> for Stop {
-    fn from(mode: StopMode) -> Self {
-        match mode {
-            StopMode::Graceful => Stop::Graceful,
-            StopMode::Fast => Stop::Fast,
-        }
-    }
-}
-
-/// Moves the run state to `to`, unless it is already further along.
-pub(crate) fn request_stop(state: &watch::Sender<Stop>, to: Stop) {
-    state.send_if_modified(|current| {
-        let advance = to > *current;
-        if advance {
-            *current = to;
-        }
-        advance
-    });
-}
 
 /// Starts the thread that reads the master's commands.
 ///
@@ -109,20 +79,4 @@ pub(crate) fn watch_signals(
             request_stop(&state, to);
         }
     })
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn stop_only_moves_forward() {
-        let (tx, rx) = watch::channel(Stop::Running);
-        request_stop(&tx, Stop::Graceful);
-        assert_eq!(*rx.borrow(), Stop::Graceful);
-        request_stop(&tx, Stop::Fast);
-        assert_eq!(*rx.borrow(), Stop::Fast);
-        request_stop(&tx, Stop::Graceful);
-        assert_eq!(*rx.borrow(), Stop::Fast);
-    }
 }

@@ -1,21 +1,22 @@
 //! Proxying one request: pick a server, forward the request while its body
 //! streams in, and stream the response back.
 
-use crate::access_log::Served;
-use crate::conn::{ack_now, connection_field, set_nodelay, Connection, Done, Request};
-use crate::error::{ClientError, PumpError, UpstreamError};
-use crate::health::Change;
+use crate::downstream::h1::{ack_now, connection_field, set_nodelay, Connection, Done, Request};
 use crate::http::body::BodyCursor;
 use crate::http::chunked::ChunkedDecoder;
 use crate::http::heads::{self, ConnectionField};
 use crate::http::response::{self, MAX_RESPONSE_HEADERS};
 use crate::http::{with_header_slots, Framing, Version};
-use crate::io::{
-    timed, write_last_within, write_two, write_two_within, TimedOut, TryWrite, BODY_READ,
-};
-use crate::splice::{self, Failure, Moved, Pipes, SpliceEnd};
-use crate::stats::{self, Stats};
-use crate::tunnel;
+use crate::io::splice::{self, Failure, Moved, Pipes, SpliceEnd};
+use crate::io::timed::{timed, TimedOut};
+use crate::io::tunnel;
+use crate::io::write::{write_last_within, write_two, write_two_within, TryWrite};
+use crate::io::BODY_READ;
+use crate::observe::access_log::Served;
+use crate::observe::stats::{self, Stats};
+use crate::proxy::error::{ClientError, PumpError};
+use crate::upstream::error::UpstreamError;
+use crate::upstream::health::Change;
 use crate::upstream::{Group, UpstreamConn};
 use bytes::{Buf, BufMut, BytesMut};
 use slog::{error, info, warn};
@@ -141,7 +142,7 @@ impl Connection {
             let up = match group.acquire(index, fresh).await {
                 Ok(up) => up,
                 Err(e) => {
-                    error!(self.worker.log, "upstream connect failed";
+                    error!(self.snapshot.log, "upstream connect failed";
                         "client" => %self.peer, "upstream" => %addr, "error" => %e, "request_id" => &self.request_id);
                     stats::failed(group.counters(index), &e);
                     self.note_failure(group, index);
@@ -200,7 +201,7 @@ impl Connection {
 
     /// Answers 502 at once when every server of `group` is down.
     async fn no_live_server(&mut self, req: &Request<'_>, group: &Group) -> Done {
-        error!(self.worker.log, "no live upstream server";
+        error!(self.snapshot.log, "no live upstream server";
             "client" => %self.peer, "servers" => group.len(), "request_id" => &self.request_id);
         let close = self.must_close(req);
         self.answer_error(req.version, req.is_head, 502, close)
@@ -217,10 +218,10 @@ impl Connection {
     fn log_change(&self, group: &Group, index: usize, change: Change) {
         let server = &group.server(index).name;
         match change {
-            Change::Down => warn!(self.worker.log, "upstream server marked down";
+            Change::Down => warn!(self.snapshot.log, "upstream server marked down";
                 "server" => server, "max_fails" => group.config.max_fails,
                 "fail_timeout" => ?group.config.fail_timeout),
-            Change::Up => info!(self.worker.log, "upstream server back up"; "server" => server),
+            Change::Up => info!(self.snapshot.log, "upstream server back up"; "server" => server),
         }
     }
 
@@ -233,7 +234,7 @@ impl Connection {
         counters: &stats::ServerCell,
     ) -> Done {
         self.body_unread = !early.request_done;
-        let log = &self.worker.log;
+        let log = &self.snapshot.log;
         match early.error {
             PumpError::Upstream(e) => {
                 error!(log, "upstream request failed";
@@ -258,7 +259,7 @@ impl Connection {
 
     fn timeouts(&self, group: &Group) -> Timeouts {
         Timeouts {
-            client_read: self.worker.config.http.client_body_timeout,
+            client_read: self.snapshot.config.http.client_body_timeout,
             client_write: self.send_timeout(),
             upstream_read: group.config.read_timeout,
             upstream_write: group.config.write_timeout,
@@ -286,7 +287,7 @@ impl Connection {
                 buf,
                 request_head,
                 response_head,
-                worker,
+                snapshot,
                 peer,
                 request_id,
                 nodelay,
@@ -337,8 +338,8 @@ impl Connection {
             let head = {
                 // Pinned where they are made: moving them costs a copy each.
                 let mut pump = pin!(pump_request_body(
-                    worker.stats(),
-                    worker.pipes(),
+                    snapshot.stats(),
+                    snapshot.pipes(),
                     &mut client_rd,
                     buf,
                     &mut up_wr,
@@ -350,8 +351,8 @@ impl Connection {
                     upgrade: req.upgrade,
                     forward_interim: req.version == Version::Http11,
                     trailers: req.version == Version::Http11,
-                    via: worker.config.http.via.as_deref(),
-                    read_size: if worker.pipes().is_some() {
+                    via: snapshot.config.http.via.as_deref(),
+                    read_size: if snapshot.pipes().is_some() {
                         splice::HEAD_READ
                     } else {
                         BODY_READ
@@ -454,7 +455,7 @@ impl Connection {
                 }
                 set_nodelay(client_wr, nodelay);
                 heads::finish_head(response_head, None, false, ConnectionField::Upgrade);
-                let idle = worker.config.http.tunnel_timeout;
+                let idle = snapshot.config.http.tunnel_timeout;
                 // Bytes either side sent early (after its head) go first.
                 let opened = async {
                     write_client(&mut client_wr, response_head, &up.buf, t).await?;
@@ -474,7 +475,7 @@ impl Connection {
                         tunnel::run(&mut client_rd, &mut client_wr, &mut up_rd, &mut up_wr, idle)
                             .await;
                     counted.ok();
-                    worker.stats().read_u64(carried.up);
+                    snapshot.stats().read_u64(carried.up);
                     return Ok(Done {
                         served: Served {
                             status: 101,
@@ -492,7 +493,7 @@ impl Connection {
             let decode = meta.framing == Framing::Chunked && req.version == Version::Http10;
             let to_client = if decode { Framing::Close } else { meta.framing };
             let close = !req.keep_alive
-                || worker.stopping()
+                || snapshot.stopping()
                 || !request_done
                 || to_client == Framing::Close;
             let content_length = match meta.framing {
@@ -520,7 +521,7 @@ impl Connection {
             let relay = if decode {
                 Relay::Decoded
             } else {
-                Relay::AsIs(worker.pipes())
+                Relay::AsIs(snapshot.pipes())
             };
             let result = send_response(
                 &mut up_rd,
@@ -544,7 +545,7 @@ impl Connection {
                 }
                 Err((error, _)) => {
                     if let PumpError::Upstream(e) = &error {
-                        error!(worker.log, "upstream response failed";
+                        error!(snapshot.log, "upstream response failed";
                             "client" => %peer, "upstream" => %addr, "error" => %e, "request_id" => &*request_id);
                         counted.failed(e);
                     }

@@ -1,7 +1,7 @@
 //! Taking over the listening sockets and the load board the master passed
 //! across exec.
 
-use crate::load_share::LoadShare;
+use crate::state::load_share::LoadShare;
 use prefork_shared::fds::{self, FIRST_LISTEN_FD, LISTEN_FDS_ENV};
 use prefork_shared::load_board::{LoadBoard, BOARD_BYTES, LOAD_CELL_ENV};
 use std::fs::File;

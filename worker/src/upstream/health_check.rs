@@ -6,10 +6,9 @@
 //! the event loop, end when the worker starts stopping, and end when their
 //! group is dropped.
 
-use crate::control::Stop;
-use crate::health::Change;
-use crate::server::Newest;
-use crate::upstream::{Group, Upstreams};
+use super::health::Change;
+use super::{Group, Upstreams};
+use crate::stop::Stop;
 use prefork_shared::config::HealthCheck;
 use slog::{info, warn, Logger};
 use std::net::SocketAddr;
@@ -22,15 +21,18 @@ use tokio::time::{sleep, timeout};
 /// Largest response head a check reads.
 const MAX_CHECK_HEAD: usize = 8 * 1024;
 
+/// The error log of the newest configuration, while one is in use (a hot
+/// reload may move it).
+pub(crate) type NewestLog = Rc<dyn Fn() -> Option<Logger>>;
+
 /// Starts the checks of every group that has `health_check`, except groups
 /// kept unchanged from `previous` (a hot reload), whose checks still run.
-/// They log to the error log of the newest snapshot of `newest` (a hot
-/// reload may move it), else to `log`.
+/// They log to `newest`, else to `log`.
 pub(crate) fn spawn(
     upstreams: &Upstreams,
     previous: Option<&Upstreams>,
     stop: &watch::Receiver<Stop>,
-    newest: &Newest,
+    newest: &NewestLog,
     log: &Logger,
 ) {
     for (name, group) in upstreams.groups() {
@@ -52,7 +54,7 @@ pub(crate) fn spawn(
 
 /// Where one server's check logs its changes.
 struct CheckLog {
-    newest: Newest,
+    newest: NewestLog,
     fallback: Logger,
     upstream: String,
     server: String,
@@ -61,10 +63,7 @@ struct CheckLog {
 impl CheckLog {
     /// The newest error log, the check's upstream and server on each line.
     fn get(&self) -> Logger {
-        let base = self
-            .newest
-            .get()
-            .map_or_else(|| self.fallback.clone(), |w| w.log.clone());
+        let base = (self.newest)().unwrap_or_else(|| self.fallback.clone());
         base.new(slog::o!("upstream" => self.upstream.clone(), "server" => self.server.clone()))
     }
 }

@@ -3,11 +3,16 @@
 //!
 //! A worker runs one thread, so the state lives in `Cell`s and `RefCell`s.
 
-use crate::balance::Balancer;
-use crate::error::UpstreamError;
-use crate::health::{Change, Health};
+pub(crate) mod balance;
+pub(crate) mod error;
+pub(crate) mod health;
+pub(crate) mod health_check;
+
 use crate::io::BODY_READ;
-use crate::stats::{ServerCell, Stats};
+use crate::observe::stats::{ServerCell, Stats};
+use crate::upstream::balance::Balancer;
+use crate::upstream::error::UpstreamError;
+use crate::upstream::health::{Change, Health};
 use bytes::BytesMut;
 use prefork_shared::config::{Config, Server, Upstream};
 use rustc_hash::FxHashMap;

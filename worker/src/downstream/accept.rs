@@ -1,10 +1,10 @@
 //! Accepting client connections on one listener until a stop.
 
-use crate::client_socket::ClientSocket;
-use crate::conn::Connection;
-use crate::control::Stop;
-use crate::load_share::{HoldBack, ACCEPT_DEFER};
-use crate::server::Worker;
+use crate::downstream::h1::Connection;
+use crate::io::client_socket::ClientSocket;
+use crate::state::load_share::{HoldBack, ACCEPT_DEFER};
+use crate::state::Snapshot;
+use crate::stop::Stop;
 use slog::error;
 use socket2::{SockAddr, SockRef, Socket};
 use std::io;
@@ -46,11 +46,11 @@ impl Listener {
 /// It holds the newest configuration snapshot only: one a hot reload
 /// replaced belongs to the connections still using it, and goes (with its
 /// log files) when they are done.
-pub(crate) async fn accept_loop(mut worker: Rc<Worker>, listener: Listener) {
+pub(crate) async fn accept_loop(mut snapshot: Rc<Snapshot>, listener: Listener) {
     let Listener { socket, shared } = listener;
     let mut hold = HoldBack::default();
     loop {
-        if worker.stopping() {
+        if snapshot.stopping() {
             break;
         }
         // Waiting comes first: while connections are queued, the stop
@@ -59,24 +59,24 @@ pub(crate) async fn accept_loop(mut worker: Rc<Worker>, listener: Listener) {
         let ready = tokio::select! {
             biased;
             ready = socket.readable() => ready,
-            () = worker.on_change(|| worker.stopping() || worker.superseded()) => {
-                worker = worker.latest();
+            () = snapshot.on_change(|| snapshot.stopping() || snapshot.superseded()) => {
+                snapshot = snapshot.latest();
                 continue;
             }
         };
         let mut ready = match ready {
             Ok(ready) => ready,
             Err(e) => {
-                accept_failed(&worker, &socket, &e).await;
+                accept_failed(&snapshot, &socket, &e).await;
                 continue;
             }
         };
         let mut paused_for = None;
         let ignored = hold.ignored();
-        if shared && worker.busier_than_others(ignored) {
+        if shared && snapshot.busier_than_others(ignored) {
             drop(ready);
-            let least = worker.least_loaded(ignored);
-            match defer(&worker, ignored).await {
+            let least = snapshot.least_loaded(ignored);
+            match defer(&snapshot, ignored).await {
                 Deferral::Stopped => break,
                 Deferral::Paused => paused_for = Some(least),
                 Deferral::NotNeeded => {}
@@ -86,7 +86,7 @@ pub(crate) async fn accept_loop(mut worker: Rc<Worker>, listener: Listener) {
             ready = match socket.readable().await {
                 Ok(ready) => ready,
                 Err(e) => {
-                    accept_failed(&worker, &socket, &e).await;
+                    accept_failed(&snapshot, &socket, &e).await;
                     continue;
                 }
             };
@@ -95,13 +95,13 @@ pub(crate) async fn accept_loop(mut worker: Rc<Worker>, listener: Listener) {
         if let Some(Some((cell, count))) = paused_for {
             // Used: the queue was emptied, or the least loaded worker's
             // count moved (it accepts, while connections keep coming).
-            let moved = worker.load_of(cell) != count;
+            let moved = snapshot.load_of(cell) != count;
             hold.paused(cell, accepted.is_err() || moved);
         }
-        on_accepted(&worker, &socket, accepted).await;
+        on_accepted(&snapshot, &socket, accepted).await;
     }
-    if *worker.stop.borrow() == Stop::Graceful {
-        take_queued(&worker, socket.into_inner());
+    if *snapshot.stop.borrow() == Stop::Graceful {
+        take_queued(&snapshot, socket.into_inner());
     }
 }
 
@@ -116,34 +116,38 @@ fn accept_nonblocking(listener: &std::net::TcpListener) -> io::Result<(Socket, S
 type Accepted = Result<io::Result<(Socket, SockAddr)>, tokio::io::unix::TryIoError>;
 
 async fn on_accepted(
-    worker: &Rc<Worker>,
+    snapshot: &Rc<Snapshot>,
     socket: &AsyncFd<std::net::TcpListener>,
     accepted: Accepted,
 ) {
     match accepted {
-        Ok(Ok(accepted)) => serve_accepted(worker, accepted),
+        Ok(Ok(accepted)) => serve_accepted(snapshot, accepted),
         Ok(Err(e)) if is_per_connection(&e) => {}
-        Ok(Err(e)) => accept_failed(worker, socket, &e).await,
+        Ok(Err(e)) => accept_failed(snapshot, socket, &e).await,
         // The queue is empty: wait for the next connection.
         Err(_would_block) => {}
     }
 }
 
 /// Serves a connection `accept4` returned.
-fn serve_accepted(worker: &Rc<Worker>, (socket, peer): (Socket, SockAddr)) {
+fn serve_accepted(snapshot: &Rc<Snapshot>, (socket, peer): (Socket, SockAddr)) {
     // A TCP listener's peers are IP addresses.
     if let Some(peer) = peer.as_socket() {
-        serve(worker, ClientSocket::new(socket.into()), peer);
+        serve(snapshot, ClientSocket::new(socket.into()), peer);
     }
 }
 
-async fn accept_failed(worker: &Worker, socket: &AsyncFd<std::net::TcpListener>, e: &io::Error) {
+async fn accept_failed(
+    snapshot: &Snapshot,
+    socket: &AsyncFd<std::net::TcpListener>,
+    e: &io::Error,
+) {
     let addr = socket
         .get_ref()
         .local_addr()
         .map(|a| a.to_string())
         .unwrap_or_default();
-    error!(worker.log, "accept failed"; "listen" => addr, "error" => %e);
+    error!(snapshot.log, "accept failed"; "listen" => addr, "error" => %e);
     tokio::time::sleep(ACCEPT_BACKOFF).await;
 }
 
@@ -161,26 +165,26 @@ enum Deferral {
 /// busier than another: the kernel wakes every worker for a new connection
 /// on a shared socket and the first to accept wins, so this lets a less
 /// loaded one take it.
-async fn defer(worker: &Worker, ignored: Option<usize>) -> Deferral {
+async fn defer(snapshot: &Snapshot, ignored: Option<usize>) -> Deferral {
     // First let the connections just accepted read their requests: those
     // that close after one (`Connection: close`) no longer weigh, and a
     // batch of them must not make the worker hold back.
     tokio::task::yield_now().await;
-    if !worker.busier_than_others(ignored) {
+    if !snapshot.busier_than_others(ignored) {
         return Deferral::NotNeeded;
     }
     tokio::select! {
         biased;
-        () = worker.on_change(|| worker.stopping()) => Deferral::Stopped,
+        () = snapshot.on_change(|| snapshot.stopping()) => Deferral::Stopped,
         () = tokio::time::sleep(ACCEPT_DEFER) => Deferral::Paused,
     }
 }
 
-fn serve(worker: &Rc<Worker>, stream: ClientSocket, peer: SocketAddr) {
+fn serve(snapshot: &Rc<Snapshot>, stream: ClientSocket, peer: SocketAddr) {
     // TCP_NODELAY is set when a response needs it (conn::set_nodelay).
-    let active = worker.track();
+    let active = snapshot.track();
     // The newest configuration (hot reload) serves it.
-    let conn = Connection::new(worker.latest(), stream, peer, active);
+    let conn = Connection::new(snapshot.latest(), stream, peer, active);
     // Boxed: the connection's future is several KiB, and tokio moves a
     // task's future by value a few times while spawning and finishing it;
     // moving a pointer instead saves more than the allocation costs.
@@ -190,10 +194,10 @@ fn serve(worker: &Rc<Worker>, stream: ClientSocket, peer: SocketAddr) {
 /// Accepts, without waiting, every connection in the listener's queue (it
 /// asks the kernel directly, where the readiness flag may be stale), then
 /// closes the listener.
-fn take_queued(worker: &Rc<Worker>, listener: std::net::TcpListener) {
+fn take_queued(snapshot: &Rc<Snapshot>, listener: std::net::TcpListener) {
     loop {
         match accept_nonblocking(&listener) {
-            Ok(accepted) => serve_accepted(worker, accepted),
+            Ok(accepted) => serve_accepted(snapshot, accepted),
             Err(e) if is_per_connection(&e) => {}
             // WouldBlock: the queue is empty (the socket is non-blocking).
             Err(_) => return,

@@ -1,0 +1,12 @@
+//! Sockets and the ways bytes move through them: client sockets registered
+//! with the event loop only when they must wait, time-limited reads and
+//! writes, splicing bodies between sockets, and tunnels.
+
+pub(crate) mod client_socket;
+pub(crate) mod splice;
+pub(crate) mod timed;
+pub(crate) mod tunnel;
+pub(crate) mod write;
+
+/// Size of one body read, and the spare room kept for it.
+pub(crate) const BODY_READ: usize = 256 * 1024;

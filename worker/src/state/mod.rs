@@ -1,0 +1,10 @@
+//! What the worker's tasks share: the snapshot of each configuration, the
+//! run state, the open connections (for draining and the load board), and
+//! per-process free lists of buffers.
+
+pub(crate) mod buffers;
+pub(crate) mod load_share;
+pub(crate) mod snapshot;
+pub(crate) mod waiters;
+
+pub(crate) use snapshot::{ActiveConnection, Newest, Snapshot};
