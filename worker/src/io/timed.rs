@@ -60,6 +60,21 @@ pub(crate) async fn timed_until<F: Future>(
     .await
 }
 
+/// Runs `io` within `limit` (as [`timed`]), mapping its error with
+/// `on_error` and a timeout to `on_timeout`.
+pub(crate) async fn within<T, E>(
+    limit: Duration,
+    io: impl Future<Output = std::io::Result<T>>,
+    on_error: impl FnOnce(std::io::Error) -> E,
+    on_timeout: E,
+) -> Result<T, E> {
+    match timed(limit, io).await {
+        Ok(Ok(v)) => Ok(v),
+        Ok(Err(e)) => Err(on_error(e)),
+        Err(_) => Err(on_timeout),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -50,3 +50,46 @@ pub(crate) enum PumpError {
     #[error(transparent)]
     Upstream(#[from] UpstreamError),
 }
+
+/// An exchange with an upstream that failed before a final response head
+/// reached the client: the client can still get an error response, and
+/// the request may be replayed.
+#[derive(Debug)]
+pub(crate) struct ExchangeError {
+    /// What failed.
+    pub(crate) error: PumpError,
+    /// No byte of the response had arrived.
+    no_response: bool,
+    /// Whether the whole request body was forwarded.
+    pub(crate) request_done: bool,
+}
+
+impl ExchangeError {
+    /// A failure; `no_response`: before any byte of the response arrived.
+    pub(crate) fn new(error: impl Into<PumpError>, no_response: bool, request_done: bool) -> Self {
+        ExchangeError {
+            error: error.into(),
+            no_response,
+            request_done,
+        }
+    }
+
+    /// A failure on the client's side, before the whole body was forwarded.
+    pub(crate) fn client(error: ClientError) -> Self {
+        ExchangeError::new(error, false, false)
+    }
+
+    /// Whether the request may be replayed: nothing of the response had
+    /// arrived, so the server cannot have answered it. Only idempotent
+    /// requests without a body are (see `retry`).
+    pub(crate) fn may_replay(&self) -> bool {
+        self.no_response
+    }
+
+    /// Whether the failure counts against the server's health: it did not
+    /// answer properly before the response head (a body error does not
+    /// count, nor does a client's).
+    pub(crate) fn is_server_failure(&self) -> bool {
+        matches!(&self.error, PumpError::Upstream(e) if !matches!(e, UpstreamError::BadChunk(_)))
+    }
+}

@@ -1,0 +1,198 @@
+//! The HTTP/1.1 session: one client connection's keep-alive loop. It reads
+//! request heads (`read`), hands each request to the proxy core, and is the
+//! core's [`Downstream`](crate::proxy::Downstream) for it: the request body
+//! comes from the connection (`body`), the response goes to it (`sink`),
+//! and prefork's own answers and the lingering close are its own
+//! (`session`). `LIFECYCLE.md` beside this file draws the connection's
+//! states.
+
+mod body;
+mod read;
+mod session;
+mod sink;
+
+use crate::http::heads::{self, ConnectionField};
+use crate::http::{Framing, Version};
+use crate::io::client_socket::ClientSocket;
+use crate::io::timed::TimedOut;
+use crate::proxy::error::ClientError;
+use crate::proxy::{self, RequestCtx};
+use crate::state::{ActiveConnection, Snapshot};
+use read::HeadEnd;
+use session::Session;
+use slog::warn;
+use std::future::Future;
+use std::net::SocketAddr;
+use std::pin::pin;
+use std::rc::Rc;
+use std::time::Duration;
+use tokio::time::{sleep, Instant};
+
+/// One client connection.
+pub(crate) struct Connection {
+    /// The configuration it serves under (the newest, between requests).
+    snapshot: Rc<Snapshot>,
+    /// The HTTP/1.1 side: the socket and what requests and responses need.
+    session: Session,
+    /// The proxy core's state of the current request.
+    ctx: RequestCtx,
+    /// Counts the connection as open until it is dropped, after the socket.
+    active: ActiveConnection,
+}
+
+impl Drop for Connection {
+    fn drop(&mut self) {
+        // The per-request buffers go back to the worker's free lists.
+        let buffers = self.snapshot.buffers();
+        let response_head = std::mem::take(&mut self.session.response_head);
+        buffers.put_scratch(self.ctx.take_scratch(response_head));
+        if self.session.buf.capacity() > 0 {
+            buffers.put_head(std::mem::take(&mut self.session.buf));
+        }
+    }
+}
+
+impl Connection {
+    /// A connection just accepted from `peer`.
+    pub(crate) fn new(
+        snapshot: Rc<Snapshot>,
+        stream: ClientSocket,
+        peer: SocketAddr,
+        active: ActiveConnection,
+    ) -> Self {
+        let (ctx, response_head) = RequestCtx::new(peer, snapshot.buffers().take_scratch());
+        Connection {
+            snapshot,
+            session: Session::new(stream, response_head),
+            ctx,
+            active,
+        }
+    }
+
+    /// Serves requests until the connection closes.
+    #[allow(clippy::manual_async_fn)]
+    pub(crate) fn run(mut self) -> impl Future<Output = ()> {
+        // An async block, not an async fn: an async fn's future keeps its
+        // argument and a moved copy of it, twice the connection's bytes in
+        // every connection's future (and its memory when idle).
+        async move {
+            // Each wait on one side gets its own timer, reused from request to
+            // request: its deadline then only ever moves later (see
+            // `timed_until`). Neither is set before it is needed.
+            let mut client_timer = pin!(sleep(Duration::ZERO));
+            let mut upstream_timer = pin!(sleep(Duration::ZERO));
+            let mut served = 0u64;
+            // When the connection last had nothing to do: accepted, or done with
+            // a request (the clock is read once per request, at its start).
+            let mut idle_since = Instant::now();
+            loop {
+                // Between requests: take the newest configuration (hot reload).
+                let snapshot = self.snapshot.latest();
+                self.snapshot = snapshot.clone();
+                let request = self
+                    .read_request(&snapshot, served, idle_since, client_timer.as_mut())
+                    .await;
+                let started = Instant::now();
+                let done = match request {
+                    Ok(req) => {
+                        served += 1;
+                        if !req.keep_alive {
+                            self.active.closing();
+                        }
+                        self.session.body_unread =
+                            !matches!(req.body, Framing::Empty | Framing::Length(0));
+                        proxy::serve(
+                            &mut self.session,
+                            &self.ctx,
+                            &snapshot,
+                            &req,
+                            upstream_timer.as_mut(),
+                        )
+                        .await
+                    }
+                    Err(HeadEnd::Closed) => return,
+                    Err(HeadEnd::Reconfigured) => continue,
+                    Err(HeadEnd::Timeout) => {
+                        self.ctx.unknown(&snapshot);
+                        self.session
+                            .answer_error(&snapshot, Version::Http11, 408)
+                            .await
+                    }
+                    Err(HeadEnd::Invalid(e)) => {
+                        warn!(snapshot.log, "bad request"; "client" => %self.ctx.client, "error" => %e, "request_id" => &self.ctx.request_id);
+                        self.session
+                            .answer_error(&snapshot, Version::Http11, e.status())
+                            .await
+                    }
+                };
+                let took = started.elapsed();
+                idle_since = started + took;
+                self.ctx.record(&snapshot, &done.served, took);
+                if done.close {
+                    // Answered: what is left is the close, lingering perhaps
+                    // for seconds; it no longer weighs on the load board.
+                    self.active.closing();
+                    self.session.close(&snapshot, done.served.status).await;
+                    return;
+                }
+            }
+        }
+    }
+}
+
+/// Acknowledges what a client sent at once and keeps quick ACKs on for a
+/// while: called when more of a request is due. Listeners start connections
+/// with delayed ACKs (the ACK rides on the response), but a client that
+/// leaves Nagle's algorithm on holds its next small segment until it sees
+/// the ACK of the last one: up to a delayed-ACK timeout (40 ms) per wait.
+fn ack_now(stream: &ClientSocket) {
+    // A failure costs at most that delay; the request goes on regardless.
+    let _ = stream.sock_ref().set_tcp_quickack(true);
+}
+
+/// Sets TCP_NODELAY on a client connection, once: request/response traffic
+/// wants latency, not Nagle's batching. Callers skip it for a connection's
+/// last response when all of it is at hand: it leaves in one write followed
+/// at once by the FIN (`write_last_within`), which sends whatever was held
+/// back. A `Connection: close` request then costs one system call less
+/// (nginx, too, sets it only once a connection is kept alive).
+fn set_nodelay(stream: &ClientSocket, done: &mut bool) {
+    if !*done {
+        *done = true;
+        let _ = stream.sock_ref().set_tcp_nodelay(true);
+    }
+}
+
+/// The `Connection` field for a response to a client of `version`.
+fn connection_field(version: Version, close: bool) -> ConnectionField {
+    match (close, version) {
+        (true, _) => ConnectionField::Close,
+        (false, Version::Http10) => ConnectionField::KeepAlive,
+        (false, Version::Http11) => ConnectionField::Omit,
+    }
+}
+
+/// Completes a response head in `out` for a client of `version`.
+fn finish_head(
+    out: &mut Vec<u8>,
+    version: Version,
+    content_length: Option<u64>,
+    chunked: bool,
+    close: bool,
+) {
+    heads::finish_head(
+        out,
+        content_length,
+        chunked,
+        connection_field(version, close),
+    );
+}
+
+/// A write to the client, as the proxy core sees its failure.
+fn client_result(written: Result<std::io::Result<()>, TimedOut>) -> Result<(), ClientError> {
+    match written {
+        Ok(Ok(())) => Ok(()),
+        Ok(Err(e)) => Err(ClientError::Write(e)),
+        Err(_) => Err(ClientError::WriteTimeout),
+    }
+}

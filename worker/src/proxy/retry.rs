@@ -1,0 +1,199 @@
+//! When a request goes to the upstream again after a failed attempt.
+//!
+//! As in nginx, a connect failure sends the request to another server of
+//! the group, each server at most once. Once connected, a request is sent
+//! again only when a pooled connection failed before any response byte
+//! (most likely the server closed it while idle: not its fault), once, on
+//! a new connection, and only for an idempotent request without a body
+//! (its body cannot be read from the client twice).
+
+use super::error::ExchangeError;
+use super::request::Request;
+use crate::http::Framing;
+
+/// The attempts at one request.
+#[derive(Debug, Default)]
+pub(crate) struct Attempts {
+    /// Servers whose connect failed for this request.
+    tried: Vec<usize>,
+    /// The request was replayed once on a new connection.
+    replayed: bool,
+}
+
+/// What follows a failed exchange.
+#[derive(Debug, PartialEq, Eq)]
+pub(crate) enum AfterFailure {
+    /// Send the request again to the same server, on a new connection.
+    Replay,
+    /// Answer the client with the failure; `server_failed`: it counts
+    /// against the server's health.
+    GiveUp {
+        /// Whether the server is to blame.
+        server_failed: bool,
+    },
+}
+
+impl Attempts {
+    /// The servers not to pick again.
+    pub(crate) fn tried(&self) -> &[usize] {
+        &self.tried
+    }
+
+    /// Whether the next attempt needs a new connection rather than a pooled
+    /// one.
+    pub(crate) fn fresh(&self) -> bool {
+        self.replayed
+    }
+
+    /// Server `index` could not be connected to: another one gets the
+    /// request, if any is left.
+    pub(crate) fn connect_failed(&mut self, index: usize) {
+        self.tried.push(index);
+    }
+
+    /// Decides what follows `failure` of an exchange on a connection that
+    /// was `reused` from the pool.
+    pub(crate) fn after(
+        &mut self,
+        failure: &ExchangeError,
+        reused: bool,
+        req: &Request<'_>,
+    ) -> AfterFailure {
+        let stale = failure.may_replay() && reused;
+        let bodyless = matches!(req.body, Framing::Empty | Framing::Length(0));
+        if stale && !self.replayed && req.idempotent && bodyless {
+            self.replayed = true;
+            return AfterFailure::Replay;
+        }
+        AfterFailure::GiveUp {
+            server_failed: !stale && failure.is_server_failure(),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::proxy::error::ClientError;
+    use crate::upstream::error::UpstreamError;
+
+    fn request(idempotent: bool, body: Framing) -> Request<'static> {
+        Request {
+            is_head: false,
+            idempotent,
+            keep_alive: true,
+            body,
+            max_body: 0,
+            upgrade: false,
+            expect_continue: false,
+            action: None,
+        }
+    }
+
+    fn closed_before_response() -> ExchangeError {
+        ExchangeError::new(UpstreamError::Closed, true, true)
+    }
+
+    #[test]
+    fn a_stale_pooled_connection_is_replayed_once_on_a_new_one() {
+        let get = request(true, Framing::Empty);
+        let mut attempts = Attempts::default();
+        assert!(!attempts.fresh());
+        assert_eq!(
+            attempts.after(&closed_before_response(), true, &get),
+            AfterFailure::Replay
+        );
+        assert!(attempts.fresh(), "the replay takes a new connection");
+        // The replay's own failure, on a new connection, is the server's.
+        assert_eq!(
+            attempts.after(&closed_before_response(), false, &get),
+            AfterFailure::GiveUp {
+                server_failed: true
+            }
+        );
+        // And a second stale pooled connection is not replayed again.
+        let mut attempts = Attempts::default();
+        attempts.after(&closed_before_response(), true, &get);
+        assert_eq!(
+            attempts.after(&closed_before_response(), true, &get),
+            AfterFailure::GiveUp {
+                server_failed: false
+            }
+        );
+    }
+
+    #[test]
+    fn only_idempotent_bodyless_requests_are_replayed() {
+        for (idempotent, body) in [
+            (false, Framing::Empty),
+            (true, Framing::Length(5)),
+            (true, Framing::Chunked),
+        ] {
+            let mut attempts = Attempts::default();
+            assert_eq!(
+                attempts.after(&closed_before_response(), true, &request(idempotent, body)),
+                // A stale pooled connection is not the server's fault.
+                AfterFailure::GiveUp {
+                    server_failed: false
+                },
+                "{idempotent} {body:?}"
+            );
+        }
+        let mut attempts = Attempts::default();
+        assert_eq!(
+            attempts.after(
+                &closed_before_response(),
+                true,
+                &request(true, Framing::Length(0))
+            ),
+            AfterFailure::Replay
+        );
+    }
+
+    #[test]
+    fn a_failure_after_response_bytes_is_never_replayed() {
+        let get = request(true, Framing::Empty);
+        let mut attempts = Attempts::default();
+        let bad_head = ExchangeError::new(UpstreamError::Closed, false, true);
+        assert!(!bad_head.may_replay());
+        assert_eq!(
+            attempts.after(&bad_head, true, &get),
+            AfterFailure::GiveUp {
+                server_failed: true
+            }
+        );
+    }
+
+    #[test]
+    fn client_failures_and_bad_chunks_do_not_count_against_the_server() {
+        let get = request(true, Framing::Empty);
+        let mut attempts = Attempts::default();
+        let client = ExchangeError::client(ClientError::Closed);
+        assert_eq!(
+            attempts.after(&client, false, &get),
+            AfterFailure::GiveUp {
+                server_failed: false
+            }
+        );
+        let bad_chunk = ExchangeError::new(
+            UpstreamError::BadChunk(crate::http::chunked::ChunkError::TooLarge),
+            false,
+            true,
+        );
+        assert_eq!(
+            attempts.after(&bad_chunk, false, &get),
+            AfterFailure::GiveUp {
+                server_failed: false
+            }
+        );
+    }
+
+    #[test]
+    fn each_server_is_tried_once_after_a_connect_failure() {
+        let mut attempts = Attempts::default();
+        attempts.connect_failed(2);
+        attempts.connect_failed(0);
+        assert_eq!(attempts.tried(), &[2, 0]);
+        assert!(!attempts.fresh());
+    }
+}
