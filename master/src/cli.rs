@@ -6,7 +6,7 @@ use crate::run::{start_checks, Master, Startup};
 use crate::{admin, control_socket, os, pidfile, signals, upgrade};
 use clap::{Parser, Subcommand, ValueEnum};
 use nix::sys::signal::Signal;
-use prefork_shared::config_file;
+use prefork_shared::config;
 use prefork_shared::exit;
 use prefork_shared::log;
 use slog::{error, info, warn};
@@ -116,7 +116,7 @@ impl SignalName {
 /// beyond it (the workers' `user` exists, the log files can be created),
 /// as `nginx -t` does.
 pub fn test_config(path: &Path) -> i32 {
-    let checked = config_file::load(path)
+    let checked = config::load(path)
         .map_err(|e| e.to_string())
         .and_then(|c| start_checks(&c, path).map(|_| c).map_err(|e| e.to_string()));
     match checked {
@@ -142,7 +142,7 @@ pub fn test_config(path: &Path) -> i32 {
 
 /// `prefork -s NAME`: signals the master named in the config's pid file.
 pub fn send_signal(path: &Path, name: SignalName) -> i32 {
-    let config = match config_file::load(path) {
+    let config = match config::load(path) {
         Ok(c) => c,
         Err(e) => {
             eprintln!("{e}");
@@ -211,7 +211,7 @@ pub fn run_master(path: &Path) -> i32 {
         eprintln!("prefork: sigprocmask: {e}");
         return exit::FAILURE;
     }
-    let config = match config_file::load(path) {
+    let config = match config::load(path) {
         Ok(c) => c,
         Err(e) => {
             eprintln!("{e}");

@@ -18,7 +18,7 @@ use crate::upgrade::{self, Inherited};
 use crossbeam_channel::{select, Receiver, Sender};
 use ipc_channel::ipc::IpcSender;
 use nix::sys::signal::Signal;
-use prefork_shared::config_file::{self, KeyPath};
+use prefork_shared::config::{self, KeyPath};
 use prefork_shared::ipc::{MasterMsg, StopMode, WorkerMsg};
 use prefork_shared::load_board::LoadBoard;
 use prefork_shared::Config;
@@ -657,7 +657,7 @@ impl Master {
     /// an invalid one changes nothing.
     fn reload(&mut self) -> Option<Event> {
         info!(self.log, "reloading the configuration"; "file" => %self.config_path.display());
-        let config = match config_file::load(&self.config_path) {
+        let config = match config::load(&self.config_path) {
             Ok(c) => c,
             Err(e) => return self.reload_failed(e.to_string()),
         };
@@ -770,15 +770,15 @@ pub fn worker_credentials(config: &Config) -> std::io::Result<Option<Credentials
 pub fn start_checks(
     config: &Config,
     path: &Path,
-) -> Result<Option<Credentials>, config_file::ConfigError> {
+) -> Result<Option<Credentials>, config::ConfigError> {
     let mut problems = Vec::new();
     let credentials = worker_credentials(config).unwrap_or_else(|e| {
         let user = KeyPath::default().key("user");
-        problems.push(config_file::problem_at(path, &user, e.to_string()));
+        problems.push(config::problem_at(path, &user, e.to_string()));
         None
     });
     for (key, why) in log_files::check(config) {
-        problems.push(config_file::problem_at(path, &key, why));
+        problems.push(config::problem_at(path, &key, why));
     }
     // The master creates both before it serves.
     for (key, file) in [
@@ -787,13 +787,13 @@ pub fn start_checks(
     ] {
         if let Some(why) = log_files::cannot_create(file) {
             let key = KeyPath::default().key(key);
-            problems.push(config_file::problem_at(path, &key, why));
+            problems.push(config::problem_at(path, &key, why));
         }
     }
     if problems.is_empty() {
         Ok(credentials)
     } else {
         problems.sort_by_key(|p| p.line);
-        Err(config_file::ConfigError::Invalid { problems })
+        Err(config::ConfigError::Invalid { problems })
     }
 }

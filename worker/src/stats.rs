@@ -244,7 +244,7 @@ pub(crate) async fn report_every(newest: Newest, to_master: IpcSender<WorkerMsg>
 #[cfg(test)]
 mod tests {
     use super::*;
-    use prefork_shared::config_file::parse;
+    use prefork_shared::config::parse;
     use std::path::Path;
 
     fn config() -> Config {

@@ -1,8 +1,36 @@
-//! Finds the line of a key in a TOML source, so that validation errors found
+//! Locating problems: a key's path, the line it is on in the TOML source, and
+//! a [`Problem`] that reads `file:line: key: reason`, so that errors found
 //! after deserializing can still point at `file:line`.
 
 use std::fmt;
+use std::path::PathBuf;
 use toml::de::{DeTable, DeValue};
+
+/// One thing wrong with a config file.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Problem {
+    /// The config file.
+    pub file: PathBuf,
+    /// 1-based line, when it could be located.
+    pub line: Option<usize>,
+    /// The key concerned (`routes[1].upstream`), empty for syntax errors.
+    pub key: String,
+    /// What is wrong.
+    pub message: String,
+}
+
+impl fmt::Display for Problem {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}", self.file.display())?;
+        if let Some(line) = self.line {
+            write!(f, ":{line}")?;
+        }
+        if !self.key.is_empty() {
+            write!(f, ": {}", self.key)?;
+        }
+        write!(f, ": {}", self.message)
+    }
+}
 
 /// One step of a key path: a table key or an array index.
 #[derive(Debug, Clone, PartialEq, Eq)]
