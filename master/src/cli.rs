@@ -2,7 +2,8 @@
 //! master, test a config, or signal a running master.
 
 use crate::listeners::Listeners;
-use crate::run::{start_checks, Master, Startup};
+use crate::run::{Master, Startup};
+use crate::start_checks::start_checks;
 use crate::{admin, control_socket, os, pidfile, signals, upgrade};
 use clap::{Parser, Subcommand, ValueEnum};
 use nix::sys::signal::Signal;

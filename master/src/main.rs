@@ -16,6 +16,7 @@ mod query;
 mod reload;
 mod run;
 mod signals;
+mod start_checks;
 mod status;
 mod supervisor;
 mod upgrade;
