@@ -7,7 +7,7 @@ use crate::start_checks::start_checks;
 use crate::{admin, control_socket, os, pidfile, signals, upgrade};
 use clap::{Parser, Subcommand, ValueEnum};
 use nix::sys::signal::Signal;
-use prefork_shared::config;
+use prefork_shared::config::{self, Loaded};
 use prefork_shared::exit;
 use prefork_shared::log;
 use slog::{error, info, warn};
@@ -118,8 +118,7 @@ impl SignalName {
 /// as `nginx -t` does.
 pub fn test_config(path: &Path) -> i32 {
     let checked = config::load(path)
-        .map_err(|e| e.to_string())
-        .and_then(|c| start_checks(&c, path).map(|_| c).map_err(|e| e.to_string()));
+        .and_then(|Loaded { config, locator }| start_checks(&config, &locator).map(|_| config));
     match checked {
         Ok(c) => {
             let listen: Vec<String> = c.listen.iter().map(|l| l.addr.to_string()).collect();
@@ -144,7 +143,7 @@ pub fn test_config(path: &Path) -> i32 {
 /// `prefork -s NAME`: signals the master named in the config's pid file.
 pub fn send_signal(path: &Path, name: SignalName) -> i32 {
     let config = match config::load(path) {
-        Ok(c) => c,
+        Ok(loaded) => loaded.config,
         Err(e) => {
             eprintln!("{e}");
             eprintln!("prefork: not signalling: the configuration file is invalid");
@@ -212,14 +211,14 @@ pub fn run_master(path: &Path) -> i32 {
         eprintln!("prefork: sigprocmask: {e}");
         return exit::FAILURE;
     }
-    let config = match config::load(path) {
-        Ok(c) => c,
+    let Loaded { config, locator } = match config::load(path) {
+        Ok(loaded) => loaded,
         Err(e) => {
             eprintln!("{e}");
             return exit::FAILURE;
         }
     };
-    let credentials = match start_checks(&config, path) {
+    let credentials = match start_checks(&config, &locator) {
         Ok(c) => c,
         Err(e) => {
             eprintln!("{e}");

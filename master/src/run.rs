@@ -19,7 +19,7 @@ use crate::upgrade::{self, Inherited};
 use crossbeam_channel::{select, Receiver, Sender};
 use ipc_channel::ipc::IpcSender;
 use nix::sys::signal::Signal;
-use prefork_shared::config;
+use prefork_shared::config::{self, Loaded};
 use prefork_shared::ipc::{MasterMsg, StopMode, WorkerMsg};
 use prefork_shared::load_board::LoadBoard;
 use prefork_shared::Config;
@@ -658,11 +658,11 @@ impl Master {
     /// an invalid one changes nothing.
     fn reload(&mut self) -> Option<Event> {
         info!(self.log, "reloading the configuration"; "file" => %self.config_path.display());
-        let config = match config::load(&self.config_path) {
-            Ok(c) => c,
+        let Loaded { config, locator } = match config::load(&self.config_path) {
+            Ok(loaded) => loaded,
             Err(e) => return self.reload_failed(e.to_string()),
         };
-        let credentials = match start_checks(&config, &self.config_path) {
+        let credentials = match start_checks(&config, &locator) {
             Ok(c) => c,
             Err(e) => return self.reload_failed(e.to_string()),
         };

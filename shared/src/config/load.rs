@@ -1,7 +1,7 @@
 //! Loading a config file: read it, parse the TOML into the raw model, and
 //! validate that into a [`Config`], or say every problem found.
 
-use super::locate::{duplicate_key_at, key_at, line_at, line_of, KeyPath, Problem};
+use super::locate::{Locator, Problem};
 use super::model::Config;
 use super::raw::RawConfig;
 use super::validate;
@@ -41,68 +41,72 @@ impl fmt::Display for Problems<'_> {
     }
 }
 
-/// A problem with the value at `key` found by a check beyond the file
-/// itself (the system's users, the file system), located in `file` as the
-/// validator's own problems are, so that it reads `file:line: key: reason`
-/// too. The file is read again for the line; without it, the line is left out.
-pub fn problem_at(file: &Path, key: &KeyPath, message: impl Into<String>) -> Problem {
-    let line = std::fs::read_to_string(file)
-        .ok()
-        .and_then(|source| line_of(&source, key));
-    Problem {
-        file: file.to_owned(),
-        line,
-        key: key.to_string(),
-        message: message.into(),
-    }
+/// A validated config and the text it was read from, to locate problems
+/// found beyond the file (see [`Locator`]).
+#[derive(Debug)]
+pub struct Loaded {
+    /// The validated config.
+    pub config: Config,
+    /// The file's text, to locate keys in it.
+    pub locator: Locator,
 }
 
-/// Reads and validates the config file at `path`.
-pub fn load(path: &Path) -> Result<Config, ConfigError> {
+/// Reads and validates the config file at `path`. The file is read once.
+pub fn load(path: &Path) -> Result<Loaded, ConfigError> {
     let bytes = std::fs::read(path).map_err(|source| ConfigError::Read {
         file: path.to_owned(),
         source,
     })?;
-    match std::str::from_utf8(&bytes) {
-        Ok(source) => parse(path, source),
-        Err(e) => {
-            let valid = &bytes[..e.valid_up_to()];
-            Err(ConfigError::Invalid {
-                problems: vec![Problem {
-                    file: path.to_owned(),
-                    line: Some(valid.iter().filter(|&&b| b == b'\n').count() + 1),
-                    key: String::new(),
-                    message: format!(
-                        "invalid UTF-8 at byte {}: a TOML file must be UTF-8",
-                        e.valid_up_to()
-                    ),
-                }],
-            })
+    let source = String::from_utf8(bytes).map_err(|e| {
+        let valid_up_to = e.utf8_error().valid_up_to();
+        let valid = &e.as_bytes()[..valid_up_to];
+        ConfigError::Invalid {
+            problems: vec![Problem {
+                file: path.to_owned(),
+                line: Some(valid.iter().filter(|&&b| b == b'\n').count() + 1),
+                key: String::new(),
+                message: format!("invalid UTF-8 at byte {valid_up_to}: a TOML file must be UTF-8"),
+            }],
         }
-    }
+    })?;
+    let locator = Locator::new(path, source);
+    let config = validated(&locator)?;
+    Ok(Loaded { config, locator })
 }
 
 /// Validates config text; `path` is used for messages and kept in the result.
 pub fn parse(path: &Path, source: &str) -> Result<Config, ConfigError> {
-    let raw: RawConfig = toml::from_str(source).map_err(|e| ConfigError::Invalid {
-        problems: vec![Problem {
-            file: path.to_owned(),
-            line: e.span().map(|s| line_at(source, s.start)),
-            key: e
-                .span()
-                .and_then(|s| key_at(source, s.start).or_else(|| duplicate_key_at(source, s)))
-                .map(|k| k.to_string())
-                .unwrap_or_default(),
-            message: e.message().trim().to_owned(),
-        }],
-    })?;
-    validate::config(path, source, raw).map_err(|problems| ConfigError::Invalid { problems })
+    validated(&Locator::new(path, source.to_owned()))
+}
+
+fn validated(locator: &Locator) -> Result<Config, ConfigError> {
+    let invalid = |problems| ConfigError::Invalid { problems };
+    let raw: RawConfig =
+        toml::from_str(locator.source()).map_err(|e| invalid(vec![locator.parse_error(&e)]))?;
+    validate::config(locator, raw).map_err(invalid)
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::config::locate::KeyPath;
     use crate::config::testing::parse_err;
+
+    /// What the master's start checks rely on: problems they find are
+    /// located in the text loaded, not in a second read of the file.
+    #[test]
+    fn a_loaded_config_locates_keys_after_its_file_is_gone() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("t.toml");
+        std::fs::write(&path, "workers = 1\n\n[log]\naccess_log = \"off\"\n").unwrap();
+        let loaded = load(&path).unwrap();
+        std::fs::remove_file(&path).unwrap();
+        let key = KeyPath::default().key("log").key("access_log");
+        assert_eq!(
+            loaded.locator.problem(&key, "why").to_string(),
+            format!("{}:4: log.access_log: why", path.display())
+        );
+    }
 
     #[test]
     fn unknown_key_names_line() {

@@ -7,7 +7,8 @@
 //!   `raw.rs` (the TOML as written, unknown keys refused), which
 //!   `validate/` checks with one validator per section.
 //! - `locate.rs`: every [`Problem`] found is located in the file, so that it
-//!   reads `file:line: key: reason`.
+//!   reads `file:line: key: reason`; a [`Loaded`] config keeps the file's
+//!   text in a [`Locator`] for problems found later, beyond the file.
 
 mod access_format;
 mod load;
@@ -19,8 +20,8 @@ mod testing;
 mod validate;
 
 pub use access_format::{parse_template, AccessField, AccessFormat, Segment};
-pub use load::{load, parse, problem_at, ConfigError};
-pub use locate::{KeyPath, Problem};
+pub use load::{load, parse, ConfigError, Loaded};
+pub use locate::{KeyPath, Locator, Problem};
 pub use model::{
     default_control_socket, Admin, Balance, Config, FixedResponse, HealthCheck, HostMatch,
     HttpLimits, Listen, LogConfig, LogTarget, Route, RouteAccessLog, RouteAction, Server, Upstream,

@@ -10,10 +10,9 @@
 //! - [`upstreams`] `[upstreams.NAME]`;
 //! - [`routes`] `[[routes]]`.
 
-use super::locate::{line_of, KeyPath, Problem};
+use super::locate::{KeyPath, Locator, Problem};
 use super::model::Config;
 use super::raw::{RawConfig, RawSize};
-use std::path::Path;
 use std::time::Duration;
 
 mod http;
@@ -32,12 +31,11 @@ pub use upstreams::MAX_WEIGHT;
 /// longer overflows the clock arithmetic of the timers it arms.
 pub const MAX_DURATION: Duration = Duration::from_secs(365 * 24 * 3600);
 
-/// Checks `raw`, deserialized from `source` (the text of `file`): the
-/// validated config, or every problem found, in file order where known.
-pub(super) fn config(file: &Path, source: &str, raw: RawConfig) -> Result<Config, Vec<Problem>> {
+/// Checks `raw`, deserialized from the text `locator` holds: the validated
+/// config, or every problem found, in file order where known.
+pub(super) fn config(locator: &Locator, raw: RawConfig) -> Result<Config, Vec<Problem>> {
     let mut v = Validator {
-        file,
-        source,
+        locator,
         problems: Vec::new(),
     };
     let config = v.config(raw);
@@ -51,20 +49,14 @@ pub(super) fn config(file: &Path, source: &str, raw: RawConfig) -> Result<Config
 
 /// The problems found so far, and where to locate them.
 struct Validator<'a> {
-    file: &'a Path,
-    source: &'a str,
+    locator: &'a Locator,
     problems: Vec<Problem>,
 }
 
 impl Validator<'_> {
     /// Records a problem with the value at `path`, located on its line.
     fn problem(&mut self, path: &KeyPath, message: impl Into<String>) {
-        self.problems.push(Problem {
-            file: self.file.to_owned(),
-            line: line_of(self.source, path),
-            key: path.to_string(),
-            message: message.into(),
-        });
+        self.problems.push(self.locator.problem(path, message));
     }
 
     /// A duration such as `"30s"`; `default` when absent or invalid.
@@ -117,7 +109,7 @@ impl Validator<'_> {
         let control_socket = self.control_socket(raw.control_socket, &pid_file);
         let admin = self.admin(root.key("admin"), raw.admin, &listen);
         Config {
-            source: self.file.to_owned(),
+            source: self.locator.file().to_owned(),
             workers,
             worker_cpu_affinity,
             pid_file,
