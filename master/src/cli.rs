@@ -239,6 +239,8 @@ pub fn run_master(path: &Path) -> i32 {
             return exit::FAILURE;
         }
     };
+    // Removes the pid file if the start fails after writing it.
+    let mut pid_file = None;
     let listeners = match &mut handoff {
         // The old master still serves and names itself in the pid file
         // until this one takes over (see `upgrade`).
@@ -253,15 +255,17 @@ pub fn run_master(path: &Path) -> i32 {
             }
         }
         None => {
-            if let Err(e) = pidfile::write(&config.pid_file) {
-                eprintln!("prefork: {e}");
-                return exit::FAILURE;
+            match pidfile::Guard::write(&config.pid_file) {
+                Ok(guard) => pid_file = Some(guard),
+                Err(e) => {
+                    eprintln!("prefork: {e}");
+                    return exit::FAILURE;
+                }
             }
             match Listeners::bind(&config.listen, config.workers) {
                 Ok(l) => l,
                 Err(e) => {
                     eprintln!("prefork: {e}");
-                    pidfile::remove(&config.pid_file);
                     return exit::FAILURE;
                 }
             }
@@ -272,14 +276,12 @@ pub fn run_master(path: &Path) -> i32 {
         Ok(l) => l,
         Err(e) => {
             eprintln!("prefork: cannot open the error log: {e}");
-            pidfile::remove(&config.pid_file);
             return exit::FAILURE;
         }
     };
     let (signal_tx, signal_rx) = crossbeam_channel::unbounded();
     if let Err(e) = signals::forward(signal_tx) {
         eprintln!("prefork: cannot start the signal thread: {e}");
-        pidfile::remove(&config.pid_file);
         return exit::FAILURE;
     }
     let (queries_tx, queries) = crossbeam_channel::unbounded();
@@ -303,7 +305,6 @@ pub fn run_master(path: &Path) -> i32 {
         Err(e) => {
             error!(logs.error, "cannot open the control socket"; "error" => %e);
             eprintln!("prefork: control socket: {e}");
-            pidfile::remove(&config.pid_file);
             return exit::FAILURE;
         }
     };
@@ -330,7 +331,6 @@ pub fn run_master(path: &Path) -> i32 {
                 Err(e) => {
                     error!(logs.error, "cannot start the admin listener"; "error" => %e);
                     eprintln!("prefork: admin listener: {e}");
-                    pidfile::remove(&config.pid_file);
                     return exit::FAILURE;
                 }
             }
@@ -344,6 +344,11 @@ pub fn run_master(path: &Path) -> i32 {
             logs.error,
             "`user` is ignored: the master is not running as root"
         );
+    }
+    // The master removes the pid file when it stops (wherever a reload
+    // moved it).
+    if let Some(guard) = pid_file {
+        guard.disarm();
     }
     let master = Master::new(Startup {
         log: logs.error.clone(),
