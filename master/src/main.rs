@@ -2,6 +2,7 @@
 //! worker) of the same binary.
 
 mod admin;
+mod boot;
 mod cli;
 mod control_socket;
 mod deadline;
