@@ -1,18 +1,16 @@
 //! Command-line options and the three things a user can ask for: run the
 //! master, test a config, or signal a running master.
 
-use crate::listeners::Listeners;
-use crate::run::{start_checks, Master, Startup};
-use crate::{admin, control_socket, os, pidfile, signals, upgrade};
+use crate::boot::{self, Booted};
+use crate::run::Master;
+use crate::start_checks::start_checks;
+use crate::{control_socket, pidfile};
 use clap::{Parser, Subcommand, ValueEnum};
 use nix::sys::signal::Signal;
-use prefork_shared::config_file;
+use prefork_shared::config::{self, Loaded};
 use prefork_shared::exit;
-use prefork_shared::log;
-use slog::{error, info, warn};
+use slog::info;
 use std::path::{Path, PathBuf};
-use std::sync::atomic::AtomicU64;
-use std::sync::Arc;
 
 /// Default config file.
 const DEFAULT_CONFIG: &str = "/etc/prefork/prefork.toml";
@@ -116,9 +114,8 @@ impl SignalName {
 /// beyond it (the workers' `user` exists, the log files can be created),
 /// as `nginx -t` does.
 pub fn test_config(path: &Path) -> i32 {
-    let checked = config_file::load(path)
-        .map_err(|e| e.to_string())
-        .and_then(|c| start_checks(&c, path).map(|_| c).map_err(|e| e.to_string()));
+    let checked = config::load(path)
+        .and_then(|Loaded { config, locator }| start_checks(&config, &locator).map(|_| config));
     match checked {
         Ok(c) => {
             let listen: Vec<String> = c.listen.iter().map(|l| l.addr.to_string()).collect();
@@ -142,8 +139,8 @@ pub fn test_config(path: &Path) -> i32 {
 
 /// `prefork -s NAME`: signals the master named in the config's pid file.
 pub fn send_signal(path: &Path, name: SignalName) -> i32 {
-    let config = match config_file::load(path) {
-        Ok(c) => c,
+    let config = match config::load(path) {
+        Ok(loaded) => loaded.config,
         Err(e) => {
             eprintln!("{e}");
             eprintln!("prefork: not signalling: the configuration file is invalid");
@@ -205,162 +202,19 @@ fn reload_over_control_socket(socket: &Path) -> Option<i32> {
 
 /// `prefork -c FILE`: runs the master in the foreground until it stops.
 pub fn run_master(path: &Path) -> i32 {
-    // Before any thread exists, so that every thread inherits the mask and
-    // only the signal thread takes these signals.
-    if let Err(e) = signals::block() {
-        eprintln!("prefork: sigprocmask: {e}");
-        return exit::FAILURE;
-    }
-    let config = match config_file::load(path) {
-        Ok(c) => c,
-        Err(e) => {
-            eprintln!("{e}");
-            return exit::FAILURE;
-        }
-    };
-    let credentials = match start_checks(&config, path) {
-        Ok(c) => c,
-        Err(e) => {
-            eprintln!("{e}");
-            return exit::FAILURE;
-        }
-    };
-    let exe = match os::current_exe() {
-        Ok(p) => p,
-        Err(e) => {
-            eprintln!("prefork: cannot find its own binary: {e}");
-            return exit::FAILURE;
-        }
-    };
-    let mut handoff = match upgrade::inherited() {
-        Ok(h) => h,
-        Err(e) => {
-            eprintln!("prefork: {e}");
-            return exit::FAILURE;
-        }
-    };
-    let listeners = match &mut handoff {
-        // The old master still serves and names itself in the pid file
-        // until this one takes over (see `upgrade`).
-        Some(h) => {
-            let mut l = Listeners::adopt(std::mem::take(&mut h.listeners));
-            match l.reconcile(&config.listen, config.workers) {
-                Ok(_) => l,
-                Err(e) => {
-                    eprintln!("prefork: {e}");
-                    return exit::FAILURE;
-                }
-            }
-        }
-        None => {
-            if let Err(e) = pidfile::write(&config.pid_file) {
-                eprintln!("prefork: {e}");
-                return exit::FAILURE;
-            }
-            match Listeners::bind(&config.listen, config.workers) {
-                Ok(l) => l,
-                Err(e) => {
-                    eprintln!("prefork: {e}");
-                    pidfile::remove(&config.pid_file);
-                    return exit::FAILURE;
-                }
-            }
-        }
-    };
-    let generation = Arc::new(AtomicU64::new(1));
-    let logs = match log::open_master(&config.log.error_log, generation.clone()) {
-        Ok(l) => l,
-        Err(e) => {
-            eprintln!("prefork: cannot open the error log: {e}");
-            pidfile::remove(&config.pid_file);
-            return exit::FAILURE;
-        }
-    };
-    let (signal_tx, signal_rx) = crossbeam_channel::unbounded();
-    if let Err(e) = signals::forward(signal_tx) {
-        eprintln!("prefork: cannot start the signal thread: {e}");
-        pidfile::remove(&config.pid_file);
-        return exit::FAILURE;
-    }
-    let (queries_tx, queries) = crossbeam_channel::unbounded();
-    // A master started by a binary upgrade binds beside the old master's
-    // control socket and moves onto its path once it serves (see `Master`).
-    let control = if handoff.is_some() {
-        control_socket::listen_beside(
-            &config.control_socket,
-            queries_tx.clone(),
-            logs.error.clone(),
-        )
-    } else {
-        control_socket::listen(
-            &config.control_socket,
-            queries_tx.clone(),
-            logs.error.clone(),
-        )
-    };
-    let control = match control {
-        Ok(c) => c,
-        Err(e) => {
-            error!(logs.error, "cannot open the control socket"; "error" => %e);
-            eprintln!("prefork: control socket: {e}");
-            pidfile::remove(&config.pid_file);
-            return exit::FAILURE;
-        }
-    };
-    let inherited_admin = handoff.as_mut().and_then(|h| h.admin.take());
-    let admin = match &config.admin {
-        None => None,
-        Some(a) => {
-            // The old master's admin listener, when the address is the same:
-            // both answer on it until the old master exits.
-            let listener =
-                match inherited_admin.filter(|l| l.local_addr().is_ok_and(|l| l == a.addr)) {
-                    Some(l) => Ok(l),
-                    None => admin::bind(a.addr),
-                };
-            let served = listener.and_then(|l| {
-                let kept = l.try_clone()?;
-                admin::serve_on(l, queries_tx.clone(), logs.error.clone()).map(|addr| (kept, addr))
-            });
-            match served {
-                Ok((kept, addr)) => {
-                    info!(logs.error, "admin listener started"; "addr" => %addr);
-                    Some(kept)
-                }
-                Err(e) => {
-                    error!(logs.error, "cannot start the admin listener"; "error" => %e);
-                    eprintln!("prefork: admin listener: {e}");
-                    pidfile::remove(&config.pid_file);
-                    return exit::FAILURE;
-                }
-            }
-        }
-    };
-    let addrs: Vec<String> = config.listen.iter().map(|l| l.addr.to_string()).collect();
-    info!(logs.error, "prefork started";
-        "config" => %path.display(), "listen" => addrs.join(" "), "workers" => config.workers);
-    if config.user.is_some() && credentials.is_none() {
-        warn!(
-            logs.error,
-            "`user` is ignored: the master is not running as root"
-        );
-    }
-    let master = Master::new(Startup {
-        log: logs.error.clone(),
-        log_generation: generation,
-        config_path: path.to_owned(),
-        config,
-        credentials,
-        listeners,
-        signals: signal_rx,
-        exe,
+    let Booted {
+        startup,
+        logs,
         queries,
-        control,
-        admin,
-        handoff,
-    });
-    let (code, pid_file) = master.run();
-    drop(queries_tx);
+    } = match boot::boot(path) {
+        Ok(booted) => booted,
+        Err(e) => {
+            eprintln!("{e}");
+            return exit::FAILURE;
+        }
+    };
+    let (code, pid_file) = Master::new(startup).run();
+    drop(queries);
     pidfile::remove(&pid_file);
     info!(logs.error, "prefork stopped"; "exit_code" => code);
     drop(logs);

@@ -14,8 +14,7 @@
 use crate::os::Credentials;
 use nix::sys::stat::{fchmod, fstat, Mode, SFlag};
 use nix::unistd::fchown;
-use prefork_shared::config::{LogTarget, RouteAccessLog};
-use prefork_shared::config_file::KeyPath;
+use prefork_shared::config::{KeyPath, LogTarget, RouteAccessLog};
 use prefork_shared::Config;
 use std::collections::BTreeSet;
 use std::fs::OpenOptions;
@@ -122,7 +121,7 @@ fn give_file_to(path: &Path, creds: &Credentials) -> io::Result<()> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use prefork_shared::config_file::parse;
+    use prefork_shared::config::parse;
     use std::os::unix::fs::{MetadataExt, PermissionsExt};
 
     fn config(log: &str) -> Config {
@@ -173,7 +172,7 @@ mod tests {
         let link = dir.path().join("link.log");
         std::os::unix::fs::symlink(&target, &link).unwrap();
         let text = "[[listen]]\naddr = \"127.0.0.1:8080\"\n";
-        let mut config = prefork_shared::config_file::parse(Path::new("t.toml"), text).unwrap();
+        let mut config = prefork_shared::config::parse(Path::new("t.toml"), text).unwrap();
         config.log.error_log = LogTarget::File(error.clone());
         config.log.access_log = Some(LogTarget::File(access.clone()));
         let failed = give_to(&config, &nobody);

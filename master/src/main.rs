@@ -2,6 +2,7 @@
 //! worker) of the same binary.
 
 mod admin;
+mod boot;
 mod cli;
 mod control_socket;
 mod deadline;
@@ -16,6 +17,7 @@ mod query;
 mod reload;
 mod run;
 mod signals;
+mod start_checks;
 mod status;
 mod supervisor;
 mod upgrade;

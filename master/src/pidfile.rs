@@ -62,6 +62,38 @@ pub fn write(path: &Path) -> Result<(), PidFileError> {
     })
 }
 
+/// A pid file this process wrote, removed when the guard is dropped unless
+/// it was disarmed: a start that fails after writing it leaves none behind.
+#[must_use = "dropping the guard removes the pid file"]
+pub struct Guard {
+    /// The pid file; `None` once disarmed.
+    path: Option<PathBuf>,
+}
+
+impl Guard {
+    /// Writes our pid to `path` as [`write`] does, to be removed unless the
+    /// guard is disarmed.
+    pub fn write(path: &Path) -> Result<Guard, PidFileError> {
+        write(path)?;
+        Ok(Guard {
+            path: Some(path.to_owned()),
+        })
+    }
+
+    /// Keeps the pid file: whoever disarms the guard removes it later.
+    pub fn disarm(mut self) {
+        self.path = None;
+    }
+}
+
+impl Drop for Guard {
+    fn drop(&mut self) {
+        if let Some(path) = self.path.take() {
+            remove(&path);
+        }
+    }
+}
+
 /// Writes our pid to `path` in place of `old` (binary upgrade: the old
 /// master is alive and hands over); refuses if it names any other live
 /// prefork.
@@ -109,6 +141,28 @@ mod tests {
         // A pid that is not a prefork process is stale: it is overwritten.
         std::fs::write(&path, "1\n").expect("write");
         write(&path).expect("a stale pid file is replaced");
+    }
+
+    #[test]
+    fn a_guard_dropped_removes_the_pid_file_and_a_disarmed_one_keeps_it() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("p.pid");
+        let guard = Guard::write(&path).expect("write");
+        assert_eq!(read(&path).expect("read"), std::process::id() as i32);
+        drop(guard);
+        assert!(!path.exists(), "removed when the guard is dropped");
+        Guard::write(&path).expect("write").disarm();
+        assert_eq!(read(&path).expect("read"), std::process::id() as i32);
+    }
+
+    #[test]
+    fn a_guard_leaves_a_pid_file_another_master_wrote_since() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("p.pid");
+        let guard = Guard::write(&path).expect("write");
+        std::fs::write(&path, "1\n").expect("write");
+        drop(guard);
+        assert_eq!(read(&path).expect("read"), 1);
     }
 
     #[test]

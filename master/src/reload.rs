@@ -47,8 +47,7 @@ pub fn reload_path(old: &Config, new: &Config) -> ReloadPath {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use prefork_shared::config::LogTarget;
-    use prefork_shared::config_file::parse;
+    use prefork_shared::config::{parse, LogTarget};
     use std::path::Path;
     use std::time::Duration;
 

@@ -13,12 +13,13 @@ use crate::pidfile;
 use crate::query::Asked;
 use crate::reload::{reload_path, ReloadPath};
 use crate::signals::Request;
+use crate::start_checks::start_checks;
 use crate::supervisor::{Action, Event, ExitStatus, Generation, Pid, Slot, Supervisor, Timeouts};
 use crate::upgrade::{self, Inherited};
 use crossbeam_channel::{select, Receiver, Sender};
 use ipc_channel::ipc::IpcSender;
 use nix::sys::signal::Signal;
-use prefork_shared::config_file::{self, KeyPath};
+use prefork_shared::config::{self, Loaded};
 use prefork_shared::ipc::{MasterMsg, StopMode, WorkerMsg};
 use prefork_shared::load_board::LoadBoard;
 use prefork_shared::Config;
@@ -28,7 +29,7 @@ use std::net::Shutdown;
 use std::net::TcpListener;
 use std::os::fd::AsRawFd;
 use std::os::unix::net::UnixStream;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Instant;
@@ -657,11 +658,11 @@ impl Master {
     /// an invalid one changes nothing.
     fn reload(&mut self) -> Option<Event> {
         info!(self.log, "reloading the configuration"; "file" => %self.config_path.display());
-        let config = match config_file::load(&self.config_path) {
-            Ok(c) => c,
+        let Loaded { config, locator } = match config::load(&self.config_path) {
+            Ok(loaded) => loaded,
             Err(e) => return self.reload_failed(e.to_string()),
         };
-        let credentials = match start_checks(&config, &self.config_path) {
+        let credentials = match start_checks(&config, &locator) {
             Ok(c) => c,
             Err(e) => return self.reload_failed(e.to_string()),
         };
@@ -751,49 +752,5 @@ impl Master {
             .oldest_needed_generation()
             .unwrap_or(current);
         self.setups.retain(|g, _| *g >= oldest.min(current));
-    }
-}
-
-/// The identity workers run as: `user` when the master is root, else none.
-pub fn worker_credentials(config: &Config) -> std::io::Result<Option<Credentials>> {
-    match &config.user {
-        Some(name) if os::is_root() => os::lookup_user(name).map(Some),
-        _ => Ok(None),
-    }
-}
-
-/// What a start, a reload and `-t` check beyond the file itself, as
-/// `nginx -t` does: the workers' `user` exists (as root), and the
-/// directories of every log file, the pid file and the control socket do. Returns the workers' credentials, or every problem
-/// found, each located in the config file at `path` (`file:line: key:
-/// reason`) like the file's own problems.
-pub fn start_checks(
-    config: &Config,
-    path: &Path,
-) -> Result<Option<Credentials>, config_file::ConfigError> {
-    let mut problems = Vec::new();
-    let credentials = worker_credentials(config).unwrap_or_else(|e| {
-        let user = KeyPath::default().key("user");
-        problems.push(config_file::problem_at(path, &user, e.to_string()));
-        None
-    });
-    for (key, why) in log_files::check(config) {
-        problems.push(config_file::problem_at(path, &key, why));
-    }
-    // The master creates both before it serves.
-    for (key, file) in [
-        ("pid_file", &config.pid_file),
-        ("control_socket", &config.control_socket),
-    ] {
-        if let Some(why) = log_files::cannot_create(file) {
-            let key = KeyPath::default().key(key);
-            problems.push(config_file::problem_at(path, &key, why));
-        }
-    }
-    if problems.is_empty() {
-        Ok(credentials)
-    } else {
-        problems.sort_by_key(|p| p.line);
-        Err(config_file::ConfigError::Invalid { problems })
     }
 }

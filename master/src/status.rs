@@ -4,7 +4,7 @@
 use crate::control_socket;
 use crate::metrics::{Observed, ReloadOutcome};
 use crate::supervisor::{Slot, WorkerView};
-use prefork_shared::config_file;
+use prefork_shared::config;
 use prefork_shared::exit;
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
@@ -280,7 +280,7 @@ pub fn render(r: &StatusReport) -> String {
 
 /// Asks the master named by the config at `config` for its status.
 fn fetch(config: &Path) -> Result<String, String> {
-    let config = config_file::load(config).map_err(|e| e.to_string())?;
+    let config = config::load(config).map_err(|e| e.to_string())?.config;
     control_socket::request(&config.control_socket, "status", CLIENT_TIMEOUT).map_err(|e| {
         format!(
             "prefork: cannot reach the master on {} ({e}); is prefork running?",

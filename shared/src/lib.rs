@@ -4,9 +4,6 @@
 //! logging setup.
 
 pub mod config;
-pub mod config_file;
-mod config_locate;
-pub mod config_observe;
 pub mod cpus;
 pub mod exit;
 pub mod fds;

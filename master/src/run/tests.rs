@@ -53,7 +53,7 @@ fn harness() -> Harness {
     drop(free);
     std::fs::write(dir.path().join("addr"), addr.to_string()).expect("write");
     let text = config_text(dir.path(), 1, "");
-    let config = prefork_shared::config_file::parse(Path::new("t.toml"), &text).expect("config");
+    let config = prefork_shared::config::parse(Path::new("t.toml"), &text).expect("config");
     let listeners = Listeners::bind(&config.listen, 1).expect("bind");
     let log = Logger::root(slog::Discard, slog::o!());
     let (signals, signals_rx) = crossbeam_channel::unbounded();

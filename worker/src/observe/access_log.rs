@@ -536,7 +536,7 @@ mod tests {
         std::fs::create_dir_all(&dir).unwrap();
         let config = |routes: &str| {
             let text = format!("[log]\naccess_log = \"{}/a.log\"\n{routes}", dir.display());
-            prefork_shared::config_file::parse(std::path::Path::new("t.toml"), &text).unwrap()
+            prefork_shared::config::parse(std::path::Path::new("t.toml"), &text).unwrap()
         };
         let log = Logger::root(slog::Discard, slog::o!());
         let first = AccessLogs::open(&config(""), &log).unwrap();
@@ -614,7 +614,7 @@ mod tests {
 
     #[test]
     fn template_line() {
-        let t = prefork_shared::config_observe::parse_template(
+        let t = prefork_shared::config::parse_template(
             "$request_id $status $upstream_addr $route $pid",
         )
         .unwrap();
@@ -642,7 +642,7 @@ mod tests {
             ),
             "{combined}"
         );
-        let t = prefork_shared::config_observe::parse_template("$host|$http_user_agent").unwrap();
+        let t = prefork_shared::config::parse_template("$host|$http_user_agent").unwrap();
         assert_eq!(
             line_of(AccessFormat::Template(t), &info, "id"),
             "h\\x22x|ua\\xFF\\xFE\\x22 \\x22x"

@@ -217,7 +217,7 @@ impl Drop for Busy {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use prefork_shared::config_file::parse;
+    use prefork_shared::config::parse;
     use std::path::Path;
 
     fn config() -> Config {

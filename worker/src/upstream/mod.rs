@@ -516,7 +516,7 @@ mod tests {
     fn a_new_config_keeps_the_pools_of_unchanged_upstreams() {
         let addr: std::net::SocketAddr = "127.0.0.1:9".parse().unwrap();
         let mut config: Config =
-            prefork_shared::config_file::parse(std::path::Path::new("t.toml"), "").unwrap();
+            prefork_shared::config::parse(std::path::Path::new("t.toml"), "").unwrap();
         config
             .upstreams
             .insert("same".into(), group(addr, 4).config);

@@ -1,23 +1,7 @@
-//! The configuration of what operators see: the admin listener, the access
-//! log format and per-route access logs (validated in `config_file`).
+//! The access-log line format: `combined`, `json`, or a template of text
+//! and `$variables` named as nginx names them.
 
-use crate::config::LogTarget;
 use serde::{Deserialize, Serialize};
-use std::net::SocketAddr;
-use std::path::{Path, PathBuf};
-
-/// The admin HTTP listener serving `/metrics` and `/healthz`.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct Admin {
-    /// The address it binds (loopback unless configured otherwise).
-    pub addr: SocketAddr,
-}
-
-/// The control socket used when the config names none: beside the pid file,
-/// with the pid file's name and a `.sock` extension.
-pub fn default_control_socket(pid_file: &Path) -> PathBuf {
-    pid_file.with_extension("sock")
-}
 
 /// How access-log lines look.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -160,18 +144,6 @@ pub fn parse_template(text: &str) -> Result<Vec<Segment>, String> {
     Ok(out)
 }
 
-/// A route's own access log.
-#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
-pub enum RouteAccessLog {
-    /// The `[log] access_log` (the key was omitted).
-    #[default]
-    Inherit,
-    /// No access log for this route.
-    Off,
-    /// This destination instead.
-    To(LogTarget),
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -200,13 +172,5 @@ mod tests {
         assert!(parse_template("plain")
             .unwrap_err()
             .contains("no $variable"));
-    }
-
-    #[test]
-    fn control_socket_sits_beside_the_pid_file() {
-        assert_eq!(
-            default_control_socket(Path::new("/run/prefork.pid")),
-            PathBuf::from("/run/prefork.sock")
-        );
     }
 }

@@ -1,8 +1,36 @@
-//! Finds the line of a key in a TOML source, so that validation errors found
+//! Locating problems: a key's path, the line it is on in the TOML source, and
+//! a [`Problem`] that reads `file:line: key: reason`, so that errors found
 //! after deserializing can still point at `file:line`.
 
 use std::fmt;
+use std::path::{Path, PathBuf};
 use toml::de::{DeTable, DeValue};
+
+/// One thing wrong with a config file.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Problem {
+    /// The config file.
+    pub file: PathBuf,
+    /// 1-based line, when it could be located.
+    pub line: Option<usize>,
+    /// The key concerned (`routes[1].upstream`), empty for syntax errors.
+    pub key: String,
+    /// What is wrong.
+    pub message: String,
+}
+
+impl fmt::Display for Problem {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}", self.file.display())?;
+        if let Some(line) = self.line {
+            write!(f, ":{line}")?;
+        }
+        if !self.key.is_empty() {
+            write!(f, ": {}", self.key)?;
+        }
+        write!(f, ": {}", self.message)
+    }
+}
 
 /// One step of a key path: a table key or an array index.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -46,9 +74,65 @@ impl fmt::Display for KeyPath {
     }
 }
 
+/// A config file's text, kept with the config loaded from it: problems
+/// found later (the master's start checks) are located on their line
+/// without reading the file again, which may have changed or gone since.
+#[derive(Debug, Clone)]
+pub struct Locator {
+    file: PathBuf,
+    source: String,
+}
+
+impl Locator {
+    /// The text `source` of the config file `file`.
+    pub fn new(file: &Path, source: String) -> Self {
+        Locator {
+            file: file.to_owned(),
+            source,
+        }
+    }
+
+    /// The config file.
+    pub fn file(&self) -> &Path {
+        &self.file
+    }
+
+    /// The text it was read as.
+    pub fn source(&self) -> &str {
+        &self.source
+    }
+
+    /// A problem with the value at `key`, located on its line (or the line
+    /// of its deepest ancestor in the file; none if no part of it is there).
+    pub fn problem(&self, key: &KeyPath, message: impl Into<String>) -> Problem {
+        Problem {
+            file: self.file.clone(),
+            line: line_of(&self.source, key),
+            key: key.to_string(),
+            message: message.into(),
+        }
+    }
+
+    /// The problem a TOML syntax or type error is, located on its line and,
+    /// where the error is inside a value or names a key, with that key.
+    pub fn parse_error(&self, e: &toml::de::Error) -> Problem {
+        let source = self.source.as_str();
+        Problem {
+            file: self.file.clone(),
+            line: e.span().map(|s| line_at(source, s.start)),
+            key: e
+                .span()
+                .and_then(|s| key_at(source, s.start).or_else(|| duplicate_key_at(source, s)))
+                .map(|k| k.to_string())
+                .unwrap_or_default(),
+            message: e.message().trim().to_owned(),
+        }
+    }
+}
+
 /// The 1-based line on which the value at `path` starts, or the line of its
 /// deepest existing ancestor (a missing key is reported where its table is).
-pub fn line_of(source: &str, path: &KeyPath) -> Option<usize> {
+fn line_of(source: &str, path: &KeyPath) -> Option<usize> {
     let root = DeTable::parse(source).ok()?;
     let root_value = DeValue::Table(root.into_inner());
     let mut current = &root_value;
@@ -71,7 +155,7 @@ pub fn line_of(source: &str, path: &KeyPath) -> Option<usize> {
 
 /// The path of the innermost key whose value (or name) contains byte
 /// `offset`, so that a type error from the deserializer can name its key.
-pub fn key_at(source: &str, offset: usize) -> Option<KeyPath> {
+fn key_at(source: &str, offset: usize) -> Option<KeyPath> {
     let root = DeTable::parse(source).ok()?;
     let mut best = None;
     // Container spans do not always cover their contents (a `[table]` spans
@@ -117,7 +201,7 @@ fn visit(value: &DeValue<'_>, path: &KeyPath, offset: usize, best: &mut Option<K
 /// The path of the key whose name spans `span` when the parser rejected it
 /// as a duplicate (the source then does not parse, so [`key_at`] finds
 /// nothing): the key is renamed to a unique name and looked up again.
-pub fn duplicate_key_at(source: &str, span: std::ops::Range<usize>) -> Option<KeyPath> {
+fn duplicate_key_at(source: &str, span: std::ops::Range<usize>) -> Option<KeyPath> {
     const PLACEHOLDER: &str = "prefork duplicate key";
     let name = source.get(span.clone())?;
     let renamed = format!(
@@ -134,7 +218,7 @@ pub fn duplicate_key_at(source: &str, span: std::ops::Range<usize>) -> Option<Ke
 }
 
 /// The 1-based line containing byte `offset`.
-pub fn line_at(source: &str, offset: usize) -> usize {
+fn line_at(source: &str, offset: usize) -> usize {
     let end = offset.min(source.len());
     source.as_bytes()[..end]
         .iter()

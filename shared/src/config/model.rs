@@ -2,16 +2,15 @@
 //!
 //! Everything here is already checked: addresses are resolved, durations
 //! parsed, every route's upstream exists. The master builds it from the TOML
-//! file (see [`crate::config_file`]) and sends it to each worker over IPC, so
+//! file (see [`super::load`]) and sends it to each worker over IPC, so
 //! a worker never reads or validates the file itself.
 
+use super::access_format::AccessFormat;
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::time::Duration;
-
-pub use crate::config_observe::{AccessField, AccessFormat, Admin, RouteAccessLog, Segment};
 
 /// A complete, validated prefork configuration.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -47,6 +46,19 @@ pub struct Config {
     pub control_socket: PathBuf,
     /// The admin HTTP listener (`/metrics`, `/healthz`); off when `None`.
     pub admin: Option<Admin>,
+}
+
+/// The admin HTTP listener serving `/metrics` and `/healthz`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Admin {
+    /// The address it binds (loopback unless configured otherwise).
+    pub addr: SocketAddr,
+}
+
+/// The control socket used when the config names none: beside the pid file,
+/// with the pid file's name and a `.sock` extension.
+pub fn default_control_socket(pid_file: &Path) -> PathBuf {
+    pid_file.with_extension("sock")
 }
 
 /// One listening address.
@@ -266,6 +278,18 @@ impl Route {
     }
 }
 
+/// A route's own access log.
+#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
+pub enum RouteAccessLog {
+    /// The `[log] access_log` (the key was omitted).
+    #[default]
+    Inherit,
+    /// No access log for this route.
+    Off,
+    /// This destination instead.
+    To(LogTarget),
+}
+
 /// What a route does with a request.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub enum RouteAction {
@@ -323,5 +347,59 @@ impl Config {
             }
         }
         best.map(|(r, _, _)| r)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::testing::parse_ok;
+
+    #[test]
+    fn control_socket_sits_beside_the_pid_file() {
+        assert_eq!(
+            default_control_socket(Path::new("/run/prefork.pid")),
+            PathBuf::from("/run/prefork.sock")
+        );
+    }
+
+    #[test]
+    fn routing_prefers_specific_host_then_longest_prefix() {
+        let c = parse_ok(
+            r#"
+[upstreams.a]
+servers = ["127.0.0.1:1"]
+[upstreams.b]
+servers = ["127.0.0.1:2"]
+[upstreams.c]
+servers = ["127.0.0.1:3"]
+[[routes]]
+path = "/"
+upstream = "a"
+[[routes]]
+host = "*.example.com"
+upstream = "b"
+[[routes]]
+host = "api.example.com"
+path = "/v1"
+upstream = "c"
+"#,
+        );
+        let target = |host: &str, path: &str| match c.route(host, path).map(|r| &r.action) {
+            Some(RouteAction::Proxy(u)) => u.clone(),
+            other => format!("{other:?}"),
+        };
+        assert_eq!(target("other", "/x"), "a");
+        assert_eq!(target("www.example.com", "/x"), "b");
+        assert_eq!(target("example.com", "/x"), "a");
+        assert_eq!(target("api.example.com", "/v1/users"), "c");
+        assert_eq!(target("api.example.com", "/v2"), "b");
+    }
+
+    #[test]
+    fn no_route_is_none() {
+        let c = parse_ok("[[routes]]\nhost = \"a\"\nrespond = { body = \"x\" }\n");
+        assert!(c.route("b", "/").is_none());
+        assert!(c.route("a", "/").is_some());
     }
 }

@@ -1,0 +1,276 @@
+//! The master's start, one step after another: block signals, load and
+//! check the config, take or bind the listeners (writing the pid file), open
+//! the error log, start the signal thread, the control socket and the admin
+//! listener. The first step that fails ends the start with its own
+//! [`StartError`]; a pid file written on the way is removed then.
+
+use crate::admin;
+use crate::control_socket::{self, ControlSocket};
+use crate::listeners::{BindError, Listeners};
+use crate::os::{self, Credentials};
+use crate::pidfile::{self, PidFileError};
+use crate::query::Asked;
+use crate::run::Startup;
+use crate::signals;
+use crate::start_checks::start_checks;
+use crate::upgrade::{self, Inherited};
+use crossbeam_channel::Sender;
+use prefork_shared::config::{self, ConfigError, Loaded};
+use prefork_shared::log::{self, Logs};
+use prefork_shared::Config;
+use slog::{error, info, warn, Logger};
+use std::io;
+use std::net::TcpListener;
+use std::path::Path;
+use std::sync::atomic::AtomicU64;
+use std::sync::Arc;
+
+/// Why the master could not start: one variant per step, each shown to the
+/// user as it is worded here.
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    /// Blocking the signals the signal thread takes.
+    #[error("prefork: sigprocmask: {0}")]
+    SignalMask(#[source] nix::Error),
+    /// Reading or validating the config file.
+    #[error(transparent)]
+    Config(ConfigError),
+    /// What the config names beyond the file (see [`start_checks`]).
+    #[error(transparent)]
+    StartChecks(ConfigError),
+    /// Finding the binary to exec workers from.
+    #[error("prefork: cannot find its own binary: {0}")]
+    OwnExe(#[source] io::Error),
+    /// Taking what the old master passed in a binary upgrade.
+    #[error("prefork: {0}")]
+    Inherited(String),
+    /// Binding the listeners, or adding to those inherited.
+    #[error("prefork: {0}")]
+    Listeners(#[source] BindError),
+    /// Writing the pid file.
+    #[error("prefork: {0}")]
+    PidFile(#[source] PidFileError),
+    /// Opening the error log.
+    #[error("prefork: cannot open the error log: {0}")]
+    ErrorLog(#[source] io::Error),
+    /// Starting the thread that waits for signals.
+    #[error("prefork: cannot start the signal thread: {0}")]
+    SignalThread(#[source] io::Error),
+    /// Binding the control socket.
+    #[error("prefork: control socket: {0}")]
+    ControlSocket(#[source] io::Error),
+    /// Binding or serving the admin listener.
+    #[error("prefork: admin listener: {0}")]
+    Admin(#[source] io::Error),
+}
+
+/// A master ready to run, and what must live as long as it runs.
+pub struct Booted {
+    /// What the master loop starts with.
+    pub startup: Startup,
+    /// The error log; dropping it flushes the last lines.
+    pub logs: Logs,
+    /// Keeps the query channel open while the master runs, whichever of the
+    /// control socket's and the admin listener's threads ends first.
+    pub queries: Sender<Asked>,
+}
+
+/// Starts the master from the config file at `path`.
+pub fn boot(path: &Path) -> Result<Booted, StartError> {
+    // Before any thread exists, so that every thread inherits the mask and
+    // only the signal thread takes these signals.
+    signals::block().map_err(StartError::SignalMask)?;
+    let Loaded { config, locator } = config::load(path).map_err(StartError::Config)?;
+    let credentials = start_checks(&config, &locator).map_err(StartError::StartChecks)?;
+    let exe = os::current_exe().map_err(StartError::OwnExe)?;
+    let mut handoff = upgrade::inherited().map_err(StartError::Inherited)?;
+    let (listeners, pid_file) = listeners(&config, handoff.as_mut())?;
+    let generation = Arc::new(AtomicU64::new(1));
+    let logs = log::open_master(&config.log.error_log, generation.clone())
+        .map_err(StartError::ErrorLog)?;
+    let (signal_tx, signals) = crossbeam_channel::unbounded();
+    signals::forward(signal_tx).map_err(StartError::SignalThread)?;
+    let (queries_tx, queries) = crossbeam_channel::unbounded();
+    let control = control_socket(&config, handoff.is_some(), &queries_tx, &logs.error)?;
+    let inherited_admin = handoff.as_mut().and_then(|h| h.admin.take());
+    let admin = admin_listener(&config, inherited_admin, &queries_tx, &logs.error)?;
+    started(&logs.error, path, &config, credentials.as_ref());
+    // The master removes the pid file when it stops (wherever a reload
+    // moved it).
+    if let Some(guard) = pid_file {
+        guard.disarm();
+    }
+    Ok(Booted {
+        startup: Startup {
+            log: logs.error.clone(),
+            log_generation: generation,
+            config_path: path.to_owned(),
+            config,
+            credentials,
+            listeners,
+            signals,
+            exe,
+            queries,
+            control,
+            admin,
+            handoff,
+        },
+        logs,
+        queries: queries_tx,
+    })
+}
+
+/// The listeners: those the old master handed over, completed to match the
+/// config, or bound anew after writing the pid file (whose guard is
+/// returned, to remove it if a later step fails).
+fn listeners(
+    config: &Config,
+    handoff: Option<&mut Inherited>,
+) -> Result<(Listeners, Option<pidfile::Guard>), StartError> {
+    match handoff {
+        // The old master still serves and names itself in the pid file
+        // until this one takes over (see `upgrade`).
+        Some(h) => {
+            let mut l = Listeners::adopt(std::mem::take(&mut h.listeners));
+            l.reconcile(&config.listen, config.workers)
+                .map_err(StartError::Listeners)?;
+            Ok((l, None))
+        }
+        None => {
+            let pid_file = pidfile::Guard::write(&config.pid_file).map_err(StartError::PidFile)?;
+            let l =
+                Listeners::bind(&config.listen, config.workers).map_err(StartError::Listeners)?;
+            Ok((l, Some(pid_file)))
+        }
+    }
+}
+
+/// Binds the control socket. A master started by a binary upgrade binds
+/// beside the old master's and moves onto its path once it serves (see
+/// `Master`).
+fn control_socket(
+    config: &Config,
+    upgrading: bool,
+    queries: &Sender<Asked>,
+    log: &Logger,
+) -> Result<ControlSocket, StartError> {
+    let bind = if upgrading {
+        control_socket::listen_beside
+    } else {
+        control_socket::listen
+    };
+    bind(&config.control_socket, queries.clone(), log.clone()).map_err(|e| {
+        error!(log, "cannot open the control socket"; "error" => %e);
+        StartError::ControlSocket(e)
+    })
+}
+
+/// Serves the admin listener, if the config has one, on the old master's
+/// listener when the address is the same (both answer on it until the old
+/// master exits). Returns a copy of it, passed on by a binary upgrade.
+fn admin_listener(
+    config: &Config,
+    inherited: Option<TcpListener>,
+    queries: &Sender<Asked>,
+    log: &Logger,
+) -> Result<Option<TcpListener>, StartError> {
+    let Some(a) = &config.admin else {
+        return Ok(None);
+    };
+    let listener = match inherited.filter(|l| l.local_addr().is_ok_and(|l| l == a.addr)) {
+        Some(l) => Ok(l),
+        None => admin::bind(a.addr),
+    };
+    let served = listener.and_then(|l| {
+        let kept = l.try_clone()?;
+        admin::serve_on(l, queries.clone(), log.clone()).map(|addr| (kept, addr))
+    });
+    match served {
+        Ok((kept, addr)) => {
+            info!(log, "admin listener started"; "addr" => %addr);
+            Ok(Some(kept))
+        }
+        Err(e) => {
+            error!(log, "cannot start the admin listener"; "error" => %e);
+            Err(StartError::Admin(e))
+        }
+    }
+}
+
+/// Logs the start.
+fn started(log: &Logger, path: &Path, config: &Config, credentials: Option<&Credentials>) {
+    let addrs: Vec<String> = config.listen.iter().map(|l| l.addr.to_string()).collect();
+    info!(log, "prefork started";
+        "config" => %path.display(), "listen" => addrs.join(" "), "workers" => config.workers);
+    if config.user.is_some() && credentials.is_none() {
+        warn!(log, "`user` is ignored: the master is not running as root");
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A start that fails after writing the pid file leaves none behind:
+    /// here the listen address is taken. (The steps after the listeners
+    /// start threads, which a unit test should not leave running.)
+    #[test]
+    fn a_start_that_cannot_bind_removes_the_pid_file_it_wrote() {
+        let dir = tempfile::tempdir().unwrap();
+        let taken = TcpListener::bind("127.0.0.1:0").unwrap();
+        let addr = taken.local_addr().unwrap();
+        let pid_file = dir.path().join("p.pid");
+        let path = dir.path().join("t.toml");
+        let text = format!(
+            "workers = 1\npid_file = \"{}\"\n[[listen]]\naddr = \"{addr}\"\n",
+            pid_file.display()
+        );
+        std::fs::write(&path, text).unwrap();
+        let Err(e) = boot(&path) else {
+            panic!("the start should fail: {addr} is taken");
+        };
+        assert!(matches!(e, StartError::Listeners(_)), "{e:?}");
+        assert!(
+            e.to_string()
+                .starts_with(&format!("prefork: cannot listen on {addr}: bind failed")),
+            "{e}"
+        );
+        assert!(!pid_file.exists(), "the pid file is removed");
+    }
+
+    /// The messages users see on stderr, word for word.
+    #[test]
+    fn each_step_is_worded_as_users_see_it() {
+        let io = || io::Error::other("why");
+        let shown = [
+            (
+                StartError::SignalMask(nix::Error::EPERM),
+                "prefork: sigprocmask: EPERM: Operation not permitted",
+            ),
+            (
+                StartError::OwnExe(io()),
+                "prefork: cannot find its own binary: why",
+            ),
+            (
+                StartError::Inherited("binary upgrade: invalid X".into()),
+                "prefork: binary upgrade: invalid X",
+            ),
+            (
+                StartError::ErrorLog(io()),
+                "prefork: cannot open the error log: why",
+            ),
+            (
+                StartError::SignalThread(io()),
+                "prefork: cannot start the signal thread: why",
+            ),
+            (
+                StartError::ControlSocket(io()),
+                "prefork: control socket: why",
+            ),
+            (StartError::Admin(io()), "prefork: admin listener: why"),
+        ];
+        for (e, message) in shown {
+            assert_eq!(e.to_string(), message);
+        }
+    }
+}

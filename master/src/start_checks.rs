@@ -1,0 +1,104 @@
+//! The checks a start, a reload and `prefork -t` make beyond the config
+//! file itself, as `nginx -t` does: what the file names must exist.
+
+use crate::log_files;
+use crate::os::{self, Credentials};
+use prefork_shared::config::{ConfigError, KeyPath, Locator};
+use prefork_shared::Config;
+
+/// The identity workers run as: `user` when the master is root, else none.
+fn worker_credentials(config: &Config) -> std::io::Result<Option<Credentials>> {
+    match &config.user {
+        Some(name) if os::is_root() => os::lookup_user(name).map(Some),
+        _ => Ok(None),
+    }
+}
+
+/// What a start, a reload and `-t` check beyond the file itself, as
+/// `nginx -t` does: the workers' `user` exists (as root), and the
+/// directories of every log file, the pid file and the control socket do.
+/// Returns the workers' credentials, or every problem found, each located
+/// by `locator` in the text `config` was loaded from (`file:line: key:
+/// reason`) like the file's own problems: the file is not read again.
+pub fn start_checks(
+    config: &Config,
+    locator: &Locator,
+) -> Result<Option<Credentials>, ConfigError> {
+    let mut problems = Vec::new();
+    let credentials = worker_credentials(config).unwrap_or_else(|e| {
+        let user = KeyPath::default().key("user");
+        problems.push(locator.problem(&user, e.to_string()));
+        None
+    });
+    for (key, why) in log_files::check(config) {
+        problems.push(locator.problem(&key, why));
+    }
+    // The master creates both before it serves.
+    for (key, file) in [
+        ("pid_file", &config.pid_file),
+        ("control_socket", &config.control_socket),
+    ] {
+        if let Some(why) = log_files::cannot_create(file) {
+            let key = KeyPath::default().key(key);
+            problems.push(locator.problem(&key, why));
+        }
+    }
+    if problems.is_empty() {
+        Ok(credentials)
+    } else {
+        problems.sort_by_key(|p| p.line);
+        Err(ConfigError::Invalid { problems })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use prefork_shared::config;
+
+    /// The problems are located in the text loaded: the file is not read
+    /// again (here it is gone by the time the checks run).
+    #[test]
+    fn problems_are_located_in_the_text_loaded_not_in_a_second_read() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("t.toml");
+        let missing = dir.path().join("missing");
+        let text = format!(
+            "workers = 1\npid_file = \"{d}/p.pid\"\n\n[log]\naccess_log = \"{m}/a.log\"\n\
+             [[listen]]\naddr = \"127.0.0.1:8080\"\n",
+            d = dir.path().display(),
+            m = missing.display()
+        );
+        std::fs::write(&path, text).unwrap();
+        let loaded = config::load(&path).unwrap();
+        std::fs::remove_file(&path).unwrap();
+        let e = start_checks(&loaded.config, &loaded.locator)
+            .unwrap_err()
+            .to_string();
+        let location = format!(
+            "{}:5: log.access_log: {}/a.log",
+            path.display(),
+            missing.display()
+        );
+        assert!(e.starts_with(&location), "{e}");
+        assert_eq!(e.lines().count(), 1, "{e}");
+    }
+
+    #[test]
+    fn a_config_whose_files_can_be_created_passes() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("t.toml");
+        let text = format!(
+            "pid_file = \"{d}/p.pid\"\n[log]\naccess_log = \"{d}/a.log\"\n\
+             [[listen]]\naddr = \"127.0.0.1:8080\"\n",
+            d = dir.path().display()
+        );
+        std::fs::write(&path, text).unwrap();
+        let loaded = config::load(&path).unwrap();
+        let credentials = start_checks(&loaded.config, &loaded.locator).unwrap();
+        assert!(
+            credentials.is_none(),
+            "no `user`: workers run as the master"
+        );
+    }
+}

@@ -1,0 +1,261 @@
+//! `[upstreams.NAME]`: the servers of each group, how requests are balanced
+//! across them, and their health checks.
+
+use super::Validator;
+use crate::config::locate::KeyPath;
+use crate::config::model::{Balance, HealthCheck, Server, Upstream};
+use crate::config::raw::{RawHealthCheck, RawUpstream};
+use std::collections::BTreeMap;
+use std::net::{SocketAddr, ToSocketAddrs};
+use std::time::Duration;
+
+/// Largest server `weight`.
+pub const MAX_WEIGHT: i64 = 1000;
+
+impl Validator<'_> {
+    pub(super) fn upstreams(
+        &mut self,
+        path: KeyPath,
+        raw: BTreeMap<String, RawUpstream>,
+    ) -> BTreeMap<String, Upstream> {
+        let mut out = BTreeMap::new();
+        for (name, u) in raw {
+            let p = path.key(&name);
+            if u.servers.is_empty() {
+                self.problem(&p.key("servers"), "needs at least one server");
+            }
+            let mut servers = Vec::new();
+            for (i, s) in u.servers.iter().enumerate() {
+                let weight = match s.weight {
+                    None => 1,
+                    Some(w) if (1..=MAX_WEIGHT).contains(&w) => w as u32,
+                    Some(w) => {
+                        self.problem(
+                            &p.key("servers").index(i).key("weight"),
+                            format!("must be between 1 and {MAX_WEIGHT} (found {w})"),
+                        );
+                        1
+                    }
+                };
+                match resolve(&s.addr) {
+                    Ok(addr) => servers.push(Server {
+                        name: s.addr.clone(),
+                        addr,
+                        weight,
+                    }),
+                    Err(why) => self.problem(&p.key("servers").index(i), why),
+                }
+            }
+            let upstream = Upstream {
+                servers,
+                balance: self.balance(p.key("balance"), u.balance.as_deref()),
+                max_fails: u.max_fails.unwrap_or(1),
+                fail_timeout: self.duration(
+                    p.key("fail_timeout"),
+                    u.fail_timeout.as_deref(),
+                    Duration::from_secs(10),
+                ),
+                health_check: u
+                    .health_check
+                    .map(|h| self.health_check(p.key("health_check"), h)),
+                connect_timeout: self.duration(
+                    p.key("connect_timeout"),
+                    u.connect_timeout.as_deref(),
+                    Duration::from_secs(5),
+                ),
+                read_timeout: self.duration(
+                    p.key("read_timeout"),
+                    u.read_timeout.as_deref(),
+                    Duration::from_secs(60),
+                ),
+                write_timeout: self.duration(
+                    p.key("write_timeout"),
+                    u.write_timeout.as_deref(),
+                    Duration::from_secs(60),
+                ),
+                keepalive: u.keepalive.unwrap_or(256),
+                keepalive_timeout: self.duration(
+                    p.key("keepalive_timeout"),
+                    u.keepalive_timeout.as_deref(),
+                    Duration::from_secs(60),
+                ),
+            };
+            out.insert(name, upstream);
+        }
+        out
+    }
+
+    fn balance(&mut self, path: KeyPath, raw: Option<&str>) -> Balance {
+        match raw {
+            None | Some("round_robin") => Balance::RoundRobin,
+            Some("least_conn") => Balance::LeastConn,
+            Some("random_two") => Balance::RandomTwo,
+            Some(other) => {
+                self.problem(
+                    &path,
+                    format!(
+                        "unknown balance {other:?}: write \"round_robin\", \"least_conn\" or \"random_two\""
+                    ),
+                );
+                Balance::RoundRobin
+            }
+        }
+    }
+
+    fn health_check(&mut self, path: KeyPath, raw: RawHealthCheck) -> HealthCheck {
+        let check_path = raw.path.unwrap_or_else(|| "/".to_owned());
+        if !check_path.starts_with('/')
+            || check_path
+                .bytes()
+                .any(|b| b.is_ascii_control() || b == b' ' || !b.is_ascii())
+        {
+            self.problem(
+                &path.key("path"),
+                format!(
+                    "must start with '/' and hold no spaces, control or non-ASCII characters (found {check_path:?})"
+                ),
+            );
+        }
+        let mut count = |key: &str, value: Option<u32>| match value {
+            Some(0) => {
+                self.problem(&path.key(key), "must be at least 1");
+                1
+            }
+            v => v.unwrap_or(1),
+        };
+        let (passes, fails) = (count("passes", raw.passes), count("fails", raw.fails));
+        HealthCheck {
+            path: check_path,
+            interval: self.duration(
+                path.key("interval"),
+                raw.interval.as_deref(),
+                Duration::from_secs(5),
+            ),
+            timeout: self.duration(
+                path.key("timeout"),
+                raw.timeout.as_deref(),
+                Duration::from_secs(2),
+            ),
+            passes,
+            fails,
+        }
+    }
+}
+
+/// Resolves `host:port` once, at load time.
+fn resolve(server: &str) -> Result<SocketAddr, String> {
+    if let Ok(addr) = server.parse() {
+        return Ok(addr);
+    }
+    let mut addrs = server
+        .to_socket_addrs()
+        .map_err(|e| format!("cannot resolve server {server:?} ({e}); write host:port"))?;
+    addrs
+        .next()
+        .ok_or_else(|| format!("server {server:?} resolves to no address"))
+}
+
+#[cfg(test)]
+mod tests {
+    use crate::config::model::{Balance, HealthCheck};
+    use crate::config::testing::{parse_err, parse_ok};
+    use std::time::Duration;
+
+    #[test]
+    fn upstream_balancing_and_health_defaults() {
+        let c = parse_ok("[upstreams.a]\nservers = [\"127.0.0.1:1\"]\n");
+        let u = &c.upstreams["a"];
+        assert_eq!(u.servers[0].weight, 1);
+        assert_eq!(u.balance, Balance::RoundRobin);
+        assert_eq!((u.max_fails, u.fail_timeout), (1, Duration::from_secs(10)));
+        assert_eq!(u.health_check, None);
+    }
+
+    #[test]
+    fn servers_take_strings_or_tables_with_weights() {
+        let c = parse_ok(
+            r#"
+[upstreams.a]
+servers = ["127.0.0.1:1", { addr = "127.0.0.1:2", weight = 3 }, { addr = "127.0.0.1:3" }]
+balance = "least_conn"
+max_fails = 0
+fail_timeout = "3s"
+health_check = { path = "/health", interval = "1s", passes = 2 }
+"#,
+        );
+        let u = &c.upstreams["a"];
+        let weights: Vec<u32> = u.servers.iter().map(|s| s.weight).collect();
+        assert_eq!(weights, [1, 3, 1]);
+        assert_eq!(u.servers[1].name, "127.0.0.1:2");
+        assert_eq!(u.balance, Balance::LeastConn);
+        assert_eq!((u.max_fails, u.fail_timeout), (0, Duration::from_secs(3)));
+        assert_eq!(
+            u.health_check,
+            Some(HealthCheck {
+                path: "/health".into(),
+                interval: Duration::from_secs(1),
+                timeout: Duration::from_secs(2),
+                passes: 2,
+                fails: 1,
+            })
+        );
+        assert_eq!(
+            parse_ok("[upstreams.a]\nservers = [\"127.0.0.1:1\"]\nbalance = \"random_two\"\n")
+                .upstreams["a"]
+                .balance,
+            Balance::RandomTwo
+        );
+    }
+
+    #[test]
+    fn bad_balancing_and_health_values_name_line_and_key() {
+        let e = parse_err(
+            r#"[upstreams.a]
+servers = [
+  { addr = "127.0.0.1:1", weight = 0 },
+]
+balance = "fastest"
+fail_timeout = "0s"
+health_check = { path = "health", fails = 0, interval = "often" }
+"#,
+        );
+        let lines: Vec<&str> = e.lines().collect();
+        assert_eq!(lines.len(), 6, "{e}");
+        assert!(
+            lines[0]
+                .starts_with("t.toml:3: upstreams.a.servers[0].weight: must be between 1 and 1000"),
+            "{e}"
+        );
+        assert!(
+            lines[1].starts_with("t.toml:5: upstreams.a.balance: unknown balance \"fastest\""),
+            "{e}"
+        );
+        assert!(
+            lines[2].starts_with("t.toml:6: upstreams.a.fail_timeout: must be longer than zero"),
+            "{e}"
+        );
+        for line in &lines[3..] {
+            assert!(
+                line.starts_with("t.toml:7: upstreams.a.health_check."),
+                "{e}"
+            );
+        }
+        assert!(e.contains("health_check.path: must start with '/'"), "{e}");
+        assert!(e.contains("health_check.fails: must be at least 1"), "{e}");
+        assert!(e.contains("health_check.interval: invalid duration"), "{e}");
+    }
+
+    #[test]
+    fn bad_server_entries_name_line_and_key() {
+        let e = parse_err(
+            "[upstreams.a]\nservers = [\n  \"127.0.0.1:1\",\n  { addr = \"127.0.0.1:2\", wieght = 2 },\n]\n",
+        );
+        assert!(e.starts_with("t.toml:4: upstreams.a.servers[1]"), "{e}");
+        assert!(e.contains("wieght"), "{e}");
+        let e = parse_err("[upstreams.a]\nservers = [{ weight = 2 }]\n");
+        assert!(e.starts_with("t.toml:2: upstreams.a.servers[0]"), "{e}");
+        assert!(e.contains("missing field `addr`"), "{e}");
+        let e = parse_err("[upstreams.a]\nservers = [7]\n");
+        assert!(e.contains("\"host:port\" or { addr"), "{e}");
+    }
+}
