@@ -4,7 +4,9 @@
 //! The master runs `prefork worker --slot N --generation G --ipc NAME`; its
 //! `main` calls [`main`] and exits with the returned code.
 //!
-//! The crate is layered; each folder uses only the ones listed before it:
+//! The crate is layered; each folder uses only the ones listed before it
+//! (`tests/layers.rs` checks it, and that no module uses one that uses it
+//! back):
 //! - `stop`: the worker's run state, which every layer may watch;
 //! - `http`: the HTTP/1.1 codec (heads, framing, the chunked coding);
 //! - `io`: sockets and timed reads and writes, splicing, tunnels;
