@@ -19,21 +19,21 @@ use crate::observe::stats;
 use crate::state::Snapshot;
 use crate::upstream::error::UpstreamError;
 use crate::upstream::{Group, UpstreamConn};
+use bytes::BytesMut;
 use slog::error;
 use std::future::Future;
 use std::net::SocketAddr;
 use std::pin::{pin, Pin};
 use std::time::Duration;
-use tokio::io::AsyncWrite;
+use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::time::{Instant, Sleep};
 
 /// Far enough away to mean "not armed yet" for a timer.
 const NOT_ARMED: Duration = Duration::from_secs(365 * 24 * 3600);
 
 /// One request/response exchange on `up` to server `addr`, counted in
-/// `counted`; `deadline`
-/// times the wait for the response head. Returns what was served and
-/// whether the whole request body went upstream.
+/// `counted`; `deadline` times the wait for the response head. Returns
+/// what was served and whether the whole request body went upstream.
 #[allow(clippy::manual_async_fn, clippy::too_many_arguments)]
 pub(super) fn exchange<'a, 'r, D: Downstream>(
     client: &'a mut D,
@@ -44,7 +44,7 @@ pub(super) fn exchange<'a, 'r, D: Downstream>(
     mut up: UpstreamConn,
     addr: SocketAddr,
     counted: &'a stats::Busy,
-    mut deadline: Pin<&'a mut Sleep>,
+    deadline: Pin<&'a mut Sleep>,
 ) -> impl Future<Output = Result<(Done, bool), ExchangeError>> + use<'a, 'r, D> {
     // An async block, not an async fn: an async fn's future keeps each
     // argument twice (as passed and moved), in every connection's future
@@ -66,80 +66,25 @@ pub(super) fn exchange<'a, 'r, D: Downstream>(
         // The rest of the body goes up while the response head is awaited:
         // a server may answer early before reading it.
         let mut sent: Option<Result<(), UpstreamError>> = body.is_done().then_some(Ok(()));
+        let expecting = Expecting {
+            is_head: req.is_head,
+            upgrade: req.upgrade,
+            forward_interim: sink.forwards_interim(),
+            via: snapshot.config.http.via.as_deref(),
+            read_size: if snapshot.pipes().is_some() {
+                splice::HEAD_READ
+            } else {
+                BODY_READ
+            },
+        };
         let head = {
             // Pinned where it is made: moving it costs a copy.
-            let mut pump = pin!(stream_request_body(&mut body, &mut up_wr, t));
-            let expecting = Expecting {
-                is_head: req.is_head,
-                upgrade: req.upgrade,
-                forward_interim: sink.forwards_interim(),
-                via: snapshot.config.http.via.as_deref(),
-                read_size: if snapshot.pipes().is_some() {
-                    splice::HEAD_READ
-                } else {
-                    BODY_READ
-                },
+            let pump = pin!(stream_request_body(&mut body, &mut up_wr, t));
+            let upstream = Upstream {
+                rd: &mut up_rd,
+                buf: &mut up.buf,
             };
-            // The read timeout runs once the request is fully sent, and
-            // stops while an interim response is relayed: a slow client's
-            // time is not the upstream's.
-            let wait = if sent.is_some() {
-                t.upstream_read
-            } else {
-                NOT_ARMED
-            };
-            deadline.as_mut().reset(Instant::now() + wait);
-            loop {
-                let head = {
-                    let mut head = pin!(read_response_head(
-                        &mut up_rd,
-                        &mut up.buf,
-                        &mut sink,
-                        expecting,
-                    ));
-                    loop {
-                        tokio::select! {
-                            biased;
-                            result = pump.as_mut(), if sent.is_none() => {
-                                sent = Some(pumped(result)?);
-                                deadline.as_mut().reset(Instant::now() + t.upstream_read);
-                            }
-                            head = head.as_mut() => break head,
-                            _ = deadline.as_mut() => {
-                                let request_done = matches!(sent, Some(Ok(())));
-                                return Err(ExchangeError::new(UpstreamError::ReadTimeout, false, request_done));
-                            }
-                        }
-                    }
-                };
-                match head {
-                    Ok(Head::Final(meta)) => break Ok(meta),
-                    Err(e) => break Err(e),
-                    Ok(Head::Interim) => {}
-                }
-                let mut left = deadline
-                    .deadline()
-                    .saturating_duration_since(Instant::now());
-                let mut relay = pin!(sink.send_interim(t.client_write));
-                loop {
-                    tokio::select! {
-                        biased;
-                        result = pump.as_mut(), if sent.is_none() => {
-                            sent = Some(pumped(result)?);
-                            left = t.upstream_read;
-                        }
-                        written = relay.as_mut() => {
-                            written.map_err(|error| ExchangeError::new(
-                                error,
-                                false,
-                                matches!(sent, Some(Ok(()))),
-                            ))?;
-                            break;
-                        }
-                    }
-                }
-                deadline.as_mut().reset(Instant::now() + left);
-            }
+            await_final_head(pump, &mut sent, upstream, &mut sink, expecting, deadline, t).await?
         };
         // The body source counts body bytes as taken before their write
         // upstream: only a pump that finished says the whole body left.
@@ -285,6 +230,96 @@ async fn send_head<B: RequestBody, W: crate::io::write::TryWrite>(
         .map_err(|e| ExchangeError::new(e, true, false))?;
     body.forwarded();
     Ok(n)
+}
+
+/// The upstream side of the wait for the response head: its read half and
+/// the bytes read from it and not consumed.
+struct Upstream<'u, R> {
+    rd: &'u mut R,
+    buf: &'u mut BytesMut,
+}
+
+/// Waits for the final response head while the request body streams up
+/// (`pump`, whose end goes into `sent`), relaying interim responses to the
+/// client. `deadline` times the wait: it runs once the request is fully
+/// sent, and stops while an interim response is relayed (a slow client's
+/// time is not the upstream's). A failure of the client or the deadline
+/// ends the exchange; the upstream's failure to answer is returned, with
+/// whether any response byte arrived.
+#[allow(clippy::manual_async_fn)]
+fn await_final_head<'a, P, R, S>(
+    mut pump: Pin<&'a mut P>,
+    sent: &'a mut Option<Result<(), UpstreamError>>,
+    upstream: Upstream<'a, R>,
+    sink: &'a mut S,
+    expecting: Expecting<'a>,
+    mut deadline: Pin<&'a mut Sleep>,
+    t: Limits,
+) -> impl Future<Output = Result<Result<ResponseMeta, (UpstreamError, bool)>, ExchangeError>>
+       + use<'a, P, R, S>
+where
+    P: Future<Output = Result<(), PumpError>>,
+    R: AsyncRead + Unpin,
+    S: ResponseSink,
+{
+    // An async block, not an async fn: see `exchange`.
+    async move {
+        let Upstream { rd, buf } = upstream;
+        let wait = if sent.is_some() {
+            t.upstream_read
+        } else {
+            NOT_ARMED
+        };
+        deadline.as_mut().reset(Instant::now() + wait);
+        loop {
+            let head = {
+                let mut head = pin!(read_response_head(
+                    &mut *rd, &mut *buf, &mut *sink, expecting
+                ));
+                loop {
+                    tokio::select! {
+                        biased;
+                        result = pump.as_mut(), if sent.is_none() => {
+                            *sent = Some(pumped(result)?);
+                            deadline.as_mut().reset(Instant::now() + t.upstream_read);
+                        }
+                        head = head.as_mut() => break head,
+                        _ = deadline.as_mut() => {
+                            let request_done = matches!(sent, Some(Ok(())));
+                            return Err(ExchangeError::new(UpstreamError::ReadTimeout, false, request_done));
+                        }
+                    }
+                }
+            };
+            match head {
+                Ok(Head::Final(meta)) => return Ok(Ok(meta)),
+                Err(e) => return Ok(Err(e)),
+                Ok(Head::Interim) => {}
+            }
+            let mut left = deadline
+                .deadline()
+                .saturating_duration_since(Instant::now());
+            let mut relay = pin!(sink.send_interim(t.client_write));
+            loop {
+                tokio::select! {
+                    biased;
+                    result = pump.as_mut(), if sent.is_none() => {
+                        *sent = Some(pumped(result)?);
+                        left = t.upstream_read;
+                    }
+                    written = relay.as_mut() => {
+                        written.map_err(|error| ExchangeError::new(
+                            error,
+                            false,
+                            matches!(sent, Some(Ok(()))),
+                        ))?;
+                        break;
+                    }
+                }
+            }
+            deadline.as_mut().reset(Instant::now() + left);
+        }
+    }
 }
 
 /// How the request body's stream ended, for `sent`; a client's failure
