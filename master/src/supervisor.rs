@@ -531,15 +531,23 @@ impl Supervisor {
                 "worker_generation" => generation.0, "limit" => MAX_DRAINING_GENERATIONS);
             let deadline = now + FAST_STOP_GRACE;
             for (pid, w) in &mut self.workers {
-                if w.generation == generation {
-                    if let WorkerState::Stopping { killed: false, .. } = w.state {
-                        w.state = WorkerState::Stopping {
-                            deadline,
-                            killed: false,
-                            fast: true,
-                        };
-                        actions.push(Action::Stop(*pid, StopMode::Fast));
-                    }
+                if w.generation != generation {
+                    continue;
+                }
+                // Like a fast stop (see `on_stop`): a drain that ends
+                // earlier keeps its own deadline.
+                if let WorkerState::Stopping {
+                    deadline: own,
+                    killed: false,
+                    fast: false,
+                } = w.state
+                {
+                    w.state = WorkerState::Stopping {
+                        deadline: own.min(deadline),
+                        killed: false,
+                        fast: true,
+                    };
+                    actions.push(Action::Stop(*pid, StopMode::Fast));
                 }
             }
         }

@@ -1051,3 +1051,27 @@ fn a_hot_reload_gives_the_running_workers_its_drain_limit() {
     s.handle(Event::Stop(StopMode::Graceful), t1);
     killed_at(&mut s, 200, t1 + Duration::from_secs(5) + FAST_STOP_GRACE);
 }
+
+#[test]
+fn capping_the_draining_generations_never_pushes_a_drain_deadline_later() {
+    // Generation 1 drains by its own 30 s (the later ones by 60 s); 31 s
+    // later a fifth generation starts draining and generation 1, the
+    // oldest, is stopped fast. Its own kill deadline (33 s) is earlier than
+    // a fresh fast stop's (34 s): it holds, as for an operator's fast stop.
+    let t0 = Instant::now();
+    let mut s = running(1, t0);
+    for g in 2..=(MAX_DRAINING_GENERATIONS as u64 + 1) {
+        s.handle(reload(1, Duration::from_secs(60)), t0);
+        let pid = 100 * g as Pid;
+        spawned(&mut s, 0, g, pid, t0);
+        s.handle(Event::WorkerReady(pid), t0);
+    }
+    assert_eq!(s.draining_generations(), MAX_DRAINING_GENERATIONS);
+    let t1 = t0 + Duration::from_secs(31);
+    let next = MAX_DRAINING_GENERATIONS as u64 + 2;
+    s.handle(reload(1, Duration::from_secs(60)), t1);
+    spawned(&mut s, 0, next, 100 * next as Pid, t1);
+    let a = s.handle(Event::WorkerReady(100 * next as Pid), t1);
+    assert!(stops(&a).contains(&(100, StopMode::Fast)), "{a:?}");
+    killed_at(&mut s, 100, t0 + Duration::from_secs(30) + FAST_STOP_GRACE);
+}
