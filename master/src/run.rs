@@ -675,7 +675,16 @@ impl Master {
                 return self.reload_failed(format!("pid_file: {e}"));
             }
         }
-        match self.listeners.reconcile(&config.listen, config.workers) {
+        // Per-slot sockets only for the slots that will run: a new
+        // generation's, unless the master is stopping (it starts none);
+        // after a hot reload, the running count, which SIGTTIN and SIGTTOU
+        // may have changed. Any other would join the port's `reuseport`
+        // group and take connections that nobody accepts.
+        let slots = match &path {
+            ReloadPath::NewGeneration(_) if !self.supervisor.shutting_down() => config.workers,
+            _ => self.supervisor.workers_wanted(),
+        };
+        match self.listeners.reconcile(&config.listen, slots) {
             Ok(closed) => {
                 for addr in closed {
                     info!(self.log, "listener removed"; "addr" => %addr);

@@ -11,7 +11,7 @@ use crate::signals::Request;
 use crate::supervisor::{Event, ExitStatus, Generation, Pid, Slot, WorkerPhase};
 use crossbeam_channel::Sender;
 use ipc_channel::ipc::IpcReceiver;
-use prefork_shared::ipc::{MasterMsg, WorkerMsg};
+use prefork_shared::ipc::{MasterMsg, StopMode, WorkerMsg};
 use prefork_shared::stats::{RouteCounters, WorkerStats};
 use slog::Logger;
 use std::os::unix::net::UnixStream;
@@ -342,4 +342,67 @@ fn a_late_event_from_a_reaped_workers_link_is_not_taken_for_its_pid_successor() 
         "the new worker's last report was lost"
     );
     assert!(m.links.is_empty());
+}
+
+/// The slots of the per-slot (`reuseport`) sockets the master holds.
+fn slot_sockets(m: &Master) -> Vec<u32> {
+    let mut slots: Vec<u32> = m
+        .listeners
+        .all()
+        .into_iter()
+        .filter_map(|(_, slot, _)| slot.map(|s| s.0))
+        .collect();
+    slots.sort_unstable();
+    slots
+}
+
+/// Writes a config of `workers` workers whose listener is `reuseport`.
+fn write_reuseport_config(dir: &Path, workers: usize, more: &str) {
+    let text = config_text(dir, workers, more) + "reuseport = true\n";
+    std::fs::write(dir.join("t.toml"), text).expect("write the config");
+}
+
+#[test]
+fn a_hot_reload_after_sigttou_binds_no_socket_for_the_slot_given_up() {
+    // A `reuseport` socket bound even for a moment joins the port's group:
+    // the kernel queues connections on it, lost when the master closes it.
+    let h = harness();
+    let mut m = h.master;
+    write_reuseport_config(h.dir.path(), 2, "");
+    let events = m.on_signal(Request::Reload);
+    feed_all(&mut m, events);
+    assert_eq!(slot_sockets(&m), vec![0, 1]);
+    let events = m.on_signal(Request::RemoveWorker);
+    feed_all(&mut m, events);
+    assert_eq!(slot_sockets(&m), vec![0]);
+
+    let route = "[[routes]]\nrespond = { status = 200, body = \"new\" }\n";
+    write_reuseport_config(h.dir.path(), 2, route);
+    let events = m.on_signal(Request::Reload);
+    assert!(
+        matches!(events.as_slice(), [Event::Reconfigure { .. }]),
+        "{events:?}"
+    );
+    assert_eq!(slot_sockets(&m), vec![0], "slot 1 got a socket again");
+    feed_all(&mut m, events);
+    assert_eq!(slot_sockets(&m), vec![0]);
+}
+
+#[test]
+fn a_reload_while_stopping_binds_no_socket_for_slots_that_never_run() {
+    let h = harness();
+    let mut m = h.master;
+    // No worker runs: the stop is over at once, and the master stays stopping.
+    assert_eq!(m.feed(Event::Stop(StopMode::Graceful)), Some(0));
+    write_reuseport_config(h.dir.path(), 2, "");
+    let events = m.on_signal(Request::Reload);
+    assert!(
+        matches!(events.as_slice(), [Event::Reload { .. }]),
+        "{events:?}"
+    );
+    assert_eq!(
+        slot_sockets(&m),
+        vec![0],
+        "a socket for a slot never started"
+    );
 }
