@@ -203,6 +203,38 @@ impl Worker {
             StopMode::Fast => now + FAST_STOP_GRACE,
         }
     }
+
+    /// Marks the worker stopping and returns the command that asks it to,
+    /// unless it is stopping already and this changes nothing. A stop never
+    /// extends a deadline: a worker stopping already keeps an earlier one
+    /// (a drain after a reload, the generation limit), but a fast stop
+    /// still reaches one that was stopping gracefully.
+    fn stop(&mut self, pid: Pid, mode: StopMode, now: Instant) -> Option<Action> {
+        let deadline = self.stop_deadline(mode, now);
+        let fast = mode == StopMode::Fast;
+        self.state = match self.state {
+            WorkerState::Stopping {
+                deadline: own,
+                killed,
+                fast: was_fast,
+            } if own <= deadline => {
+                if !fast || was_fast || killed {
+                    return None;
+                }
+                WorkerState::Stopping {
+                    deadline: own,
+                    killed,
+                    fast,
+                }
+            }
+            _ => WorkerState::Stopping {
+                deadline,
+                killed: false,
+                fast,
+            },
+        };
+        Some(Action::Stop(pid, mode))
+    }
 }
 
 /// A binary upgrade in progress: the new master and when to give up on it.
@@ -453,12 +485,7 @@ impl Supervisor {
         };
         if let Phase::ShuttingDown { mode } = self.phase {
             // Started just before a stop arrived: stop it with the others.
-            actions.push(Action::Stop(pid, mode));
-            worker.state = WorkerState::Stopping {
-                deadline: worker.stop_deadline(mode, now),
-                killed: false,
-                fast: mode == StopMode::Fast,
-            };
+            actions.extend(worker.stop(pid, mode, now));
         }
         self.workers.insert(pid, worker);
     }
@@ -510,12 +537,7 @@ impl Supervisor {
         for (pid, w) in &mut self.workers {
             if w.generation < self.generation && !matches!(w.state, WorkerState::Stopping { .. }) {
                 info!(self.log, "draining worker of an older generation"; "worker_pid" => *pid, "worker_generation" => w.generation.0);
-                w.state = WorkerState::Stopping {
-                    deadline: w.stop_deadline(StopMode::Graceful, now),
-                    killed: false,
-                    fast: false,
-                };
-                actions.push(Action::Stop(*pid, StopMode::Graceful));
+                actions.extend(w.stop(*pid, StopMode::Graceful, now));
             }
         }
         self.cap_draining(now, actions);
@@ -529,25 +551,9 @@ impl Supervisor {
         for generation in draining.into_iter().take(excess) {
             warn!(self.log, "too many generations draining; stopping the oldest now";
                 "worker_generation" => generation.0, "limit" => MAX_DRAINING_GENERATIONS);
-            let deadline = now + FAST_STOP_GRACE;
             for (pid, w) in &mut self.workers {
-                if w.generation != generation {
-                    continue;
-                }
-                // Like a fast stop (see `on_stop`): a drain that ends
-                // earlier keeps its own deadline.
-                if let WorkerState::Stopping {
-                    deadline: own,
-                    killed: false,
-                    fast: false,
-                } = w.state
-                {
-                    w.state = WorkerState::Stopping {
-                        deadline: own.min(deadline),
-                        killed: false,
-                        fast: true,
-                    };
-                    actions.push(Action::Stop(*pid, StopMode::Fast));
+                if w.generation == generation && matches!(w.state, WorkerState::Stopping { .. }) {
+                    actions.extend(w.stop(*pid, StopMode::Fast, now));
                 }
             }
         }
@@ -665,12 +671,7 @@ impl Supervisor {
         // already: stop those still booting instead of letting them pile up.
         for (pid, w) in &mut self.workers {
             if w.generation == superseded && matches!(w.state, WorkerState::Starting { .. }) {
-                w.state = WorkerState::Stopping {
-                    deadline: w.stop_deadline(StopMode::Graceful, now),
-                    killed: false,
-                    fast: false,
-                };
-                actions.push(Action::Stop(*pid, StopMode::Graceful));
+                actions.extend(w.stop(*pid, StopMode::Graceful, now));
             }
         }
         self.cap_draining(now, actions);
@@ -732,12 +733,7 @@ impl Supervisor {
         for (pid, w) in &mut self.workers {
             let stopping = matches!(w.state, WorkerState::Stopping { .. });
             if w.generation == current && w.slot == slot && !stopping {
-                w.state = WorkerState::Stopping {
-                    deadline: w.stop_deadline(StopMode::Graceful, now),
-                    killed: false,
-                    fast: false,
-                };
-                actions.push(Action::Stop(*pid, StopMode::Graceful));
+                actions.extend(w.stop(*pid, StopMode::Graceful, now));
             }
         }
         // The slot removed may have been the last one missing.
@@ -797,34 +793,7 @@ impl Supervisor {
         self.pending.clear();
         self.pending_serving.clear();
         for (pid, w) in &mut self.workers {
-            let deadline = w.stop_deadline(mode, now);
-            // A worker stopping already (a drain after a reload, the
-            // generation limit) keeps an earlier deadline; a fast stop still
-            // reaches one that was stopping gracefully.
-            if let WorkerState::Stopping {
-                deadline: own,
-                killed,
-                fast,
-            } = w.state
-            {
-                if own <= deadline {
-                    if mode == StopMode::Fast && !fast && !killed {
-                        w.state = WorkerState::Stopping {
-                            deadline: own,
-                            killed,
-                            fast: true,
-                        };
-                        actions.push(Action::Stop(*pid, mode));
-                    }
-                    continue;
-                }
-            }
-            w.state = WorkerState::Stopping {
-                deadline,
-                killed: false,
-                fast: mode == StopMode::Fast,
-            };
-            actions.push(Action::Stop(*pid, mode));
+            actions.extend(w.stop(*pid, mode, now));
         }
         if self.workers.is_empty() {
             actions.push(Action::Exit(exit::OK));
