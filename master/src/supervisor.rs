@@ -13,7 +13,9 @@ use std::collections::BTreeMap;
 use std::fmt;
 use std::time::{Duration, Instant};
 
+mod cohort;
 mod view;
+use cohort::Cohort;
 pub use view::{WorkerPhase, WorkerView};
 
 /// A worker position; a restarted worker takes the slot of the one it replaces.
@@ -250,19 +252,46 @@ enum Phase {
     ShuttingDown { mode: StopMode },
 }
 
+/// Which generation takes the traffic.
+#[derive(Debug)]
+enum Serving {
+    /// None yet: the first generation is starting.
+    Nobody,
+    /// The current generation: every slot of it was Ready once.
+    Current,
+    /// An older generation, while the current one starts: its slots are
+    /// kept filled until the current one takes over.
+    Older(Cohort),
+}
+
+impl Serving {
+    /// The older generation serving while the current one starts.
+    fn older(&self) -> Option<&Cohort> {
+        match self {
+            Serving::Older(older) => Some(older),
+            _ => None,
+        }
+    }
+
+    /// The older generation serving while the current one starts, if it is
+    /// `generation`.
+    fn older_mut(&mut self, generation: Generation) -> Option<&mut Cohort> {
+        match self {
+            Serving::Older(older) if older.generation == generation => Some(older),
+            _ => None,
+        }
+    }
+}
+
 /// The master's state: which workers exist, in which generation and state,
 /// which slots wait for a restart, and whether the master is shutting down.
 pub struct Supervisor {
     log: Logger,
-    generation: Generation,
+    /// The newest generation.
+    current: Cohort,
+    /// How many slots the newest generation runs.
     workers_wanted: usize,
-    /// The limits of the newest generation's configuration.
-    timeouts: Timeouts,
     workers: BTreeMap<Pid, Worker>,
-    /// Slots of the current generation waiting to be (re)started, and when.
-    pending: BTreeMap<Slot, Instant>,
-    /// Consecutive quick failures per slot of the current generation.
-    failures: BTreeMap<Slot, u32>,
     phase: Phase,
     /// Unexpected exits restarted, per slot (for operators).
     restarts: BTreeMap<Slot, u64>,
@@ -270,15 +299,8 @@ pub struct Supervisor {
     /// Whether [`Action::Serving`] was sent.
     announced: bool,
     /// The newest generation that had every slot Ready: it serves until the
-    /// current one does.
-    serving: Option<Generation>,
-    /// Slots of `serving` (when older than the current generation) waiting
-    /// to be restarted, and when: it keeps serving while the new one starts.
-    pending_serving: BTreeMap<Slot, Instant>,
-    /// Consecutive quick failures per slot of `pending_serving`.
-    serving_failures: BTreeMap<Slot, u32>,
-    /// The limits of `serving`'s configuration.
-    serving_timeouts: Timeouts,
+    /// current one does (and keeps its slots filled meanwhile).
+    serving: Serving,
 }
 
 /// The timeouts a configuration gives the supervisor.
@@ -295,20 +317,14 @@ impl Supervisor {
     pub fn new(log: Logger, workers: usize, timeouts: Timeouts) -> Self {
         Supervisor {
             log,
-            generation: Generation(1),
+            current: Cohort::new(Generation(1), timeouts),
             workers_wanted: workers,
-            timeouts,
             workers: BTreeMap::new(),
-            pending: BTreeMap::new(),
-            failures: BTreeMap::new(),
             phase: Phase::Running,
             restarts: BTreeMap::new(),
             upgrade: None,
             announced: false,
-            serving: None,
-            pending_serving: BTreeMap::new(),
-            serving_failures: BTreeMap::new(),
-            serving_timeouts: timeouts,
+            serving: Serving::Nobody,
         }
     }
 
@@ -328,7 +344,7 @@ impl Supervisor {
         self.workers
             .values()
             .filter(|w| {
-                w.generation < self.generation
+                w.generation < self.current.generation
                     && matches!(w.state, WorkerState::Stopping { fast: false, .. })
             })
             .map(|w| w.generation)
@@ -342,7 +358,7 @@ impl Supervisor {
 
     /// The newest generation.
     pub fn generation(&self) -> Generation {
-        self.generation
+        self.current.generation
     }
 
     /// The generation a live worker belongs to.
@@ -358,7 +374,11 @@ impl Supervisor {
     /// The oldest generation whose configuration is still needed: one with
     /// a live worker, or with a restart waiting.
     pub fn oldest_needed_generation(&self) -> Option<Generation> {
-        let waiting = self.serving.filter(|_| !self.pending_serving.is_empty());
+        let waiting = self
+            .serving
+            .older()
+            .filter(|older| !older.pending.is_empty())
+            .map(|older| older.generation);
         self.oldest_live_generation()
             .into_iter()
             .chain(waiting)
@@ -367,10 +387,12 @@ impl Supervisor {
 
     /// When [`Event::Tick`] next needs to be delivered, if ever.
     pub fn next_wakeup(&self) -> Option<Instant> {
+        let older = self.serving.older().into_iter();
         let pending = self
+            .current
             .pending
             .values()
-            .chain(self.pending_serving.values())
+            .chain(older.flat_map(|older| older.pending.values()))
             .copied();
         let workers = self.workers.values().filter_map(|w| match w.state {
             WorkerState::Starting { since } => Some(since + BOOT_TIMEOUT),
@@ -392,7 +414,7 @@ impl Supervisor {
         match event {
             Event::Started => {
                 for slot in 0..self.workers_wanted {
-                    self.pending.insert(Slot(slot as u32), now);
+                    self.current.pending.insert(Slot(slot as u32), now);
                 }
             }
             Event::Spawned {
@@ -406,10 +428,10 @@ impl Supervisor {
                 reason,
             } => {
                 error!(self.log, "cannot start worker"; "slot" => slot.0, "error" => reason);
-                if generation == self.generation {
+                if generation == self.current.generation {
                     self.schedule_restart(slot, true, now);
-                } else if Some(generation) == self.serving {
-                    self.schedule_serving_restart(slot, true, now);
+                } else if let Some(older) = self.serving.older_mut(generation) {
+                    older.schedule_restart(slot, true, now);
                 }
             }
             Event::WorkerReady(pid) => self.on_ready(pid, now, &mut actions),
@@ -477,10 +499,9 @@ impl Supervisor {
             generation,
             started: now,
             state: WorkerState::Starting { since: now },
-            timeouts: if generation == self.generation {
-                self.timeouts
-            } else {
-                self.serving_timeouts
+            timeouts: match self.serving.older() {
+                Some(older) if generation != self.current.generation => older.timeouts,
+                _ => self.current.timeouts,
             },
         };
         if let Phase::ShuttingDown { mode } = self.phase {
@@ -499,7 +520,7 @@ impl Supervisor {
         }
         worker.state = WorkerState::Ready { last_beat: now };
         info!(self.log, "worker ready"; "slot" => worker.slot.0, "worker_pid" => pid, "worker_generation" => worker.generation.0);
-        if worker.generation == self.generation {
+        if worker.generation == self.current.generation {
             self.on_generation_ready(now, actions);
         }
     }
@@ -514,10 +535,7 @@ impl Supervisor {
             self.announced = true;
             actions.push(Action::Serving);
         }
-        self.serving = Some(self.generation);
-        self.serving_timeouts = self.timeouts;
-        self.pending_serving.clear();
-        self.serving_failures.clear();
+        self.serving = Serving::Current;
         self.retire_old_generations(now, actions);
     }
 
@@ -527,7 +545,8 @@ impl Supervisor {
             .workers
             .values()
             .filter(|w| {
-                w.generation == self.generation && matches!(w.state, WorkerState::Ready { .. })
+                w.generation == self.current.generation
+                    && matches!(w.state, WorkerState::Ready { .. })
             })
             .count();
         ready >= self.workers_wanted
@@ -535,7 +554,9 @@ impl Supervisor {
 
     fn retire_old_generations(&mut self, now: Instant, actions: &mut Vec<Action>) {
         for (pid, w) in &mut self.workers {
-            if w.generation < self.generation && !matches!(w.state, WorkerState::Stopping { .. }) {
+            if w.generation < self.current.generation
+                && !matches!(w.state, WorkerState::Stopping { .. })
+            {
                 info!(self.log, "draining worker of an older generation"; "worker_pid" => *pid, "worker_generation" => w.generation.0);
                 actions.extend(w.stop(*pid, StopMode::Graceful, now));
             }
@@ -585,19 +606,20 @@ impl Supervisor {
                 WorkerState::Starting { .. } | WorkerState::BootTimedOut
             );
         let quick = boot_failure || lived < HEALTHY_UPTIME;
-        if !asked_to_stop
-            && worker.generation != self.generation
-            && Some(worker.generation) == self.serving
-        {
+        let older = self
+            .serving
+            .older_mut(worker.generation)
+            .filter(|_| !asked_to_stop);
+        if let Some(older) = older {
             // The generation serving while the current one starts: it must
             // keep its slots filled until the current one takes over.
             if signalled {
                 info!(self.log, "worker of the serving generation stopped by a signal; replacing it";
                     "slot" => worker.slot.0, "worker_pid" => pid, "worker_generation" => worker.generation.0);
-                self.pending_serving.insert(worker.slot, now);
+                older.pending.insert(worker.slot, now);
                 return;
             }
-            let delay = self.schedule_serving_restart(worker.slot, quick, now);
+            let delay = older.schedule_restart(worker.slot, quick, now);
             *self.restarts.entry(worker.slot).or_insert(0) += 1;
             warn!(self.log, "worker of the serving generation exited unexpectedly; restarting";
                 "slot" => worker.slot.0, "worker_pid" => pid, "worker_generation" => worker.generation.0,
@@ -605,7 +627,7 @@ impl Supervisor {
             return;
         }
         if asked_to_stop
-            || worker.generation != self.generation
+            || worker.generation != self.current.generation
             || worker.slot.0 as usize >= self.workers_wanted
         {
             info!(self.log, "worker exited"; "slot" => worker.slot.0, "worker_pid" => pid,
@@ -615,7 +637,7 @@ impl Supervisor {
         if signalled {
             info!(self.log, "worker stopped by a signal; replacing it";
                 "slot" => worker.slot.0, "worker_pid" => pid, "uptime_ms" => lived.as_millis() as u64);
-            self.pending.insert(worker.slot, now);
+            self.current.pending.insert(worker.slot, now);
             return;
         }
         if worker.state == WorkerState::Hung {
@@ -628,25 +650,14 @@ impl Supervisor {
             "uptime_ms" => lived.as_millis() as u64, "restart_in_ms" => delay.as_millis() as u64);
     }
 
-    /// Queues a restart of `slot`, backing off when it keeps failing quickly.
+    /// Queues a restart of `slot` of the current generation, backing off
+    /// when it keeps failing quickly.
     fn schedule_restart(&mut self, slot: Slot, quick: bool, now: Instant) -> Duration {
-        let failures = self.failures.entry(slot).or_insert(0);
-        *failures = if quick { *failures + 1 } else { 1 };
-        let delay = backoff(*failures);
+        let delay = self.current.schedule_restart(slot, quick, now);
         if delay == BACKOFF_CAP {
             error!(self.log, "worker slot keeps crashing; restarting it at the slowest rate";
-                "slot" => slot.0, "failures" => *failures, "restart_in_s" => delay.as_secs());
+                "slot" => slot.0, "failures" => self.current.failures(slot), "restart_in_s" => delay.as_secs());
         }
-        self.pending.insert(slot, now + delay);
-        delay
-    }
-
-    /// Queues a restart of `slot` of the serving (older) generation.
-    fn schedule_serving_restart(&mut self, slot: Slot, quick: bool, now: Instant) -> Duration {
-        let failures = self.serving_failures.entry(slot).or_insert(0);
-        *failures = if quick { *failures + 1 } else { 1 };
-        let delay = backoff(*failures);
-        self.pending_serving.insert(slot, now + delay);
         delay
     }
 
@@ -660,13 +671,17 @@ impl Supervisor {
         if self.phase != Phase::Running {
             return;
         }
-        let superseded = self.generation;
-        self.generation = Generation(self.generation.0 + 1);
+        let superseded = self.current.generation;
+        let mut next = Cohort::new(Generation(superseded.0 + 1), timeouts);
+        next.pending = (0..workers).map(|s| (Slot(s as u32), now)).collect();
+        let previous = std::mem::replace(&mut self.current, next);
+        if let Serving::Current = self.serving {
+            // It serves until the new one is ready; its restarts waiting
+            // are dropped with the slots the new one starts.
+            self.serving = Serving::Older(Cohort::new(previous.generation, previous.timeouts));
+        }
         self.workers_wanted = workers;
-        self.timeouts = timeouts;
-        self.failures.clear();
-        self.pending = (0..workers).map(|s| (Slot(s as u32), now)).collect();
-        info!(self.log, "starting a new generation of workers"; "new_generation" => self.generation.0, "workers" => workers);
+        info!(self.log, "starting a new generation of workers"; "new_generation" => self.current.generation.0, "workers" => workers);
         // Workers of a generation that never finished starting are replaced
         // already: stop those still booting instead of letting them pile up.
         for (pid, w) in &mut self.workers {
@@ -681,11 +696,8 @@ impl Supervisor {
         if self.phase != Phase::Running {
             return;
         }
-        self.timeouts = timeouts;
-        if self.serving == Some(self.generation) {
-            self.serving_timeouts = timeouts;
-        }
-        let current = self.generation;
+        self.current.timeouts = timeouts;
+        let current = self.current.generation;
         let live = self.workers.iter().filter(|(_, w)| {
             w.generation == current
                 && matches!(
@@ -715,8 +727,8 @@ impl Supervisor {
         }
         let slot = Slot(self.workers_wanted as u32);
         self.workers_wanted += 1;
-        self.failures.remove(&slot);
-        self.pending.insert(slot, now);
+        self.current.failures.remove(&slot);
+        self.current.pending.insert(slot, now);
         info!(self.log, "adding a worker"; "slot" => slot.0, "workers" => self.workers_wanted);
     }
 
@@ -726,10 +738,10 @@ impl Supervisor {
         }
         self.workers_wanted -= 1;
         let slot = Slot(self.workers_wanted as u32);
-        self.pending.remove(&slot);
-        self.failures.remove(&slot);
+        self.current.pending.remove(&slot);
+        self.current.failures.remove(&slot);
         info!(self.log, "removing a worker"; "slot" => slot.0, "workers" => self.workers_wanted);
-        let current = self.generation;
+        let current = self.current.generation;
         for (pid, w) in &mut self.workers {
             let stopping = matches!(w.state, WorkerState::Stopping { .. });
             if w.generation == current && w.slot == slot && !stopping {
@@ -790,8 +802,10 @@ impl Supervisor {
             }
         }
         self.phase = Phase::ShuttingDown { mode };
-        self.pending.clear();
-        self.pending_serving.clear();
+        self.current.pending.clear();
+        if let Serving::Older(older) = &mut self.serving {
+            older.pending.clear();
+        }
         for (pid, w) in &mut self.workers {
             actions.extend(w.stop(*pid, mode, now));
         }
@@ -802,31 +816,17 @@ impl Supervisor {
 
     fn on_tick(&mut self, now: Instant, actions: &mut Vec<Action>) {
         if self.phase == Phase::Running {
-            let due: Vec<Slot> = self
-                .pending
-                .iter()
-                .filter(|(_, at)| **at <= now)
-                .map(|(s, _)| *s)
-                .collect();
-            for slot in due {
-                self.pending.remove(&slot);
+            for slot in self.current.take_due(now) {
                 actions.push(Action::Spawn {
                     slot,
-                    generation: self.generation,
+                    generation: self.current.generation,
                 });
             }
-            if let Some(serving) = self.serving {
-                let due: Vec<Slot> = self
-                    .pending_serving
-                    .iter()
-                    .filter(|(_, at)| **at <= now)
-                    .map(|(s, _)| *s)
-                    .collect();
-                for slot in due {
-                    self.pending_serving.remove(&slot);
+            if let Serving::Older(older) = &mut self.serving {
+                for slot in older.take_due(now) {
                     actions.push(Action::Spawn {
                         slot,
-                        generation: serving,
+                        generation: older.generation,
                     });
                 }
             }
@@ -878,16 +878,6 @@ impl Supervisor {
             }
         }
     }
-}
-
-/// Restart delay after `failures` consecutive quick failures of one slot:
-/// the first restart is immediate, then 200 ms doubling up to 30 s.
-pub fn backoff(failures: u32) -> Duration {
-    if failures <= 1 {
-        return Duration::ZERO;
-    }
-    let factor = 1u32 << (failures - 2).min(16);
-    BACKOFF_BASE.saturating_mul(factor).min(BACKOFF_CAP)
 }
 
 #[cfg(test)]

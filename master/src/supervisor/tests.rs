@@ -1,6 +1,7 @@
 //! The supervisor's decisions, driven by feeding it events: no process,
 //! no clock but the instants the tests pass.
 
+use super::cohort::backoff;
 use super::*;
 
 /// Heartbeat limit of the tests that are not about heartbeats.
