@@ -256,7 +256,8 @@ impl Master {
                     None => Vec::new(),
                 },
             };
-            for event in events {
+            // Settled last: what the events led to is carried out.
+            for event in events.into_iter().chain([Event::Settled]) {
                 if let Some(code) = self.feed(event) {
                     if leaving.is_some() {
                         continue;
@@ -267,7 +268,6 @@ impl Master {
                     }
                 }
             }
-            self.forget_old_setups();
         }
     }
 
@@ -276,7 +276,6 @@ impl Master {
     fn feed(&mut self, event: Event) -> Option<i32> {
         let mut queue = VecDeque::from([event]);
         while let Some(event) = queue.pop_front() {
-            let before = self.supervisor.generation();
             let actions = self.supervisor.handle(event, Instant::now());
             if self.supervisor.shutting_down() {
                 if let Some(announced) = self.announced.take() {
@@ -292,13 +291,6 @@ impl Master {
             {
                 info!(self.log, "per-slot listener closed"; "addr" => %addr, "slot" => slot.0);
             }
-            let now_current = self.supervisor.generation();
-            if let Some(setup) = self.staged.take() {
-                if now_current != before {
-                    self.setups.insert(now_current, setup);
-                    self.log_generation.store(now_current.0, Ordering::Relaxed);
-                }
-            }
             for action in actions {
                 match action {
                     Action::Spawn { slot, generation } => {
@@ -311,6 +303,10 @@ impl Master {
                     Action::AbortUpgrade(pid) => self.signal(pid, Signal::SIGKILL),
                     Action::Serving => self.serving(),
                     Action::Exit(code) => return Some(code),
+                    Action::AdoptConfig(generation) => self.adopt(generation),
+                    Action::ForgetConfigs { older_than } => {
+                        self.setups.retain(|g, _| *g >= older_than)
+                    }
                 }
             }
         }
@@ -429,6 +425,14 @@ impl Master {
     fn forget(&mut self, pid: Pid) {
         self.links.remove(&pid);
         self.observed.on_exit(pid);
+    }
+
+    /// Runs the config a reload staged as `generation`'s.
+    fn adopt(&mut self, generation: Generation) {
+        if let Some(setup) = self.staged.take() {
+            self.setups.insert(generation, setup);
+            self.log_generation.store(generation.0, Ordering::Relaxed);
+        }
     }
 
     /// Sends a running worker its generation's (new) configuration.
@@ -749,17 +753,6 @@ impl Master {
             .or_else(|| self.setups.values().next_back())
             .map(|s| s.config.as_ref())
             .expect("the master always holds at least one configuration")
-    }
-
-    /// Drops the setups of generations that have no worker left (nor a
-    /// restart waiting).
-    fn forget_old_setups(&mut self) {
-        let current = self.supervisor.generation();
-        let oldest = self
-            .supervisor
-            .oldest_needed_generation()
-            .unwrap_or(current);
-        self.setups.retain(|g, _| *g >= oldest.min(current));
     }
 }
 

@@ -110,6 +110,11 @@ pub enum Event {
     Stop(StopMode),
     /// Time passed; deadlines may have expired.
     Tick,
+    /// The master carried out everything the events so far led to: every
+    /// spawn asked for was answered, so each generation still needed has a
+    /// live worker or a restart waiting. (No time passes: no deadline is
+    /// checked.)
+    Settled,
 }
 
 /// Something the master must do.
@@ -137,6 +142,15 @@ pub enum Action {
     Serving,
     /// Every worker is gone: remove the pid file and exit with this code.
     Exit(i32),
+    /// Run the configuration a reload staged as this (new) generation's,
+    /// before any of its workers is spawned.
+    AdoptConfig(Generation),
+    /// Drop the configurations of generations older than this one: none of
+    /// their workers is left, nor a restart waiting.
+    ForgetConfigs {
+        /// The oldest generation whose configuration is kept.
+        older_than: Generation,
+    },
 }
 
 /// A worker that has not said Ready after this long is killed and replaced.
@@ -298,6 +312,9 @@ pub struct Supervisor {
     upgrade: Option<Upgrade>,
     /// Whether [`Action::Serving`] was sent.
     announced: bool,
+    /// The oldest generation whose configuration the master holds (it
+    /// drops older ones on [`Action::ForgetConfigs`]).
+    configs_from: Generation,
     /// The newest generation that had every slot Ready: it serves until the
     /// current one does (and keeps its slots filled meanwhile).
     serving: Serving,
@@ -324,6 +341,7 @@ impl Supervisor {
             restarts: BTreeMap::new(),
             upgrade: None,
             announced: false,
+            configs_from: Generation(1),
             serving: Serving::Nobody,
         }
     }
@@ -480,6 +498,7 @@ impl Supervisor {
             Event::UpgradeReady => self.on_upgrade_ready(now, &mut actions),
             Event::Stop(mode) => self.on_stop(mode, now, &mut actions),
             Event::Tick => {}
+            Event::Settled => return self.forget_unneeded_configs().into_iter().collect(),
         }
         self.on_tick(now, &mut actions);
         actions
@@ -682,6 +701,9 @@ impl Supervisor {
         }
         self.workers_wanted = workers;
         info!(self.log, "starting a new generation of workers"; "new_generation" => self.current.generation.0, "workers" => workers);
+        // Before the workers of the new generation are spawned (at the
+        // end of this event, see `on_tick`).
+        actions.push(Action::AdoptConfig(self.current.generation));
         // Workers of a generation that never finished starting are replaced
         // already: stop those still booting instead of letting them pile up.
         for (pid, w) in &mut self.workers {
@@ -690,6 +712,19 @@ impl Supervisor {
             }
         }
         self.cap_draining(now, actions);
+    }
+
+    /// Drops, once the master is settled, the configurations of
+    /// generations that have no worker left nor a restart waiting.
+    fn forget_unneeded_configs(&mut self) -> Option<Action> {
+        let current = self.current.generation;
+        let needed = self.oldest_needed_generation().unwrap_or(current);
+        let older_than = needed.min(current);
+        if older_than <= self.configs_from {
+            return None;
+        }
+        self.configs_from = older_than;
+        Some(Action::ForgetConfigs { older_than })
     }
 
     fn on_reconfigure(&mut self, timeouts: Timeouts, now: Instant, actions: &mut Vec<Action>) {

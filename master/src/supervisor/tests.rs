@@ -810,10 +810,13 @@ fn a_new_generation_reload_keeps_the_old_generations_heartbeat_limit() {
     a.extend(s.handle(Event::Tick, t1 + Duration::from_millis(500)));
     assert_eq!(
         a,
-        vec![Action::Spawn {
-            slot: Slot(0),
-            generation: Generation(2)
-        }],
+        vec![
+            Action::AdoptConfig(Generation(2)),
+            Action::Spawn {
+                slot: Slot(0),
+                generation: Generation(2)
+            }
+        ],
         "the serving generation was judged by the new config's limit"
     );
 }
@@ -1075,4 +1078,113 @@ fn capping_the_draining_generations_never_pushes_a_drain_deadline_later() {
     let a = s.handle(Event::WorkerReady(100 * next as Pid), t1);
     assert!(stops(&a).contains(&(100, StopMode::Fast)), "{a:?}");
     killed_at(&mut s, 100, t0 + Duration::from_secs(30) + FAST_STOP_GRACE);
+}
+
+#[test]
+fn a_reload_adopts_its_config_before_any_of_its_workers_is_spawned() {
+    let t0 = Instant::now();
+    let mut s = running(2, t0);
+    let a = s.handle(reload(2, Duration::from_secs(5)), t0);
+    assert_eq!(
+        a.first(),
+        Some(&Action::AdoptConfig(Generation(2))),
+        "{a:?}"
+    );
+    assert_eq!(spawns(&a), vec![(0, 2), (1, 2)]);
+    // A reload while generation 2 starts: generation 3's.
+    let a = s.handle(reload(1, Duration::from_secs(5)), t0);
+    assert_eq!(
+        a.first(),
+        Some(&Action::AdoptConfig(Generation(3))),
+        "{a:?}"
+    );
+    // A hot reload changes the running generation's config in place.
+    assert!(!s
+        .handle(reconfigure(), t0)
+        .iter()
+        .any(|a| matches!(a, Action::AdoptConfig(_))));
+    // A reload while stopping starts nothing, so adopts nothing.
+    s.handle(Event::Stop(StopMode::Graceful), t0);
+    assert!(s.handle(reload(2, Duration::from_secs(5)), t0).is_empty());
+}
+
+#[test]
+fn configs_are_forgotten_once_settled_with_no_worker_of_theirs_left() {
+    let t0 = Instant::now();
+    let mut s = running(2, t0);
+    assert!(s.handle(Event::Settled, t0).is_empty());
+    s.handle(reload(1, Duration::from_secs(5)), t0);
+    spawned(&mut s, 0, 2, 200, t0);
+    s.handle(Event::WorkerReady(200), t0);
+    // Generation 1 drains: its config stays while one worker is left.
+    s.handle(Event::WorkerExited(100, ExitStatus::Code(0)), t0);
+    assert!(s.handle(Event::Settled, t0).is_empty());
+    s.handle(Event::WorkerExited(101, ExitStatus::Code(0)), t0);
+    assert_eq!(
+        s.handle(Event::Settled, t0),
+        vec![Action::ForgetConfigs {
+            older_than: Generation(2)
+        }]
+    );
+    assert!(s.handle(Event::Settled, t0).is_empty(), "once");
+    // The current generation's config stays with no worker left.
+    s.handle(Event::Stop(StopMode::Fast), t0);
+    s.handle(Event::WorkerExited(200, ExitStatus::Code(0)), t0);
+    assert!(s.handle(Event::Settled, t0).is_empty());
+}
+
+#[test]
+fn settling_forgets_a_superseded_generation_once_the_older_serving_one_is_gone_too() {
+    // Generation 2 never finished starting; generation 3 replaced it and
+    // is ready. The configs of 1 and 2 go with their last workers.
+    let t0 = Instant::now();
+    let mut s = running(1, t0);
+    s.handle(reload(1, Duration::from_secs(5)), t0);
+    spawned(&mut s, 0, 2, 200, t0);
+    s.handle(reload(1, Duration::from_secs(5)), t0);
+    spawned(&mut s, 0, 3, 300, t0);
+    s.handle(Event::WorkerReady(300), t0);
+    s.handle(Event::WorkerExited(200, ExitStatus::Code(0)), t0);
+    assert!(
+        s.handle(Event::Settled, t0).is_empty(),
+        "generation 1 lives"
+    );
+    s.handle(Event::WorkerExited(100, ExitStatus::Code(0)), t0);
+    assert_eq!(
+        s.handle(Event::Settled, t0),
+        vec![Action::ForgetConfigs {
+            older_than: Generation(3)
+        }]
+    );
+}
+
+#[test]
+fn a_serving_generation_waiting_for_a_restart_keeps_its_config() {
+    // Generation 1 serves while generation 2 starts; its only worker
+    // crashes twice in a row, and waits for its backoff with no worker.
+    let t0 = Instant::now();
+    let mut s = running(1, t0);
+    let t1 = t0 + Duration::from_secs(60);
+    s.handle(reload(1, Duration::from_secs(30)), t1);
+    s.handle(Event::WorkerExited(100, ExitStatus::Signal(9)), t1);
+    spawned(&mut s, 0, 1, 101, t1);
+    s.handle(Event::WorkerExited(101, ExitStatus::Code(1)), t1);
+    assert!(s.handle(Event::Settled, t1).is_empty());
+    // Settling checks no deadline: the restart waits for its tick.
+    let due = t1 + BACKOFF_BASE;
+    assert!(s.handle(Event::Settled, due).is_empty());
+    assert_eq!(spawns(&s.handle(Event::Tick, due)), vec![(0, 1)]);
+    spawned(&mut s, 0, 1, 102, due);
+    s.handle(Event::WorkerReady(102), due);
+    // Generation 2 takes over: 102 drains, and its config goes with it.
+    spawned(&mut s, 0, 2, 200, due);
+    s.handle(Event::WorkerReady(200), due);
+    assert!(s.handle(Event::Settled, due).is_empty());
+    s.handle(Event::WorkerExited(102, ExitStatus::Code(0)), due);
+    assert_eq!(
+        s.handle(Event::Settled, due),
+        vec![Action::ForgetConfigs {
+            older_than: Generation(2)
+        }]
+    );
 }
