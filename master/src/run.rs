@@ -284,13 +284,6 @@ impl Master {
                     let _ = announced.link.shutdown(Shutdown::Both);
                 }
             }
-            // Before a removed slot's worker is told to stop (see retain_slots).
-            for (addr, slot) in self
-                .listeners
-                .retain_slots(self.supervisor.workers_wanted())
-            {
-                info!(self.log, "per-slot listener closed"; "addr" => %addr, "slot" => slot.0);
-            }
             for action in actions {
                 match action {
                     Action::Spawn { slot, generation } => {
@@ -304,6 +297,11 @@ impl Master {
                     Action::Serving => self.serving(),
                     Action::Exit(code) => return Some(code),
                     Action::AdoptConfig(generation) => self.adopt(generation),
+                    Action::CloseSlotListeners { from } => {
+                        for (addr, slot) in self.listeners.retain_slots(from.0 as usize) {
+                            info!(self.log, "per-slot listener closed"; "addr" => %addr, "slot" => slot.0);
+                        }
+                    }
                     Action::ForgetConfigs { older_than } => {
                         self.setups.retain(|g, _| *g >= older_than)
                     }

@@ -145,6 +145,15 @@ pub enum Action {
     /// Run the configuration a reload staged as this (new) generation's,
     /// before any of its workers is spawned.
     AdoptConfig(Generation),
+    /// Close the master's copy of the per-slot (`reuseport`) listeners of
+    /// slot `from` and above: those slots are given up, or were never the
+    /// current generation's. Comes before their workers are told to stop:
+    /// the worker's copy is then the last, and it accepts what is queued
+    /// before closing it.
+    CloseSlotListeners {
+        /// The lowest slot closed.
+        from: Slot,
+    },
     /// Drop the configurations of generations older than this one: none of
     /// their workers is left, nor a restart waiting.
     ForgetConfigs {
@@ -431,6 +440,9 @@ impl Supervisor {
         let mut actions = Vec::new();
         match event {
             Event::Started => {
+                // A master started by a binary upgrade may have been handed
+                // the sockets of more slots than its config runs.
+                actions.push(self.close_slots_given_up());
                 for slot in 0..self.workers_wanted {
                     self.current.pending.insert(Slot(slot as u32), now);
                 }
@@ -690,6 +702,11 @@ impl Supervisor {
         if self.phase != Phase::Running {
             return;
         }
+        if workers < self.workers_wanted {
+            actions.push(Action::CloseSlotListeners {
+                from: Slot(workers as u32),
+            });
+        }
         let superseded = self.current.generation;
         let mut next = Cohort::new(Generation(superseded.0 + 1), timeouts);
         next.pending = (0..workers).map(|s| (Slot(s as u32), now)).collect();
@@ -712,6 +729,13 @@ impl Supervisor {
             }
         }
         self.cap_draining(now, actions);
+    }
+
+    /// Closes the per-slot listeners the current generation does not run.
+    fn close_slots_given_up(&self) -> Action {
+        Action::CloseSlotListeners {
+            from: Slot(self.workers_wanted as u32),
+        }
     }
 
     /// Drops, once the master is settled, the configurations of
@@ -776,6 +800,7 @@ impl Supervisor {
         self.current.pending.remove(&slot);
         self.current.failures.remove(&slot);
         info!(self.log, "removing a worker"; "slot" => slot.0, "workers" => self.workers_wanted);
+        actions.push(self.close_slots_given_up());
         let current = self.current.generation;
         for (pid, w) in &mut self.workers {
             let stopping = matches!(w.state, WorkerState::Stopping { .. });
@@ -858,11 +883,18 @@ impl Supervisor {
                 });
             }
             if let Serving::Older(older) = &mut self.serving {
-                for slot in older.take_due(now) {
+                let due = older.take_due(now);
+                let beyond = due.iter().any(|s| s.0 as usize >= self.workers_wanted);
+                for slot in due {
                     actions.push(Action::Spawn {
                         slot,
                         generation: older.generation,
                     });
+                }
+                if beyond {
+                    // A slot the current generation does not run: its new
+                    // worker's socket is the only one left to it.
+                    actions.push(self.close_slots_given_up());
                 }
             }
         }

@@ -1080,24 +1080,28 @@ fn capping_the_draining_generations_never_pushes_a_drain_deadline_later() {
     killed_at(&mut s, 100, t0 + Duration::from_secs(30) + FAST_STOP_GRACE);
 }
 
+/// `actions` adopt `generation`'s config once, before any spawn.
+fn adopted_before_spawns(actions: &[Action], generation: u64) {
+    let adopt = Action::AdoptConfig(Generation(generation));
+    let adopted = position(actions, &adopt).expect("adopted");
+    let first_spawn = actions
+        .iter()
+        .position(|a| matches!(a, Action::Spawn { .. }))
+        .expect("a spawn");
+    assert!(adopted < first_spawn, "{actions:?}");
+    assert_eq!(actions.iter().filter(|a| **a == adopt).count(), 1);
+}
+
 #[test]
 fn a_reload_adopts_its_config_before_any_of_its_workers_is_spawned() {
     let t0 = Instant::now();
     let mut s = running(2, t0);
     let a = s.handle(reload(2, Duration::from_secs(5)), t0);
-    assert_eq!(
-        a.first(),
-        Some(&Action::AdoptConfig(Generation(2))),
-        "{a:?}"
-    );
+    adopted_before_spawns(&a, 2);
     assert_eq!(spawns(&a), vec![(0, 2), (1, 2)]);
     // A reload while generation 2 starts: generation 3's.
     let a = s.handle(reload(1, Duration::from_secs(5)), t0);
-    assert_eq!(
-        a.first(),
-        Some(&Action::AdoptConfig(Generation(3))),
-        "{a:?}"
-    );
+    adopted_before_spawns(&a, 3);
     // A hot reload changes the running generation's config in place.
     assert!(!s
         .handle(reconfigure(), t0)
@@ -1187,4 +1191,87 @@ fn a_serving_generation_waiting_for_a_restart_keeps_its_config() {
             older_than: Generation(2)
         }]
     );
+}
+
+/// Where `action` is in `actions`.
+fn position(actions: &[Action], action: &Action) -> Option<usize> {
+    actions.iter().position(|a| a == action)
+}
+
+#[test]
+fn sigttou_closes_the_slots_listeners_before_its_worker_is_told_to_stop() {
+    let t0 = Instant::now();
+    let mut s = running(3, t0);
+    let a = s.handle(Event::RemoveWorker, t0);
+    let close = Action::CloseSlotListeners { from: Slot(2) };
+    assert_eq!(a.first(), Some(&close), "{a:?}");
+    assert_eq!(stops(&a), vec![(102, StopMode::Graceful)]);
+    // The last slot is never given up.
+    s.handle(Event::RemoveWorker, t0);
+    assert!(s.handle(Event::RemoveWorker, t0).is_empty());
+    // Nor is anything while stopping.
+    let mut s = running(2, t0);
+    s.handle(Event::Stop(StopMode::Graceful), t0);
+    assert!(s.handle(Event::RemoveWorker, t0).is_empty());
+}
+
+#[test]
+fn a_reload_to_fewer_workers_closes_the_slots_it_gives_up_first() {
+    let t0 = Instant::now();
+    let mut s = running(3, t0);
+    // Generation 2 is starting: the reload supersedes it and stops its
+    // booting worker, after closing the slots given up.
+    s.handle(reload(3, Duration::from_secs(5)), t0);
+    spawned(&mut s, 2, 2, 202, t0);
+    let a = s.handle(reload(1, Duration::from_secs(5)), t0);
+    let close = Action::CloseSlotListeners { from: Slot(1) };
+    assert_eq!(a.first(), Some(&close), "{a:?}");
+    assert!(position(&a, &Action::Stop(202, StopMode::Graceful)).is_some());
+    // More (or as many) workers give nothing up.
+    for workers in [1, 4] {
+        let a = s.handle(reload(workers, Duration::from_secs(5)), t0);
+        assert!(
+            !a.iter()
+                .any(|a| matches!(a, Action::CloseSlotListeners { .. })),
+            "{a:?}"
+        );
+    }
+}
+
+#[test]
+fn a_master_closes_at_start_the_slots_its_config_does_not_run() {
+    // A new master of a binary upgrade gets every slot socket of the old
+    // one, which may have run more workers.
+    let mut s = sup(2);
+    let a = s.handle(Event::Started, Instant::now());
+    assert_eq!(
+        a.first(),
+        Some(&Action::CloseSlotListeners { from: Slot(2) }),
+        "{a:?}"
+    );
+    assert_eq!(spawns(&a), vec![(0, 1), (1, 1)]);
+}
+
+#[test]
+fn a_serving_worker_restarted_in_a_slot_given_up_leaves_the_master_no_socket() {
+    // Generation 1 (2 slots) serves while generation 2 (1 slot) starts.
+    // Its slot-1 worker crashes and is restarted with a socket of its
+    // own; the master's copy goes at once, after the spawn.
+    let t0 = Instant::now();
+    let mut s = running(2, t0);
+    s.handle(reload(1, Duration::from_secs(5)), t0);
+    spawned(&mut s, 0, 2, 200, t0);
+    let later = t0 + Duration::from_secs(60);
+    let a = s.handle(Event::WorkerExited(101, ExitStatus::Signal(9)), later);
+    let spawn = Action::Spawn {
+        slot: Slot(1),
+        generation: Generation(1),
+    };
+    let close = Action::CloseSlotListeners { from: Slot(1) };
+    assert!(position(&a, &spawn) < position(&a, &close), "{a:?}");
+    assert!(position(&a, &spawn).is_some(), "{a:?}");
+    // A slot the current generation runs keeps its socket.
+    let a = s.handle(Event::WorkerExited(100, ExitStatus::Signal(9)), later);
+    assert_eq!(spawns(&a), vec![(0, 1)]);
+    assert!(!a.contains(&close), "{a:?}");
 }
