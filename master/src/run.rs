@@ -243,11 +243,9 @@ impl Master {
                     Ok(outcome) => self.on_upgrade_outcome(outcome),
                     Err(_) => Vec::new(),
                 },
-                recv(self.answer_rx) -> answer => {
-                    if let Ok(answer) = answer {
-                        self.on_handoff_answer(answer);
-                    }
-                    Vec::new()
+                recv(self.answer_rx) -> answer => match answer {
+                    Ok(answer) => vec![self.on_handoff_answer(answer)],
+                    Err(_) => Vec::new(),
                 },
                 recv(timer) -> _ => vec![Event::Tick],
                 recv(self.queries) -> asked => asked.map(|a| self.on_query(a)).unwrap_or_default(),
@@ -277,13 +275,6 @@ impl Master {
         let mut queue = VecDeque::from([event]);
         while let Some(event) = queue.pop_front() {
             let actions = self.supervisor.handle(event, Instant::now());
-            if self.supervisor.shutting_down() {
-                if let Some(announced) = self.announced.take() {
-                    // Stopping before the old master handed over: withdraw,
-                    // so that it carries on serving instead of draining.
-                    let _ = announced.link.shutdown(Shutdown::Both);
-                }
-            }
             for action in actions {
                 match action {
                     Action::Spawn { slot, generation } => {
@@ -294,7 +285,17 @@ impl Master {
                     Action::Configure(pid) => self.configure(pid),
                     Action::StartUpgrade => queue.push_back(self.start_upgrade()),
                     Action::AbortUpgrade(pid) => self.signal(pid, Signal::SIGKILL),
-                    Action::Serving => self.serving(),
+                    Action::Serving => queue.extend(self.serving()),
+                    Action::TakeOver => {
+                        if let Some(announced) = self.announced.take() {
+                            self.take_over(announced.old_master);
+                        }
+                    }
+                    Action::WithdrawServing => {
+                        if let Some(announced) = self.announced.take() {
+                            let _ = announced.link.shutdown(Shutdown::Both);
+                        }
+                    }
                     Action::Exit(code) => return Some(code),
                     Action::AdoptConfig(generation) => self.adopt(generation),
                     Action::CloseSlotListeners { from } => {
@@ -491,33 +492,33 @@ impl Master {
 
     /// Every first-generation worker is Ready: a master started by a binary
     /// upgrade tells the old master, and takes over once it answers.
-    fn serving(&mut self) {
-        let Some(handoff) = self.handoff.take() else {
-            return;
-        };
+    fn serving(&mut self) -> Option<Event> {
+        let handoff = self.handoff.take()?;
         let old_master = handoff.old_master;
         match handoff.announce(self.answer_tx.clone()) {
             Ok(link) => {
                 info!(self.log, "binary upgrade: serving; waiting for the old master to hand over"; "old_master_pid" => old_master);
                 self.announced = Some(Announced { old_master, link });
+                Some(Event::ServingAnnounced)
             }
             Err(e) => {
                 warn!(self.log, "binary upgrade: cannot tell the old master; taking over"; "old_master_pid" => old_master, "error" => %e);
                 self.take_over(old_master);
+                None
             }
         }
     }
 
     /// The old master answered (or went away) after this one said it serves.
-    fn on_handoff_answer(&mut self, answer: upgrade::Answer) {
-        // None: this master withdrew (it is stopping).
-        let Some(announced) = self.announced.take() else {
-            return;
-        };
-        if answer == upgrade::Answer::Gone {
-            warn!(self.log, "binary upgrade: the old master went away without handing over; taking over"; "old_master_pid" => announced.old_master);
+    fn on_handoff_answer(&mut self, answer: upgrade::Answer) -> Event {
+        // Once withdrawn (this master is stopping), the answer changes
+        // nothing (see `Supervisor`).
+        if let Some(announced) = &self.announced {
+            if answer == upgrade::Answer::Gone {
+                warn!(self.log, "binary upgrade: the old master went away without handing over; taking over"; "old_master_pid" => announced.old_master);
+            }
         }
-        self.take_over(announced.old_master);
+        Event::OldMasterAnswered
     }
 
     /// Takes the pid file and the control socket over from the old master.

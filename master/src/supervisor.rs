@@ -106,6 +106,12 @@ pub enum Event {
     UpgradeFailed(String),
     /// The new master serves with all its workers: hand over and exit.
     UpgradeReady,
+    /// This master, started by a binary upgrade, told the old master that
+    /// it serves (on [`Action::Serving`]) and waits for its answer.
+    ServingAnnounced,
+    /// The old master answered that announcement (it hands over), or went
+    /// away.
+    OldMasterAnswered,
     /// Stop everything (SIGQUIT: graceful, SIGTERM/SIGINT: fast).
     Stop(StopMode),
     /// Time passed; deadlines may have expired.
@@ -138,10 +144,17 @@ pub enum Action {
     /// Kill a new master that failed to take over in time.
     AbortUpgrade(Pid),
     /// Every worker of the first generation is Ready (sent once): a master
-    /// started by a binary upgrade now tells the old master to hand over.
+    /// started by a binary upgrade now tells the old master to hand over
+    /// ([`Event::ServingAnnounced`]).
     Serving,
     /// Every worker is gone: remove the pid file and exit with this code.
     Exit(i32),
+    /// The old master answered the announcement: take the pid file and the
+    /// control socket over from it.
+    TakeOver,
+    /// Stopping before the old master answered: withdraw the announcement,
+    /// so that it carries on serving instead of draining.
+    WithdrawServing,
     /// Run the configuration a reload staged as this (new) generation's,
     /// before any of its workers is spawned.
     AdoptConfig(Generation),
@@ -275,6 +288,17 @@ enum Phase {
     ShuttingDown { mode: StopMode },
 }
 
+/// How far saying that this master serves ([`Action::Serving`]) got.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Announcement {
+    /// The first generation is not ready yet.
+    NotYet,
+    /// Made (and, after a binary upgrade, answered or withdrawn).
+    Made,
+    /// The old master of a binary upgrade was told; its answer is awaited.
+    AwaitingAnswer,
+}
+
 /// Which generation takes the traffic.
 #[derive(Debug)]
 enum Serving {
@@ -319,8 +343,8 @@ pub struct Supervisor {
     /// Unexpected exits restarted, per slot (for operators).
     restarts: BTreeMap<Slot, u64>,
     upgrade: Option<Upgrade>,
-    /// Whether [`Action::Serving`] was sent.
-    announced: bool,
+    /// How far saying that this master serves got.
+    announcement: Announcement,
     /// The oldest generation whose configuration the master holds (it
     /// drops older ones on [`Action::ForgetConfigs`]).
     configs_from: Generation,
@@ -349,7 +373,7 @@ impl Supervisor {
             phase: Phase::Running,
             restarts: BTreeMap::new(),
             upgrade: None,
-            announced: false,
+            announcement: Announcement::NotYet,
             configs_from: Generation(1),
             serving: Serving::Nobody,
         }
@@ -508,6 +532,17 @@ impl Supervisor {
             }
             Event::UpgradeFailed(reason) => self.upgrade_failed(&reason),
             Event::UpgradeReady => self.on_upgrade_ready(now, &mut actions),
+            Event::ServingAnnounced => match self.phase {
+                Phase::Running => self.announcement = Announcement::AwaitingAnswer,
+                // Stopping already: the old master must carry on.
+                Phase::ShuttingDown { .. } => actions.push(Action::WithdrawServing),
+            },
+            Event::OldMasterAnswered => {
+                if self.announcement == Announcement::AwaitingAnswer {
+                    self.announcement = Announcement::Made;
+                    actions.push(Action::TakeOver);
+                }
+            }
             Event::Stop(mode) => self.on_stop(mode, now, &mut actions),
             Event::Tick => {}
             Event::Settled => return self.forget_unneeded_configs().into_iter().collect(),
@@ -562,8 +597,8 @@ impl Supervisor {
         if !self.generation_ready() {
             return;
         }
-        if !self.announced {
-            self.announced = true;
+        if self.announcement == Announcement::NotYet {
+            self.announcement = Announcement::Made;
             actions.push(Action::Serving);
         }
         self.serving = Serving::Current;
@@ -854,6 +889,12 @@ impl Supervisor {
             }
         }
         info!(self.log, "stopping"; "mode" => format!("{mode:?}").to_lowercase(), "workers" => self.workers.len());
+        if self.announcement == Announcement::AwaitingAnswer {
+            // First, before anything stops: the old master must carry on
+            // serving rather than hand over to a master that stops.
+            self.announcement = Announcement::Made;
+            actions.push(Action::WithdrawServing);
+        }
         if let Some(upgrade) = self.upgrade.take() {
             // The new master is not in charge yet: it goes with the old one.
             if let Some(pid) = upgrade.pid {

@@ -1275,3 +1275,87 @@ fn a_serving_worker_restarted_in_a_slot_given_up_leaves_the_master_no_socket() {
     assert_eq!(spawns(&a), vec![(0, 1)]);
     assert!(!a.contains(&close), "{a:?}");
 }
+
+/// A master started by a binary upgrade whose one worker (pid 100) is
+/// Ready: it said so to the old master and waits for its answer.
+fn announced(now: Instant) -> Supervisor {
+    let mut s = sup(1);
+    s.handle(Event::Started, now);
+    spawned(&mut s, 0, 1, 100, now);
+    assert!(s
+        .handle(Event::WorkerReady(100), now)
+        .contains(&Action::Serving));
+    assert!(s.handle(Event::ServingAnnounced, now).is_empty());
+    s
+}
+
+#[test]
+fn a_new_master_takes_over_when_the_old_one_answers() {
+    let t0 = Instant::now();
+    let mut s = announced(t0);
+    assert_eq!(
+        s.handle(Event::OldMasterAnswered, t0),
+        vec![Action::TakeOver]
+    );
+    assert!(s.handle(Event::OldMasterAnswered, t0).is_empty(), "once");
+    // Nothing is left to withdraw when it stops later.
+    assert_eq!(
+        s.handle(Event::Stop(StopMode::Graceful), t0),
+        vec![Action::Stop(100, StopMode::Graceful)]
+    );
+}
+
+#[test]
+fn a_stop_before_the_old_master_answers_withdraws_the_announcement_first() {
+    let t0 = Instant::now();
+    let mut s = announced(t0);
+    let a = s.handle(Event::Stop(StopMode::Graceful), t0);
+    assert_eq!(
+        a,
+        vec![
+            Action::WithdrawServing,
+            Action::Stop(100, StopMode::Graceful)
+        ]
+    );
+    // Its answer, crossing the withdrawal, is not taken for a hand-over.
+    assert!(s.handle(Event::OldMasterAnswered, t0).is_empty());
+    let a = s.handle(Event::Stop(StopMode::Fast), t0);
+    assert_eq!(a, vec![Action::Stop(100, StopMode::Fast)], "withdrawn once");
+}
+
+#[test]
+fn an_upgrade_of_a_master_still_waiting_for_its_old_one_withdraws_before_draining() {
+    // A second binary upgrade whose new master serves before the first
+    // old master answered: this one drains, so it withdraws too.
+    let t0 = Instant::now();
+    let mut s = announced(t0);
+    s.handle(Event::UpgradeRequested, t0);
+    s.handle(Event::UpgradeStarted(500), t0);
+    let a = s.handle(Event::UpgradeReady, t0);
+    assert_eq!(
+        a,
+        vec![
+            Action::WithdrawServing,
+            Action::Stop(100, StopMode::Graceful)
+        ]
+    );
+}
+
+#[test]
+fn an_announcement_made_while_stopping_is_withdrawn_at_once() {
+    let t0 = Instant::now();
+    let mut s = sup(1);
+    s.handle(Event::Started, t0);
+    spawned(&mut s, 0, 1, 100, t0);
+    s.handle(Event::WorkerReady(100), t0);
+    assert_eq!(
+        s.handle(Event::Stop(StopMode::Graceful), t0),
+        vec![Action::Stop(100, StopMode::Graceful)],
+        "nothing announced yet"
+    );
+    assert_eq!(
+        s.handle(Event::ServingAnnounced, t0),
+        vec![Action::WithdrawServing]
+    );
+    assert!(s.handle(Event::OldMasterAnswered, t0).is_empty());
+}
