@@ -5,6 +5,7 @@ mod admin;
 mod cli;
 mod control_socket;
 mod deadline;
+mod generations;
 mod link;
 mod listeners;
 mod load_cells;

@@ -3,6 +3,7 @@
 //! [`Action`]s the supervisor decides on.
 
 use crate::control_socket::ControlSocket;
+use crate::generations::{GenerationSetup, Generations};
 use crate::link::{self, LinkEvent, LinkId, PendingLink};
 use crate::listeners::Listeners;
 use crate::load_cells::LoadCells;
@@ -23,7 +24,7 @@ use prefork_shared::ipc::{MasterMsg, StopMode, WorkerMsg};
 use prefork_shared::load_board::LoadBoard;
 use prefork_shared::Config;
 use slog::{debug, error, info, warn, Logger};
-use std::collections::{BTreeMap, HashMap, VecDeque};
+use std::collections::{HashMap, VecDeque};
 use std::net::Shutdown;
 use std::net::TcpListener;
 use std::os::fd::AsRawFd;
@@ -36,12 +37,6 @@ use std::time::Instant;
 mod queries;
 #[cfg(test)]
 mod tests;
-
-/// What one generation of workers is started with.
-struct GenerationSetup {
-    config: Arc<Config>,
-    credentials: Option<Credentials>,
-}
 
 /// A worker's IPC link as the master sees it, kept until the worker was
 /// reaped and its reader thread forwarded everything it sent (or until a new
@@ -72,9 +67,7 @@ pub struct Master {
     config_path: PathBuf,
     exe: PathBuf,
     listeners: Listeners,
-    setups: BTreeMap<Generation, GenerationSetup>,
-    /// A validated config waiting for the supervisor to give it a generation.
-    staged: Option<GenerationSetup>,
+    generations: Generations,
     supervisor: Supervisor,
     links: HashMap<Pid, Link>,
     /// The serial number of the last link started.
@@ -155,14 +148,10 @@ impl Master {
         let (link_tx, link_rx) = crossbeam_channel::unbounded();
         let (upgrade_tx, upgrade_rx) = crossbeam_channel::unbounded();
         let (answer_tx, answer_rx) = crossbeam_channel::unbounded();
-        let mut setups = BTreeMap::new();
-        setups.insert(
-            supervisor.generation(),
-            GenerationSetup {
-                config: Arc::new(s.config),
-                credentials: s.credentials,
-            },
-        );
+        let first = GenerationSetup {
+            config: Arc::new(s.config),
+            credentials: s.credentials,
+        };
         let load = match LoadBoard::create() {
             Ok(board) => Some(LoadCells::new(board)),
             Err(e) => {
@@ -176,8 +165,7 @@ impl Master {
             config_path: s.config_path,
             exe: s.exe,
             listeners: s.listeners,
-            setups,
-            staged: None,
+            generations: Generations::new(supervisor.generation(), first),
             supervisor,
             links: HashMap::new(),
             link_serial: 0,
@@ -208,8 +196,8 @@ impl Master {
     }
 
     fn serve(&mut self) -> i32 {
-        for setup in self.setups.values() {
-            self.give_logs_to_workers(setup);
+        for setup in self.generations.all() {
+            setup.give_logs_to_workers(&self.log);
         }
         if let Some(code) = self.feed(Event::Started) {
             return code;
@@ -297,14 +285,18 @@ impl Master {
                         }
                     }
                     Action::Exit(code) => return Some(code),
-                    Action::AdoptConfig(generation) => self.adopt(generation),
+                    Action::AdoptConfig(generation) => {
+                        if self.generations.adopt(generation) {
+                            self.log_generation.store(generation.0, Ordering::Relaxed);
+                        }
+                    }
                     Action::CloseSlotListeners { from } => {
                         for (addr, slot) in self.listeners.retain_slots(from.0 as usize) {
                             info!(self.log, "per-slot listener closed"; "addr" => %addr, "slot" => slot.0);
                         }
                     }
                     Action::ForgetConfigs { older_than } => {
-                        self.setups.retain(|g, _| *g >= older_than)
+                        self.generations.forget_older_than(older_than)
                     }
                 }
             }
@@ -323,8 +315,8 @@ impl Master {
             Request::ReopenLogs => {
                 info!(self.log, "reopening the log files");
                 // Before the workers reopen them (see log_files).
-                for setup in self.setups.values() {
-                    self.give_logs_to_workers(setup);
+                for setup in self.generations.all() {
+                    setup.give_logs_to_workers(&self.log);
                 }
                 prefork_shared::log::reopen();
                 for link in self.links.values() {
@@ -385,7 +377,7 @@ impl Master {
                 let Some(generation) = self.supervisor.generation_of(pid) else {
                     return Vec::new();
                 };
-                let Some(setup) = self.setups.get(&generation) else {
+                let Some(setup) = self.generations.get(generation) else {
                     return Vec::new();
                 };
                 let configure = MasterMsg::Configure(Box::new(Config::clone(&setup.config)));
@@ -426,20 +418,12 @@ impl Master {
         self.observed.on_exit(pid);
     }
 
-    /// Runs the config a reload staged as `generation`'s.
-    fn adopt(&mut self, generation: Generation) {
-        if let Some(setup) = self.staged.take() {
-            self.setups.insert(generation, setup);
-            self.log_generation.store(generation.0, Ordering::Relaxed);
-        }
-    }
-
     /// Sends a running worker its generation's (new) configuration.
     fn configure(&mut self, pid: Pid) {
         let Some(config) = self
             .supervisor
             .generation_of(pid)
-            .and_then(|g| self.setups.get(&g))
+            .and_then(|g| self.generations.get(g))
             .map(|s| Config::clone(&s.config))
         else {
             return;
@@ -550,8 +534,8 @@ impl Master {
 
     fn try_spawn(&mut self, slot: Slot, generation: Generation) -> Result<Pid, String> {
         let setup = self
-            .setups
-            .get(&generation)
+            .generations
+            .get(generation)
             .ok_or_else(|| format!("no configuration for generation {}", generation.0))?;
         let link = PendingLink::open().map_err(|e| format!("cannot open an IPC server: {e}"))?;
         if let Some(creds) = &setup.credentials {
@@ -645,17 +629,6 @@ impl Master {
         }
     }
 
-    /// Creates the log files a generation's workers write and gives them to
-    /// the workers' user, when they run as one.
-    fn give_logs_to_workers(&self, setup: &GenerationSetup) {
-        let Some(creds) = &setup.credentials else {
-            return;
-        };
-        for e in log_files::give_to(&setup.config, creds) {
-            error!(self.log, "cannot prepare a log file for the workers"; "user" => &creds.name, "error" => %e);
-        }
-    }
-
     /// Re-reads the config. A valid one is staged for the next generation;
     /// an invalid one changes nothing.
     fn reload(&mut self) -> Option<Event> {
@@ -707,7 +680,7 @@ impl Master {
             config: Arc::new(config),
             credentials,
         };
-        self.give_logs_to_workers(&setup);
+        setup.give_logs_to_workers(&self.log);
         let (shutdown_timeout, worker_timeout) =
             (setup.config.shutdown_timeout, setup.config.worker_timeout);
         match path {
@@ -720,7 +693,8 @@ impl Master {
                 self.reload_succeeded(format!(
                     "configuration reloaded: the workers of generation {generation} took it in place"
                 ));
-                self.setups.insert(self.supervisor.generation(), setup);
+                self.generations
+                    .replace(self.supervisor.generation(), setup);
                 Some(Event::Reconfigure {
                     shutdown_timeout,
                     worker_timeout,
@@ -734,7 +708,7 @@ impl Master {
                     why.join(", ")
                 ));
                 let workers = setup.config.workers;
-                self.staged = Some(setup);
+                self.generations.stage(setup);
                 Some(Event::Reload {
                     workers,
                     shutdown_timeout,
@@ -746,12 +720,7 @@ impl Master {
 
     /// The newest generation's config.
     fn current_config(&self) -> &Config {
-        let current = self.supervisor.generation();
-        self.setups
-            .get(&current)
-            .or_else(|| self.setups.values().next_back())
-            .map(|s| s.config.as_ref())
-            .expect("the master always holds at least one configuration")
+        self.generations.newest_config(self.supervisor.generation())
     }
 }
 
