@@ -7,6 +7,7 @@ mod control_socket;
 mod deadline;
 mod generations;
 mod link;
+mod link_table;
 mod listeners;
 mod load_cells;
 mod log_files;

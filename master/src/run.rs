@@ -4,12 +4,12 @@
 
 use crate::control_socket::ControlSocket;
 use crate::generations::{GenerationSetup, Generations};
-use crate::link::{self, LinkEvent, LinkId, PendingLink};
+use crate::link::LinkEvent;
+use crate::link_table::{signal_process, LinkTable};
 use crate::listeners::Listeners;
-use crate::load_cells::LoadCells;
 use crate::log_files;
 use crate::metrics::Observed;
-use crate::os::{self, Credentials, WorkerCommand};
+use crate::os::{self, Credentials};
 use crate::pidfile;
 use crate::query::Asked;
 use crate::reload::{reload_path, ReloadPath};
@@ -17,14 +17,12 @@ use crate::signals::Request;
 use crate::supervisor::{Action, Event, ExitStatus, Generation, Pid, Slot, Supervisor, Timeouts};
 use crate::upgrade::{self, Inherited};
 use crossbeam_channel::{select, Receiver, Sender};
-use ipc_channel::ipc::IpcSender;
 use nix::sys::signal::Signal;
 use prefork_shared::config_file::{self, KeyPath};
-use prefork_shared::ipc::{MasterMsg, StopMode, WorkerMsg};
-use prefork_shared::load_board::LoadBoard;
+use prefork_shared::ipc::{StopMode, WorkerMsg};
 use prefork_shared::Config;
 use slog::{debug, error, info, warn, Logger};
-use std::collections::{HashMap, VecDeque};
+use std::collections::VecDeque;
 use std::net::Shutdown;
 use std::net::TcpListener;
 use std::os::fd::AsRawFd;
@@ -38,27 +36,6 @@ mod queries;
 #[cfg(test)]
 mod tests;
 
-/// A worker's IPC link as the master sees it, kept until the worker was
-/// reaped and its reader thread forwarded everything it sent (or until a new
-/// worker got its pid).
-struct Link {
-    /// Its serial number: events tagged with another one come from the
-    /// link of an earlier worker that had the same pid.
-    serial: u64,
-    /// The one-shot server name, to unblock its thread if it never connects.
-    name: String,
-    /// Its command channel, once it said hello.
-    control: Option<IpcSender<MasterMsg>>,
-    /// Its load board cell, freed when it is reaped.
-    cell: Option<usize>,
-    /// The slot its counters count in (also after it was reaped).
-    slot: Slot,
-    /// Its process was reaped.
-    reaped: bool,
-    /// Its reader thread forwarded its last message (or never started).
-    closed: bool,
-}
-
 /// Everything the master owns while it runs.
 pub struct Master {
     log: Logger,
@@ -69,14 +46,7 @@ pub struct Master {
     listeners: Listeners,
     generations: Generations,
     supervisor: Supervisor,
-    links: HashMap<Pid, Link>,
-    /// The serial number of the last link started.
-    link_serial: u64,
-    /// The workers' load board; `None` if it could not be created (workers
-    /// then accept without it).
-    load: Option<LoadCells>,
-    link_tx: Sender<LinkEvent>,
-    link_rx: Receiver<LinkEvent>,
+    links: LinkTable,
     signals: Receiver<Request>,
     /// Questions from the control socket and the admin listener.
     queries: Receiver<Asked>,
@@ -145,33 +115,21 @@ impl Master {
                 worker_timeout: s.config.worker_timeout,
             },
         );
-        let (link_tx, link_rx) = crossbeam_channel::unbounded();
         let (upgrade_tx, upgrade_rx) = crossbeam_channel::unbounded();
         let (answer_tx, answer_rx) = crossbeam_channel::unbounded();
         let first = GenerationSetup {
             config: Arc::new(s.config),
             credentials: s.credentials,
         };
-        let load = match LoadBoard::create() {
-            Ok(board) => Some(LoadCells::new(board)),
-            Err(e) => {
-                warn!(s.log, "workers will accept without sharing their load"; "error" => %e);
-                None
-            }
-        };
         Master {
+            generations: Generations::new(supervisor.generation(), first),
+            links: LinkTable::new(s.log.clone()),
             log: s.log,
             log_generation: s.log_generation,
             config_path: s.config_path,
             exe: s.exe,
             listeners: s.listeners,
-            generations: Generations::new(supervisor.generation(), first),
             supervisor,
-            links: HashMap::new(),
-            link_serial: 0,
-            load,
-            link_tx,
-            link_rx,
             signals: s.signals,
             queries: s.queries,
             control: s.control,
@@ -223,7 +181,7 @@ impl Master {
                         vec![Event::Stop(StopMode::Fast)]
                     }
                 },
-                recv(self.link_rx) -> event => match event {
+                recv(self.links.events()) -> event => match event {
                     Ok(event) => self.on_link(event),
                     Err(_) => Vec::new(),
                 },
@@ -262,17 +220,21 @@ impl Master {
     fn feed(&mut self, event: Event) -> Option<i32> {
         let mut queue = VecDeque::from([event]);
         while let Some(event) = queue.pop_front() {
-            let actions = self.supervisor.handle(event, Instant::now());
-            for action in actions {
+            for action in self.supervisor.handle(event, Instant::now()) {
                 match action {
                     Action::Spawn { slot, generation } => {
                         queue.push_back(self.spawn(slot, generation))
                     }
-                    Action::Stop(pid, mode) => self.stop(pid, mode),
-                    Action::Kill(pid) => self.signal(pid, Signal::SIGKILL),
-                    Action::Configure(pid) => self.configure(pid),
+                    Action::Stop(pid, mode) => self.links.stop(pid, mode),
+                    Action::Kill(pid) | Action::AbortUpgrade(pid) => {
+                        signal_process(&self.log, pid, Signal::SIGKILL)
+                    }
+                    Action::Configure(pid) => {
+                        if let Some(setup) = self.setup_of(pid) {
+                            self.links.configure(pid, &setup.config);
+                        }
+                    }
                     Action::StartUpgrade => queue.push_back(self.start_upgrade()),
-                    Action::AbortUpgrade(pid) => self.signal(pid, Signal::SIGKILL),
                     Action::Serving => queue.extend(self.serving()),
                     Action::TakeOver => {
                         if let Some(announced) = self.announced.take() {
@@ -319,11 +281,7 @@ impl Master {
                     setup.give_logs_to_workers(&self.log);
                 }
                 prefork_shared::log::reopen();
-                for link in self.links.values() {
-                    if let Some(control) = &link.control {
-                        let _ = control.send(MasterMsg::ReopenLogs);
-                    }
-                }
+                self.links.reopen_logs();
                 Vec::new()
             }
             Request::Upgrade => vec![Event::UpgradeRequested],
@@ -334,26 +292,11 @@ impl Master {
         }
     }
 
-    /// Forgets the children `waitpid` returned. A worker's link stays until
-    /// its reader thread reports it closed: SIGCHLD often overtakes the
-    /// counters a worker sends just before it exits, which must still count.
+    /// Forgets the children `waitpid` returned (their links go once closed:
+    /// see `LinkTable`).
     fn on_reaped(&mut self, exited: Vec<(Pid, ExitStatus)>) -> Vec<Event> {
         for (pid, _) in &exited {
-            let Some(link) = self.links.get_mut(pid) else {
-                self.observed.on_exit(*pid);
-                continue;
-            };
-            link.reaped = true;
-            if link.control.is_none() {
-                // Unblocks its reader thread, which then reports it closed.
-                link::abandon(&link.name);
-            }
-            if let (Some(load), Some(cell)) = (&mut self.load, link.cell.take()) {
-                load.release(cell);
-            }
-            if link.closed {
-                self.forget(*pid);
-            }
+            self.links.reaped(*pid, &mut self.observed);
         }
         exited
             .into_iter()
@@ -362,31 +305,13 @@ impl Master {
     }
 
     fn on_link(&mut self, event: LinkEvent) -> Vec<Event> {
-        let from = event.from();
-        let pid = from.pid;
-        if self.links.get(&pid).map(|l| l.serial) != Some(from.serial) {
-            // From a worker that was reaped, and whose pid the kernel gave
-            // to a worker started since: its link was forgotten then (see
-            // add_link), so what it still forwards, even its last counters,
-            // is dropped rather than taken for the new worker's.
-            debug!(self.log, "event from a replaced worker's link ignored"; "worker_pid" => pid);
+        let Some(pid) = self.links.sender(event.from()) else {
             return Vec::new();
-        }
+        };
         match event {
             LinkEvent::Hello { control, .. } => {
-                let Some(generation) = self.supervisor.generation_of(pid) else {
-                    return Vec::new();
-                };
-                let Some(setup) = self.generations.get(generation) else {
-                    return Vec::new();
-                };
-                let configure = MasterMsg::Configure(Box::new(Config::clone(&setup.config)));
-                if let Err(e) = control.send(configure) {
-                    warn!(self.log, "cannot send the configuration to a worker"; "worker_pid" => pid, "error" => ?e);
-                }
-                if let Some(link) = self.links.get_mut(&pid) {
-                    link.control = Some(control);
-                }
+                let config = self.setup_of(pid).map(|s| Arc::clone(&s.config));
+                self.links.hello(pid, control, config.as_deref());
                 Vec::new()
             }
             LinkEvent::Message(_, msg) => match msg {
@@ -400,41 +325,16 @@ impl Master {
             },
             LinkEvent::Closed { reason, .. } => {
                 debug!(self.log, "worker link closed"; "worker_pid" => pid, "reason" => reason);
-                if let Some(link) = self.links.get_mut(&pid) {
-                    link.closed = true;
-                    if link.reaped {
-                        self.forget(pid);
-                    }
-                }
+                self.links.closed(pid, &mut self.observed);
                 Vec::new()
             }
         }
     }
 
-    /// Drops a worker that was reaped and whose link closed: nothing more
-    /// can come from it, so its counters join its slot's totals.
-    fn forget(&mut self, pid: Pid) {
-        self.links.remove(&pid);
-        self.observed.on_exit(pid);
-    }
-
-    /// Sends a running worker its generation's (new) configuration.
-    fn configure(&mut self, pid: Pid) {
-        let Some(config) = self
-            .supervisor
-            .generation_of(pid)
-            .and_then(|g| self.generations.get(g))
-            .map(|s| Config::clone(&s.config))
-        else {
-            return;
-        };
-        // A worker that has not said hello yet gets this config with hello.
-        let Some(control) = self.links.get(&pid).and_then(|l| l.control.as_ref()) else {
-            return;
-        };
-        if let Err(e) = control.send(MasterMsg::Configure(Box::new(config))) {
-            warn!(self.log, "cannot send the new configuration to a worker"; "worker_pid" => pid, "error" => ?e);
-        }
+    /// The setup of a live worker's generation.
+    fn setup_of(&self, pid: Pid) -> Option<&GenerationSetup> {
+        let generation = self.supervisor.generation_of(pid)?;
+        self.generations.get(generation)
     }
 
     /// Starts a new master from the binary on disk (SIGUSR2).
@@ -518,115 +418,22 @@ impl Master {
     }
 
     fn spawn(&mut self, slot: Slot, generation: Generation) -> Event {
-        match self.try_spawn(slot, generation) {
-            Ok(pid) => Event::Spawned {
-                slot,
-                generation,
-                pid,
-            },
-            Err(reason) => Event::SpawnFailed {
+        let Some(setup) = self.generations.get(generation) else {
+            let reason = format!("no configuration for generation {}", generation.0);
+            return Event::SpawnFailed {
                 slot,
                 generation,
                 reason,
-            },
-        }
-    }
-
-    fn try_spawn(&mut self, slot: Slot, generation: Generation) -> Result<Pid, String> {
-        let setup = self
-            .generations
-            .get(generation)
-            .ok_or_else(|| format!("no configuration for generation {}", generation.0))?;
-        let link = PendingLink::open().map_err(|e| format!("cannot open an IPC server: {e}"))?;
-        if let Some(creds) = &setup.credentials {
-            os::give_ipc_socket_to(link.name(), creds)
-                .map_err(|e| format!("cannot hand the IPC socket to user {}: {e}", creds.name))?;
-        }
-        let fds = self
-            .listeners
-            .for_worker(&setup.config.listen, slot)
-            .map_err(|e| e.to_string())?;
-        let cell = self.load.as_mut().and_then(LoadCells::assign);
-        let command = WorkerCommand {
-            exe: &self.exe,
+            };
+        };
+        self.links.spawn(
+            &self.exe,
             slot,
             generation,
-            ipc_name: link.name(),
-            listeners: &fds,
-            load: self
-                .load
-                .as_ref()
-                .zip(cell)
-                .map(|(load, cell)| (load.board().fd().as_raw_fd(), cell)),
-            credentials: setup.credentials.as_ref(),
-        };
-        let pid = match os::spawn_worker(&command) {
-            Ok(pid) => pid,
-            Err(e) => {
-                if let (Some(load), Some(cell)) = (&mut self.load, cell) {
-                    load.release(cell);
-                }
-                return Err(format!("cannot start {}: {e}", self.exe.display()));
-            }
-        };
-        let name = link.name().to_owned();
-        self.link_serial += 1;
-        let from = LinkId {
-            pid,
-            serial: self.link_serial,
-        };
-        let serving = link.serve(from, self.link_tx.clone());
-        if let Err(e) = &serving {
-            // Without a link the worker can never be configured: the boot
-            // timeout would kill it; do it now instead.
-            self.signal(pid, Signal::SIGKILL);
-            error!(self.log, "cannot start an IPC thread"; "worker_pid" => pid, "error" => %e);
-        }
-        self.add_link(
-            pid,
-            Link {
-                serial: from.serial,
-                name,
-                control: None,
-                cell,
-                slot,
-                reaped: false,
-                closed: serving.is_err(),
-            },
-        );
-        Ok(pid)
-    }
-
-    /// Keeps the link of a worker just started. A reused pid: the worker
-    /// that had it is gone (reaped), though its link may not have reported
-    /// closed yet; it is forgotten now, and its late events are ignored.
-    fn add_link(&mut self, pid: Pid, link: Link) {
-        if self.links.contains_key(&pid) {
-            self.forget(pid);
-        }
-        self.links.insert(pid, link);
-    }
-
-    /// Asks a worker to stop over its link; a signal is the fallback.
-    fn stop(&mut self, pid: Pid, mode: StopMode) {
-        let sent = self
-            .links
-            .get(&pid)
-            .and_then(|l| l.control.as_ref())
-            .is_some_and(|c| c.send(MasterMsg::Stop(mode)).is_ok());
-        if !sent {
-            let signal = match mode {
-                StopMode::Graceful => Signal::SIGQUIT,
-                StopMode::Fast => Signal::SIGTERM,
-            };
-            self.signal(pid, signal);
-        }
-    }
-
-    fn signal(&self, pid: Pid, signal: Signal) {
-        if let Err(e) = os::signal_worker(pid, signal) {
-            debug!(self.log, "kill failed"; "worker_pid" => pid, "signal" => signal.as_str(), "error" => %e);
-        }
+            setup,
+            &mut self.listeners,
+            &mut self.observed,
+        )
     }
 
     /// Re-reads the config. A valid one is staged for the next generation;

@@ -70,9 +70,8 @@ impl Master {
     /// way out, which may arrive after it was reaped (its link is kept
     /// until then: see `on_reaped`).
     pub(super) fn on_stats(&mut self, pid: Pid, stats: WorkerStats) -> Vec<Event> {
-        if let Some(link) = self.links.get(&pid) {
-            self.observed
-                .on_report(pid, link.slot, stats, Instant::now());
+        if let Some(slot) = self.links.slot(pid) {
+            self.observed.on_report(pid, slot, stats, Instant::now());
         }
         Vec::new()
     }

@@ -2,7 +2,7 @@
 //! supervisor's decisions are tested in `supervisor.rs`, these tests cover
 //! what the loop does around them.
 
-use super::{Link, Master, Startup};
+use super::{Master, Startup};
 use crate::control_socket;
 use crate::link::{LinkEvent, LinkId};
 use crate::listeners::Listeners;
@@ -202,24 +202,7 @@ fn spawned(m: &mut Master, pid: Pid, slot: u32, generation: u64) -> LinkId {
         generation: Generation(generation),
         pid,
     });
-    m.link_serial += 1;
-    let from = LinkId {
-        pid,
-        serial: m.link_serial,
-    };
-    m.add_link(
-        pid,
-        Link {
-            serial: from.serial,
-            name: String::new(),
-            control: None,
-            cell: None,
-            slot: Slot(slot),
-            reaped: false,
-            closed: false,
-        },
-    );
-    from
+    m.links.add_for_test(pid, Slot(slot), &mut m.observed)
 }
 
 /// The worker says hello; returns what the master sends it.
