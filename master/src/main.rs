@@ -6,6 +6,7 @@ mod cli;
 mod control_socket;
 mod deadline;
 mod generations;
+mod handoff;
 mod link;
 mod link_table;
 mod listeners;

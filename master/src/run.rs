@@ -1,9 +1,13 @@
-//! The master loop: one `select!` over signals, worker links and a timer.
-//! It turns what happens into supervisor [`Event`]s and carries out the
-//! [`Action`]s the supervisor decides on.
+//! The master loop: one `select!` over signals, worker links, the binary
+//! upgrade's links, questions and a timer. It turns what happens into
+//! supervisor [`Event`]s and carries out the [`Action`]s the supervisor
+//! decides on, with the parts that own each job: the workers' links
+//! ([`LinkTable`]), the configuration of each generation ([`Generations`]),
+//! the listeners and the hand-off of a binary upgrade ([`Handoff`]).
 
 use crate::control_socket::ControlSocket;
 use crate::generations::{GenerationSetup, Generations};
+use crate::handoff::Handoff;
 use crate::link::LinkEvent;
 use crate::link_table::{signal_process, LinkTable};
 use crate::listeners::Listeners;
@@ -15,18 +19,16 @@ use crate::query::Asked;
 use crate::reload::{reload_path, ReloadPath};
 use crate::signals::Request;
 use crate::supervisor::{Action, Event, ExitStatus, Generation, Pid, Slot, Supervisor, Timeouts};
-use crate::upgrade::{self, Inherited};
-use crossbeam_channel::{select, Receiver, Sender};
+use crate::upgrade::Inherited;
+use crossbeam_channel::{select, Receiver};
 use nix::sys::signal::Signal;
 use prefork_shared::config_file::{self, KeyPath};
 use prefork_shared::ipc::{StopMode, WorkerMsg};
 use prefork_shared::Config;
 use slog::{debug, error, info, warn, Logger};
 use std::collections::VecDeque;
-use std::net::Shutdown;
 use std::net::TcpListener;
 use std::os::fd::AsRawFd;
-use std::os::unix::net::UnixStream;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
@@ -57,23 +59,7 @@ pub struct Master {
     admin: Option<TcpListener>,
     /// Worker counters and reload outcomes.
     observed: Observed,
-    upgrade_tx: Sender<upgrade::Outcome>,
-    upgrade_rx: Receiver<upgrade::Outcome>,
-    /// The link to the new master this one handed over to.
-    handed_over: Option<UnixStream>,
-    /// Set when this master was started by a binary upgrade, until it serves.
-    handoff: Option<Inherited>,
-    /// Set once it serves, until the old master answers.
-    announced: Option<Announced>,
-    answer_tx: Sender<upgrade::Answer>,
-    answer_rx: Receiver<upgrade::Answer>,
-}
-
-/// A master started by a binary upgrade that told the old master it serves.
-struct Announced {
-    old_master: i32,
-    /// The hand-off link (shut down to withdraw).
-    link: UnixStream,
+    handoff: Handoff,
 }
 
 /// What the master starts with; see `main.rs` for how each is made.
@@ -115,8 +101,6 @@ impl Master {
                 worker_timeout: s.config.worker_timeout,
             },
         );
-        let (upgrade_tx, upgrade_rx) = crossbeam_channel::unbounded();
-        let (answer_tx, answer_rx) = crossbeam_channel::unbounded();
         let first = GenerationSetup {
             config: Arc::new(s.config),
             credentials: s.credentials,
@@ -124,6 +108,7 @@ impl Master {
         Master {
             generations: Generations::new(supervisor.generation(), first),
             links: LinkTable::new(s.log.clone()),
+            handoff: Handoff::new(s.log.clone(), s.handoff),
             log: s.log,
             log_generation: s.log_generation,
             config_path: s.config_path,
@@ -135,13 +120,6 @@ impl Master {
             control: s.control,
             admin: s.admin,
             observed: Observed::default(),
-            upgrade_tx,
-            upgrade_rx,
-            handed_over: None,
-            handoff: s.handoff,
-            announced: None,
-            answer_tx,
-            answer_rx,
         }
     }
 
@@ -185,12 +163,12 @@ impl Master {
                     Ok(event) => self.on_link(event),
                     Err(_) => Vec::new(),
                 },
-                recv(self.upgrade_rx) -> outcome => match outcome {
-                    Ok(outcome) => self.on_upgrade_outcome(outcome),
+                recv(self.handoff.outcomes()) -> outcome => match outcome {
+                    Ok(outcome) => self.handoff.on_outcome(outcome, self.supervisor.upgrade_pid()),
                     Err(_) => Vec::new(),
                 },
-                recv(self.answer_rx) -> answer => match answer {
-                    Ok(answer) => vec![self.on_handoff_answer(answer)],
+                recv(self.handoff.answers()) -> answer => match answer {
+                    Ok(answer) => vec![self.handoff.on_answer(answer)],
                     Err(_) => Vec::new(),
                 },
                 recv(timer) -> _ => vec![Event::Tick],
@@ -206,8 +184,8 @@ impl Master {
                     if leaving.is_some() {
                         continue;
                     }
-                    match self.handed_over.take() {
-                        Some(link) => leaving = Some((code, upgrade::watch_taken_over(link))),
+                    match self.handoff.leaving() {
+                        Some(over) => leaving = Some((code, over)),
                         None => return code,
                     }
                 }
@@ -234,18 +212,21 @@ impl Master {
                             self.links.configure(pid, &setup.config);
                         }
                     }
-                    Action::StartUpgrade => queue.push_back(self.start_upgrade()),
-                    Action::Serving => queue.extend(self.serving()),
+                    Action::StartUpgrade => queue.push_back(self.handoff.start_upgrade(
+                        &self.exe,
+                        &self.config_path,
+                        &self.listeners,
+                        self.admin.as_ref().map(|l| l.as_raw_fd()),
+                    )),
+                    Action::Serving => {
+                        let pid_file = self.current_config().pid_file.clone();
+                        queue.extend(self.handoff.announce(&pid_file, &mut self.control));
+                    }
                     Action::TakeOver => {
-                        if let Some(announced) = self.announced.take() {
-                            self.take_over(announced.old_master);
-                        }
+                        let pid_file = self.current_config().pid_file.clone();
+                        self.handoff.take_over(&pid_file, &mut self.control);
                     }
-                    Action::WithdrawServing => {
-                        if let Some(announced) = self.announced.take() {
-                            let _ = announced.link.shutdown(Shutdown::Both);
-                        }
-                    }
+                    Action::WithdrawServing => self.handoff.withdraw(),
                     Action::Exit(code) => return Some(code),
                     Action::AdoptConfig(generation) => {
                         if self.generations.adopt(generation) {
@@ -335,86 +316,6 @@ impl Master {
     fn setup_of(&self, pid: Pid) -> Option<&GenerationSetup> {
         let generation = self.supervisor.generation_of(pid)?;
         self.generations.get(generation)
-    }
-
-    /// Starts a new master from the binary on disk (SIGUSR2).
-    fn start_upgrade(&mut self) -> Event {
-        let listeners = self.listeners.all();
-        match upgrade::start(
-            &self.exe,
-            &self.config_path,
-            &listeners,
-            self.admin.as_ref().map(|l| l.as_raw_fd()),
-            self.upgrade_tx.clone(),
-        ) {
-            Ok(pid) => Event::UpgradeStarted(pid),
-            Err(e) => Event::UpgradeFailed(format!("cannot start {}: {e}", self.exe.display())),
-        }
-    }
-
-    fn on_upgrade_outcome(&mut self, outcome: upgrade::Outcome) -> Vec<Event> {
-        // Not the upgrade in progress: this master gave up on (and killed)
-        // that new master already, which so never took anything over.
-        if self.supervisor.upgrade_pid() != Some(outcome.pid) {
-            return Vec::new();
-        }
-        let Some(mut link) = outcome.ready else {
-            return vec![Event::UpgradeFailed(
-                "the new master closed the hand-off link before serving".into(),
-            )];
-        };
-        match upgrade::hand_over(&mut link) {
-            Ok(()) => {
-                self.handed_over = Some(link);
-                vec![Event::UpgradeReady]
-            }
-            Err(e) => vec![Event::UpgradeFailed(format!(
-                "the new master withdrew before taking over: {e}"
-            ))],
-        }
-    }
-
-    /// Every first-generation worker is Ready: a master started by a binary
-    /// upgrade tells the old master, and takes over once it answers.
-    fn serving(&mut self) -> Option<Event> {
-        let handoff = self.handoff.take()?;
-        let old_master = handoff.old_master;
-        match handoff.announce(self.answer_tx.clone()) {
-            Ok(link) => {
-                info!(self.log, "binary upgrade: serving; waiting for the old master to hand over"; "old_master_pid" => old_master);
-                self.announced = Some(Announced { old_master, link });
-                Some(Event::ServingAnnounced)
-            }
-            Err(e) => {
-                warn!(self.log, "binary upgrade: cannot tell the old master; taking over"; "old_master_pid" => old_master, "error" => %e);
-                self.take_over(old_master);
-                None
-            }
-        }
-    }
-
-    /// The old master answered (or went away) after this one said it serves.
-    fn on_handoff_answer(&mut self, answer: upgrade::Answer) -> Event {
-        // Once withdrawn (this master is stopping), the answer changes
-        // nothing (see `Supervisor`).
-        if let Some(announced) = &self.announced {
-            if answer == upgrade::Answer::Gone {
-                warn!(self.log, "binary upgrade: the old master went away without handing over; taking over"; "old_master_pid" => announced.old_master);
-            }
-        }
-        Event::OldMasterAnswered
-    }
-
-    /// Takes the pid file and the control socket over from the old master.
-    fn take_over(&mut self, old_master: i32) {
-        let pid_file = self.current_config().pid_file.clone();
-        if let Err(e) = pidfile::take_over(&pid_file, old_master) {
-            error!(self.log, "binary upgrade: cannot take over the pid file"; "error" => %e);
-        }
-        if let Err(e) = self.control.install() {
-            error!(self.log, "binary upgrade: cannot take over the control socket"; "error" => %e);
-        }
-        info!(self.log, "binary upgrade: took over; the old master drains and exits"; "old_master_pid" => old_master);
     }
 
     fn spawn(&mut self, slot: Slot, generation: Generation) -> Event {

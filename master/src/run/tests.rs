@@ -9,11 +9,13 @@ use crate::listeners::Listeners;
 use crate::query::{self, Asked, Query};
 use crate::signals::Request;
 use crate::supervisor::{Event, ExitStatus, Generation, Pid, Slot, WorkerPhase};
+use crate::upgrade::Answer;
 use crossbeam_channel::Sender;
 use ipc_channel::ipc::IpcReceiver;
 use prefork_shared::ipc::{MasterMsg, StopMode, WorkerMsg};
 use prefork_shared::stats::{RouteCounters, WorkerStats};
 use slog::Logger;
+use std::io::Read;
 use std::os::unix::net::UnixStream;
 use std::path::Path;
 use std::sync::atomic::AtomicU64;
@@ -175,7 +177,7 @@ fn an_old_master_waiting_for_the_new_one_to_take_over_still_answers() {
     let h = harness();
     let (ours, theirs) = UnixStream::pair().expect("socket pair");
     let mut master = h.master;
-    master.handed_over = Some(ours);
+    master.handoff.set_handed_over(ours);
     h.signals.send(Request::GracefulStop).expect("send");
     let running = std::thread::spawn(move || master.run().0);
     // Taken: the loop is carrying the stop out, or has done so.
@@ -387,5 +389,48 @@ fn a_reload_while_stopping_binds_no_socket_for_slots_that_never_run() {
         slot_sockets(&m),
         vec![0],
         "a socket for a slot never started"
+    );
+}
+
+/// The harness's pid file, as a new master taking over writes it.
+fn pid_file_written(h: &Path) -> bool {
+    h.join("prefork.pid").exists()
+}
+
+#[test]
+fn a_new_master_takes_over_when_the_old_one_answers() {
+    // Started by a binary upgrade, it told the old master that it serves.
+    let h = harness();
+    let mut m = h.master;
+    let (ours, _theirs) = UnixStream::pair().expect("socket pair");
+    m.handoff.set_announced(0, ours);
+    feed_all(&mut m, vec![Event::ServingAnnounced]);
+    assert!(!pid_file_written(h.dir.path()));
+    let answered = m.handoff.on_answer(Answer::HandedOver);
+    feed_all(&mut m, vec![answered]);
+    assert!(pid_file_written(h.dir.path()), "it did not take over");
+}
+
+#[test]
+fn a_new_master_stopping_before_the_old_one_answers_withdraws_and_takes_nothing_over() {
+    let h = harness();
+    let mut m = h.master;
+    let (ours, mut theirs) = UnixStream::pair().expect("socket pair");
+    m.handoff.set_announced(0, ours);
+    feed_all(&mut m, vec![Event::ServingAnnounced]);
+    // No worker runs: the stop is over at once.
+    assert_eq!(m.feed(Event::Stop(StopMode::Graceful)), Some(0));
+    // The old master sees the link end, and carries on serving.
+    theirs
+        .set_read_timeout(Some(Duration::from_secs(5)))
+        .expect("timeout");
+    let mut said = Vec::new();
+    assert_eq!(theirs.read_to_end(&mut said).ok(), Some(0), "not withdrawn");
+    // Its answer, crossing the withdrawal, takes nothing over.
+    let answered = m.handoff.on_answer(Answer::HandedOver);
+    feed_all(&mut m, vec![answered]);
+    assert!(
+        !pid_file_written(h.dir.path()),
+        "took over after withdrawing"
     );
 }
