@@ -3,7 +3,8 @@
 //! supervisor [`Event`]s and carries out the [`Action`]s the supervisor
 //! decides on, with the parts that own each job: the workers' links
 //! ([`LinkTable`]), the configuration of each generation ([`Generations`]),
-//! the listeners and the hand-off of a binary upgrade ([`Handoff`]).
+//! the listeners, a reload ([`Reload`]) and the hand-off of a binary
+//! upgrade ([`Handoff`]).
 
 use crate::control_socket::ControlSocket;
 use crate::generations::{GenerationSetup, Generations};
@@ -14,9 +15,8 @@ use crate::listeners::Listeners;
 use crate::log_files;
 use crate::metrics::Observed;
 use crate::os::{self, Credentials};
-use crate::pidfile;
 use crate::query::Asked;
-use crate::reload::{reload_path, ReloadPath};
+use crate::reload::Reload;
 use crate::signals::Request;
 use crate::supervisor::{Action, Event, ExitStatus, Generation, Pid, Slot, Supervisor, Timeouts};
 use crate::upgrade::Inherited;
@@ -337,93 +337,17 @@ impl Master {
         )
     }
 
-    /// Re-reads the config. A valid one is staged for the next generation;
-    /// an invalid one changes nothing.
+    /// Re-reads the config (see [`Reload`]).
     fn reload(&mut self) -> Option<Event> {
-        info!(self.log, "reloading the configuration"; "file" => %self.config_path.display());
-        let config = match config_file::load(&self.config_path) {
-            Ok(c) => c,
-            Err(e) => return self.reload_failed(e.to_string()),
-        };
-        let credentials = match start_checks(&config, &self.config_path) {
-            Ok(c) => c,
-            Err(e) => return self.reload_failed(e.to_string()),
-        };
-        let path = reload_path(self.current_config(), &config);
-        // A pid file the master cannot write would leave `prefork -s` unable
-        // to find it: refuse the reload, before anything changed.
-        let old_pid_file = self.current_config().pid_file.clone();
-        let moved = config.pid_file != old_pid_file;
-        if moved {
-            if let Err(e) = pidfile::write(&config.pid_file) {
-                return self.reload_failed(format!("pid_file: {e}"));
-            }
+        Reload {
+            log: &self.log,
+            config_path: &self.config_path,
+            generations: &mut self.generations,
+            listeners: &mut self.listeners,
+            supervisor: &self.supervisor,
+            observed: &mut self.observed,
         }
-        // Per-slot sockets only for the slots that will run: a new
-        // generation's, unless the master is stopping (it starts none);
-        // after a hot reload, the running count, which SIGTTIN and SIGTTOU
-        // may have changed. Any other would join the port's `reuseport`
-        // group and take connections that nobody accepts.
-        let slots = match &path {
-            ReloadPath::NewGeneration(_) if !self.supervisor.shutting_down() => config.workers,
-            _ => self.supervisor.workers_wanted(),
-        };
-        match self.listeners.reconcile(&config.listen, slots) {
-            Ok(closed) => {
-                for addr in closed {
-                    info!(self.log, "listener removed"; "addr" => %addr);
-                }
-            }
-            Err(e) => {
-                if moved {
-                    pidfile::remove(&config.pid_file);
-                }
-                return self.reload_failed(e.to_string());
-            }
-        }
-        if moved {
-            pidfile::remove(&old_pid_file);
-        }
-        let setup = GenerationSetup {
-            config: Arc::new(config),
-            credentials,
-        };
-        setup.give_logs_to_workers(&self.log);
-        let (shutdown_timeout, worker_timeout) =
-            (setup.config.shutdown_timeout, setup.config.worker_timeout);
-        match path {
-            ReloadPath::Hot => {
-                info!(
-                    self.log,
-                    "reload: only settings the workers can swap in changed; reconfiguring them"
-                );
-                let generation = self.supervisor.generation().0;
-                self.reload_succeeded(format!(
-                    "configuration reloaded: the workers of generation {generation} took it in place"
-                ));
-                self.generations
-                    .replace(self.supervisor.generation(), setup);
-                Some(Event::Reconfigure {
-                    shutdown_timeout,
-                    worker_timeout,
-                })
-            }
-            ReloadPath::NewGeneration(why) => {
-                info!(self.log, "reload: starting new workers"; "changed" => why.join(" "));
-                let next = self.supervisor.generation().0 + 1;
-                self.reload_succeeded(format!(
-                    "configuration reloaded: starting generation {next} ({} changed)",
-                    why.join(", ")
-                ));
-                let workers = setup.config.workers;
-                self.generations.stage(setup);
-                Some(Event::Reload {
-                    workers,
-                    shutdown_timeout,
-                    worker_timeout,
-                })
-            }
-        }
+        .run()
     }
 
     /// The newest generation's config.
