@@ -3,177 +3,24 @@
 //! [`Supervisor::handle`] takes an [`Event`] and the current time and returns
 //! the [`Action`]s to carry out. It makes no system call: `run.rs` turns
 //! signals, child exits and worker messages into events and carries out the
-//! actions, so every policy here (restart, backoff, generation switch, stop)
-//! is unit-tested by feeding events.
+//! actions, so every policy here (restart, backoff, generation switch, stop,
+//! which configurations and per-slot listeners the master keeps, the
+//! binary-upgrade hand-off) is unit-tested by feeding events.
 
 use prefork_shared::exit;
 use prefork_shared::ipc::StopMode;
 use slog::{error, info, warn, Logger};
 use std::collections::BTreeMap;
-use std::fmt;
 use std::time::{Duration, Instant};
 
 mod cohort;
+mod events;
 mod view;
+mod worker;
 use cohort::Cohort;
+pub use events::{Action, Event, ExitStatus, Generation, Pid, Slot, Timeouts};
 pub use view::{WorkerPhase, WorkerView};
-
-/// A worker position; a restarted worker takes the slot of the one it replaces.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
-pub struct Slot(pub u32);
-
-/// A configuration generation; each reload that starts new workers bumps it.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
-pub struct Generation(pub u64);
-
-/// A worker process id.
-pub type Pid = u32;
-
-/// How a worker process ended.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum ExitStatus {
-    /// It exited with this code.
-    Code(i32),
-    /// It was killed by this signal.
-    Signal(i32),
-}
-
-impl fmt::Display for ExitStatus {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match self {
-            ExitStatus::Code(c) => write!(f, "exit code {c}"),
-            ExitStatus::Signal(s) => write!(f, "killed by signal {s}"),
-        }
-    }
-}
-
-/// Something that happened, as seen by the master.
-#[derive(Debug, Clone, PartialEq)]
-pub enum Event {
-    /// The master has bound its listeners and is ready to start workers.
-    Started,
-    /// A worker process was started for a slot.
-    Spawned {
-        /// The slot it fills.
-        slot: Slot,
-        /// Its generation.
-        generation: Generation,
-        /// Its process id.
-        pid: Pid,
-    },
-    /// Starting a worker process failed.
-    SpawnFailed {
-        /// The slot it was meant to fill.
-        slot: Slot,
-        /// The generation it was meant to run.
-        generation: Generation,
-        /// Why it failed.
-        reason: String,
-    },
-    /// A worker reported that it is accepting connections.
-    WorkerReady(Pid),
-    /// A worker process ended.
-    WorkerExited(Pid, ExitStatus),
-    /// A new, valid configuration that needs new workers is ready (the edge
-    /// has already bound its listeners).
-    Reload {
-        /// Worker count of the new configuration.
-        workers: usize,
-        /// Drain limit of the new configuration.
-        shutdown_timeout: Duration,
-        /// Heartbeat limit of the new configuration.
-        worker_timeout: Duration,
-    },
-    /// A new, valid configuration that the running workers can take as it is
-    /// (only routes, upstreams, timeouts or logs changed).
-    Reconfigure {
-        /// Drain limit of the new configuration.
-        shutdown_timeout: Duration,
-        /// Heartbeat limit of the new configuration.
-        worker_timeout: Duration,
-    },
-    /// A worker's event loop said it is alive.
-    Heartbeat(Pid),
-    /// SIGTTIN: run one more worker.
-    AddWorker,
-    /// SIGTTOU: run one worker less (never fewer than one).
-    RemoveWorker,
-    /// SIGUSR2: start a new master from the binary on disk.
-    UpgradeRequested,
-    /// The new master process was started.
-    UpgradeStarted(Pid),
-    /// The new master could not be started, or failed before taking over.
-    UpgradeFailed(String),
-    /// The new master serves with all its workers: hand over and exit.
-    UpgradeReady,
-    /// This master, started by a binary upgrade, told the old master that
-    /// it serves (on [`Action::Serving`]) and waits for its answer.
-    ServingAnnounced,
-    /// The old master answered that announcement (it hands over), or went
-    /// away.
-    OldMasterAnswered,
-    /// Stop everything (SIGQUIT: graceful, SIGTERM/SIGINT: fast).
-    Stop(StopMode),
-    /// Time passed; deadlines may have expired.
-    Tick,
-    /// The master carried out everything the events so far led to: every
-    /// spawn asked for was answered, so each generation still needed has a
-    /// live worker or a restart waiting. (No time passes: no deadline is
-    /// checked.)
-    Settled,
-}
-
-/// Something the master must do.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Action {
-    /// Start a worker for this slot with the configuration of `generation`.
-    Spawn {
-        /// The slot to fill.
-        slot: Slot,
-        /// The generation (and so the configuration) to start it with.
-        generation: Generation,
-    },
-    /// Ask a worker to stop (over IPC, with a signal as fallback).
-    Stop(Pid, StopMode),
-    /// SIGKILL a worker that did not stop in time.
-    Kill(Pid),
-    /// Send the current configuration to this running worker (hot reload).
-    Configure(Pid),
-    /// Start a new master from the binary on disk, handing it the listeners.
-    StartUpgrade,
-    /// Kill a new master that failed to take over in time.
-    AbortUpgrade(Pid),
-    /// Every worker of the first generation is Ready (sent once): a master
-    /// started by a binary upgrade now tells the old master to hand over
-    /// ([`Event::ServingAnnounced`]).
-    Serving,
-    /// Every worker is gone: remove the pid file and exit with this code.
-    Exit(i32),
-    /// The old master answered the announcement: take the pid file and the
-    /// control socket over from it.
-    TakeOver,
-    /// Stopping before the old master answered: withdraw the announcement,
-    /// so that it carries on serving instead of draining.
-    WithdrawServing,
-    /// Run the configuration a reload staged as this (new) generation's,
-    /// before any of its workers is spawned.
-    AdoptConfig(Generation),
-    /// Close the master's copy of the per-slot (`reuseport`) listeners of
-    /// slot `from` and above: those slots are given up, or were never the
-    /// current generation's. Comes before their workers are told to stop:
-    /// the worker's copy is then the last, and it accepts what is queued
-    /// before closing it.
-    CloseSlotListeners {
-        /// The lowest slot closed.
-        from: Slot,
-    },
-    /// Drop the configurations of generations older than this one: none of
-    /// their workers is left, nor a restart waiting.
-    ForgetConfigs {
-        /// The oldest generation whose configuration is kept.
-        older_than: Generation,
-    },
-}
+use worker::{Worker, WorkerState};
 
 /// A worker that has not said Ready after this long is killed and replaced.
 pub const BOOT_TIMEOUT: Duration = Duration::from_secs(10);
@@ -196,84 +43,6 @@ pub const MAX_WORKERS: usize = 1024;
 /// How long a new master (binary upgrade) may take to serve with all its
 /// workers before the old one gives up on it.
 pub const UPGRADE_TIMEOUT: Duration = Duration::from_secs(20);
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum WorkerState {
-    Starting {
-        since: Instant,
-    },
-    Ready {
-        last_beat: Instant,
-    },
-    Stopping {
-        deadline: Instant,
-        killed: bool,
-        /// Asked to stop fast (not counted as draining).
-        fast: bool,
-    },
-    /// Killed because it never became ready: replaced when it exits.
-    BootTimedOut,
-    /// Killed because its heartbeats stopped: replaced when it exits.
-    Hung,
-}
-
-#[derive(Debug)]
-struct Worker {
-    slot: Slot,
-    generation: Generation,
-    started: Instant,
-    state: WorkerState,
-    /// The limits of the config it runs (not necessarily the newest): it
-    /// beats at an interval derived from `worker_timeout` and closes what
-    /// is left of a graceful stop at `shutdown_timeout`.
-    timeouts: Timeouts,
-}
-
-impl Worker {
-    /// When the worker, told now to stop, is killed if it is still there.
-    /// Stopping gracefully, it closes what is left at its own
-    /// `shutdown_timeout`, then writes its last access-log lines, log lines
-    /// and counters on its way out: a SIGKILL at that very moment would
-    /// lose them.
-    fn stop_deadline(&self, mode: StopMode, now: Instant) -> Instant {
-        match mode {
-            StopMode::Graceful => now + self.timeouts.shutdown_timeout + FAST_STOP_GRACE,
-            StopMode::Fast => now + FAST_STOP_GRACE,
-        }
-    }
-
-    /// Marks the worker stopping and returns the command that asks it to,
-    /// unless it is stopping already and this changes nothing. A stop never
-    /// extends a deadline: a worker stopping already keeps an earlier one
-    /// (a drain after a reload, the generation limit), but a fast stop
-    /// still reaches one that was stopping gracefully.
-    fn stop(&mut self, pid: Pid, mode: StopMode, now: Instant) -> Option<Action> {
-        let deadline = self.stop_deadline(mode, now);
-        let fast = mode == StopMode::Fast;
-        self.state = match self.state {
-            WorkerState::Stopping {
-                deadline: own,
-                killed,
-                fast: was_fast,
-            } if own <= deadline => {
-                if !fast || was_fast || killed {
-                    return None;
-                }
-                WorkerState::Stopping {
-                    deadline: own,
-                    killed,
-                    fast,
-                }
-            }
-            _ => WorkerState::Stopping {
-                deadline,
-                killed: false,
-                fast,
-            },
-        };
-        Some(Action::Stop(pid, mode))
-    }
-}
 
 /// A binary upgrade in progress: the new master and when to give up on it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -351,15 +120,6 @@ pub struct Supervisor {
     /// The newest generation that had every slot Ready: it serves until the
     /// current one does (and keeps its slots filled meanwhile).
     serving: Serving,
-}
-
-/// The timeouts a configuration gives the supervisor.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Timeouts {
-    /// How long draining workers may take.
-    pub shutdown_timeout: Duration,
-    /// How long a Ready worker may go without a heartbeat.
-    pub worker_timeout: Duration,
 }
 
 impl Supervisor {
