@@ -67,7 +67,7 @@ impl Master {
 
     /// Keeps a worker's counters, including the last ones it sends on its
     /// way out, which may arrive after it was reaped (its link is kept
-    /// until then: see `on_reaped`).
+    /// until then: see `LinkTable`).
     pub(super) fn on_stats(&mut self, pid: Pid, stats: WorkerStats) -> Vec<Event> {
         if let Some(slot) = self.links.slot(pid) {
             self.observed.on_report(pid, slot, stats, Instant::now());

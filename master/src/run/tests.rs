@@ -1,6 +1,6 @@
 //! The master loop's own bookkeeping, driven without worker processes: the
-//! supervisor's decisions are tested in `supervisor.rs`, these tests cover
-//! what the loop does around them.
+//! supervisor's decisions are tested in `supervisor/tests.rs`, these tests
+//! cover what the loop does around them.
 
 use super::{Master, Startup};
 use crate::control_socket;
@@ -97,8 +97,8 @@ fn stats(requests: u64) -> Box<WorkerStats> {
     })
 }
 
-/// Makes `pid` a worker of slot 0 that said hello, as `try_spawn` and the
-/// hello do for a real one; returns its link.
+/// Makes `pid` a worker of slot 0 that said hello, as `LinkTable::spawn` and
+/// the hello do for a real one; returns its link.
 fn started_worker(m: &mut Master, pid: Pid) -> LinkId {
     let from = spawned(m, pid, 0, 1);
     hello(m, from);
@@ -197,7 +197,7 @@ fn an_old_master_waiting_for_the_new_one_to_take_over_still_answers() {
 }
 
 /// A worker process started for `slot` of `generation`, not connected yet,
-/// with its link as `try_spawn` makes it.
+/// with its link as `LinkTable::spawn` makes it.
 fn spawned(m: &mut Master, pid: Pid, slot: u32, generation: u64) -> LinkId {
     m.feed(Event::Spawned {
         slot: Slot(slot),
