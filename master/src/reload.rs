@@ -1,6 +1,162 @@
-//! Which reload path a new configuration takes.
+//! Reloading the configuration (SIGHUP, `prefork -s reload`, the control
+//! socket's `reload`): re-read and check the file, choose the path it takes,
+//! move the pid file and the listeners to it, then stage it for a new
+//! generation or give it to the running workers, and record the outcome
+//! for the control socket and `/metrics`. A configuration that fails any
+//! step changes nothing.
 
+use crate::generations::{GenerationSetup, Generations};
+use crate::listeners::Listeners;
+use crate::metrics::{Observed, ReloadOutcome};
+use crate::pidfile;
+use crate::start_checks::start_checks;
+use crate::supervisor::{Event, Supervisor};
+use prefork_shared::config::{self, Loaded};
 use prefork_shared::Config;
+use slog::{error, info, Logger};
+use std::path::Path;
+use std::sync::Arc;
+use std::time::SystemTime;
+
+/// One reload, over the parts of the master it changes.
+pub struct Reload<'a> {
+    /// The error log.
+    pub log: &'a Logger,
+    /// The config file to re-read.
+    pub config_path: &'a Path,
+    /// Where the new configuration goes.
+    pub generations: &'a mut Generations,
+    /// Moved to the new configuration's addresses.
+    pub listeners: &'a mut Listeners,
+    /// Which generation runs, how many slots, whether it stops.
+    pub supervisor: &'a Supervisor,
+    /// Where the outcome is recorded.
+    pub observed: &'a mut Observed,
+}
+
+impl Reload<'_> {
+    /// Re-reads the config. A valid one is staged for the next generation,
+    /// or given to the running workers in place; an invalid one changes
+    /// nothing. Returns what the supervisor must hear about it.
+    pub fn run(mut self) -> Option<Event> {
+        info!(self.log, "reloading the configuration"; "file" => %self.config_path.display());
+        let (path, setup) = match self.prepare() {
+            Ok(prepared) => prepared,
+            Err(why) => {
+                self.failed(why);
+                return None;
+            }
+        };
+        setup.give_logs_to_workers(self.log);
+        let (shutdown_timeout, worker_timeout) =
+            (setup.config.shutdown_timeout, setup.config.worker_timeout);
+        let current = self.supervisor.generation();
+        match path {
+            ReloadPath::Hot => {
+                info!(
+                    self.log,
+                    "reload: only settings the workers can swap in changed; reconfiguring them"
+                );
+                self.succeeded(format!(
+                    "configuration reloaded: the workers of generation {} took it in place",
+                    current.0
+                ));
+                self.generations.replace(current, setup);
+                Some(Event::Reconfigure {
+                    shutdown_timeout,
+                    worker_timeout,
+                })
+            }
+            ReloadPath::NewGeneration(why) => {
+                info!(self.log, "reload: starting new workers"; "changed" => why.join(" "));
+                self.succeeded(format!(
+                    "configuration reloaded: starting generation {} ({} changed)",
+                    current.0 + 1,
+                    why.join(", ")
+                ));
+                let workers = setup.config.workers;
+                self.generations.stage(setup);
+                Some(Event::Reload {
+                    workers,
+                    shutdown_timeout,
+                    worker_timeout,
+                })
+            }
+        }
+    }
+
+    /// Reads and checks the file, then moves the pid file and the
+    /// listeners: all or nothing.
+    fn prepare(&mut self) -> Result<(ReloadPath, GenerationSetup), String> {
+        let Loaded { config, locator } =
+            config::load(self.config_path).map_err(|e| e.to_string())?;
+        let credentials = start_checks(&config, &locator).map_err(|e| e.to_string())?;
+        let current = self.generations.newest_config(self.supervisor.generation());
+        let path = reload_path(current, &config);
+        // A pid file the master cannot write would leave `prefork -s` unable
+        // to find it: refuse the reload, before anything changed.
+        let old_pid_file = current.pid_file.clone();
+        let moved = config.pid_file != old_pid_file;
+        if moved {
+            pidfile::write(&config.pid_file).map_err(|e| format!("pid_file: {e}"))?;
+        }
+        // Per-slot sockets only for the slots that will run: a new
+        // generation's, unless the master is stopping (it starts none);
+        // after a hot reload, the running count, which SIGTTIN and SIGTTOU
+        // may have changed. Any other would join the port's `reuseport`
+        // group and take connections that nobody accepts.
+        let slots = match &path {
+            ReloadPath::NewGeneration(_) if !self.supervisor.shutting_down() => config.workers,
+            _ => self.supervisor.workers_wanted(),
+        };
+        match self.listeners.reconcile(&config.listen, slots) {
+            Ok(closed) => {
+                for addr in closed {
+                    info!(self.log, "listener removed"; "addr" => %addr);
+                }
+            }
+            Err(e) => {
+                if moved {
+                    pidfile::remove(&config.pid_file);
+                }
+                return Err(e.to_string());
+            }
+        }
+        if moved {
+            pidfile::remove(&old_pid_file);
+        }
+        let setup = GenerationSetup {
+            config: Arc::new(config),
+            credentials,
+        };
+        Ok((path, setup))
+    }
+
+    /// Logs and records a rejected reload; the old configuration stays.
+    fn failed(&mut self, why: String) {
+        error!(self.log, "reload failed, still serving with the previous configuration"; "error" => %why);
+        self.observed.on_reload(ReloadOutcome {
+            at: SystemTime::now(),
+            ok: false,
+            message: why,
+        });
+    }
+
+    /// Records a reload whose configuration was taken (`message` says
+    /// which path it took).
+    fn succeeded(&mut self, message: String) {
+        let message = if self.supervisor.shutting_down() {
+            "configuration valid, but the master is shutting down".to_owned()
+        } else {
+            message
+        };
+        self.observed.on_reload(ReloadOutcome {
+            at: SystemTime::now(),
+            ok: true,
+            message,
+        });
+    }
+}
 
 /// How a reload is carried out.
 #[derive(Debug, Clone, PartialEq, Eq)]

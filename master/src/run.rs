@@ -1,34 +1,32 @@
-//! The master loop: one `select!` over signals, worker links and a timer.
-//! It turns what happens into supervisor [`Event`]s and carries out the
-//! [`Action`]s the supervisor decides on.
+//! The master loop: one `select!` over signals, worker links, the binary
+//! upgrade's links, questions and a timer. It turns what happens into
+//! supervisor [`Event`]s and carries out the [`Action`]s the supervisor
+//! decides on, with the parts that own each job: the workers' links
+//! ([`LinkTable`]), the configuration of each generation ([`Generations`]),
+//! the listeners, a reload ([`Reload`]) and the hand-off of a binary
+//! upgrade ([`Handoff`]).
 
 use crate::control_socket::ControlSocket;
-use crate::link::{self, LinkEvent, LinkId, PendingLink};
+use crate::generations::{GenerationSetup, Generations};
+use crate::handoff::Handoff;
+use crate::link::LinkEvent;
+use crate::link_table::{signal_process, LinkTable};
 use crate::listeners::Listeners;
-use crate::load_cells::LoadCells;
-use crate::log_files;
 use crate::metrics::Observed;
-use crate::os::{self, Credentials, WorkerCommand};
-use crate::pidfile;
+use crate::os::{self, Credentials};
 use crate::query::Asked;
-use crate::reload::{reload_path, ReloadPath};
+use crate::reload::Reload;
 use crate::signals::Request;
-use crate::start_checks::start_checks;
 use crate::supervisor::{Action, Event, ExitStatus, Generation, Pid, Slot, Supervisor, Timeouts};
-use crate::upgrade::{self, Inherited};
-use crossbeam_channel::{select, Receiver, Sender};
-use ipc_channel::ipc::IpcSender;
+use crate::upgrade::Inherited;
+use crossbeam_channel::{select, Receiver};
 use nix::sys::signal::Signal;
-use prefork_shared::config::{self, Loaded};
-use prefork_shared::ipc::{MasterMsg, StopMode, WorkerMsg};
-use prefork_shared::load_board::LoadBoard;
+use prefork_shared::ipc::{StopMode, WorkerMsg};
 use prefork_shared::Config;
 use slog::{debug, error, info, warn, Logger};
-use std::collections::{BTreeMap, HashMap, VecDeque};
-use std::net::Shutdown;
+use std::collections::VecDeque;
 use std::net::TcpListener;
 use std::os::fd::AsRawFd;
-use std::os::unix::net::UnixStream;
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
@@ -38,33 +36,6 @@ mod queries;
 #[cfg(test)]
 mod tests;
 
-/// What one generation of workers is started with.
-struct GenerationSetup {
-    config: Arc<Config>,
-    credentials: Option<Credentials>,
-}
-
-/// A worker's IPC link as the master sees it, kept until the worker was
-/// reaped and its reader thread forwarded everything it sent (or until a new
-/// worker got its pid).
-struct Link {
-    /// Its serial number: events tagged with another one come from the
-    /// link of an earlier worker that had the same pid.
-    serial: u64,
-    /// The one-shot server name, to unblock its thread if it never connects.
-    name: String,
-    /// Its command channel, once it said hello.
-    control: Option<IpcSender<MasterMsg>>,
-    /// Its load board cell, freed when it is reaped.
-    cell: Option<usize>,
-    /// The slot its counters count in (also after it was reaped).
-    slot: Slot,
-    /// Its process was reaped.
-    reaped: bool,
-    /// Its reader thread forwarded its last message (or never started).
-    closed: bool,
-}
-
 /// Everything the master owns while it runs.
 pub struct Master {
     log: Logger,
@@ -73,18 +44,9 @@ pub struct Master {
     config_path: PathBuf,
     exe: PathBuf,
     listeners: Listeners,
-    setups: BTreeMap<Generation, GenerationSetup>,
-    /// A validated config waiting for the supervisor to give it a generation.
-    staged: Option<GenerationSetup>,
+    generations: Generations,
     supervisor: Supervisor,
-    links: HashMap<Pid, Link>,
-    /// The serial number of the last link started.
-    link_serial: u64,
-    /// The workers' load board; `None` if it could not be created (workers
-    /// then accept without it).
-    load: Option<LoadCells>,
-    link_tx: Sender<LinkEvent>,
-    link_rx: Receiver<LinkEvent>,
+    links: LinkTable,
     signals: Receiver<Request>,
     /// Questions from the control socket and the admin listener.
     queries: Receiver<Asked>,
@@ -95,23 +57,7 @@ pub struct Master {
     admin: Option<TcpListener>,
     /// Worker counters and reload outcomes.
     observed: Observed,
-    upgrade_tx: Sender<upgrade::Outcome>,
-    upgrade_rx: Receiver<upgrade::Outcome>,
-    /// The link to the new master this one handed over to.
-    handed_over: Option<UnixStream>,
-    /// Set when this master was started by a binary upgrade, until it serves.
-    handoff: Option<Inherited>,
-    /// Set once it serves, until the old master answers.
-    announced: Option<Announced>,
-    answer_tx: Sender<upgrade::Answer>,
-    answer_rx: Receiver<upgrade::Answer>,
-}
-
-/// A master started by a binary upgrade that told the old master it serves.
-struct Announced {
-    old_master: i32,
-    /// The hand-off link (shut down to withdraw).
-    link: UnixStream,
+    handoff: Handoff,
 }
 
 /// What the master starts with; see `main.rs` for how each is made.
@@ -153,50 +99,25 @@ impl Master {
                 worker_timeout: s.config.worker_timeout,
             },
         );
-        let (link_tx, link_rx) = crossbeam_channel::unbounded();
-        let (upgrade_tx, upgrade_rx) = crossbeam_channel::unbounded();
-        let (answer_tx, answer_rx) = crossbeam_channel::unbounded();
-        let mut setups = BTreeMap::new();
-        setups.insert(
-            supervisor.generation(),
-            GenerationSetup {
-                config: Arc::new(s.config),
-                credentials: s.credentials,
-            },
-        );
-        let load = match LoadBoard::create() {
-            Ok(board) => Some(LoadCells::new(board)),
-            Err(e) => {
-                warn!(s.log, "workers will accept without sharing their load"; "error" => %e);
-                None
-            }
+        let first = GenerationSetup {
+            config: Arc::new(s.config),
+            credentials: s.credentials,
         };
         Master {
+            generations: Generations::new(supervisor.generation(), first),
+            links: LinkTable::new(s.log.clone()),
+            handoff: Handoff::new(s.log.clone(), s.handoff),
             log: s.log,
             log_generation: s.log_generation,
             config_path: s.config_path,
             exe: s.exe,
             listeners: s.listeners,
-            setups,
-            staged: None,
             supervisor,
-            links: HashMap::new(),
-            link_serial: 0,
-            load,
-            link_tx,
-            link_rx,
             signals: s.signals,
             queries: s.queries,
             control: s.control,
             admin: s.admin,
             observed: Observed::default(),
-            upgrade_tx,
-            upgrade_rx,
-            handed_over: None,
-            handoff: s.handoff,
-            announced: None,
-            answer_tx,
-            answer_rx,
         }
     }
 
@@ -209,8 +130,8 @@ impl Master {
     }
 
     fn serve(&mut self) -> i32 {
-        for setup in self.setups.values() {
-            self.give_logs_to_workers(setup);
+        for setup in self.generations.all() {
+            setup.give_logs_to_workers(&self.log);
         }
         if let Some(code) = self.feed(Event::Started) {
             return code;
@@ -236,19 +157,17 @@ impl Master {
                         vec![Event::Stop(StopMode::Fast)]
                     }
                 },
-                recv(self.link_rx) -> event => match event {
+                recv(self.links.events()) -> event => match event {
                     Ok(event) => self.on_link(event),
                     Err(_) => Vec::new(),
                 },
-                recv(self.upgrade_rx) -> outcome => match outcome {
-                    Ok(outcome) => self.on_upgrade_outcome(outcome),
+                recv(self.handoff.outcomes()) -> outcome => match outcome {
+                    Ok(outcome) => self.handoff.on_outcome(outcome, self.supervisor.upgrade_pid()),
                     Err(_) => Vec::new(),
                 },
-                recv(self.answer_rx) -> answer => {
-                    if let Ok(answer) = answer {
-                        self.on_handoff_answer(answer);
-                    }
-                    Vec::new()
+                recv(self.handoff.answers()) -> answer => match answer {
+                    Ok(answer) => vec![self.handoff.on_answer(answer)],
+                    Err(_) => Vec::new(),
                 },
                 recv(timer) -> _ => vec![Event::Tick],
                 recv(self.queries) -> asked => asked.map(|a| self.on_query(a)).unwrap_or_default(),
@@ -257,18 +176,18 @@ impl Master {
                     None => Vec::new(),
                 },
             };
-            for event in events {
+            // Settled last: what the events led to is carried out.
+            for event in events.into_iter().chain([Event::Settled]) {
                 if let Some(code) = self.feed(event) {
                     if leaving.is_some() {
                         continue;
                     }
-                    match self.handed_over.take() {
-                        Some(link) => leaving = Some((code, upgrade::watch_taken_over(link))),
+                    match self.handoff.leaving() {
+                        Some(over) => leaving = Some((code, over)),
                         None => return code,
                     }
                 }
             }
-            self.forget_old_setups();
         }
     }
 
@@ -277,41 +196,49 @@ impl Master {
     fn feed(&mut self, event: Event) -> Option<i32> {
         let mut queue = VecDeque::from([event]);
         while let Some(event) = queue.pop_front() {
-            let before = self.supervisor.generation();
-            let actions = self.supervisor.handle(event, Instant::now());
-            if self.supervisor.shutting_down() {
-                if let Some(announced) = self.announced.take() {
-                    // Stopping before the old master handed over: withdraw,
-                    // so that it carries on serving instead of draining.
-                    let _ = announced.link.shutdown(Shutdown::Both);
-                }
-            }
-            // Before a removed slot's worker is told to stop (see retain_slots).
-            for (addr, slot) in self
-                .listeners
-                .retain_slots(self.supervisor.workers_wanted())
-            {
-                info!(self.log, "per-slot listener closed"; "addr" => %addr, "slot" => slot.0);
-            }
-            let now_current = self.supervisor.generation();
-            if let Some(setup) = self.staged.take() {
-                if now_current != before {
-                    self.setups.insert(now_current, setup);
-                    self.log_generation.store(now_current.0, Ordering::Relaxed);
-                }
-            }
-            for action in actions {
+            for action in self.supervisor.handle(event, Instant::now()) {
                 match action {
                     Action::Spawn { slot, generation } => {
                         queue.push_back(self.spawn(slot, generation))
                     }
-                    Action::Stop(pid, mode) => self.stop(pid, mode),
-                    Action::Kill(pid) => self.signal(pid, Signal::SIGKILL),
-                    Action::Configure(pid) => self.configure(pid),
-                    Action::StartUpgrade => queue.push_back(self.start_upgrade()),
-                    Action::AbortUpgrade(pid) => self.signal(pid, Signal::SIGKILL),
-                    Action::Serving => self.serving(),
+                    Action::Stop(pid, mode) => self.links.stop(pid, mode),
+                    Action::Kill(pid) | Action::AbortUpgrade(pid) => {
+                        signal_process(&self.log, pid, Signal::SIGKILL)
+                    }
+                    Action::Configure(pid) => {
+                        if let Some(setup) = self.setup_of(pid) {
+                            self.links.configure(pid, &setup.config);
+                        }
+                    }
+                    Action::StartUpgrade => queue.push_back(self.handoff.start_upgrade(
+                        &self.exe,
+                        &self.config_path,
+                        &self.listeners,
+                        self.admin.as_ref().map(|l| l.as_raw_fd()),
+                    )),
+                    Action::Serving => {
+                        let pid_file = self.current_config().pid_file.clone();
+                        queue.extend(self.handoff.announce(&pid_file, &mut self.control));
+                    }
+                    Action::TakeOver => {
+                        let pid_file = self.current_config().pid_file.clone();
+                        self.handoff.take_over(&pid_file, &mut self.control);
+                    }
+                    Action::WithdrawServing => self.handoff.withdraw(),
                     Action::Exit(code) => return Some(code),
+                    Action::AdoptConfig(generation) => {
+                        if self.generations.adopt(generation) {
+                            self.log_generation.store(generation.0, Ordering::Relaxed);
+                        }
+                    }
+                    Action::CloseSlotListeners { from } => {
+                        for (addr, slot) in self.listeners.retain_slots(from.0 as usize) {
+                            info!(self.log, "per-slot listener closed"; "addr" => %addr, "slot" => slot.0);
+                        }
+                    }
+                    Action::ForgetConfigs { older_than } => {
+                        self.generations.forget_older_than(older_than)
+                    }
                 }
             }
         }
@@ -329,15 +256,11 @@ impl Master {
             Request::ReopenLogs => {
                 info!(self.log, "reopening the log files");
                 // Before the workers reopen them (see log_files).
-                for setup in self.setups.values() {
-                    self.give_logs_to_workers(setup);
+                for setup in self.generations.all() {
+                    setup.give_logs_to_workers(&self.log);
                 }
                 prefork_shared::log::reopen();
-                for link in self.links.values() {
-                    if let Some(control) = &link.control {
-                        let _ = control.send(MasterMsg::ReopenLogs);
-                    }
-                }
+                self.links.reopen_logs();
                 Vec::new()
             }
             Request::Upgrade => vec![Event::UpgradeRequested],
@@ -348,26 +271,11 @@ impl Master {
         }
     }
 
-    /// Forgets the children `waitpid` returned. A worker's link stays until
-    /// its reader thread reports it closed: SIGCHLD often overtakes the
-    /// counters a worker sends just before it exits, which must still count.
+    /// Forgets the children `waitpid` returned (their links go once closed:
+    /// see `LinkTable`).
     fn on_reaped(&mut self, exited: Vec<(Pid, ExitStatus)>) -> Vec<Event> {
         for (pid, _) in &exited {
-            let Some(link) = self.links.get_mut(pid) else {
-                self.observed.on_exit(*pid);
-                continue;
-            };
-            link.reaped = true;
-            if link.control.is_none() {
-                // Unblocks its reader thread, which then reports it closed.
-                link::abandon(&link.name);
-            }
-            if let (Some(load), Some(cell)) = (&mut self.load, link.cell.take()) {
-                load.release(cell);
-            }
-            if link.closed {
-                self.forget(*pid);
-            }
+            self.links.reaped(*pid, &mut self.observed);
         }
         exited
             .into_iter()
@@ -376,31 +284,13 @@ impl Master {
     }
 
     fn on_link(&mut self, event: LinkEvent) -> Vec<Event> {
-        let from = event.from();
-        let pid = from.pid;
-        if self.links.get(&pid).map(|l| l.serial) != Some(from.serial) {
-            // From a worker that was reaped, and whose pid the kernel gave
-            // to a worker started since: its link was forgotten then (see
-            // add_link), so what it still forwards, even its last counters,
-            // is dropped rather than taken for the new worker's.
-            debug!(self.log, "event from a replaced worker's link ignored"; "worker_pid" => pid);
+        let Some(pid) = self.links.sender(event.from()) else {
             return Vec::new();
-        }
+        };
         match event {
             LinkEvent::Hello { control, .. } => {
-                let Some(generation) = self.supervisor.generation_of(pid) else {
-                    return Vec::new();
-                };
-                let Some(setup) = self.setups.get(&generation) else {
-                    return Vec::new();
-                };
-                let configure = MasterMsg::Configure(Box::new(Config::clone(&setup.config)));
-                if let Err(e) = control.send(configure) {
-                    warn!(self.log, "cannot send the configuration to a worker"; "worker_pid" => pid, "error" => ?e);
-                }
-                if let Some(link) = self.links.get_mut(&pid) {
-                    link.control = Some(control);
-                }
+                let config = self.setup_of(pid).map(|s| Arc::clone(&s.config));
+                self.links.hello(pid, control, config.as_deref());
                 Vec::new()
             }
             LinkEvent::Message(_, msg) => match msg {
@@ -414,343 +304,52 @@ impl Master {
             },
             LinkEvent::Closed { reason, .. } => {
                 debug!(self.log, "worker link closed"; "worker_pid" => pid, "reason" => reason);
-                if let Some(link) = self.links.get_mut(&pid) {
-                    link.closed = true;
-                    if link.reaped {
-                        self.forget(pid);
-                    }
-                }
+                self.links.closed(pid, &mut self.observed);
                 Vec::new()
             }
         }
     }
 
-    /// Drops a worker that was reaped and whose link closed: nothing more
-    /// can come from it, so its counters join its slot's totals.
-    fn forget(&mut self, pid: Pid) {
-        self.links.remove(&pid);
-        self.observed.on_exit(pid);
-    }
-
-    /// Sends a running worker its generation's (new) configuration.
-    fn configure(&mut self, pid: Pid) {
-        let Some(config) = self
-            .supervisor
-            .generation_of(pid)
-            .and_then(|g| self.setups.get(&g))
-            .map(|s| Config::clone(&s.config))
-        else {
-            return;
-        };
-        // A worker that has not said hello yet gets this config with hello.
-        let Some(control) = self.links.get(&pid).and_then(|l| l.control.as_ref()) else {
-            return;
-        };
-        if let Err(e) = control.send(MasterMsg::Configure(Box::new(config))) {
-            warn!(self.log, "cannot send the new configuration to a worker"; "worker_pid" => pid, "error" => ?e);
-        }
-    }
-
-    /// Starts a new master from the binary on disk (SIGUSR2).
-    fn start_upgrade(&mut self) -> Event {
-        let listeners = self.listeners.all();
-        match upgrade::start(
-            &self.exe,
-            &self.config_path,
-            &listeners,
-            self.admin.as_ref().map(|l| l.as_raw_fd()),
-            self.upgrade_tx.clone(),
-        ) {
-            Ok(pid) => Event::UpgradeStarted(pid),
-            Err(e) => Event::UpgradeFailed(format!("cannot start {}: {e}", self.exe.display())),
-        }
-    }
-
-    fn on_upgrade_outcome(&mut self, outcome: upgrade::Outcome) -> Vec<Event> {
-        // Not the upgrade in progress: this master gave up on (and killed)
-        // that new master already, which so never took anything over.
-        if self.supervisor.upgrade_pid() != Some(outcome.pid) {
-            return Vec::new();
-        }
-        let Some(mut link) = outcome.ready else {
-            return vec![Event::UpgradeFailed(
-                "the new master closed the hand-off link before serving".into(),
-            )];
-        };
-        match upgrade::hand_over(&mut link) {
-            Ok(()) => {
-                self.handed_over = Some(link);
-                vec![Event::UpgradeReady]
-            }
-            Err(e) => vec![Event::UpgradeFailed(format!(
-                "the new master withdrew before taking over: {e}"
-            ))],
-        }
-    }
-
-    /// Every first-generation worker is Ready: a master started by a binary
-    /// upgrade tells the old master, and takes over once it answers.
-    fn serving(&mut self) {
-        let Some(handoff) = self.handoff.take() else {
-            return;
-        };
-        let old_master = handoff.old_master;
-        match handoff.announce(self.answer_tx.clone()) {
-            Ok(link) => {
-                info!(self.log, "binary upgrade: serving; waiting for the old master to hand over"; "old_master_pid" => old_master);
-                self.announced = Some(Announced { old_master, link });
-            }
-            Err(e) => {
-                warn!(self.log, "binary upgrade: cannot tell the old master; taking over"; "old_master_pid" => old_master, "error" => %e);
-                self.take_over(old_master);
-            }
-        }
-    }
-
-    /// The old master answered (or went away) after this one said it serves.
-    fn on_handoff_answer(&mut self, answer: upgrade::Answer) {
-        // None: this master withdrew (it is stopping).
-        let Some(announced) = self.announced.take() else {
-            return;
-        };
-        if answer == upgrade::Answer::Gone {
-            warn!(self.log, "binary upgrade: the old master went away without handing over; taking over"; "old_master_pid" => announced.old_master);
-        }
-        self.take_over(announced.old_master);
-    }
-
-    /// Takes the pid file and the control socket over from the old master.
-    fn take_over(&mut self, old_master: i32) {
-        let pid_file = self.current_config().pid_file.clone();
-        if let Err(e) = pidfile::take_over(&pid_file, old_master) {
-            error!(self.log, "binary upgrade: cannot take over the pid file"; "error" => %e);
-        }
-        if let Err(e) = self.control.install() {
-            error!(self.log, "binary upgrade: cannot take over the control socket"; "error" => %e);
-        }
-        info!(self.log, "binary upgrade: took over; the old master drains and exits"; "old_master_pid" => old_master);
+    /// The setup of a live worker's generation.
+    fn setup_of(&self, pid: Pid) -> Option<&GenerationSetup> {
+        let generation = self.supervisor.generation_of(pid)?;
+        self.generations.get(generation)
     }
 
     fn spawn(&mut self, slot: Slot, generation: Generation) -> Event {
-        match self.try_spawn(slot, generation) {
-            Ok(pid) => Event::Spawned {
-                slot,
-                generation,
-                pid,
-            },
-            Err(reason) => Event::SpawnFailed {
+        let Some(setup) = self.generations.get(generation) else {
+            let reason = format!("no configuration for generation {}", generation.0);
+            return Event::SpawnFailed {
                 slot,
                 generation,
                 reason,
-            },
-        }
-    }
-
-    fn try_spawn(&mut self, slot: Slot, generation: Generation) -> Result<Pid, String> {
-        let setup = self
-            .setups
-            .get(&generation)
-            .ok_or_else(|| format!("no configuration for generation {}", generation.0))?;
-        let link = PendingLink::open().map_err(|e| format!("cannot open an IPC server: {e}"))?;
-        if let Some(creds) = &setup.credentials {
-            os::give_ipc_socket_to(link.name(), creds)
-                .map_err(|e| format!("cannot hand the IPC socket to user {}: {e}", creds.name))?;
-        }
-        let fds = self
-            .listeners
-            .for_worker(&setup.config.listen, slot)
-            .map_err(|e| e.to_string())?;
-        let cell = self.load.as_mut().and_then(LoadCells::assign);
-        let command = WorkerCommand {
-            exe: &self.exe,
+            };
+        };
+        self.links.spawn(
+            &self.exe,
             slot,
             generation,
-            ipc_name: link.name(),
-            listeners: &fds,
-            load: self
-                .load
-                .as_ref()
-                .zip(cell)
-                .map(|(load, cell)| (load.board().fd().as_raw_fd(), cell)),
-            credentials: setup.credentials.as_ref(),
-        };
-        let pid = match os::spawn_worker(&command) {
-            Ok(pid) => pid,
-            Err(e) => {
-                if let (Some(load), Some(cell)) = (&mut self.load, cell) {
-                    load.release(cell);
-                }
-                return Err(format!("cannot start {}: {e}", self.exe.display()));
-            }
-        };
-        let name = link.name().to_owned();
-        self.link_serial += 1;
-        let from = LinkId {
-            pid,
-            serial: self.link_serial,
-        };
-        let serving = link.serve(from, self.link_tx.clone());
-        if let Err(e) = &serving {
-            // Without a link the worker can never be configured: the boot
-            // timeout would kill it; do it now instead.
-            self.signal(pid, Signal::SIGKILL);
-            error!(self.log, "cannot start an IPC thread"; "worker_pid" => pid, "error" => %e);
-        }
-        self.add_link(
-            pid,
-            Link {
-                serial: from.serial,
-                name,
-                control: None,
-                cell,
-                slot,
-                reaped: false,
-                closed: serving.is_err(),
-            },
-        );
-        Ok(pid)
+            setup,
+            &mut self.listeners,
+            &mut self.observed,
+        )
     }
 
-    /// Keeps the link of a worker just started. A reused pid: the worker
-    /// that had it is gone (reaped), though its link may not have reported
-    /// closed yet; it is forgotten now, and its late events are ignored.
-    fn add_link(&mut self, pid: Pid, link: Link) {
-        if self.links.contains_key(&pid) {
-            self.forget(pid);
-        }
-        self.links.insert(pid, link);
-    }
-
-    /// Asks a worker to stop over its link; a signal is the fallback.
-    fn stop(&mut self, pid: Pid, mode: StopMode) {
-        let sent = self
-            .links
-            .get(&pid)
-            .and_then(|l| l.control.as_ref())
-            .is_some_and(|c| c.send(MasterMsg::Stop(mode)).is_ok());
-        if !sent {
-            let signal = match mode {
-                StopMode::Graceful => Signal::SIGQUIT,
-                StopMode::Fast => Signal::SIGTERM,
-            };
-            self.signal(pid, signal);
-        }
-    }
-
-    fn signal(&self, pid: Pid, signal: Signal) {
-        if let Err(e) = os::signal_worker(pid, signal) {
-            debug!(self.log, "kill failed"; "worker_pid" => pid, "signal" => signal.as_str(), "error" => %e);
-        }
-    }
-
-    /// Creates the log files a generation's workers write and gives them to
-    /// the workers' user, when they run as one.
-    fn give_logs_to_workers(&self, setup: &GenerationSetup) {
-        let Some(creds) = &setup.credentials else {
-            return;
-        };
-        for e in log_files::give_to(&setup.config, creds) {
-            error!(self.log, "cannot prepare a log file for the workers"; "user" => &creds.name, "error" => %e);
-        }
-    }
-
-    /// Re-reads the config. A valid one is staged for the next generation;
-    /// an invalid one changes nothing.
+    /// Re-reads the config (see [`Reload`]).
     fn reload(&mut self) -> Option<Event> {
-        info!(self.log, "reloading the configuration"; "file" => %self.config_path.display());
-        let Loaded { config, locator } = match config::load(&self.config_path) {
-            Ok(loaded) => loaded,
-            Err(e) => return self.reload_failed(e.to_string()),
-        };
-        let credentials = match start_checks(&config, &locator) {
-            Ok(c) => c,
-            Err(e) => return self.reload_failed(e.to_string()),
-        };
-        let path = reload_path(self.current_config(), &config);
-        // A pid file the master cannot write would leave `prefork -s` unable
-        // to find it: refuse the reload, before anything changed.
-        let old_pid_file = self.current_config().pid_file.clone();
-        let moved = config.pid_file != old_pid_file;
-        if moved {
-            if let Err(e) = pidfile::write(&config.pid_file) {
-                return self.reload_failed(format!("pid_file: {e}"));
-            }
+        Reload {
+            log: &self.log,
+            config_path: &self.config_path,
+            generations: &mut self.generations,
+            listeners: &mut self.listeners,
+            supervisor: &self.supervisor,
+            observed: &mut self.observed,
         }
-        match self.listeners.reconcile(&config.listen, config.workers) {
-            Ok(closed) => {
-                for addr in closed {
-                    info!(self.log, "listener removed"; "addr" => %addr);
-                }
-            }
-            Err(e) => {
-                if moved {
-                    pidfile::remove(&config.pid_file);
-                }
-                return self.reload_failed(e.to_string());
-            }
-        }
-        if moved {
-            pidfile::remove(&old_pid_file);
-        }
-        let setup = GenerationSetup {
-            config: Arc::new(config),
-            credentials,
-        };
-        self.give_logs_to_workers(&setup);
-        let (shutdown_timeout, worker_timeout) =
-            (setup.config.shutdown_timeout, setup.config.worker_timeout);
-        match path {
-            ReloadPath::Hot => {
-                info!(
-                    self.log,
-                    "reload: only settings the workers can swap in changed; reconfiguring them"
-                );
-                let generation = self.supervisor.generation().0;
-                self.reload_succeeded(format!(
-                    "configuration reloaded: the workers of generation {generation} took it in place"
-                ));
-                self.setups.insert(self.supervisor.generation(), setup);
-                Some(Event::Reconfigure {
-                    shutdown_timeout,
-                    worker_timeout,
-                })
-            }
-            ReloadPath::NewGeneration(why) => {
-                info!(self.log, "reload: starting new workers"; "changed" => why.join(" "));
-                let next = self.supervisor.generation().0 + 1;
-                self.reload_succeeded(format!(
-                    "configuration reloaded: starting generation {next} ({} changed)",
-                    why.join(", ")
-                ));
-                let workers = setup.config.workers;
-                self.staged = Some(setup);
-                Some(Event::Reload {
-                    workers,
-                    shutdown_timeout,
-                    worker_timeout,
-                })
-            }
-        }
+        .run()
     }
 
     /// The newest generation's config.
     fn current_config(&self) -> &Config {
-        let current = self.supervisor.generation();
-        self.setups
-            .get(&current)
-            .or_else(|| self.setups.values().next_back())
-            .map(|s| s.config.as_ref())
-            .expect("the master always holds at least one configuration")
-    }
-
-    /// Drops the setups of generations that have no worker left (nor a
-    /// restart waiting).
-    fn forget_old_setups(&mut self) {
-        let current = self.supervisor.generation();
-        let oldest = self
-            .supervisor
-            .oldest_needed_generation()
-            .unwrap_or(current);
-        self.setups.retain(|g, _| *g >= oldest.min(current));
+        self.generations.newest_config(self.supervisor.generation())
     }
 }

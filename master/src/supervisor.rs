@@ -3,139 +3,24 @@
 //! [`Supervisor::handle`] takes an [`Event`] and the current time and returns
 //! the [`Action`]s to carry out. It makes no system call: `run.rs` turns
 //! signals, child exits and worker messages into events and carries out the
-//! actions, so every policy here (restart, backoff, generation switch, stop)
-//! is unit-tested by feeding events.
+//! actions, so every policy here (restart, backoff, generation switch, stop,
+//! which configurations and per-slot listeners the master keeps, the
+//! binary-upgrade hand-off) is unit-tested by feeding events.
 
 use prefork_shared::exit;
 use prefork_shared::ipc::StopMode;
 use slog::{error, info, warn, Logger};
 use std::collections::BTreeMap;
-use std::fmt;
 use std::time::{Duration, Instant};
 
+mod cohort;
+mod events;
 mod view;
+mod worker;
+use cohort::Cohort;
+pub use events::{Action, Event, ExitStatus, Generation, Pid, Slot, Timeouts};
 pub use view::{WorkerPhase, WorkerView};
-
-/// A worker position; a restarted worker takes the slot of the one it replaces.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
-pub struct Slot(pub u32);
-
-/// A configuration generation; each reload that starts new workers bumps it.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
-pub struct Generation(pub u64);
-
-/// A worker process id.
-pub type Pid = u32;
-
-/// How a worker process ended.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum ExitStatus {
-    /// It exited with this code.
-    Code(i32),
-    /// It was killed by this signal.
-    Signal(i32),
-}
-
-impl fmt::Display for ExitStatus {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match self {
-            ExitStatus::Code(c) => write!(f, "exit code {c}"),
-            ExitStatus::Signal(s) => write!(f, "killed by signal {s}"),
-        }
-    }
-}
-
-/// Something that happened, as seen by the master.
-#[derive(Debug, Clone, PartialEq)]
-pub enum Event {
-    /// The master has bound its listeners and is ready to start workers.
-    Started,
-    /// A worker process was started for a slot.
-    Spawned {
-        /// The slot it fills.
-        slot: Slot,
-        /// Its generation.
-        generation: Generation,
-        /// Its process id.
-        pid: Pid,
-    },
-    /// Starting a worker process failed.
-    SpawnFailed {
-        /// The slot it was meant to fill.
-        slot: Slot,
-        /// The generation it was meant to run.
-        generation: Generation,
-        /// Why it failed.
-        reason: String,
-    },
-    /// A worker reported that it is accepting connections.
-    WorkerReady(Pid),
-    /// A worker process ended.
-    WorkerExited(Pid, ExitStatus),
-    /// A new, valid configuration that needs new workers is ready (the edge
-    /// has already bound its listeners).
-    Reload {
-        /// Worker count of the new configuration.
-        workers: usize,
-        /// Drain limit of the new configuration.
-        shutdown_timeout: Duration,
-        /// Heartbeat limit of the new configuration.
-        worker_timeout: Duration,
-    },
-    /// A new, valid configuration that the running workers can take as it is
-    /// (only routes, upstreams, timeouts or logs changed).
-    Reconfigure {
-        /// Drain limit of the new configuration.
-        shutdown_timeout: Duration,
-        /// Heartbeat limit of the new configuration.
-        worker_timeout: Duration,
-    },
-    /// A worker's event loop said it is alive.
-    Heartbeat(Pid),
-    /// SIGTTIN: run one more worker.
-    AddWorker,
-    /// SIGTTOU: run one worker less (never fewer than one).
-    RemoveWorker,
-    /// SIGUSR2: start a new master from the binary on disk.
-    UpgradeRequested,
-    /// The new master process was started.
-    UpgradeStarted(Pid),
-    /// The new master could not be started, or failed before taking over.
-    UpgradeFailed(String),
-    /// The new master serves with all its workers: hand over and exit.
-    UpgradeReady,
-    /// Stop everything (SIGQUIT: graceful, SIGTERM/SIGINT: fast).
-    Stop(StopMode),
-    /// Time passed; deadlines may have expired.
-    Tick,
-}
-
-/// Something the master must do.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Action {
-    /// Start a worker for this slot with the configuration of `generation`.
-    Spawn {
-        /// The slot to fill.
-        slot: Slot,
-        /// The generation (and so the configuration) to start it with.
-        generation: Generation,
-    },
-    /// Ask a worker to stop (over IPC, with a signal as fallback).
-    Stop(Pid, StopMode),
-    /// SIGKILL a worker that did not stop in time.
-    Kill(Pid),
-    /// Send the current configuration to this running worker (hot reload).
-    Configure(Pid),
-    /// Start a new master from the binary on disk, handing it the listeners.
-    StartUpgrade,
-    /// Kill a new master that failed to take over in time.
-    AbortUpgrade(Pid),
-    /// Every worker of the first generation is Ready (sent once): a master
-    /// started by a binary upgrade now tells the old master to hand over.
-    Serving,
-    /// Every worker is gone: remove the pid file and exit with this code.
-    Exit(i32),
-}
+use worker::{Worker, WorkerState};
 
 /// A worker that has not said Ready after this long is killed and replaced.
 pub const BOOT_TIMEOUT: Duration = Duration::from_secs(10);
@@ -159,52 +44,6 @@ pub const MAX_WORKERS: usize = 1024;
 /// workers before the old one gives up on it.
 pub const UPGRADE_TIMEOUT: Duration = Duration::from_secs(20);
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum WorkerState {
-    Starting {
-        since: Instant,
-    },
-    Ready {
-        last_beat: Instant,
-    },
-    Stopping {
-        deadline: Instant,
-        killed: bool,
-        /// Asked to stop fast (not counted as draining).
-        fast: bool,
-    },
-    /// Killed because it never became ready: replaced when it exits.
-    BootTimedOut,
-    /// Killed because its heartbeats stopped: replaced when it exits.
-    Hung,
-}
-
-#[derive(Debug)]
-struct Worker {
-    slot: Slot,
-    generation: Generation,
-    started: Instant,
-    state: WorkerState,
-    /// The limits of the config it runs (not necessarily the newest): it
-    /// beats at an interval derived from `worker_timeout` and closes what
-    /// is left of a graceful stop at `shutdown_timeout`.
-    timeouts: Timeouts,
-}
-
-impl Worker {
-    /// When the worker, told now to stop, is killed if it is still there.
-    /// Stopping gracefully, it closes what is left at its own
-    /// `shutdown_timeout`, then writes its last access-log lines, log lines
-    /// and counters on its way out: a SIGKILL at that very moment would
-    /// lose them.
-    fn stop_deadline(&self, mode: StopMode, now: Instant) -> Instant {
-        match mode {
-            StopMode::Graceful => now + self.timeouts.shutdown_timeout + FAST_STOP_GRACE,
-            StopMode::Fast => now + FAST_STOP_GRACE,
-        }
-    }
-}
-
 /// A binary upgrade in progress: the new master and when to give up on it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 struct Upgrade {
@@ -218,44 +57,69 @@ enum Phase {
     ShuttingDown { mode: StopMode },
 }
 
+/// How far saying that this master serves ([`Action::Serving`]) got.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Announcement {
+    /// The first generation is not ready yet.
+    NotYet,
+    /// Made (and, after a binary upgrade, answered or withdrawn).
+    Made,
+    /// The old master of a binary upgrade was told; its answer is awaited.
+    AwaitingAnswer,
+}
+
+/// Which generation takes the traffic.
+#[derive(Debug)]
+enum Serving {
+    /// None yet: the first generation is starting.
+    Nobody,
+    /// The current generation: every slot of it was Ready once.
+    Current,
+    /// An older generation, while the current one starts: its slots are
+    /// kept filled until the current one takes over.
+    Older(Cohort),
+}
+
+impl Serving {
+    /// The older generation serving while the current one starts.
+    fn older(&self) -> Option<&Cohort> {
+        match self {
+            Serving::Older(older) => Some(older),
+            _ => None,
+        }
+    }
+
+    /// The older generation serving while the current one starts, if it is
+    /// `generation`.
+    fn older_mut(&mut self, generation: Generation) -> Option<&mut Cohort> {
+        match self {
+            Serving::Older(older) if older.generation == generation => Some(older),
+            _ => None,
+        }
+    }
+}
+
 /// The master's state: which workers exist, in which generation and state,
 /// which slots wait for a restart, and whether the master is shutting down.
 pub struct Supervisor {
     log: Logger,
-    generation: Generation,
+    /// The newest generation.
+    current: Cohort,
+    /// How many slots the newest generation runs.
     workers_wanted: usize,
-    /// The limits of the newest generation's configuration.
-    timeouts: Timeouts,
     workers: BTreeMap<Pid, Worker>,
-    /// Slots of the current generation waiting to be (re)started, and when.
-    pending: BTreeMap<Slot, Instant>,
-    /// Consecutive quick failures per slot of the current generation.
-    failures: BTreeMap<Slot, u32>,
     phase: Phase,
     /// Unexpected exits restarted, per slot (for operators).
     restarts: BTreeMap<Slot, u64>,
     upgrade: Option<Upgrade>,
-    /// Whether [`Action::Serving`] was sent.
-    announced: bool,
+    /// How far saying that this master serves got.
+    announcement: Announcement,
+    /// The oldest generation whose configuration the master holds (it
+    /// drops older ones on [`Action::ForgetConfigs`]).
+    configs_from: Generation,
     /// The newest generation that had every slot Ready: it serves until the
-    /// current one does.
-    serving: Option<Generation>,
-    /// Slots of `serving` (when older than the current generation) waiting
-    /// to be restarted, and when: it keeps serving while the new one starts.
-    pending_serving: BTreeMap<Slot, Instant>,
-    /// Consecutive quick failures per slot of `pending_serving`.
-    serving_failures: BTreeMap<Slot, u32>,
-    /// The limits of `serving`'s configuration.
-    serving_timeouts: Timeouts,
-}
-
-/// The timeouts a configuration gives the supervisor.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Timeouts {
-    /// How long draining workers may take.
-    pub shutdown_timeout: Duration,
-    /// How long a Ready worker may go without a heartbeat.
-    pub worker_timeout: Duration,
+    /// current one does (and keeps its slots filled meanwhile).
+    serving: Serving,
 }
 
 impl Supervisor {
@@ -263,20 +127,15 @@ impl Supervisor {
     pub fn new(log: Logger, workers: usize, timeouts: Timeouts) -> Self {
         Supervisor {
             log,
-            generation: Generation(1),
+            current: Cohort::new(Generation(1), timeouts),
             workers_wanted: workers,
-            timeouts,
             workers: BTreeMap::new(),
-            pending: BTreeMap::new(),
-            failures: BTreeMap::new(),
             phase: Phase::Running,
             restarts: BTreeMap::new(),
             upgrade: None,
-            announced: false,
-            serving: None,
-            pending_serving: BTreeMap::new(),
-            serving_failures: BTreeMap::new(),
-            serving_timeouts: timeouts,
+            announcement: Announcement::NotYet,
+            configs_from: Generation(1),
+            serving: Serving::Nobody,
         }
     }
 
@@ -296,7 +155,7 @@ impl Supervisor {
         self.workers
             .values()
             .filter(|w| {
-                w.generation < self.generation
+                w.generation < self.current.generation
                     && matches!(w.state, WorkerState::Stopping { fast: false, .. })
             })
             .map(|w| w.generation)
@@ -310,7 +169,7 @@ impl Supervisor {
 
     /// The newest generation.
     pub fn generation(&self) -> Generation {
-        self.generation
+        self.current.generation
     }
 
     /// The generation a live worker belongs to.
@@ -326,7 +185,11 @@ impl Supervisor {
     /// The oldest generation whose configuration is still needed: one with
     /// a live worker, or with a restart waiting.
     pub fn oldest_needed_generation(&self) -> Option<Generation> {
-        let waiting = self.serving.filter(|_| !self.pending_serving.is_empty());
+        let waiting = self
+            .serving
+            .older()
+            .filter(|older| !older.pending.is_empty())
+            .map(|older| older.generation);
         self.oldest_live_generation()
             .into_iter()
             .chain(waiting)
@@ -335,10 +198,12 @@ impl Supervisor {
 
     /// When [`Event::Tick`] next needs to be delivered, if ever.
     pub fn next_wakeup(&self) -> Option<Instant> {
+        let older = self.serving.older().into_iter();
         let pending = self
+            .current
             .pending
             .values()
-            .chain(self.pending_serving.values())
+            .chain(older.flat_map(|older| older.pending.values()))
             .copied();
         let workers = self.workers.values().filter_map(|w| match w.state {
             WorkerState::Starting { since } => Some(since + BOOT_TIMEOUT),
@@ -359,8 +224,11 @@ impl Supervisor {
         let mut actions = Vec::new();
         match event {
             Event::Started => {
+                // A master started by a binary upgrade may have been handed
+                // the sockets of more slots than its config runs.
+                actions.push(self.close_slots_given_up());
                 for slot in 0..self.workers_wanted {
-                    self.pending.insert(Slot(slot as u32), now);
+                    self.current.pending.insert(Slot(slot as u32), now);
                 }
             }
             Event::Spawned {
@@ -374,10 +242,10 @@ impl Supervisor {
                 reason,
             } => {
                 error!(self.log, "cannot start worker"; "slot" => slot.0, "error" => reason);
-                if generation == self.generation {
+                if generation == self.current.generation {
                     self.schedule_restart(slot, true, now);
-                } else if Some(generation) == self.serving {
-                    self.schedule_serving_restart(slot, true, now);
+                } else if let Some(older) = self.serving.older_mut(generation) {
+                    older.schedule_restart(slot, true, now);
                 }
             }
             Event::WorkerReady(pid) => self.on_ready(pid, now, &mut actions),
@@ -424,8 +292,20 @@ impl Supervisor {
             }
             Event::UpgradeFailed(reason) => self.upgrade_failed(&reason),
             Event::UpgradeReady => self.on_upgrade_ready(now, &mut actions),
+            Event::ServingAnnounced => match self.phase {
+                Phase::Running => self.announcement = Announcement::AwaitingAnswer,
+                // Stopping already: the old master must carry on.
+                Phase::ShuttingDown { .. } => actions.push(Action::WithdrawServing),
+            },
+            Event::OldMasterAnswered => {
+                if self.announcement == Announcement::AwaitingAnswer {
+                    self.announcement = Announcement::Made;
+                    actions.push(Action::TakeOver);
+                }
+            }
             Event::Stop(mode) => self.on_stop(mode, now, &mut actions),
             Event::Tick => {}
+            Event::Settled => return self.forget_unneeded_configs().into_iter().collect(),
         }
         self.on_tick(now, &mut actions);
         actions
@@ -445,20 +325,14 @@ impl Supervisor {
             generation,
             started: now,
             state: WorkerState::Starting { since: now },
-            timeouts: if generation == self.generation {
-                self.timeouts
-            } else {
-                self.serving_timeouts
+            timeouts: match self.serving.older() {
+                Some(older) if generation != self.current.generation => older.timeouts,
+                _ => self.current.timeouts,
             },
         };
         if let Phase::ShuttingDown { mode } = self.phase {
             // Started just before a stop arrived: stop it with the others.
-            actions.push(Action::Stop(pid, mode));
-            worker.state = WorkerState::Stopping {
-                deadline: worker.stop_deadline(mode, now),
-                killed: false,
-                fast: mode == StopMode::Fast,
-            };
+            actions.extend(worker.stop(pid, mode, now));
         }
         self.workers.insert(pid, worker);
     }
@@ -472,7 +346,7 @@ impl Supervisor {
         }
         worker.state = WorkerState::Ready { last_beat: now };
         info!(self.log, "worker ready"; "slot" => worker.slot.0, "worker_pid" => pid, "worker_generation" => worker.generation.0);
-        if worker.generation == self.generation {
+        if worker.generation == self.current.generation {
             self.on_generation_ready(now, actions);
         }
     }
@@ -483,14 +357,11 @@ impl Supervisor {
         if !self.generation_ready() {
             return;
         }
-        if !self.announced {
-            self.announced = true;
+        if self.announcement == Announcement::NotYet {
+            self.announcement = Announcement::Made;
             actions.push(Action::Serving);
         }
-        self.serving = Some(self.generation);
-        self.serving_timeouts = self.timeouts;
-        self.pending_serving.clear();
-        self.serving_failures.clear();
+        self.serving = Serving::Current;
         self.retire_old_generations(now, actions);
     }
 
@@ -500,7 +371,8 @@ impl Supervisor {
             .workers
             .values()
             .filter(|w| {
-                w.generation == self.generation && matches!(w.state, WorkerState::Ready { .. })
+                w.generation == self.current.generation
+                    && matches!(w.state, WorkerState::Ready { .. })
             })
             .count();
         ready >= self.workers_wanted
@@ -508,14 +380,11 @@ impl Supervisor {
 
     fn retire_old_generations(&mut self, now: Instant, actions: &mut Vec<Action>) {
         for (pid, w) in &mut self.workers {
-            if w.generation < self.generation && !matches!(w.state, WorkerState::Stopping { .. }) {
+            if w.generation < self.current.generation
+                && !matches!(w.state, WorkerState::Stopping { .. })
+            {
                 info!(self.log, "draining worker of an older generation"; "worker_pid" => *pid, "worker_generation" => w.generation.0);
-                w.state = WorkerState::Stopping {
-                    deadline: w.stop_deadline(StopMode::Graceful, now),
-                    killed: false,
-                    fast: false,
-                };
-                actions.push(Action::Stop(*pid, StopMode::Graceful));
+                actions.extend(w.stop(*pid, StopMode::Graceful, now));
             }
         }
         self.cap_draining(now, actions);
@@ -529,17 +398,9 @@ impl Supervisor {
         for generation in draining.into_iter().take(excess) {
             warn!(self.log, "too many generations draining; stopping the oldest now";
                 "worker_generation" => generation.0, "limit" => MAX_DRAINING_GENERATIONS);
-            let deadline = now + FAST_STOP_GRACE;
             for (pid, w) in &mut self.workers {
-                if w.generation == generation {
-                    if let WorkerState::Stopping { killed: false, .. } = w.state {
-                        w.state = WorkerState::Stopping {
-                            deadline,
-                            killed: false,
-                            fast: true,
-                        };
-                        actions.push(Action::Stop(*pid, StopMode::Fast));
-                    }
+                if w.generation == generation && matches!(w.state, WorkerState::Stopping { .. }) {
+                    actions.extend(w.stop(*pid, StopMode::Fast, now));
                 }
             }
         }
@@ -571,19 +432,20 @@ impl Supervisor {
                 WorkerState::Starting { .. } | WorkerState::BootTimedOut
             );
         let quick = boot_failure || lived < HEALTHY_UPTIME;
-        if !asked_to_stop
-            && worker.generation != self.generation
-            && Some(worker.generation) == self.serving
-        {
+        let older = self
+            .serving
+            .older_mut(worker.generation)
+            .filter(|_| !asked_to_stop);
+        if let Some(older) = older {
             // The generation serving while the current one starts: it must
             // keep its slots filled until the current one takes over.
             if signalled {
                 info!(self.log, "worker of the serving generation stopped by a signal; replacing it";
                     "slot" => worker.slot.0, "worker_pid" => pid, "worker_generation" => worker.generation.0);
-                self.pending_serving.insert(worker.slot, now);
+                older.pending.insert(worker.slot, now);
                 return;
             }
-            let delay = self.schedule_serving_restart(worker.slot, quick, now);
+            let delay = older.schedule_restart(worker.slot, quick, now);
             *self.restarts.entry(worker.slot).or_insert(0) += 1;
             warn!(self.log, "worker of the serving generation exited unexpectedly; restarting";
                 "slot" => worker.slot.0, "worker_pid" => pid, "worker_generation" => worker.generation.0,
@@ -591,7 +453,7 @@ impl Supervisor {
             return;
         }
         if asked_to_stop
-            || worker.generation != self.generation
+            || worker.generation != self.current.generation
             || worker.slot.0 as usize >= self.workers_wanted
         {
             info!(self.log, "worker exited"; "slot" => worker.slot.0, "worker_pid" => pid,
@@ -601,7 +463,7 @@ impl Supervisor {
         if signalled {
             info!(self.log, "worker stopped by a signal; replacing it";
                 "slot" => worker.slot.0, "worker_pid" => pid, "uptime_ms" => lived.as_millis() as u64);
-            self.pending.insert(worker.slot, now);
+            self.current.pending.insert(worker.slot, now);
             return;
         }
         if worker.state == WorkerState::Hung {
@@ -614,25 +476,14 @@ impl Supervisor {
             "uptime_ms" => lived.as_millis() as u64, "restart_in_ms" => delay.as_millis() as u64);
     }
 
-    /// Queues a restart of `slot`, backing off when it keeps failing quickly.
+    /// Queues a restart of `slot` of the current generation, backing off
+    /// when it keeps failing quickly.
     fn schedule_restart(&mut self, slot: Slot, quick: bool, now: Instant) -> Duration {
-        let failures = self.failures.entry(slot).or_insert(0);
-        *failures = if quick { *failures + 1 } else { 1 };
-        let delay = backoff(*failures);
+        let delay = self.current.schedule_restart(slot, quick, now);
         if delay == BACKOFF_CAP {
             error!(self.log, "worker slot keeps crashing; restarting it at the slowest rate";
-                "slot" => slot.0, "failures" => *failures, "restart_in_s" => delay.as_secs());
+                "slot" => slot.0, "failures" => self.current.failures(slot), "restart_in_s" => delay.as_secs());
         }
-        self.pending.insert(slot, now + delay);
-        delay
-    }
-
-    /// Queues a restart of `slot` of the serving (older) generation.
-    fn schedule_serving_restart(&mut self, slot: Slot, quick: bool, now: Instant) -> Duration {
-        let failures = self.serving_failures.entry(slot).or_insert(0);
-        *failures = if quick { *failures + 1 } else { 1 };
-        let delay = backoff(*failures);
-        self.pending_serving.insert(slot, now + delay);
         delay
     }
 
@@ -646,37 +497,61 @@ impl Supervisor {
         if self.phase != Phase::Running {
             return;
         }
-        let superseded = self.generation;
-        self.generation = Generation(self.generation.0 + 1);
+        if workers < self.workers_wanted {
+            actions.push(Action::CloseSlotListeners {
+                from: Slot(workers as u32),
+            });
+        }
+        let superseded = self.current.generation;
+        let mut next = Cohort::new(Generation(superseded.0 + 1), timeouts);
+        next.pending = (0..workers).map(|s| (Slot(s as u32), now)).collect();
+        let previous = std::mem::replace(&mut self.current, next);
+        if let Serving::Current = self.serving {
+            // It serves until the new one is ready; its restarts waiting
+            // are dropped with the slots the new one starts.
+            self.serving = Serving::Older(Cohort::new(previous.generation, previous.timeouts));
+        }
         self.workers_wanted = workers;
-        self.timeouts = timeouts;
-        self.failures.clear();
-        self.pending = (0..workers).map(|s| (Slot(s as u32), now)).collect();
-        info!(self.log, "starting a new generation of workers"; "new_generation" => self.generation.0, "workers" => workers);
+        info!(self.log, "starting a new generation of workers"; "new_generation" => self.current.generation.0, "workers" => workers);
+        // Before the workers of the new generation are spawned (at the
+        // end of this event, see `on_tick`).
+        actions.push(Action::AdoptConfig(self.current.generation));
         // Workers of a generation that never finished starting are replaced
         // already: stop those still booting instead of letting them pile up.
         for (pid, w) in &mut self.workers {
             if w.generation == superseded && matches!(w.state, WorkerState::Starting { .. }) {
-                w.state = WorkerState::Stopping {
-                    deadline: w.stop_deadline(StopMode::Graceful, now),
-                    killed: false,
-                    fast: false,
-                };
-                actions.push(Action::Stop(*pid, StopMode::Graceful));
+                actions.extend(w.stop(*pid, StopMode::Graceful, now));
             }
         }
         self.cap_draining(now, actions);
+    }
+
+    /// Closes the per-slot listeners the current generation does not run.
+    fn close_slots_given_up(&self) -> Action {
+        Action::CloseSlotListeners {
+            from: Slot(self.workers_wanted as u32),
+        }
+    }
+
+    /// Drops, once the master is settled, the configurations of
+    /// generations that have no worker left nor a restart waiting.
+    fn forget_unneeded_configs(&mut self) -> Option<Action> {
+        let current = self.current.generation;
+        let needed = self.oldest_needed_generation().unwrap_or(current);
+        let older_than = needed.min(current);
+        if older_than <= self.configs_from {
+            return None;
+        }
+        self.configs_from = older_than;
+        Some(Action::ForgetConfigs { older_than })
     }
 
     fn on_reconfigure(&mut self, timeouts: Timeouts, now: Instant, actions: &mut Vec<Action>) {
         if self.phase != Phase::Running {
             return;
         }
-        self.timeouts = timeouts;
-        if self.serving == Some(self.generation) {
-            self.serving_timeouts = timeouts;
-        }
-        let current = self.generation;
+        self.current.timeouts = timeouts;
+        let current = self.current.generation;
         let live = self.workers.iter().filter(|(_, w)| {
             w.generation == current
                 && matches!(
@@ -706,8 +581,8 @@ impl Supervisor {
         }
         let slot = Slot(self.workers_wanted as u32);
         self.workers_wanted += 1;
-        self.failures.remove(&slot);
-        self.pending.insert(slot, now);
+        self.current.failures.remove(&slot);
+        self.current.pending.insert(slot, now);
         info!(self.log, "adding a worker"; "slot" => slot.0, "workers" => self.workers_wanted);
     }
 
@@ -717,19 +592,15 @@ impl Supervisor {
         }
         self.workers_wanted -= 1;
         let slot = Slot(self.workers_wanted as u32);
-        self.pending.remove(&slot);
-        self.failures.remove(&slot);
+        self.current.pending.remove(&slot);
+        self.current.failures.remove(&slot);
         info!(self.log, "removing a worker"; "slot" => slot.0, "workers" => self.workers_wanted);
-        let current = self.generation;
+        actions.push(self.close_slots_given_up());
+        let current = self.current.generation;
         for (pid, w) in &mut self.workers {
             let stopping = matches!(w.state, WorkerState::Stopping { .. });
             if w.generation == current && w.slot == slot && !stopping {
-                w.state = WorkerState::Stopping {
-                    deadline: w.stop_deadline(StopMode::Graceful, now),
-                    killed: false,
-                    fast: false,
-                };
-                actions.push(Action::Stop(*pid, StopMode::Graceful));
+                actions.extend(w.stop(*pid, StopMode::Graceful, now));
             }
         }
         // The slot removed may have been the last one missing.
@@ -778,6 +649,12 @@ impl Supervisor {
             }
         }
         info!(self.log, "stopping"; "mode" => format!("{mode:?}").to_lowercase(), "workers" => self.workers.len());
+        if self.announcement == Announcement::AwaitingAnswer {
+            // First, before anything stops: the old master must carry on
+            // serving rather than hand over to a master that stops.
+            self.announcement = Announcement::Made;
+            actions.push(Action::WithdrawServing);
+        }
         if let Some(upgrade) = self.upgrade.take() {
             // The new master is not in charge yet: it goes with the old one.
             if let Some(pid) = upgrade.pid {
@@ -786,37 +663,12 @@ impl Supervisor {
             }
         }
         self.phase = Phase::ShuttingDown { mode };
-        self.pending.clear();
-        self.pending_serving.clear();
+        self.current.pending.clear();
+        if let Serving::Older(older) = &mut self.serving {
+            older.pending.clear();
+        }
         for (pid, w) in &mut self.workers {
-            let deadline = w.stop_deadline(mode, now);
-            // A worker stopping already (a drain after a reload, the
-            // generation limit) keeps an earlier deadline; a fast stop still
-            // reaches one that was stopping gracefully.
-            if let WorkerState::Stopping {
-                deadline: own,
-                killed,
-                fast,
-            } = w.state
-            {
-                if own <= deadline {
-                    if mode == StopMode::Fast && !fast && !killed {
-                        w.state = WorkerState::Stopping {
-                            deadline: own,
-                            killed,
-                            fast: true,
-                        };
-                        actions.push(Action::Stop(*pid, mode));
-                    }
-                    continue;
-                }
-            }
-            w.state = WorkerState::Stopping {
-                deadline,
-                killed: false,
-                fast: mode == StopMode::Fast,
-            };
-            actions.push(Action::Stop(*pid, mode));
+            actions.extend(w.stop(*pid, mode, now));
         }
         if self.workers.is_empty() {
             actions.push(Action::Exit(exit::OK));
@@ -825,32 +677,25 @@ impl Supervisor {
 
     fn on_tick(&mut self, now: Instant, actions: &mut Vec<Action>) {
         if self.phase == Phase::Running {
-            let due: Vec<Slot> = self
-                .pending
-                .iter()
-                .filter(|(_, at)| **at <= now)
-                .map(|(s, _)| *s)
-                .collect();
-            for slot in due {
-                self.pending.remove(&slot);
+            for slot in self.current.take_due(now) {
                 actions.push(Action::Spawn {
                     slot,
-                    generation: self.generation,
+                    generation: self.current.generation,
                 });
             }
-            if let Some(serving) = self.serving {
-                let due: Vec<Slot> = self
-                    .pending_serving
-                    .iter()
-                    .filter(|(_, at)| **at <= now)
-                    .map(|(s, _)| *s)
-                    .collect();
+            if let Serving::Older(older) = &mut self.serving {
+                let due = older.take_due(now);
+                let beyond = due.iter().any(|s| s.0 as usize >= self.workers_wanted);
                 for slot in due {
-                    self.pending_serving.remove(&slot);
                     actions.push(Action::Spawn {
                         slot,
-                        generation: serving,
+                        generation: older.generation,
                     });
+                }
+                if beyond {
+                    // A slot the current generation does not run: its new
+                    // worker's socket is the only one left to it.
+                    actions.push(self.close_slots_given_up());
                 }
             }
         }
@@ -903,1074 +748,5 @@ impl Supervisor {
     }
 }
 
-/// Restart delay after `failures` consecutive quick failures of one slot:
-/// the first restart is immediate, then 200 ms doubling up to 30 s.
-pub fn backoff(failures: u32) -> Duration {
-    if failures <= 1 {
-        return Duration::ZERO;
-    }
-    let factor = 1u32 << (failures - 2).min(16);
-    BACKOFF_BASE.saturating_mul(factor).min(BACKOFF_CAP)
-}
-
 #[cfg(test)]
-mod tests {
-    use super::*;
-
-    /// Heartbeat limit of the tests that are not about heartbeats.
-    const NO_HEARTBEAT_LIMIT: Duration = Duration::from_secs(3600);
-
-    fn sup(workers: usize) -> Supervisor {
-        sup_with(workers, NO_HEARTBEAT_LIMIT)
-    }
-
-    fn sup_with(workers: usize, worker_timeout: Duration) -> Supervisor {
-        Supervisor::new(
-            Logger::root(slog::Discard, slog::o!()),
-            workers,
-            Timeouts {
-                shutdown_timeout: Duration::from_secs(30),
-                worker_timeout,
-            },
-        )
-    }
-
-    fn reload(workers: usize, shutdown_timeout: Duration) -> Event {
-        Event::Reload {
-            workers,
-            shutdown_timeout,
-            worker_timeout: NO_HEARTBEAT_LIMIT,
-        }
-    }
-
-    fn spawns(actions: &[Action]) -> Vec<(u32, u64)> {
-        actions
-            .iter()
-            .filter_map(|a| match a {
-                Action::Spawn { slot, generation } => Some((slot.0, generation.0)),
-                _ => None,
-            })
-            .collect()
-    }
-
-    /// Starts `n` workers with pids 100.. and reports them all Ready.
-    fn running(n: usize, now: Instant) -> Supervisor {
-        let mut s = sup(n);
-        let actions = s.handle(Event::Started, now);
-        assert_eq!(spawns(&actions).len(), n);
-        for i in 0..n {
-            s.handle(
-                Event::Spawned {
-                    slot: Slot(i as u32),
-                    generation: Generation(1),
-                    pid: 100 + i as u32,
-                },
-                now,
-            );
-            s.handle(Event::WorkerReady(100 + i as u32), now);
-        }
-        s
-    }
-
-    #[test]
-    fn starts_one_worker_per_slot() {
-        let mut s = sup(3);
-        let actions = s.handle(Event::Started, Instant::now());
-        assert_eq!(spawns(&actions), vec![(0, 1), (1, 1), (2, 1)]);
-    }
-
-    #[test]
-    fn a_killed_worker_is_restarted_at_once_in_its_slot() {
-        let t0 = Instant::now();
-        let mut s = running(2, t0);
-        let later = t0 + Duration::from_secs(60);
-        let actions = s.handle(Event::WorkerExited(101, ExitStatus::Signal(9)), later);
-        assert_eq!(spawns(&actions), vec![(1, 1)]);
-    }
-
-    #[test]
-    fn a_crash_loop_backs_off_exponentially_up_to_a_cap() {
-        let t0 = Instant::now();
-        let mut s = running(1, t0);
-        let mut now = t0 + Duration::from_secs(60);
-        let mut pid = 100;
-        let mut delays = Vec::new();
-        for _ in 0..12 {
-            let actions = s.handle(Event::WorkerExited(pid, ExitStatus::Code(101)), now);
-            let delay = match spawns(&actions).as_slice() {
-                [(0, 1)] => Duration::ZERO,
-                [] => {
-                    let at = s.next_wakeup().expect("a restart is scheduled");
-                    let delay = at - now;
-                    assert!(
-                        spawns(&s.handle(Event::Tick, at - Duration::from_millis(1))).is_empty()
-                    );
-                    now = at;
-                    assert_eq!(spawns(&s.handle(Event::Tick, now)), vec![(0, 1)]);
-                    delay
-                }
-                other => panic!("unexpected spawns {other:?}"),
-            };
-            delays.push(delay);
-            pid += 1;
-            s.handle(
-                Event::Spawned {
-                    slot: Slot(0),
-                    generation: Generation(1),
-                    pid,
-                },
-                now,
-            );
-            s.handle(Event::WorkerReady(pid), now);
-            now += Duration::from_millis(10);
-        }
-        assert_eq!(delays[0], Duration::ZERO);
-        assert_eq!(delays[1], Duration::from_millis(200));
-        assert_eq!(delays[2], Duration::from_millis(400));
-        assert!(delays.windows(2).all(|w| w[1] >= w[0]));
-        assert_eq!(*delays.last().unwrap(), BACKOFF_CAP);
-    }
-
-    #[test]
-    fn a_healthy_run_resets_the_backoff() {
-        let t0 = Instant::now();
-        let mut s = running(1, t0);
-        let now = t0 + Duration::from_secs(1);
-        s.handle(Event::WorkerExited(100, ExitStatus::Code(1)), now);
-        s.handle(
-            Event::Spawned {
-                slot: Slot(0),
-                generation: Generation(1),
-                pid: 200,
-            },
-            now,
-        );
-        s.handle(Event::WorkerReady(200), now);
-        let much_later = now + HEALTHY_UPTIME + Duration::from_secs(1);
-        let actions = s.handle(Event::WorkerExited(200, ExitStatus::Signal(9)), much_later);
-        assert_eq!(spawns(&actions), vec![(0, 1)]);
-    }
-
-    #[test]
-    fn a_worker_stopped_by_a_signal_is_replaced_at_once_and_not_counted() {
-        let t0 = Instant::now();
-        let mut s = running(1, t0);
-        let signalled = ExitStatus::Code(exit::WORKER_STOPPED_BY_SIGNAL);
-        let mut pid = 100;
-        for i in 1..=3u64 {
-            // Each stopped right after it started: a crash would back off.
-            let now = t0 + Duration::from_millis(10 * i);
-            let actions = s.handle(Event::WorkerExited(pid, signalled), now);
-            assert_eq!(spawns(&actions), vec![(0, 1)], "stop {i}");
-            pid += 100;
-            s.handle(
-                Event::Spawned {
-                    slot: Slot(0),
-                    generation: Generation(1),
-                    pid,
-                },
-                now,
-            );
-            s.handle(Event::WorkerReady(pid), now);
-        }
-        assert!(s.restarts.values().all(|&n| n == 0), "{:?}", s.restarts);
-    }
-
-    #[test]
-    fn reload_drains_old_generation_only_after_new_one_is_ready() {
-        let t0 = Instant::now();
-        let mut s = running(2, t0);
-        let actions = s.handle(reload(2, Duration::from_secs(5)), t0);
-        assert_eq!(spawns(&actions), vec![(0, 2), (1, 2)]);
-        assert_eq!(s.generation(), Generation(2));
-        for (i, pid) in [200, 201].into_iter().enumerate() {
-            let a = s.handle(
-                Event::Spawned {
-                    slot: Slot(i as u32),
-                    generation: Generation(2),
-                    pid,
-                },
-                t0,
-            );
-            assert!(a.is_empty());
-        }
-        assert!(
-            s.handle(Event::WorkerReady(200), t0).is_empty(),
-            "one new worker is not enough"
-        );
-        let actions = s.handle(Event::WorkerReady(201), t0);
-        assert_eq!(
-            actions,
-            vec![
-                Action::Stop(100, StopMode::Graceful),
-                Action::Stop(101, StopMode::Graceful)
-            ]
-        );
-        // Old workers exiting after being asked to is not a crash.
-        let a = s.handle(Event::WorkerExited(100, ExitStatus::Code(0)), t0);
-        assert!(a.is_empty());
-        // One that ignores the request is killed a grace after its own
-        // shutdown timeout (generation 1's: the reload's is generation 2's).
-        let deadline = t0 + Duration::from_secs(30) + FAST_STOP_GRACE;
-        assert_eq!(s.next_wakeup(), Some(deadline));
-        assert_eq!(s.handle(Event::Tick, deadline), vec![Action::Kill(101)]);
-        // Only the new workers' heartbeat deadlines remain.
-        assert!(s
-            .next_wakeup()
-            .is_some_and(|t| t > deadline + Duration::from_secs(60)));
-    }
-
-    #[test]
-    fn a_reload_during_a_reload_drains_both_older_generations() {
-        let t0 = Instant::now();
-        let mut s = running(1, t0);
-        s.handle(reload(1, Duration::from_secs(5)), t0);
-        s.handle(
-            Event::Spawned {
-                slot: Slot(0),
-                generation: Generation(2),
-                pid: 200,
-            },
-            t0,
-        );
-        // Generation 2 never finished starting: its booting worker drains.
-        let actions = s.handle(reload(1, Duration::from_secs(5)), t0);
-        assert_eq!(spawns(&actions), vec![(0, 3)]);
-        assert_eq!(stops(&actions), vec![(200, StopMode::Graceful)]);
-        s.handle(
-            Event::Spawned {
-                slot: Slot(0),
-                generation: Generation(3),
-                pid: 300,
-            },
-            t0,
-        );
-        // The generation-2 worker becoming ready changes nothing.
-        assert!(s.handle(Event::WorkerReady(200), t0).is_empty());
-        // Generation 1 serves until generation 3 is ready.
-        let actions = s.handle(Event::WorkerReady(300), t0);
-        assert_eq!(stops(&actions), vec![(100, StopMode::Graceful)]);
-        // A worker of a replaced generation that crashes is not restarted.
-        assert!(s
-            .handle(Event::WorkerExited(200, ExitStatus::Signal(9)), t0)
-            .is_empty());
-    }
-
-    #[test]
-    fn graceful_stop_waits_for_workers_then_exits() {
-        let t0 = Instant::now();
-        let mut s = running(2, t0);
-        let actions = s.handle(Event::Stop(StopMode::Graceful), t0);
-        assert_eq!(
-            actions,
-            vec![
-                Action::Stop(100, StopMode::Graceful),
-                Action::Stop(101, StopMode::Graceful)
-            ]
-        );
-        assert!(s
-            .handle(Event::WorkerExited(100, ExitStatus::Code(0)), t0)
-            .is_empty());
-        let a = s.handle(Event::WorkerExited(101, ExitStatus::Code(0)), t0);
-        assert_eq!(a, vec![Action::Exit(0)]);
-    }
-
-    #[test]
-    fn graceful_stop_kills_stragglers_a_grace_after_the_shutdown_timeout() {
-        let t0 = Instant::now();
-        let mut s = running(1, t0);
-        s.handle(Event::Stop(StopMode::Graceful), t0);
-        // The worker closes what is left at the shutdown timeout itself.
-        let deadline = t0 + Duration::from_secs(30) + FAST_STOP_GRACE;
-        assert!(s
-            .handle(Event::Tick, deadline - Duration::from_millis(1))
-            .is_empty());
-        assert_eq!(s.handle(Event::Tick, deadline), vec![Action::Kill(100)]);
-        assert_eq!(
-            s.handle(Event::WorkerExited(100, ExitStatus::Signal(9)), deadline),
-            vec![Action::Exit(0)]
-        );
-    }
-
-    #[test]
-    fn fast_stop_overrides_graceful_and_no_restart_happens_while_stopping() {
-        let t0 = Instant::now();
-        let mut s = running(2, t0);
-        s.handle(Event::Stop(StopMode::Graceful), t0);
-        let a = s.handle(Event::Stop(StopMode::Fast), t0);
-        assert_eq!(
-            a,
-            vec![
-                Action::Stop(100, StopMode::Fast),
-                Action::Stop(101, StopMode::Fast)
-            ]
-        );
-        assert!(s.handle(Event::Stop(StopMode::Graceful), t0).is_empty());
-        let a = s.handle(Event::WorkerExited(100, ExitStatus::Signal(9)), t0);
-        assert!(spawns(&a).is_empty());
-        assert!(s.handle(reload(4, Duration::from_secs(1)), t0).is_empty());
-        assert_eq!(
-            s.handle(Event::WorkerExited(101, ExitStatus::Code(0)), t0),
-            vec![Action::Exit(0)]
-        );
-    }
-
-    #[test]
-    fn a_worker_that_never_becomes_ready_is_killed_and_replaced_with_backoff() {
-        let t0 = Instant::now();
-        let mut s = sup(1);
-        s.handle(Event::Started, t0);
-        s.handle(
-            Event::Spawned {
-                slot: Slot(0),
-                generation: Generation(1),
-                pid: 100,
-            },
-            t0,
-        );
-        assert_eq!(s.next_wakeup(), Some(t0 + BOOT_TIMEOUT));
-        assert_eq!(
-            s.handle(Event::Tick, t0 + BOOT_TIMEOUT),
-            vec![Action::Kill(100)]
-        );
-        let a = s.handle(
-            Event::WorkerExited(100, ExitStatus::Signal(9)),
-            t0 + BOOT_TIMEOUT,
-        );
-        assert_eq!(spawns(&a), vec![(0, 1)]);
-    }
-
-    #[test]
-    fn spawn_failures_back_off() {
-        let t0 = Instant::now();
-        let mut s = sup(1);
-        s.handle(Event::Started, t0);
-        let fail = || Event::SpawnFailed {
-            slot: Slot(0),
-            generation: Generation(1),
-            reason: "EAGAIN".into(),
-        };
-        assert_eq!(spawns(&s.handle(fail(), t0)), vec![(0, 1)]);
-        assert!(spawns(&s.handle(fail(), t0)).is_empty());
-        assert_eq!(s.next_wakeup(), Some(t0 + BACKOFF_BASE));
-    }
-
-    #[test]
-    fn stop_with_no_worker_exits_at_once() {
-        let mut s = sup(1);
-        assert_eq!(
-            s.handle(Event::Stop(StopMode::Graceful), Instant::now()),
-            vec![Action::Exit(0)]
-        );
-    }
-
-    #[test]
-    fn backoff_schedule() {
-        assert_eq!(backoff(0), Duration::ZERO);
-        assert_eq!(backoff(1), Duration::ZERO);
-        assert_eq!(backoff(2), Duration::from_millis(200));
-        assert_eq!(backoff(3), Duration::from_millis(400));
-        assert_eq!(backoff(8), Duration::from_millis(200 * 64));
-        assert_eq!(backoff(u32::MAX), BACKOFF_CAP);
-    }
-
-    fn spawned(
-        s: &mut Supervisor,
-        slot: u32,
-        generation: u64,
-        pid: Pid,
-        now: Instant,
-    ) -> Vec<Action> {
-        s.handle(
-            Event::Spawned {
-                slot: Slot(slot),
-                generation: Generation(generation),
-                pid,
-            },
-            now,
-        )
-    }
-
-    fn stops(actions: &[Action]) -> Vec<(Pid, StopMode)> {
-        let mut out: Vec<(Pid, StopMode)> = actions
-            .iter()
-            .filter_map(|a| match a {
-                Action::Stop(pid, mode) => Some((*pid, *mode)),
-                _ => None,
-            })
-            .collect();
-        out.sort_by_key(|(pid, _)| *pid);
-        out
-    }
-
-    fn reconfigure() -> Event {
-        Event::Reconfigure {
-            shutdown_timeout: Duration::from_secs(30),
-            worker_timeout: NO_HEARTBEAT_LIMIT,
-        }
-    }
-
-    #[test]
-    fn a_hot_reload_while_a_generation_starts_leaves_the_switch_to_it_intact() {
-        // Generation 2 is starting (one worker connected, one not yet) when
-        // a hot reload comes: it reaches generation 2 only (`run.rs` sends
-        // the newest config at hello), generation 1 keeps serving until
-        // generation 2 is ready, then drains by its own limit (its workers
-        // close what is left at their own 30 s, not the new 5 s); nothing
-        // more is started.
-        let t0 = Instant::now();
-        let mut s = running(1, t0);
-        assert_eq!(
-            spawns(&s.handle(reload(2, Duration::from_secs(30)), t0)),
-            vec![(0, 2), (1, 2)]
-        );
-        spawned(&mut s, 0, 2, 200, t0);
-        spawned(&mut s, 1, 2, 201, t0);
-        s.handle(Event::WorkerReady(200), t0);
-        let mut a = s.handle(
-            Event::Reconfigure {
-                shutdown_timeout: Duration::from_secs(5),
-                worker_timeout: NO_HEARTBEAT_LIMIT,
-            },
-            t0,
-        );
-        a.sort_by_key(|a| format!("{a:?}"));
-        assert_eq!(a, vec![Action::Configure(200), Action::Configure(201)]);
-        let a = s.handle(Event::WorkerReady(201), t0);
-        assert_eq!(stops(&a), vec![(100, StopMode::Graceful)]);
-        assert!(spawns(&a).is_empty());
-        let drained = t0 + Duration::from_secs(30) + FAST_STOP_GRACE;
-        assert!(s
-            .handle(Event::Tick, drained - Duration::from_millis(1))
-            .is_empty());
-        assert_eq!(s.handle(Event::Tick, drained), vec![Action::Kill(100)]);
-        let a = s.handle(Event::WorkerExited(100, ExitStatus::Signal(9)), drained);
-        assert!(a.is_empty(), "{a:?}");
-        assert_eq!(s.oldest_needed_generation(), Some(Generation(2)));
-        assert_eq!(s.workers.len(), 2);
-    }
-
-    #[test]
-    fn hot_reconfigure_reaches_every_current_worker_and_starts_none() {
-        let t0 = Instant::now();
-        let mut s = running(2, t0);
-        // A reload rolled generation 2; generation 1 drains.
-        s.handle(reload(2, Duration::from_secs(30)), t0);
-        for (slot, pid) in [(0, 200), (1, 201)] {
-            spawned(&mut s, slot, 2, pid, t0);
-            s.handle(Event::WorkerReady(pid), t0);
-        }
-        let mut actions = s.handle(reconfigure(), t0);
-        actions.sort_by_key(|a| format!("{a:?}"));
-        assert_eq!(
-            actions,
-            vec![Action::Configure(200), Action::Configure(201)]
-        );
-        assert_eq!(s.generation(), Generation(2));
-        // A worker still starting gets it too (it may have its config already).
-        s.handle(
-            Event::WorkerExited(201, ExitStatus::Signal(9)),
-            t0 + Duration::from_secs(60),
-        );
-        spawned(&mut s, 1, 2, 202, t0 + Duration::from_secs(60));
-        let mut actions = s.handle(reconfigure(), t0 + Duration::from_secs(60));
-        actions.sort_by_key(|a| format!("{a:?}"));
-        assert_eq!(
-            actions,
-            vec![Action::Configure(200), Action::Configure(202)]
-        );
-        // Not while stopping.
-        s.handle(
-            Event::Stop(StopMode::Graceful),
-            t0 + Duration::from_secs(61),
-        );
-        assert!(s
-            .handle(reconfigure(), t0 + Duration::from_secs(61))
-            .is_empty());
-    }
-
-    #[test]
-    fn a_worker_without_heartbeats_is_killed_and_replaced() {
-        let t0 = Instant::now();
-        let limit = Duration::from_secs(2);
-        let mut s = sup_with(2, limit);
-        s.handle(Event::Started, t0);
-        for (slot, pid) in [(0, 100), (1, 101)] {
-            spawned(&mut s, slot, 1, pid, t0);
-            s.handle(Event::WorkerReady(pid), t0);
-        }
-        assert_eq!(s.next_wakeup(), Some(t0 + limit));
-        // 100 keeps beating; 101 goes silent.
-        let t1 = t0 + Duration::from_secs(1);
-        s.handle(Event::Heartbeat(100), t1);
-        assert!(s
-            .handle(Event::Tick, t0 + limit - Duration::from_millis(1))
-            .is_empty());
-        assert_eq!(s.handle(Event::Tick, t0 + limit), vec![Action::Kill(101)]);
-        // Killed once, not again at every tick.
-        assert!(s.handle(Event::Tick, t0 + limit).is_empty());
-        let t2 = t0 + limit + Duration::from_millis(5);
-        let a = s.handle(Event::WorkerExited(101, ExitStatus::Signal(9)), t2);
-        assert_eq!(spawns(&a), vec![(1, 1)]);
-        assert_eq!(s.handle(Event::Tick, t1 + limit), vec![Action::Kill(100)]);
-    }
-
-    #[test]
-    fn sigttin_adds_a_slot_and_sigttou_removes_the_last_but_never_the_first() {
-        let t0 = Instant::now();
-        let mut s = running(2, t0);
-        assert_eq!(spawns(&s.handle(Event::AddWorker, t0)), vec![(2, 1)]);
-        spawned(&mut s, 2, 1, 102, t0);
-        s.handle(Event::WorkerReady(102), t0);
-        let a = s.handle(Event::RemoveWorker, t0);
-        assert_eq!(stops(&a), vec![(102, StopMode::Graceful)]);
-        // Its exit is not a crash: no restart.
-        let a = s.handle(Event::WorkerExited(102, ExitStatus::Code(0)), t0);
-        assert!(spawns(&a).is_empty());
-        assert_eq!(
-            stops(&s.handle(Event::RemoveWorker, t0)),
-            vec![(101, StopMode::Graceful)]
-        );
-        s.handle(Event::WorkerExited(101, ExitStatus::Code(0)), t0);
-        assert!(
-            s.handle(Event::RemoveWorker, t0).is_empty(),
-            "one worker is kept"
-        );
-        // A reload keeps the adjusted count... until its config says otherwise.
-        assert_eq!(spawns(&s.handle(Event::AddWorker, t0)), vec![(1, 1)]);
-        let a = s.handle(reload(3, Duration::from_secs(5)), t0);
-        assert_eq!(spawns(&a), vec![(0, 2), (1, 2), (2, 2)]);
-    }
-
-    #[test]
-    fn sigttou_of_a_slot_not_started_yet_cancels_it() {
-        let t0 = Instant::now();
-        let mut s = running(1, t0);
-        // Slot 1 is crash-looping and waits for its backoff.
-        s.handle(Event::AddWorker, t0);
-        s.handle(
-            Event::SpawnFailed {
-                slot: Slot(1),
-                generation: Generation(1),
-                reason: "x".into(),
-            },
-            t0,
-        );
-        s.handle(
-            Event::SpawnFailed {
-                slot: Slot(1),
-                generation: Generation(1),
-                reason: "x".into(),
-            },
-            t0,
-        );
-        assert!(s.next_wakeup().is_some());
-        s.handle(Event::RemoveWorker, t0);
-        assert_eq!(
-            s.next_wakeup(),
-            Some(t0 + NO_HEARTBEAT_LIMIT),
-            "no restart left for a removed slot, only worker 100's heartbeat deadline"
-        );
-    }
-
-    #[test]
-    fn reloads_while_draining_leak_nothing_lose_no_slot_and_cap_draining() {
-        let t0 = Instant::now();
-        let mut s = running(2, t0);
-        let mut pid = 1000;
-        let mut live: Vec<Pid> = vec![100, 101];
-        // Each reload's workers become Ready; the previous generation drains
-        // and never exits (long requests).
-        for g in 2..=8u64 {
-            s.handle(reload(2, Duration::from_secs(30)), t0);
-            for slot in 0..2 {
-                pid += 1;
-                spawned(&mut s, slot, g, pid, t0);
-                live.push(pid);
-            }
-            for p in [pid - 1, pid] {
-                s.handle(Event::WorkerReady(p), t0);
-            }
-            assert!(s.draining_generations() <= MAX_DRAINING_GENERATIONS);
-        }
-        assert_eq!(s.draining_generations(), MAX_DRAINING_GENERATIONS);
-        // Every worker asked to stop exits; the current generation stays.
-        for p in &live[..live.len() - 2] {
-            let a = s.handle(Event::WorkerExited(*p, ExitStatus::Code(0)), t0);
-            assert!(
-                spawns(&a).is_empty(),
-                "old worker {p} exiting must not restart"
-            );
-        }
-        assert_eq!(s.draining_generations(), 0);
-        assert_eq!(s.workers.len(), 2);
-        // The current generation still restarts a crashed worker in its slot.
-        let a = s.handle(
-            Event::WorkerExited(pid, ExitStatus::Signal(9)),
-            t0 + Duration::from_secs(60),
-        );
-        assert_eq!(spawns(&a), vec![(1, 8)]);
-    }
-
-    #[test]
-    fn too_many_draining_generations_stop_the_oldest_fast() {
-        let t0 = Instant::now();
-        let mut s = running(1, t0);
-        let mut fast = Vec::new();
-        for g in 2..=(MAX_DRAINING_GENERATIONS as u64 + 2) {
-            s.handle(reload(1, Duration::from_secs(30)), t0);
-            let pid = 100 * g as Pid;
-            spawned(&mut s, 0, g, pid, t0);
-            let a = s.handle(Event::WorkerReady(pid), t0);
-            fast.extend(stops(&a).into_iter().filter(|(_, m)| *m == StopMode::Fast));
-        }
-        assert_eq!(
-            fast,
-            vec![(100, StopMode::Fast)],
-            "generation 1 is stopped fast"
-        );
-        // And killed if it ignores that.
-        let a = s.handle(Event::Tick, t0 + FAST_STOP_GRACE);
-        assert_eq!(a, vec![Action::Kill(100)]);
-    }
-
-    #[test]
-    fn a_reload_stops_workers_of_a_superseded_generation_still_booting() {
-        let t0 = Instant::now();
-        let mut s = running(2, t0);
-        s.handle(reload(2, Duration::from_secs(30)), t0);
-        spawned(&mut s, 0, 2, 200, t0);
-        spawned(&mut s, 1, 2, 201, t0);
-        s.handle(Event::WorkerReady(200), t0);
-        let a = s.handle(reload(2, Duration::from_secs(30)), t0);
-        assert_eq!(stops(&a), vec![(201, StopMode::Graceful)]);
-        assert_eq!(spawns(&a), vec![(0, 3), (1, 3)]);
-        // Generation 1 keeps serving until generation 3 is ready.
-        spawned(&mut s, 0, 3, 300, t0);
-        spawned(&mut s, 1, 3, 301, t0);
-        s.handle(Event::WorkerReady(300), t0);
-        let a = s.handle(Event::WorkerReady(301), t0);
-        assert_eq!(
-            stops(&a),
-            vec![
-                (100, StopMode::Graceful),
-                (101, StopMode::Graceful),
-                (200, StopMode::Graceful)
-            ]
-        );
-    }
-
-    #[test]
-    fn a_crash_loop_never_stops_the_master() {
-        let t0 = Instant::now();
-        let mut s = running(1, t0);
-        let mut now = t0;
-        for pid in 100..200 {
-            let a = s.handle(Event::WorkerExited(pid, ExitStatus::Code(1)), now);
-            assert!(!a.iter().any(|a| matches!(a, Action::Exit(_))));
-            if spawns(&a).is_empty() {
-                let at = s.next_wakeup().expect("a restart is always scheduled");
-                assert!(at - now <= BACKOFF_CAP);
-                now = at;
-                assert_eq!(spawns(&s.handle(Event::Tick, now)), vec![(0, 1)]);
-            }
-            spawned(&mut s, 0, 1, pid + 1, now);
-        }
-    }
-
-    #[test]
-    fn serving_is_announced_once_when_the_first_generation_is_ready() {
-        let t0 = Instant::now();
-        let mut s = sup(2);
-        s.handle(Event::Started, t0);
-        spawned(&mut s, 0, 1, 100, t0);
-        spawned(&mut s, 1, 1, 101, t0);
-        assert!(!s
-            .handle(Event::WorkerReady(100), t0)
-            .contains(&Action::Serving));
-        assert!(s
-            .handle(Event::WorkerReady(101), t0)
-            .contains(&Action::Serving));
-        s.handle(reload(2, Duration::from_secs(5)), t0);
-        spawned(&mut s, 0, 2, 200, t0);
-        spawned(&mut s, 1, 2, 201, t0);
-        s.handle(Event::WorkerReady(200), t0);
-        assert!(!s
-            .handle(Event::WorkerReady(201), t0)
-            .contains(&Action::Serving));
-    }
-
-    #[test]
-    fn a_binary_upgrade_hands_over_once_the_new_master_serves() {
-        let t0 = Instant::now();
-        let mut s = running(2, t0);
-        assert_eq!(
-            s.handle(Event::UpgradeRequested, t0),
-            vec![Action::StartUpgrade]
-        );
-        s.handle(Event::UpgradeStarted(500), t0);
-        assert!(
-            s.handle(Event::UpgradeRequested, t0).is_empty(),
-            "one at a time"
-        );
-        assert_eq!(s.upgrade_pid(), Some(500));
-        let a = s.handle(Event::UpgradeReady, t0);
-        assert_eq!(
-            stops(&a),
-            vec![(100, StopMode::Graceful), (101, StopMode::Graceful)]
-        );
-        assert!(!a.iter().any(|a| matches!(a, Action::AbortUpgrade(_))));
-        s.handle(Event::WorkerExited(100, ExitStatus::Code(0)), t0);
-        assert_eq!(
-            s.handle(Event::WorkerExited(101, ExitStatus::Code(0)), t0),
-            vec![Action::Exit(0)]
-        );
-    }
-
-    #[test]
-    fn a_failed_binary_upgrade_leaves_the_old_master_serving() {
-        let t0 = Instant::now();
-        let mut s = running(1, t0);
-        // The new binary exits before serving.
-        s.handle(Event::UpgradeRequested, t0);
-        s.handle(Event::UpgradeStarted(500), t0);
-        assert!(s
-            .handle(Event::WorkerExited(500, ExitStatus::Code(1)), t0)
-            .is_empty());
-        assert_eq!(s.upgrade_pid(), None);
-        assert!(
-            s.handle(Event::UpgradeReady, t0).is_empty(),
-            "a late ready is ignored"
-        );
-        // It cannot even be started.
-        s.handle(Event::UpgradeRequested, t0);
-        s.handle(Event::UpgradeFailed("ENOENT".into()), t0);
-        assert_eq!(s.upgrade_pid(), None);
-        // It never serves: killed at the deadline; the old workers stay.
-        assert_eq!(
-            s.handle(Event::UpgradeRequested, t0),
-            vec![Action::StartUpgrade]
-        );
-        s.handle(Event::UpgradeStarted(501), t0);
-        assert_eq!(s.next_wakeup(), Some(t0 + UPGRADE_TIMEOUT));
-        assert_eq!(
-            s.handle(Event::Tick, t0 + UPGRADE_TIMEOUT),
-            vec![Action::AbortUpgrade(501)]
-        );
-        assert!(s
-            .handle(
-                Event::WorkerExited(501, ExitStatus::Signal(9)),
-                t0 + UPGRADE_TIMEOUT
-            )
-            .is_empty());
-        // The old master still restarts its own workers.
-        let later = t0 + UPGRADE_TIMEOUT;
-        let a = s.handle(Event::WorkerExited(100, ExitStatus::Signal(9)), later);
-        assert_eq!(spawns(&a), vec![(0, 1)]);
-    }
-
-    #[test]
-    fn stopping_during_a_binary_upgrade_takes_the_new_master_along() {
-        let t0 = Instant::now();
-        let mut s = running(1, t0);
-        s.handle(Event::UpgradeRequested, t0);
-        s.handle(Event::UpgradeStarted(500), t0);
-        let a = s.handle(Event::Stop(StopMode::Fast), t0);
-        assert!(a.contains(&Action::AbortUpgrade(500)));
-        assert_eq!(stops(&a), vec![(100, StopMode::Fast)]);
-    }
-
-    #[test]
-    fn a_hot_reload_that_shortens_worker_timeout_gives_running_workers_time_to_adapt() {
-        // Workers beat at an interval derived from the timeout they were
-        // configured with (30 s: every 5 s); a hot reload to 1 s must not
-        // judge a beat sent before the reload by the new limit.
-        let t0 = Instant::now();
-        let mut s = sup_with(1, Duration::from_secs(30));
-        s.handle(Event::Started, t0);
-        spawned(&mut s, 0, 1, 100, t0);
-        s.handle(Event::WorkerReady(100), t0);
-        let t1 = t0 + Duration::from_secs(4);
-        let a = s.handle(
-            Event::Reconfigure {
-                shutdown_timeout: Duration::from_secs(30),
-                worker_timeout: Duration::from_secs(1),
-            },
-            t1,
-        );
-        assert_eq!(a, vec![Action::Configure(100)]);
-        let a = s.handle(Event::Tick, t1 + Duration::from_millis(500));
-        assert!(
-            a.is_empty(),
-            "a worker that beat 4.5 s ago under a 30 s limit is not hung: {a:?}"
-        );
-        // Once it has had the new limit's time to take the new config and
-        // beat, the new limit applies.
-        let a = s.handle(Event::Tick, t1 + Duration::from_secs(1));
-        assert_eq!(a, vec![Action::Kill(100)]);
-    }
-
-    #[test]
-    fn a_new_generation_reload_keeps_the_old_generations_heartbeat_limit() {
-        let t0 = Instant::now();
-        let mut s = sup_with(1, Duration::from_secs(30));
-        s.handle(Event::Started, t0);
-        spawned(&mut s, 0, 1, 100, t0);
-        s.handle(Event::WorkerReady(100), t0);
-        let t1 = t0 + Duration::from_secs(4);
-        let mut a = s.handle(
-            Event::Reload {
-                workers: 1,
-                shutdown_timeout: Duration::from_secs(30),
-                worker_timeout: Duration::from_secs(1),
-            },
-            t1,
-        );
-        // Generation 1 still serves (generation 2 is starting) and still
-        // beats every 5 s, as its config says.
-        a.extend(s.handle(Event::Tick, t1 + Duration::from_millis(500)));
-        assert_eq!(
-            a,
-            vec![Action::Spawn {
-                slot: Slot(0),
-                generation: Generation(2)
-            }],
-            "the serving generation was judged by the new config's limit"
-        );
-    }
-
-    #[test]
-    fn sigttou_that_completes_the_first_generation_announces_serving() {
-        // A master started by a binary upgrade: slot 1 never becomes ready,
-        // the operator gives it up with SIGTTOU. The one worker left is all
-        // the generation needs, so the master serves and must say so (or
-        // the old master kills it at the upgrade deadline).
-        let t0 = Instant::now();
-        let mut s = sup(2);
-        s.handle(Event::Started, t0);
-        spawned(&mut s, 0, 1, 100, t0);
-        spawned(&mut s, 1, 1, 101, t0);
-        assert!(!s
-            .handle(Event::WorkerReady(100), t0)
-            .contains(&Action::Serving));
-        let a = s.handle(Event::RemoveWorker, t0);
-        assert_eq!(stops(&a), vec![(101, StopMode::Graceful)]);
-        assert!(a.contains(&Action::Serving), "{a:?}");
-    }
-
-    #[test]
-    fn a_stop_never_extends_the_deadline_of_a_worker_already_stopping() {
-        // Generation 1 drains after a reload (its own 30 s limit); a
-        // graceful stop 29 s later must not give it another 30 s.
-        let t0 = Instant::now();
-        let mut s = running(1, t0);
-        assert_eq!(
-            spawns(&s.handle(reload(1, Duration::from_secs(30)), t0)),
-            vec![(0, 2)]
-        );
-        spawned(&mut s, 0, 2, 200, t0);
-        let a = s.handle(Event::WorkerReady(200), t0);
-        assert_eq!(stops(&a), vec![(100, StopMode::Graceful)]);
-        let t1 = t0 + Duration::from_secs(29);
-        let a = s.handle(Event::Stop(StopMode::Graceful), t1);
-        assert_eq!(
-            stops(&a),
-            vec![(200, StopMode::Graceful)],
-            "100 is stopping already"
-        );
-        let a = s.handle(Event::Tick, t0 + Duration::from_secs(30) + FAST_STOP_GRACE);
-        assert_eq!(
-            a,
-            vec![Action::Kill(100)],
-            "the drain keeps its own deadline"
-        );
-        // A fast stop still shortens a longer one.
-        let a = s.handle(Event::Stop(StopMode::Fast), t1 + Duration::from_secs(1));
-        assert_eq!(stops(&a), vec![(200, StopMode::Fast)]);
-    }
-
-    #[test]
-    fn a_fast_stop_reaches_a_worker_draining_gracefully() {
-        let t0 = Instant::now();
-        let mut s = running(1, t0);
-        s.handle(reload(1, Duration::from_secs(30)), t0);
-        spawned(&mut s, 0, 2, 200, t0);
-        s.handle(Event::WorkerReady(200), t0);
-        // 1 s before its drain deadline, earlier than the fast stop's.
-        let own = t0 + Duration::from_secs(30) + FAST_STOP_GRACE;
-        let t1 = own - Duration::from_secs(1);
-        let a = s.handle(Event::Stop(StopMode::Fast), t1);
-        assert_eq!(
-            stops(&a),
-            vec![(100, StopMode::Fast), (200, StopMode::Fast)]
-        );
-        let a = s.handle(Event::Tick, own);
-        assert_eq!(
-            a,
-            vec![Action::Kill(100)],
-            "its own, earlier deadline holds"
-        );
-    }
-
-    #[test]
-    fn a_crash_of_the_serving_generation_while_a_reload_starts_is_replaced() {
-        // Generation 1 serves; generation 2's worker is still booting (it
-        // may never say hello, or crash-loop). Generation 1's only worker
-        // crashes: something must take its place, or nothing serves until
-        // (unless) generation 2 gets ready.
-        let t0 = Instant::now();
-        let mut s = running(1, t0);
-        assert_eq!(
-            spawns(&s.handle(reload(1, Duration::from_secs(30)), t0)),
-            vec![(0, 2)]
-        );
-        spawned(&mut s, 0, 2, 200, t0);
-        let later = t0 + Duration::from_secs(1);
-        let a = s.handle(Event::WorkerExited(100, ExitStatus::Signal(9)), later);
-        assert_eq!(
-            spawns(&a),
-            vec![(0, 1)],
-            "the serving generation's crashed worker is restarted"
-        );
-        spawned(&mut s, 0, 1, 101, later);
-        s.handle(Event::WorkerReady(101), later);
-        // Generation 2 ready: the replacement drains like the rest of
-        // generation 1, and is not restarted when it exits.
-        let a = s.handle(Event::WorkerReady(200), later);
-        assert_eq!(stops(&a), vec![(101, StopMode::Graceful)]);
-        let a = s.handle(Event::WorkerExited(101, ExitStatus::Code(0)), later);
-        assert!(spawns(&a).is_empty());
-        assert_eq!(s.oldest_needed_generation(), Some(Generation(2)));
-    }
-
-    #[test]
-    fn a_crash_looping_serving_generation_backs_off_and_keeps_its_config() {
-        let t0 = Instant::now();
-        let mut s = running(1, t0);
-        s.handle(reload(1, Duration::from_secs(30)), t0);
-        spawned(&mut s, 0, 2, 200, t0);
-        let t1 = t0 + Duration::from_secs(60);
-        assert_eq!(
-            spawns(&s.handle(Event::WorkerExited(100, ExitStatus::Signal(9)), t1)),
-            vec![(0, 1)]
-        );
-        spawned(&mut s, 0, 1, 101, t1);
-        // It dies at once: the restart waits, and generation 1's config
-        // must be kept meanwhile although none of its workers is alive.
-        let a = s.handle(Event::WorkerExited(101, ExitStatus::Code(1)), t1);
-        assert!(spawns(&a).is_empty());
-        assert_eq!(s.oldest_needed_generation(), Some(Generation(1)));
-        assert_eq!(s.next_wakeup(), Some(t1 + BACKOFF_BASE));
-        assert_eq!(
-            spawns(&s.handle(Event::Tick, t1 + BACKOFF_BASE)),
-            vec![(0, 1)]
-        );
-        // A stop cancels it.
-        let t2 = t1 + BACKOFF_BASE;
-        spawned(&mut s, 0, 1, 102, t2);
-        s.handle(Event::WorkerExited(102, ExitStatus::Code(1)), t2);
-        s.handle(Event::Stop(StopMode::Fast), t2);
-        assert!(spawns(&s.handle(Event::Tick, t2 + BACKOFF_CAP)).is_empty());
-    }
-
-    /// `Event::Reconfigure` with this drain limit (and no heartbeat limit).
-    fn reconfigure_to(shutdown_timeout: Duration) -> Event {
-        Event::Reconfigure {
-            shutdown_timeout,
-            worker_timeout: NO_HEARTBEAT_LIMIT,
-        }
-    }
-
-    /// Ticks just before and at `deadline`: `pid` alone is killed, at it.
-    fn killed_at(s: &mut Supervisor, pid: Pid, deadline: Instant) {
-        let early = s.handle(Event::Tick, deadline - Duration::from_millis(1));
-        assert!(
-            early.is_empty(),
-            "killed before {pid}'s deadline: {early:?}"
-        );
-        assert_eq!(
-            s.handle(Event::Tick, deadline),
-            vec![Action::Kill(pid)],
-            "at {pid}'s deadline"
-        );
-    }
-
-    #[test]
-    fn a_reload_that_shortens_shutdown_timeout_lets_the_old_generation_drain_by_its_own() {
-        // Generation 1 runs with 30 s; the reload brings 5 s. Old workers
-        // close their connections at their own 30 s (the config they run):
-        // killing them at 5 s + grace would cut their long requests and lose
-        // their last log lines and counters.
-        let t0 = Instant::now();
-        let mut s = running(1, t0);
-        s.handle(reload(1, Duration::from_secs(5)), t0);
-        spawned(&mut s, 0, 2, 200, t0);
-        // Generation 1's worker crashes meanwhile: its replacement runs
-        // generation 1's config too.
-        let t1 = t0 + Duration::from_secs(1);
-        s.handle(Event::WorkerExited(100, ExitStatus::Signal(9)), t1);
-        spawned(&mut s, 0, 1, 101, t1);
-        s.handle(Event::WorkerReady(101), t1);
-        let a = s.handle(Event::WorkerReady(200), t1);
-        assert_eq!(stops(&a), vec![(101, StopMode::Graceful)]);
-        killed_at(&mut s, 101, t1 + Duration::from_secs(30) + FAST_STOP_GRACE);
-        // The new generation drains by the new limit.
-        s.handle(Event::Stop(StopMode::Graceful), t1);
-        killed_at(&mut s, 200, t1 + Duration::from_secs(5) + FAST_STOP_GRACE);
-    }
-
-    #[test]
-    fn a_graceful_stop_while_a_generation_starts_gives_each_worker_its_own_limit() {
-        let t0 = Instant::now();
-        let mut s = running(1, t0);
-        s.handle(reload(1, Duration::from_secs(5)), t0);
-        spawned(&mut s, 0, 2, 200, t0);
-        let a = s.handle(Event::Stop(StopMode::Graceful), t0);
-        assert_eq!(
-            stops(&a),
-            vec![(100, StopMode::Graceful), (200, StopMode::Graceful)]
-        );
-        killed_at(&mut s, 200, t0 + Duration::from_secs(5) + FAST_STOP_GRACE);
-        killed_at(&mut s, 100, t0 + Duration::from_secs(30) + FAST_STOP_GRACE);
-        // A fast stop still shortens the long one.
-        let t1 = t0 + Duration::from_secs(10);
-        let a = s.handle(Event::Stop(StopMode::Fast), t1);
-        assert_eq!(stops(&a), vec![(100, StopMode::Fast)]);
-        killed_at(&mut s, 100, t1 + FAST_STOP_GRACE);
-    }
-
-    #[test]
-    fn a_superseded_generation_still_booting_drains_by_its_own_limit() {
-        let t0 = Instant::now();
-        let mut s = running(1, t0);
-        s.handle(reload(1, Duration::from_secs(60)), t0);
-        spawned(&mut s, 0, 2, 200, t0);
-        let a = s.handle(reload(1, Duration::from_secs(5)), t0);
-        assert_eq!(stops(&a), vec![(200, StopMode::Graceful)]);
-        killed_at(&mut s, 200, t0 + Duration::from_secs(60) + FAST_STOP_GRACE);
-    }
-
-    #[test]
-    fn a_hot_reload_gives_the_running_workers_its_drain_limit() {
-        let t0 = Instant::now();
-        let mut s = running(2, t0);
-        s.handle(reconfigure_to(Duration::from_secs(60)), t0);
-        let a = s.handle(Event::RemoveWorker, t0);
-        assert_eq!(stops(&a), vec![(101, StopMode::Graceful)]);
-        killed_at(&mut s, 101, t0 + Duration::from_secs(60) + FAST_STOP_GRACE);
-        // A hot reload while generation 2 starts reaches generation 2 only;
-        // generation 1, and a worker restarted in it meanwhile, keep 60 s.
-        let t1 = t0 + Duration::from_secs(100);
-        s.handle(reload(1, Duration::from_secs(30)), t1);
-        spawned(&mut s, 0, 2, 200, t1);
-        s.handle(reconfigure_to(Duration::from_secs(5)), t1);
-        s.handle(Event::WorkerExited(100, ExitStatus::Signal(9)), t1);
-        spawned(&mut s, 0, 1, 102, t1);
-        s.handle(Event::WorkerReady(102), t1);
-        let a = s.handle(Event::WorkerReady(200), t1);
-        assert_eq!(stops(&a), vec![(102, StopMode::Graceful)]);
-        killed_at(&mut s, 102, t1 + Duration::from_secs(60) + FAST_STOP_GRACE);
-        s.handle(Event::Stop(StopMode::Graceful), t1);
-        killed_at(&mut s, 200, t1 + Duration::from_secs(5) + FAST_STOP_GRACE);
-    }
-}
+mod tests;

@@ -1,14 +1,13 @@
 //! The master loop's answers to the control socket and the admin listener,
-//! and the bookkeeping behind them (worker reports, reload outcomes).
+//! and the worker reports behind them.
 
 use super::Master;
-use crate::metrics::{render_prometheus, MasterFacts, ReloadOutcome};
+use crate::metrics::{render_prometheus, MasterFacts};
 use crate::query::{Answer, Asked, Query};
 use crate::status::{self, MasterState};
 use crate::supervisor::{Event, Pid};
 use prefork_shared::stats::WorkerStats;
-use slog::error;
-use std::time::{Instant, SystemTime};
+use std::time::Instant;
 
 impl Master {
     /// Answers a question; a reload may produce an event.
@@ -68,39 +67,12 @@ impl Master {
 
     /// Keeps a worker's counters, including the last ones it sends on its
     /// way out, which may arrive after it was reaped (its link is kept
-    /// until then: see `on_reaped`).
+    /// until then: see `LinkTable`).
     pub(super) fn on_stats(&mut self, pid: Pid, stats: WorkerStats) -> Vec<Event> {
-        if let Some(link) = self.links.get(&pid) {
-            self.observed
-                .on_report(pid, link.slot, stats, Instant::now());
+        if let Some(slot) = self.links.slot(pid) {
+            self.observed.on_report(pid, slot, stats, Instant::now());
         }
         Vec::new()
-    }
-
-    /// Logs and records a rejected reload; the old configuration stays.
-    pub(super) fn reload_failed<T>(&mut self, why: String) -> Option<T> {
-        error!(self.log, "reload failed, still serving with the previous configuration"; "error" => %why);
-        self.observed.on_reload(ReloadOutcome {
-            at: SystemTime::now(),
-            ok: false,
-            message: why,
-        });
-        None
-    }
-
-    /// Records a reload whose configuration was taken (`message` says
-    /// which path it took).
-    pub(super) fn reload_succeeded(&mut self, message: String) {
-        let message = if self.supervisor.shutting_down() {
-            "configuration valid, but the master is shutting down".to_owned()
-        } else {
-            message
-        };
-        self.observed.on_reload(ReloadOutcome {
-            at: SystemTime::now(),
-            ok: true,
-            message,
-        });
     }
 }
 

@@ -1,19 +1,21 @@
 //! The master loop's own bookkeeping, driven without worker processes: the
-//! supervisor's decisions are tested in `supervisor.rs`, these tests cover
-//! what the loop does around them.
+//! supervisor's decisions are tested in `supervisor/tests.rs`, these tests
+//! cover what the loop does around them.
 
-use super::{Link, Master, Startup};
+use super::{Master, Startup};
 use crate::control_socket;
 use crate::link::{LinkEvent, LinkId};
 use crate::listeners::Listeners;
 use crate::query::{self, Asked, Query};
 use crate::signals::Request;
 use crate::supervisor::{Event, ExitStatus, Generation, Pid, Slot, WorkerPhase};
+use crate::upgrade::Answer;
 use crossbeam_channel::Sender;
 use ipc_channel::ipc::IpcReceiver;
-use prefork_shared::ipc::{MasterMsg, WorkerMsg};
+use prefork_shared::ipc::{MasterMsg, StopMode, WorkerMsg};
 use prefork_shared::stats::{RouteCounters, WorkerStats};
 use slog::Logger;
+use std::io::Read;
 use std::os::unix::net::UnixStream;
 use std::path::Path;
 use std::sync::atomic::AtomicU64;
@@ -95,8 +97,8 @@ fn stats(requests: u64) -> Box<WorkerStats> {
     })
 }
 
-/// Makes `pid` a worker of slot 0 that said hello, as `try_spawn` and the
-/// hello do for a real one; returns its link.
+/// Makes `pid` a worker of slot 0 that said hello, as `LinkTable::spawn` and
+/// the hello do for a real one; returns its link.
 fn started_worker(m: &mut Master, pid: Pid) -> LinkId {
     let from = spawned(m, pid, 0, 1);
     hello(m, from);
@@ -175,7 +177,7 @@ fn an_old_master_waiting_for_the_new_one_to_take_over_still_answers() {
     let h = harness();
     let (ours, theirs) = UnixStream::pair().expect("socket pair");
     let mut master = h.master;
-    master.handed_over = Some(ours);
+    master.handoff.set_handed_over(ours);
     h.signals.send(Request::GracefulStop).expect("send");
     let running = std::thread::spawn(move || master.run().0);
     // Taken: the loop is carrying the stop out, or has done so.
@@ -195,31 +197,14 @@ fn an_old_master_waiting_for_the_new_one_to_take_over_still_answers() {
 }
 
 /// A worker process started for `slot` of `generation`, not connected yet,
-/// with its link as `try_spawn` makes it.
+/// with its link as `LinkTable::spawn` makes it.
 fn spawned(m: &mut Master, pid: Pid, slot: u32, generation: u64) -> LinkId {
     m.feed(Event::Spawned {
         slot: Slot(slot),
         generation: Generation(generation),
         pid,
     });
-    m.link_serial += 1;
-    let from = LinkId {
-        pid,
-        serial: m.link_serial,
-    };
-    m.add_link(
-        pid,
-        Link {
-            serial: from.serial,
-            name: String::new(),
-            control: None,
-            cell: None,
-            slot: Slot(slot),
-            reaped: false,
-            closed: false,
-        },
-    );
-    from
+    m.links.add_for_test(pid, Slot(slot), &mut m.observed)
 }
 
 /// The worker says hello; returns what the master sends it.
@@ -342,4 +327,110 @@ fn a_late_event_from_a_reaped_workers_link_is_not_taken_for_its_pid_successor() 
         "the new worker's last report was lost"
     );
     assert!(m.links.is_empty());
+}
+
+/// The slots of the per-slot (`reuseport`) sockets the master holds.
+fn slot_sockets(m: &Master) -> Vec<u32> {
+    let mut slots: Vec<u32> = m
+        .listeners
+        .all()
+        .into_iter()
+        .filter_map(|(_, slot, _)| slot.map(|s| s.0))
+        .collect();
+    slots.sort_unstable();
+    slots
+}
+
+/// Writes a config of `workers` workers whose listener is `reuseport`.
+fn write_reuseport_config(dir: &Path, workers: usize, more: &str) {
+    let text = config_text(dir, workers, more) + "reuseport = true\n";
+    std::fs::write(dir.join("t.toml"), text).expect("write the config");
+}
+
+#[test]
+fn a_hot_reload_after_sigttou_binds_no_socket_for_the_slot_given_up() {
+    // A `reuseport` socket bound even for a moment joins the port's group:
+    // the kernel queues connections on it, lost when the master closes it.
+    let h = harness();
+    let mut m = h.master;
+    write_reuseport_config(h.dir.path(), 2, "");
+    let events = m.on_signal(Request::Reload);
+    feed_all(&mut m, events);
+    assert_eq!(slot_sockets(&m), vec![0, 1]);
+    let events = m.on_signal(Request::RemoveWorker);
+    feed_all(&mut m, events);
+    assert_eq!(slot_sockets(&m), vec![0]);
+
+    let route = "[[routes]]\nrespond = { status = 200, body = \"new\" }\n";
+    write_reuseport_config(h.dir.path(), 2, route);
+    let events = m.on_signal(Request::Reload);
+    assert!(
+        matches!(events.as_slice(), [Event::Reconfigure { .. }]),
+        "{events:?}"
+    );
+    assert_eq!(slot_sockets(&m), vec![0], "slot 1 got a socket again");
+    feed_all(&mut m, events);
+    assert_eq!(slot_sockets(&m), vec![0]);
+}
+
+#[test]
+fn a_reload_while_stopping_binds_no_socket_for_slots_that_never_run() {
+    let h = harness();
+    let mut m = h.master;
+    // No worker runs: the stop is over at once, and the master stays stopping.
+    assert_eq!(m.feed(Event::Stop(StopMode::Graceful)), Some(0));
+    write_reuseport_config(h.dir.path(), 2, "");
+    let events = m.on_signal(Request::Reload);
+    assert!(
+        matches!(events.as_slice(), [Event::Reload { .. }]),
+        "{events:?}"
+    );
+    assert_eq!(
+        slot_sockets(&m),
+        vec![0],
+        "a socket for a slot never started"
+    );
+}
+
+/// The harness's pid file, as a new master taking over writes it.
+fn pid_file_written(h: &Path) -> bool {
+    h.join("prefork.pid").exists()
+}
+
+#[test]
+fn a_new_master_takes_over_when_the_old_one_answers() {
+    // Started by a binary upgrade, it told the old master that it serves.
+    let h = harness();
+    let mut m = h.master;
+    let (ours, _theirs) = UnixStream::pair().expect("socket pair");
+    m.handoff.set_announced(0, ours);
+    feed_all(&mut m, vec![Event::ServingAnnounced]);
+    assert!(!pid_file_written(h.dir.path()));
+    let answered = m.handoff.on_answer(Answer::HandedOver);
+    feed_all(&mut m, vec![answered]);
+    assert!(pid_file_written(h.dir.path()), "it did not take over");
+}
+
+#[test]
+fn a_new_master_stopping_before_the_old_one_answers_withdraws_and_takes_nothing_over() {
+    let h = harness();
+    let mut m = h.master;
+    let (ours, mut theirs) = UnixStream::pair().expect("socket pair");
+    m.handoff.set_announced(0, ours);
+    feed_all(&mut m, vec![Event::ServingAnnounced]);
+    // No worker runs: the stop is over at once.
+    assert_eq!(m.feed(Event::Stop(StopMode::Graceful)), Some(0));
+    // The old master sees the link end, and carries on serving.
+    theirs
+        .set_read_timeout(Some(Duration::from_secs(5)))
+        .expect("timeout");
+    let mut said = Vec::new();
+    assert_eq!(theirs.read_to_end(&mut said).ok(), Some(0), "not withdrawn");
+    // Its answer, crossing the withdrawal, takes nothing over.
+    let answered = m.handoff.on_answer(Answer::HandedOver);
+    feed_all(&mut m, vec![answered]);
+    assert!(
+        !pid_file_written(h.dir.path()),
+        "took over after withdrawing"
+    );
 }
