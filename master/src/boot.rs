@@ -43,7 +43,7 @@ pub enum StartError {
     OwnExe(#[source] io::Error),
     /// Taking what the old master passed in a binary upgrade.
     #[error("prefork: {0}")]
-    Inherited(String),
+    Inherited(#[from] upgrade::InheritError),
     /// Binding the listeners, or adding to those inherited.
     #[error("prefork: {0}")]
     Listeners(#[source] BindError),
@@ -252,7 +252,7 @@ mod tests {
                 "prefork: cannot find its own binary: why",
             ),
             (
-                StartError::Inherited("binary upgrade: invalid X".into()),
+                StartError::Inherited(upgrade::InheritError::Variable("X")),
                 "prefork: binary upgrade: invalid X",
             ),
             (

@@ -111,8 +111,7 @@ pub fn remove(path: &Path) {
     }
 }
 
-/// Whether `pid` is a live prefork process (not a reused pid).
-/// Whether `pid` is a live process running prefork.
+/// Whether `pid` is a live process running prefork (not a reused pid).
 pub fn is_prefork(pid: i32) -> bool {
     std::fs::read(format!("/proc/{pid}/cmdline"))
         .is_ok_and(|cmdline| String::from_utf8_lossy(&cmdline).contains("prefork"))

@@ -96,10 +96,11 @@ impl Reload<'_> {
         // A pid file the master cannot write would leave `prefork -s` unable
         // to find it: refuse the reload, before anything changed.
         let old_pid_file = current.pid_file.clone();
-        let moved = config.pid_file != old_pid_file;
-        if moved {
-            pidfile::write(&config.pid_file).map_err(|e| format!("pid_file: {e}"))?;
-        }
+        // Removed again if the reload fails after it was written.
+        let moved = (config.pid_file != old_pid_file)
+            .then(|| pidfile::Guard::write(&config.pid_file))
+            .transpose()
+            .map_err(|e| format!("pid_file: {e}"))?;
         // Per-slot sockets only for the slots that will run: a new
         // generation's, unless the master is stopping (it starts none);
         // after a hot reload, the running count, which SIGTTIN and SIGTTOU
@@ -115,14 +116,10 @@ impl Reload<'_> {
                     info!(self.log, "listener removed"; "addr" => %addr);
                 }
             }
-            Err(e) => {
-                if moved {
-                    pidfile::remove(&config.pid_file);
-                }
-                return Err(e.to_string());
-            }
+            Err(e) => return Err(e.to_string()),
         }
-        if moved {
+        if let Some(new_pid_file) = moved {
+            new_pid_file.disarm();
             pidfile::remove(&old_pid_file);
         }
         let setup = GenerationSetup {

@@ -60,7 +60,7 @@ pub struct Master {
     handoff: Handoff,
 }
 
-/// What the master starts with; see `main.rs` for how each is made.
+/// What the master starts with; see `boot.rs` for how each is made.
 pub struct Startup {
     /// The error log.
     pub log: Logger,

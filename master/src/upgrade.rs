@@ -189,28 +189,61 @@ impl Inherited {
     }
 }
 
+/// Why a master started by a binary upgrade cannot take what the old master
+/// passed.
+#[derive(Debug, thiserror::Error)]
+pub enum InheritError {
+    /// An environment variable of the hand-off is missing or malformed.
+    #[error("binary upgrade: invalid {0}")]
+    Variable(&'static str),
+    /// The listening sockets named in `LISTEN_FDS` are malformed.
+    #[error("{0}")]
+    Listeners(String),
+    /// The admin listener's descriptor cannot be made close-on-exec.
+    #[error("binary upgrade: admin fd {fd}: {source}")]
+    AdminFd {
+        /// The descriptor.
+        fd: RawFd,
+        /// Why.
+        source: std::io::Error,
+    },
+    /// A listening socket's descriptor cannot be made close-on-exec.
+    #[error("binary upgrade: fd {fd} ({addr}): {source}")]
+    ListenerFd {
+        /// The descriptor.
+        fd: RawFd,
+        /// The address it listens on.
+        addr: SocketAddr,
+        /// Why.
+        source: std::io::Error,
+    },
+    /// The hand-off link's descriptor cannot be made close-on-exec.
+    #[error("binary upgrade: hand-off fd: {0}")]
+    HandoffFd(nix::Error),
+}
+
 /// Takes what the old master passed, if this master was started by a binary
 /// upgrade. Clears the variables so that nothing started later sees them.
-pub fn inherited() -> Result<Option<Inherited>, String> {
+pub fn inherited() -> Result<Option<Inherited>, InheritError> {
     let Some(handoff) = std::env::var_os(HANDOFF_FD_ENV) else {
         return Ok(None);
     };
-    let bad = |what: &str| format!("binary upgrade: invalid {what}");
     let handoff: RawFd = handoff
         .to_str()
         .and_then(|v| v.parse().ok())
-        .ok_or_else(|| bad(HANDOFF_FD_ENV))?;
+        .ok_or(InheritError::Variable(HANDOFF_FD_ENV))?;
     let old_master: i32 = std::env::var(OLD_MASTER_ENV)
         .ok()
         .and_then(|v| v.parse().ok())
-        .ok_or_else(|| bad(OLD_MASTER_ENV))?;
-    let named = fds::decode(&std::env::var(LISTEN_FDS_ENV).unwrap_or_default())?;
+        .ok_or(InheritError::Variable(OLD_MASTER_ENV))?;
+    let named = fds::decode(&std::env::var(LISTEN_FDS_ENV).unwrap_or_default())
+        .map_err(InheritError::Listeners)?;
     let admin_fd = match std::env::var_os(ADMIN_FD_ENV) {
         None => None,
         Some(v) => Some(
             v.to_str()
                 .and_then(|v| v.parse::<RawFd>().ok())
-                .ok_or_else(|| bad(ADMIN_FD_ENV))?,
+                .ok_or(InheritError::Variable(ADMIN_FD_ENV))?,
         ),
     };
     // Set before any thread exists (the first thing the master does).
@@ -226,7 +259,7 @@ pub fn inherited() -> Result<Option<Inherited>, String> {
             let socket = unsafe { Socket::from(OwnedFd::from_raw_fd(fd)) };
             socket
                 .set_cloexec(true)
-                .map_err(|e| format!("binary upgrade: admin fd {fd}: {e}"))?;
+                .map_err(|source| InheritError::AdminFd { fd, source })?;
             Some(TcpListener::from(socket))
         }
     };
@@ -238,17 +271,17 @@ pub fn inherited() -> Result<Option<Inherited>, String> {
             let socket = unsafe { Socket::from(OwnedFd::from_raw_fd(fd)) };
             socket
                 .set_cloexec(true)
-                .map_err(|e| format!("binary upgrade: fd {fd} ({addr}): {e}"))?;
+                .map_err(|source| InheritError::ListenerFd { fd, addr, source })?;
             Ok((addr, slot.map(Slot), socket))
         })
-        .collect::<Result<Vec<_>, String>>()?;
+        .collect::<Result<Vec<_>, InheritError>>()?;
     // SAFETY: the old master placed its hand-off link's other end at this fd.
     let handoff = unsafe { UnixStream::from_raw_fd(handoff) };
     if let Err(e) = nix::fcntl::fcntl(
         &handoff,
         nix::fcntl::FcntlArg::F_SETFD(nix::fcntl::FdFlag::FD_CLOEXEC),
     ) {
-        return Err(format!("binary upgrade: hand-off fd: {e}"));
+        return Err(InheritError::HandoffFd(e));
     }
     Ok(Some(Inherited {
         listeners,
