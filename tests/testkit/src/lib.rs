@@ -6,8 +6,11 @@
 //!   and an address that refuses connections;
 //! - [`scripted`]: an origin answering each path with scripted bytes, and a
 //!   WebSocket echo;
+//! - [`handler`]: an origin running a test's own code on each connection,
+//!   and one echoing each request back;
 //! - [`wait_until`] and [`wait_for`]: waiting on a condition with a deadline.
 
+pub mod handler;
 pub mod http;
 pub mod origins;
 pub mod scripted;
