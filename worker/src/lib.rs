@@ -32,6 +32,6 @@ mod stop;
 mod upstream;
 
 #[cfg(test)]
-mod tests;
+mod testing;
 
 pub use process::{main, WorkerArgs};
