@@ -9,6 +9,7 @@ use crate::support::prefork::{self, Prefork, Setup, BIN};
 use crate::support::wait_until;
 use nix::sys::signal::{kill, Signal};
 use nix::unistd::Pid;
+use std::io::Write;
 use std::os::unix::fs::MetadataExt;
 use std::time::Duration;
 
@@ -351,6 +352,37 @@ fn status_at(socket: &std::path::Path) -> Option<serde_json::Value> {
     serde_json::from_str(&answer).ok()
 }
 
+/// Replaces the binary at `exe` (already running as the old master) with a
+/// script that waits for a line on a FIFO before it runs the binary, so a
+/// new master started by SIGUSR2 begins only when the test says. Returns
+/// the FIFO, opened read-write so that opening it never blocks: writing a
+/// line lets the new master start; dropping it unwritten makes it exit.
+fn gate_the_binary(exe: &std::path::Path) -> std::fs::File {
+    let dir = exe.parent().expect("the binary's directory");
+    let real = dir.join("prefork-behind-the-gate");
+    let gate = dir.join("gate");
+    let script = dir.join("gate.sh");
+    nix::unistd::mkfifo(&gate, nix::sys::stat::Mode::S_IRWXU).expect("mkfifo");
+    std::fs::rename(exe, &real).expect("move the binary aside");
+    std::fs::write(
+        &script,
+        format!(
+            "#!/bin/sh\nread go < '{}' && exec '{}' \"$@\"\nexit 1\n",
+            gate.display(),
+            real.display()
+        ),
+    )
+    .expect("write the gate script");
+    std::fs::set_permissions(&script, std::os::unix::fs::PermissionsExt::from_mode(0o755))
+        .expect("chmod");
+    std::fs::rename(&script, exe).expect("put the gate in the binary's place");
+    std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .open(&gate)
+        .expect("open the gate")
+}
+
 /// A stop that reaches the old master just as the new one is ready: the
 /// new master must not have taken the pid file and the control socket yet
 /// (the old one may still give up on it and kill it), and whichever way
@@ -364,6 +396,10 @@ fn a_stop_racing_the_hand_over_leaves_a_consistent_master() {
         .expect("temp dir");
     let exe = private_binary(dir.path());
     let mut p = Prefork::start_in(dir, Setup::new(1).exe(&exe));
+    // The new master waits at the gate until the old one is frozen: on a
+    // loaded machine it could otherwise be ready, and handed over to,
+    // before the SIGSTOP below lands.
+    let mut gate = gate_the_binary(&exe);
     let old = p.master_pid();
     let socket = p.dir().join("prefork.sock");
     p.signal(Signal::SIGUSR2);
@@ -378,6 +414,12 @@ fn a_stop_racing_the_hand_over_leaves_a_consistent_master() {
     // Freeze the old master: it can neither hand over nor give up now.
     kill(Pid::from_raw(old), Signal::SIGSTOP).expect("SIGSTOP the old master");
     let frozen = prefork::Continue(old);
+    assert!(
+        wait_until(Duration::from_secs(5), || prefork::is_stopped(old)),
+        "the old master did not stop\n{}",
+        p.logs()
+    );
+    gate.write_all(b"go\n").expect("open the gate");
     let beside = p.dir().join(format!("prefork.sock.{new}"));
     // The new master answers `status` from its loop, so once it reports
     // its worker Ready it has done whatever it does when it serves.

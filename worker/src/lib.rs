@@ -34,6 +34,6 @@ mod stop;
 mod upstream;
 
 #[cfg(test)]
-mod tests;
+mod testing;
 
 pub use process::{main, WorkerArgs};

@@ -214,3 +214,6 @@ fn is_per_connection(e: &io::Error) -> bool {
             | io::ErrorKind::Interrupted
     )
 }
+
+#[cfg(test)]
+mod tests;

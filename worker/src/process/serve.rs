@@ -84,3 +84,6 @@ async fn sweep_pools(newest: Newest) {
         latest.upstreams.sweep(Instant::now());
     }
 }
+
+#[cfg(test)]
+mod tests;

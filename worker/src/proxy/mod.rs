@@ -107,3 +107,6 @@ async fn answer_error<D: Downstream>(
         )
         .await
 }
+
+#[cfg(test)]
+mod tests;

@@ -196,3 +196,6 @@ fn client_result(written: Result<std::io::Result<()>, TimedOut>) -> Result<(), C
         Err(_) => Err(ClientError::WriteTimeout),
     }
 }
+
+#[cfg(test)]
+mod tests;

@@ -6,7 +6,7 @@
 //! - [`ClosingOrigin`]: accepts and closes at once, counting connections;
 //! - [`refused_addr`]: an address nothing listens on (for 502).
 
-use super::http::{Conn, Request};
+use crate::http::{Conn, Request};
 use std::io::{self, Read, Write};
 use std::net::{Shutdown, SocketAddr, TcpListener, TcpStream};
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
@@ -270,7 +270,7 @@ fn answer(request: &Request, id: u64, close: bool, healthy: bool) -> Vec<u8> {
             .unwrap_or(0);
         head.push_str("Transfer-Encoding: chunked\r\n\r\n");
         let mut out = head.into_bytes();
-        out.extend(super::http::chunked(
+        out.extend(crate::http::chunked(
             &prefork_bench::pattern(len),
             &[1, 7, 100, 4096, 30000],
         ));

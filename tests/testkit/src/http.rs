@@ -9,6 +9,9 @@ use std::time::Duration;
 /// Longest wait for any single read; a test's own deadline is usually shorter.
 pub const READ_TIMEOUT: Duration = Duration::from_secs(10);
 
+/// The pause between two bytes of [`Conn::trickle`].
+const TRICKLE_PAUSE: Duration = Duration::from_millis(2);
+
 /// A parsed response.
 #[derive(Debug, Clone)]
 pub struct Response {
@@ -51,6 +54,8 @@ pub struct Request {
     /// Minor version: 1 for HTTP/1.1.
     pub version: u8,
     pub headers: Vec<(String, String)>,
+    /// The head exactly as received (lossy UTF-8), through its empty line.
+    pub raw_head: String,
     /// The body, decoded when it came chunked.
     pub body: Vec<u8>,
     /// Whether the body came with `Transfer-Encoding: chunked`.
@@ -132,6 +137,18 @@ impl Conn {
 
     /// Reads one response; `head` says the request was `HEAD` (no body).
     pub fn read_response_to(&mut self, head: bool) -> io::Result<Response> {
+        self.read_response_skipping(head, true)
+    }
+
+    /// Reads the next response, an interim (1xx) one included, for tests
+    /// that look at each; `head` says the request was `HEAD` (no body).
+    pub fn read_next_response(&mut self, head: bool) -> io::Result<Response> {
+        self.read_response_skipping(head, false)
+    }
+
+    /// Reads one response; with `skip_interim`, interim ones but `101` are
+    /// read and dropped.
+    fn read_response_skipping(&mut self, head: bool, skip_interim: bool) -> io::Result<Response> {
         let (status, headers) = loop {
             let mut slots = [httparse::EMPTY_HEADER; 64];
             let mut parsed = httparse::Response::new(&mut slots);
@@ -140,7 +157,7 @@ impl Conn {
                     let status = parsed.code.unwrap_or(0);
                     let headers: Vec<(String, String)> = owned_headers(parsed.headers);
                     self.buf.drain(..len);
-                    if (100..200).contains(&status) && status != 101 {
+                    if skip_interim && (100..200).contains(&status) && status != 101 {
                         continue; // interim response; the real one follows
                     }
                     break (status, headers);
@@ -174,7 +191,7 @@ impl Conn {
                 .find(|(n, _)| n.eq_ignore_ascii_case(name))
                 .map(|(_, v)| v.trim().to_owned())
         };
-        let body = if head || status == 204 || status == 304 {
+        let body = if head || status == 204 || status == 304 || (!skip_interim && status < 200) {
             Vec::new()
         } else if find("transfer-encoding")
             .is_some_and(|v| v.to_ascii_lowercase().contains("chunked"))
@@ -213,6 +230,18 @@ impl Conn {
         &mut self,
         on_head: impl FnOnce(&Request) -> io::Result<()>,
     ) -> io::Result<Option<Request>> {
+        let Some(mut request) = self.read_request_head()? else {
+            return Ok(None);
+        };
+        on_head(&request)?;
+        self.read_request_body(&mut request)?;
+        Ok(Some(request))
+    }
+
+    /// Reads one request head, leaving its body unread (see
+    /// [`Conn::read_request_body`]); `None` when the peer closed the
+    /// connection before sending any byte of a new one.
+    pub fn read_request_head(&mut self) -> io::Result<Option<Request>> {
         loop {
             let mut slots = [httparse::EMPTY_HEADER; 128];
             let mut parsed = httparse::Request::new(&mut slots);
@@ -222,30 +251,19 @@ impl Conn {
                     let path = parsed.path.unwrap_or("").to_owned();
                     let version = parsed.version.unwrap_or(1);
                     let headers: Vec<(String, String)> = owned_headers(parsed.headers);
-                    self.buf.drain(..len);
+                    let head: Vec<u8> = self.buf.drain(..len).collect();
                     let mut request = Request {
                         method,
                         path,
                         version,
                         headers,
+                        raw_head: String::from_utf8_lossy(&head).into_owned(),
                         body: Vec::new(),
                         chunked: false,
                     };
                     request.chunked = request
                         .header("transfer-encoding")
                         .is_some_and(|v| v.to_ascii_lowercase().contains("chunked"));
-                    on_head(&request)?;
-                    if request.chunked {
-                        request.body = self.read_chunked()?;
-                    } else if let Some(len) = request.header("content-length") {
-                        let len: usize = len.trim().parse().map_err(|_| {
-                            io::Error::new(
-                                io::ErrorKind::InvalidData,
-                                format!("bad Content-Length {len:?}"),
-                            )
-                        })?;
-                        request.body = self.read_exact_body(len)?;
-                    }
                     return Ok(Some(request));
                 }
                 Ok(httparse::Status::Partial) => {
@@ -272,6 +290,23 @@ impl Conn {
         }
     }
 
+    /// Reads the body `request`'s head announces (`Content-Length` or
+    /// chunked, decoded) into `request.body`.
+    pub fn read_request_body(&mut self, request: &mut Request) -> io::Result<()> {
+        if request.chunked {
+            request.body = self.read_chunked()?;
+        } else if let Some(len) = request.header("content-length") {
+            let len: usize = len.trim().parse().map_err(|_| {
+                io::Error::new(
+                    io::ErrorKind::InvalidData,
+                    format!("bad Content-Length {len:?}"),
+                )
+            })?;
+            request.body = self.read_exact_body(len)?;
+        }
+        Ok(())
+    }
+
     /// Whether the server has closed the connection (reads EOF, with no
     /// unread bytes left). Waits at most the read timeout.
     pub fn is_closed_by_peer(&mut self) -> bool {
@@ -295,6 +330,41 @@ impl Conn {
                     "connection closed inside a head",
                 ));
             }
+        }
+    }
+
+    /// Reads until `end` has arrived (true), or EOF or an error (false);
+    /// what was read stays buffered (see [`Conn::buffered`]).
+    pub fn read_until(&mut self, end: &[u8]) -> bool {
+        loop {
+            if self.buf.windows(end.len()).any(|w| w == end) {
+                return true;
+            }
+            if !matches!(self.fill(), Ok(n) if n > 0) {
+                return false;
+            }
+        }
+    }
+
+    /// The bytes read but not consumed yet.
+    pub fn buffered(&self) -> &[u8] {
+        &self.buf
+    }
+
+    /// Takes the first `n` buffered bytes (all of them if fewer).
+    pub fn consume(&mut self, n: usize) -> Vec<u8> {
+        self.buf.drain(..n.min(self.buf.len())).collect()
+    }
+
+    /// Sends `bytes` one at a time with a short pause between them, so the
+    /// peer reads them in as many pieces; stops at the first failed write.
+    pub fn trickle(&mut self, bytes: &[u8]) {
+        let _ = self.stream.set_nodelay(true);
+        for b in bytes {
+            if self.stream.write_all(&[*b]).is_err() {
+                return;
+            }
+            std::thread::sleep(TRICKLE_PAUSE);
         }
     }
 

@@ -3,7 +3,7 @@
 //!   with the exact bytes scripted for its path (malformed ones included);
 //! - [`WebSocketEcho`]: a WebSocket server that echoes every message.
 
-use super::http::{Conn, Request};
+use crate::http::{Conn, Request};
 use std::collections::HashMap;
 use std::io::Write;
 use std::net::{Shutdown, SocketAddr, TcpListener, TcpStream};

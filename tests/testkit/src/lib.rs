@@ -1,0 +1,40 @@
+//! prefork's HTTP test harness, shared by the worker's in-process tests and
+//! the black-box tests of the real binary:
+//! - [`http`]: a raw HTTP/1.1 client (and the request reader the origins
+//!   use), sending exactly the bytes a test gives it;
+//! - [`origins`]: upstream servers (recording, silent, closing, may_minihttp)
+//!   and an address that refuses connections;
+//! - [`scripted`]: an origin answering each path with scripted bytes, and a
+//!   WebSocket echo;
+//! - [`handler`]: an origin running a test's own code on each connection,
+//!   and one echoing each request back;
+//! - [`wait_until`] and [`wait_for`]: waiting on a condition with a deadline.
+
+pub mod handler;
+pub mod http;
+pub mod origins;
+pub mod scripted;
+
+use std::time::{Duration, Instant};
+
+/// How often conditions are polled.
+const POLL: Duration = Duration::from_millis(10);
+
+/// Polls `cond` until it holds (true) or `timeout` passes (false).
+pub fn wait_until(timeout: Duration, mut cond: impl FnMut() -> bool) -> bool {
+    wait_for(timeout, || cond().then_some(())).is_some()
+}
+
+/// Polls `f` until it returns `Some` or `timeout` passes.
+pub fn wait_for<T>(timeout: Duration, mut f: impl FnMut() -> Option<T>) -> Option<T> {
+    let deadline = Instant::now() + timeout;
+    loop {
+        if let Some(v) = f() {
+            return Some(v);
+        }
+        if Instant::now() >= deadline {
+            return None;
+        }
+        std::thread::sleep(POLL);
+    }
+}
