@@ -185,9 +185,9 @@ fn graph() -> BTreeMap<Vec<String>, BTreeSet<Vec<String>>> {
     known
         .iter()
         .filter(|(m, _)| {
-            // Test-only modules: tests.rs files and test support.
-            !m.last()
-                .is_some_and(|n| n == "tests" || n.starts_with("test"))
+            // Test-only modules: `tests` modules, files and folders, and
+            // test support (`testing`).
+            !m.iter().any(|n| n == "tests" || n.starts_with("test"))
         })
         .map(|(m, path)| {
             let source = non_test_source(path);
