@@ -1,0 +1,415 @@
+//! The proxy core driven by a client that is not an HTTP/1.1 connection:
+//! [`MessageClient`] hands the core a request head built field by field and
+//! its body as unframed pieces of data, and takes the response as a status,
+//! fields and decoded data, the way an HTTP/2 stream does. Routing, the
+//! request id, retries, time limits and the counters work for it through
+//! the `Downstream` seam alone, with no change to the core.
+
+use crate::http::request::RequestHead;
+use crate::http::response::ResponseHead;
+use crate::http::{Framing, Version};
+use crate::io::splice::{self, Failure, Moved, SpliceEnd};
+use crate::observe::access_log::{AccessLogs, Served};
+use crate::proxy::downstream::{BodyPlan, Limits, RequestBody, ResponseSink};
+use crate::proxy::error::{ClientError, PumpError};
+use crate::proxy::{serve, Done, Downstream, Request, RequestCtx};
+use crate::state::Snapshot;
+use crate::stop::Stop;
+use crate::testing::config;
+use prefork_testkit::handler::{EchoOrigin, HandlerOrigin};
+use prefork_testkit::origins::SilentOrigin;
+use std::borrow::Cow;
+use std::collections::VecDeque;
+use std::net::SocketAddr;
+use std::pin::pin;
+use std::rc::Rc;
+use std::time::Duration;
+use tokio::io::{AsyncRead, AsyncWrite};
+use tokio::sync::watch;
+use tokio::time::sleep;
+
+/// A request as a message-level protocol carries it.
+struct Message {
+    method: &'static str,
+    host: &'static str,
+    path: &'static str,
+    fields: Vec<(&'static str, &'static str)>,
+    /// The body, in the pieces it arrives in (no framing).
+    body: Option<Vec<&'static [u8]>>,
+}
+
+/// What the client received.
+#[derive(Debug, Default)]
+struct Received {
+    interim: Vec<u16>,
+    status: Option<u16>,
+    fields: Vec<(String, String)>,
+    data: Vec<u8>,
+    /// The final head's length (if known) and whether the core asked to end
+    /// the session after it.
+    finished: Option<(Option<u64>, bool)>,
+}
+
+/// The client side of one message-level request.
+struct MessageClient {
+    body: Pieces,
+    got: Received,
+}
+
+/// A request body as it arrives.
+struct Pieces {
+    /// Pieces not yet received by the core.
+    waiting: VecDeque<&'static [u8]>,
+    /// Body bytes received, framed for the upstream (chunked), not yet
+    /// forwarded.
+    framed: Vec<u8>,
+    done: bool,
+}
+
+impl MessageClient {
+    fn new(message: &Message) -> Self {
+        MessageClient {
+            body: Pieces {
+                waiting: message.body.clone().unwrap_or_default().into(),
+                framed: Vec::new(),
+                done: message.body.is_none(),
+            },
+            got: Received::default(),
+        }
+    }
+}
+
+struct Body<'a>(&'a mut Pieces);
+struct Sink<'a> {
+    got: &'a mut Received,
+    head_sent: bool,
+}
+
+impl Downstream for MessageClient {
+    type Body<'a> = Body<'a>;
+    type Sink<'a> = Sink<'a>;
+
+    fn split<'a>(&'a mut self, _: &'a Snapshot, _: &Request<'_>) -> (Body<'a>, Sink<'a>) {
+        let MessageClient { body, got } = self;
+        let sink = Sink {
+            got,
+            head_sent: false,
+        };
+        (Body(body), sink)
+    }
+
+    fn forwarding(&mut self, _: &Request<'_>) {}
+
+    fn must_close(&mut self, _: &Snapshot, _: &Request<'_>) -> bool {
+        false
+    }
+
+    fn set_request_done(&mut self, _: bool) {}
+
+    async fn answer(
+        &mut self,
+        _: &Snapshot,
+        _: bool,
+        status: u16,
+        _: &str,
+        body: &[u8],
+        close: bool,
+    ) -> Done {
+        self.got.status = Some(status);
+        self.got.data.extend_from_slice(body);
+        Done {
+            served: Served {
+                status,
+                bytes_sent: body.len() as u64,
+                upstream: None,
+                upstream_time: None,
+            },
+            close,
+        }
+    }
+
+    async fn tunnel<R, W>(
+        &mut self,
+        _: &Snapshot,
+        _: &mut R,
+        _: &mut W,
+        _: &[u8],
+        _: Limits,
+    ) -> Option<u64>
+    where
+        R: AsyncRead + Unpin,
+        W: AsyncWrite + Unpin,
+    {
+        None
+    }
+}
+
+impl RequestBody for Body<'_> {
+    fn is_done(&self) -> bool {
+        self.0.done
+    }
+
+    fn ready(&mut self) -> Result<&[u8], ClientError> {
+        Ok(&self.0.framed)
+    }
+
+    fn forwarded(&mut self) {
+        self.0.framed.clear();
+    }
+
+    async fn receive(&mut self, _: Duration) -> Result<(), ClientError> {
+        // One piece arrives (as a DATA frame would), framed as a chunk; the
+        // end of the body, as the last chunk.
+        let body = &mut *self.0;
+        match body.waiting.pop_front() {
+            Some(piece) => {
+                body.framed
+                    .extend_from_slice(format!("{:x}\r\n", piece.len()).as_bytes());
+                body.framed.extend_from_slice(piece);
+                body.framed.extend_from_slice(b"\r\n");
+            }
+            None => {
+                body.framed.extend_from_slice(b"0\r\n\r\n");
+                body.done = true;
+            }
+        }
+        Ok(())
+    }
+
+    async fn splice_rest<W: SpliceEnd>(
+        &mut self,
+        _: &W,
+        _: splice::Limits,
+    ) -> Option<Result<(), PumpError>> {
+        None
+    }
+}
+
+impl ResponseSink for Sink<'_> {
+    fn forwards_interim(&self) -> bool {
+        true
+    }
+
+    fn plan_body(&self, _: Framing) -> BodyPlan {
+        // Data only, whatever the upstream's framing, and the end of the
+        // body is the end of the stream, not of the session.
+        BodyPlan {
+            decode: true,
+            chunked: false,
+            ends_session: false,
+        }
+    }
+
+    fn start_head(&mut self, head: &ResponseHead<'_, '_>, _: Option<&str>) {
+        if head.status < 200 {
+            self.got.interim.push(head.status);
+            return;
+        }
+        self.got.status = Some(head.status);
+        self.got.fields = head
+            .headers
+            .iter()
+            .map(|h| {
+                let value = String::from_utf8_lossy(h.value).into_owned();
+                (h.name.to_ascii_lowercase(), value)
+            })
+            .collect();
+    }
+
+    async fn send_interim(&mut self, _: Duration) -> Result<(), ClientError> {
+        Ok(())
+    }
+
+    async fn send_continue(&mut self, _: Duration) -> Result<(), ClientError> {
+        Ok(())
+    }
+
+    fn finish_head(&mut self, content_length: Option<u64>, _: bool, close: bool) {
+        self.got.finished = Some((content_length, close));
+    }
+
+    fn head_sent(&self) -> bool {
+        self.head_sent
+    }
+
+    async fn send(&mut self, body: &[u8], _: bool, _: Duration) -> Result<u64, ClientError> {
+        self.head_sent = true;
+        self.got.data.extend_from_slice(body);
+        Ok(body.len() as u64)
+    }
+
+    async fn splice_from<R: SpliceEnd>(
+        &mut self,
+        _: &R,
+        _: u64,
+        _: splice::Limits,
+    ) -> Option<Result<Moved, Failure>> {
+        None
+    }
+}
+
+/// Serves `messages` one after another through the core, under one
+/// snapshot of the test configuration with `origin` as the `app` upstream;
+/// returns what each client received and the worker's counters.
+fn serve_all(
+    origin: SocketAddr,
+    messages: &[Message],
+) -> (Vec<Received>, prefork_shared::stats::WorkerStats) {
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    let local = tokio::task::LocalSet::new();
+    local.block_on(&runtime, async {
+        let (_stop, stop_rx) = watch::channel(Stop::Running);
+        let log = slog::Logger::root(slog::Discard, slog::o!());
+        let snapshot: Rc<Snapshot> =
+            Snapshot::new(config(origin), log, AccessLogs::off(), stop_rx, None);
+        let client_addr: SocketAddr = "192.0.2.7:4000".parse().unwrap();
+        let (mut ctx, _) = RequestCtx::new(client_addr, Default::default());
+        let mut timer = pin!(sleep(Duration::ZERO));
+        let mut received = Vec::new();
+        for message in messages {
+            let headers: Vec<httparse::Header<'_>> = message
+                .fields
+                .iter()
+                .map(|(name, value)| httparse::Header {
+                    name,
+                    value: value.as_bytes(),
+                })
+                .collect();
+            let head = RequestHead {
+                method: message.method,
+                target: message.path,
+                path: Cow::Borrowed(message.path.as_bytes()),
+                version: Version::Http11,
+                headers: &headers,
+                len: 0,
+                host: Some(message.host),
+                body: if message.body.is_some() {
+                    Framing::Chunked
+                } else {
+                    Framing::Empty
+                },
+                keep_alive: true,
+                upgrade: false,
+                expect_continue: false,
+            };
+            let req = ctx.begin(&snapshot, &head, false);
+            let mut client = MessageClient::new(message);
+            let started = tokio::time::Instant::now();
+            let done = serve(&mut client, &ctx, &snapshot, &req, timer.as_mut()).await;
+            ctx.record(&snapshot, &done.served, started.elapsed());
+            assert!(!done.close, "a message client's session never has to end");
+            received.push(client.got);
+        }
+        (received, snapshot.stats_snapshot())
+    })
+}
+
+fn get(host: &'static str, path: &'static str) -> Message {
+    Message {
+        method: "GET",
+        host,
+        path,
+        fields: vec![("host", host), ("accept", "*/*")],
+        body: None,
+    }
+}
+
+#[test]
+fn a_message_level_client_is_routed_answered_and_counted_by_the_same_core() {
+    let origin = EchoOrigin::start();
+    let upload = Message {
+        method: "POST",
+        host: "app.test",
+        path: "/app/upload",
+        fields: vec![("host", "app.test"), ("content-type", "text/plain")],
+        body: Some(vec![b"first ", b"second ", b"third"]),
+    };
+    let (got, stats) = serve_all(
+        origin.addr(),
+        &[
+            get("app.test", "/app/chunked"),
+            upload,
+            get("fixed.test", "/"),
+            get("app.test", "/nowhere"),
+        ],
+    );
+
+    // Proxied, and the chunked response arrives as data alone.
+    assert_eq!(got[0].status, Some(200));
+    assert_eq!(got[0].data, b"hello, world");
+    assert_eq!(got[0].finished, Some((None, false)));
+    // The body went up framed as the forwarded head announced, whole.
+    assert_eq!(got[1].status, Some(200));
+    let echoed = String::from_utf8_lossy(&got[1].data).into_owned();
+    assert!(
+        echoed.contains("Transfer-Encoding: chunked\r\n"),
+        "{echoed}"
+    );
+    assert!(echoed.contains("X-Request-Id: "), "{echoed}");
+    assert!(
+        echoed.contains("X-Forwarded-For: 192.0.2.7\r\n"),
+        "{echoed}"
+    );
+    assert!(echoed.ends_with("first second third"), "{echoed}");
+    // The core's own answers: a `respond` route, then no route.
+    assert_eq!(got[2].status, Some(201));
+    assert_eq!(got[2].data, b"fixed\n");
+    assert_eq!(got[3].status, Some(404));
+    // Counted per route as any request: two on `/app`, one each on the
+    // fixed route and unrouted.
+    let by_route: Vec<(String, u64)> = stats
+        .routes
+        .iter()
+        .map(|r| (r.route.clone(), r.requests()))
+        .collect();
+    assert_eq!(
+        by_route,
+        [
+            ("*/app".to_owned(), 2),
+            ("*/down".to_owned(), 0),
+            ("fixed.test/".to_owned(), 1),
+            ("-".to_owned(), 1),
+        ]
+    );
+}
+
+#[test]
+fn a_message_level_client_gets_the_cores_retries_and_time_limits() {
+    // The second request finds its pooled connection closed by the server:
+    // the core replays it on a new one.
+    let origin = EchoOrigin::start();
+    let (got, _) = serve_all(
+        origin.addr(),
+        &[
+            get("app.test", "/app/drop-second"),
+            get("app.test", "/app/drop-second"),
+        ],
+    );
+    assert_eq!((got[0].status, got[1].status), (Some(200), Some(200)));
+    assert_eq!(origin.connections(), 2);
+
+    // A server that never answers: 504 after the upstream's read timeout.
+    let silent = SilentOrigin::start();
+    let (got, _) = serve_all(silent.addr(), &[get("app.test", "/app/x")]);
+    assert_eq!(got[0].status, Some(504));
+}
+
+#[test]
+fn a_message_level_client_gets_interim_responses_as_such() {
+    let origin = HandlerOrigin::start(|mut conn, _| {
+        if conn.read_request().ok().flatten().is_some() {
+            let _ = conn.send(
+                b"HTTP/1.1 103 Early Hints\r\nLink: </a.css>\r\n\r\n\
+                  HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok",
+            );
+        }
+    });
+    let (got, _) = serve_all(origin.addr(), &[get("app.test", "/app/hints")]);
+    assert_eq!(got[0].interim, [103]);
+    assert_eq!(got[0].status, Some(200));
+    assert_eq!(got[0].data, b"ok");
+    assert_eq!(got[0].finished, Some((Some(2), false)));
+}
