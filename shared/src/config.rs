@@ -5,6 +5,7 @@
 //! file (see [`crate::config_file`]) and sends it to each worker over IPC, so
 //! a worker never reads or validates the file itself.
 
+use crate::route_table::RouteTable;
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
@@ -300,13 +301,16 @@ impl Config {
         (!cpus.is_empty()).then(|| cpus[slot as usize % cpus.len()])
     }
 
-    /// The route for a request, or `None` (404).
+    /// The route for a request, or `None` (404), by the rules of
+    /// [`RouteTable`]. Builds the table for this one lookup: code that routes
+    /// many requests keeps a [`RouteTable`] (a worker keeps one per
+    /// configuration).
     ///
     /// `host` must be lower-cased and without its port, `path` normalised
-    /// ([`crate::uri_path::normalize`]). The most specific host match wins,
-    /// then the longest path prefix, then the earliest route.
+    /// ([`crate::uri_path::normalize`]).
     pub fn route(&self, host: &str, path: &str) -> Option<&Route> {
-        self.route_index(host, path.as_bytes())
+        RouteTable::new(&self.routes)
+            .lookup(host, path.as_bytes())
             .map(|i| &self.routes[i])
     }
 
