@@ -313,19 +313,4 @@ impl Config {
             .lookup(host, path.as_bytes())
             .map(|i| &self.routes[i])
     }
-
-    /// The index in [`Config::routes`] of the route [`Config::route`] picks.
-    pub fn route_index(&self, host: &str, path: &[u8]) -> Option<usize> {
-        let mut best: Option<(usize, usize, usize)> = None;
-        for (i, route) in self.routes.iter().enumerate() {
-            if !route.host.matches(host) || !path.starts_with(route.path.as_bytes()) {
-                continue;
-            }
-            let rank = (route.host.specificity(), route.path.len());
-            if best.is_none_or(|(_, h, p)| rank > (h, p)) {
-                best = Some((i, rank.0, rank.1));
-            }
-        }
-        best.map(|(r, _, _)| r)
-    }
 }

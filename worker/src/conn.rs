@@ -414,9 +414,7 @@ impl Connection {
                 return Ok(None);
             };
             let host = head.host.unwrap_or("");
-            *route = worker
-                .config
-                .route_index(&request::route_host(host), &head.path);
+            *route = worker.routes.lookup(&request::route_host(host), &head.path);
             let matched = route.map(|i| &worker.config.routes[i]);
             let action = matched.map(|r| &r.action);
             let max_body = matched.map_or(limits.max_body_size, |r| r.max_body_size(limits));

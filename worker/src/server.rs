@@ -17,6 +17,7 @@ use crate::stats::{RouteSlots, ServerRef, Stats};
 use crate::upstream::Upstreams;
 use crate::waiters::{Wait, Waiters};
 use prefork_shared::log::{self as plog, LogGuard, Role};
+use prefork_shared::route_table::RouteTable;
 use prefork_shared::stats::WorkerStats;
 use prefork_shared::Config;
 use slog::{error, info, o, warn, Logger};
@@ -85,6 +86,8 @@ impl Shared {
 pub(crate) struct Worker {
     /// The configuration the master sent.
     pub(crate) config: Config,
+    /// Which of `config.routes` a request takes.
+    pub(crate) routes: RouteTable,
     /// Upstream groups and their connection pools.
     pub(crate) upstreams: Upstreams,
     /// The error log.
@@ -127,6 +130,7 @@ impl Worker {
         let worker = Rc::new(Worker {
             upstreams: Upstreams::new(&config, &shared.stats),
             route_slots,
+            routes: RouteTable::new(&config.routes),
             config,
             log,
             access,
@@ -182,6 +186,7 @@ impl Worker {
         let worker = Rc::new(Worker {
             upstreams: self.upstreams.carried_over(&config, &self.shared.stats),
             route_slots: self.shared.stats.configure(&config),
+            routes: RouteTable::new(&config.routes),
             config,
             log,
             access,
