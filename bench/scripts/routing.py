@@ -12,11 +12,11 @@ measured three ways:
 
 - instructions per request in the worker, from callgrind (the primary
   evidence: deterministic, where wall-clock numbers on a shared machine are
-  not): one prefork per configuration under callgrind, whose worker's
-  counters are dumped and zeroed (`callgrind_control --dump`) after its
-  start-up, then for each case after N1 and after N2 more keep-alive
-  requests (one at a time over 4 connections): (Ir(N2) - Ir(N1)) / (N2 -
-  N1). The worker's once-a-second counter report
+  not): one prefork per configuration under valgrind, its worker's
+  callgrind instrumentation switched on once it answers, its counters
+  dumped and zeroed (`callgrind_control`) before each case and after N1 and
+  N2 more keep-alive requests (one at a time over 4 connections): (Ir(N2) -
+  Ir(N1)) / (N2 - N1). The worker's once-a-second counter report
   (`prefork_worker::stats::report`) is left out (`--toggle-collect`): how
   often it runs depends on how fast valgrind goes, not on the requests;
 - req/s with wrk (-c32, one thread) in interleaved rounds (each round starts
@@ -29,10 +29,9 @@ measured three ways:
 - how long `prefork -t` takes to check each configuration, and a hot
   reload (SIGHUP, the last exact route's body changed) until the worker has
   logged that it took the new configuration; with callgrind, also the
-  instructions of `prefork -t` and of the worker's start-up (with one
-  request), which sets up what a hot reload sets up again.
+  instructions `prefork -t` takes.
 
-Build first (`cargo build --release --bin prefork`), then (about 10 minutes
+Build first (`cargo build --release --bin prefork`), then (about 7 minutes
 with the defaults):
 
     python3 bench/scripts/routing.py [--routes 10000] [--rounds 5] [--duration 5]
@@ -207,15 +206,22 @@ def wrk_rounds(args, targets):
     return results
 
 
+def callgrind_control(pid, option):
+    out = subprocess.run(["callgrind_control", option, str(pid)], capture_output=True, text=True,
+                         timeout=STOP_DEADLINE_S)
+    if out.returncode != 0:
+        raise RuntimeError(f"callgrind_control {option} {pid}: {out.stdout}{out.stderr}")
+
+
 def dump(pid, workdir):
     """Has callgrind dump (and zero) the counters of process `pid`; returns
-    the instructions since the previous dump (or the start)."""
+    the instructions since the previous dump (or since instrumentation was
+    switched on)."""
     before = set(workdir.glob(f"callgrind.{pid}.*"))
-    out = subprocess.run(["callgrind_control", "--dump", str(pid)], capture_output=True, text=True,
-                         timeout=STOP_DEADLINE_S)
+    callgrind_control(pid, "--dump")
     new = set(workdir.glob(f"callgrind.{pid}.*")) - before
-    if out.returncode != 0 or len(new) != 1:
-        raise RuntimeError(f"callgrind_control --dump {pid}: {out.stdout}{out.stderr}")
+    if len(new) != 1:
+        raise RuntimeError(f"callgrind_control --dump {pid}: {len(new)} new dumps")
     with open(new.pop()) as f:
         return next(int(line.split()[1]) for line in f if line.startswith(("summary:", "totals:")))
 
@@ -236,16 +242,17 @@ def send(port, host, requests):
 
 
 def callgrind_config(args, workdir, routes):
-    """One prefork with `routes` routes under callgrind: ({case: instructions
-    per request}, instructions of the worker's start-up). The worker's
-    counters are dumped (and zeroed) between the steps, so that each step is
-    counted alone: start-up (with one request); then per case N1 requests,
-    N2 requests, and (Ir(N2) - Ir(N1)) / (N2 - N1)."""
+    """{case: instructions per request} of one prefork with `routes` routes
+    under callgrind. It starts uninstrumented (valgrind alone is fast enough
+    for a worker reading 10,000 routes to report ready in time); once it
+    answers, the worker's instrumentation is switched on and its counters
+    are dumped (and zeroed) before each case and after N1 and N2 more
+    requests: (Ir(N2) - Ir(N1)) / (N2 - N1)."""
     workdir.mkdir(parents=True)
     port = free_port()
     cfg = workdir / "prefork.toml"
     cfg.write_text(routing_toml(workdir, "prefork", port, routes))
-    cmd = ["valgrind", "--tool=callgrind", "--trace-children=yes",
+    cmd = ["valgrind", "--tool=callgrind", "--trace-children=yes", "--instr-atstart=no",
            "--toggle-collect=prefork_worker::stats::report", "--collect-atstart=yes",
            f"--callgrind-out-file={workdir}/callgrind.%p",
            str(RELEASE / "prefork"), "-c", str(cfg)]
@@ -256,8 +263,9 @@ def callgrind_config(args, workdir, routes):
     try:
         wait_answers(port, proc, exact_host(0), START_DEADLINE_S)
         (worker,) = children(proc.pid)
-        setup = dump(worker, workdir)
+        callgrind_control(worker, "--instr=on")
         for case, host in cases(routes):
+            dump(worker, workdir)
             counts = []
             for n in (args.n1, args.n2):
                 send(port, host, n)
@@ -272,20 +280,17 @@ def callgrind_config(args, workdir, routes):
         stop(proc, signal.SIGKILL)
         reap(proc, STOP_DEADLINE_S)
         log.close()
-    return per_request, setup
+    return per_request
 
 
 def callgrind_cases(args, workdir):
-    """({(routes, case): instructions per request, lowest of --repeat},
-    {routes: instructions of the worker's start-up, lowest of --repeat})."""
-    per_request, setup = {}, {}
+    """{(routes, case): instructions per request, lowest of --repeat}."""
+    per_request = {}
     for routes in (1, args.routes):
         for i in range(args.repeat):
-            counts, start = callgrind_config(args, workdir / f"{routes}-{i}", routes)
-            setup[routes] = min(setup.get(routes, start), start)
-            for case, n in counts.items():
+            for case, n in callgrind_config(args, workdir / f"{routes}-{i}", routes).items():
                 per_request[(routes, case)] = min(per_request.get((routes, case), n), n)
-    return per_request, setup
+    return per_request
 
 
 def check_instructions(target, workdir):
@@ -383,14 +388,14 @@ def report(args, m):
         lines.append("")
     header = ["configuration", "`prefork -t` (median of 5)"]
     if ir:
-        header += ["`prefork -t`, instructions", "worker start-up, instructions"]
+        header.append("`prefork -t`, instructions")
     header.append("hot reload, SIGHUP to \"configuration replaced\" (median, min–max of 5)")
     lines += ["| " + " | ".join(header) + " |", "|---" + "|---:" * (len(header) - 1) + "|"]
     for routes in (1, big):
         r = m["reloads"][routes]
         row = [f"{routes:,} route{'s' if routes > 1 else ''}", f"{m['checks'][routes] * 1000:.0f} ms"]
         if ir:
-            row += [f"{m['check_ir'][routes]:,}", f"{m['setup'][routes]:,.0f}"]
+            row.append(f"{m['check_ir'][routes]:,}")
         row.append(f"{statistics.median(r) * 1000:.0f} ms ({min(r) * 1000:.0f}–{max(r) * 1000:.0f})")
         lines.append("| " + " | ".join(row) + " |")
     return "\n".join(lines) + "\n"
@@ -433,7 +438,7 @@ def main():
             m["wrk"] = wrk_rounds(args, targets)
         if not args.no_callgrind:
             m["check_ir"] = {t.routes: check_instructions(t, workdir / f"check-{t.routes}") for t in targets}
-            m["ir"], m["setup"] = callgrind_cases(args, workdir / "callgrind")
+            m["ir"] = callgrind_cases(args, workdir / "callgrind")
     finally:
         for t in targets:
             t.stop()
