@@ -13,7 +13,7 @@ use crate::config_locate::{duplicate_key_at, key_at, line_at, line_of};
 use crate::cpus;
 use crate::uri_path::{self, AboveRoot};
 use serde::Deserialize;
-use std::collections::{BTreeMap, HashSet};
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::fmt;
 use std::net::{SocketAddr, ToSocketAddrs};
 use std::path::{Path, PathBuf};
@@ -902,7 +902,9 @@ impl Validator<'_> {
         upstreams: &BTreeMap<String, Upstream>,
     ) -> Vec<Route> {
         let mut out = Vec::new();
-        let mut seen: Vec<(HostMatch, String, usize)> = Vec::new();
+        // The first route of each host and path, looked up rather than
+        // searched for: a config may hold many thousands of routes.
+        let mut seen: HashMap<((u8, String), String), usize> = HashMap::new();
         for (i, r) in raw.into_iter().enumerate() {
             let p = path.index(i);
             let host = match r.host {
@@ -992,10 +994,8 @@ impl Validator<'_> {
                     None => continue,
                 },
             };
-            if let Some((_, _, first)) = seen
-                .iter()
-                .find(|(h, rp, _)| *h == host && *rp == route_path)
-            {
+            let key = (host_key(&host), route_path.clone());
+            if let Some(first) = seen.get(&key) {
                 self.problem(
                     &p,
                     format!(
@@ -1004,7 +1004,7 @@ impl Validator<'_> {
                 );
                 continue;
             }
-            seen.push((host.clone(), route_path.clone(), i));
+            seen.insert(key, i);
             let access_log = self.route_access_log(p.key("access_log"), r.access_log);
             let max_body_size = r
                 .max_body_size
@@ -1103,6 +1103,15 @@ fn parse_host(raw: &str) -> Result<HostMatch, String> {
     Err(format!(
         "invalid host {raw:?}: write a name such as \"app.local\" or a wildcard such as \"*.example.com\""
     ))
+}
+
+/// A route's host as a hash key: routes with equal hosts have equal keys.
+fn host_key(host: &HostMatch) -> (u8, String) {
+    match host {
+        HostMatch::Any => (0, String::new()),
+        HostMatch::Exact(name) => (1, name.clone()),
+        HostMatch::Suffix(suffix) => (2, suffix.clone()),
+    }
 }
 
 /// Resolves `host:port` once, at load time.
