@@ -19,13 +19,14 @@ measured three ways:
   Ir(N1)) / (N2 - N1). The worker's once-a-second counter report
   (`prefork_worker::stats::report`) is left out (`--toggle-collect`): how
   often it runs depends on how fast valgrind goes, not on the requests;
-- req/s with wrk (-c32, one thread) in interleaved rounds (each round starts
-  each configuration in turn and runs its cases back to back), medians, and
-  each case's ratio to the 1-route configuration (the round's own, then the
-  median of the rounds' ratios): a routed case against the 1-route
-  configuration's routed request, the unmatched host against its unmatched
-  one (a 404 is not answered as a 200 is); wrk counts each 404 as an error,
-  so "errors" leave those out;
+- req/s with wrk (-c32, one thread) in rounds: both configurations run
+  throughout, and each case runs on the large one right next to its
+  reference on the 1-route one (which goes first alternates from round to
+  round); the ratio of each pair, then the median over the rounds. The
+  reference of a routed case is the 1-route configuration's routed
+  request; of the unmatched host, its unmatched one (a 404 is not answered
+  as a 200 is). wrk counts each 404 as an error, so "errors" leave those
+  out;
 - how long `prefork -t` takes to check each configuration, and a hot
   reload (SIGHUP, the last exact route's body changed) until the worker has
   logged that it took the new configuration; with callgrind, also the
@@ -186,23 +187,33 @@ class RoutingPrefork(Target):
         wait_answers(self.port, self.proc, exact_host(0), START_DEADLINE_S)
 
 
-def wrk_rounds(args, targets):
-    """{(routes, case): [run, ...]}: each round starts each configuration in
-    turn (alone on the machine) and runs its cases."""
+def wrk_rounds(args, one, many):
+    """{case: ([run on `one`, ...], [run on `many`, ...])}, a round's runs at
+    the same index. Both configurations run throughout (the idle one
+    sleeps); each case runs on `many` right next to its reference on `one`
+    (the first of the two alternating from round to round), so that the
+    machine's drift hits both runs of a pair alike."""
     results = {}
-    for rnd in range(args.rounds):
-        for t in targets:
+    try:
+        for t in (one, many):
             t.start()
-            try:
-                for case, host in cases(t.routes):
-                    r = run_wrk(t, "/", WRK_CONNS, [f"Host: {host}"], 0, args.duration, args.threads)
-                    if host == UNMATCHED:
+        for rnd in range(args.rounds):
+            for case, host in cases(many.routes):
+                pair = [(one, reference(case), dict(cases(1))[reference(case)]), (many, case, host)]
+                runs = {}
+                for t, name, h in pair if rnd % 2 == 0 else pair[::-1]:
+                    r = run_wrk(t, "/", WRK_CONNS, [f"Host: {h}"], 0, args.duration, args.threads)
+                    if h == UNMATCHED:
                         r["errors"] -= r["status"]
-                    results.setdefault((t.routes, case), []).append(r)
-                    print(f"round {rnd + 1} {t.routes:>6} routes {case:18} {r['rps']:>9,.0f} req/s "
+                    runs[t.routes] = r
+                    print(f"round {rnd + 1} {t.routes:>6} routes {name:18} {r['rps']:>9,.0f} req/s "
                           f"cpu {r['cpu_us_per_req']:5.1f} us/req  errors {r['errors']}", flush=True)
-            finally:
-                t.stop()
+                ones, manys = results.setdefault(case, ([], []))
+                ones.append(runs[one.routes])
+                manys.append(runs[many.routes])
+    finally:
+        for t in (one, many):
+            t.stop()
     return results
 
 
@@ -370,21 +381,19 @@ def report(args, m):
         lines.append("")
     wrk = m.get("wrk")
     if wrk:
-        lines += [f"req/s (wrk -t{args.threads} -c{WRK_CONNS} -d{args.duration}s, {args.rounds} interleaved "
-                  "rounds, median (min–max)); ratio: median over rounds of the round's ratio to the "
-                  "1-route configuration:", "",
-                  f"| request | 1 route | {big:,} routes | ratio | CPU µs/req (1 / {big:,}) | errors |",
+        lines += [f"req/s (wrk -t{args.threads} -c{WRK_CONNS} -d{args.duration}s, {args.rounds} rounds, "
+                  "median (min–max)), each case next to its reference on 1 route; ratio: median over the "
+                  "rounds of the pair's ratio:", "",
+                  f"| request | reference on 1 route | {big:,} routes | ratio | CPU µs/req (1 / {big:,}) | errors |",
                   "|---|---:|---:|---:|---:|---:|"]
         for case, _ in cases(big):
-            mine = wrk[(big, case)]
-            base = wrk[(1, reference(case))]
+            base, mine = wrk[case]
             ratios = [a["rps"] / b["rps"] for a, b in zip(mine, base)]
-            one = wrk.get((1, case))
             cpu_one = statistics.median(r["cpu_us_per_req"] for r in base)
             cpu_big = statistics.median(r["cpu_us_per_req"] for r in mine)
-            lines.append(f"| {case} | {fmt_rps(one) if one else '–'} | {fmt_rps(mine)} | "
+            lines.append(f"| {case} | {reference(case)}: {fmt_rps(base)} | {fmt_rps(mine)} | "
                          f"{statistics.median(ratios):.3f} ({min(ratios):.3f}–{max(ratios):.3f}) | "
-                         f"{cpu_one:.1f} / {cpu_big:.1f} | {sum(r['errors'] for r in mine)} |")
+                         f"{cpu_one:.1f} / {cpu_big:.1f} | {sum(r['errors'] for r in base + mine)} |")
         lines.append("")
     header = ["configuration", "`prefork -t` (median of 5)"]
     if ir:
@@ -435,7 +444,7 @@ def main():
             print(f"{t.routes:>6} routes: prefork -t {m['checks'][t.routes] * 1000:.0f} ms, hot reload "
                   f"{', '.join(f'{s * 1000:.0f}' for s in m['reloads'][t.routes])} ms", flush=True)
         if not args.no_wrk:
-            m["wrk"] = wrk_rounds(args, targets)
+            m["wrk"] = wrk_rounds(args, *targets)
         if not args.no_callgrind:
             m["check_ir"] = {t.routes: check_instructions(t, workdir / f"check-{t.routes}") for t in targets}
             m["ir"] = callgrind_cases(args, workdir / "callgrind")
