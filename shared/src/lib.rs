@@ -1,7 +1,7 @@
 //! Types and helpers shared by the prefork master and its workers: the
-//! configuration model and its validation, the IPC protocol, the listener
-//! hand-off convention, the load board, CPU pinning, the exit-code contract and
-//! logging setup.
+//! configuration model and its validation, the route table, the IPC
+//! protocol, the listener hand-off convention, the load board, CPU pinning,
+//! the exit-code contract and logging setup.
 
 pub mod config;
 pub mod cpus;
@@ -10,6 +10,7 @@ pub mod fds;
 pub mod ipc;
 pub mod load_board;
 pub mod log;
+pub mod route_table;
 pub mod stats;
 pub mod uri_path;
 

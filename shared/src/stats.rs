@@ -7,6 +7,7 @@
 //! 100 µs to 10 s) so that histograms of every worker add up bucket by bucket
 //! and render directly as Prometheus histograms.
 
+use rustc_hash::FxHashMap;
 use serde::{Deserialize, Serialize};
 use std::time::Duration;
 
@@ -220,15 +221,25 @@ impl WorkerStats {
     /// Adds `other`'s counters to these, matching routes and servers by
     /// label (gauges add up too: the sum over workers is what is wanted).
     pub fn merge(&mut self, other: &WorkerStats) {
+        // Routes by label, looked up rather than searched for: a config may
+        // hold many thousands of routes. The first of equal labels counts.
+        let mut index: FxHashMap<String, usize> = FxHashMap::default();
+        for (i, m) in self.routes.iter().enumerate() {
+            index.entry(m.route.clone()).or_insert(i);
+        }
         for r in &other.routes {
-            match self.routes.iter_mut().find(|m| m.route == r.route) {
-                Some(mine) => {
+            match index.get(&r.route) {
+                Some(&i) => {
+                    let mine = &mut self.routes[i];
                     for (a, b) in mine.by_class.iter_mut().zip(r.by_class.iter()) {
                         *a += b;
                     }
                     mine.latency.merge(&r.latency);
                 }
-                None => self.routes.push(r.clone()),
+                None => {
+                    index.insert(r.route.clone(), self.routes.len());
+                    self.routes.push(r.clone());
+                }
             }
         }
         self.active_connections += other.active_connections;

@@ -6,6 +6,7 @@
 //! a worker never reads or validates the file itself.
 
 use super::access_format::AccessFormat;
+use crate::route_table::RouteTable;
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
@@ -219,7 +220,7 @@ pub struct HealthCheck {
 }
 
 /// Which `Host` values a route applies to.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
 pub enum HostMatch {
     /// Any host (the key was omitted).
     Any,
@@ -324,29 +325,17 @@ impl Config {
         (!cpus.is_empty()).then(|| cpus[slot as usize % cpus.len()])
     }
 
-    /// The route for a request, or `None` (404).
+    /// The route for a request, or `None` (404), by the rules of
+    /// [`RouteTable`]. Builds the table for this one lookup: code that routes
+    /// many requests keeps a [`RouteTable`] (a worker keeps one per
+    /// configuration).
     ///
     /// `host` must be lower-cased and without its port, `path` normalised
-    /// ([`crate::uri_path::normalize`]). The most specific host match wins,
-    /// then the longest path prefix, then the earliest route.
+    /// ([`crate::uri_path::normalize`]).
     pub fn route(&self, host: &str, path: &str) -> Option<&Route> {
-        self.route_index(host, path.as_bytes())
+        RouteTable::new(&self.routes)
+            .lookup(host, path.as_bytes())
             .map(|i| &self.routes[i])
-    }
-
-    /// The index in [`Config::routes`] of the route [`Config::route`] picks.
-    pub fn route_index(&self, host: &str, path: &[u8]) -> Option<usize> {
-        let mut best: Option<(usize, usize, usize)> = None;
-        for (i, route) in self.routes.iter().enumerate() {
-            if !route.host.matches(host) || !path.starts_with(route.path.as_bytes()) {
-                continue;
-            }
-            let rank = (route.host.specificity(), route.path.len());
-            if best.is_none_or(|(_, h, p)| rank > (h, p)) {
-                best = Some((i, rank.0, rank.1));
-            }
-        }
-        best.map(|(r, _, _)| r)
     }
 }
 

@@ -77,15 +77,21 @@ impl Stats {
     /// keeping every existing series; returns where its requests count.
     pub(crate) fn configure(&self, config: &Config) -> RouteSlots {
         let mut routes = self.routes.borrow_mut();
-        let mut slot_of = |label: String| match routes.iter().position(|r| r.route == label) {
-            Some(i) => i,
-            None => {
+        // Series by label, looked up rather than searched for: a config may
+        // hold many thousands of routes.
+        let mut known: FxHashMap<String, usize> = routes
+            .iter()
+            .enumerate()
+            .map(|(i, r)| (r.route.clone(), i))
+            .collect();
+        let mut slot_of = |label: String| {
+            *known.entry(label).or_insert_with_key(|label| {
                 routes.push(RouteCounters {
-                    route: label,
+                    route: label.clone(),
                     ..RouteCounters::default()
                 });
                 routes.len() - 1
-            }
+            })
         };
         let mut slots: Vec<usize> = config.routes.iter().map(|r| slot_of(r.label())).collect();
         slots.push(slot_of(UNROUTED.to_owned()));

@@ -91,7 +91,7 @@ impl RequestCtx {
     ) -> Request<'s> {
         let limits = &snapshot.config.http;
         let host = head.host.unwrap_or("");
-        self.route = snapshot.config.route_index(&route_host(host), &head.path);
+        self.route = snapshot.routes.lookup(&route_host(host), &head.path);
         let matched = self.route.map(|i| &snapshot.config.routes[i]);
         let action = matched.map(|r| &r.action);
         let max_body = matched.map_or(limits.max_body_size, |r| r.max_body_size(limits));

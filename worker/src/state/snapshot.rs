@@ -18,6 +18,7 @@ use crate::stop::Stop;
 use crate::upstream::health_check::{self, NewestLog};
 use crate::upstream::Upstreams;
 use prefork_shared::log::{self as plog, LogGuard, Role};
+use prefork_shared::route_table::RouteTable;
 use prefork_shared::stats::WorkerStats;
 use prefork_shared::Config;
 use slog::{error, o, Logger};
@@ -83,6 +84,8 @@ impl Shared {
 pub(crate) struct Snapshot {
     /// The configuration the master sent.
     pub(crate) config: Config,
+    /// Which of `config.routes` a request takes.
+    pub(crate) routes: RouteTable,
     /// Upstream groups and their connection pools.
     pub(crate) upstreams: Upstreams,
     /// The error log.
@@ -125,6 +128,7 @@ impl Snapshot {
         let snapshot = Rc::new(Snapshot {
             upstreams: Upstreams::new(&config, &shared.stats),
             route_slots,
+            routes: RouteTable::new(&config.routes),
             config,
             log,
             access,
@@ -185,6 +189,7 @@ impl Snapshot {
         let snapshot = Rc::new(Snapshot {
             upstreams: self.upstreams.carried_over(&config, &self.shared.stats),
             route_slots: self.shared.stats.configure(&config),
+            routes: RouteTable::new(&config.routes),
             config,
             log,
             access,

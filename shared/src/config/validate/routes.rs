@@ -6,7 +6,8 @@ use crate::config::locate::KeyPath;
 use crate::config::model::{FixedResponse, HostMatch, Route, RouteAction, Upstream};
 use crate::config::raw::{RawRespond, RawRoute};
 use crate::uri_path::{self, AboveRoot};
-use std::collections::BTreeMap;
+use std::collections::hash_map::Entry;
+use std::collections::{BTreeMap, HashMap};
 
 impl Validator<'_> {
     pub(super) fn routes(
@@ -16,7 +17,9 @@ impl Validator<'_> {
         upstreams: &BTreeMap<String, Upstream>,
     ) -> Vec<Route> {
         let mut out = Vec::new();
-        let mut seen: Vec<(HostMatch, String, usize)> = Vec::new();
+        // The first route of each host and path, looked up rather than
+        // searched for: a config may hold many thousands of routes.
+        let mut seen: HashMap<(HostMatch, String), usize> = HashMap::new();
         for (i, r) in raw.into_iter().enumerate() {
             let p = path.index(i);
             let host = match r.host {
@@ -106,19 +109,21 @@ impl Validator<'_> {
                     None => continue,
                 },
             };
-            if let Some((_, _, first)) = seen
-                .iter()
-                .find(|(h, rp, _)| *h == host && *rp == route_path)
-            {
-                self.problem(
-                    &p,
-                    format!(
-                        "same host and path as routes[{first}], which always wins: this route can never match"
-                    ),
-                );
-                continue;
+            match seen.entry((host.clone(), route_path.clone())) {
+                Entry::Occupied(first) => {
+                    self.problem(
+                        &p,
+                        format!(
+                            "same host and path as routes[{}], which always wins: this route can never match",
+                            first.get()
+                        ),
+                    );
+                    continue;
+                }
+                Entry::Vacant(slot) => {
+                    slot.insert(i);
+                }
             }
-            seen.push((host.clone(), route_path.clone(), i));
             let access_log = self.route_access_log(p.key("access_log"), r.access_log);
             let max_body_size = r
                 .max_body_size
