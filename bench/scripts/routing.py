@@ -17,7 +17,7 @@ measured three ways:
   dumped and zeroed (`callgrind_control`) before each case and after N1 and
   N2 more keep-alive requests (one at a time over 4 connections): (Ir(N2) -
   Ir(N1)) / (N2 - N1). The worker's once-a-second counter report
-  (`prefork_worker::stats::report`) is left out (`--toggle-collect`): how
+  (`prefork_worker::process::report::report`) is left out (`--toggle-collect`): how
   often it runs depends on how fast valgrind goes, not on the requests;
 - req/s with wrk (-c32, one thread) in rounds: both configurations run
   throughout, and each case runs on the large one right next to its
@@ -264,7 +264,7 @@ def callgrind_config(args, workdir, routes):
     cfg = workdir / "prefork.toml"
     cfg.write_text(routing_toml(workdir, "prefork", port, routes))
     cmd = ["valgrind", "--tool=callgrind", "--trace-children=yes", "--instr-atstart=no",
-           "--toggle-collect=prefork_worker::stats::report", "--collect-atstart=yes",
+           "--toggle-collect=prefork_worker::process::report::report", "--collect-atstart=yes",
            f"--callgrind-out-file={workdir}/callgrind.%p",
            str(RELEASE / "prefork"), "-c", str(cfg)]
     log = open(workdir / "valgrind.log", "wb")
