@@ -26,7 +26,14 @@ pub fn request_head(data: &[u8]) {
         assert!(head.len <= data.len());
         let mut forwarded = Vec::new();
         let client = IpAddr::V4(Ipv4Addr::LOCALHOST);
-        heads::request_head(&mut forwarded, &head, client, Some("prefork"), Some("42"));
+        heads::request_head(
+            &mut forwarded,
+            &head,
+            client,
+            "http",
+            Some("prefork"),
+            Some("42"),
+        );
         let relaxed = HttpLimits {
             max_request_headers: 64,
             max_request_header_size: 64 * 1024,

@@ -101,9 +101,10 @@ fn write_upgrade(out: &mut Vec<u8>, name: &[u8], value: &[u8]) {
 }
 
 /// Writes into `out` (cleared first) the head forwarded upstream for `req`,
-/// from a client at `client_ip`, with a `Via` naming `via` if set, and an
-/// `X-Request-Id` of `request_id` if set (among the fields prefork adds,
-/// replacing any the client sent).
+/// from a client at `client_ip` that spoke `proto` (`http`, or `https`
+/// behind TLS), with a `Via` naming `via` if set, and an `X-Request-Id` of
+/// `request_id` if set (among the fields prefork adds, replacing any the
+/// client sent).
 ///
 /// `Upgrade` is forwarded (with `Connection: upgrade`) only when the client
 /// asked to upgrade, and never with `h2c` (nor `HTTP2-Settings`). `Expect`
@@ -113,6 +114,7 @@ pub(crate) fn request_head(
     out: &mut Vec<u8>,
     req: &RequestHead<'_, '_>,
     client_ip: IpAddr,
+    proto: &str,
     via: Option<&str>,
     request_id: Option<&str>,
 ) {
@@ -173,7 +175,9 @@ pub(crate) fn request_head(
         }
     }
     push_ip(out, client_ip);
-    out.extend_from_slice(b"\r\nX-Forwarded-Proto: http\r\n");
+    out.extend_from_slice(b"\r\nX-Forwarded-Proto: ");
+    out.extend_from_slice(proto.as_bytes());
+    out.extend_from_slice(b"\r\n");
     if req.host.is_some() {
         write_field(out, b"X-Forwarded-Host", host);
     }
@@ -321,7 +325,7 @@ mod tests {
             let head = request::parse(input.as_bytes(), &limits, slots)
                 .unwrap()
                 .unwrap();
-            request_head(&mut out, &head, ip.parse().unwrap(), via, None);
+            request_head(&mut out, &head, ip.parse().unwrap(), "http", via, None);
         });
         String::from_utf8(out).unwrap()
     }
@@ -339,6 +343,7 @@ mod tests {
                 &mut out,
                 &head,
                 "10.0.0.1".parse().unwrap(),
+                "http",
                 None,
                 Some("42"),
             );

@@ -2,9 +2,14 @@
 //! sees of the client side of one request.
 //!
 //! The HTTP/1.1 session (`downstream::h1`) implements it over a client
-//! connection. An HTTP/2 stream implements it over its stream, and a TLS
-//! connection carries the HTTP/1.1 session: routing, retries, timeouts, the
-//! access log and the counters stay in the core, unchanged.
+//! connection; `proxy/tests/message_client.rs` implements it for a client
+//! that speaks in messages, as an HTTP/2 stream does. Routing, retries,
+//! timeouts, body limits, the access log and the counters stay in the core
+//! whatever the implementation. A TLS connection carries the HTTP/1.1
+//! session once that session is generic over its byte stream: today it
+//! uses a plain socket's calls (quick ACK, no-delay, splice, the FIN with
+//! the last bytes, the peek before a lingering close), which are what a
+//! TLS stream answers differently.
 //!
 //! The core drives one request through [`Downstream`]; for an exchange with
 //! an upstream it splits it into a [`RequestBody`], which may still stream
@@ -24,8 +29,11 @@ use tokio::io::{AsyncRead, AsyncWrite};
 pub(crate) struct Done {
     /// For the access log.
     pub(crate) served: Served,
-    /// Whether the client's session ends with this request (HTTP/1.1: the
-    /// connection closes).
+    /// Whether the client's session may not go on after this request: the
+    /// client did not allow it, the worker is stopping, or the request's
+    /// body or the response was not all carried. HTTP/1.1 then closes the
+    /// connection; an HTTP/2 stream would reset itself if its request was
+    /// not all read.
     pub(crate) close: bool,
 }
 
@@ -83,14 +91,18 @@ pub(crate) trait Downstream {
         up_rd: &mut R,
         up_wr: &mut W,
         up_buf: &[u8],
-        limits: Limits,
+        timeouts: Timeouts,
     ) -> Option<u64>
     where
         R: AsyncRead + Unpin,
         W: AsyncWrite + Unpin;
 }
 
-/// The request body, as the client sends it.
+/// The request body, as the client sends it. It refuses more body data
+/// than the request's `max_body` (0: no limit) with
+/// [`ClientError::TooLarge`] (413): the core refuses a declared length
+/// above it before forwarding anything, but only the source sees a body
+/// that comes chunked or streamed.
 pub(crate) trait RequestBody {
     /// Whether all of the body has been taken from the client.
     fn is_done(&self) -> bool;
@@ -132,6 +144,11 @@ pub(crate) trait ResponseSink {
     /// passed on (a 100 never is: prefork answers `Expect` itself).
     fn forwards_interim(&self) -> bool;
 
+    /// Whether large bodies may go to this client by splice (its socket
+    /// carries the body's bytes as they are): the response head is then
+    /// read in small reads, so that few body bytes come along with it.
+    fn splices(&self) -> bool;
+
     /// How a body framed as `framing` by the upstream reaches the client.
     fn plan_body(&self, framing: Framing) -> BodyPlan;
 
@@ -157,6 +174,11 @@ pub(crate) trait ResponseSink {
     /// bytes sent.
     async fn send(&mut self, body: &[u8], last: bool, limit: Duration) -> Result<u64, ClientError>;
 
+    /// The response is over: `whole` when all of it was sent, else it was
+    /// cut short, the client perhaps holding part of it (an HTTP/1.1
+    /// connection then closes; an HTTP/2 stream is reset).
+    fn finished(&mut self, whole: bool);
+
     /// Moves `left` bytes of body straight from `upstream` to the client
     /// (splice) when the transports allow it; `None` when they are to be
     /// copied instead.
@@ -170,7 +192,7 @@ pub(crate) trait ResponseSink {
 
 /// The time limits of one exchange, from the configuration.
 #[derive(Debug, Clone, Copy)]
-pub(crate) struct Limits {
+pub(crate) struct Timeouts {
     /// Longest pause between two reads of the request body.
     pub(crate) client_read: Duration,
     /// Longest pause between two writes to the client.

@@ -22,6 +22,9 @@ pub(crate) enum ClientError {
     /// The client did not read for the send timeout.
     #[error("writing to the client timed out")]
     WriteTimeout,
+    /// The request body is larger than the route allows.
+    #[error("request body larger than the limit")]
+    TooLarge,
     /// The chunked request body is malformed.
     #[error("malformed chunked request body: {0}")]
     BadChunk(ChunkError),
@@ -33,7 +36,7 @@ impl ClientError {
     pub(crate) fn status(&self) -> Option<u16> {
         match self {
             ClientError::Timeout => Some(408),
-            ClientError::BadChunk(ChunkError::TooLarge) => Some(413),
+            ClientError::TooLarge => Some(413),
             ClientError::BadChunk(_) => Some(400),
             _ => None,
         }

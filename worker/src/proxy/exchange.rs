@@ -3,7 +3,7 @@
 //! the response head (relaying interim responses), then relay the response
 //! body, or join a tunnel after a 101.
 
-use super::downstream::{Done, Downstream, Limits, RequestBody, ResponseSink};
+use super::downstream::{Done, Downstream, RequestBody, ResponseSink, Timeouts};
 use super::error::{ExchangeError, PumpError};
 use super::relay::relay_body;
 use super::request::{Request, RequestCtx};
@@ -50,7 +50,7 @@ pub(super) fn exchange<'a, 'r, D: Downstream>(
     // argument twice (as passed and moved), in every connection's future
     // (and its memory while idle).
     async move {
-        let t = limits(snapshot, group);
+        let t = timeouts(snapshot, group);
         let (mut body, mut sink) = client.split(snapshot, req);
         let (mut up_rd, mut up_wr) = up.stream.split();
 
@@ -71,7 +71,7 @@ pub(super) fn exchange<'a, 'r, D: Downstream>(
             upgrade: req.upgrade,
             forward_interim: sink.forwards_interim(),
             via: snapshot.config.http.via.as_deref(),
-            read_size: if snapshot.pipes().is_some() {
+            read_size: if sink.splices() {
                 splice::HEAD_READ
             } else {
                 BODY_READ
@@ -166,16 +166,19 @@ pub(super) fn exchange<'a, 'r, D: Downstream>(
                 return Err(ExchangeError::new(e, false, request_done));
             }
             Err((error, _)) => {
+                sink.finished(false);
                 if let PumpError::Upstream(e) = &error {
                     error!(snapshot.log, "upstream response failed";
                         "client" => %ctx.client, "upstream" => %addr, "error" => %e, "request_id" => &ctx.request_id);
                     counted.failed(e);
                 }
-                // Closing is the only way to tell the client the body is
-                // incomplete once its head has gone out.
+                // The session ends: for HTTP/1.1, closing is the only way
+                // to tell the client the body is incomplete once its head
+                // has gone out.
                 return Ok((cut_short(status), request_done));
             }
         };
+        sink.finished(true);
         counted.ok();
         reuse(group, up, &meta, request_done);
         let done = Done {
@@ -192,9 +195,9 @@ pub(super) fn exchange<'a, 'r, D: Downstream>(
 }
 
 /// The time limits of an exchange with a server of `group`.
-fn limits(snapshot: &Snapshot, group: &Group) -> Limits {
+fn timeouts(snapshot: &Snapshot, group: &Group) -> Timeouts {
     let http = &snapshot.config.http;
-    Limits {
+    Timeouts {
         client_read: http.client_body_timeout,
         client_write: http.send_timeout,
         upstream_read: group.config.read_timeout,
@@ -222,7 +225,7 @@ async fn send_head<B: RequestBody, W: crate::io::write::TryWrite>(
     body: &mut B,
     head: &[u8],
     upstream: &mut W,
-    t: Limits,
+    t: Timeouts,
 ) -> Result<usize, ExchangeError> {
     let initial = body.ready().map_err(ExchangeError::client)?;
     let n = initial.len();
@@ -235,7 +238,9 @@ async fn send_head<B: RequestBody, W: crate::io::write::TryWrite>(
 /// The upstream side of the wait for the response head: its read half and
 /// the bytes read from it and not consumed.
 struct Upstream<'u, R> {
+    /// The connection's read half.
     rd: &'u mut R,
+    /// What was read from it and not consumed yet.
     buf: &'u mut BytesMut,
 }
 
@@ -254,7 +259,7 @@ fn await_final_head<'a, P, R, S>(
     sink: &'a mut S,
     expecting: Expecting<'a>,
     mut deadline: Pin<&'a mut Sleep>,
-    t: Limits,
+    t: Timeouts,
 ) -> impl Future<Output = Result<Result<ResponseMeta, (UpstreamError, bool)>, ExchangeError>>
        + use<'a, P, R, S>
 where
@@ -338,7 +343,7 @@ fn pumped(result: Result<(), PumpError>) -> Result<Result<(), UpstreamError>, Ex
 async fn stream_request_body<B, W>(
     body: &mut B,
     upstream: &mut W,
-    t: Limits,
+    t: Timeouts,
 ) -> Result<(), PumpError>
 where
     B: RequestBody,

@@ -107,6 +107,7 @@ fn note_failure(snapshot: &Snapshot, group: &Group, index: usize) {
     }
 }
 
+/// Logs that server `index` went down or came back up.
 fn log_change(snapshot: &Snapshot, group: &Group, index: usize, change: Change) {
     let server = &group.server(index).name;
     match change {

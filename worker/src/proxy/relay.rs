@@ -1,7 +1,7 @@
 //! Relaying a response body from the upstream to the client: as it comes,
 //! spliced from socket to socket when large, or without its chunked framing.
 
-use super::downstream::{Limits, ResponseSink};
+use super::downstream::{ResponseSink, Timeouts};
 use super::error::{ClientError, PumpError};
 use crate::http::body::BodyCursor;
 use crate::http::chunked::ChunkedDecoder;
@@ -24,7 +24,7 @@ pub(super) async fn relay_body<R, S>(
     last: bool,
     body: &mut BodyCursor,
     decode: bool,
-    t: Limits,
+    t: Timeouts,
 ) -> Result<u64, (PumpError, bool)>
 where
     R: AsyncRead + Unpin + SpliceEnd,
@@ -121,7 +121,7 @@ async fn send_decoded<S: ResponseSink>(
     sink: &mut S,
     decoder: &mut ChunkedDecoder,
     buf: &mut BytesMut,
-    t: Limits,
+    t: Timeouts,
 ) -> Result<u64, PumpError> {
     let mut written = 0u64;
     while !buf.is_empty() && !decoder.is_done() {

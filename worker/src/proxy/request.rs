@@ -38,6 +38,9 @@ pub(crate) struct Request<'s> {
 pub(crate) struct RequestCtx {
     /// The client's address.
     pub(crate) client: SocketAddr,
+    /// The scheme the client speaks (`X-Forwarded-Proto`): `http`, or
+    /// `https` behind TLS.
+    scheme: &'static str,
     /// The route (index in the config; `None`: none).
     pub(crate) route: Option<usize>,
     /// The head forwarded upstream (kept for a retry).
@@ -49,9 +52,14 @@ pub(crate) struct RequestCtx {
 }
 
 impl RequestCtx {
-    /// The state for requests from `client`, in buffers from the worker's
-    /// free lists (see [`RequestCtx::take_scratch`]).
-    pub(crate) fn new(client: SocketAddr, scratch: Scratch) -> (Self, Vec<u8>) {
+    /// The state for requests from `client`, which speaks `scheme`, in
+    /// buffers from the worker's free lists (see
+    /// [`RequestCtx::take_scratch`]).
+    pub(crate) fn new(
+        client: SocketAddr,
+        scheme: &'static str,
+        scratch: Scratch,
+    ) -> (Self, Vec<u8>) {
         let Scratch {
             request_head,
             response_head,
@@ -60,6 +68,7 @@ impl RequestCtx {
         } = scratch;
         let ctx = RequestCtx {
             client,
+            scheme,
             route: None,
             request_head,
             request_id,
@@ -110,6 +119,7 @@ impl RequestCtx {
                 &mut self.request_head,
                 head,
                 self.client.ip().to_canonical(),
+                self.scheme,
                 limits.via.as_deref(),
                 added_id,
             );

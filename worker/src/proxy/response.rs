@@ -11,9 +11,13 @@ use tokio::io::{AsyncRead, AsyncReadExt};
 /// The facts of a final response head, whose status line and end-to-end
 /// fields the sink already took.
 pub(super) struct ResponseMeta {
+    /// The status code.
     pub(super) status: u16,
+    /// How its body is framed.
     pub(super) framing: Framing,
+    /// The `Content-Length` it announced, if any.
     pub(super) content_length: Option<u64>,
+    /// Whether the server keeps the connection open afterwards.
     pub(super) keep_alive: bool,
     /// Bodyless, though its head announces a body (see [`response::ResponseHead`]).
     pub(super) announces_absent_body: bool,

@@ -2,6 +2,7 @@
 //! with the head first, then reads, or a splice to the upstream's socket.
 
 use crate::http::body::BodyCursor;
+use crate::http::chunked::ChunkError;
 use crate::io::client_socket::ClientSocket;
 use crate::io::splice::{self, Failure, Moved, Pipes, SpliceEnd};
 use crate::io::timed::within;
@@ -17,13 +18,17 @@ use tokio::io::AsyncReadExt;
 /// The request body of one exchange: what its framing says is left, and
 /// the connection's buffer, where the body bytes read so far wait.
 pub(crate) struct Body<'a> {
+    /// The client's socket.
     client: &'a ClientSocket,
+    /// The connection's read buffer: body bytes first, maybe the next
+    /// request after them.
     buf: &'a mut BytesMut,
     /// Where in the body's framing the bytes taken so far end.
     cursor: BodyCursor,
     /// Body bytes at the front of `buf` that `ready` gave and that have not
     /// gone upstream yet.
     taken: Option<usize>,
+    /// Where the bytes read are counted.
     stats: &'a Stats,
     /// Free pipes, when bodies may be spliced.
     pipes: Option<&'a Pipes>,
@@ -60,7 +65,10 @@ impl RequestBody for Body<'_> {
             // The cursor counts the bytes as taken: they are taken once.
             None => *self
                 .taken
-                .insert(self.cursor.take(self.buf).map_err(ClientError::BadChunk)?),
+                .insert(self.cursor.take(self.buf).map_err(|e| match e {
+                    ChunkError::TooLarge => ClientError::TooLarge,
+                    e => ClientError::BadChunk(e),
+                })?),
         };
         Ok(&self.buf[..n])
     }

@@ -60,7 +60,8 @@ impl Connection {
         peer: SocketAddr,
         active: ActiveConnection,
     ) -> Self {
-        let (ctx, response_head) = RequestCtx::new(peer, snapshot.buffers().take_scratch());
+        let scratch = snapshot.buffers().take_scratch();
+        let (ctx, response_head) = RequestCtx::new(peer, "http", scratch);
         Connection {
             snapshot,
             session: Session::new(stream, response_head),

@@ -13,7 +13,7 @@ use crate::io::timed::within;
 use crate::io::tunnel;
 use crate::io::write::{write_last_within, write_two_within};
 use crate::observe::access_log::Served;
-use crate::proxy::downstream::Limits;
+use crate::proxy::downstream::Timeouts;
 use crate::proxy::error::PumpError;
 use crate::proxy::{Done, Downstream, Request};
 use crate::state::Snapshot;
@@ -256,7 +256,7 @@ impl Downstream for Session {
         up_rd: &mut R,
         up_wr: &mut W,
         up_buf: &[u8],
-        t: Limits,
+        t: Timeouts,
     ) -> Option<u64>
     where
         R: AsyncRead + Unpin,

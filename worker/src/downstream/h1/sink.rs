@@ -20,6 +20,7 @@ const CONTINUE: &[u8] = b"HTTP/1.1 100 Continue\r\n\r\n";
 
 /// The response of one exchange, on its way to the client.
 pub(crate) struct Sink<'a> {
+    /// The client's socket.
     client: &'a ClientSocket,
     /// The head being written.
     head: &'a mut Vec<u8>,
@@ -57,6 +58,10 @@ impl<'a> Sink<'a> {
 impl ResponseSink for Sink<'_> {
     fn forwards_interim(&self) -> bool {
         self.version == Version::Http11
+    }
+
+    fn splices(&self) -> bool {
+        self.pipes.is_some()
     }
 
     fn plan_body(&self, framing: Framing) -> BodyPlan {
@@ -128,6 +133,11 @@ impl ResponseSink for Sink<'_> {
         };
         client_result(written)?;
         Ok((head.len() + body.len()) as u64)
+    }
+
+    fn finished(&mut self, _: bool) {
+        // The body's framing, or the close that follows a body cut short,
+        // tells the client.
     }
 
     async fn splice_from<R: SpliceEnd>(

@@ -2,15 +2,15 @@
 //! [`MessageClient`] hands the core a request head built field by field and
 //! its body as unframed pieces of data, and takes the response as a status,
 //! fields and decoded data, the way an HTTP/2 stream does. Routing, the
-//! request id, retries, time limits and the counters work for it through
-//! the `Downstream` seam alone, with no change to the core.
+//! request id, body limits, retries, time limits and the counters work for
+//! it through the `Downstream` seam alone, with no change to the core.
 
 use crate::http::request::RequestHead;
 use crate::http::response::ResponseHead;
 use crate::http::{Framing, Version};
 use crate::io::splice::{self, Failure, Moved, SpliceEnd};
 use crate::observe::access_log::{AccessLogs, Served};
-use crate::proxy::downstream::{BodyPlan, Limits, RequestBody, ResponseSink};
+use crate::proxy::downstream::{BodyPlan, RequestBody, ResponseSink, Timeouts};
 use crate::proxy::error::{ClientError, PumpError};
 use crate::proxy::{serve, Done, Downstream, Request, RequestCtx};
 use crate::state::Snapshot;
@@ -41,13 +41,20 @@ struct Message {
 /// What the client received.
 #[derive(Debug, Default)]
 struct Received {
+    /// The interim responses relayed to it.
     interim: Vec<u16>,
+    /// The status of the interim head started and not yet relayed.
+    pending_interim: Option<u16>,
     status: Option<u16>,
     fields: Vec<(String, String)>,
     data: Vec<u8>,
     /// The final head's length (if known) and whether the core asked to end
     /// the session after it.
-    finished: Option<(Option<u64>, bool)>,
+    head: Option<(Option<u64>, bool)>,
+    /// How the response ended: whole or cut short.
+    whole: Option<bool>,
+    /// Whether the core said the request body was all forwarded.
+    request_done: Option<bool>,
 }
 
 /// The client side of one message-level request.
@@ -64,6 +71,9 @@ struct Pieces {
     /// forwarded.
     framed: Vec<u8>,
     done: bool,
+    /// Body data received so far, and the most allowed (0: no limit).
+    received: u64,
+    limit: u64,
 }
 
 impl MessageClient {
@@ -73,6 +83,8 @@ impl MessageClient {
                 waiting: message.body.clone().unwrap_or_default().into(),
                 framed: Vec::new(),
                 done: message.body.is_none(),
+                received: 0,
+                limit: 0,
             },
             got: Received::default(),
         }
@@ -89,8 +101,9 @@ impl Downstream for MessageClient {
     type Body<'a> = Body<'a>;
     type Sink<'a> = Sink<'a>;
 
-    fn split<'a>(&'a mut self, _: &'a Snapshot, _: &Request<'_>) -> (Body<'a>, Sink<'a>) {
+    fn split<'a>(&'a mut self, _: &'a Snapshot, req: &Request<'_>) -> (Body<'a>, Sink<'a>) {
         let MessageClient { body, got } = self;
+        body.limit = req.max_body;
         let sink = Sink {
             got,
             head_sent: false,
@@ -104,7 +117,9 @@ impl Downstream for MessageClient {
         false
     }
 
-    fn set_request_done(&mut self, _: bool) {}
+    fn set_request_done(&mut self, done: bool) {
+        self.got.request_done = Some(done);
+    }
 
     async fn answer(
         &mut self,
@@ -134,7 +149,7 @@ impl Downstream for MessageClient {
         _: &mut R,
         _: &mut W,
         _: &[u8],
-        _: Limits,
+        _: Timeouts,
     ) -> Option<u64>
     where
         R: AsyncRead + Unpin,
@@ -163,6 +178,10 @@ impl RequestBody for Body<'_> {
         let body = &mut *self.0;
         match body.waiting.pop_front() {
             Some(piece) => {
+                body.received += piece.len() as u64;
+                if body.limit > 0 && body.received > body.limit {
+                    return Err(ClientError::TooLarge);
+                }
                 body.framed
                     .extend_from_slice(format!("{:x}\r\n", piece.len()).as_bytes());
                 body.framed.extend_from_slice(piece);
@@ -190,6 +209,10 @@ impl ResponseSink for Sink<'_> {
         true
     }
 
+    fn splices(&self) -> bool {
+        false
+    }
+
     fn plan_body(&self, _: Framing) -> BodyPlan {
         // Data only, whatever the upstream's framing, and the end of the
         // body is the end of the stream, not of the session.
@@ -202,7 +225,7 @@ impl ResponseSink for Sink<'_> {
 
     fn start_head(&mut self, head: &ResponseHead<'_, '_>, _: Option<&str>) {
         if head.status < 200 {
-            self.got.interim.push(head.status);
+            self.got.pending_interim = Some(head.status);
             return;
         }
         self.got.status = Some(head.status);
@@ -217,6 +240,7 @@ impl ResponseSink for Sink<'_> {
     }
 
     async fn send_interim(&mut self, _: Duration) -> Result<(), ClientError> {
+        self.got.interim.extend(self.got.pending_interim.take());
         Ok(())
     }
 
@@ -225,7 +249,7 @@ impl ResponseSink for Sink<'_> {
     }
 
     fn finish_head(&mut self, content_length: Option<u64>, _: bool, close: bool) {
-        self.got.finished = Some((content_length, close));
+        self.got.head = Some((content_length, close));
     }
 
     fn head_sent(&self) -> bool {
@@ -236,6 +260,10 @@ impl ResponseSink for Sink<'_> {
         self.head_sent = true;
         self.got.data.extend_from_slice(body);
         Ok(body.len() as u64)
+    }
+
+    fn finished(&mut self, whole: bool) {
+        self.got.whole = Some(whole);
     }
 
     async fn splice_from<R: SpliceEnd>(
@@ -255,6 +283,14 @@ fn serve_all(
     origin: SocketAddr,
     messages: &[Message],
 ) -> (Vec<Received>, prefork_shared::stats::WorkerStats) {
+    serve_all_with(config(origin), messages)
+}
+
+/// As [`serve_all`], under `config`.
+fn serve_all_with(
+    config: prefork_shared::Config,
+    messages: &[Message],
+) -> (Vec<Received>, prefork_shared::stats::WorkerStats) {
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
@@ -263,10 +299,10 @@ fn serve_all(
     local.block_on(&runtime, async {
         let (_stop, stop_rx) = watch::channel(Stop::Running);
         let log = slog::Logger::root(slog::Discard, slog::o!());
-        let snapshot: Rc<Snapshot> =
-            Snapshot::new(config(origin), log, AccessLogs::off(), stop_rx, None);
+        let snapshot: Rc<Snapshot> = Snapshot::new(config, log, AccessLogs::off(), stop_rx, None);
         let client_addr: SocketAddr = "192.0.2.7:4000".parse().unwrap();
-        let (mut ctx, _) = RequestCtx::new(client_addr, Default::default());
+        // As an HTTP/2 stream behind TLS would be.
+        let (mut ctx, _) = RequestCtx::new(client_addr, "https", Default::default());
         let mut timer = pin!(sleep(Duration::ZERO));
         let mut received = Vec::new();
         for message in messages {
@@ -300,7 +336,6 @@ fn serve_all(
             let started = tokio::time::Instant::now();
             let done = serve(&mut client, &ctx, &snapshot, &req, timer.as_mut()).await;
             ctx.record(&snapshot, &done.served, started.elapsed());
-            assert!(!done.close, "a message client's session never has to end");
             received.push(client.got);
         }
         (received, snapshot.stats_snapshot())
@@ -337,10 +372,11 @@ fn a_message_level_client_is_routed_answered_and_counted_by_the_same_core() {
         ],
     );
 
-    // Proxied, and the chunked response arrives as data alone.
+    // Proxied, and the chunked response arrives as data alone, whole.
     assert_eq!(got[0].status, Some(200));
     assert_eq!(got[0].data, b"hello, world");
-    assert_eq!(got[0].finished, Some((None, false)));
+    assert_eq!(got[0].head, Some((None, false)));
+    assert_eq!(got[0].whole, Some(true));
     // The body went up framed as the forwarded head announced, whole.
     assert_eq!(got[1].status, Some(200));
     let echoed = String::from_utf8_lossy(&got[1].data).into_owned();
@@ -401,8 +437,10 @@ fn a_message_level_client_gets_the_cores_retries_and_time_limits() {
 fn a_message_level_client_gets_interim_responses_as_such() {
     let origin = HandlerOrigin::start(|mut conn, _| {
         if conn.read_request().ok().flatten().is_some() {
+            // A 100 is never relayed (prefork answers `Expect` itself).
             let _ = conn.send(
-                b"HTTP/1.1 103 Early Hints\r\nLink: </a.css>\r\n\r\n\
+                b"HTTP/1.1 100 Continue\r\n\r\n\
+                  HTTP/1.1 103 Early Hints\r\nLink: </a.css>\r\n\r\n\
                   HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok",
             );
         }
@@ -411,5 +449,37 @@ fn a_message_level_client_gets_interim_responses_as_such() {
     assert_eq!(got[0].interim, [103]);
     assert_eq!(got[0].status, Some(200));
     assert_eq!(got[0].data, b"ok");
-    assert_eq!(got[0].finished, Some((Some(2), false)));
+    assert_eq!(got[0].head, Some((Some(2), false)));
+    assert_eq!(got[0].whole, Some(true));
+}
+
+#[test]
+fn a_message_level_clients_body_is_held_to_the_routes_limit() {
+    let origin = EchoOrigin::start();
+    let mut limited = config(origin.addr());
+    limited.http.max_body_size = 10;
+    let upload = Message {
+        method: "POST",
+        host: "app.test",
+        path: "/app/upload",
+        fields: vec![("host", "app.test")],
+        body: Some(vec![b"first ", b"second ", b"third"]),
+    };
+    let (got, _) = serve_all_with(limited, &[upload]);
+    assert_eq!(got[0].status, Some(413));
+    assert_eq!(got[0].request_done, Some(false));
+}
+
+#[test]
+fn a_response_cut_short_is_told_to_a_message_level_client() {
+    // Ten bytes announced, five sent, then the connection closes.
+    let origin = HandlerOrigin::start(|mut conn, _| {
+        if conn.read_request().ok().flatten().is_some() {
+            let _ = conn.send(b"HTTP/1.1 200 OK\r\nContent-Length: 10\r\n\r\nhello");
+        }
+    });
+    let (got, _) = serve_all(origin.addr(), &[get("app.test", "/app/short")]);
+    assert_eq!(got[0].status, Some(200));
+    assert_eq!(got[0].data, b"hello");
+    assert_eq!(got[0].whole, Some(false));
 }
