@@ -203,13 +203,26 @@ pub(crate) fn read_response(c: &mut Conn, head: bool) -> Response {
     c.read_next_response(head).expect("a response")
 }
 
-/// Fails unless the worker closes `c` with nothing more sent on it.
+/// Fails unless the worker closes `c` (an end of stream, or a reset) with
+/// nothing more sent on it; a read timeout is a failure.
 pub(crate) fn assert_closed(c: &mut Conn) {
-    let rest = c.read_to_close().unwrap_or_default();
-    assert_eq!(
-        rest.len(),
-        0,
-        "expected EOF, got {:?}",
-        String::from_utf8_lossy(&rest)
-    );
+    match c.read_to_close() {
+        Ok(rest) => assert!(
+            rest.is_empty(),
+            "expected EOF, got {:?}",
+            String::from_utf8_lossy(&rest)
+        ),
+        Err(e) => {
+            assert!(
+                prefork_testkit::http::is_reset(&e),
+                "expected EOF, got {e} (with {:?} before it)",
+                String::from_utf8_lossy(c.buffered())
+            );
+            assert!(
+                c.buffered().is_empty(),
+                "got {:?} before the reset",
+                String::from_utf8_lossy(c.buffered())
+            );
+        }
+    }
 }

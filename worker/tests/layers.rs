@@ -54,12 +54,13 @@ fn modules(dir: &Path, prefix: &[String], out: &mut BTreeMap<Vec<String>, PathBu
     }
 }
 
-/// The source without its test-only parts: everything from the first
-/// `#[cfg(test)]` on (test modules and test helpers come last by
-/// convention), and the files of test modules.
+/// The source without its test module: everything from the first
+/// `#[cfg(test)]` on a `mod` (test modules come last by convention). A
+/// test-only item elsewhere (`#[cfg(test)]` on a function) stays in: its
+/// uses are checked too.
 fn non_test_source(path: &Path) -> String {
     let text = fs::read_to_string(path).expect("read source");
-    match text.find("#[cfg(test)]") {
+    match text.find("#[cfg(test)]\nmod ") {
         Some(i) => text[..i].to_owned(),
         None => text,
     }

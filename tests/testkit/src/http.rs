@@ -307,13 +307,18 @@ impl Conn {
         Ok(())
     }
 
-    /// Whether the server has closed the connection (reads EOF, with no
-    /// unread bytes left). Waits at most the read timeout.
+    /// Whether the server has closed the connection (reads EOF, or a
+    /// reset, with no unread bytes left). Waits at most the read timeout: a
+    /// connection still open then is not closed.
     pub fn is_closed_by_peer(&mut self) -> bool {
         if !self.buf.is_empty() {
             return false;
         }
-        matches!(self.fill(), Ok(0) | Err(_))
+        match self.fill() {
+            Ok(n) => n == 0,
+            // A read that timed out found the connection still open.
+            Err(e) => is_reset(&e),
+        }
     }
 
     /// Reads raw bytes up to and including the first empty line (one
@@ -469,6 +474,17 @@ pub fn request(method: &str, host: &str, path: &str, headers: &[&str], body: &[u
     let mut bytes = text.into_bytes();
     bytes.extend_from_slice(body);
     bytes
+}
+
+/// Whether a read failed because the peer reset or aborted the
+/// connection (it is closed), rather than timing out (it is still open).
+pub fn is_reset(e: &io::Error) -> bool {
+    matches!(
+        e.kind(),
+        io::ErrorKind::ConnectionReset
+            | io::ErrorKind::ConnectionAborted
+            | io::ErrorKind::BrokenPipe
+    )
 }
 
 /// One `GET` on a fresh connection that asks the server to close it.

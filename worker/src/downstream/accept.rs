@@ -181,7 +181,7 @@ async fn defer(snapshot: &Snapshot, ignored: Option<usize>) -> Deferral {
 }
 
 fn serve(snapshot: &Rc<Snapshot>, stream: ClientSocket, peer: SocketAddr) {
-    // TCP_NODELAY is set when a response needs it (conn::set_nodelay).
+    // TCP_NODELAY is set when a response needs it (h1::set_nodelay).
     let active = snapshot.track();
     // The newest configuration (hot reload) serves it.
     let conn = Connection::new(snapshot.latest(), stream, peer, active);

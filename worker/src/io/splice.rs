@@ -56,7 +56,9 @@ pub(crate) enum Failure {
 /// Time limits of one body: between two reads, and between two writes.
 #[derive(Debug, Clone, Copy)]
 pub(crate) struct Limits {
+    /// Longest pause between two reads of the source.
     pub(crate) read: Duration,
+    /// Longest pause between two writes to the destination.
     pub(crate) write: Duration,
 }
 

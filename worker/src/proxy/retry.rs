@@ -190,10 +190,32 @@ mod tests {
 
     #[test]
     fn each_server_is_tried_once_after_a_connect_failure() {
+        // A group of three servers, picked as `forward` does.
+        let mut config = crate::testing::config(prefork_testkit::origins::refused_addr());
+        let app = config.upstreams.get_mut("app").expect("the app upstream");
+        app.servers = (1..=3)
+            .map(|port| prefork_shared::config::Server {
+                name: format!("s{port}"),
+                addr: std::net::SocketAddr::from(([127, 0, 0, 1], port)),
+                weight: 1,
+            })
+            .collect();
+        app.max_fails = 0;
+        let (stats, _) = crate::observe::stats::Stats::new(&config);
+        let upstreams = crate::upstream::Upstreams::new(&config, &stats);
+        let group = upstreams.get("app").expect("the app group");
         let mut attempts = Attempts::default();
-        attempts.connect_failed(2);
-        attempts.connect_failed(0);
-        assert_eq!(attempts.tried(), &[2, 0]);
-        assert!(!attempts.fresh());
+        let mut picked = Vec::new();
+        while let Some(index) = group.pick(attempts.tried()) {
+            assert!(picked.len() < 3, "a server picked again: {picked:?}");
+            picked.push(index);
+            attempts.connect_failed(index);
+        }
+        picked.sort_unstable();
+        assert_eq!(picked, [0, 1, 2]);
+        assert!(
+            !attempts.fresh(),
+            "connect failures take no fresh connection"
+        );
     }
 }

@@ -1,6 +1,6 @@
 //! What the worker's tasks share: the snapshot of each configuration, the
-//! run state, the open connections (for draining and the load board), and
-//! per-process free lists of buffers.
+//! open connections (for draining and the load board), and per-process free
+//! lists of buffers.
 
 pub(crate) mod buffers;
 pub(crate) mod load_share;

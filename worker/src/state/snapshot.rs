@@ -103,7 +103,8 @@ pub(crate) struct Snapshot {
 }
 
 impl Snapshot {
-    /// Worker state for `config`, stopping when `stop` says so.
+    /// The snapshot of `config`, the first of the worker, stopping when
+    /// `stop` says so.
     pub(crate) fn new(
         config: Config,
         log: Logger,

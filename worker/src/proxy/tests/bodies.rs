@@ -4,6 +4,7 @@
 use crate::testing::{config, exchange, read_response, Proxy};
 use prefork_testkit::handler::{EchoOrigin, HandlerOrigin};
 use std::io::Write;
+use std::sync::mpsc;
 use std::thread;
 use std::time::Duration;
 
@@ -57,12 +58,22 @@ fn streams_large_bodies_both_ways() {
     );
 }
 
+/// The origin's note that it wrote a whole response, stray bytes included:
+/// on loopback they are then in prefork's socket.
+fn wait_written(written: &mpsc::Receiver<()>) {
+    written
+        .recv_timeout(Duration::from_secs(10))
+        .expect("the origin wrote its response");
+}
+
 #[test]
 fn body_longer_than_content_length_is_not_forwarded_nor_reused() {
-    let origin = HandlerOrigin::start(|mut s, id| {
+    let (wrote, written) = mpsc::channel();
+    let origin = HandlerOrigin::start(move |mut s, id| {
         while let Ok(Some(_)) = s.read_request_head() {
             let r = format!("HTTP/1.1 200 OK\r\nContent-Length: 5\r\n\r\nc{id:03}xEXTRA");
             s.trickle(r.as_bytes());
+            let _ = wrote.send(());
         }
     });
     let proxy = Proxy::start(config(origin.addr()));
@@ -70,7 +81,7 @@ fn body_longer_than_content_length_is_not_forwarded_nor_reused() {
     c.send(b"GET /app/1 HTTP/1.1\r\nHost: a\r\n\r\n").unwrap();
     let r = read_response(&mut c, false);
     assert_eq!(r.text(), "c001x");
-    thread::sleep(Duration::from_millis(100));
+    wait_written(&written);
     c.send(b"GET /app/2 HTTP/1.1\r\nHost: a\r\n\r\n").unwrap();
     let r = read_response(&mut c, false);
     assert_eq!(r.status, 200);
@@ -100,7 +111,8 @@ fn body_shorter_than_content_length_closes_the_client() {
 
 #[test]
 fn body_head_and_204_carrying_bytes() {
-    let origin = HandlerOrigin::start(|mut s, id| {
+    let (wrote, written) = mpsc::channel();
+    let origin = HandlerOrigin::start(move |mut s, id| {
         while let Ok(Some(request)) = s.read_request_head() {
             let (method, path) = (request.method, request.path);
             let r = if method == "HEAD" {
@@ -111,6 +123,7 @@ fn body_head_and_204_carrying_bytes() {
                 format!("HTTP/1.1 200 OK\r\nContent-Length: 4\r\n\r\nc{id:03}")
             };
             s.trickle(r.as_bytes());
+            let _ = wrote.send(());
         }
     });
     let proxy = Proxy::start(config(origin.addr()));
@@ -118,11 +131,11 @@ fn body_head_and_204_carrying_bytes() {
     c.send(b"HEAD /app/1 HTTP/1.1\r\nHost: a\r\n\r\n").unwrap();
     let r = read_response(&mut c, true);
     assert_eq!(r.status, 200);
-    thread::sleep(Duration::from_millis(100));
+    wait_written(&written);
     c.send(b"GET /app/204 HTTP/1.1\r\nHost: a\r\n\r\n").unwrap();
     let r = read_response(&mut c, false);
     assert_eq!(r.status, 204);
-    thread::sleep(Duration::from_millis(100));
+    wait_written(&written);
     c.send(b"GET /app/3 HTTP/1.1\r\nHost: a\r\n\r\n").unwrap();
     let r = read_response(&mut c, false);
     assert_eq!(r.status, 200);

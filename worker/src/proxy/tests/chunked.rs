@@ -91,7 +91,9 @@ fn body_chunked_response_decoded_for_http10_byte_by_byte() {
         if let Ok(Some(_)) = s.read_request_head() {
             s.trickle(b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n5;x=y\r\nhello\r\n7\r\n, world\r\n0\r\nX-T: 1\r\n\r\n",
             );
-            thread::sleep(Duration::from_secs(2));
+            // Open until prefork closes it: the body's end, not the
+            // origin's close, must end the client's response.
+            let _ = s.read_to_close();
         }
     });
     let proxy = Proxy::start(config(origin.addr()));
