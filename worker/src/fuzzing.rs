@@ -30,7 +30,7 @@ pub fn request_head(data: &[u8]) {
             &mut forwarded,
             &head,
             client,
-            "http",
+            crate::http::Scheme::Http,
             Some("prefork"),
             Some("42"),
         );

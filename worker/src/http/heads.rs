@@ -8,7 +8,7 @@ use super::request::RequestHead;
 use super::response::ResponseHead;
 use super::{
     is_forwarded_upgrade, list_items, push_decimal, push_ip, reason, write_date_header,
-    write_number_header, Framing, Version,
+    write_number_header, Framing, Scheme, Version,
 };
 use std::net::IpAddr;
 
@@ -101,8 +101,7 @@ fn write_upgrade(out: &mut Vec<u8>, name: &[u8], value: &[u8]) {
 }
 
 /// Writes into `out` (cleared first) the head forwarded upstream for `req`,
-/// from a client at `client_ip` that spoke `proto` (`http`, or `https`
-/// behind TLS), with a `Via` naming `via` if set, and an `X-Request-Id` of
+/// from a client at `client_ip` that spoke `scheme`, with a `Via` naming `via` if set, and an `X-Request-Id` of
 /// `request_id` if set (among the fields prefork adds, replacing any the
 /// client sent).
 ///
@@ -114,7 +113,7 @@ pub(crate) fn request_head(
     out: &mut Vec<u8>,
     req: &RequestHead<'_, '_>,
     client_ip: IpAddr,
-    proto: &str,
+    scheme: Scheme,
     via: Option<&str>,
     request_id: Option<&str>,
 ) {
@@ -175,9 +174,10 @@ pub(crate) fn request_head(
         }
     }
     push_ip(out, client_ip);
-    out.extend_from_slice(b"\r\nX-Forwarded-Proto: ");
-    out.extend_from_slice(proto.as_bytes());
-    out.extend_from_slice(b"\r\n");
+    out.extend_from_slice(match scheme {
+        Scheme::Http => b"\r\nX-Forwarded-Proto: http\r\n",
+        Scheme::Https => b"\r\nX-Forwarded-Proto: https\r\n",
+    });
     if req.host.is_some() {
         write_field(out, b"X-Forwarded-Host", host);
     }
@@ -325,7 +325,14 @@ mod tests {
             let head = request::parse(input.as_bytes(), &limits, slots)
                 .unwrap()
                 .unwrap();
-            request_head(&mut out, &head, ip.parse().unwrap(), "http", via, None);
+            request_head(
+                &mut out,
+                &head,
+                ip.parse().unwrap(),
+                Scheme::Http,
+                via,
+                None,
+            );
         });
         String::from_utf8(out).unwrap()
     }
@@ -343,7 +350,7 @@ mod tests {
                 &mut out,
                 &head,
                 "10.0.0.1".parse().unwrap(),
-                "http",
+                Scheme::Http,
                 None,
                 Some("42"),
             );

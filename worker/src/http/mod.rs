@@ -34,6 +34,18 @@ impl Version {
     }
 }
 
+/// The scheme a client speaks to prefork, as `X-Forwarded-Proto` tells
+/// the upstream.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Scheme {
+    /// Plain HTTP.
+    Http,
+    /// HTTP over TLS: no listener terminates TLS yet; the proxy core's
+    /// tests serve a client as if one did.
+    #[cfg_attr(not(test), allow(dead_code))]
+    Https,
+}
+
 /// How the end of a message body is found.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum Framing {

@@ -4,7 +4,7 @@
 
 use crate::http::heads;
 use crate::http::request::{route_host, RequestHead};
-use crate::http::Framing;
+use crate::http::{Framing, Scheme};
 use crate::observe::access_log::{Entry, RequestInfo, Served};
 use crate::observe::request_id;
 use crate::state::buffers::Scratch;
@@ -38,9 +38,8 @@ pub(crate) struct Request<'s> {
 pub(crate) struct RequestCtx {
     /// The client's address.
     pub(crate) client: SocketAddr,
-    /// The scheme the client speaks (`X-Forwarded-Proto`): `http`, or
-    /// `https` behind TLS.
-    scheme: &'static str,
+    /// The scheme the client speaks (`X-Forwarded-Proto`).
+    scheme: Scheme,
     /// The route (index in the config; `None`: none).
     pub(crate) route: Option<usize>,
     /// The head forwarded upstream (kept for a retry).
@@ -55,11 +54,7 @@ impl RequestCtx {
     /// The state for requests from `client`, which speaks `scheme`, in
     /// buffers from the worker's free lists (see
     /// [`RequestCtx::take_scratch`]).
-    pub(crate) fn new(
-        client: SocketAddr,
-        scheme: &'static str,
-        scratch: Scratch,
-    ) -> (Self, Vec<u8>) {
+    pub(crate) fn new(client: SocketAddr, scheme: Scheme, scratch: Scratch) -> (Self, Vec<u8>) {
         let Scratch {
             request_head,
             response_head,

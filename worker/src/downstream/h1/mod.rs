@@ -12,7 +12,7 @@ mod session;
 mod sink;
 
 use crate::http::heads::{self, ConnectionField};
-use crate::http::{Framing, Version};
+use crate::http::{Framing, Scheme, Version};
 use crate::io::client_socket::ClientSocket;
 use crate::io::timed::TimedOut;
 use crate::proxy::error::ClientError;
@@ -61,7 +61,7 @@ impl Connection {
         active: ActiveConnection,
     ) -> Self {
         let scratch = snapshot.buffers().take_scratch();
-        let (ctx, response_head) = RequestCtx::new(peer, "http", scratch);
+        let (ctx, response_head) = RequestCtx::new(peer, Scheme::Http, scratch);
         Connection {
             snapshot,
             session: Session::new(stream, response_head),

@@ -7,7 +7,7 @@
 
 use crate::http::request::RequestHead;
 use crate::http::response::ResponseHead;
-use crate::http::{Framing, Version};
+use crate::http::{Framing, Scheme, Version};
 use crate::io::splice::{self, Failure, Moved, SpliceEnd};
 use crate::observe::access_log::{AccessLogs, Served};
 use crate::proxy::downstream::{BodyPlan, RequestBody, ResponseSink, Timeouts};
@@ -302,7 +302,7 @@ fn serve_all_with(
         let snapshot: Rc<Snapshot> = Snapshot::new(config, log, AccessLogs::off(), stop_rx, None);
         let client_addr: SocketAddr = "192.0.2.7:4000".parse().unwrap();
         // As an HTTP/2 stream behind TLS would be.
-        let (mut ctx, _) = RequestCtx::new(client_addr, "https", Default::default());
+        let (mut ctx, _) = RequestCtx::new(client_addr, Scheme::Https, Default::default());
         let mut timer = pin!(sleep(Duration::ZERO));
         let mut received = Vec::new();
         for message in messages {
