@@ -31,9 +31,18 @@ use cli::{Cli, Role};
 /// jemalloc, not glibc's malloc: tokio allocates each connection's task and
 /// socket registration 128-byte aligned, which glibc serves on a slow path
 /// (~560 instructions each); jemalloc's size classes make it cheap. Measured
-/// with bench/scripts/callgrind.py (see the README's performance section).
+/// with bench/scripts/callgrind.py (see docs/performance.md).
 #[global_allocator]
 static GLOBAL: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
+
+/// jemalloc's options, read at its start. `background_thread`: a thread
+/// returns freed pages to the system over `dirty_decay_ms` (10 s), whether
+/// or not the process allocates meanwhile; without it, a worker whose
+/// connections went idle (and were parked, their tasks freed) would keep
+/// the memory of its busiest moment until its next burst of work.
+#[allow(non_upper_case_globals)]
+#[export_name = "_rjem_malloc_conf"]
+pub static malloc_conf: &[u8] = b"background_thread:true,max_background_threads:1\0";
 
 fn main() {
     let cli = Cli::parse();

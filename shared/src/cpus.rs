@@ -51,6 +51,29 @@ pub fn pin_current_thread(cpu: usize) -> nix::Result<()> {
     sched_setaffinity(Pid::from_raw(0), &set)
 }
 
+/// Pins every thread of the process to `cpu`: the calling thread, those it
+/// starts afterwards, and those that run already (such as the allocator's
+/// background thread, which starts before `main`). A thread that ends
+/// meanwhile is no error.
+pub fn pin_process(cpu: usize) -> nix::Result<()> {
+    pin_current_thread(cpu)?;
+    let mut set = CpuSet::new();
+    set.set(cpu)?;
+    let Ok(tasks) = std::fs::read_dir("/proc/self/task") else {
+        return Ok(());
+    };
+    for task in tasks.flatten() {
+        let Some(tid) = task.file_name().to_str().and_then(|t| t.parse().ok()) else {
+            continue;
+        };
+        match sched_setaffinity(Pid::from_raw(tid), &set) {
+            Ok(()) | Err(nix::errno::Errno::ESRCH) => {}
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

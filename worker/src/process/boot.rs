@@ -110,11 +110,12 @@ fn run(args: &WorkerArgs) -> Result<i32, BootError> {
             Err(TryRecvError::IpcError(e)) => return Err(BootError::ConfigRecv(e)),
         }
     };
-    // Before any other thread starts (the log writers, the IPC reader), so
-    // that they inherit the pinning.
+    // Before the worker starts its other threads (the log writers, the IPC
+    // reader), so that they inherit the pinning; the allocator's background
+    // thread, already running, is pinned too.
     let pinned = config
         .cpu_for_slot(args.slot)
-        .map(|cpu| (cpu, cpus::pin_current_thread(cpu)));
+        .map(|cpu| (cpu, cpus::pin_process(cpu)));
 
     let logs = plog::open(&config.log.error_log, Role::Worker, args.generation)
         .map_err(BootError::Logs)?;
