@@ -230,6 +230,20 @@ pub fn render_prometheus(observed: &Observed, facts: &MasterFacts<'_>) -> String
     }
     family(
         &mut out,
+        "prefork_parked_connections",
+        "gauge",
+        "Idle keep-alive client connections parked outside a task, by worker slot.",
+    );
+    for (slot, stats) in &per_slot {
+        sample(
+            &mut out,
+            "prefork_parked_connections",
+            &[("worker", &slot.0.to_string())],
+            stats.parked_connections as f64,
+        );
+    }
+    family(
+        &mut out,
         "prefork_connections_total",
         "counter",
         "Client connections accepted, by worker slot.",

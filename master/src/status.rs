@@ -66,6 +66,9 @@ pub struct WorkerRow {
     pub restarts: u64,
     /// Open client connections.
     pub active_connections: u64,
+    /// Of those, idle ones parked outside a task.
+    #[serde(default)]
+    pub parked_connections: u64,
     /// Requests served.
     pub requests: u64,
     /// Requests per second over the last 10 s.
@@ -135,6 +138,7 @@ pub fn build(m: &MasterState<'_>, observed: &Observed, now: Instant) -> StatusRe
                 uptime_s: now.saturating_duration_since(w.started).as_secs_f64(),
                 restarts: m.restarts.get(&w.slot).copied().unwrap_or(0),
                 active_connections: latest.map_or(0, |s| s.active_connections),
+                parked_connections: latest.map_or(0, |s| s.parked_connections),
                 requests: latest.map_or(0, |s| s.requests()),
                 requests_per_s: recent.rate,
                 p50_ms: millis(recent.p50),
@@ -225,7 +229,7 @@ pub fn render(r: &StatusReport) -> String {
     }
     let _ = writeln!(
         out,
-        "\n{:>4} {:>8} {:>4} {:<9} {:>7} {:>8} {:>6} {:>10} {:>8} {:>8} {:>8}",
+        "\n{:>4} {:>8} {:>4} {:<9} {:>7} {:>8} {:>6} {:>6} {:>10} {:>8} {:>8} {:>8}",
         "SLOT",
         "PID",
         "GEN",
@@ -233,6 +237,7 @@ pub fn render(r: &StatusReport) -> String {
         "UPTIME",
         "RESTARTS",
         "CONNS",
+        "PARKED",
         "REQUESTS",
         "REQ/S",
         "P50(ms)",
@@ -241,7 +246,7 @@ pub fn render(r: &StatusReport) -> String {
     for w in &r.workers {
         let _ = writeln!(
             out,
-            "{:>4} {:>8} {:>4} {:<9} {:>7} {:>8} {:>6} {:>10} {:>8} {:>8} {:>8}",
+            "{:>4} {:>8} {:>4} {:<9} {:>7} {:>8} {:>6} {:>6} {:>10} {:>8} {:>8} {:>8}",
             w.slot,
             w.pid,
             w.generation,
@@ -249,6 +254,7 @@ pub fn render(r: &StatusReport) -> String {
             age(w.uptime_s),
             w.restarts,
             w.active_connections,
+            w.parked_connections,
             w.requests,
             opt(w.requests_per_s, 1),
             opt(w.p50_ms, 2),
@@ -370,6 +376,7 @@ mod tests {
                 uptime_s: 3.0,
                 restarts: 1,
                 active_connections: 4,
+                parked_connections: 3,
                 requests: 1000,
                 requests_per_s: Some(99.5),
                 p50_ms: Some(0.5),
@@ -394,7 +401,7 @@ mod tests {
         let cols: Vec<&str> = row.split_whitespace().collect();
         assert_eq!(
             cols,
-            ["0", "42", "2", "ready", "3s", "1", "4", "1000", "99.5", "0.50", "-"]
+            ["0", "42", "2", "ready", "3s", "1", "4", "3", "1000", "99.5", "0.50", "-"]
         );
         assert!(table.contains("connection refused"), "{table}");
     }

@@ -193,6 +193,9 @@ pub struct WorkerStats {
     pub routes: Vec<RouteCounters>,
     /// Open client connections now.
     pub active_connections: u64,
+    /// Of those, idle keep-alive connections parked outside a task now
+    /// (they hold a few hundred bytes each instead of their task).
+    pub parked_connections: u64,
     /// Client connections accepted.
     pub connections: u64,
     /// Bytes read from clients.
@@ -243,6 +246,7 @@ impl WorkerStats {
             }
         }
         self.active_connections += other.active_connections;
+        self.parked_connections += other.parked_connections;
         self.connections += other.connections;
         self.bytes_in += other.bytes_in;
         self.bytes_out += other.bytes_out;
@@ -279,6 +283,7 @@ impl WorkerStats {
     pub fn retired(&self) -> WorkerStats {
         let mut out = self.clone();
         out.active_connections = 0;
+        out.parked_connections = 0;
         for s in &mut out.servers {
             s.active = 0;
             s.down = 0;

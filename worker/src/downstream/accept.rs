@@ -1,6 +1,7 @@
 //! Accepting client connections on one listener until a stop.
 
-use crate::downstream::h1::Connection;
+use crate::downstream::h1::{Connection, Idle};
+use crate::downstream::park::ParkingLot;
 use crate::io::client_socket::ClientSocket;
 use crate::state::load_share::{HoldBack, ACCEPT_DEFER};
 use crate::state::Snapshot;
@@ -46,7 +47,11 @@ impl Listener {
 /// It holds the newest configuration snapshot only: one a hot reload
 /// replaced belongs to the connections still using it, and goes (with its
 /// log files) when they are done.
-pub(crate) async fn accept_loop(mut snapshot: Rc<Snapshot>, listener: Listener) {
+pub(crate) async fn accept_loop(
+    mut snapshot: Rc<Snapshot>,
+    listener: Listener,
+    lot: Option<Rc<ParkingLot<Idle>>>,
+) {
     let Listener { socket, shared } = listener;
     let mut hold = HoldBack::default();
     loop {
@@ -98,10 +103,10 @@ pub(crate) async fn accept_loop(mut snapshot: Rc<Snapshot>, listener: Listener) 
             let moved = snapshot.load_of(cell) != count;
             hold.paused(cell, accepted.is_err() || moved);
         }
-        on_accepted(&snapshot, &socket, accepted).await;
+        on_accepted(&snapshot, &socket, accepted, &lot).await;
     }
     if *snapshot.stop.borrow() == Stop::Graceful {
-        take_queued(&snapshot, socket.into_inner());
+        take_queued(&snapshot, socket.into_inner(), &lot);
     }
 }
 
@@ -119,9 +124,10 @@ async fn on_accepted(
     snapshot: &Rc<Snapshot>,
     socket: &AsyncFd<std::net::TcpListener>,
     accepted: Accepted,
+    lot: &Option<Rc<ParkingLot<Idle>>>,
 ) {
     match accepted {
-        Ok(Ok(accepted)) => serve_accepted(snapshot, accepted),
+        Ok(Ok(accepted)) => serve_accepted(snapshot, accepted, lot),
         Ok(Err(e)) if is_per_connection(&e) => {}
         Ok(Err(e)) => accept_failed(snapshot, socket, &e).await,
         // The queue is empty: wait for the next connection.
@@ -130,10 +136,14 @@ async fn on_accepted(
 }
 
 /// Serves a connection `accept4` returned.
-fn serve_accepted(snapshot: &Rc<Snapshot>, (socket, peer): (Socket, SockAddr)) {
+fn serve_accepted(
+    snapshot: &Rc<Snapshot>,
+    (socket, peer): (Socket, SockAddr),
+    lot: &Option<Rc<ParkingLot<Idle>>>,
+) {
     // A TCP listener's peers are IP addresses.
     if let Some(peer) = peer.as_socket() {
-        serve(snapshot, ClientSocket::new(socket.into()), peer);
+        serve(snapshot, ClientSocket::new(socket.into()), peer, lot);
     }
 }
 
@@ -180,11 +190,16 @@ async fn defer(snapshot: &Snapshot, ignored: Option<usize>) -> Deferral {
     }
 }
 
-fn serve(snapshot: &Rc<Snapshot>, stream: ClientSocket, peer: SocketAddr) {
+fn serve(
+    snapshot: &Rc<Snapshot>,
+    stream: ClientSocket,
+    peer: SocketAddr,
+    lot: &Option<Rc<ParkingLot<Idle>>>,
+) {
     // TCP_NODELAY is set when a response needs it (h1::set_nodelay).
     let active = snapshot.track();
     // The newest configuration (hot reload) serves it.
-    let conn = Connection::new(snapshot.latest(), stream, peer, active);
+    let conn = Connection::new(snapshot.latest(), stream, peer, active, lot.clone());
     // Boxed: the connection's future is several KiB, and tokio moves a
     // task's future by value a few times while spawning and finishing it;
     // moving a pointer instead saves more than the allocation costs.
@@ -194,10 +209,14 @@ fn serve(snapshot: &Rc<Snapshot>, stream: ClientSocket, peer: SocketAddr) {
 /// Accepts, without waiting, every connection in the listener's queue (it
 /// asks the kernel directly, where the readiness flag may be stale), then
 /// closes the listener.
-fn take_queued(snapshot: &Rc<Snapshot>, listener: std::net::TcpListener) {
+fn take_queued(
+    snapshot: &Rc<Snapshot>,
+    listener: std::net::TcpListener,
+    lot: &Option<Rc<ParkingLot<Idle>>>,
+) {
     loop {
         match accept_nonblocking(&listener) {
-            Ok(accepted) => serve_accepted(snapshot, accepted),
+            Ok(accepted) => serve_accepted(snapshot, accepted, lot),
             Err(e) if is_per_connection(&e) => {}
             // WouldBlock: the queue is empty (the socket is non-blocking).
             Err(_) => return,

@@ -3,3 +3,4 @@
 
 pub(crate) mod accept;
 pub(crate) mod h1;
+pub(crate) mod park;

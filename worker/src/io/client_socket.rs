@@ -133,6 +133,14 @@ impl ClientSocket {
         Ok(())
     }
 
+    /// The socket alone, its registration with the event loop removed
+    /// (a parked connection waits elsewhere: see `downstream::park`).
+    pub(crate) fn into_std(self) -> std::net::TcpStream {
+        let ClientSocket { registered, socket } = self;
+        drop(registered);
+        socket
+    }
+
     /// Runs `op`, a non-blocking operation of kind `interest`, once: on the
     /// socket directly while unregistered, else only if the event loop has
     /// it ready (as tokio's `try_io`).

@@ -22,6 +22,8 @@ pub(crate) struct Stats {
     /// routes added by hot reloads).
     routes: RefCell<Vec<RouteCounters>>,
     connections: Cell<u64>,
+    /// Idle connections parked outside a task now (see `downstream::park`).
+    parked: Cell<u64>,
     bytes_in: Cell<u64>,
     bytes_out: Cell<u64>,
     /// Per upstream and server address (labels are added when reporting).
@@ -65,6 +67,7 @@ impl Stats {
         let stats = Stats {
             routes: RefCell::new(Vec::new()),
             connections: Cell::new(0),
+            parked: Cell::new(0),
             bytes_in: Cell::new(0),
             bytes_out: Cell::new(0),
             servers: RefCell::new(FxHashMap::default()),
@@ -114,6 +117,12 @@ impl Stats {
     }
 
     /// Counts an accepted client connection.
+    /// Counts `delta` more (or fewer) parked connections.
+    pub(crate) fn parked(&self, delta: i64) {
+        self.parked
+            .set(self.parked.get().saturating_add_signed(delta));
+    }
+
     pub(crate) fn connection(&self) {
         self.connections.set(self.connections.get() + 1);
     }
@@ -170,6 +179,7 @@ impl Stats {
         WorkerStats {
             routes: self.routes.borrow().clone(),
             active_connections: active as u64,
+            parked_connections: self.parked.get(),
             connections: self.connections.get(),
             bytes_in: self.bytes_in.get(),
             bytes_out: self.bytes_out.get(),

@@ -1,6 +1,7 @@
 //! The serve loop: accept until told to stop, then drain.
 
 use crate::downstream::accept::{accept_loop, Listener};
+use crate::downstream::park::ParkingLot;
 use crate::state::{Newest, Snapshot};
 use crate::stop::Stop;
 use slog::{info, warn};
@@ -20,10 +21,24 @@ const SWEEP_INTERVAL: Duration = Duration::from_secs(1);
 pub(crate) async fn serve(snapshot: Rc<Snapshot>, listeners: Vec<Listener>, ready: impl FnOnce()) {
     // Seen by the other workers as accepting from now on.
     snapshot.start_accepting();
+    // Idle keep-alive connections wait there without a task of their own.
+    let lot = match ParkingLot::new(snapshot.newest(), snapshot.stats().clone()) {
+        Ok(lot) => {
+            tokio::task::spawn_local(lot.clone().run(snapshot.stop.clone()));
+            Some(lot)
+        }
+        Err(e) => {
+            warn!(snapshot.log, "idle connections wait in their tasks: cannot make a parking lot"; "error" => %e);
+            None
+        }
+    };
     let accepting: Vec<_> = listeners
         .into_iter()
-        .map(|listener| tokio::task::spawn_local(accept_loop(snapshot.clone(), listener)))
+        .map(|listener| {
+            tokio::task::spawn_local(accept_loop(snapshot.clone(), listener, lot.clone()))
+        })
         .collect();
+    drop(lot);
     tokio::task::spawn_local(sweep_pools(snapshot.newest()));
     snapshot.start_health_checks(None);
     ready();

@@ -239,6 +239,7 @@ impl Snapshot {
         ActiveConnection {
             shared: shared.clone(),
             closing: false,
+            parked: false,
         }
     }
 
@@ -378,6 +379,16 @@ impl Newest {
         self.0.active.get()
     }
 
+    /// The guard of a parked connection ([`ActiveConnection::park`]), given
+    /// back when it resumes or closes.
+    pub(crate) fn parked_guard(&self) -> ActiveConnection {
+        ActiveConnection {
+            shared: self.0.clone(),
+            closing: false,
+            parked: false,
+        }
+    }
+
     /// Resolves once no client connection is left open.
     pub(crate) async fn drained(&self) {
         let shared = &self.0;
@@ -412,9 +423,19 @@ pub(crate) struct ActiveConnection {
     shared: Rc<Shared>,
     /// Whether it is known to close after its current request.
     closing: bool,
+    /// Whether it was parked: it counts on without a guard until
+    /// [`Newest::parked_guard`] gives it one again.
+    parked: bool,
 }
 
 impl ActiveConnection {
+    /// The connection is parked outside its task (`downstream::park`): it
+    /// keeps counting as open, and as load that stays, with no guard of
+    /// its own.
+    pub(crate) fn park(mut self) {
+        self.parked = true;
+    }
+
     /// Notes that the connection closes after its current request: it no
     /// longer counts as load that stays.
     pub(crate) fn closing(&mut self) {
@@ -428,6 +449,9 @@ impl ActiveConnection {
 
 impl Drop for ActiveConnection {
     fn drop(&mut self) {
+        if self.parked {
+            return;
+        }
         self.closing();
         let shared = &self.shared;
         let left = shared.active.get().saturating_sub(1);

@@ -11,6 +11,7 @@ mod read;
 mod session;
 mod sink;
 
+use crate::downstream::park::{Parkable, ParkingLot};
 use crate::http::heads::{self, ConnectionField};
 use crate::http::{Framing, Scheme, Version};
 use crate::io::client_socket::ClientSocket;
@@ -21,8 +22,10 @@ use crate::state::{ActiveConnection, Snapshot};
 use read::HeadEnd;
 use session::Session;
 use slog::warn;
+use socket2::SockRef;
 use std::future::Future;
 use std::net::SocketAddr;
+use std::os::fd::{AsRawFd, RawFd};
 use std::pin::pin;
 use std::rc::Rc;
 use std::time::Duration;
@@ -36,20 +39,27 @@ pub(crate) struct Connection {
     session: Session,
     /// The proxy core's state of the current request.
     ctx: RequestCtx,
+    /// Requests served so far.
+    served: u64,
+    /// When the connection last had nothing to do: accepted, or done with a
+    /// request (the clock is read once per request, at its start).
+    idle_since: Instant,
+    /// Bytes may wait that the event loop has not reported: a connection
+    /// just accepted or resumed reads before it waits.
+    unseen: bool,
+    /// Where it waits for its next request once idle for a while (`None`:
+    /// the worker could not make one; it waits in its task).
+    lot: Option<Rc<ParkingLot<Idle>>>,
     /// Counts the connection as open until it is dropped, after the socket.
     active: ActiveConnection,
 }
 
-impl Drop for Connection {
-    fn drop(&mut self) {
-        // The per-request buffers go back to the worker's free lists.
-        let buffers = self.snapshot.buffers();
-        let response_head = std::mem::take(&mut self.session.response_head);
-        buffers.put_scratch(self.ctx.take_scratch(response_head));
-        if self.session.buf.capacity() > 0 {
-            buffers.put_head(std::mem::take(&mut self.session.buf));
-        }
-    }
+/// How a connection's task ends.
+enum End {
+    /// The connection closes.
+    Closed,
+    /// It is idle: it leaves its task for the parking lot.
+    Park,
 }
 
 impl Connection {
@@ -59,6 +69,7 @@ impl Connection {
         stream: ClientSocket,
         peer: SocketAddr,
         active: ActiveConnection,
+        lot: Option<Rc<ParkingLot<Idle>>>,
     ) -> Self {
         let scratch = snapshot.buffers().take_scratch();
         let (ctx, response_head) = RequestCtx::new(peer, Scheme::Http, scratch);
@@ -66,11 +77,37 @@ impl Connection {
             snapshot,
             session: Session::new(stream, response_head),
             ctx,
+            served: 0,
+            idle_since: Instant::now(),
+            unseen: true,
+            lot,
             active,
         }
     }
 
-    /// Serves requests until the connection closes.
+    /// A parked connection from `peer` given a task again.
+    fn resumed(
+        snapshot: Rc<Snapshot>,
+        idle: Idle,
+        peer: SocketAddr,
+        active: ActiveConnection,
+        lot: Rc<ParkingLot<Idle>>,
+    ) -> Self {
+        let Idle {
+            stream,
+            served,
+            idle_since,
+            nodelay,
+        } = idle;
+        let stream = ClientSocket::new(stream);
+        let mut conn = Connection::new(snapshot, stream, peer, active, Some(lot));
+        conn.session.nodelay = nodelay;
+        conn.served = served;
+        conn.idle_since = idle_since;
+        conn
+    }
+
+    /// Serves requests until the connection closes, or parks.
     #[allow(clippy::manual_async_fn)]
     pub(crate) fn run(mut self) -> impl Future<Output = ()> {
         // An async block, not an async fn: an async fn's future keeps its
@@ -82,21 +119,15 @@ impl Connection {
             // `timed_until`). Neither is set before it is needed.
             let mut client_timer = pin!(sleep(Duration::ZERO));
             let mut upstream_timer = pin!(sleep(Duration::ZERO));
-            let mut served = 0u64;
-            // When the connection last had nothing to do: accepted, or done with
-            // a request (the clock is read once per request, at its start).
-            let mut idle_since = Instant::now();
-            loop {
+            let end = loop {
                 // Between requests: take the newest configuration (hot reload).
                 let snapshot = self.snapshot.latest();
                 self.snapshot = snapshot.clone();
-                let request = self
-                    .read_request(&snapshot, served, idle_since, client_timer.as_mut())
-                    .await;
+                let request = self.read_request(&snapshot, client_timer.as_mut()).await;
                 let started = Instant::now();
                 let done = match request {
                     Ok(req) => {
-                        served += 1;
+                        self.served += 1;
                         if !req.keep_alive {
                             self.active.closing();
                         }
@@ -111,7 +142,8 @@ impl Connection {
                         )
                         .await
                     }
-                    Err(HeadEnd::Closed) => return,
+                    Err(HeadEnd::Closed) => break End::Closed,
+                    Err(HeadEnd::Park) => break End::Park,
                     Err(HeadEnd::Reconfigured) => continue,
                     Err(HeadEnd::Timeout) => {
                         self.ctx.unknown(&snapshot);
@@ -127,17 +159,92 @@ impl Connection {
                     }
                 };
                 let took = started.elapsed();
-                idle_since = started + took;
+                self.idle_since = started + took;
                 self.ctx.record(&snapshot, &done.served, took);
                 if done.close {
                     // Answered: what is left is the close, lingering perhaps
                     // for seconds; it no longer weighs on the load board.
                     self.active.closing();
                     self.session.close(&snapshot, done.served.status).await;
-                    return;
+                    break End::Closed;
                 }
+            };
+            self.give_back_buffers();
+            if let End::Park = end {
+                self.park();
             }
         }
+    }
+
+    /// Gives the per-request buffers back to the worker's free lists.
+    fn give_back_buffers(&mut self) {
+        let buffers = self.snapshot.buffers();
+        let response_head = std::mem::take(&mut self.session.response_head);
+        buffers.put_scratch(self.ctx.take_scratch(response_head));
+        if self.session.buf.capacity() > 0 {
+            buffers.put_head(std::mem::take(&mut self.session.buf));
+        }
+    }
+
+    /// Parks the connection (its buffers given back): it leaves its task.
+    fn park(self) {
+        let Connection {
+            session,
+            served,
+            idle_since,
+            lot,
+            active,
+            ..
+        } = self;
+        if let Some(lot) = lot {
+            let idle = Idle {
+                stream: session.stream.into_std(),
+                served,
+                idle_since,
+                nodelay: session.nodelay,
+            };
+            lot.park(idle, active);
+        }
+    }
+}
+
+/// An idle connection parked outside its task: what resumes it. The
+/// client's address is asked of the socket again on resuming.
+pub(crate) struct Idle {
+    /// The client socket.
+    stream: std::net::TcpStream,
+    /// Requests served so far.
+    served: u64,
+    /// When it finished its last request.
+    idle_since: Instant,
+    /// Whether TCP_NODELAY is set on it.
+    nodelay: bool,
+}
+
+impl Parkable for Idle {
+    fn fd(&self) -> RawFd {
+        self.stream.as_raw_fd()
+    }
+
+    fn idle_since(&self) -> Instant {
+        self.idle_since
+    }
+
+    fn peer(&self) -> Option<SocketAddr> {
+        self.stream.peer_addr().ok()
+    }
+
+    fn has_unread(&self) -> bool {
+        let mut probe = [std::mem::MaybeUninit::uninit(); 1];
+        matches!(SockRef::from(&self.stream).peek(&mut probe), Ok(n) if n > 0)
+    }
+
+    fn resume(self, snapshot: Rc<Snapshot>, lot: &Rc<ParkingLot<Self>>, active: ActiveConnection) {
+        // A client gone meanwhile has no address left: it closes.
+        let Some(peer) = self.peer() else { return };
+        let conn = Connection::resumed(snapshot, self, peer, active, lot.clone());
+        // Boxed as a connection just accepted is (see `accept.rs`).
+        tokio::task::spawn_local(Box::pin(conn.run()));
     }
 }
 

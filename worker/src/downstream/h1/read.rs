@@ -2,6 +2,7 @@
 //! timeout, a stop or a new configuration while idle, and parsing.
 
 use super::Connection;
+use crate::downstream::park::PARK_AFTER;
 use crate::http::request::{self, RequestError};
 use crate::http::with_header_slots;
 use crate::io::client_socket::{is_register_error, ClientSocket};
@@ -29,12 +30,16 @@ pub(super) enum HeadEnd {
     Invalid(RequestError),
     /// A new configuration arrived while idle: read the next request under it.
     Reconfigured,
+    /// Idle for [`PARK_AFTER`] after a request: the connection leaves its
+    /// task for the parking lot.
+    Park,
 }
 
 impl Connection {
-    /// Reads what a connection just accepted has sent, without waiting:
-    /// with `TCP_DEFER_ACCEPT` its request is there already, while the event
-    /// loop would report the socket readable only on its next turn.
+    /// Reads what a connection just accepted, or just resumed from the
+    /// parking lot, has sent, without waiting: its request is there already
+    /// (with `TCP_DEFER_ACCEPT`, or as the lot saw), while the event loop
+    /// would report the socket readable only on its next turn.
     fn read_first(&mut self, snapshot: &Snapshot) {
         let session = &mut self.session;
         if !session.buf.is_empty() {
@@ -56,22 +61,21 @@ impl Connection {
         }
     }
 
-    /// Reads until a complete request head is buffered, the connection
-    /// idle since `idle_since`; `timer` times the wait.
+    /// Reads until a complete request head is buffered; `timer` times the
+    /// wait.
     pub(super) async fn read_request<'s>(
         &mut self,
         snapshot: &'s Rc<Snapshot>,
-        served: u64,
-        idle_since: Instant,
         mut timer: Pin<&mut Sleep>,
     ) -> Result<Request<'s>, HeadEnd> {
+        let (served, idle_since) = (self.served, self.idle_since);
         let limits = &snapshot.config.http;
         // The first request is due within the header timeout of the accept;
         // later ones within it of their first byte, after an idle wait.
         let mut deadline = (served == 0).then(|| idle_since + limits.client_header_timeout);
         // Set once a stop was seen while this fresh connection had sent nothing.
         let mut stop_grace = false;
-        if served == 0 {
+        if std::mem::take(&mut self.unseen) {
             self.read_first(snapshot);
         }
         loop {
@@ -86,10 +90,16 @@ impl Connection {
             let idle = session.buf.is_empty();
             // No deadline yet: this is the first pass, at `idle_since`.
             let until = deadline.unwrap_or(idle_since + limits.keepalive_timeout);
+            // A connection idle after a request parks once idle for
+            // PARK_AFTER (unless its timeout comes first): the timer that
+            // times the wait tells when.
+            let park_at = (deadline.is_none() && served > 0 && self.lot.is_some())
+                .then(|| idle_since + PARK_AFTER)
+                .filter(|at| *at < until);
             let read = tokio::select! {
                 // Bytes already sent win over a stop: they are a request to answer.
                 biased;
-                read = timed_until(timer.as_mut(), until, read_head(&session.stream, &mut session.buf, snapshot.buffers())) => read,
+                read = timed_until(timer.as_mut(), park_at.unwrap_or(until), read_head(&session.stream, &mut session.buf, snapshot.buffers())) => read,
                 () = snapshot.on_change(|| snapshot.stopping() || snapshot.superseded()), if idle && !stop_grace => {
                     if !snapshot.stopping() {
                         return Err(HeadEnd::Reconfigured);
@@ -106,6 +116,7 @@ impl Connection {
                 }
             };
             match read {
+                Err(_) if park_at.is_some() => return Err(HeadEnd::Park),
                 Err(_) if stop_grace && self.session.buf.is_empty() => return Err(HeadEnd::Closed),
                 Err(_) if deadline.is_some() => return Err(HeadEnd::Timeout),
                 Ok(Ok(n)) if n > 0 => snapshot.stats().read(n),

@@ -218,6 +218,7 @@ fn a_connections_future_fits_a_4_kib_allocation() {
         ClientSocket::new(accepted),
         peer,
         snapshot.track(),
+        None,
     );
     let size = std::mem::size_of_val(&conn.run());
     assert!(size <= 4096, "a connection's future takes {size} bytes");
