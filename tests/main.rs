@@ -11,6 +11,7 @@ mod harness;
 mod lifecycle;
 mod load_board;
 mod observability;
+mod parking;
 mod proxying;
 mod reload;
 mod reuseport;
