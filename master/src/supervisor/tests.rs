@@ -1239,6 +1239,40 @@ fn a_reload_to_fewer_workers_closes_the_slots_it_gives_up_first() {
 }
 
 #[test]
+fn a_new_generation_reload_holds_a_socket_for_each_of_its_slots() {
+    let t0 = Instant::now();
+    let s = running(2, t0);
+    assert_eq!(s.slots_for_reload(Some(3)), 3);
+    assert_eq!(s.slots_for_reload(Some(1)), 1);
+}
+
+#[test]
+fn a_new_generation_reload_while_stopping_holds_none_for_slots_never_started() {
+    let t0 = Instant::now();
+    let mut s = running(2, t0);
+    s.handle(Event::Stop(StopMode::Graceful), t0);
+    assert_eq!(s.slots_for_reload(Some(4)), 2);
+    assert_eq!(s.slots_for_reload(Some(1)), 2);
+    // Indeed, the reload starts nothing.
+    let a = s.handle(reload(4, Duration::from_secs(30)), t0);
+    assert!(spawns(&a).is_empty(), "{a:?}");
+}
+
+#[test]
+fn a_hot_reload_holds_sockets_for_the_count_sigttin_and_sigttou_left() {
+    let t0 = Instant::now();
+    let mut s = running(2, t0);
+    assert_eq!(s.slots_for_reload(None), 2);
+    s.handle(Event::AddWorker, t0);
+    assert_eq!(s.slots_for_reload(None), 3);
+    s.handle(Event::RemoveWorker, t0);
+    s.handle(Event::RemoveWorker, t0);
+    assert_eq!(s.slots_for_reload(None), 1);
+    // A new generation runs what its config says, whatever SIGTTOU left.
+    assert_eq!(s.slots_for_reload(Some(2)), 2);
+}
+
+#[test]
 fn a_master_closes_at_start_the_slots_its_config_does_not_run() {
     // A new master of a binary upgrade gets every slot socket of the old
     // one, which may have run more workers.
