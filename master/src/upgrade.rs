@@ -219,7 +219,7 @@ pub enum InheritError {
     },
     /// The hand-off link's descriptor cannot be made close-on-exec.
     #[error("binary upgrade: hand-off fd: {0}")]
-    HandoffFd(nix::Error),
+    HandoffFd(#[source] nix::Error),
 }
 
 /// Takes what the old master passed, if this master was started by a binary
@@ -289,4 +289,22 @@ pub fn inherited() -> Result<Option<Inherited>, InheritError> {
         admin,
         handoff,
     }))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::error::Error;
+
+    /// The system call's error stays in the chain, under the message.
+    #[test]
+    fn the_hand_off_fds_error_is_its_source() {
+        let e = InheritError::HandoffFd(nix::Error::EBADF);
+        assert_eq!(
+            e.to_string(),
+            format!("binary upgrade: hand-off fd: {}", nix::Error::EBADF)
+        );
+        let source = e.source().and_then(|s| s.downcast_ref::<nix::Error>());
+        assert_eq!(source, Some(&nix::Error::EBADF));
+    }
 }
