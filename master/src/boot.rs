@@ -146,8 +146,8 @@ fn listeners(
 }
 
 /// Binds the control socket. A master started by a binary upgrade binds
-/// beside the old master's and moves onto its path once it serves (see
-/// `Master`).
+/// beside the old master's and moves onto its path once the old master
+/// hands over (see `Handoff::take_over` in `handoff.rs`).
 fn control_socket(
     config: &Config,
     upgrading: bool,

@@ -392,11 +392,11 @@ fn reconfigure() -> Event {
 #[test]
 fn a_hot_reload_while_a_generation_starts_leaves_the_switch_to_it_intact() {
     // Generation 2 is starting (one worker connected, one not yet) when
-    // a hot reload comes: it reaches generation 2 only (`run.rs` sends
-    // the newest config at hello), generation 1 keeps serving until
-    // generation 2 is ready, then drains by its own limit (its workers
-    // close what is left at their own 30 s, not the new 5 s); nothing
-    // more is started.
+    // a hot reload comes: it reaches generation 2 only (a worker not
+    // connected yet gets its generation's newest config at hello, from
+    // `LinkTable::hello`), generation 1 keeps serving until generation 2
+    // is ready, then drains by its own limit (its workers close what is
+    // left at their own 30 s, not the new 5 s); nothing more is started.
     let t0 = Instant::now();
     let mut s = running(1, t0);
     assert_eq!(
