@@ -83,7 +83,7 @@ pub fn boot(path: &Path) -> Result<Booted, StartError> {
     let Loaded { config, locator } = config::load(path).map_err(StartError::Config)?;
     let credentials = start_checks(&config, &locator).map_err(StartError::StartChecks)?;
     let exe = os::current_exe().map_err(StartError::OwnExe)?;
-    let mut handoff = upgrade::inherited().map_err(StartError::Inherited)?;
+    let mut handoff = upgrade::inherited()?;
     let (listeners, pid_file) = listeners(&config, handoff.as_mut())?;
     let generation = Arc::new(AtomicU64::new(1));
     let logs = log::open_master(&config.log.error_log, generation.clone())
@@ -146,8 +146,8 @@ fn listeners(
 }
 
 /// Binds the control socket. A master started by a binary upgrade binds
-/// beside the old master's and moves onto its path once it serves (see
-/// `Master`).
+/// beside the old master's and moves onto its path once the old master
+/// hands over (see `Handoff::take_over` in `handoff.rs`).
 fn control_socket(
     config: &Config,
     upgrading: bool,
@@ -238,7 +238,9 @@ mod tests {
         assert!(!pid_file.exists(), "the pid file is removed");
     }
 
-    /// The messages users see on stderr, word for word.
+    /// The messages users see on stderr, word for word: every step's,
+    /// those whose error comes from elsewhere (the config, the checks
+    /// beyond it, binding, the pid file) made by the code the step runs.
     #[test]
     fn each_step_is_worded_as_users_see_it() {
         let io = || io::Error::other("why");
@@ -270,6 +272,69 @@ mod tests {
             (StartError::Admin(io()), "prefork: admin listener: why"),
         ];
         for (e, message) in shown {
+            assert_eq!(e.to_string(), message);
+        }
+
+        fn failed<T>(step: Result<T, StartError>) -> StartError {
+            match step {
+                Ok(_) => panic!("the step should fail"),
+                Err(e) => e,
+            }
+        }
+        let dir = tempfile::tempdir().unwrap();
+        let missing = dir.path().join("missing");
+        let absent = missing.join("t.toml");
+        let path = dir.path().join("t.toml");
+        std::fs::write(&path, "workers = 0\nshutdown_timeout = \"0s\"\n").unwrap();
+        let invalid = failed(config::load(&path).map_err(StartError::Config));
+        let pid_file = missing.join("p.pid");
+        let text = format!("workers = 1\npid_file = \"{}\"\n", pid_file.display());
+        std::fs::write(&path, text).unwrap();
+        let Loaded { config, locator } = config::load(&path).unwrap();
+        let taken = TcpListener::bind("127.0.0.1:0").unwrap();
+        let addr = taken.local_addr().unwrap();
+        let listen = [prefork_shared::config::Listen {
+            addr,
+            backlog: 16,
+            reuseport: false,
+            defer_accept: false,
+        }];
+        let (p, m) = (path.display(), missing.display());
+        let enoent = "No such file or directory (os error 2)";
+        let made = [
+            (
+                failed(config::load(&absent).map_err(StartError::Config)),
+                format!("{}: cannot read config: {enoent}", absent.display()),
+            ),
+            (
+                invalid,
+                format!(
+                    "{p}:1: workers: must be at least 1 (found 0)\n\
+                     {p}:2: shutdown_timeout: must be longer than zero"
+                ),
+            ),
+            (
+                failed(start_checks(&config, &locator).map_err(StartError::StartChecks)),
+                format!(
+                    "{p}: control_socket: {sock}: directory {m}: {enoent}\n\
+                     {p}:2: pid_file: {pid}: directory {m}: {enoent}",
+                    sock = missing.join("p.sock").display(),
+                    pid = pid_file.display(),
+                ),
+            ),
+            (
+                failed(Listeners::bind(&listen, 1).map_err(StartError::Listeners)),
+                format!(
+                    "prefork: cannot listen on {addr}: bind failed: \
+                     Address already in use (os error 98)"
+                ),
+            ),
+            (
+                failed(pidfile::Guard::write(&pid_file).map_err(StartError::PidFile)),
+                format!("prefork: {}: {enoent}", pid_file.display()),
+            ),
+        ];
+        for (e, message) in made {
             assert_eq!(e.to_string(), message);
         }
     }

@@ -101,3 +101,100 @@ impl Generations {
         self.by_generation.retain(|g, _| *g >= older_than);
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::path::Path;
+
+    /// A setup whose config runs `workers` workers, to tell setups apart.
+    fn setup(workers: usize) -> GenerationSetup {
+        let text = format!("workers = {workers}\n");
+        let config = prefork_shared::config::parse(Path::new("t.toml"), &text).expect("config");
+        GenerationSetup {
+            config: Arc::new(config),
+            credentials: None,
+        }
+    }
+
+    /// The worker count of the setup held for `generation`.
+    fn held(g: &Generations, generation: u64) -> Option<usize> {
+        g.get(Generation(generation)).map(|s| s.config.workers)
+    }
+
+    /// Every setup held, oldest first, by worker count.
+    fn all(g: &Generations) -> Vec<usize> {
+        g.all().map(|s| s.config.workers).collect()
+    }
+
+    #[test]
+    fn a_staged_setup_belongs_to_a_generation_only_once_adopted() {
+        let mut g = Generations::new(Generation(1), setup(1));
+        g.stage(setup(2));
+        assert_eq!(held(&g, 2), None, "staged is not adopted");
+        assert_eq!(all(&g), vec![1]);
+        assert!(g.adopt(Generation(2)));
+        assert_eq!((held(&g, 1), held(&g, 2)), (Some(1), Some(2)));
+        assert_eq!(g.newest_config(Generation(2)).workers, 2);
+        // Adopted once: nothing is left staged for the next generation.
+        assert!(!g.adopt(Generation(3)));
+        assert_eq!(all(&g), vec![1, 2]);
+    }
+
+    #[test]
+    fn adopting_with_nothing_staged_changes_nothing() {
+        let mut g = Generations::new(Generation(1), setup(1));
+        assert!(!g.adopt(Generation(2)));
+        assert_eq!(held(&g, 2), None);
+        assert_eq!(all(&g), vec![1]);
+        // The newest generation has no setup of its own: the newest held
+        // stands for it.
+        assert_eq!(g.newest_config(Generation(2)).workers, 1);
+    }
+
+    #[test]
+    fn a_setup_staged_again_before_adoption_replaces_the_first() {
+        // The master was stopping: the first reload started no generation.
+        let mut g = Generations::new(Generation(1), setup(1));
+        g.stage(setup(2));
+        g.stage(setup(3));
+        assert!(g.adopt(Generation(2)));
+        assert_eq!(held(&g, 2), Some(3));
+        assert!(!g.adopt(Generation(3)));
+    }
+
+    #[test]
+    fn replacing_gives_a_generation_its_new_setup_in_place() {
+        let mut g = Generations::new(Generation(1), setup(1));
+        g.stage(setup(2));
+        g.replace(Generation(1), setup(4));
+        assert_eq!(all(&g), vec![4]);
+        assert_eq!(g.newest_config(Generation(1)).workers, 4);
+        // What was staged stays staged.
+        assert!(g.adopt(Generation(2)));
+        assert_eq!(all(&g), vec![4, 2]);
+    }
+
+    #[test]
+    fn forgetting_drops_only_the_older_setups_and_keeps_the_one_still_needed() {
+        let mut g = Generations::new(Generation(1), setup(1));
+        for n in 2..=4 {
+            g.stage(setup(n));
+            assert!(g.adopt(Generation(n as u64)));
+        }
+        // Generation 3 still has a worker: it and the newer stay.
+        g.forget_older_than(Generation(3));
+        assert_eq!((held(&g, 1), held(&g, 2)), (None, None));
+        assert_eq!(all(&g), vec![3, 4]);
+        // Forgetting what is gone already changes nothing.
+        g.forget_older_than(Generation(2));
+        assert_eq!(all(&g), vec![3, 4]);
+        // A staged setup belongs to no generation yet: it is kept.
+        g.stage(setup(5));
+        g.forget_older_than(Generation(4));
+        assert_eq!(all(&g), vec![4]);
+        assert!(g.adopt(Generation(5)));
+        assert_eq!(all(&g), vec![4, 5]);
+        assert_eq!(g.newest_config(Generation(5)).workers, 5);
+    }
+}

@@ -151,7 +151,7 @@ impl LinkTable {
         if let Err(e) = link.serve(from, self.events_tx.clone()) {
             // Without a link the worker can never be configured: the boot
             // timeout would kill it; do it now instead.
-            signal_process(&self.log, pid, Signal::SIGKILL);
+            os::signal_process(&self.log, pid, Signal::SIGKILL);
             error!(self.log, "cannot start an IPC thread"; "worker_pid" => pid, "error" => %e);
             self.closed(pid, observed);
         }
@@ -242,7 +242,7 @@ impl LinkTable {
                 StopMode::Graceful => Signal::SIGQUIT,
                 StopMode::Fast => Signal::SIGTERM,
             };
-            signal_process(&self.log, pid, signal);
+            os::signal_process(&self.log, pid, signal);
         }
     }
 
@@ -318,13 +318,5 @@ impl LinkTable {
     /// Whether the table holds no worker.
     pub fn is_empty(&self) -> bool {
         self.links.is_empty()
-    }
-}
-
-/// Sends `signal` to a worker (or to the new master of a binary upgrade);
-/// one that is gone already is no error worth more than a debug line.
-pub fn signal_process(log: &Logger, pid: Pid, signal: Signal) {
-    if let Err(e) = os::signal_worker(pid, signal) {
-        debug!(log, "kill failed"; "worker_pid" => pid, "signal" => signal.as_str(), "error" => %e);
     }
 }

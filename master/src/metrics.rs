@@ -4,7 +4,7 @@
 //! Prometheus text format.
 
 use crate::supervisor::{Pid, Slot, WorkerPhase, WorkerView};
-use prefork_shared::stats::{Histogram, WorkerStats, LATENCY_BOUNDS_US, STATUS_CLASSES};
+use prefork_shared::stats::{Histogram, Totals, WorkerStats, LATENCY_BOUNDS_US, STATUS_CLASSES};
 use std::collections::{BTreeMap, BTreeSet, HashMap, VecDeque};
 use std::fmt::Write as _;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
@@ -141,20 +141,27 @@ impl Observed {
 
     /// Counters per slot: exited workers plus live ones.
     pub fn per_slot(&self) -> BTreeMap<Slot, WorkerStats> {
-        let mut out = self.retired.clone();
+        let mut slots: BTreeMap<Slot, Totals> = self
+            .retired
+            .iter()
+            .map(|(slot, stats)| (*slot, Totals::new(stats.clone())))
+            .collect();
         for r in self.live.values() {
-            out.entry(r.slot).or_default().merge(&r.latest);
+            slots.entry(r.slot).or_default().add(&r.latest);
         }
-        out
+        slots
+            .into_iter()
+            .map(|(slot, totals)| (slot, totals.finish()))
+            .collect()
     }
 
     /// Counters of every worker together.
     pub fn total(&self) -> WorkerStats {
-        let mut all = WorkerStats::default();
+        let mut all = Totals::default();
         for s in self.per_slot().values() {
-            all.merge(s);
+            all.add(s);
         }
-        all
+        all.finish()
     }
 }
 

@@ -7,6 +7,7 @@ use nix::sys::wait::{waitpid, WaitPidFlag, WaitStatus};
 use nix::unistd::{Gid, Uid, User};
 use prefork_shared::fds::{self, FIRST_LISTEN_FD, LISTEN_FDS_ENV};
 use prefork_shared::load_board::LOAD_CELL_ENV;
+use slog::{debug, Logger};
 use std::io;
 use std::net::SocketAddr;
 use std::os::fd::RawFd;
@@ -230,6 +231,14 @@ pub fn reap_children() -> Vec<(Pid, ExitStatus)> {
 /// Sends `signal` to a worker.
 pub fn signal_worker(pid: Pid, signal: Signal) -> nix::Result<()> {
     kill(nix::unistd::Pid::from_raw(pid as i32), signal)
+}
+
+/// Sends `signal` to a worker (or to the new master of a binary upgrade);
+/// one that is gone already is no error worth more than a debug line.
+pub fn signal_process(log: &Logger, pid: Pid, signal: Signal) {
+    if let Err(e) = signal_worker(pid, signal) {
+        debug!(log, "kill failed"; "worker_pid" => pid, "signal" => signal.as_str(), "error" => %e);
+    }
 }
 
 /// Whether the master runs as root (and so must drop privileges for workers).

@@ -101,15 +101,11 @@ impl Reload<'_> {
             .then(|| pidfile::Guard::write(&config.pid_file))
             .transpose()
             .map_err(|e| format!("pid_file: {e}"))?;
-        // Per-slot sockets only for the slots that will run: a new
-        // generation's, unless the master is stopping (it starts none);
-        // after a hot reload, the running count, which SIGTTIN and SIGTTOU
-        // may have changed. Any other would join the port's `reuseport`
-        // group and take connections that nobody accepts.
-        let slots = match &path {
-            ReloadPath::NewGeneration(_) if !self.supervisor.shutting_down() => config.workers,
-            _ => self.supervisor.workers_wanted(),
-        };
+        // Per-slot sockets only for the slots that will run.
+        let slots = self.supervisor.slots_for_reload(match &path {
+            ReloadPath::NewGeneration(_) => Some(config.workers),
+            ReloadPath::Hot => None,
+        });
         match self.listeners.reconcile(&config.listen, slots) {
             Ok(closed) => {
                 for addr in closed {

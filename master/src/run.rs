@@ -10,7 +10,7 @@ use crate::control_socket::ControlSocket;
 use crate::generations::{GenerationSetup, Generations};
 use crate::handoff::Handoff;
 use crate::link::LinkEvent;
-use crate::link_table::{signal_process, LinkTable};
+use crate::link_table::LinkTable;
 use crate::listeners::Listeners;
 use crate::metrics::Observed;
 use crate::os::{self, Credentials};
@@ -203,7 +203,7 @@ impl Master {
                     }
                     Action::Stop(pid, mode) => self.links.stop(pid, mode),
                     Action::Kill(pid) | Action::AbortUpgrade(pid) => {
-                        signal_process(&self.log, pid, Signal::SIGKILL)
+                        os::signal_process(&self.log, pid, Signal::SIGKILL)
                     }
                     Action::Configure(pid) => {
                         if let Some(setup) = self.setup_of(pid) {

@@ -162,9 +162,18 @@ impl Supervisor {
             .collect()
     }
 
-    /// How many slots the newest generation runs.
-    pub fn workers_wanted(&self) -> usize {
-        self.workers_wanted
+    /// How many per-slot (`reuseport`) listeners a reload must hold: one
+    /// for each slot that will run once the reload's event is handled. A
+    /// new generation of `workers` slots (`Some`) runs that many, unless
+    /// the master is stopping (it starts none); a hot reload (`None`) keeps
+    /// the running count, which SIGTTIN and SIGTTOU may have changed. Any
+    /// other socket would join the port's `reuseport` group and take
+    /// connections that nobody accepts.
+    pub fn slots_for_reload(&self, new_generation: Option<usize>) -> usize {
+        match new_generation {
+            Some(workers) if !self.shutting_down() => workers,
+            _ => self.workers_wanted,
+        }
     }
 
     /// The newest generation.

@@ -198,7 +198,7 @@ pub enum InheritError {
     Variable(&'static str),
     /// The listening sockets named in `LISTEN_FDS` are malformed.
     #[error("{0}")]
-    Listeners(String),
+    Listeners(#[from] fds::DecodeError),
     /// The admin listener's descriptor cannot be made close-on-exec.
     #[error("binary upgrade: admin fd {fd}: {source}")]
     AdminFd {
@@ -219,7 +219,7 @@ pub enum InheritError {
     },
     /// The hand-off link's descriptor cannot be made close-on-exec.
     #[error("binary upgrade: hand-off fd: {0}")]
-    HandoffFd(nix::Error),
+    HandoffFd(#[source] nix::Error),
 }
 
 /// Takes what the old master passed, if this master was started by a binary
@@ -236,8 +236,7 @@ pub fn inherited() -> Result<Option<Inherited>, InheritError> {
         .ok()
         .and_then(|v| v.parse().ok())
         .ok_or(InheritError::Variable(OLD_MASTER_ENV))?;
-    let named = fds::decode(&std::env::var(LISTEN_FDS_ENV).unwrap_or_default())
-        .map_err(InheritError::Listeners)?;
+    let named = fds::decode(&std::env::var(LISTEN_FDS_ENV).unwrap_or_default())?;
     let admin_fd = match std::env::var_os(ADMIN_FD_ENV) {
         None => None,
         Some(v) => Some(
@@ -289,4 +288,35 @@ pub fn inherited() -> Result<Option<Inherited>, InheritError> {
         admin,
         handoff,
     }))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::error::Error;
+
+    /// The system call's error stays in the chain, under the message.
+    #[test]
+    fn the_hand_off_fds_error_is_its_source() {
+        let e = InheritError::HandoffFd(nix::Error::EBADF);
+        assert_eq!(
+            e.to_string(),
+            format!("binary upgrade: hand-off fd: {}", nix::Error::EBADF)
+        );
+        let source = e.source().and_then(|s| s.downcast_ref::<nix::Error>());
+        assert_eq!(source, Some(&nix::Error::EBADF));
+    }
+
+    /// A malformed `LISTEN_FDS` reads as `fds::decode` words it, and its
+    /// error is the source.
+    #[test]
+    fn a_malformed_listener_list_is_worded_by_its_decoder() {
+        let decoded = fds::decode("nonsense").unwrap_err();
+        let e = InheritError::from(decoded.clone());
+        assert_eq!(e.to_string(), decoded.to_string());
+        let source = e
+            .source()
+            .and_then(|s| s.downcast_ref::<fds::DecodeError>());
+        assert_eq!(source, Some(&decoded));
+    }
 }

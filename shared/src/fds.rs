@@ -28,13 +28,24 @@ pub fn encode(listeners: &[(SocketAddr, Option<u32>)]) -> String {
         .join(" ")
 }
 
+/// A [`LISTEN_FDS_ENV`] value naming a listener that is not an address,
+/// optionally followed by `#slot`.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{LISTEN_FDS_ENV}: invalid listener {word:?}")]
+pub struct DecodeError {
+    /// The word of the value that is not a listener.
+    pub word: String,
+}
+
 /// Parses a [`LISTEN_FDS_ENV`] value into `(fd, address, slot)` triples.
-pub fn decode(value: &str) -> Result<Vec<(i32, SocketAddr, Option<u32>)>, String> {
+pub fn decode(value: &str) -> Result<Vec<(i32, SocketAddr, Option<u32>)>, DecodeError> {
     value
         .split_whitespace()
         .enumerate()
         .map(|(i, word)| {
-            let invalid = || format!("{LISTEN_FDS_ENV}: invalid listener {word:?}");
+            let invalid = || DecodeError {
+                word: word.to_owned(),
+            };
             let (addr, slot) = match word.split_once('#') {
                 Some((addr, slot)) => (addr, Some(slot.parse().map_err(|_| invalid())?)),
                 None => (word, None),
@@ -64,5 +75,21 @@ mod tests {
         assert!(decode("127.0.0.1:80#x").is_err());
         assert!(decode("127.0.0.1:80#-1").is_err());
         assert!(decode("").unwrap().is_empty());
+    }
+
+    /// The message operators see, word for word.
+    #[test]
+    fn names_the_listener_it_cannot_read() {
+        let e = decode("127.0.0.1:80 127.0.0.1:81#x").unwrap_err();
+        assert_eq!(
+            e,
+            DecodeError {
+                word: "127.0.0.1:81#x".into()
+            }
+        );
+        assert_eq!(
+            e.to_string(),
+            "PREFORK_LISTEN_FDS: invalid listener \"127.0.0.1:81#x\""
+        );
     }
 }

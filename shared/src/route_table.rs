@@ -191,8 +191,10 @@ mod tests {
             .collect()
     }
 
-    /// The rules as a scan of every route: the reference the table must
-    /// agree with (how routing worked before the table).
+    /// The rules applied to every route in turn, keeping the best match
+    /// (most specific host, then longest path, then earliest route): the
+    /// oracle the table must agree with, too slow to route with but plain
+    /// enough to check by eye.
     fn scan(routes: &[Route], host: &str, path: &[u8]) -> Option<usize> {
         let mut best: Option<(usize, usize, usize)> = None;
         for (i, route) in routes.iter().enumerate() {

@@ -222,36 +222,75 @@ impl WorkerStats {
     }
 
     /// Adds `other`'s counters to these, matching routes and servers by
-    /// label (gauges add up too: the sum over workers is what is wanted).
+    /// label (see [`Totals`], to add up many).
     pub fn merge(&mut self, other: &WorkerStats) {
-        // Routes by label, looked up rather than searched for: a config may
-        // hold many thousands of routes. The first of equal labels counts.
-        let mut index: FxHashMap<String, usize> = FxHashMap::default();
-        for (i, m) in self.routes.iter().enumerate() {
-            index.entry(m.route.clone()).or_insert(i);
+        let mut totals = Totals::new(std::mem::take(self));
+        totals.add(other);
+        *self = totals.finish();
+    }
+
+    /// These counters without the gauges (what a stopped worker leaves behind).
+    pub fn retired(&self) -> WorkerStats {
+        let mut out = self.clone();
+        out.active_connections = 0;
+        out.parked_connections = 0;
+        for s in &mut out.servers {
+            s.active = 0;
+            s.down = 0;
+            s.reporting = 0;
         }
+        out
+    }
+}
+
+/// The counters of many workers added up. Routes are matched by label
+/// through one map kept for every worker added, not rebuilt for each: a
+/// config may hold many thousands of routes, and `/metrics` adds up every
+/// worker. The first of equal labels counts.
+#[derive(Debug, Default)]
+pub struct Totals {
+    sum: WorkerStats,
+    /// Where each route label is in `sum.routes`.
+    index: FxHashMap<String, usize>,
+}
+
+impl Totals {
+    /// Totals that start with `stats`.
+    pub fn new(stats: WorkerStats) -> Totals {
+        let mut index = FxHashMap::default();
+        for (i, r) in stats.routes.iter().enumerate() {
+            index.entry(r.route.clone()).or_insert(i);
+        }
+        Totals { sum: stats, index }
+    }
+
+    /// Adds `other`'s counters, matching routes and servers by label
+    /// (gauges add up too: the sum over workers is what is wanted). A route
+    /// not seen yet is added after those seen.
+    pub fn add(&mut self, other: &WorkerStats) {
+        let sum = &mut self.sum;
         for r in &other.routes {
-            match index.get(&r.route) {
+            match self.index.get(&r.route) {
                 Some(&i) => {
-                    let mine = &mut self.routes[i];
+                    let mine = &mut sum.routes[i];
                     for (a, b) in mine.by_class.iter_mut().zip(r.by_class.iter()) {
                         *a += b;
                     }
                     mine.latency.merge(&r.latency);
                 }
                 None => {
-                    index.insert(r.route.clone(), self.routes.len());
-                    self.routes.push(r.clone());
+                    self.index.insert(r.route.clone(), sum.routes.len());
+                    sum.routes.push(r.clone());
                 }
             }
         }
-        self.active_connections += other.active_connections;
-        self.parked_connections += other.parked_connections;
-        self.connections += other.connections;
-        self.bytes_in += other.bytes_in;
-        self.bytes_out += other.bytes_out;
+        sum.active_connections += other.active_connections;
+        sum.parked_connections += other.parked_connections;
+        sum.connections += other.connections;
+        sum.bytes_in += other.bytes_in;
+        sum.bytes_out += other.bytes_out;
         for s in &other.servers {
-            match self
+            match sum
                 .servers
                 .iter_mut()
                 .find(|m| m.upstream == s.upstream && m.server == s.server)
@@ -274,22 +313,14 @@ impl WorkerStats {
                         mine.last_error.clone_from(&s.last_error);
                     }
                 }
-                None => self.servers.push(s.clone()),
+                None => sum.servers.push(s.clone()),
             }
         }
     }
 
-    /// These counters without the gauges (what a stopped worker leaves behind).
-    pub fn retired(&self) -> WorkerStats {
-        let mut out = self.clone();
-        out.active_connections = 0;
-        out.parked_connections = 0;
-        for s in &mut out.servers {
-            s.active = 0;
-            s.down = 0;
-            s.reporting = 0;
-        }
-        out
+    /// The counters added up.
+    pub fn finish(self) -> WorkerStats {
+        self.sum
     }
 }
 
@@ -376,6 +407,92 @@ mod tests {
         });
         assert_eq!(a.servers[0].consecutive_failures, 1);
         assert_eq!(a.bytes_out, 15);
+    }
+
+    /// Several workers, whose routes overlap in part, in another order, or
+    /// not at all: each label is added up once, in the order first seen,
+    /// and the totals are those of merging them one after the other.
+    #[test]
+    fn totals_of_many_workers_add_each_label_up_once_in_the_order_first_seen() {
+        let route = |name: &str, ok: u64, took_ms: u64| {
+            let mut latency = Histogram::default();
+            latency.observe(Duration::from_millis(took_ms));
+            RouteCounters {
+                route: name.into(),
+                by_class: [0, 0, ok, 0, 1, 0],
+                latency,
+            }
+        };
+        let server = |name: &str, requests| ServerCounters {
+            upstream: "app".into(),
+            server: name.into(),
+            requests,
+            reporting: 1,
+            ..ServerCounters::default()
+        };
+        let workers = [
+            WorkerStats {
+                routes: vec![route("a/", 1, 1), route("*/", 2, 2)],
+                servers: vec![server("s1", 1)],
+                connections: 1,
+                ..WorkerStats::default()
+            },
+            WorkerStats {
+                routes: vec![route("*/", 3, 3), route("b/", 4, 4)],
+                servers: vec![server("s2", 2), server("s1", 3)],
+                connections: 2,
+                ..WorkerStats::default()
+            },
+            WorkerStats {
+                routes: vec![route("c/", 5, 5)],
+                connections: 3,
+                ..WorkerStats::default()
+            },
+            WorkerStats {
+                routes: vec![route("b/", 6, 6), route("a/", 7, 7), route(UNROUTED, 8, 8)],
+                servers: vec![server("s2", 4)],
+                connections: 4,
+                ..WorkerStats::default()
+            },
+        ];
+        let mut totals = Totals::default();
+        for w in &workers {
+            totals.add(w);
+        }
+        let sum = totals.finish();
+        let routes: Vec<(&str, u64, u64)> = sum
+            .routes
+            .iter()
+            .map(|r| (r.route.as_str(), r.requests(), r.latency.count()))
+            .collect();
+        assert_eq!(
+            routes,
+            vec![
+                ("a/", 8 + 2, 2),
+                ("*/", 5 + 2, 2),
+                ("b/", 10 + 2, 2),
+                ("c/", 5 + 1, 1),
+                (UNROUTED, 8 + 1, 1)
+            ]
+        );
+        assert_eq!(sum.routes[0].latency.sum_us, 8_000);
+        let servers: Vec<(&str, u64, u64)> = sum
+            .servers
+            .iter()
+            .map(|s| (s.server.as_str(), s.requests, s.reporting))
+            .collect();
+        assert_eq!(servers, vec![("s1", 4, 2), ("s2", 6, 2)]);
+        assert_eq!(sum.connections, 10);
+        let mut merged = WorkerStats::default();
+        for w in &workers {
+            merged.merge(w);
+        }
+        assert_eq!(sum, merged);
+        let mut from_first = Totals::new(workers[0].clone());
+        for w in &workers[1..] {
+            from_first.add(w);
+        }
+        assert_eq!(from_first.finish(), sum);
     }
 
     #[test]

@@ -284,6 +284,52 @@ fn a_hot_reload_while_a_generation_starts_reaches_all_of_it_and_the_old_one_drai
     assert_eq!(received(&connected), (vec![], false));
 }
 
+#[test]
+fn an_old_generations_config_is_dropped_once_the_loop_settles_with_none_of_its_workers_left() {
+    // Generation 1 serves; a reload starts generation 2, which becomes
+    // ready, so generation 1 drains. The loop feeds `Settled` after each
+    // wake-up: only the first one after generation 1's last worker is
+    // gone drops its configuration.
+    let h = harness();
+    let mut m = h.master;
+    let first = spawned(&mut m, 100, 0, 1);
+    // Every command channel is kept: a stop that cannot be sent would be
+    // signalled to the pid instead.
+    let old = hello(&mut m, first);
+    let events = m.on_link(LinkEvent::Message(first, WorkerMsg::Ready));
+    feed_all(&mut m, events);
+
+    write_config(h.dir.path(), 2, "");
+    let events = m.on_signal(Request::Reload);
+    feed_all(&mut m, events);
+    let mut new = Vec::new();
+    for (pid, slot) in [(200, 0), (201, 1)] {
+        let from = spawned(&mut m, pid, slot, 2);
+        new.push(hello(&mut m, from));
+        let events = m.on_link(LinkEvent::Message(from, WorkerMsg::Ready));
+        feed_all(&mut m, events);
+    }
+    assert_eq!(received(&old), (vec![0], true), "generation 1 drains");
+    feed_all(&mut m, vec![Event::Settled]);
+    assert!(
+        m.generations.get(Generation(1)).is_some(),
+        "dropped while its worker drains"
+    );
+
+    reap(&mut m, 100);
+    assert!(
+        m.generations.get(Generation(1)).is_some(),
+        "dropped before the loop settled"
+    );
+    feed_all(&mut m, vec![Event::Settled]);
+    assert!(
+        m.generations.get(Generation(1)).is_none(),
+        "kept once settled with no worker of its own left"
+    );
+    assert!(m.generations.get(Generation(2)).is_some());
+    assert_eq!(m.current_config().workers, 2);
+}
+
 /// The phase the supervisor gives `pid`.
 fn phase(m: &Master, pid: Pid) -> Option<WorkerPhase> {
     m.supervisor

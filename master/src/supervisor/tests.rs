@@ -392,11 +392,11 @@ fn reconfigure() -> Event {
 #[test]
 fn a_hot_reload_while_a_generation_starts_leaves_the_switch_to_it_intact() {
     // Generation 2 is starting (one worker connected, one not yet) when
-    // a hot reload comes: it reaches generation 2 only (`run.rs` sends
-    // the newest config at hello), generation 1 keeps serving until
-    // generation 2 is ready, then drains by its own limit (its workers
-    // close what is left at their own 30 s, not the new 5 s); nothing
-    // more is started.
+    // a hot reload comes: it reaches generation 2 only (a worker not
+    // connected yet gets its generation's newest config at hello, from
+    // `LinkTable::hello`), generation 1 keeps serving until generation 2
+    // is ready, then drains by its own limit (its workers close what is
+    // left at their own 30 s, not the new 5 s); nothing more is started.
     let t0 = Instant::now();
     let mut s = running(1, t0);
     assert_eq!(
@@ -1236,6 +1236,40 @@ fn a_reload_to_fewer_workers_closes_the_slots_it_gives_up_first() {
             "{a:?}"
         );
     }
+}
+
+#[test]
+fn a_new_generation_reload_holds_a_socket_for_each_of_its_slots() {
+    let t0 = Instant::now();
+    let s = running(2, t0);
+    assert_eq!(s.slots_for_reload(Some(3)), 3);
+    assert_eq!(s.slots_for_reload(Some(1)), 1);
+}
+
+#[test]
+fn a_new_generation_reload_while_stopping_holds_none_for_slots_never_started() {
+    let t0 = Instant::now();
+    let mut s = running(2, t0);
+    s.handle(Event::Stop(StopMode::Graceful), t0);
+    assert_eq!(s.slots_for_reload(Some(4)), 2);
+    assert_eq!(s.slots_for_reload(Some(1)), 2);
+    // Indeed, the reload starts nothing.
+    let a = s.handle(reload(4, Duration::from_secs(30)), t0);
+    assert!(spawns(&a).is_empty(), "{a:?}");
+}
+
+#[test]
+fn a_hot_reload_holds_sockets_for_the_count_sigttin_and_sigttou_left() {
+    let t0 = Instant::now();
+    let mut s = running(2, t0);
+    assert_eq!(s.slots_for_reload(None), 2);
+    s.handle(Event::AddWorker, t0);
+    assert_eq!(s.slots_for_reload(None), 3);
+    s.handle(Event::RemoveWorker, t0);
+    s.handle(Event::RemoveWorker, t0);
+    assert_eq!(s.slots_for_reload(None), 1);
+    // A new generation runs what its config says, whatever SIGTTOU left.
+    assert_eq!(s.slots_for_reload(Some(2)), 2);
 }
 
 #[test]

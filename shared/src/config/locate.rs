@@ -2,8 +2,10 @@
 //! a [`Problem`] that reads `file:line: key: reason`, so that errors found
 //! after deserializing can still point at `file:line`.
 
+use std::collections::HashMap;
 use std::fmt;
 use std::path::{Path, PathBuf};
+use std::sync::OnceLock;
 use toml::de::{DeTable, DeValue};
 
 /// One thing wrong with a config file.
@@ -77,10 +79,26 @@ impl fmt::Display for KeyPath {
 /// A config file's text, kept with the config loaded from it: problems
 /// found later (the master's start checks) are located on their line
 /// without reading the file again, which may have changed or gone since.
-#[derive(Debug, Clone)]
+///
+/// The text is parsed once, at the first problem located, into a
+/// [`KeyIndex`] that every later problem reuses: a file with thousands of
+/// problems must not be parsed thousands of times (a reload runs on the
+/// master's loop, which also watches the workers' heartbeats).
+#[derive(Clone)]
 pub struct Locator {
     file: PathBuf,
     source: String,
+    /// Built at the first problem located; `None` if the text does not parse.
+    index: OnceLock<Option<KeyIndex>>,
+}
+
+impl fmt::Debug for Locator {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Locator")
+            .field("file", &self.file)
+            .field("source", &self.source)
+            .finish_non_exhaustive()
+    }
 }
 
 impl Locator {
@@ -89,6 +107,7 @@ impl Locator {
         Locator {
             file: file.to_owned(),
             source,
+            index: OnceLock::new(),
         }
     }
 
@@ -105,9 +124,10 @@ impl Locator {
     /// A problem with the value at `key`, located on its line (or the line
     /// of its deepest ancestor in the file; none if no part of it is there).
     pub fn problem(&self, key: &KeyPath, message: impl Into<String>) -> Problem {
+        let index = self.index.get_or_init(|| KeyIndex::new(&self.source));
         Problem {
             file: self.file.clone(),
-            line: line_of(&self.source, key),
+            line: index.as_ref().and_then(|index| index.line_of(key)),
             key: key.to_string(),
             message: message.into(),
         }
@@ -130,33 +150,112 @@ impl Locator {
     }
 }
 
-/// The 1-based line on which the value at `path` starts, or the line of its
-/// deepest existing ancestor (a missing key is reported where its table is).
-fn line_of(source: &str, path: &KeyPath) -> Option<usize> {
-    let root = DeTable::parse(source).ok()?;
-    let root_value = DeValue::Table(root.into_inner());
-    let mut current = &root_value;
-    let mut offset = None;
-    for seg in &path.0 {
-        let next = match seg {
-            Seg::Key(k) => current.get(k.as_str()),
-            Seg::Index(n) => current.get(*n),
-        };
-        match next {
-            Some(spanned) => {
-                offset = Some(spanned.span().start);
-                current = spanned.get_ref();
+/// The line on which each value of a config file starts, by key path: what
+/// locating a problem needs of the parsed TOML, built in one parse.
+#[derive(Debug, Clone)]
+struct KeyIndex {
+    /// The top-level table's values (the table itself has no line).
+    root: Children,
+}
+
+/// A value of the file: its line and, for a table or an array, what it holds.
+#[derive(Debug, Clone)]
+struct Node {
+    /// The 1-based line on which the value starts.
+    line: usize,
+    children: Children,
+}
+
+/// What a value holds.
+#[derive(Debug, Clone)]
+enum Children {
+    /// Nothing to look into: a string, number, boolean or date.
+    None,
+    /// A table's values, by key.
+    Table(HashMap<String, Node>),
+    /// An array's values, in order.
+    Array(Vec<Node>),
+}
+
+impl KeyIndex {
+    /// The index of `source`, or `None` if it does not parse.
+    fn new(source: &str) -> Option<KeyIndex> {
+        let root = parse(source).ok()?;
+        let newlines: Vec<usize> = source
+            .bytes()
+            .enumerate()
+            .filter_map(|(i, b)| (b == b'\n').then_some(i))
+            .collect();
+        let root = Children::of(&DeValue::Table(root.into_inner()), Lines(&newlines));
+        Some(KeyIndex { root })
+    }
+
+    /// The 1-based line on which the value at `path` starts, or the line of
+    /// its deepest existing ancestor (a missing key is reported where its
+    /// table is).
+    fn line_of(&self, path: &KeyPath) -> Option<usize> {
+        let mut current = &self.root;
+        let mut line = None;
+        for seg in &path.0 {
+            let next = match (seg, current) {
+                (Seg::Key(k), Children::Table(t)) => t.get(k.as_str()),
+                (Seg::Index(n), Children::Array(a)) => a.get(*n),
+                _ => None,
+            };
+            match next {
+                Some(node) => {
+                    line = Some(node.line);
+                    current = &node.children;
+                }
+                None => break,
             }
-            None => break,
+        }
+        line
+    }
+}
+
+impl Children {
+    /// What `value` holds, each value located with `lines`.
+    fn of(value: &DeValue<'_>, lines: Lines<'_>) -> Children {
+        let node = |v: &toml::Spanned<DeValue<'_>>| Node {
+            line: lines.at(v.span().start),
+            children: Children::of(v.get_ref(), lines),
+        };
+        match value {
+            DeValue::Table(t) => Children::Table(
+                t.iter()
+                    .map(|(k, v)| (k.get_ref().to_string(), node(v)))
+                    .collect(),
+            ),
+            DeValue::Array(a) => Children::Array(a.iter().map(node).collect()),
+            _ => Children::None,
         }
     }
-    offset.map(|o| line_at(source, o))
+}
+
+/// The offsets of a text's newlines, to find the line of an offset.
+#[derive(Clone, Copy)]
+struct Lines<'a>(&'a [usize]);
+
+impl Lines<'_> {
+    /// The 1-based line containing byte `offset` (as [`line_at`] counts).
+    fn at(self, offset: usize) -> usize {
+        self.0.partition_point(|&newline| newline < offset) + 1
+    }
+}
+
+/// Parses a config file's text as TOML, keeping spans (counted in test
+/// builds, to check how often a file is parsed).
+fn parse(source: &str) -> Result<toml::Spanned<DeTable<'_>>, toml::de::Error> {
+    #[cfg(test)]
+    tests::PARSES.with(|parses| parses.set(parses.get() + 1));
+    DeTable::parse(source)
 }
 
 /// The path of the innermost key whose value (or name) contains byte
 /// `offset`, so that a type error from the deserializer can name its key.
 fn key_at(source: &str, offset: usize) -> Option<KeyPath> {
-    let root = DeTable::parse(source).ok()?;
+    let root = parse(source).ok()?;
     let mut best = None;
     // Container spans do not always cover their contents (a `[table]` spans
     // its header), so every entry is visited.
@@ -230,6 +329,17 @@ fn line_at(source: &str, offset: usize) -> usize {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::config::{parse as validate, ConfigError};
+    use std::cell::Cell;
+
+    thread_local! {
+        /// How many times this thread's tests parsed a config's text here.
+        pub(super) static PARSES: Cell<usize> = const { Cell::new(0) };
+    }
+
+    fn line_of(source: &str, path: &KeyPath) -> Option<usize> {
+        KeyIndex::new(source)?.line_of(path)
+    }
 
     const SRC: &str = "workers = 2\n\n[upstreams.app]\nservers = [\"a\"]\n\n[[routes]]\npath = \"/\"\n\n[[routes]]\nhost = \"x\"\nupstream = \"nope\"\n";
 
@@ -281,5 +391,40 @@ mod tests {
         let p = KeyPath::default().key("routes").index(0).key("upstream");
         let line = line_of(SRC, &p).expect("the route exists");
         assert!((6..=7).contains(&line), "line {line}");
+    }
+
+    /// The validator locates every problem it finds: a file with many is
+    /// still parsed once (and the lines found are those of each key).
+    #[test]
+    fn many_problems_are_located_with_one_parse() {
+        let mut src = String::from("[upstreams.app]\nservers = [\"127.0.0.1:1\"]\n");
+        for i in 0..200 {
+            src += &format!("[[routes]]\nhost = \"h{i}\"\nupstream = \"missing{i}\"\n");
+        }
+        PARSES.with(|p| p.set(0));
+        let Err(ConfigError::Invalid { problems }) = validate(Path::new("t.toml"), &src) else {
+            panic!("every route names a missing upstream");
+        };
+        assert_eq!(problems.len(), 200);
+        for (i, p) in problems.iter().enumerate() {
+            assert_eq!(p.key, format!("routes[{i}].upstream"));
+            assert_eq!(p.line, Some(5 + 3 * i), "{p}");
+        }
+        assert_eq!(PARSES.with(Cell::get), 1, "parses of the text");
+    }
+
+    /// Problems located after loading (the master's start checks) reuse
+    /// the index too; a path the file does not have is not located.
+    #[test]
+    fn a_locator_parses_its_text_once_for_every_problem() {
+        let locator = Locator::new(Path::new("t.toml"), SRC.to_owned());
+        PARSES.with(|p| p.set(0));
+        let upstream = KeyPath::default().key("routes").index(1).key("upstream");
+        for _ in 0..10 {
+            assert_eq!(locator.problem(&upstream, "why").line, Some(11));
+        }
+        let nowhere = KeyPath::default().key("admin").key("addr");
+        assert_eq!(locator.problem(&nowhere, "why").line, None);
+        assert_eq!(PARSES.with(Cell::get), 1, "parses of the text");
     }
 }

@@ -18,7 +18,7 @@ pub(crate) enum InheritError {
     Missing,
     /// The environment variable is malformed.
     #[error("{0}")]
-    Malformed(String),
+    Malformed(#[source] fds::DecodeError),
     /// It names no listener at all.
     #[error("{LISTEN_FDS_ENV} names no listener")]
     Empty,
