@@ -262,12 +262,22 @@ keepalive = 1024
 IDLE_TIMEOUT_S = 600
 
 
+class TlsFiles:
+    """What a proxy's TLS listener (beside its plain one) serves: the
+    certificate chain (PEM, leaf first), the key, and both in one file
+    (HAProxy's `crt`)."""
+
+    def __init__(self, cert, key, combined):
+        self.cert, self.key, self.combined = cert, key, combined
+
+
 class Target:
     """A server under test, started and stopped by pid."""
 
     name = "?"
 
-    def __init__(self, workdir, origin_port, workers, pin=False, *, fixed=False, capacity=None):
+    def __init__(self, workdir, origin_port, workers, pin=False, *, fixed=False, capacity=None,
+                 tls=None):
         self.workdir = Path(workdir)
         self.origin_port = origin_port
         self.workers = workers
@@ -279,6 +289,9 @@ class Target:
         # HAProxy's maxconn), kept idle for IDLE_TIMEOUT_S; None: sized and
         # timed as for the load cells.
         self.capacity = capacity
+        # A TlsFiles: also listen with TLS, on tls_port (bench/scripts/tls.py).
+        self.tls = tls
+        self.tls_port = free_port() if tls else None
         self.port = free_port()
         self.proc = None
 
@@ -332,10 +345,14 @@ class Prefork(Target):
         cfg = self.workdir / f"{self.name}.toml"
         # prefork sizes nothing ahead: only the idle timeout follows capacity.
         settings = f'keepalive_timeout = "{IDLE_TIMEOUT_S}s"' if self.capacity else ""
+        tables = f'[admin]\naddr = "127.0.0.1:{self.admin_port}"\n'
+        if self.tls:
+            tables += (f'[[listen]]\naddr = "127.0.0.1:{self.tls_port}"\ntls = true\n'
+                       f'[[certificates]]\ncert = "{self.tls.cert}"\nkey = "{self.tls.key}"\n')
         cfg.write_text(prefork_toml(self.workdir, self.name, self.port, self.origin_port, self.workers,
                                     reuseport=self.reuseport, pin=self.pin, settings=settings,
                                     route=HELLO_ROUTE if self.fixed else 'upstream = "o"',
-                                    tables=f'[admin]\naddr = "127.0.0.1:{self.admin_port}"\n'))
+                                    tables=tables))
         return [str(RELEASE / "prefork"), "-c", str(cfg)]
 
     def parked(self):
@@ -367,6 +384,11 @@ class Nginx(Target):
             proxy_request_buffering off;
             client_body_buffer_size 256k;
             proxy_max_temp_file_size 0;""")
+        # TLS 1.3 as well: nginx 1.22 offers only up to TLS 1.2 without it.
+        tls = (f"""listen 127.0.0.1:{self.tls_port} ssl backlog=1024 deferred;
+        ssl_certificate {self.tls.cert};
+        ssl_certificate_key {self.tls.key};
+        ssl_protocols TLSv1.2 TLSv1.3;""" if self.tls else "# no TLS listener")
         cfg.write_text(f"""
 worker_processes {self.workers};
 {'worker_cpu_affinity auto;' if self.pin else '# workers not pinned'}
@@ -382,6 +404,7 @@ http {{
     server {{
         # prefork's listeners have TCP_DEFER_ACCEPT on by default: so do the peers'.
         listen 127.0.0.1:{self.port} backlog=1024 deferred;
+        {tls}
         keepalive_requests 1000000;
         {idle}
         client_max_body_size 2m;
@@ -407,6 +430,8 @@ class Haproxy(Target):
         client_timeout = f"{IDLE_TIMEOUT_S}s" if self.capacity else "60s"
         answer = ('http-request return status 200 content-type text/plain string "Hello, World!"'
                   if self.fixed else "default_backend o")
+        tls = (f"bind 127.0.0.1:{self.tls_port} ssl crt {self.tls.combined} ssl-min-ver TLSv1.2 "
+               "defer-accept" if self.tls else "# no TLS listener")
         cfg.write_text(f"""
 global
     nbthread {self.workers}
@@ -422,6 +447,7 @@ defaults
     http-reuse always
 frontend f
     bind 127.0.0.1:{self.port} defer-accept
+    {tls}
     {answer}
 backend o
     server s 127.0.0.1:{self.origin_port} maxconn 1024
@@ -451,12 +477,12 @@ def shown(cmd):
                        for a in cmd[:-1]] + [url])
 
 
-def wrk_command(port, path, conns, headers, duration, threads):
+def wrk_command(port, path, conns, headers, duration, threads, scheme="http"):
     cmd = ["wrk", f"-t{threads}", f"-c{conns}", f"-d{duration}s", "--timeout", "10s",
            "-s", str(REPORT_LUA)]
     for h in headers:
         cmd += ["-H", h]
-    return cmd + [f"http://127.0.0.1:{port}{path}"]
+    return cmd + [f"{scheme}://127.0.0.1:{port}{path}"]
 
 
 def parse_wrk(stdout, stderr):
@@ -469,13 +495,16 @@ def parse_wrk(stdout, stderr):
     return r
 
 
-def run_wrk(target, path, conns, headers, upload, duration, threads, origin=None, origin_stats=None):
+def run_wrk(target, path, conns, headers, upload, duration, threads, origin=None, origin_stats=None,
+            tls=False):
     """One wrk run against target; with origin_stats, also counts the new
     upstream connections against the requests the origin served between 25 %
     and 75 % of the run (steady state: pools are warm, wrk is not stopping).
     Records the CPU per request of the target (user and kernel), of wrk and
-    of the origin (when the target is a proxy in front of it)."""
-    cmd = wrk_command(target.port, path, conns, headers, duration, threads)
+    of the origin (when the target is a proxy in front of it). With tls, on
+    the target's TLS listener."""
+    cmd = (wrk_command(target.tls_port, path, conns, headers, duration, threads, "https") if tls
+           else wrk_command(target.port, path, conns, headers, duration, threads))
     env = dict(os.environ, UPLOAD_BYTES=str(upload))
     pids = target.pids()
     behind = [] if origin is None or target is origin else origin.pids()
