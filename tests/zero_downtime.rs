@@ -475,3 +475,45 @@ fn a_stop_racing_the_hand_over_leaves_a_consistent_master() {
         );
     }
 }
+
+#[test]
+fn a_worker_restarted_after_the_binary_file_was_replaced_runs_the_masters_own_image() {
+    let dir = tempfile::Builder::new()
+        .prefix("prefork-test-")
+        .tempdir()
+        .expect("temp dir");
+    let exe = private_binary(dir.path());
+    let a = origins::minihttp("same-image");
+    let p = Prefork::start_in(dir, Setup::new(1).exe(&exe).body(&routes_to("a", a)));
+    let victim = p.workers()[0].clone();
+    // A package update replaces the file on disk with one that cannot
+    // serve: only a binary upgrade may start it.
+    let replacement = p.dir().join("replacement");
+    std::fs::write(&replacement, "#!/bin/sh\nexit 1\n").expect("write");
+    std::fs::set_permissions(
+        &replacement,
+        std::os::unix::fs::PermissionsExt::from_mode(0o755),
+    )
+    .expect("chmod");
+    std::fs::rename(&replacement, &exe).expect("replace the binary");
+
+    kill(Pid::from_raw(victim.pid), Signal::SIGKILL).expect("kill the worker");
+    let restarted = p
+        .wait_workers(1, Duration::from_secs(10), |ws| {
+            ws.iter()
+                .any(|w| w.pid != victim.pid && p.master_saw_ready(w.pid))
+        })
+        .unwrap_or_else(|| panic!("no worker restarted and ready\n{}", p.logs()));
+    let worker = restarted[0].pid;
+    // It runs the image the master started from, whose file is gone.
+    let image = std::fs::read_link(format!("/proc/{worker}/exe")).expect("the worker's image");
+    assert_eq!(
+        image.to_string_lossy(),
+        format!("{} (deleted)", exe.display()),
+        "the restarted worker should run the master's own image"
+    );
+    // ps shows the binary's path, not the descriptor it was started from.
+    assert_eq!(restarted[0].cmdline[0], exe.to_string_lossy());
+    let r = http::get(p.port(), "app.local", "/").expect("the restarted worker serves");
+    assert_eq!(r.status, 200);
+}

@@ -82,7 +82,7 @@ pub fn boot(path: &Path) -> Result<Booted, StartError> {
     signals::block().map_err(StartError::SignalMask)?;
     let Loaded { config, locator } = config::load(path).map_err(StartError::Config)?;
     let credentials = start_checks(&config, &locator).map_err(StartError::StartChecks)?;
-    let exe = os::current_exe().map_err(StartError::OwnExe)?;
+    let exe = os::OwnImage::open().map_err(StartError::OwnExe)?;
     let mut handoff = upgrade::inherited()?;
     let (listeners, pid_file) = listeners(&config, handoff.as_mut())?;
     let generation = Arc::new(AtomicU64::new(1));

@@ -9,7 +9,7 @@ use crate::link::{self, LinkEvent, LinkId, PendingLink};
 use crate::listeners::Listeners;
 use crate::load_cells::LoadCells;
 use crate::metrics::Observed;
-use crate::os::{self, WorkerCommand};
+use crate::os::{self, OwnImage, WorkerCommand};
 use crate::supervisor::{Event, Generation, Pid, Slot};
 use crossbeam_channel::{Receiver, Sender};
 use ipc_channel::ipc::IpcSender;
@@ -20,7 +20,6 @@ use prefork_shared::Config;
 use slog::{debug, error, warn, Logger};
 use std::collections::HashMap;
 use std::os::fd::AsRawFd;
-use std::path::Path;
 
 /// A worker's IPC link as the master sees it.
 struct Link {
@@ -85,7 +84,7 @@ impl LinkTable {
     /// new); says how that went, for the supervisor.
     pub fn spawn(
         &mut self,
-        exe: &Path,
+        exe: &OwnImage,
         slot: Slot,
         generation: Generation,
         setup: &GenerationSetup,
@@ -108,7 +107,7 @@ impl LinkTable {
 
     fn try_spawn(
         &mut self,
-        exe: &Path,
+        exe: &OwnImage,
         slot: Slot,
         generation: Generation,
         setup: &GenerationSetup,
@@ -125,7 +124,7 @@ impl LinkTable {
             .map_err(|e| e.to_string())?;
         let cell = self.load.as_mut().and_then(LoadCells::assign);
         let command = WorkerCommand {
-            exe,
+            image: exe,
             slot,
             generation,
             ipc_name: link.name(),
@@ -143,7 +142,7 @@ impl LinkTable {
                 if let (Some(load), Some(cell)) = (&mut self.load, cell) {
                     load.release(cell);
                 }
-                return Err(format!("cannot start {}: {e}", exe.display()));
+                return Err(format!("cannot start {}: {e}", exe.path.display()));
             }
         };
         let name = link.name().to_owned();

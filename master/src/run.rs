@@ -13,7 +13,7 @@ use crate::link::LinkEvent;
 use crate::link_table::LinkTable;
 use crate::listeners::Listeners;
 use crate::metrics::Observed;
-use crate::os::{self, Credentials};
+use crate::os::{self, Credentials, OwnImage};
 use crate::query::Asked;
 use crate::reload::Reload;
 use crate::signals::Request;
@@ -42,7 +42,7 @@ pub struct Master {
     /// Shown on every master log line; follows the newest generation.
     log_generation: Arc<AtomicU64>,
     config_path: PathBuf,
-    exe: PathBuf,
+    exe: OwnImage,
     listeners: Listeners,
     generations: Generations,
     supervisor: Supervisor,
@@ -76,8 +76,8 @@ pub struct Startup {
     pub listeners: Listeners,
     /// Requests from the signal thread.
     pub signals: Receiver<Request>,
-    /// The binary to exec workers from.
-    pub exe: PathBuf,
+    /// The binary this master runs (workers are started from its image).
+    pub exe: OwnImage,
     /// Questions from the control socket and the admin listener.
     pub queries: Receiver<Asked>,
     /// The bound control socket.
@@ -211,7 +211,7 @@ impl Master {
                         }
                     }
                     Action::StartUpgrade => queue.push_back(self.handoff.start_upgrade(
-                        &self.exe,
+                        &self.exe.path,
                         &self.config_path,
                         &self.listeners,
                         self.admin.as_ref().map(|l| l.as_raw_fd()),

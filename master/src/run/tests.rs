@@ -6,6 +6,7 @@ use super::{Master, Startup};
 use crate::control_socket;
 use crate::link::{LinkEvent, LinkId};
 use crate::listeners::Listeners;
+use crate::os::OwnImage;
 use crate::query::{self, Asked, Query};
 use crate::signals::Request;
 use crate::supervisor::{Event, ExitStatus, Generation, Pid, Slot, WorkerPhase};
@@ -70,8 +71,8 @@ fn harness() -> Harness {
         credentials: None,
         listeners,
         signals: signals_rx,
-        // Never started: a worker spawn fails at once.
-        exe: dir.path().join("no-such-binary"),
+        // Not a program: a worker spawn fails at once.
+        exe: OwnImage::of_file(&dir.path().join("addr")).expect("open"),
         queries: queries_rx,
         control,
         admin: None,
