@@ -141,6 +141,66 @@ fn killed_worker_is_replaced_in_its_slot_within_a_second() {
 }
 
 #[test]
+fn graceful_sigterm_serves_through_the_shutdown_delay_with_healthz_503_then_drains() {
+    let rec = RecordingOrigin::start();
+    let admin = prefork::free_port();
+    let delay = Duration::from_secs(5);
+    let mut p = Prefork::start(
+        Setup::new(1)
+            .top("sigterm = \"graceful\"")
+            .top("shutdown_delay = \"5s\"")
+            .body(&format!(
+                "[admin]\naddr = \"127.0.0.1:{admin}\"\n[upstreams.app]\nservers = [\"{}\"]\n\
+                 [[routes]]\nupstream = \"app\"\n",
+                rec.addr()
+            )),
+    );
+    let health = || http::get(admin, "admin", "/healthz").map(|r| r.status).ok();
+    assert_eq!(health(), Some(200));
+    let port = p.port();
+    let in_flight = std::thread::spawn(move || {
+        let mut conn = Conn::local(port)?;
+        conn.send(&http::request("GET", "x", "/hold", &[], b""))?;
+        conn.read_response()
+    });
+    assert!(
+        wait_until(Duration::from_secs(5), || rec.count() == 1),
+        "the held request did not reach the origin\n{}",
+        p.logs()
+    );
+    let term_at = Instant::now();
+    p.signal(Signal::SIGTERM);
+    assert!(
+        wait_until(Duration::from_secs(2), || health() == Some(503)),
+        "/healthz should answer 503 once SIGTERM arrived\n{}",
+        p.logs()
+    );
+    // Still accepting and serving new connections meanwhile.
+    let r = http::get(port, "x", "/during-delay").expect("a request during the delay");
+    assert_eq!(r.status, 200);
+    assert!(
+        term_at.elapsed() < delay,
+        "the checks above must run inside the delay; took {:?}",
+        term_at.elapsed()
+    );
+    rec.release_holds();
+    let held = in_flight
+        .join()
+        .expect("client thread")
+        .expect("the in-flight request is answered");
+    assert_eq!(held.status, 200);
+    let status = p
+        .wait_exit(Duration::from_secs(20))
+        .unwrap_or_else(|| panic!("the master did not exit after the delay\n{}", p.logs()));
+    assert!(status.success(), "graceful stop should exit 0: {status}");
+    assert!(
+        term_at.elapsed() >= delay,
+        "the master drained before shutdown_delay ended: {:?}",
+        term_at.elapsed()
+    );
+}
+
+#[test]
 fn sigquit_lets_the_in_flight_request_finish_then_everything_exits() {
     let rec = RecordingOrigin::start();
     let mut p = proxy_to(2, rec.addr());

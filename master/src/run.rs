@@ -21,6 +21,7 @@ use crate::supervisor::{Action, Event, ExitStatus, Generation, Pid, Slot, Superv
 use crate::upgrade::Inherited;
 use crossbeam_channel::{select, Receiver};
 use nix::sys::signal::Signal;
+use prefork_shared::config::SigtermMode;
 use prefork_shared::ipc::{StopMode, WorkerMsg};
 use prefork_shared::Config;
 use slog::{debug, error, info, warn, Logger};
@@ -97,6 +98,7 @@ impl Master {
             Timeouts {
                 shutdown_timeout: s.config.shutdown_timeout,
                 worker_timeout: s.config.worker_timeout,
+                shutdown_delay: s.config.shutdown_delay,
             },
         );
         let first = GenerationSetup {
@@ -250,6 +252,10 @@ impl Master {
             Request::Reload => self.reload().into_iter().collect(),
             Request::GracefulStop => vec![Event::Stop(StopMode::Graceful)],
             Request::FastStop => vec![Event::Stop(StopMode::Fast)],
+            Request::Terminate => vec![Event::Stop(match self.current_config().sigterm {
+                SigtermMode::Fast => StopMode::Fast,
+                SigtermMode::Graceful => StopMode::Graceful,
+            })],
             Request::ReapChildren => self.on_reaped(os::reap_children()),
             Request::AddWorker => vec![Event::AddWorker],
             Request::RemoveWorker => vec![Event::RemoveWorker],

@@ -161,6 +161,8 @@ pub(crate) fn config(origin: SocketAddr) -> Config {
         pid_file: "/tmp/prefork-test.pid".into(),
         user: None,
         shutdown_timeout: Duration::from_secs(5),
+        sigterm: Default::default(),
+        shutdown_delay: Duration::ZERO,
         worker_timeout: Duration::from_secs(30),
         log: LogConfig {
             error_log: LogTarget::Stderr,

@@ -24,7 +24,8 @@ pub use load::{load, parse, ConfigError, Loaded};
 pub use locate::{KeyPath, Locator, Problem};
 pub use model::{
     default_control_socket, Admin, Balance, Config, FixedResponse, HealthCheck, HostMatch,
-    HttpLimits, Listen, LogConfig, LogTarget, Route, RouteAccessLog, RouteAction, Server, Upstream,
+    HttpLimits, Listen, LogConfig, LogTarget, Route, RouteAccessLog, RouteAction, Server,
+    SigtermMode, Upstream,
 };
 pub use validate::{
     DEFAULT_LISTEN, DEFAULT_PID_FILE, DEFAULT_WORKER_TIMEOUT, MAX_DURATION, MAX_REQUEST_HEADERS,

@@ -100,6 +100,9 @@ impl Validator<'_> {
         );
         let worker_timeout =
             self.worker_timeout(root.key("worker_timeout"), raw.worker_timeout.as_deref());
+        let sigterm = self.sigterm(root.key("sigterm"), raw.sigterm.as_deref());
+        let shutdown_delay =
+            self.shutdown_delay(root.key("shutdown_delay"), raw.shutdown_delay.as_deref());
         let user = self.user(root.key("user"), raw.user);
         let log = self.log(root.key("log"), raw.log);
         let listen = self.listen(root.key("listen"), raw.listen);
@@ -115,6 +118,8 @@ impl Validator<'_> {
             pid_file,
             user,
             shutdown_timeout,
+            sigterm,
+            shutdown_delay,
             worker_timeout,
             log,
             listen,
