@@ -227,7 +227,7 @@ fn received(commands: &IpcReceiver<MasterMsg>) -> (Vec<usize>, bool) {
         match msg {
             MasterMsg::Configure(config) => routes.push(config.routes.len()),
             MasterMsg::Stop(_) => stop = true,
-            MasterMsg::ReopenLogs => {}
+            MasterMsg::ReopenLogs | MasterMsg::TicketKeys(_) => {}
         }
     }
     (routes, stop)
