@@ -42,6 +42,12 @@ impl TicketKey {
         &self.name
     }
 
+    /// The start of the name in hex: enough to tell keys apart in a log
+    /// (the name is no secret: every ticket carries it).
+    pub fn short_name(&self) -> String {
+        self.name[..4].iter().map(|b| format!("{b:02x}")).collect()
+    }
+
     /// The secret.
     pub fn secret(&self) -> &[u8; KEY_SECRET_LEN] {
         &self.secret
@@ -50,9 +56,8 @@ impl TicketKey {
 
 impl fmt::Debug for TicketKey {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        let name: String = self.name[..4].iter().map(|b| format!("{b:02x}")).collect();
         f.debug_struct("TicketKey")
-            .field("name", &format_args!("{name}…"))
+            .field("name", &format_args!("{}…", self.short_name()))
             .field("secret", &format_args!("<redacted>"))
             .finish()
     }
