@@ -20,6 +20,7 @@ mod listen;
 mod log;
 mod process;
 mod routes;
+mod tickets;
 mod upstreams;
 
 pub use http::MAX_REQUEST_HEADERS;
@@ -100,6 +101,10 @@ impl Validator<'_> {
         );
         let worker_timeout =
             self.worker_timeout(root.key("worker_timeout"), raw.worker_timeout.as_deref());
+        let ssl_session_timeout = self.ssl_session_timeout(
+            root.key("ssl_session_timeout"),
+            raw.ssl_session_timeout.as_deref(),
+        );
         let user = self.user(root.key("user"), raw.user);
         let log = self.log(root.key("log"), raw.log);
         let listen = self.listen(root.key("listen"), raw.listen);
@@ -116,6 +121,7 @@ impl Validator<'_> {
             user,
             shutdown_timeout,
             worker_timeout,
+            ssl_session_timeout,
             log,
             listen,
             http,
