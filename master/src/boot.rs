@@ -13,7 +13,7 @@ use crate::query::Asked;
 use crate::run::Startup;
 use crate::signals;
 use crate::start_checks::start_checks;
-use crate::ticket_keys::{self, TicketKeys};
+use crate::ticket_keys::TicketKeys;
 use crate::upgrade::{self, Inherited};
 use crossbeam_channel::Sender;
 use prefork_shared::config::{self, ConfigError, Loaded};
@@ -25,7 +25,7 @@ use std::net::TcpListener;
 use std::path::Path;
 use std::sync::atomic::AtomicU64;
 use std::sync::Arc;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 /// Why the master could not start: one variant per step, each shown to the
 /// user as it is worded here.
@@ -100,7 +100,11 @@ pub fn boot(path: &Path) -> Result<Booted, StartError> {
     let inherited_admin = handoff.as_mut().and_then(|h| h.admin.take());
     let admin = admin_listener(&config, inherited_admin, &queries_tx, &logs.error)?;
     let inherited_keys = handoff.as_mut().and_then(|h| h.ticket_keys.take());
-    let ticket_keys = ticket_keys(inherited_keys.as_deref(), &logs.error)?;
+    let ticket_keys = ticket_keys(
+        inherited_keys.as_deref(),
+        config.ssl_session_timeout,
+        &logs.error,
+    )?;
     started(&logs.error, path, &config, credentials.as_ref());
     // The master removes the pid file when it stops (wherever a reload
     // moved it).
@@ -130,9 +134,12 @@ pub fn boot(path: &Path) -> Result<Booted, StartError> {
 
 /// The session-ticket keys: those the old master of a binary upgrade
 /// passed, so that its workers' tickets resume on this master's, or new ones.
-fn ticket_keys(inherited: Option<&[u8]>, log: &Logger) -> Result<TicketKeys, StartError> {
+fn ticket_keys(
+    inherited: Option<&[u8]>,
+    interval: Duration,
+    log: &Logger,
+) -> Result<TicketKeys, StartError> {
     let now = Instant::now();
-    let interval = ticket_keys::ROTATION_INTERVAL;
     if let Some(bytes) = inherited {
         match TicketKeys::decode(bytes, now, interval) {
             Ok(keys) => {

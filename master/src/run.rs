@@ -199,6 +199,7 @@ impl Master {
                     }
                 }
             }
+            self.follow_session_timeout(Instant::now());
         }
     }
 
@@ -337,6 +338,16 @@ impl Master {
                 error!(self.log, "cannot make a session-ticket key; rotating later"; "error" => %e);
                 self.ticket_keys.postpone(now + ticket_keys::RETRY);
             }
+        }
+    }
+
+    /// Rotates the session-ticket keys at the newest config's
+    /// `ssl_session_timeout` (a reload may have changed it); the workers get
+    /// the lifetime that goes with it.
+    fn follow_session_timeout(&mut self, now: Instant) {
+        let interval = self.current_config().ssl_session_timeout;
+        if self.ticket_keys.set_interval(now, interval) {
+            self.links.ticket_keys(&self.ticket_keys.ring());
         }
     }
 

@@ -7,16 +7,15 @@
 //! one, made one interval ahead, opens tickets too, so that a worker that
 //! learns of a rotation a moment before another, or a new master after a
 //! binary upgrade whose old master rotated meanwhile, seals with a key the
-//! others already hold. The decisions take the time as an argument and the
-//! fresh keys as values: randomness and timers stay at the edge.
+//! others already hold. The interval is `ssl_session_timeout`. The
+//! decisions take the time as an argument and the fresh keys as values:
+//! randomness and timers stay at the edge.
 
 use crate::os;
 use prefork_shared::ticket_keys::{TicketKey, TicketKeyRing, KEY_NAME_LEN, KEY_SECRET_LEN};
 use std::io;
 use std::time::{Duration, Instant};
 
-/// How often the keys rotate.
-pub const ROTATION_INTERVAL: Duration = Duration::from_secs(12 * 3600);
 /// How soon a rotation that could not get fresh keys is tried again.
 pub const RETRY: Duration = Duration::from_secs(60);
 /// TLS 1.3 caps a ticket's lifetime at 7 days (RFC 8446, 4.6.1).
@@ -105,6 +104,18 @@ impl TicketKeys {
         // machine) is not followed by a burst of them.
         self.rotate_at = now + self.interval;
         Ok(true)
+    }
+
+    /// Rotates every `interval` from now on (a reload changed it), at the
+    /// latest `interval` from `now`. Says whether it changed (and so the
+    /// lifetime workers advertise).
+    pub fn set_interval(&mut self, now: Instant, interval: Duration) -> bool {
+        if interval == self.interval {
+            return false;
+        }
+        self.interval = interval;
+        self.rotate_at = self.rotate_at.min(now + interval);
+        true
     }
 
     /// Tries the rotation again at `at` (fresh keys were not available).

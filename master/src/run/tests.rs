@@ -85,7 +85,7 @@ fn harness() -> Harness {
         control,
         admin: None,
         handoff: None,
-        ticket_keys: TicketKeys::new(Instant::now(), HOUR, key(1), key(2)),
+        ticket_keys: TicketKeys::new(Instant::now(), 12 * HOUR, key(1), key(2)),
     });
     Harness {
         master,
@@ -552,11 +552,35 @@ fn every_generation_gets_the_same_keys_and_every_worker_each_rotation() {
     assert_eq!(rings_old, rings_new);
     let previous = rings_old[0].find(&[1; KEY_NAME_LEN]);
     assert_eq!(previous, Some(&key(1)), "the previous key still opens");
-    assert_eq!(m.ticket_keys.rotate_at(), due + HOUR);
+    assert_eq!(m.ticket_keys.rotate_at(), due + 12 * HOUR);
 
     // A worker started after the rotation gets the rotated keys.
     let third = spawned(&mut m, 201, 1, 2);
     let (said, rings) = sent(&hello(&mut m, third));
     assert_eq!(said, ["K2", "C"]);
     assert_eq!(rings[0], m.ticket_keys.ring());
+}
+
+#[test]
+fn a_reload_that_shortens_ssl_session_timeout_reaches_every_worker() {
+    let h = harness();
+    let mut m = h.master;
+    let first = spawned(&mut m, 100, 0, 1);
+    let commands = hello(&mut m, first);
+    let events = m.on_link(LinkEvent::Message(first, WorkerMsg::Ready));
+    feed_all(&mut m, events);
+    assert_eq!(sent(&commands).0, ["K1", "C"]);
+
+    write_config(h.dir.path(), 1, "ssl_session_timeout = \"5m\"");
+    let events = m.on_signal(Request::Reload);
+    feed_all(&mut m, events);
+    let now = Instant::now();
+    m.follow_session_timeout(now);
+    let (said, rings) = sent(&commands);
+    assert_eq!(said, ["C", "K1"]);
+    assert_eq!(rings[0].lifetime, Duration::from_secs(300));
+    assert!(m.ticket_keys.rotate_at() <= now + Duration::from_secs(300));
+    // Unchanged: nothing more is sent.
+    m.follow_session_timeout(Instant::now());
+    assert!(sent(&commands).0.is_empty());
 }

@@ -95,6 +95,21 @@ fn without_fresh_keys_nothing_changes_until_the_retry() {
 }
 
 #[test]
+fn a_new_interval_applies_from_now_and_changes_the_lifetime() {
+    let t0 = Instant::now();
+    let mut keys = TicketKeys::new(t0, 12 * HOUR, key(1), key(2));
+    assert!(!keys.set_interval(t0 + HOUR, 12 * HOUR));
+    assert!(keys.set_interval(t0 + HOUR, HOUR));
+    assert_eq!(keys.rotate_at(), t0 + 2 * HOUR);
+    assert_eq!(keys.ring().lifetime, HOUR);
+    // Longer: the rotation already planned stays.
+    assert!(keys.set_interval(t0 + HOUR, 24 * HOUR));
+    assert_eq!(keys.rotate_at(), t0 + 2 * HOUR);
+    keys.rotate_if_due(t0 + 2 * HOUR, keys_from(3)).unwrap();
+    assert_eq!(keys.rotate_at(), t0 + 26 * HOUR);
+}
+
+#[test]
 fn the_lifetime_fits_tls13s_cap() {
     let keys = TicketKeys::new(Instant::now(), 30 * 24 * HOUR, key(1), key(2));
     assert_eq!(keys.lifetime(), 7 * 24 * HOUR);
