@@ -353,6 +353,26 @@ fn a_binary_upgrade_hands_the_session_ticket_keys_to_the_new_master() {
 }
 
 #[test]
+fn session_ticket_keys_rotate_on_schedule_while_the_workers_serve() {
+    let a = origins::minihttp("rotating");
+    let p = Prefork::start(
+        Setup::new(2)
+            .top("ssl_session_timeout = \"1s\"")
+            .body(&routes_to("a", a)),
+    );
+    let workers = p.workers();
+    let keys = wait_for(Duration::from_secs(10), || {
+        let keys = ticket_keys_logged(&p.error_log());
+        (keys.len() >= 3).then_some(keys)
+    })
+    .unwrap_or_else(|| panic!("the keys did not rotate every second\n{}", p.logs()));
+    assert!(keys.windows(2).all(|k| k[0] != k[1]), "{keys:?}");
+    let r = http::get(p.port(), "app.local", "/").expect("still serving");
+    assert_eq!(r.header("x-origin"), Some("rotating"));
+    assert_eq!(pids(&p.workers()), pids(&workers), "no worker replaced");
+}
+
+#[test]
 fn a_failed_binary_upgrade_leaves_the_old_master_serving() {
     let dir = tempfile::Builder::new()
         .prefix("prefork-test-")
