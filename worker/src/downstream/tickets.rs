@@ -15,6 +15,8 @@ use std::fmt;
 use std::sync::{Arc, LazyLock, RwLock};
 
 /// The worker's one ticketer, shared by every TLS configuration it builds.
+/// Tests build a [`Ticketer`] of their own instead: tests run in parallel in
+/// one process.
 static TICKETER: LazyLock<Arc<Ticketer>> = LazyLock::new(|| Arc::new(Ticketer::empty()));
 
 /// The ticketer every TLS listener of this worker uses
