@@ -107,16 +107,17 @@ impl ProducesTickets for Ticketer {
             Vec::with_capacity(KEY_NAME_LEN + NONCE_LEN + plain.len() + AES_256_GCM.tag_len());
         ticket.extend_from_slice(&sealing.name);
         ticket.extend_from_slice(&nonce);
-        let mut sealed = plain.to_vec();
-        sealing
+        ticket.extend_from_slice(plain);
+        // Sealed where it lies: one buffer per ticket.
+        let tag = sealing
             .key
-            .seal_in_place_append_tag(
+            .seal_in_place_separate_tag(
                 Nonce::assume_unique_for_key(nonce),
                 Aad::from(&sealing.name),
-                &mut sealed,
+                &mut ticket[KEY_NAME_LEN + NONCE_LEN..],
             )
             .ok()?;
-        ticket.extend_from_slice(&sealed);
+        ticket.extend_from_slice(tag.as_ref());
         Some(ticket)
     }
 
