@@ -6,9 +6,8 @@
 use super::test_hooks;
 use super::{control, heartbeat, inherit, reload, report, serve};
 use crate::downstream::accept::Listener;
-use crate::downstream::tickets;
 use crate::observe::access_log;
-use crate::state::Snapshot;
+use crate::state::{tickets, Snapshot};
 use crate::stop::Stop;
 use ipc_channel::ipc::{self, IpcSender};
 use ipc_channel::{IpcError, TryRecvError};

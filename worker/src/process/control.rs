@@ -1,7 +1,7 @@
 //! How a worker is told to stop: commands from the master over IPC, signals
 //! sent to the worker directly, and the master disappearing.
 
-use crate::downstream::tickets;
+use crate::state::tickets;
 use crate::stop::{request_stop, Stop};
 use ipc_channel::ipc::IpcReceiver;
 use ipc_channel::IpcError;
