@@ -357,7 +357,7 @@ fn session_ticket_keys_rotate_on_schedule_while_the_workers_serve() {
     let a = origins::minihttp("rotating");
     let p = Prefork::start(
         Setup::new(2)
-            .top("ssl_session_timeout = \"1s\"")
+            .top("tls_session_timeout = \"1s\"")
             .body(&routes_to("a", a)),
     );
     let workers = p.workers();

@@ -102,7 +102,7 @@ pub fn boot(path: &Path) -> Result<Booted, StartError> {
     let inherited_keys = handoff.as_mut().and_then(|h| h.ticket_keys.take());
     let ticket_keys = ticket_keys(
         inherited_keys.as_deref(),
-        config.ssl_session_timeout,
+        config.tls_session_timeout,
         &logs.error,
     )?;
     started(&logs.error, path, &config, credentials.as_ref());

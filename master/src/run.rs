@@ -342,10 +342,10 @@ impl Master {
     }
 
     /// Rotates the session-ticket keys at the newest config's
-    /// `ssl_session_timeout` (a reload may have changed it); the workers get
+    /// `tls_session_timeout` (a reload may have changed it); the workers get
     /// the lifetime that goes with it.
     fn follow_session_timeout(&mut self, now: Instant) {
-        let interval = self.current_config().ssl_session_timeout;
+        let interval = self.current_config().tls_session_timeout;
         if self.ticket_keys.set_interval(now, interval) {
             self.links.ticket_keys(&self.ticket_keys.ring());
         }

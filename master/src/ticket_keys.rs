@@ -7,7 +7,7 @@
 //! one, made one interval ahead, opens tickets too, so that a worker that
 //! learns of a rotation a moment before another, or a new master after a
 //! binary upgrade whose old master rotated meanwhile, seals with a key the
-//! others already hold. The interval is `ssl_session_timeout`. The
+//! others already hold. The interval is `tls_session_timeout`. The
 //! decisions take the time as an argument and the fresh keys as values:
 //! randomness and timers stay at the edge.
 

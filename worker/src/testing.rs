@@ -162,7 +162,7 @@ pub(crate) fn config(origin: SocketAddr) -> Config {
         user: None,
         shutdown_timeout: Duration::from_secs(5),
         worker_timeout: Duration::from_secs(30),
-        ssl_session_timeout: Duration::from_secs(12 * 3600),
+        tls_session_timeout: Duration::from_secs(12 * 3600),
         log: LogConfig {
             error_log: LogTarget::Stderr,
             access_log: None,

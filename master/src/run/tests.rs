@@ -562,7 +562,7 @@ fn every_generation_gets_the_same_keys_and_every_worker_each_rotation() {
 }
 
 #[test]
-fn a_reload_that_shortens_ssl_session_timeout_reaches_every_worker() {
+fn a_reload_that_shortens_tls_session_timeout_reaches_every_worker() {
     let h = harness();
     let mut m = h.master;
     let first = spawned(&mut m, 100, 0, 1);
@@ -571,7 +571,7 @@ fn a_reload_that_shortens_ssl_session_timeout_reaches_every_worker() {
     feed_all(&mut m, events);
     assert_eq!(sent(&commands).0, ["K1", "C"]);
 
-    write_config(h.dir.path(), 1, "ssl_session_timeout = \"5m\"");
+    write_config(h.dir.path(), 1, "tls_session_timeout = \"5m\"");
     let events = m.on_signal(Request::Reload);
     feed_all(&mut m, events);
     let now = Instant::now();

@@ -34,7 +34,7 @@ pub struct Config {
     pub worker_timeout: Duration,
     /// How long a TLS client may resume its session with a ticket; the
     /// session-ticket keys rotate at this interval.
-    pub ssl_session_timeout: Duration,
+    pub tls_session_timeout: Duration,
     /// Error and access log destinations.
     pub log: LogConfig,
     /// Addresses the master binds; every worker accepts on all of them.

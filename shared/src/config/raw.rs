@@ -18,7 +18,7 @@ pub(super) struct RawConfig {
     pub(super) user: Option<String>,
     pub(super) shutdown_timeout: Option<String>,
     pub(super) worker_timeout: Option<String>,
-    pub(super) ssl_session_timeout: Option<String>,
+    pub(super) tls_session_timeout: Option<String>,
     pub(super) client_header_timeout: Option<String>,
     pub(super) client_body_timeout: Option<String>,
     pub(super) keepalive_timeout: Option<String>,

@@ -101,9 +101,9 @@ impl Validator<'_> {
         );
         let worker_timeout =
             self.worker_timeout(root.key("worker_timeout"), raw.worker_timeout.as_deref());
-        let ssl_session_timeout = self.ssl_session_timeout(
-            root.key("ssl_session_timeout"),
-            raw.ssl_session_timeout.as_deref(),
+        let tls_session_timeout = self.tls_session_timeout(
+            root.key("tls_session_timeout"),
+            raw.tls_session_timeout.as_deref(),
         );
         let user = self.user(root.key("user"), raw.user);
         let log = self.log(root.key("log"), raw.log);
@@ -121,7 +121,7 @@ impl Validator<'_> {
             user,
             shutdown_timeout,
             worker_timeout,
-            ssl_session_timeout,
+            tls_session_timeout,
             log,
             listen,
             http,
