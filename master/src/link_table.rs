@@ -16,6 +16,7 @@ use ipc_channel::ipc::IpcSender;
 use nix::sys::signal::Signal;
 use prefork_shared::ipc::{MasterMsg, StopMode};
 use prefork_shared::load_board::LoadBoard;
+use prefork_shared::ticket_keys::TicketKeyRing;
 use prefork_shared::Config;
 use slog::{debug, error, warn, Logger};
 use std::collections::HashMap;
@@ -204,13 +205,25 @@ impl LinkTable {
         None
     }
 
-    /// A worker said hello with its command channel: it gets `config`,
-    /// its generation's, and the channel is kept. Without a config (its
-    /// generation is unknown) the channel is dropped.
-    pub fn hello(&mut self, pid: Pid, control: IpcSender<MasterMsg>, config: Option<&Config>) {
+    /// A worker said hello with its command channel: it gets the
+    /// session-ticket `keys` then `config`, its generation's, and the channel
+    /// is kept. Without a config (its generation is unknown) the channel is
+    /// dropped.
+    pub fn hello(
+        &mut self,
+        pid: Pid,
+        control: IpcSender<MasterMsg>,
+        config: Option<&Config>,
+        keys: &TicketKeyRing,
+    ) {
         let Some(config) = config else {
             return;
         };
+        // Before the configuration: its TLS listeners seal tickets from the
+        // start.
+        if let Err(e) = control.send(MasterMsg::TicketKeys(Box::new(keys.clone()))) {
+            warn!(self.log, "cannot send the session-ticket keys to a worker"; "worker_pid" => pid, "error" => ?e);
+        }
         let configure = MasterMsg::Configure(Box::new(config.clone()));
         if let Err(e) = control.send(configure) {
             warn!(self.log, "cannot send the configuration to a worker"; "worker_pid" => pid, "error" => ?e);
@@ -242,6 +255,19 @@ impl LinkTable {
                 StopMode::Fast => Signal::SIGTERM,
             };
             os::signal_process(&self.log, pid, signal);
+        }
+    }
+
+    /// Sends every worker that said hello the session-ticket keys (after a
+    /// rotation); one that has not said hello yet gets them with hello.
+    pub fn ticket_keys(&self, keys: &TicketKeyRing) {
+        for (pid, link) in &self.links {
+            let Some(control) = &link.control else {
+                continue;
+            };
+            if let Err(e) = control.send(MasterMsg::TicketKeys(Box::new(keys.clone()))) {
+                warn!(self.log, "cannot send the session-ticket keys to a worker"; "worker_pid" => pid, "error" => ?e);
+            }
         }
     }
 

@@ -18,6 +18,7 @@ use crate::query::Asked;
 use crate::reload::Reload;
 use crate::signals::Request;
 use crate::supervisor::{Action, Event, ExitStatus, Generation, Pid, Slot, Supervisor, Timeouts};
+use crate::ticket_keys::{self, TicketKeys};
 use crate::upgrade::Inherited;
 use crossbeam_channel::{select, Receiver};
 use nix::sys::signal::Signal;
@@ -59,6 +60,8 @@ pub struct Master {
     /// Worker counters and reload outcomes.
     observed: Observed,
     handoff: Handoff,
+    /// Sent to every worker of every generation, and to a new master.
+    ticket_keys: TicketKeys,
 }
 
 /// What the master starts with; see `boot.rs` for how each is made.
@@ -87,6 +90,8 @@ pub struct Startup {
     pub admin: Option<TcpListener>,
     /// What the old master handed over, when started by a binary upgrade.
     pub handoff: Option<Inherited>,
+    /// The session-ticket keys every worker gets.
+    pub ticket_keys: TicketKeys,
 }
 
 impl Master {
@@ -120,6 +125,7 @@ impl Master {
             control: s.control,
             admin: s.admin,
             observed: Observed::default(),
+            ticket_keys: s.ticket_keys,
         }
     }
 
@@ -151,6 +157,7 @@ impl Master {
                 Some(at) => crossbeam_channel::at(at),
                 None => crossbeam_channel::never(),
             };
+            let rotation = crossbeam_channel::at(self.ticket_keys.rotate_at());
             let events: Vec<Event> = select! {
                 recv(self.signals) -> request => match request {
                     Ok(request) => self.on_signal(request),
@@ -172,6 +179,10 @@ impl Master {
                     Err(_) => Vec::new(),
                 },
                 recv(timer) -> _ => vec![Event::Tick],
+                recv(rotation) -> _ => {
+                    self.rotate_ticket_keys(Instant::now());
+                    Vec::new()
+                },
                 recv(self.queries) -> asked => asked.map(|a| self.on_query(a)).unwrap_or_default(),
                 recv(taken_over) -> _ => match leaving {
                     Some((code, _)) => return code,
@@ -190,6 +201,7 @@ impl Master {
                     }
                 }
             }
+            self.follow_session_timeout(Instant::now());
         }
     }
 
@@ -217,6 +229,7 @@ impl Master {
                         &self.config_path,
                         &self.listeners,
                         self.admin.as_ref().map(|l| l.as_raw_fd()),
+                        &self.ticket_keys.encode(Instant::now()),
                     )),
                     Action::Serving => {
                         let pid_file = self.current_config().pid_file.clone();
@@ -296,7 +309,8 @@ impl Master {
         match event {
             LinkEvent::Hello { control, .. } => {
                 let config = self.setup_of(pid).map(|s| Arc::clone(&s.config));
-                self.links.hello(pid, control, config.as_deref());
+                let keys = self.ticket_keys.ring();
+                self.links.hello(pid, control, config.as_deref(), &keys);
                 Vec::new()
             }
             LinkEvent::Message(_, msg) => match msg {
@@ -313,6 +327,33 @@ impl Master {
                 self.links.closed(pid, &mut self.observed);
                 Vec::new()
             }
+        }
+    }
+
+    /// Rotates the session-ticket keys if due, and sends every worker the
+    /// new ring.
+    fn rotate_ticket_keys(&mut self, now: Instant) {
+        match self.ticket_keys.rotate_if_due(now, ticket_keys::fresh_key) {
+            Ok(true) => {
+                let key = self.ticket_keys.ring().current.short_name();
+                info!(self.log, "session-ticket keys rotated"; "key" => key);
+                self.links.ticket_keys(&self.ticket_keys.ring());
+            }
+            Ok(false) => {}
+            Err(e) => {
+                error!(self.log, "cannot make a session-ticket key; rotating later"; "error" => %e);
+                self.ticket_keys.postpone(now + ticket_keys::RETRY);
+            }
+        }
+    }
+
+    /// Rotates the session-ticket keys at the newest config's
+    /// `tls_session_timeout` (a reload may have changed it); the workers get
+    /// the lifetime that goes with it.
+    fn follow_session_timeout(&mut self, now: Instant) {
+        let interval = self.current_config().tls_session_timeout;
+        if self.ticket_keys.set_interval(now, interval) {
+            self.links.ticket_keys(&self.ticket_keys.ring());
         }
     }
 

@@ -164,6 +164,7 @@ pub(crate) fn config(origin: SocketAddr) -> Config {
         sigterm: Default::default(),
         shutdown_delay: Duration::ZERO,
         worker_timeout: Duration::from_secs(30),
+        tls_session_timeout: Duration::from_secs(12 * 3600),
         log: LogConfig {
             error_log: LogTarget::Stderr,
             access_log: None,

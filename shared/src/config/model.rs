@@ -39,6 +39,9 @@ pub struct Config {
     /// A worker whose event loop sends no heartbeat for this long is killed
     /// and replaced.
     pub worker_timeout: Duration,
+    /// How long a TLS client may resume its session with a ticket; the
+    /// session-ticket keys rotate at this interval.
+    pub tls_session_timeout: Duration,
     /// Error and access log destinations.
     pub log: LogConfig,
     /// Addresses the master binds; every worker accepts on all of them.

@@ -20,6 +20,7 @@ pub(super) struct RawConfig {
     pub(super) worker_timeout: Option<String>,
     pub(super) sigterm: Option<String>,
     pub(super) shutdown_delay: Option<String>,
+    pub(super) tls_session_timeout: Option<String>,
     pub(super) client_header_timeout: Option<String>,
     pub(super) client_body_timeout: Option<String>,
     pub(super) keepalive_timeout: Option<String>,

@@ -20,6 +20,7 @@ mod listen;
 mod log;
 mod process;
 mod routes;
+mod tickets;
 mod upstreams;
 
 pub use http::MAX_REQUEST_HEADERS;
@@ -103,6 +104,10 @@ impl Validator<'_> {
         let sigterm = self.sigterm(root.key("sigterm"), raw.sigterm.as_deref());
         let shutdown_delay =
             self.shutdown_delay(root.key("shutdown_delay"), raw.shutdown_delay.as_deref());
+        let tls_session_timeout = self.tls_session_timeout(
+            root.key("tls_session_timeout"),
+            raw.tls_session_timeout.as_deref(),
+        );
         let user = self.user(root.key("user"), raw.user);
         let log = self.log(root.key("log"), raw.log);
         let listen = self.listen(root.key("listen"), raw.listen);
@@ -121,6 +126,7 @@ impl Validator<'_> {
             sigterm,
             shutdown_delay,
             worker_timeout,
+            tls_session_timeout,
             log,
             listen,
             http,
