@@ -472,3 +472,98 @@ upstream = "app"
         assert_eq!(uids(c.pid).map(|u| u.1), Some(uid), "child {c:?}");
     }
 }
+
+/// Kills (by pid) a process the test started, even when the test fails.
+struct KillOnDrop(std::process::Child);
+
+impl Drop for KillOnDrop {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+#[test]
+fn a_root_master_without_user_runs_its_workers_as_nobody_and_user_root_keeps_root() {
+    if !nix::unistd::geteuid().is_root() {
+        eprintln!("SKIPPED: not running as root");
+        return;
+    }
+    let Some(nobody) = User::from_name("nobody").ok().flatten() else {
+        eprintln!("SKIPPED: no user `nobody`");
+        return;
+    };
+    let p = Prefork::start(Setup::new(1));
+    let worker = p.workers()[0].pid;
+    assert_eq!(uids(p.master_pid()), Some((0, 0)), "the master stays root");
+    let uid = nobody.uid.as_raw();
+    assert_eq!(
+        uids(worker),
+        Some((uid, uid)),
+        "no `user`: workers as nobody"
+    );
+    drop(p);
+    let p = Prefork::start(Setup::new(1).top("user = \"root\""));
+    assert_eq!(
+        uids(p.workers()[0].pid),
+        Some((0, 0)),
+        "user = \"root\" is kept"
+    );
+}
+
+#[test]
+fn prefork_dash_s_refuses_a_control_socket_served_by_another_user() {
+    if !nix::unistd::geteuid().is_root() {
+        eprintln!("SKIPPED: not running as root");
+        return;
+    }
+    let Some(nobody) = User::from_name("nobody").ok().flatten() else {
+        eprintln!("SKIPPED: no user `nobody`");
+        return;
+    };
+    use std::os::unix::fs::PermissionsExt;
+    use std::os::unix::process::CommandExt;
+    let dir = tempfile::tempdir().expect("temp dir");
+    std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o777)).expect("chmod");
+    let d = dir.path().display();
+    let config = dir.path().join("prefork.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "workers = 1\npid_file = \"{d}/prefork.pid\"\n[log]\nerror_log = \"{d}/error.log\"\n\
+             access_log = \"off\"\n[[listen]]\naddr = \"127.0.0.1:{}\"\n[[routes]]\n\
+             respond = {{ body = \"x\" }}\n",
+            prefork::free_port()
+        ),
+    )
+    .expect("write config");
+    // Another user's master (here nobody's) owns the socket the config names.
+    let other = KillOnDrop(
+        std::process::Command::new(prefork::BIN)
+            .arg("-c")
+            .arg(&config)
+            .uid(nobody.uid.as_raw())
+            .gid(nobody.gid.as_raw())
+            .stdin(std::process::Stdio::null())
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .expect("start a master as nobody"),
+    );
+    let socket = dir.path().join("prefork.sock");
+    assert!(
+        wait_until(Duration::from_secs(10), || socket.exists()),
+        "nobody's master did not open its control socket"
+    );
+    let out = prefork::run(
+        &["-s", "reload", "-c", config.to_str().expect("utf-8")],
+        Duration::from_secs(10),
+    );
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        !out.status.success(),
+        "root trusted nobody's socket: {stderr}"
+    );
+    assert!(stderr.contains("neither root nor you"), "{stderr}");
+    drop(other);
+}

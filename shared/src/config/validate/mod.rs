@@ -25,7 +25,10 @@ mod upstreams;
 
 pub use http::MAX_REQUEST_HEADERS;
 pub use listen::DEFAULT_LISTEN;
-pub use process::{DEFAULT_PID_FILE, DEFAULT_WORKER_TIMEOUT, MIN_WORKER_TIMEOUT};
+pub use process::{
+    default_pid_file, DEFAULT_PID_FILE, DEFAULT_ROOT_PID_FILE, DEFAULT_WORKER_TIMEOUT,
+    MIN_WORKER_TIMEOUT,
+};
 pub use upstreams::MAX_WEIGHT;
 
 /// Longest duration any key takes: longer ones are absurd, and one far
@@ -291,7 +294,13 @@ respond = { status = 200, body = "ok\n" }
         assert_eq!(c.listen[0].addr, DEFAULT_LISTEN.parse().unwrap());
         assert_eq!(c.log.error_log, LogTarget::Stderr);
         assert_eq!(c.log.access_log, Some(LogTarget::Stdout));
-        assert_eq!(c.pid_file, PathBuf::from(DEFAULT_PID_FILE));
+        assert_eq!(c.pid_file, default_pid_file());
+        let expected = if nix::unistd::geteuid().is_root() {
+            DEFAULT_ROOT_PID_FILE
+        } else {
+            DEFAULT_PID_FILE
+        };
+        assert_eq!(c.pid_file, PathBuf::from(expected));
     }
 
     #[test]

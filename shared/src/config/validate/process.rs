@@ -11,8 +11,21 @@ use std::time::Duration;
 
 /// `worker_timeout` when a config names none.
 pub const DEFAULT_WORKER_TIMEOUT: Duration = Duration::from_secs(30);
-/// Pid file used when a config names none.
+/// Pid file used when a config names none, run as an ordinary user.
 pub const DEFAULT_PID_FILE: &str = "/tmp/prefork.pid";
+/// Pid file used when a config names none, run as root: never in a
+/// directory every user may write to (nginx's `/run/nginx.pid`).
+pub const DEFAULT_ROOT_PID_FILE: &str = "/run/prefork.pid";
+
+/// The pid file a config without `pid_file` gets, for whoever runs it (the
+/// control socket defaults to the same place).
+pub fn default_pid_file() -> PathBuf {
+    PathBuf::from(if nix::unistd::geteuid().is_root() {
+        DEFAULT_ROOT_PID_FILE
+    } else {
+        DEFAULT_PID_FILE
+    })
+}
 /// Shortest `worker_timeout`: workers beat every quarter of it but at most
 /// every 50 ms, so a shorter one has healthy workers killed as hung.
 pub const MIN_WORKER_TIMEOUT: Duration = Duration::from_secs(1);
@@ -132,10 +145,10 @@ impl Validator<'_> {
             // beside it): refused here rather than by the start alone.
             Some(file) if file.as_os_str().is_empty() => {
                 self.problem(&path, "must not be empty");
-                PathBuf::from(DEFAULT_PID_FILE)
+                default_pid_file()
             }
             Some(file) => file,
-            None => PathBuf::from(DEFAULT_PID_FILE),
+            None => default_pid_file(),
         }
     }
 
