@@ -335,6 +335,13 @@ impl LinkTable {
         self.add(pid, String::new(), None, slot, observed)
     }
 
+    /// Queues `event` as a link's reader thread would.
+    pub fn queue_for_test(&self, event: LinkEvent) {
+        self.events_tx
+            .send(event)
+            .expect("the table holds the receiver");
+    }
+
     /// How many workers the table holds.
     pub fn len(&self) -> usize {
         self.links.len()

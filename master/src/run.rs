@@ -178,7 +178,7 @@ impl Master {
                     Ok(answer) => vec![self.handoff.on_answer(answer)],
                     Err(_) => Vec::new(),
                 },
-                recv(timer) -> _ => vec![Event::Tick],
+                recv(timer) -> _ => self.on_timer(),
                 recv(rotation) -> _ => {
                     self.rotate_ticket_keys(Instant::now());
                     Vec::new()
@@ -203,6 +203,18 @@ impl Master {
             }
             self.follow_session_timeout(Instant::now());
         }
+    }
+
+    /// The supervisor's timer fired. What the workers sent before now comes
+    /// first: a loop that was busy (a slow reload) must not take the
+    /// heartbeats queued meanwhile for silence and kill healthy workers as
+    /// hung, which `select!`'s random pick between two ready channels would
+    /// do about half the time.
+    fn on_timer(&mut self) -> Vec<Event> {
+        let queued: Vec<LinkEvent> = self.links.events().try_iter().collect();
+        let mut events: Vec<Event> = queued.into_iter().flat_map(|e| self.on_link(e)).collect();
+        events.push(Event::Tick);
+        events
     }
 
     /// Gives an event to the supervisor and carries out what it decides,

@@ -59,12 +59,17 @@ fn config_text(dir: &Path, workers: usize, more: &str) -> String {
 }
 
 fn harness() -> Harness {
+    harness_with("")
+}
+
+/// The harness with `more` top-level keys in its configuration.
+fn harness_with(more: &str) -> Harness {
     let dir = tempfile::tempdir().expect("temp dir");
     let free = std::net::TcpListener::bind("127.0.0.1:0").expect("a free port");
     let addr = free.local_addr().expect("its address");
     drop(free);
     std::fs::write(dir.path().join("addr"), addr.to_string()).expect("write");
-    let text = config_text(dir.path(), 1, "");
+    let text = config_text(dir.path(), 1, more);
     let config = prefork_shared::config::parse(Path::new("t.toml"), &text).expect("config");
     let listeners = Listeners::bind(&config.listen, 1).expect("bind");
     let log = Logger::root(slog::Discard, slog::o!());
@@ -584,4 +589,38 @@ fn a_reload_that_shortens_tls_session_timeout_reaches_every_worker() {
     // Unchanged: nothing more is sent.
     m.follow_session_timeout(Instant::now());
     assert!(sent(&commands).0.is_empty());
+}
+
+/// A pid no process can have (above Linux's highest `pid_max`): a kill
+/// sent to it by mistake reaches nobody.
+const NO_SUCH_PID: Pid = 2_000_000_000;
+
+#[test]
+fn heartbeats_queued_while_the_loop_was_busy_count_before_the_timer() {
+    let mut h = harness_with("worker_timeout = \"1s\"");
+    let from = spawned(&mut h.master, NO_SUCH_PID, 0, 1);
+    let _commands = hello(&mut h.master, from);
+    h.master
+        .on_link(LinkEvent::Message(from, WorkerMsg::Ready))
+        .into_iter()
+        .for_each(|e| assert_eq!(h.master.feed(e), None));
+    assert_eq!(phase(&h.master, NO_SUCH_PID), Some(WorkerPhase::Ready));
+    // The worker beats on time, but the loop is busy elsewhere (a slow
+    // reload) for longer than worker_timeout: the beats wait in the queue.
+    let until = Instant::now() + Duration::from_millis(1200);
+    while Instant::now() < until {
+        h.master
+            .links
+            .queue_for_test(LinkEvent::Message(from, WorkerMsg::Heartbeat));
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    // The timer and the queued beats are ready together: the beats count.
+    let events = h.master.on_timer();
+    assert_eq!(events.last(), Some(&Event::Tick));
+    feed_all(&mut h.master, events);
+    assert_eq!(
+        phase(&h.master, NO_SUCH_PID),
+        Some(WorkerPhase::Ready),
+        "a healthy worker was taken for hung"
+    );
 }
