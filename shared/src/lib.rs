@@ -12,6 +12,7 @@ pub mod load_board;
 pub mod log;
 pub mod route_table;
 pub mod stats;
+pub mod tls;
 pub mod uri_path;
 
 pub use config::Config;

@@ -175,6 +175,7 @@ pub(crate) fn config(origin: SocketAddr) -> Config {
         upstreams,
         control_socket: "/tmp/prefork-test.sock".into(),
         admin: None,
+        tls: Default::default(),
         routes: vec![
             route(HostMatch::Any, "/app", RouteAction::Proxy("app".into())),
             route(HostMatch::Any, "/down", RouteAction::Proxy("down".into())),
