@@ -4,7 +4,9 @@
 //! Prometheus text format.
 
 use crate::supervisor::{Pid, Slot, WorkerPhase, WorkerView};
-use prefork_shared::stats::{Histogram, Totals, WorkerStats, LATENCY_BOUNDS_US, STATUS_CLASSES};
+use prefork_shared::stats::{
+    Histogram, Totals, WorkerStats, LATENCY_BOUNDS_US, STATUS_CLASSES, TLS_FAILURE_REASONS,
+};
 use std::collections::{BTreeMap, BTreeSet, HashMap, VecDeque};
 use std::fmt::Write as _;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
@@ -261,6 +263,34 @@ pub fn render_prometheus(observed: &Observed, facts: &MasterFacts<'_>) -> String
             "prefork_connections_total",
             &[("worker", &slot.0.to_string())],
             stats.connections as f64,
+        );
+    }
+    family(
+        &mut out,
+        "prefork_tls_handshakes_total",
+        "counter",
+        "TLS handshakes completed on client connections, by worker slot.",
+    );
+    for (slot, stats) in &per_slot {
+        sample(
+            &mut out,
+            "prefork_tls_handshakes_total",
+            &[("worker", &slot.0.to_string())],
+            stats.tls.completed as f64,
+        );
+    }
+    family(
+        &mut out,
+        "prefork_tls_handshake_failures_total",
+        "counter",
+        "TLS handshakes failed on client connections, by reason.",
+    );
+    for (reason, n) in TLS_FAILURE_REASONS.iter().zip(total.tls.failed) {
+        sample(
+            &mut out,
+            "prefork_tls_handshake_failures_total",
+            &[("reason", reason)],
+            n as f64,
         );
     }
     family(

@@ -175,8 +175,13 @@ pub enum ReloadPath {
 /// the CPU pinning need new processes; everything else a running worker can
 /// swap in.
 pub fn reload_path(old: &Config, new: &Config) -> ReloadPath {
-    let sockets =
-        |c: &Config| -> Vec<_> { c.listen.iter().map(|l| (l.addr, l.reuseport)).collect() };
+    // A listener's `tls` is read by workers as they start.
+    let sockets = |c: &Config| -> Vec<_> {
+        c.listen
+            .iter()
+            .map(|l| (l.addr, l.reuseport, l.tls))
+            .collect()
+    };
     let mut why = Vec::new();
     if sockets(old) != sockets(new) {
         why.push("listen");

@@ -79,7 +79,7 @@ impl Proxy {
                         load,
                     );
                     let socket = listener.try_clone().unwrap();
-                    let listener = Listener::new(socket, true).unwrap();
+                    let listener = Listener::new(socket, true, false).unwrap();
                     serving.push(tokio::task::spawn_local(serve(
                         snapshot,
                         vec![listener],

@@ -5,6 +5,7 @@
 pub(crate) mod buffers;
 pub(crate) mod load_share;
 pub(crate) mod snapshot;
+pub(crate) mod tls;
 pub(crate) mod waiters;
 
 pub(crate) use snapshot::{ActiveConnection, Newest, Snapshot};
