@@ -5,8 +5,9 @@
 //! that are not TLS or stall. Certificates are made here: a CA, an exact
 //! leaf `a.test` and a wildcard leaf `*.b.test`.
 
+use crate::support::http;
 use crate::support::origins::RecordingOrigin;
-use crate::support::prefork::{free_port, run, Prefork, Setup};
+use crate::support::prefork::{self, free_port, run, Prefork, Setup};
 use crate::support::wait_until;
 use rcgen::{BasicConstraints, CertificateParams, IsCa, Issuer, KeyPair};
 use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
@@ -14,8 +15,10 @@ use rustls::pki_types::{CertificateDer, ServerName, UnixTime};
 use rustls::{ClientConfig, ClientConnection, DigitallySignedStruct, SignatureScheme, StreamOwned};
 use std::io::{Read, Write};
 use std::net::{IpAddr, Ipv4Addr, TcpStream};
+use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 /// A CA that signs the test leaves.
@@ -329,7 +332,8 @@ fn certificates_are_chosen_by_sni_and_another_certificate_s_host_gets_421() {
 #[test]
 fn plain_http_gets_400_and_garbage_or_a_stalled_handshake_is_closed() {
     let site = Site::new();
-    let p = site.start(1, "");
+    let admin = free_port();
+    let p = site.start(1, &format!("[admin]\naddr = \"127.0.0.1:{admin}\"\n"));
     let port = site.tls_port;
     let mut plain = TcpStream::connect(("127.0.0.1", port)).unwrap();
     plain
@@ -377,6 +381,29 @@ fn plain_http_gets_400_and_garbage_or_a_stalled_handshake_is_closed() {
         p.error_log().contains("TLS handshake failed"),
         "{}",
         p.logs()
+    );
+    // Counted by reason (the worker reports once a second).
+    let counted = |text: &str| {
+        [
+            "prefork_tls_handshake_failures_total{reason=\"plain_http\"} 1",
+            "prefork_tls_handshake_failures_total{reason=\"not_tls\"} 1",
+            "prefork_tls_handshake_failures_total{reason=\"timeout\"} 1",
+        ]
+        .iter()
+        .all(|want| text.lines().any(|l| l == *want))
+            && text
+                .lines()
+                .any(|l| l.starts_with("prefork_tls_handshakes_total{") && !l.ends_with(" 0"))
+    };
+    let metrics = || {
+        http::get(admin, "admin", "/metrics")
+            .map(|r| r.text())
+            .unwrap_or_default()
+    };
+    assert!(
+        wait_until(Duration::from_secs(10), || counted(&metrics())),
+        "{}",
+        metrics()
     );
 }
 
@@ -473,5 +500,125 @@ fn config_test_reports_a_bad_certificate_at_its_line() {
         out.status.success(),
         "{}",
         String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+#[test]
+fn requests_never_fail_while_certificates_rotate() {
+    let site = Site::new();
+    let p = site.start(2, "");
+    let port = site.tls_port;
+    let stop = Arc::new(AtomicBool::new(false));
+    let failures = Arc::new(Mutex::new(Vec::new()));
+    let served = Arc::new(AtomicUsize::new(0));
+    let clients: Vec<_> = (0..2)
+        .map(|i| {
+            let (stop, failures, served) = (stop.clone(), failures.clone(), served.clone());
+            std::thread::spawn(move || {
+                // One client keeps its connection, the other opens one per request.
+                let mut kept: Option<Tls> = None;
+                while !stop.load(Ordering::SeqCst) {
+                    let got = match (i, kept.as_mut()) {
+                        (0, Some(c)) => c.get("a.test", "/"),
+                        _ => Tls::connect(port, Some("a.test")).and_then(|mut c| {
+                            let r = c.get("a.test", "/");
+                            if i == 0 {
+                                kept = Some(c);
+                            }
+                            r
+                        }),
+                    };
+                    match got {
+                        Ok(r) if r.status == 200 => {
+                            served.fetch_add(1, Ordering::SeqCst);
+                        }
+                        Ok(r) => failures.lock().unwrap().push(r.head),
+                        Err(e) => failures.lock().unwrap().push(e.to_string()),
+                    }
+                }
+            })
+        })
+        .collect();
+    let workers: Vec<i32> = p.workers().iter().map(|w| w.pid).collect();
+    for _ in 0..4 {
+        let renewed = site.ca.leaf(&["a.test"]);
+        replace_a(&site, &renewed);
+        let before = served.load(Ordering::SeqCst);
+        let out = p.cli(&["-s", "reload"]);
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        assert!(
+            wait_until(Duration::from_secs(10), || Tls::connect(
+                port,
+                Some("a.test")
+            )
+            .is_ok_and(|c| c.leaf() == renewed.der)),
+            "{}",
+            p.logs()
+        );
+        assert!(wait_until(Duration::from_secs(10), || served
+            .load(Ordering::SeqCst)
+            > before + 20));
+    }
+    stop.store(true, Ordering::SeqCst);
+    for c in clients {
+        c.join().unwrap();
+    }
+    let failures = failures.lock().unwrap();
+    assert!(failures.is_empty(), "{failures:?}\n{}", p.logs());
+    assert!(served.load(Ordering::SeqCst) > 80);
+    assert_eq!(
+        workers,
+        p.workers().iter().map(|w| w.pid).collect::<Vec<_>>()
+    );
+}
+
+#[test]
+fn a_root_only_key_serves_with_workers_running_as_nobody() {
+    if !nix::unistd::geteuid().is_root() {
+        eprintln!(
+            "SKIPPED a_root_only_key_serves_with_workers_running_as_nobody: not running as root"
+        );
+        return;
+    }
+    if nix::unistd::User::from_name("nobody")
+        .ok()
+        .flatten()
+        .is_none()
+    {
+        eprintln!(
+            "SKIPPED a_root_only_key_serves_with_workers_running_as_nobody: no user `nobody`"
+        );
+        return;
+    }
+    let site = Site::new();
+    for key in ["a.key", "b.key"] {
+        let path = site.dir.path().join(key);
+        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o600)).unwrap();
+    }
+    let p = Prefork::start_in(
+        prefork::dir_with_logs_for_any_user(),
+        Setup::new(2).top("user = \"nobody\"").body(&site.body("")),
+    );
+    let mut c = Tls::connect(site.tls_port, Some("x.b.test")).unwrap();
+    assert!(c.leaf() == site.b.der);
+    assert_eq!(c.get("x.b.test", "/").unwrap().body, "b");
+    // A reload reads them again, as root.
+    let out = p.cli(&["-s", "reload"]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(
+        Tls::connect(site.tls_port, Some("a.test"))
+            .unwrap()
+            .get("a.test", "/")
+            .unwrap()
+            .status,
+        200
     );
 }
