@@ -103,11 +103,16 @@ async fn handshake_then_serve(
 }
 
 /// Waits for the client's first bytes and tells what they are, without
-/// taking them.
+/// taking them. They are usually there at accept (`TCP_DEFER_ACCEPT`): the
+/// first look needs no wait, and the socket joins the event loop only if
+/// it must wait.
 async fn first_bytes(socket: &ClientSocket) -> io::Result<FirstBytes> {
     let mut peeked = [std::mem::MaybeUninit::<u8>::uninit(); 8];
+    let mut first = true;
     loop {
-        socket.ready(Interest::READABLE).await?;
+        if !std::mem::take(&mut first) {
+            socket.ready(Interest::READABLE).await?;
+        }
         match socket.try_io(Interest::READABLE, || socket.sock_ref().peek(&mut peeked)) {
             Ok(0) => return Err(io::ErrorKind::UnexpectedEof.into()),
             Ok(n) => {
