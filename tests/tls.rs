@@ -179,6 +179,18 @@ impl Tls {
         self.read_reply()
     }
 
+    /// Sends `POST path` for `host` with `body` and reads the response.
+    fn post(&mut self, host: &str, path: &str, body: &[u8]) -> std::io::Result<Reply> {
+        let head = format!(
+            "POST {path} HTTP/1.1\r\nHost: {host}\r\nContent-Length: {}\r\n\r\n",
+            body.len()
+        );
+        self.stream.write_all(head.as_bytes())?;
+        self.stream.write_all(body)?;
+        self.stream.flush()?;
+        self.read_reply()
+    }
+
     fn read_reply(&mut self) -> std::io::Result<Reply> {
         let end = loop {
             if let Some(i) = self.buf.windows(4).position(|w| w == b"\r\n\r\n") {
@@ -621,4 +633,32 @@ fn a_root_only_key_serves_with_workers_running_as_nobody() {
             .status,
         200
     );
+}
+
+#[test]
+fn large_bodies_cross_tls_both_ways_on_one_connection() {
+    let site = Site::new();
+    let recorder = RecordingOrigin::start();
+    let bytes = crate::support::origins::minihttp("tls-bytes");
+    let p = site.start(
+        1,
+        &format!(
+            "[upstreams.rec]\nservers = [\"{}\"]\n[upstreams.bytes]\nservers = [\"{bytes}\"]\n\
+             [[routes]]\nhost = \"rec.b.test\"\nupstream = \"rec\"\n\
+             [[routes]]\nhost = \"bytes.b.test\"\nupstream = \"bytes\"\n",
+            recorder.addr()
+        ),
+    );
+    let mut c = Tls::connect(site.tls_port, Some("rec.b.test")).unwrap();
+    let body = vec![b'x'; 2 << 20];
+    for _ in 0..2 {
+        let r = c.post("rec.b.test", "/up", &body).unwrap();
+        assert_eq!(r.status, 200, "{}\n{}", r.head, p.logs());
+        assert!(r.body.contains("body=2097152"), "{}", r.body);
+    }
+    for len in [3_000_000, 10, 70_000] {
+        let r = c.get("bytes.b.test", &format!("/bytes/{len}")).unwrap();
+        assert_eq!(r.status, 200, "{}\n{}", r.head, p.logs());
+        assert_eq!(r.body.len(), len);
+    }
 }
