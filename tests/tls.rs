@@ -417,6 +417,21 @@ fn plain_http_gets_400_and_garbage_or_a_stalled_handshake_is_closed() {
         "{}",
         metrics()
     );
+    // Each certificate name's expiry, in /metrics and `prefork status`.
+    let text = metrics();
+    for name in ["a.test", "*.b.test"] {
+        let prefix = format!("prefork_certificate_expiry_timestamp_seconds{{name=\"{name}\"}} ");
+        assert!(text.lines().any(|l| l.starts_with(&prefix)), "{text}");
+    }
+    let status = p.status_json();
+    let certs = status["certificates"].as_array().expect("certificates");
+    assert_eq!(certs.len(), 2, "{status}");
+    assert_eq!(certs[1]["names"][0], "*.b.test", "{status}");
+    assert!(certs[0]["not_after_unix"].as_i64().unwrap() > 0);
+    let table = p.cli(&["status"]);
+    let table = String::from_utf8_lossy(&table.stdout);
+    assert!(table.contains("*.b.test"), "{table}");
+    assert!(!table.contains("PRIVATE KEY") && !status.to_string().contains("PRIVATE KEY"));
 }
 
 /// Rewrites the first certificate's files with `leaf`.

@@ -7,6 +7,7 @@ use crate::supervisor::{Pid, Slot, WorkerPhase, WorkerView};
 use prefork_shared::stats::{
     Histogram, Totals, WorkerStats, LATENCY_BOUNDS_US, STATUS_CLASSES, TLS_FAILURE_REASONS,
 };
+use prefork_shared::tls::Certificate;
 use std::collections::{BTreeMap, BTreeSet, HashMap, VecDeque};
 use std::fmt::Write as _;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
@@ -175,6 +176,8 @@ pub struct MasterFacts<'a> {
     pub restarts: &'a BTreeMap<Slot, u64>,
     /// The newest generation.
     pub generation: u64,
+    /// The certificates of the newest configuration.
+    pub certificates: &'a [Certificate],
 }
 
 /// Renders everything in the Prometheus text exposition format (0.0.4).
@@ -437,6 +440,22 @@ pub fn render_prometheus(observed: &Observed, facts: &MasterFacts<'_>) -> String
     );
     family(
         &mut out,
+        "prefork_certificate_expiry_timestamp_seconds",
+        "gauge",
+        "When each certificate in use expires (notAfter, Unix seconds), by name.",
+    );
+    for c in facts.certificates {
+        for name in &c.names {
+            sample(
+                &mut out,
+                "prefork_certificate_expiry_timestamp_seconds",
+                &[("name", name)],
+                c.not_after as f64,
+            );
+        }
+    }
+    family(
+        &mut out,
         "prefork_config_generation",
         "gauge",
         "The newest configuration generation.",
@@ -597,6 +616,7 @@ mod tests {
                 workers: &[],
                 restarts: &BTreeMap::from([(Slot(0), 2)]),
                 generation: 1,
+                certificates: &[],
             },
         );
         assert!(
@@ -632,6 +652,7 @@ mod tests {
                 workers: &[worker],
                 restarts: &BTreeMap::from([(Slot(0), 2)]),
                 generation: 1,
+                certificates: &[],
             },
         );
         assert!(
