@@ -119,10 +119,11 @@ impl ServerCertVerifier for AnyCertificate {
     }
 }
 
-fn client_config() -> Arc<ClientConfig> {
+/// A client offering `versions`.
+fn client_config(versions: &[&'static rustls::SupportedProtocolVersion]) -> Arc<ClientConfig> {
     let provider = Arc::new(rustls::crypto::aws_lc_rs::default_provider());
     let mut config = ClientConfig::builder_with_provider(provider.clone())
-        .with_safe_default_protocol_versions()
+        .with_protocol_versions(versions)
         .unwrap()
         .dangerous()
         .with_custom_certificate_verifier(Arc::new(AnyCertificate(provider)))
@@ -148,12 +149,22 @@ impl Tls {
     /// Connects to `port` and completes the handshake; `sni`: the name
     /// sent (none: the client sends no SNI).
     fn connect(port: u16, sni: Option<&str>) -> std::io::Result<Tls> {
+        Tls::connect_with(port, sni, rustls::DEFAULT_VERSIONS)
+    }
+
+    /// As [`Tls::connect`], offering only `versions`.
+    fn connect_with(
+        port: u16,
+        sni: Option<&str>,
+        versions: &[&'static rustls::SupportedProtocolVersion],
+    ) -> std::io::Result<Tls> {
         let name = match sni {
             Some(n) => ServerName::try_from(n.to_owned()).unwrap(),
             // rustls sends no SNI for an IP address.
             None => ServerName::IpAddress(IpAddr::V4(Ipv4Addr::LOCALHOST).into()),
         };
-        let conn = ClientConnection::new(client_config(), name).map_err(std::io::Error::other)?;
+        let conn =
+            ClientConnection::new(client_config(versions), name).map_err(std::io::Error::other)?;
         let tcp = TcpStream::connect(("127.0.0.1", port))?;
         tcp.set_read_timeout(Some(Duration::from_secs(10)))?;
         let mut stream = StreamOwned::new(conn, tcp);
@@ -276,9 +287,15 @@ impl Site {
     }
 
     fn start(&self, workers: usize, routes: &str) -> Prefork {
+        self.start_with(workers, routes, "")
+    }
+
+    /// As [`Site::start`], with more top-level keys.
+    fn start_with(&self, workers: usize, routes: &str, top: &str) -> Prefork {
         Prefork::start(
             Setup::new(workers)
                 .top("tls_handshake_timeout = \"2s\"")
+                .top(top)
                 .log("access_log_format = \"$ssl_protocol $ssl_cipher $ssl_server_name $host $status\"")
                 .body(&self.body(routes)),
         )
@@ -676,4 +693,44 @@ fn large_bodies_cross_tls_both_ways_on_one_connection() {
         assert_eq!(r.status, 200, "{}\n{}", r.head, p.logs());
         assert_eq!(r.body.len(), len);
     }
+}
+
+#[test]
+fn tls_protocols_limits_the_versions_and_a_refused_one_is_counted() {
+    let site = Site::new();
+    let admin = free_port();
+    let p = site.start_with(
+        1,
+        &format!("[admin]\naddr = \"127.0.0.1:{admin}\"\n"),
+        "tls_protocols = [\"TLSv1.2\"]",
+    );
+    let port = site.tls_port;
+    let mut c = Tls::connect(port, Some("a.test")).unwrap();
+    assert_eq!(
+        c.stream.conn.protocol_version(),
+        Some(rustls::ProtocolVersion::TLSv1_2)
+    );
+    assert_eq!(c.get("a.test", "/").unwrap().body, "a");
+    assert!(
+        wait_until(Duration::from_secs(5), || p.access_log().lines().any(|l| l
+            .starts_with("TLSv1.2 ")
+            && l.ends_with(" a.test a.test 200"))),
+        "{}",
+        p.access_log()
+    );
+    // A client that speaks TLS 1.3 alone is refused, and counted.
+    assert!(Tls::connect_with(port, Some("a.test"), &[&rustls::version::TLS13]).is_err());
+    let want = "prefork_tls_handshake_failures_total{reason=\"protocol\"} 1";
+    let metrics = || {
+        http::get(admin, "admin", "/metrics")
+            .map(|r| r.text())
+            .unwrap_or_default()
+    };
+    assert!(
+        wait_until(Duration::from_secs(10), || metrics()
+            .lines()
+            .any(|l| l == want)),
+        "{}",
+        metrics()
+    );
 }
