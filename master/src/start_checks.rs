@@ -149,4 +149,24 @@ mod tests {
             "no `user`: workers run as the master"
         );
     }
+
+    #[test]
+    fn certificates_near_their_expiry_are_warned_about() {
+        use prefork_shared::tls::{Certificate, KeyFormat, PrivateKey};
+        let mut config = config::parse(std::path::Path::new("t.toml"), "").unwrap();
+        let cert = |days: i64| Certificate {
+            source: format!("/c{days}.pem").into(),
+            chain: Vec::new(),
+            key: PrivateKey::new(KeyFormat::Pkcs8, vec![7; 16]),
+            names: vec!["a.test".into()],
+            not_after: unix_now() + days * 86_400 + 3600,
+        };
+        config.tls.loaded = vec![cert(5), cert(90)];
+        let warnings = expiry_warnings(&config);
+        assert_eq!(
+            warnings,
+            ["the certificate /c5.pem (a.test) expires in 5 days"],
+            "{warnings:?}"
+        );
+    }
 }
