@@ -116,12 +116,12 @@ async fn first_bytes(socket: &ClientSocket) -> io::Result<FirstBytes> {
         match socket.try_io(Interest::READABLE, || socket.sock_ref().peek(&mut peeked)) {
             Ok(0) => return Err(io::ErrorKind::UnexpectedEof.into()),
             Ok(n) => {
-                // SAFETY: peek initialised the first n bytes.
-                let bytes: Vec<u8> = peeked[..n]
-                    .iter()
-                    .map(|b| unsafe { b.assume_init() })
-                    .collect();
-                return Ok(classify(&bytes));
+                let mut bytes = [0u8; 8];
+                for (byte, peeked) in bytes.iter_mut().zip(&peeked[..n]) {
+                    // SAFETY: peek initialised the first n bytes.
+                    *byte = unsafe { peeked.assume_init() };
+                }
+                return Ok(classify(&bytes[..n]));
             }
             Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
             Err(e) => return Err(e),
