@@ -16,6 +16,8 @@ mod proxying;
 mod reload;
 mod reuseport;
 mod routing;
+mod tls;
+mod tls_resumption;
 mod upstreams;
 mod websocket;
 mod zero_downtime;

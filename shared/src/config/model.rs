@@ -6,6 +6,7 @@
 //! a worker never reads or validates the file itself.
 
 use super::access_format::AccessFormat;
+use crate::tls::TlsSettings;
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
@@ -56,6 +57,9 @@ pub struct Config {
     pub control_socket: PathBuf,
     /// The admin HTTP listener (`/metrics`, `/healthz`); off when `None`.
     pub admin: Option<Admin>,
+    /// TLS: the settings, the certificate files and (filled by the master)
+    /// the certificates read from them.
+    pub tls: TlsSettings,
 }
 
 /// What SIGTERM asks the master for (`sigterm`).
@@ -95,6 +99,8 @@ pub struct Listen {
     /// once the client has sent its first bytes (nginx's `deferred`,
     /// HAProxy's `defer-accept`).
     pub defer_accept: bool,
+    /// The listener speaks TLS (HTTPS).
+    pub tls: bool,
 }
 
 /// Client-side (downstream) limits and timeouts, named as nginx names them,
