@@ -81,15 +81,43 @@ impl Options {
 #[derive(Default)]
 pub struct Listeners {
     by_addr: BTreeMap<SocketAddr, Entry>,
+    /// The sockets systemd passed (socket activation), by address, kept for
+    /// as long as the master runs: an address a reload drops and a later one
+    /// lists again gets its activated socket back (systemd holds a copy, so
+    /// binding it anew would fail). Each is shared by every worker, even
+    /// under `reuseport`.
+    activated: BTreeMap<SocketAddr, Socket>,
 }
 
 impl Listeners {
     /// Binds every address in `listen`, a `reuseport` one once per slot of
     /// `slots`.
+    #[cfg(test)]
     pub fn bind(listen: &[Listen], slots: usize) -> Result<Self, BindError> {
         let mut listeners = Listeners::default();
         listeners.reconcile(listen, slots)?;
         Ok(listeners)
+    }
+
+    /// Binds every address in `listen` as [`Listeners::bind`] does, except
+    /// those systemd passed a socket for (`activated`), which are used as
+    /// they are.
+    pub fn with_activated(
+        listen: &[Listen],
+        slots: usize,
+        activated: Vec<(SocketAddr, Socket)>,
+    ) -> Result<Self, BindError> {
+        let mut listeners = Listeners {
+            activated: activated.into_iter().collect(),
+            ..Listeners::default()
+        };
+        listeners.reconcile(listen, slots)?;
+        Ok(listeners)
+    }
+
+    /// Whether systemd passed the socket of `addr`.
+    pub fn is_activated(&self, addr: SocketAddr) -> bool {
+        self.activated.contains_key(&addr)
     }
 
     /// Takes over sockets bound by a previous master (binary upgrade). Their
@@ -118,7 +146,10 @@ impl Listeners {
                 have.insert(slot, socket);
             }
         }
-        Listeners { by_addr }
+        Listeners {
+            by_addr,
+            activated: BTreeMap::new(),
+        }
     }
 
     /// Every socket with its slot, for handing over to a new master.
@@ -156,6 +187,18 @@ impl Listeners {
         let mut replaced = Vec::new();
         let mut added_slots = Vec::new();
         for l in listen {
+            if let Some(socket) = self.activated.get(&l.addr) {
+                if self.by_addr.contains_key(&l.addr) {
+                    continue;
+                }
+                let copy = socket.try_clone().map_err(error(l.addr, "dup"))?;
+                let entry = Entry {
+                    options: Options::of(l),
+                    sockets: Sockets::Shared(copy),
+                };
+                replaced.push((l.addr, entry));
+                continue;
+            }
             match (self.by_addr.get(&l.addr).map(|e| &e.sockets), l.reuseport) {
                 (None, false) => replaced.push((l.addr, shared(l, false)?)),
                 (None, true) => replaced.push((l.addr, per_slot(l, slots)?)),
@@ -599,5 +642,35 @@ mod tests {
             "adopted as handed; extra slots wait for retain_slots"
         );
         assert_eq!(adopted.retain_slots(2), vec![(l.addr, Slot(2))]);
+    }
+
+    /// Stands for a socket systemd passed: bound and listening elsewhere.
+    fn activated(addr: SocketAddr) -> (SocketAddr, Socket) {
+        let l = TcpListener::bind(addr).expect("bind the activated socket");
+        (addr, Socket::from(l))
+    }
+
+    #[test]
+    fn an_activated_socket_is_used_shared_and_kept_across_reloads() {
+        let a = reuseport(free_addr());
+        let b = listen(free_addr());
+        let (addr, socket) = activated(a.addr);
+        let systemd_copy = socket.try_clone().expect("dup");
+        let mut ls = Listeners::with_activated(&[a.clone(), b.clone()], 2, vec![(addr, socket)])
+            .expect("bind");
+        assert!(ls.is_activated(a.addr) && !ls.is_activated(b.addr));
+        // Shared by every slot despite reuseport: not bound anew.
+        let fd_a = fd(&mut ls, &a, 0);
+        assert_eq!(fd(&mut ls, &a, 1), fd_a);
+        TcpStream::connect(a.addr).expect("connect");
+        assert_eq!(queued(systemd_copy.as_raw_fd()), 1, "the same queue");
+        TcpStream::connect(b.addr).expect("the other address is bound");
+
+        // Dropped by a reload, listed again by the next: the same socket.
+        ls.reconcile(std::slice::from_ref(&b), 2).expect("drop a");
+        ls.reconcile(&[a.clone(), b.clone()], 2).expect("a again");
+        let fd_again = fd(&mut ls, &a, 0);
+        TcpStream::connect(a.addr).expect("connect");
+        assert_eq!(queued(fd_again), 1);
     }
 }

@@ -79,22 +79,25 @@ pub enum Answer {
 /// The admin listener, if any, is passed too (after the link): both masters
 /// answer on it until the old one exits, so `/metrics` and `/healthz` never
 /// refuse a connection during the upgrade. So are the session-ticket keys
-/// (`ticket_keys`, see `TicketKeys::encode`).
+/// (`ticket_keys`, see `TicketKeys::encode`). `env` is added to the new
+/// master's environment.
 pub fn start(
     exe: &Path,
     config: &Path,
     listeners: &[(SocketAddr, Option<Slot>, RawFd)],
     admin: Option<RawFd>,
     ticket_keys: &[u8],
+    env: &[(&'static str, String)],
     outcomes: Sender<Outcome>,
 ) -> io::Result<Pid> {
     let (ours, theirs) = UnixStream::pair()?;
     let keys = ticket_keys_link(ticket_keys)?;
     let handoff_fd = fds::FIRST_LISTEN_FD + listeners.len() as RawFd;
-    let mut env = vec![
+    let mut env = env.to_vec();
+    env.extend([
         (HANDOFF_FD_ENV, handoff_fd.to_string()),
         (OLD_MASTER_ENV, std::process::id().to_string()),
-    ];
+    ]);
     let mut extra = vec![theirs.as_raw_fd()];
     if let Some(fd) = admin {
         env.push((ADMIN_FD_ENV, (handoff_fd + 1).to_string()));

@@ -87,6 +87,7 @@ fn harness() -> Harness {
         admin: None,
         handoff: None,
         ticket_keys: TicketKeys::new(Instant::now(), 12 * HOUR, key(1), key(2)),
+        systemd: Default::default(),
     });
     Harness {
         master,
