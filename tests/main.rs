@@ -16,6 +16,7 @@ mod proxying;
 mod reload;
 mod reuseport;
 mod routing;
+mod systemd;
 mod upstreams;
 mod websocket;
 mod zero_downtime;
