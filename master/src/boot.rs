@@ -272,6 +272,9 @@ fn started(
             warn!(log, "`reuseport` is ignored for a socket systemd passed: every worker shares it"; "addr" => %l.addr);
         }
     }
+    if let Some(why) = &systemd.unusable {
+        warn!(log, "cannot notify systemd"; "error" => why);
+    }
     if let Some(every) = systemd.watchdog {
         info!(log, "pinging the systemd watchdog"; "every_ms" => every.as_millis() as u64);
     }

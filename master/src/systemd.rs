@@ -39,6 +39,8 @@ pub struct Systemd {
     pub watchdog: Option<Duration>,
     /// `WATCHDOG_USEC` as given, passed on to a new master with the socket.
     watchdog_usec: Option<String>,
+    /// Why `NOTIFY_SOCKET` cannot be used, if it is set but cannot.
+    pub unusable: Option<String>,
 }
 
 /// The sockets systemd passed, each with its address and how messages name it.
@@ -60,10 +62,16 @@ pub fn take_from_env() -> Result<(Systemd, Activated), ActivationError> {
         var("WATCHDOG_PID").as_deref(),
         our_pid,
     );
+    let (notify, unusable) = match var("NOTIFY_SOCKET").map(|n| (NotifySocket::new(&n), n)) {
+        None => (None, None),
+        Some((Ok(notify), _)) => (Some(notify), None),
+        Some((Err(e), name)) => (None, Some(format!("NOTIFY_SOCKET {name:?}: {e}"))),
+    };
     let systemd = Systemd {
-        notify: var("NOTIFY_SOCKET").and_then(|n| NotifySocket::new(&n).ok()),
+        notify,
         watchdog,
         watchdog_usec: watchdog.and(var("WATCHDOG_USEC")),
+        unusable,
     };
     for name in VARIABLES {
         std::env::remove_var(name);

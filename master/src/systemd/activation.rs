@@ -209,4 +209,45 @@ mod tests {
             )
         );
     }
+
+    #[test]
+    fn each_passed_socket_takes_the_entry_of_its_address_once() {
+        let entry = |addr| Listen {
+            addr,
+            backlog: 16,
+            reuseport: false,
+            defer_accept: false,
+        };
+        let a = TcpListener::bind("127.0.0.1:0").unwrap();
+        let addr = a.local_addr().unwrap();
+        let passed = [Passed {
+            fd: a.into_raw_fd(),
+            name: None,
+        }];
+        let other = entry("127.0.0.1:1".parse().unwrap());
+        let matched = match_listen(take(&passed).unwrap(), &[other.clone(), entry(addr)]).unwrap();
+        assert_eq!(matched.len(), 1);
+        assert_eq!(matched[0].0, addr);
+        let copy = matched[0].1.try_clone().unwrap();
+        let twice = vec![
+            (addr, matched.into_iter().next().unwrap().1, "fd 3".into()),
+            (addr, copy, "fd 4".into()),
+        ];
+        let e = match_listen(twice, &[entry(addr)]).unwrap_err();
+        assert_eq!(
+            e.to_string(),
+            format!("socket activation: two sockets passed for {addr}")
+        );
+    }
+
+    #[test]
+    fn a_descriptor_that_is_not_a_tcp_socket_is_refused() {
+        let (a, _b) = std::os::unix::net::UnixStream::pair().unwrap();
+        let fd = a.into_raw_fd();
+        let e = take(&[Passed { fd, name: None }]).unwrap_err();
+        assert_eq!(
+            e.to_string(),
+            format!("socket activation: fd {fd} is not a TCP stream socket")
+        );
+    }
 }
