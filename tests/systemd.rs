@@ -9,7 +9,7 @@ use crate::support::wait_for;
 use nix::sys::signal::{kill, Signal};
 use nix::unistd::Pid;
 use std::os::unix::net::UnixDatagram;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 use tempfile::TempDir;
@@ -216,7 +216,8 @@ fn the_new_master_of_a_binary_upgrade_names_itself_main_pid_and_the_old_one_stay
     assert_eq!(n.next("STOPPING=1"), "STOPPING=1\nSTATUS=stopping");
 }
 
-/// A prefork started by `systemd-socket-activate`, killed when dropped.
+/// A prefork started by `systemd-socket-activate`, killed when dropped
+/// (and so is a new master a binary upgrade started).
 struct Activated {
     dir: TempDir,
     child: Child,
@@ -225,17 +226,9 @@ struct Activated {
 impl Activated {
     /// Starts `systemd-socket-activate -l 127.0.0.1:PORT --fdname=web
     /// prefork -c FILE`, with `listen_port` in the config.
-    fn start(port: u16, listen_port: u16) -> Self {
+    fn start(port: u16, listen_port: u16, listen_extra: &str) -> Self {
         let dir = tempfile::tempdir().expect("temp dir");
-        let d = dir.path().display();
-        let config = format!(
-            "workers = 2\npid_file = \"{d}/prefork.pid\"\ncontrol_socket = \"{d}/prefork.sock\"\n\
-             [log]\nerror_log = \"{d}/error.log\"\n\
-             [[listen]]\naddr = \"127.0.0.1:{listen_port}\"\n\
-             [[routes]]\nhost = \"{PROBE_HOST}\"\n\
-             respond = {{ status = 200, body = \"activated\\n\" }}\n"
-        );
-        std::fs::write(dir.path().join("prefork.toml"), config).expect("config");
+        write_config(dir.path(), listen_port, 2, listen_extra);
         let child = Command::new("systemd-socket-activate")
             .arg("-l")
             .arg(format!("127.0.0.1:{port}"))
@@ -251,15 +244,52 @@ impl Activated {
         Activated { dir, child }
     }
 
+    fn write_config(&self, listen_port: u16, workers: usize, listen_extra: &str) {
+        write_config(self.dir.path(), listen_port, workers, listen_extra);
+    }
+
     fn file(&self, name: &str) -> String {
         std::fs::read_to_string(self.dir.path().join(name)).unwrap_or_default()
     }
+
+    fn pid_file_pid(&self) -> Option<i32> {
+        self.file("prefork.pid").trim().parse().ok()
+    }
+
+    /// Waits until a request on `port` is answered by prefork.
+    fn served(&self, port: u16) {
+        let served = wait_for(WAIT, || {
+            http::get(port, PROBE_HOST, "/")
+                .ok()
+                .filter(|r| r.status == 200)
+        })
+        .unwrap_or_else(|| panic!("not served\n{}", self.file("error.log")));
+        assert_eq!(served.body, b"activated\n");
+    }
+}
+
+/// A config with one listener (and `listen_extra` keys in its table) and
+/// the probe route, its files in `dir`.
+fn write_config(dir: &Path, listen_port: u16, workers: usize, listen_extra: &str) {
+    let d = dir.display();
+    let config = format!(
+        "workers = {workers}\npid_file = \"{d}/prefork.pid\"\ncontrol_socket = \"{d}/prefork.sock\"\n\
+         [log]\nerror_log = \"{d}/error.log\"\n\
+         [[listen]]\naddr = \"127.0.0.1:{listen_port}\"\n{listen_extra}\n\
+         [[routes]]\nhost = \"{PROBE_HOST}\"\n\
+         respond = {{ status = 200, body = \"activated\\n\" }}\n"
+    );
+    std::fs::write(dir.join("prefork.toml"), config).expect("config");
 }
 
 impl Drop for Activated {
     fn drop(&mut self) {
+        let master = self.child.id() as i32;
+        if let Some(other) = self.pid_file_pid().filter(|pid| *pid != master) {
+            let _ = kill(Pid::from_raw(other), Signal::SIGKILL);
+        }
         if matches!(self.child.try_wait(), Ok(None)) {
-            let _ = kill(Pid::from_raw(self.child.id() as i32), Signal::SIGKILL);
+            let _ = kill(Pid::from_raw(master), Signal::SIGKILL);
             let _ = self.child.wait();
         }
     }
@@ -268,16 +298,10 @@ impl Drop for Activated {
 #[test]
 fn a_socket_passed_by_systemd_socket_activate_is_served() {
     let port = prefork::free_port();
-    let mut a = Activated::start(port, port);
+    let mut a = Activated::start(port, port, "");
     // systemd-socket-activate execs prefork at the first connection: this
     // request waits in the socket's queue meanwhile.
-    let served = wait_for(WAIT, || {
-        http::get(port, PROBE_HOST, "/")
-            .ok()
-            .filter(|r| r.status == 200)
-    })
-    .unwrap_or_else(|| panic!("not served\n{}", a.file("error.log")));
-    assert_eq!(served.body, b"activated\n");
+    a.served(port);
     let master = a.child.id() as i32;
     assert!(
         a.file("error.log")
@@ -297,7 +321,7 @@ fn a_socket_passed_by_systemd_socket_activate_is_served() {
 fn a_passed_socket_matching_no_listen_entry_is_a_start_error_naming_it() {
     let port = prefork::free_port();
     let configured = prefork::free_port();
-    let mut a = Activated::start(port, configured);
+    let mut a = Activated::start(port, configured, "");
     // The connection that makes systemd-socket-activate start prefork (once
     // it listens).
     let _trigger = wait_for(WAIT, || {
@@ -312,5 +336,68 @@ fn a_passed_socket_matching_no_listen_entry_is_a_start_error_naming_it() {
             "prefork: socket activation: the socket passed for 127.0.0.1:{port} (fd 3 \"web\") matches no [[listen]] entry"
         )),
         "{stderr}"
+    );
+}
+
+#[test]
+fn an_activated_socket_stays_shared_across_a_reload_and_a_binary_upgrade() {
+    let port = prefork::free_port();
+    let mut a = Activated::start(port, port, "reuseport = true");
+    a.served(port);
+    let master = a.child.id() as i32;
+    assert!(
+        a.file("error.log").contains("`reuseport` is ignored"),
+        "{}",
+        a.file("error.log")
+    );
+
+    // A new generation keeps the activated socket.
+    a.write_config(port, 3, "reuseport = true");
+    kill(Pid::from_raw(master), Signal::SIGHUP).expect("reload");
+    let second = wait_for(WAIT, || {
+        let w = prefork::children(master);
+        (w.iter().filter(|w| w.generation() == Some(2)).count() == 3).then_some(w)
+    })
+    .unwrap_or_else(|| panic!("no generation 2\n{}", a.file("error.log")));
+    a.served(port);
+    for w in second.iter().filter(|w| w.generation() == Some(2)) {
+        let fds = std::fs::read_to_string(format!("/proc/{}/environ", w.pid)).unwrap_or_default();
+        assert!(
+            fds.contains(&format!("PREFORK_LISTEN_FDS=127.0.0.1:{port}\0")),
+            "worker {} does not get the one shared socket: {fds:?}",
+            w.pid
+        );
+    }
+
+    // A binary upgrade hands it over, still shared.
+    kill(Pid::from_raw(master), Signal::SIGUSR2).expect("upgrade");
+    let new_master = wait_for(WAIT, || a.pid_file_pid().filter(|pid| *pid != master))
+        .unwrap_or_else(|| panic!("no new master\n{}", a.file("error.log")));
+    let status =
+        wait_for(WAIT, || a.child.try_wait().ok().flatten()).expect("the old master exits");
+    assert!(status.success(), "{status}");
+    a.served(port);
+    let workers = prefork::children(new_master);
+    assert_eq!(workers.len(), 3, "{workers:?}");
+    for w in &workers {
+        let fds = std::fs::read_to_string(format!("/proc/{}/environ", w.pid)).unwrap_or_default();
+        assert!(
+            fds.contains(&format!("PREFORK_LISTEN_FDS=127.0.0.1:{port}\0")),
+            "worker {} of the new master: {fds:?}",
+            w.pid
+        );
+    }
+    let activated_lines = a
+        .file("error.log")
+        .matches("listening on the socket systemd passed")
+        .count();
+    assert_eq!(activated_lines, 2, "both masters say so");
+    kill(Pid::from_raw(new_master), Signal::SIGTERM).expect("stop");
+    assert!(
+        wait_for(WAIT, || prefork::process(new_master)
+            .is_none()
+            .then_some(()))
+        .is_some(),
+        "the new master exits"
     );
 }

@@ -184,7 +184,7 @@ fn listeners(
         // The old master still serves and names itself in the pid file
         // until this one takes over (see `upgrade`).
         Some(h) => {
-            let mut l = Listeners::adopt(std::mem::take(&mut h.listeners));
+            let mut l = Listeners::adopt(std::mem::take(&mut h.listeners), &h.activated);
             l.reconcile(&config.listen, config.workers)
                 .map_err(StartError::Listeners)?;
             Ok((l, None))

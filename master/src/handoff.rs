@@ -90,6 +90,7 @@ impl Handoff {
             exe,
             config_path,
             &listeners.all(),
+            &listeners.activated(),
             admin,
             ticket_keys,
             env,

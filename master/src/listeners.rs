@@ -120,12 +120,25 @@ impl Listeners {
         self.activated.contains_key(&addr)
     }
 
-    /// Takes over sockets bound by a previous master (binary upgrade). Their
-    /// options are set by the [`Listeners::reconcile`] that must follow.
-    pub fn adopt(sockets: Vec<Handed>) -> Self {
+    /// The addresses whose socket systemd passed.
+    pub fn activated(&self) -> Vec<SocketAddr> {
+        self.activated.keys().copied().collect()
+    }
+
+    /// Takes over sockets bound by a previous master (binary upgrade); the
+    /// shared sockets of the `activated` addresses came from systemd and are
+    /// kept as [`Listeners::with_activated`] keeps them. Their options are
+    /// set by the [`Listeners::reconcile`] that must follow.
+    pub fn adopt(sockets: Vec<Handed>, activated: &[SocketAddr]) -> Self {
         let mut by_addr: BTreeMap<SocketAddr, Entry> = BTreeMap::new();
+        let mut from_systemd = BTreeMap::new();
         for (addr, slot, socket) in sockets {
             let Some(slot) = slot else {
+                if activated.contains(&addr) {
+                    // The reconcile that follows lists it.
+                    from_systemd.insert(addr, socket);
+                    continue;
+                }
                 let sockets = Sockets::Shared(socket);
                 by_addr.insert(
                     addr,
@@ -148,7 +161,7 @@ impl Listeners {
         }
         Listeners {
             by_addr,
-            activated: BTreeMap::new(),
+            activated: from_systemd,
         }
     }
 
@@ -626,7 +639,7 @@ mod tests {
                     .collect(),
             })
             .collect();
-        let mut adopted = Listeners::adopt(handed);
+        let mut adopted = Listeners::adopt(handed, &[]);
         adopted.reconcile(&both, 2).expect("reconcile");
         let mut kinds: Vec<_> = adopted.all().iter().map(|(a, s, _)| (*a, *s)).collect();
         kinds.sort();
@@ -672,5 +685,31 @@ mod tests {
         let fd_again = fd(&mut ls, &a, 0);
         TcpStream::connect(a.addr).expect("connect");
         assert_eq!(queued(fd_again), 1);
+    }
+
+    #[test]
+    fn a_new_master_keeps_a_socket_systemd_passed_shared() {
+        let a = reuseport(free_addr());
+        let (addr, socket) = activated(a.addr);
+        let old = Listeners::with_activated(std::slice::from_ref(&a), 2, vec![(addr, socket)])
+            .expect("bind");
+        assert_eq!(old.activated(), vec![a.addr]);
+        let handed: Vec<Handed> = old
+            .all()
+            .into_iter()
+            .map(|(addr, slot, fd)| {
+                // SAFETY: a copy of a descriptor `old` keeps open.
+                let borrowed = unsafe { std::os::fd::BorrowedFd::borrow_raw(fd) };
+                let copy = borrowed.try_clone_to_owned().expect("dup");
+                (addr, slot, Socket::from(copy))
+            })
+            .collect();
+        assert_eq!(handed.len(), 1, "one shared socket is handed over");
+        let mut new = Listeners::adopt(handed, &old.activated());
+        new.reconcile(std::slice::from_ref(&a), 2)
+            .expect("reconcile");
+        assert!(new.is_activated(a.addr));
+        let kinds: Vec<_> = new.all().iter().map(|(a, s, _)| (*a, *s)).collect();
+        assert_eq!(kinds, vec![(a.addr, None)], "still shared under reuseport");
     }
 }
