@@ -469,6 +469,7 @@ impl Master {
         event
     }
 
+    /// The reload itself: what the supervisor must hear, if anything.
     fn reload_config(&mut self) -> Option<Event> {
         Reload {
             log: &self.log,
