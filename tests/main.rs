@@ -16,6 +16,7 @@ mod proxying;
 mod reload;
 mod reuseport;
 mod routing;
+mod systemd;
 mod tls;
 mod tls_resumption;
 mod upstreams;

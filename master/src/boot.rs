@@ -13,6 +13,7 @@ use crate::query::Asked;
 use crate::run::Startup;
 use crate::signals;
 use crate::start_checks::{expiry_warnings, start_checks};
+use crate::systemd::{self, ActivationError, Systemd};
 use crate::ticket_keys::TicketKeys;
 use crate::upgrade::{self, Inherited};
 use crossbeam_channel::Sender;
@@ -46,6 +47,9 @@ pub enum StartError {
     /// Taking what the old master passed in a binary upgrade.
     #[error("prefork: {0}")]
     Inherited(#[from] upgrade::InheritError),
+    /// Taking the sockets systemd passed (socket activation).
+    #[error("prefork: {0}")]
+    Activation(#[source] ActivationError),
     /// Binding the listeners, or adding to those inherited.
     #[error("prefork: {0}")]
     Listeners(#[source] BindError),
@@ -92,7 +96,10 @@ pub fn boot(path: &Path) -> Result<Booted, StartError> {
     let credentials = start_checks(&mut config, &locator).map_err(StartError::StartChecks)?;
     let exe = os::OwnImage::open().map_err(StartError::OwnExe)?;
     let mut handoff = upgrade::inherited()?;
-    let (listeners, pid_file) = listeners(&config, handoff.as_mut())?;
+    let (systemd, activated) = systemd::take_from_env().map_err(StartError::Activation)?;
+    let activated =
+        systemd::match_listen(activated, &config.listen).map_err(StartError::Activation)?;
+    let (listeners, pid_file) = listeners(&config, handoff.as_mut(), activated)?;
     let generation = Arc::new(AtomicU64::new(1));
     let logs = log::open_master(&config.log.error_log, generation.clone())
         .map_err(StartError::ErrorLog)?;
@@ -108,7 +115,14 @@ pub fn boot(path: &Path) -> Result<Booted, StartError> {
         config.tls_session_timeout,
         &logs.error,
     )?;
-    started(&logs.error, path, &config, credentials.as_ref());
+    started(
+        &logs.error,
+        path,
+        &config,
+        credentials.as_ref(),
+        &listeners,
+        &systemd,
+    );
     // The master removes the pid file when it stops (wherever a reload
     // moved it).
     if let Some(guard) = pid_file {
@@ -129,6 +143,7 @@ pub fn boot(path: &Path) -> Result<Booted, StartError> {
             admin,
             handoff,
             ticket_keys,
+            systemd,
         },
         logs,
         queries: queries_tx,
@@ -160,25 +175,27 @@ fn ticket_keys(
 }
 
 /// The listeners: those the old master handed over, completed to match the
-/// config, or bound anew after writing the pid file (whose guard is
-/// returned, to remove it if a later step fails).
+/// config, or those systemd passed (`activated`) and the others bound anew
+/// after writing the pid file (whose guard is returned, to remove it if a
+/// later step fails).
 fn listeners(
     config: &Config,
     handoff: Option<&mut Inherited>,
+    activated: Vec<(std::net::SocketAddr, socket2::Socket)>,
 ) -> Result<(Listeners, Option<pidfile::Guard>), StartError> {
     match handoff {
         // The old master still serves and names itself in the pid file
         // until this one takes over (see `upgrade`).
         Some(h) => {
-            let mut l = Listeners::adopt(std::mem::take(&mut h.listeners));
+            let mut l = Listeners::adopt(std::mem::take(&mut h.listeners), &h.activated);
             l.reconcile(&config.listen, config.workers)
                 .map_err(StartError::Listeners)?;
             Ok((l, None))
         }
         None => {
             let pid_file = pidfile::Guard::write(&config.pid_file).map_err(StartError::PidFile)?;
-            let l =
-                Listeners::bind(&config.listen, config.workers).map_err(StartError::Listeners)?;
+            let l = Listeners::with_activated(&config.listen, config.workers, activated)
+                .map_err(StartError::Listeners)?;
             Ok((l, Some(pid_file)))
         }
     }
@@ -237,10 +254,33 @@ fn admin_listener(
 }
 
 /// Logs the start.
-fn started(log: &Logger, path: &Path, config: &Config, credentials: Option<&Credentials>) {
+fn started(
+    log: &Logger,
+    path: &Path,
+    config: &Config,
+    credentials: Option<&Credentials>,
+    listeners: &Listeners,
+    systemd: &Systemd,
+) {
     let addrs: Vec<String> = config.listen.iter().map(|l| l.addr.to_string()).collect();
     info!(log, "prefork started";
         "config" => %path.display(), "listen" => addrs.join(" "), "workers" => config.workers);
+    for l in config
+        .listen
+        .iter()
+        .filter(|l| listeners.is_activated(l.addr))
+    {
+        info!(log, "listening on the socket systemd passed"; "addr" => %l.addr);
+        if l.reuseport {
+            warn!(log, "`reuseport` is ignored for a socket systemd passed: every worker shares it"; "addr" => %l.addr);
+        }
+    }
+    if let Some(why) = &systemd.unusable {
+        warn!(log, "cannot notify systemd"; "error" => why);
+    }
+    if let Some(every) = systemd.watchdog {
+        info!(log, "pinging the systemd watchdog"; "every_ms" => every.as_millis() as u64);
+    }
     if config.user.is_some() && credentials.is_none() {
         warn!(log, "`user` is ignored: the master is not running as root");
     }

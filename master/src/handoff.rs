@@ -58,6 +58,12 @@ impl Handoff {
         }
     }
 
+    /// Whether this master was started by a binary upgrade and has not
+    /// told the old one that it serves yet.
+    pub fn upgraded(&self) -> bool {
+        self.inherited.is_some()
+    }
+
     /// What the new masters this one starts report.
     pub fn outcomes(&self) -> &Receiver<Outcome> {
         &self.outcomes
@@ -69,7 +75,8 @@ impl Handoff {
     }
 
     /// Starts a new master from the binary on disk (SIGUSR2), handing it
-    /// the listeners, the admin listener and the session-ticket keys.
+    /// the listeners, the admin listener, the session-ticket keys and `env`
+    /// (systemd's notification variables).
     pub fn start_upgrade(
         &self,
         exe: &Path,
@@ -77,13 +84,16 @@ impl Handoff {
         listeners: &Listeners,
         admin: Option<RawFd>,
         ticket_keys: &[u8],
+        env: &[(&'static str, String)],
     ) -> Event {
         match upgrade::start(
             exe,
             config_path,
             &listeners.all(),
+            &listeners.activated(),
             admin,
             ticket_keys,
+            env,
             self.outcomes_tx.clone(),
         ) {
             Ok(pid) => Event::UpgradeStarted(pid),

@@ -81,23 +81,64 @@ impl Options {
 #[derive(Default)]
 pub struct Listeners {
     by_addr: BTreeMap<SocketAddr, Entry>,
+    /// The sockets systemd passed (socket activation), by address, kept for
+    /// as long as the master runs: an address a reload drops and a later one
+    /// lists again gets its activated socket back (systemd holds a copy, so
+    /// binding it anew would fail). Each is shared by every worker, even
+    /// under `reuseport`.
+    activated: BTreeMap<SocketAddr, Socket>,
 }
 
 impl Listeners {
     /// Binds every address in `listen`, a `reuseport` one once per slot of
     /// `slots`.
+    #[cfg(test)]
     pub fn bind(listen: &[Listen], slots: usize) -> Result<Self, BindError> {
         let mut listeners = Listeners::default();
         listeners.reconcile(listen, slots)?;
         Ok(listeners)
     }
 
-    /// Takes over sockets bound by a previous master (binary upgrade). Their
-    /// options are set by the [`Listeners::reconcile`] that must follow.
-    pub fn adopt(sockets: Vec<Handed>) -> Self {
+    /// Binds every address in `listen` as [`Listeners::bind`] does, except
+    /// those systemd passed a socket for (`activated`), which are used as
+    /// they are.
+    pub fn with_activated(
+        listen: &[Listen],
+        slots: usize,
+        activated: Vec<(SocketAddr, Socket)>,
+    ) -> Result<Self, BindError> {
+        let mut listeners = Listeners {
+            activated: activated.into_iter().collect(),
+            ..Listeners::default()
+        };
+        listeners.reconcile(listen, slots)?;
+        Ok(listeners)
+    }
+
+    /// Whether systemd passed the socket of `addr`.
+    pub fn is_activated(&self, addr: SocketAddr) -> bool {
+        self.activated.contains_key(&addr)
+    }
+
+    /// The addresses whose socket systemd passed.
+    pub fn activated(&self) -> Vec<SocketAddr> {
+        self.activated.keys().copied().collect()
+    }
+
+    /// Takes over sockets bound by a previous master (binary upgrade); the
+    /// shared sockets of the `activated` addresses came from systemd and are
+    /// kept as [`Listeners::with_activated`] keeps them. Their options are
+    /// set by the [`Listeners::reconcile`] that must follow.
+    pub fn adopt(sockets: Vec<Handed>, activated: &[SocketAddr]) -> Self {
         let mut by_addr: BTreeMap<SocketAddr, Entry> = BTreeMap::new();
+        let mut from_systemd = BTreeMap::new();
         for (addr, slot, socket) in sockets {
             let Some(slot) = slot else {
+                if activated.contains(&addr) {
+                    // The reconcile that follows lists it.
+                    from_systemd.insert(addr, socket);
+                    continue;
+                }
                 let sockets = Sockets::Shared(socket);
                 by_addr.insert(
                     addr,
@@ -118,7 +159,10 @@ impl Listeners {
                 have.insert(slot, socket);
             }
         }
-        Listeners { by_addr }
+        Listeners {
+            by_addr,
+            activated: from_systemd,
+        }
     }
 
     /// Every socket with its slot, for handing over to a new master.
@@ -156,6 +200,18 @@ impl Listeners {
         let mut replaced = Vec::new();
         let mut added_slots = Vec::new();
         for l in listen {
+            if let Some(socket) = self.activated.get(&l.addr) {
+                if self.by_addr.contains_key(&l.addr) {
+                    continue;
+                }
+                let copy = socket.try_clone().map_err(error(l.addr, "dup"))?;
+                let entry = Entry {
+                    options: Options::of(l),
+                    sockets: Sockets::Shared(copy),
+                };
+                replaced.push((l.addr, entry));
+                continue;
+            }
             match (self.by_addr.get(&l.addr).map(|e| &e.sockets), l.reuseport) {
                 (None, false) => replaced.push((l.addr, shared(l, false)?)),
                 (None, true) => replaced.push((l.addr, per_slot(l, slots)?)),
@@ -584,7 +640,7 @@ mod tests {
                     .collect(),
             })
             .collect();
-        let mut adopted = Listeners::adopt(handed);
+        let mut adopted = Listeners::adopt(handed, &[]);
         adopted.reconcile(&both, 2).expect("reconcile");
         let mut kinds: Vec<_> = adopted.all().iter().map(|(a, s, _)| (*a, *s)).collect();
         kinds.sort();
@@ -600,5 +656,61 @@ mod tests {
             "adopted as handed; extra slots wait for retain_slots"
         );
         assert_eq!(adopted.retain_slots(2), vec![(l.addr, Slot(2))]);
+    }
+
+    /// Stands for a socket systemd passed: bound and listening elsewhere.
+    fn activated(addr: SocketAddr) -> (SocketAddr, Socket) {
+        let l = TcpListener::bind(addr).expect("bind the activated socket");
+        (addr, Socket::from(l))
+    }
+
+    #[test]
+    fn an_activated_socket_is_used_shared_and_kept_across_reloads() {
+        let a = reuseport(free_addr());
+        let b = listen(free_addr());
+        let (addr, socket) = activated(a.addr);
+        let systemd_copy = socket.try_clone().expect("dup");
+        let mut ls = Listeners::with_activated(&[a.clone(), b.clone()], 2, vec![(addr, socket)])
+            .expect("bind");
+        assert!(ls.is_activated(a.addr) && !ls.is_activated(b.addr));
+        // Shared by every slot despite reuseport: not bound anew.
+        let fd_a = fd(&mut ls, &a, 0);
+        assert_eq!(fd(&mut ls, &a, 1), fd_a);
+        TcpStream::connect(a.addr).expect("connect");
+        assert_eq!(queued(systemd_copy.as_raw_fd()), 1, "the same queue");
+        TcpStream::connect(b.addr).expect("the other address is bound");
+
+        // Dropped by a reload, listed again by the next: the same socket.
+        ls.reconcile(std::slice::from_ref(&b), 2).expect("drop a");
+        ls.reconcile(&[a.clone(), b.clone()], 2).expect("a again");
+        let fd_again = fd(&mut ls, &a, 0);
+        TcpStream::connect(a.addr).expect("connect");
+        assert_eq!(queued(fd_again), 1);
+    }
+
+    #[test]
+    fn a_new_master_keeps_a_socket_systemd_passed_shared() {
+        let a = reuseport(free_addr());
+        let (addr, socket) = activated(a.addr);
+        let old = Listeners::with_activated(std::slice::from_ref(&a), 2, vec![(addr, socket)])
+            .expect("bind");
+        assert_eq!(old.activated(), vec![a.addr]);
+        let handed: Vec<Handed> = old
+            .all()
+            .into_iter()
+            .map(|(addr, slot, fd)| {
+                // SAFETY: a copy of a descriptor `old` keeps open.
+                let borrowed = unsafe { std::os::fd::BorrowedFd::borrow_raw(fd) };
+                let copy = borrowed.try_clone_to_owned().expect("dup");
+                (addr, slot, Socket::from(copy))
+            })
+            .collect();
+        assert_eq!(handed.len(), 1, "one shared socket is handed over");
+        let mut new = Listeners::adopt(handed, &old.activated());
+        new.reconcile(std::slice::from_ref(&a), 2)
+            .expect("reconcile");
+        assert!(new.is_activated(a.addr));
+        let kinds: Vec<_> = new.all().iter().map(|(a, s, _)| (*a, *s)).collect();
+        assert_eq!(kinds, vec![(a.addr, None)], "still shared under reuseport");
     }
 }

@@ -18,6 +18,7 @@ use crate::query::Asked;
 use crate::reload::Reload;
 use crate::signals::Request;
 use crate::supervisor::{Action, Event, ExitStatus, Generation, Pid, Slot, Supervisor, Timeouts};
+use crate::systemd::{self, Happening, Notices, Systemd};
 use crate::ticket_keys::{self, TicketKeys};
 use crate::upgrade::Inherited;
 use crossbeam_channel::{select, Receiver};
@@ -62,6 +63,11 @@ pub struct Master {
     handoff: Handoff,
     /// Sent to every worker of every generation, and to a new master.
     ticket_keys: TicketKeys,
+    /// Where systemd listens, and what to tell it when.
+    systemd: Systemd,
+    notices: Notices,
+    /// When the systemd watchdog is next pinged, if it is.
+    watchdog_at: Option<Instant>,
 }
 
 /// What the master starts with; see `boot.rs` for how each is made.
@@ -92,6 +98,8 @@ pub struct Startup {
     pub handoff: Option<Inherited>,
     /// The session-ticket keys every worker gets.
     pub ticket_keys: TicketKeys,
+    /// What systemd set up (notifications, the watchdog).
+    pub systemd: Systemd,
 }
 
 impl Master {
@@ -110,6 +118,8 @@ impl Master {
             config: Arc::new(s.config),
             credentials: s.credentials,
         };
+        let notices = Notices::new(s.handoff.is_some());
+        let watchdog_at = s.systemd.watchdog.map(|every| Instant::now() + every);
         Master {
             generations: Generations::new(supervisor.generation(), first),
             links: LinkTable::new(s.log.clone()),
@@ -126,6 +136,9 @@ impl Master {
             admin: s.admin,
             observed: Observed::default(),
             ticket_keys: s.ticket_keys,
+            systemd: s.systemd,
+            notices,
+            watchdog_at,
         }
     }
 
@@ -158,6 +171,10 @@ impl Master {
                 None => crossbeam_channel::never(),
             };
             let rotation = crossbeam_channel::at(self.ticket_keys.rotate_at());
+            let watchdog = match self.watchdog_at {
+                Some(at) => crossbeam_channel::at(at),
+                None => crossbeam_channel::never(),
+            };
             let events: Vec<Event> = select! {
                 recv(self.signals) -> request => match request {
                     Ok(request) => self.on_signal(request),
@@ -183,6 +200,10 @@ impl Master {
                     self.rotate_ticket_keys(Instant::now());
                     Vec::new()
                 },
+                recv(watchdog) -> _ => {
+                    self.ping_watchdog(Instant::now());
+                    Vec::new()
+                },
                 recv(self.queries) -> asked => asked.map(|a| self.on_query(a)).unwrap_or_default(),
                 recv(taken_over) -> _ => match leaving {
                     Some((code, _)) => return code,
@@ -202,6 +223,9 @@ impl Master {
                 }
             }
             self.follow_session_timeout(Instant::now());
+            if let Some(serving) = self.supervisor.serving_generation() {
+                self.notify(Happening::GenerationServes(serving.0));
+            }
         }
     }
 
@@ -217,11 +241,35 @@ impl Master {
         events
     }
 
+    /// Tells systemd what `happening` calls for, if anything.
+    fn notify(&mut self, happening: Happening) {
+        if let Some(message) = self.notices.on(happening) {
+            self.systemd.send(&self.log, &message);
+        }
+    }
+
+    /// Pings the systemd watchdog from the loop thread: a loop that stalls
+    /// stops the pings, and systemd acts on it.
+    fn ping_watchdog(&mut self, now: Instant) {
+        let Some(every) = self.systemd.watchdog else {
+            return;
+        };
+        if self.notices.sends_watchdog() {
+            self.systemd.send(&self.log, "WATCHDOG=1");
+        }
+        self.watchdog_at = Some(now + every);
+    }
+
     /// Gives an event to the supervisor and carries out what it decides,
     /// including the events that carrying it out produces.
     fn feed(&mut self, event: Event) -> Option<i32> {
         let mut queue = VecDeque::from([event]);
         while let Some(event) = queue.pop_front() {
+            match event {
+                Event::Stop(_) => self.notify(Happening::StopBegan),
+                Event::UpgradeReady => self.notify(Happening::HandedOver),
+                _ => {}
+            }
             for action in self.supervisor.handle(event, Instant::now()) {
                 match action {
                     Action::Spawn { slot, generation } => {
@@ -242,14 +290,26 @@ impl Master {
                         &self.listeners,
                         self.admin.as_ref().map(|l| l.as_raw_fd()),
                         &self.ticket_keys.encode(Instant::now()),
+                        &self.systemd.for_new_master(),
                     )),
                     Action::Serving => {
                         let pid_file = self.current_config().pid_file.clone();
-                        queue.extend(self.handoff.announce(&pid_file, &mut self.control));
+                        let upgraded = self.handoff.upgraded();
+                        match self.handoff.announce(&pid_file, &mut self.control) {
+                            Some(announced) => queue.push_back(announced),
+                            // Started afresh, or took over at once.
+                            None if upgraded => self.notify(Happening::TookOver {
+                                pid: std::process::id(),
+                            }),
+                            None => self.notify(Happening::Serving),
+                        }
                     }
                     Action::TakeOver => {
                         let pid_file = self.current_config().pid_file.clone();
                         self.handoff.take_over(&pid_file, &mut self.control);
+                        self.notify(Happening::TookOver {
+                            pid: std::process::id(),
+                        });
                     }
                     Action::WithdrawServing => self.handoff.withdraw(),
                     Action::Exit(code) => return Some(code),
@@ -394,8 +454,35 @@ impl Master {
         )
     }
 
-    /// Re-reads the config (see [`Reload`]).
+    /// Re-reads the config (see [`Reload`]), telling systemd when it begins
+    /// and how it ended (a new generation ends once it serves).
     fn reload(&mut self) -> Option<Event> {
+        self.notify(Happening::ReloadBegan {
+            monotonic_usec: systemd::monotonic_usec(),
+        });
+        let event = self.reload_config();
+        let current = self.supervisor.generation().0;
+        let outcome = match &event {
+            Some(Event::Reload { .. }) => Happening::ReloadStarting {
+                generation: current + 1,
+            },
+            Some(_) => Happening::ReloadedInPlace {
+                generation: current,
+            },
+            None => Happening::ReloadRefused {
+                reason: self
+                    .observed
+                    .last_reload()
+                    .map(|r| r.message.clone())
+                    .unwrap_or_default(),
+            },
+        };
+        self.notify(outcome);
+        event
+    }
+
+    /// The reload itself: what the supervisor must hear, if anything.
+    fn reload_config(&mut self) -> Option<Event> {
         Reload {
             log: &self.log,
             config_path: &self.config_path,

@@ -188,6 +188,16 @@ impl Supervisor {
         self.current.generation
     }
 
+    /// The generation that takes the traffic: the newest one that had every
+    /// slot Ready (none before the first did).
+    pub fn serving_generation(&self) -> Option<Generation> {
+        match &self.serving {
+            Serving::Nobody => None,
+            Serving::Current => Some(self.current.generation),
+            Serving::Older(older) => Some(older.generation),
+        }
+    }
+
     /// The generation a live worker belongs to.
     pub fn generation_of(&self, pid: Pid) -> Option<Generation> {
         self.workers.get(&pid).map(|w| w.generation)

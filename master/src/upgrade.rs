@@ -43,6 +43,9 @@ pub const ADMIN_FD_ENV: &str = "PREFORK_UPGRADE_ADMIN_FD";
 /// Names the fd the new master reads the session-ticket keys from (to its
 /// end, then closes it).
 pub const TICKET_KEYS_FD_ENV: &str = "PREFORK_UPGRADE_TICKET_KEYS_FD";
+/// Lists the addresses of the listeners systemd passed to the old master
+/// (socket activation), which the new master keeps shared as it did.
+pub const ACTIVATED_ENV: &str = "PREFORK_UPGRADE_ACTIVATED";
 /// The most a new master reads as session-ticket keys.
 const MAX_TICKET_KEYS: u64 = 4096;
 /// What the new master writes when it serves.
@@ -79,22 +82,31 @@ pub enum Answer {
 /// The admin listener, if any, is passed too (after the link): both masters
 /// answer on it until the old one exits, so `/metrics` and `/healthz` never
 /// refuse a connection during the upgrade. So are the session-ticket keys
-/// (`ticket_keys`, see `TicketKeys::encode`).
+/// (`ticket_keys`, see `TicketKeys::encode`). `activated` names the
+/// listeners systemd passed; `env` is added to the new master's environment.
+#[allow(clippy::too_many_arguments)]
 pub fn start(
     exe: &Path,
     config: &Path,
     listeners: &[(SocketAddr, Option<Slot>, RawFd)],
+    activated: &[SocketAddr],
     admin: Option<RawFd>,
     ticket_keys: &[u8],
+    env: &[(&'static str, String)],
     outcomes: Sender<Outcome>,
 ) -> io::Result<Pid> {
     let (ours, theirs) = UnixStream::pair()?;
     let keys = ticket_keys_link(ticket_keys)?;
     let handoff_fd = fds::FIRST_LISTEN_FD + listeners.len() as RawFd;
-    let mut env = vec![
+    let mut env = env.to_vec();
+    env.extend([
         (HANDOFF_FD_ENV, handoff_fd.to_string()),
         (OLD_MASTER_ENV, std::process::id().to_string()),
-    ];
+    ]);
+    if !activated.is_empty() {
+        let addrs: Vec<String> = activated.iter().map(SocketAddr::to_string).collect();
+        env.push((ACTIVATED_ENV, addrs.join(" ")));
+    }
     let mut extra = vec![theirs.as_raw_fd()];
     if let Some(fd) = admin {
         env.push((ADMIN_FD_ENV, (handoff_fd + 1).to_string()));
@@ -191,6 +203,8 @@ fn read_line(mut link: &UnixStream) -> Vec<u8> {
 pub struct Inherited {
     /// The listening sockets, by address and (per-slot sockets) slot.
     pub listeners: Vec<Handed>,
+    /// The addresses of those systemd passed to the old master.
+    pub activated: Vec<SocketAddr>,
     /// The old master's pid (the pid file names it until the hand-over).
     pub old_master: i32,
     /// The old master's admin listener, if it had one.
@@ -292,7 +306,13 @@ pub fn inherited() -> Result<Option<Inherited>, InheritError> {
                 .ok_or(InheritError::Variable(TICKET_KEYS_FD_ENV))?,
         ),
     };
+    let activated = std::env::var(ACTIVATED_ENV)
+        .unwrap_or_default()
+        .split_whitespace()
+        .map(|a| a.parse().map_err(|_| InheritError::Variable(ACTIVATED_ENV)))
+        .collect::<Result<Vec<SocketAddr>, _>>()?;
     // Set before any thread exists (the first thing the master does).
+    std::env::remove_var(ACTIVATED_ENV);
     std::env::remove_var(HANDOFF_FD_ENV);
     std::env::remove_var(OLD_MASTER_ENV);
     std::env::remove_var(LISTEN_FDS_ENV);
@@ -342,6 +362,7 @@ pub fn inherited() -> Result<Option<Inherited>, InheritError> {
     }
     Ok(Some(Inherited {
         listeners,
+        activated,
         old_master,
         admin,
         ticket_keys,

@@ -92,6 +92,7 @@ fn harness_with(more: &str) -> Harness {
         admin: None,
         handoff: None,
         ticket_keys: TicketKeys::new(Instant::now(), 12 * HOUR, key(1), key(2)),
+        systemd: Default::default(),
     });
     Harness {
         master,

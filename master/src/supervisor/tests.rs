@@ -1480,3 +1480,29 @@ fn an_announcement_made_while_stopping_is_withdrawn_at_once() {
     );
     assert!(s.handle(Event::OldMasterAnswered, t0).is_empty());
 }
+
+#[test]
+fn the_serving_generation_follows_readiness_not_reloads() {
+    let t0 = Instant::now();
+    let mut s = sup(2);
+    s.handle(Event::Started, t0);
+    assert_eq!(s.serving_generation(), None, "nothing serves yet");
+    let mut s = running(2, t0);
+    assert_eq!(s.serving_generation(), Some(Generation(1)));
+    s.handle(reload(1, Duration::from_secs(5)), t0);
+    assert_eq!(
+        s.serving_generation(),
+        Some(Generation(1)),
+        "until 2 is ready"
+    );
+    s.handle(
+        Event::Spawned {
+            slot: Slot(0),
+            generation: Generation(2),
+            pid: 200,
+        },
+        t0,
+    );
+    s.handle(Event::WorkerReady(200), t0);
+    assert_eq!(s.serving_generation(), Some(Generation(2)));
+}
