@@ -42,7 +42,8 @@ pub(crate) struct RequestCtx {
     scheme: Scheme,
     /// The route (index in the config; `None`: none).
     pub(crate) route: Option<usize>,
-    /// The head forwarded upstream (kept for a retry).
+    /// The head forwarded upstream (kept for a retry); for a `redirect`
+    /// route, the `Location` instead.
     pub(crate) request_head: Vec<u8>,
     /// The request's id (sent upstream as `X-Request-Id`).
     pub(crate) request_id: String,
@@ -107,7 +108,10 @@ impl RequestCtx {
             }
             None => snapshot.next_request_id(&mut self.request_id),
         }
-        if matches!(action, Some(RouteAction::Proxy(_))) {
+        if let Some(RouteAction::Redirect(redirect)) = action {
+            // No head is forwarded: its buffer holds the `Location`.
+            super::redirect::location(&mut self.request_head, &redirect.to, head, self.scheme);
+        } else if matches!(action, Some(RouteAction::Proxy(_))) {
             // A client's own id is already among the fields forwarded.
             let added_id = client_id.is_none().then_some(self.request_id.as_str());
             heads::request_head(

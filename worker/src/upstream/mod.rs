@@ -396,6 +396,7 @@ mod tests {
                 write_timeout: Duration::from_secs(1),
                 keepalive,
                 keepalive_timeout: Duration::from_secs(60),
+                tls: None,
             },
             fastrand::Rng::with_seed(1),
             addrs.iter().map(|_| ServerCell::default()).collect(),

@@ -7,7 +7,7 @@
 //! - [`http`] the client limits and timeouts, `via` and `splice`;
 //! - [`log`] `[log]` and a route's `access_log`;
 //! - [`listen`] `[[listen]]` and `[admin]`;
-//! - [`upstreams`] `[upstreams.NAME]`;
+//! - [`upstreams`] `[upstreams.NAME]` ([`upstream_tls`] its TLS keys);
 //! - [`routes`] `[[routes]]`.
 
 use super::locate::{KeyPath, Locator, Problem};
@@ -20,11 +20,13 @@ mod listen;
 mod log;
 mod process;
 mod routes;
+mod upstream_tls;
 mod upstreams;
 
 pub use http::MAX_REQUEST_HEADERS;
 pub use listen::DEFAULT_LISTEN;
 pub use process::{DEFAULT_PID_FILE, DEFAULT_WORKER_TIMEOUT, MIN_WORKER_TIMEOUT};
+pub use upstream_tls::server_host;
 pub use upstreams::MAX_WEIGHT;
 
 /// Longest duration any key takes: longer ones are absurd, and one far
