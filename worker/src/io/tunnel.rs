@@ -79,7 +79,9 @@ async fn forward<W: AsyncWrite + Unpin>(
         if n == 0 {
             to.shutdown().await
         } else {
-            to.write_all(&buf[..n]).await
+            to.write_all(&buf[..n]).await?;
+            // A TLS stream may hold the last records back.
+            to.flush().await
         }
     };
     match timeout(idle, write).await {

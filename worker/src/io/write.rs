@@ -161,7 +161,8 @@ pub(crate) async fn write_two<W: AsyncWrite + Unpin>(
         head = &head[from_head..];
         body = &body[n - from_head..];
     }
-    Ok(Ok(()))
+    // A TLS stream may hold the last records back; a socket holds nothing.
+    timed(limit, w.flush()).await
 }
 
 #[cfg(test)]

@@ -23,6 +23,24 @@ pub(crate) enum UpstreamError {
         /// The server.
         addr: SocketAddr,
     },
+    /// The TLS handshake failed (a certificate that does not verify, among
+    /// others): a connect failure as far as retries and health go.
+    #[error("TLS handshake with {addr} ({name}) failed: {reason}")]
+    Tls {
+        /// The server.
+        addr: SocketAddr,
+        /// The name verified.
+        name: String,
+        /// Why, in words.
+        reason: String,
+    },
+    /// The TCP connection and TLS handshake took longer than
+    /// `connect_timeout`.
+    #[error("connect to {addr} timed out in the TLS handshake")]
+    TlsTimeout {
+        /// The server.
+        addr: SocketAddr,
+    },
     /// Writing the request failed.
     #[error("sending the request failed: {0}")]
     Write(io::Error),

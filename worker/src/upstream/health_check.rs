@@ -7,6 +7,8 @@
 //! group is dropped.
 
 use super::health::Change;
+use super::stream::UpStream;
+use super::tls::GroupTls;
 use super::{Group, Upstreams};
 use crate::stop::Stop;
 use prefork_shared::config::HealthCheck;
@@ -77,15 +79,18 @@ async fn check_loop(
     loop {
         // Only a weak reference is kept across waits: a replaced group's
         // checks end on their own.
-        let Some((check, addr, host)) = group.upgrade().filter(|g| !g.is_retired()).and_then(|g| {
-            let server = g.server(index);
-            let check = g.config.health_check.clone()?;
-            Some((check, server.addr, server.name.clone()))
-        }) else {
+        let Some((check, addr, host, tls)) =
+            group.upgrade().filter(|g| !g.is_retired()).and_then(|g| {
+                let server = g.server(index);
+                let check = g.config.health_check.clone()?;
+                let tls = g.tls.clone().map(|tls| (tls, index));
+                Some((check, server.addr, server.name.clone(), tls))
+            })
+        else {
             return;
         };
         let result = tokio::select! {
-            result = probe(addr, &host, &check) => result,
+            result = probe(addr, &host, &check, tls) => result,
             _ = stop.wait_for(|s| *s != Stop::Running) => return,
         };
         let Some(g) = group.upgrade().filter(|g| !g.is_retired()) else {
@@ -106,9 +111,18 @@ async fn check_loop(
     }
 }
 
-/// One check: `Ok` for a 2xx or 3xx response head within the timeout.
-async fn probe(addr: SocketAddr, host: &str, check: &HealthCheck) -> Result<(), String> {
-    match timeout(check.timeout, exchange(addr, host, &check.path)).await {
+/// The TLS side of a checked server's group, and the server's index.
+type CheckTls = Option<(Rc<GroupTls>, usize)>;
+
+/// One check: `Ok` for a 2xx or 3xx response head within the timeout;
+/// over TLS when `tls` is set.
+async fn probe(
+    addr: SocketAddr,
+    host: &str,
+    check: &HealthCheck,
+    tls: CheckTls,
+) -> Result<(), String> {
+    match timeout(check.timeout, exchange(addr, host, &check.path, tls)).await {
         Ok(Ok(status)) if (200..400).contains(&status) => Ok(()),
         Ok(Ok(status)) => Err(format!("status {status}")),
         Ok(Err(why)) => Err(why),
@@ -117,17 +131,27 @@ async fn probe(addr: SocketAddr, host: &str, check: &HealthCheck) -> Result<(), 
 }
 
 /// Sends the check request and returns the response status.
-async fn exchange(addr: SocketAddr, host: &str, path: &str) -> Result<u16, String> {
-    let mut stream = TcpStream::connect(addr)
+async fn exchange(addr: SocketAddr, host: &str, path: &str, tls: CheckTls) -> Result<u16, String> {
+    let tcp = TcpStream::connect(addr)
         .await
         .map_err(|e| format!("connect: {e}"))?;
+    let mut stream = match tls {
+        None => UpStream::Plain(tcp),
+        Some((tls, index)) => UpStream::Tls(Box::new(
+            tls.handshake(index, tcp)
+                .await
+                .map_err(|e| format!("TLS handshake: {e}"))?,
+        )),
+    };
+    let (mut rd, mut wr) = stream.split();
     let request = format!(
         "GET {path} HTTP/1.1\r\nHost: {host}\r\nUser-Agent: prefork-health-check\r\nConnection: close\r\n\r\n"
     );
-    stream
-        .write_all(request.as_bytes())
-        .await
-        .map_err(|e| format!("send: {e}"))?;
+    let sent = async {
+        wr.write_all(request.as_bytes()).await?;
+        wr.flush().await
+    };
+    sent.await.map_err(|e| format!("send: {e}"))?;
     let mut buf = Vec::with_capacity(1024);
     loop {
         let mut headers = [httparse::EMPTY_HEADER; 64];
@@ -140,7 +164,7 @@ async fn exchange(addr: SocketAddr, host: &str, path: &str) -> Result<u16, Strin
             Ok(httparse::Status::Partial) => return Err("response head too large".into()),
             Err(e) => return Err(format!("malformed response: {e}")),
         }
-        if stream
+        if rd
             .read_buf(&mut buf)
             .await
             .map_err(|e| format!("read: {e}"))?
@@ -189,7 +213,7 @@ mod tests {
     async fn two_and_three_hundreds_pass_others_fail() {
         let (addr, server) = answering(b"HTTP/1.1 204 No Content\r\n\r\n").await;
         assert_eq!(
-            probe(addr, "app:80", &check(Duration::from_secs(2))).await,
+            probe(addr, "app:80", &check(Duration::from_secs(2)), None).await,
             Ok(())
         );
         let sent = String::from_utf8(server.await.unwrap()).unwrap();
@@ -200,16 +224,16 @@ mod tests {
 
         let (addr, _s) = answering(b"HTTP/1.1 301 Moved\r\nLocation: /\r\n\r\n").await;
         assert_eq!(
-            probe(addr, "a", &check(Duration::from_secs(2))).await,
+            probe(addr, "a", &check(Duration::from_secs(2)), None).await,
             Ok(())
         );
         let (addr, _s) = answering(b"HTTP/1.1 503 Busy\r\nContent-Length: 0\r\n\r\n").await;
         assert_eq!(
-            probe(addr, "a", &check(Duration::from_secs(2))).await,
+            probe(addr, "a", &check(Duration::from_secs(2)), None).await,
             Err("status 503".into())
         );
         let (addr, _s) = answering(b"garbage\r\n\r\n").await;
-        let err = probe(addr, "a", &check(Duration::from_secs(2)))
+        let err = probe(addr, "a", &check(Duration::from_secs(2)), None)
             .await
             .unwrap_err();
         assert!(err.starts_with("malformed response"), "{err}");
@@ -219,12 +243,12 @@ mod tests {
     async fn silence_and_refusal_fail() {
         let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
-        let err = probe(addr, "a", &check(Duration::from_millis(100)))
+        let err = probe(addr, "a", &check(Duration::from_millis(100)), None)
             .await
             .unwrap_err();
         assert!(err.starts_with("no response within"), "{err}");
         drop(listener);
-        let err = probe(addr, "a", &check(Duration::from_secs(2)))
+        let err = probe(addr, "a", &check(Duration::from_secs(2)), None)
             .await
             .unwrap_err();
         assert!(err.starts_with("connect:"), "{err}");
