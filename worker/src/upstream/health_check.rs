@@ -253,4 +253,48 @@ mod tests {
             .unwrap_err();
         assert!(err.starts_with("connect:"), "{err}");
     }
+
+    #[tokio::test]
+    async fn checks_run_over_tls_and_fail_on_a_certificate_that_does_not_verify() {
+        use prefork_shared::config::{Der, Server, TlsRoots, UpstreamTls};
+        use prefork_testkit::tls_origin::{TestCa, TlsOrigin};
+        use rustls::pki_types::pem::PemObject;
+        let ca = TestCa::new("test CA");
+        let origin = TlsOrigin::start(&ca.leaf(&["api.internal"]));
+        let tls_to = |ca: &TestCa, name: &str| {
+            let certs = rustls::pki_types::CertificateDer::pem_slice_iter(ca.pem().as_bytes())
+                .map(|c| Der(c.unwrap().to_vec()))
+                .collect();
+            let tls = UpstreamTls {
+                server_name: Some(name.into()),
+                roots: TlsRoots::Ca {
+                    file: "ca.pem".into(),
+                    certs,
+                },
+            };
+            let server = Server {
+                name: origin.addr().to_string(),
+                addr: origin.addr(),
+                weight: 1,
+            };
+            Some((Rc::new(GroupTls::new(&tls, &[server])), 0))
+        };
+        let check = check(Duration::from_secs(5));
+        assert_eq!(
+            probe(origin.addr(), "a", &check, tls_to(&ca, "api.internal")).await,
+            Ok(())
+        );
+        let err = probe(
+            origin.addr(),
+            "a",
+            &check,
+            tls_to(&TestCa::new("other"), "api.internal"),
+        )
+        .await
+        .unwrap_err();
+        assert!(
+            err.starts_with("TLS handshake: certificate verify failed: unknown issuer"),
+            "{err}"
+        );
+    }
 }
