@@ -108,10 +108,7 @@ impl RequestCtx {
             }
             None => snapshot.next_request_id(&mut self.request_id),
         }
-        if let Some(RouteAction::Redirect(redirect)) = action {
-            // No head is forwarded: its buffer holds the `Location`.
-            super::redirect::location(&mut self.request_head, &redirect.to, head, self.scheme);
-        } else if matches!(action, Some(RouteAction::Proxy(_))) {
+        if matches!(action, Some(RouteAction::Proxy(_))) {
             // A client's own id is already among the fields forwarded.
             let added_id = client_id.is_none().then_some(self.request_id.as_str());
             heads::request_head(
@@ -122,6 +119,9 @@ impl RequestCtx {
                 limits.via.as_deref(),
                 added_id,
             );
+        } else if let Some(RouteAction::Redirect(redirect)) = action {
+            // No head is forwarded: its buffer holds the `Location`.
+            super::redirect::location(&mut self.request_head, &redirect.to, head, self.scheme);
         }
         if snapshot.access.any() {
             self.info.set(head);
