@@ -230,3 +230,45 @@ upstream = "api"
     assert_eq!(bad.handshakes(), 0);
     assert_eq!(bad.accepted(), 1, "tried once, then skipped");
 }
+
+/// A reload reads `tls_ca` again, even when the config text is the same:
+/// an unusable file is refused (the running roots keep serving), a new CA
+/// takes effect.
+#[test]
+fn a_reload_reads_the_ca_file_again() {
+    let ca = TestCa::new("prefork test CA");
+    let origin = TlsOrigin::start(&ca.leaf(&["api.internal"]));
+    let p = start(&origin, &ca.pem(), "tls_server_name = \"api.internal\"");
+    assert_eq!(get(&p, "/before").status, 200);
+    let ca_file = p.dir().join("ca.pem");
+    let config = fs::read_to_string(p.config_path()).expect("read the config");
+
+    fs::write(&ca_file, "").expect("empty the CA file");
+    let out = p.cli(&["-s", "reload"]);
+    let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
+    assert_eq!(out.status.code(), Some(1), "-s reload: {stderr}");
+    let location = format!(
+        "{}:{}: upstreams.api.tls_ca: {} holds no certificate",
+        p.config_path().display(),
+        line_of(&config, "tls_ca"),
+        ca_file.display()
+    );
+    assert!(stderr.contains(&location), "{stderr}");
+    assert_eq!(get(&p, "/still").status, 200, "{}", p.logs());
+
+    // Another CA: the origin's certificate no longer verifies.
+    p.expect_log_errors();
+    fs::write(&ca_file, TestCa::new("another CA").pem()).expect("write");
+    let out = p.cli(&["-s", "reload"]);
+    assert!(
+        out.status.success(),
+        "-s reload: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        wait_until(Duration::from_secs(5), || get(&p, "/after").status == 502),
+        "{}",
+        p.logs()
+    );
+    assert!(log_shows(&p, "unknown issuer"), "{}", p.logs());
+}
