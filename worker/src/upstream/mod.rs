@@ -621,6 +621,17 @@ mod tests {
             g.release(conn);
         }
         assert_eq!((origin.accepted(), origin.handshakes()), (1, 1));
+
+        // A new connection resumes the session of the first (the group's
+        // configuration keeps rustls's session cache).
+        let fresh = g.acquire(0, true).await.unwrap();
+        let UpStream::Tls(tls) = &fresh.stream else {
+            panic!("a plain connection")
+        };
+        assert_eq!(
+            tls.get_ref().1.handshake_kind(),
+            Some(rustls::HandshakeKind::Resumed)
+        );
     }
 
     #[tokio::test]
