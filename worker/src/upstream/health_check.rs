@@ -7,7 +7,6 @@
 //! group is dropped.
 
 use super::health::Change;
-use super::stream::UpStream;
 use super::tls::GroupTls;
 use super::{Group, Upstreams};
 use crate::stop::Stop;
@@ -15,7 +14,7 @@ use prefork_shared::config::HealthCheck;
 use slog::{info, warn, Logger};
 use std::net::SocketAddr;
 use std::rc::{Rc, Weak};
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::net::TcpStream;
 use tokio::sync::watch;
 use tokio::time::{sleep, timeout};
@@ -135,21 +134,30 @@ async fn exchange(addr: SocketAddr, host: &str, path: &str, tls: CheckTls) -> Re
     let tcp = TcpStream::connect(addr)
         .await
         .map_err(|e| format!("connect: {e}"))?;
-    let mut stream = match tls {
-        None => UpStream::Plain(tcp),
-        Some((tls, index)) => UpStream::Tls(Box::new(
-            tls.handshake(index, tcp)
+    match tls {
+        None => status_over(tcp, host, path).await,
+        Some((tls, index)) => {
+            let stream = tls
+                .handshake(index, tcp)
                 .await
-                .map_err(|e| format!("TLS handshake: {e}"))?,
-        )),
-    };
-    let (mut rd, mut wr) = stream.split();
+                .map_err(|e| format!("TLS handshake: {e}"))?;
+            status_over(stream, host, path).await
+        }
+    }
+}
+
+/// Sends the check request over `stream` and returns the response status.
+async fn status_over<S: AsyncRead + AsyncWrite + Unpin>(
+    mut stream: S,
+    host: &str,
+    path: &str,
+) -> Result<u16, String> {
     let request = format!(
         "GET {path} HTTP/1.1\r\nHost: {host}\r\nUser-Agent: prefork-health-check\r\nConnection: close\r\n\r\n"
     );
     let sent = async {
-        wr.write_all(request.as_bytes()).await?;
-        wr.flush().await
+        stream.write_all(request.as_bytes()).await?;
+        stream.flush().await
     };
     sent.await.map_err(|e| format!("send: {e}"))?;
     let mut buf = Vec::with_capacity(1024);
@@ -164,7 +172,7 @@ async fn exchange(addr: SocketAddr, host: &str, path: &str, tls: CheckTls) -> Re
             Ok(httparse::Status::Partial) => return Err("response head too large".into()),
             Err(e) => return Err(format!("malformed response: {e}")),
         }
-        if rd
+        if stream
             .read_buf(&mut buf)
             .await
             .map_err(|e| format!("read: {e}"))?

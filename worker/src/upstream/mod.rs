@@ -608,14 +608,16 @@ mod tests {
         for round in 0..3 {
             let mut conn = g.acquire(0, false).await.unwrap();
             assert_eq!(conn.reused, round > 0);
-            let (mut rd, mut wr) = conn.stream.split();
-            wr.write_all(b"GET /x HTTP/1.1\r\nHost: a\r\n\r\n")
+            let UpStream::Tls(tls) = &mut conn.stream else {
+                panic!("a plain connection")
+            };
+            tls.write_all(b"GET /x HTTP/1.1\r\nHost: a\r\n\r\n")
                 .await
                 .unwrap();
-            wr.flush().await.unwrap();
+            tls.flush().await.unwrap();
             let mut got = Vec::new();
             while !got.ends_with(b"conn=1") {
-                assert_ne!(rd.read_buf(&mut got).await.unwrap(), 0);
+                assert_ne!(tls.read_buf(&mut got).await.unwrap(), 0);
             }
             assert!(got.starts_with(b"HTTP/1.1 200 OK\r\n"));
             g.release(conn);
