@@ -16,6 +16,11 @@ use tempfile::TempDir;
 /// upstream keys `tls_keys`; `ca_pem` is written to `ca.pem` in the test
 /// directory first (the master reads it at start).
 fn start(origin: &TlsOrigin, ca_pem: &str, tls_keys: &str) -> Prefork {
+    start_with(Setup::new(1), origin, ca_pem, tls_keys)
+}
+
+/// As [`start`], from `setup`.
+fn start_with(setup: Setup, origin: &TlsOrigin, ca_pem: &str, tls_keys: &str) -> Prefork {
     let dir = tempfile::Builder::new()
         .prefix("prefork-test-")
         .tempdir()
@@ -37,7 +42,7 @@ upstream = "api"
         addr = origin.addr(),
         ca = ca.display()
     );
-    Prefork::start_in(dir, Setup::new(1).body(&body))
+    Prefork::start_in(dir, setup.body(&body))
 }
 
 fn get(p: &Prefork, path: &str) -> Response {
@@ -74,6 +79,34 @@ fn requests_go_over_verified_tls_on_few_pooled_connections() {
         "{}",
         p.logs()
     );
+}
+
+/// With `splice` on, bodies from and to a TLS upstream are copied (the
+/// bytes on its socket are TLS records), whole.
+#[test]
+fn large_bodies_are_copied_through_tls_with_splice_on() {
+    let ca = TestCa::new("prefork test CA");
+    let origin = TlsOrigin::start(&ca.leaf(&["api.internal"]));
+    let setup = Setup::new(1).top("splice = true");
+    let p = start_with(
+        setup,
+        &origin,
+        &ca.pem(),
+        "tls_server_name = \"api.internal\"",
+    );
+    for _ in 0..2 {
+        let r = get(&p, "/big");
+        assert_eq!(r.status, 200, "{}", p.logs());
+        assert_eq!(r.body.len(), prefork_testkit::tls_origin::BIG);
+        assert!(r.body.iter().all(|&b| b == b'b'));
+    }
+    let body = vec![b'x'; 1024 * 1024];
+    let mut conn = Conn::local(p.port()).expect("connect");
+    conn.send(&http::request("POST", "api.local", "/upload", &[], &body))
+        .expect("send");
+    let r = conn.read_response().expect("response to the upload");
+    assert_eq!((r.status, r.text()), (200, "path=/upload conn=1".into()));
+    assert_eq!(origin.accepted(), 1, "{}", p.logs());
 }
 
 #[test]

@@ -11,6 +11,9 @@ use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::thread;
 
+/// The length of the body of `/big`.
+pub const BIG: usize = 1024 * 1024;
+
 /// A certificate authority made for one test.
 pub struct TestCa {
     issuer: CertifiedIssuer<'static, KeyPair>,
@@ -57,7 +60,8 @@ impl TestCa {
 
 /// An HTTP/1.1 origin over TLS. Each response's body names the path and
 /// the connection (`path=/x conn=3`), and `X-Conn` holds the connection's
-/// number, so tests see which requests shared a connection. Connections
+/// number, so tests see which requests shared a connection; `/big` gets
+/// [`BIG`] bytes of `b` instead. Connections
 /// stay open until the client closes them (keep-alive).
 pub struct TlsOrigin {
     addr: SocketAddr,
@@ -147,7 +151,11 @@ fn serve(stream: TcpStream, config: Arc<ServerConfig>, id: usize, handshakes: &A
     handshakes.fetch_add(1, Ordering::SeqCst);
     let mut buf = Vec::new();
     while let Some(path) = read_request(&mut tls, &mut buf) {
-        let body = format!("path={path} conn={id}");
+        let body = if path == "/big" {
+            "b".repeat(BIG)
+        } else {
+            format!("path={path} conn={id}")
+        };
         let response = format!(
             "HTTP/1.1 200 OK\r\nContent-Length: {}\r\nX-Conn: {id}\r\n\r\n{body}",
             body.len()
