@@ -12,13 +12,12 @@ use crate::http::body::BodyCursor;
 use crate::http::Framing;
 use crate::io::splice::{self, SpliceEnd};
 use crate::io::timed::TimedOut;
-use crate::io::write::{write_two, write_two_within, TryWrite};
+use crate::io::write::{write_two, write_two_within};
 use crate::io::BODY_READ;
 use crate::observe::access_log::Served;
 use crate::observe::stats;
 use crate::state::Snapshot;
 use crate::upstream::error::UpstreamError;
-use crate::upstream::stream::{split_tls, UpStream};
 use crate::upstream::{Group, UpstreamConn};
 use bytes::BytesMut;
 use slog::error;
@@ -52,78 +51,8 @@ pub(super) fn exchange<'a, 'r, D: Downstream>(
     // (and its memory while idle).
     async move {
         let t = timeouts(snapshot, group);
-        let call = Call {
-            ctx,
-            snapshot,
-            req,
-            addr,
-            counted,
-            t,
-        };
-        // The stream's kind is looked at once: the exchange itself is made
-        // for each kind, so the plain one runs as if TLS did not exist.
-        let (done, request_done, pool) = match &mut up.stream {
-            UpStream::Plain(tcp) => {
-                let (rd, wr) = tcp.split();
-                exchange_on(client, call, rd, wr, &mut up.buf, deadline).await?
-            }
-            UpStream::Tls(tls) => {
-                let (rd, wr) = split_tls(tls);
-                exchange_on(client, call, rd, wr, &mut up.buf, deadline).await?
-            }
-        };
-        if let Some(recheck) = pool {
-            // A body announced but absent that the server sends anyway
-            // would answer the next request on the connection: bytes read
-            // with the head keep it out of the pool (`release`), bytes that
-            // come before it is taken again make it closed then.
-            up.recheck = recheck;
-            group.release(up);
-        }
-        Ok((done, request_done))
-    }
-}
-
-/// What an exchange works with besides the client and the connection.
-#[derive(Clone, Copy)]
-struct Call<'a, 'r> {
-    ctx: &'a RequestCtx,
-    snapshot: &'a Snapshot,
-    req: &'a Request<'r>,
-    addr: SocketAddr,
-    counted: &'a stats::Busy,
-    t: Timeouts,
-}
-
-/// [`exchange`] over the halves `up_rd` and `up_wr` of the connection and
-/// its read buffer `up_buf`. Returns, with what was served and whether the
-/// whole request body went upstream, whether to pool the connection again
-/// (and if so, whether to check it when it is taken: see [`reuse`]).
-#[allow(clippy::manual_async_fn)]
-fn exchange_on<'a, 'r, D, R, W>(
-    client: &'a mut D,
-    call: Call<'a, 'r>,
-    mut up_rd: R,
-    mut up_wr: W,
-    up_buf: &'a mut BytesMut,
-    deadline: Pin<&'a mut Sleep>,
-) -> impl Future<Output = Result<(Done, bool, Option<bool>), ExchangeError>> + use<'a, 'r, D, R, W>
-where
-    D: Downstream,
-    R: AsyncRead + Unpin + SpliceEnd + 'a,
-    W: TryWrite + SpliceEnd + 'a,
-{
-    // An async block, not an async fn: see `exchange`.
-    async move {
-        let Call {
-            ctx,
-            snapshot,
-            req,
-            addr,
-            counted,
-            t,
-        } = call;
         let (mut body, mut sink) = client.split(snapshot, req);
+        let (mut up_rd, mut up_wr) = up.stream.split();
 
         let initial = send_head(&mut body, &ctx.request_head, &mut up_wr, t).await?;
         // `Expect` is not forwarded: prefork asks for the body itself, once
@@ -153,7 +82,7 @@ where
             let pump = pin!(stream_request_body(&mut body, &mut up_wr, t));
             let upstream = Upstream {
                 rd: &mut up_rd,
-                buf: &mut *up_buf,
+                buf: &mut up.buf,
             };
             await_final_head(pump, &mut sent, upstream, &mut sink, expecting, deadline, t).await?
         };
@@ -185,7 +114,7 @@ where
             }
             drop(sink);
             let opened = client
-                .tunnel(snapshot, &mut up_rd, &mut up_wr, up_buf, t)
+                .tunnel(snapshot, &mut up_rd, &mut up_wr, &up.buf, t)
                 .await;
             return Ok(match opened {
                 Some(bytes_sent) => {
@@ -199,9 +128,9 @@ where
                         },
                         close: true,
                     };
-                    (done, request_done, None)
+                    (done, request_done)
                 }
-                None => (cut_short(101), request_done, None),
+                None => (cut_short(101), request_done),
             });
         }
 
@@ -215,13 +144,13 @@ where
         sink.finish_head(content_length, plan.chunked, close);
         let whole = match meta.framing {
             Framing::Empty => true,
-            Framing::Length(n) => up_buf.len() as u64 >= n,
+            Framing::Length(n) => up.buf.len() as u64 >= n,
             Framing::Chunked | Framing::Close => false,
         };
         let mut body = BodyCursor::new(meta.framing);
         let result = relay_body(
             &mut up_rd,
-            &mut *up_buf,
+            &mut up.buf,
             &mut sink,
             close && whole,
             &mut body,
@@ -246,12 +175,12 @@ where
                 // The session ends: for HTTP/1.1, closing is the only way
                 // to tell the client the body is incomplete once its head
                 // has gone out.
-                return Ok((cut_short(status), request_done, None));
+                return Ok((cut_short(status), request_done));
             }
         };
         sink.finished(true);
         counted.ok();
-        let pool = reuse(&meta, request_done);
+        reuse(group, up, &meta, request_done);
         let done = Done {
             served: Served {
                 status,
@@ -261,7 +190,7 @@ where
             },
             close,
         };
-        Ok((done, request_done, pool))
+        Ok((done, request_done))
     }
 }
 
@@ -277,13 +206,17 @@ fn timeouts(snapshot: &Snapshot, group: &Group) -> Timeouts {
     }
 }
 
-/// Whether the connection goes back to the pool after a response to a
-/// request whose body was all forwarded: when the server keeps it open and
-/// its end was seen. `Some(recheck)`: pooled, checked on the socket itself
-/// when taken if the response announced a body it did not send.
-fn reuse(meta: &ResponseMeta, request_done: bool) -> Option<bool> {
-    (meta.keep_alive && request_done && meta.framing != Framing::Close)
-        .then_some(meta.announces_absent_body)
+/// Pools `up` again after a response to a request whose body was all
+/// forwarded, when the server keeps it open and its end was seen.
+fn reuse(group: &Group, mut up: UpstreamConn, meta: &ResponseMeta, request_done: bool) {
+    if meta.keep_alive && request_done && meta.framing != Framing::Close {
+        // A body announced but absent that the server sends anyway would
+        // answer the next request on the connection: bytes read with the
+        // head keep it out of the pool (`release`), bytes that come before
+        // it is taken again make it closed then.
+        up.recheck = meta.announces_absent_body;
+        group.release(up);
+    }
 }
 
 /// Sends the request head upstream with the body bytes already received;

@@ -13,7 +13,7 @@ pub(crate) mod tls;
 use crate::io::BODY_READ;
 use crate::observe::stats::{ServerCell, Stats};
 use crate::upstream::balance::Balancer;
-use crate::upstream::error::UpstreamError;
+use crate::upstream::error::{TlsFailure, UpstreamError};
 use crate::upstream::health::{Change, Health};
 use crate::upstream::stream::UpStream;
 use crate::upstream::tls::GroupTls;
@@ -243,11 +243,11 @@ impl Group {
         let addr = self.server(index).addr;
         match timeout(self.config.connect_timeout, tls.handshake(index, tcp)).await {
             Ok(Ok(stream)) => Ok(stream),
-            Ok(Err(reason)) => Err(UpstreamError::Tls {
+            Ok(Err(reason)) => Err(UpstreamError::Tls(Box::new(TlsFailure {
                 addr,
                 name: tls.name(index),
                 reason,
-            }),
+            }))),
             Err(_) => Err(UpstreamError::TlsTimeout { addr }),
         }
     }
@@ -644,7 +644,7 @@ mod tests {
         let wrong_name = tls_group(origin.addr(), "other.internal", &ca.pem());
         let err = wrong_name.acquire(0, false).await.err().unwrap();
         let text = err.to_string();
-        assert!(matches!(err, UpstreamError::Tls { .. }), "{text}");
+        assert!(matches!(err, UpstreamError::Tls(_)), "{text}");
         assert!(
             text.contains("certificate not valid for name \"other.internal\""),
             "{text}"

@@ -1,11 +1,9 @@
 //! An upstream connection's byte stream: plain TCP or TLS over it, and the
-//! halves of a TLS stream an exchange reads and writes at the same time.
+//! halves an exchange reads and writes at the same time.
 //!
-//! An exchange looks at the kind once and runs on its halves (see
-//! `proxy::exchange`): the plain ones are tokio's borrowed TCP halves as
-//! ever (writes tried at once, bodies spliced); the TLS ones copy through
-//! rustls, and splicing is off (the bytes on the socket are records, not
-//! the body).
+//! The plain case stays what it was (tokio's borrowed TCP halves: writes
+//! tried at once, bodies spliced); over TLS the halves copy through rustls,
+//! and splicing is off (the bytes on the socket are records, not the body).
 
 use crate::io::splice::SpliceEnd;
 use crate::io::write::TryWrite;
@@ -14,6 +12,7 @@ use std::os::fd::RawFd;
 use std::pin::Pin;
 use std::task::{ready, Context, Poll};
 use tokio::io::{AsyncRead, AsyncWrite, Interest, ReadBuf};
+use tokio::net::tcp::{ReadHalf, WriteHalf};
 use tokio::net::TcpStream;
 use tokio_rustls::client::TlsStream;
 
@@ -39,110 +38,170 @@ impl UpStream {
     pub(crate) fn is_tls(&self) -> bool {
         matches!(self, UpStream::Tls(_))
     }
+
+    /// Its read and write halves, usable at the same time.
+    pub(crate) fn split(&mut self) -> (UpRead<'_>, UpWrite<'_>) {
+        match self {
+            UpStream::Plain(s) => {
+                let (rd, wr) = s.split();
+                (UpRead::Plain(rd), UpWrite::Plain(wr))
+            }
+            UpStream::Tls(s) => {
+                let (rd, wr) = tokio::io::split(&mut **s);
+                (UpRead::Tls(rd), UpWrite::Tls(wr))
+            }
+        }
+    }
 }
 
 /// The TLS stream an exchange borrows.
 type Tls<'a> = &'a mut TlsStream<TcpStream>;
 
-/// The read half of a TLS stream.
-pub(crate) struct TlsRead<'a>(tokio::io::ReadHalf<Tls<'a>>);
-
-/// The write half of a TLS stream.
-pub(crate) struct TlsWrite<'a> {
-    half: tokio::io::WriteHalf<Tls<'a>>,
+/// The read half of an upstream connection.
+pub(crate) enum UpRead<'a> {
+    /// Plain TCP.
+    Plain(ReadHalf<'a>),
+    /// TLS.
+    Tls(tokio::io::ReadHalf<Tls<'a>>),
 }
 
-/// The halves of `stream`, usable at the same time.
-pub(crate) fn split_tls(stream: &mut TlsStream<TcpStream>) -> (TlsRead<'_>, TlsWrite<'_>) {
-    let (rd, wr) = tokio::io::split(stream);
-    (TlsRead(rd), TlsWrite { half: wr })
+/// The write half of an upstream connection.
+pub(crate) enum UpWrite<'a> {
+    /// Plain TCP.
+    Plain(WriteHalf<'a>),
+    /// TLS.
+    Tls(tokio::io::WriteHalf<Tls<'a>>),
 }
 
-impl AsyncRead for TlsRead<'_> {
+impl AsyncRead for UpRead<'_> {
     fn poll_read(
-        mut self: Pin<&mut Self>,
+        self: Pin<&mut Self>,
         cx: &mut Context<'_>,
         buf: &mut ReadBuf<'_>,
     ) -> Poll<io::Result<()>> {
-        Pin::new(&mut self.0).poll_read(cx, buf)
+        match self.get_mut() {
+            UpRead::Plain(rd) => Pin::new(rd).poll_read(cx, buf),
+            UpRead::Tls(rd) => Pin::new(rd).poll_read(cx, buf),
+        }
     }
 }
 
-impl AsyncWrite for TlsWrite<'_> {
+impl AsyncWrite for UpWrite<'_> {
     fn poll_write(
-        mut self: Pin<&mut Self>,
+        self: Pin<&mut Self>,
         cx: &mut Context<'_>,
         buf: &[u8],
     ) -> Poll<io::Result<usize>> {
-        // Records rustls holds from the last write leave first: what it
-        // buffers stays bounded, and in order.
-        ready!(Pin::new(&mut self.half).poll_flush(cx))?;
-        Pin::new(&mut self.half).poll_write(cx, buf)
+        match self.get_mut() {
+            UpWrite::Plain(wr) => Pin::new(wr).poll_write(cx, buf),
+            UpWrite::Tls(wr) => {
+                // Records rustls holds from the last write leave first:
+                // what it buffers stays bounded, and in order.
+                ready!(Pin::new(&mut *wr).poll_flush(cx))?;
+                Pin::new(wr).poll_write(cx, buf)
+            }
+        }
     }
 
     fn poll_write_vectored(
-        mut self: Pin<&mut Self>,
+        self: Pin<&mut Self>,
         cx: &mut Context<'_>,
         bufs: &[IoSlice<'_>],
     ) -> Poll<io::Result<usize>> {
-        ready!(Pin::new(&mut self.half).poll_flush(cx))?;
-        Pin::new(&mut self.half).poll_write_vectored(cx, bufs)
+        match self.get_mut() {
+            UpWrite::Plain(wr) => Pin::new(wr).poll_write_vectored(cx, bufs),
+            UpWrite::Tls(wr) => {
+                ready!(Pin::new(&mut *wr).poll_flush(cx))?;
+                Pin::new(wr).poll_write_vectored(cx, bufs)
+            }
+        }
     }
 
     fn is_write_vectored(&self) -> bool {
-        self.half.is_write_vectored()
+        match self {
+            UpWrite::Plain(wr) => wr.is_write_vectored(),
+            UpWrite::Tls(wr) => wr.is_write_vectored(),
+        }
     }
 
-    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        Pin::new(&mut self.half).poll_flush(cx)
+    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        match self.get_mut() {
+            UpWrite::Plain(wr) => Pin::new(wr).poll_flush(cx),
+            UpWrite::Tls(wr) => Pin::new(wr).poll_flush(cx),
+        }
     }
 
-    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        Pin::new(&mut self.half).poll_shutdown(cx)
+    fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        match self.get_mut() {
+            UpWrite::Plain(wr) => Pin::new(wr).poll_shutdown(cx),
+            UpWrite::Tls(wr) => Pin::new(wr).poll_shutdown(cx),
+        }
     }
 }
 
-/// Nothing is written without rustls: the tries answer `WouldBlock`, and
-/// the write goes the waiting way (which flushes).
-impl TryWrite for TlsWrite<'_> {
-    fn try_write_vectored(&self, _: &[IoSlice<'_>]) -> io::Result<usize> {
-        Err(io::ErrorKind::WouldBlock.into())
+/// Over TLS nothing is written without rustls: the tries answer
+/// `WouldBlock`, and the write goes the waiting way (which flushes).
+impl TryWrite for UpWrite<'_> {
+    fn try_write_vectored(&self, bufs: &[IoSlice<'_>]) -> io::Result<usize> {
+        match self {
+            UpWrite::Plain(wr) => TryWrite::try_write_vectored(wr, bufs),
+            UpWrite::Tls(_) => Err(io::ErrorKind::WouldBlock.into()),
+        }
     }
 
-    fn try_write_more(&self, _: &[IoSlice<'_>]) -> io::Result<usize> {
-        Err(io::ErrorKind::WouldBlock.into())
+    fn try_write_more(&self, bufs: &[IoSlice<'_>]) -> io::Result<usize> {
+        match self {
+            UpWrite::Plain(wr) => TryWrite::try_write_more(wr, bufs),
+            UpWrite::Tls(_) => Err(io::ErrorKind::WouldBlock.into()),
+        }
     }
 
-    // Never used upstream; a TLS stream ends with close_notify, which
-    // needs rustls (`poll_shutdown`).
     fn shut_write(&self) -> io::Result<()> {
-        Err(io::ErrorKind::Unsupported.into())
+        match self {
+            UpWrite::Plain(wr) => TryWrite::shut_write(wr),
+            // Never used upstream; a TLS stream ends with close_notify,
+            // which needs rustls (poll_shutdown).
+            UpWrite::Tls(_) => Err(io::ErrorKind::Unsupported.into()),
+        }
     }
 }
 
-/// A TLS half is never spliced: [`SpliceEnd::splices`] says no, and callers
-/// copy instead.
-macro_rules! not_spliced {
+/// The splice end of a half over TLS is never used: [`SpliceEnd::splices`]
+/// says no, and callers copy instead.
+macro_rules! splice_end {
     ($half:ident) => {
         impl SpliceEnd for $half<'_> {
             fn fd(&self) -> RawFd {
-                -1
+                match self {
+                    $half::Plain(h) => SpliceEnd::fd(h),
+                    $half::Tls(_) => -1,
+                }
             }
 
-            fn try_io<R>(&self, _: Interest, _: impl FnOnce() -> io::Result<R>) -> io::Result<R> {
-                Err(io::ErrorKind::Unsupported.into())
+            fn try_io<R>(
+                &self,
+                interest: Interest,
+                op: impl FnOnce() -> io::Result<R>,
+            ) -> io::Result<R> {
+                match self {
+                    $half::Plain(h) => SpliceEnd::try_io(h, interest, op),
+                    $half::Tls(_) => Err(io::ErrorKind::Unsupported.into()),
+                }
             }
 
-            async fn ready(&self, _: Interest) -> io::Result<()> {
-                Err(io::ErrorKind::Unsupported.into())
+            async fn ready(&self, interest: Interest) -> io::Result<()> {
+                match self {
+                    $half::Plain(h) => SpliceEnd::ready(h, interest).await,
+                    $half::Tls(_) => Err(io::ErrorKind::Unsupported.into()),
+                }
             }
 
             fn splices(&self) -> bool {
-                false
+                matches!(self, $half::Plain(_))
             }
         }
     };
 }
 
-not_spliced!(TlsRead);
-not_spliced!(TlsWrite);
+splice_end!(UpRead);
+splice_end!(UpWrite);
