@@ -1,27 +1,26 @@
 //! A `redirect` route's `Location`, built from the request: `$host`,
 //! `$request_uri`, `$scheme`, `$uri` and `$args` as nginx names them.
 
-use crate::http::request::{route_host, RequestHead};
+use crate::http::request::RequestHead;
 use crate::http::Scheme;
 use prefork_shared::config::{RedirectPart, RedirectVar};
 
 /// Writes into `out` (cleared first) the `Location` that `to` makes of
-/// `head`, spoken over `scheme`. What comes from the request is checked by
+/// `head`, routed by `host`, spoken over `scheme`. What comes from the request is checked by
 /// the parser (no control characters), and the decoded path (`$uri`) is
 /// escaped again, so the value is always a valid header field.
 pub(super) fn location(
     out: &mut Vec<u8>,
     to: &[RedirectPart],
     head: &RequestHead<'_, '_>,
+    host: &str,
     scheme: Scheme,
 ) {
     out.clear();
     for part in to {
         match part {
             RedirectPart::Text(text) => out.extend_from_slice(text.as_bytes()),
-            RedirectPart::Var(RedirectVar::Host) => {
-                out.extend_from_slice(route_host(head.host.unwrap_or("")).as_bytes());
-            }
+            RedirectPart::Var(RedirectVar::Host) => out.extend_from_slice(host.as_bytes()),
             RedirectPart::Var(RedirectVar::RequestUri) => {
                 // An absolute-form target keeps what follows its authority,
                 // which may lack the leading '/'.
@@ -87,7 +86,8 @@ mod tests {
             let head = request::parse(request_text.as_bytes(), &limits, slots)
                 .unwrap()
                 .unwrap();
-            location(&mut out, &r.to, &head, scheme);
+            let host = crate::http::request::route_host(head.host.unwrap_or(""));
+            location(&mut out, &r.to, &head, &host, scheme);
         });
         String::from_utf8(out).unwrap()
     }

@@ -95,8 +95,8 @@ impl RequestCtx {
         last: bool,
     ) -> Request<'s> {
         let limits = &snapshot.config.http;
-        let host = head.host.unwrap_or("");
-        self.route = snapshot.routes.lookup(&route_host(host), &head.path);
+        let host = route_host(head.host.unwrap_or(""));
+        self.route = snapshot.routes.lookup(&host, &head.path);
         let matched = self.route.map(|i| &snapshot.config.routes[i]);
         let action = matched.map(|r| &r.action);
         let max_body = matched.map_or(limits.max_body_size, |r| r.max_body_size(limits));
@@ -121,7 +121,13 @@ impl RequestCtx {
             );
         } else if let Some(RouteAction::Redirect(redirect)) = action {
             // No head is forwarded: its buffer holds the `Location`.
-            super::redirect::location(&mut self.request_head, &redirect.to, head, self.scheme);
+            super::redirect::location(
+                &mut self.request_head,
+                &redirect.to,
+                head,
+                &host,
+                self.scheme,
+            );
         }
         if snapshot.access.any() {
             self.info.set(head);
