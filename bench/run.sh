@@ -2,8 +2,8 @@
 # Side-by-side benchmark of prefork, nginx and HAProxy on loopback (not in CI).
 # Installs wrk, nginx and HAProxy from the distribution if missing, builds
 # prefork and the origin in release mode, then runs bench/scripts/bench.py
-# (options: --duration S --rounds N --threads N --workers N --idle N --cells 1,2
-# --no-balance --cpu-affinity auto|off).
+# (options: --duration S --rounds N --threads N --workers N --idle N
+# --cells 1,2|all|none --no-balance --cpu-affinity auto|off).
 # Writes the Markdown report to bench/results/latest.md.
 set -euo pipefail
 cd "$(dirname "$0")/.."

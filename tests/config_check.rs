@@ -465,3 +465,34 @@ fn check_names_the_line_of_a_pid_file_or_control_socket_in_a_missing_directory()
         &[("pid_file", &pid_file), ("control_socket", &socket)],
     );
 }
+
+/// The `prefork.toml` of deploy/kubernetes/configmap.yaml, as the pod sees
+/// it, with its /run/prefork emptyDir at `run`.
+fn kubernetes_config(run: &Path) -> String {
+    let manifest = fs::read_to_string(
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("../deploy/kubernetes/configmap.yaml"),
+    )
+    .expect("read the ConfigMap");
+    let (_, block) = manifest
+        .split_once("prefork.toml: |\n")
+        .expect("the ConfigMap holds prefork.toml");
+    block
+        .lines()
+        .map(|l| l.strip_prefix("    ").unwrap_or(l))
+        .collect::<Vec<_>>()
+        .join("\n")
+        .replace("/run/prefork", run.to_str().expect("utf-8 path"))
+}
+
+#[test]
+fn the_kubernetes_configmap_holds_a_valid_config() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let path = dir.path().join("prefork.toml");
+    fs::write(&path, kubernetes_config(dir.path())).expect("write");
+    let (code, stdout, stderr) = check(&path);
+    assert_eq!(code, 0, "{stdout}{stderr}");
+    let text = fs::read_to_string(&path).expect("read");
+    for line in ["sigterm = \"graceful\"", "shutdown_delay = \"5s\""] {
+        assert!(text.contains(line), "the ConfigMap should set {line}");
+    }
+}

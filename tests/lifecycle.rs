@@ -141,6 +141,66 @@ fn killed_worker_is_replaced_in_its_slot_within_a_second() {
 }
 
 #[test]
+fn graceful_sigterm_serves_through_the_shutdown_delay_with_healthz_503_then_drains() {
+    let rec = RecordingOrigin::start();
+    let admin = prefork::free_port();
+    let delay = Duration::from_secs(5);
+    let mut p = Prefork::start(
+        Setup::new(1)
+            .top("sigterm = \"graceful\"")
+            .top("shutdown_delay = \"5s\"")
+            .body(&format!(
+                "[admin]\naddr = \"127.0.0.1:{admin}\"\n[upstreams.app]\nservers = [\"{}\"]\n\
+                 [[routes]]\nupstream = \"app\"\n",
+                rec.addr()
+            )),
+    );
+    let health = || http::get(admin, "admin", "/healthz").map(|r| r.status).ok();
+    assert_eq!(health(), Some(200));
+    let port = p.port();
+    let in_flight = std::thread::spawn(move || {
+        let mut conn = Conn::local(port)?;
+        conn.send(&http::request("GET", "x", "/hold", &[], b""))?;
+        conn.read_response()
+    });
+    assert!(
+        wait_until(Duration::from_secs(5), || rec.count() == 1),
+        "the held request did not reach the origin\n{}",
+        p.logs()
+    );
+    let term_at = Instant::now();
+    p.signal(Signal::SIGTERM);
+    assert!(
+        wait_until(Duration::from_secs(2), || health() == Some(503)),
+        "/healthz should answer 503 once SIGTERM arrived\n{}",
+        p.logs()
+    );
+    // Still accepting and serving new connections meanwhile.
+    let r = http::get(port, "x", "/during-delay").expect("a request during the delay");
+    assert_eq!(r.status, 200);
+    assert!(
+        term_at.elapsed() < delay,
+        "the checks above must run inside the delay; took {:?}",
+        term_at.elapsed()
+    );
+    rec.release_holds();
+    let held = in_flight
+        .join()
+        .expect("client thread")
+        .expect("the in-flight request is answered");
+    assert_eq!(held.status, 200);
+    let status = p
+        .wait_exit(Duration::from_secs(20))
+        .unwrap_or_else(|| panic!("the master did not exit after the delay\n{}", p.logs()));
+    assert!(status.success(), "graceful stop should exit 0: {status}");
+    assert!(
+        term_at.elapsed() >= delay,
+        "the master drained before shutdown_delay ended: {:?}",
+        term_at.elapsed()
+    );
+}
+
+#[test]
 fn sigquit_lets_the_in_flight_request_finish_then_everything_exits() {
     let rec = RecordingOrigin::start();
     let mut p = proxy_to(2, rec.addr());
@@ -411,4 +471,99 @@ upstream = "app"
     for c in children(p.master_pid()) {
         assert_eq!(uids(c.pid).map(|u| u.1), Some(uid), "child {c:?}");
     }
+}
+
+/// Kills (by pid) a process the test started, even when the test fails.
+struct KillOnDrop(std::process::Child);
+
+impl Drop for KillOnDrop {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+#[test]
+fn a_root_master_without_user_runs_its_workers_as_nobody_and_user_root_keeps_root() {
+    if !nix::unistd::geteuid().is_root() {
+        eprintln!("SKIPPED: not running as root");
+        return;
+    }
+    let Some(nobody) = User::from_name("nobody").ok().flatten() else {
+        eprintln!("SKIPPED: no user `nobody`");
+        return;
+    };
+    let p = Prefork::start(Setup::new(1));
+    let worker = p.workers()[0].pid;
+    assert_eq!(uids(p.master_pid()), Some((0, 0)), "the master stays root");
+    let uid = nobody.uid.as_raw();
+    assert_eq!(
+        uids(worker),
+        Some((uid, uid)),
+        "no `user`: workers as nobody"
+    );
+    drop(p);
+    let p = Prefork::start(Setup::new(1).top("user = \"root\""));
+    assert_eq!(
+        uids(p.workers()[0].pid),
+        Some((0, 0)),
+        "user = \"root\" is kept"
+    );
+}
+
+#[test]
+fn prefork_dash_s_refuses_a_control_socket_served_by_another_user() {
+    if !nix::unistd::geteuid().is_root() {
+        eprintln!("SKIPPED: not running as root");
+        return;
+    }
+    let Some(nobody) = User::from_name("nobody").ok().flatten() else {
+        eprintln!("SKIPPED: no user `nobody`");
+        return;
+    };
+    use std::os::unix::fs::PermissionsExt;
+    use std::os::unix::process::CommandExt;
+    let dir = tempfile::tempdir().expect("temp dir");
+    std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o777)).expect("chmod");
+    let d = dir.path().display();
+    let config = dir.path().join("prefork.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "workers = 1\npid_file = \"{d}/prefork.pid\"\n[log]\nerror_log = \"{d}/error.log\"\n\
+             access_log = \"off\"\n[[listen]]\naddr = \"127.0.0.1:{}\"\n[[routes]]\n\
+             respond = {{ body = \"x\" }}\n",
+            prefork::free_port()
+        ),
+    )
+    .expect("write config");
+    // Another user's master (here nobody's) owns the socket the config names.
+    let other = KillOnDrop(
+        std::process::Command::new(prefork::BIN)
+            .arg("-c")
+            .arg(&config)
+            .uid(nobody.uid.as_raw())
+            .gid(nobody.gid.as_raw())
+            .stdin(std::process::Stdio::null())
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .expect("start a master as nobody"),
+    );
+    let socket = dir.path().join("prefork.sock");
+    assert!(
+        wait_until(Duration::from_secs(10), || socket.exists()),
+        "nobody's master did not open its control socket"
+    );
+    let out = prefork::run(
+        &["-s", "reload", "-c", config.to_str().expect("utf-8")],
+        Duration::from_secs(10),
+    );
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        !out.status.success(),
+        "root trusted nobody's socket: {stderr}"
+    );
+    assert!(stderr.contains("neither root nor you"), "{stderr}");
+    drop(other);
 }

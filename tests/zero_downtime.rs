@@ -6,7 +6,7 @@ use crate::support::client_loop::ClientLoop;
 use crate::support::http;
 use crate::support::origins;
 use crate::support::prefork::{self, Prefork, Setup, BIN};
-use crate::support::wait_until;
+use crate::support::{wait_for, wait_until};
 use nix::sys::signal::{kill, Signal};
 use nix::unistd::Pid;
 use std::io::Write;
@@ -309,6 +309,69 @@ fn a_binary_upgrade_swaps_the_master_with_zero_failed_requests() {
     );
 }
 
+/// The session-ticket key each master said it seals with, in the order
+/// they said it.
+fn ticket_keys_logged(log: &str) -> Vec<String> {
+    log.lines()
+        .filter(|l| l.contains("session-ticket keys"))
+        .filter_map(|l| l.split("key: ").nth(1))
+        .map(|k| k.chars().take(8).collect())
+        .collect()
+}
+
+#[test]
+fn a_binary_upgrade_hands_the_session_ticket_keys_to_the_new_master() {
+    let dir = tempfile::Builder::new()
+        .prefix("prefork-test-")
+        .tempdir()
+        .expect("temp dir");
+    let exe = private_binary(dir.path());
+    let a = origins::minihttp("upgraded");
+    let mut p = Prefork::start_in(dir, Setup::new(1).exe(&exe).body(&routes_to("a", a)));
+    let made = wait_for(Duration::from_secs(5), || {
+        let made = ticket_keys_logged(&p.error_log());
+        (!made.is_empty()).then_some(made)
+    })
+    .unwrap_or_else(|| panic!("no session-ticket keys logged\n{}", p.logs()));
+    assert_eq!(made.len(), 1, "{}", p.logs());
+    assert!(p.error_log().contains("session-ticket keys made"));
+
+    p.binary_upgrade();
+    assert!(
+        wait_until(Duration::from_secs(5), || p
+            .error_log()
+            .contains("session-ticket keys taken from the old master")),
+        "the new master made keys of its own\n{}",
+        p.logs()
+    );
+    assert_eq!(
+        ticket_keys_logged(&p.error_log()),
+        [made[0].clone(), made[0].clone()]
+    );
+    let r = http::get(p.port(), "app.local", "/").expect("the new master serves");
+    assert_eq!(r.header("x-origin"), Some("upgraded"));
+}
+
+#[test]
+fn session_ticket_keys_rotate_on_schedule_while_the_workers_serve() {
+    let a = origins::minihttp("rotating");
+    let p = Prefork::start(
+        Setup::new(2)
+            .top("tls_session_timeout = \"1s\"")
+            .body(&routes_to("a", a)),
+    );
+    let workers = p.workers();
+    let keys = wait_for(Duration::from_secs(10), || {
+        let keys = ticket_keys_logged(&p.error_log());
+        (keys.len() >= 3).then_some(keys)
+    })
+    .unwrap_or_else(|| panic!("the keys did not rotate every second\n{}", p.logs()));
+    assert!(keys.windows(2).all(|k| k[0] != k[1]), "{keys:?}");
+    let r = http::get(p.port(), "app.local", "/").expect("still serving");
+    assert_eq!(r.header("x-origin"), Some("rotating"));
+    assert_eq!(pids(&p.workers()), pids(&workers), "no worker replaced");
+}
+
 #[test]
 fn a_failed_binary_upgrade_leaves_the_old_master_serving() {
     let dir = tempfile::Builder::new()
@@ -474,4 +537,46 @@ fn a_stop_racing_the_hand_over_leaves_a_consistent_master() {
             p.logs()
         );
     }
+}
+
+#[test]
+fn a_worker_restarted_after_the_binary_file_was_replaced_runs_the_masters_own_image() {
+    let dir = tempfile::Builder::new()
+        .prefix("prefork-test-")
+        .tempdir()
+        .expect("temp dir");
+    let exe = private_binary(dir.path());
+    let a = origins::minihttp("same-image");
+    let p = Prefork::start_in(dir, Setup::new(1).exe(&exe).body(&routes_to("a", a)));
+    let victim = p.workers()[0].clone();
+    // A package update replaces the file on disk with one that cannot
+    // serve: only a binary upgrade may start it.
+    let replacement = p.dir().join("replacement");
+    std::fs::write(&replacement, "#!/bin/sh\nexit 1\n").expect("write");
+    std::fs::set_permissions(
+        &replacement,
+        std::os::unix::fs::PermissionsExt::from_mode(0o755),
+    )
+    .expect("chmod");
+    std::fs::rename(&replacement, &exe).expect("replace the binary");
+
+    kill(Pid::from_raw(victim.pid), Signal::SIGKILL).expect("kill the worker");
+    let restarted = p
+        .wait_workers(1, Duration::from_secs(10), |ws| {
+            ws.iter()
+                .any(|w| w.pid != victim.pid && p.master_saw_ready(w.pid))
+        })
+        .unwrap_or_else(|| panic!("no worker restarted and ready\n{}", p.logs()));
+    let worker = restarted[0].pid;
+    // It runs the image the master started from, whose file is gone.
+    let image = std::fs::read_link(format!("/proc/{worker}/exe")).expect("the worker's image");
+    assert_eq!(
+        image.to_string_lossy(),
+        format!("{} (deleted)", exe.display()),
+        "the restarted worker should run the master's own image"
+    );
+    // ps shows the binary's path, not the descriptor it was started from.
+    assert_eq!(restarted[0].cmdline[0], exe.to_string_lossy());
+    let r = http::get(p.port(), "app.local", "/").expect("the restarted worker serves");
+    assert_eq!(r.status, 200);
 }

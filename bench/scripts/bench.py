@@ -7,11 +7,14 @@ so that the machine's noise hits every target alike. Reports medians with
 min-max, latency percentiles, errors, CPU time per request (master and workers
 together, from /proc), prefork's ratio to the better peer and the upstream
 connection reuse (new connections the origin accepted against the requests it
-served, in the middle of each run), plus a memory cell (RSS per idle keep-alive
-connection) and a balance cell (requests per prefork worker, from its /metrics,
-with a shared listener and with reuseport = true). The report ends with issue
-5's targets, each computed as met or not met. Run it through bench/run.sh,
-which installs the tools and builds prefork first.
+served, in the middle of each run), plus an idle cell (memory per idle
+keep-alive connection: each target's worker RSS and the kernel's TCP memory,
+with one worker each, once prefork's connections are parked and every
+target's RSS has settled) and a balance cell (requests per prefork worker,
+from its /metrics, with a shared listener and with reuseport = true). The
+report ends with issues 5's and 19's targets, each computed as met or not
+met. Run it through bench/run.sh, which installs the tools and builds
+prefork first.
 """
 
 import argparse
@@ -37,6 +40,7 @@ ROOT = Path(__file__).resolve().parents[2]
 RELEASE = Path(os.environ.get("PREFORK_RELEASE_DIR", ROOT / "target" / "release"))
 REPORT_LUA = Path(__file__).resolve().parent / "report.lua"
 CLK_TCK = os.sysconf("SC_CLK_TCK")
+PAGE_SIZE = os.sysconf("SC_PAGE_SIZE")
 
 CELLS = [
     # (name, path, connections, extra wrk headers, upload bytes)
@@ -116,6 +120,60 @@ def rss_kib(pids):
     return total
 
 
+def raise_nofile(needed):
+    """Raises this process's soft RLIMIT_NOFILE, which what it starts
+    inherits, to at least `needed`: past the hard limit too where that may be
+    raised (root with CAP_SYS_RESOURCE, up to fs.nr_open), else to the hard
+    limit. Returns the soft limit now."""
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    want = max(soft, needed)
+    if want > hard:
+        try:
+            resource.setrlimit(resource.RLIMIT_NOFILE, (want, want))
+            return want
+        except (ValueError, OSError):
+            want = hard
+    resource.setrlimit(resource.RLIMIT_NOFILE, (want, hard))
+    return want
+
+
+def sockstat_tcp():
+    """Bytes of TCP socket buffers in the kernel, all of the machine, from
+    /proc/net/sockstat (whose `mem` is in pages)."""
+    for line in Path("/proc/net/sockstat").read_text().splitlines():
+        if line.startswith("TCP:"):
+            fields = line.split()[1:]
+            return dict(zip(fields[::2], map(int, fields[1::2])))["mem"] * PAGE_SIZE
+    raise RuntimeError("no TCP line in /proc/net/sockstat")
+
+
+SKMEM = re.compile(r"skmem:\(r(\d+),rb\d+,t\d+,tb\d+,f(\d+),w(\d+),")
+
+
+def established(ss_filter):
+    """Per established TCP socket matching ss_filter (say `( sport = :80 )`),
+    the bytes of its buffers the kernel charges to TCP memory: received and
+    not read (`r`), queued to send (`w`) and reserved ahead (`f`), from
+    `ss -tm`; None without ss."""
+    try:
+        out = subprocess.run(["ss", "-tmnH", "state", "established", ss_filter],
+                             capture_output=True, text=True, timeout=120, check=True).stdout
+    except (OSError, subprocess.SubprocessError):
+        return None
+    return [sum(map(int, m.groups())) for m in SKMEM.finditer(out)]
+
+
+def kernel_slab():
+    """Bytes in the kernel's slab caches (active objects times their size),
+    all of the machine, from /proc/slabinfo; None where it is not readable
+    (it wants root)."""
+    try:
+        lines = Path("/proc/slabinfo").read_text().splitlines()[2:]
+    except OSError:
+        return None
+    return sum(int(f[1]) * int(f[3]) for f in map(str.split, lines))
+
+
 def http_get(port, path, conn=None):
     """GET path on 127.0.0.1:port; with conn, on that keep-alive connection."""
     c = conn or http.client.HTTPConnection("127.0.0.1", port, timeout=10)
@@ -144,6 +202,7 @@ class OriginStats:
 
 
 WORKER_REQUESTS = re.compile(r'^prefork_requests_total\{.*worker="(\d+)".*\} (\d+)$')
+WORKER_PARKED = re.compile(r'^prefork_parked_connections\{.*worker="(\d+)".*\} (\d+)$')
 
 
 def worker_requests(admin_port):
@@ -156,10 +215,25 @@ def worker_requests(admin_port):
     return counts
 
 
+def parked_connections(admin_port):
+    """Idle connections parked outside a task per prefork worker slot, from
+    the master's /metrics (the workers report once a second)."""
+    counts = {}
+    for line in http_get(admin_port, "/metrics").splitlines():
+        m = WORKER_PARKED.match(line)
+        if m:
+            counts[int(m[1])] = int(m[2])
+    return counts
+
+
+HELLO_ROUTE = 'respond = { status = 200, body = "Hello, World!", content_type = "text/plain" }'
+
+
 def prefork_toml(workdir, name, port, origin_port, workers, access_log='"off"', reuseport=False,
-                 tables="", pin=False):
-    """The configuration every bench script runs prefork with: one route to
-    the origin over a keep-alive pool, files named after `name` in workdir,
+                 tables="", pin=False, settings="", route='upstream = "o"'):
+    """The configuration every bench script runs prefork with: one route
+    (`route`: by default to the origin over a keep-alive pool, or
+    HELLO_ROUTE), files named after `name` in workdir, top-level `settings`,
     then `tables` (say, an [admin] table); with pin, each worker on a CPU of
     its own."""
     return f"""
@@ -168,6 +242,7 @@ worker_cpu_affinity = "{'auto' if pin else 'off'}"
 # As nginx's keepalive_requests below: wrk's connections are never recycled.
 keepalive_requests = 1000000
 pid_file = "{workdir}/{name}.pid"
+{settings}
 [log]
 error_log = "{workdir}/{name}-error.log"
 access_log = {access_log}
@@ -178,8 +253,22 @@ reuseport = {str(reuseport).lower()}
 servers = ["127.0.0.1:{origin_port}"]
 keepalive = 1024
 [[routes]]
-upstream = "o"
+{route}
 {tables}"""
+
+
+# How long a target sized for idle connections keeps an idle client
+# connection: longer than the idle cell and idle_scale.py take.
+IDLE_TIMEOUT_S = 600
+
+
+class TlsFiles:
+    """What a proxy's TLS listener (beside its plain one) serves: the
+    certificate chain (PEM, leaf first), the key, and both in one file
+    (HAProxy's `crt`)."""
+
+    def __init__(self, cert, key, combined):
+        self.cert, self.key, self.combined = cert, key, combined
 
 
 class Target:
@@ -187,12 +276,22 @@ class Target:
 
     name = "?"
 
-    def __init__(self, workdir, origin_port, workers, pin=False):
+    def __init__(self, workdir, origin_port, workers, pin=False, *, fixed=False, capacity=None,
+                 tls=None):
         self.workdir = Path(workdir)
         self.origin_port = origin_port
         self.workers = workers
         # Pin each worker (or thread) to a CPU of its own, as every peer can.
         self.pin = pin
+        # Answer `GET /` itself with "Hello, World!" instead of proxying.
+        self.fixed = fixed
+        # Client connections to size for (nginx's worker_connections,
+        # HAProxy's maxconn), kept idle for IDLE_TIMEOUT_S; None: sized and
+        # timed as for the load cells.
+        self.capacity = capacity
+        # A TlsFiles: also listen with TLS, on tls_port (bench/scripts/tls.py).
+        self.tls = tls
+        self.tls_port = free_port() if tls else None
         self.port = free_port()
         self.proc = None
 
@@ -238,16 +337,27 @@ class Prefork(Target):
     name = "prefork"
     reuseport = False
 
-    def __init__(self, workdir, origin_port, workers, pin=False):
-        super().__init__(workdir, origin_port, workers, pin)
+    def __init__(self, workdir, origin_port, workers, pin=False, **kwargs):
+        super().__init__(workdir, origin_port, workers, pin, **kwargs)
         self.admin_port = free_port()
 
     def command(self):
         cfg = self.workdir / f"{self.name}.toml"
+        # prefork sizes nothing ahead: only the idle timeout follows capacity.
+        settings = f'keepalive_timeout = "{IDLE_TIMEOUT_S}s"' if self.capacity else ""
+        tables = f'[admin]\naddr = "127.0.0.1:{self.admin_port}"\n'
+        if self.tls:
+            tables += (f'[[listen]]\naddr = "127.0.0.1:{self.tls_port}"\ntls = true\n'
+                       f'[[certificates]]\ncert = "{self.tls.cert}"\nkey = "{self.tls.key}"\n')
         cfg.write_text(prefork_toml(self.workdir, self.name, self.port, self.origin_port, self.workers,
-                                    reuseport=self.reuseport, pin=self.pin,
-                                    tables=f'[admin]\naddr = "127.0.0.1:{self.admin_port}"\n'))
+                                    reuseport=self.reuseport, pin=self.pin, settings=settings,
+                                    route=HELLO_ROUTE if self.fixed else 'upstream = "o"',
+                                    tables=tables))
         return [str(RELEASE / "prefork"), "-c", str(cfg)]
+
+    def parked(self):
+        """Idle connections parked in all workers."""
+        return sum(parked_connections(self.admin_port).values())
 
 
 class PreforkReuseport(Prefork):
@@ -262,13 +372,30 @@ class Nginx(Target):
 
     def command(self):
         cfg = self.workdir / "nginx.conf"
+        # worker_connections counts upstream connections too.
+        conns = self.capacity + 2048 if self.capacity else 20000
+        idle = f"keepalive_timeout {IDLE_TIMEOUT_S}s;" if self.capacity else "# default keepalive_timeout"
+        location = ('return 200 "Hello, World!";' if self.fixed else """proxy_pass http://o;
+            proxy_http_version 1.1;
+            proxy_set_header Connection "";
+            # Stream bodies both ways as prefork and HAProxy do, never through
+            # temp files: request bodies in 256 KiB reads (prefork's body read
+            # size), responses with no temp file.
+            proxy_request_buffering off;
+            client_body_buffer_size 256k;
+            proxy_max_temp_file_size 0;""")
+        # TLS 1.3 as well: nginx 1.22 offers only up to TLS 1.2 without it.
+        tls = (f"""listen 127.0.0.1:{self.tls_port} ssl backlog=1024 deferred;
+        ssl_certificate {self.tls.cert};
+        ssl_certificate_key {self.tls.key};
+        ssl_protocols TLSv1.2 TLSv1.3;""" if self.tls else "# no TLS listener")
         cfg.write_text(f"""
 worker_processes {self.workers};
 {'worker_cpu_affinity auto;' if self.pin else '# workers not pinned'}
-worker_rlimit_nofile 20000;
+worker_rlimit_nofile {conns + 64};
 pid {self.workdir}/nginx.pid;
 error_log {self.workdir}/nginx-error.log;
-events {{ worker_connections 20000; }}
+events {{ worker_connections {conns}; }}
 http {{
     access_log off;
     client_body_temp_path {self.workdir}/nginx-body;
@@ -277,18 +404,12 @@ http {{
     server {{
         # prefork's listeners have TCP_DEFER_ACCEPT on by default: so do the peers'.
         listen 127.0.0.1:{self.port} backlog=1024 deferred;
+        {tls}
         keepalive_requests 1000000;
+        {idle}
         client_max_body_size 2m;
         location / {{
-            proxy_pass http://o;
-            proxy_http_version 1.1;
-            proxy_set_header Connection "";
-            # Stream bodies both ways as prefork and HAProxy do, never through
-            # temp files: request bodies in 256 KiB reads (prefork's body read
-            # size), responses with no temp file.
-            proxy_request_buffering off;
-            client_body_buffer_size 256k;
-            proxy_max_temp_file_size 0;
+            {location}
         }}
     }}
 }}
@@ -301,21 +422,33 @@ class Haproxy(Target):
 
     def command(self):
         cfg = self.workdir / "haproxy.cfg"
+        # HAProxy wants two descriptors per connection (client and server)
+        # and refuses to start when it cannot raise its limit that far: it
+        # may run with what it gets (a fixed response needs one).
+        limits = (f"maxconn {self.capacity}\n    no strict-limits" if self.capacity
+                  else "maxconn 9000")
+        client_timeout = f"{IDLE_TIMEOUT_S}s" if self.capacity else "60s"
+        answer = ('http-request return status 200 content-type text/plain string "Hello, World!"'
+                  if self.fixed else "default_backend o")
+        tls = (f"bind 127.0.0.1:{self.tls_port} ssl crt {self.tls.combined} ssl-min-ver TLSv1.2 "
+               "defer-accept" if self.tls else "# no TLS listener")
         cfg.write_text(f"""
 global
     nbthread {self.workers}
     {self.cpu_map()}
-    maxconn 9000
+    {limits}
 defaults
     mode http
     timeout connect 5s
-    timeout client 60s
+    timeout client {client_timeout}
+    timeout http-keep-alive {client_timeout}
     timeout server 60s
     option http-keep-alive
     http-reuse always
 frontend f
     bind 127.0.0.1:{self.port} defer-accept
-    default_backend o
+    {tls}
+    {answer}
 backend o
     server s 127.0.0.1:{self.origin_port} maxconn 1024
 """)
@@ -344,12 +477,12 @@ def shown(cmd):
                        for a in cmd[:-1]] + [url])
 
 
-def wrk_command(port, path, conns, headers, duration, threads):
+def wrk_command(port, path, conns, headers, duration, threads, scheme="http"):
     cmd = ["wrk", f"-t{threads}", f"-c{conns}", f"-d{duration}s", "--timeout", "10s",
            "-s", str(REPORT_LUA)]
     for h in headers:
         cmd += ["-H", h]
-    return cmd + [f"http://127.0.0.1:{port}{path}"]
+    return cmd + [f"{scheme}://127.0.0.1:{port}{path}"]
 
 
 def parse_wrk(stdout, stderr):
@@ -362,13 +495,16 @@ def parse_wrk(stdout, stderr):
     return r
 
 
-def run_wrk(target, path, conns, headers, upload, duration, threads, origin=None, origin_stats=None):
+def run_wrk(target, path, conns, headers, upload, duration, threads, origin=None, origin_stats=None,
+            tls=False):
     """One wrk run against target; with origin_stats, also counts the new
     upstream connections against the requests the origin served between 25 %
     and 75 % of the run (steady state: pools are warm, wrk is not stopping).
     Records the CPU per request of the target (user and kernel), of wrk and
-    of the origin (when the target is a proxy in front of it)."""
-    cmd = wrk_command(target.port, path, conns, headers, duration, threads)
+    of the origin (when the target is a proxy in front of it). With tls, on
+    the target's TLS listener."""
+    cmd = (wrk_command(target.tls_port, path, conns, headers, duration, threads, "https") if tls
+           else wrk_command(target.port, path, conns, headers, duration, threads))
     env = dict(os.environ, UPLOAD_BYTES=str(upload))
     pids = target.pids()
     behind = [] if origin is None or target is origin else origin.pids()
@@ -396,41 +532,154 @@ def run_wrk(target, path, conns, headers, upload, duration, threads, origin=None
     return r
 
 
-async def hold_idle(port, count, request):
-    """Opens count keep-alive connections, one request each, and keeps them."""
+# The idle cell's rows, one per client protocol (TLS and HTTP/2 join as they
+# land), each measured with a fixed response and proxied to the origin.
+IDLE_ROWS = [("HTTP/1.1", "fixed response", True), ("HTTP/1.1", "proxied", False)]
+IDLE_REQUEST = b"GET / HTTP/1.1\r\nHost: bench\r\n\r\n"
+# Connections opened (and their requests answered) at a time: a proxy's
+# upstream pool then never needs more.
+IDLE_BATCH = 256
+# What a target sized for few connections is sized for, to measure what
+# sizing for the idle cell's connections costs before any arrives.
+SMALL_CAPACITY = 1024
+# RSS counts as settled once it stayed within SETTLE_TOLERANCE_KIB over
+# SETTLE_WINDOW_S; it is read anyway after SETTLE_DEADLINE_S. prefork's
+# allocator returns freed pages over 10 s (dirty_decay_ms) from a thread that
+# purges in steps, the last ones up to 10 s apart (10,000 connections: flat
+# from 7 s to 17 s after parking, then 75 B per connection less): the window
+# is longer than that.
+SETTLE_WINDOW_S = 12.0
+SETTLE_TOLERANCE_KIB = 16
+SETTLE_DEADLINE_S = 40.0
+# How long prefork may take to count every idle connection as parked: each
+# parks after 1 s idle, and workers report their counts once a second.
+PARK_DEADLINE_S = 30.0
+
+
+async def hold_idle(port, count):
+    """Opens count keep-alive connections, one request each, IDLE_BATCH at a
+    time, and keeps them."""
     conns = []
-    for _ in range(count):
-        reader, writer = await asyncio.open_connection("127.0.0.1", port)
-        writer.write(request)
-        conns.append((reader, writer))
-    for reader, _ in conns:
-        await reader.readuntil(b"Hello, World!")
+    while len(conns) < count:
+        batch = []
+        for _ in range(min(IDLE_BATCH, count - len(conns))):
+            reader, writer = await asyncio.open_connection("127.0.0.1", port)
+            writer.write(IDLE_REQUEST)
+            batch.append((reader, writer))
+        for reader, _ in batch:
+            await asyncio.wait_for(reader.readuntil(b"Hello, World!"), 10)
+        conns += batch
     return conns
 
 
-def memory_cell(target, count):
-    """RSS of the workers per idle keep-alive client connection."""
-    request = b"GET / HTTP/1.1\r\nHost: bench\r\n\r\n"
-    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
-    resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
+async def wait_until(condition, deadline_s, interval_s=0.25):
+    """Whether condition() came true within deadline_s (asks at once, then
+    every interval_s)."""
+    end = time.monotonic() + deadline_s
+    while not condition():
+        if time.monotonic() > end:
+            return False
+        await asyncio.sleep(interval_s)
+    return True
 
-    async def measure():
-        # Warm up pools and buffers first, so the delta is the connections'.
-        warm = await hold_idle(target.port, 64, request)
-        for _, w in warm:
-            w.close()
+
+async def settled_rss(pids, min_s=0.0, deadline_s=SETTLE_DEADLINE_S):
+    """(RSS KiB of pids, seconds waited, whether it settled): sampled every
+    0.5 s until it stayed within SETTLE_TOLERANCE_KIB for SETTLE_WINDOW_S and
+    min_s passed, or until deadline_s."""
+    start = time.monotonic()
+    samples = []
+    while True:
+        now = time.monotonic() - start
+        samples.append((now, rss_kib(pids)))
+        window = [kib for t, kib in samples if t >= now - SETTLE_WINDOW_S]
+        steady = (samples[0][0] <= now - SETTLE_WINDOW_S
+                  and max(window) - min(window) <= SETTLE_TOLERANCE_KIB)
+        if (steady and now >= min_s) or now >= max(deadline_s, min_s):
+            return samples[-1][1], now, steady
         await asyncio.sleep(0.5)
-        before = rss_kib(target.worker_pids())
-        conns = await hold_idle(target.port, count, request)
-        await asyncio.sleep(1.0)
-        after = rss_kib(target.worker_pids())
-        for _, w in conns:
-            w.close()
-        return before, after
 
-    before, after = asyncio.run(measure())
-    return {"before_kib": before, "after_kib": after,
-            "per_conn_bytes": (after - before) * 1024 / count}
+
+async def warmed_rss(target):
+    """(settled RSS KiB, whether it settled) of target's workers after 64
+    connections with one request each came and went, so that pools and
+    buffers are in place before the idle connections arrive."""
+    for _, w in await hold_idle(target.port, 64):
+        w.close()
+    kib, _, steady = await settled_rss(target.worker_pids())
+    return kib, steady
+
+
+async def idle_run(target, count, min_wait_s):
+    """Worker RSS and kernel TCP memory of target (started) before and with
+    count idle keep-alive connections. With them open, waits until prefork
+    counts them all as parked (with PARK_DEADLINE_S), then until the RSS has
+    settled, at least min_wait_s after the last one was answered."""
+    pids = target.worker_pids()
+    before_kib, before_steady = await warmed_rss(target)
+    tcp0 = sockstat_tcp()
+    slab0 = kernel_slab()
+    conns = await hold_idle(target.port, count)
+    answered = time.monotonic()
+    parked = None
+    if hasattr(target, "parked"):
+        await wait_until(lambda: target.parked() >= count, PARK_DEADLINE_S)
+        parked = target.parked()
+    elapsed = time.monotonic() - answered
+    after_kib, _, steady = await settled_rss(pids, min_s=max(0.0, min_wait_s - elapsed))
+    waited = time.monotonic() - answered
+    tcp1 = sockstat_tcp()
+    slab1 = kernel_slab()
+    server = established(f"( sport = :{target.port} )")
+    upstream = None if target.fixed else established(f"( dport = :{target.origin_port} )")
+    closed = sum(r.at_eof() for r, _ in conns)
+    for _, w in conns:
+        w.close()
+    return {"before_kib": before_kib, "after_kib": after_kib,
+            "per_conn_bytes": (after_kib - before_kib) * 1024 / count,
+            "tcp_before": tcp0, "tcp_after": tcp1, "tcp_per_conn_bytes": (tcp1 - tcp0) / count,
+            "slab_per_conn_bytes": None if slab0 is None else (slab1 - slab0) / count,
+            "server_buffers_per_conn_bytes": None if server is None else sum(server) / count,
+            "upstream": None if upstream is None else len(upstream),
+            "closed": closed, "parked": parked,
+            "waited_s": waited, "settled": steady and before_steady}
+
+
+def idle_cell(workdir, origin_port, count):
+    """{(protocol, route, target name): measurement}: each target with one
+    worker (thread), sized for count connections, started afresh for each
+    row; prefork first, and each peer waits at least as long as prefork did
+    before its RSS is read. Peers that size their connection tables ahead
+    are also started sized for SMALL_CAPACITY, to measure what that sizing
+    itself costs (`prealloc_per_conn_bytes`)."""
+    raise_nofile(count + 1024)
+    idle_dir = Path(workdir) / "idle"
+    idle_dir.mkdir(exist_ok=True)
+    idle_dir.chmod(0o755)
+    out = {}
+    for protocol, route, fixed in IDLE_ROWS:
+        min_wait = 0.0
+        for cls in (Prefork, Nginx, Haproxy):
+            small_kib = None
+            if cls is not Prefork:
+                small = cls(idle_dir, origin_port, 1, fixed=fixed, capacity=min(SMALL_CAPACITY, count))
+                try:
+                    small.start()
+                    small_kib, _ = asyncio.run(warmed_rss(small))
+                finally:
+                    small.stop()
+            t = cls(idle_dir, origin_port, 1, fixed=fixed, capacity=count)
+            try:
+                t.start()
+                m = asyncio.run(idle_run(t, count, min_wait))
+            finally:
+                t.stop()
+            min_wait = max(min_wait, m["waited_s"])
+            m["prealloc_per_conn_bytes"] = (
+                0.0 if small_kib is None else (m["before_kib"] - small_kib) * 1024 / count)
+            out[(protocol, route, t.name)] = m
+            print(f"idle {protocol} {route} {t.name}: {m}", flush=True)
+    return out
 
 
 BALANCE_CONNS = 256
@@ -508,16 +757,20 @@ def parse_args():
     ap.add_argument("--cpu-affinity", choices=("auto", "off"), default="off",
                     help="pin each proxy's workers (threads) to CPUs: prefork's worker_cpu_affinity, "
                     "nginx's worker_cpu_affinity, HAProxy's cpu-map (the origin and wrk stay unpinned)")
-    ap.add_argument("--idle", type=int, default=10000, help="connections in the memory cell (0: skip)")
+    ap.add_argument("--idle", type=int, default=10000, help="connections in the idle cell (0: skip)")
     ap.add_argument("--no-balance", action="store_true", help="skip the balance cell")
-    ap.add_argument("--cells", default="all", help="comma-separated cell numbers (1-based) or 'all'")
+    ap.add_argument("--cells", default="all",
+                    help="comma-separated wrk cell numbers (1-based), 'all' or 'none'")
     ap.add_argument("--out", default=str(ROOT / "bench" / "results" / "latest.md"))
     return ap.parse_args()
 
 
 def main():
     args = parse_args()
-    cells = CELLS if args.cells == "all" else [CELLS[int(i) - 1] for i in args.cells.split(",")]
+    if args.cells in ("all", "none"):
+        cells = CELLS if args.cells == "all" else []
+    else:
+        cells = [CELLS[int(i) - 1] for i in args.cells.split(",")]
     workdir = Path(tempfile.mkdtemp(prefix="prefork-bench-"))
     # nginx's workers run as nobody: they must reach their temp directories.
     workdir.chmod(0o755)
@@ -526,17 +779,16 @@ def main():
     pin = args.cpu_affinity == "auto"
     targets = [origin] + [cls(workdir, origin.port, args.workers, pin) for cls in (Prefork, Nginx, Haproxy)]
     reuseport = PreforkReuseport(workdir, origin.port, args.workers, pin)
-    memory, balance = {}, {}
+    results, memory, balance = {}, {}, {}
     try:
-        for t in targets[1:] + [reuseport]:
-            t.start()
+        if cells or not args.no_balance:
+            for t in targets[1:] + [reuseport]:
+                t.start()
         results = run_cells(args, cells, targets, OriginStats(origin.port))
         if not args.no_balance:
             balance = run_balance(args, targets[1], reuseport)
         if args.idle:
-            for t in targets[1:3]:
-                memory[t.name] = memory_cell(t, args.idle)
-                print(f"memory {t.name}: {memory[t.name]}", flush=True)
+            memory = idle_cell(workdir, origin.port, args.idle)
     finally:
         for t in [reuseport] + targets[::-1]:
             t.stop()
@@ -586,7 +838,7 @@ def cpu_model():
 def header_lines(args):
     return [
         f"Machine: {os.cpu_count()} cores ({cpu_model()}), Linux {platform.release()}; "
-        f"{args.workers} workers/threads per proxy, "
+        f"{args.workers} workers/threads per proxy (one in the idle cell), "
         f"{'each pinned to a CPU' if args.cpu_affinity == 'auto' else 'not pinned'}; "
         f"wrk -t{args.threads}, {args.duration} s per run, "
         f"{args.rounds} interleaved rounds; medians (min–max).",
@@ -679,12 +931,48 @@ def balance_table(balance):
     return lines
 
 
-def memory_table(args, memory):
-    lines = [f"Idle keep-alive connections ({args.idle:,}), workers' total RSS:", "",
-             "| target | RSS before | RSS with connections | per connection |", "|---|---|---|---|"]
-    for name, m in memory.items():
-        lines.append(f"| {name} | {m['before_kib'] / 1024:.1f} MiB | {m['after_kib'] / 1024:.1f} MiB | "
-                     f"{m['per_conn_bytes'] / 1024:.2f} KiB |")
+def fmt_bytes(n):
+    """n bytes as B, KiB or MiB."""
+    if abs(n) < 1024:
+        return f"{n:.0f} B"
+    if abs(n) < 1 << 20:
+        return f"{n / 1024:.2f} KiB"
+    return f"{n / (1 << 20):.1f} MiB"
+
+
+def idle_table(args, memory):
+    lines = [f"Idle keep-alive connections: {args.idle:,} to one worker (thread) of each target, one "
+             "request each, then idle. RSS is the worker's (HAProxy's process), read once prefork "
+             "counts them all as parked and every target's RSS stayed within "
+             f"{SETTLE_TOLERANCE_KIB} KiB for {SETTLE_WINDOW_S:.0f} s (each peer waiting at least as "
+             "long as prefork); before = after 64 connections came and went, settled. Sized ahead = "
+             "what the target's RSS grew by when sized for them (nginx's worker_connections, "
+             f"HAProxy's maxconn) rather than for {SMALL_CAPACITY:,}, before any arrived; prefork sizes "
+             "nothing ahead. Kernel memory: the target's own sockets' buffers (received, queued and "
+             "reserved bytes, `ss -tm`); of the whole machine and for both ends of each connection "
+             "(client and server are on loopback), socket buffers as /proc/net/sockstat's TCP `mem` "
+             "(pages; the kernel counts them in steps of up to 1 MiB per CPU) before → with them "
+             "(per connection), and the slab caches' active objects (/proc/slabinfo: sockets, inodes, "
+             "files, epoll items, ...). Upstream: connections from the target to the origin still open "
+             "(its pool).", "",
+             "| protocol | route | target | worker RSS before → with them | per connection | sized ahead, "
+             "per connection | target's socket buffers per connection | kernel socket buffers, both "
+             "ends | kernel slab per connection, both ends | upstream | waited | still open |",
+             "|---|---|---|---|---|---|---|---|---|---|---|---|"]
+    for (protocol, route, name), m in memory.items():
+        prealloc = fmt_bytes(m["prealloc_per_conn_bytes"]) if name != "prefork" else "none"
+        waited = f"{m['waited_s']:.0f} s" + ("" if m["settled"] else " (not settled)")
+        if m["parked"] is not None:
+            waited += f", {m['parked']:,} parked"
+        slab, server = (("–" if m[k] is None else fmt_bytes(m[k]))
+                        for k in ("slab_per_conn_bytes", "server_buffers_per_conn_bytes"))
+        upstream = "–" if m["upstream"] is None else f"{m['upstream']:,}"
+        lines.append(
+            f"| {protocol} | {route} | {name} | {m['before_kib'] / 1024:.1f} → "
+            f"{m['after_kib'] / 1024:.1f} MiB | **{fmt_bytes(m['per_conn_bytes'])}** | {prealloc} | "
+            f"{server} | {fmt_bytes(m['tcp_before'])} → {fmt_bytes(m['tcp_after'])} "
+            f"({fmt_bytes(m['tcp_per_conn_bytes'])}) | {slab} | {upstream} | {waited} | "
+            f"{args.idle - m['closed']:,} |")
     return lines
 
 
@@ -718,9 +1006,17 @@ def other_targets(cells, results, memory, balance):
                    if sum(r["errors"] for r in runs)]
     rows.append(("no wrk errors for any target in any cell", "; ".join(with_errors) or "none",
                  not with_errors))
-    if "prefork" in memory:
-        kib = memory["prefork"]["per_conn_bytes"] / 1024
-        rows.append(("< 10 KiB of worker memory per idle keep-alive connection", f"{kib:.2f} KiB", kib < 10))
+    for protocol, route, _ in IDLE_ROWS:
+        pre, peer = memory.get((protocol, route, "prefork")), memory.get((protocol, route, "nginx"))
+        if pre is None:
+            continue
+        kib = pre["per_conn_bytes"] / 1024
+        rows.append((f"< 10 KiB of worker memory per idle keep-alive connection ({protocol}, {route})",
+                     f"{kib:.2f} KiB", kib < 10))
+        if peer is not None:
+            rows.append((f"idle {protocol} connection ({route}): worker RSS at most nginx's",
+                         f"{fmt_bytes(pre['per_conn_bytes'])} vs {fmt_bytes(peer['per_conn_bytes'])}",
+                         pre["per_conn_bytes"] <= peer["per_conn_bytes"]))
     for name, *_ in cells:
         pct = reuse_pct(results[(name, "prefork")])
         rows.append((f"{name}: upstream connection reuse > 99.9 %", f"{pct:.3f} %", pct > 99.9))
@@ -734,26 +1030,30 @@ def other_targets(cells, results, memory, balance):
 
 def targets_table(cells, results, memory, balance):
     rows = cell_targets(cells, results) + other_targets(cells, results, memory, balance)
-    lines = [f"Issue 5's targets, computed from this run ({sum(m for *_, m in rows)} of {len(rows)} met):", "",
+    met = sum(ok for *_, ok in rows)
+    lines = [f"Issues 5's and 19's targets, computed from this run ({met} of {len(rows)} met):", "",
              "| target | measured | |", "|---|---|---|"]
     lines += [f"| {t} | {m} | {verdict(ok)} |" for t, m, ok in rows]
     return lines
 
 
 def render(args, cells, targets, results, memory, balance):
-    lines = header_lines(args) + [""] + cells_table(cells, targets, results)
-    lines += [""] + budget_table(cells, results)
-    lines += [""] + reuse_table(cells, results)
+    lines = header_lines(args)
+    if cells:
+        lines += [""] + cells_table(cells, targets, results)
+        lines += [""] + budget_table(cells, results)
+        lines += [""] + reuse_table(cells, results)
     if balance:
         lines += [""] + balance_table(balance)
     if memory:
-        lines += [""] + memory_table(args, memory)
+        lines += [""] + idle_table(args, memory)
     lines += [""] + targets_table(cells, results, memory, balance)
     commands = sorted({r["command"] for runs in results.values() for r in runs} |
                       {b["command"] for runs in balance.values() for b in runs})
-    lines += ["", "wrk commands (PORT: the target's port; `UPLOAD_BYTES=1048576` in the environment "
-              "for the upload cell):", ""] + [f"- `{c}`" for c in commands] + [""]
-    return "\n".join(lines)
+    if commands:
+        lines += ["", "wrk commands (PORT: the target's port; `UPLOAD_BYTES=1048576` in the environment "
+                  "for the upload cell):", ""] + [f"- `{c}`" for c in commands]
+    return "\n".join(lines + [""])
 
 
 if __name__ == "__main__":

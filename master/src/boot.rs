@@ -13,6 +13,7 @@ use crate::query::Asked;
 use crate::run::Startup;
 use crate::signals;
 use crate::start_checks::start_checks;
+use crate::ticket_keys::TicketKeys;
 use crate::upgrade::{self, Inherited};
 use crossbeam_channel::Sender;
 use prefork_shared::config::{self, ConfigError, Loaded};
@@ -24,6 +25,7 @@ use std::net::TcpListener;
 use std::path::Path;
 use std::sync::atomic::AtomicU64;
 use std::sync::Arc;
+use std::time::{Duration, Instant};
 
 /// Why the master could not start: one variant per step, each shown to the
 /// user as it is worded here.
@@ -56,6 +58,9 @@ pub enum StartError {
     /// Starting the thread that waits for signals.
     #[error("prefork: cannot start the signal thread: {0}")]
     SignalThread(#[source] io::Error),
+    /// Making the session-ticket keys.
+    #[error("prefork: cannot make session-ticket keys: {0}")]
+    TicketKeys(#[source] io::Error),
     /// Binding the control socket.
     #[error("prefork: control socket: {0}")]
     ControlSocket(#[source] io::Error),
@@ -82,7 +87,7 @@ pub fn boot(path: &Path) -> Result<Booted, StartError> {
     signals::block().map_err(StartError::SignalMask)?;
     let Loaded { config, locator } = config::load(path).map_err(StartError::Config)?;
     let credentials = start_checks(&config, &locator).map_err(StartError::StartChecks)?;
-    let exe = os::current_exe().map_err(StartError::OwnExe)?;
+    let exe = os::OwnImage::open().map_err(StartError::OwnExe)?;
     let mut handoff = upgrade::inherited()?;
     let (listeners, pid_file) = listeners(&config, handoff.as_mut())?;
     let generation = Arc::new(AtomicU64::new(1));
@@ -94,6 +99,12 @@ pub fn boot(path: &Path) -> Result<Booted, StartError> {
     let control = control_socket(&config, handoff.is_some(), &queries_tx, &logs.error)?;
     let inherited_admin = handoff.as_mut().and_then(|h| h.admin.take());
     let admin = admin_listener(&config, inherited_admin, &queries_tx, &logs.error)?;
+    let inherited_keys = handoff.as_mut().and_then(|h| h.ticket_keys.take());
+    let ticket_keys = ticket_keys(
+        inherited_keys.as_deref(),
+        config.tls_session_timeout,
+        &logs.error,
+    )?;
     started(&logs.error, path, &config, credentials.as_ref());
     // The master removes the pid file when it stops (wherever a reload
     // moved it).
@@ -114,10 +125,35 @@ pub fn boot(path: &Path) -> Result<Booted, StartError> {
             control,
             admin,
             handoff,
+            ticket_keys,
         },
         logs,
         queries: queries_tx,
     })
+}
+
+/// The session-ticket keys: those the old master of a binary upgrade
+/// passed, so that its workers' tickets resume on this master's, or new ones.
+fn ticket_keys(
+    inherited: Option<&[u8]>,
+    interval: Duration,
+    log: &Logger,
+) -> Result<TicketKeys, StartError> {
+    let now = Instant::now();
+    if let Some(bytes) = inherited {
+        match TicketKeys::decode(bytes, now, interval) {
+            Ok(keys) => {
+                info!(log, "session-ticket keys taken from the old master"; "key" => keys.ring().current.short_name());
+                return Ok(keys);
+            }
+            Err(e) => {
+                warn!(log, "binary upgrade: cannot take the old master's session-ticket keys; clients resume after one full handshake"; "error" => %e)
+            }
+        }
+    }
+    let keys = TicketKeys::fresh(now, interval).map_err(StartError::TicketKeys)?;
+    info!(log, "session-ticket keys made"; "key" => keys.ring().current.short_name());
+    Ok(keys)
 }
 
 /// The listeners: those the old master handed over, completed to match the

@@ -186,8 +186,16 @@ pub fn send_signal(path: &Path, name: SignalName) -> i32 {
 /// Asks the master to reload over its control socket and prints the
 /// outcome; `None` when no master answers there (the caller signals instead).
 fn reload_over_control_socket(socket: &Path) -> Option<i32> {
-    let answer =
-        control_socket::request(socket, "reload", std::time::Duration::from_secs(30)).ok()?;
+    let answer = match control_socket::request(socket, "reload", std::time::Duration::from_secs(30))
+    {
+        Ok(answer) => answer,
+        // Someone else's process listens there: neither ask nor signal.
+        Err(e) if e.kind() == std::io::ErrorKind::PermissionDenied => {
+            eprintln!("prefork: {e}");
+            return Some(exit::FAILURE);
+        }
+        Err(_) => return None,
+    };
     let reply: serde_json::Value = serde_json::from_str(&answer).ok()?;
     let message = reply["message"].as_str().unwrap_or("no message");
     if reply["ok"].as_bool() == Some(true) {

@@ -172,8 +172,11 @@ fn serve(mut stream: UnixStream, master: &Sender<Asked>) -> io::Result<()> {
 }
 
 /// Sends `command` to the master listening on `path`; returns its answer.
+/// The answer is trusted only from a process of root or of this user: a
+/// socket someone else bound at that path (say in /tmp) gets no command.
 pub fn request(path: &Path, command: &str, timeout: Duration) -> io::Result<String> {
     let mut stream = UnixStream::connect(path)?;
+    check_peer(&stream, path)?;
     stream.set_read_timeout(Some(timeout))?;
     stream.set_write_timeout(Some(timeout))?;
     stream.write_all(format!("{command}\n").as_bytes())?;
@@ -182,10 +185,44 @@ pub fn request(path: &Path, command: &str, timeout: Duration) -> io::Result<Stri
     Ok(answer)
 }
 
+/// Refuses a peer that runs as neither root nor this process's user.
+fn check_peer(stream: &UnixStream, path: &Path) -> io::Result<()> {
+    let peer = nix::sys::socket::getsockopt(stream, nix::sys::socket::sockopt::PeerCredentials)
+        .map_err(io::Error::from)?;
+    let me = nix::unistd::geteuid().as_raw();
+    if trusted_peer(peer.uid(), me) {
+        Ok(())
+    } else {
+        Err(io::Error::new(
+            io::ErrorKind::PermissionDenied,
+            format!(
+                "{}: the process listening there runs as uid {}, neither root nor you (uid {me}): not a master of yours",
+                path.display(),
+                peer.uid()
+            ),
+        ))
+    }
+}
+
+/// Whether a control socket's owner `peer` may answer a client running as
+/// `me`.
+fn trusted_peer(peer: u32, me: u32) -> bool {
+    peer == 0 || peer == me
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
     use crate::query::Answer;
+
+    #[test]
+    fn only_root_or_the_same_user_is_trusted_to_answer() {
+        assert!(trusted_peer(0, 1000));
+        assert!(trusted_peer(1000, 1000));
+        assert!(!trusted_peer(1001, 1000));
+        assert!(trusted_peer(0, 0));
+        assert!(!trusted_peer(65534, 0));
+    }
 
     #[test]
     fn answers_commands_and_refuses_a_second_master() {

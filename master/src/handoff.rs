@@ -69,19 +69,21 @@ impl Handoff {
     }
 
     /// Starts a new master from the binary on disk (SIGUSR2), handing it
-    /// the listeners and the admin listener.
+    /// the listeners, the admin listener and the session-ticket keys.
     pub fn start_upgrade(
         &self,
         exe: &Path,
         config_path: &Path,
         listeners: &Listeners,
         admin: Option<RawFd>,
+        ticket_keys: &[u8],
     ) -> Event {
         match upgrade::start(
             exe,
             config_path,
             &listeners.all(),
             admin,
+            ticket_keys,
             self.outcomes_tx.clone(),
         ) {
             Ok(pid) => Event::UpgradeStarted(pid),

@@ -9,18 +9,18 @@ use crate::link::{self, LinkEvent, LinkId, PendingLink};
 use crate::listeners::Listeners;
 use crate::load_cells::LoadCells;
 use crate::metrics::Observed;
-use crate::os::{self, WorkerCommand};
+use crate::os::{self, OwnImage, WorkerCommand};
 use crate::supervisor::{Event, Generation, Pid, Slot};
 use crossbeam_channel::{Receiver, Sender};
 use ipc_channel::ipc::IpcSender;
 use nix::sys::signal::Signal;
 use prefork_shared::ipc::{MasterMsg, StopMode};
 use prefork_shared::load_board::LoadBoard;
+use prefork_shared::ticket_keys::TicketKeyRing;
 use prefork_shared::Config;
 use slog::{debug, error, warn, Logger};
 use std::collections::HashMap;
 use std::os::fd::AsRawFd;
-use std::path::Path;
 
 /// A worker's IPC link as the master sees it.
 struct Link {
@@ -85,7 +85,7 @@ impl LinkTable {
     /// new); says how that went, for the supervisor.
     pub fn spawn(
         &mut self,
-        exe: &Path,
+        exe: &OwnImage,
         slot: Slot,
         generation: Generation,
         setup: &GenerationSetup,
@@ -108,7 +108,7 @@ impl LinkTable {
 
     fn try_spawn(
         &mut self,
-        exe: &Path,
+        exe: &OwnImage,
         slot: Slot,
         generation: Generation,
         setup: &GenerationSetup,
@@ -125,7 +125,7 @@ impl LinkTable {
             .map_err(|e| e.to_string())?;
         let cell = self.load.as_mut().and_then(LoadCells::assign);
         let command = WorkerCommand {
-            exe,
+            image: exe,
             slot,
             generation,
             ipc_name: link.name(),
@@ -143,7 +143,7 @@ impl LinkTable {
                 if let (Some(load), Some(cell)) = (&mut self.load, cell) {
                     load.release(cell);
                 }
-                return Err(format!("cannot start {}: {e}", exe.display()));
+                return Err(format!("cannot start {}: {e}", exe.path.display()));
             }
         };
         let name = link.name().to_owned();
@@ -205,13 +205,25 @@ impl LinkTable {
         None
     }
 
-    /// A worker said hello with its command channel: it gets `config`,
-    /// its generation's, and the channel is kept. Without a config (its
-    /// generation is unknown) the channel is dropped.
-    pub fn hello(&mut self, pid: Pid, control: IpcSender<MasterMsg>, config: Option<&Config>) {
+    /// A worker said hello with its command channel: it gets the
+    /// session-ticket `keys` then `config`, its generation's, and the channel
+    /// is kept. Without a config (its generation is unknown) the channel is
+    /// dropped.
+    pub fn hello(
+        &mut self,
+        pid: Pid,
+        control: IpcSender<MasterMsg>,
+        config: Option<&Config>,
+        keys: &TicketKeyRing,
+    ) {
         let Some(config) = config else {
             return;
         };
+        // Before the configuration: its TLS listeners seal tickets from the
+        // start.
+        if let Err(e) = control.send(MasterMsg::TicketKeys(Box::new(keys.clone()))) {
+            warn!(self.log, "cannot send the session-ticket keys to a worker"; "worker_pid" => pid, "error" => ?e);
+        }
         let configure = MasterMsg::Configure(Box::new(config.clone()));
         if let Err(e) = control.send(configure) {
             warn!(self.log, "cannot send the configuration to a worker"; "worker_pid" => pid, "error" => ?e);
@@ -243,6 +255,19 @@ impl LinkTable {
                 StopMode::Fast => Signal::SIGTERM,
             };
             os::signal_process(&self.log, pid, signal);
+        }
+    }
+
+    /// Sends every worker that said hello the session-ticket keys (after a
+    /// rotation); one that has not said hello yet gets them with hello.
+    pub fn ticket_keys(&self, keys: &TicketKeyRing) {
+        for (pid, link) in &self.links {
+            let Some(control) = &link.control else {
+                continue;
+            };
+            if let Err(e) = control.send(MasterMsg::TicketKeys(Box::new(keys.clone()))) {
+                warn!(self.log, "cannot send the session-ticket keys to a worker"; "worker_pid" => pid, "error" => ?e);
+            }
         }
     }
 
@@ -308,6 +333,13 @@ impl LinkTable {
     /// reader thread: tests forward its events themselves.
     pub fn add_for_test(&mut self, pid: Pid, slot: Slot, observed: &mut Observed) -> LinkId {
         self.add(pid, String::new(), None, slot, observed)
+    }
+
+    /// Queues `event` as a link's reader thread would.
+    pub fn queue_for_test(&self, event: LinkEvent) {
+        self.events_tx
+            .send(event)
+            .expect("the table holds the receiver");
     }
 
     /// How many workers the table holds.

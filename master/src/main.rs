@@ -23,6 +23,7 @@ mod signals;
 mod start_checks;
 mod status;
 mod supervisor;
+mod ticket_keys;
 mod upgrade;
 
 use clap::Parser;

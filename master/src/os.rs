@@ -8,9 +8,10 @@ use nix::unistd::{Gid, Uid, User};
 use prefork_shared::fds::{self, FIRST_LISTEN_FD, LISTEN_FDS_ENV};
 use prefork_shared::load_board::LOAD_CELL_ENV;
 use slog::{debug, Logger};
+use std::fs::File;
 use std::io;
 use std::net::SocketAddr;
-use std::os::fd::RawFd;
+use std::os::fd::{AsRawFd, RawFd};
 use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
@@ -57,8 +58,8 @@ pub fn give_ipc_socket_to(ipc_name: &str, creds: &Credentials) -> io::Result<()>
 
 /// How to start one worker process.
 pub struct WorkerCommand<'a> {
-    /// The prefork binary.
-    pub exe: &'a Path,
+    /// The image the master runs: the worker runs the same.
+    pub image: &'a OwnImage,
     /// The slot it fills.
     pub slot: Slot,
     /// Its generation.
@@ -86,11 +87,16 @@ pub fn spawn_worker(cmd: &WorkerCommand<'_>) -> io::Result<Pid> {
     let mut sources: Vec<RawFd> = cmd.listeners.iter().map(|(_, _, fd)| *fd).collect();
     // The board follows the listeners (see prefork_shared::load_board).
     sources.extend(cmd.load.map(|(fd, _)| fd));
+    // Then the image, at a number known before fork, so that exec can name
+    // it; close-on-exec again once placed: the worker does not keep it.
+    let image_fd = FIRST_LISTEN_FD + sources.len() as RawFd;
+    sources.push(cmd.image.file.as_raw_fd());
     // Allocated before fork: nothing may allocate between fork and exec.
     let mut scratch: Vec<RawFd> = vec![-1; sources.len()];
     let master = nix::unistd::getpid();
-    let mut command = Command::new(cmd.exe);
+    let mut command = Command::new(format!("/proc/self/fd/{image_fd}"));
     command
+        .arg0(&cmd.image.path)
         .arg("worker")
         .args(["--slot", &cmd.slot.0.to_string()])
         .args(["--generation", &cmd.generation.0.to_string()])
@@ -114,6 +120,10 @@ pub fn spawn_worker(cmd: &WorkerCommand<'_>) -> io::Result<Pid> {
             // inherit that mask or signals sent to it would stay pending.
             SigSet::empty().thread_set_mask().map_err(io::Error::from)?;
             place_listeners(&sources, &mut scratch)?;
+            // SAFETY: F_SETFD on the fd just placed; no memory is touched.
+            if libc::fcntl(image_fd, libc::F_SETFD, libc::FD_CLOEXEC) != 0 {
+                return Err(io::Error::last_os_error());
+            }
             // Die with the master. Set after the uid change, which clears it.
             if libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL as libc::c_ulong) != 0 {
                 return Err(io::Error::last_os_error());
@@ -246,7 +256,53 @@ pub fn is_root() -> bool {
     Uid::effective().is_root()
 }
 
-/// The path of the running binary, used to exec workers.
-pub fn current_exe() -> io::Result<PathBuf> {
-    std::env::current_exe()
+/// The binary this master runs: its path, which a binary upgrade execs
+/// (whatever is there by then), and a descriptor of its image, which
+/// workers are started from, so that a file replaced on disk (a package
+/// update, an upgrade's first step) starts no worker until an upgrade asks
+/// for it.
+pub struct OwnImage {
+    /// Where it was started from.
+    pub path: PathBuf,
+    /// The running image, open for exec.
+    file: File,
+}
+
+impl OwnImage {
+    /// Opens the running image; at start, before anything can replace it.
+    pub fn open() -> io::Result<OwnImage> {
+        let path = std::env::current_exe()?;
+        let file = File::open("/proc/self/exe")?;
+        Ok(OwnImage { path, file })
+    }
+
+    /// The file at `path` taken for the image (tests: a file that is not a
+    /// program makes every spawn fail at once).
+    #[cfg(test)]
+    pub fn of_file(path: &Path) -> io::Result<OwnImage> {
+        let file = File::open(path)?;
+        Ok(OwnImage {
+            path: path.to_owned(),
+            file,
+        })
+    }
+}
+
+/// Fills `buf` from the kernel's random number generator (`getrandom(2)`).
+pub fn random_bytes(buf: &mut [u8]) -> io::Result<()> {
+    let mut filled = 0;
+    while filled < buf.len() {
+        let rest = &mut buf[filled..];
+        // SAFETY: the pointer and length describe `rest`, writable memory.
+        let n = unsafe { libc::getrandom(rest.as_mut_ptr().cast(), rest.len(), 0) };
+        if n < 0 {
+            let e = io::Error::last_os_error();
+            if e.kind() == io::ErrorKind::Interrupted {
+                continue;
+            }
+            return Err(e);
+        }
+        filled += n as usize;
+    }
+    Ok(())
 }

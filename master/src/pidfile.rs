@@ -47,6 +47,11 @@ pub fn read(path: &Path) -> Result<i32, PidFileError> {
 }
 
 /// Writes our pid to `path`, refusing if it names another live prefork.
+///
+/// The pid goes to a new file beside it (created exclusively, so never
+/// through a link someone planted), renamed over `path`: a symbolic link at
+/// `path` is replaced, not followed, so a root master cannot be made to
+/// overwrite another file, and a reader never sees a half-written pid.
 pub fn write(path: &Path) -> Result<(), PidFileError> {
     if let Ok(pid) = read(path) {
         if pid != std::process::id() as i32 && is_prefork(pid) {
@@ -56,10 +61,41 @@ pub fn write(path: &Path) -> Result<(), PidFileError> {
             });
         }
     }
-    std::fs::write(path, format!("{}\n", std::process::id())).map_err(|source| PidFileError::Io {
+    let io = |source| PidFileError::Io {
         path: path.to_owned(),
         source,
-    })
+    };
+    let tmp = temporary_beside(path).map_err(io)?;
+    let written = write_new(&tmp).and_then(|()| std::fs::rename(&tmp, path));
+    if written.is_err() {
+        let _ = std::fs::remove_file(&tmp);
+    }
+    written.map_err(io)
+}
+
+/// A name beside `path` for the pid file being written.
+fn temporary_beside(path: &Path) -> io::Result<PathBuf> {
+    let name = path
+        .file_name()
+        .ok_or_else(|| io::Error::new(io::ErrorKind::InvalidInput, "not a file name"))?;
+    let mut tmp = std::ffi::OsString::from(".");
+    tmp.push(name);
+    tmp.push(format!(".{}.tmp", std::process::id()));
+    Ok(path.with_file_name(tmp))
+}
+
+/// Creates `tmp` afresh (a leftover of ours is removed first) and writes
+/// our pid to it.
+fn write_new(tmp: &Path) -> io::Result<()> {
+    use std::io::Write;
+    use std::os::unix::fs::OpenOptionsExt;
+    let _ = std::fs::remove_file(tmp);
+    let mut file = std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o644)
+        .open(tmp)?;
+    file.write_all(format!("{}\n", std::process::id()).as_bytes())
 }
 
 /// A pid file this process wrote, removed when the guard is dropped unless
@@ -129,6 +165,28 @@ mod tests {
         assert_eq!(read(&path).expect("read"), std::process::id() as i32);
         remove(&path);
         assert!(!path.exists());
+    }
+
+    #[test]
+    fn a_symbolic_link_at_the_pid_file_is_replaced_not_written_through() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let victim = dir.path().join("victim");
+        std::fs::write(&victim, "precious\n").expect("write");
+        let path = dir.path().join("p.pid");
+        std::os::unix::fs::symlink(&victim, &path).expect("symlink");
+        write(&path).expect("write");
+        assert_eq!(std::fs::read_to_string(&victim).unwrap(), "precious\n");
+        assert!(!std::fs::symlink_metadata(&path)
+            .unwrap()
+            .file_type()
+            .is_symlink());
+        assert_eq!(read(&path).expect("read"), std::process::id() as i32);
+        // Nothing is left beside it.
+        let names: Vec<_> = std::fs::read_dir(dir.path())
+            .unwrap()
+            .map(|e| e.unwrap().file_name())
+            .collect();
+        assert_eq!(names.len(), 2, "{names:?}");
     }
 
     #[test]

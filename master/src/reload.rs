@@ -48,8 +48,11 @@ impl Reload<'_> {
             }
         };
         setup.give_logs_to_workers(self.log);
-        let (shutdown_timeout, worker_timeout) =
-            (setup.config.shutdown_timeout, setup.config.worker_timeout);
+        let (shutdown_timeout, worker_timeout, shutdown_delay) = (
+            setup.config.shutdown_timeout,
+            setup.config.worker_timeout,
+            setup.config.shutdown_delay,
+        );
         let current = self.supervisor.generation();
         match path {
             ReloadPath::Hot => {
@@ -65,6 +68,7 @@ impl Reload<'_> {
                 Some(Event::Reconfigure {
                     shutdown_timeout,
                     worker_timeout,
+                    shutdown_delay,
                 })
             }
             ReloadPath::NewGeneration(why) => {
@@ -80,6 +84,7 @@ impl Reload<'_> {
                     workers,
                     shutdown_timeout,
                     worker_timeout,
+                    shutdown_delay,
                 })
             }
         }

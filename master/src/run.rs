@@ -13,14 +13,16 @@ use crate::link::LinkEvent;
 use crate::link_table::LinkTable;
 use crate::listeners::Listeners;
 use crate::metrics::Observed;
-use crate::os::{self, Credentials};
+use crate::os::{self, Credentials, OwnImage};
 use crate::query::Asked;
 use crate::reload::Reload;
 use crate::signals::Request;
 use crate::supervisor::{Action, Event, ExitStatus, Generation, Pid, Slot, Supervisor, Timeouts};
+use crate::ticket_keys::{self, TicketKeys};
 use crate::upgrade::Inherited;
 use crossbeam_channel::{select, Receiver};
 use nix::sys::signal::Signal;
+use prefork_shared::config::SigtermMode;
 use prefork_shared::ipc::{StopMode, WorkerMsg};
 use prefork_shared::Config;
 use slog::{debug, error, info, warn, Logger};
@@ -42,7 +44,7 @@ pub struct Master {
     /// Shown on every master log line; follows the newest generation.
     log_generation: Arc<AtomicU64>,
     config_path: PathBuf,
-    exe: PathBuf,
+    exe: OwnImage,
     listeners: Listeners,
     generations: Generations,
     supervisor: Supervisor,
@@ -58,6 +60,8 @@ pub struct Master {
     /// Worker counters and reload outcomes.
     observed: Observed,
     handoff: Handoff,
+    /// Sent to every worker of every generation, and to a new master.
+    ticket_keys: TicketKeys,
 }
 
 /// What the master starts with; see `boot.rs` for how each is made.
@@ -76,8 +80,8 @@ pub struct Startup {
     pub listeners: Listeners,
     /// Requests from the signal thread.
     pub signals: Receiver<Request>,
-    /// The binary to exec workers from.
-    pub exe: PathBuf,
+    /// The binary this master runs (workers are started from its image).
+    pub exe: OwnImage,
     /// Questions from the control socket and the admin listener.
     pub queries: Receiver<Asked>,
     /// The bound control socket.
@@ -86,6 +90,8 @@ pub struct Startup {
     pub admin: Option<TcpListener>,
     /// What the old master handed over, when started by a binary upgrade.
     pub handoff: Option<Inherited>,
+    /// The session-ticket keys every worker gets.
+    pub ticket_keys: TicketKeys,
 }
 
 impl Master {
@@ -97,6 +103,7 @@ impl Master {
             Timeouts {
                 shutdown_timeout: s.config.shutdown_timeout,
                 worker_timeout: s.config.worker_timeout,
+                shutdown_delay: s.config.shutdown_delay,
             },
         );
         let first = GenerationSetup {
@@ -118,6 +125,7 @@ impl Master {
             control: s.control,
             admin: s.admin,
             observed: Observed::default(),
+            ticket_keys: s.ticket_keys,
         }
     }
 
@@ -149,6 +157,7 @@ impl Master {
                 Some(at) => crossbeam_channel::at(at),
                 None => crossbeam_channel::never(),
             };
+            let rotation = crossbeam_channel::at(self.ticket_keys.rotate_at());
             let events: Vec<Event> = select! {
                 recv(self.signals) -> request => match request {
                     Ok(request) => self.on_signal(request),
@@ -169,7 +178,11 @@ impl Master {
                     Ok(answer) => vec![self.handoff.on_answer(answer)],
                     Err(_) => Vec::new(),
                 },
-                recv(timer) -> _ => vec![Event::Tick],
+                recv(timer) -> _ => self.on_timer(),
+                recv(rotation) -> _ => {
+                    self.rotate_ticket_keys(Instant::now());
+                    Vec::new()
+                },
                 recv(self.queries) -> asked => asked.map(|a| self.on_query(a)).unwrap_or_default(),
                 recv(taken_over) -> _ => match leaving {
                     Some((code, _)) => return code,
@@ -188,7 +201,20 @@ impl Master {
                     }
                 }
             }
+            self.follow_session_timeout(Instant::now());
         }
+    }
+
+    /// The supervisor's timer fired. What the workers sent before now comes
+    /// first: a loop that was busy (a slow reload) must not take the
+    /// heartbeats queued meanwhile for silence and kill healthy workers as
+    /// hung, which `select!`'s random pick between two ready channels would
+    /// do about half the time.
+    fn on_timer(&mut self) -> Vec<Event> {
+        let queued: Vec<LinkEvent> = self.links.events().try_iter().collect();
+        let mut events: Vec<Event> = queued.into_iter().flat_map(|e| self.on_link(e)).collect();
+        events.push(Event::Tick);
+        events
     }
 
     /// Gives an event to the supervisor and carries out what it decides,
@@ -211,10 +237,11 @@ impl Master {
                         }
                     }
                     Action::StartUpgrade => queue.push_back(self.handoff.start_upgrade(
-                        &self.exe,
+                        &self.exe.path,
                         &self.config_path,
                         &self.listeners,
                         self.admin.as_ref().map(|l| l.as_raw_fd()),
+                        &self.ticket_keys.encode(Instant::now()),
                     )),
                     Action::Serving => {
                         let pid_file = self.current_config().pid_file.clone();
@@ -250,6 +277,10 @@ impl Master {
             Request::Reload => self.reload().into_iter().collect(),
             Request::GracefulStop => vec![Event::Stop(StopMode::Graceful)],
             Request::FastStop => vec![Event::Stop(StopMode::Fast)],
+            Request::Terminate => vec![Event::Stop(match self.current_config().sigterm {
+                SigtermMode::Fast => StopMode::Fast,
+                SigtermMode::Graceful => StopMode::Graceful,
+            })],
             Request::ReapChildren => self.on_reaped(os::reap_children()),
             Request::AddWorker => vec![Event::AddWorker],
             Request::RemoveWorker => vec![Event::RemoveWorker],
@@ -290,7 +321,8 @@ impl Master {
         match event {
             LinkEvent::Hello { control, .. } => {
                 let config = self.setup_of(pid).map(|s| Arc::clone(&s.config));
-                self.links.hello(pid, control, config.as_deref());
+                let keys = self.ticket_keys.ring();
+                self.links.hello(pid, control, config.as_deref(), &keys);
                 Vec::new()
             }
             LinkEvent::Message(_, msg) => match msg {
@@ -307,6 +339,33 @@ impl Master {
                 self.links.closed(pid, &mut self.observed);
                 Vec::new()
             }
+        }
+    }
+
+    /// Rotates the session-ticket keys if due, and sends every worker the
+    /// new ring.
+    fn rotate_ticket_keys(&mut self, now: Instant) {
+        match self.ticket_keys.rotate_if_due(now, ticket_keys::fresh_key) {
+            Ok(true) => {
+                let key = self.ticket_keys.ring().current.short_name();
+                info!(self.log, "session-ticket keys rotated"; "key" => key);
+                self.links.ticket_keys(&self.ticket_keys.ring());
+            }
+            Ok(false) => {}
+            Err(e) => {
+                error!(self.log, "cannot make a session-ticket key; rotating later"; "error" => %e);
+                self.ticket_keys.postpone(now + ticket_keys::RETRY);
+            }
+        }
+    }
+
+    /// Rotates the session-ticket keys at the newest config's
+    /// `tls_session_timeout` (a reload may have changed it); the workers get
+    /// the lifetime that goes with it.
+    fn follow_session_timeout(&mut self, now: Instant) {
+        let interval = self.current_config().tls_session_timeout;
+        if self.ticket_keys.set_interval(now, interval) {
+            self.links.ticket_keys(&self.ticket_keys.ring());
         }
     }
 

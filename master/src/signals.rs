@@ -15,8 +15,10 @@ pub enum Request {
     Reload,
     /// SIGQUIT: graceful stop.
     GracefulStop,
-    /// SIGTERM, SIGINT: fast stop.
+    /// SIGINT: fast stop.
     FastStop,
+    /// SIGTERM: a fast stop, or a graceful one with `sigterm = "graceful"`.
+    Terminate,
     /// SIGCHLD: a child changed state; reap.
     ReapChildren,
     /// SIGTTIN: one more worker.
@@ -50,7 +52,8 @@ pub fn request_for(signal: Signal) -> Request {
     match signal {
         Signal::SIGHUP => Request::Reload,
         Signal::SIGQUIT => Request::GracefulStop,
-        Signal::SIGTERM | Signal::SIGINT => Request::FastStop,
+        Signal::SIGINT => Request::FastStop,
+        Signal::SIGTERM => Request::Terminate,
         Signal::SIGCHLD => Request::ReapChildren,
         Signal::SIGTTIN => Request::AddWorker,
         Signal::SIGTTOU => Request::RemoveWorker,
@@ -103,7 +106,8 @@ mod tests {
     fn the_table() {
         assert_eq!(request_for(Signal::SIGHUP), Request::Reload);
         assert_eq!(request_for(Signal::SIGQUIT), Request::GracefulStop);
-        assert_eq!(request_for(Signal::SIGTERM), Request::FastStop);
+        assert_eq!(request_for(Signal::SIGTERM), Request::Terminate);
+        assert_eq!(request_for(Signal::SIGINT), Request::FastStop);
         assert_eq!(request_for(Signal::SIGINT), Request::FastStop);
         assert_eq!(request_for(Signal::SIGCHLD), Request::ReapChildren);
         assert_eq!(request_for(Signal::SIGUSR1), Request::ReopenLogs);

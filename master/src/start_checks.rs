@@ -6,12 +6,18 @@ use crate::os::{self, Credentials};
 use prefork_shared::config::{ConfigError, KeyPath, Locator};
 use prefork_shared::Config;
 
-/// The identity workers run as: `user` when the master is root, else none.
+/// Who the workers of a root master run as when the config names no
+/// `user`, as nginx's workers do: a worker faces the network, so it never
+/// keeps root unless `user = "root"` says so.
+pub const DEFAULT_WORKER_USER: &str = "nobody";
+
+/// The identity workers run as: `user` (by default `nobody`) when the
+/// master is root, else none (they run as the master).
 fn worker_credentials(config: &Config) -> std::io::Result<Option<Credentials>> {
-    match &config.user {
-        Some(name) if os::is_root() => os::lookup_user(name).map(Some),
-        _ => Ok(None),
+    if !os::is_root() {
+        return Ok(None);
     }
+    os::lookup_user(config.user.as_deref().unwrap_or(DEFAULT_WORKER_USER)).map(Some)
 }
 
 /// What a start, a reload and `-t` check beyond the file itself, as

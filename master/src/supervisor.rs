@@ -54,7 +54,14 @@ struct Upgrade {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Phase {
     Running,
-    ShuttingDown { mode: StopMode },
+    /// A graceful stop was asked: the workers keep serving (and are kept
+    /// running) until `at`, while the master reports itself unhealthy.
+    StopDelayed {
+        at: Instant,
+    },
+    ShuttingDown {
+        mode: StopMode,
+    },
 }
 
 /// How far saying that this master serves ([`Action::Serving`]) got.
@@ -225,7 +232,11 @@ impl Supervisor {
             _ => None,
         });
         let upgrade = self.upgrade.map(|u| u.deadline);
-        pending.chain(workers).chain(upgrade).min()
+        let stop = match self.phase {
+            Phase::StopDelayed { at } => Some(at),
+            _ => None,
+        };
+        pending.chain(workers).chain(upgrade).chain(stop).min()
     }
 
     /// Applies one event and returns what to do about it.
@@ -263,11 +274,13 @@ impl Supervisor {
                 workers,
                 shutdown_timeout,
                 worker_timeout,
+                shutdown_delay,
             } => self.on_reload(
                 workers,
                 Timeouts {
                     shutdown_timeout,
                     worker_timeout,
+                    shutdown_delay,
                 },
                 now,
                 &mut actions,
@@ -275,10 +288,12 @@ impl Supervisor {
             Event::Reconfigure {
                 shutdown_timeout,
                 worker_timeout,
+                shutdown_delay,
             } => self.on_reconfigure(
                 Timeouts {
                     shutdown_timeout,
                     worker_timeout,
+                    shutdown_delay,
                 },
                 now,
                 &mut actions,
@@ -304,7 +319,9 @@ impl Supervisor {
             Event::ServingAnnounced => match self.phase {
                 Phase::Running => self.announcement = Announcement::AwaitingAnswer,
                 // Stopping already: the old master must carry on.
-                Phase::ShuttingDown { .. } => actions.push(Action::WithdrawServing),
+                Phase::StopDelayed { .. } | Phase::ShuttingDown { .. } => {
+                    actions.push(Action::WithdrawServing)
+                }
             },
             Event::OldMasterAnswered => {
                 if self.announcement == Announcement::AwaitingAnswer {
@@ -647,16 +664,35 @@ impl Supervisor {
         }
         info!(self.log, "binary upgrade: the new master serves; draining and exiting";
             "new_master_pid" => upgrade.pid);
-        self.on_stop(StopMode::Graceful, now, actions);
+        // No shutdown_delay: the new master serves the same sockets.
+        self.stop_now(StopMode::Graceful, now, actions);
     }
 
     fn on_stop(&mut self, mode: StopMode, now: Instant, actions: &mut Vec<Action>) {
-        if let Phase::ShuttingDown { mode: stopping } = self.phase {
+        match self.phase {
             // Only a fast stop following a graceful one changes anything.
-            if stopping == StopMode::Fast || mode == StopMode::Graceful {
-                return;
+            Phase::ShuttingDown { mode: stopping }
+                if stopping == StopMode::Fast || mode == StopMode::Graceful =>
+            {
+                return
             }
+            Phase::StopDelayed { .. } if mode == StopMode::Graceful => return,
+            Phase::Running if mode == StopMode::Graceful => {
+                let delay = self.current.timeouts.shutdown_delay;
+                if !delay.is_zero() {
+                    info!(self.log, "stopping after shutdown_delay: serving meanwhile, /healthz answers 503";
+                        "shutdown_delay_ms" => delay.as_millis() as u64);
+                    self.phase = Phase::StopDelayed { at: now + delay };
+                    return;
+                }
+            }
+            _ => {}
         }
+        self.stop_now(mode, now, actions);
+    }
+
+    /// Stops every worker in `mode`, now.
+    fn stop_now(&mut self, mode: StopMode, now: Instant, actions: &mut Vec<Action>) {
         info!(self.log, "stopping"; "mode" => format!("{mode:?}").to_lowercase(), "workers" => self.workers.len());
         if self.announcement == Announcement::AwaitingAnswer {
             // First, before anything stops: the old master must carry on
@@ -685,7 +721,12 @@ impl Supervisor {
     }
 
     fn on_tick(&mut self, now: Instant, actions: &mut Vec<Action>) {
-        if self.phase == Phase::Running {
+        if let Phase::StopDelayed { at } = self.phase {
+            if now >= at {
+                self.stop_now(StopMode::Graceful, now, actions);
+            }
+        }
+        if matches!(self.phase, Phase::Running | Phase::StopDelayed { .. }) {
             for slot in self.current.take_due(now) {
                 actions.push(Action::Spawn {
                     slot,

@@ -5,7 +5,11 @@
 //! `reuseport` socket with its slot, so the new master's slots accept on the
 //! same sockets) and, right after them, its end of a socket pair, the
 //! hand-off link. [`HANDOFF_FD_ENV`] tells the new master which fd that
-//! is, and [`OLD_MASTER_ENV`] whose pid file it takes over. The new master
+//! is, and [`OLD_MASTER_ENV`] whose pid file it takes over. The session-ticket
+//! keys come on a socket of their own ([`TICKET_KEYS_FD_ENV`]), written and
+//! closed before the new master starts, so that no secret is in its
+//! command line or environment: tickets issued by the old master's workers
+//! resume on the new master's. The new master
 //! starts its workers and, once all are Ready, writes [`READY`] on the link.
 //! The old master answers [`GO`] and then drains its workers and exits; only
 //! on that answer does the new master take over the pid file and the control
@@ -36,6 +40,11 @@ pub const OLD_MASTER_ENV: &str = "PREFORK_UPGRADE_FROM";
 /// Names the fd of the admin listener (`/metrics`) the new master takes
 /// over, when the old one has one.
 pub const ADMIN_FD_ENV: &str = "PREFORK_UPGRADE_ADMIN_FD";
+/// Names the fd the new master reads the session-ticket keys from (to its
+/// end, then closes it).
+pub const TICKET_KEYS_FD_ENV: &str = "PREFORK_UPGRADE_TICKET_KEYS_FD";
+/// The most a new master reads as session-ticket keys.
+const MAX_TICKET_KEYS: u64 = 4096;
 /// What the new master writes when it serves.
 const READY: &[u8] = b"ready\n";
 /// What the old master answers when it hands over.
@@ -69,15 +78,18 @@ pub enum Answer {
 ///
 /// The admin listener, if any, is passed too (after the link): both masters
 /// answer on it until the old one exits, so `/metrics` and `/healthz` never
-/// refuse a connection during the upgrade.
+/// refuse a connection during the upgrade. So are the session-ticket keys
+/// (`ticket_keys`, see `TicketKeys::encode`).
 pub fn start(
     exe: &Path,
     config: &Path,
     listeners: &[(SocketAddr, Option<Slot>, RawFd)],
     admin: Option<RawFd>,
+    ticket_keys: &[u8],
     outcomes: Sender<Outcome>,
 ) -> io::Result<Pid> {
     let (ours, theirs) = UnixStream::pair()?;
+    let keys = ticket_keys_link(ticket_keys)?;
     let handoff_fd = fds::FIRST_LISTEN_FD + listeners.len() as RawFd;
     let mut env = vec![
         (HANDOFF_FD_ENV, handoff_fd.to_string()),
@@ -88,9 +100,15 @@ pub fn start(
         env.push((ADMIN_FD_ENV, (handoff_fd + 1).to_string()));
         extra.push(fd);
     }
+    env.push((
+        TICKET_KEYS_FD_ENV,
+        (handoff_fd + extra.len() as RawFd).to_string(),
+    ));
+    extra.push(keys.as_raw_fd());
     let pid = os::spawn_master(exe, config, listeners, &extra, &env)?;
     // Only the new master may hold its end, or EOF never comes.
     drop(theirs);
+    drop(keys);
     std::thread::Builder::new()
         .name("upgrade".into())
         .spawn(move || {
@@ -101,6 +119,21 @@ pub fn start(
             });
         })?;
     Ok(pid)
+}
+
+/// A socket holding `bytes` and then EOF: the other end is written and
+/// closed at once (the keys are far smaller than a socket's buffer).
+fn ticket_keys_link(bytes: &[u8]) -> io::Result<UnixStream> {
+    let (mut writer, reader) = UnixStream::pair()?;
+    writer.write_all(bytes)?;
+    Ok(reader)
+}
+
+/// Reads the session-ticket keys to EOF (at most [`MAX_TICKET_KEYS`]).
+fn read_ticket_keys(link: UnixStream) -> io::Result<Vec<u8>> {
+    let mut bytes = Vec::new();
+    link.take(MAX_TICKET_KEYS).read_to_end(&mut bytes)?;
+    Ok(bytes)
 }
 
 /// Tells a new master that said [`READY`] to take over: from now on this
@@ -162,6 +195,9 @@ pub struct Inherited {
     pub old_master: i32,
     /// The old master's admin listener, if it had one.
     pub admin: Option<TcpListener>,
+    /// The old master's session-ticket keys (see `TicketKeys::decode`), if
+    /// it passed them (an older binary does not).
+    pub ticket_keys: Option<Vec<u8>>,
     handoff: UnixStream,
 }
 
@@ -220,6 +256,9 @@ pub enum InheritError {
     /// The hand-off link's descriptor cannot be made close-on-exec.
     #[error("binary upgrade: hand-off fd: {0}")]
     HandoffFd(#[source] nix::Error),
+    /// The session-ticket keys cannot be read.
+    #[error("binary upgrade: session-ticket keys: {0}")]
+    TicketKeys(#[source] std::io::Error),
 }
 
 /// Takes what the old master passed, if this master was started by a binary
@@ -245,11 +284,30 @@ pub fn inherited() -> Result<Option<Inherited>, InheritError> {
                 .ok_or(InheritError::Variable(ADMIN_FD_ENV))?,
         ),
     };
+    let keys_fd = match std::env::var_os(TICKET_KEYS_FD_ENV) {
+        None => None,
+        Some(v) => Some(
+            v.to_str()
+                .and_then(|v| v.parse::<RawFd>().ok())
+                .ok_or(InheritError::Variable(TICKET_KEYS_FD_ENV))?,
+        ),
+    };
     // Set before any thread exists (the first thing the master does).
     std::env::remove_var(HANDOFF_FD_ENV);
     std::env::remove_var(OLD_MASTER_ENV);
     std::env::remove_var(LISTEN_FDS_ENV);
     std::env::remove_var(ADMIN_FD_ENV);
+    std::env::remove_var(TICKET_KEYS_FD_ENV);
+    let ticket_keys = match keys_fd {
+        None => None,
+        // SAFETY: the old master placed the keys' socket at this fd for
+        // this process, and nothing else here refers to it; reading closes
+        // it.
+        Some(fd) => Some(
+            read_ticket_keys(unsafe { UnixStream::from_raw_fd(fd) })
+                .map_err(InheritError::TicketKeys)?,
+        ),
+    };
     let admin = match admin_fd {
         None => None,
         Some(fd) => {
@@ -286,6 +344,7 @@ pub fn inherited() -> Result<Option<Inherited>, InheritError> {
         listeners,
         old_master,
         admin,
+        ticket_keys,
         handoff,
     }))
 }
@@ -305,6 +364,20 @@ mod tests {
         );
         let source = e.source().and_then(|s| s.downcast_ref::<nix::Error>());
         assert_eq!(source, Some(&nix::Error::EBADF));
+    }
+
+    #[test]
+    fn the_ticket_keys_reach_the_other_end_whole_and_then_eof() {
+        let keys: Vec<u8> = (0..=255).cycle().take(1000).collect();
+        let link = ticket_keys_link(&keys).unwrap();
+        assert_eq!(read_ticket_keys(link).unwrap(), keys);
+    }
+
+    #[test]
+    fn a_new_master_reads_no_more_than_the_keys_can_take() {
+        let huge = vec![7u8; 10_000];
+        let link = ticket_keys_link(&huge).unwrap();
+        assert_eq!(read_ticket_keys(link).unwrap().len(), 4096);
     }
 
     /// A malformed `LISTEN_FDS` reads as `fds::decode` words it, and its

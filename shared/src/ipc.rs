@@ -3,18 +3,21 @@
 //! Bootstrap: the master opens an `IpcOneShotServer<WorkerMsg>` and passes its
 //! name to the worker on the command line. The worker connects, creates a
 //! channel for the other direction and sends [`WorkerMsg::Hello`] with its
-//! sending half. The master answers with [`MasterMsg::Configure`]; the worker
-//! starts accepting and reports [`WorkerMsg::Ready`]. From then on the worker
-//! sends [`WorkerMsg::Heartbeat`] from its event loop, and the master may send
-//! a new [`MasterMsg::Configure`] (hot reload) at any time.
+//! sending half. The master answers with [`MasterMsg::TicketKeys`] and
+//! [`MasterMsg::Configure`]; the worker starts accepting and reports
+//! [`WorkerMsg::Ready`]. From then on the worker sends
+//! [`WorkerMsg::Heartbeat`] from its event loop, and the master may send a
+//! new [`MasterMsg::Configure`] (hot reload) or new
+//! [`MasterMsg::TicketKeys`] (a rotation) at any time.
 
 use crate::config::Config;
+use crate::ticket_keys::TicketKeyRing;
 use ipc_channel::ipc::IpcSender;
 use serde::{Deserialize, Serialize};
 use std::time::Duration;
 
 /// Bumped whenever a message changes shape; master and worker must agree.
-pub const PROTOCOL_VERSION: u32 = 4;
+pub const PROTOCOL_VERSION: u32 = 5;
 
 /// How often a worker sends a heartbeat when the master allows it
 /// `worker_timeout` of silence: several beats fit in the timeout, so one late
@@ -51,6 +54,10 @@ pub enum MasterMsg {
     /// later one replaces the routes, upstreams, timeouts and logs between
     /// requests (its listeners, worker count and user are the same).
     Configure(Box<Config>),
+    /// The session-ticket keys to use from now on: sent before the first
+    /// `Configure` and after every rotation, the same to every worker. Its
+    /// `Debug` shows no secret.
+    TicketKeys(Box<TicketKeyRing>),
     /// Reopen the log files (after logrotate moved them).
     ReopenLogs,
     /// Stop serving.

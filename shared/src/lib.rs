@@ -1,6 +1,6 @@
 //! Types and helpers shared by the prefork master and its workers: the
 //! configuration model and its validation, the route table, the IPC
-//! protocol, the listener hand-off convention, the load board, CPU pinning,
+//! protocol, the session-ticket keys, the listener hand-off convention, the load board, CPU pinning,
 //! the exit-code contract and logging setup.
 
 pub mod config;
@@ -12,6 +12,7 @@ pub mod load_board;
 pub mod log;
 pub mod route_table;
 pub mod stats;
+pub mod ticket_keys;
 pub mod uri_path;
 
 pub use config::Config;

@@ -339,10 +339,13 @@ pub fn dir_with_logs_for_any_user() -> TempDir {
 impl Prefork {
     /// Starts prefork and waits until it serves with all its workers.
     pub fn start(setup: Setup) -> Prefork {
+        use std::os::unix::fs::PermissionsExt;
         let dir = tempfile::Builder::new()
             .prefix("prefork-test-")
             .tempdir()
             .expect("temp dir");
+        // Workers of a root master run as nobody: they open their logs here.
+        fs::set_permissions(dir.path(), fs::Permissions::from_mode(0o755)).expect("chmod dir");
         Prefork::start_in(dir, setup)
     }
 

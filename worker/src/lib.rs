@@ -14,7 +14,7 @@
 //! - `upstream`: upstream groups, their connection pools, balancing and
 //!   health;
 //! - `state`: what the worker's tasks share: the per-configuration
-//!   snapshot, connection counts, free buffers;
+//!   snapshot, connection counts, free buffers, session tickets;
 //! - `proxy`: the protocol-neutral proxy core: routing, the exchange with an
 //!   upstream, retries;
 //! - `downstream`: the client side: accepting, and the HTTP/1.1 session;

@@ -162,7 +162,10 @@ pub(crate) fn config(origin: SocketAddr) -> Config {
         pid_file: "/tmp/prefork-test.pid".into(),
         user: None,
         shutdown_timeout: Duration::from_secs(5),
+        sigterm: Default::default(),
+        shutdown_delay: Duration::ZERO,
         worker_timeout: Duration::from_secs(30),
+        tls_session_timeout: Duration::from_secs(12 * 3600),
         log: LogConfig {
             error_log: LogTarget::Stderr,
             access_log: None,

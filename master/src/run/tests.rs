@@ -6,14 +6,17 @@ use super::{Master, Startup};
 use crate::control_socket;
 use crate::link::{LinkEvent, LinkId};
 use crate::listeners::Listeners;
+use crate::os::OwnImage;
 use crate::query::{self, Asked, Query};
 use crate::signals::Request;
 use crate::supervisor::{Event, ExitStatus, Generation, Pid, Slot, WorkerPhase};
+use crate::ticket_keys::TicketKeys;
 use crate::upgrade::Answer;
 use crossbeam_channel::Sender;
 use ipc_channel::ipc::IpcReceiver;
 use prefork_shared::ipc::{MasterMsg, StopMode, WorkerMsg};
 use prefork_shared::stats::{RouteCounters, WorkerStats};
+use prefork_shared::ticket_keys::{TicketKey, TicketKeyRing, KEY_NAME_LEN, KEY_SECRET_LEN};
 use slog::Logger;
 use std::io::Read;
 use std::os::unix::net::UnixStream;
@@ -21,6 +24,13 @@ use std::path::Path;
 use std::sync::atomic::AtomicU64;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
+
+const HOUR: Duration = Duration::from_secs(3600);
+
+/// A session-ticket key named and filled with `fill`.
+fn key(fill: u8) -> TicketKey {
+    TicketKey::new([fill; KEY_NAME_LEN], [fill; KEY_SECRET_LEN])
+}
 
 /// A master with one worker slot and no listener, and the ends of its
 /// signal and query channels.
@@ -49,12 +59,17 @@ fn config_text(dir: &Path, workers: usize, more: &str) -> String {
 }
 
 fn harness() -> Harness {
+    harness_with("")
+}
+
+/// The harness with `more` top-level keys in its configuration.
+fn harness_with(more: &str) -> Harness {
     let dir = tempfile::tempdir().expect("temp dir");
     let free = std::net::TcpListener::bind("127.0.0.1:0").expect("a free port");
     let addr = free.local_addr().expect("its address");
     drop(free);
     std::fs::write(dir.path().join("addr"), addr.to_string()).expect("write");
-    let text = config_text(dir.path(), 1, "");
+    let text = config_text(dir.path(), 1, more);
     let config = prefork_shared::config::parse(Path::new("t.toml"), &text).expect("config");
     let listeners = Listeners::bind(&config.listen, 1).expect("bind");
     let log = Logger::root(slog::Discard, slog::o!());
@@ -70,12 +85,13 @@ fn harness() -> Harness {
         credentials: None,
         listeners,
         signals: signals_rx,
-        // Never started: a worker spawn fails at once.
-        exe: dir.path().join("no-such-binary"),
+        // Not a program: a worker spawn fails at once.
+        exe: OwnImage::of_file(&dir.path().join("addr")).expect("open"),
         queries: queries_rx,
         control,
         admin: None,
         handoff: None,
+        ticket_keys: TicketKeys::new(Instant::now(), 12 * HOUR, key(1), key(2)),
     });
     Harness {
         master,
@@ -227,7 +243,7 @@ fn received(commands: &IpcReceiver<MasterMsg>) -> (Vec<usize>, bool) {
         match msg {
             MasterMsg::Configure(config) => routes.push(config.routes.len()),
             MasterMsg::Stop(_) => stop = true,
-            MasterMsg::ReopenLogs => {}
+            MasterMsg::ReopenLogs | MasterMsg::TicketKeys(_) => {}
         }
     }
     (routes, stop)
@@ -478,5 +494,133 @@ fn a_new_master_stopping_before_the_old_one_answers_withdraws_and_takes_nothing_
     assert!(
         !pid_file_written(h.dir.path()),
         "took over after withdrawing"
+    );
+}
+
+/// What the master sent a worker: `K<n>` for ticket keys sealing with key
+/// `n`, `C` for a configuration.
+fn sent(commands: &IpcReceiver<MasterMsg>) -> (Vec<String>, Vec<TicketKeyRing>) {
+    let (mut said, mut rings) = (Vec::new(), Vec::new());
+    while let Ok(msg) = commands.try_recv_timeout(Duration::from_millis(200)) {
+        match msg {
+            MasterMsg::TicketKeys(ring) => {
+                said.push(format!("K{}", ring.current.name()[0]));
+                rings.push(*ring);
+            }
+            MasterMsg::Configure(_) => said.push("C".into()),
+            MasterMsg::Stop(_) => said.push("S".into()),
+            MasterMsg::ReopenLogs => said.push("R".into()),
+        }
+    }
+    (said, rings)
+}
+
+#[test]
+fn a_worker_gets_the_ticket_keys_before_its_configuration() {
+    let h = harness();
+    let mut m = h.master;
+    let first = spawned(&mut m, 100, 0, 1);
+    let (said, rings) = sent(&hello(&mut m, first));
+    assert_eq!(said, ["K1", "C"]);
+    assert_eq!(rings[0], m.ticket_keys.ring());
+}
+
+#[test]
+fn every_generation_gets_the_same_keys_and_every_worker_each_rotation() {
+    let h = harness();
+    let mut m = h.master;
+    write_config(h.dir.path(), 1, "");
+    let first = spawned(&mut m, 100, 0, 1);
+    let old = hello(&mut m, first);
+    let events = m.on_link(LinkEvent::Message(first, WorkerMsg::Ready));
+    feed_all(&mut m, events);
+    write_config(h.dir.path(), 2, "");
+    let events = m.on_signal(Request::Reload);
+    feed_all(&mut m, events);
+    assert_eq!(m.supervisor.generation(), Generation(2));
+    let second = spawned(&mut m, 200, 0, 2);
+    let new = hello(&mut m, second);
+    let (said_old, rings_old) = sent(&old);
+    let (said_new, rings_new) = sent(&new);
+    assert_eq!(said_old, ["K1", "C"]);
+    assert_eq!(said_new, ["K1", "C"]);
+    assert_eq!(rings_old, rings_new);
+
+    // Not due yet: nothing sent.
+    m.rotate_ticket_keys(Instant::now());
+    assert!(sent(&old).0.is_empty());
+    let due = m.ticket_keys.rotate_at();
+    m.rotate_ticket_keys(due);
+    let (said_old, rings_old) = sent(&old);
+    let (said_new, rings_new) = sent(&new);
+    assert_eq!(said_old, ["K2"]);
+    assert_eq!(said_new, ["K2"]);
+    assert_eq!(rings_old, rings_new);
+    let previous = rings_old[0].find(&[1; KEY_NAME_LEN]);
+    assert_eq!(previous, Some(&key(1)), "the previous key still opens");
+    assert_eq!(m.ticket_keys.rotate_at(), due + 12 * HOUR);
+
+    // A worker started after the rotation gets the rotated keys.
+    let third = spawned(&mut m, 201, 1, 2);
+    let (said, rings) = sent(&hello(&mut m, third));
+    assert_eq!(said, ["K2", "C"]);
+    assert_eq!(rings[0], m.ticket_keys.ring());
+}
+
+#[test]
+fn a_reload_that_shortens_tls_session_timeout_reaches_every_worker() {
+    let h = harness();
+    let mut m = h.master;
+    let first = spawned(&mut m, 100, 0, 1);
+    let commands = hello(&mut m, first);
+    let events = m.on_link(LinkEvent::Message(first, WorkerMsg::Ready));
+    feed_all(&mut m, events);
+    assert_eq!(sent(&commands).0, ["K1", "C"]);
+
+    write_config(h.dir.path(), 1, "tls_session_timeout = \"5m\"");
+    let events = m.on_signal(Request::Reload);
+    feed_all(&mut m, events);
+    let now = Instant::now();
+    m.follow_session_timeout(now);
+    let (said, rings) = sent(&commands);
+    assert_eq!(said, ["C", "K1"]);
+    assert_eq!(rings[0].lifetime, Duration::from_secs(300));
+    assert!(m.ticket_keys.rotate_at() <= now + Duration::from_secs(300));
+    // Unchanged: nothing more is sent.
+    m.follow_session_timeout(Instant::now());
+    assert!(sent(&commands).0.is_empty());
+}
+
+/// A pid no process can have (above Linux's highest `pid_max`): a kill
+/// sent to it by mistake reaches nobody.
+const NO_SUCH_PID: Pid = 2_000_000_000;
+
+#[test]
+fn heartbeats_queued_while_the_loop_was_busy_count_before_the_timer() {
+    let mut h = harness_with("worker_timeout = \"1s\"");
+    let from = spawned(&mut h.master, NO_SUCH_PID, 0, 1);
+    let _commands = hello(&mut h.master, from);
+    h.master
+        .on_link(LinkEvent::Message(from, WorkerMsg::Ready))
+        .into_iter()
+        .for_each(|e| assert_eq!(h.master.feed(e), None));
+    assert_eq!(phase(&h.master, NO_SUCH_PID), Some(WorkerPhase::Ready));
+    // The worker beats on time, but the loop is busy elsewhere (a slow
+    // reload) for longer than worker_timeout: the beats wait in the queue.
+    let until = Instant::now() + Duration::from_millis(1200);
+    while Instant::now() < until {
+        h.master
+            .links
+            .queue_for_test(LinkEvent::Message(from, WorkerMsg::Heartbeat));
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    // The timer and the queued beats are ready together: the beats count.
+    let events = h.master.on_timer();
+    assert_eq!(events.last(), Some(&Event::Tick));
+    feed_all(&mut h.master, events);
+    assert_eq!(
+        phase(&h.master, NO_SUCH_PID),
+        Some(WorkerPhase::Ready),
+        "a healthy worker was taken for hung"
     );
 }

@@ -70,6 +70,9 @@ pub enum Event {
         shutdown_timeout: Duration,
         /// Heartbeat limit of the new configuration.
         worker_timeout: Duration,
+        /// Serving time left after a graceful stop is asked, in the new
+        /// configuration.
+        shutdown_delay: Duration,
     },
     /// A new, valid configuration that the running workers can take as it is
     /// (only routes, upstreams, timeouts or logs changed).
@@ -78,6 +81,9 @@ pub enum Event {
         shutdown_timeout: Duration,
         /// Heartbeat limit of the new configuration.
         worker_timeout: Duration,
+        /// Serving time left after a graceful stop is asked, in the new
+        /// configuration.
+        shutdown_delay: Duration,
     },
     /// A worker's event loop said it is alive.
     Heartbeat(Pid),
@@ -99,7 +105,9 @@ pub enum Event {
     /// The old master answered that announcement (it hands over), or went
     /// away.
     OldMasterAnswered,
-    /// Stop everything (SIGQUIT: graceful, SIGTERM/SIGINT: fast).
+    /// Stop everything (SIGQUIT: graceful, SIGINT: fast, SIGTERM: as the
+    /// config's `sigterm` says). A graceful stop first waits out the
+    /// `shutdown_delay`, serving.
     Stop(StopMode),
     /// Time passed; deadlines may have expired.
     Tick,
@@ -169,4 +177,8 @@ pub struct Timeouts {
     pub shutdown_timeout: Duration,
     /// How long a Ready worker may go without a heartbeat.
     pub worker_timeout: Duration,
+    /// How long the workers keep serving after a graceful stop is asked,
+    /// while `/healthz` answers 503, before they drain (`shutdown_delay`):
+    /// a load balancer withdraws the instance meanwhile.
+    pub shutdown_delay: Duration,
 }

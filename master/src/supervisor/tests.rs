@@ -18,6 +18,7 @@ fn sup_with(workers: usize, worker_timeout: Duration) -> Supervisor {
         Timeouts {
             shutdown_timeout: Duration::from_secs(30),
             worker_timeout,
+            shutdown_delay: Duration::ZERO,
         },
     )
 }
@@ -27,6 +28,7 @@ fn reload(workers: usize, shutdown_timeout: Duration) -> Event {
         workers,
         shutdown_timeout,
         worker_timeout: NO_HEARTBEAT_LIMIT,
+        shutdown_delay: Duration::ZERO,
     }
 }
 
@@ -260,6 +262,86 @@ fn graceful_stop_waits_for_workers_then_exits() {
     assert_eq!(a, vec![Action::Exit(0)]);
 }
 
+/// Running workers whose configuration has `shutdown_delay = delay`
+/// (given by a hot reload at `now`).
+fn running_with_delay(n: usize, delay: Duration, now: Instant) -> Supervisor {
+    let mut s = running(n, now);
+    s.handle(
+        Event::Reconfigure {
+            shutdown_timeout: Duration::from_secs(30),
+            worker_timeout: NO_HEARTBEAT_LIMIT,
+            shutdown_delay: delay,
+        },
+        now,
+    );
+    s
+}
+
+#[test]
+fn a_graceful_stop_with_a_shutdown_delay_keeps_serving_unhealthy_then_drains() {
+    let t0 = Instant::now();
+    let delay = Duration::from_secs(5);
+    let mut s = running_with_delay(2, delay, t0);
+    assert!(s.healthy());
+    // Nothing stops yet: the workers serve, /healthz says 503.
+    assert!(s.handle(Event::Stop(StopMode::Graceful), t0).is_empty());
+    assert!(!s.healthy());
+    assert!(s.shutting_down());
+    assert_eq!(s.next_wakeup(), Some(t0 + delay));
+    // Asked again: still the first deadline.
+    assert!(s
+        .handle(Event::Stop(StopMode::Graceful), t0 + Duration::from_secs(1))
+        .is_empty());
+    // A worker that dies meanwhile is replaced: it still takes traffic.
+    let t1 = t0 + Duration::from_secs(2);
+    let a = s.handle(Event::WorkerExited(101, ExitStatus::Signal(9)), t1);
+    assert_eq!(spawns(&a), vec![(1, 1)]);
+    s.handle(
+        Event::Spawned {
+            slot: Slot(1),
+            generation: Generation(1),
+            pid: 102,
+        },
+        t1,
+    );
+    // Neither a new generation nor a binary upgrade starts meanwhile.
+    assert!(s.handle(reload(3, Duration::from_secs(1)), t1).is_empty());
+    assert!(s.handle(Event::UpgradeRequested, t1).is_empty());
+    assert!(s
+        .handle(Event::Tick, t0 + delay - Duration::from_millis(1))
+        .is_empty());
+    // Then the graceful stop proceeds, the new worker with the others.
+    let a = s.handle(Event::Tick, t0 + delay);
+    assert_eq!(
+        stops(&a),
+        vec![(100, StopMode::Graceful), (102, StopMode::Graceful)]
+    );
+    assert!(spawns(&a).is_empty());
+}
+
+#[test]
+fn a_fast_stop_during_the_shutdown_delay_stops_at_once() {
+    let t0 = Instant::now();
+    let mut s = running_with_delay(2, Duration::from_secs(5), t0);
+    s.handle(Event::Stop(StopMode::Graceful), t0);
+    let a = s.handle(Event::Stop(StopMode::Fast), t0 + Duration::from_secs(1));
+    assert_eq!(
+        stops(&a),
+        vec![(100, StopMode::Fast), (101, StopMode::Fast)]
+    );
+}
+
+#[test]
+fn a_binary_upgrade_ending_the_old_master_skips_the_shutdown_delay() {
+    let t0 = Instant::now();
+    let mut s = running_with_delay(1, Duration::from_secs(5), t0);
+    s.handle(Event::UpgradeRequested, t0);
+    s.handle(Event::UpgradeStarted(900), t0);
+    // The new master serves the same listeners: the old one drains now.
+    let a = s.handle(Event::UpgradeReady, t0);
+    assert_eq!(stops(&a), vec![(100, StopMode::Graceful)]);
+}
+
 #[test]
 fn graceful_stop_kills_stragglers_a_grace_after_the_shutdown_timeout() {
     let t0 = Instant::now();
@@ -386,6 +468,7 @@ fn reconfigure() -> Event {
     Event::Reconfigure {
         shutdown_timeout: Duration::from_secs(30),
         worker_timeout: NO_HEARTBEAT_LIMIT,
+        shutdown_delay: Duration::ZERO,
     }
 }
 
@@ -410,6 +493,7 @@ fn a_hot_reload_while_a_generation_starts_leaves_the_switch_to_it_intact() {
         Event::Reconfigure {
             shutdown_timeout: Duration::from_secs(5),
             worker_timeout: NO_HEARTBEAT_LIMIT,
+            shutdown_delay: Duration::ZERO,
         },
         t0,
     );
@@ -774,6 +858,7 @@ fn a_hot_reload_that_shortens_worker_timeout_gives_running_workers_time_to_adapt
         Event::Reconfigure {
             shutdown_timeout: Duration::from_secs(30),
             worker_timeout: Duration::from_secs(1),
+            shutdown_delay: Duration::ZERO,
         },
         t1,
     );
@@ -802,6 +887,7 @@ fn a_new_generation_reload_keeps_the_old_generations_heartbeat_limit() {
             workers: 1,
             shutdown_timeout: Duration::from_secs(30),
             worker_timeout: Duration::from_secs(1),
+            shutdown_delay: Duration::ZERO,
         },
         t1,
     );
@@ -960,6 +1046,7 @@ fn reconfigure_to(shutdown_timeout: Duration) -> Event {
     Event::Reconfigure {
         shutdown_timeout,
         worker_timeout: NO_HEARTBEAT_LIMIT,
+        shutdown_delay: Duration::ZERO,
     }
 }
 

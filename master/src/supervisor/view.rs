@@ -66,9 +66,12 @@ impl Supervisor {
             .collect()
     }
 
-    /// Whether a stop is in progress.
+    /// Whether a stop is in progress (or asked for and delayed).
     pub fn shutting_down(&self) -> bool {
-        matches!(self.phase, Phase::ShuttingDown { .. })
+        matches!(
+            self.phase,
+            Phase::StopDelayed { .. } | Phase::ShuttingDown { .. }
+        )
     }
 
     /// Whether the master can take traffic: not stopping, and at least one
@@ -105,6 +108,7 @@ mod tests {
             Timeouts {
                 shutdown_timeout: Duration::from_secs(30),
                 worker_timeout: Duration::from_secs(30),
+                shutdown_delay: Duration::ZERO,
             },
         );
         s.handle(Event::Started, now);

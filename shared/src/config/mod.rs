@@ -26,12 +26,12 @@ pub use load::{load, parse, ConfigError, Loaded};
 pub use locate::{KeyPath, Locator, Problem};
 pub use model::{
     default_control_socket, Admin, Balance, Config, Der, FixedResponse, HealthCheck, HostMatch,
-    HttpLimits, Listen, LogConfig, LogTarget, Route, RouteAccessLog, RouteAction, Server, TlsRoots,
-    Upstream, UpstreamTls,
+    HttpLimits, Listen, LogConfig, LogTarget, Route, RouteAccessLog, RouteAction, Server,
+    SigtermMode, TlsRoots, Upstream, UpstreamTls,
 };
 pub use redirect::{Redirect, RedirectPart, RedirectVar, REDIRECT_STATUSES};
 pub use validate::server_host;
 pub use validate::{
-    DEFAULT_LISTEN, DEFAULT_PID_FILE, DEFAULT_WORKER_TIMEOUT, MAX_DURATION, MAX_REQUEST_HEADERS,
-    MAX_WEIGHT, MIN_WORKER_TIMEOUT,
+    default_pid_file, DEFAULT_LISTEN, DEFAULT_PID_FILE, DEFAULT_ROOT_PID_FILE,
+    DEFAULT_WORKER_TIMEOUT, MAX_DURATION, MAX_REQUEST_HEADERS, MAX_WEIGHT, MIN_WORKER_TIMEOUT,
 };

@@ -30,9 +30,19 @@ pub struct Config {
     pub user: Option<String>,
     /// How long a graceful stop or reload lets in-flight requests finish.
     pub shutdown_timeout: Duration,
+    /// What SIGTERM asks for: a fast stop (nginx's meaning) or a graceful
+    /// one (what Kubernetes and systemd expect).
+    pub sigterm: SigtermMode,
+    /// How long the workers keep accepting and serving after a graceful
+    /// stop is asked, while `/healthz` answers 503, before they drain: load
+    /// balancers withdraw the instance meanwhile.
+    pub shutdown_delay: Duration,
     /// A worker whose event loop sends no heartbeat for this long is killed
     /// and replaced.
     pub worker_timeout: Duration,
+    /// How long a TLS client may resume its session with a ticket; the
+    /// session-ticket keys rotate at this interval.
+    pub tls_session_timeout: Duration,
     /// Error and access log destinations.
     pub log: LogConfig,
     /// Addresses the master binds; every worker accepts on all of them.
@@ -47,6 +57,16 @@ pub struct Config {
     pub control_socket: PathBuf,
     /// The admin HTTP listener (`/metrics`, `/healthz`); off when `None`.
     pub admin: Option<Admin>,
+}
+
+/// What SIGTERM asks the master for (`sigterm`).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub enum SigtermMode {
+    /// Close every connection now, as nginx does.
+    #[default]
+    Fast,
+    /// Stop as SIGQUIT does: after `shutdown_delay`, drain.
+    Graceful,
 }
 
 /// The admin HTTP listener serving `/metrics` and `/healthz`.

@@ -10,11 +10,14 @@
 //!   that counts its connections;
 //! - [`handler`]: an origin running a test's own code on each connection,
 //!   and one echoing each request back;
+//! - [`resumption`]: a TLS client that keeps its sessions and says whether
+//!   each connection resumed one;
 //! - [`wait_until`] and [`wait_for`]: waiting on a condition with a deadline.
 
 pub mod handler;
 pub mod http;
 pub mod origins;
+pub mod resumption;
 pub mod scripted;
 pub mod tls_origin;
 

@@ -7,7 +7,7 @@ use super::test_hooks;
 use super::{control, heartbeat, inherit, reload, report, serve};
 use crate::downstream::accept::Listener;
 use crate::observe::access_log;
-use crate::state::Snapshot;
+use crate::state::{tickets, Snapshot};
 use crate::stop::Stop;
 use ipc_channel::ipc::{self, IpcSender};
 use ipc_channel::{IpcError, TryRecvError};
@@ -102,6 +102,7 @@ fn run(args: &WorkerArgs) -> Result<i32, BootError> {
         let left = configure_by.saturating_duration_since(Instant::now());
         match commands.try_recv_timeout(left) {
             Ok(MasterMsg::Configure(config)) => break *config,
+            Ok(MasterMsg::TicketKeys(ring)) => tickets::install(&ring),
             // Told to stop before starting: nothing to do.
             Ok(MasterMsg::Stop(_)) => return Ok(exit::OK),
             // No log is open yet: nothing to reopen.

@@ -1,6 +1,7 @@
 //! How a worker is told to stop: commands from the master over IPC, signals
 //! sent to the worker directly, and the master disappearing.
 
+use crate::state::tickets;
 use crate::stop::{request_stop, Stop};
 use ipc_channel::ipc::IpcReceiver;
 use ipc_channel::IpcError;
@@ -17,9 +18,9 @@ use tokio::sync::{mpsc, watch};
 /// Starts the thread that reads the master's commands.
 ///
 /// `IpcReceiver::recv` blocks, so it gets a plain thread that forwards stops
-/// into the watch channel and new configurations to the event loop. A closed
-/// channel means the master is gone: stop fast rather than keep serving as
-/// an orphan.
+/// into the watch channel and new configurations to the event loop; new
+/// session-ticket keys it installs itself. A closed channel means the master
+/// is gone: stop fast rather than keep serving as an orphan.
 pub(crate) fn spawn_ipc_reader(
     commands: IpcReceiver<MasterMsg>,
     state: watch::Sender<Stop>,
@@ -36,6 +37,8 @@ pub(crate) fn spawn_ipc_reader(
                         warn!(log, "the event loop is gone; configuration ignored");
                     }
                 }
+                // rustls reads the keys under a lock: no need for the loop.
+                Ok(MasterMsg::TicketKeys(ring)) => tickets::install(&ring),
                 // The log threads reopen the files before their next line.
                 Ok(MasterMsg::ReopenLogs) => prefork_shared::log::reopen(),
                 Err(IpcError::Disconnected) => {

@@ -20,12 +20,16 @@ mod listen;
 mod log;
 mod process;
 mod routes;
+mod tickets;
 mod upstream_tls;
 mod upstreams;
 
 pub use http::MAX_REQUEST_HEADERS;
 pub use listen::DEFAULT_LISTEN;
-pub use process::{DEFAULT_PID_FILE, DEFAULT_WORKER_TIMEOUT, MIN_WORKER_TIMEOUT};
+pub use process::{
+    default_pid_file, DEFAULT_PID_FILE, DEFAULT_ROOT_PID_FILE, DEFAULT_WORKER_TIMEOUT,
+    MIN_WORKER_TIMEOUT,
+};
 pub use upstream_tls::server_host;
 pub use upstreams::MAX_WEIGHT;
 
@@ -102,6 +106,13 @@ impl Validator<'_> {
         );
         let worker_timeout =
             self.worker_timeout(root.key("worker_timeout"), raw.worker_timeout.as_deref());
+        let sigterm = self.sigterm(root.key("sigterm"), raw.sigterm.as_deref());
+        let shutdown_delay =
+            self.shutdown_delay(root.key("shutdown_delay"), raw.shutdown_delay.as_deref());
+        let tls_session_timeout = self.tls_session_timeout(
+            root.key("tls_session_timeout"),
+            raw.tls_session_timeout.as_deref(),
+        );
         let user = self.user(root.key("user"), raw.user);
         let log = self.log(root.key("log"), raw.log);
         let listen = self.listen(root.key("listen"), raw.listen);
@@ -117,7 +128,10 @@ impl Validator<'_> {
             pid_file,
             user,
             shutdown_timeout,
+            sigterm,
+            shutdown_delay,
             worker_timeout,
+            tls_session_timeout,
             log,
             listen,
             http,
@@ -282,7 +296,13 @@ respond = { status = 200, body = "ok\n" }
         assert_eq!(c.listen[0].addr, DEFAULT_LISTEN.parse().unwrap());
         assert_eq!(c.log.error_log, LogTarget::Stderr);
         assert_eq!(c.log.access_log, Some(LogTarget::Stdout));
-        assert_eq!(c.pid_file, PathBuf::from(DEFAULT_PID_FILE));
+        assert_eq!(c.pid_file, default_pid_file());
+        let expected = if nix::unistd::geteuid().is_root() {
+            DEFAULT_ROOT_PID_FILE
+        } else {
+            DEFAULT_PID_FILE
+        };
+        assert_eq!(c.pid_file, PathBuf::from(expected));
     }
 
     #[test]

@@ -3,7 +3,7 @@
 
 use super::Validator;
 use crate::config::locate::KeyPath;
-use crate::config::model::default_control_socket;
+use crate::config::model::{default_control_socket, SigtermMode};
 use crate::config::raw::{RawAffinity, RawWorkers};
 use crate::cpus;
 use std::path::{Path, PathBuf};
@@ -11,8 +11,21 @@ use std::time::Duration;
 
 /// `worker_timeout` when a config names none.
 pub const DEFAULT_WORKER_TIMEOUT: Duration = Duration::from_secs(30);
-/// Pid file used when a config names none.
+/// Pid file used when a config names none, run as an ordinary user.
 pub const DEFAULT_PID_FILE: &str = "/tmp/prefork.pid";
+/// Pid file used when a config names none, run as root: never in a
+/// directory every user may write to (nginx's `/run/nginx.pid`).
+pub const DEFAULT_ROOT_PID_FILE: &str = "/run/prefork.pid";
+
+/// The pid file a config without `pid_file` gets, for whoever runs it (the
+/// control socket defaults to the same place).
+pub fn default_pid_file() -> PathBuf {
+    PathBuf::from(if nix::unistd::geteuid().is_root() {
+        DEFAULT_ROOT_PID_FILE
+    } else {
+        DEFAULT_PID_FILE
+    })
+}
 /// Shortest `worker_timeout`: workers beat every quarter of it but at most
 /// every 50 ms, so a shorter one has healthy workers killed as hung.
 pub const MIN_WORKER_TIMEOUT: Duration = Duration::from_secs(1);
@@ -92,6 +105,30 @@ impl Validator<'_> {
         worker_timeout
     }
 
+    /// `sigterm = "fast" | "graceful"`.
+    pub(super) fn sigterm(&mut self, path: KeyPath, raw: Option<&str>) -> SigtermMode {
+        match raw {
+            None | Some("fast") => SigtermMode::Fast,
+            Some("graceful") => SigtermMode::Graceful,
+            Some(other) => {
+                self.problem(
+                    &path,
+                    format!("expected \"fast\" or \"graceful\", found {other:?}"),
+                );
+                SigtermMode::Fast
+            }
+        }
+    }
+
+    /// `shutdown_delay`: a duration, zero (the default) allowed.
+    pub(super) fn shutdown_delay(&mut self, path: KeyPath, raw: Option<&str>) -> Duration {
+        match raw.map(humantime::parse_duration) {
+            None => Duration::ZERO,
+            Some(Ok(d)) if d.is_zero() => d,
+            Some(_) => self.duration(path, raw, Duration::ZERO),
+        }
+    }
+
     pub(super) fn user(&mut self, path: KeyPath, raw: Option<String>) -> Option<String> {
         match raw {
             Some(u) if u.trim().is_empty() => {
@@ -108,10 +145,10 @@ impl Validator<'_> {
             // beside it): refused here rather than by the start alone.
             Some(file) if file.as_os_str().is_empty() => {
                 self.problem(&path, "must not be empty");
-                PathBuf::from(DEFAULT_PID_FILE)
+                default_pid_file()
             }
             Some(file) => file,
-            None => PathBuf::from(DEFAULT_PID_FILE),
+            None => default_pid_file(),
         }
     }
 
@@ -155,6 +192,40 @@ mod tests {
     use crate::config::testing::{parse_err, parse_ok};
     use crate::cpus;
     use std::path::Path;
+
+    #[test]
+    fn sigterm_is_fast_unless_graceful_is_asked() {
+        use crate::config::model::SigtermMode;
+        assert_eq!(parse_ok("workers = 1").sigterm, SigtermMode::Fast);
+        assert_eq!(parse_ok("sigterm = \"fast\"").sigterm, SigtermMode::Fast);
+        assert_eq!(
+            parse_ok("sigterm = \"graceful\"").sigterm,
+            SigtermMode::Graceful
+        );
+        assert_eq!(
+            parse_err("workers = 1\nsigterm = \"gentle\"\n"),
+            "t.toml:2: sigterm: expected \"fast\" or \"graceful\", found \"gentle\""
+        );
+    }
+
+    #[test]
+    fn shutdown_delay_defaults_to_none_and_takes_zero() {
+        use std::time::Duration;
+        assert_eq!(parse_ok("workers = 1").shutdown_delay, Duration::ZERO);
+        assert_eq!(
+            parse_ok("shutdown_delay = \"0s\"").shutdown_delay,
+            Duration::ZERO
+        );
+        assert_eq!(
+            parse_ok("shutdown_delay = \"5s\"").shutdown_delay,
+            Duration::from_secs(5)
+        );
+        let e = parse_err("workers = 1\nshutdown_delay = \"soon\"\n");
+        assert!(
+            e.starts_with("t.toml:2: shutdown_delay: invalid duration \"soon\""),
+            "{e}"
+        );
+    }
 
     #[test]
     fn an_empty_pid_file_is_refused() {
