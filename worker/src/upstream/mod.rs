@@ -256,13 +256,11 @@ impl Group {
         let mut idle = self.idle.get(index)?.borrow_mut();
         let now = Instant::now();
         while let Some(Idle { mut conn, since }) = idle.pop_back() {
-            // Over TLS the socket is only peeked at: a byte read from it
-            // would be lost to rustls.
             let usable = now.duration_since(since) < self.config.keepalive_timeout
-                && if conn.recheck || conn.stream.is_tls() {
-                    nothing_arrived(conn.stream.tcp())
-                } else {
-                    is_quiet(conn.stream.tcp())
+                && match &mut conn.stream {
+                    UpStream::Plain(tcp) if conn.recheck => nothing_arrived(tcp),
+                    UpStream::Plain(tcp) => is_quiet(tcp),
+                    UpStream::Tls(tls) => tls_quiet(tls),
                 };
             if usable {
                 conn.reused = true;
@@ -329,6 +327,15 @@ fn nothing_arrived(stream: &TcpStream) -> bool {
         socket2::SockRef::from(stream).peek(&mut byte),
         Err(e) if e.kind() == io::ErrorKind::WouldBlock
     )
+}
+
+/// [`nothing_arrived`] for a TLS connection: neither rustls (bytes it
+/// decrypted with the last response and nobody read) nor the socket (only
+/// peeked at: a byte read from it would be lost to rustls) holds anything.
+fn tls_quiet(stream: &mut tokio_rustls::client::TlsStream<TcpStream>) -> bool {
+    let (tcp, tls) = stream.get_mut();
+    matches!(tls.process_new_packets(), Ok(io) if io.plaintext_bytes_to_read() == 0)
+        && nothing_arrived(tcp)
 }
 
 /// Every upstream group of a configuration.
@@ -657,5 +664,31 @@ mod tests {
             text.contains("unknown issuer (not signed by tls_ca ca.pem)"),
             "{text}"
         );
+    }
+
+    /// A pooled TLS connection whose last response left decrypted bytes
+    /// unread in rustls is not handed out again, though its socket is
+    /// empty.
+    #[tokio::test]
+    async fn a_tls_connection_holding_unread_bytes_is_not_reused() {
+        use prefork_testkit::tls_origin::{TestCa, TlsOrigin};
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let ca = TestCa::new("test CA");
+        let origin = TlsOrigin::start(&ca.leaf(&["api.internal"]));
+        let g = tls_group(origin.addr(), "api.internal", &ca.pem());
+        let mut conn = g.acquire(0, false).await.unwrap();
+        let UpStream::Tls(tls) = &mut conn.stream else {
+            panic!("a plain connection")
+        };
+        tls.write_all(b"GET /x HTTP/1.1\r\nHost: a\r\n\r\n")
+            .await
+            .unwrap();
+        tls.flush().await.unwrap();
+        let mut first = [0u8; 1];
+        tls.read_exact(&mut first).await.unwrap();
+        assert_eq!(&first, b"H");
+        g.release(conn);
+        assert_eq!(g.idle_count(0), 1);
+        assert!(g.take_idle(0).is_none(), "handed out with bytes unread");
     }
 }

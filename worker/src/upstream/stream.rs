@@ -26,19 +26,6 @@ pub(crate) enum UpStream {
 }
 
 impl UpStream {
-    /// The TCP socket under the stream.
-    pub(crate) fn tcp(&self) -> &TcpStream {
-        match self {
-            UpStream::Plain(s) => s,
-            UpStream::Tls(s) => s.get_ref().0,
-        }
-    }
-
-    /// Whether it is a TLS stream.
-    pub(crate) fn is_tls(&self) -> bool {
-        matches!(self, UpStream::Tls(_))
-    }
-
     /// Its read and write halves, usable at the same time.
     pub(crate) fn split(&mut self) -> (UpRead<'_>, UpWrite<'_>) {
         match self {
