@@ -17,6 +17,8 @@ mod redirects;
 mod reload;
 mod reuseport;
 mod routing;
+mod tls;
+mod tls_resumption;
 mod upstream_tls;
 mod upstreams;
 mod websocket;

@@ -12,7 +12,7 @@ use crate::pidfile::{self, PidFileError};
 use crate::query::Asked;
 use crate::run::Startup;
 use crate::signals;
-use crate::start_checks::start_checks;
+use crate::start_checks::{expiry_warnings, start_checks};
 use crate::ticket_keys::TicketKeys;
 use crate::upgrade::{self, Inherited};
 use crossbeam_channel::Sender;
@@ -85,8 +85,11 @@ pub fn boot(path: &Path) -> Result<Booted, StartError> {
     // Before any thread exists, so that every thread inherits the mask and
     // only the signal thread takes these signals.
     signals::block().map_err(StartError::SignalMask)?;
-    let Loaded { config, locator } = config::load(path).map_err(StartError::Config)?;
-    let credentials = start_checks(&config, &locator).map_err(StartError::StartChecks)?;
+    let Loaded {
+        mut config,
+        locator,
+    } = config::load(path).map_err(StartError::Config)?;
+    let credentials = start_checks(&mut config, &locator).map_err(StartError::StartChecks)?;
     let exe = os::OwnImage::open().map_err(StartError::OwnExe)?;
     let mut handoff = upgrade::inherited()?;
     let (listeners, pid_file) = listeners(&config, handoff.as_mut())?;
@@ -241,6 +244,9 @@ fn started(log: &Logger, path: &Path, config: &Config, credentials: Option<&Cred
     if config.user.is_some() && credentials.is_none() {
         warn!(log, "`user` is ignored: the master is not running as root");
     }
+    for why in expiry_warnings(config) {
+        warn!(log, "{why}");
+    }
 }
 
 #[cfg(test)]
@@ -326,7 +332,10 @@ mod tests {
         let pid_file = missing.join("p.pid");
         let text = format!("workers = 1\npid_file = \"{}\"\n", pid_file.display());
         std::fs::write(&path, text).unwrap();
-        let Loaded { config, locator } = config::load(&path).unwrap();
+        let Loaded {
+            mut config,
+            locator,
+        } = config::load(&path).unwrap();
         let taken = TcpListener::bind("127.0.0.1:0").unwrap();
         let addr = taken.local_addr().unwrap();
         let listen = [prefork_shared::config::Listen {
@@ -334,6 +343,7 @@ mod tests {
             backlog: 16,
             reuseport: false,
             defer_accept: false,
+            tls: false,
         }];
         let (p, m) = (path.display(), missing.display());
         let enoent = "No such file or directory (os error 2)";
@@ -350,7 +360,7 @@ mod tests {
                 ),
             ),
             (
-                failed(start_checks(&config, &locator).map_err(StartError::StartChecks)),
+                failed(start_checks(&mut config, &locator).map_err(StartError::StartChecks)),
                 format!(
                     "{p}: control_socket: {sock}: directory {m}: {enoent}\n\
                      {p}:2: pid_file: {pid}: directory {m}: {enoent}",

@@ -114,8 +114,12 @@ impl SignalName {
 /// beyond it (the workers' `user` exists, the log files can be created),
 /// as `nginx -t` does.
 pub fn test_config(path: &Path) -> i32 {
-    let checked = config::load(path)
-        .and_then(|Loaded { config, locator }| start_checks(&config, &locator).map(|_| config));
+    let checked = config::load(path).and_then(
+        |Loaded {
+             mut config,
+             locator,
+         }| { start_checks(&mut config, &locator).map(|_| config) },
+    );
     match checked {
         Ok(c) => {
             let listen: Vec<String> = c.listen.iter().map(|l| l.addr.to_string()).collect();

@@ -353,6 +353,7 @@ mod tests {
             reuseport: false,
             // The queue tests connect without sending anything.
             defer_accept: false,
+            tls: false,
         }
     }
 

@@ -4,7 +4,10 @@
 //! Prometheus text format.
 
 use crate::supervisor::{Pid, Slot, WorkerPhase, WorkerView};
-use prefork_shared::stats::{Histogram, Totals, WorkerStats, LATENCY_BOUNDS_US, STATUS_CLASSES};
+use prefork_shared::stats::{
+    Histogram, Totals, WorkerStats, LATENCY_BOUNDS_US, STATUS_CLASSES, TLS_FAILURE_REASONS,
+};
+use prefork_shared::tls::Certificate;
 use std::collections::{BTreeMap, BTreeSet, HashMap, VecDeque};
 use std::fmt::Write as _;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
@@ -173,6 +176,8 @@ pub struct MasterFacts<'a> {
     pub restarts: &'a BTreeMap<Slot, u64>,
     /// The newest generation.
     pub generation: u64,
+    /// The certificates of the newest configuration.
+    pub certificates: &'a [Certificate],
 }
 
 /// Renders everything in the Prometheus text exposition format (0.0.4).
@@ -261,6 +266,34 @@ pub fn render_prometheus(observed: &Observed, facts: &MasterFacts<'_>) -> String
             "prefork_connections_total",
             &[("worker", &slot.0.to_string())],
             stats.connections as f64,
+        );
+    }
+    family(
+        &mut out,
+        "prefork_tls_handshakes_total",
+        "counter",
+        "TLS handshakes completed on client connections, by worker slot.",
+    );
+    for (slot, stats) in &per_slot {
+        sample(
+            &mut out,
+            "prefork_tls_handshakes_total",
+            &[("worker", &slot.0.to_string())],
+            stats.tls.completed as f64,
+        );
+    }
+    family(
+        &mut out,
+        "prefork_tls_handshake_failures_total",
+        "counter",
+        "TLS handshakes failed on client connections, by reason.",
+    );
+    for (reason, n) in TLS_FAILURE_REASONS.iter().zip(total.tls.failed) {
+        sample(
+            &mut out,
+            "prefork_tls_handshake_failures_total",
+            &[("reason", reason)],
+            n as f64,
         );
     }
     family(
@@ -405,6 +438,22 @@ pub fn render_prometheus(observed: &Observed, facts: &MasterFacts<'_>) -> String
         &[("outcome", "failed")],
         observed.reloads_failed as f64,
     );
+    family(
+        &mut out,
+        "prefork_certificate_expiry_timestamp_seconds",
+        "gauge",
+        "When each certificate in use expires (notAfter, Unix seconds), by name.",
+    );
+    for c in facts.certificates {
+        for name in &c.names {
+            sample(
+                &mut out,
+                "prefork_certificate_expiry_timestamp_seconds",
+                &[("name", name)],
+                c.not_after as f64,
+            );
+        }
+    }
     family(
         &mut out,
         "prefork_config_generation",
@@ -567,6 +616,7 @@ mod tests {
                 workers: &[],
                 restarts: &BTreeMap::from([(Slot(0), 2)]),
                 generation: 1,
+                certificates: &[],
             },
         );
         assert!(
@@ -602,6 +652,7 @@ mod tests {
                 workers: &[worker],
                 restarts: &BTreeMap::from([(Slot(0), 2)]),
                 generation: 1,
+                certificates: &[],
             },
         );
         assert!(

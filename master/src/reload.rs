@@ -9,11 +9,11 @@ use crate::generations::{GenerationSetup, Generations};
 use crate::listeners::Listeners;
 use crate::metrics::{Observed, ReloadOutcome};
 use crate::pidfile;
-use crate::start_checks::start_checks;
+use crate::start_checks::{expiry_warnings, start_checks};
 use crate::supervisor::{Event, Supervisor};
 use prefork_shared::config::{self, Loaded};
 use prefork_shared::Config;
-use slog::{error, info, Logger};
+use slog::{error, info, warn, Logger};
 use std::path::Path;
 use std::sync::Arc;
 use std::time::SystemTime;
@@ -93,9 +93,14 @@ impl Reload<'_> {
     /// Reads and checks the file, then moves the pid file and the
     /// listeners: all or nothing.
     fn prepare(&mut self) -> Result<(ReloadPath, GenerationSetup), String> {
-        let Loaded { config, locator } =
-            config::load(self.config_path).map_err(|e| e.to_string())?;
-        let credentials = start_checks(&config, &locator).map_err(|e| e.to_string())?;
+        let Loaded {
+            mut config,
+            locator,
+        } = config::load(self.config_path).map_err(|e| e.to_string())?;
+        let credentials = start_checks(&mut config, &locator).map_err(|e| e.to_string())?;
+        for why in expiry_warnings(&config) {
+            warn!(self.log, "{why}");
+        }
         let current = self.generations.newest_config(self.supervisor.generation());
         let path = reload_path(current, &config);
         // A pid file the master cannot write would leave `prefork -s` unable
@@ -175,8 +180,13 @@ pub enum ReloadPath {
 /// the CPU pinning need new processes; everything else a running worker can
 /// swap in.
 pub fn reload_path(old: &Config, new: &Config) -> ReloadPath {
-    let sockets =
-        |c: &Config| -> Vec<_> { c.listen.iter().map(|l| (l.addr, l.reuseport)).collect() };
+    // A listener's `tls` is read by workers as they start.
+    let sockets = |c: &Config| -> Vec<_> {
+        c.listen
+            .iter()
+            .map(|l| (l.addr, l.reuseport, l.tls))
+            .collect()
+    };
     let mut why = Vec::new();
     if sockets(old) != sockets(new) {
         why.push("listen");

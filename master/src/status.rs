@@ -6,6 +6,7 @@ use crate::metrics::{Observed, ReloadOutcome};
 use crate::supervisor::{Slot, WorkerView};
 use prefork_shared::config;
 use prefork_shared::exit;
+use prefork_shared::tls::Certificate;
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
@@ -36,6 +37,20 @@ pub struct StatusReport {
     pub workers: Vec<WorkerRow>,
     /// One row per upstream server.
     pub upstreams: Vec<ServerRow>,
+    /// The certificates in use, in config order (their keys never appear).
+    #[serde(default)]
+    pub certificates: Vec<CertificateRow>,
+}
+
+/// One certificate in use.
+#[derive(Debug, Serialize, Deserialize)]
+pub struct CertificateRow {
+    /// The certificate file.
+    pub file: String,
+    /// Its subjectAltName DNS names.
+    pub names: Vec<String>,
+    /// Its notAfter (Unix seconds).
+    pub not_after_unix: i64,
 }
 
 /// How the last reload went.
@@ -111,6 +126,8 @@ pub struct MasterState<'a> {
     pub workers: &'a [WorkerView],
     /// Restarts per slot.
     pub restarts: &'a BTreeMap<Slot, u64>,
+    /// The certificates of the newest configuration.
+    pub certificates: &'a [Certificate],
 }
 
 fn unix(t: SystemTime) -> f64 {
@@ -178,6 +195,15 @@ pub fn build(m: &MasterState<'_>, observed: &Observed, now: Instant) -> StatusRe
             }),
         workers,
         upstreams,
+        certificates: m
+            .certificates
+            .iter()
+            .map(|c| CertificateRow {
+                file: c.source.display().to_string(),
+                names: c.names.clone(),
+                not_after_unix: c.not_after,
+            })
+            .collect(),
     }
 }
 
@@ -278,6 +304,21 @@ pub fn render(r: &StatusReport) -> String {
                 s.requests,
                 s.failures,
                 s.last_error.as_deref().unwrap_or("-")
+            );
+        }
+    }
+    if !r.certificates.is_empty() {
+        let now = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .map_or(0, |d| d.as_secs() as i64);
+        let _ = writeln!(out, "\n{:<10} {:<40} FILE", "EXPIRES IN", "NAMES");
+        for c in &r.certificates {
+            let _ = writeln!(
+                out,
+                "{:<10} {:<40} {}",
+                age((c.not_after_unix - now) as f64),
+                c.names.join(","),
+                c.file
             );
         }
     }
@@ -391,6 +432,11 @@ mod tests {
                 failures: 3,
                 last_error: Some("connection refused".into()),
             }],
+            certificates: vec![CertificateRow {
+                file: "/etc/a.pem".into(),
+                names: vec!["a.test".into(), "*.a.test".into()],
+                not_after_unix: i64::MAX / 2,
+            }],
         };
         let table = render(&report);
         assert!(
@@ -404,5 +450,6 @@ mod tests {
             ["0", "42", "2", "ready", "3s", "1", "4", "3", "1000", "99.5", "0.50", "-"]
         );
         assert!(table.contains("connection refused"), "{table}");
+        assert!(table.contains("a.test,*.a.test"), "{table}");
     }
 }

@@ -13,6 +13,7 @@ pub mod log;
 pub mod route_table;
 pub mod stats;
 pub mod ticket_keys;
+pub mod tls;
 pub mod uri_path;
 
 pub use config::Config;

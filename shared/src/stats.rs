@@ -204,6 +204,26 @@ pub struct WorkerStats {
     pub bytes_out: u64,
     /// Per upstream server.
     pub servers: Vec<ServerCounters>,
+    /// TLS handshakes on client connections.
+    #[serde(default)]
+    pub tls: TlsHandshakes,
+}
+
+/// Why a TLS handshake failed, as `/metrics` labels it (the order of
+/// [`TlsHandshakes::failed`]).
+pub const TLS_FAILURE_REASONS: [&str; 5] =
+    ["timeout", "plain_http", "not_tls", "protocol", "closed"];
+
+/// TLS handshakes on client connections.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TlsHandshakes {
+    /// Handshakes completed.
+    pub completed: u64,
+    /// Handshakes failed, by reason (see [`TLS_FAILURE_REASONS`]): the
+    /// handshake timeout passed, a plain HTTP request came, bytes that are
+    /// not TLS came, TLS refused (protocol error, version or cipher not
+    /// offered), the client closed.
+    pub failed: [u64; 5],
 }
 
 impl WorkerStats {
@@ -287,6 +307,10 @@ impl Totals {
         sum.active_connections += other.active_connections;
         sum.parked_connections += other.parked_connections;
         sum.connections += other.connections;
+        sum.tls.completed += other.tls.completed;
+        for (a, b) in sum.tls.failed.iter_mut().zip(other.tls.failed) {
+            *a += b;
+        }
         sum.bytes_in += other.bytes_in;
         sum.bytes_out += other.bytes_out;
         for s in &other.servers {

@@ -79,7 +79,7 @@ impl Proxy {
                         load,
                     );
                     let socket = listener.try_clone().unwrap();
-                    let listener = Listener::new(socket, true).unwrap();
+                    let listener = Listener::new(socket, true, false).unwrap();
                     serving.push(tokio::task::spawn_local(serve(
                         snapshot,
                         vec![listener],
@@ -179,6 +179,7 @@ pub(crate) fn config(origin: SocketAddr) -> Config {
         upstreams,
         control_socket: "/tmp/prefork-test.sock".into(),
         admin: None,
+        tls: Default::default(),
         routes: vec![
             route(HostMatch::Any, "/app", RouteAction::Proxy("app".into())),
             route(HostMatch::Any, "/down", RouteAction::Proxy("down".into())),

@@ -22,6 +22,7 @@ impl Master {
                     shutting_down: self.supervisor.shutting_down(),
                     workers: &workers,
                     restarts: self.supervisor.restarts(),
+                    certificates: &self.current_config().tls.loaded,
                 };
                 let report = status::build(&state, &self.observed, Instant::now());
                 json_answer(true, serde_json::to_value(&report).unwrap_or_default())
@@ -32,6 +33,7 @@ impl Master {
                     workers: &workers,
                     restarts: self.supervisor.restarts(),
                     generation: self.supervisor.generation().0,
+                    certificates: &self.current_config().tls.loaded,
                 };
                 Answer {
                     ok: true,

@@ -63,11 +63,17 @@ pub enum AccessField {
     Route,
     /// `$pid`: the pid of the worker that served the request.
     Pid,
+    /// `$ssl_protocol`: the TLS version (`TLSv1.3`), `-` without TLS.
+    SslProtocol,
+    /// `$ssl_cipher`: the TLS cipher suite (rustls's name), `-` without TLS.
+    SslCipher,
+    /// `$ssl_server_name`: the name the client asked for (SNI), `-` without.
+    SslServerName,
 }
 
 impl AccessField {
     /// Every field with its template name.
-    pub const ALL: [(&'static str, AccessField); 18] = [
+    pub const ALL: [(&'static str, AccessField); 21] = [
         ("remote_addr", AccessField::RemoteAddr),
         ("time_local", AccessField::TimeLocal),
         ("time_iso8601", AccessField::TimeIso8601),
@@ -86,6 +92,9 @@ impl AccessField {
         ("request_id", AccessField::RequestId),
         ("route", AccessField::Route),
         ("pid", AccessField::Pid),
+        ("ssl_protocol", AccessField::SslProtocol),
+        ("ssl_cipher", AccessField::SslCipher),
+        ("ssl_server_name", AccessField::SslServerName),
     ];
 }
 

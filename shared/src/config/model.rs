@@ -7,6 +7,7 @@
 
 use super::access_format::AccessFormat;
 use super::redirect::Redirect;
+use crate::tls::TlsSettings;
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
@@ -57,6 +58,9 @@ pub struct Config {
     pub control_socket: PathBuf,
     /// The admin HTTP listener (`/metrics`, `/healthz`); off when `None`.
     pub admin: Option<Admin>,
+    /// TLS: the settings, the certificate files and (filled by the master)
+    /// the certificates read from them.
+    pub tls: TlsSettings,
 }
 
 /// What SIGTERM asks the master for (`sigterm`).
@@ -96,6 +100,8 @@ pub struct Listen {
     /// once the client has sent its first bytes (nginx's `deferred`,
     /// HAProxy's `defer-accept`).
     pub defer_accept: bool,
+    /// The listener speaks TLS (HTTPS).
+    pub tls: bool,
 }
 
 /// Client-side (downstream) limits and timeouts, named as nginx names them,

@@ -43,6 +43,10 @@ pub(super) struct RawConfig {
     pub(super) routes: Vec<RawRoute>,
     pub(super) control_socket: Option<PathBuf>,
     pub(super) admin: Option<RawAdmin>,
+    pub(super) tls_handshake_timeout: Option<String>,
+    pub(super) tls_protocols: Option<Vec<String>>,
+    #[serde(default)]
+    pub(super) certificates: Vec<RawCertificate>,
 }
 
 /// `workers = N | "auto"`.
@@ -94,6 +98,15 @@ pub(super) struct RawListen {
     pub(super) backlog: Option<i32>,
     pub(super) reuseport: Option<bool>,
     pub(super) defer_accept: Option<bool>,
+    pub(super) tls: Option<bool>,
+}
+
+/// One `[[certificates]]` entry.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RawCertificate {
+    pub(super) cert: PathBuf,
+    pub(super) key: PathBuf,
 }
 
 /// One `[upstreams.NAME]` table.

@@ -2,6 +2,7 @@
 
 use crate::downstream::h1::{Connection, Idle};
 use crate::downstream::park::ParkingLot;
+use crate::downstream::tls;
 use crate::io::client_socket::ClientSocket;
 use crate::state::load_share::{HoldBack, ACCEPT_DEFER};
 use crate::state::Snapshot;
@@ -26,15 +27,26 @@ const ACCEPT_BACKOFF: Duration = Duration::from_millis(100);
 pub(crate) struct Listener {
     socket: AsyncFd<std::net::TcpListener>,
     shared: bool,
+    /// Its clients speak TLS.
+    tls: bool,
 }
 
 impl Listener {
-    /// Registers a non-blocking `socket` with the event loop.
-    pub(crate) fn new(socket: std::net::TcpListener, shared: bool) -> io::Result<Listener> {
+    /// Registers a non-blocking `socket` with the event loop; `tls`: its
+    /// clients speak TLS.
+    pub(crate) fn new(
+        socket: std::net::TcpListener,
+        shared: bool,
+        tls: bool,
+    ) -> io::Result<Listener> {
         // SAFETY: the std listener owns its descriptor, which stays open and
         // the same until the AsyncFd gives the listener back or drops it.
         let socket = unsafe { AsyncFd::register_with_interest(socket, Interest::READABLE) }?;
-        Ok(Listener { socket, shared })
+        Ok(Listener {
+            socket,
+            shared,
+            tls,
+        })
     }
 }
 
@@ -52,7 +64,13 @@ pub(crate) async fn accept_loop(
     listener: Listener,
     lot: Option<Rc<ParkingLot<Idle>>>,
 ) {
-    let Listener { socket, shared } = listener;
+    let Listener {
+        socket,
+        shared,
+        tls,
+    } = listener;
+    // TLS connections are never parked (see `downstream::tls`).
+    let lot = if tls { None } else { lot };
     let mut hold = HoldBack::default();
     loop {
         if snapshot.stopping() {
@@ -103,10 +121,10 @@ pub(crate) async fn accept_loop(
             let moved = snapshot.load_of(cell) != count;
             hold.paused(cell, accepted.is_err() || moved);
         }
-        on_accepted(&snapshot, &socket, accepted, &lot).await;
+        on_accepted(&snapshot, &socket, accepted, &lot, tls).await;
     }
     if *snapshot.stop.borrow() == Stop::Graceful {
-        take_queued(&snapshot, socket.into_inner(), &lot);
+        take_queued(&snapshot, socket.into_inner(), &lot, tls);
     }
 }
 
@@ -125,9 +143,10 @@ async fn on_accepted(
     socket: &AsyncFd<std::net::TcpListener>,
     accepted: Accepted,
     lot: &Option<Rc<ParkingLot<Idle>>>,
+    tls: bool,
 ) {
     match accepted {
-        Ok(Ok(accepted)) => serve_accepted(snapshot, accepted, lot),
+        Ok(Ok(accepted)) => serve_accepted(snapshot, accepted, lot, tls),
         Ok(Err(e)) if is_per_connection(&e) => {}
         Ok(Err(e)) => accept_failed(snapshot, socket, &e).await,
         // The queue is empty: wait for the next connection.
@@ -135,15 +154,22 @@ async fn on_accepted(
     }
 }
 
-/// Serves a connection `accept4` returned.
+/// Serves a connection `accept4` returned; `tls`: after a TLS handshake.
 fn serve_accepted(
     snapshot: &Rc<Snapshot>,
     (socket, peer): (Socket, SockAddr),
     lot: &Option<Rc<ParkingLot<Idle>>>,
+    tls: bool,
 ) {
     // A TCP listener's peers are IP addresses.
-    if let Some(peer) = peer.as_socket() {
-        serve(snapshot, ClientSocket::new(socket.into()), peer, lot);
+    let Some(peer) = peer.as_socket() else {
+        return;
+    };
+    let socket = ClientSocket::new(socket.into());
+    if tls {
+        tls::serve(snapshot, socket, peer, snapshot.track());
+    } else {
+        serve(snapshot, socket, peer, lot);
     }
 }
 
@@ -213,10 +239,11 @@ fn take_queued(
     snapshot: &Rc<Snapshot>,
     listener: std::net::TcpListener,
     lot: &Option<Rc<ParkingLot<Idle>>>,
+    tls: bool,
 ) {
     loop {
         match accept_nonblocking(&listener) {
-            Ok(accepted) => serve_accepted(snapshot, accepted, lot),
+            Ok(accepted) => serve_accepted(snapshot, accepted, lot, tls),
             Err(e) if is_per_connection(&e) => {}
             // WouldBlock: the queue is empty (the socket is non-blocking).
             Err(_) => return,

@@ -1,6 +1,8 @@
-//! The client side: accepting connections, and the HTTP/1.1 session that
-//! reads requests from a connection and writes the responses.
+//! The client side: accepting connections, the TLS handshake on TLS
+//! listeners, and the HTTP/1.1 session that reads requests from a
+//! connection and writes the responses.
 
 pub(crate) mod accept;
 pub(crate) mod h1;
 pub(crate) mod park;
+pub(crate) mod tls;

@@ -154,6 +154,7 @@ pub(crate) fn reason(status: u16) -> &'static str {
         408 => "Request Timeout",
         410 => "Gone",
         413 => "Content Too Large",
+        421 => "Misdirected Request",
         429 => "Too Many Requests",
         431 => "Request Header Fields Too Large",
         500 => "Internal Server Error",

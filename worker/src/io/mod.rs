@@ -3,6 +3,7 @@
 //! writes, splicing bodies between sockets, and tunnels.
 
 pub(crate) mod client_socket;
+pub(crate) mod client_stream;
 pub(crate) mod epoll;
 pub(crate) mod splice;
 pub(crate) mod timed;

@@ -80,7 +80,7 @@ async fn forward<W: AsyncWrite + Unpin>(
             to.shutdown().await
         } else {
             to.write_all(&buf[..n]).await?;
-            // A TLS stream may hold the last records back.
+            // A TLS stream may hold records back until flushed.
             to.flush().await
         }
     };

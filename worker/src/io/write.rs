@@ -3,6 +3,7 @@
 //! connection's last bytes share their segment with the FIN.
 
 use super::client_socket::ClientSocket;
+use super::client_stream::ClientStream;
 use super::timed::{timed, TimedOut};
 use socket2::SockRef;
 use std::io::{self, IoSlice};
@@ -47,6 +48,20 @@ impl TryWrite for TcpStream {
             Err(e) if e.kind() == io::ErrorKind::NotConnected => Ok(()),
             done => done,
         }
+    }
+}
+
+impl TryWrite for &ClientStream {
+    fn try_write_vectored(&self, bufs: &[IoSlice<'_>]) -> io::Result<usize> {
+        self.send_vectored(bufs, 0)
+    }
+
+    fn try_write_more(&self, bufs: &[IoSlice<'_>]) -> io::Result<usize> {
+        self.send_vectored(bufs, libc::MSG_MORE)
+    }
+
+    fn shut_write(&self) -> io::Result<()> {
+        ClientStream::shut_write(self)
     }
 }
 
@@ -161,7 +176,8 @@ pub(crate) async fn write_two<W: AsyncWrite + Unpin>(
         head = &head[from_head..];
         body = &body[n - from_head..];
     }
-    // A TLS stream may hold the last records back; a socket holds nothing.
+    // A TLS stream may hold records its socket did not take yet (sockets
+    // hold nothing: their flush is a no-op).
     timed(limit, w.flush()).await
 }
 

@@ -82,6 +82,17 @@ impl RequestInfo {
     }
 }
 
+/// What a TLS connection negotiated, as the access log shows it.
+#[derive(Debug, Clone, Default)]
+pub(crate) struct TlsInfo {
+    /// `TLSv1.2` or `TLSv1.3`.
+    pub(crate) protocol: &'static str,
+    /// The cipher suite, as rustls names it.
+    pub(crate) cipher: &'static str,
+    /// The name the client asked for (SNI), if any.
+    pub(crate) server_name: Option<String>,
+}
+
 /// What serving one request did.
 #[derive(Debug, Clone, Copy)]
 pub(crate) struct Served {
@@ -110,6 +121,8 @@ pub(crate) struct Entry<'a> {
     pub(crate) served: &'a Served,
     /// From the complete head to the end of the response.
     pub(crate) total: Duration,
+    /// What the connection's TLS negotiated (`None`: plain HTTP).
+    pub(crate) tls: Option<&'a TlsInfo>,
 }
 
 /// The access logs of one configuration: the destinations and which route
@@ -416,6 +429,15 @@ impl Values<'_> {
                 AccessField::RequestId => quoted(out, self.e.request_id),
                 AccessField::Route => quoted(out, self.route),
                 AccessField::Pid => write!(out, "{}", std::process::id())?,
+                AccessField::SslProtocol => quoted(out, self.e.tls.map_or("-", |t| t.protocol)),
+                AccessField::SslCipher => quoted(out, self.e.tls.map_or("-", |t| t.cipher)),
+                AccessField::SslServerName => quoted(
+                    out,
+                    self.e
+                        .tls
+                        .and_then(|t| t.server_name.as_deref())
+                        .unwrap_or("-"),
+                ),
             }
         }
         Ok(())
@@ -572,6 +594,7 @@ mod tests {
             route: None,
             served: &served,
             total: Duration::from_millis(4),
+            tls: None,
         };
         let mut clock = Clock::default();
         let v = Values {

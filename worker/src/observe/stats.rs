@@ -3,7 +3,9 @@
 //! master about once a second, never per request.
 
 use prefork_shared::config::Config;
-use prefork_shared::stats::{status_class, RouteCounters, ServerCounters, WorkerStats, UNROUTED};
+use prefork_shared::stats::{
+    status_class, RouteCounters, ServerCounters, TlsHandshakes, WorkerStats, UNROUTED,
+};
 use rustc_hash::FxHashMap;
 use std::cell::{Cell, RefCell};
 use std::fmt::Display;
@@ -26,6 +28,8 @@ pub(crate) struct Stats {
     parked: Cell<u64>,
     bytes_in: Cell<u64>,
     bytes_out: Cell<u64>,
+    /// TLS handshakes completed and failed (by reason).
+    tls: RefCell<TlsHandshakes>,
     /// Per upstream and server address (labels are added when reporting).
     /// Each upstream group holds its servers' counters (see
     /// [`Stats::server`]): a request never looks them up. Fx hashing, as the
@@ -70,6 +74,7 @@ impl Stats {
             parked: Cell::new(0),
             bytes_in: Cell::new(0),
             bytes_out: Cell::new(0),
+            tls: RefCell::default(),
             servers: RefCell::new(FxHashMap::default()),
         };
         let slots = stats.configure(config);
@@ -117,6 +122,19 @@ impl Stats {
     }
 
     /// Counts an accepted client connection.
+    /// Counts a TLS handshake completed.
+    pub(crate) fn tls_handshake(&self) {
+        self.tls.borrow_mut().completed += 1;
+    }
+
+    /// Counts a TLS handshake failed for the reason at `reason` of
+    /// [`prefork_shared::stats::TLS_FAILURE_REASONS`].
+    pub(crate) fn tls_failure(&self, reason: usize) {
+        if let Some(n) = self.tls.borrow_mut().failed.get_mut(reason) {
+            *n += 1;
+        }
+    }
+
     /// Counts `delta` more (or fewer) parked connections.
     pub(crate) fn parked(&self, delta: i64) {
         self.parked
@@ -184,6 +202,7 @@ impl Stats {
             bytes_in: self.bytes_in.get(),
             bytes_out: self.bytes_out.get(),
             servers: rows,
+            tls: self.tls.borrow().clone(),
         }
     }
 }

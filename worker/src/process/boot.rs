@@ -161,7 +161,8 @@ fn run(args: &WorkerArgs) -> Result<i32, BootError> {
             shared,
         } in listeners
         {
-            match Listener::new(listener, shared) {
+            let tls = config.listen.iter().any(|l| l.addr == addr && l.tls);
+            match Listener::new(listener, shared, tls) {
                 Ok(listener) => tokio_listeners.push(listener),
                 Err(e) => {
                     error!(log, "cannot register listener"; "listen" => %addr, "error" => %e);

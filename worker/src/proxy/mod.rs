@@ -57,6 +57,10 @@ pub(crate) fn serve<'a, 'r, D: Downstream>(
                 return answer_error(client, snapshot, req, 413, true).await;
             }
         }
+        if req.misdirected {
+            let close = client.must_close(snapshot, req);
+            return answer_error(client, snapshot, req, 421, close).await;
+        }
         match req.action {
             None => {
                 let close = client.must_close(snapshot, req);

@@ -5,7 +5,7 @@
 use crate::http::heads;
 use crate::http::request::{route_host, RequestHead};
 use crate::http::{Framing, Scheme};
-use crate::observe::access_log::{Entry, RequestInfo, Served};
+use crate::observe::access_log::{Entry, RequestInfo, Served, TlsInfo};
 use crate::observe::request_id;
 use crate::state::buffers::Scratch;
 use crate::state::Snapshot;
@@ -31,6 +31,9 @@ pub(crate) struct Request<'s> {
     pub(crate) expect_continue: bool,
     /// What the matching route does (`None`: no route, 404).
     pub(crate) action: Option<&'s RouteAction>,
+    /// Its `Host` belongs to another certificate than the one its TLS
+    /// connection's SNI chose (421).
+    pub(crate) misdirected: bool,
 }
 
 /// The core's state of the request being served, reused from request to
@@ -49,6 +52,8 @@ pub(crate) struct RequestCtx {
     pub(crate) request_id: String,
     /// The request's fields for the access log.
     info: RequestInfo,
+    /// What the client's TLS negotiated (`None`: plain HTTP).
+    tls: Option<Box<TlsInfo>>,
 }
 
 impl RequestCtx {
@@ -69,8 +74,14 @@ impl RequestCtx {
             request_head,
             request_id,
             info,
+            tls: None,
         };
         (ctx, response_head)
+    }
+
+    /// Records what the client's TLS handshake negotiated.
+    pub(crate) fn set_tls(&mut self, info: TlsInfo) {
+        self.tls = Some(Box::new(info));
     }
 
     /// Gives the buffers back, with a session's `response_head`, for the
@@ -95,8 +106,13 @@ impl RequestCtx {
         last: bool,
     ) -> Request<'s> {
         let limits = &snapshot.config.http;
-        let host = route_host(head.host.unwrap_or(""));
-        self.route = snapshot.routes.lookup(&host, &head.path);
+        let host = head.host.unwrap_or("");
+        let routed_host = route_host(host);
+        self.route = snapshot.routes.lookup(&routed_host, &head.path);
+        let misdirected = self
+            .tls
+            .as_ref()
+            .is_some_and(|tls| snapshot.misdirected(tls.server_name.as_deref(), &routed_host));
         let matched = self.route.map(|i| &snapshot.config.routes[i]);
         let action = matched.map(|r| &r.action);
         let max_body = matched.map_or(limits.max_body_size, |r| r.max_body_size(limits));
@@ -125,7 +141,7 @@ impl RequestCtx {
                 &mut self.request_head,
                 &redirect.to,
                 head,
-                &host,
+                &routed_host,
                 self.scheme,
             );
         }
@@ -141,6 +157,7 @@ impl RequestCtx {
             upgrade: head.upgrade,
             expect_continue: head.expect_continue,
             action,
+            misdirected,
         }
     }
 
@@ -168,6 +185,7 @@ impl RequestCtx {
             route: self.route,
             served: &served,
             total: took,
+            tls: self.tls.as_deref(),
         });
     }
 }

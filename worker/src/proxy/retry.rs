@@ -87,6 +87,7 @@ mod tests {
             upgrade: false,
             expect_continue: false,
             action: None,
+            misdirected: false,
         }
     }
 

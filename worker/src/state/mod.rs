@@ -7,6 +7,7 @@ pub(crate) mod buffers;
 pub(crate) mod load_share;
 pub(crate) mod snapshot;
 pub(crate) mod tickets;
+pub(crate) mod tls;
 pub(crate) mod waiters;
 
 pub(crate) use snapshot::{ActiveConnection, Newest, Snapshot};

@@ -9,6 +9,7 @@
 
 use super::buffers::Buffers;
 use super::load_share::LoadShare;
+use super::tls::TlsServer;
 use super::waiters::{Wait, Waiters};
 use crate::io::splice::Pipes;
 use crate::observe::access_log::AccessLogs;
@@ -92,6 +93,9 @@ pub(crate) struct Snapshot {
     pub(crate) log: Logger,
     /// The access logs of this configuration.
     pub(crate) access: AccessLogs,
+    /// Its certificates and the rustls configuration built from them
+    /// (`None`: no certificate).
+    pub(crate) tls: Option<TlsServer>,
     /// Where this configuration's routes are counted.
     route_slots: RouteSlots,
     /// The run state, watched by accept loops and idle connections.
@@ -127,6 +131,7 @@ impl Snapshot {
             load,
         });
         let snapshot = Rc::new(Snapshot {
+            tls: tls_server(&config, &log),
             upstreams: Upstreams::new(&config, &shared.stats),
             route_slots,
             routes: RouteTable::new(&config.routes),
@@ -188,6 +193,7 @@ impl Snapshot {
             error!(log, "cannot open an access log; it is off"; "error" => %e);
         }
         let snapshot = Rc::new(Snapshot {
+            tls: tls_server(&config, &log),
             upstreams: self.upstreams.carried_over(&config, &self.shared.stats),
             route_slots: self.shared.stats.configure(&config),
             routes: RouteTable::new(&config.routes),
@@ -202,6 +208,14 @@ impl Snapshot {
         *self.shared.latest.borrow_mut() = Rc::downgrade(&snapshot);
         self.shared.waiters.wake_all();
         snapshot
+    }
+
+    /// Whether a request for `host` on a TLS connection whose SNI was `sni`
+    /// belongs to another certificate (see [`TlsServer::misdirected`]).
+    pub(crate) fn misdirected(&self, sni: Option<&str>, host: &str) -> bool {
+        self.tls
+            .as_ref()
+            .is_some_and(|tls| tls.misdirected(sni, host))
     }
 
     /// Whether a stop was requested (responses then close their connection).
@@ -458,6 +472,21 @@ impl Drop for ActiveConnection {
         shared.active.set(left);
         if left == 0 {
             shared.drained.notify_waiters();
+        }
+    }
+}
+
+/// The TLS state of `config`, built once for all its connections; a
+/// certificate rustls refuses (the master checked them all) leaves TLS
+/// connections closed, with the error logged.
+fn tls_server(config: &Config, log: &Logger) -> Option<TlsServer> {
+    // Every worker seals tickets with the master's keys: a client resumes
+    // on whichever worker accepts it.
+    match TlsServer::new(&config.tls, Some(super::tickets::ticketer())) {
+        Ok(tls) => tls,
+        Err(e) => {
+            error!(log, "cannot use the certificates: TLS connections are refused"; "error" => %e);
+            None
         }
     }
 }

@@ -21,13 +21,6 @@ static TICKETER: LazyLock<Arc<Ticketer>> = LazyLock::new(|| Arc::new(Ticketer::e
 
 /// The ticketer every TLS listener of this worker uses
 /// (`rustls::ServerConfig::ticketer`): it follows the keys the master sends.
-#[cfg_attr(
-    not(test),
-    expect(
-        dead_code,
-        reason = "for the TLS listeners' ServerConfig, not built yet"
-    )
-)]
 pub(crate) fn ticketer() -> Arc<dyn ProducesTickets> {
     TICKETER.clone()
 }

@@ -21,6 +21,7 @@ impl Validator<'_> {
                 backlog: 1024,
                 reuseport: false,
                 defer_accept: true,
+                tls: false,
             }];
         }
         let mut seen = HashSet::new();
@@ -83,6 +84,7 @@ impl Validator<'_> {
                 backlog,
                 reuseport,
                 defer_accept: l.defer_accept.unwrap_or(true),
+                tls: l.tls.unwrap_or(false),
             });
         }
         out

@@ -8,7 +8,9 @@
 //! - [`log`] `[log]` and a route's `access_log`;
 //! - [`listen`] `[[listen]]` and `[admin]`;
 //! - [`upstreams`] `[upstreams.NAME]` ([`upstream_tls`] its TLS keys);
-//! - [`routes`] `[[routes]]`.
+//! - [`routes`] `[[routes]]`;
+//! - [`tls`] `[[certificates]]`, `tls_handshake_timeout`, `tls_protocols`
+//!   and the TLS listeners' need of a certificate.
 
 use super::locate::{KeyPath, Locator, Problem};
 use super::model::Config;
@@ -21,6 +23,7 @@ mod log;
 mod process;
 mod routes;
 mod tickets;
+mod tls;
 mod upstream_tls;
 mod upstreams;
 
@@ -121,6 +124,12 @@ impl Validator<'_> {
         let pid_file = self.pid_file(root.key("pid_file"), raw.pid_file);
         let control_socket = self.control_socket(raw.control_socket, &pid_file);
         let admin = self.admin(root.key("admin"), raw.admin, &listen);
+        let tls = self.tls(
+            raw.tls_handshake_timeout.as_deref(),
+            raw.tls_protocols,
+            raw.certificates,
+            &listen,
+        );
         Config {
             source: self.locator.file().to_owned(),
             workers,
@@ -139,6 +148,7 @@ impl Validator<'_> {
             routes,
             control_socket,
             admin,
+            tls,
         }
     }
 

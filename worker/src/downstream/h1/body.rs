@@ -3,7 +3,7 @@
 
 use crate::http::body::BodyCursor;
 use crate::http::chunked::ChunkError;
-use crate::io::client_socket::ClientSocket;
+use crate::io::client_stream::ClientStream;
 use crate::io::splice::{self, Failure, Moved, Pipes, SpliceEnd};
 use crate::io::timed::within;
 use crate::io::BODY_READ;
@@ -19,7 +19,7 @@ use tokio::io::AsyncReadExt;
 /// the connection's buffer, where the body bytes read so far wait.
 pub(crate) struct Body<'a> {
     /// The client's socket.
-    client: &'a ClientSocket,
+    client: &'a ClientStream,
     /// The connection's read buffer: body bytes first, maybe the next
     /// request after them.
     buf: &'a mut BytesMut,
@@ -37,7 +37,7 @@ pub(crate) struct Body<'a> {
 impl<'a> Body<'a> {
     /// The body framed as `cursor` tells, read from `client` into `buf`.
     pub(super) fn new(
-        client: &'a ClientSocket,
+        client: &'a ClientStream,
         buf: &'a mut BytesMut,
         cursor: BodyCursor,
         stats: &'a Stats,
@@ -101,7 +101,9 @@ impl RequestBody for Body<'_> {
         upstream: &W,
         limits: splice::Limits,
     ) -> Option<Result<(), PumpError>> {
-        let (Some(pipes), &BodyCursor::Length(left)) = (self.pipes, &self.cursor) else {
+        let (Some(pipes), Some(client), &BodyCursor::Length(left)) =
+            (self.pipes, self.client.plain(), &self.cursor)
+        else {
             return None;
         };
         // What is buffered goes first, copied.
@@ -114,7 +116,7 @@ impl RequestBody for Body<'_> {
         // of 64 KiB or more).
         let moved = Box::pin(splice::transfer(
             pipes,
-            &self.client,
+            client,
             upstream,
             left,
             |n| stats.read_u64(n),

@@ -15,7 +15,9 @@ use crate::downstream::park::{Parkable, ParkingLot};
 use crate::http::heads::{self, ConnectionField};
 use crate::http::{Framing, Scheme, Version};
 use crate::io::client_socket::ClientSocket;
+use crate::io::client_stream::ClientStream;
 use crate::io::timed::TimedOut;
+use crate::observe::access_log::TlsInfo;
 use crate::proxy::error::ClientError;
 use crate::proxy::{self, RequestCtx};
 use crate::state::{ActiveConnection, Snapshot};
@@ -73,6 +75,40 @@ impl Connection {
     ) -> Self {
         let scratch = snapshot.buffers().take_scratch();
         let (ctx, response_head) = RequestCtx::new(peer, Scheme::Http, scratch);
+        Connection::with(
+            snapshot,
+            ClientStream::Plain(stream),
+            ctx,
+            response_head,
+            active,
+            lot,
+        )
+    }
+
+    /// A connection from `peer` whose TLS handshake is done: `info` says
+    /// what was negotiated. It is never parked (its TLS state stays in its
+    /// task while idle).
+    pub(crate) fn tls(
+        snapshot: Rc<Snapshot>,
+        stream: ClientStream,
+        peer: SocketAddr,
+        active: ActiveConnection,
+        info: TlsInfo,
+    ) -> Self {
+        let scratch = snapshot.buffers().take_scratch();
+        let (mut ctx, response_head) = RequestCtx::new(peer, Scheme::Https, scratch);
+        ctx.set_tls(info);
+        Connection::with(snapshot, stream, ctx, response_head, active, None)
+    }
+
+    fn with(
+        snapshot: Rc<Snapshot>,
+        stream: ClientStream,
+        ctx: RequestCtx,
+        response_head: Vec<u8>,
+        active: ActiveConnection,
+        lot: Option<Rc<ParkingLot<Idle>>>,
+    ) -> Self {
         Connection {
             snapshot,
             session: Session::new(stream, response_head),
@@ -196,9 +232,9 @@ impl Connection {
             active,
             ..
         } = self;
-        if let Some(lot) = lot {
+        if let (Some(lot), ClientStream::Plain(stream)) = (lot, session.stream) {
             let idle = Idle {
-                stream: session.stream.into_std(),
+                stream: stream.into_std(),
                 served,
                 idle_since,
                 nodelay: session.nodelay,
@@ -253,7 +289,7 @@ impl Parkable for Idle {
 /// with delayed ACKs (the ACK rides on the response), but a client that
 /// leaves Nagle's algorithm on holds its next small segment until it sees
 /// the ACK of the last one: up to a delayed-ACK timeout (40 ms) per wait.
-fn ack_now(stream: &ClientSocket) {
+fn ack_now(stream: &ClientStream) {
     // A failure costs at most that delay; the request goes on regardless.
     let _ = stream.sock_ref().set_tcp_quickack(true);
 }
@@ -264,7 +300,7 @@ fn ack_now(stream: &ClientSocket) {
 /// at once by the FIN (`write_last_within`), which sends whatever was held
 /// back. A `Connection: close` request then costs one system call less
 /// (nginx, too, sets it only once a connection is kept alive).
-fn set_nodelay(stream: &ClientSocket, done: &mut bool) {
+fn set_nodelay(stream: &ClientStream, done: &mut bool) {
     if !*done {
         *done = true;
         let _ = stream.sock_ref().set_tcp_nodelay(true);

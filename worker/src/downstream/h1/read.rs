@@ -5,7 +5,8 @@ use super::Connection;
 use crate::downstream::park::PARK_AFTER;
 use crate::http::request::{self, RequestError};
 use crate::http::with_header_slots;
-use crate::io::client_socket::{is_register_error, ClientSocket};
+use crate::io::client_socket::is_register_error;
+use crate::io::client_stream::ClientStream;
 use crate::io::timed::timed_until;
 use crate::proxy::Request;
 use crate::state::buffers::{Buffers, HEAD_BUFFER};
@@ -45,9 +46,13 @@ impl Connection {
         if !session.buf.is_empty() {
             return;
         }
+        // TLS bytes go through rustls: its stream's first read waits.
+        let Some(socket) = session.stream.plain() else {
+            return;
+        };
         let buffers = snapshot.buffers();
         let mut head = buffers.take_head();
-        match session.stream.sock_ref().recv(head.spare_capacity_mut()) {
+        match socket.sock_ref().recv(head.spare_capacity_mut()) {
             Ok(n) if n > 0 => {
                 // SAFETY: recv initialised the first n bytes of the spare
                 // capacity.
@@ -189,7 +194,7 @@ impl Connection {
 /// before the wait and one is taken again once bytes arrive (as nginx
 /// does), which keeps idle keep-alive connections cheap.
 async fn read_head(
-    mut stream: &ClientSocket,
+    mut stream: &ClientStream,
     buf: &mut BytesMut,
     buffers: &Buffers,
 ) -> std::io::Result<usize> {

@@ -8,7 +8,7 @@ use super::{ack_now, client_result, connection_field, set_nodelay};
 use crate::http::body::BodyCursor;
 use crate::http::heads::{self, ConnectionField};
 use crate::http::{Framing, Version};
-use crate::io::client_socket::ClientSocket;
+use crate::io::client_stream::ClientStream;
 use crate::io::timed::within;
 use crate::io::tunnel;
 use crate::io::write::{write_last_within, write_two_within};
@@ -35,8 +35,8 @@ const LINGER_BYTES: usize = 64 * 1024 * 1024;
 
 /// The HTTP/1.1 side of one client connection.
 pub(super) struct Session {
-    /// The client socket.
-    pub(super) stream: ClientSocket,
+    /// The client's stream (plain or TLS).
+    pub(super) stream: ClientStream,
     /// Bytes read from the client and not consumed yet; a pipelined request
     /// may already wait here.
     pub(super) buf: BytesMut,
@@ -53,7 +53,7 @@ pub(super) struct Session {
 
 impl Session {
     /// The session of a connection just accepted on `stream`.
-    pub(super) fn new(stream: ClientSocket, response_head: Vec<u8>) -> Self {
+    pub(super) fn new(stream: ClientStream, response_head: Vec<u8>) -> Self {
         Session {
             stream,
             buf: BytesMut::new(),

@@ -6,7 +6,7 @@ use super::{ack_now, client_result, finish_head, set_nodelay};
 use crate::http::heads::{self, ConnectionField};
 use crate::http::response::ResponseHead;
 use crate::http::{Framing, Version};
-use crate::io::client_socket::ClientSocket;
+use crate::io::client_stream::ClientStream;
 use crate::io::splice::{self, Failure, Moved, Pipes, SpliceEnd};
 use crate::io::timed::within;
 use crate::io::write::{write_last_within, write_two_within};
@@ -21,7 +21,7 @@ const CONTINUE: &[u8] = b"HTTP/1.1 100 Continue\r\n\r\n";
 /// The response of one exchange, on its way to the client.
 pub(crate) struct Sink<'a> {
     /// The client's socket.
-    client: &'a ClientSocket,
+    client: &'a ClientStream,
     /// The head being written.
     head: &'a mut Vec<u8>,
     /// The client's version.
@@ -38,7 +38,7 @@ impl<'a> Sink<'a> {
     /// The response to a client of `version` on `client`, its head built
     /// in `head`.
     pub(super) fn new(
-        client: &'a ClientSocket,
+        client: &'a ClientStream,
         head: &'a mut Vec<u8>,
         version: Version,
         nodelay: &'a mut bool,
@@ -93,13 +93,11 @@ impl ResponseSink for Sink<'_> {
 
     async fn send_continue(&mut self, limit: Duration) -> Result<(), ClientError> {
         let mut client = self.client;
-        within(
-            limit,
-            client.write_all(CONTINUE),
-            ClientError::Write,
-            ClientError::WriteTimeout,
-        )
-        .await?;
+        let sent = async {
+            client.write_all(CONTINUE).await?;
+            client.flush().await
+        };
+        within(limit, sent, ClientError::Write, ClientError::WriteTimeout).await?;
         // Sending it may have put the connection back to delayed ACKs (the
         // kernel takes it for an interactive exchange).
         ack_now(self.client);
@@ -146,14 +144,14 @@ impl ResponseSink for Sink<'_> {
         left: u64,
         limits: splice::Limits,
     ) -> Option<Result<Moved, Failure>> {
-        let pipes = self.pipes?;
+        let (pipes, client) = (self.pipes?, self.client.plain()?);
         // Boxed: a splice's state would otherwise weigh on every
         // connection's future, idle ones included (one allocation per body
         // of 64 KiB or more).
         let moved = Box::pin(splice::transfer(
             pipes,
             upstream,
-            &self.client,
+            client,
             left,
             |_| {},
             limits,

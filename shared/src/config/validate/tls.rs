@@ -1,0 +1,126 @@
+//! The TLS keys: `[[certificates]]` (the files are read by the master
+//! later, see [`crate::tls::load`]), `tls_handshake_timeout`,
+//! `tls_protocols`, and a TLS listener's need of a certificate.
+
+use super::Validator;
+use crate::config::locate::KeyPath;
+use crate::config::model::Listen;
+use crate::config::raw::RawCertificate;
+use crate::tls::{CertificateFiles, TlsSettings, TlsVersion};
+
+impl Validator<'_> {
+    pub(super) fn tls(
+        &mut self,
+        handshake_timeout: Option<&str>,
+        protocols: Option<Vec<String>>,
+        certificates: Vec<RawCertificate>,
+        listen: &[Listen],
+    ) -> TlsSettings {
+        let root = KeyPath::default();
+        let defaults = TlsSettings::default();
+        let handshake_timeout = self.duration(
+            root.key("tls_handshake_timeout"),
+            handshake_timeout,
+            defaults.handshake_timeout,
+        );
+        let protocols = match protocols {
+            None => defaults.protocols,
+            Some(names) => self.protocols(root.key("tls_protocols"), &names, defaults.protocols),
+        };
+        if certificates.is_empty() {
+            if let Some(i) = listen.iter().position(|l| l.tls) {
+                self.problem(
+                    &root.key("listen").index(i).key("tls"),
+                    "a TLS listener needs a certificate: add a [[certificates]] entry with `cert` and `key`",
+                );
+            }
+        }
+        let certificates = certificates
+            .into_iter()
+            .map(|c| CertificateFiles {
+                cert: c.cert,
+                key: c.key,
+            })
+            .collect();
+        TlsSettings {
+            handshake_timeout,
+            protocols,
+            certificates,
+            loaded: Vec::new(),
+        }
+    }
+
+    fn protocols(
+        &mut self,
+        path: KeyPath,
+        names: &[String],
+        default: Vec<TlsVersion>,
+    ) -> Vec<TlsVersion> {
+        let mut out = Vec::new();
+        for name in names {
+            match TlsVersion::from_name(name) {
+                Some(v) if !out.contains(&v) => out.push(v),
+                Some(_) => {}
+                None => {
+                    self.problem(
+                        &path,
+                        format!("unknown protocol {name:?}: write \"TLSv1.2\" or \"TLSv1.3\""),
+                    );
+                    return default;
+                }
+            }
+        }
+        if out.is_empty() {
+            self.problem(
+                &path,
+                "name at least one protocol: \"TLSv1.2\", \"TLSv1.3\"",
+            );
+            return default;
+        }
+        out
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use crate::config::testing::{parse_err, parse_ok};
+    use crate::tls::TlsVersion;
+    use std::time::Duration;
+
+    #[test]
+    fn tls_keys_parse_with_defaults() {
+        let c = parse_ok("[[listen]]\naddr = \"127.0.0.1:1\"\n");
+        assert!(!c.listen[0].tls);
+        assert_eq!(c.tls.handshake_timeout, Duration::from_secs(10));
+        assert_eq!(c.tls.protocols, [TlsVersion::Tls12, TlsVersion::Tls13]);
+        let c = parse_ok(
+            "tls_handshake_timeout = \"3s\"\ntls_protocols = [\"TLSv1.3\"]\n[[listen]]\naddr = \"127.0.0.1:1\"\ntls = true\n[[certificates]]\ncert = \"/c.pem\"\nkey = \"/k.pem\"\n",
+        );
+        assert!(c.listen[0].tls);
+        assert_eq!(c.tls.handshake_timeout, Duration::from_secs(3));
+        assert_eq!(c.tls.protocols, [TlsVersion::Tls13]);
+        assert_eq!(c.tls.certificates[0].key.to_str(), Some("/k.pem"));
+        assert!(c.tls.loaded.is_empty(), "the master reads the files");
+    }
+
+    #[test]
+    fn a_tls_listener_without_a_certificate_and_bad_protocols_are_refused() {
+        let e = parse_err("[[listen]]\naddr = \"127.0.0.1:1\"\ntls = true\n");
+        assert!(
+            e.starts_with("t.toml:3: listen[0].tls: a TLS listener needs a certificate"),
+            "{e}"
+        );
+        let e = parse_err("tls_protocols = [\"SSLv3\"]\n");
+        assert!(
+            e.starts_with("t.toml:1: tls_protocols: unknown protocol \"SSLv3\""),
+            "{e}"
+        );
+        let e = parse_err("tls_protocols = []\n");
+        assert!(
+            e.starts_with("t.toml:1: tls_protocols: name at least one"),
+            "{e}"
+        );
+        let e = parse_err("[[certificates]]\ncert = \"/c.pem\"\n");
+        assert!(e.contains("missing field `key`"), "{e}");
+    }
+}

@@ -1,0 +1,236 @@
+//! TLS connections: the handshake, in the connection's own task (never in
+//! the accept loop) and within `tls_handshake_timeout`, then the HTTP/1.1
+//! session over it. A plain HTTP request on a TLS port gets nginx's 400;
+//! other bytes that are not TLS, a refused or stalled handshake end the
+//! connection. Every failure is counted by reason; the error log gets at
+//! most one line a second about them.
+
+use crate::downstream::h1::Connection;
+use crate::http::heads::{self, ConnectionField};
+use crate::io::client_socket::ClientSocket;
+use crate::io::client_stream::ClientStream;
+use crate::io::write::write_last_within;
+use crate::observe::access_log::TlsInfo;
+use crate::state::{ActiveConnection, Snapshot};
+use rustls::ProtocolVersion;
+use slog::info;
+use std::cell::Cell;
+use std::io;
+use std::net::SocketAddr;
+use std::rc::Rc;
+use std::time::Duration;
+use tokio::io::{AsyncReadExt, Interest};
+use tokio::time::{timeout_at, Instant};
+use tokio_rustls::TlsAcceptor;
+
+/// How long a refused plain HTTP client may go on sending before the close.
+const PLAIN_LINGER: Duration = Duration::from_secs(2);
+/// Fewest seconds between two log lines about failed handshakes.
+const LOG_EVERY: Duration = Duration::from_secs(1);
+
+/// Why a handshake failed: the index of its reason in
+/// [`prefork_shared::stats::TLS_FAILURE_REASONS`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Failure {
+    Timeout = 0,
+    PlainHttp = 1,
+    NotTls = 2,
+    Protocol = 3,
+    Closed = 4,
+}
+
+/// What the client's first bytes are.
+#[derive(Debug, PartialEq, Eq)]
+enum FirstBytes {
+    /// A TLS handshake record.
+    Tls,
+    /// What looks like an HTTP request line (`GET `...).
+    PlainHttp,
+    /// Anything else.
+    Other,
+}
+
+/// Starts serving a connection accepted on a TLS listener, in a task of
+/// its own.
+pub(crate) fn serve(
+    snapshot: &Rc<Snapshot>,
+    socket: ClientSocket,
+    peer: SocketAddr,
+    active: ActiveConnection,
+) {
+    // The newest configuration's certificates serve it (hot reload).
+    let snapshot = snapshot.latest();
+    tokio::task::spawn_local(Box::pin(handshake_then_serve(
+        snapshot, socket, peer, active,
+    )));
+}
+
+async fn handshake_then_serve(
+    snapshot: Rc<Snapshot>,
+    socket: ClientSocket,
+    peer: SocketAddr,
+    active: ActiveConnection,
+) {
+    let Some(tls) = snapshot.tls.as_ref() else {
+        return;
+    };
+    let acceptor = TlsAcceptor::from(tls.config.clone());
+    let deadline = Instant::now() + snapshot.config.tls.handshake_timeout;
+    let failure = match timeout_at(deadline, first_bytes(&socket)).await {
+        Err(_) => Failure::Timeout,
+        Ok(Err(_)) => Failure::Closed,
+        Ok(Ok(FirstBytes::PlainHttp)) => {
+            refuse_plain_http(&snapshot, &socket).await;
+            Failure::PlainHttp
+        }
+        Ok(Ok(FirstBytes::Other)) => Failure::NotTls,
+        Ok(Ok(FirstBytes::Tls)) => match timeout_at(deadline, acceptor.accept(socket)).await {
+            Err(_) => Failure::Timeout,
+            Ok(Err(e)) if e.kind() == io::ErrorKind::InvalidData => Failure::Protocol,
+            Ok(Err(_)) => Failure::Closed,
+            Ok(Ok(stream)) => {
+                snapshot.stats().tls_handshake();
+                let info = negotiated(stream.get_ref().1);
+                let stream = ClientStream::tls(stream);
+                let conn = Connection::tls(snapshot.clone(), stream, peer, active, info);
+                conn.run().await;
+                return;
+            }
+        },
+    };
+    snapshot.stats().tls_failure(failure as usize);
+    log_failure(&snapshot, peer, failure);
+}
+
+/// Waits for the client's first bytes and tells what they are, without
+/// taking them. They are usually there at accept (`TCP_DEFER_ACCEPT`): the
+/// first look needs no wait, and the socket joins the event loop only if
+/// it must wait.
+async fn first_bytes(socket: &ClientSocket) -> io::Result<FirstBytes> {
+    let mut peeked = [std::mem::MaybeUninit::<u8>::uninit(); 8];
+    let mut first = true;
+    loop {
+        if !std::mem::take(&mut first) {
+            socket.ready(Interest::READABLE).await?;
+        }
+        match socket.try_io(Interest::READABLE, || socket.sock_ref().peek(&mut peeked)) {
+            Ok(0) => return Err(io::ErrorKind::UnexpectedEof.into()),
+            Ok(n) => {
+                let mut bytes = [0u8; 8];
+                for (byte, peeked) in bytes.iter_mut().zip(&peeked[..n]) {
+                    // SAFETY: peek initialised the first n bytes.
+                    *byte = unsafe { peeked.assume_init() };
+                }
+                return Ok(classify(&bytes[..n]));
+            }
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
+            Err(e) => return Err(e),
+        }
+    }
+}
+
+/// A TLS handshake record starts with 22; an HTTP request with a method
+/// in capitals, then a space.
+fn classify(first: &[u8]) -> FirstBytes {
+    match first {
+        [0x16, ..] => FirstBytes::Tls,
+        [b'A'..=b'Z', ..] => {
+            let method_len = first.iter().take_while(|b| b.is_ascii_uppercase()).count();
+            match first.get(method_len) {
+                Some(b' ') | None => FirstBytes::PlainHttp,
+                Some(_) => FirstBytes::Other,
+            }
+        }
+        _ => FirstBytes::Other,
+    }
+}
+
+/// Answers nginx's 400 to a plain HTTP request on a TLS port, then closes,
+/// reading what the client still sends for a moment so that the answer is
+/// not lost to a reset.
+async fn refuse_plain_http(snapshot: &Snapshot, socket: &ClientSocket) {
+    const TITLE: &str = "400 The plain HTTP request was sent to HTTPS port";
+    let body = format!(
+        "<html>\r\n<head><title>{TITLE}</title></head>\r\n<body>\r\n<center><h1>400 Bad Request</h1></center>\r\n<center>The plain HTTP request was sent to HTTPS port</center>\r\n<hr><center>prefork</center>\r\n</body>\r\n</html>\r\n"
+    );
+    let mut head = Vec::with_capacity(256);
+    heads::own_response_head(
+        &mut head,
+        400,
+        "text/html",
+        None,
+        body.len(),
+        ConnectionField::Close,
+    );
+    let mut writer = socket;
+    let sent = write_last_within(
+        &mut writer,
+        &head,
+        body.as_bytes(),
+        snapshot.config.http.send_timeout,
+    )
+    .await;
+    if !matches!(sent, Ok(Ok(()))) {
+        return;
+    }
+    let until = Instant::now() + PLAIN_LINGER;
+    let mut sink = [0u8; 4096];
+    let mut reader = socket;
+    while let Ok(Ok(n)) = timeout_at(until, reader.read(&mut sink)).await {
+        if n == 0 {
+            break;
+        }
+    }
+}
+
+/// What a completed handshake negotiated, for the access log.
+fn negotiated(conn: &rustls::ServerConnection) -> TlsInfo {
+    TlsInfo {
+        protocol: match conn.protocol_version() {
+            Some(ProtocolVersion::TLSv1_3) => "TLSv1.3",
+            Some(ProtocolVersion::TLSv1_2) => "TLSv1.2",
+            _ => "-",
+        },
+        cipher: conn
+            .negotiated_cipher_suite()
+            .and_then(|s| s.suite().as_str())
+            .unwrap_or("-"),
+        server_name: conn.server_name().map(str::to_owned),
+    }
+}
+
+thread_local! {
+    /// When the last line about a failed handshake was logged, and how many
+    /// failures went unlogged since.
+    static LOGGED: Cell<(Option<Instant>, u64)> = const { Cell::new((None, 0)) };
+}
+
+/// Logs a failed handshake, at most one line per [`LOG_EVERY`] (with the
+/// count of those not logged): a scan or a flood must not flood the log.
+fn log_failure(snapshot: &Snapshot, peer: SocketAddr, failure: Failure) {
+    let now = Instant::now();
+    let (last, skipped) = LOGGED.get();
+    if last.is_some_and(|at| now < at + LOG_EVERY) {
+        LOGGED.set((last, skipped + 1));
+        return;
+    }
+    LOGGED.set((Some(now), 0));
+    let reason = prefork_shared::stats::TLS_FAILURE_REASONS[failure as usize];
+    info!(snapshot.log, "TLS handshake failed"; "client" => %peer, "reason" => reason, "not_logged_since" => skipped);
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn first_bytes_tell_tls_from_plain_http_and_garbage() {
+        assert_eq!(classify(&[0x16, 3, 1, 0, 0xc8]), FirstBytes::Tls);
+        assert_eq!(classify(b"GET / HT"), FirstBytes::PlainHttp);
+        assert_eq!(classify(b"OPTIONS "), FirstBytes::PlainHttp);
+        assert_eq!(classify(b"PO"), FirstBytes::PlainHttp);
+        assert_eq!(classify(b"Get / HT"), FirstBytes::Other);
+        assert_eq!(classify(b"\x00\x01garbage"), FirstBytes::Other);
+        assert_eq!(classify(b"SSH-2.0-"), FirstBytes::Other);
+    }
+}
