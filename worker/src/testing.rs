@@ -137,6 +137,7 @@ fn upstream(addr: SocketAddr) -> Upstream {
         write_timeout: Duration::from_secs(2),
         keepalive: 8,
         keepalive_timeout: Duration::from_secs(30),
+        tls: None,
     }
 }
 

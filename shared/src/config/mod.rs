@@ -2,7 +2,8 @@
 //! worker, and how it is made from the TOML file.
 //!
 //! - `model.rs`: the validated types, [`Config`] and one type per section;
-//!   all a worker sees. `access_format.rs`: the access-log line format.
+//!   all a worker sees. `access_format.rs`: the access-log line format;
+//!   `redirect.rs`: a `redirect` route's target template.
 //! - `load.rs`: [`load`] reads the file and parses it into the types of
 //!   `raw.rs` (the TOML as written, unknown keys refused), which
 //!   `validate/` checks with one validator per section.
@@ -15,6 +16,7 @@ mod load;
 mod locate;
 mod model;
 mod raw;
+mod redirect;
 #[cfg(test)]
 mod testing;
 mod validate;
@@ -23,10 +25,12 @@ pub use access_format::{parse_template, AccessField, AccessFormat, Segment};
 pub use load::{load, parse, ConfigError, Loaded};
 pub use locate::{KeyPath, Locator, Problem};
 pub use model::{
-    default_control_socket, Admin, Balance, Config, FixedResponse, HealthCheck, HostMatch,
+    default_control_socket, Admin, Balance, Config, Der, FixedResponse, HealthCheck, HostMatch,
     HttpLimits, Listen, LogConfig, LogTarget, Route, RouteAccessLog, RouteAction, Server,
-    SigtermMode, Upstream,
+    SigtermMode, TlsRoots, Upstream, UpstreamTls,
 };
+pub use redirect::{Redirect, RedirectPart, RedirectVar, REDIRECT_STATUSES};
+pub use validate::server_host;
 pub use validate::{
     default_pid_file, DEFAULT_LISTEN, DEFAULT_PID_FILE, DEFAULT_ROOT_PID_FILE,
     DEFAULT_WORKER_TIMEOUT, MAX_DURATION, MAX_REQUEST_HEADERS, MAX_WEIGHT, MIN_WORKER_TIMEOUT,

@@ -6,6 +6,7 @@
 //! a worker never reads or validates the file itself.
 
 use super::access_format::AccessFormat;
+use super::redirect::Redirect;
 use crate::tls::TlsSettings;
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
@@ -203,6 +204,45 @@ pub struct Upstream {
     pub keepalive: usize,
     /// How long an idle pooled connection is kept.
     pub keepalive_timeout: Duration,
+    /// TLS to every server of the group (`tls = true`); `None`: plain TCP.
+    pub tls: Option<UpstreamTls>,
+}
+
+/// TLS to an upstream group's servers, always verified.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct UpstreamTls {
+    /// The name sent as SNI and verified in each server's certificate
+    /// (`tls_server_name`); `None`: each server's host as written in
+    /// `servers` (an IP address is verified as an IP address).
+    pub server_name: Option<String>,
+    /// What the servers' certificates are verified against.
+    pub roots: TlsRoots,
+}
+
+/// The trust roots of upstream TLS.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum TlsRoots {
+    /// The system's trust store, loaded by each worker (it is readable by
+    /// any user).
+    System,
+    /// The certificates of `tls_ca`, read by the master (the file may be
+    /// readable by root alone): workers never open it.
+    Ca {
+        /// The file they came from (for messages).
+        file: PathBuf,
+        /// Each certificate, DER-encoded.
+        certs: Vec<Der>,
+    },
+}
+
+/// DER-encoded bytes, shown by their size only.
+#[derive(Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Der(pub Vec<u8>);
+
+impl std::fmt::Debug for Der {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "Der({} bytes)", self.0.len())
+    }
 }
 
 /// One backend server.
@@ -327,6 +367,8 @@ pub enum RouteAction {
     Proxy(String),
     /// Answer with a fixed response.
     Respond(FixedResponse),
+    /// Answer with a redirect whose `Location` is built from the request.
+    Redirect(Redirect),
 }
 
 /// A response prefork answers by itself.

@@ -123,6 +123,9 @@ pub(super) struct RawUpstream {
     pub(super) max_fails: Option<u32>,
     pub(super) fail_timeout: Option<String>,
     pub(super) health_check: Option<RawHealthCheck>,
+    pub(super) tls: Option<bool>,
+    pub(super) tls_server_name: Option<String>,
+    pub(super) tls_ca: Option<PathBuf>,
 }
 
 /// A server entry: `"host:port"` or `{ addr = "host:port", weight = 3 }`.
@@ -190,6 +193,7 @@ pub(super) struct RawRoute {
     pub(super) path: Option<String>,
     pub(super) upstream: Option<String>,
     pub(super) respond: Option<RawRespond>,
+    pub(super) redirect: Option<RawRedirect>,
     pub(super) access_log: Option<String>,
     pub(super) max_body_size: Option<RawSize>,
 }
@@ -201,6 +205,14 @@ pub(super) struct RawRespond {
     pub(super) status: Option<u16>,
     pub(super) body: Option<String>,
     pub(super) content_type: Option<String>,
+}
+
+/// A route's `redirect = { to = "...", status = N }`.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RawRedirect {
+    pub(super) to: String,
+    pub(super) status: Option<u16>,
 }
 
 /// `[admin]`.

@@ -6,6 +6,8 @@
 //!   and an address that refuses connections;
 //! - [`scripted`]: an origin answering each path with scripted bytes, and a
 //!   WebSocket echo;
+//! - [`tls_origin`]: a test CA (rcgen) and an HTTP/1.1 origin over TLS
+//!   that counts its connections;
 //! - [`handler`]: an origin running a test's own code on each connection,
 //!   and one echoing each request back;
 //! - [`resumption`]: a TLS client that keeps its sessions and says whether
@@ -17,6 +19,7 @@ pub mod http;
 pub mod origins;
 pub mod resumption;
 pub mod scripted;
+pub mod tls_origin;
 
 use std::time::{Duration, Instant};
 

@@ -158,6 +158,7 @@ async fn refuse_plain_http(snapshot: &Snapshot, socket: &ClientSocket) {
         &mut head,
         400,
         "text/html",
+        None,
         body.len(),
         ConnectionField::Close,
     );

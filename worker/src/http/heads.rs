@@ -274,11 +274,13 @@ pub(crate) fn finish_head(
 }
 
 /// Writes into `out` (cleared first) the head of a response prefork answers
-/// by itself, with a body of `body_len` bytes.
+/// by itself, with a body of `body_len` bytes and, for a redirect, a
+/// `Location`.
 pub(crate) fn own_response_head(
     out: &mut Vec<u8>,
     status: u16,
     content_type: &str,
+    location: Option<&str>,
     body_len: usize,
     connection: ConnectionField,
 ) {
@@ -290,6 +292,9 @@ pub(crate) fn own_response_head(
     out.extend_from_slice(b"\r\nServer: prefork\r\n");
     write_date_header(out);
     write_field(out, b"Content-Type", content_type.as_bytes());
+    if let Some(location) = location {
+        write_field(out, b"Location", location.as_bytes());
+    }
     finish_head(out, Some(body_len as u64), false, connection);
 }
 
@@ -569,7 +574,14 @@ mod tests {
     #[test]
     fn own_responses() {
         let mut out = Vec::new();
-        own_response_head(&mut out, 404, "text/html", 12, ConnectionField::KeepAlive);
+        own_response_head(
+            &mut out,
+            404,
+            "text/html",
+            None,
+            12,
+            ConnectionField::KeepAlive,
+        );
         let text = String::from_utf8(out).unwrap();
         assert!(text.starts_with("HTTP/1.1 404 Not Found\r\nServer: prefork\r\nDate: "));
         assert!(text.ends_with(

@@ -73,6 +73,12 @@ pub(crate) trait SpliceEnd {
 
     /// Waits until the socket is ready for `interest`.
     async fn ready(&self, interest: Interest) -> io::Result<()>;
+
+    /// Whether the bytes on the socket are the message's own, so that they
+    /// may be spliced (not so under TLS).
+    fn splices(&self) -> bool {
+        true
+    }
 }
 
 impl SpliceEnd for ClientSocket {
@@ -126,6 +132,10 @@ impl<T: SpliceEnd + ?Sized> SpliceEnd for &T {
 
     async fn ready(&self, interest: Interest) -> io::Result<()> {
         (**self).ready(interest).await
+    }
+
+    fn splices(&self) -> bool {
+        (**self).splices()
     }
 }
 
@@ -224,6 +234,9 @@ pub(crate) async fn transfer(
     mut on_read: impl FnMut(u64),
     limits: Limits,
 ) -> Result<Moved, Failure> {
+    if !src.splices() || !dst.splices() {
+        return Ok(Moved::Unsupported);
+    }
     let Ok(mut lease) = pipes.lease() else {
         return Ok(Moved::Unsupported);
     };

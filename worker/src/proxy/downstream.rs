@@ -69,14 +69,17 @@ pub(crate) trait Downstream {
     /// client may still be sending it.
     fn set_request_done(&mut self, done: bool);
 
-    /// Answers with a response of prefork's own; `close`: the session ends
-    /// after it.
+    /// Answers with a response of prefork's own, with a `Location` field
+    /// if `location` is set (a redirect); `close`: the session ends after
+    /// it.
+    #[allow(clippy::too_many_arguments)]
     async fn answer(
         &mut self,
         snapshot: &Snapshot,
         is_head: bool,
         status: u16,
         content_type: &str,
+        location: Option<&str>,
         body: &[u8],
         close: bool,
     ) -> Done;

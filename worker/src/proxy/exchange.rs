@@ -10,7 +10,7 @@ use super::request::{Request, RequestCtx};
 use super::response::{read_response_head, Expecting, Head, ResponseMeta};
 use crate::http::body::BodyCursor;
 use crate::http::Framing;
-use crate::io::splice;
+use crate::io::splice::{self, SpliceEnd};
 use crate::io::timed::TimedOut;
 use crate::io::write::{write_two, write_two_within};
 use crate::io::BODY_READ;
@@ -71,7 +71,7 @@ pub(super) fn exchange<'a, 'r, D: Downstream>(
             upgrade: req.upgrade,
             forward_interim: sink.forwards_interim(),
             via: snapshot.config.http.via.as_deref(),
-            read_size: if sink.splices() {
+            read_size: if sink.splices() && up_rd.splices() {
                 splice::HEAD_READ
             } else {
                 BODY_READ
@@ -354,8 +354,10 @@ where
         write: t.upstream_write,
     };
     while !body.is_done() {
-        if let Some(spliced) = body.splice_rest(&*upstream, limits).await {
-            return spliced;
+        if upstream.splices() {
+            if let Some(spliced) = body.splice_rest(&*upstream, limits).await {
+                return spliced;
+            }
         }
         body.receive(t.client_read).await?;
         let ready = body.ready()?;

@@ -8,6 +8,7 @@
 //! - `downstream`: the seam: what the core needs of the client side;
 //! - `forward`: pick a server, connect, retry (`retry` decides), answer
 //!   failures;
+//! - `redirect`: a `redirect` route's `Location`;
 //! - `exchange`: one exchange with a server, in phases (`response` reads
 //!   its head, `relay` its body);
 //! - `error`: failures, classified: the client's or the upstream's, and
@@ -17,6 +18,7 @@ pub(crate) mod downstream;
 pub(crate) mod error;
 mod exchange;
 mod forward;
+mod redirect;
 mod relay;
 pub(crate) mod request;
 mod response;
@@ -35,7 +37,7 @@ use tokio::time::Sleep;
 
 /// Serves `req`, whose head `client` read and `ctx` began: refuses a body
 /// announced too large, answers by itself (no route: 404; a `respond`
-/// route), or forwards it; `timer` times the wait for an upstream's
+/// route, a `redirect`), or forwards it; `timer` times the wait for an upstream's
 /// response.
 #[allow(clippy::manual_async_fn)]
 pub(crate) fn serve<'a, 'r, D: Downstream>(
@@ -73,7 +75,25 @@ pub(crate) fn serve<'a, 'r, D: Downstream>(
                         req.is_head,
                         fixed.status,
                         &fixed.content_type,
+                        None,
                         body,
+                        close,
+                    )
+                    .await
+            }
+            Some(RouteAction::Redirect(redirect)) => {
+                let close = client.must_close(snapshot, req);
+                // `begin` built the `Location` where a forwarded head goes.
+                let location = String::from_utf8_lossy(&ctx.request_head);
+                let body = heads::error_body(redirect.status);
+                client
+                    .answer(
+                        snapshot,
+                        req.is_head,
+                        redirect.status,
+                        "text/html",
+                        Some(&location),
+                        body.as_bytes(),
                         close,
                     )
                     .await
@@ -106,6 +126,7 @@ async fn answer_error<D: Downstream>(
             req.is_head,
             status,
             "text/html",
+            None,
             body.as_bytes(),
             close,
         )

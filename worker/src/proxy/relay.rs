@@ -61,7 +61,7 @@ where
         // Everything buffered was forwarded (the head too): a large rest of
         // known length goes from socket to socket.
         if let (false, &mut BodyCursor::Length(left)) = (decode, &mut *body) {
-            if left >= splice::MIN_SPLICE {
+            if left >= splice::MIN_SPLICE && upstream.splices() {
                 let limits = splice::Limits {
                     read: t.upstream_read,
                     write: t.client_write,

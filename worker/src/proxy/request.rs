@@ -45,7 +45,8 @@ pub(crate) struct RequestCtx {
     scheme: Scheme,
     /// The route (index in the config; `None`: none).
     pub(crate) route: Option<usize>,
-    /// The head forwarded upstream (kept for a retry).
+    /// The head forwarded upstream (kept for a retry); for a `redirect`
+    /// route, the `Location` instead.
     pub(crate) request_head: Vec<u8>,
     /// The request's id (sent upstream as `X-Request-Id`).
     pub(crate) request_id: String,
@@ -133,6 +134,15 @@ impl RequestCtx {
                 self.scheme,
                 limits.via.as_deref(),
                 added_id,
+            );
+        } else if let Some(RouteAction::Redirect(redirect)) = action {
+            // No head is forwarded: its buffer holds the `Location`.
+            super::redirect::location(
+                &mut self.request_head,
+                &redirect.to,
+                head,
+                &routed_host,
+                self.scheme,
             );
         }
         if snapshot.access.any() {

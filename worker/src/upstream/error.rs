@@ -23,6 +23,17 @@ pub(crate) enum UpstreamError {
         /// The server.
         addr: SocketAddr,
     },
+    /// The TLS handshake failed (a certificate that does not verify, among
+    /// others): a connect failure as far as retries and health go.
+    #[error("{0}")]
+    Tls(Box<TlsFailure>),
+    /// The TCP connection and TLS handshake took longer than
+    /// `connect_timeout`.
+    #[error("connect to {addr} timed out in the TLS handshake")]
+    TlsTimeout {
+        /// The server.
+        addr: SocketAddr,
+    },
     /// Writing the request failed.
     #[error("sending the request failed: {0}")]
     Write(io::Error),
@@ -50,6 +61,20 @@ pub(crate) enum UpstreamError {
     EarlySwitch,
 }
 
+/// A failed TLS handshake with an upstream server (boxed in
+/// [`UpstreamError`]: errors travel through every poll of an exchange, and
+/// this one's size would grow them all).
+#[derive(Debug, thiserror::Error)]
+#[error("TLS handshake with {addr} ({name}) failed: {reason}")]
+pub(crate) struct TlsFailure {
+    /// The server.
+    pub(crate) addr: SocketAddr,
+    /// The name verified.
+    pub(crate) name: String,
+    /// Why, in words.
+    pub(crate) reason: String,
+}
+
 impl UpstreamError {
     /// The status answered to the client when nothing was sent yet.
     pub(crate) fn status(&self) -> u16 {
@@ -57,5 +82,17 @@ impl UpstreamError {
             UpstreamError::ReadTimeout => 504,
             _ => 502,
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::UpstreamError;
+
+    /// Errors travel through every poll of an exchange: a variant carrying
+    /// more than an address and an `io::Error` would grow them all.
+    #[test]
+    fn upstream_errors_stay_small() {
+        assert!(std::mem::size_of::<UpstreamError>() <= 40);
     }
 }

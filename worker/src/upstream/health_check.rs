@@ -7,13 +7,14 @@
 //! group is dropped.
 
 use super::health::Change;
+use super::tls::GroupTls;
 use super::{Group, Upstreams};
 use crate::stop::Stop;
 use prefork_shared::config::HealthCheck;
 use slog::{info, warn, Logger};
 use std::net::SocketAddr;
 use std::rc::{Rc, Weak};
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::net::TcpStream;
 use tokio::sync::watch;
 use tokio::time::{sleep, timeout};
@@ -77,15 +78,18 @@ async fn check_loop(
     loop {
         // Only a weak reference is kept across waits: a replaced group's
         // checks end on their own.
-        let Some((check, addr, host)) = group.upgrade().filter(|g| !g.is_retired()).and_then(|g| {
-            let server = g.server(index);
-            let check = g.config.health_check.clone()?;
-            Some((check, server.addr, server.name.clone()))
-        }) else {
+        let Some((check, addr, host, tls)) =
+            group.upgrade().filter(|g| !g.is_retired()).and_then(|g| {
+                let server = g.server(index);
+                let check = g.config.health_check.clone()?;
+                let tls = g.tls.clone().map(|tls| (tls, index));
+                Some((check, server.addr, server.name.clone(), tls))
+            })
+        else {
             return;
         };
         let result = tokio::select! {
-            result = probe(addr, &host, &check) => result,
+            result = probe(addr, &host, &check, tls) => result,
             _ = stop.wait_for(|s| *s != Stop::Running) => return,
         };
         let Some(g) = group.upgrade().filter(|g| !g.is_retired()) else {
@@ -106,9 +110,18 @@ async fn check_loop(
     }
 }
 
-/// One check: `Ok` for a 2xx or 3xx response head within the timeout.
-async fn probe(addr: SocketAddr, host: &str, check: &HealthCheck) -> Result<(), String> {
-    match timeout(check.timeout, exchange(addr, host, &check.path)).await {
+/// The TLS side of a checked server's group, and the server's index.
+type CheckTls = Option<(Rc<GroupTls>, usize)>;
+
+/// One check: `Ok` for a 2xx or 3xx response head within the timeout;
+/// over TLS when `tls` is set.
+async fn probe(
+    addr: SocketAddr,
+    host: &str,
+    check: &HealthCheck,
+    tls: CheckTls,
+) -> Result<(), String> {
+    match timeout(check.timeout, exchange(addr, host, &check.path, tls)).await {
         Ok(Ok(status)) if (200..400).contains(&status) => Ok(()),
         Ok(Ok(status)) => Err(format!("status {status}")),
         Ok(Err(why)) => Err(why),
@@ -117,17 +130,36 @@ async fn probe(addr: SocketAddr, host: &str, check: &HealthCheck) -> Result<(), 
 }
 
 /// Sends the check request and returns the response status.
-async fn exchange(addr: SocketAddr, host: &str, path: &str) -> Result<u16, String> {
-    let mut stream = TcpStream::connect(addr)
+async fn exchange(addr: SocketAddr, host: &str, path: &str, tls: CheckTls) -> Result<u16, String> {
+    let tcp = TcpStream::connect(addr)
         .await
         .map_err(|e| format!("connect: {e}"))?;
+    match tls {
+        None => status_over(tcp, host, path).await,
+        Some((tls, index)) => {
+            let stream = tls
+                .handshake(index, tcp)
+                .await
+                .map_err(|e| format!("TLS handshake: {e}"))?;
+            status_over(stream, host, path).await
+        }
+    }
+}
+
+/// Sends the check request over `stream` and returns the response status.
+async fn status_over<S: AsyncRead + AsyncWrite + Unpin>(
+    mut stream: S,
+    host: &str,
+    path: &str,
+) -> Result<u16, String> {
     let request = format!(
         "GET {path} HTTP/1.1\r\nHost: {host}\r\nUser-Agent: prefork-health-check\r\nConnection: close\r\n\r\n"
     );
-    stream
-        .write_all(request.as_bytes())
-        .await
-        .map_err(|e| format!("send: {e}"))?;
+    let sent = async {
+        stream.write_all(request.as_bytes()).await?;
+        stream.flush().await
+    };
+    sent.await.map_err(|e| format!("send: {e}"))?;
     let mut buf = Vec::with_capacity(1024);
     loop {
         let mut headers = [httparse::EMPTY_HEADER; 64];
@@ -189,7 +221,7 @@ mod tests {
     async fn two_and_three_hundreds_pass_others_fail() {
         let (addr, server) = answering(b"HTTP/1.1 204 No Content\r\n\r\n").await;
         assert_eq!(
-            probe(addr, "app:80", &check(Duration::from_secs(2))).await,
+            probe(addr, "app:80", &check(Duration::from_secs(2)), None).await,
             Ok(())
         );
         let sent = String::from_utf8(server.await.unwrap()).unwrap();
@@ -200,16 +232,16 @@ mod tests {
 
         let (addr, _s) = answering(b"HTTP/1.1 301 Moved\r\nLocation: /\r\n\r\n").await;
         assert_eq!(
-            probe(addr, "a", &check(Duration::from_secs(2))).await,
+            probe(addr, "a", &check(Duration::from_secs(2)), None).await,
             Ok(())
         );
         let (addr, _s) = answering(b"HTTP/1.1 503 Busy\r\nContent-Length: 0\r\n\r\n").await;
         assert_eq!(
-            probe(addr, "a", &check(Duration::from_secs(2))).await,
+            probe(addr, "a", &check(Duration::from_secs(2)), None).await,
             Err("status 503".into())
         );
         let (addr, _s) = answering(b"garbage\r\n\r\n").await;
-        let err = probe(addr, "a", &check(Duration::from_secs(2)))
+        let err = probe(addr, "a", &check(Duration::from_secs(2)), None)
             .await
             .unwrap_err();
         assert!(err.starts_with("malformed response"), "{err}");
@@ -219,14 +251,58 @@ mod tests {
     async fn silence_and_refusal_fail() {
         let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
-        let err = probe(addr, "a", &check(Duration::from_millis(100)))
+        let err = probe(addr, "a", &check(Duration::from_millis(100)), None)
             .await
             .unwrap_err();
         assert!(err.starts_with("no response within"), "{err}");
         drop(listener);
-        let err = probe(addr, "a", &check(Duration::from_secs(2)))
+        let err = probe(addr, "a", &check(Duration::from_secs(2)), None)
             .await
             .unwrap_err();
         assert!(err.starts_with("connect:"), "{err}");
+    }
+
+    #[tokio::test]
+    async fn checks_run_over_tls_and_fail_on_a_certificate_that_does_not_verify() {
+        use prefork_shared::config::{Der, Server, TlsRoots, UpstreamTls};
+        use prefork_testkit::tls_origin::{TestCa, TlsOrigin};
+        use rustls::pki_types::pem::PemObject;
+        let ca = TestCa::new("test CA");
+        let origin = TlsOrigin::start(&ca.leaf(&["api.internal"]));
+        let tls_to = |ca: &TestCa, name: &str| {
+            let certs = rustls::pki_types::CertificateDer::pem_slice_iter(ca.pem().as_bytes())
+                .map(|c| Der(c.unwrap().to_vec()))
+                .collect();
+            let tls = UpstreamTls {
+                server_name: Some(name.into()),
+                roots: TlsRoots::Ca {
+                    file: "ca.pem".into(),
+                    certs,
+                },
+            };
+            let server = Server {
+                name: origin.addr().to_string(),
+                addr: origin.addr(),
+                weight: 1,
+            };
+            Some((Rc::new(GroupTls::new(&tls, &[server])), 0))
+        };
+        let check = check(Duration::from_secs(5));
+        assert_eq!(
+            probe(origin.addr(), "a", &check, tls_to(&ca, "api.internal")).await,
+            Ok(())
+        );
+        let err = probe(
+            origin.addr(),
+            "a",
+            &check,
+            tls_to(&TestCa::new("other"), "api.internal"),
+        )
+        .await
+        .unwrap_err();
+        assert!(
+            err.starts_with("TLS handshake: certificate verify failed: unknown issuer"),
+            "{err}"
+        );
     }
 }

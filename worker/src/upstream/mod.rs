@@ -7,12 +7,16 @@ pub(crate) mod balance;
 pub(crate) mod error;
 pub(crate) mod health;
 pub(crate) mod health_check;
+pub(crate) mod stream;
+pub(crate) mod tls;
 
 use crate::io::BODY_READ;
 use crate::observe::stats::{ServerCell, Stats};
 use crate::upstream::balance::Balancer;
-use crate::upstream::error::UpstreamError;
+use crate::upstream::error::{TlsFailure, UpstreamError};
 use crate::upstream::health::{Change, Health};
+use crate::upstream::stream::UpStream;
+use crate::upstream::tls::GroupTls;
 use bytes::BytesMut;
 use prefork_shared::config::{Config, Server, Upstream};
 use rustc_hash::FxHashMap;
@@ -25,8 +29,8 @@ use tokio::time::{timeout, Instant};
 
 /// A connection to one upstream server.
 pub(crate) struct UpstreamConn {
-    /// The socket.
-    pub(crate) stream: TcpStream,
+    /// The socket, plain or with TLS.
+    pub(crate) stream: UpStream,
     /// Response bytes read and not yet forwarded; kept with the connection
     /// so idle client connections hold no upstream buffer.
     pub(crate) buf: BytesMut,
@@ -66,6 +70,9 @@ pub(crate) struct Group {
     /// Each server's counters, shared with the worker's [`Stats`]
     /// (resolved when the group is made, never per request).
     counters: Vec<ServerCell>,
+    /// TLS to the servers, set up once for the group's configuration
+    /// (shared with its health checks).
+    tls: Option<Rc<GroupTls>>,
 }
 
 /// Counts a request in flight on a server until dropped.
@@ -93,7 +100,12 @@ impl Group {
             .iter()
             .map(|_| RefCell::new(Health::new(max_fails, config.fail_timeout)))
             .collect();
+        let tls = config
+            .tls
+            .as_ref()
+            .map(|tls| Rc::new(GroupTls::new(tls, &config.servers)));
         Group {
+            tls,
             balancer: Balancer::new(config.balance, &weights, rng),
             busy: config.servers.iter().map(|_| Cell::new(0)).collect(),
             health,
@@ -207,6 +219,10 @@ impl Group {
         stream
             .set_nodelay(true)
             .map_err(|source| UpstreamError::Connect { addr, source })?;
+        let stream = match &self.tls {
+            None => UpStream::Plain(stream),
+            Some(tls) => UpStream::Tls(Box::new(self.handshake(tls, index, stream).await?)),
+        };
         Ok(UpstreamConn {
             stream,
             buf: BytesMut::with_capacity(BODY_READ),
@@ -216,15 +232,35 @@ impl Group {
         })
     }
 
+    /// The TLS handshake with server `index` over `tcp`, given a
+    /// `connect_timeout` of its own (as the TCP connect before it).
+    async fn handshake(
+        &self,
+        tls: &GroupTls,
+        index: usize,
+        tcp: TcpStream,
+    ) -> Result<tokio_rustls::client::TlsStream<TcpStream>, UpstreamError> {
+        let addr = self.server(index).addr;
+        match timeout(self.config.connect_timeout, tls.handshake(index, tcp)).await {
+            Ok(Ok(stream)) => Ok(stream),
+            Ok(Err(reason)) => Err(UpstreamError::Tls(Box::new(TlsFailure {
+                addr,
+                name: tls.name(index),
+                reason,
+            }))),
+            Err(_) => Err(UpstreamError::TlsTimeout { addr }),
+        }
+    }
+
     fn take_idle(&self, index: usize) -> Option<UpstreamConn> {
         let mut idle = self.idle.get(index)?.borrow_mut();
         let now = Instant::now();
         while let Some(Idle { mut conn, since }) = idle.pop_back() {
             let usable = now.duration_since(since) < self.config.keepalive_timeout
-                && if conn.recheck {
-                    nothing_arrived(&conn.stream)
-                } else {
-                    is_quiet(&conn.stream)
+                && match &mut conn.stream {
+                    UpStream::Plain(tcp) if conn.recheck => nothing_arrived(tcp),
+                    UpStream::Plain(tcp) => is_quiet(tcp),
+                    UpStream::Tls(tls) => tls_quiet(tls),
                 };
             if usable {
                 conn.reused = true;
@@ -291,6 +327,15 @@ fn nothing_arrived(stream: &TcpStream) -> bool {
         socket2::SockRef::from(stream).peek(&mut byte),
         Err(e) if e.kind() == io::ErrorKind::WouldBlock
     )
+}
+
+/// [`nothing_arrived`] for a TLS connection: neither rustls (bytes it
+/// decrypted with the last response and nobody read) nor the socket (only
+/// peeked at: a byte read from it would be lost to rustls) holds anything.
+fn tls_quiet(stream: &mut tokio_rustls::client::TlsStream<TcpStream>) -> bool {
+    let (tcp, tls) = stream.get_mut();
+    matches!(tls.process_new_packets(), Ok(io) if io.plaintext_bytes_to_read() == 0)
+        && nothing_arrived(tcp)
 }
 
 /// Every upstream group of a configuration.
@@ -396,6 +441,7 @@ mod tests {
                 write_timeout: Duration::from_secs(1),
                 keepalive,
                 keepalive_timeout: Duration::from_secs(60),
+                tls: None,
             },
             fastrand::Rng::with_seed(1),
             addrs.iter().map(|_| ServerCell::default()).collect(),
@@ -534,5 +580,115 @@ mod tests {
         assert_eq!(new.groups["changed"].config.keepalive, 8);
         assert!(old.groups["changed"].is_retired());
         assert!(!old.groups["same"].is_retired() && !new.groups["changed"].is_retired());
+    }
+
+    /// A group of one server over TLS, verified by `server_name` against
+    /// `ca`.
+    fn tls_group(addr: std::net::SocketAddr, server_name: &str, ca: &str) -> Group {
+        use prefork_shared::config::{Der, TlsRoots, UpstreamTls};
+        use rustls::pki_types::pem::PemObject;
+        let mut config = group(addr, 4).config;
+        let certs = rustls::pki_types::CertificateDer::pem_slice_iter(ca.as_bytes())
+            .map(|c| Der(c.unwrap().to_vec()))
+            .collect();
+        config.tls = Some(UpstreamTls {
+            server_name: Some(server_name.into()),
+            roots: TlsRoots::Ca {
+                file: "ca.pem".into(),
+                certs,
+            },
+        });
+        Group::new(
+            config,
+            fastrand::Rng::with_seed(1),
+            vec![ServerCell::default()],
+        )
+    }
+
+    #[tokio::test]
+    async fn tls_connections_verify_and_are_pooled_like_plain_ones() {
+        use prefork_testkit::tls_origin::{TestCa, TlsOrigin};
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let ca = TestCa::new("test CA");
+        let origin = TlsOrigin::start(&ca.leaf(&["api.internal"]));
+        let g = tls_group(origin.addr(), "api.internal", &ca.pem());
+        for round in 0..3 {
+            let mut conn = g.acquire(0, false).await.unwrap();
+            assert_eq!(conn.reused, round > 0);
+            let UpStream::Tls(tls) = &mut conn.stream else {
+                panic!("a plain connection")
+            };
+            tls.write_all(b"GET /x HTTP/1.1\r\nHost: a\r\n\r\n")
+                .await
+                .unwrap();
+            tls.flush().await.unwrap();
+            let mut got = Vec::new();
+            while !got.ends_with(b"conn=1") {
+                assert_ne!(tls.read_buf(&mut got).await.unwrap(), 0);
+            }
+            assert!(got.starts_with(b"HTTP/1.1 200 OK\r\n"));
+            g.release(conn);
+        }
+        assert_eq!((origin.accepted(), origin.handshakes()), (1, 1));
+
+        // A new connection resumes the session of the first (the group's
+        // configuration keeps rustls's session cache).
+        let fresh = g.acquire(0, true).await.unwrap();
+        let UpStream::Tls(tls) = &fresh.stream else {
+            panic!("a plain connection")
+        };
+        assert_eq!(
+            tls.get_ref().1.handshake_kind(),
+            Some(rustls::HandshakeKind::Resumed)
+        );
+    }
+
+    #[tokio::test]
+    async fn tls_verification_failures_say_why() {
+        use prefork_testkit::tls_origin::{TestCa, TlsOrigin};
+        let ca = TestCa::new("test CA");
+        let origin = TlsOrigin::start(&ca.leaf(&["api.internal"]));
+        let wrong_name = tls_group(origin.addr(), "other.internal", &ca.pem());
+        let err = wrong_name.acquire(0, false).await.err().unwrap();
+        let text = err.to_string();
+        assert!(matches!(err, UpstreamError::Tls(_)), "{text}");
+        assert!(
+            text.contains("certificate not valid for name \"other.internal\""),
+            "{text}"
+        );
+        assert_eq!(err.status(), 502);
+        let other_ca = TestCa::new("another CA");
+        let wrong_ca = tls_group(origin.addr(), "api.internal", &other_ca.pem());
+        let text = wrong_ca.acquire(0, false).await.err().unwrap().to_string();
+        assert!(
+            text.contains("unknown issuer (not signed by tls_ca ca.pem)"),
+            "{text}"
+        );
+    }
+
+    /// A pooled TLS connection whose last response left decrypted bytes
+    /// unread in rustls is not handed out again, though its socket is
+    /// empty.
+    #[tokio::test]
+    async fn a_tls_connection_holding_unread_bytes_is_not_reused() {
+        use prefork_testkit::tls_origin::{TestCa, TlsOrigin};
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let ca = TestCa::new("test CA");
+        let origin = TlsOrigin::start(&ca.leaf(&["api.internal"]));
+        let g = tls_group(origin.addr(), "api.internal", &ca.pem());
+        let mut conn = g.acquire(0, false).await.unwrap();
+        let UpStream::Tls(tls) = &mut conn.stream else {
+            panic!("a plain connection")
+        };
+        tls.write_all(b"GET /x HTTP/1.1\r\nHost: a\r\n\r\n")
+            .await
+            .unwrap();
+        tls.flush().await.unwrap();
+        let mut first = [0u8; 1];
+        tls.read_exact(&mut first).await.unwrap();
+        assert_eq!(&first, b"H");
+        g.release(conn);
+        assert_eq!(g.idle_count(0), 1);
+        assert!(g.take_idle(0).is_none(), "handed out with bytes unread");
     }
 }

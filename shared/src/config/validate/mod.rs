@@ -7,7 +7,7 @@
 //! - [`http`] the client limits and timeouts, `via` and `splice`;
 //! - [`log`] `[log]` and a route's `access_log`;
 //! - [`listen`] `[[listen]]` and `[admin]`;
-//! - [`upstreams`] `[upstreams.NAME]`;
+//! - [`upstreams`] `[upstreams.NAME]` ([`upstream_tls`] its TLS keys);
 //! - [`routes`] `[[routes]]`;
 //! - [`tls`] `[[certificates]]`, `tls_handshake_timeout`, `tls_protocols`
 //!   and the TLS listeners' need of a certificate.
@@ -24,6 +24,7 @@ mod process;
 mod routes;
 mod tickets;
 mod tls;
+mod upstream_tls;
 mod upstreams;
 
 pub use http::MAX_REQUEST_HEADERS;
@@ -32,6 +33,7 @@ pub use process::{
     default_pid_file, DEFAULT_PID_FILE, DEFAULT_ROOT_PID_FILE, DEFAULT_WORKER_TIMEOUT,
     MIN_WORKER_TIMEOUT,
 };
+pub use upstream_tls::server_host;
 pub use upstreams::MAX_WEIGHT;
 
 /// Longest duration any key takes: longer ones are absurd, and one far

@@ -4,7 +4,8 @@
 use super::Validator;
 use crate::config::locate::KeyPath;
 use crate::config::model::{FixedResponse, HostMatch, Route, RouteAction, Upstream};
-use crate::config::raw::{RawRespond, RawRoute};
+use crate::config::raw::{RawRedirect, RawRespond, RawRoute};
+use crate::config::redirect::{parse_target, Redirect, REDIRECT_STATUSES};
 use crate::uri_path::{self, AboveRoot};
 use std::collections::hash_map::Entry;
 use std::collections::{BTreeMap, HashMap};
@@ -74,19 +75,15 @@ impl Validator<'_> {
                     continue;
                 }
             };
-            let action = match (r.upstream, r.respond) {
-                (Some(_), Some(_)) => {
-                    self.problem(&p, "a route takes either `upstream` or `respond`, not both");
-                    continue;
-                }
-                (None, None) => {
+            let action = match (r.upstream, r.respond, r.redirect) {
+                (None, None, None) => {
                     self.problem(
                         &p,
-                        "a route needs `upstream = \"name\"` or `respond = { ... }`",
+                        "a route needs `upstream = \"name\"`, `respond = { ... }` or `redirect = { ... }`",
                     );
                     continue;
                 }
-                (Some(name), None) => {
+                (Some(name), None, None) => {
                     if !upstreams.contains_key(&name) {
                         let known: Vec<&str> = upstreams.keys().map(String::as_str).collect();
                         self.problem(
@@ -104,10 +101,21 @@ impl Validator<'_> {
                     }
                     RouteAction::Proxy(name)
                 }
-                (None, Some(resp)) => match self.respond(p.key("respond"), resp) {
+                (None, Some(resp), None) => match self.respond(p.key("respond"), resp) {
                     Some(f) => RouteAction::Respond(f),
                     None => continue,
                 },
+                (None, None, Some(redirect)) => match self.redirect(p.key("redirect"), redirect) {
+                    Some(r) => RouteAction::Redirect(r),
+                    None => continue,
+                },
+                _ => {
+                    self.problem(
+                        &p,
+                        "a route takes either `upstream`, `respond` or `redirect`, not two of them",
+                    );
+                    continue;
+                }
             };
             match seen.entry((host.clone(), route_path.clone())) {
                 Entry::Occupied(first) => {
@@ -138,6 +146,26 @@ impl Validator<'_> {
             });
         }
         out
+    }
+
+    fn redirect(&mut self, path: KeyPath, raw: RawRedirect) -> Option<Redirect> {
+        // nginx's `permanent` (and `return 301`): the usual answer for a
+        // site moved for good, such as plain HTTP sent on to HTTPS.
+        let status = raw.status.unwrap_or(301);
+        if !REDIRECT_STATUSES.contains(&status) {
+            self.problem(
+                &path.key("status"),
+                format!("must be 301, 302, 303, 307 or 308 (found {status})"),
+            );
+            return None;
+        }
+        match parse_target(&raw.to) {
+            Ok(to) => Some(Redirect { status, to }),
+            Err(why) => {
+                self.problem(&path.key("to"), why);
+                None
+            }
+        }
     }
 
     fn respond(&mut self, path: KeyPath, raw: RawRespond) -> Option<FixedResponse> {
@@ -226,6 +254,55 @@ mod tests {
         assert!(both.contains("routes[0]: a route takes either"), "{both}");
         let neither = parse_err("[[routes]]\npath = \"/\"\n");
         assert!(neither.contains("routes[0]: a route needs"), "{neither}");
+        let three =
+            parse_err("[[routes]]\nrespond = { body = \"x\" }\nredirect = { to = \"/y\" }\n");
+        assert!(three.contains("routes[0]: a route takes either"), "{three}");
+    }
+
+    #[test]
+    fn redirects_take_a_target_and_a_status() {
+        use crate::config::model::RouteAction;
+        use crate::config::redirect::{Redirect, RedirectPart, RedirectVar};
+        let c = parse_ok(
+            "[[routes]]\nredirect = { to = \"https://$host$request_uri\" }\n\
+             [[routes]]\npath = \"/old\"\nredirect = { to = \"/new?$args\", status = 308 }\n",
+        );
+        assert_eq!(
+            c.routes[0].action,
+            RouteAction::Redirect(Redirect {
+                status: 301,
+                to: vec![
+                    RedirectPart::Text("https://".into()),
+                    RedirectPart::Var(RedirectVar::Host),
+                    RedirectPart::Var(RedirectVar::RequestUri),
+                ],
+            })
+        );
+        assert!(matches!(
+            &c.routes[1].action,
+            RouteAction::Redirect(Redirect { status: 308, .. })
+        ));
+    }
+
+    #[test]
+    fn bad_redirects_name_line_and_key() {
+        let e = parse_err(
+            "[[routes]]\nredirect = { to = \"https://$hostname/\" }\n\
+             [[routes]]\npath = \"/b\"\nredirect = { to = \"/x\", status = 200 }\n",
+        );
+        let lines: Vec<&str> = e.lines().collect();
+        assert!(
+            lines[0].starts_with("t.toml:2: routes[0].redirect.to: unknown variable $hostname"),
+            "{e}"
+        );
+        assert_eq!(
+            lines[1],
+            "t.toml:5: routes[1].redirect.status: must be 301, 302, 303, 307 or 308 (found 200)"
+        );
+        assert_eq!(lines.len(), 2, "{e}");
+        let e = parse_err("[[routes]]\nredirect = { status = 301 }\n");
+        assert!(e.starts_with("t.toml:2: routes[0].redirect"), "{e}");
+        assert!(e.contains("missing field `to`"), "{e}");
     }
 
     #[test]

@@ -1,6 +1,7 @@
 //! `[upstreams.NAME]`: the servers of each group, how requests are balanced
 //! across them, and their health checks.
 
+use super::upstream_tls::RawTls;
 use super::Validator;
 use crate::config::locate::KeyPath;
 use crate::config::model::{Balance, HealthCheck, Server, Upstream};
@@ -46,7 +47,14 @@ impl Validator<'_> {
                     Err(why) => self.problem(&p.key("servers").index(i), why),
                 }
             }
+            let tls = RawTls {
+                tls: u.tls,
+                server_name: u.tls_server_name,
+                ca: u.tls_ca,
+            };
+            let tls = self.upstream_tls(&p, tls, &servers);
             let upstream = Upstream {
+                tls,
                 servers,
                 balance: self.balance(p.key("balance"), u.balance.as_deref()),
                 max_fails: u.max_fails.unwrap_or(1),

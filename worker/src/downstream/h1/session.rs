@@ -79,6 +79,7 @@ impl Session {
             false,
             status,
             "text/html",
+            None,
             body.as_bytes(),
             true,
         )
@@ -94,6 +95,7 @@ impl Session {
         is_head: bool,
         status: u16,
         content_type: &str,
+        location: Option<&str>,
         body: &[u8],
         close: bool,
     ) -> Done {
@@ -102,6 +104,7 @@ impl Session {
             &mut self.response_head,
             status,
             content_type,
+            location,
             body.len(),
             connection_field(version, close),
         );
@@ -234,6 +237,7 @@ impl Downstream for Session {
         is_head: bool,
         status: u16,
         content_type: &str,
+        location: Option<&str>,
         body: &[u8],
         close: bool,
     ) -> Done {
@@ -244,6 +248,7 @@ impl Downstream for Session {
             is_head,
             status,
             content_type,
+            location,
             body,
             close,
         )

@@ -46,6 +46,8 @@ struct Received {
     /// The status of the interim head started and not yet relayed.
     pending_interim: Option<u16>,
     status: Option<u16>,
+    /// The `Location` of an answer of the core's own.
+    location: Option<String>,
     fields: Vec<(String, String)>,
     data: Vec<u8>,
     /// The final head's length (if known) and whether the core asked to end
@@ -127,10 +129,12 @@ impl Downstream for MessageClient {
         _: bool,
         status: u16,
         _: &str,
+        location: Option<&str>,
         body: &[u8],
         close: bool,
     ) -> Done {
         self.got.status = Some(status);
+        self.got.location = location.map(str::to_owned);
         self.got.data.extend_from_slice(body);
         Done {
             served: Served {
@@ -482,4 +486,46 @@ fn a_response_cut_short_is_told_to_a_message_level_client() {
     assert_eq!(got[0].status, Some(200));
     assert_eq!(got[0].data, b"hello");
     assert_eq!(got[0].whole, Some(false));
+}
+
+/// A `redirect` route is answered by the core with its status and a
+/// `Location` built from the request, and counted as any request.
+#[test]
+fn a_redirect_route_is_answered_by_the_core() {
+    use prefork_shared::config::{
+        HostMatch, Redirect, RedirectPart, RedirectVar, Route, RouteAction,
+    };
+    let origin = EchoOrigin::start();
+    let mut config = config(origin.addr());
+    config.routes.push(Route {
+        host: HostMatch::Exact("moved.test".into()),
+        path: "/".into(),
+        action: RouteAction::Redirect(Redirect {
+            status: 308,
+            to: vec![
+                RedirectPart::Text("https://".into()),
+                RedirectPart::Var(RedirectVar::Host),
+                RedirectPart::Var(RedirectVar::RequestUri),
+            ],
+        }),
+        access_log: Default::default(),
+        max_body_size: None,
+    });
+    let (got, stats) = serve_all_with(config, &[get("Moved.Test:8080", "/old?a=1")]);
+    assert_eq!(got[0].status, Some(308));
+    assert_eq!(
+        got[0].location.as_deref(),
+        Some("https://moved.test/old?a=1")
+    );
+    assert!(
+        String::from_utf8_lossy(&got[0].data).contains("308 Permanent Redirect"),
+        "{:?}",
+        got[0]
+    );
+    let moved = stats
+        .routes
+        .iter()
+        .find(|r| r.route == "moved.test/")
+        .unwrap();
+    assert_eq!(moved.requests(), 1);
 }

@@ -1,0 +1,122 @@
+//! TLS to an upstream group's servers: one rustls client configuration per
+//! group and configuration (its session cache shared by every connection,
+//! so reconnects resume), the name each server is verified by, and failures
+//! told in words an operator can act on.
+
+use prefork_shared::config::{server_host, Server, TlsRoots, UpstreamTls};
+use rustls::pki_types::{CertificateDer, ServerName};
+use rustls::{CertificateError, ClientConfig, RootCertStore};
+use std::io;
+use std::sync::{Arc, OnceLock};
+use tokio::net::TcpStream;
+use tokio_rustls::client::TlsStream;
+use tokio_rustls::TlsConnector;
+
+/// The TLS side of one upstream group.
+pub(crate) struct GroupTls {
+    /// The client configuration, or why it could not be made.
+    connector: Result<TlsConnector, String>,
+    /// The name sent and verified for each server (same index as the
+    /// group's servers); `None`: not a name TLS can verify.
+    names: Vec<Option<ServerName<'static>>>,
+    /// Where the trust roots come from, for messages.
+    roots: String,
+}
+
+impl GroupTls {
+    /// The TLS side of a group with `servers`, configured by `tls`.
+    pub(crate) fn new(tls: &UpstreamTls, servers: &[Server]) -> Self {
+        let names = servers
+            .iter()
+            .map(|s| {
+                let name = tls
+                    .server_name
+                    .clone()
+                    .unwrap_or_else(|| server_host(&s.name).to_owned());
+                ServerName::try_from(name).ok()
+            })
+            .collect();
+        let (roots, described) = match &tls.roots {
+            TlsRoots::System => (system_roots(), "the system's roots".to_owned()),
+            TlsRoots::Ca { file, certs } => {
+                let mut store = RootCertStore::empty();
+                store.add_parsable_certificates(
+                    certs.iter().map(|c| CertificateDer::from(c.0.clone())),
+                );
+                (Arc::new(store), format!("tls_ca {}", file.display()))
+            }
+        };
+        GroupTls {
+            connector: client_config(roots).map(|c| TlsConnector::from(Arc::new(c))),
+            names,
+            roots: described,
+        }
+    }
+
+    /// The name server `index` is verified by, for messages.
+    pub(crate) fn name(&self, index: usize) -> String {
+        match self.names.get(index) {
+            Some(Some(name)) => name.to_str().into_owned(),
+            _ => "?".to_owned(),
+        }
+    }
+
+    /// Runs the TLS handshake with server `index` over `tcp`.
+    pub(crate) async fn handshake(
+        &self,
+        index: usize,
+        tcp: TcpStream,
+    ) -> Result<TlsStream<TcpStream>, String> {
+        let connector = self.connector.as_ref().map_err(Clone::clone)?;
+        let Some(name) = self.names.get(index).cloned().flatten() else {
+            return Err("the server's name is not one TLS can verify".to_owned());
+        };
+        connector
+            .connect(name, tcp)
+            .await
+            .map_err(|e| self.explain(&e))
+    }
+
+    /// Why a handshake failed, in words: a certificate problem says what
+    /// was checked against what.
+    fn explain(&self, e: &io::Error) -> String {
+        let tls = e.get_ref().and_then(|i| i.downcast_ref::<rustls::Error>());
+        match tls {
+            Some(rustls::Error::InvalidCertificate(CertificateError::UnknownIssuer)) => format!(
+                "certificate verify failed: unknown issuer (not signed by {})",
+                self.roots
+            ),
+            Some(rustls::Error::InvalidCertificate(why)) => {
+                format!("certificate verify failed: {why}")
+            }
+            Some(other) => other.to_string(),
+            None => e.to_string(),
+        }
+    }
+}
+
+/// A client configuration with rustls's defaults (TLS 1.2 and 1.3, its
+/// cipher suites, a session cache for resumption) and ALPN `http/1.1`.
+fn client_config(roots: Arc<RootCertStore>) -> Result<ClientConfig, String> {
+    let provider = Arc::new(rustls::crypto::aws_lc_rs::default_provider());
+    let mut config = ClientConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .map_err(|e| format!("TLS configuration: {e}"))?
+        .with_root_certificates(roots)
+        .with_no_client_auth();
+    config.alpn_protocols = vec![b"http/1.1".to_vec()];
+    Ok(config)
+}
+
+/// The system's trust roots, loaded once per worker process (the files
+/// are readable by any user); those that fail to parse are left out.
+fn system_roots() -> Arc<RootCertStore> {
+    static ROOTS: OnceLock<Arc<RootCertStore>> = OnceLock::new();
+    ROOTS
+        .get_or_init(|| {
+            let mut store = RootCertStore::empty();
+            store.add_parsable_certificates(rustls_native_certs::load_native_certs().certs);
+            Arc::new(store)
+        })
+        .clone()
+}
