@@ -575,8 +575,17 @@ fn a_worker_restarted_after_the_binary_file_was_replaced_runs_the_masters_own_im
         format!("{} (deleted)", exe.display()),
         "the restarted worker should run the master's own image"
     );
-    // ps shows the binary's path, not the descriptor it was started from.
+    // ps shows the binary's path, not the descriptor it was started from,
+    // which the worker closed as it started.
     assert_eq!(restarted[0].cmdline[0], exe.to_string_lossy());
+    let open: Vec<_> = std::fs::read_dir(format!("/proc/{worker}/fd"))
+        .expect("the worker's descriptors")
+        .filter_map(|e| std::fs::read_link(e.ok()?.path()).ok())
+        .collect();
+    assert!(
+        !open.iter().any(|target| *target == image),
+        "the worker keeps its image open: {open:?}"
+    );
     let r = http::get(p.port(), "app.local", "/").expect("the restarted worker serves");
     assert_eq!(r.status, 200);
 }

@@ -27,6 +27,7 @@ kept (their path is printed) for `callgrind_annotate`.
 """
 
 import argparse
+import os
 import shutil
 import signal
 import statistics
@@ -151,7 +152,10 @@ def reap(proc, deadline_s):
 
 def write_config(workdir, port, origin_port):
     cfg = workdir / "prefork.toml"
-    cfg.write_text(prefork_toml(workdir, "prefork", port, origin_port, 1))
+    # Root workers (when run as root): valgrind writes each worker's profile
+    # into the output directory from the worker itself.
+    cfg.write_text(prefork_toml(workdir, "prefork", port, origin_port, 1,
+                                settings='user = "root"' if os.geteuid() == 0 else ""))
     return cfg
 
 

@@ -5,7 +5,7 @@ use crate::supervisor::{ExitStatus, Generation, Pid, Slot};
 use nix::sys::signal::{kill, SigSet, Signal};
 use nix::sys::wait::{waitpid, WaitPidFlag, WaitStatus};
 use nix::unistd::{Gid, Uid, User};
-use prefork_shared::fds::{self, FIRST_LISTEN_FD, LISTEN_FDS_ENV};
+use prefork_shared::fds::{self, FIRST_LISTEN_FD, IMAGE_FD_ENV, LISTEN_FDS_ENV};
 use prefork_shared::load_board::LOAD_CELL_ENV;
 use slog::{debug, Logger};
 use std::fs::File;
@@ -88,7 +88,7 @@ pub fn spawn_worker(cmd: &WorkerCommand<'_>) -> io::Result<Pid> {
     // The board follows the listeners (see prefork_shared::load_board).
     sources.extend(cmd.load.map(|(fd, _)| fd));
     // Then the image, at a number known before fork, so that exec can name
-    // it; close-on-exec again once placed: the worker does not keep it.
+    // it; the worker closes it as it starts (see IMAGE_FD_ENV).
     let image_fd = FIRST_LISTEN_FD + sources.len() as RawFd;
     sources.push(cmd.image.file.as_raw_fd());
     // Allocated before fork: nothing may allocate between fork and exec.
@@ -102,6 +102,7 @@ pub fn spawn_worker(cmd: &WorkerCommand<'_>) -> io::Result<Pid> {
         .args(["--generation", &cmd.generation.0.to_string()])
         .args(["--ipc", cmd.ipc_name])
         .env(LISTEN_FDS_ENV, fds::encode(&addrs))
+        .env(IMAGE_FD_ENV, image_fd.to_string())
         .stdin(Stdio::null());
     // Never inherited from the master's own environment: the worker trusts
     // it to name a descriptor.
@@ -120,10 +121,6 @@ pub fn spawn_worker(cmd: &WorkerCommand<'_>) -> io::Result<Pid> {
             // inherit that mask or signals sent to it would stay pending.
             SigSet::empty().thread_set_mask().map_err(io::Error::from)?;
             place_listeners(&sources, &mut scratch)?;
-            // SAFETY: F_SETFD on the fd just placed; no memory is touched.
-            if libc::fcntl(image_fd, libc::F_SETFD, libc::FD_CLOEXEC) != 0 {
-                return Err(io::Error::last_os_error());
-            }
             // Die with the master. Set after the uid change, which clears it.
             if libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL as libc::c_ulong) != 0 {
                 return Err(io::Error::last_os_error());

@@ -16,6 +16,12 @@ pub const FIRST_LISTEN_FD: i32 = 3;
 /// descriptor order, separated by spaces.
 pub const LISTEN_FDS_ENV: &str = "PREFORK_LISTEN_FDS";
 
+/// Names the descriptor of the binary a worker was started from (through
+/// `/proc/self/fd/N`): left open across exec, so that a tool that re-execs
+/// the program path itself (valgrind's `--trace-children`) still finds it,
+/// and closed by the worker as it starts.
+pub const IMAGE_FD_ENV: &str = "PREFORK_IMAGE_FD";
+
 /// The value of [`LISTEN_FDS_ENV`] for these addresses and optional slots.
 pub fn encode(listeners: &[(SocketAddr, Option<u32>)]) -> String {
     listeners

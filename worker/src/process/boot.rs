@@ -83,6 +83,7 @@ fn run(args: &WorkerArgs) -> Result<i32, BootError> {
     let listeners = inherit::take_listeners()?;
     // Before the worker opens anything that could take the board's number.
     let load = inherit::take_load_board(listeners.len());
+    inherit::close_image();
     let to_master = IpcSender::<WorkerMsg>::connect(args.ipc_name.clone()).map_err(|source| {
         BootError::Connect {
             name: args.ipc_name.clone(),

@@ -2,7 +2,7 @@
 //! across exec.
 
 use crate::state::load_share::LoadShare;
-use prefork_shared::fds::{self, FIRST_LISTEN_FD, LISTEN_FDS_ENV};
+use prefork_shared::fds::{self, FIRST_LISTEN_FD, IMAGE_FD_ENV, LISTEN_FDS_ENV};
 use prefork_shared::load_board::{LoadBoard, BOARD_BYTES, LOAD_CELL_ENV};
 use std::fs::File;
 use std::io;
@@ -100,6 +100,30 @@ fn check_listening(fd: RawFd) -> io::Result<()> {
         ));
     }
     Ok(())
+}
+
+/// Closes the descriptor of the worker's own binary that the master left
+/// open for exec ([`IMAGE_FD_ENV`]), after checking it is a regular file:
+/// whatever else holds that number stays open.
+pub(crate) fn close_image() {
+    let Some(fd) = std::env::var(IMAGE_FD_ENV)
+        .ok()
+        .and_then(|v| v.parse::<RawFd>().ok())
+        .filter(|fd| *fd >= FIRST_LISTEN_FD)
+    else {
+        return;
+    };
+    let mut stat = MaybeUninit::<libc::stat>::uninit();
+    // SAFETY: fstat writes a stat into `stat` or fails without touching it.
+    if unsafe { libc::fstat(fd, stat.as_mut_ptr()) } != 0 {
+        return;
+    }
+    // SAFETY: fstat succeeded, so `stat` is initialised.
+    if unsafe { stat.assume_init() }.st_mode & libc::S_IFMT == libc::S_IFREG {
+        // SAFETY: a regular file at the number the master named: the image,
+        // which nothing in this process uses.
+        unsafe { libc::close(fd) };
+    }
 }
 
 /// Takes the load board that follows the `listeners` inherited sockets,
