@@ -583,7 +583,7 @@ fn a_worker_restarted_after_the_binary_file_was_replaced_runs_the_masters_own_im
         .filter_map(|e| std::fs::read_link(e.ok()?.path()).ok())
         .collect();
     assert!(
-        !open.iter().any(|target| *target == image),
+        !open.contains(&image),
         "the worker keeps its image open: {open:?}"
     );
     let r = http::get(p.port(), "app.local", "/").expect("the restarted worker serves");
