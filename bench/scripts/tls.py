@@ -240,7 +240,8 @@ def render(args, cells, targets, results, idle):
     lines = [
         f"Machine: {os.cpu_count()} cores ({cpu_model()}); {args.workers} workers/threads "
         f"per proxy, not pinned; {args.duration} s per run, {args.rounds} interleaved rounds; "
-        f"medians (min–max). Same ECDSA P-256 certificate, TLS 1.2 and 1.3 on every proxy.",
+        f"medians (min–max). Same ECDSA P-256 certificate, TLS 1.2 and 1.3 on every proxy; "
+        f"tlsload offers X25519, P-256 and P-384 (as an OpenSSL 3.0 client does).",
         f"Versions: {version([str(RELEASE / 'prefork'), '--version'])}; {version(['nginx', '-v'])}; "
         f"{version(['haproxy', '-v'])}; {version(['openssl', 'version'])}.",
         "",

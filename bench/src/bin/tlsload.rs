@@ -1,6 +1,6 @@
 //! `tlsload --addr 127.0.0.1:8443 --ca ca.pem [--sni bench.test] [--mode full|resume]
-//! [--tls 1.2|1.3] [--threads N] [--duration S]`: a new TLS connection per
-//! request, for the TLS cells of `bench/scripts/bench.py`.
+//! [--tls 1.2|1.3] [--pq] [--threads N] [--duration S]`: a new TLS connection
+//! per request, for the TLS cells of `bench/scripts/tls.py`.
 //!
 //! wrk and `openssl s_time -reuse` resume TLS 1.2 sessions but not TLS 1.3
 //! tickets, so their "resumed" runs cost as much as full handshakes. This
@@ -8,6 +8,11 @@
 //! TLS 1.3 tickets) in one session store per thread, and in `resume` mode
 //! reports how many connections really resumed: across several workers that
 //! is the share of tickets a worker other than the issuer could decrypt.
+//!
+//! It offers the key exchanges an OpenSSL 3.0 client offers (X25519, P-256,
+//! P-384), so that every proxy does the same work whatever its library
+//! prefers; `--pq` also offers rustls's default post-quantum hybrid
+//! (X25519MLKEM768), which a rustls server then picks.
 //!
 //! Each connection sends `GET / HTTP/1.1` with `Connection: close` and reads
 //! the response to the server's close. Prints one JSON line: connections,
@@ -24,7 +29,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 const USAGE: &str = "usage: tlsload --addr IP:PORT --ca CA.pem [--sni NAME] [--mode full|resume] \
-[--tls 1.2|1.3] [--threads N] [--duration SECONDS]";
+[--tls 1.2|1.3] [--pq] [--threads N] [--duration SECONDS]";
 
 /// What the command line asked for.
 struct Args {
@@ -33,6 +38,7 @@ struct Args {
     sni: String,
     resume: bool,
     version: &'static rustls::SupportedProtocolVersion,
+    post_quantum: bool,
     threads: usize,
     duration: Duration,
 }
@@ -45,8 +51,13 @@ fn parse_args() -> Result<Args, String> {
     let mut version = &rustls::version::TLS13;
     let mut threads = 1;
     let mut duration = Duration::from_secs(10);
+    let mut post_quantum = false;
     let mut args = std::env::args().skip(1);
     while let Some(flag) = args.next() {
+        if flag == "--pq" {
+            post_quantum = true;
+            continue;
+        }
         let value = args.next().ok_or_else(|| format!("{flag} needs a value"))?;
         match flag.as_str() {
             "--addr" => addr = Some(value.parse().map_err(|e| format!("--addr: {e}"))?),
@@ -80,6 +91,7 @@ fn parse_args() -> Result<Args, String> {
         sni,
         resume,
         version,
+        post_quantum,
         threads: threads.max(1),
         duration,
     })
@@ -88,7 +100,14 @@ fn parse_args() -> Result<Args, String> {
 /// A client configuration of its own per thread: each thread's session
 /// store holds only the sessions its own connections were given.
 fn client_config(args: &Args, roots: &RootCertStore) -> Arc<ClientConfig> {
-    let mut config = ClientConfig::builder_with_protocol_versions(&[args.version])
+    use rustls::crypto::aws_lc_rs::{default_provider, kx_group};
+    let mut provider = default_provider();
+    if !args.post_quantum {
+        provider.kx_groups = vec![kx_group::X25519, kx_group::SECP256R1, kx_group::SECP384R1];
+    }
+    let mut config = ClientConfig::builder_with_provider(Arc::new(provider))
+        .with_protocol_versions(&[args.version])
+        .expect("TLS 1.2 and 1.3 are supported")
         .with_root_certificates(roots.clone())
         .with_no_client_auth();
     config.resumption = if args.resume {
