@@ -100,6 +100,45 @@ fn write_upgrade(out: &mut Vec<u8>, name: &[u8], value: &[u8]) {
     out.extend_from_slice(b"\r\n");
 }
 
+/// `Forwarded` (RFC 7239) as the client sent it, with this hop's element
+/// appended (`for`, `proto`, and `host` when known), as `X-Forwarded-For`
+/// is: written only when the client sent one, as nginx adds none.
+fn write_forwarded(
+    out: &mut Vec<u8>,
+    headers: &[httparse::Header<'_>],
+    client_ip: IpAddr,
+    scheme: Scheme,
+    host: Option<&str>,
+) {
+    out.extend_from_slice(b"Forwarded: ");
+    for h in headers {
+        if h.name.eq_ignore_ascii_case("forwarded") && !h.value.trim_ascii().is_empty() {
+            out.extend_from_slice(h.value.trim_ascii());
+            out.extend_from_slice(b", ");
+        }
+    }
+    out.extend_from_slice(b"for=");
+    match client_ip {
+        IpAddr::V4(_) => push_ip(out, client_ip),
+        IpAddr::V6(_) => {
+            out.extend_from_slice(b"\"[");
+            push_ip(out, client_ip);
+            out.extend_from_slice(b"]\"");
+        }
+    }
+    out.extend_from_slice(match scheme {
+        Scheme::Http => b";proto=http",
+        Scheme::Https => b";proto=https",
+    });
+    if let Some(host) = host {
+        // A valid Host has no quote or backslash: it fits a quoted string.
+        out.extend_from_slice(b";host=\"");
+        out.extend_from_slice(host.as_bytes());
+        out.push(b'"');
+    }
+    out.extend_from_slice(b"\r\n");
+}
+
 /// Writes into `out` (cleared first) the head forwarded upstream for `req`,
 /// from a client at `client_ip` that spoke `scheme`, with a `Via` naming `via` if set, and an `X-Request-Id` of
 /// `request_id` if set (among the fields prefork adds, replacing any the
@@ -133,6 +172,7 @@ pub(crate) fn request_head(
     let host = req.host.unwrap_or("").as_bytes();
     let mut host_written = false;
     let mut has_forwarded_for = false;
+    let mut has_forwarded = false;
     for h in req.headers {
         let name = h.name.as_bytes();
         if name.eq_ignore_ascii_case(b"host") {
@@ -141,6 +181,8 @@ pub(crate) fn request_head(
             host_written = true;
         } else if name.eq_ignore_ascii_case(b"x-forwarded-for") {
             has_forwarded_for = true;
+        } else if name.eq_ignore_ascii_case(b"forwarded") {
+            has_forwarded = true;
         } else if request_id.is_some() && name.eq_ignore_ascii_case(b"x-request-id") {
             // The client's id was refused: prefork's replaces it.
         } else if req.upgrade && name.eq_ignore_ascii_case(b"upgrade") {
@@ -151,7 +193,10 @@ pub(crate) fn request_head(
             || (via.is_some() && name.eq_ignore_ascii_case(b"via"))
             || name.eq_ignore_ascii_case(b"expect")
             || name.eq_ignore_ascii_case(b"x-forwarded-proto")
-            || name.eq_ignore_ascii_case(b"x-forwarded-host"))
+            || name.eq_ignore_ascii_case(b"x-forwarded-host")
+            // A client must not name its own address or port: dropped.
+            || name.eq_ignore_ascii_case(b"x-real-ip")
+            || name.eq_ignore_ascii_case(b"x-forwarded-port"))
         {
             write_field(out, name, h.value);
         }
@@ -180,6 +225,9 @@ pub(crate) fn request_head(
     });
     if req.host.is_some() {
         write_field(out, b"X-Forwarded-Host", host);
+    }
+    if has_forwarded {
+        write_forwarded(out, req.headers, client_ip, scheme, req.host);
     }
     if let Some(name) = via {
         write_via(out, req.headers, req.version, name);
@@ -340,6 +388,45 @@ mod tests {
             );
         });
         String::from_utf8(out).unwrap()
+    }
+
+    #[test]
+    fn a_clients_forwarded_gets_this_hops_element_and_its_own_address_fields_are_dropped() {
+        let out = forwarded(
+            "GET / HTTP/1.1\r\nHost: h:8080\r\nForwarded: for=1.1.1.1;proto=https\r\n\
+             X-Real-IP: 6.6.6.6\r\nX-Forwarded-Port: 1\r\nforwarded: for=2.2.2.2\r\n\r\n",
+            "10.0.0.1",
+        );
+        assert!(
+            out.contains(
+                "Forwarded: for=1.1.1.1;proto=https, for=2.2.2.2, for=10.0.0.1;proto=http;host=\"h:8080\"\r\n"
+            ),
+            "{out}"
+        );
+        assert!(!out.to_ascii_lowercase().contains("x-real-ip"), "{out}");
+        assert!(
+            !out.to_ascii_lowercase().contains("x-forwarded-port"),
+            "{out}"
+        );
+        assert_eq!(
+            out.matches("orwarded:").count(),
+            1,
+            "one Forwarded field: {out}"
+        );
+    }
+
+    #[test]
+    fn forwarded_quotes_an_ipv6_client_and_is_not_added_unasked() {
+        let out = forwarded(
+            "GET / HTTP/1.1\r\nHost: a\r\nForwarded: for=x\r\n\r\n",
+            "::1",
+        );
+        assert!(
+            out.contains("Forwarded: for=x, for=\"[::1]\";proto=http;host=\"a\"\r\n"),
+            "{out}"
+        );
+        let out = forwarded("GET / HTTP/1.1\r\nHost: a\r\n\r\n", "::1");
+        assert!(!out.contains("Forwarded:"), "{out}");
     }
 
     #[test]
