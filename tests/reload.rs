@@ -661,3 +661,66 @@ fn refused_reload(p: &Prefork) -> String {
     assert_eq!(out.status.code(), Some(1), "-s reload: {stderr}");
     stderr
 }
+
+/// A reload whose reading blocks (here on a FIFO named as an upstream's
+/// `tls_ca`, as a slow network file system or DNS would) leaves the master
+/// loop free: status answers and no worker is taken for hung meanwhile;
+/// the reload completes once the read does.
+#[test]
+fn a_slow_reload_read_never_stalls_the_master_loop() {
+    let origin = origins::minihttp("slow-read");
+    let p = Prefork::start(
+        Setup::new(1)
+            .top("worker_timeout = \"1s\"")
+            .body(&routes_to("a", origin)),
+    );
+    let worker = p.workers()[0].pid;
+    let fifo = p.dir().join("ca.fifo");
+    nix::unistd::mkfifo(&fifo, nix::sys::stat::Mode::from_bits_truncate(0o600)).expect("mkfifo");
+    p.write_config(&format!(
+        "{}[upstreams.slow]\nservers = [\"127.0.0.1:1\"]\ntls = true\ntls_ca = \"{}\"\n",
+        routes_to("a", origin),
+        fifo.display()
+    ));
+    p.signal(Signal::SIGHUP);
+    // Longer than worker_timeout: the read is still blocked on the FIFO.
+    let blocked_until = Instant::now() + Duration::from_millis(2500);
+    while Instant::now() < blocked_until {
+        // The control socket itself: `prefork status -c` would read the
+        // config file, FIFO included, to find it.
+        let mut socket = std::os::unix::net::UnixStream::connect(p.dir().join("prefork.sock"))
+            .expect("the control socket");
+        socket
+            .set_read_timeout(Some(Duration::from_secs(2)))
+            .expect("timeout");
+        std::io::Write::write_all(&mut socket, b"status\n").expect("ask");
+        let mut answer = String::new();
+        std::io::Read::read_to_string(&mut socket, &mut answer).expect("the loop answers");
+        assert!(answer.contains("master_pid"), "{answer}");
+        std::thread::sleep(Duration::from_millis(250));
+    }
+    assert_eq!(p.workers().len(), 1);
+    assert_eq!(
+        p.workers()[0].pid,
+        worker,
+        "the worker was replaced while the reload read\n{}",
+        p.logs()
+    );
+    // Unblock the read: the FIFO gives an empty CA file, which is refused.
+    drop(
+        std::fs::OpenOptions::new()
+            .write(true)
+            .open(&fifo)
+            .expect("open the FIFO"),
+    );
+    assert!(
+        wait_until(Duration::from_secs(10), || p
+            .error_log()
+            .contains("reload failed")),
+        "the reload did not complete\n{}",
+        p.logs()
+    );
+    p.expect_log_errors();
+    let r = http::get(p.port(), "app.local", "/").expect("still serving");
+    assert_eq!(r.status, 200);
+}

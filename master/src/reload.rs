@@ -8,6 +8,7 @@
 use crate::generations::{GenerationSetup, Generations};
 use crate::listeners::Listeners;
 use crate::metrics::{Observed, ReloadOutcome};
+use crate::os::Credentials;
 use crate::pidfile;
 use crate::start_checks::{expiry_warnings, start_checks};
 use crate::supervisor::{Event, Supervisor};
@@ -17,6 +18,36 @@ use slog::{error, info, warn, Logger};
 use std::path::Path;
 use std::sync::Arc;
 use std::time::SystemTime;
+
+/// What a reload reads before it changes anything: the file, checked, and
+/// everything the start checks read (certificates, CA files, the workers'
+/// user) and resolve (upstream host names). Slow work, done off the master
+/// loop's thread by [`read`].
+pub struct ReadConfig {
+    /// The configuration, with the certificates it names.
+    pub config: Config,
+    /// The identity its workers run as, when the master is root.
+    pub credentials: Option<Credentials>,
+    /// Warnings about certificates close to their expiry.
+    pub warnings: Vec<String>,
+}
+
+/// Reads and checks the file at `path` as a start would: the part of a
+/// reload that may block (file systems, DNS), so that a slow one never
+/// stalls the master loop (heartbeats, signals, the watchdog).
+pub fn read(path: &Path) -> Result<ReadConfig, String> {
+    let Loaded {
+        mut config,
+        locator,
+    } = config::load(path).map_err(|e| e.to_string())?;
+    let credentials = start_checks(&mut config, &locator).map_err(|e| e.to_string())?;
+    let warnings = expiry_warnings(&config);
+    Ok(ReadConfig {
+        config,
+        credentials,
+        warnings,
+    })
+}
 
 /// One reload, over the parts of the master it changes.
 pub struct Reload<'a> {
@@ -35,12 +66,12 @@ pub struct Reload<'a> {
 }
 
 impl Reload<'_> {
-    /// Re-reads the config. A valid one is staged for the next generation,
-    /// or given to the running workers in place; an invalid one changes
-    /// nothing. Returns what the supervisor must hear about it.
-    pub fn run(mut self) -> Option<Event> {
+    /// Takes the config [`read`] gave. A valid one is staged for the next
+    /// generation, or given to the running workers in place; an invalid one
+    /// changes nothing. Returns what the supervisor must hear about it.
+    pub fn run(mut self, read: Result<ReadConfig, String>) -> Option<Event> {
         info!(self.log, "reloading the configuration"; "file" => %self.config_path.display());
-        let (path, setup) = match self.prepare() {
+        let (path, setup) = match read.and_then(|read| self.prepare(read)) {
             Ok(prepared) => prepared,
             Err(why) => {
                 self.failed(why);
@@ -90,15 +121,15 @@ impl Reload<'_> {
         }
     }
 
-    /// Reads and checks the file, then moves the pid file and the
-    /// listeners: all or nothing.
-    fn prepare(&mut self) -> Result<(ReloadPath, GenerationSetup), String> {
-        let Loaded {
-            mut config,
-            locator,
-        } = config::load(self.config_path).map_err(|e| e.to_string())?;
-        let credentials = start_checks(&mut config, &locator).map_err(|e| e.to_string())?;
-        for why in expiry_warnings(&config) {
+    /// Moves the pid file and the listeners to the config read: all or
+    /// nothing.
+    fn prepare(&mut self, read: ReadConfig) -> Result<(ReloadPath, GenerationSetup), String> {
+        let ReadConfig {
+            config,
+            credentials,
+            warnings,
+        } = read;
+        for why in warnings {
             warn!(self.log, "{why}");
         }
         let current = self.generations.newest_config(self.supervisor.generation());

@@ -14,14 +14,14 @@ use crate::link_table::LinkTable;
 use crate::listeners::Listeners;
 use crate::metrics::Observed;
 use crate::os::{self, Credentials, OwnImage};
-use crate::query::Asked;
-use crate::reload::Reload;
+use crate::query::{Answer, Asked};
+use crate::reload::{self, ReadConfig, Reload};
 use crate::signals::Request;
 use crate::supervisor::{Action, Event, ExitStatus, Generation, Pid, Slot, Supervisor, Timeouts};
 use crate::systemd::{self, Happening, Notices, Systemd};
 use crate::ticket_keys::{self, TicketKeys};
 use crate::upgrade::Inherited;
-use crossbeam_channel::{select, Receiver};
+use crossbeam_channel::{select, Receiver, Sender};
 use nix::sys::signal::Signal;
 use prefork_shared::config::SigtermMode;
 use prefork_shared::ipc::{StopMode, WorkerMsg};
@@ -68,6 +68,21 @@ pub struct Master {
     notices: Notices,
     /// When the systemd watchdog is next pinged, if it is.
     watchdog_at: Option<Instant>,
+    /// The reload being read off the loop thread, if any.
+    reloading: Reloading,
+}
+
+/// A reload's reading, done on a thread of its own (files, DNS) while the
+/// loop goes on; what arrives meanwhile waits for it.
+#[derive(Default)]
+struct Reloading {
+    /// Where the read config arrives.
+    read: Option<Receiver<Result<ReadConfig, String>>>,
+    /// Another reload was asked while this one was read: it reads again
+    /// (the file may have changed since the first read began).
+    again: bool,
+    /// Control-socket clients waiting for the outcome.
+    waiting: Vec<Sender<Answer>>,
 }
 
 /// What the master starts with; see `boot.rs` for how each is made.
@@ -139,6 +154,7 @@ impl Master {
             systemd: s.systemd,
             notices,
             watchdog_at,
+            reloading: Reloading::default(),
         }
     }
 
@@ -175,6 +191,11 @@ impl Master {
                 Some(at) => crossbeam_channel::at(at),
                 None => crossbeam_channel::never(),
             };
+            let reload_read = self
+                .reloading
+                .read
+                .clone()
+                .unwrap_or_else(crossbeam_channel::never);
             let events: Vec<Event> = select! {
                 recv(self.signals) -> request => match request {
                     Ok(request) => self.on_signal(request),
@@ -196,6 +217,10 @@ impl Master {
                     Err(_) => Vec::new(),
                 },
                 recv(timer) -> _ => self.on_timer(),
+                recv(reload_read) -> read => {
+                    let read = read.unwrap_or_else(|_| Err("the reload's reader stopped".to_owned()));
+                    self.finish_reload(read).into_iter().collect()
+                },
                 recv(rotation) -> _ => {
                     self.rotate_ticket_keys(Instant::now());
                     Vec::new()
@@ -204,7 +229,12 @@ impl Master {
                     self.ping_watchdog(Instant::now());
                     Vec::new()
                 },
-                recv(self.queries) -> asked => asked.map(|a| self.on_query(a)).unwrap_or_default(),
+                recv(self.queries) -> asked => {
+                    if let Ok(asked) = asked {
+                        self.on_query(asked);
+                    }
+                    Vec::new()
+                },
                 recv(taken_over) -> _ => match leaving {
                     Some((code, _)) => return code,
                     None => Vec::new(),
@@ -334,7 +364,10 @@ impl Master {
 
     fn on_signal(&mut self, request: Request) -> Vec<Event> {
         match request {
-            Request::Reload => self.reload().into_iter().collect(),
+            Request::Reload => {
+                self.begin_reload();
+                Vec::new()
+            }
             Request::GracefulStop => vec![Event::Stop(StopMode::Graceful)],
             Request::FastStop => vec![Event::Stop(StopMode::Fast)],
             Request::Terminate => vec![Event::Stop(match self.current_config().sigterm {
@@ -456,11 +489,50 @@ impl Master {
 
     /// Re-reads the config (see [`Reload`]), telling systemd when it begins
     /// and how it ended (a new generation ends once it serves).
-    fn reload(&mut self) -> Option<Event> {
+    /// Starts reading the config on a thread of its own; a reload asked
+    /// while one is read is read again once that one is done.
+    fn begin_reload(&mut self) {
+        if self.reloading.read.is_some() {
+            self.reloading.again = true;
+            return;
+        }
         self.notify(Happening::ReloadBegan {
             monotonic_usec: systemd::monotonic_usec(),
         });
-        let event = self.reload_config();
+        let (tx, rx) = crossbeam_channel::bounded(1);
+        let path = self.config_path.clone();
+        let spawned = std::thread::Builder::new()
+            .name("reload".into())
+            .spawn(move || {
+                let _ = tx.send(reload::read(&path));
+            });
+        match spawned {
+            Ok(_) => self.reloading.read = Some(rx),
+            Err(e) => {
+                // No thread: read here, as a slow loop beats no reload.
+                warn!(self.log, "cannot start the reload's thread; reading on the loop"; "error" => %e);
+                let read = reload::read(&self.config_path);
+                let (tx, rx) = crossbeam_channel::bounded(1);
+                let _ = tx.send(read);
+                self.reloading.read = Some(rx);
+            }
+        }
+    }
+
+    /// Applies the config a reload read: tells systemd and the waiting
+    /// clients the outcome, and reads again if another reload was asked
+    /// meanwhile. What the supervisor must hear, if anything.
+    fn finish_reload(&mut self, read: Result<ReadConfig, String>) -> Option<Event> {
+        self.reloading.read = None;
+        let event = Reload {
+            log: &self.log,
+            config_path: &self.config_path,
+            generations: &mut self.generations,
+            listeners: &mut self.listeners,
+            supervisor: &self.supervisor,
+            observed: &mut self.observed,
+        }
+        .run(read);
         let current = self.supervisor.generation().0;
         let outcome = match &event {
             Some(Event::Reload { .. }) => Happening::ReloadStarting {
@@ -478,20 +550,33 @@ impl Master {
             },
         };
         self.notify(outcome);
+        let (ok, message) = match self.observed.last_reload() {
+            Some(r) => (r.ok, r.message.clone()),
+            None => (false, "no reload was attempted".to_owned()),
+        };
+        let answer = Answer {
+            ok,
+            body: format!("{}\n", serde_json::json!({ "ok": ok, "message": message })),
+        };
+        for client in self.reloading.waiting.drain(..) {
+            let _ = client.send(answer.clone());
+        }
+        if std::mem::take(&mut self.reloading.again) {
+            self.begin_reload();
+        }
         event
     }
 
-    /// The reload itself: what the supervisor must hear, if anything.
-    fn reload_config(&mut self) -> Option<Event> {
-        Reload {
-            log: &self.log,
-            config_path: &self.config_path,
-            generations: &mut self.generations,
-            listeners: &mut self.listeners,
-            supervisor: &self.supervisor,
-            observed: &mut self.observed,
+    /// Reloads and waits for the read (tests: the loop is not running).
+    #[cfg(test)]
+    fn reload_and_wait(&mut self) -> Vec<Event> {
+        self.begin_reload();
+        let mut events = Vec::new();
+        while let Some(read) = self.reloading.read.clone() {
+            let read = read.recv().unwrap_or_else(|_| Err("no reader".to_owned()));
+            events.extend(self.finish_reload(read));
         }
-        .run()
+        events
     }
 
     /// The newest generation's config.

@@ -10,9 +10,8 @@ use prefork_shared::stats::WorkerStats;
 use std::time::Instant;
 
 impl Master {
-    /// Answers a question; a reload may produce an event.
-    pub(super) fn on_query(&mut self, asked: Asked) -> Vec<Event> {
-        let mut events = Vec::new();
+    /// Answers a question (a reload's, once it is done).
+    pub(super) fn on_query(&mut self, asked: Asked) {
         let answer = match asked.query {
             Query::Status => {
                 let workers = self.supervisor.worker_views();
@@ -55,16 +54,13 @@ impl Master {
                 }
             }
             Query::Reload => {
-                events.extend(self.reload());
-                let (ok, message) = match self.observed.last_reload() {
-                    Some(r) => (r.ok, r.message.clone()),
-                    None => (false, "no reload was attempted".to_owned()),
-                };
-                json_answer(ok, serde_json::json!({ "ok": ok, "message": message }))
+                // Answered once the reload is done (see `finish_reload`).
+                self.reloading.waiting.push(asked.reply);
+                self.begin_reload();
+                return;
             }
         };
         let _ = asked.reply.send(answer);
-        events
     }
 
     /// Keeps a worker's counters, including the last ones it sends on its

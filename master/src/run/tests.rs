@@ -264,7 +264,7 @@ fn a_hot_reload_while_a_generation_starts_reaches_all_of_it_and_the_old_one_drai
     feed_all(&mut m, events);
 
     write_config(h.dir.path(), 2, "");
-    let events = m.on_signal(Request::Reload);
+    let events = m.reload_and_wait();
     feed_all(&mut m, events);
     assert_eq!(m.supervisor.generation(), Generation(2));
     // (The harness cannot start them: the supervisor retries later.)
@@ -273,7 +273,7 @@ fn a_hot_reload_while_a_generation_starts_reaches_all_of_it_and_the_old_one_drai
 
     let route = "[[routes]]\nrespond = { status = 200, body = \"new\" }\n";
     write_config(h.dir.path(), 2, route);
-    let events = m.on_signal(Request::Reload);
+    let events = m.reload_and_wait();
     assert!(
         matches!(events.as_slice(), [Event::Reconfigure { .. }]),
         "{events:?}"
@@ -317,7 +317,7 @@ fn an_old_generations_config_is_dropped_once_the_loop_settles_with_none_of_its_w
     feed_all(&mut m, events);
 
     write_config(h.dir.path(), 2, "");
-    let events = m.on_signal(Request::Reload);
+    let events = m.reload_and_wait();
     feed_all(&mut m, events);
     let mut new = Vec::new();
     for (pid, slot) in [(200, 0), (201, 1)] {
@@ -417,7 +417,7 @@ fn a_hot_reload_after_sigttou_binds_no_socket_for_the_slot_given_up() {
     let h = harness();
     let mut m = h.master;
     write_reuseport_config(h.dir.path(), 2, "");
-    let events = m.on_signal(Request::Reload);
+    let events = m.reload_and_wait();
     feed_all(&mut m, events);
     assert_eq!(slot_sockets(&m), vec![0, 1]);
     let events = m.on_signal(Request::RemoveWorker);
@@ -426,7 +426,7 @@ fn a_hot_reload_after_sigttou_binds_no_socket_for_the_slot_given_up() {
 
     let route = "[[routes]]\nrespond = { status = 200, body = \"new\" }\n";
     write_reuseport_config(h.dir.path(), 2, route);
-    let events = m.on_signal(Request::Reload);
+    let events = m.reload_and_wait();
     assert!(
         matches!(events.as_slice(), [Event::Reconfigure { .. }]),
         "{events:?}"
@@ -443,7 +443,7 @@ fn a_reload_while_stopping_binds_no_socket_for_slots_that_never_run() {
     // No worker runs: the stop is over at once, and the master stays stopping.
     assert_eq!(m.feed(Event::Stop(StopMode::Graceful)), Some(0));
     write_reuseport_config(h.dir.path(), 2, "");
-    let events = m.on_signal(Request::Reload);
+    let events = m.reload_and_wait();
     assert!(
         matches!(events.as_slice(), [Event::Reload { .. }]),
         "{events:?}"
@@ -536,7 +536,7 @@ fn every_generation_gets_the_same_keys_and_every_worker_each_rotation() {
     let events = m.on_link(LinkEvent::Message(first, WorkerMsg::Ready));
     feed_all(&mut m, events);
     write_config(h.dir.path(), 2, "");
-    let events = m.on_signal(Request::Reload);
+    let events = m.reload_and_wait();
     feed_all(&mut m, events);
     assert_eq!(m.supervisor.generation(), Generation(2));
     let second = spawned(&mut m, 200, 0, 2);
@@ -579,7 +579,7 @@ fn a_reload_that_shortens_tls_session_timeout_reaches_every_worker() {
     assert_eq!(sent(&commands).0, ["K1", "C"]);
 
     write_config(h.dir.path(), 1, "tls_session_timeout = \"5m\"");
-    let events = m.on_signal(Request::Reload);
+    let events = m.reload_and_wait();
     feed_all(&mut m, events);
     let now = Instant::now();
     m.follow_session_timeout(now);
