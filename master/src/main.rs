@@ -18,6 +18,7 @@ mod os;
 mod pidfile;
 mod query;
 mod reload;
+mod resolver;
 mod run;
 mod signals;
 mod start_checks;

@@ -16,6 +16,7 @@ use crate::metrics::Observed;
 use crate::os::{self, Credentials, OwnImage};
 use crate::query::{Answer, Asked};
 use crate::reload::{self, ReadConfig, Reload};
+use crate::resolver;
 use crate::signals::Request;
 use crate::supervisor::{Action, Event, ExitStatus, Generation, Pid, Slot, Supervisor, Timeouts};
 use crate::systemd::{self, Happening, Notices, Systemd};
@@ -70,6 +71,10 @@ pub struct Master {
     watchdog_at: Option<Instant>,
     /// The reload being read off the loop thread, if any.
     reloading: Reloading,
+    /// When the upstream host names are next resolved, if any needs it.
+    resolve_at: Option<Instant>,
+    /// Where a round of resolving, off the loop thread, reports.
+    resolving: Option<Receiver<resolver::Found>>,
 }
 
 /// A reload's reading, done on a thread of its own (files, DNS) while the
@@ -155,6 +160,8 @@ impl Master {
             notices,
             watchdog_at,
             reloading: Reloading::default(),
+            resolve_at: None,
+            resolving: None,
         }
     }
 
@@ -196,6 +203,15 @@ impl Master {
                 .read
                 .clone()
                 .unwrap_or_else(crossbeam_channel::never);
+            self.schedule_resolve(Instant::now());
+            let resolve_timer = match self.resolve_at {
+                Some(at) => crossbeam_channel::at(at),
+                None => crossbeam_channel::never(),
+            };
+            let resolved = self
+                .resolving
+                .clone()
+                .unwrap_or_else(crossbeam_channel::never);
             let events: Vec<Event> = select! {
                 recv(self.signals) -> request => match request {
                     Ok(request) => self.on_signal(request),
@@ -217,6 +233,17 @@ impl Master {
                     Err(_) => Vec::new(),
                 },
                 recv(timer) -> _ => self.on_timer(),
+                recv(resolve_timer) -> _ => {
+                    self.begin_resolve();
+                    Vec::new()
+                },
+                recv(resolved) -> found => match found {
+                    Ok(found) => self.finish_resolve(&found).into_iter().collect(),
+                    Err(_) => {
+                        self.resolving = None;
+                        Vec::new()
+                    }
+                },
                 recv(reload_read) -> read => {
                     let read = read.unwrap_or_else(|_| Err("the reload's reader stopped".to_owned()));
                     self.finish_reload(read).into_iter().collect()
@@ -489,6 +516,72 @@ impl Master {
 
     /// Re-reads the config (see [`Reload`]), telling systemd when it begins
     /// and how it ended (a new generation ends once it serves).
+    /// Keeps the next round of resolving due `resolve` after the last one,
+    /// while the newest config has host names to resolve.
+    fn schedule_resolve(&mut self, now: Instant) {
+        match resolver::interval(self.current_config()) {
+            None => self.resolve_at = None,
+            Some(every) if self.resolve_at.is_none() && self.resolving.is_none() => {
+                self.resolve_at = Some(now + every)
+            }
+            Some(_) => {}
+        }
+    }
+
+    /// Resolves the upstream host names on a thread of their own.
+    fn begin_resolve(&mut self) {
+        self.resolve_at = None;
+        let names = resolver::names(self.current_config());
+        if names.is_empty() {
+            return;
+        }
+        let (tx, rx) = crossbeam_channel::bounded(1);
+        let spawned = std::thread::Builder::new()
+            .name("resolve".into())
+            .spawn(move || {
+                let _ = tx.send(resolver::resolve(&names));
+            });
+        match spawned {
+            Ok(_) => self.resolving = Some(rx),
+            Err(e) => warn!(self.log, "cannot start the resolver's thread"; "error" => %e),
+        }
+    }
+
+    /// Gives the running workers the addresses a round found, as a hot
+    /// reload of the same configuration would, if any changed.
+    fn finish_resolve(&mut self, found: &resolver::Found) -> Option<Event> {
+        self.resolving = None;
+        for (name, result) in found {
+            if let Err(why) = result {
+                warn!(self.log, "cannot resolve an upstream server again; keeping its addresses"; "server" => name, "error" => why);
+            }
+        }
+        let current = self.supervisor.generation();
+        let config = resolver::apply(self.current_config(), found)?;
+        let credentials = self.generations.get(current)?.credentials.clone();
+        info!(
+            self.log,
+            "upstream addresses changed; reconfiguring the workers"
+        );
+        let (shutdown_timeout, worker_timeout, shutdown_delay) = (
+            config.shutdown_timeout,
+            config.worker_timeout,
+            config.shutdown_delay,
+        );
+        self.generations.replace(
+            current,
+            GenerationSetup {
+                config: Arc::new(config),
+                credentials,
+            },
+        );
+        Some(Event::Reconfigure {
+            shutdown_timeout,
+            worker_timeout,
+            shutdown_delay,
+        })
+    }
+
     /// Starts reading the config on a thread of its own; a reload asked
     /// while one is read is read again once that one is done.
     fn begin_reload(&mut self) {

@@ -138,6 +138,7 @@ fn upstream(addr: SocketAddr) -> Upstream {
         keepalive: 8,
         keepalive_timeout: Duration::from_secs(30),
         tls: None,
+        resolve: None,
     }
 }
 

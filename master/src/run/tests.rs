@@ -625,3 +625,41 @@ fn heartbeats_queued_while_the_loop_was_busy_count_before_the_timer() {
         "a healthy worker was taken for hung"
     );
 }
+
+#[test]
+fn upstream_addresses_found_again_reach_the_running_workers() {
+    let h = harness_with("[upstreams.a]\nservers = [\"localhost:1\"]\nresolve = \"1s\"\n");
+    let mut m = h.master;
+    let from = spawned(&mut m, NO_SUCH_PID, 0, 1);
+    let commands = hello(&mut m, from);
+    let events = m.on_link(LinkEvent::Message(from, WorkerMsg::Ready));
+    feed_all(&mut m, events);
+    while commands.try_recv().is_ok() {}
+    let addrs = |list: &[&str]| -> Vec<std::net::SocketAddr> {
+        list.iter().map(|a| a.parse().unwrap()).collect()
+    };
+    let found = crate::resolver::Found::from([(
+        "localhost:1".to_owned(),
+        Ok(addrs(&["10.0.0.1:1", "10.0.0.2:1"])),
+    )]);
+    let events: Vec<Event> = m.finish_resolve(&found).into_iter().collect();
+    assert!(
+        matches!(events.as_slice(), [Event::Reconfigure { .. }]),
+        "{events:?}"
+    );
+    feed_all(&mut m, events);
+    let configured = std::iter::from_fn(|| commands.try_recv().ok())
+        .find_map(|msg| match msg {
+            MasterMsg::Configure(config) => Some(config),
+            _ => None,
+        })
+        .expect("the worker gets the new addresses");
+    let got: Vec<_> = configured.upstreams["a"]
+        .servers
+        .iter()
+        .map(|s| s.addr)
+        .collect();
+    assert_eq!(got, addrs(&["10.0.0.1:1", "10.0.0.2:1"]));
+    // The same answer again changes nothing.
+    assert!(m.finish_resolve(&found).is_none());
+}

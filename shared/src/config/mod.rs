@@ -32,6 +32,7 @@ pub use model::{
 pub use redirect::{Redirect, RedirectPart, RedirectVar, REDIRECT_STATUSES};
 pub use validate::server_host;
 pub use validate::{
-    default_pid_file, DEFAULT_LISTEN, DEFAULT_PID_FILE, DEFAULT_ROOT_PID_FILE,
-    DEFAULT_WORKER_TIMEOUT, MAX_DURATION, MAX_REQUEST_HEADERS, MAX_WEIGHT, MIN_WORKER_TIMEOUT,
+    default_pid_file, resolve_server, DEFAULT_LISTEN, DEFAULT_PID_FILE, DEFAULT_RESOLVE,
+    DEFAULT_ROOT_PID_FILE, DEFAULT_WORKER_TIMEOUT, MAX_DURATION, MAX_REQUEST_HEADERS, MAX_WEIGHT,
+    MIN_WORKER_TIMEOUT,
 };

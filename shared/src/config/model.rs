@@ -206,6 +206,24 @@ pub struct Upstream {
     pub keepalive_timeout: Duration,
     /// TLS to every server of the group (`tls = true`); `None`: plain TCP.
     pub tls: Option<UpstreamTls>,
+    /// How often the master resolves the host names among `servers` again
+    /// (`resolve`, nginx's `resolve` on a server), every address kept;
+    /// `None`: only at start and reload.
+    pub resolve: Option<Duration>,
+}
+
+impl Upstream {
+    /// The host names among the servers as written (`host:port` that is
+    /// not an address), each once, in file order.
+    pub fn host_names(&self) -> Vec<&str> {
+        let mut names: Vec<&str> = Vec::new();
+        for s in &self.servers {
+            if s.name.parse::<SocketAddr>().is_err() && !names.contains(&s.name.as_str()) {
+                names.push(&s.name);
+            }
+        }
+        names
+    }
 }
 
 /// TLS to an upstream group's servers, always verified.

@@ -126,6 +126,7 @@ pub(super) struct RawUpstream {
     pub(super) tls: Option<bool>,
     pub(super) tls_server_name: Option<String>,
     pub(super) tls_ca: Option<PathBuf>,
+    pub(super) resolve: Option<String>,
 }
 
 /// A server entry: `"host:port"` or `{ addr = "host:port", weight = 3 }`.

@@ -442,6 +442,7 @@ mod tests {
                 keepalive,
                 keepalive_timeout: Duration::from_secs(60),
                 tls: None,
+                resolve: None,
             },
             fastrand::Rng::with_seed(1),
             addrs.iter().map(|_| ServerCell::default()).collect(),

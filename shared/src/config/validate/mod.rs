@@ -34,7 +34,7 @@ pub use process::{
     MIN_WORKER_TIMEOUT,
 };
 pub use upstream_tls::server_host;
-pub use upstreams::MAX_WEIGHT;
+pub use upstreams::{resolve_server, DEFAULT_RESOLVE, MAX_WEIGHT};
 
 /// Longest duration any key takes: longer ones are absurd, and one far
 /// longer overflows the clock arithmetic of the timers it arms.

@@ -38,12 +38,13 @@ impl Validator<'_> {
                         1
                     }
                 };
-                match resolve(&s.addr) {
-                    Ok(addr) => servers.push(Server {
+                match resolve_server(&s.addr) {
+                    // A name with several addresses is a server per address.
+                    Ok(addrs) => servers.extend(addrs.into_iter().map(|addr| Server {
                         name: s.addr.clone(),
                         addr,
                         weight,
-                    }),
+                    })),
                     Err(why) => self.problem(&p.key("servers").index(i), why),
                 }
             }
@@ -53,8 +54,10 @@ impl Validator<'_> {
                 ca: u.tls_ca,
             };
             let tls = self.upstream_tls(&p, tls, &servers);
+            let resolve = self.resolve_interval(p.key("resolve"), u.resolve.as_deref());
             let upstream = Upstream {
                 tls,
+                resolve,
                 servers,
                 balance: self.balance(p.key("balance"), u.balance.as_deref()),
                 max_fails: u.max_fails.unwrap_or(1),
@@ -150,17 +153,41 @@ impl Validator<'_> {
     }
 }
 
-/// Resolves `host:port` once, at load time.
-fn resolve(server: &str) -> Result<SocketAddr, String> {
-    if let Ok(addr) = server.parse() {
-        return Ok(addr);
+/// How often an upstream's host names are resolved again by default.
+pub const DEFAULT_RESOLVE: Duration = Duration::from_secs(30);
+
+impl Validator<'_> {
+    /// `resolve = "30s" | "off"` (default 30 s).
+    fn resolve_interval(&mut self, path: KeyPath, raw: Option<&str>) -> Option<Duration> {
+        match raw {
+            Some("off") => None,
+            None => Some(DEFAULT_RESOLVE),
+            Some(_) => Some(self.duration(path, raw, DEFAULT_RESOLVE)),
+        }
     }
-    let mut addrs = server
+}
+
+/// Every address of `host:port` (an address as it is), sorted and without
+/// repeats, so that a resolver answering in rotating order changes nothing:
+/// blocking (DNS), so the master calls it off its loop.
+pub fn resolve_server(server: &str) -> Result<Vec<SocketAddr>, String> {
+    if let Ok(addr) = server.parse() {
+        return Ok(vec![addr]);
+    }
+    let found = server
         .to_socket_addrs()
         .map_err(|e| format!("cannot resolve server {server:?} ({e}); write host:port"))?;
-    addrs
-        .next()
-        .ok_or_else(|| format!("server {server:?} resolves to no address"))
+    let mut addrs: Vec<SocketAddr> = Vec::new();
+    for addr in found {
+        if !addrs.contains(&addr) {
+            addrs.push(addr);
+        }
+    }
+    if addrs.is_empty() {
+        return Err(format!("server {server:?} resolves to no address"));
+    }
+    addrs.sort();
+    Ok(addrs)
 }
 
 #[cfg(test)]
@@ -168,6 +195,35 @@ mod tests {
     use crate::config::model::{Balance, HealthCheck};
     use crate::config::testing::{parse_err, parse_ok};
     use std::time::Duration;
+
+    #[test]
+    fn resolve_defaults_to_30s_and_takes_off_or_a_duration() {
+        let c = parse_ok(
+            "[upstreams.a]\nservers = [\"127.0.0.1:1\"]\n\
+             [upstreams.b]\nservers = [\"127.0.0.1:1\"]\nresolve = \"off\"\n\
+             [upstreams.c]\nservers = [\"127.0.0.1:1\"]\nresolve = \"5s\"\n",
+        );
+        assert_eq!(c.upstreams["a"].resolve, Some(Duration::from_secs(30)));
+        assert_eq!(c.upstreams["b"].resolve, None);
+        assert_eq!(c.upstreams["c"].resolve, Some(Duration::from_secs(5)));
+        let e = parse_err("[upstreams.a]\nservers = [\"127.0.0.1:1\"]\nresolve = \"often\"\n");
+        assert!(
+            e.starts_with("t.toml:3: upstreams.a.resolve: invalid duration"),
+            "{e}"
+        );
+    }
+
+    #[test]
+    fn a_host_name_is_a_server_per_address_sorted() {
+        let c = parse_ok("[upstreams.a]\nservers = [\"localhost:9\"]\n");
+        let servers = &c.upstreams["a"].servers;
+        assert!(!servers.is_empty());
+        assert!(servers
+            .iter()
+            .all(|s| s.name == "localhost:9" && s.addr.port() == 9));
+        assert!(servers.windows(2).all(|w| w[0].addr < w[1].addr));
+        assert_eq!(c.upstreams["a"].host_names(), vec!["localhost:9"]);
+    }
 
     #[test]
     fn upstream_balancing_and_health_defaults() {
