@@ -4,7 +4,9 @@
 # prefork and the origin in release mode, then runs bench/scripts/bench.py
 # (options: --duration S --rounds N --threads N --workers N --idle N
 # --cells 1,2|all|none --no-balance --cpu-affinity auto|off).
-# Writes the Markdown report to bench/results/latest.md.
+# Writes the Markdown report to bench/results/latest.md. `bench/run.sh tls`
+# runs the TLS cells instead (bench/scripts/tls.py: --duration --rounds
+# --cells --idle --targets), written to bench/results/tls.md.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -12,10 +14,16 @@ missing=()
 command -v wrk >/dev/null || missing+=(wrk)
 command -v nginx >/dev/null || missing+=(nginx-light)
 command -v haproxy >/dev/null || missing+=(haproxy)
+command -v openssl >/dev/null || missing+=(openssl)
 if [ ${#missing[@]} -gt 0 ]; then
   apt-get update -qq
   DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${missing[@]}"
 fi
 
-cargo build --release --bin prefork --bin origin
+cargo build --release --bin prefork --bin origin --bin tlsload
+# `bench/run.sh tls [options]`: the TLS cells (bench/scripts/tls.py) instead.
+if [ "${1:-}" = tls ]; then
+  shift
+  exec python3 bench/scripts/tls.py "$@"
+fi
 exec python3 bench/scripts/bench.py "$@"
