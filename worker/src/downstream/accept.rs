@@ -91,6 +91,13 @@ pub(crate) async fn accept_loop(
                 continue;
             }
         };
+        // At the limit the readiness may be stale (it clears only when an
+        // accept finds the queue empty): make room only for a connection
+        // that waits.
+        if snapshot.full() && !limit::queued(socket.get_ref()) {
+            ready.clear_ready();
+            continue;
+        }
         if !limit::make_room(&snapshot, evictable.as_ref()) {
             // Left queued: this worker takes it once a connection closes
             // or parks, unless another worker does first.

@@ -11,6 +11,7 @@ use crate::downstream::park::{Parkable, ParkingLot};
 use crate::state::Snapshot;
 use slog::{error, warn};
 use std::io;
+use std::os::fd::AsRawFd;
 use std::rc::Rc;
 use std::time::Duration;
 use tokio::time::Instant;
@@ -39,6 +40,20 @@ pub(crate) fn make_room<P: Parkable>(snapshot: &Snapshot, lot: Option<&Rc<Parkin
         stats.evicted();
     }
     true
+}
+
+/// Whether a connection waits in `listener`'s queue now (asked of the
+/// kernel, where tokio's readiness flag may be stale).
+pub(crate) fn queued(listener: &std::net::TcpListener) -> bool {
+    let mut fd = libc::pollfd {
+        fd: listener.as_raw_fd(),
+        events: libc::POLLIN,
+        revents: 0,
+    };
+    // SAFETY: one valid pollfd, no waiting.
+    let n = unsafe { libc::poll(&mut fd, 1, 0) };
+    // An error: let the accept tell.
+    n != 0 && (n < 0 || fd.revents & libc::POLLIN != 0)
 }
 
 /// Resolves once a connection closed or parked, or a stop or a new
