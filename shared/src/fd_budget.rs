@@ -122,7 +122,7 @@ pub fn raise_nofile(nofile: u64) -> io::Result<u64> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::config::testing::parse_ok;
+    use crate::config::testing::{parse_err, parse_ok};
 
     const RESPOND: &str = r#"
 [[listen]]
@@ -191,5 +191,14 @@ upstream = "app"
         // Not even one connection fits beside the pools and the reserve.
         let e = budget(&parse_ok(PROXY), 100).unwrap_err();
         assert_eq!(e.max_connections, 1);
+    }
+
+    #[test]
+    fn max_connections_must_be_at_least_one() {
+        let e = parse_err(&format!("max_connections = 0\n{RESPOND}"));
+        assert!(
+            e.contains("t.toml:1: max_connections: must be at least 1"),
+            "{e}"
+        );
     }
 }
