@@ -105,6 +105,8 @@ pub(crate) async fn accept_loop(
             if !limit::room_made(&snapshot).await {
                 break;
             }
+            // A new configuration (its `max_connections`) applies at once.
+            snapshot = snapshot.latest();
             continue;
         }
         let mut paused_for = None;
