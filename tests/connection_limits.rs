@@ -156,6 +156,51 @@ fn parked_connections_count_toward_max_connections_and_the_oldest_make_room() {
     assert_eq!(counts(&p).1, 10);
 }
 
+#[test]
+fn a_client_waiting_at_the_limit_is_let_in_when_a_reload_raises_it() {
+    let p = Prefork::start(Setup::new(1).top("max_connections = 2").body(ROUTES));
+    let worker = p.workers()[0].pid;
+    // Two connections busy sending a request head: nothing to close.
+    let mut busy: Vec<Conn> = (0..2)
+        .map(|_| {
+            let mut c = Conn::connect(p.addr()).unwrap();
+            c.send(b"GET / HTTP/1.1\r\nHost: a.test\r\n").unwrap();
+            c
+        })
+        .collect();
+    assert!(
+        p.wait_status(PARKED, |s| s["workers"][0]["active_connections"].as_u64()
+            == Some(2))
+            .is_some(),
+        "{}",
+        p.logs()
+    );
+    let mut waiting = Conn::connect(p.addr()).unwrap();
+    waiting
+        .send(&http::request("GET", "a.test", "/", &[], b""))
+        .unwrap();
+    assert!(
+        wait_until(PARKED, || !limit_lines(&p).is_empty()),
+        "the limit was met\n{}",
+        p.logs()
+    );
+    p.write_raw_config(
+        &p.config_for(ROUTES)
+            .replace("max_connections = 2", "max_connections = 3"),
+    );
+    p.signal(nix::sys::signal::Signal::SIGHUP);
+    waiting.set_read_timeout(PARKED).unwrap();
+    let r = waiting
+        .read_response()
+        .unwrap_or_else(|e| panic!("not let in after the reload: {e}\n{}", p.logs()));
+    assert_eq!(r.status, 200);
+    assert_eq!(p.workers()[0].pid, worker, "a hot reload");
+    for c in &mut busy {
+        c.send(b"\r\n").unwrap();
+        assert_eq!(c.read_response().unwrap().status, 200);
+    }
+}
+
 /// Sets `pid`'s `RLIMIT_NOFILE` (soft and hard) to `n`.
 fn set_nofile(pid: i32, n: u64) {
     let limit = libc::rlimit {
