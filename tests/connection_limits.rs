@@ -201,6 +201,54 @@ fn a_client_waiting_at_the_limit_is_let_in_when_a_reload_raises_it() {
     }
 }
 
+/// The soft "Max open files" of `pid`.
+fn soft_nofile(pid: i32) -> u64 {
+    let limits = std::fs::read_to_string(format!("/proc/{pid}/limits")).unwrap();
+    let line = limits
+        .lines()
+        .find(|l| l.starts_with("Max open files"))
+        .expect("a Max open files line");
+    line["Max open files".len()..]
+        .split_whitespace()
+        .next()
+        .and_then(|v| v.parse().ok())
+        .expect("a number")
+}
+
+#[test]
+fn a_worker_raises_its_soft_descriptor_limit_to_cover_max_connections() {
+    let (_, hard) = prefork_shared::fd_budget::nofile_limits().unwrap();
+    if hard < 1000 {
+        return;
+    }
+    // Started under a soft limit of 256, as a shell with `ulimit -n 256`.
+    let dir = tempfile::tempdir().unwrap();
+    let wrapper = dir.path().join("prefork-256");
+    std::fs::write(
+        &wrapper,
+        format!("#!/bin/sh\nexec prlimit --nofile=256:{hard} {BIN} \"$@\"\n"),
+    )
+    .unwrap();
+    std::fs::set_permissions(
+        &wrapper,
+        std::os::unix::fs::PermissionsExt::from_mode(0o755),
+    )
+    .unwrap();
+    let p = Prefork::start(
+        Setup::new(1)
+            .exe(&wrapper)
+            .top("max_connections = 500")
+            .body(ROUTES),
+    );
+    assert_eq!(
+        soft_nofile(p.master_pid()),
+        256,
+        "the master keeps its limit"
+    );
+    // 500 client connections, 128 reserved, one listener.
+    assert_eq!(soft_nofile(p.workers()[0].pid), 629);
+}
+
 /// Sets `pid`'s `RLIMIT_NOFILE` (soft and hard) to `n`.
 fn set_nofile(pid: i32, n: u64) {
     let limit = libc::rlimit {
