@@ -592,7 +592,7 @@ fn histogram(out: &mut String, name: &str, route: &str, h: &Histogram) {
 mod tests {
     use super::*;
     use crate::supervisor::Generation;
-    use prefork_shared::stats::RouteCounters;
+    use prefork_shared::stats::{ConnectionLimits, RouteCounters};
 
     fn stats(requests: u64) -> WorkerStats {
         let mut latency = Histogram::default();
@@ -666,6 +666,39 @@ mod tests {
             text.contains("prefork_worker_restarts_total{worker=\"0\"} 2\n"),
             "{text}"
         );
+    }
+
+    #[test]
+    fn connection_budget_counters_add_up_across_a_slots_workers() {
+        let mut o = Observed::default();
+        let now = Instant::now();
+        let with_limits = |reached, evicted, fd_exhausted| WorkerStats {
+            limits: ConnectionLimits {
+                reached,
+                evicted,
+                fd_exhausted,
+            },
+            ..stats(1)
+        };
+        o.on_report(1, Slot(0), with_limits(3, 2, 1), now);
+        o.on_exit(1);
+        o.on_report(2, Slot(0), with_limits(4, 4, 0), now);
+        let text = render_prometheus(
+            &o,
+            &MasterFacts {
+                workers: &[],
+                restarts: &BTreeMap::new(),
+                generation: 1,
+                certificates: &[],
+            },
+        );
+        for line in [
+            "prefork_connection_limit_reached_total{worker=\"0\"} 7\n",
+            "prefork_connections_evicted_total{worker=\"0\"} 6\n",
+            "prefork_accept_fd_exhausted_total{worker=\"0\"} 1\n",
+        ] {
+            assert!(text.contains(line), "{line} in {text}");
+        }
     }
 
     #[test]
