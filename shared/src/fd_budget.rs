@@ -36,14 +36,17 @@ pub struct Budget {
 /// A hard limit below what the configuration needs.
 #[derive(Debug, Clone, PartialEq, Eq, Error)]
 #[error(
-    "{max_connections} connections need {needed} file descriptors per worker \
+    "{} need {needed} file descriptors per worker \
      ({per_client} per client connection, {pooled} for idle upstream pools, {reserved} reserved), \
-     but the hard limit (RLIMIT_NOFILE) is {hard}: raise it (ulimit -Hn, systemd's LimitNOFILE=) \
-     or lower max_connections"
+     but the hard limit (RLIMIT_NOFILE) is {hard}: raise it (ulimit -Hn, systemd's LimitNOFILE=){}",
+    self.asked(),
+    if *written { " or lower max_connections" } else { "" }
 )]
 pub struct TooFewDescriptors {
-    /// The connections asked for (or the least a derived value may be).
+    /// The connections asked for (1 when absent: not even one fits).
     pub max_connections: u64,
+    /// Whether the config sets `max_connections`.
+    pub written: bool,
     /// The descriptors they need.
     pub needed: u64,
     /// Descriptors per client connection (2 when requests are forwarded).
@@ -54,6 +57,16 @@ pub struct TooFewDescriptors {
     pub reserved: u64,
     /// The hard limit.
     pub hard: u64,
+}
+
+impl TooFewDescriptors {
+    fn asked(&self) -> String {
+        if self.written {
+            format!("{} connections", self.max_connections)
+        } else {
+            "even one connection and the upstream pools".to_owned()
+        }
+    }
 }
 
 /// The budget of `config` under the hard limit `hard`: `max_connections`
@@ -75,6 +88,7 @@ pub fn budget(config: &Config, hard: u64) -> Result<Budget, TooFewDescriptors> {
     if max_connections == 0 || needed > hard {
         return Err(TooFewDescriptors {
             max_connections: max_connections.max(1),
+            written: config.max_connections.is_some(),
             needed,
             per_client,
             pooled,
@@ -191,6 +205,14 @@ upstream = "app"
         // Not even one connection fits beside the pools and the reserve.
         let e = budget(&parse_ok(PROXY), 100).unwrap_err();
         assert_eq!(e.max_connections, 1);
+        let text = e.to_string();
+        assert!(
+            text.starts_with(
+                "even one connection and the upstream pools need 151 file descriptors"
+            ),
+            "{text}"
+        );
+        assert!(!text.contains("lower max_connections"), "{text}");
     }
 
     #[test]
