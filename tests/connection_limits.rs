@@ -378,4 +378,17 @@ fn a_hard_limit_too_low_for_max_connections_is_a_start_error_naming_the_numbers(
         }
     }
     assert!(!dir.path().join("prefork.pid").exists());
+    // Under a limit that covers it, -t says what each worker may hold; a
+    // config without the key gets what the limit allows.
+    let out = run_with_hard_limit(&["-t", "-c", config], 2000);
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{text}");
+    assert!(text.contains("max_connections 1000 per worker"), "{text}");
+    let written = std::fs::read_to_string(config).unwrap();
+    std::fs::write(config, written.replace("max_connections = 1000\n", "")).unwrap();
+    let out = run_with_hard_limit(&["-t", "-c", config], 1024);
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{text}");
+    // 1024, less 128 reserved and one for the listener.
+    assert!(text.contains("max_connections 895 per worker"), "{text}");
 }
