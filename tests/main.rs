@@ -5,6 +5,7 @@ mod support;
 
 mod config_check;
 mod conformance;
+mod connection_limits;
 mod cpu_affinity;
 mod errors;
 mod harness;

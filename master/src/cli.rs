@@ -8,7 +8,7 @@ use crate::{control_socket, pidfile};
 use clap::{Parser, Subcommand, ValueEnum};
 use nix::sys::signal::Signal;
 use prefork_shared::config::{self, Loaded};
-use prefork_shared::exit;
+use prefork_shared::{exit, fd_budget};
 use slog::info;
 use std::path::{Path, PathBuf};
 
@@ -124,12 +124,13 @@ pub fn test_config(path: &Path) -> i32 {
         Ok(c) => {
             let listen: Vec<String> = c.listen.iter().map(|l| l.addr.to_string()).collect();
             println!(
-                "prefork: configuration file {} is valid: listen {}, {} workers, {} upstreams, {} routes",
+                "prefork: configuration file {} is valid: listen {}, {} workers, {} upstreams, {} routes, max_connections {} per worker",
                 path.display(),
                 listen.join(" "),
                 c.workers,
                 c.upstreams.len(),
-                c.routes.len()
+                c.routes.len(),
+                c.max_connections.unwrap_or(fd_budget::DEFAULT_MAX_CONNECTIONS)
             );
             exit::OK
         }

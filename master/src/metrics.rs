@@ -12,6 +12,9 @@ use std::collections::{BTreeMap, BTreeSet, HashMap, VecDeque};
 use std::fmt::Write as _;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
+/// Reads one counter of a worker's stats.
+type CounterOf = fn(&WorkerStats) -> u64;
+
 /// The window of the request rate and recent latencies in `prefork status`.
 pub const RECENT: Duration = Duration::from_secs(10);
 
@@ -253,6 +256,34 @@ pub fn render_prometheus(observed: &Observed, facts: &MasterFacts<'_>) -> String
             &[("worker", &slot.0.to_string())],
             stats.parked_connections as f64,
         );
+    }
+    let limits: [(&str, &str, CounterOf); 3] = [
+        (
+            "prefork_connection_limit_reached_total",
+            "New connections met a worker at max_connections (an idle one closed to make room, or accepting paused), by worker slot.",
+            |s| s.limits.reached,
+        ),
+        (
+            "prefork_connections_evicted_total",
+            "Idle keep-alive client connections closed to make room at max_connections, by worker slot.",
+            |s| s.limits.evicted,
+        ),
+        (
+            "prefork_accept_fd_exhausted_total",
+            "Accepts that failed for want of a file descriptor (EMFILE, ENFILE), by worker slot.",
+            |s| s.limits.fd_exhausted,
+        ),
+    ];
+    for (name, help, value) in limits {
+        family(&mut out, name, "counter", help);
+        for (slot, stats) in &per_slot {
+            sample(
+                &mut out,
+                name,
+                &[("worker", &slot.0.to_string())],
+                value(stats) as f64,
+            );
+        }
     }
     family(
         &mut out,
@@ -561,7 +592,7 @@ fn histogram(out: &mut String, name: &str, route: &str, h: &Histogram) {
 mod tests {
     use super::*;
     use crate::supervisor::Generation;
-    use prefork_shared::stats::RouteCounters;
+    use prefork_shared::stats::{ConnectionLimits, RouteCounters};
 
     fn stats(requests: u64) -> WorkerStats {
         let mut latency = Histogram::default();
@@ -635,6 +666,39 @@ mod tests {
             text.contains("prefork_worker_restarts_total{worker=\"0\"} 2\n"),
             "{text}"
         );
+    }
+
+    #[test]
+    fn connection_budget_counters_add_up_across_a_slots_workers() {
+        let mut o = Observed::default();
+        let now = Instant::now();
+        let with_limits = |reached, evicted, fd_exhausted| WorkerStats {
+            limits: ConnectionLimits {
+                reached,
+                evicted,
+                fd_exhausted,
+            },
+            ..stats(1)
+        };
+        o.on_report(1, Slot(0), with_limits(3, 2, 1), now);
+        o.on_exit(1);
+        o.on_report(2, Slot(0), with_limits(4, 4, 0), now);
+        let text = render_prometheus(
+            &o,
+            &MasterFacts {
+                workers: &[],
+                restarts: &BTreeMap::new(),
+                generation: 1,
+                certificates: &[],
+            },
+        );
+        for line in [
+            "prefork_connection_limit_reached_total{worker=\"0\"} 7\n",
+            "prefork_connections_evicted_total{worker=\"0\"} 6\n",
+            "prefork_accept_fd_exhausted_total{worker=\"0\"} 1\n",
+        ] {
+            assert!(text.contains(line), "{line} in {text}");
+        }
     }
 
     #[test]

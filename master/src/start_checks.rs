@@ -6,7 +6,7 @@
 use crate::log_files;
 use crate::os::{self, Credentials};
 use prefork_shared::config::{ConfigError, KeyPath, Locator, Problem};
-use prefork_shared::{tls, Config};
+use prefork_shared::{fd_budget, tls, Config};
 use std::time::{SystemTime, UNIX_EPOCH};
 
 /// Who the workers of a root master run as when the config names no
@@ -42,6 +42,10 @@ pub fn start_checks(
         problems.push(locator.problem(&user, e.to_string()));
         None
     });
+    if let Err(why) = resolve_max_connections(config) {
+        let key = KeyPath::default().key("max_connections");
+        problems.push(locator.problem(&key, why));
+    }
     for (key, why) in log_files::check(config) {
         problems.push(locator.problem(&key, why));
     }
@@ -61,6 +65,17 @@ pub fn start_checks(
         problems.sort_by_key(|p| p.line);
         Err(ConfigError::Invalid { problems })
     }
+}
+
+/// Checks that the hard `RLIMIT_NOFILE` (the workers inherit it) covers
+/// the connection budget, and writes the `max_connections` the workers
+/// get: as written, or derived from the limit when absent.
+fn resolve_max_connections(config: &mut Config) -> Result<(), String> {
+    let (_, hard) =
+        fd_budget::nofile_limits().map_err(|e| format!("cannot read RLIMIT_NOFILE: {e}"))?;
+    let budget = fd_budget::budget(config, hard).map_err(|e| e.to_string())?;
+    config.max_connections = Some(budget.max_connections);
+    Ok(())
 }
 
 /// Reads every `[[certificates]]` entry into `config.tls.loaded`; a

@@ -6,6 +6,7 @@
 pub mod config;
 pub mod cpus;
 pub mod exit;
+pub mod fd_budget;
 pub mod fds;
 pub mod ipc;
 pub mod load_board;

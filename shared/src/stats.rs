@@ -207,6 +207,23 @@ pub struct WorkerStats {
     /// TLS handshakes on client connections.
     #[serde(default)]
     pub tls: TlsHandshakes,
+    /// The connection budget at work (`max_connections`, descriptors).
+    #[serde(default)]
+    pub limits: ConnectionLimits,
+}
+
+/// How often a worker met its connection budget.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ConnectionLimits {
+    /// Times a connection waited to be accepted with the worker at
+    /// `max_connections` (an idle connection closed to make room, or
+    /// accepting paused).
+    pub reached: u64,
+    /// Idle keep-alive connections closed to make room for new ones.
+    pub evicted: u64,
+    /// Accepts that failed for want of a file descriptor (`EMFILE`,
+    /// `ENFILE`).
+    pub fd_exhausted: u64,
 }
 
 /// Why a TLS handshake failed, as `/metrics` labels it (the order of
@@ -311,6 +328,9 @@ impl Totals {
         for (a, b) in sum.tls.failed.iter_mut().zip(other.tls.failed) {
             *a += b;
         }
+        sum.limits.reached += other.limits.reached;
+        sum.limits.evicted += other.limits.evicted;
+        sum.limits.fd_exhausted += other.limits.fd_exhausted;
         sum.bytes_in += other.bytes_in;
         sum.bytes_out += other.bytes_out;
         for s in &other.servers {

@@ -167,6 +167,7 @@ pub(crate) fn config(origin: SocketAddr) -> Config {
         shutdown_delay: Duration::ZERO,
         worker_timeout: Duration::from_secs(30),
         tls_session_timeout: Duration::from_secs(12 * 3600),
+        max_connections: None,
         log: LogConfig {
             error_log: LogTarget::Stderr,
             access_log: None,

@@ -18,7 +18,7 @@ mod model;
 mod raw;
 mod redirect;
 #[cfg(test)]
-mod testing;
+pub(crate) mod testing;
 mod validate;
 
 pub use access_format::{parse_template, AccessField, AccessFormat, Segment};

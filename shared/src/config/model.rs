@@ -44,6 +44,11 @@ pub struct Config {
     /// How long a TLS client may resume its session with a ticket; the
     /// session-ticket keys rotate at this interval.
     pub tls_session_timeout: Duration,
+    /// Most client connections one worker holds open, parked ones included
+    /// (nginx's `worker_connections`). `None` as written when absent: the
+    /// master then sets what the file-descriptor limit allows (see
+    /// [`crate::fd_budget`]), so workers always get a number.
+    pub max_connections: Option<u64>,
     /// Error and access log destinations.
     pub log: LogConfig,
     /// Addresses the master binds; every worker accepts on all of them.

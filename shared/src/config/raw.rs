@@ -33,6 +33,7 @@ pub(super) struct RawConfig {
     pub(super) tunnel_timeout: Option<String>,
     pub(super) via: Option<RawVia>,
     pub(super) splice: Option<bool>,
+    pub(super) max_connections: Option<u64>,
     #[serde(default)]
     pub(super) log: RawLog,
     #[serde(default)]

@@ -1,24 +1,19 @@
 //! Accepting client connections on one listener until a stop.
 
 use crate::downstream::h1::{Connection, Idle};
+use crate::downstream::limit;
 use crate::downstream::park::ParkingLot;
 use crate::downstream::tls;
 use crate::io::client_socket::ClientSocket;
 use crate::state::load_share::{HoldBack, ACCEPT_DEFER};
 use crate::state::Snapshot;
 use crate::stop::Stop;
-use slog::error;
 use socket2::{SockAddr, SockRef, Socket};
 use std::io;
 use std::net::SocketAddr;
 use std::rc::Rc;
-use std::time::Duration;
 use tokio::io::unix::AsyncFd;
 use tokio::io::Interest;
-
-/// Pause after an accept error such as EMFILE, so a full descriptor table
-/// does not turn the loop into a busy spin.
-const ACCEPT_BACKOFF: Duration = Duration::from_millis(100);
 
 /// A listening socket, and whether other workers accept on it too (one
 /// shared socket, not this slot's own `reuseport` one). It is watched for
@@ -69,6 +64,8 @@ pub(crate) async fn accept_loop(
         shared,
         tls,
     } = listener;
+    // Any listener's connection may close a parked one to make room.
+    let evictable = lot.clone();
     // TLS connections are never parked (see `downstream::tls`).
     let lot = if tls { None } else { lot };
     let mut hold = HoldBack::default();
@@ -90,10 +87,28 @@ pub(crate) async fn accept_loop(
         let mut ready = match ready {
             Ok(ready) => ready,
             Err(e) => {
-                accept_failed(&snapshot, &socket, &e).await;
+                accept_failed(&snapshot, &socket, &evictable, &e).await;
                 continue;
             }
         };
+        // At the limit the readiness may be stale (it clears only when an
+        // accept finds the queue empty): make room only for a connection
+        // that waits.
+        if snapshot.full() && !limit::queued(socket.get_ref()) {
+            ready.clear_ready();
+            continue;
+        }
+        if !limit::make_room(&snapshot, evictable.as_ref()) {
+            // Left queued: this worker takes it once a connection closes
+            // or parks, unless another worker does first.
+            drop(ready);
+            if !limit::room_made(&snapshot).await {
+                break;
+            }
+            // A new configuration (its `max_connections`) applies at once.
+            snapshot = snapshot.latest();
+            continue;
+        }
         let mut paused_for = None;
         let ignored = hold.ignored();
         if shared && snapshot.busier_than_others(ignored) {
@@ -109,7 +124,7 @@ pub(crate) async fn accept_loop(
             ready = match socket.readable().await {
                 Ok(ready) => ready,
                 Err(e) => {
-                    accept_failed(&snapshot, &socket, &e).await;
+                    accept_failed(&snapshot, &socket, &evictable, &e).await;
                     continue;
                 }
             };
@@ -121,7 +136,7 @@ pub(crate) async fn accept_loop(
             let moved = snapshot.load_of(cell) != count;
             hold.paused(cell, accepted.is_err() || moved);
         }
-        on_accepted(&snapshot, &socket, accepted, &lot, tls).await;
+        on_accepted(&snapshot, &socket, accepted, &lot, &evictable, tls).await;
     }
     if *snapshot.stop.borrow() == Stop::Graceful {
         take_queued(&snapshot, socket.into_inner(), &lot, tls);
@@ -143,12 +158,13 @@ async fn on_accepted(
     socket: &AsyncFd<std::net::TcpListener>,
     accepted: Accepted,
     lot: &Option<Rc<ParkingLot<Idle>>>,
+    evictable: &Option<Rc<ParkingLot<Idle>>>,
     tls: bool,
 ) {
     match accepted {
         Ok(Ok(accepted)) => serve_accepted(snapshot, accepted, lot, tls),
         Ok(Err(e)) if is_per_connection(&e) => {}
-        Ok(Err(e)) => accept_failed(snapshot, socket, &e).await,
+        Ok(Err(e)) => accept_failed(snapshot, socket, evictable, &e).await,
         // The queue is empty: wait for the next connection.
         Err(_would_block) => {}
     }
@@ -176,15 +192,17 @@ fn serve_accepted(
 async fn accept_failed(
     snapshot: &Snapshot,
     socket: &AsyncFd<std::net::TcpListener>,
+    lot: &Option<Rc<ParkingLot<Idle>>>,
     e: &io::Error,
 ) {
-    let addr = socket
-        .get_ref()
-        .local_addr()
-        .map(|a| a.to_string())
-        .unwrap_or_default();
-    error!(snapshot.log, "accept failed"; "listen" => addr, "error" => %e);
-    tokio::time::sleep(ACCEPT_BACKOFF).await;
+    let listen = || {
+        socket
+            .get_ref()
+            .local_addr()
+            .map(|a| a.to_string())
+            .unwrap_or_default()
+    };
+    limit::accept_failed(snapshot, lot.as_ref(), listen, e).await;
 }
 
 /// How holding back ended.

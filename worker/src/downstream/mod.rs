@@ -4,5 +4,6 @@
 
 pub(crate) mod accept;
 pub(crate) mod h1;
+pub(crate) mod limit;
 pub(crate) mod park;
 pub(crate) mod tls;

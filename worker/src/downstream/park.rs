@@ -154,6 +154,33 @@ impl<P: Parkable> ParkingLot<P> {
         if first || closes_at.is_some() {
             self.rearm.notify_one();
         }
+        drop(by_idle);
+        self.newest.parked_one();
+    }
+
+    /// Closes the connection parked longest, to make room for a new one at
+    /// `max_connections` (nginx closes its oldest idle keep-alive
+    /// connections so); one whose next request is on its way is resumed
+    /// instead, and the next oldest closes. Returns whether one closed.
+    pub(crate) fn evict_oldest(self: &Rc<Self>) -> bool {
+        loop {
+            let Some((_, key)) = self.by_idle.borrow_mut().pop_front() else {
+                return false;
+            };
+            let on_its_way = match self.slots.borrow().get(key.index as usize) {
+                Some(Slot {
+                    generation,
+                    parked: Some(conn),
+                }) if *generation == key.generation => conn.has_unread(),
+                // Resumed or closed since: a stale entry.
+                _ => continue,
+            };
+            if on_its_way {
+                self.resume(key);
+            } else if self.take(key).is_some() {
+                return true;
+            }
+        }
     }
 
     /// An empty slot, and its key.
@@ -466,6 +493,24 @@ mod tests {
         );
         assert_eq!(w.snapshot.active_connections(), 0);
         drop(sending);
+    }
+
+    #[tokio::test]
+    async fn eviction_closes_the_oldest_parked_connection_and_spares_one_sending_a_request() {
+        let w = world(Duration::from_secs(75));
+        let now = Instant::now();
+        let mut sending = w.park(now - Duration::from_secs(3));
+        sending.write_all(b"GET / HTTP/1.1\r\n").unwrap();
+        let mut oldest = w.park(now - Duration::from_secs(2));
+        let mut young = w.park(now);
+        assert!(w.lot.evict_oldest());
+        assert_eq!(w.resumed.get(), 1, "the one sending a request is resumed");
+        assert_eq!(oldest.read(&mut [0u8; 1]).unwrap(), 0, "the oldest closed");
+        assert_eq!((w.lot.len(), w.snapshot.active_connections()), (1, 1));
+        assert!(w.lot.evict_oldest());
+        assert_eq!(young.read(&mut [0u8; 1]).unwrap(), 0);
+        assert!(!w.lot.evict_oldest(), "nothing left to close");
+        assert_eq!(w.snapshot.active_connections(), 0);
     }
 
     #[tokio::test]

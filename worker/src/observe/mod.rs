@@ -3,5 +3,6 @@
 
 pub(crate) mod access_log;
 pub(crate) mod access_sink;
+pub(crate) mod occurrences;
 pub(crate) mod request_id;
 pub(crate) mod stats;

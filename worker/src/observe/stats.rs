@@ -2,9 +2,11 @@
 //! bumped on the hot path, copied into a [`WorkerStats`] and sent to the
 //! master about once a second, never per request.
 
+use super::occurrences::Occurrences;
 use prefork_shared::config::Config;
 use prefork_shared::stats::{
-    status_class, RouteCounters, ServerCounters, TlsHandshakes, WorkerStats, UNROUTED,
+    status_class, ConnectionLimits, RouteCounters, ServerCounters, TlsHandshakes, WorkerStats,
+    UNROUTED,
 };
 use rustc_hash::FxHashMap;
 use std::cell::{Cell, RefCell};
@@ -12,6 +14,7 @@ use std::fmt::Display;
 use std::net::SocketAddr;
 use std::rc::Rc;
 use std::time::Duration;
+use tokio::time::Instant;
 
 /// The counters of one worker. They live as long as the worker process, so
 /// they survive hot reloads: requests are counted per route *label* (host
@@ -30,6 +33,12 @@ pub(crate) struct Stats {
     bytes_out: Cell<u64>,
     /// TLS handshakes completed and failed (by reason).
     tls: RefCell<TlsHandshakes>,
+    /// The connection budget at work.
+    limits: Cell<ConnectionLimits>,
+    /// `max_connections` reached since the last log line about it.
+    limit_log: RefCell<Occurrences>,
+    /// Accepts failed since the last log line about them.
+    accept_error_log: RefCell<Occurrences>,
     /// Per upstream and server address (labels are added when reporting).
     /// Each upstream group holds its servers' counters (see
     /// [`Stats::server`]): a request never looks them up. Fx hashing, as the
@@ -75,6 +84,9 @@ impl Stats {
             bytes_in: Cell::new(0),
             bytes_out: Cell::new(0),
             tls: RefCell::default(),
+            limits: Cell::default(),
+            limit_log: RefCell::default(),
+            accept_error_log: RefCell::default(),
             servers: RefCell::new(FxHashMap::default()),
         };
         let slots = stats.configure(config);
@@ -133,6 +145,34 @@ impl Stats {
         if let Some(n) = self.tls.borrow_mut().failed.get_mut(reason) {
             *n += 1;
         }
+    }
+
+    /// Counts a new connection meeting the worker at `max_connections`;
+    /// returns how many to report if a log line is due (see
+    /// [`Occurrences`]).
+    pub(crate) fn limit_reached(&self, now: Instant) -> Option<u64> {
+        self.update_limits(|l| l.reached += 1);
+        self.limit_log.borrow_mut().note(now)
+    }
+
+    /// Counts an idle connection closed to make room.
+    pub(crate) fn evicted(&self) {
+        self.update_limits(|l| l.evicted += 1);
+    }
+
+    /// Counts a failed accept (`fd_exhausted`: for want of a descriptor);
+    /// returns how many to report if a log line is due.
+    pub(crate) fn accept_failed(&self, fd_exhausted: bool, now: Instant) -> Option<u64> {
+        if fd_exhausted {
+            self.update_limits(|l| l.fd_exhausted += 1);
+        }
+        self.accept_error_log.borrow_mut().note(now)
+    }
+
+    fn update_limits(&self, f: impl FnOnce(&mut ConnectionLimits)) {
+        let mut limits = self.limits.get();
+        f(&mut limits);
+        self.limits.set(limits);
     }
 
     /// Counts `delta` more (or fewer) parked connections.
@@ -203,6 +243,7 @@ impl Stats {
             bytes_out: self.bytes_out.get(),
             servers: rows,
             tls: self.tls.borrow().clone(),
+            limits: self.limits.get(),
         }
     }
 }

@@ -123,6 +123,7 @@ fn run(args: &WorkerArgs) -> Result<i32, BootError> {
         .map_err(BootError::Logs)?;
     let log = logs.error.new(o!("slot" => args.slot));
     let access = access_log::AccessLogs::open(&config, &log).map_err(BootError::Logs)?;
+    super::fd_limit::raise(&config, &log);
     match pinned {
         Some((cpu, Ok(()))) => info!(log, "pinned to a CPU"; "cpu" => cpu),
         Some((cpu, Err(e))) => {

@@ -3,6 +3,7 @@
 
 mod boot;
 mod control;
+mod fd_limit;
 mod heartbeat;
 pub(crate) mod inherit;
 mod reload;

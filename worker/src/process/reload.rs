@@ -29,6 +29,7 @@ pub(crate) async fn apply_updates(
         let Some(current) = latest.get() else {
             return;
         };
+        super::fd_limit::raise(&config, &current.log);
         let next = current.reconfigured(*config, slot, generation);
         info!(next.log, "configuration replaced";
             "routes" => next.config.routes.len(), "upstreams" => next.config.upstreams.len());

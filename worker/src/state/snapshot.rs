@@ -53,6 +53,10 @@ struct Shared {
     staying: Cell<usize>,
     /// Woken when `active` drops to zero.
     drained: Notify,
+    /// Woken when a connection closes or parks while an accept loop waits
+    /// for room (`waiting_for_room`) at `max_connections`.
+    room: Notify,
+    waiting_for_room: Cell<bool>,
     /// The newest configuration snapshot.
     latest: RefCell<Weak<Snapshot>>,
     /// Tasks waiting for a stop or a new snapshot.
@@ -72,6 +76,13 @@ struct Shared {
 }
 
 impl Shared {
+    /// Wakes the accept loops waiting for room, if any.
+    fn room_made(&self) {
+        if self.waiting_for_room.replace(false) {
+            self.room.notify_waiters();
+        }
+    }
+
     fn set_staying(&self, staying: usize) {
         self.staying.set(staying);
         if let Some(load) = &self.load {
@@ -121,6 +132,8 @@ impl Snapshot {
             active: Cell::new(0),
             staying: Cell::new(0),
             drained: Notify::new(),
+            room: Notify::new(),
+            waiting_for_room: Cell::new(false),
             latest: RefCell::new(Weak::new()),
             waiters: Waiters::default(),
             stop_seen: Cell::new(None),
@@ -290,6 +303,29 @@ impl Snapshot {
         self.shared.active.get()
     }
 
+    /// Most client connections this worker holds (`max_connections`; the
+    /// master always sets it, the default covers configs built in tests).
+    pub(crate) fn max_connections(&self) -> usize {
+        let max = self
+            .config
+            .max_connections
+            .unwrap_or(prefork_shared::fd_budget::DEFAULT_MAX_CONNECTIONS);
+        usize::try_from(max).unwrap_or(usize::MAX)
+    }
+
+    /// Whether the worker holds `max_connections` client connections.
+    pub(crate) fn full(&self) -> bool {
+        self.active_connections() >= self.max_connections()
+    }
+
+    /// Resolves after a client connection closes or parks (it may then be
+    /// closed to make room).
+    pub(crate) async fn room_made(&self) {
+        let notified = self.shared.room.notified();
+        self.shared.waiting_for_room.set(true);
+        notified.await;
+    }
+
     /// The worker's counters (shared by every configuration snapshot).
     pub(crate) fn stats(&self) -> &Rc<Stats> {
         &self.shared.stats
@@ -393,6 +429,12 @@ impl Newest {
         self.0.active.get()
     }
 
+    /// A connection parked: an accept loop waiting for room may close it
+    /// to make room.
+    pub(crate) fn parked_one(&self) {
+        self.0.room_made();
+    }
+
     /// The guard of a parked connection ([`ActiveConnection::park`]), given
     /// back when it resumes or closes.
     pub(crate) fn parked_guard(&self) -> ActiveConnection {
@@ -470,6 +512,7 @@ impl Drop for ActiveConnection {
         let shared = &self.shared;
         let left = shared.active.get().saturating_sub(1);
         shared.active.set(left);
+        shared.room_made();
         if left == 0 {
             shared.drained.notify_waiters();
         }

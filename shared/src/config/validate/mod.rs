@@ -116,6 +116,13 @@ impl Validator<'_> {
             root.key("tls_session_timeout"),
             raw.tls_session_timeout.as_deref(),
         );
+        let max_connections = match raw.max_connections {
+            Some(0) => {
+                self.problem(&root.key("max_connections"), "must be at least 1");
+                None
+            }
+            n => n,
+        };
         let user = self.user(root.key("user"), raw.user);
         let log = self.log(root.key("log"), raw.log);
         let listen = self.listen(root.key("listen"), raw.listen);
@@ -141,6 +148,7 @@ impl Validator<'_> {
             shutdown_delay,
             worker_timeout,
             tls_session_timeout,
+            max_connections,
             log,
             listen,
             http,
