@@ -207,7 +207,17 @@ pub struct WorkerStats {
     /// TLS handshakes on client connections.
     #[serde(default)]
     pub tls: TlsHandshakes,
+    /// Connections refused on `proxy_protocol` listeners, by reason (see
+    /// [`PROXY_HEADER_FAILURE_REASONS`]): no valid header came in time, a
+    /// header that is not one came, the client closed first.
+    #[serde(default)]
+    pub proxy_header_failures: [u64; 3],
 }
+
+/// Why a connection on a `proxy_protocol` listener was closed before its
+/// PROXY header was read, as `/metrics` labels it (the order of
+/// [`WorkerStats::proxy_header_failures`]).
+pub const PROXY_HEADER_FAILURE_REASONS: [&str; 3] = ["timeout", "invalid", "closed"];
 
 /// Why a TLS handshake failed, as `/metrics` labels it (the order of
 /// [`TlsHandshakes::failed`]).
@@ -309,6 +319,13 @@ impl Totals {
         sum.connections += other.connections;
         sum.tls.completed += other.tls.completed;
         for (a, b) in sum.tls.failed.iter_mut().zip(other.tls.failed) {
+            *a += b;
+        }
+        for (a, b) in sum
+            .proxy_header_failures
+            .iter_mut()
+            .zip(other.proxy_header_failures)
+        {
             *a += b;
         }
         sum.bytes_in += other.bytes_in;

@@ -30,6 +30,7 @@ pub(crate) struct Stats {
     bytes_out: Cell<u64>,
     /// TLS handshakes completed and failed (by reason).
     tls: RefCell<TlsHandshakes>,
+    proxy_header_failures: RefCell<[u64; 3]>,
     /// Per upstream and server address (labels are added when reporting).
     /// Each upstream group holds its servers' counters (see
     /// [`Stats::server`]): a request never looks them up. Fx hashing, as the
@@ -75,6 +76,7 @@ impl Stats {
             bytes_in: Cell::new(0),
             bytes_out: Cell::new(0),
             tls: RefCell::default(),
+            proxy_header_failures: RefCell::default(),
             servers: RefCell::new(FxHashMap::default()),
         };
         let slots = stats.configure(config);
@@ -131,6 +133,15 @@ impl Stats {
     /// [`prefork_shared::stats::TLS_FAILURE_REASONS`].
     pub(crate) fn tls_failure(&self, reason: usize) {
         if let Some(n) = self.tls.borrow_mut().failed.get_mut(reason) {
+            *n += 1;
+        }
+    }
+
+    /// Counts a connection closed for want of a PROXY protocol header, for
+    /// the reason at `reason` of
+    /// [`prefork_shared::stats::PROXY_HEADER_FAILURE_REASONS`].
+    pub(crate) fn proxy_header_failure(&self, reason: usize) {
+        if let Some(n) = self.proxy_header_failures.borrow_mut().get_mut(reason) {
             *n += 1;
         }
     }
@@ -203,6 +214,7 @@ impl Stats {
             bytes_out: self.bytes_out.get(),
             servers: rows,
             tls: self.tls.borrow().clone(),
+            proxy_header_failures: *self.proxy_header_failures.borrow(),
         }
     }
 }

@@ -1,0 +1,148 @@
+//! Connections on `proxy_protocol` listeners: the load balancer's PROXY
+//! header (v1 or v2) is read first, within `client_header_timeout`, and the
+//! client address it carries replaces the socket's for the connection's
+//! whole life (`X-Forwarded-For`, the access log, parking). Exactly the
+//! header's bytes are taken: what follows, a request or a TLS ClientHello,
+//! is left to the layer that reads it next. A connection without a valid
+//! header is closed without a response, counted by reason; the error log
+//! gets at most one line a second about them.
+
+use crate::downstream::h1::{Connection, Idle};
+use crate::downstream::park::ParkingLot;
+use crate::downstream::tls;
+use crate::http::proxy_protocol::{self, ProxyHeaderError};
+use crate::io::client_socket::ClientSocket;
+use crate::state::{ActiveConnection, Snapshot};
+use slog::info;
+use std::cell::Cell;
+use std::net::SocketAddr;
+use std::rc::Rc;
+use std::time::Duration;
+use tokio::io::AsyncReadExt;
+use tokio::time::{timeout_at, Instant};
+
+/// Fewest seconds between two log lines about refused connections.
+const LOG_EVERY: Duration = Duration::from_secs(1);
+
+/// Why a connection was refused: the index of its reason in
+/// [`prefork_shared::stats::PROXY_HEADER_FAILURE_REASONS`].
+#[derive(Debug, Clone, Copy)]
+enum Failure {
+    Timeout = 0,
+    Invalid = 1,
+    Closed = 2,
+}
+
+/// How reading the header failed.
+enum ReadError {
+    /// Bytes that are not a header.
+    Invalid(ProxyHeaderError),
+    /// The client closed, or the socket failed, first.
+    Closed,
+}
+
+/// Starts serving a connection accepted on a `proxy_protocol` listener, in
+/// a task of its own; `tls`: the listener speaks TLS after the header.
+pub(crate) fn serve(
+    snapshot: &Rc<Snapshot>,
+    socket: ClientSocket,
+    peer: SocketAddr,
+    lot: &Option<Rc<ParkingLot<Idle>>>,
+    tls: bool,
+) {
+    let active = snapshot.track();
+    // The newest configuration serves it (hot reload).
+    let snapshot = snapshot.latest();
+    let lot = lot.clone();
+    tokio::task::spawn_local(Box::pin(header_then_serve(
+        snapshot, socket, peer, lot, tls, active,
+    )));
+}
+
+async fn header_then_serve(
+    snapshot: Rc<Snapshot>,
+    socket: ClientSocket,
+    peer: SocketAddr,
+    lot: Option<Rc<ParkingLot<Idle>>>,
+    tls: bool,
+    active: ActiveConnection,
+) {
+    let deadline = Instant::now() + snapshot.config.http.client_header_timeout;
+    let (failure, error) = match timeout_at(deadline, read_header(&socket)).await {
+        Err(_) => (Failure::Timeout, None),
+        Ok(Err(ReadError::Invalid(e))) => (Failure::Invalid, Some(e)),
+        Ok(Err(ReadError::Closed)) => (Failure::Closed, None),
+        Ok(Ok(source)) => {
+            // LOCAL, UNKNOWN: the balancer's own connection.
+            let client = source.unwrap_or(peer);
+            if tls {
+                tls::handshake_then_serve(snapshot, socket, client, active).await;
+            } else {
+                // Boxed as a connection served from the accept loop is.
+                let conn = Connection::new(snapshot.latest(), socket, client, active, lot);
+                Box::pin(conn.run()).await;
+            }
+            return;
+        }
+    };
+    snapshot.stats().proxy_header_failure(failure as usize);
+    log_failure(&snapshot, peer, failure, error);
+}
+
+/// Reads the PROXY header: the client address it carries, if any. Peeks
+/// until the header is complete (or known bad), then takes exactly its
+/// bytes.
+async fn read_header(socket: &ClientSocket) -> Result<Option<SocketAddr>, ReadError> {
+    let mut buf = vec![0u8; proxy_protocol::MAX_LEN];
+    let mut seen = 0;
+    let header = loop {
+        let n = socket
+            .peek_beyond(&mut buf, seen)
+            .await
+            .map_err(|_| ReadError::Closed)?;
+        if n == 0 {
+            return Err(ReadError::Closed);
+        }
+        match proxy_protocol::parse(&buf[..n]) {
+            Ok(Some(header)) => break header,
+            // A full buffer always decides: MAX_LEN bounds every header.
+            Ok(None) => seen = n,
+            Err(e) => return Err(ReadError::Invalid(e)),
+        }
+    };
+    // The bytes are queued already: this takes them without waiting.
+    let mut reader = socket;
+    reader
+        .read_exact(&mut buf[..header.len])
+        .await
+        .map_err(|_| ReadError::Closed)?;
+    Ok(header.source)
+}
+
+thread_local! {
+    /// When the last line about a refused connection was logged, and how
+    /// many refusals went unlogged since.
+    static LOGGED: Cell<(Option<Instant>, u64)> = const { Cell::new((None, 0)) };
+}
+
+/// Logs a refused connection, at most one line per [`LOG_EVERY`] (with the
+/// count of those not logged): a scan or a misconfigured balancer must not
+/// flood the log.
+fn log_failure(
+    snapshot: &Snapshot,
+    peer: SocketAddr,
+    failure: Failure,
+    error: Option<ProxyHeaderError>,
+) {
+    let now = Instant::now();
+    let (last, skipped) = LOGGED.get();
+    if last.is_some_and(|at| now < at + LOG_EVERY) {
+        LOGGED.set((last, skipped + 1));
+        return;
+    }
+    LOGGED.set((Some(now), 0));
+    let reason = prefork_shared::stats::PROXY_HEADER_FAILURE_REASONS[failure as usize];
+    let error = error.map(|e| e.to_string()).unwrap_or_default();
+    info!(snapshot.log, "no valid PROXY protocol header, connection closed";
+        "client" => %peer, "reason" => reason, "error" => error, "not_logged_since" => skipped);
+}
