@@ -146,3 +146,79 @@ fn log_failure(
     info!(snapshot.log, "no valid PROXY protocol header, connection closed";
         "client" => %peer, "reason" => reason, "error" => error, "not_logged_since" => skipped);
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::future::{poll_fn, Future};
+    use std::io::Write;
+    use std::mem::MaybeUninit;
+    use std::net::Shutdown;
+    use std::task::Poll;
+    use tokio::io::AsyncReadExt;
+    use tokio::time::timeout;
+
+    /// Bound on every wait here: a bug fails a test instead of hanging it.
+    const LIMIT: Duration = Duration::from_secs(10);
+
+    /// A connected pair: a blocking std client and the accepted side.
+    fn pair() -> (std::net::TcpStream, ClientSocket) {
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let client = std::net::TcpStream::connect(listener.local_addr().unwrap()).unwrap();
+        let (server, _) = listener.accept().unwrap();
+        server.set_nonblocking(true).unwrap();
+        (client, ClientSocket::new(server))
+    }
+
+    /// Waits, without the event loop, until `n` bytes are queued.
+    fn wait_queued(socket: &ClientSocket, n: usize) {
+        let deadline = std::time::Instant::now() + LIMIT;
+        let mut probe = [MaybeUninit::uninit(); 64];
+        while !matches!(socket.sock_ref().peek(&mut probe), Ok(got) if got >= n) {
+            assert!(std::time::Instant::now() < deadline, "{n} bytes never came");
+            std::thread::yield_now();
+        }
+    }
+
+    #[tokio::test]
+    async fn a_header_in_two_segments_is_waited_for_then_taken_exactly() {
+        let (mut client, socket) = pair();
+        let header = b"PROXY TCP4 192.0.2.7 10.0.0.1 40000 443\r\n";
+        client.write_all(&header[..20]).unwrap();
+        wait_queued(&socket, 20);
+        let mut read = std::pin::pin!(read_header(&socket));
+        let first = poll_fn(|cx| Poll::Ready(read.as_mut().poll(cx))).await;
+        assert!(first.is_pending(), "it waits for the rest");
+        client.write_all(&header[20..]).unwrap();
+        client.write_all(b"GET / HTTP/1.1\r\n\r\n").unwrap();
+        let source = match timeout(LIMIT, read).await.unwrap() {
+            Ok(source) => source,
+            Err(_) => panic!("the header is refused"),
+        };
+        assert_eq!(source, Some("192.0.2.7:40000".parse().unwrap()));
+        // What follows the header is left for HTTP.
+        let mut rest = [0u8; 18];
+        let mut reader = &socket;
+        timeout(LIMIT, reader.read_exact(&mut rest))
+            .await
+            .unwrap()
+            .unwrap();
+        assert_eq!(&rest, b"GET / HTTP/1.1\r\n\r\n");
+    }
+
+    #[tokio::test]
+    async fn garbage_is_refused_and_a_header_cut_by_a_close_ends_the_wait() {
+        let (mut client, socket) = pair();
+        client.write_all(b"GET / HTTP/1.1\r\n\r\n").unwrap();
+        let got = timeout(LIMIT, read_header(&socket)).await.unwrap();
+        assert!(matches!(
+            got,
+            Err(ReadError::Invalid(ProxyHeaderError::Signature))
+        ));
+        let (mut client, socket) = pair();
+        client.write_all(b"PROXY TCP4 192.0.2.7").unwrap();
+        client.shutdown(Shutdown::Write).unwrap();
+        let got = timeout(LIMIT, read_header(&socket)).await.unwrap();
+        assert!(matches!(got, Err(ReadError::Closed)));
+    }
+}
