@@ -11,6 +11,7 @@ use crate::support::origins::RecordingOrigin;
 use crate::support::prefork::{free_port, Prefork, Setup};
 use crate::support::wait_until;
 use crate::tls::{client_config, Ca};
+use nix::sys::signal::Signal;
 use rustls::pki_types::ServerName;
 use rustls::{ClientConnection, StreamOwned};
 use std::io::{ErrorKind, Read, Write};
@@ -278,4 +279,35 @@ fn on_a_tls_listener_the_header_comes_before_the_client_hello() {
         let line = access_line(&p, path);
         assert!(line.starts_with(&format!("{client} ")), "{path}: {line}");
     }
+}
+
+#[test]
+fn a_graceful_stop_does_not_wait_for_a_header_that_is_late() {
+    let origin = RecordingOrigin::start();
+    let port = free_port();
+    let mut p = Prefork::start(
+        Setup::new(1)
+            .top("client_header_timeout = \"60s\"")
+            .shutdown_timeout("60s")
+            .body(&body(port, "", &origin, "")),
+    );
+    let mut late = TcpStream::connect(("127.0.0.1", port)).unwrap();
+    late.write_all(b"PROXY TCP4 192.0.2.7").unwrap();
+    // Served by a worker: its connection count shows it.
+    assert!(
+        wait_until(WAIT, || p.status_json()["workers"][0]["active_connections"]
+            .as_u64()
+            .is_some_and(|n| n >= 1)),
+        "{}",
+        p.status_json()
+    );
+    p.signal(Signal::SIGQUIT);
+    // The grace of a first request, not client_header_timeout nor
+    // shutdown_timeout.
+    assert!(
+        p.wait_exit(Duration::from_secs(20)).is_some(),
+        "the drain waited for the header\n{}",
+        p.logs()
+    );
+    assert!(closed_unanswered(&mut late));
 }

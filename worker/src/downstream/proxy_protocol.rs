@@ -16,6 +16,7 @@ use crate::state::{ActiveConnection, Snapshot};
 use slog::info;
 use std::cell::Cell;
 use std::net::SocketAddr;
+use std::pin::pin;
 use std::rc::Rc;
 use std::time::Duration;
 use tokio::io::AsyncReadExt;
@@ -68,7 +69,20 @@ async fn header_then_serve(
     active: ActiveConnection,
 ) {
     let deadline = Instant::now() + snapshot.config.http.client_header_timeout;
-    let (failure, error) = match timeout_at(deadline, read_header(&socket)).await {
+    let read = {
+        let mut header = pin!(read_header(&socket));
+        tokio::select! {
+            biased;
+            read = timeout_at(deadline, &mut header) => read,
+            () = snapshot.on_change(|| snapshot.stopping()) => {
+                // A stop: the header gets the grace a first request gets,
+                // so that a drain does not wait for client_header_timeout.
+                let grace = snapshot.drain_close_at(Instant::now(), peer, 0);
+                timeout_at(grace.min(deadline), &mut header).await
+            }
+        }
+    };
+    let (failure, error) = match read {
         Err(_) => (Failure::Timeout, None),
         Ok(Err(ReadError::Invalid(e))) => (Failure::Invalid, Some(e)),
         Ok(Err(ReadError::Closed)) => (Failure::Closed, None),
