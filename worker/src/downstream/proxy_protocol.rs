@@ -89,11 +89,13 @@ async fn header_then_serve(
         Ok(Ok(source)) => {
             // LOCAL, UNKNOWN: the balancer's own connection.
             let client = source.unwrap_or(peer);
+            // The newest configuration serves it (a reload may have come).
+            let snapshot = snapshot.latest();
             if tls {
                 tls::handshake_then_serve(snapshot, socket, client, active).await;
             } else {
                 // Boxed as a connection served from the accept loop is.
-                let conn = Connection::new(snapshot.latest(), socket, client, active, lot);
+                let conn = Connection::new(snapshot, socket, client, active, lot);
                 Box::pin(conn.run()).await;
             }
             return;
