@@ -13,6 +13,7 @@ mod lifecycle;
 mod load_board;
 mod observability;
 mod parking;
+mod proxy_protocol;
 mod proxying;
 mod redirects;
 mod reload;

@@ -22,12 +22,12 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 /// A CA that signs the test leaves.
-struct Ca {
+pub(crate) struct Ca {
     issuer: Issuer<'static, KeyPair>,
 }
 
 impl Ca {
-    fn new() -> Ca {
+    pub(crate) fn new() -> Ca {
         let mut params = CertificateParams::new(Vec::<String>::new()).unwrap();
         params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
         Ca {
@@ -37,7 +37,7 @@ impl Ca {
 
     /// A leaf for `names` (an IP address among them becomes an IP SAN):
     /// its PEM, its key's PEM and its DER.
-    fn leaf(&self, names: &[&str]) -> Leaf {
+    pub(crate) fn leaf(&self, names: &[&str]) -> Leaf {
         let key = KeyPair::generate().unwrap();
         let params =
             CertificateParams::new(names.iter().map(|n| n.to_string()).collect::<Vec<_>>())
@@ -51,7 +51,7 @@ impl Ca {
     }
 }
 
-struct Leaf {
+pub(crate) struct Leaf {
     pem: String,
     key_pem: String,
     der: Vec<u8>,
@@ -59,7 +59,7 @@ struct Leaf {
 
 impl Leaf {
     /// Writes the certificate and key as `dir/NAME.pem` and `dir/NAME.key`.
-    fn write(&self, dir: &Path, name: &str) -> (PathBuf, PathBuf) {
+    pub(crate) fn write(&self, dir: &Path, name: &str) -> (PathBuf, PathBuf) {
         let (cert, key) = (
             dir.join(format!("{name}.pem")),
             dir.join(format!("{name}.key")),
@@ -120,7 +120,9 @@ impl ServerCertVerifier for AnyCertificate {
 }
 
 /// A client offering `versions`.
-fn client_config(versions: &[&'static rustls::SupportedProtocolVersion]) -> Arc<ClientConfig> {
+pub(crate) fn client_config(
+    versions: &[&'static rustls::SupportedProtocolVersion],
+) -> Arc<ClientConfig> {
     let provider = Arc::new(rustls::crypto::aws_lc_rs::default_provider());
     let mut config = ClientConfig::builder_with_provider(provider.clone())
         .with_protocol_versions(versions)

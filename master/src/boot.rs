@@ -384,6 +384,7 @@ mod tests {
             reuseport: false,
             defer_accept: false,
             tls: false,
+            proxy_protocol: false,
         }];
         let (p, m) = (path.display(), missing.display());
         let enoent = "No such file or directory (os error 2)";

@@ -410,6 +410,7 @@ mod tests {
             // The queue tests connect without sending anything.
             defer_accept: false,
             tls: false,
+            proxy_protocol: false,
         }
     }
 

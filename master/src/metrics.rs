@@ -5,7 +5,8 @@
 
 use crate::supervisor::{Pid, Slot, WorkerPhase, WorkerView};
 use prefork_shared::stats::{
-    Histogram, Totals, WorkerStats, LATENCY_BOUNDS_US, STATUS_CLASSES, TLS_FAILURE_REASONS,
+    Histogram, Totals, WorkerStats, LATENCY_BOUNDS_US, PROXY_HEADER_FAILURE_REASONS,
+    STATUS_CLASSES, TLS_FAILURE_REASONS,
 };
 use prefork_shared::tls::Certificate;
 use std::collections::{BTreeMap, BTreeSet, HashMap, VecDeque};
@@ -323,6 +324,23 @@ pub fn render_prometheus(observed: &Observed, facts: &MasterFacts<'_>) -> String
         sample(
             &mut out,
             "prefork_tls_handshake_failures_total",
+            &[("reason", reason)],
+            n as f64,
+        );
+    }
+    family(
+        &mut out,
+        "prefork_proxy_protocol_failures_total",
+        "counter",
+        "Connections on proxy_protocol listeners closed without a valid PROXY header, by reason.",
+    );
+    for (reason, n) in PROXY_HEADER_FAILURE_REASONS
+        .iter()
+        .zip(total.proxy_header_failures)
+    {
+        sample(
+            &mut out,
+            "prefork_proxy_protocol_failures_total",
             &[("reason", reason)],
             n as f64,
         );

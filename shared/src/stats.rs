@@ -207,6 +207,11 @@ pub struct WorkerStats {
     /// TLS handshakes on client connections.
     #[serde(default)]
     pub tls: TlsHandshakes,
+    /// Connections refused on `proxy_protocol` listeners, by reason (see
+    /// [`PROXY_HEADER_FAILURE_REASONS`]): no valid header came in time, a
+    /// header that is not one came, the client closed first.
+    #[serde(default)]
+    pub proxy_header_failures: [u64; 3],
     /// The connection budget at work (`max_connections`, descriptors).
     #[serde(default)]
     pub limits: ConnectionLimits,
@@ -225,6 +230,11 @@ pub struct ConnectionLimits {
     /// `ENFILE`).
     pub fd_exhausted: u64,
 }
+
+/// Why a connection on a `proxy_protocol` listener was closed before its
+/// PROXY header was read, as `/metrics` labels it (the order of
+/// [`WorkerStats::proxy_header_failures`]).
+pub const PROXY_HEADER_FAILURE_REASONS: [&str; 3] = ["timeout", "invalid", "closed"];
 
 /// Why a TLS handshake failed, as `/metrics` labels it (the order of
 /// [`TlsHandshakes::failed`]).
@@ -331,6 +341,13 @@ impl Totals {
         sum.limits.reached += other.limits.reached;
         sum.limits.evicted += other.limits.evicted;
         sum.limits.fd_exhausted += other.limits.fd_exhausted;
+        for (a, b) in sum
+            .proxy_header_failures
+            .iter_mut()
+            .zip(other.proxy_header_failures)
+        {
+            *a += b;
+        }
         sum.bytes_in += other.bytes_in;
         sum.bytes_out += other.bytes_out;
         for s in &other.servers {

@@ -6,7 +6,7 @@
 set -eu
 seconds="${1:-60}"
 cd "$(dirname "$0")/.."
-for target in request_head chunked; do
+for target in request_head chunked proxy_header; do
     mkdir -p "fuzz/corpus/$target"
     cp -n fuzz/seeds/"$target"/* "fuzz/corpus/$target/" 2>/dev/null || true
     echo "== $target for ${seconds}s"

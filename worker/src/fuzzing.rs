@@ -4,6 +4,7 @@
 
 use crate::http::body::BodyCursor;
 use crate::http::chunked::ChunkedDecoder;
+use crate::http::proxy_protocol;
 use crate::http::{heads, request, with_header_slots, Framing};
 use prefork_shared::config::HttpLimits;
 use std::net::{IpAddr, Ipv4Addr};
@@ -84,6 +85,49 @@ pub fn chunked(data: &[u8]) {
     }
 }
 
+/// Parses `data` as a PROXY protocol header, and every prefix of it as the
+/// bytes arrived so far: a prefix never decides differently from the whole
+/// (a shorter one may only ask for more), a complete header does not depend
+/// on the bytes after it, and a buffer of `MAX_LEN` bytes always decides (a
+/// reader waiting for more would otherwise wait forever).
+pub fn proxy_header(data: &[u8]) {
+    let whole = proxy_protocol::parse(data);
+    match whole {
+        Ok(Some(header)) => {
+            assert!(header.len <= data.len() && header.len <= proxy_protocol::MAX_LEN);
+            assert_eq!(proxy_protocol::parse(&data[..header.len]), whole);
+            for cut in 0..header.len {
+                assert_eq!(
+                    proxy_protocol::parse(&data[..cut]),
+                    Ok(None),
+                    "cut at {cut}"
+                );
+            }
+        }
+        Ok(None) => {
+            assert!(
+                data.len() < proxy_protocol::MAX_LEN,
+                "a full buffer undecided"
+            );
+            for cut in 0..data.len() {
+                assert_eq!(
+                    proxy_protocol::parse(&data[..cut]),
+                    Ok(None),
+                    "cut at {cut}"
+                );
+            }
+        }
+        Err(_) => {
+            for cut in 0..data.len() {
+                assert!(
+                    !matches!(proxy_protocol::parse(&data[..cut]), Ok(Some(_))),
+                    "a prefix accepted at {cut}"
+                );
+            }
+        }
+    }
+}
+
 type Decoded = Result<(Vec<u8>, usize, bool), crate::http::chunked::ChunkError>;
 
 /// Decodes `input` fed in pieces split at `cuts`: the data, the bytes
@@ -142,6 +186,27 @@ mod tests {
             b"",
         ] {
             chunked(seed);
+        }
+    }
+
+    /// The PROXY header target's seed files hold its invariants.
+    #[test]
+    fn proxy_header_seeds_hold_the_invariants() {
+        let dir = concat!(env!("CARGO_MANIFEST_DIR"), "/fuzz/seeds/proxy_header");
+        let mut seeds = 0;
+        for entry in std::fs::read_dir(dir).unwrap() {
+            let seed = std::fs::read(entry.unwrap().path()).unwrap();
+            assert!(matches!(proxy_protocol::parse(&seed), Ok(Some(_))));
+            proxy_header(&seed);
+            seeds += 1;
+        }
+        assert!(seeds >= 5, "the seeds are missing");
+        for other in [
+            &b"GET / HTTP/1.1\r\n"[..],
+            b"PROXY TCP4 1.2.3",
+            b"\r\n\r\n\0\r\nQUIT\n\x21",
+        ] {
+            proxy_header(other);
         }
     }
 }

@@ -4,7 +4,7 @@
 //! (`prefork-testkit`, shared with the black-box tests) read as those tests
 //! want it.
 
-use crate::downstream::accept::Listener;
+use crate::downstream::accept::{Listener, Protocols};
 use crate::observe::access_log::AccessLogs;
 use crate::process::serve::serve;
 use crate::state::load_share::LoadShare;
@@ -79,7 +79,7 @@ impl Proxy {
                         load,
                     );
                     let socket = listener.try_clone().unwrap();
-                    let listener = Listener::new(socket, true, false).unwrap();
+                    let listener = Listener::new(socket, true, Protocols::default()).unwrap();
                     serving.push(tokio::task::spawn_local(serve(
                         snapshot,
                         vec![listener],

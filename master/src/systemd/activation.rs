@@ -201,6 +201,7 @@ mod tests {
             reuseport: false,
             defer_accept: false,
             tls: false,
+            proxy_protocol: false,
         };
         let e = match_listen(taken, std::slice::from_ref(&other)).unwrap_err();
         assert_eq!(
@@ -219,6 +220,7 @@ mod tests {
             reuseport: false,
             defer_accept: false,
             tls: false,
+            proxy_protocol: false,
         };
         let a = TcpListener::bind("127.0.0.1:0").unwrap();
         let addr = a.local_addr().unwrap();

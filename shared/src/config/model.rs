@@ -107,6 +107,9 @@ pub struct Listen {
     pub defer_accept: bool,
     /// The listener speaks TLS (HTTPS).
     pub tls: bool,
+    /// Every connection starts with a PROXY protocol header (v1 or v2)
+    /// naming the client, sent by the load balancer in front.
+    pub proxy_protocol: bool,
 }
 
 /// Client-side (downstream) limits and timeouts, named as nginx names them,

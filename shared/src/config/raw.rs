@@ -100,6 +100,7 @@ pub(super) struct RawListen {
     pub(super) reuseport: Option<bool>,
     pub(super) defer_accept: Option<bool>,
     pub(super) tls: Option<bool>,
+    pub(super) proxy_protocol: Option<bool>,
 }
 
 /// One `[[certificates]]` entry.

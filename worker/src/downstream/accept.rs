@@ -3,7 +3,7 @@
 use crate::downstream::h1::{Connection, Idle};
 use crate::downstream::limit;
 use crate::downstream::park::ParkingLot;
-use crate::downstream::tls;
+use crate::downstream::{proxy_protocol, tls};
 use crate::io::client_socket::ClientSocket;
 use crate::state::load_share::{HoldBack, ACCEPT_DEFER};
 use crate::state::Snapshot;
@@ -22,17 +22,26 @@ use tokio::io::Interest;
 pub(crate) struct Listener {
     socket: AsyncFd<std::net::TcpListener>,
     shared: bool,
-    /// Its clients speak TLS.
-    tls: bool,
+    /// What its clients send first.
+    protocols: Protocols,
+}
+
+/// What a listener's clients send before HTTP/1.1.
+#[derive(Debug, Clone, Copy, Default)]
+pub(crate) struct Protocols {
+    /// A PROXY protocol header from the load balancer in front, first.
+    pub(crate) proxy_protocol: bool,
+    /// Then a TLS handshake.
+    pub(crate) tls: bool,
 }
 
 impl Listener {
-    /// Registers a non-blocking `socket` with the event loop; `tls`: its
-    /// clients speak TLS.
+    /// Registers a non-blocking `socket` with the event loop; `protocols`:
+    /// what its clients send first.
     pub(crate) fn new(
         socket: std::net::TcpListener,
         shared: bool,
-        tls: bool,
+        protocols: Protocols,
     ) -> io::Result<Listener> {
         // SAFETY: the std listener owns its descriptor, which stays open and
         // the same until the AsyncFd gives the listener back or drops it.
@@ -40,7 +49,7 @@ impl Listener {
         Ok(Listener {
             socket,
             shared,
-            tls,
+            protocols,
         })
     }
 }
@@ -62,12 +71,12 @@ pub(crate) async fn accept_loop(
     let Listener {
         socket,
         shared,
-        tls,
+        protocols,
     } = listener;
     // Any listener's connection may close a parked one to make room.
     let evictable = lot.clone();
     // TLS connections are never parked (see `downstream::tls`).
-    let lot = if tls { None } else { lot };
+    let lot = if protocols.tls { None } else { lot };
     let mut hold = HoldBack::default();
     loop {
         if snapshot.stopping() {
@@ -136,10 +145,10 @@ pub(crate) async fn accept_loop(
             let moved = snapshot.load_of(cell) != count;
             hold.paused(cell, accepted.is_err() || moved);
         }
-        on_accepted(&snapshot, &socket, accepted, &lot, &evictable, tls).await;
+        on_accepted(&snapshot, &socket, accepted, &lot, &evictable, protocols).await;
     }
     if *snapshot.stop.borrow() == Stop::Graceful {
-        take_queued(&snapshot, socket.into_inner(), &lot, tls);
+        take_queued(&snapshot, socket.into_inner(), &lot, protocols);
     }
 }
 
@@ -159,10 +168,10 @@ async fn on_accepted(
     accepted: Accepted,
     lot: &Option<Rc<ParkingLot<Idle>>>,
     evictable: &Option<Rc<ParkingLot<Idle>>>,
-    tls: bool,
+    protocols: Protocols,
 ) {
     match accepted {
-        Ok(Ok(accepted)) => serve_accepted(snapshot, accepted, lot, tls),
+        Ok(Ok(accepted)) => serve_accepted(snapshot, accepted, lot, protocols),
         Ok(Err(e)) if is_per_connection(&e) => {}
         Ok(Err(e)) => accept_failed(snapshot, socket, evictable, &e).await,
         // The queue is empty: wait for the next connection.
@@ -170,19 +179,22 @@ async fn on_accepted(
     }
 }
 
-/// Serves a connection `accept4` returned; `tls`: after a TLS handshake.
+/// Serves a connection `accept4` returned, after what `protocols` says
+/// comes first.
 fn serve_accepted(
     snapshot: &Rc<Snapshot>,
     (socket, peer): (Socket, SockAddr),
     lot: &Option<Rc<ParkingLot<Idle>>>,
-    tls: bool,
+    protocols: Protocols,
 ) {
     // A TCP listener's peers are IP addresses.
     let Some(peer) = peer.as_socket() else {
         return;
     };
     let socket = ClientSocket::new(socket.into());
-    if tls {
+    if protocols.proxy_protocol {
+        proxy_protocol::serve(snapshot, socket, peer, lot, protocols.tls);
+    } else if protocols.tls {
         tls::serve(snapshot, socket, peer, snapshot.track());
     } else {
         serve(snapshot, socket, peer, lot);
@@ -257,11 +269,11 @@ fn take_queued(
     snapshot: &Rc<Snapshot>,
     listener: std::net::TcpListener,
     lot: &Option<Rc<ParkingLot<Idle>>>,
-    tls: bool,
+    protocols: Protocols,
 ) {
     loop {
         match accept_nonblocking(&listener) {
-            Ok(accepted) => serve_accepted(snapshot, accepted, lot, tls),
+            Ok(accepted) => serve_accepted(snapshot, accepted, lot, protocols),
             Err(e) if is_per_connection(&e) => {}
             // WouldBlock: the queue is empty (the socket is non-blocking).
             Err(_) => return,

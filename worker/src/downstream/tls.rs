@@ -65,7 +65,8 @@ pub(crate) fn serve(
     )));
 }
 
-async fn handshake_then_serve(
+/// The handshake, then the HTTP/1.1 session, of a connection from `peer`.
+pub(crate) async fn handshake_then_serve(
     snapshot: Rc<Snapshot>,
     socket: ClientSocket,
     peer: SocketAddr,

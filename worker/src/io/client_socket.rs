@@ -163,6 +163,39 @@ impl ClientSocket {
         matches!(self.sock_ref().peek(&mut probe), Ok(n) if n > 0)
     }
 
+    /// Copies what the client has sent into `buf` without taking it
+    /// (`MSG_PEEK`) once more than `seen` bytes are there, or `buf` is full
+    /// (0: the client closed). Until then it waits for the client's next
+    /// bytes: epoll reports only new arrivals, so no wake-up is spent on the
+    /// `seen` bytes still queued.
+    pub(crate) async fn peek_beyond(&self, buf: &mut [u8], seen: usize) -> io::Result<usize> {
+        let full = buf.len();
+        let enough = |n: usize| n > seen || n == 0 || n == full;
+        if self.registered.get().is_none() {
+            match self.socket.peek(buf) {
+                Ok(n) if enough(n) => return Ok(n),
+                Err(e) if e.kind() != io::ErrorKind::WouldBlock => return Err(e),
+                _ => {}
+            }
+        }
+        let fd = self.registration()?;
+        loop {
+            let mut guard = fd.readable().await?;
+            match self.socket.peek(buf) {
+                Ok(n) if enough(n) => return Ok(n),
+                // The client shut its side with the bytes seen: no more come.
+                Ok(_) if guard.ready().is_read_closed() => {
+                    return Err(io::ErrorKind::UnexpectedEof.into())
+                }
+                // Nothing new: the readiness is cleared unless an event came
+                // since it was reported (tokio compares the ticks).
+                Ok(_) => guard.clear_ready(),
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => guard.clear_ready(),
+                Err(e) => return Err(e),
+            }
+        }
+    }
+
     /// Sends `bufs` without waiting, with `flags` besides `MSG_NOSIGNAL` (a
     /// reset peer then gives EPIPE, never SIGPIPE).
     pub(crate) fn send_vectored(

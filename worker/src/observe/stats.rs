@@ -39,6 +39,7 @@ pub(crate) struct Stats {
     limit_log: RefCell<Occurrences>,
     /// Accepts failed since the last log line about them.
     accept_error_log: RefCell<Occurrences>,
+    proxy_header_failures: RefCell<[u64; 3]>,
     /// Per upstream and server address (labels are added when reporting).
     /// Each upstream group holds its servers' counters (see
     /// [`Stats::server`]): a request never looks them up. Fx hashing, as the
@@ -87,6 +88,7 @@ impl Stats {
             limits: Cell::default(),
             limit_log: RefCell::default(),
             accept_error_log: RefCell::default(),
+            proxy_header_failures: RefCell::default(),
             servers: RefCell::new(FxHashMap::default()),
         };
         let slots = stats.configure(config);
@@ -175,6 +177,15 @@ impl Stats {
         self.limits.set(limits);
     }
 
+    /// Counts a connection closed for want of a PROXY protocol header, for
+    /// the reason at `reason` of
+    /// [`prefork_shared::stats::PROXY_HEADER_FAILURE_REASONS`].
+    pub(crate) fn proxy_header_failure(&self, reason: usize) {
+        if let Some(n) = self.proxy_header_failures.borrow_mut().get_mut(reason) {
+            *n += 1;
+        }
+    }
+
     /// Counts `delta` more (or fewer) parked connections.
     pub(crate) fn parked(&self, delta: i64) {
         self.parked
@@ -244,6 +255,7 @@ impl Stats {
             servers: rows,
             tls: self.tls.borrow().clone(),
             limits: self.limits.get(),
+            proxy_header_failures: *self.proxy_header_failures.borrow(),
         }
     }
 }

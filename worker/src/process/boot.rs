@@ -5,7 +5,7 @@
 #[cfg(debug_assertions)]
 use super::test_hooks;
 use super::{control, heartbeat, inherit, reload, report, serve};
-use crate::downstream::accept::Listener;
+use crate::downstream::accept::{Listener, Protocols};
 use crate::observe::access_log;
 use crate::state::{tickets, Snapshot};
 use crate::stop::Stop;
@@ -163,8 +163,16 @@ fn run(args: &WorkerArgs) -> Result<i32, BootError> {
             shared,
         } in listeners
         {
-            let tls = config.listen.iter().any(|l| l.addr == addr && l.tls);
-            match Listener::new(listener, shared, tls) {
+            let protocols = config
+                .listen
+                .iter()
+                .find(|l| l.addr == addr)
+                .map(|l| Protocols {
+                    proxy_protocol: l.proxy_protocol,
+                    tls: l.tls,
+                })
+                .unwrap_or_default();
+            match Listener::new(listener, shared, protocols) {
                 Ok(listener) => tokio_listeners.push(listener),
                 Err(e) => {
                     error!(log, "cannot register listener"; "listen" => %addr, "error" => %e);

@@ -22,6 +22,7 @@ impl Validator<'_> {
                 reuseport: false,
                 defer_accept: true,
                 tls: false,
+                proxy_protocol: false,
             }];
         }
         let mut seen = HashSet::new();
@@ -85,6 +86,7 @@ impl Validator<'_> {
                 reuseport,
                 defer_accept: l.defer_accept.unwrap_or(true),
                 tls: l.tls.unwrap_or(false),
+                proxy_protocol: l.proxy_protocol.unwrap_or(false),
             });
         }
         out
@@ -194,5 +196,18 @@ mod tests {
             e.contains("admin.addr: 127.0.0.1:80 overlaps listen address 0.0.0.0:80"),
             "{e}"
         );
+    }
+
+    #[test]
+    fn proxy_protocol_is_off_unless_a_listener_asks_for_it() {
+        let c = parse_ok(
+            "[[listen]]\naddr = \"127.0.0.1:8080\"\nproxy_protocol = true\n\
+             [[listen]]\naddr = \"127.0.0.1:8081\"\n",
+        );
+        assert!(c.listen[0].proxy_protocol);
+        assert!(!c.listen[1].proxy_protocol);
+        assert!(!parse_ok("").listen[0].proxy_protocol);
+        let e = parse_err("[[listen]]\naddr = \"127.0.0.1:8080\"\nproxy_protocol = \"v2\"\n");
+        assert!(e.starts_with("t.toml:3:"), "{e}");
     }
 }

@@ -121,22 +121,22 @@ impl Connection {
         }
     }
 
-    /// A parked connection from `peer` given a task again.
+    /// A parked connection given a task again.
     fn resumed(
         snapshot: Rc<Snapshot>,
         idle: Idle,
-        peer: SocketAddr,
         active: ActiveConnection,
         lot: Rc<ParkingLot<Idle>>,
     ) -> Self {
         let Idle {
             stream,
+            client,
             served,
             idle_since,
             nodelay,
         } = idle;
         let stream = ClientSocket::new(stream);
-        let mut conn = Connection::new(snapshot, stream, peer, active, Some(lot));
+        let mut conn = Connection::new(snapshot, stream, client, active, Some(lot));
         conn.session.nodelay = nodelay;
         conn.served = served;
         conn.idle_since = idle_since;
@@ -230,11 +230,13 @@ impl Connection {
             idle_since,
             lot,
             active,
+            ctx,
             ..
         } = self;
         if let (Some(lot), ClientStream::Plain(stream)) = (lot, session.stream) {
             let idle = Idle {
                 stream: stream.into_std(),
+                client: ctx.client,
                 served,
                 idle_since,
                 nodelay: session.nodelay,
@@ -244,11 +246,13 @@ impl Connection {
     }
 }
 
-/// An idle connection parked outside its task: what resumes it. The
-/// client's address is asked of the socket again on resuming.
+/// An idle connection parked outside its task: what resumes it.
 pub(crate) struct Idle {
     /// The client socket.
     stream: std::net::TcpStream,
+    /// The client's address: the socket's peer, or the one a PROXY
+    /// protocol header carried (which the socket cannot tell again).
+    client: SocketAddr,
     /// Requests served so far.
     served: u64,
     /// When it finished its last request.
@@ -267,7 +271,7 @@ impl Parkable for Idle {
     }
 
     fn peer(&self) -> Option<SocketAddr> {
-        self.stream.peer_addr().ok()
+        Some(self.client)
     }
 
     fn has_unread(&self) -> bool {
@@ -277,8 +281,10 @@ impl Parkable for Idle {
 
     fn resume(self, snapshot: Rc<Snapshot>, lot: &Rc<ParkingLot<Self>>, active: ActiveConnection) {
         // A client gone meanwhile has no address left: it closes.
-        let Some(peer) = self.peer() else { return };
-        let conn = Connection::resumed(snapshot, self, peer, active, lot.clone());
+        if self.stream.peer_addr().is_err() {
+            return;
+        }
+        let conn = Connection::resumed(snapshot, self, active, lot.clone());
         // Boxed as a connection just accepted is (see `accept.rs`).
         tokio::task::spawn_local(Box::pin(conn.run()));
     }
