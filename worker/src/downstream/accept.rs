@@ -69,8 +69,6 @@ pub(crate) async fn accept_loop(
         shared,
         tls,
     } = listener;
-    // TLS connections are never parked (see `downstream::tls`).
-    let lot = if tls { None } else { lot };
     let mut hold = HoldBack::default();
     loop {
         if snapshot.stopping() {
@@ -167,7 +165,7 @@ fn serve_accepted(
     };
     let socket = ClientSocket::new(socket.into());
     if tls {
-        tls::serve(snapshot, socket, peer, snapshot.track());
+        tls::serve(snapshot, socket, peer, snapshot.track(), lot.clone());
     } else {
         serve(snapshot, socket, peer, lot);
     }

@@ -53,6 +53,8 @@ pub(crate) trait Parkable: Sized + 'static {
     fn peer(&self) -> Option<SocketAddr>;
     /// Whether the client has sent bytes not read yet.
     fn has_unread(&self) -> bool;
+    /// Closes the connection (the lot's keep-alive timeout, or a drain).
+    fn close(self) {}
     /// Gives the connection a task again, counted as open by `active`:
     /// bytes arrived, or the client closed, or a stop found a request on
     /// its way.
@@ -203,6 +205,14 @@ impl<P: Parkable> ParkingLot<P> {
         }
     }
 
+    /// Closes the connection parked under `key`, if it still is.
+    fn close(&self, key: Key) {
+        if let Some((conn, active)) = self.take(key) {
+            conn.close();
+            drop(active);
+        }
+    }
+
     /// Drops the deadlines of connections no longer parked (resumed ones
     /// leave theirs behind) once they outnumber the parked ones, so that a
     /// connection parked and woken again and again costs no memory.
@@ -272,7 +282,7 @@ impl<P: Parkable> ParkingLot<P> {
                     }
                 };
                 let Some((_, key)) = due else { break };
-                drop(self.take(key));
+                self.close(key);
             }
         }
         loop {
@@ -291,7 +301,7 @@ impl<P: Parkable> ParkingLot<P> {
             if on_its_way {
                 self.resume(key);
             } else {
-                drop(self.take(key));
+                self.close(key);
             }
         }
     }
