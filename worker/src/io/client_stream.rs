@@ -6,8 +6,9 @@
 //! borrowed only inside each poll: the two never overlap on one thread.
 //!
 //! What only a socket can do stays with the plain variant: the first read
-//! without waiting, writes tried at once, splicing, parking. A TLS stream
-//! reads and writes through rustls and waits like any tokio stream.
+//! without waiting, writes tried at once, splicing. A TLS stream reads and
+//! writes through rustls and waits like any tokio stream. Either comes
+//! apart into what a parked connection keeps (`into_parts`).
 
 use super::client_socket::ClientSocket;
 use super::tls_stream::TlsIo;
