@@ -365,11 +365,12 @@ mod tests {
     use std::net::{TcpListener, TcpStream};
     use std::os::fd::AsRawFd;
 
-    /// A parked connection that notes when it is resumed.
+    /// A parked connection that notes when it is resumed or closed.
     struct Fake {
         stream: TcpStream,
         idle_since: Instant,
         resumed: Rc<Cell<usize>>,
+        closed: Rc<Cell<usize>>,
     }
 
     impl Parkable for Fake {
@@ -385,6 +386,9 @@ mod tests {
         fn has_unread(&self) -> bool {
             let mut probe = [0u8; 1];
             matches!(self.stream.peek(&mut probe), Ok(n) if n > 0)
+        }
+        fn close(self) {
+            self.closed.set(self.closed.get() + 1);
         }
         fn resume(self, _: Rc<Snapshot>, _: &Rc<ParkingLot<Self>>, _: ActiveConnection) {
             self.resumed.set(self.resumed.get() + 1);
@@ -409,6 +413,7 @@ mod tests {
         lot: Rc<ParkingLot<Fake>>,
         listener: TcpListener,
         resumed: Rc<Cell<usize>>,
+        closed: Rc<Cell<usize>>,
     }
 
     fn world(keepalive: Duration) -> World {
@@ -424,6 +429,7 @@ mod tests {
             lot,
             listener: TcpListener::bind("127.0.0.1:0").unwrap(),
             resumed: Rc::default(),
+            closed: Rc::default(),
         }
     }
 
@@ -435,6 +441,7 @@ mod tests {
                 stream: server,
                 idle_since,
                 resumed: self.resumed.clone(),
+                closed: self.closed.clone(),
             };
             self.lot.park(fake, self.snapshot.track());
             client
@@ -452,6 +459,11 @@ mod tests {
         w.lot.expire(now + Duration::from_secs(1));
         assert_eq!(w.lot.len(), 1, "the young one waits on");
         assert_eq!(old.read(&mut [0u8; 1]).unwrap(), 0, "the old one closed");
+        assert_eq!(
+            w.closed.get(),
+            1,
+            "closed through its own close (TLS: close_notify)"
+        );
         assert_eq!(w.snapshot.active_connections(), 1);
         drop(young);
     }
@@ -468,6 +480,11 @@ mod tests {
         // Every close falls within the drain's spread.
         w.lot.expire(Instant::now() + Duration::from_secs(10));
         assert_eq!(w.resumed.get(), 1, "the one sending a request is resumed");
+        assert_eq!(
+            w.closed.get(),
+            1,
+            "the quiet one is closed through its own close"
+        );
         assert_eq!(w.lot.len(), 0);
         assert_eq!(
             quiet.read(&mut [0u8; 1]).unwrap(),
@@ -505,6 +522,7 @@ mod tests {
             stream: server,
             idle_since: Instant::now(),
             resumed: w.resumed.clone(),
+            closed: w.closed.clone(),
         };
         for _ in 0..10_000 {
             w.lot.park(fake, w.snapshot.track());
