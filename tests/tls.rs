@@ -744,3 +744,186 @@ fn tls_protocols_limits_the_versions_and_a_refused_one_is_counted() {
         metrics()
     );
 }
+
+/// Parked TLS connections: an idle TLS keep-alive connection leaves its
+/// task with its rustls state, and behaves as one that did not.
+mod parked {
+    use super::*;
+    use nix::sys::signal::Signal;
+
+    /// Long enough for a connection idle for a second to be parked and for
+    /// its worker's next report (once a second) to count it.
+    const PARKED: Duration = Duration::from_secs(10);
+
+    /// The parked connections `/metrics` counts, over every worker.
+    fn parked(admin: u16) -> Option<u64> {
+        let text = http::get(admin, "admin", "/metrics").ok()?.text();
+        let sum = text
+            .lines()
+            .filter(|l| l.starts_with("prefork_parked_connections{"))
+            .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+            .sum::<f64>();
+        Some(sum as u64)
+    }
+
+    fn wait_parked(p: &Prefork, admin: u16, n: u64) {
+        assert!(
+            wait_until(PARKED, || parked(admin) == Some(n)),
+            "expected {n} parked connections, /metrics says {:?}\n{}",
+            parked(admin),
+            p.logs()
+        );
+    }
+
+    fn admin(port: u16) -> String {
+        format!("[admin]\naddr = \"127.0.0.1:{port}\"\n")
+    }
+
+    /// `count` TLS connections, each after one request answered.
+    fn idle_connections(port: u16, count: usize) -> Vec<Tls> {
+        (0..count)
+            .map(|_| {
+                let mut c = Tls::connect(port, Some("a.test")).unwrap();
+                assert_eq!(c.get("a.test", "/").unwrap().body, "a");
+                c
+            })
+            .collect()
+    }
+
+    /// Whether the server ended the connection politely: a `close_notify`
+    /// (rustls then reads the end), never a reset or a bare FIN.
+    fn closed_politely(c: &mut Tls) -> Result<(), String> {
+        let mut rest = [0u8; 64];
+        match c.stream.read(&mut rest) {
+            Ok(0) => Ok(()),
+            Ok(n) => Err(format!("{n} bytes more: {:?}", &rest[..n])),
+            Err(e) => Err(format!("not closed politely: {e}")),
+        }
+    }
+
+    #[test]
+    fn idle_tls_connections_are_parked_and_answered_when_a_request_comes() {
+        let site = Site::new();
+        let admin_port = free_port();
+        let p = site.start(1, &admin(admin_port));
+        let mut conns = idle_connections(site.tls_port, 40);
+        wait_parked(&p, admin_port, 40);
+        for c in &mut conns {
+            let r = c.get("a.test", "/again").unwrap();
+            assert_eq!((r.status, r.body.as_str()), (200, "a"), "{}", p.logs());
+            assert!(!r.head.contains("close"), "kept alive: {}", r.head);
+        }
+        // Idle again: parked again, and woken again.
+        wait_parked(&p, admin_port, 40);
+        for c in &mut conns {
+            assert_eq!(c.get("x.b.test", "/").unwrap().status, 421);
+        }
+        // A woken connection logs as the TLS connection it is.
+        assert!(
+            wait_until(Duration::from_secs(5), || p
+                .access_log()
+                .lines()
+                .filter(|l| l.starts_with("TLSv1.3 ") && l.ends_with(" a.test a.test 200"))
+                .count()
+                == 80),
+            "{}",
+            p.access_log()
+        );
+    }
+
+    #[test]
+    fn a_parked_tls_connection_closes_politely_at_its_keepalive_timeout() {
+        let site = Site::new();
+        let admin_port = free_port();
+        let p = site.start_with(1, &admin(admin_port), "keepalive_timeout = \"3s\"");
+        let mut conns = idle_connections(site.tls_port, 3);
+        wait_parked(&p, admin_port, 3);
+        for c in &mut conns {
+            if let Err(e) = closed_politely(c) {
+                panic!("{e}\n{}", p.logs());
+            }
+        }
+        wait_parked(&p, admin_port, 0);
+    }
+
+    #[test]
+    fn a_graceful_stop_closes_parked_tls_connections_with_close_notify() {
+        let site = Site::new();
+        let admin_port = free_port();
+        let mut p = Prefork::start(
+            Setup::new(2)
+                .shutdown_timeout("10s")
+                .body(&site.body(&admin(admin_port))),
+        );
+        let mut conns = idle_connections(site.tls_port, 20);
+        wait_parked(&p, admin_port, 20);
+        p.signal(Signal::SIGQUIT);
+        for c in &mut conns {
+            if let Err(e) = closed_politely(c) {
+                panic!("{e}\n{}", p.logs());
+            }
+        }
+        assert!(
+            p.wait_exit(Duration::from_secs(15)).is_some(),
+            "{}",
+            p.logs()
+        );
+    }
+
+    #[test]
+    fn a_new_generation_drains_the_old_ones_parked_tls_connections() {
+        let site = Site::new();
+        let admin_port = free_port();
+        let body = site.body(&admin(admin_port));
+        let p = Prefork::start(Setup::new(1).shutdown_timeout("10s").body(&body));
+        let mut conns = idle_connections(site.tls_port, 10);
+        wait_parked(&p, admin_port, 10);
+        // `workers` changed: a new generation takes over and the old one drains.
+        p.write_raw_config(&p.config_for(&body).replace("workers = 1", "workers = 2"));
+        p.signal(Signal::SIGHUP);
+        for c in &mut conns {
+            if let Err(e) = closed_politely(c) {
+                panic!("{e}\n{}", p.logs());
+            }
+        }
+        let mut fresh = Tls::connect(site.tls_port, Some("a.test")).unwrap();
+        assert_eq!(fresh.get("a.test", "/").unwrap().body, "a");
+    }
+
+    #[test]
+    fn requests_sent_as_tls_connections_park_are_answered() {
+        let site = Site::new();
+        let p = site.start(1, "");
+        // Requests land around the moment each connection parks (a second
+        // idle): whichever side of it they fall, they are answered.
+        let mut conns = idle_connections(site.tls_port, 12);
+        let idle_since = Instant::now();
+        for (i, c) in conns.iter_mut().enumerate() {
+            let at = idle_since + Duration::from_millis(940 + 10 * i as u64);
+            std::thread::sleep(at.saturating_duration_since(Instant::now()));
+            let r = c.get("a.test", "/").unwrap();
+            assert_eq!((r.status, r.body.as_str()), (200, "a"), "{}", p.logs());
+        }
+        // A request whose TLS record is cut in two, the connection parking
+        // between the halves: rustls keeps the first half while parked.
+        let mut c = Tls::connect(site.tls_port, Some("a.test")).unwrap();
+        assert_eq!(c.get("a.test", "/").unwrap().body, "a");
+        c.stream
+            .conn
+            .writer()
+            .write_all(b"GET /split HTTP/1.1\r\nHost: a.test\r\n\r\n")
+            .unwrap();
+        let mut record = Vec::new();
+        while c.stream.conn.wants_write() {
+            c.stream.conn.write_tls(&mut record).unwrap();
+        }
+        let (first, rest) = record.split_at(record.len() / 2);
+        c.stream.sock.write_all(first).unwrap();
+        // Long past the moment it parks (the second half still answers if
+        // it has not).
+        std::thread::sleep(Duration::from_millis(1500));
+        c.stream.sock.write_all(rest).unwrap();
+        let r = c.read_reply().unwrap();
+        assert_eq!((r.status, r.body.as_str()), (200, "a"), "{}", p.logs());
+    }
+}

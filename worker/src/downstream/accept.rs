@@ -75,8 +75,6 @@ pub(crate) async fn accept_loop(
     } = listener;
     // Any listener's connection may close a parked one to make room.
     let evictable = lot.clone();
-    // TLS connections are never parked (see `downstream::tls`).
-    let lot = if protocols.tls { None } else { lot };
     let mut hold = HoldBack::default();
     loop {
         if snapshot.stopping() {
@@ -195,7 +193,7 @@ fn serve_accepted(
     if protocols.proxy_protocol {
         proxy_protocol::serve(snapshot, socket, peer, lot, protocols.tls);
     } else if protocols.tls {
-        tls::serve(snapshot, socket, peer, snapshot.track());
+        tls::serve(snapshot, socket, peer, snapshot.track(), lot.clone());
     } else {
         serve(snapshot, socket, peer, lot);
     }

@@ -53,6 +53,8 @@ pub(crate) trait Parkable: Sized + 'static {
     fn peer(&self) -> Option<SocketAddr>;
     /// Whether the client has sent bytes not read yet.
     fn has_unread(&self) -> bool;
+    /// Closes the connection (the lot's keep-alive timeout, or a drain).
+    fn close(self) {}
     /// Gives the connection a task again, counted as open by `active`:
     /// bytes arrived, or the client closed, or a stop found a request on
     /// its way.
@@ -177,7 +179,11 @@ impl<P: Parkable> ParkingLot<P> {
             };
             if on_its_way {
                 self.resume(key);
-            } else if self.take(key).is_some() {
+            } else if let Some((conn, active)) = self.take(key) {
+                // Closed as the keep-alive timeout closes it (a TLS one
+                // with close_notify).
+                conn.close();
+                drop(active);
                 return true;
             }
         }
@@ -227,6 +233,14 @@ impl<P: Parkable> ParkingLot<P> {
         let _ = self.epoll.get_ref().remove(conn.fd());
         if let Some(snapshot) = self.newest.get() {
             conn.resume(snapshot, self, active);
+        }
+    }
+
+    /// Closes the connection parked under `key`, if it still is.
+    fn close(&self, key: Key) {
+        if let Some((conn, active)) = self.take(key) {
+            conn.close();
+            drop(active);
         }
     }
 
@@ -299,7 +313,7 @@ impl<P: Parkable> ParkingLot<P> {
                     }
                 };
                 let Some((_, key)) = due else { break };
-                drop(self.take(key));
+                self.close(key);
             }
         }
         loop {
@@ -318,7 +332,7 @@ impl<P: Parkable> ParkingLot<P> {
             if on_its_way {
                 self.resume(key);
             } else {
-                drop(self.take(key));
+                self.close(key);
             }
         }
     }
@@ -382,11 +396,12 @@ mod tests {
     use std::net::{TcpListener, TcpStream};
     use std::os::fd::AsRawFd;
 
-    /// A parked connection that notes when it is resumed.
+    /// A parked connection that notes when it is resumed or closed.
     struct Fake {
         stream: TcpStream,
         idle_since: Instant,
         resumed: Rc<Cell<usize>>,
+        closed: Rc<Cell<usize>>,
     }
 
     impl Parkable for Fake {
@@ -402,6 +417,9 @@ mod tests {
         fn has_unread(&self) -> bool {
             let mut probe = [0u8; 1];
             matches!(self.stream.peek(&mut probe), Ok(n) if n > 0)
+        }
+        fn close(self) {
+            self.closed.set(self.closed.get() + 1);
         }
         fn resume(self, _: Rc<Snapshot>, _: &Rc<ParkingLot<Self>>, _: ActiveConnection) {
             self.resumed.set(self.resumed.get() + 1);
@@ -426,6 +444,7 @@ mod tests {
         lot: Rc<ParkingLot<Fake>>,
         listener: TcpListener,
         resumed: Rc<Cell<usize>>,
+        closed: Rc<Cell<usize>>,
     }
 
     fn world(keepalive: Duration) -> World {
@@ -441,6 +460,7 @@ mod tests {
             lot,
             listener: TcpListener::bind("127.0.0.1:0").unwrap(),
             resumed: Rc::default(),
+            closed: Rc::default(),
         }
     }
 
@@ -452,6 +472,7 @@ mod tests {
                 stream: server,
                 idle_since,
                 resumed: self.resumed.clone(),
+                closed: self.closed.clone(),
             };
             self.lot.park(fake, self.snapshot.track());
             client
@@ -469,6 +490,11 @@ mod tests {
         w.lot.expire(now + Duration::from_secs(1));
         assert_eq!(w.lot.len(), 1, "the young one waits on");
         assert_eq!(old.read(&mut [0u8; 1]).unwrap(), 0, "the old one closed");
+        assert_eq!(
+            w.closed.get(),
+            1,
+            "closed through its own close (TLS: close_notify)"
+        );
         assert_eq!(w.snapshot.active_connections(), 1);
         drop(young);
     }
@@ -485,6 +511,11 @@ mod tests {
         // Every close falls within the drain's spread.
         w.lot.expire(Instant::now() + Duration::from_secs(10));
         assert_eq!(w.resumed.get(), 1, "the one sending a request is resumed");
+        assert_eq!(
+            w.closed.get(),
+            1,
+            "the quiet one is closed through its own close"
+        );
         assert_eq!(w.lot.len(), 0);
         assert_eq!(
             quiet.read(&mut [0u8; 1]).unwrap(),
@@ -540,6 +571,7 @@ mod tests {
             stream: server,
             idle_since: Instant::now(),
             resumed: w.resumed.clone(),
+            closed: w.closed.clone(),
         };
         for _ in 0..10_000 {
             w.lot.park(fake, w.snapshot.track());

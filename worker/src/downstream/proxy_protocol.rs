@@ -92,7 +92,7 @@ async fn header_then_serve(
             // The newest configuration serves it (a reload may have come).
             let snapshot = snapshot.latest();
             if tls {
-                tls::handshake_then_serve(snapshot, socket, client, active).await;
+                tls::handshake_then_serve(snapshot, socket, client, active, lot).await;
             } else {
                 // Boxed as a connection served from the accept loop is.
                 let conn = Connection::new(snapshot, socket, client, active, lot);

@@ -5,14 +5,14 @@
 //! connection. Every failure is counted by reason; the error log gets at
 //! most one line a second about them.
 
-use crate::downstream::h1::Connection;
+use crate::downstream::h1::{Connection, Idle};
+use crate::downstream::park::ParkingLot;
 use crate::http::heads::{self, ConnectionField};
 use crate::io::client_socket::ClientSocket;
 use crate::io::client_stream::ClientStream;
 use crate::io::write::write_last_within;
 use crate::observe::access_log::TlsInfo;
 use crate::state::{ActiveConnection, Snapshot};
-use rustls::ProtocolVersion;
 use slog::info;
 use std::cell::Cell;
 use std::io;
@@ -57,11 +57,12 @@ pub(crate) fn serve(
     socket: ClientSocket,
     peer: SocketAddr,
     active: ActiveConnection,
+    lot: Option<Rc<ParkingLot<Idle>>>,
 ) {
     // The newest configuration's certificates serve it (hot reload).
     let snapshot = snapshot.latest();
     tokio::task::spawn_local(Box::pin(handshake_then_serve(
-        snapshot, socket, peer, active,
+        snapshot, socket, peer, active, lot,
     )));
 }
 
@@ -71,6 +72,7 @@ pub(crate) async fn handshake_then_serve(
     socket: ClientSocket,
     peer: SocketAddr,
     active: ActiveConnection,
+    lot: Option<Rc<ParkingLot<Idle>>>,
 ) {
     let Some(tls) = snapshot.tls.as_ref() else {
         return;
@@ -91,9 +93,10 @@ pub(crate) async fn handshake_then_serve(
             Ok(Err(_)) => Failure::Closed,
             Ok(Ok(stream)) => {
                 snapshot.stats().tls_handshake();
-                let info = negotiated(stream.get_ref().1);
-                let stream = ClientStream::tls(stream);
-                let conn = Connection::tls(snapshot.clone(), stream, peer, active, info);
+                let info = TlsInfo::of(stream.get_ref().1);
+                let (socket, conn) = stream.into_inner();
+                let stream = ClientStream::tls(socket, Box::new(conn));
+                let conn = Connection::tls(snapshot.clone(), stream, peer, active, info, lot);
                 conn.run().await;
                 return;
             }
@@ -181,22 +184,6 @@ async fn refuse_plain_http(snapshot: &Snapshot, socket: &ClientSocket) {
         if n == 0 {
             break;
         }
-    }
-}
-
-/// What a completed handshake negotiated, for the access log.
-fn negotiated(conn: &rustls::ServerConnection) -> TlsInfo {
-    TlsInfo {
-        protocol: match conn.protocol_version() {
-            Some(ProtocolVersion::TLSv1_3) => "TLSv1.3",
-            Some(ProtocolVersion::TLSv1_2) => "TLSv1.2",
-            _ => "-",
-        },
-        cipher: conn
-            .negotiated_cipher_suite()
-            .and_then(|s| s.suite().as_str())
-            .unwrap_or("-"),
-        server_name: conn.server_name().map(str::to_owned),
     }
 }
 

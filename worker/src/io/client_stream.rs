@@ -6,10 +6,13 @@
 //! borrowed only inside each poll: the two never overlap on one thread.
 //!
 //! What only a socket can do stays with the plain variant: the first read
-//! without waiting, writes tried at once, splicing, parking. A TLS stream
-//! reads and writes through rustls and waits like any tokio stream.
+//! without waiting, writes tried at once, splicing. A TLS stream reads and
+//! writes through rustls and waits like any tokio stream. Either comes
+//! apart into what a parked connection keeps (`into_parts`).
 
 use super::client_socket::ClientSocket;
+use super::tls_stream::TlsIo;
+use rustls::ServerConnection;
 use socket2::SockRef;
 use std::cell::RefCell;
 use std::io::{self, IoSlice};
@@ -17,7 +20,6 @@ use std::os::fd::{AsFd, AsRawFd, BorrowedFd, RawFd};
 use std::pin::Pin;
 use std::task::{Context, Poll};
 use tokio::io::{AsyncRead, AsyncWrite, Interest, ReadBuf};
-use tokio_rustls::server::TlsStream;
 
 /// A client connection's stream.
 pub(crate) enum ClientStream {
@@ -32,17 +34,48 @@ pub(crate) enum ClientStream {
 /// not need rustls's state).
 pub(crate) struct TlsClient {
     fd: RawFd,
-    stream: RefCell<TlsStream<ClientSocket>>,
+    stream: RefCell<TlsIo>,
 }
 
 impl ClientStream {
-    /// The stream of a connection whose TLS handshake is done.
-    pub(crate) fn tls(stream: TlsStream<ClientSocket>) -> Self {
-        let fd = stream.get_ref().0.as_raw_fd();
+    /// The stream of a connection whose TLS handshake is done: rustls's
+    /// state `conn` over `socket`.
+    pub(crate) fn tls(socket: ClientSocket, conn: Box<ServerConnection>) -> Self {
+        let fd = socket.as_raw_fd();
         ClientStream::Tls(Box::new(TlsClient {
             fd,
-            stream: RefCell::new(stream),
+            stream: RefCell::new(TlsIo::new(socket, conn)),
         }))
+    }
+
+    /// The socket and, for TLS, rustls's state: what a parked connection
+    /// keeps.
+    pub(crate) fn into_parts(self) -> (ClientSocket, Option<Box<ServerConnection>>) {
+        match self {
+            ClientStream::Plain(socket) => (socket, None),
+            ClientStream::Tls(tls) => {
+                let (socket, conn) = tls.stream.into_inner().into_parts();
+                (socket, Some(conn))
+            }
+        }
+    }
+
+    /// Whether rustls holds nothing for this connection: no plaintext to
+    /// read, no record to send once those queued went out now (always so
+    /// for a plain stream).
+    pub(crate) fn tls_drained(&self) -> bool {
+        match self {
+            ClientStream::Plain(_) => true,
+            ClientStream::Tls(tls) => {
+                let mut stream = tls.stream.borrow_mut();
+                let (socket, conn) = stream.get_mut();
+                send_now(socket, conn);
+                !conn.wants_write()
+                    && conn
+                        .process_new_packets()
+                        .is_ok_and(|state| state.plaintext_bytes_to_read() == 0)
+            }
+        }
     }
 
     /// The socket, when bytes go on it as they are (no TLS).
@@ -87,13 +120,7 @@ impl ClientStream {
             ClientStream::Tls(tls) => {
                 let mut stream = tls.stream.borrow_mut();
                 let (socket, conn) = stream.get_mut();
-                conn.send_close_notify();
-                while conn.wants_write() {
-                    match conn.write_tls(&mut SocketWriter(socket)) {
-                        Ok(n) if n > 0 => {}
-                        _ => break,
-                    }
-                }
+                close_notify(socket, conn);
                 socket.shut_write()
             }
         }
@@ -110,6 +137,22 @@ impl ClientStream {
         match self {
             ClientStream::Plain(socket) => socket.send_vectored(bufs, flags),
             ClientStream::Tls(_) => Err(io::ErrorKind::WouldBlock.into()),
+        }
+    }
+}
+
+/// Sends a `close_notify` alert if the socket takes it now.
+pub(crate) fn close_notify(socket: &ClientSocket, conn: &mut ServerConnection) {
+    conn.send_close_notify();
+    send_now(socket, conn);
+}
+
+/// Sends rustls's queued records as far as the socket takes them now.
+fn send_now(socket: &ClientSocket, conn: &mut ServerConnection) {
+    while conn.wants_write() {
+        match conn.write_tls(&mut SocketWriter(socket)) {
+            Ok(n) if n > 0 => {}
+            _ => break,
         }
     }
 }

@@ -93,6 +93,24 @@ pub(crate) struct TlsInfo {
     pub(crate) server_name: Option<String>,
 }
 
+impl TlsInfo {
+    /// What `conn`'s completed handshake negotiated.
+    pub(crate) fn of(conn: &rustls::ServerConnection) -> TlsInfo {
+        TlsInfo {
+            protocol: match conn.protocol_version() {
+                Some(rustls::ProtocolVersion::TLSv1_3) => "TLSv1.3",
+                Some(rustls::ProtocolVersion::TLSv1_2) => "TLSv1.2",
+                _ => "-",
+            },
+            cipher: conn
+                .negotiated_cipher_suite()
+                .and_then(|s| s.suite().as_str())
+                .unwrap_or("-"),
+            server_name: conn.server_name().map(str::to_owned),
+        }
+    }
+}
+
 /// What serving one request did.
 #[derive(Debug, Clone, Copy)]
 pub(crate) struct Served {

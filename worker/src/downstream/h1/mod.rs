@@ -86,19 +86,19 @@ impl Connection {
     }
 
     /// A connection from `peer` whose TLS handshake is done: `info` says
-    /// what was negotiated. It is never parked (its TLS state stays in its
-    /// task while idle).
+    /// what was negotiated.
     pub(crate) fn tls(
         snapshot: Rc<Snapshot>,
         stream: ClientStream,
         peer: SocketAddr,
         active: ActiveConnection,
         info: TlsInfo,
+        lot: Option<Rc<ParkingLot<Idle>>>,
     ) -> Self {
         let scratch = snapshot.buffers().take_scratch();
         let (mut ctx, response_head) = RequestCtx::new(peer, Scheme::Https, scratch);
         ctx.set_tls(info);
-        Connection::with(snapshot, stream, ctx, response_head, active, None)
+        Connection::with(snapshot, stream, ctx, response_head, active, lot)
     }
 
     fn with(
@@ -131,12 +131,20 @@ impl Connection {
         let Idle {
             stream,
             client,
+            tls,
             served,
             idle_since,
             nodelay,
         } = idle;
-        let stream = ClientSocket::new(stream);
-        let mut conn = Connection::new(snapshot, stream, client, active, Some(lot));
+        let socket = ClientSocket::new(stream);
+        let mut conn = match tls {
+            IdleTls::Plain => Connection::new(snapshot, socket, client, active, Some(lot)),
+            IdleTls::Tls(tls) => {
+                let info = TlsInfo::of(&tls);
+                let stream = ClientStream::tls(socket, tls);
+                Connection::tls(snapshot, stream, client, active, info, Some(lot))
+            }
+        };
         conn.session.nodelay = nodelay;
         conn.served = served;
         conn.idle_since = idle_since;
@@ -233,10 +241,12 @@ impl Connection {
             ctx,
             ..
         } = self;
-        if let (Some(lot), ClientStream::Plain(stream)) = (lot, session.stream) {
+        if let Some(lot) = lot {
+            let (socket, tls) = session.stream.into_parts();
             let idle = Idle {
-                stream: stream.into_std(),
+                stream: socket.into_std(),
                 client: ctx.client,
+                tls: tls.map_or(IdleTls::Plain, IdleTls::Tls),
                 served,
                 idle_since,
                 nodelay: session.nodelay,
@@ -253,12 +263,23 @@ pub(crate) struct Idle {
     /// The client's address: the socket's peer, or the one a PROXY
     /// protocol header carried (which the socket cannot tell again).
     client: SocketAddr,
+    /// What it keeps of TLS, if it speaks it.
+    tls: IdleTls,
     /// Requests served so far.
     served: u64,
     /// When it finished its last request.
     idle_since: Instant,
     /// Whether TCP_NODELAY is set on it.
     nodelay: bool,
+}
+
+/// The TLS side of a parked connection.
+enum IdleTls {
+    /// Plain HTTP: nothing.
+    Plain,
+    /// rustls's state (keys, sequence numbers, its buffers as small as
+    /// rustls leaves them): the connection goes on with it when resumed.
+    Tls(Box<rustls::ServerConnection>),
 }
 
 impl Parkable for Idle {
@@ -277,6 +298,16 @@ impl Parkable for Idle {
     fn has_unread(&self) -> bool {
         let mut probe = [std::mem::MaybeUninit::uninit(); 1];
         matches!(SockRef::from(&self.stream).peek(&mut probe), Ok(n) if n > 0)
+    }
+
+    fn close(self) {
+        // A TLS client is told the connection ends (then the FIN): it
+        // reads an orderly end, not a truncation.
+        if let IdleTls::Tls(mut tls) = self.tls {
+            let socket = ClientSocket::new(self.stream);
+            crate::io::client_stream::close_notify(&socket, &mut tls);
+            let _ = socket.shut_write();
+        }
     }
 
     fn resume(self, snapshot: Rc<Snapshot>, lot: &Rc<ParkingLot<Self>>, active: ActiveConnection) {

@@ -80,6 +80,8 @@ impl Connection {
         let mut deadline = (served == 0).then(|| idle_since + limits.client_header_timeout);
         // Set once a stop was seen while this fresh connection had sent nothing.
         let mut stop_grace = false;
+        // Set once rustls was found holding bytes when the connection was to park.
+        let mut stay = false;
         if std::mem::take(&mut self.unseen) {
             self.read_first(snapshot);
         }
@@ -98,7 +100,7 @@ impl Connection {
             // A connection idle after a request parks once idle for
             // PARK_AFTER (unless its timeout comes first): the timer that
             // times the wait tells when.
-            let park_at = (deadline.is_none() && served > 0 && self.lot.is_some())
+            let park_at = (deadline.is_none() && served > 0 && self.lot.is_some() && !stay)
                 .then(|| idle_since + PARK_AFTER)
                 .filter(|at| *at < until);
             let read = tokio::select! {
@@ -121,7 +123,14 @@ impl Connection {
                 }
             };
             match read {
-                Err(_) if park_at.is_some() => return Err(HeadEnd::Park),
+                Err(_) if park_at.is_some() => {
+                    if self.session.stream.tls_drained() {
+                        return Err(HeadEnd::Park);
+                    }
+                    // rustls holds bytes of this connection's: it waits on
+                    // here, as an unparked connection does.
+                    stay = true;
+                }
                 Err(_) if stop_grace && self.session.buf.is_empty() => return Err(HeadEnd::Closed),
                 Err(_) if deadline.is_some() => return Err(HeadEnd::Timeout),
                 Ok(Ok(n)) if n > 0 => snapshot.stats().read(n),

@@ -1,0 +1,320 @@
+//! A client's TLS stream once its handshake is done: rustls's
+//! `ServerConnection` over the client socket. It is ours rather than
+//! tokio-rustls's `TlsStream` because an idle connection is parked
+//! (`downstream::park`): it comes apart into its socket and its rustls
+//! state, and is put together again when the client sends its next request,
+//! which tokio-rustls's stream cannot be.
+//!
+//! Reads and writes follow tokio-rustls's: a read fills from rustls's
+//! plaintext, reading and decrypting records from the socket while there
+//! is none; a write hands plaintext to rustls and sends records at once,
+//! as far as the socket takes them.
+
+use super::client_socket::ClientSocket;
+use rustls::ServerConnection;
+use std::io::{self, BufRead, IoSlice, Read, Write};
+use std::pin::Pin;
+use std::task::{ready, Context, Poll};
+use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
+
+/// TLS over a client socket.
+pub(crate) struct TlsIo {
+    socket: ClientSocket,
+    /// Boxed: it is large, and a parked connection keeps this box as it is.
+    conn: Box<ServerConnection>,
+    /// The client closed its side (or the read ended in an error).
+    read_closed: bool,
+    /// `close_notify` was queued.
+    write_closed: bool,
+}
+
+impl TlsIo {
+    /// The stream of `conn`, whose handshake is done, over `socket`.
+    pub(crate) fn new(socket: ClientSocket, conn: Box<ServerConnection>) -> Self {
+        TlsIo {
+            socket,
+            conn,
+            read_closed: false,
+            write_closed: false,
+        }
+    }
+
+    /// The socket and rustls's state, mutably.
+    pub(crate) fn get_mut(&mut self) -> (&mut ClientSocket, &mut ServerConnection) {
+        (&mut self.socket, &mut self.conn)
+    }
+
+    /// The socket and rustls's state, apart.
+    pub(crate) fn into_parts(self) -> (ClientSocket, Box<ServerConnection>) {
+        (self.socket, self.conn)
+    }
+
+    /// Reads and decrypts what the socket has; `Ok(0)` at its end.
+    fn read_io(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<usize>> {
+        let mut reader = SyncAdapter {
+            socket: &self.socket,
+            cx,
+        };
+        let n = match self.conn.read_tls(&mut reader) {
+            Ok(n) => n,
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Poll::Pending,
+            Err(e) => return Poll::Ready(Err(e)),
+        };
+        if let Err(e) = self.conn.process_new_packets() {
+            // rustls queued an alert saying why: send it if the socket takes it.
+            let _ = self.write_io(cx);
+            return Poll::Ready(Err(io::Error::new(io::ErrorKind::InvalidData, e)));
+        }
+        Poll::Ready(Ok(n))
+    }
+
+    /// Sends queued TLS records.
+    fn write_io(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<usize>> {
+        let mut writer = SyncAdapter {
+            socket: &self.socket,
+            cx,
+        };
+        match self.conn.write_tls(&mut writer) {
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => Poll::Pending,
+            done => Poll::Ready(done),
+        }
+    }
+
+    /// Sends queued records until none is left or the socket is full:
+    /// whether it was full.
+    fn send_queued(&mut self, cx: &mut Context<'_>) -> io::Result<bool> {
+        while self.conn.wants_write() {
+            match self.write_io(cx) {
+                Poll::Ready(Ok(0)) | Poll::Pending => return Ok(true),
+                Poll::Ready(Ok(_)) => {}
+                Poll::Ready(Err(e)) => return Err(e),
+            }
+        }
+        Ok(false)
+    }
+}
+
+impl AsyncRead for TlsIo {
+    fn poll_read(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
+        let this = self.get_mut();
+        let mut pending = false;
+        while !this.read_closed && this.conn.wants_read() {
+            match this.read_io(cx) {
+                Poll::Ready(Ok(0)) => {
+                    this.read_closed = true;
+                }
+                Poll::Ready(Ok(_)) => {}
+                Poll::Pending => {
+                    pending = true;
+                    break;
+                }
+                Poll::Ready(Err(e)) => {
+                    this.read_closed = true;
+                    return Poll::Ready(Err(e));
+                }
+            }
+        }
+        let mut reader = this.conn.reader();
+        let mut filled = false;
+        while buf.remaining() > 0 {
+            match reader.fill_buf() {
+                Ok([]) => break,
+                Ok(chunk) => {
+                    let n = chunk.len().min(buf.remaining());
+                    buf.put_slice(&chunk[..n]);
+                    reader.consume(n);
+                    filled = true;
+                }
+                // Nothing decrypted yet, or more after what was taken.
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+                    if filled {
+                        break;
+                    }
+                    if !pending {
+                        // rustls wants no read yet has nothing: try again.
+                        cx.waker().wake_by_ref();
+                    }
+                    return Poll::Pending;
+                }
+                Err(_) if filled => break,
+                Err(e) => return Poll::Ready(Err(e)),
+            }
+        }
+        Poll::Ready(Ok(()))
+    }
+}
+
+impl AsyncWrite for TlsIo {
+    fn poll_write(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
+        self.poll_write_vectored(cx, &[IoSlice::new(buf)])
+    }
+
+    fn poll_write_vectored(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[IoSlice<'_>],
+    ) -> Poll<io::Result<usize>> {
+        let this = self.get_mut();
+        if bufs.iter().all(|b| b.is_empty()) {
+            return Poll::Ready(Ok(0));
+        }
+        loop {
+            let written = this.conn.writer().write_vectored(bufs)?;
+            let full = this.send_queued(cx)?;
+            return match (written, full) {
+                (0, true) => Poll::Pending,
+                // rustls's send buffer was full: it has room now.
+                (0, false) => continue,
+                (n, _) => Poll::Ready(Ok(n)),
+            };
+        }
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        true
+    }
+
+    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        let this = self.get_mut();
+        this.conn.writer().flush()?;
+        while this.conn.wants_write() {
+            if ready!(this.write_io(cx))? == 0 {
+                return Poll::Ready(Err(io::ErrorKind::WriteZero.into()));
+            }
+        }
+        Poll::Ready(Ok(()))
+    }
+
+    fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        let this = self.get_mut();
+        if !std::mem::replace(&mut this.write_closed, true) {
+            this.conn.send_close_notify();
+        }
+        while this.conn.wants_write() {
+            if ready!(this.write_io(cx))? == 0 {
+                return Poll::Ready(Err(io::ErrorKind::WriteZero.into()));
+            }
+        }
+        Poll::Ready(this.socket.shut_write())
+    }
+}
+
+/// The socket as rustls's blocking `Read` and `Write`: `WouldBlock` when it
+/// must wait (registered to be woken).
+struct SyncAdapter<'a, 'b> {
+    socket: &'a ClientSocket,
+    cx: &'a mut Context<'b>,
+}
+
+impl Read for SyncAdapter<'_, '_> {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        let mut buf = ReadBuf::new(buf);
+        match Pin::new(&mut &*self.socket).poll_read(self.cx, &mut buf) {
+            Poll::Ready(Ok(())) => Ok(buf.filled().len()),
+            Poll::Ready(Err(e)) => Err(e),
+            Poll::Pending => Err(io::ErrorKind::WouldBlock.into()),
+        }
+    }
+}
+
+impl Write for SyncAdapter<'_, '_> {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        self.write_vectored(&[IoSlice::new(buf)])
+    }
+
+    fn write_vectored(&mut self, bufs: &[IoSlice<'_>]) -> io::Result<usize> {
+        match Pin::new(&mut &*self.socket).poll_write_vectored(self.cx, bufs) {
+            Poll::Ready(done) => done,
+            Poll::Pending => Err(io::ErrorKind::WouldBlock.into()),
+        }
+    }
+
+    fn flush(&mut self) -> io::Result<()> {
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use rustls::pki_types::{CertificateDer, PrivateKeyDer, PrivatePkcs8KeyDer, ServerName};
+    use rustls::{ClientConfig, ClientConnection, ServerConfig, StreamOwned};
+    use std::net::{TcpListener, TcpStream};
+    use std::sync::Arc;
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+    fn configs() -> (Arc<ServerConfig>, Arc<ClientConfig>) {
+        let issued = rcgen::generate_simple_self_signed(vec!["a.test".to_owned()]).unwrap();
+        let cert = issued.cert.der().clone();
+        let key = PrivatePkcs8KeyDer::from(issued.signing_key.serialize_der());
+        let server = ServerConfig::builder()
+            .with_no_client_auth()
+            .with_single_cert(vec![cert.clone()], PrivateKeyDer::Pkcs8(key))
+            .unwrap();
+        let mut roots = rustls::RootCertStore::empty();
+        roots.add(CertificateDer::clone(&cert)).unwrap();
+        let client = ClientConfig::builder()
+            .with_root_certificates(roots)
+            .with_no_client_auth();
+        (Arc::new(server), Arc::new(client))
+    }
+
+    /// Reads from `stream` until `want` bytes came.
+    async fn read_exactly(stream: &mut TlsIo, want: usize) -> Vec<u8> {
+        let mut got = Vec::new();
+        while got.len() < want {
+            let mut chunk = [0u8; 64];
+            let n = stream.read(&mut chunk).await.unwrap();
+            assert!(n > 0, "the end after {got:?}");
+            got.extend_from_slice(&chunk[..n]);
+        }
+        got
+    }
+
+    #[tokio::test]
+    async fn a_stream_taken_apart_and_put_together_again_goes_on_and_ends_with_close_notify() {
+        let (server_config, client_config) = configs();
+        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        let addr = listener.local_addr().unwrap();
+        let client = std::thread::spawn(move || {
+            let name = ServerName::try_from("a.test").unwrap();
+            let conn = ClientConnection::new(client_config, name).unwrap();
+            let mut tls = StreamOwned::new(conn, TcpStream::connect(addr).unwrap());
+            tls.write_all(b"ping").unwrap();
+            let mut pong = [0u8; 4];
+            tls.read_exact(&mut pong).unwrap();
+            tls.write_all(b"again").unwrap();
+            // The server's close_notify reads as the end, not an error.
+            let mut rest = Vec::new();
+            tls.read_to_end(&mut rest).map(|_| rest)
+        });
+        let (socket, _) = listener.accept().unwrap();
+        socket.set_nonblocking(true).unwrap();
+        let acceptor = tokio_rustls::TlsAcceptor::from(server_config);
+        let (socket, conn) = acceptor
+            .accept(ClientSocket::new(socket))
+            .await
+            .unwrap()
+            .into_inner();
+        let mut stream = TlsIo::new(socket, Box::new(conn));
+        assert_eq!(read_exactly(&mut stream, 4).await, b"ping");
+        stream.write_all(b"pong").await.unwrap();
+        stream.flush().await.unwrap();
+        // Parked: the socket leaves the event loop, rustls's state is kept.
+        let (socket, conn) = stream.into_parts();
+        let socket = socket.into_std();
+        let mut stream = TlsIo::new(ClientSocket::new(socket), conn);
+        assert_eq!(read_exactly(&mut stream, 5).await, b"again");
+        stream.shutdown().await.unwrap();
+        let rest = client.join().unwrap().expect("a clean end");
+        assert!(rest.is_empty());
+    }
+}
