@@ -1,6 +1,7 @@
 //! The access-log line format: `combined`, `json`, or a template of text
 //! and `$variables` named as nginx names them.
 
+use super::template::Piece;
 use serde::{Deserialize, Serialize};
 
 /// How access-log lines look.
@@ -101,52 +102,13 @@ impl AccessField {
 /// Parses an access-log template: `$name` (or `${name}`) variables among
 /// literal text; `$$` is a literal `$`.
 pub fn parse_template(text: &str) -> Result<Vec<Segment>, String> {
-    let mut out = Vec::new();
-    let mut literal = String::new();
-    let mut rest = text;
-    while let Some(at) = rest.find('$') {
-        literal.push_str(&rest[..at]);
-        rest = &rest[at + 1..];
-        if let Some(after) = rest.strip_prefix('$') {
-            literal.push('$');
-            rest = after;
-            continue;
-        }
-        let (name, after) = match rest.strip_prefix('{') {
-            Some(braced) => {
-                let end = braced
-                    .find('}')
-                    .ok_or_else(|| "unclosed `${` in the template".to_owned())?;
-                (&braced[..end], &braced[end + 1..])
-            }
-            None => {
-                let end = rest
-                    .find(|c: char| !(c.is_ascii_alphanumeric() || c == '_'))
-                    .unwrap_or(rest.len());
-                (&rest[..end], &rest[end..])
-            }
-        };
-        let field = AccessField::ALL
-            .iter()
-            .find(|(n, _)| *n == name)
-            .map(|(_, f)| *f)
-            .ok_or_else(|| {
-                let known: Vec<&str> = AccessField::ALL.iter().map(|(n, _)| *n).collect();
-                format!(
-                    "unknown variable ${name} in the template (known: ${})",
-                    known.join(", $")
-                )
-            })?;
-        if !literal.is_empty() {
-            out.push(Segment::Text(std::mem::take(&mut literal)));
-        }
-        out.push(Segment::Field(field));
-        rest = after;
-    }
-    literal.push_str(rest);
-    if !literal.is_empty() {
-        out.push(Segment::Text(literal));
-    }
+    let out: Vec<Segment> = super::template::parse(text, &AccessField::ALL, "the template")?
+        .into_iter()
+        .map(|p| match p {
+            Piece::Text(t) => Segment::Text(t),
+            Piece::Var(f) => Segment::Field(f),
+        })
+        .collect();
     if !out.iter().any(|s| matches!(s, Segment::Field(_))) {
         return Err("the template shows no $variable".to_owned());
     }

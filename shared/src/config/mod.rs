@@ -17,6 +17,7 @@ mod locate;
 mod model;
 mod raw;
 mod redirect;
+mod template;
 #[cfg(test)]
 pub(crate) mod testing;
 mod validate;

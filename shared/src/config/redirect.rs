@@ -1,6 +1,7 @@
 //! A `redirect` route: its status and the template its `Location` is built
 //! from, of literal text and `$variables` named as nginx names them.
 
+use super::template::Piece;
 use serde::{Deserialize, Serialize};
 
 /// The statuses a `redirect` may answer with.
@@ -61,50 +62,14 @@ pub fn parse_target(text: &str) -> Result<Vec<RedirectPart>, String> {
     if text.chars().any(|c| c.is_control()) {
         return Err("must not contain control characters".to_owned());
     }
-    let mut out = Vec::new();
-    let mut literal = String::new();
-    let mut rest = text;
-    while let Some(at) = rest.find('$') {
-        literal.push_str(&rest[..at]);
-        rest = &rest[at + 1..];
-        if let Some(after) = rest.strip_prefix('$') {
-            literal.push('$');
-            rest = after;
-            continue;
-        }
-        let (name, after) = match rest.strip_prefix('{') {
-            Some(braced) => {
-                let end = braced
-                    .find('}')
-                    .ok_or_else(|| "unclosed `${` in the target".to_owned())?;
-                (&braced[..end], &braced[end + 1..])
-            }
-            None => {
-                let end = rest
-                    .find(|c: char| !(c.is_ascii_alphanumeric() || c == '_'))
-                    .unwrap_or(rest.len());
-                (&rest[..end], &rest[end..])
-            }
-        };
-        let var = RedirectVar::ALL
-            .iter()
-            .find(|(n, _)| *n == name)
-            .map(|(_, v)| *v)
-            .ok_or_else(|| {
-                let known: Vec<&str> = RedirectVar::ALL.iter().map(|(n, _)| *n).collect();
-                format!("unknown variable ${name} (known: ${})", known.join(", $"))
-            })?;
-        if !literal.is_empty() {
-            out.push(RedirectPart::Text(std::mem::take(&mut literal)));
-        }
-        out.push(RedirectPart::Var(var));
-        rest = after;
-    }
-    literal.push_str(rest);
-    if !literal.is_empty() {
-        out.push(RedirectPart::Text(literal));
-    }
-    Ok(out)
+    let pieces = super::template::parse(text, &RedirectVar::ALL, "the target")?;
+    Ok(pieces
+        .into_iter()
+        .map(|p| match p {
+            Piece::Text(t) => RedirectPart::Text(t),
+            Piece::Var(v) => RedirectPart::Var(v),
+        })
+        .collect())
 }
 
 #[cfg(test)]
