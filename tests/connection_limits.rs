@@ -41,29 +41,6 @@ fn counts(p: &Prefork) -> (u64, u64) {
     )
 }
 
-fn wait_parked(p: &Prefork, n: u64) {
-    assert!(
-        p.wait_status(PARKED, |s| s["workers"][0]["parked_connections"].as_u64()
-            == Some(n))
-            .is_some(),
-        "expected {n} parked connections, status says {:?}\n{}",
-        counts(p),
-        p.logs()
-    );
-}
-
-/// `count` connections, each after one request answered.
-fn idle_connections(p: &Prefork, count: usize) -> Vec<Conn> {
-    (0..count)
-        .map(|_| {
-            let mut c = Conn::connect(p.addr()).unwrap();
-            let r = c.get("a.test", "/").unwrap();
-            assert_eq!((r.status, r.text().as_str()), (200, "budget"));
-            c
-        })
-        .collect()
-}
-
 /// The error log's lines about `max_connections`.
 fn limit_lines(p: &Prefork) -> Vec<String> {
     p.error_log()
@@ -100,7 +77,7 @@ fn three_hundred_idle_clients_against_a_hundred_leave_room_for_a_new_one_and_the
         assert_eq!(r.status, 200, "client {i}");
     }
     // The last hundred stay, parked; the 200 before them were closed.
-    wait_parked(&p, 100);
+    p.wait_parked(100, PARKED);
     assert_eq!(counts(&p), (100, 100));
     // A new client closes the oldest idle one and is answered: without
     // that it would wait for a keep-alive timeout (75 s).
@@ -138,13 +115,13 @@ fn three_hundred_idle_clients_against_a_hundred_leave_room_for_a_new_one_and_the
 #[test]
 fn parked_connections_count_toward_max_connections_and_the_oldest_make_room() {
     let p = Prefork::start(Setup::new(1).top("max_connections = 10").body(ROUTES));
-    let mut old = idle_connections(&p, 5);
-    wait_parked(&p, 5);
-    let mut young = idle_connections(&p, 5);
-    wait_parked(&p, 10);
+    let mut old = p.idle_connections(5, "a.test", "budget");
+    p.wait_parked(5, PARKED);
+    let mut young = p.idle_connections(5, "a.test", "budget");
+    p.wait_parked(10, PARKED);
     assert_eq!(counts(&p), (10, 10), "parked ones are open connections");
     // Five more: each is served once the oldest parked one closes.
-    let mut newest = idle_connections(&p, 5);
+    let mut newest = p.idle_connections(5, "a.test", "budget");
     for c in &mut old {
         c.set_read_timeout(PARKED).unwrap();
         assert!(c.is_closed_by_peer(), "the oldest parked closed");

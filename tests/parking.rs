@@ -15,56 +15,18 @@ const PARKED: Duration = Duration::from_secs(10);
 
 const ROUTES: &str = "[[routes]]\npath = \"/\"\nrespond = { body = \"parked\" }\n";
 
-/// The parked connections `prefork status` counts, over every worker.
-fn parked(p: &Prefork) -> u64 {
-    p.status_json()["workers"].as_array().map_or(0, |w| {
-        w.iter()
-            .map(|w| w["parked_connections"].as_u64().unwrap_or(0))
-            .sum()
-    })
-}
-
-fn wait_parked(p: &Prefork, n: u64) {
-    assert!(
-        p.wait_status(PARKED, |s| {
-            s["workers"].as_array().is_some_and(|w| {
-                w.iter()
-                    .map(|w| w["parked_connections"].as_u64().unwrap_or(0))
-                    .sum::<u64>()
-                    == n
-            })
-        })
-        .is_some(),
-        "expected {n} parked connections, status says {}\n{}",
-        parked(p),
-        p.logs()
-    );
-}
-
-/// `count` connections, each after one request answered.
-fn idle_connections(p: &Prefork, count: usize) -> Vec<Conn> {
-    (0..count)
-        .map(|_| {
-            let mut c = Conn::connect(p.addr()).unwrap();
-            let r = c.get("a.test", "/").unwrap();
-            assert_eq!((r.status, r.text().as_str()), (200, "parked"));
-            c
-        })
-        .collect()
-}
-
 #[test]
 fn idle_connections_are_parked_and_answered_when_a_request_comes() {
     let p = Prefork::start(Setup::new(1).body(ROUTES));
-    let mut conns = idle_connections(&p, 40);
-    wait_parked(&p, 40);
+    let mut conns = p.idle_connections(40, "a.test", "parked");
+    p.wait_parked(40, PARKED);
     for c in &mut conns {
         let r = c.get("a.test", "/").unwrap();
         assert_eq!((r.status, r.text().as_str()), (200, "parked"));
         assert!(!r.closes(), "still kept alive: {:?}", r.headers);
     }
     // Idle again: parked again.
-    wait_parked(&p, 40);
+    p.wait_parked(40, PARKED);
     for c in &mut conns {
         assert_eq!(c.get("a.test", "/").unwrap().status, 200);
     }
@@ -73,12 +35,12 @@ fn idle_connections_are_parked_and_answered_when_a_request_comes() {
 #[test]
 fn a_parked_connection_closes_at_its_keepalive_timeout() {
     let p = Prefork::start(Setup::new(1).top("keepalive_timeout = \"3s\"").body(ROUTES));
-    let mut conns = idle_connections(&p, 3);
-    wait_parked(&p, 3);
+    let mut conns = p.idle_connections(3, "a.test", "parked");
+    p.wait_parked(3, PARKED);
     for c in &mut conns {
         assert!(c.is_closed_by_peer(), "closed once idle for 3 s");
     }
-    wait_parked(&p, 0);
+    p.wait_parked(0, PARKED);
     assert_eq!(
         p.status_json()["workers"][0]["active_connections"].as_u64(),
         Some(0)
@@ -91,7 +53,7 @@ fn a_connection_keeps_its_request_count_and_log_identity_across_parking() {
     let mut c = Conn::connect(p.addr()).unwrap();
     let first = c.get("a.test", "/first").unwrap();
     assert!(!first.closes());
-    wait_parked(&p, 1);
+    p.wait_parked(1, PARKED);
     // The second request is the last one the connection may carry.
     let second = c.get("a.test", "/second").unwrap();
     assert_eq!(second.status, 200);
@@ -122,8 +84,8 @@ fn a_connection_keeps_its_request_count_and_log_identity_across_parking() {
 #[test]
 fn a_graceful_stop_closes_parked_connections_politely() {
     let mut p = Prefork::start(Setup::new(2).shutdown_timeout("10s").body(ROUTES));
-    let mut conns = idle_connections(&p, 20);
-    wait_parked(&p, 20);
+    let mut conns = p.idle_connections(20, "a.test", "parked");
+    p.wait_parked(20, PARKED);
     p.signal(Signal::SIGQUIT);
     for c in &mut conns {
         // An end of stream within the drain's spread, never a reset.
@@ -143,8 +105,8 @@ fn a_graceful_stop_closes_parked_connections_politely() {
 #[test]
 fn a_new_generation_drains_the_old_ones_parked_connections() {
     let p = Prefork::start(Setup::new(1).shutdown_timeout("10s").body(ROUTES));
-    let mut conns = idle_connections(&p, 10);
-    wait_parked(&p, 10);
+    let mut conns = p.idle_connections(10, "a.test", "parked");
+    p.wait_parked(10, PARKED);
     let old = p.workers();
     // `workers` changed: a new generation takes over and the old one drains.
     p.write_raw_config(&p.config_for(ROUTES).replace("workers = 1", "workers = 2"));

@@ -90,18 +90,6 @@ fn access_line(p: &Prefork, path: &str) -> String {
         .to_owned()
 }
 
-/// Parked connections, over every worker, as `prefork status` counts them.
-fn parked(p: &Prefork) -> u64 {
-    p.status_json()["workers"]
-        .as_array()
-        .map(|ws| {
-            ws.iter()
-                .map(|w| w["parked_connections"].as_u64().unwrap_or(0))
-                .sum()
-        })
-        .unwrap_or(0)
-}
-
 /// Whether the server closes `stream` without sending a byte (an EOF or a
 /// reset: the bytes the client sent may still be unread).
 fn closed_unanswered(stream: &mut TcpStream) -> bool {
@@ -162,9 +150,9 @@ fn v1_and_v2_headers_carry_the_client_address_across_keep_alive_and_parking() {
     }
     // Idle, every connection is parked; resumed, it keeps its address.
     assert!(
-        wait_until(WAIT, || parked(&p) >= cases.len() as u64),
+        wait_until(WAIT, || p.parked() >= cases.len() as u64),
         "parked: {}",
-        parked(&p)
+        p.parked()
     );
     for ((name, _, client), c) in cases.iter().zip(&mut conns) {
         let path = format!("/{name}/again");

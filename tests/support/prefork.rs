@@ -623,6 +623,35 @@ impl Prefork {
         wait_for(timeout, || Some(self.status_json()).filter(|s| done(s)))
     }
 
+    /// The parked connections `prefork status` counts, over every worker.
+    pub fn parked(&self) -> u64 {
+        parked_in(&self.status_json())
+    }
+
+    /// Waits (up to `timeout`: a connection parks after a second idle and
+    /// workers report once a second) until `n` connections are parked.
+    pub fn wait_parked(&self, n: u64, timeout: Duration) {
+        assert!(
+            self.wait_status(timeout, |s| parked_in(s) == n).is_some(),
+            "expected {n} parked connections, status says {}\n{}",
+            self.parked(),
+            self.logs()
+        );
+    }
+
+    /// `count` keep-alive connections, each after one request for `host`
+    /// answered with `body`.
+    pub fn idle_connections(&self, count: usize, host: &str, body: &str) -> Vec<http::Conn> {
+        (0..count)
+            .map(|_| {
+                let mut c = http::Conn::connect(self.addr()).expect("connect");
+                let r = c.get(host, "/").expect("a response");
+                assert_eq!((r.status, r.text().as_str()), (200, body));
+                c
+            })
+            .collect()
+    }
+
     /// The master's stdout, the error log and the end of the access log, for
     /// failure messages.
     pub fn logs(&self) -> String {
@@ -765,4 +794,14 @@ impl Drop for Continue {
     fn drop(&mut self) {
         let _ = nix::sys::signal::kill(nix::unistd::Pid::from_raw(self.0), Signal::SIGCONT);
     }
+}
+
+/// The parked connections of a `prefork status --json` report, over every
+/// worker.
+fn parked_in(status: &serde_json::Value) -> u64 {
+    status["workers"].as_array().map_or(0, |ws| {
+        ws.iter()
+            .map(|w| w["parked_connections"].as_u64().unwrap_or(0))
+            .sum()
+    })
 }
