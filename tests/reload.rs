@@ -418,7 +418,7 @@ upstream = "missing"
     p.write_raw_config(&broken);
     let path = p.config_path().display().to_string();
 
-    let stderr = refused_reload(&p);
+    let stderr = p.reload_refused();
     assert!(
         stderr.contains(&format!("{path}:{line}: routes[0].upstream")),
         "-s reload should say what is wrong: {stderr}"
@@ -494,7 +494,7 @@ fn cli_reload_and_quit_signal_the_master_named_in_the_pid_file() {
     );
 
     // With no master running, -s fails.
-    refused_reload(&p);
+    p.reload_refused();
 }
 
 #[test]
@@ -616,7 +616,7 @@ fn a_reload_to_a_pid_file_that_cannot_be_written_is_refused() {
     assert!(text.contains(&missing.display().to_string()));
     p.write_raw_config(&text);
 
-    let stderr = refused_reload(&p);
+    let stderr = p.reload_refused();
     assert!(
         stderr.contains(&format!("pid_file: {}", missing.display())),
         "-s reload should name the pid file and why: {stderr}"
@@ -646,20 +646,12 @@ fn a_reload_to_a_log_file_in_a_missing_directory_is_refused() {
     assert!(text.contains(&missing.display().to_string()));
     p.write_raw_config(&text);
 
-    let stderr = refused_reload(&p);
+    let stderr = p.reload_refused();
     assert!(
         stderr.contains("log.access_log") && stderr.contains(&missing.display().to_string()),
         "-s reload should name the key and the file: {stderr}"
     );
     assert_eq!(pids(&p.workers()), pids(&before));
-}
-
-/// Runs `prefork -s reload`, which must fail (exit 1); returns its stderr.
-fn refused_reload(p: &Prefork) -> String {
-    let out = p.cli(&["-s", "reload"]);
-    let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
-    assert_eq!(out.status.code(), Some(1), "-s reload: {stderr}");
-    stderr
 }
 
 /// A reload whose reading blocks (here on a FIFO named as an upstream's

@@ -458,6 +458,19 @@ fn replace_a(site: &Site, leaf: &Leaf) {
     leaf.write(site.dir.path(), "a");
 }
 
+/// Waits until a new connection for `a.test` on `port` gets `leaf`.
+fn wait_served(p: &Prefork, port: u16, leaf: &Leaf) {
+    assert!(
+        wait_until(Duration::from_secs(10), || Tls::connect(
+            port,
+            Some("a.test")
+        )
+        .is_ok_and(|c| c.leaf() == leaf.der)),
+        "the renewed certificate is not served\n{}",
+        p.logs()
+    );
+}
+
 #[test]
 fn a_reload_rotates_certificates_in_place_and_refuses_a_mismatched_key() {
     let site = Site::new();
@@ -470,21 +483,8 @@ fn a_reload_rotates_certificates_in_place_and_refuses_a_mismatched_key() {
     // Same config text, new files: the reload reads them again.
     let renewed = site.ca.leaf(&["a.test", "127.0.0.1"]);
     replace_a(&site, &renewed);
-    let out = p.cli(&["-s", "reload"]);
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    assert!(
-        wait_until(Duration::from_secs(10), || Tls::connect(
-            port,
-            Some("a.test")
-        )
-        .is_ok_and(|c| c.leaf() == renewed.der)),
-        "the renewed certificate is served\n{}",
-        p.logs()
-    );
+    p.reload_ok();
+    wait_served(&p, port, &renewed);
     let now: Vec<i32> = p.workers().iter().map(|w| w.pid).collect();
     assert_eq!(workers, now, "no worker was replaced");
     // The connection opened before the reload goes on.
@@ -492,9 +492,7 @@ fn a_reload_rotates_certificates_in_place_and_refuses_a_mismatched_key() {
 
     // A key that belongs to another certificate is refused, located.
     std::fs::write(site.dir.path().join("a.key"), &site.b.key_pem).unwrap();
-    let out = p.cli(&["-s", "reload"]);
-    let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
-    assert_eq!(out.status.code(), Some(1), "{stderr}");
+    let stderr = p.reload_refused();
     let location = format!("{}:", p.config_path().display());
     assert!(stderr.contains(&location), "{stderr}");
     assert!(
@@ -598,21 +596,8 @@ fn requests_never_fail_while_certificates_rotate() {
         let renewed = site.ca.leaf(&["a.test"]);
         replace_a(&site, &renewed);
         let before = served.load(Ordering::SeqCst);
-        let out = p.cli(&["-s", "reload"]);
-        assert!(
-            out.status.success(),
-            "{}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-        assert!(
-            wait_until(Duration::from_secs(10), || Tls::connect(
-                port,
-                Some("a.test")
-            )
-            .is_ok_and(|c| c.leaf() == renewed.der)),
-            "{}",
-            p.logs()
-        );
+        p.reload_ok();
+        wait_served(&p, port, &renewed);
         assert!(wait_until(Duration::from_secs(10), || served
             .load(Ordering::SeqCst)
             > before + 20));
@@ -661,12 +646,7 @@ fn a_root_only_key_serves_with_workers_running_as_nobody() {
     assert!(c.leaf() == site.b.der);
     assert_eq!(c.get("x.b.test", "/").unwrap().body, "b");
     // A reload reads them again, as root.
-    let out = p.cli(&["-s", "reload"]);
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    p.reload_ok();
     assert_eq!(
         Tls::connect(site.tls_port, Some("a.test"))
             .unwrap()

@@ -177,12 +177,7 @@ fn a_ticket_from_before_a_reload_to_a_new_generation_resumes_after_it() {
                 text.replacen("workers = 2", "workers = 3", 1),
             )
             .expect("write");
-            let out = p.cli(&["-s", "reload"]);
-            assert!(
-                out.status.success(),
-                "{}",
-                String::from_utf8_lossy(&out.stderr)
-            );
+            p.reload_ok();
             assert!(
                 p.wait_workers(3, Duration::from_secs(15), |ws| ws
                     .iter()

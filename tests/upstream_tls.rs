@@ -277,9 +277,7 @@ fn a_reload_reads_the_ca_file_again() {
     let config = fs::read_to_string(p.config_path()).expect("read the config");
 
     fs::write(&ca_file, "").expect("empty the CA file");
-    let out = p.cli(&["-s", "reload"]);
-    let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
-    assert_eq!(out.status.code(), Some(1), "-s reload: {stderr}");
+    let stderr = p.reload_refused();
     let location = format!(
         "{}:{}: upstreams.api.tls_ca: {} holds no certificate",
         p.config_path().display(),
@@ -292,12 +290,7 @@ fn a_reload_reads_the_ca_file_again() {
     // Another CA: the origin's certificate no longer verifies.
     p.expect_log_errors();
     fs::write(&ca_file, TestCa::new("another CA").pem()).expect("write");
-    let out = p.cli(&["-s", "reload"]);
-    assert!(
-        out.status.success(),
-        "-s reload: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    p.reload_ok();
     assert!(
         wait_until(Duration::from_secs(5), || get(&p, "/after").status == 502),
         "{}",

@@ -623,6 +623,26 @@ impl Prefork {
         wait_for(timeout, || Some(self.status_json()).filter(|s| done(s)))
     }
 
+    /// Runs `prefork -s reload`, which must succeed; returns its output.
+    pub fn reload_ok(&self) -> Output {
+        let out = self.cli(&["-s", "reload"]);
+        assert!(
+            out.status.success(),
+            "-s reload: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        out
+    }
+
+    /// Runs `prefork -s reload`, which must fail (exit 1); returns its
+    /// stderr.
+    pub fn reload_refused(&self) -> String {
+        let out = self.cli(&["-s", "reload"]);
+        let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
+        assert_eq!(out.status.code(), Some(1), "-s reload: {stderr}");
+        stderr
+    }
+
     /// The parked connections `prefork status` counts, over every worker.
     pub fn parked(&self) -> u64 {
         parked_in(&self.status_json())
