@@ -251,6 +251,16 @@ fn private_binary(dir: &std::path::Path) -> std::path::PathBuf {
     path
 }
 
+/// Replaces the file `exe` (in `dir`) with a program that exits at once,
+/// as a package update would replace it: renamed into place.
+fn replace_with_broken(dir: &std::path::Path, exe: &std::path::Path) {
+    let broken = dir.join("broken");
+    std::fs::write(&broken, "#!/bin/sh\nexit 1\n").expect("write");
+    std::fs::set_permissions(&broken, std::os::unix::fs::PermissionsExt::from_mode(0o755))
+        .expect("chmod");
+    std::fs::rename(&broken, exe).expect("replace the binary");
+}
+
 #[test]
 fn a_binary_upgrade_swaps_the_master_with_zero_failed_requests() {
     let dir = tempfile::Builder::new()
@@ -384,11 +394,7 @@ fn a_failed_binary_upgrade_leaves_the_old_master_serving() {
     p.expect_log_errors();
     let workers = p.workers();
     // The "new binary" fails at once.
-    let broken = p.dir().join("broken");
-    std::fs::write(&broken, "#!/bin/sh\nexit 1\n").expect("write");
-    std::fs::set_permissions(&broken, std::os::unix::fs::PermissionsExt::from_mode(0o755))
-        .expect("chmod");
-    std::fs::rename(&broken, &exe).expect("replace the binary");
+    replace_with_broken(p.dir(), &exe);
     p.signal(Signal::SIGUSR2);
     assert!(
         wait_until(Duration::from_secs(10), || p
@@ -551,14 +557,7 @@ fn a_worker_restarted_after_the_binary_file_was_replaced_runs_the_masters_own_im
     let victim = p.workers()[0].clone();
     // A package update replaces the file on disk with one that cannot
     // serve: only a binary upgrade may start it.
-    let replacement = p.dir().join("replacement");
-    std::fs::write(&replacement, "#!/bin/sh\nexit 1\n").expect("write");
-    std::fs::set_permissions(
-        &replacement,
-        std::os::unix::fs::PermissionsExt::from_mode(0o755),
-    )
-    .expect("chmod");
-    std::fs::rename(&replacement, &exe).expect("replace the binary");
+    replace_with_broken(p.dir(), &exe);
 
     kill(Pid::from_raw(victim.pid), Signal::SIGKILL).expect("kill the worker");
     let restarted = p
