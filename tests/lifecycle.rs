@@ -21,6 +21,29 @@ upstream = "app"
     )))
 }
 
+/// A request for `path` sent on its own thread, once the origin `rec` has
+/// it (it is then in flight); the thread gives its response and when it
+/// came.
+fn in_flight(
+    p: &Prefork,
+    rec: &RecordingOrigin,
+    path: &str,
+) -> std::thread::JoinHandle<std::io::Result<(http::Response, Instant)>> {
+    let (port, request) = (p.port(), http::request("GET", "x", path, &[], b""));
+    let seen = rec.count();
+    let client = std::thread::spawn(move || {
+        let mut conn = Conn::local(port)?;
+        conn.send(&request)?;
+        conn.read_response().map(|r| (r, Instant::now()))
+    });
+    assert!(
+        wait_until(Duration::from_secs(5), || rec.count() > seen),
+        "the request for {path} did not reach the origin\n{}",
+        p.logs()
+    );
+    client
+}
+
 #[test]
 fn workers_run_as_prefork_worker_with_slot_generation_and_ipc() {
     let origin = origins::minihttp("cmd");
@@ -158,16 +181,7 @@ fn graceful_sigterm_serves_through_the_shutdown_delay_with_healthz_503_then_drai
     let health = || http::get(admin, "admin", "/healthz").map(|r| r.status).ok();
     assert_eq!(health(), Some(200));
     let port = p.port();
-    let in_flight = std::thread::spawn(move || {
-        let mut conn = Conn::local(port)?;
-        conn.send(&http::request("GET", "x", "/hold", &[], b""))?;
-        conn.read_response()
-    });
-    assert!(
-        wait_until(Duration::from_secs(5), || rec.count() == 1),
-        "the held request did not reach the origin\n{}",
-        p.logs()
-    );
+    let held = in_flight(&p, &rec, "/hold");
     let term_at = Instant::now();
     p.signal(Signal::SIGTERM);
     assert!(
@@ -184,7 +198,7 @@ fn graceful_sigterm_serves_through_the_shutdown_delay_with_healthz_503_then_drai
         term_at.elapsed()
     );
     rec.release_holds();
-    let held = in_flight
+    let (held, _) = held
         .join()
         .expect("client thread")
         .expect("the in-flight request is answered");
@@ -205,18 +219,7 @@ fn sigquit_lets_the_in_flight_request_finish_then_everything_exits() {
     let rec = RecordingOrigin::start();
     let mut p = proxy_to(2, rec.addr());
     let workers = p.workers();
-    let port = p.port();
-    let client = std::thread::spawn(move || {
-        let mut conn = Conn::local(port)?;
-        conn.send(&http::request("GET", "x", "/delay/1500", &[], b""))?;
-        let r = conn.read_response();
-        r.map(|r| (r, Instant::now()))
-    });
-    assert!(
-        wait_until(Duration::from_secs(5), || rec.count() == 1),
-        "the slow request did not reach the origin\n{}",
-        p.logs()
-    );
+    let client = in_flight(&p, &rec, "/delay/1500");
     let quit_at = Instant::now();
     p.signal(Signal::SIGQUIT);
 
@@ -263,17 +266,7 @@ fn at_the_shutdown_timeout_a_worker_closes_what_is_left_and_exits_with_its_logs_
     )));
     let worker = p.workers()[0].pid;
     // A request still waiting for its upstream when the time is up.
-    let port = p.port();
-    let slow = std::thread::spawn(move || {
-        let mut conn = Conn::local(port)?;
-        conn.send(&http::request("GET", "x", "/delay/8000", &[], b""))?;
-        conn.read_response()
-    });
-    assert!(
-        wait_until(Duration::from_secs(5), || rec.count() == 1),
-        "{}",
-        p.logs()
-    );
+    let slow = in_flight(&p, &rec, "/delay/8000");
     p.signal(Signal::SIGQUIT);
     let status = p
         .wait_exit(Duration::from_secs(10))
@@ -349,18 +342,8 @@ fn sigterm_stops_fast_without_waiting_for_slow_requests() {
     let rec = RecordingOrigin::start();
     let mut p = proxy_to(2, rec.addr());
     let workers = p.workers();
-    let port = p.port();
     // An upstream answer that would take far longer than a fast stop.
-    let client = std::thread::spawn(move || {
-        let mut conn = Conn::local(port)?;
-        conn.send(&http::request("GET", "x", "/delay/8000", &[], b""))?;
-        conn.read_response()
-    });
-    assert!(
-        wait_until(Duration::from_secs(5), || rec.count() == 1),
-        "{}",
-        p.logs()
-    );
+    let client = in_flight(&p, &rec, "/delay/8000");
     // Cutting requests short may be logged as errors.
     p.expect_log_errors();
     let term_at = Instant::now();
@@ -376,7 +359,7 @@ fn sigterm_stops_fast_without_waiting_for_slow_requests() {
         "workers outlived a fast stop: {workers:?}"
     );
     // The slow request was cut, not completed.
-    let result = client.join().unwrap();
+    let result = client.join().unwrap().map(|(r, _)| r);
     assert!(
         result.as_ref().map_or(true, |r| r.status != 200),
         "the 8s request completed with 200 despite the fast stop: {result:?}"
