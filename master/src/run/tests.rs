@@ -231,6 +231,12 @@ fn hello(m: &mut Master, from: LinkId) -> IpcReceiver<MasterMsg> {
     commands
 }
 
+/// The worker of link `from` says it is Ready, and the master acts on it.
+fn ready(m: &mut Master, from: LinkId) {
+    let events = m.on_link(LinkEvent::Message(from, WorkerMsg::Ready));
+    feed_all(m, events);
+}
+
 fn feed_all(m: &mut Master, events: Vec<Event>) {
     for event in events {
         assert_eq!(m.feed(event), None);
@@ -260,8 +266,7 @@ fn a_hot_reload_while_a_generation_starts_reaches_all_of_it_and_the_old_one_drai
     write_config(h.dir.path(), 1, "");
     let first = spawned(&mut m, 100, 0, 1);
     let old = hello(&mut m, first);
-    let events = m.on_link(LinkEvent::Message(first, WorkerMsg::Ready));
-    feed_all(&mut m, events);
+    ready(&mut m, first);
 
     write_config(h.dir.path(), 2, "");
     let events = m.reload_and_wait();
@@ -294,8 +299,7 @@ fn a_hot_reload_while_a_generation_starts_reaches_all_of_it_and_the_old_one_drai
     // ready, then drains.
     assert_eq!(received(&old), (vec![0], false));
     for from in second {
-        let events = m.on_link(LinkEvent::Message(from, WorkerMsg::Ready));
-        feed_all(&mut m, events);
+        ready(&mut m, from);
     }
     assert_eq!(received(&old), (vec![], true));
     assert_eq!(received(&connected), (vec![], false));
@@ -313,8 +317,7 @@ fn an_old_generations_config_is_dropped_once_the_loop_settles_with_none_of_its_w
     // Every command channel is kept: a stop that cannot be sent would be
     // signalled to the pid instead.
     let old = hello(&mut m, first);
-    let events = m.on_link(LinkEvent::Message(first, WorkerMsg::Ready));
-    feed_all(&mut m, events);
+    ready(&mut m, first);
 
     write_config(h.dir.path(), 2, "");
     let events = m.reload_and_wait();
@@ -323,8 +326,7 @@ fn an_old_generations_config_is_dropped_once_the_loop_settles_with_none_of_its_w
     for (pid, slot) in [(200, 0), (201, 1)] {
         let from = spawned(&mut m, pid, slot, 2);
         new.push(hello(&mut m, from));
-        let events = m.on_link(LinkEvent::Message(from, WorkerMsg::Ready));
-        feed_all(&mut m, events);
+        ready(&mut m, from);
     }
     assert_eq!(received(&old), (vec![0], true), "generation 1 drains");
     feed_all(&mut m, vec![Event::Settled]);
@@ -369,8 +371,7 @@ fn a_late_event_from_a_reaped_workers_link_is_not_taken_for_its_pid_successor() 
     reap(m, 7001);
     let new = spawned(m, 7001, 0, 1);
     // The old link's last messages and close come now.
-    let events = m.on_link(LinkEvent::Message(old, WorkerMsg::Ready));
-    feed_all(m, events);
+    ready(m, old);
     assert_eq!(
         phase(m, 7001),
         Some(WorkerPhase::Starting),
@@ -533,8 +534,7 @@ fn every_generation_gets_the_same_keys_and_every_worker_each_rotation() {
     write_config(h.dir.path(), 1, "");
     let first = spawned(&mut m, 100, 0, 1);
     let old = hello(&mut m, first);
-    let events = m.on_link(LinkEvent::Message(first, WorkerMsg::Ready));
-    feed_all(&mut m, events);
+    ready(&mut m, first);
     write_config(h.dir.path(), 2, "");
     let events = m.reload_and_wait();
     feed_all(&mut m, events);
@@ -574,8 +574,7 @@ fn a_reload_that_shortens_tls_session_timeout_reaches_every_worker() {
     let mut m = h.master;
     let first = spawned(&mut m, 100, 0, 1);
     let commands = hello(&mut m, first);
-    let events = m.on_link(LinkEvent::Message(first, WorkerMsg::Ready));
-    feed_all(&mut m, events);
+    ready(&mut m, first);
     assert_eq!(sent(&commands).0, ["K1", "C"]);
 
     write_config(h.dir.path(), 1, "tls_session_timeout = \"5m\"");
@@ -601,10 +600,7 @@ fn heartbeats_queued_while_the_loop_was_busy_count_before_the_timer() {
     let mut h = harness_with("worker_timeout = \"1s\"");
     let from = spawned(&mut h.master, NO_SUCH_PID, 0, 1);
     let _commands = hello(&mut h.master, from);
-    h.master
-        .on_link(LinkEvent::Message(from, WorkerMsg::Ready))
-        .into_iter()
-        .for_each(|e| assert_eq!(h.master.feed(e), None));
+    ready(&mut h.master, from);
     assert_eq!(phase(&h.master, NO_SUCH_PID), Some(WorkerPhase::Ready));
     // The worker beats on time, but the loop is busy elsewhere (a slow
     // reload) for longer than worker_timeout: the beats wait in the queue.
@@ -632,8 +628,7 @@ fn upstream_addresses_found_again_reach_the_running_workers() {
     let mut m = h.master;
     let from = spawned(&mut m, NO_SUCH_PID, 0, 1);
     let commands = hello(&mut m, from);
-    let events = m.on_link(LinkEvent::Message(from, WorkerMsg::Ready));
-    feed_all(&mut m, events);
+    ready(&mut m, from);
     while commands.try_recv().is_ok() {}
     let addrs = |list: &[&str]| -> Vec<std::net::SocketAddr> {
         list.iter().map(|a| a.parse().unwrap()).collect()
