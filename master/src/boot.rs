@@ -385,6 +385,7 @@ mod tests {
             defer_accept: false,
             tls: false,
             proxy_protocol: false,
+            http2: false,
         }];
         let (p, m) = (path.display(), missing.display());
         let enoent = "No such file or directory (os error 2)";

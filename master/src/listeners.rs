@@ -411,6 +411,7 @@ mod tests {
             defer_accept: false,
             tls: false,
             proxy_protocol: false,
+            http2: false,
         }
     }
 

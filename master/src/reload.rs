@@ -206,17 +206,18 @@ pub enum ReloadPath {
 
 /// Compares the running configuration with a new, valid one.
 ///
-/// Listeners (their addresses, `reuseport`, `tls` and `proxy_protocol`; a
+/// Listeners (their addresses, `reuseport`, `tls`, `proxy_protocol` and
+/// `http2`; a
 /// backlog or `defer_accept` change is applied to the open sockets), the
 /// worker count, the user and the CPU pinning need new processes;
 /// everything else a running worker can swap in.
 pub fn reload_path(old: &Config, new: &Config) -> ReloadPath {
-    // A listener's `tls` and `proxy_protocol` are read by workers as they
-    // start.
+    // A listener's `tls`, `proxy_protocol` and `http2` are read by workers
+    // as they start.
     let sockets = |c: &Config| -> Vec<_> {
         c.listen
             .iter()
-            .map(|l| (l.addr, l.reuseport, l.tls, l.proxy_protocol))
+            .map(|l| (l.addr, l.reuseport, l.tls, l.proxy_protocol, l.http2))
             .collect()
     };
     let mut why = Vec::new();
@@ -293,6 +294,10 @@ mod tests {
         );
         assert_eq!(
             changed(&|c| c.listen[0].proxy_protocol = true),
+            ReloadPath::NewGeneration(vec!["listen"])
+        );
+        assert_eq!(
+            changed(&|c| c.listen[0].http2 = true),
             ReloadPath::NewGeneration(vec!["listen"])
         );
         assert_eq!(

@@ -139,6 +139,7 @@ fn upstream(addr: SocketAddr) -> Upstream {
         keepalive_timeout: Duration::from_secs(30),
         tls: None,
         resolve: None,
+        protocol: Default::default(),
     }
 }
 
@@ -168,6 +169,7 @@ pub(crate) fn config(origin: SocketAddr) -> Config {
         worker_timeout: Duration::from_secs(30),
         tls_session_timeout: Duration::from_secs(12 * 3600),
         max_connections: None,
+        http2: Default::default(),
         log: LogConfig {
             error_log: LogTarget::Stderr,
             access_log: None,

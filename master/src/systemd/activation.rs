@@ -202,6 +202,7 @@ mod tests {
             defer_accept: false,
             tls: false,
             proxy_protocol: false,
+            http2: false,
         };
         let e = match_listen(taken, std::slice::from_ref(&other)).unwrap_err();
         assert_eq!(
@@ -221,6 +222,7 @@ mod tests {
             defer_accept: false,
             tls: false,
             proxy_protocol: false,
+            http2: false,
         };
         let a = TcpListener::bind("127.0.0.1:0").unwrap();
         let addr = a.local_addr().unwrap();

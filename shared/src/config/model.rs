@@ -55,6 +55,8 @@ pub struct Config {
     pub listen: Vec<Listen>,
     /// Client-side limits and timeouts.
     pub http: HttpLimits,
+    /// Limits of client HTTP/2 connections.
+    pub http2: Http2Limits,
     /// Named groups of backend servers.
     pub upstreams: BTreeMap<String, Upstream>,
     /// Routing table, in file order.
@@ -110,6 +112,43 @@ pub struct Listen {
     /// Every connection starts with a PROXY protocol header (v1 or v2)
     /// naming the client, sent by the load balancer in front.
     pub proxy_protocol: bool,
+    /// HTTP/2 is accepted too: offered by ALPN (before `http/1.1`) on a TLS
+    /// listener, recognised by its connection preface (h2c with prior
+    /// knowledge) on a plain one; HTTP/1.1 is still served.
+    pub http2: bool,
+}
+
+/// Limits of each client HTTP/2 connection, named as nginx names them
+/// where it has them.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Http2Limits {
+    /// Streams a client may have open at once
+    /// (`SETTINGS_MAX_CONCURRENT_STREAMS`).
+    pub max_concurrent_streams: u32,
+    /// Largest request header list, decoded, in bytes (RFC 9113's size:
+    /// name, value and 32 bytes per field); `SETTINGS_MAX_HEADER_LIST_SIZE`.
+    pub max_header_list_size: u32,
+    /// How long a connection without open streams is kept.
+    pub idle_timeout: Duration,
+    /// Each stream's receive window at its start
+    /// (`SETTINGS_INITIAL_WINDOW_SIZE`): the most request body one stream
+    /// may have buffered in the worker.
+    pub initial_window_size: u32,
+    /// The connection's receive window: the most request body all of a
+    /// connection's streams may have buffered.
+    pub initial_connection_window_size: u32,
+}
+
+impl Default for Http2Limits {
+    fn default() -> Self {
+        Http2Limits {
+            max_concurrent_streams: 128,
+            max_header_list_size: 32 * 1024,
+            idle_timeout: HttpLimits::default().keepalive_timeout,
+            initial_window_size: 65_535,
+            initial_connection_window_size: 1024 * 1024,
+        }
+    }
 }
 
 /// Client-side (downstream) limits and timeouts, named as nginx names them,
@@ -218,6 +257,21 @@ pub struct Upstream {
     /// (`resolve`, nginx's `resolve` on a server), every address kept;
     /// `None`: only at start and reload.
     pub resolve: Option<Duration>,
+    /// The HTTP version requests go to the servers in.
+    pub protocol: UpstreamProtocol,
+}
+
+/// The HTTP version an upstream group's servers speak (`protocol`).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub enum UpstreamProtocol {
+    /// HTTP/1.1, over pooled keep-alive connections (`"http1"`).
+    #[default]
+    Http1,
+    /// HTTP/2 without TLS, with prior knowledge (`"h2c"`), as gRPC servers
+    /// speak it.
+    H2c,
+    /// HTTP/2 over TLS, chosen by ALPN (`"h2"`, with `tls = true`).
+    H2,
 }
 
 impl Upstream {

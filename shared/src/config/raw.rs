@@ -34,6 +34,11 @@ pub(super) struct RawConfig {
     pub(super) via: Option<RawVia>,
     pub(super) splice: Option<bool>,
     pub(super) max_connections: Option<u64>,
+    pub(super) http2_max_concurrent_streams: Option<u64>,
+    pub(super) http2_max_header_list_size: Option<RawSize>,
+    pub(super) http2_idle_timeout: Option<String>,
+    pub(super) http2_initial_window_size: Option<RawSize>,
+    pub(super) http2_initial_connection_window_size: Option<RawSize>,
     #[serde(default)]
     pub(super) log: RawLog,
     #[serde(default)]
@@ -101,6 +106,7 @@ pub(super) struct RawListen {
     pub(super) defer_accept: Option<bool>,
     pub(super) tls: Option<bool>,
     pub(super) proxy_protocol: Option<bool>,
+    pub(super) http2: Option<bool>,
 }
 
 /// One `[[certificates]]` entry.
@@ -129,6 +135,7 @@ pub(super) struct RawUpstream {
     pub(super) tls_server_name: Option<String>,
     pub(super) tls_ca: Option<PathBuf>,
     pub(super) resolve: Option<String>,
+    pub(super) protocol: Option<String>,
 }
 
 /// A server entry: `"host:port"` or `{ addr = "host:port", weight = 3 }`.

@@ -443,6 +443,7 @@ mod tests {
                 keepalive_timeout: Duration::from_secs(60),
                 tls: None,
                 resolve: None,
+                protocol: Default::default(),
             },
             fastrand::Rng::with_seed(1),
             addrs.iter().map(|_| ServerCell::default()).collect(),

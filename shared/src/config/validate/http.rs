@@ -3,8 +3,11 @@
 
 use super::Validator;
 use crate::config::locate::KeyPath;
-use crate::config::model::HttpLimits;
-use crate::config::raw::{RawConfig, RawVia};
+use crate::config::model::{Http2Limits, HttpLimits};
+use crate::config::raw::{RawConfig, RawSize, RawVia};
+
+/// The largest flow-control window HTTP/2 allows (RFC 9113 §6.9.1).
+const MAX_WINDOW: u64 = (1 << 31) - 1;
 
 /// Largest `max_request_headers`: each request reserves that many slots.
 pub const MAX_REQUEST_HEADERS: usize = 10_000;
@@ -84,6 +87,71 @@ impl Validator<'_> {
         }
     }
 
+    /// The `http2_*` keys; the idle timeout is `keepalive_timeout` unless
+    /// set.
+    pub(super) fn http2(&mut self, raw: &RawConfig, http: &HttpLimits) -> Http2Limits {
+        let root = KeyPath::default();
+        let defaults = Http2Limits::default();
+        let streams = match raw.http2_max_concurrent_streams {
+            Some(n) if n == 0 || n > u64::from(u32::MAX) => {
+                self.problem(
+                    &root.key("http2_max_concurrent_streams"),
+                    format!("must be between 1 and {} (found {n})", u32::MAX),
+                );
+                defaults.max_concurrent_streams
+            }
+            Some(n) => n as u32,
+            None => defaults.max_concurrent_streams,
+        };
+        let mut window = |key: &str, raw: &Option<RawSize>, min: u64, max: u64, default: u32| {
+            let Some(n) = raw.as_ref().and_then(|s| self.size(root.key(key), s)) else {
+                return default;
+            };
+            if n < min || n > max {
+                self.problem(
+                    &root.key(key),
+                    format!("must be between {min} and {max} bytes (found {n})"),
+                );
+                return default;
+            }
+            n as u32
+        };
+        let max_header_list_size = window(
+            "http2_max_header_list_size",
+            &raw.http2_max_header_list_size,
+            1024,
+            u64::from(u32::MAX),
+            defaults.max_header_list_size,
+        );
+        let initial_window_size = window(
+            "http2_initial_window_size",
+            &raw.http2_initial_window_size,
+            1024,
+            MAX_WINDOW,
+            defaults.initial_window_size,
+        );
+        // Below the stream window, the connection window would be the
+        // limit of every stream.
+        let initial_connection_window_size = window(
+            "http2_initial_connection_window_size",
+            &raw.http2_initial_connection_window_size,
+            65_535,
+            MAX_WINDOW,
+            defaults.initial_connection_window_size,
+        );
+        Http2Limits {
+            max_concurrent_streams: streams,
+            max_header_list_size,
+            idle_timeout: self.duration(
+                root.key("http2_idle_timeout"),
+                raw.http2_idle_timeout.as_deref(),
+                http.keepalive_timeout,
+            ),
+            initial_window_size,
+            initial_connection_window_size,
+        }
+    }
+
     /// The `Via` pseudonym: a token, since it is written into heads.
     fn via(&mut self, path: KeyPath, raw: &RawVia) -> Option<String> {
         match raw {
@@ -108,6 +176,45 @@ impl Validator<'_> {
 #[cfg(test)]
 mod tests {
     use crate::config::testing::{parse_err, parse_ok};
+
+    #[test]
+    fn http2_limits_have_nginx_defaults_and_are_checked() {
+        let d = parse_ok("");
+        assert_eq!(d.http2.max_concurrent_streams, 128);
+        assert_eq!(d.http2.max_header_list_size, 32 * 1024);
+        assert_eq!(d.http2.idle_timeout, d.http.keepalive_timeout);
+        assert_eq!(d.http2.initial_window_size, 65_535);
+        assert_eq!(d.http2.initial_connection_window_size, 1 << 20);
+        let c = parse_ok(
+            "keepalive_timeout = \"5s\"\nhttp2_max_concurrent_streams = 10\n\
+             http2_max_header_list_size = \"8k\"\nhttp2_initial_window_size = \"1m\"\n\
+             http2_initial_connection_window_size = \"4m\"\n",
+        );
+        assert_eq!(c.http2.max_concurrent_streams, 10);
+        assert_eq!(c.http2.max_header_list_size, 8192);
+        assert_eq!(c.http2.idle_timeout, Duration::from_secs(5));
+        assert_eq!(c.http2.initial_window_size, 1 << 20);
+        assert_eq!(c.http2.initial_connection_window_size, 4 << 20);
+        let c = parse_ok("keepalive_timeout = \"5s\"\nhttp2_idle_timeout = \"3m\"\n");
+        assert_eq!(c.http2.idle_timeout, Duration::from_secs(180));
+        let e = parse_err("http2_max_concurrent_streams = 0\n");
+        assert!(
+            e.starts_with("t.toml:1: http2_max_concurrent_streams: must be between 1"),
+            "{e}"
+        );
+        let e = parse_err("\nhttp2_initial_window_size = \"4g\"\n");
+        assert!(
+            e.starts_with(
+                "t.toml:2: http2_initial_window_size: must be between 1024 and 2147483647"
+            ),
+            "{e}"
+        );
+        let e = parse_err("http2_initial_connection_window_size = 100\n");
+        assert!(
+            e.starts_with("t.toml:1: http2_initial_connection_window_size: must be between 65535"),
+            "{e}"
+        );
+    }
     use crate::config::validate::parse_size;
     use std::time::Duration;
 

@@ -23,6 +23,7 @@ impl Validator<'_> {
                 defer_accept: true,
                 tls: false,
                 proxy_protocol: false,
+                http2: false,
             }];
         }
         let mut seen = HashSet::new();
@@ -87,6 +88,7 @@ impl Validator<'_> {
                 defer_accept: l.defer_accept.unwrap_or(true),
                 tls: l.tls.unwrap_or(false),
                 proxy_protocol: l.proxy_protocol.unwrap_or(false),
+                http2: l.http2.unwrap_or(false),
             });
         }
         out

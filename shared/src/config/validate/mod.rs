@@ -102,6 +102,7 @@ impl Validator<'_> {
             raw.worker_cpu_affinity.as_ref(),
         );
         let http = self.http(&raw);
+        let http2 = self.http2(&raw, &http);
         let shutdown_timeout = self.duration(
             root.key("shutdown_timeout"),
             raw.shutdown_timeout.as_deref(),
@@ -152,6 +153,7 @@ impl Validator<'_> {
             log,
             listen,
             http,
+            http2,
             upstreams,
             routes,
             control_socket,

@@ -4,7 +4,7 @@
 use super::upstream_tls::RawTls;
 use super::Validator;
 use crate::config::locate::KeyPath;
-use crate::config::model::{Balance, HealthCheck, Server, Upstream};
+use crate::config::model::{Balance, HealthCheck, Server, Upstream, UpstreamProtocol};
 use crate::config::raw::{RawHealthCheck, RawUpstream};
 use std::collections::BTreeMap;
 use std::net::{SocketAddr, ToSocketAddrs};
@@ -55,9 +55,11 @@ impl Validator<'_> {
             };
             let tls = self.upstream_tls(&p, tls, &servers);
             let resolve = self.resolve_interval(p.key("resolve"), u.resolve.as_deref());
+            let protocol = self.upstream_protocol(&p, u.protocol.as_deref(), tls.is_some());
             let upstream = Upstream {
                 tls,
                 resolve,
+                protocol,
                 servers,
                 balance: self.balance(p.key("balance"), u.balance.as_deref()),
                 max_fails: u.max_fails.unwrap_or(1),
@@ -165,6 +167,38 @@ impl Validator<'_> {
             Some(_) => Some(self.duration(path, raw, DEFAULT_RESOLVE)),
         }
     }
+
+    /// `protocol = "http1" | "h2c" | "h2"`: h2c is HTTP/2 without TLS, h2
+    /// needs `tls = true` (it is chosen by ALPN).
+    fn upstream_protocol(&mut self, p: &KeyPath, raw: Option<&str>, tls: bool) -> UpstreamProtocol {
+        let path = p.key("protocol");
+        match raw {
+            None | Some("http1") => UpstreamProtocol::Http1,
+            Some("h2c") if tls => {
+                self.problem(
+                    &path,
+                    "\"h2c\" is HTTP/2 without TLS: with tls = true, write \"h2\"",
+                );
+                UpstreamProtocol::Http1
+            }
+            Some("h2c") => UpstreamProtocol::H2c,
+            Some("h2") if !tls => {
+                self.problem(
+                    &path,
+                    "\"h2\" needs tls = true (HTTP/2 without TLS is \"h2c\")",
+                );
+                UpstreamProtocol::Http1
+            }
+            Some("h2") => UpstreamProtocol::H2,
+            Some(other) => {
+                self.problem(
+                    &path,
+                    format!("must be \"http1\", \"h2c\" or \"h2\" (found {other:?})"),
+                );
+                UpstreamProtocol::Http1
+            }
+        }
+    }
 }
 
 /// Every address of `host:port` (an address as it is), sorted and without
@@ -192,8 +226,37 @@ pub fn resolve_server(server: &str) -> Result<Vec<SocketAddr>, String> {
 
 #[cfg(test)]
 mod tests {
-    use crate::config::model::{Balance, HealthCheck};
+    use crate::config::model::{Balance, HealthCheck, UpstreamProtocol};
     use crate::config::testing::{parse_err, parse_ok};
+
+    #[test]
+    fn protocol_is_http1_unless_h2c_or_h2_with_tls() {
+        let c = parse_ok(
+            "[upstreams.a]\nservers = [\"127.0.0.1:1\"]\n\
+             [upstreams.b]\nservers = [\"127.0.0.1:2\"]\nprotocol = \"h2c\"\n\
+             [upstreams.c]\nservers = [\"127.0.0.1:3\"]\nprotocol = \"h2\"\ntls = true\n",
+        );
+        assert_eq!(c.upstreams["a"].protocol, UpstreamProtocol::Http1);
+        assert_eq!(c.upstreams["b"].protocol, UpstreamProtocol::H2c);
+        assert_eq!(c.upstreams["c"].protocol, UpstreamProtocol::H2);
+        let e = parse_err("[upstreams.a]\nservers = [\"127.0.0.1:1\"]\nprotocol = \"h2\"\n");
+        assert!(
+            e.starts_with("t.toml:3: upstreams.a.protocol: \"h2\" needs tls = true"),
+            "{e}"
+        );
+        let e = parse_err(
+            "[upstreams.a]\nservers = [\"127.0.0.1:1\"]\ntls = true\nprotocol = \"h2c\"\n",
+        );
+        assert!(
+            e.starts_with("t.toml:4: upstreams.a.protocol: \"h2c\" is HTTP/2"),
+            "{e}"
+        );
+        let e = parse_err("[upstreams.a]\nservers = [\"127.0.0.1:1\"]\nprotocol = \"grpc\"\n");
+        assert!(
+            e.starts_with("t.toml:3: upstreams.a.protocol: must be \"http1\""),
+            "{e}"
+        );
+    }
     use std::time::Duration;
 
     #[test]
