@@ -147,7 +147,13 @@ pub(super) fn exchange<'a, 'r, D: Downstream>(
             Framing::Length(n) => up.buf.len() as u64 >= n,
             Framing::Chunked | Framing::Close => false,
         };
-        let mut body = BodyCursor::new(meta.framing);
+        let mut body = match BodyCursor::new(meta.framing) {
+            // A decoded body's trailers go to the sink as fields.
+            BodyCursor::Chunked(decoder) if plan.decode => {
+                BodyCursor::Chunked(decoder.keeping_trailers())
+            }
+            body => body,
+        };
         let result = relay_body(
             &mut up_rd,
             &mut up.buf,
