@@ -8,12 +8,15 @@
 //!   WebSocket echo;
 //! - [`tls_origin`]: a test CA (rcgen) and an HTTP/1.1 origin over TLS
 //!   that counts its connections;
+//! - [`h2_origin`]: an HTTP/2 (h2c) origin shaped like a gRPC server,
+//!   echoing requests with trailers, counting connections and streams;
 //! - [`handler`]: an origin running a test's own code on each connection,
 //!   and one echoing each request back;
 //! - [`resumption`]: a TLS client that keeps its sessions and says whether
 //!   each connection resumed one;
 //! - [`wait_until`] and [`wait_for`]: waiting on a condition with a deadline.
 
+pub mod h2_origin;
 pub mod handler;
 pub mod http;
 pub mod origins;
