@@ -28,7 +28,7 @@ pub use locate::{KeyPath, Locator, Problem};
 pub use model::{
     default_control_socket, Admin, Balance, Config, Der, FixedResponse, HealthCheck, HostMatch,
     HttpLimits, Listen, LogConfig, LogTarget, Route, RouteAccessLog, RouteAction, Server,
-    SigtermMode, TlsRoots, Upstream, UpstreamTls,
+    SigtermMode, TlsRoots, Upstream, UpstreamProtocol, UpstreamTls,
 };
 pub use redirect::{Redirect, RedirectPart, RedirectVar, REDIRECT_STATUSES};
 pub use validate::server_host;

@@ -19,7 +19,7 @@ pub(crate) const MAX_TRAILER_FIELDS: usize = 64;
 /// [`ChunkedDecoder::trailers`]), parsed into `slots`.
 pub(crate) fn parse_trailers<'s, 'b>(
     section: &'b [u8],
-    slots: &'s mut [httparse::Header<'b>; MAX_TRAILER_FIELDS],
+    slots: &'s mut [httparse::Header<'b>],
 ) -> Result<&'s [httparse::Header<'b>], ChunkError> {
     match httparse::parse_headers(section, slots) {
         Ok(httparse::Status::Complete((_, fields))) => Ok(fields),

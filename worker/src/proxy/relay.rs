@@ -42,7 +42,8 @@ where
                 .await
                 .map_err(|e| (e, true))?;
             if decoder.is_done() {
-                sent += send_trailers(sink, decoder, t)
+                // Boxed: it would weigh on every connection's future.
+                sent += Box::pin(send_trailers(sink, decoder, t))
                     .await
                     .map_err(|e| (e, true))?;
                 *body = BodyCursor::Done;
@@ -125,7 +126,7 @@ async fn send_trailers<S: ResponseSink>(
     decoder: &ChunkedDecoder,
     t: Timeouts,
 ) -> Result<u64, PumpError> {
-    let mut slots = [httparse::EMPTY_HEADER; MAX_TRAILER_FIELDS];
+    let mut slots = vec![httparse::EMPTY_HEADER; MAX_TRAILER_FIELDS];
     let fields = match decoder.trailers() {
         Some(section) => parse_trailers(section, &mut slots).map_err(UpstreamError::BadChunk)?,
         None => &[],

@@ -285,7 +285,7 @@ mod tests {
                 addr: origin.addr(),
                 weight: 1,
             };
-            Some((Rc::new(GroupTls::new(&tls, &[server])), 0))
+            Some((Rc::new(GroupTls::new(&tls, &[server], false)), 0))
         };
         let check = check(Duration::from_secs(5));
         assert_eq!(
