@@ -299,7 +299,7 @@ fn a_graceful_stop_lets_the_stream_in_flight_finish_then_closes() {
 }
 
 #[test]
-fn metrics_count_http2_connections_streams_and_goaways() {
+fn metrics_and_status_count_http2_connections_streams_and_goaways() {
     let admin = free_port();
     let (p, _echo) = start(
         1,
@@ -333,6 +333,15 @@ fn metrics_count_http2_connections_streams_and_goaways() {
     assert_eq!(metric("prefork_http2_streams_total"), 5.0);
     assert_eq!(metric("prefork_http2_connections_total"), 1.0);
     assert_eq!(metric("prefork_http2_connections{"), 0.0);
+    // `prefork status` says the same.
+    let status = p.status_json();
+    assert_eq!(status["http2"]["streams"], 5, "{status}");
+    assert_eq!(status["http2"]["goaways"]["NO_ERROR"], 1, "{status}");
+    let table = String::from_utf8_lossy(&p.cli(&["status"]).stdout).into_owned();
+    assert!(
+        table.contains("HTTP/2: 1 connections, 5 streams; GOAWAY sent: NO_ERROR 1"),
+        "{table}"
+    );
 }
 
 /// h2load's summary line of requests, and the status codes line.
