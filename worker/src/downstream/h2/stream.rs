@@ -402,6 +402,41 @@ impl ResponseSink for &mut Sink {
         Sink::send(self, body, last, limit).await
     }
 
+    /// The trailers end the stream in a HEADERS frame of their own (gRPC's
+    /// `grpc-status`); without any, [`ResponseSink::finished`] ends it.
+    async fn send_trailers(
+        &mut self,
+        fields: &[httparse::Header<'_>],
+        limit: Duration,
+    ) -> Result<u64, ClientError> {
+        if fields.is_empty() || self.ended {
+            return Ok(0);
+        }
+        let mut sent = 0;
+        if !self.head_sent {
+            sent += Sink::send(self, &[], false, limit).await?;
+        }
+        let mut trailers = HeaderMap::with_capacity(fields.len());
+        for f in fields {
+            if NOT_TRAILERS.iter().any(|n| f.name.eq_ignore_ascii_case(n)) {
+                continue;
+            }
+            if let (Ok(name), Ok(value)) = (
+                HeaderName::from_bytes(f.name.as_bytes()),
+                HeaderValue::from_bytes(f.value),
+            ) {
+                // Counted as HTTP/1.1 would write them (see `Sink::send`).
+                sent += (name.as_str().len() + value.len() + 4) as u64;
+                trailers.append(name, value);
+            }
+        }
+        if let Some(send) = self.io.borrow_mut().send.as_mut() {
+            send.send_trailers(trailers).map_err(client_error)?;
+            self.ended = true;
+        }
+        Ok(sent)
+    }
+
     fn finished(&mut self, whole: bool) {
         if self.ended {
             return;
@@ -508,6 +543,20 @@ fn insert_date(fields: &mut HeaderMap) {
 }
 
 /// A failure of `h2` on this stream, as the core classifies the client's.
+/// Fields never sent as trailers: HTTP/2's connection-specific ones
+/// (RFC 9113 §8.2.2) and those no trailer may be (RFC 9110 §6.5.1).
+const NOT_TRAILERS: [&str; 9] = [
+    "connection",
+    "keep-alive",
+    "proxy-connection",
+    "transfer-encoding",
+    "upgrade",
+    "te",
+    "content-length",
+    "host",
+    "trailer",
+];
+
 fn client_error(e: h2::Error) -> ClientError {
     if e.is_io() {
         return ClientError::Write(e.into_io().unwrap_or_else(|| io::Error::other("h2")));
