@@ -8,6 +8,7 @@ mod conformance;
 mod connection_limits;
 mod cpu_affinity;
 mod errors;
+mod grpc;
 mod harness;
 mod http2;
 mod lifecycle;
