@@ -1,5 +1,5 @@
-//! An HTTP/2 origin (the `h2` crate's server, with prior knowledge: h2c)
-//! on a free loopback port, in a thread of its own with its own runtime,
+//! An HTTP/2 origin (the `h2` crate's server, with prior knowledge: h2c,
+//! or over TLS by ALPN) on a free loopback port, in a thread of its own with its own runtime,
 //! shaped like a gRPC server: its responses end with trailers.
 //!
 //! By path (any part of it):
@@ -18,16 +18,20 @@
 //! - `reset`: a head and 5 bytes of body, then the stream is reset
 //!   (`INTERNAL_ERROR`).
 
+use crate::tls_origin::Leaf;
 use bytes::Bytes;
 use h2::server::SendResponse;
 use h2::RecvStream;
 use http::{HeaderMap, HeaderValue, Request, Response};
+use rustls::pki_types::{PrivateKeyDer, PrivatePkcs8KeyDer};
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::thread;
 use std::time::{Duration, Instant};
+use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::sync::watch;
+use tokio_rustls::TlsAcceptor;
 
 /// The bytes of a `big/N` body: byte `i` is `i % 251`.
 pub fn pattern(len: usize) -> Vec<u8> {
@@ -70,6 +74,28 @@ impl H2Origin {
 
     /// An origin on `addr` (say, where a stopped one was).
     pub fn start_at(addr: SocketAddr) -> H2Origin {
+        H2Origin::start_with(addr, None)
+    }
+
+    /// An origin over TLS with `leaf`, choosing `h2` by ALPN, on a free
+    /// loopback port.
+    pub fn start_tls(leaf: &Leaf) -> H2Origin {
+        let provider = Arc::new(rustls::crypto::aws_lc_rs::default_provider());
+        let mut config = rustls::ServerConfig::builder_with_provider(provider)
+            .with_safe_default_protocol_versions()
+            .expect("protocol versions")
+            .with_no_client_auth()
+            .with_single_cert(
+                vec![leaf.cert.clone()],
+                PrivateKeyDer::Pkcs8(PrivatePkcs8KeyDer::from(leaf.key.clone())),
+            )
+            .expect("the origin's certificate");
+        config.alpn_protocols = vec![b"h2".to_vec()];
+        let acceptor = TlsAcceptor::from(Arc::new(config));
+        H2Origin::start_with("127.0.0.1:0".parse().expect("an address"), Some(acceptor))
+    }
+
+    fn start_with(addr: SocketAddr, tls: Option<TlsAcceptor>) -> H2Origin {
         let listener = std::net::TcpListener::bind(addr).expect("bind the h2 origin");
         listener.set_nonblocking(true).expect("nonblocking");
         let addr = listener.local_addr().expect("local_addr");
@@ -83,7 +109,7 @@ impl H2Origin {
                     .enable_all()
                     .build()
                     .expect("the h2 origin's runtime");
-                runtime.block_on(accept_loop(listener, c, watch));
+                runtime.block_on(accept_loop(listener, tls, c, watch));
             })
             .expect("spawn the h2 origin");
         H2Origin {
@@ -140,6 +166,7 @@ impl Drop for H2Origin {
 /// closes them all.
 async fn accept_loop(
     listener: std::net::TcpListener,
+    tls: Option<TlsAcceptor>,
     counts: Arc<Counts>,
     mut control: watch::Receiver<u32>,
 ) {
@@ -151,7 +178,19 @@ async fn accept_loop(
             accepted = listener.accept() => {
                 let Ok((socket, _)) = accepted else { continue };
                 counts.connections.fetch_add(1, Ordering::SeqCst);
-                tokio::spawn(serve(socket, counts.clone(), control.clone()));
+                let (counts, control) = (counts.clone(), control.clone());
+                match tls.clone() {
+                    None => {
+                        tokio::spawn(serve(socket, counts, control));
+                    }
+                    Some(acceptor) => {
+                        tokio::spawn(async move {
+                            if let Ok(tls) = acceptor.accept(socket).await {
+                                serve(tls, counts, control).await;
+                            }
+                        });
+                    }
+                }
             }
             changed = control.changed() => {
                 if changed.is_err() || *control.borrow() == u32::MAX {
@@ -163,8 +202,8 @@ async fn accept_loop(
 }
 
 /// Serves one connection's streams.
-async fn serve(
-    socket: tokio::net::TcpStream,
+async fn serve<T: AsyncRead + AsyncWrite + Unpin>(
+    socket: T,
     counts: Arc<Counts>,
     mut control: watch::Receiver<u32>,
 ) {

@@ -709,6 +709,61 @@ mod tests {
             .await;
     }
 
+    /// `protocol = "h2"`: HTTP/2 over verified TLS, chosen by ALPN; a
+    /// server that does not choose it is a TLS failure that says so.
+    #[tokio::test(flavor = "current_thread")]
+    async fn http2_over_tls_is_chosen_by_alpn() {
+        use prefork_testkit::h2_origin::H2Origin;
+        use prefork_testkit::tls_origin::{TestCa, TlsOrigin};
+        let local = tokio::task::LocalSet::new();
+        local
+            .run_until(async {
+                let ca = TestCa::new("test CA");
+                let leaf = ca.leaf(&["api.internal"]);
+                let h2_group = |addr| {
+                    let mut config = tls_group(addr, "api.internal", &ca.pem()).config;
+                    config.protocol = UpstreamProtocol::H2;
+                    Group::new(
+                        config,
+                        fastrand::Rng::with_seed(1),
+                        vec![ServerCell::default()],
+                    )
+                };
+                let origin = H2Origin::start_tls(&leaf);
+                let g = h2_group(origin.addr());
+                let stream = g.acquire_h2(0, false).await.unwrap();
+                let response = stream
+                    .send
+                    .clone()
+                    .ready()
+                    .await
+                    .unwrap()
+                    .send_request(
+                        http::Request::get("https://api.internal/x")
+                            .body(())
+                            .unwrap(),
+                        true,
+                    )
+                    .unwrap()
+                    .0
+                    .await
+                    .unwrap();
+                assert_eq!(response.status(), 200);
+                assert_eq!(origin.streams(), 1);
+
+                let http1 = TlsOrigin::start(&leaf);
+                let err = h2_group(http1.addr())
+                    .acquire_h2(0, false)
+                    .await
+                    .err()
+                    .unwrap();
+                let text = err.to_string();
+                assert!(matches!(err, UpstreamError::Tls(_)), "{text}");
+                assert!(text.contains("HTTP/2"), "{text}");
+            })
+            .await;
+    }
+
     /// A group of one server over TLS, verified by `server_name` against
     /// `ca`.
     fn tls_group(addr: std::net::SocketAddr, server_name: &str, ca: &str) -> Group {

@@ -12,6 +12,10 @@ use tokio::net::TcpStream;
 use tokio_rustls::client::TlsStream;
 use tokio_rustls::TlsConnector;
 
+/// Why an HTTP/2 handshake failed when the server does not take ALPN `h2`.
+const NOT_H2: &str =
+    "the server does not speak HTTP/2: it did not choose ALPN h2 (the group's protocol is \"h2\")";
+
 /// The TLS side of one upstream group.
 pub(crate) struct GroupTls {
     /// The client configuration, or why it could not be made.
@@ -88,13 +92,12 @@ impl GroupTls {
         let Some(connector) = &self.h2 else {
             return Err("the group does not speak HTTP/2".to_owned());
         };
-        let stream = self.connect(connector, index, tcp).await?;
-        match stream.get_ref().1.alpn_protocol() {
-            Some(b"h2") => Ok(stream),
-            _ => Err(
-                "the server did not choose HTTP/2 by ALPN (protocol = \"h2\" offers only h2)"
-                    .to_owned(),
-            ),
+        match self.connect(connector, index, tcp).await {
+            Ok(stream) if stream.get_ref().1.alpn_protocol() == Some(b"h2") => Ok(stream),
+            Ok(_) => Err(NOT_H2.to_owned()),
+            // A server with ALPN and no h2 among its protocols says so.
+            Err(why) if why.contains("NoApplicationProtocol") => Err(NOT_H2.to_owned()),
+            Err(why) => Err(why),
         }
     }
 
