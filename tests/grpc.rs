@@ -2,12 +2,14 @@
 //! binary: an HTTP/1.1 client's chunked request with trailers and the
 //! response's trailers (gRPC's `grpc-status`), and a gRPC-shaped exchange
 //! from an HTTP/2 client (h2c listener to h2c origin) with trailers both
-//! ways and 1 MiB up and down, every stream on one upstream connection.
+//! ways and 1 MiB up and down, every stream on one upstream connection;
+//! and an HTTP/1.1 upstream's chunked trailers reaching an HTTP/2 client.
 
 use crate::support::http::{self, Conn};
 use crate::support::prefork::{Prefork, Setup};
 use prefork_testkit::h2_client::{H2Client, H2Request};
 use prefork_testkit::h2_origin::{pattern, H2Origin};
+use prefork_testkit::handler::HandlerOrigin;
 
 /// A prefork (its listener taking HTTP/2 too) routing everything to
 /// `origin` over h2c.
@@ -110,4 +112,28 @@ fn an_http2_client_gets_grpc_trailers_and_a_mebibyte_each_way_through_h2c() {
         assert_eq!((r.status, r.body.len()), (200, i));
     }
     assert_eq!(origin.connections(), 1);
+}
+
+#[test]
+fn an_http1_upstreams_chunked_trailers_reach_an_http2_client() {
+    let origin = HandlerOrigin::start(|mut conn, _| {
+        while let Ok(Some(_)) = conn.read_request_head() {
+            let r =
+                b"HTTP/1.1 200 OK\r\nTrailer: grpc-status\r\nTransfer-Encoding: chunked\r\n\r\n\
+                      5\r\nhello\r\n0\r\ngrpc-status: 0\r\n\r\n";
+            if conn.send(r).is_err() {
+                return;
+            }
+        }
+    });
+    let p = Prefork::start(Setup::new(1).http2().body(&format!(
+        "[upstreams.app]\nservers = [\"{}\"]\n[[routes]]\npath = \"/\"\nupstream = \"app\"\n",
+        origin.addr()
+    )));
+    let mut c = H2Client::connect(p.addr()).unwrap_or_else(|e| panic!("h2c: {e}\n{}", p.logs()));
+    let r = c
+        .send(H2Request::get("app.local", "/x"))
+        .unwrap_or_else(|e| panic!("GET: {e}\n{}", p.logs()));
+    assert_eq!((r.status, r.text().as_str()), (200, "hello"));
+    assert_eq!(r.trailer("grpc-status"), Some("0"));
 }

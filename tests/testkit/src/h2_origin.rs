@@ -16,7 +16,9 @@
 //! - `refuse-once`: the first such stream of the origin is refused
 //!   (`REFUSED_STREAM`), the next ones echoed;
 //! - `reset`: a head and 5 bytes of body, then the stream is reset
-//!   (`INTERNAL_ERROR`).
+//!   (`INTERNAL_ERROR`);
+//! - `stall-read`: never reads the request body nor answers (its window
+//!   stays shut).
 
 use crate::tls_origin::Leaf;
 use bytes::Bytes;
@@ -42,6 +44,9 @@ pub fn pattern(len: usize) -> Vec<u8> {
 fn pattern_at(from: usize, len: usize) -> Vec<u8> {
     (from..from + len).map(|i| (i % 251) as u8).collect()
 }
+
+/// Concurrent streams allowed per connection, unless told otherwise.
+const MAX_STREAMS: u32 = 1000;
 
 /// What the origin counts.
 #[derive(Default)]
@@ -74,7 +79,17 @@ impl H2Origin {
 
     /// An origin on `addr` (say, where a stopped one was).
     pub fn start_at(addr: SocketAddr) -> H2Origin {
-        H2Origin::start_with(addr, None)
+        H2Origin::start_with(addr, None, MAX_STREAMS)
+    }
+
+    /// An origin that allows `max_streams` concurrent streams per
+    /// connection (`SETTINGS_MAX_CONCURRENT_STREAMS`).
+    pub fn with_max_streams(max_streams: u32) -> H2Origin {
+        H2Origin::start_with(
+            "127.0.0.1:0".parse().expect("an address"),
+            None,
+            max_streams,
+        )
     }
 
     /// An origin over TLS with `leaf`, choosing `h2` by ALPN, on a free
@@ -92,10 +107,14 @@ impl H2Origin {
             .expect("the origin's certificate");
         config.alpn_protocols = vec![b"h2".to_vec()];
         let acceptor = TlsAcceptor::from(Arc::new(config));
-        H2Origin::start_with("127.0.0.1:0".parse().expect("an address"), Some(acceptor))
+        H2Origin::start_with(
+            "127.0.0.1:0".parse().expect("an address"),
+            Some(acceptor),
+            MAX_STREAMS,
+        )
     }
 
-    fn start_with(addr: SocketAddr, tls: Option<TlsAcceptor>) -> H2Origin {
+    fn start_with(addr: SocketAddr, tls: Option<TlsAcceptor>, max_streams: u32) -> H2Origin {
         let listener = std::net::TcpListener::bind(addr).expect("bind the h2 origin");
         listener.set_nonblocking(true).expect("nonblocking");
         let addr = listener.local_addr().expect("local_addr");
@@ -109,7 +128,7 @@ impl H2Origin {
                     .enable_all()
                     .build()
                     .expect("the h2 origin's runtime");
-                runtime.block_on(accept_loop(listener, tls, c, watch));
+                runtime.block_on(accept_loop(listener, tls, max_streams, c, watch));
             })
             .expect("spawn the h2 origin");
         H2Origin {
@@ -167,6 +186,7 @@ impl Drop for H2Origin {
 async fn accept_loop(
     listener: std::net::TcpListener,
     tls: Option<TlsAcceptor>,
+    max_streams: u32,
     counts: Arc<Counts>,
     mut control: watch::Receiver<u32>,
 ) {
@@ -181,12 +201,12 @@ async fn accept_loop(
                 let (counts, control) = (counts.clone(), control.clone());
                 match tls.clone() {
                     None => {
-                        tokio::spawn(serve(socket, counts, control));
+                        tokio::spawn(serve(socket, max_streams, counts, control));
                     }
                     Some(acceptor) => {
                         tokio::spawn(async move {
                             if let Ok(tls) = acceptor.accept(socket).await {
-                                serve(tls, counts, control).await;
+                                serve(tls, max_streams, counts, control).await;
                             }
                         });
                     }
@@ -204,11 +224,12 @@ async fn accept_loop(
 /// Serves one connection's streams.
 async fn serve<T: AsyncRead + AsyncWrite + Unpin>(
     socket: T,
+    max_streams: u32,
     counts: Arc<Counts>,
     mut control: watch::Receiver<u32>,
 ) {
     let Ok(mut conn) = h2::server::Builder::new()
-        .max_concurrent_streams(1000)
+        .max_concurrent_streams(max_streams)
         .handshake::<_, Bytes>(socket)
         .await
     else {
@@ -273,6 +294,12 @@ async fn answer(
                 let _ = send_all(&mut body, Bytes::from(pattern(n)), true).await;
             }
         }
+        return;
+    }
+    if path.contains("stall-read") {
+        // Held, unread, until the connection ends.
+        std::future::pending::<()>().await;
+        drop((request, respond));
         return;
     }
     if path.contains("reset") {

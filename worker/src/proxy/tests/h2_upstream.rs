@@ -216,3 +216,51 @@ fn a_slow_client_slows_the_upstream_stream() {
     assert!(r.body == pattern(TOTAL), "the body differs");
     assert_eq!(r.trailer("grpc-status"), Some("0"));
 }
+
+#[test]
+fn a_server_that_reads_no_body_times_the_upload_out() {
+    let origin = H2Origin::start();
+    let proxy = Proxy::start(h2c(origin.addr()));
+    let mut c = proxy.connect();
+    let len = 8 << 20;
+    c.send(
+        format!("POST /app/stall-read HTTP/1.1\r\nHost: a\r\nContent-Length: {len}\r\n\r\n")
+            .as_bytes(),
+    )
+    .unwrap();
+    // The body is sent on the side: the worker stops reading it once the
+    // stream's window is shut.
+    let stream = c.stream().try_clone().unwrap();
+    let sender = std::thread::spawn(move || {
+        let _ = std::io::Write::write_all(&mut &stream, &vec![b'x'; len]);
+    });
+    // No window for `write_timeout` (2 s), then no answer for
+    // `read_timeout`: 504, and the connection ends (the body was not all
+    // read).
+    let r = c.read_response().unwrap();
+    assert_eq!(r.status, 504);
+    assert!(r.closes());
+    drop(c);
+    sender.join().unwrap();
+}
+
+#[test]
+fn a_second_connection_opens_when_the_servers_stream_limit_is_reached() {
+    const BIG: usize = 8 << 20;
+    let origin = H2Origin::with_max_streams(2);
+    let proxy = Proxy::start(h2c(origin.addr()));
+    // Four responses in flight at once (their clients read only the head).
+    let clients: Vec<_> = (0..4)
+        .map(|_| {
+            let mut c = proxy.connect();
+            c.send(format!("GET /app/big/{BIG} HTTP/1.1\r\nHost: a\r\n\r\n").as_bytes())
+                .unwrap();
+            assert!(c.read_until(b"\r\n\r\n"));
+            assert!(c.buffered().starts_with(b"HTTP/1.1 200 OK\r\n"));
+            c
+        })
+        .collect();
+    assert_eq!(origin.connections(), 2, "two streams per connection");
+    assert_eq!(origin.streams(), 4);
+    drop(clients);
+}
