@@ -17,6 +17,7 @@
 //!   (`REFUSED_STREAM`), the next ones echoed;
 //! - `reset`: a head and 5 bytes of body, then the stream is reset
 //!   (`INTERNAL_ERROR`);
+//! - `hints`: a `103 Early Hints` (`link: </a.css>`) before the echo;
 //! - `stall-read`: never reads the request body nor answers (its window
 //!   stays shut).
 
@@ -313,6 +314,14 @@ async fn answer(
             body.send_reset(h2::Reason::INTERNAL_ERROR);
         }
         return;
+    }
+    if path.contains("hints") {
+        let hints = Response::builder()
+            .status(103)
+            .header("link", "</a.css>")
+            .body(())
+            .expect("a response");
+        let _ = respond.send_informational(hints);
     }
     let _ = echo(request, respond).await;
 }

@@ -24,12 +24,15 @@ use crate::upstream::error::UpstreamError;
 use crate::upstream::h2::H2Stream;
 use crate::upstream::Group;
 use bytes::Bytes;
+use h2::client::ResponseFuture;
 use h2::{RecvStream, SendStream};
 use http::header::{HeaderName, HeaderValue};
 use http::{HeaderMap, Method, Uri};
 use slog::error;
 use std::future::poll_fn;
+use std::future::Future;
 use std::pin::{pin, Pin};
+use std::task::Poll;
 use std::time::Duration;
 use tokio::time::{Instant, Sleep};
 
@@ -113,7 +116,10 @@ pub(super) async fn exchange_h2<D: Downstream>(
         NOT_ARMED
     };
     deadline.as_mut().reset(Instant::now() + wait);
-    let mut response = pin!(response);
+    let mut response = response;
+    // Interim (1xx) responses are relayed as an HTTP/1.1 upstream's are
+    // (a 100 never is: prefork answers `Expect` itself).
+    let mut interim = sink.forwards_interim();
     let response = loop {
         tokio::select! {
             biased;
@@ -121,7 +127,19 @@ pub(super) async fn exchange_h2<D: Downstream>(
                 sent = Some(pumped(result)?);
                 deadline.as_mut().reset(Instant::now() + t.upstream_read);
             }
-            response = response.as_mut() => break response,
+            head = next_head(&mut response, interim) => match head {
+                Head::Interim(Some(Ok(head))) if head.status() != http::StatusCode::CONTINUE => {
+                    let (parts, ()) = head.into_parts();
+                    start_interim(&parts, &mut sink, snapshot);
+                    sink.send_interim(t.client_write).await.map_err(|error| {
+                        ExchangeError::new(error, false, matches!(sent, Some(Ok(()))))
+                    })?;
+                }
+                Head::Interim(Some(Ok(_))) => {}
+                // The final response tells of a failure.
+                Head::Interim(Some(Err(_)) | None) => interim = false,
+                Head::Final(response) => break response,
+            },
             _ = deadline.as_mut() => {
                 let request_done = matches!(sent, Some(Ok(())));
                 return Err(ExchangeError::new(UpstreamError::ReadTimeout, false, request_done));
@@ -274,6 +292,56 @@ struct Meta {
     status: u16,
     framing: Framing,
     content_length: Option<u64>,
+}
+
+/// A response head of the stream.
+enum Head {
+    /// An interim one; `None`: no more are coming.
+    Interim(Option<Result<http::Response<()>, h2::Error>>),
+    /// The final one.
+    Final(Result<http::Response<RecvStream>, h2::Error>),
+}
+
+/// The next response head of `response`: interim ones too if `interim`.
+async fn next_head(response: &mut ResponseFuture, interim: bool) -> Head {
+    poll_fn(|cx| {
+        if interim {
+            if let Poll::Ready(head) = response.poll_informational(cx) {
+                return Poll::Ready(Head::Interim(head));
+            }
+        }
+        Pin::new(&mut *response).poll(cx).map(Head::Final)
+    })
+    .await
+}
+
+/// Gives the sink the status and fields of an interim response.
+fn start_interim<S: ResponseSink>(
+    parts: &http::response::Parts,
+    sink: &mut S,
+    snapshot: &Snapshot,
+) {
+    let fields: Vec<httparse::Header<'_>> = parts
+        .headers
+        .iter()
+        .map(|(name, value)| httparse::Header {
+            name: name.as_str(),
+            value: value.as_bytes(),
+        })
+        .collect();
+    let status = parts.status.as_u16();
+    let head = ResponseHead {
+        status,
+        version: Version::Http11,
+        reason: reason(status),
+        headers: &fields,
+        len: 0,
+        content_length: None,
+        framing: Framing::Empty,
+        keep_alive: true,
+        announces_absent_body: false,
+    };
+    sink.start_head(&head, snapshot.config.http.via.as_deref());
 }
 
 /// Gives the sink the status and fields of the response head, as an

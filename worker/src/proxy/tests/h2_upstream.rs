@@ -264,3 +264,20 @@ fn a_second_connection_opens_when_the_servers_stream_limit_is_reached() {
     assert_eq!(origin.streams(), 4);
     drop(clients);
 }
+
+#[test]
+fn interim_responses_are_relayed_to_an_http11_client() {
+    let origin = H2Origin::start();
+    let proxy = Proxy::start(h2c(origin.addr()));
+    let mut c = proxy.connect();
+    c.send(b"GET /app/hints HTTP/1.1\r\nHost: a\r\n\r\n")
+        .unwrap();
+    let hints = c.read_next_response(false).unwrap();
+    assert_eq!(
+        (hints.status, hints.header("link")),
+        (103, Some("</a.css>"))
+    );
+    let r = c.read_next_response(false).unwrap();
+    assert_eq!(r.status, 200);
+    assert!(r.text().starts_with("GET /app/hints\n"), "{}", r.text());
+}
