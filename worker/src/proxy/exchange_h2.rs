@@ -332,7 +332,7 @@ fn start_interim<S: ResponseSink>(
     let status = parts.status.as_u16();
     let head = ResponseHead {
         status,
-        version: Version::Http11,
+        version: Version::Http2,
         reason: reason(status),
         headers: &fields,
         len: 0,
@@ -383,7 +383,7 @@ fn start_head<S: ResponseSink>(
         .collect();
     let head = ResponseHead {
         status,
-        version: Version::Http11,
+        version: Version::Http2,
         reason: reason(status),
         headers: &fields,
         len: 0,

@@ -281,3 +281,15 @@ fn interim_responses_are_relayed_to_an_http11_client() {
     assert_eq!(r.status, 200);
     assert!(r.text().starts_with("GET /app/hints\n"), "{}", r.text());
 }
+
+#[test]
+fn via_names_the_hop_from_an_http2_upstream_as_2() {
+    let origin = H2Origin::start();
+    let mut config = h2c(origin.addr());
+    config.http.via = Some("prefork".into());
+    let proxy = Proxy::start(config);
+    let mut c = proxy.connect();
+    let r = exchange(&mut c, "GET /app/x HTTP/1.1\r\nHost: a\r\n\r\n");
+    assert_eq!(r.header("via"), Some("2 prefork"));
+    assert!(r.text().contains("\nvia: 1.1 prefork\n"), "{}", r.text());
+}
