@@ -105,6 +105,14 @@ pub(super) async fn exchange_h2<D: Downstream>(
             ));
         }
     };
+    // `Expect` is not forwarded: prefork asks for the body itself once the
+    // stream is open, unless the client already began sending it.
+    let waiting = !bodyless && !body.is_done() && body.ready().is_ok_and(<[u8]>::is_empty);
+    if req.expect_continue && waiting {
+        sink.send_continue(t.client_write)
+            .await
+            .map_err(ExchangeError::client)?;
+    }
     let mut sent: Option<Result<(), UpstreamError>> = bodyless.then_some(Ok(()));
     let mut pump = pin!(pump_body(&mut body, req.body, up, bodyless, t));
 

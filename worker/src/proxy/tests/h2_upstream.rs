@@ -293,3 +293,19 @@ fn via_names_the_hop_from_an_http2_upstream_as_2() {
     assert_eq!(r.header("via"), Some("2 prefork"));
     assert!(r.text().contains("\nvia: 1.1 prefork\n"), "{}", r.text());
 }
+
+#[test]
+fn a_client_that_expects_100_continue_is_asked_for_its_body() {
+    let origin = H2Origin::start();
+    let proxy = Proxy::start(h2c(origin.addr()));
+    let mut c = proxy.connect();
+    c.send(b"POST /app/e HTTP/1.1\r\nHost: a\r\nExpect: 100-continue\r\nContent-Length: 5\r\n\r\n")
+        .unwrap();
+    let r = c.read_next_response(false).unwrap();
+    assert_eq!(r.status, 100);
+    c.send(b"hello").unwrap();
+    let r = c.read_next_response(false).unwrap();
+    assert_eq!(r.status, 200);
+    assert!(r.text().ends_with("\n\nhello"), "{}", r.text());
+    assert!(!r.text().contains("expect"), "{}", r.text());
+}
