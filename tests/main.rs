@@ -9,6 +9,7 @@ mod connection_limits;
 mod cpu_affinity;
 mod errors;
 mod harness;
+mod http2;
 mod lifecycle;
 mod load_board;
 mod observability;

@@ -15,8 +15,10 @@
 //!   and one echoing each request back;
 //! - [`resumption`]: a TLS client that keeps its sessions and says whether
 //!   each connection resumed one;
+//! - [`h2_client`]: a blocking HTTP/2 client (h2c or TLS with ALPN);
 //! - [`wait_until`] and [`wait_for`]: waiting on a condition with a deadline.
 
+pub mod h2_client;
 pub mod h2frames;
 pub mod handler;
 pub mod http;

@@ -41,8 +41,11 @@ const RESET_MEMORY: Duration = Duration::from_secs(1);
 /// while the worker is busy): beyond this, GOAWAY ENHANCE_YOUR_CALM.
 const PENDING_ACCEPT_RESETS: usize = 20;
 /// Streams prefork had to reset for the client's errors (MadeYouReset,
-/// CVE-2025-8671): beyond this, GOAWAY ENHANCE_YOUR_CALM.
-const LOCAL_ERROR_RESETS: usize = 128;
+/// CVE-2025-8671), over the connection's life: beyond this, GOAWAY
+/// ENHANCE_YOUR_CALM. Streams refused beyond `http2_max_concurrent_streams`
+/// count too, and a client may open hundreds before it has read the
+/// server's SETTINGS: h2's default, which allows for that.
+const LOCAL_ERROR_RESETS: usize = 1024;
 /// How long a connection told to go away (idle, or flooding) may take to
 /// end once it has no stream.
 const GOODBYE: Duration = Duration::from_secs(1);

@@ -438,10 +438,14 @@ impl ResponseSink for &mut Sink {
 impl Sink {
     /// Sends the head if not sent yet, then `body` within the client's
     /// window, waiting at most `limit` for the window to open; `last`: the
-    /// stream ends with it. Returns the bytes of body sent.
+    /// stream ends with it. Returns the bytes sent: the body's, and the
+    /// head's as its fields would be written in HTTP/1.1 (HPACK's own size
+    /// is `h2`'s), so that counts and logs compare across protocols.
     async fn send(&mut self, body: &[u8], last: bool, limit: Duration) -> Result<u64, ClientError> {
+        let mut head_len = 0;
         if !self.head_sent {
             let head = self.head.take().unwrap_or_else(|| response(502));
+            head_len = text_size(&head);
             let end = last && body.is_empty();
             let mut io = self.io.borrow_mut();
             let send = io.respond.send_response(head, end).map_err(client_error)?;
@@ -449,7 +453,7 @@ impl Sink {
             self.head_sent = true;
             self.ended = end;
             if end {
-                return Ok(0);
+                return Ok(head_len);
             }
         }
         let mut rest = body;
@@ -466,8 +470,20 @@ impl Sink {
             self.io.borrow_mut().send_data(Bytes::new(), true)?;
             self.ended = true;
         }
-        Ok(body.len() as u64)
+        Ok(head_len + body.len() as u64)
     }
+}
+
+/// The size of `head` written as an HTTP/1.1 head: its status line,
+/// `name: value` lines and the blank line.
+fn text_size(head: &http::Response<()>) -> u64 {
+    let fields: usize = head
+        .headers()
+        .iter()
+        .map(|(n, v)| n.as_str().len() + v.len() + 4)
+        .sum();
+    let reason = head.status().canonical_reason().map_or(0, str::len);
+    (fields + "HTTP/1.1 200 \r\n\r\n".len() + reason) as u64
 }
 
 /// A response head of `status`, no fields yet.
