@@ -10,6 +10,7 @@ mod cpu_affinity;
 mod errors;
 mod harness;
 mod http2;
+mod http2_floods;
 mod lifecycle;
 mod load_board;
 mod observability;

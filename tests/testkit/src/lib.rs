@@ -8,6 +8,9 @@
 //!   WebSocket echo;
 //! - [`tls_origin`]: a test CA (rcgen) and an HTTP/1.1 origin over TLS
 //!   that counts its connections;
+//! - [`h2frames`]: a raw HTTP/2 client writing exactly the frames a test
+//!   builds (hand-encoded HPACK) and reading typed frames back, for floods
+//!   and other misbehaviour;
 //! - [`handler`]: an origin running a test's own code on each connection,
 //!   and one echoing each request back;
 //! - [`resumption`]: a TLS client that keeps its sessions and says whether
@@ -16,6 +19,7 @@
 //! - [`wait_until`] and [`wait_for`]: waiting on a condition with a deadline.
 
 pub mod h2_client;
+pub mod h2frames;
 pub mod handler;
 pub mod http;
 pub mod origins;
