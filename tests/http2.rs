@@ -411,3 +411,81 @@ fn a_reload_to_a_new_generation_under_h2load_fails_no_stream() {
     assert_eq!((failed, errored), (0, 0), "{text}\n{}", p.logs());
     assert!(succeeded > 500, "{text}");
 }
+
+#[test]
+fn a_graceful_stop_sends_goaway_in_two_steps_and_serves_a_stream_sent_between_them() {
+    use prefork_testkit::h2frames::hpack::Block;
+    use prefork_testkit::h2frames::{Client, Frame};
+    let (p, echo) = start(1, "");
+    let mut c = Client::handshake(p.addr(), &[]).expect("h2c handshake");
+    let slow = Block::request("GET", "t.local", "/echo/slow");
+    c.send(&Frame::headers(1, &slow, true)).unwrap();
+    assert!(
+        wait_until(Duration::from_secs(5), || echo.connections() == 1),
+        "{}",
+        p.logs()
+    );
+    p.signal(Signal::SIGQUIT);
+
+    // Step one: GOAWAY naming the highest stream id, and a PING whose
+    // answer tells the worker the client has seen it.
+    let deadline = Instant::now() + Duration::from_secs(5);
+    let (mut first, mut ping) = (None, None);
+    while first.is_none() || ping.is_none() {
+        match c.read_frame(deadline).expect("frames before the deadline") {
+            Some(Frame::GoAway {
+                last_stream, code, ..
+            }) => first = Some((last_stream, code)),
+            Some(Frame::Ping { ack: false, data }) => ping = Some(data),
+            Some(_) => {}
+            None => panic!("closed before the second GOAWAY\n{}", p.logs()),
+        }
+    }
+    assert_eq!(first, Some(((1 << 31) - 1, 0)), "NO_ERROR, every stream");
+
+    // A stream the client sent before it saw that GOAWAY is still served.
+    let fixed = Block::request("GET", "t.local", "/fixed");
+    c.send(&Frame::headers(3, &fixed, true)).unwrap();
+    c.send(&Frame::Ping {
+        ack: true,
+        data: ping.unwrap(),
+    })
+    .unwrap();
+
+    // Step two: GOAWAY naming the last stream taken; both streams finish,
+    // then the connection closes.
+    let (mut second, mut statuses, mut ended) = (None, Vec::new(), Vec::new());
+    let deadline = Instant::now() + Duration::from_secs(5);
+    loop {
+        let frame = match c.read_frame(deadline) {
+            Ok(Some(frame)) => frame,
+            Ok(None) => break,
+            Err(e) => panic!("{e}: no close after the streams\n{}", p.logs()),
+        };
+        if let Ok(Some((stream, fields))) = c.headers_of(&frame) {
+            let status = fields.iter().find(|(n, _)| n == ":status").unwrap();
+            statuses.push((stream, status.1.clone()));
+        }
+        match frame {
+            Frame::GoAway {
+                last_stream, code, ..
+            } => second = Some((last_stream, code)),
+            Frame::Data {
+                stream,
+                end_stream: true,
+                ..
+            } => ended.push(stream),
+            _ => {}
+        }
+    }
+    assert_eq!(second, Some((3, 0)), "{}", p.logs());
+    statuses.sort();
+    assert_eq!(
+        statuses,
+        [(1, "200".to_owned()), (3, "200".to_owned())],
+        "{}",
+        p.logs()
+    );
+    ended.sort();
+    assert_eq!(ended, [1, 3]);
+}

@@ -625,7 +625,7 @@ impl Client {
 
     /// Decodes a header block (HEADERS or CONTINUATION) once complete;
     /// keeps the HPACK table in step with the server's.
-    fn headers_of(&mut self, frame: &Frame) -> io::Result<Option<(u32, Fields)>> {
+    pub fn headers_of(&mut self, frame: &Frame) -> io::Result<Option<(u32, Fields)>> {
         let (stream, block, end) = match frame {
             Frame::Headers {
                 stream,
