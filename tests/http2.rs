@@ -128,6 +128,10 @@ fn bad_requests_get_the_status_http1_gets_on_their_stream_only() {
 fn many_streams_at_once_on_one_connection_all_succeed() {
     let (p, _echo) = start(1, "http2_max_concurrent_streams = 50\n");
     let mut c = h2c(&p);
+    // Once the client has the server's SETTINGS (they come before any
+    // response), it keeps to the limit: a client that opens streams beyond
+    // it before then has them refused, as the protocol says.
+    assert_eq!(ok(&p, c.send(H2Request::get("t.local", "/first"))).status, 200);
     // More than the concurrent limit: the client queues the rest.
     let reqs: Vec<H2Request> = (0..300)
         .map(|i| H2Request::get("t.local", &format!("/s/{i}")))
@@ -488,4 +492,48 @@ fn a_graceful_stop_sends_goaway_in_two_steps_and_serves_a_stream_sent_between_th
     );
     ended.sort();
     assert_eq!(ended, [1, 3]);
+}
+
+#[test]
+fn a_binary_upgrade_lets_an_http2_stream_in_flight_finish_and_new_connections_reach_the_new_workers(
+) {
+    let origin = origins::RecordingOrigin::start();
+    let mut p = Prefork::start(Setup::new(1).http2().body(&format!(
+        "[upstreams.rec]\nservers = [\"{}\"]\n[[routes]]\nupstream = \"rec\"\n",
+        origin.addr()
+    )));
+    let old_master = p.master_pid();
+    let mut held = h2c(&p);
+    let waiting = std::thread::spawn(move || {
+        let r = held.send(H2Request::get("t.local", "/hold"));
+        (r, held.closed_within(Duration::from_secs(10)))
+    });
+    assert!(
+        wait_until(Duration::from_secs(5), || origin.count() == 1),
+        "{}",
+        p.logs()
+    );
+    // The upgrade completes only once the old worker has drained: the held
+    // stream is released once that worker has begun its graceful stop.
+    let log = p.error_log_path();
+    let (new_master, _) = std::thread::scope(|s| {
+        let up = s.spawn(|| p.binary_upgrade());
+        let draining = wait_until(Duration::from_secs(20), || {
+            std::fs::read_to_string(&log)
+                .is_ok_and(|l| l.contains("stopping gracefully, connections: 1"))
+        });
+        origin.release_holds();
+        assert!(draining, "the old worker never began to drain");
+        up.join().expect("the upgrade")
+    });
+    let (response, closed) = waiting.join().expect("the held client");
+    let response = response.unwrap_or_else(|e| panic!("the held stream failed: {e}"));
+    assert_eq!(response.status, 200);
+    assert!(closed, "the old worker's connection did not close");
+    assert_ne!(new_master, old_master);
+    let mut fresh = h2c(&p);
+    assert_eq!(
+        ok(&p, fresh.send(H2Request::get("t.local", "/x"))).status,
+        200
+    );
 }
