@@ -128,6 +128,13 @@ fn bad_requests_get_the_status_http1_gets_on_their_stream_only() {
 fn many_streams_at_once_on_one_connection_all_succeed() {
     let (p, _echo) = start(1, "http2_max_concurrent_streams = 50\n");
     let mut c = h2c(&p);
+    // Once the client has the server's SETTINGS (they come before any
+    // response), it keeps to the limit: a client that opens streams beyond
+    // it before then has them refused, as the protocol says.
+    assert_eq!(
+        ok(&p, c.send(H2Request::get("t.local", "/first"))).status,
+        200
+    );
     // More than the concurrent limit: the client queues the rest.
     let reqs: Vec<H2Request> = (0..300)
         .map(|i| H2Request::get("t.local", &format!("/s/{i}")))
@@ -410,4 +417,126 @@ fn a_reload_to_a_new_generation_under_h2load_fails_no_stream() {
     let (succeeded, failed, errored) = h2load_outcome(&text);
     assert_eq!((failed, errored), (0, 0), "{text}\n{}", p.logs());
     assert!(succeeded > 500, "{text}");
+}
+
+#[test]
+fn a_graceful_stop_sends_goaway_in_two_steps_and_serves_a_stream_sent_between_them() {
+    use prefork_testkit::h2frames::hpack::Block;
+    use prefork_testkit::h2frames::{Client, Frame};
+    let (p, echo) = start(1, "");
+    let mut c = Client::handshake(p.addr(), &[]).expect("h2c handshake");
+    let slow = Block::request("GET", "t.local", "/echo/slow");
+    c.send(&Frame::headers(1, &slow, true)).unwrap();
+    assert!(
+        wait_until(Duration::from_secs(5), || echo.connections() == 1),
+        "{}",
+        p.logs()
+    );
+    p.signal(Signal::SIGQUIT);
+
+    // Step one: GOAWAY naming the highest stream id, and a PING whose
+    // answer tells the worker the client has seen it.
+    let deadline = Instant::now() + Duration::from_secs(5);
+    let (mut first, mut ping) = (None, None);
+    while first.is_none() || ping.is_none() {
+        match c.read_frame(deadline).expect("frames before the deadline") {
+            Some(Frame::GoAway {
+                last_stream, code, ..
+            }) => first = Some((last_stream, code)),
+            Some(Frame::Ping { ack: false, data }) => ping = Some(data),
+            Some(_) => {}
+            None => panic!("closed before the second GOAWAY\n{}", p.logs()),
+        }
+    }
+    assert_eq!(first, Some(((1 << 31) - 1, 0)), "NO_ERROR, every stream");
+
+    // A stream the client sent before it saw that GOAWAY is still served.
+    let fixed = Block::request("GET", "t.local", "/fixed");
+    c.send(&Frame::headers(3, &fixed, true)).unwrap();
+    c.send(&Frame::Ping {
+        ack: true,
+        data: ping.unwrap(),
+    })
+    .unwrap();
+
+    // Step two: GOAWAY naming the last stream taken; both streams finish,
+    // then the connection closes.
+    let (mut second, mut statuses, mut ended) = (None, Vec::new(), Vec::new());
+    let deadline = Instant::now() + Duration::from_secs(5);
+    loop {
+        let frame = match c.read_frame(deadline) {
+            Ok(Some(frame)) => frame,
+            Ok(None) => break,
+            Err(e) => panic!("{e}: no close after the streams\n{}", p.logs()),
+        };
+        if let Ok(Some((stream, fields))) = c.headers_of(&frame) {
+            let status = fields.iter().find(|(n, _)| n == ":status").unwrap();
+            statuses.push((stream, status.1.clone()));
+        }
+        match frame {
+            Frame::GoAway {
+                last_stream, code, ..
+            } => second = Some((last_stream, code)),
+            Frame::Data {
+                stream,
+                end_stream: true,
+                ..
+            } => ended.push(stream),
+            _ => {}
+        }
+    }
+    assert_eq!(second, Some((3, 0)), "{}", p.logs());
+    statuses.sort();
+    assert_eq!(
+        statuses,
+        [(1, "200".to_owned()), (3, "200".to_owned())],
+        "{}",
+        p.logs()
+    );
+    ended.sort();
+    assert_eq!(ended, [1, 3]);
+}
+
+#[test]
+fn a_binary_upgrade_lets_an_http2_stream_in_flight_finish_and_new_connections_reach_the_new_workers(
+) {
+    let origin = origins::RecordingOrigin::start();
+    let mut p = Prefork::start(Setup::new(1).http2().body(&format!(
+        "[upstreams.rec]\nservers = [\"{}\"]\n[[routes]]\nupstream = \"rec\"\n",
+        origin.addr()
+    )));
+    let old_master = p.master_pid();
+    let mut held = h2c(&p);
+    let waiting = std::thread::spawn(move || {
+        let r = held.send(H2Request::get("t.local", "/hold"));
+        (r, held.closed_within(Duration::from_secs(10)))
+    });
+    assert!(
+        wait_until(Duration::from_secs(5), || origin.count() == 1),
+        "{}",
+        p.logs()
+    );
+    // The upgrade completes only once the old worker has drained: the held
+    // stream is released once that worker has begun its graceful stop.
+    let log = p.error_log_path();
+    let (new_master, _) = std::thread::scope(|s| {
+        let up = s.spawn(|| p.binary_upgrade());
+        let draining = wait_until(Duration::from_secs(20), || {
+            std::fs::read_to_string(&log)
+                .is_ok_and(|l| l.contains("stopping gracefully, connections: 1"))
+        });
+        origin.release_holds();
+        assert!(draining, "the old worker never began to drain");
+        up.join().expect("the upgrade")
+    });
+    let (response, closed) = waiting.join().expect("the held client");
+    let response = response.unwrap_or_else(|e| panic!("the held stream failed: {e}"));
+    assert_eq!(response.status, 200);
+    assert!(closed, "the old worker's connection did not close");
+    assert_ne!(new_master, old_master);
+    let mut fresh = h2c(&p);
+    assert_eq!(
+        ok(&p, fresh.send(H2Request::get("t.local", "/x"))).status,
+        200
+    );
 }

@@ -11,6 +11,7 @@ mod errors;
 mod grpc;
 mod harness;
 mod http2;
+mod http2_floods;
 mod lifecycle;
 mod load_board;
 mod observability;
