@@ -31,6 +31,7 @@ use http::{HeaderMap, Method, Uri};
 use slog::error;
 use std::future::poll_fn;
 use std::future::Future;
+use std::io::Write;
 use std::pin::{pin, Pin};
 use std::task::Poll;
 use std::time::Duration;
@@ -484,7 +485,8 @@ impl Relay {
             let head_sent = sink.head_sent();
             let bytes: &[u8] = if self.frame_chunks {
                 framed.clear();
-                framed.extend_from_slice(format!("{:x}\r\n", data.len()).as_bytes());
+                // Writing into a Vec cannot fail.
+                let _ = write!(framed, "{:x}\r\n", data.len());
                 framed.extend_from_slice(&data);
                 framed.extend_from_slice(b"\r\n");
                 &framed

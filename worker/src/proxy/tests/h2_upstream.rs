@@ -309,3 +309,34 @@ fn a_client_that_expects_100_continue_is_asked_for_its_body() {
     assert!(r.text().ends_with("\n\nhello"), "{}", r.text());
     assert!(!r.text().contains("expect"), "{}", r.text());
 }
+
+#[test]
+fn protocol_h2_goes_over_verified_tls_chosen_by_alpn() {
+    use prefork_shared::config::{Der, TlsRoots, UpstreamTls};
+    use prefork_testkit::tls_origin::TestCa;
+    let ca = TestCa::new("test CA");
+    let origin = H2Origin::start_tls(&ca.leaf(&["api.internal"]));
+    let mut config = config(origin.addr());
+    let app = config.upstreams.get_mut("app").expect("the app upstream");
+    app.protocol = UpstreamProtocol::H2;
+    app.tls = Some(UpstreamTls {
+        server_name: Some("api.internal".into()),
+        roots: TlsRoots::Ca {
+            file: "ca.pem".into(),
+            certs: vec![Der(ca.der().to_vec())],
+        },
+    });
+    let proxy = Proxy::start(config);
+    let mut c = proxy.connect();
+    for _ in 0..3 {
+        let r = exchange(&mut c, "GET /app/tls HTTP/1.1\r\nHost: api.test\r\n\r\n");
+        assert_eq!(r.status, 200);
+        assert!(
+            r.text().starts_with("GET /app/tls\nhttps://api.test\n"),
+            "{}",
+            r.text()
+        );
+        assert_eq!(r.trailer("grpc-status"), Some("0"));
+    }
+    assert_eq!((origin.connections(), origin.streams()), (1, 3));
+}
