@@ -140,6 +140,7 @@ impl H2Origin {
         }
     }
 
+    /// Its address.
     pub fn addr(&self) -> SocketAddr {
         self.addr
     }
