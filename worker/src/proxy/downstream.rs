@@ -177,6 +177,23 @@ pub(crate) trait ResponseSink {
     /// bytes sent.
     async fn send(&mut self, body: &[u8], last: bool, limit: Duration) -> Result<u64, ClientError>;
 
+    /// Whether [`ResponseSink::send_bytes`] saves a copy: the sink keeps
+    /// body bytes until the client's window lets them out (HTTP/2), so it
+    /// takes what was read instead of copying it.
+    fn takes_bytes(&self) -> bool {
+        false
+    }
+
+    /// As [`ResponseSink::send`], taking `body` whole.
+    async fn send_bytes(
+        &mut self,
+        body: bytes::Bytes,
+        last: bool,
+        limit: Duration,
+    ) -> Result<u64, ClientError> {
+        self.send(&body, last, limit).await
+    }
+
     /// Ends a body of no announced length (chunked from an HTTP/1.1
     /// upstream whose framing the sink does not keep, or data from an
     /// HTTP/2 upstream) with its trailer section, `fields` (often empty);

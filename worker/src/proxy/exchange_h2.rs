@@ -483,22 +483,22 @@ impl Relay {
                 continue;
             }
             let head_sent = sink.head_sent();
-            let bytes: &[u8] = if self.frame_chunks {
+            let len = data.len();
+            let written = if self.frame_chunks {
                 framed.clear();
                 // Writing into a Vec cannot fail.
-                let _ = write!(framed, "{:x}\r\n", data.len());
+                let _ = write!(framed, "{len:x}\r\n");
                 framed.extend_from_slice(&data);
                 framed.extend_from_slice(b"\r\n");
-                &framed
+                sink.send(&framed, false, t.client_write).await
+            } else if sink.takes_bytes() {
+                sink.send_bytes(data, false, t.client_write).await
             } else {
-                &data
+                sink.send(&data, false, t.client_write).await
             };
-            total += sink
-                .send(bytes, false, t.client_write)
-                .await
-                .map_err(|e| (e.into(), head_sent))?;
+            total += written.map_err(|e| (e.into(), head_sent))?;
             // Only now may the server send as much again.
-            let _ = recv.flow_control().release_capacity(data.len());
+            let _ = recv.flow_control().release_capacity(len);
         }
         let trailers = match timed(t.upstream_read, recv.trailers()).await {
             Err(_) => return Err((UpstreamError::ReadTimeout.into(), sink.head_sent())),

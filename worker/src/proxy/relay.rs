@@ -53,11 +53,17 @@ where
             let n = body
                 .take(buf)
                 .map_err(|e| (UpstreamError::BadChunk(e).into(), head_sent))?;
-            let written = sink
-                .send(&buf[..n], last && !head_sent, t.client_write)
-                .await;
+            let last = last && !head_sent;
+            let written = if sink.takes_bytes() {
+                // Handed over: the next read goes into a new buffer.
+                let part = buf.split_to(n).freeze();
+                sink.send_bytes(part, last, t.client_write).await
+            } else {
+                let written = sink.send(&buf[..n], last, t.client_write).await;
+                buf.advance(n);
+                written
+            };
             sent += client_write(written, head_sent)?;
-            buf.advance(n);
         }
         if body.is_done() {
             return Ok(sent);

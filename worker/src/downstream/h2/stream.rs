@@ -206,7 +206,7 @@ impl Downstream for Stream {
         sink.head = Some(head);
         let body = if is_head { &[][..] } else { body };
         let limit = sink.conn.send_timeout;
-        let sent = sink.send(body, true, limit).await;
+        let sent = Sink::send(sink, Bytes::copy_from_slice(body), true, limit).await;
         Done {
             served: Served {
                 status,
@@ -383,6 +383,19 @@ impl ResponseSink for &mut Sink {
     }
 
     async fn send(&mut self, body: &[u8], last: bool, limit: Duration) -> Result<u64, ClientError> {
+        Sink::send(self, Bytes::copy_from_slice(body), last, limit).await
+    }
+
+    fn takes_bytes(&self) -> bool {
+        true
+    }
+
+    async fn send_bytes(
+        &mut self,
+        body: Bytes,
+        last: bool,
+        limit: Duration,
+    ) -> Result<u64, ClientError> {
         Sink::send(self, body, last, limit).await
     }
 
@@ -398,7 +411,7 @@ impl ResponseSink for &mut Sink {
         }
         let mut sent = 0;
         if !self.head_sent {
-            sent += Sink::send(self, &[], false, limit).await?;
+            sent += Sink::send(self, Bytes::new(), false, limit).await?;
         }
         let mut trailers = HeaderMap::with_capacity(fields.len());
         for f in fields {
@@ -460,7 +473,7 @@ impl Sink {
     /// stream ends with it. Returns the bytes sent: the body's, and the
     /// head's as its fields would be written in HTTP/1.1 (HPACK's own size
     /// is `h2`'s), so that counts and logs compare across protocols.
-    async fn send(&mut self, body: &[u8], last: bool, limit: Duration) -> Result<u64, ClientError> {
+    async fn send(&mut self, body: Bytes, last: bool, limit: Duration) -> Result<u64, ClientError> {
         let mut head_len = 0;
         // The body ends with these bytes: as announced, or the core says.
         let last = last || self.left == Some(body.len() as u64);
@@ -480,21 +493,19 @@ impl Sink {
         if let Some(left) = self.left.as_mut() {
             *left = left.saturating_sub(body.len() as u64);
         }
+        let len = body.len() as u64;
         let mut rest = body;
         while !rest.is_empty() {
             let n = self.conn.window(&self.io, rest.len(), limit).await?;
             let end = last && n == rest.len();
-            self.io
-                .borrow_mut()
-                .send_data(Bytes::copy_from_slice(&rest[..n]), end)?;
+            self.io.borrow_mut().send_data(rest.split_to(n), end)?;
             self.ended = end;
-            rest = &rest[n..];
         }
         if last && !self.ended {
             self.io.borrow_mut().send_data(Bytes::new(), true)?;
             self.ended = true;
         }
-        Ok(head_len + body.len() as u64)
+        Ok(head_len + len)
     }
 }
 
