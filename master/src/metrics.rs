@@ -5,8 +5,8 @@
 
 use crate::supervisor::{Pid, Slot, WorkerPhase, WorkerView};
 use prefork_shared::stats::{
-    Histogram, Totals, WorkerStats, LATENCY_BOUNDS_US, PROXY_HEADER_FAILURE_REASONS,
-    STATUS_CLASSES, TLS_FAILURE_REASONS,
+    Histogram, Totals, WorkerStats, GOAWAY_REASONS, LATENCY_BOUNDS_US,
+    PROXY_HEADER_FAILURE_REASONS, STATUS_CLASSES, TLS_FAILURE_REASONS,
 };
 use prefork_shared::tls::Certificate;
 use std::collections::{BTreeMap, BTreeSet, HashMap, VecDeque};
@@ -312,6 +312,50 @@ pub fn render_prometheus(observed: &Observed, facts: &MasterFacts<'_>) -> String
             "prefork_tls_handshakes_total",
             &[("worker", &slot.0.to_string())],
             stats.tls.completed as f64,
+        );
+    }
+    for (name, kind, help, value) in [
+        (
+            "prefork_http2_connections_total",
+            "counter",
+            "Client connections that spoke HTTP/2, by worker slot.",
+            (|s: &WorkerStats| s.http2.connections) as fn(&WorkerStats) -> u64,
+        ),
+        (
+            "prefork_http2_connections",
+            "gauge",
+            "Client HTTP/2 connections open now, by worker slot.",
+            |s: &WorkerStats| s.http2.open,
+        ),
+        (
+            "prefork_http2_streams_total",
+            "counter",
+            "Streams (requests) opened on client HTTP/2 connections, by worker slot.",
+            |s: &WorkerStats| s.http2.streams,
+        ),
+    ] {
+        family(&mut out, name, kind, help);
+        for (slot, stats) in &per_slot {
+            sample(
+                &mut out,
+                name,
+                &[("worker", &slot.0.to_string())],
+                value(stats) as f64,
+            );
+        }
+    }
+    family(
+        &mut out,
+        "prefork_http2_goaways_total",
+        "counter",
+        "GOAWAY frames sent to HTTP/2 clients, by error code (NO_ERROR: a drain or an idle connection).",
+    );
+    for (reason, n) in GOAWAY_REASONS.iter().zip(total.http2.goaways) {
+        sample(
+            &mut out,
+            "prefork_http2_goaways_total",
+            &[("reason", reason)],
+            n as f64,
         );
     }
     family(

@@ -215,7 +215,37 @@ pub struct WorkerStats {
     /// The connection budget at work (`max_connections`, descriptors).
     #[serde(default)]
     pub limits: ConnectionLimits,
+    /// Client HTTP/2 connections and streams.
+    #[serde(default)]
+    pub http2: Http2Counts,
 }
+
+/// Client HTTP/2 connections, their streams, and the GOAWAYs prefork sent.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Http2Counts {
+    /// Connections that completed the HTTP/2 handshake.
+    pub connections: u64,
+    /// Those open now.
+    pub open: u64,
+    /// Streams (requests) clients opened.
+    pub streams: u64,
+    /// GOAWAY frames sent, by error code (see [`GOAWAY_REASONS`]).
+    pub goaways: [u64; 7],
+}
+
+/// The error codes of the GOAWAY frames prefork sends, as `/metrics`
+/// labels them (the order of [`Http2Counts::goaways`]; RFC 9113 §7): a
+/// drain or an idle connection's end, then the errors, the last for any
+/// other code.
+pub const GOAWAY_REASONS: [&str; 7] = [
+    "NO_ERROR",
+    "PROTOCOL_ERROR",
+    "FLOW_CONTROL_ERROR",
+    "FRAME_SIZE_ERROR",
+    "COMPRESSION_ERROR",
+    "ENHANCE_YOUR_CALM",
+    "OTHER",
+];
 
 /// How often a worker met its connection budget.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
@@ -336,6 +366,12 @@ impl Totals {
         sum.connections += other.connections;
         sum.tls.completed += other.tls.completed;
         for (a, b) in sum.tls.failed.iter_mut().zip(other.tls.failed) {
+            *a += b;
+        }
+        sum.http2.connections += other.http2.connections;
+        sum.http2.open += other.http2.open;
+        sum.http2.streams += other.http2.streams;
+        for (a, b) in sum.http2.goaways.iter_mut().zip(other.http2.goaways) {
             *a += b;
         }
         sum.limits.reached += other.limits.reached;

@@ -3,9 +3,11 @@
 use crate::downstream::h1::{Connection, Idle};
 use crate::downstream::limit;
 use crate::downstream::park::ParkingLot;
-use crate::downstream::{proxy_protocol, tls};
+use crate::downstream::{h2, proxy_protocol, tls};
+use crate::http::Scheme;
 use crate::io::client_socket::ClientSocket;
 use crate::state::load_share::{HoldBack, ACCEPT_DEFER};
+use crate::state::ActiveConnection;
 use crate::state::Snapshot;
 use crate::stop::Stop;
 use socket2::{SockAddr, SockRef, Socket};
@@ -14,6 +16,7 @@ use std::net::SocketAddr;
 use std::rc::Rc;
 use tokio::io::unix::AsyncFd;
 use tokio::io::Interest;
+use tokio::time::{timeout_at, Instant};
 
 /// A listening socket, and whether other workers accept on it too (one
 /// shared socket, not this slot's own `reuseport` one). It is watched for
@@ -33,6 +36,9 @@ pub(crate) struct Protocols {
     pub(crate) proxy_protocol: bool,
     /// Then a TLS handshake.
     pub(crate) tls: bool,
+    /// HTTP/2 as well as HTTP/1.1: by ALPN over TLS, by its preface
+    /// without.
+    pub(crate) http2: bool,
 }
 
 impl Listener {
@@ -191,9 +197,20 @@ fn serve_accepted(
     };
     let socket = ClientSocket::new(socket.into());
     if protocols.proxy_protocol {
-        proxy_protocol::serve(snapshot, socket, peer, lot, protocols.tls);
+        proxy_protocol::serve(snapshot, socket, peer, lot, protocols);
     } else if protocols.tls {
-        tls::serve(snapshot, socket, peer, snapshot.track(), lot.clone());
+        tls::serve(
+            snapshot,
+            socket,
+            peer,
+            snapshot.track(),
+            lot.clone(),
+            protocols.http2,
+        );
+    } else if protocols.http2 {
+        let active = snapshot.track();
+        let task = plain_then_serve(snapshot.latest(), socket, peer, active, lot.clone());
+        tokio::task::spawn_local(Box::pin(task));
     } else {
         serve(snapshot, socket, peer, lot);
     }
@@ -258,6 +275,27 @@ fn serve(
     // task's future by value a few times while spawning and finishing it;
     // moving a pointer instead saves more than the allocation costs.
     tokio::task::spawn_local(Box::pin(conn.run()));
+}
+
+/// Serves a plain connection of an `http2` listener: HTTP/2 if the client
+/// starts with its preface, else HTTP/1.1.
+pub(crate) async fn plain_then_serve(
+    snapshot: Rc<Snapshot>,
+    socket: ClientSocket,
+    peer: SocketAddr,
+    active: ActiveConnection,
+    lot: Option<Rc<ParkingLot<Idle>>>,
+) {
+    let deadline = Instant::now() + snapshot.config.http.client_header_timeout;
+    match timeout_at(deadline, h2::preface::sent(&socket)).await {
+        Ok(Ok(true)) => h2::serve(snapshot, socket, peer, Scheme::Http, None, active).await,
+        Ok(Ok(false)) => {
+            let conn = Connection::new(snapshot, socket, peer, active, lot);
+            Box::pin(conn.run()).await;
+        }
+        // Closed, failed or silent before a first byte: nothing to answer.
+        Ok(Err(_)) | Err(_) => {}
+    }
 }
 
 /// Accepts, without waiting, every connection in the listener's queue (it

@@ -7,6 +7,7 @@
 //! header is closed without a response, counted by reason; the error log
 //! gets at most one line a second about them.
 
+use crate::downstream::accept::{plain_then_serve, Protocols};
 use crate::downstream::h1::{Connection, Idle};
 use crate::downstream::park::ParkingLot;
 use crate::downstream::tls;
@@ -49,14 +50,14 @@ pub(crate) fn serve(
     socket: ClientSocket,
     peer: SocketAddr,
     lot: &Option<Rc<ParkingLot<Idle>>>,
-    tls: bool,
+    protocols: Protocols,
 ) {
     let active = snapshot.track();
     // The newest configuration serves it (hot reload).
     let snapshot = snapshot.latest();
     let lot = lot.clone();
     tokio::task::spawn_local(Box::pin(header_then_serve(
-        snapshot, socket, peer, lot, tls, active,
+        snapshot, socket, peer, lot, protocols, active,
     )));
 }
 
@@ -65,7 +66,7 @@ async fn header_then_serve(
     socket: ClientSocket,
     peer: SocketAddr,
     lot: Option<Rc<ParkingLot<Idle>>>,
-    tls: bool,
+    protocols: Protocols,
     active: ActiveConnection,
 ) {
     let deadline = Instant::now() + snapshot.config.http.client_header_timeout;
@@ -91,8 +92,11 @@ async fn header_then_serve(
             let client = source.unwrap_or(peer);
             // The newest configuration serves it (a reload may have come).
             let snapshot = snapshot.latest();
-            if tls {
-                tls::handshake_then_serve(snapshot, socket, client, active, lot).await;
+            if protocols.tls {
+                tls::handshake_then_serve(snapshot, socket, client, active, lot, protocols.http2)
+                    .await;
+            } else if protocols.http2 {
+                plain_then_serve(snapshot, socket, client, active, lot).await;
             } else {
                 // Boxed as a connection served from the accept loop is.
                 let conn = Connection::new(snapshot, socket, client, active, lot);

@@ -6,8 +6,10 @@
 //! most one line a second about them.
 
 use crate::downstream::h1::{Connection, Idle};
+use crate::downstream::h2;
 use crate::downstream::park::ParkingLot;
 use crate::http::heads::{self, ConnectionField};
+use crate::http::Scheme;
 use crate::io::client_socket::ClientSocket;
 use crate::io::client_stream::ClientStream;
 use crate::io::write::write_last_within;
@@ -58,26 +60,30 @@ pub(crate) fn serve(
     peer: SocketAddr,
     active: ActiveConnection,
     lot: Option<Rc<ParkingLot<Idle>>>,
+    http2: bool,
 ) {
     // The newest configuration's certificates serve it (hot reload).
     let snapshot = snapshot.latest();
     tokio::task::spawn_local(Box::pin(handshake_then_serve(
-        snapshot, socket, peer, active, lot,
+        snapshot, socket, peer, active, lot, http2,
     )));
 }
 
-/// The handshake, then the HTTP/1.1 session, of a connection from `peer`.
+/// The handshake, then the HTTP/1.1 session (or HTTP/2's, if `http2` and
+/// the client chose it by ALPN), of a connection from `peer`.
 pub(crate) async fn handshake_then_serve(
     snapshot: Rc<Snapshot>,
     socket: ClientSocket,
     peer: SocketAddr,
     active: ActiveConnection,
     lot: Option<Rc<ParkingLot<Idle>>>,
+    http2: bool,
 ) {
     let Some(tls) = snapshot.tls.as_ref() else {
         return;
     };
-    let acceptor = TlsAcceptor::from(tls.config.clone());
+    let config = if http2 { &tls.config_h2 } else { &tls.config };
+    let acceptor = TlsAcceptor::from(config.clone());
     let deadline = Instant::now() + snapshot.config.tls.handshake_timeout;
     let failure = match timeout_at(deadline, first_bytes(&socket)).await {
         Err(_) => Failure::Timeout,
@@ -94,6 +100,10 @@ pub(crate) async fn handshake_then_serve(
             Ok(Ok(stream)) => {
                 snapshot.stats().tls_handshake();
                 let info = TlsInfo::of(stream.get_ref().1);
+                if stream.get_ref().1.alpn_protocol() == Some(b"h2") {
+                    h2::serve(snapshot, stream, peer, Scheme::Https, Some(info), active).await;
+                    return;
+                }
                 let (socket, conn) = stream.into_inner();
                 let stream = ClientStream::tls(socket, Box::new(conn));
                 let conn = Connection::tls(snapshot.clone(), stream, peer, active, info, lot);

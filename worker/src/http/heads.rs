@@ -59,6 +59,18 @@ impl<'b> ConnectionNamed<'b> {
 /// message received as `version` (RFC 9110 §7.6.3).
 fn write_via(out: &mut Vec<u8>, headers: &[httparse::Header<'_>], version: Version, name: &str) {
     out.extend_from_slice(b"Via: ");
+    push_via(out, headers, version, name);
+    out.extend_from_slice(b"\r\n");
+}
+
+/// Appends the value of `Via`: the values received in `headers`, then
+/// this hop for a message received as `version`.
+pub(crate) fn push_via(
+    out: &mut Vec<u8>,
+    headers: &[httparse::Header<'_>],
+    version: Version,
+    name: &str,
+) {
     for h in headers {
         if h.name.eq_ignore_ascii_case("via") && !h.value.trim_ascii().is_empty() {
             out.extend_from_slice(h.value.trim_ascii());
@@ -68,9 +80,27 @@ fn write_via(out: &mut Vec<u8>, headers: &[httparse::Header<'_>], version: Versi
     out.extend_from_slice(match version {
         Version::Http10 => b"1.0 ",
         Version::Http11 => b"1.1 ",
+        Version::Http2 => b"2 ",
     });
     out.extend_from_slice(name.as_bytes());
-    out.extend_from_slice(b"\r\n");
+}
+
+/// The end-to-end fields of an upstream's final response, as a client
+/// that is not HTTP/1.1 gets them: without hop-by-hop fields, those its
+/// `Connection` names, its `Content-Length` (the client's framing is its
+/// own) and, when prefork adds its own `Via`, the upstream's.
+pub(crate) fn end_to_end_fields<'r, 'b>(
+    resp: &'r ResponseHead<'_, 'b>,
+    via: bool,
+) -> impl Iterator<Item = &'r httparse::Header<'b>> {
+    let named = ConnectionNamed::new(resp.headers);
+    resp.headers.iter().filter(move |h| {
+        let name = h.name.as_bytes();
+        !(is_hop_by_hop(name)
+            || named.contains(name)
+            || name.eq_ignore_ascii_case(b"content-length")
+            || (via && name.eq_ignore_ascii_case(b"via")))
+    })
 }
 
 fn write_field(out: &mut Vec<u8>, name: &[u8], value: &[u8]) {

@@ -23,6 +23,8 @@ pub(crate) enum Version {
     Http10,
     /// HTTP/1.1.
     Http11,
+    /// HTTP/2: a stream of a client's HTTP/2 connection.
+    Http2,
 }
 
 impl Version {

@@ -255,8 +255,8 @@ pub(crate) fn parse<'h, 'b>(
         (false, None) => Framing::Empty,
     };
     let keep_alive = match version {
-        Version::Http11 => !close,
         Version::Http10 => keep_alive_token && !close,
+        Version::Http11 | Version::Http2 => !close,
     };
     Ok(Some(RequestHead {
         method,

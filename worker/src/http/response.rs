@@ -132,8 +132,8 @@ pub(crate) fn parse<'h, 'b>(
     // An HTTP/1.0 message with Transfer-Encoding has faulty framing: close
     // the connection after it (RFC 9112 §6.1).
     let version_allows = match Version::from_minor(minor) {
-        Version::Http11 => !close,
         Version::Http10 => keep_alive_token && !close && !transfer_encoding,
+        Version::Http11 | Version::Http2 => !close,
     };
     // A response framed by both headers is suspect: never reuse its connection.
     let keep_alive = version_allows && !(transfer.is_some() && content_length.is_some());

@@ -54,6 +54,7 @@ impl RequestInfo {
         self.protocol = match head.version {
             crate::http::Version::Http10 => "HTTP/1.0",
             crate::http::Version::Http11 => "HTTP/1.1",
+            crate::http::Version::Http2 => "HTTP/2.0",
         };
     }
 

@@ -5,8 +5,8 @@
 use super::occurrences::Occurrences;
 use prefork_shared::config::Config;
 use prefork_shared::stats::{
-    status_class, ConnectionLimits, RouteCounters, ServerCounters, TlsHandshakes, WorkerStats,
-    UNROUTED,
+    status_class, ConnectionLimits, Http2Counts, RouteCounters, ServerCounters, TlsHandshakes,
+    WorkerStats, UNROUTED,
 };
 use rustc_hash::FxHashMap;
 use std::cell::{Cell, RefCell};
@@ -40,6 +40,7 @@ pub(crate) struct Stats {
     /// Accepts failed since the last log line about them.
     accept_error_log: RefCell<Occurrences>,
     proxy_header_failures: RefCell<[u64; 3]>,
+    http2: RefCell<Http2Counts>,
     /// Per upstream and server address (labels are added when reporting).
     /// Each upstream group holds its servers' counters (see
     /// [`Stats::server`]): a request never looks them up. Fx hashing, as the
@@ -89,6 +90,7 @@ impl Stats {
             limit_log: RefCell::default(),
             accept_error_log: RefCell::default(),
             proxy_header_failures: RefCell::default(),
+            http2: RefCell::default(),
             servers: RefCell::new(FxHashMap::default()),
         };
         let slots = stats.configure(config);
@@ -139,6 +141,30 @@ impl Stats {
     /// Counts a TLS handshake completed.
     pub(crate) fn tls_handshake(&self) {
         self.tls.borrow_mut().completed += 1;
+    }
+
+    /// Counts an HTTP/2 connection opened (`true`) or closed.
+    pub(crate) fn http2_connection(&self, opened: bool) {
+        let mut h2 = self.http2.borrow_mut();
+        if opened {
+            h2.connections += 1;
+            h2.open += 1;
+        } else {
+            h2.open = h2.open.saturating_sub(1);
+        }
+    }
+
+    /// Counts an HTTP/2 stream a client opened.
+    pub(crate) fn http2_stream(&self) {
+        self.http2.borrow_mut().streams += 1;
+    }
+
+    /// Counts a GOAWAY sent with the error code at `reason` of
+    /// [`prefork_shared::stats::GOAWAY_REASONS`].
+    pub(crate) fn http2_goaway(&self, reason: usize) {
+        if let Some(n) = self.http2.borrow_mut().goaways.get_mut(reason) {
+            *n += 1;
+        }
     }
 
     /// Counts a TLS handshake failed for the reason at `reason` of
@@ -256,6 +282,7 @@ impl Stats {
             tls: self.tls.borrow().clone(),
             limits: self.limits.get(),
             proxy_header_failures: *self.proxy_header_failures.borrow(),
+            http2: self.http2.borrow().clone(),
         }
     }
 }

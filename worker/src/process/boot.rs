@@ -170,6 +170,7 @@ fn run(args: &WorkerArgs) -> Result<i32, BootError> {
                 .map(|l| Protocols {
                     proxy_protocol: l.proxy_protocol,
                     tls: l.tls,
+                    http2: l.http2,
                 })
                 .unwrap_or_default();
             match Listener::new(listener, shared, protocols) {

@@ -16,6 +16,8 @@ use std::sync::Arc;
 pub(crate) struct TlsServer {
     /// What handshakes use.
     pub(crate) config: Arc<ServerConfig>,
+    /// What handshakes on `http2` listeners use: ALPN offers `h2` first.
+    pub(crate) config_h2: Arc<ServerConfig>,
     /// Which certificate each name belongs to.
     names: Arc<CertNames>,
 }
@@ -33,7 +35,14 @@ impl TlsServer {
         }
         let names = Arc::new(CertNames::new(&settings.loaded));
         let config = server_config(settings, names.clone(), ticketer)?;
-        Ok(Some(TlsServer { config, names }))
+        // The same keys, tickets and session cache: only ALPN differs.
+        let mut h2 = (*config).clone();
+        h2.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
+        Ok(Some(TlsServer {
+            config,
+            config_h2: Arc::new(h2),
+            names,
+        }))
     }
 
     /// Whether a request for `host` (lower-cased, without its port) on a

@@ -349,7 +349,7 @@ fn connection_field(version: Version, close: bool) -> ConnectionField {
     match (close, version) {
         (true, _) => ConnectionField::Close,
         (false, Version::Http10) => ConnectionField::KeepAlive,
-        (false, Version::Http11) => ConnectionField::Omit,
+        (false, Version::Http11 | Version::Http2) => ConnectionField::Omit,
     }
 }
 

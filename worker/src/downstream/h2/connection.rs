@@ -1,0 +1,267 @@
+//! One client HTTP/2 connection: the handshake (within
+//! `client_header_timeout`), then `h2` driven in this task while each
+//! stream runs in a task of its own, until the connection ends:
+//! - a graceful stop (a drain, a reload to a new generation, a binary
+//!   upgrade) or `http2_idle_timeout` without streams sends GOAWAY in two
+//!   steps (`h2`'s graceful shutdown: first the highest stream id, then,
+//!   once a PING came back, the last one taken), and the connection ends
+//!   once its streams are done;
+//! - a flood (see `meter`) or a client whose window stays shut for
+//!   `send_timeout` on every stream gets GOAWAY ENHANCE_YOUR_CALM, and the
+//!   connection is dropped within a second whether or not it could be sent;
+//! - `h2`'s own limits (concurrent streams, resets, header list size) end
+//!   it with the GOAWAY it chose.
+
+use super::meter::{Flood, Metered};
+use super::stream::{self, Responder};
+use crate::http::Scheme;
+use crate::observe::access_log::TlsInfo;
+use crate::proxy::error::ClientError;
+use crate::state::{ActiveConnection, Snapshot};
+use bytes::Bytes;
+use h2::Reason;
+use prefork_shared::config::Http2Limits;
+use std::cell::{Cell, RefCell};
+use std::future::poll_fn;
+use std::net::SocketAddr;
+use std::rc::Rc;
+use std::time::Duration;
+use tokio::io::{AsyncRead, AsyncWrite};
+use tokio::sync::Notify;
+use tokio::time::{sleep_until, timeout_at, Instant};
+
+/// Most response bytes `h2` holds for one stream beyond what the client's
+/// window lets out: the worker buffers no more per stream.
+const SEND_BUFFER: usize = 64 * 1024;
+/// Streams the client reset that `h2` remembers (to ignore their late
+/// frames), and for how long.
+const RESET_STREAMS: usize = 64;
+const RESET_MEMORY: Duration = Duration::from_secs(1);
+/// Streams reset by the client before they were accepted (Rapid Reset
+/// while the worker is busy): beyond this, GOAWAY ENHANCE_YOUR_CALM.
+const PENDING_ACCEPT_RESETS: usize = 20;
+/// Streams prefork had to reset for the client's errors (MadeYouReset,
+/// CVE-2025-8671): beyond this, GOAWAY ENHANCE_YOUR_CALM.
+const LOCAL_ERROR_RESETS: usize = 128;
+/// How long a connection told to go away (idle, or flooding) may take to
+/// end once it has no stream.
+const GOODBYE: Duration = Duration::from_secs(1);
+
+/// What a connection's streams share with it.
+pub(super) struct Shared {
+    /// The client's address.
+    pub(super) client: SocketAddr,
+    /// The scheme it speaks.
+    pub(super) scheme: Scheme,
+    /// What its TLS negotiated, if TLS.
+    pub(super) tls: Option<TlsInfo>,
+    /// Longest wait for the client's window to open.
+    pub(super) send_timeout: Duration,
+    /// Streams open.
+    open: Cell<usize>,
+    /// When the last stream ended (or the connection began).
+    idle_since: Cell<Instant>,
+    /// When a stream last found the client's window open.
+    progress: Cell<Instant>,
+    /// Set when every stream waited `send_timeout` for the window.
+    stalled: Cell<bool>,
+    /// Wakes the connection's task when `open` or `stalled` changes.
+    changed: Notify,
+}
+
+/// Counts one open stream until dropped.
+pub(super) struct OpenStream(Rc<Shared>);
+
+impl Drop for OpenStream {
+    fn drop(&mut self) {
+        let shared = &self.0;
+        shared.open.set(shared.open.get().saturating_sub(1));
+        if shared.open.get() == 0 {
+            shared.idle_since.set(Instant::now());
+            shared.changed.notify_one();
+        }
+    }
+}
+
+impl Shared {
+    fn stream_opened(self: &Rc<Self>) -> OpenStream {
+        self.open.set(self.open.get() + 1);
+        OpenStream(self.clone())
+    }
+
+    /// Waits for the client's window to let out some of `wanted` bytes on
+    /// `send`, at most `limit`; how many it may send.
+    pub(super) async fn window(
+        &self,
+        io: &RefCell<Responder>,
+        wanted: usize,
+        limit: Duration,
+    ) -> Result<usize, ClientError> {
+        match stream::window(io, wanted, limit).await {
+            Ok(n) => {
+                self.progress.set(Instant::now());
+                Ok(n)
+            }
+            Err(ClientError::WriteTimeout) => {
+                // No stream of this connection got to send for as long: the
+                // client holds the whole connection, not one stream.
+                if self.progress.get().elapsed() >= self.send_timeout {
+                    self.stalled.set(true);
+                    self.changed.notify_one();
+                }
+                Err(ClientError::WriteTimeout)
+            }
+            Err(e) => Err(e),
+        }
+    }
+}
+
+/// A stream the client opened: its request and where its response goes.
+type Opened = (
+    http::Request<h2::RecvStream>,
+    h2::server::SendResponse<Bytes>,
+);
+
+/// What woke the connection's task.
+enum Event {
+    Accepted(Option<Result<Box<Opened>, h2::Error>>),
+    Flood,
+    Changed,
+    Stop,
+    Idle,
+    GiveUp,
+}
+
+/// Serves an HTTP/2 connection from `client` over `io` (TLS already
+/// removed, or plain with the preface still to read).
+pub(crate) async fn serve<T>(
+    snapshot: Rc<Snapshot>,
+    io: T,
+    client: SocketAddr,
+    scheme: Scheme,
+    tls: Option<TlsInfo>,
+    active: ActiveConnection,
+) where
+    T: AsyncRead + AsyncWrite + Unpin + 'static,
+{
+    let _active = active;
+    let flood = Rc::new(Flood::default());
+    let limits = &snapshot.config.http2;
+    let handshake = builder(limits).handshake::<_, Bytes>(Metered::new(io, flood.clone()));
+    let deadline = Instant::now() + snapshot.config.http.client_header_timeout;
+    let Ok(Ok(mut conn)) = timeout_at(deadline, handshake).await else {
+        return;
+    };
+    let stats = snapshot.stats().clone();
+    stats.http2_connection(true);
+    let now = Instant::now();
+    let shared = Rc::new(Shared {
+        client,
+        scheme,
+        tls,
+        send_timeout: snapshot.config.http.send_timeout,
+        open: Cell::new(0),
+        idle_since: Cell::new(now),
+        progress: Cell::new(now),
+        stalled: Cell::new(false),
+        changed: Notify::new(),
+    });
+    let idle_timeout = limits.idle_timeout;
+    // Set once a GOAWAY was sent: prefork's reason is counted once.
+    let mut going_away = false;
+    let mut draining = false;
+    // Once told to go away for misbehaving, the connection ends by then.
+    let mut drop_at: Option<Instant> = None;
+    loop {
+        let streams = shared.open.get();
+        let idle_at = (streams == 0).then(|| shared.idle_since.get() + idle_timeout);
+        // A client that does not answer the drain's PING keeps a connection
+        // without streams no longer than this.
+        let give_up_at = match (drop_at, draining && streams == 0) {
+            (Some(at), _) => Some(at),
+            (None, true) => Some(shared.idle_since.get().max(now) + GOODBYE),
+            (None, false) => None,
+        };
+        let far = Instant::now() + Duration::from_secs(86_400);
+        let event = tokio::select! {
+            biased;
+            accepted = conn.accept() => Event::Accepted(accepted.map(|a| a.map(Box::new))),
+            () = poll_fn(|cx| flood.poll_found(cx)), if !going_away => Event::Flood,
+            () = shared.changed.notified() => Event::Changed,
+            () = snapshot.on_change(|| snapshot.stopping()), if !draining => Event::Stop,
+            () = sleep_until(idle_at.unwrap_or(far)), if idle_at.is_some() && !draining => Event::Idle,
+            () = sleep_until(give_up_at.unwrap_or(far)), if give_up_at.is_some() => Event::GiveUp,
+        };
+        match event {
+            Event::Accepted(Some(Ok(opened))) => {
+                let (req, respond) = *opened;
+                let open = shared.stream_opened();
+                let task = stream::serve(snapshot.latest(), shared.clone(), open, req, respond);
+                tokio::task::spawn_local(Box::pin(task));
+            }
+            Event::Accepted(Some(Err(e))) => {
+                if e.is_go_away() && !e.is_remote() && !going_away {
+                    stats.http2_goaway(reason_index(e.reason()));
+                }
+                break;
+            }
+            Event::Accepted(None) | Event::GiveUp => break,
+            Event::Flood => {
+                conn.abrupt_shutdown(Reason::ENHANCE_YOUR_CALM);
+                stats.http2_goaway(reason_index(Some(Reason::ENHANCE_YOUR_CALM)));
+                going_away = true;
+                drop_at = Some(Instant::now() + GOODBYE);
+            }
+            Event::Changed => {
+                if shared.stalled.get() && !going_away {
+                    conn.abrupt_shutdown(Reason::ENHANCE_YOUR_CALM);
+                    stats.http2_goaway(reason_index(Some(Reason::ENHANCE_YOUR_CALM)));
+                    going_away = true;
+                    drop_at = Some(Instant::now() + GOODBYE);
+                }
+            }
+            Event::Stop | Event::Idle => {
+                if !going_away {
+                    conn.graceful_shutdown();
+                    stats.http2_goaway(reason_index(Some(Reason::NO_ERROR)));
+                    going_away = true;
+                }
+                draining = true;
+            }
+        }
+    }
+    stats.http2_connection(false);
+}
+
+/// `h2`'s server with every limit it has set: none is left to a default
+/// that may change.
+fn builder(limits: &Http2Limits) -> h2::server::Builder {
+    let mut b = h2::server::Builder::new();
+    b.max_concurrent_streams(limits.max_concurrent_streams)
+        .max_header_list_size(limits.max_header_list_size)
+        .initial_window_size(limits.initial_window_size)
+        .initial_connection_window_size(limits.initial_connection_window_size)
+        .max_frame_size(16_384)
+        .header_table_size(4096)
+        .max_send_buffer_size(SEND_BUFFER)
+        .max_concurrent_reset_streams(RESET_STREAMS)
+        .reset_stream_duration(RESET_MEMORY)
+        .max_pending_accept_reset_streams(PENDING_ACCEPT_RESETS)
+        .max_local_error_reset_streams(Some(LOCAL_ERROR_RESETS))
+        .data_frame_budget(limits.initial_connection_window_size as usize / 2);
+    b
+}
+
+/// Where `reason` is counted in
+/// [`prefork_shared::stats::GOAWAY_REASONS`].
+fn reason_index(reason: Option<Reason>) -> usize {
+    match reason {
+        Some(Reason::NO_ERROR) => 0,
+        Some(Reason::PROTOCOL_ERROR) => 1,
+        Some(Reason::FLOW_CONTROL_ERROR) => 2,
+        Some(Reason::FRAME_SIZE_ERROR) => 3,
+        Some(Reason::COMPRESSION_ERROR) => 4,
+        Some(Reason::ENHANCE_YOUR_CALM) => 5,
+        _ => 6,
+    }
+}
