@@ -35,6 +35,7 @@ import os
 import re
 import shlex
 import shutil
+import signal
 import ssl
 import statistics
 import subprocess
@@ -197,6 +198,8 @@ def main():
     args = parse_args()
     if shutil.which("h2load") is None:
         sys.exit(H2LOAD_MISSING)
+    # Stopped (say by timeout), it still stops the proxies it started.
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit("h2.py: stopped by SIGTERM"))
     cells = select_cells(args.cells, CELLS)
     workdir = make_workdir("prefork-h2-")
     files, ca = make_certificates(workdir)
