@@ -17,6 +17,8 @@ median and the highest.
 Modes:
   keepalive  4 connections, N/4 `GET /` on each (taken in turn)
   close      N connections, one `GET /` with `Connection: close` on each
+  h2         one h2c connection (prior knowledge), N `GET /` streams one
+             after another (h2load -c1 -m1; needs nghttp2-client)
 
 Requests are sent one at a time, so the counts repeat from run to run.
 
@@ -118,8 +120,20 @@ def drive(mode, port, total):
     the same sequence of events for every request (concurrent clients
     would let it batch a varying number of events per wake-up, which makes
     the counts vary from run to run)."""
+    if mode == "h2":
+        h2_client(port, total)
+        return
     client = keepalive_client if mode == "keepalive" else close_client
     client(port, total)
+
+
+def h2_client(port, total):
+    """`total` streams on one h2c connection, one at a time."""
+    out = subprocess.run(["h2load", "-n", str(total), "-c", "1", "-m", "1", "-t", "1",
+                          f"http://127.0.0.1:{port}/"],
+                         capture_output=True, text=True, timeout=IO_TIMEOUT_S * 20, check=True)
+    if f"{total} succeeded" not in out.stdout:
+        raise RuntimeError(f"h2load: not every stream succeeded:\n{out.stdout}")
 
 
 def wait_answers(port, proc):
@@ -154,8 +168,10 @@ def write_config(workdir, port, origin_port):
     cfg = workdir / "prefork.toml"
     # Root workers (when run as root): valgrind writes each worker's profile
     # into the output directory from the worker itself.
-    cfg.write_text(prefork_toml(workdir, "prefork", port, origin_port, 1,
-                                settings='user = "root"' if os.geteuid() == 0 else ""))
+    text = prefork_toml(workdir, "prefork", port, origin_port, 1,
+                        settings='user = "root"' if os.geteuid() == 0 else "")
+    # The listener's last key: h2c by its preface besides HTTP/1.1.
+    cfg.write_text(text.replace("[upstreams.o]", "http2 = true\n[upstreams.o]", 1))
     return cfg
 
 
@@ -209,7 +225,7 @@ def measure(mode, requests, outdir, origin_port):
 def main():
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--modes", default="close,keepalive",
-                    help="comma-separated: close, keepalive (default both)")
+                    help="comma-separated: close, keepalive, h2 (default close,keepalive)")
     ap.add_argument("--n1", type=int, default=2000, help="requests in the smaller run")
     ap.add_argument("--n2", type=int, default=6000, help="requests in the larger run")
     ap.add_argument("--repeat", type=int, default=3, help="pairs of runs per mode")
@@ -220,13 +236,15 @@ def main():
         ap.error("--n2 must be larger than --n1")
     modes = [m for m in args.modes.split(",") if m]
     for m in modes:
-        if m not in ("close", "keepalive"):
+        if m not in ("close", "keepalive", "h2"):
             ap.error(f"unknown mode {m}")
     for binary in ("prefork", "origin"):
         if not (RELEASE / binary).exists():
             sys.exit(f"{RELEASE / binary} missing: cargo build --release --bin prefork --bin origin")
     if shutil.which("valgrind") is None:
         sys.exit("valgrind missing (apt-get install valgrind)")
+    if "h2" in modes and shutil.which("h2load") is None:
+        sys.exit("h2load missing (apt-get install nghttp2-client)")
 
     keep = Path(args.out or tempfile.mkdtemp(prefix="prefork-callgrind-"))
     keep.mkdir(parents=True, exist_ok=True)

@@ -6,6 +6,7 @@ use crate::metrics::{Observed, ReloadOutcome};
 use crate::supervisor::{Slot, WorkerView};
 use prefork_shared::config;
 use prefork_shared::exit;
+use prefork_shared::stats::GOAWAY_REASONS;
 use prefork_shared::tls::Certificate;
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
@@ -40,6 +41,20 @@ pub struct StatusReport {
     /// The certificates in use, in config order (their keys never appear).
     #[serde(default)]
     pub certificates: Vec<CertificateRow>,
+    /// Client HTTP/2 over every worker, if any client spoke it.
+    #[serde(default)]
+    pub http2: Option<Http2Row>,
+}
+
+/// Client HTTP/2, over every worker.
+#[derive(Debug, Serialize, Deserialize)]
+pub struct Http2Row {
+    /// Connections that spoke HTTP/2 (live workers' counts).
+    pub connections: u64,
+    /// Streams they opened.
+    pub streams: u64,
+    /// GOAWAY frames sent, by error code, those sent at least once.
+    pub goaways: BTreeMap<String, u64>,
 }
 
 /// One certificate in use.
@@ -84,6 +99,9 @@ pub struct WorkerRow {
     /// Of those, idle ones parked outside a task.
     #[serde(default)]
     pub parked_connections: u64,
+    /// Of those, HTTP/2 connections.
+    #[serde(default)]
+    pub http2_connections: u64,
     /// Requests served.
     pub requests: u64,
     /// Requests per second over the last 10 s.
@@ -156,6 +174,7 @@ pub fn build(m: &MasterState<'_>, observed: &Observed, now: Instant) -> StatusRe
                 restarts: m.restarts.get(&w.slot).copied().unwrap_or(0),
                 active_connections: latest.map_or(0, |s| s.active_connections),
                 parked_connections: latest.map_or(0, |s| s.parked_connections),
+                http2_connections: latest.map_or(0, |s| s.http2.open),
                 requests: latest.map_or(0, |s| s.requests()),
                 requests_per_s: recent.rate,
                 p50_ms: millis(recent.p50),
@@ -163,8 +182,18 @@ pub fn build(m: &MasterState<'_>, observed: &Observed, now: Instant) -> StatusRe
             }
         })
         .collect();
-    let upstreams = observed
-        .total()
+    let total = observed.total();
+    let http2 = (total.http2.connections > 0).then(|| Http2Row {
+        connections: total.http2.connections,
+        streams: total.http2.streams,
+        goaways: GOAWAY_REASONS
+            .iter()
+            .zip(total.http2.goaways)
+            .filter(|(_, n)| *n > 0)
+            .map(|(reason, n)| ((*reason).to_owned(), n))
+            .collect(),
+    });
+    let upstreams = total
         .servers
         .into_iter()
         .map(|s| ServerRow {
@@ -204,6 +233,7 @@ pub fn build(m: &MasterState<'_>, observed: &Observed, now: Instant) -> StatusRe
                 not_after_unix: c.not_after,
             })
             .collect(),
+        http2,
     }
 }
 
@@ -255,7 +285,7 @@ pub fn render(r: &StatusReport) -> String {
     }
     let _ = writeln!(
         out,
-        "\n{:>4} {:>8} {:>4} {:<9} {:>7} {:>8} {:>6} {:>6} {:>10} {:>8} {:>8} {:>8}",
+        "\n{:>4} {:>8} {:>4} {:<9} {:>7} {:>8} {:>6} {:>6} {:>6} {:>10} {:>8} {:>8} {:>8}",
         "SLOT",
         "PID",
         "GEN",
@@ -264,6 +294,7 @@ pub fn render(r: &StatusReport) -> String {
         "RESTARTS",
         "CONNS",
         "PARKED",
+        "HTTP/2",
         "REQUESTS",
         "REQ/S",
         "P50(ms)",
@@ -272,7 +303,7 @@ pub fn render(r: &StatusReport) -> String {
     for w in &r.workers {
         let _ = writeln!(
             out,
-            "{:>4} {:>8} {:>4} {:<9} {:>7} {:>8} {:>6} {:>6} {:>10} {:>8} {:>8} {:>8}",
+            "{:>4} {:>8} {:>4} {:<9} {:>7} {:>8} {:>6} {:>6} {:>6} {:>10} {:>8} {:>8} {:>8}",
             w.slot,
             w.pid,
             w.generation,
@@ -281,10 +312,25 @@ pub fn render(r: &StatusReport) -> String {
             w.restarts,
             w.active_connections,
             w.parked_connections,
+            w.http2_connections,
             w.requests,
             opt(w.requests_per_s, 1),
             opt(w.p50_ms, 2),
             opt(w.p99_ms, 2)
+        );
+    }
+    if let Some(h2) = &r.http2 {
+        let goaways: Vec<String> = h2.goaways.iter().map(|(k, n)| format!("{k} {n}")).collect();
+        let _ = writeln!(
+            out,
+            "\nHTTP/2: {} connections, {} streams; GOAWAY sent: {}",
+            h2.connections,
+            h2.streams,
+            if goaways.is_empty() {
+                "none".to_owned()
+            } else {
+                goaways.join(", ")
+            }
         );
     }
     if !r.upstreams.is_empty() {
@@ -418,6 +464,7 @@ mod tests {
                 restarts: 1,
                 active_connections: 4,
                 parked_connections: 3,
+                http2_connections: 2,
                 requests: 1000,
                 requests_per_s: Some(99.5),
                 p50_ms: Some(0.5),
@@ -437,6 +484,15 @@ mod tests {
                 names: vec!["a.test".into(), "*.a.test".into()],
                 not_after_unix: i64::MAX / 2,
             }],
+            http2: Some(Http2Row {
+                connections: 9,
+                streams: 120,
+                goaways: [
+                    ("ENHANCE_YOUR_CALM".to_owned(), 1),
+                    ("NO_ERROR".to_owned(), 7),
+                ]
+                .into(),
+            }),
         };
         let table = render(&report);
         assert!(
@@ -447,7 +503,13 @@ mod tests {
         let cols: Vec<&str> = row.split_whitespace().collect();
         assert_eq!(
             cols,
-            ["0", "42", "2", "ready", "3s", "1", "4", "3", "1000", "99.5", "0.50", "-"]
+            ["0", "42", "2", "ready", "3s", "1", "4", "3", "2", "1000", "99.5", "0.50", "-"]
+        );
+        assert!(
+            table.contains(
+                "HTTP/2: 9 connections, 120 streams; GOAWAY sent: ENHANCE_YOUR_CALM 1, NO_ERROR 7"
+            ),
+            "{table}"
         );
         assert!(table.contains("connection refused"), "{table}");
         assert!(table.contains("a.test,*.a.test"), "{table}");

@@ -117,6 +117,12 @@ impl Setup {
         self
     }
 
+    /// Lets the harness's listener take HTTP/2 too (h2c by its preface).
+    pub fn http2(mut self) -> Setup {
+        self.listen.push_str("http2 = true\n");
+        self
+    }
+
     /// Sets the tables: upstreams and routes.
     pub fn body(mut self, toml: &str) -> Setup {
         self.body = toml.to_owned();

@@ -4,7 +4,8 @@
 //! (`prefork-testkit`, shared with the black-box tests) read as those tests
 //! want it.
 
-use crate::downstream::accept::{Listener, Protocols};
+use crate::downstream::accept::Listener;
+use crate::downstream::protocols::Protocols;
 use crate::observe::access_log::AccessLogs;
 use crate::process::serve::serve;
 use crate::state::load_share::LoadShare;

@@ -18,9 +18,19 @@ pub struct Response {
     pub status: u16,
     pub headers: Vec<(String, String)>,
     pub body: Vec<u8>,
+    /// The trailer fields of a chunked body, as received.
+    pub trailers: Vec<(String, String)>,
 }
 
 impl Response {
+    /// The first value of trailer field `name` (case-insensitive).
+    pub fn trailer(&self, name: &str) -> Option<&str> {
+        self.trailers
+            .iter()
+            .find(|(n, _)| n.eq_ignore_ascii_case(name))
+            .map(|(_, v)| v.as_str())
+    }
+
     /// The first value of header `name` (case-insensitive).
     pub fn header(&self, name: &str) -> Option<&str> {
         self.headers
@@ -191,12 +201,13 @@ impl Conn {
                 .find(|(n, _)| n.eq_ignore_ascii_case(name))
                 .map(|(_, v)| v.trim().to_owned())
         };
+        let mut trailers = Vec::new();
         let body = if head || status == 204 || status == 304 || (!skip_interim && status < 200) {
             Vec::new()
         } else if find("transfer-encoding")
             .is_some_and(|v| v.to_ascii_lowercase().contains("chunked"))
         {
-            self.read_chunked()?
+            self.read_chunked(&mut trailers)?
         } else if let Some(len) = find("content-length") {
             let len: usize = len.parse().map_err(|_| {
                 io::Error::new(
@@ -214,6 +225,7 @@ impl Conn {
             status,
             headers,
             body,
+            trailers,
         })
     }
 
@@ -294,7 +306,7 @@ impl Conn {
     /// chunked, decoded) into `request.body`.
     pub fn read_request_body(&mut self, request: &mut Request) -> io::Result<()> {
         if request.chunked {
-            request.body = self.read_chunked()?;
+            request.body = self.read_chunked(&mut Vec::new())?;
         } else if let Some(len) = request.header("content-length") {
             let len: usize = len.trim().parse().map_err(|_| {
                 io::Error::new(
@@ -431,7 +443,8 @@ impl Conn {
         }
     }
 
-    fn read_chunked(&mut self) -> io::Result<Vec<u8>> {
+    /// Reads a chunked body; its trailer fields go into `trailers`.
+    fn read_chunked(&mut self, trailers: &mut Vec<(String, String)>) -> io::Result<Vec<u8>> {
         let mut body = Vec::new();
         loop {
             let line = self.read_line()?;
@@ -444,8 +457,14 @@ impl Conn {
             })?;
             if size == 0 {
                 // Trailers, up to the empty line.
-                while !self.read_line()?.is_empty() {}
-                return Ok(body);
+                loop {
+                    let line = self.read_line()?;
+                    if line.is_empty() {
+                        return Ok(body);
+                    }
+                    let (name, value) = line.split_once(':').unwrap_or((&line, ""));
+                    trailers.push((name.to_owned(), value.trim().to_owned()));
+                }
             }
             body.extend(self.read_exact_body(size)?);
             let end = self.read_line()?;

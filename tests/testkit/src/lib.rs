@@ -8,12 +8,21 @@
 //!   WebSocket echo;
 //! - [`tls_origin`]: a test CA (rcgen) and an HTTP/1.1 origin over TLS
 //!   that counts its connections;
+//! - [`h2_origin`]: an HTTP/2 (h2c) origin shaped like a gRPC server,
+//!   echoing requests with trailers, counting connections and streams;
+//! - [`h2frames`]: a raw HTTP/2 client writing exactly the frames a test
+//!   builds (hand-encoded HPACK) and reading typed frames back, for floods
+//!   and other misbehaviour;
 //! - [`handler`]: an origin running a test's own code on each connection,
 //!   and one echoing each request back;
 //! - [`resumption`]: a TLS client that keeps its sessions and says whether
 //!   each connection resumed one;
+//! - [`h2_client`]: a blocking HTTP/2 client (h2c or TLS with ALPN);
 //! - [`wait_until`] and [`wait_for`]: waiting on a condition with a deadline.
 
+pub mod h2_client;
+pub mod h2_origin;
+pub mod h2frames;
 pub mod handler;
 pub mod http;
 pub mod origins;

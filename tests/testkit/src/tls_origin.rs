@@ -25,6 +25,10 @@ pub struct Leaf {
     pub cert: CertificateDer<'static>,
     /// Its PKCS#8 key (DER).
     pub key: Vec<u8>,
+    /// The certificate and the key, PEM-encoded (what `[[certificates]]`
+    /// names).
+    pub cert_pem: String,
+    pub key_pem: String,
 }
 
 impl TestCa {
@@ -45,6 +49,11 @@ impl TestCa {
         self.issuer.pem()
     }
 
+    /// The CA's certificate (DER), for a client's roots.
+    pub fn der(&self) -> CertificateDer<'static> {
+        self.issuer.der().clone()
+    }
+
     /// A leaf for `names` (DNS names or IP addresses), signed by this CA.
     pub fn leaf(&self, names: &[&str]) -> Leaf {
         let names: Vec<String> = names.iter().map(|n| n.to_string()).collect();
@@ -54,6 +63,8 @@ impl TestCa {
         Leaf {
             cert: cert.der().clone(),
             key: key.serialize_der(),
+            cert_pem: cert.pem(),
+            key_pem: key.serialize_pem(),
         }
     }
 }

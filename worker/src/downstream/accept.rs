@@ -3,11 +3,10 @@
 use crate::downstream::h1::{Connection, Idle};
 use crate::downstream::limit;
 use crate::downstream::park::ParkingLot;
-use crate::downstream::{h2, proxy_protocol, tls};
-use crate::http::Scheme;
+use crate::downstream::protocols::{plain_then_serve, Protocols};
+use crate::downstream::{proxy_protocol, tls};
 use crate::io::client_socket::ClientSocket;
 use crate::state::load_share::{HoldBack, ACCEPT_DEFER};
-use crate::state::ActiveConnection;
 use crate::state::Snapshot;
 use crate::stop::Stop;
 use socket2::{SockAddr, SockRef, Socket};
@@ -16,7 +15,6 @@ use std::net::SocketAddr;
 use std::rc::Rc;
 use tokio::io::unix::AsyncFd;
 use tokio::io::Interest;
-use tokio::time::{timeout_at, Instant};
 
 /// A listening socket, and whether other workers accept on it too (one
 /// shared socket, not this slot's own `reuseport` one). It is watched for
@@ -27,18 +25,6 @@ pub(crate) struct Listener {
     shared: bool,
     /// What its clients send first.
     protocols: Protocols,
-}
-
-/// What a listener's clients send before HTTP/1.1.
-#[derive(Debug, Clone, Copy, Default)]
-pub(crate) struct Protocols {
-    /// A PROXY protocol header from the load balancer in front, first.
-    pub(crate) proxy_protocol: bool,
-    /// Then a TLS handshake.
-    pub(crate) tls: bool,
-    /// HTTP/2 as well as HTTP/1.1: by ALPN over TLS, by its preface
-    /// without.
-    pub(crate) http2: bool,
 }
 
 impl Listener {
@@ -275,27 +261,6 @@ fn serve(
     // task's future by value a few times while spawning and finishing it;
     // moving a pointer instead saves more than the allocation costs.
     tokio::task::spawn_local(Box::pin(conn.run()));
-}
-
-/// Serves a plain connection of an `http2` listener: HTTP/2 if the client
-/// starts with its preface, else HTTP/1.1.
-pub(crate) async fn plain_then_serve(
-    snapshot: Rc<Snapshot>,
-    socket: ClientSocket,
-    peer: SocketAddr,
-    active: ActiveConnection,
-    lot: Option<Rc<ParkingLot<Idle>>>,
-) {
-    let deadline = Instant::now() + snapshot.config.http.client_header_timeout;
-    match timeout_at(deadline, h2::preface::sent(&socket)).await {
-        Ok(Ok(true)) => h2::serve(snapshot, socket, peer, Scheme::Http, None, active).await,
-        Ok(Ok(false)) => {
-            let conn = Connection::new(snapshot, socket, peer, active, lot);
-            Box::pin(conn.run()).await;
-        }
-        // Closed, failed or silent before a first byte: nothing to answer.
-        Ok(Err(_)) | Err(_) => {}
-    }
 }
 
 /// Accepts, without waiting, every connection in the listener's queue (it

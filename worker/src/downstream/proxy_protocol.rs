@@ -7,9 +7,9 @@
 //! header is closed without a response, counted by reason; the error log
 //! gets at most one line a second about them.
 
-use crate::downstream::accept::{plain_then_serve, Protocols};
 use crate::downstream::h1::{Connection, Idle};
 use crate::downstream::park::ParkingLot;
+use crate::downstream::protocols::{plain_then_serve, Protocols};
 use crate::downstream::tls;
 use crate::http::proxy_protocol::{self, ProxyHeaderError};
 use crate::io::client_socket::ClientSocket;

@@ -12,6 +12,21 @@ const MAX_LINE: usize = 4096;
 /// Most trailer bytes accepted after the last chunk.
 const MAX_TRAILERS: usize = 16 * 1024;
 
+/// Most fields a kept trailer section may hold.
+pub(crate) const MAX_TRAILER_FIELDS: usize = 64;
+
+/// The fields of a trailer section kept by a decoder (see
+/// [`ChunkedDecoder::trailers`]), parsed into `slots`.
+pub(crate) fn parse_trailers<'s, 'b>(
+    section: &'b [u8],
+    slots: &'s mut [httparse::Header<'b>],
+) -> Result<&'s [httparse::Header<'b>], ChunkError> {
+    match httparse::parse_headers(section, slots) {
+        Ok(httparse::Status::Complete((_, fields))) => Ok(fields),
+        _ => Err(ChunkError::InvalidTrailer),
+    }
+}
+
 /// Why a chunked body was refused.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
 pub(crate) enum ChunkError {
@@ -83,6 +98,10 @@ pub(crate) struct ChunkedDecoder {
     data: u64,
     /// Most chunk data accepted; 0 means no limit.
     limit: u64,
+    /// The trailer section's bytes, when kept (see
+    /// [`ChunkedDecoder::keeping_trailers`]): its field lines and the empty
+    /// line that ends it.
+    kept: Option<Vec<u8>>,
 }
 
 impl Default for ChunkedDecoder {
@@ -110,7 +129,22 @@ impl ChunkedDecoder {
             trailers: 0,
             data: 0,
             limit,
+            kept: None,
         }
+    }
+
+    /// The decoder, keeping the trailer section for
+    /// [`ChunkedDecoder::trailers`] (for a receiver that passes trailers on
+    /// as fields rather than as chunked bytes).
+    pub(crate) fn keeping_trailers(mut self) -> Self {
+        self.kept = Some(Vec::new());
+        self
+    }
+
+    /// The trailer section decoded so far (field lines, then the empty line
+    /// once the body is done), if kept; at most 16 KiB.
+    pub(crate) fn trailers(&self) -> Option<&[u8]> {
+        self.kept.as_deref()
     }
 
     /// Whether the whole body, trailers included, has been decoded.
@@ -167,6 +201,18 @@ impl ChunkedDecoder {
 
     /// Advances the framing state machine by one byte (never in `Data`).
     fn step(&mut self, b: u8) -> Result<(), ChunkError> {
+        if let Some(kept) = &mut self.kept {
+            if matches!(
+                self.state,
+                State::TrailerStart
+                    | State::TrailerName
+                    | State::TrailerValue
+                    | State::TrailerLf
+                    | State::EndLf
+            ) {
+                kept.push(b);
+            }
+        }
         self.state = match self.state {
             State::Size { size, digits } => {
                 self.count_line()?;
@@ -404,6 +450,35 @@ mod tests {
             d.consume(b"ffffffffffffffff\r\n"),
             Err(ChunkError::TooLarge)
         );
+    }
+
+    #[test]
+    fn keeps_the_trailer_section_when_asked() {
+        for at in 0..=BODY.len() {
+            let mut d = ChunkedDecoder::default().keeping_trailers();
+            assert_eq!(d.consume(&BODY[..at]).unwrap(), at.min(BODY.len() - 4));
+            if at < BODY.len() - 4 {
+                d.consume(&BODY[at..]).unwrap();
+            }
+            assert!(d.is_done());
+            assert_eq!(
+                d.trailers(),
+                Some(&b"X-Sum: 1\r\nEtag:\t\"x\"\r\n\r\n"[..]),
+                "split at {at}"
+            );
+        }
+        let mut d = ChunkedDecoder::default().keeping_trailers();
+        d.consume(BODY).unwrap();
+        let mut slots = [httparse::EMPTY_HEADER; MAX_TRAILER_FIELDS];
+        let fields = parse_trailers(d.trailers().unwrap(), &mut slots).unwrap();
+        let fields: Vec<(&str, &[u8])> = fields.iter().map(|f| (f.name, f.value)).collect();
+        assert_eq!(fields, [("X-Sum", &b"1"[..]), ("Etag", &b"\"x\""[..])]);
+        let mut d = ChunkedDecoder::default();
+        d.consume(BODY).unwrap();
+        assert_eq!(d.trailers(), None, "not kept unless asked");
+        let mut d = ChunkedDecoder::default().keeping_trailers();
+        d.consume(b"0\r\n\r\n").unwrap();
+        assert_eq!(d.trailers(), Some(&b"\r\n"[..]));
     }
 
     #[test]

@@ -351,6 +351,25 @@ pub(crate) fn finish_head(
     out.extend_from_slice(b"\r\n");
 }
 
+/// Fields never passed on in a trailer section: framing, routing and
+/// connection control cannot come after the body (RFC 9110 §6.5.1).
+const NOT_TRAILERS: [&[u8]; 4] = [b"content-length", b"host", b"trailer", b"expect"];
+
+/// Writes into `out` (cleared first) the end of a chunked body: the last
+/// chunk and the trailer section made of `fields`, less those that may not
+/// be trailers.
+pub(crate) fn last_chunk(out: &mut Vec<u8>, fields: &[httparse::Header<'_>]) {
+    out.clear();
+    out.extend_from_slice(b"0\r\n");
+    for f in fields {
+        let name = f.name.as_bytes();
+        if !(is_hop_by_hop(name) || NOT_TRAILERS.iter().any(|n| name.eq_ignore_ascii_case(n))) {
+            write_field(out, name, f.value);
+        }
+    }
+    out.extend_from_slice(b"\r\n");
+}
+
 /// Writes into `out` (cleared first) the head of a response prefork answers
 /// by itself, with a body of `body_len` bytes and, for a redirect, a
 /// `Location`.
@@ -579,6 +598,34 @@ mod tests {
             forwarded(false),
             "HTTP/1.1 200 Fine\r\nServer: o\r\nDate: d\r\nSet-Cookie: a=b\r\nConnection: close\r\n\r\n"
         );
+    }
+
+    /// A body's end carries its trailers, less the fields no trailer may be.
+    #[test]
+    fn the_last_chunk_carries_the_trailers_allowed() {
+        let mut out = Vec::new();
+        last_chunk(&mut out, &[]);
+        assert_eq!(out, b"0\r\n\r\n");
+        let fields = [
+            httparse::Header {
+                name: "grpc-status",
+                value: b"0",
+            },
+            httparse::Header {
+                name: "Content-Length",
+                value: b"3",
+            },
+            httparse::Header {
+                name: "Transfer-Encoding",
+                value: b"chunked",
+            },
+            httparse::Header {
+                name: "grpc-message",
+                value: b"ok",
+            },
+        ];
+        last_chunk(&mut out, &fields);
+        assert_eq!(out, b"0\r\ngrpc-status: 0\r\ngrpc-message: ok\r\n\r\n");
     }
 
     /// RFC 9110 §6.6.1: a recipient with a clock forwarding a response

@@ -5,7 +5,8 @@
 #[cfg(debug_assertions)]
 use super::test_hooks;
 use super::{control, heartbeat, inherit, reload, report, serve};
-use crate::downstream::accept::{Listener, Protocols};
+use crate::downstream::accept::Listener;
+use crate::downstream::protocols::Protocols;
 use crate::observe::access_log;
 use crate::state::{tickets, Snapshot};
 use crate::stop::Stop;

@@ -177,6 +177,22 @@ pub(crate) trait ResponseSink {
     /// bytes sent.
     async fn send(&mut self, body: &[u8], last: bool, limit: Duration) -> Result<u64, ClientError>;
 
+    /// Ends a body of no announced length (chunked from an HTTP/1.1
+    /// upstream whose framing the sink does not keep, or data from an
+    /// HTTP/2 upstream) with its trailer section, `fields` (often empty);
+    /// also called for trailers that follow a body of known length. Returns
+    /// the bytes sent. By default they are dropped: a client that cannot
+    /// take trailers (an HTTP/1.0 one, a body of known length) is never
+    /// told of them.
+    async fn send_trailers(
+        &mut self,
+        fields: &[httparse::Header<'_>],
+        limit: Duration,
+    ) -> Result<u64, ClientError> {
+        let _ = (fields, limit);
+        Ok(0)
+    }
+
     /// The response is over: `whole` when all of it was sent, else it was
     /// cut short, the client perhaps holding part of it (an HTTP/1.1
     /// connection then closes; an HTTP/2 stream is reset).

@@ -89,6 +89,13 @@ impl ExchangeError {
         self.no_response
     }
 
+    /// Whether the server said it did not process the request (an HTTP/2
+    /// stream refused or gone away before it): it may be sent again, once,
+    /// whatever its method.
+    pub(crate) fn unprocessed(&self) -> bool {
+        matches!(&self.error, PumpError::Upstream(e) if e.unprocessed())
+    }
+
     /// Whether the failure counts against the server's health: it did not
     /// answer properly before the response head (a body error does not
     /// count, nor does a client's).

@@ -29,7 +29,7 @@ use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::time::{Instant, Sleep};
 
 /// Far enough away to mean "not armed yet" for a timer.
-const NOT_ARMED: Duration = Duration::from_secs(365 * 24 * 3600);
+pub(super) const NOT_ARMED: Duration = Duration::from_secs(365 * 24 * 3600);
 
 /// One request/response exchange on `up` to server `addr`, counted in
 /// `counted`; `deadline` times the wait for the response head. Returns
@@ -147,7 +147,13 @@ pub(super) fn exchange<'a, 'r, D: Downstream>(
             Framing::Length(n) => up.buf.len() as u64 >= n,
             Framing::Chunked | Framing::Close => false,
         };
-        let mut body = BodyCursor::new(meta.framing);
+        let mut body = match BodyCursor::new(meta.framing) {
+            // A decoded body's trailers go to the sink as fields.
+            BodyCursor::Chunked(decoder) if plan.decode => {
+                BodyCursor::Chunked(decoder.keeping_trailers())
+            }
+            body => body,
+        };
         let result = relay_body(
             &mut up_rd,
             &mut up.buf,
@@ -195,7 +201,7 @@ pub(super) fn exchange<'a, 'r, D: Downstream>(
 }
 
 /// The time limits of an exchange with a server of `group`.
-fn timeouts(snapshot: &Snapshot, group: &Group) -> Timeouts {
+pub(super) fn timeouts(snapshot: &Snapshot, group: &Group) -> Timeouts {
     let http = &snapshot.config.http;
     Timeouts {
         client_read: http.client_body_timeout,
@@ -329,7 +335,9 @@ where
 
 /// How the request body's stream ended, for `sent`; a client's failure
 /// ends the exchange.
-fn pumped(result: Result<(), PumpError>) -> Result<Result<(), UpstreamError>, ExchangeError> {
+pub(super) fn pumped(
+    result: Result<(), PumpError>,
+) -> Result<Result<(), UpstreamError>, ExchangeError> {
     match result {
         Ok(()) => Ok(Ok(())),
         Err(PumpError::Client(e)) => Err(ExchangeError::client(e)),

@@ -6,12 +6,14 @@ use super::answer_error;
 use super::downstream::{Done, Downstream};
 use super::error::{ExchangeError, PumpError};
 use super::exchange::{cut_short, exchange};
+use super::exchange_h2::exchange_h2;
 use super::request::{Request, RequestCtx};
 use super::retry::{AfterFailure, Attempts};
 use crate::observe::stats;
 use crate::state::Snapshot;
+use crate::upstream::h2::H2Stream;
 use crate::upstream::health::Change;
-use crate::upstream::Group;
+use crate::upstream::{Group, UpstreamConn};
 use slog::{error, info, warn};
 use std::future::Future;
 use std::net::SocketAddr;
@@ -42,7 +44,15 @@ pub(super) fn forward<'a, 'r, D: Downstream>(
         };
         loop {
             let addr = group.server(index).addr;
-            let up = match group.acquire(index, attempts.fresh()).await {
+            let up = if group.speaks_h2() {
+                // Boxed: HTTP/2's connect would weigh on every forward.
+                Box::pin(group.acquire_h2(index, attempts.fresh()))
+                    .await
+                    .map(Conn::H2)
+            } else {
+                group.acquire(index, attempts.fresh()).await.map(Conn::H1)
+            };
+            let up = match up {
                 Ok(up) => up,
                 Err(e) => {
                     error!(snapshot.log, "upstream connect failed";
@@ -59,21 +69,43 @@ pub(super) fn forward<'a, 'r, D: Downstream>(
                     return with_upstream(done, addr);
                 }
             };
-            let reused = up.reused;
+            let reused = match &up {
+                Conn::H1(up) => up.reused,
+                Conn::H2(stream) => stream.reused,
+            };
             let busy = group.busy(index);
             let stats_busy = stats::Busy::start(group.counters(index));
-            let result = exchange(
-                client,
-                ctx,
-                snapshot,
-                req,
-                group,
-                up,
-                addr,
-                &stats_busy,
-                timer.as_mut(),
-            )
-            .await;
+            let result = match up {
+                Conn::H1(up) => {
+                    exchange(
+                        client,
+                        ctx,
+                        snapshot,
+                        req,
+                        group,
+                        up,
+                        addr,
+                        &stats_busy,
+                        timer.as_mut(),
+                    )
+                    .await
+                }
+                // Boxed: an HTTP/1.1 exchange's future stays as small.
+                Conn::H2(stream) => {
+                    Box::pin(exchange_h2(
+                        client,
+                        ctx,
+                        snapshot,
+                        req,
+                        group,
+                        stream,
+                        index,
+                        &stats_busy,
+                        timer.as_mut(),
+                    ))
+                    .await
+                }
+            };
             drop((busy, stats_busy));
             match result {
                 Ok((done, request_done)) => {
@@ -98,6 +130,14 @@ pub(super) fn forward<'a, 'r, D: Downstream>(
             }
         }
     }
+}
+
+/// A connection to a server, as its group's protocol has it.
+enum Conn {
+    /// An HTTP/1.1 connection of its own.
+    H1(UpstreamConn),
+    /// A stream of a shared HTTP/2 connection.
+    H2(H2Stream),
 }
 
 /// Counts a failure against server `index` (passive health).

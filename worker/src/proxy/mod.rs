@@ -10,13 +10,15 @@
 //!   failures;
 //! - `redirect`: a `redirect` route's `Location`;
 //! - `exchange`: one exchange with a server, in phases (`response` reads
-//!   its head, `relay` its body);
+//!   its head, `relay` its body); `exchange_h2`: the same with a server
+//!   that speaks HTTP/2, on a stream of a shared connection;
 //! - `error`: failures, classified: the client's or the upstream's, and
 //!   whether the request may be replayed.
 
 pub(crate) mod downstream;
 pub(crate) mod error;
 mod exchange;
+mod exchange_h2;
 mod forward;
 mod redirect;
 mod relay;

@@ -4,7 +4,7 @@
 use super::downstream::{ResponseSink, Timeouts};
 use super::error::{ClientError, PumpError};
 use crate::http::body::BodyCursor;
-use crate::http::chunked::ChunkedDecoder;
+use crate::http::chunked::{parse_trailers, ChunkedDecoder, MAX_TRAILER_FIELDS};
 use crate::io::splice::{self, Failure, Moved, SpliceEnd};
 use crate::io::timed::within;
 use crate::io::BODY_READ;
@@ -42,6 +42,10 @@ where
                 .await
                 .map_err(|e| (e, true))?;
             if decoder.is_done() {
+                // Boxed: it would weigh on every connection's future.
+                sent += Box::pin(send_trailers(sink, decoder, t))
+                    .await
+                    .map_err(|e| (e, true))?;
                 *body = BodyCursor::Done;
             }
         } else {
@@ -113,6 +117,21 @@ fn client_write(
     head_sent: bool,
 ) -> Result<u64, (PumpError, bool)> {
     written.map_err(|e| (e.into(), head_sent))
+}
+
+/// Sends the trailer section a decoded chunked body ended with (kept by
+/// `decoder`) as fields.
+async fn send_trailers<S: ResponseSink>(
+    sink: &mut S,
+    decoder: &ChunkedDecoder,
+    t: Timeouts,
+) -> Result<u64, PumpError> {
+    let mut slots = vec![httparse::EMPTY_HEADER; MAX_TRAILER_FIELDS];
+    let fields = match decoder.trailers() {
+        Some(section) => parse_trailers(section, &mut slots).map_err(UpstreamError::BadChunk)?,
+        None => &[],
+    };
+    Ok(sink.send_trailers(fields, t.client_write).await?)
 }
 
 /// Sends the data of the chunks in `buf` (consuming them) without the

@@ -5,7 +5,11 @@
 //! again only when a pooled connection failed before any response byte
 //! (most likely the server closed it while idle: not its fault), once, on
 //! a new connection, and only for an idempotent request without a body
-//! (its body cannot be read from the client twice).
+//! (its body cannot be read from the client twice). An HTTP/2 server may
+//! say it did not process a request (`REFUSED_STREAM`, a graceful GOAWAY):
+//! such a request is sent again once on a new connection whatever its
+//! method, if it has no body, and the refusal does not count against the
+//! server.
 
 use super::error::ExchangeError;
 use super::request::Request;
@@ -59,9 +63,10 @@ impl Attempts {
         reused: bool,
         req: &Request<'_>,
     ) -> AfterFailure {
-        let stale = failure.may_replay() && reused;
+        let unprocessed = failure.unprocessed();
+        let stale = failure.may_replay() && (reused || unprocessed);
         let bodyless = matches!(req.body, Framing::Empty | Framing::Length(0));
-        if stale && !self.replayed && req.idempotent && bodyless {
+        if stale && !self.replayed && (req.idempotent || unprocessed) && bodyless {
             self.replayed = true;
             return AfterFailure::Replay;
         }
@@ -185,6 +190,51 @@ mod tests {
             attempts.after(&bad_chunk, false, &get),
             AfterFailure::GiveUp {
                 server_failed: false
+            }
+        );
+    }
+
+    /// An HTTP/2 server's word that it did not process a request lets any
+    /// bodyless request go again once, even on a new connection, without
+    /// blaming the server; a request with a body cannot be replayed.
+    #[test]
+    fn an_unprocessed_http2_request_is_replayed_once_whatever_its_method() {
+        fn refused() -> ExchangeError {
+            let error = h2::Error::from(h2::Reason::REFUSED_STREAM);
+            ExchangeError::new(UpstreamError::http2_unsent(error), true, true)
+        }
+        let post = request(false, Framing::Empty);
+        let mut attempts = Attempts::default();
+        assert_eq!(
+            attempts.after(&refused(), false, &post),
+            AfterFailure::Replay
+        );
+        assert!(attempts.fresh());
+        assert_eq!(
+            attempts.after(&refused(), false, &post),
+            AfterFailure::GiveUp {
+                server_failed: false
+            }
+        );
+        let mut attempts = Attempts::default();
+        assert_eq!(
+            attempts.after(&refused(), false, &request(false, Framing::Length(3))),
+            AfterFailure::GiveUp {
+                server_failed: false
+            }
+        );
+        // A reset of another kind is the server's failure, and a POST is
+        // not replayed after it.
+        let reset = ExchangeError::new(
+            UpstreamError::http2(h2::Error::from(h2::Reason::INTERNAL_ERROR)),
+            true,
+            true,
+        );
+        assert!(!reset.unprocessed());
+        assert_eq!(
+            Attempts::default().after(&reset, false, &post),
+            AfterFailure::GiveUp {
+                server_failed: true
             }
         );
     }

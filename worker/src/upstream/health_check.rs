@@ -1,5 +1,6 @@
 //! Active health checks: one task per checked server in each worker sends
-//! `GET path` every `interval` and feeds the result to the server's health.
+//! `GET path` every `interval` and feeds the result to the server's health,
+//! in the protocol the group's servers speak (HTTP/1.1 or HTTP/2).
 //!
 //! Every worker checks on its own (no IPC), so a server sees one check per
 //! worker per interval. The tasks only await sockets and timers, never block
@@ -78,18 +79,18 @@ async fn check_loop(
     loop {
         // Only a weak reference is kept across waits: a replaced group's
         // checks end on their own.
-        let Some((check, addr, host, tls)) =
+        let Some((check, addr, host, tls, h2)) =
             group.upgrade().filter(|g| !g.is_retired()).and_then(|g| {
                 let server = g.server(index);
                 let check = g.config.health_check.clone()?;
                 let tls = g.tls.clone().map(|tls| (tls, index));
-                Some((check, server.addr, server.name.clone(), tls))
+                Some((check, server.addr, server.name.clone(), tls, g.speaks_h2()))
             })
         else {
             return;
         };
         let result = tokio::select! {
-            result = probe(addr, &host, &check, tls) => result,
+            result = probe(addr, &host, &check, tls, h2) => result,
             _ = stop.wait_for(|s| *s != Stop::Running) => return,
         };
         let Some(g) = group.upgrade().filter(|g| !g.is_retired()) else {
@@ -114,14 +115,15 @@ async fn check_loop(
 type CheckTls = Option<(Rc<GroupTls>, usize)>;
 
 /// One check: `Ok` for a 2xx or 3xx response head within the timeout;
-/// over TLS when `tls` is set.
+/// over TLS when `tls` is set, over HTTP/2 when `h2`.
 async fn probe(
     addr: SocketAddr,
     host: &str,
     check: &HealthCheck,
     tls: CheckTls,
+    h2: bool,
 ) -> Result<(), String> {
-    match timeout(check.timeout, exchange(addr, host, &check.path, tls)).await {
+    match timeout(check.timeout, exchange(addr, host, &check.path, tls, h2)).await {
         Ok(Ok(status)) if (200..400).contains(&status) => Ok(()),
         Ok(Ok(status)) => Err(format!("status {status}")),
         Ok(Err(why)) => Err(why),
@@ -130,19 +132,64 @@ async fn probe(
 }
 
 /// Sends the check request and returns the response status.
-async fn exchange(addr: SocketAddr, host: &str, path: &str, tls: CheckTls) -> Result<u16, String> {
+async fn exchange(
+    addr: SocketAddr,
+    host: &str,
+    path: &str,
+    tls: CheckTls,
+    h2: bool,
+) -> Result<u16, String> {
     let tcp = TcpStream::connect(addr)
         .await
         .map_err(|e| format!("connect: {e}"))?;
-    match tls {
-        None => status_over(tcp, host, path).await,
-        Some((tls, index)) => {
+    match (tls, h2) {
+        (None, false) => status_over(tcp, host, path).await,
+        (None, true) => status_over_h2(tcp, "http", host, path).await,
+        (Some((tls, index)), false) => {
             let stream = tls
                 .handshake(index, tcp)
                 .await
                 .map_err(|e| format!("TLS handshake: {e}"))?;
             status_over(stream, host, path).await
         }
+        (Some((tls, index)), true) => {
+            let stream = tls
+                .handshake_h2(index, tcp)
+                .await
+                .map_err(|e| format!("TLS handshake: {e}"))?;
+            status_over_h2(stream, "https", host, path).await
+        }
+    }
+}
+
+/// Sends the check request over HTTP/2 on `stream` (a connection of its
+/// own, driven here) and returns the response status.
+async fn status_over_h2<S: AsyncRead + AsyncWrite + Unpin>(
+    stream: S,
+    scheme: &str,
+    host: &str,
+    path: &str,
+) -> Result<u16, String> {
+    let (send, connection) = h2::client::handshake(stream)
+        .await
+        .map_err(|e| format!("HTTP/2 handshake: {e}"))?;
+    let request = http::Request::get(format!("{scheme}://{host}{path}"))
+        .header(http::header::USER_AGENT, "prefork-health-check")
+        .body(())
+        .map_err(|e| format!("request: {e}"))?;
+    let exchange = async {
+        let (response, _) = send.ready().await?.send_request(request, true)?;
+        response.await
+    };
+    let mut connection = std::pin::pin!(connection);
+    tokio::select! {
+        response = exchange => response
+            .map(|r| r.status().as_u16())
+            .map_err(|e| format!("HTTP/2: {e}")),
+        ended = connection.as_mut() => Err(match ended {
+            Ok(()) => "closed before the response head".to_owned(),
+            Err(e) => format!("HTTP/2: {e}"),
+        }),
     }
 }
 
@@ -221,7 +268,7 @@ mod tests {
     async fn two_and_three_hundreds_pass_others_fail() {
         let (addr, server) = answering(b"HTTP/1.1 204 No Content\r\n\r\n").await;
         assert_eq!(
-            probe(addr, "app:80", &check(Duration::from_secs(2)), None).await,
+            probe(addr, "app:80", &check(Duration::from_secs(2)), None, false).await,
             Ok(())
         );
         let sent = String::from_utf8(server.await.unwrap()).unwrap();
@@ -232,16 +279,16 @@ mod tests {
 
         let (addr, _s) = answering(b"HTTP/1.1 301 Moved\r\nLocation: /\r\n\r\n").await;
         assert_eq!(
-            probe(addr, "a", &check(Duration::from_secs(2)), None).await,
+            probe(addr, "a", &check(Duration::from_secs(2)), None, false).await,
             Ok(())
         );
         let (addr, _s) = answering(b"HTTP/1.1 503 Busy\r\nContent-Length: 0\r\n\r\n").await;
         assert_eq!(
-            probe(addr, "a", &check(Duration::from_secs(2)), None).await,
+            probe(addr, "a", &check(Duration::from_secs(2)), None, false).await,
             Err("status 503".into())
         );
         let (addr, _s) = answering(b"garbage\r\n\r\n").await;
-        let err = probe(addr, "a", &check(Duration::from_secs(2)), None)
+        let err = probe(addr, "a", &check(Duration::from_secs(2)), None, false)
             .await
             .unwrap_err();
         assert!(err.starts_with("malformed response"), "{err}");
@@ -251,12 +298,12 @@ mod tests {
     async fn silence_and_refusal_fail() {
         let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
-        let err = probe(addr, "a", &check(Duration::from_millis(100)), None)
+        let err = probe(addr, "a", &check(Duration::from_millis(100)), None, false)
             .await
             .unwrap_err();
         assert!(err.starts_with("no response within"), "{err}");
         drop(listener);
-        let err = probe(addr, "a", &check(Duration::from_secs(2)), None)
+        let err = probe(addr, "a", &check(Duration::from_secs(2)), None, false)
             .await
             .unwrap_err();
         assert!(err.starts_with("connect:"), "{err}");
@@ -285,11 +332,18 @@ mod tests {
                 addr: origin.addr(),
                 weight: 1,
             };
-            Some((Rc::new(GroupTls::new(&tls, &[server])), 0))
+            Some((Rc::new(GroupTls::new(&tls, &[server], false)), 0))
         };
         let check = check(Duration::from_secs(5));
         assert_eq!(
-            probe(origin.addr(), "a", &check, tls_to(&ca, "api.internal")).await,
+            probe(
+                origin.addr(),
+                "a",
+                &check,
+                tls_to(&ca, "api.internal"),
+                false
+            )
+            .await,
             Ok(())
         );
         let err = probe(
@@ -297,6 +351,7 @@ mod tests {
             "a",
             &check,
             tls_to(&TestCa::new("other"), "api.internal"),
+            false,
         )
         .await
         .unwrap_err();
@@ -304,5 +359,21 @@ mod tests {
             err.starts_with("TLS handshake: certificate verify failed: unknown issuer"),
             "{err}"
         );
+    }
+
+    /// A group that speaks HTTP/2 is checked over HTTP/2: an h2c server
+    /// passes, an HTTP/1.1 one does not.
+    #[tokio::test]
+    async fn http2_servers_are_checked_over_http2() {
+        let origin = prefork_testkit::h2_origin::H2Origin::start();
+        let check = HealthCheck {
+            path: "/length/0".into(),
+            ..check(Duration::from_secs(5))
+        };
+        assert_eq!(probe(origin.addr(), "a", &check, None, true).await, Ok(()));
+        assert_eq!(origin.streams(), 1);
+        let (addr, _server) = answering(b"HTTP/1.1 200 OK\r\n\r\n").await;
+        let err = probe(addr, "a", &check, None, true).await.unwrap_err();
+        assert!(err.starts_with("HTTP/2"), "{err}");
     }
 }

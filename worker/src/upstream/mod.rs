@@ -5,6 +5,7 @@
 
 pub(crate) mod balance;
 pub(crate) mod error;
+pub(crate) mod h2;
 pub(crate) mod health;
 pub(crate) mod health_check;
 pub(crate) mod stream;
@@ -14,11 +15,12 @@ use crate::io::BODY_READ;
 use crate::observe::stats::{ServerCell, Stats};
 use crate::upstream::balance::Balancer;
 use crate::upstream::error::{TlsFailure, UpstreamError};
+use crate::upstream::h2::{H2Pool, H2Stream};
 use crate::upstream::health::{Change, Health};
 use crate::upstream::stream::UpStream;
 use crate::upstream::tls::GroupTls;
 use bytes::BytesMut;
-use prefork_shared::config::{Config, Server, Upstream};
+use prefork_shared::config::{Config, Server, Upstream, UpstreamProtocol};
 use rustc_hash::FxHashMap;
 use std::cell::{Cell, RefCell};
 use std::collections::VecDeque;
@@ -73,6 +75,11 @@ pub(crate) struct Group {
     /// TLS to the servers, set up once for the group's configuration
     /// (shared with its health checks).
     tls: Option<Rc<GroupTls>>,
+    /// The HTTP/2 connections, for a group whose servers speak it.
+    h2: Option<H2Pool>,
+    /// Held while a new HTTP/2 connection to a server is made, so that the
+    /// requests that find none wait for it rather than each open one.
+    h2_connecting: Vec<tokio::sync::Mutex<()>>,
 }
 
 /// Counts a request in flight on a server until dropped.
@@ -100,12 +107,19 @@ impl Group {
             .iter()
             .map(|_| RefCell::new(Health::new(max_fails, config.fail_timeout)))
             .collect();
+        let h2 = config.protocol != UpstreamProtocol::Http1;
         let tls = config
             .tls
             .as_ref()
-            .map(|tls| Rc::new(GroupTls::new(tls, &config.servers)));
+            .map(|tls| Rc::new(GroupTls::new(tls, &config.servers, h2)));
         Group {
             tls,
+            h2: h2.then(|| H2Pool::new(config.servers.len())),
+            h2_connecting: config
+                .servers
+                .iter()
+                .map(|_| tokio::sync::Mutex::new(()))
+                .collect(),
             balancer: Balancer::new(config.balance, &weights, rng),
             busy: config.servers.iter().map(|_| Cell::new(0)).collect(),
             health,
@@ -127,6 +141,9 @@ impl Group {
         self.retired.set(true);
         for idle in &self.idle {
             idle.borrow_mut().clear();
+        }
+        if let Some(h2) = &self.h2 {
+            h2.clear();
         }
     }
 
@@ -209,16 +226,7 @@ impl Group {
                 return Ok(conn);
             }
         }
-        let addr = self.server(index).addr;
-        let stream = match timeout(self.config.connect_timeout, TcpStream::connect(addr)).await {
-            Ok(Ok(stream)) => stream,
-            Ok(Err(source)) => return Err(UpstreamError::Connect { addr, source }),
-            Err(_) => return Err(UpstreamError::ConnectTimeout { addr }),
-        };
-        // Small heads must not wait for Nagle's algorithm.
-        stream
-            .set_nodelay(true)
-            .map_err(|source| UpstreamError::Connect { addr, source })?;
+        let stream = self.connect(index).await?;
         let stream = match &self.tls {
             None => UpStream::Plain(stream),
             Some(tls) => UpStream::Tls(Box::new(self.handshake(tls, index, stream).await?)),
@@ -230,6 +238,79 @@ impl Group {
             recheck: false,
             server: index,
         })
+    }
+
+    /// Whether the group's servers speak HTTP/2 (`protocol` `h2c` or `h2`).
+    pub(crate) fn speaks_h2(&self) -> bool {
+        self.h2.is_some()
+    }
+
+    /// A stream to server `index` of a group that speaks HTTP/2: on a
+    /// shared connection with room for it unless `fresh`, otherwise on a
+    /// new one.
+    pub(crate) async fn acquire_h2(
+        &self,
+        index: usize,
+        fresh: bool,
+    ) -> Result<H2Stream, UpstreamError> {
+        let Some(pool) = &self.h2 else {
+            return Err(UpstreamError::Http2Handshake);
+        };
+        let _connecting = if fresh {
+            None
+        } else {
+            if let Some(stream) = pool.stream(index) {
+                return Ok(stream);
+            }
+            let guard = self.h2_connecting[index % self.len()].lock().await;
+            // Another request may have made one meanwhile.
+            if let Some(stream) = pool.stream(index) {
+                return Ok(stream);
+            }
+            Some(guard)
+        };
+        let tcp = self.connect(index).await?;
+        let keep = !self.retired.get();
+        let limit = self.config.connect_timeout;
+        match &self.tls {
+            None => pool.connect(index, tcp, limit, keep).await,
+            Some(tls) => {
+                let addr = self.server(index).addr;
+                let tls = match timeout(limit, tls.handshake_h2(index, tcp)).await {
+                    Ok(Ok(stream)) => stream,
+                    Ok(Err(reason)) => {
+                        return Err(UpstreamError::Tls(Box::new(TlsFailure {
+                            addr,
+                            name: tls.name(index),
+                            reason,
+                        })))
+                    }
+                    Err(_) => return Err(UpstreamError::TlsTimeout { addr }),
+                };
+                pool.connect(index, tls, limit, keep).await
+            }
+        }
+    }
+
+    /// How many HTTP/2 connections to server `index` are open.
+    #[cfg(test)]
+    pub(crate) fn h2_connections(&self, index: usize) -> usize {
+        self.h2.as_ref().map_or(0, |h2| h2.connections(index))
+    }
+
+    /// A new TCP connection to server `index`, within `connect_timeout`.
+    async fn connect(&self, index: usize) -> Result<TcpStream, UpstreamError> {
+        let addr = self.server(index).addr;
+        let stream = match timeout(self.config.connect_timeout, TcpStream::connect(addr)).await {
+            Ok(Ok(stream)) => stream,
+            Ok(Err(source)) => return Err(UpstreamError::Connect { addr, source }),
+            Err(_) => return Err(UpstreamError::ConnectTimeout { addr }),
+        };
+        // Small heads must not wait for Nagle's algorithm.
+        stream
+            .set_nodelay(true)
+            .map_err(|source| UpstreamError::Connect { addr, source })?;
+        Ok(stream)
     }
 
     /// The TLS handshake with server `index` over `tcp`, given a
@@ -293,6 +374,9 @@ impl Group {
 
     /// Closes idle connections older than the group's `keepalive_timeout`.
     fn sweep(&self, now: Instant) {
+        if let Some(h2) = &self.h2 {
+            h2.sweep(now, self.config.keepalive_timeout);
+        }
         for idle in &self.idle {
             let mut idle = idle.borrow_mut();
             while idle
@@ -582,6 +666,102 @@ mod tests {
         assert_eq!(new.groups["changed"].config.keepalive, 8);
         assert!(old.groups["changed"].is_retired());
         assert!(!old.groups["same"].is_retired() && !new.groups["changed"].is_retired());
+    }
+
+    /// Streams share one HTTP/2 connection per server (the first request's
+    /// connect is waited for by those that come meanwhile); a fresh one is
+    /// a connection of its own; a retired group keeps none.
+    #[tokio::test(flavor = "current_thread")]
+    async fn http2_streams_share_a_connection_per_server() {
+        let local = tokio::task::LocalSet::new();
+        local
+            .run_until(async {
+                let origin = prefork_testkit::h2_origin::H2Origin::start();
+                let mut config = group(origin.addr(), 4).config;
+                config.protocol = UpstreamProtocol::H2c;
+                let g = Group::new(
+                    config,
+                    fastrand::Rng::with_seed(1),
+                    vec![ServerCell::default()],
+                );
+                assert!(g.speaks_h2());
+                let (a, b) = tokio::join!(g.acquire_h2(0, false), g.acquire_h2(0, false));
+                let (a, b) = (a.unwrap(), b.unwrap());
+                assert!(
+                    !a.reused && b.reused,
+                    "the second waited for the first's connect"
+                );
+                assert_eq!(g.h2_connections(0), 1);
+                let fresh = g.acquire_h2(0, true).await.unwrap();
+                assert!(!fresh.reused);
+                assert_eq!(g.h2_connections(0), 2);
+                drop((a, b, fresh));
+                g.sweep(Instant::now() + Duration::from_secs(61));
+                assert_eq!(g.h2_connections(0), 0, "idle past keepalive_timeout");
+                let c = g.acquire_h2(0, false).await.unwrap();
+                g.retire();
+                assert_eq!(g.h2_connections(0), 0);
+                drop(c);
+                assert!(prefork_testkit::wait_until(Duration::from_secs(5), || {
+                    origin.connections() == 3
+                }));
+            })
+            .await;
+    }
+
+    /// `protocol = "h2"`: HTTP/2 over verified TLS, chosen by ALPN; a
+    /// server that does not choose it is a TLS failure that says so.
+    #[tokio::test(flavor = "current_thread")]
+    async fn http2_over_tls_is_chosen_by_alpn() {
+        use prefork_testkit::h2_origin::H2Origin;
+        use prefork_testkit::tls_origin::{TestCa, TlsOrigin};
+        let local = tokio::task::LocalSet::new();
+        local
+            .run_until(async {
+                let ca = TestCa::new("test CA");
+                let leaf = ca.leaf(&["api.internal"]);
+                let h2_group = |addr| {
+                    let mut config = tls_group(addr, "api.internal", &ca.pem()).config;
+                    config.protocol = UpstreamProtocol::H2;
+                    Group::new(
+                        config,
+                        fastrand::Rng::with_seed(1),
+                        vec![ServerCell::default()],
+                    )
+                };
+                let origin = H2Origin::start_tls(&leaf);
+                let g = h2_group(origin.addr());
+                let stream = g.acquire_h2(0, false).await.unwrap();
+                let response = stream
+                    .send
+                    .clone()
+                    .ready()
+                    .await
+                    .unwrap()
+                    .send_request(
+                        http::Request::get("https://api.internal/x")
+                            .body(())
+                            .unwrap(),
+                        true,
+                    )
+                    .unwrap()
+                    .0
+                    .await
+                    .unwrap();
+                assert_eq!(response.status(), 200);
+                assert_eq!(origin.streams(), 1);
+
+                let http1 = TlsOrigin::start(&leaf);
+                let err = h2_group(http1.addr())
+                    .acquire_h2(0, false)
+                    .await
+                    .err()
+                    .unwrap();
+                let text = err.to_string();
+                assert!(matches!(err, UpstreamError::Tls(_)), "{text}");
+                assert!(text.contains("HTTP/2"), "{text}");
+            })
+            .await;
     }
 
     /// A group of one server over TLS, verified by `server_name` against

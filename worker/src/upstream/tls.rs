@@ -12,10 +12,17 @@ use tokio::net::TcpStream;
 use tokio_rustls::client::TlsStream;
 use tokio_rustls::TlsConnector;
 
+/// Why an HTTP/2 handshake failed when the server does not take ALPN `h2`.
+const NOT_H2: &str =
+    "the server does not speak HTTP/2: it did not choose ALPN h2 (the group's protocol is \"h2\")";
+
 /// The TLS side of one upstream group.
 pub(crate) struct GroupTls {
     /// The client configuration, or why it could not be made.
     connector: Result<TlsConnector, String>,
+    /// The same offering ALPN `h2` alone, for a group whose protocol is
+    /// `h2` (its health checks keep the HTTP/1.1 one).
+    h2: Option<Result<TlsConnector, String>>,
     /// The name sent and verified for each server (same index as the
     /// group's servers); `None`: not a name TLS can verify.
     names: Vec<Option<ServerName<'static>>>,
@@ -24,8 +31,9 @@ pub(crate) struct GroupTls {
 }
 
 impl GroupTls {
-    /// The TLS side of a group with `servers`, configured by `tls`.
-    pub(crate) fn new(tls: &UpstreamTls, servers: &[Server]) -> Self {
+    /// The TLS side of a group with `servers`, configured by `tls`; `h2`:
+    /// its requests go over HTTP/2 (ALPN `h2`).
+    pub(crate) fn new(tls: &UpstreamTls, servers: &[Server], h2: bool) -> Self {
         let names = servers
             .iter()
             .map(|s| {
@@ -46,8 +54,12 @@ impl GroupTls {
                 (Arc::new(store), format!("tls_ca {}", file.display()))
             }
         };
+        let connector = |alpn: &[u8]| {
+            client_config(roots.clone(), alpn).map(|c| TlsConnector::from(Arc::new(c)))
+        };
         GroupTls {
-            connector: client_config(roots).map(|c| TlsConnector::from(Arc::new(c))),
+            h2: h2.then(|| connector(b"h2")),
+            connector: connector(b"http/1.1"),
             names,
             roots: described,
         }
@@ -67,7 +79,35 @@ impl GroupTls {
         index: usize,
         tcp: TcpStream,
     ) -> Result<TlsStream<TcpStream>, String> {
-        let connector = self.connector.as_ref().map_err(Clone::clone)?;
+        self.connect(&self.connector, index, tcp).await
+    }
+
+    /// Runs the TLS handshake with server `index` over `tcp` for HTTP/2:
+    /// ALPN offers `h2` alone, and a server that does not choose it fails.
+    pub(crate) async fn handshake_h2(
+        &self,
+        index: usize,
+        tcp: TcpStream,
+    ) -> Result<TlsStream<TcpStream>, String> {
+        let Some(connector) = &self.h2 else {
+            return Err("the group does not speak HTTP/2".to_owned());
+        };
+        match self.connect(connector, index, tcp).await {
+            Ok(stream) if stream.get_ref().1.alpn_protocol() == Some(b"h2") => Ok(stream),
+            Ok(_) => Err(NOT_H2.to_owned()),
+            // A server with ALPN and no h2 among its protocols says so.
+            Err(why) if why.contains("NoApplicationProtocol") => Err(NOT_H2.to_owned()),
+            Err(why) => Err(why),
+        }
+    }
+
+    async fn connect(
+        &self,
+        connector: &Result<TlsConnector, String>,
+        index: usize,
+        tcp: TcpStream,
+    ) -> Result<TlsStream<TcpStream>, String> {
+        let connector = connector.as_ref().map_err(Clone::clone)?;
         let Some(name) = self.names.get(index).cloned().flatten() else {
             return Err("the server's name is not one TLS can verify".to_owned());
         };
@@ -96,15 +136,15 @@ impl GroupTls {
 }
 
 /// A client configuration with rustls's defaults (TLS 1.2 and 1.3, its
-/// cipher suites, a session cache for resumption) and ALPN `http/1.1`.
-fn client_config(roots: Arc<RootCertStore>) -> Result<ClientConfig, String> {
+/// cipher suites, a session cache for resumption) and ALPN `alpn`.
+fn client_config(roots: Arc<RootCertStore>, alpn: &[u8]) -> Result<ClientConfig, String> {
     let provider = Arc::new(rustls::crypto::aws_lc_rs::default_provider());
     let mut config = ClientConfig::builder_with_provider(provider)
         .with_safe_default_protocol_versions()
         .map_err(|e| format!("TLS configuration: {e}"))?
         .with_root_certificates(roots)
         .with_no_client_auth();
-    config.alpn_protocols = vec![b"http/1.1".to_vec()];
+    config.alpn_protocols = vec![alpn.to_vec()];
     Ok(config)
 }
 

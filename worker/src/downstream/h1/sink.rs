@@ -30,6 +30,8 @@ pub(crate) struct Sink<'a> {
     nodelay: &'a mut bool,
     /// Whether the final head went out.
     head_sent: bool,
+    /// Whether the final head announced a chunked body.
+    chunked: bool,
     /// Free pipes, when bodies may be spliced.
     pipes: Option<&'a Pipes>,
 }
@@ -50,6 +52,7 @@ impl<'a> Sink<'a> {
             version,
             nodelay,
             head_sent: false,
+            chunked: false,
             pipes,
         }
     }
@@ -105,6 +108,7 @@ impl ResponseSink for Sink<'_> {
     }
 
     fn finish_head(&mut self, content_length: Option<u64>, chunked: bool, close: bool) {
+        self.chunked = chunked;
         finish_head(self.head, self.version, content_length, chunked, close);
     }
 
@@ -131,6 +135,25 @@ impl ResponseSink for Sink<'_> {
         };
         client_result(written)?;
         Ok((head.len() + body.len()) as u64)
+    }
+
+    /// A chunked body ends with the last chunk, carrying the trailers
+    /// whether or not the client sent `TE: trailers`: every HTTP/1.1
+    /// recipient parses a trailer section (RFC 9112 §7.1.2), and a chunked
+    /// body from an HTTP/1.1 upstream reaches the client as received,
+    /// trailers included (as HAProxy passes them). A body of known length,
+    /// or decoded for an HTTP/1.0 client, drops them.
+    async fn send_trailers(
+        &mut self,
+        fields: &[httparse::Header<'_>],
+        limit: Duration,
+    ) -> Result<u64, ClientError> {
+        if !self.chunked {
+            return Ok(0);
+        }
+        let mut end = Vec::new();
+        heads::last_chunk(&mut end, fields);
+        self.send(&end, false, limit).await
     }
 
     fn finished(&mut self, _: bool) {

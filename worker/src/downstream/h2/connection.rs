@@ -13,21 +13,19 @@
 //!   it with the GOAWAY it chose.
 
 use super::meter::{Flood, Metered};
-use super::stream::{self, Responder};
+use super::shared::Shared;
+use super::stream;
 use crate::http::Scheme;
 use crate::observe::access_log::TlsInfo;
-use crate::proxy::error::ClientError;
 use crate::state::{ActiveConnection, Snapshot};
 use bytes::Bytes;
 use h2::Reason;
 use prefork_shared::config::Http2Limits;
-use std::cell::{Cell, RefCell};
 use std::future::poll_fn;
 use std::net::SocketAddr;
 use std::rc::Rc;
 use std::time::Duration;
 use tokio::io::{AsyncRead, AsyncWrite};
-use tokio::sync::Notify;
 use tokio::time::{sleep_until, timeout_at, Instant};
 
 /// Most response bytes `h2` holds for one stream beyond what the client's
@@ -41,90 +39,20 @@ const RESET_MEMORY: Duration = Duration::from_secs(1);
 /// while the worker is busy): beyond this, GOAWAY ENHANCE_YOUR_CALM.
 const PENDING_ACCEPT_RESETS: usize = 20;
 /// Streams prefork had to reset for the client's errors (MadeYouReset,
-/// CVE-2025-8671): beyond this, GOAWAY ENHANCE_YOUR_CALM.
-const LOCAL_ERROR_RESETS: usize = 128;
+/// CVE-2025-8671), over the connection's life: beyond this, GOAWAY
+/// ENHANCE_YOUR_CALM. Streams refused beyond `http2_max_concurrent_streams`
+/// count too, and a client may open hundreds before it has read the
+/// server's SETTINGS: h2's default, which allows for that.
+const LOCAL_ERROR_RESETS: usize = 1024;
 /// How long a connection told to go away (idle, or flooding) may take to
 /// end once it has no stream.
 const GOODBYE: Duration = Duration::from_secs(1);
 
-/// What a connection's streams share with it.
-pub(super) struct Shared {
-    /// The client's address.
-    pub(super) client: SocketAddr,
-    /// The scheme it speaks.
-    pub(super) scheme: Scheme,
-    /// What its TLS negotiated, if TLS.
-    pub(super) tls: Option<TlsInfo>,
-    /// Longest wait for the client's window to open.
-    pub(super) send_timeout: Duration,
-    /// Streams open.
-    open: Cell<usize>,
-    /// When the last stream ended (or the connection began).
-    idle_since: Cell<Instant>,
-    /// When a stream last found the client's window open.
-    progress: Cell<Instant>,
-    /// Set when every stream waited `send_timeout` for the window.
-    stalled: Cell<bool>,
-    /// Wakes the connection's task when `open` or `stalled` changes.
-    changed: Notify,
-}
-
-/// Counts one open stream until dropped.
-pub(super) struct OpenStream(Rc<Shared>);
-
-impl Drop for OpenStream {
-    fn drop(&mut self) {
-        let shared = &self.0;
-        shared.open.set(shared.open.get().saturating_sub(1));
-        if shared.open.get() == 0 {
-            shared.idle_since.set(Instant::now());
-            shared.changed.notify_one();
-        }
-    }
-}
-
-impl Shared {
-    fn stream_opened(self: &Rc<Self>) -> OpenStream {
-        self.open.set(self.open.get() + 1);
-        OpenStream(self.clone())
-    }
-
-    /// Waits for the client's window to let out some of `wanted` bytes on
-    /// `send`, at most `limit`; how many it may send.
-    pub(super) async fn window(
-        &self,
-        io: &RefCell<Responder>,
-        wanted: usize,
-        limit: Duration,
-    ) -> Result<usize, ClientError> {
-        match stream::window(io, wanted, limit).await {
-            Ok(n) => {
-                self.progress.set(Instant::now());
-                Ok(n)
-            }
-            Err(ClientError::WriteTimeout) => {
-                // No stream of this connection got to send for as long: the
-                // client holds the whole connection, not one stream.
-                if self.progress.get().elapsed() >= self.send_timeout {
-                    self.stalled.set(true);
-                    self.changed.notify_one();
-                }
-                Err(ClientError::WriteTimeout)
-            }
-            Err(e) => Err(e),
-        }
-    }
-}
-
-/// A stream the client opened: its request and where its response goes.
-type Opened = (
-    http::Request<h2::RecvStream>,
-    h2::server::SendResponse<Bytes>,
-);
-
-/// What woke the connection's task.
+/// What woke the connection's task (a stream the client opened is
+/// served as it is accepted).
 enum Event {
-    Accepted(Option<Result<Box<Opened>, h2::Error>>),
+    Accepted,
+    Ended(Option<h2::Error>),
     Flood,
     Changed,
     Stop,
@@ -154,58 +82,57 @@ pub(crate) async fn serve<T>(
     };
     let stats = snapshot.stats().clone();
     stats.http2_connection(true);
-    let now = Instant::now();
-    let shared = Rc::new(Shared {
+    let shared = Rc::new(Shared::new(
         client,
         scheme,
         tls,
-        send_timeout: snapshot.config.http.send_timeout,
-        open: Cell::new(0),
-        idle_since: Cell::new(now),
-        progress: Cell::new(now),
-        stalled: Cell::new(false),
-        changed: Notify::new(),
-    });
+        snapshot.config.http.send_timeout,
+    ));
     let idle_timeout = limits.idle_timeout;
     // Set once a GOAWAY was sent: prefork's reason is counted once.
     let mut going_away = false;
-    let mut draining = false;
+    // When the graceful GOAWAY was sent (a stop, or idle).
+    let mut draining: Option<Instant> = None;
     // Once told to go away for misbehaving, the connection ends by then.
     let mut drop_at: Option<Instant> = None;
     loop {
-        let streams = shared.open.get();
-        let idle_at = (streams == 0).then(|| shared.idle_since.get() + idle_timeout);
+        let streams = shared.streams();
+        let idle_at = (streams == 0).then(|| shared.idle_since() + idle_timeout);
         // A client that does not answer the drain's PING keeps a connection
         // without streams no longer than this.
-        let give_up_at = match (drop_at, draining && streams == 0) {
+        let give_up_at = match (drop_at, draining.filter(|_| streams == 0)) {
             (Some(at), _) => Some(at),
-            (None, true) => Some(shared.idle_since.get().max(now) + GOODBYE),
-            (None, false) => None,
+            (None, Some(since)) => Some(shared.idle_since().max(since) + GOODBYE),
+            (None, None) => None,
         };
         let far = Instant::now() + Duration::from_secs(86_400);
         let event = tokio::select! {
             biased;
-            accepted = conn.accept() => Event::Accepted(accepted.map(|a| a.map(Box::new))),
+            accepted = conn.accept() => match accepted {
+                Some(Ok((req, respond))) => {
+                    let open = shared.stream_opened();
+                    let task = stream::serve(snapshot.latest(), shared.clone(), open, req, respond);
+                    tokio::task::spawn_local(Box::pin(task));
+                    Event::Accepted
+                }
+                Some(Err(e)) => Event::Ended(Some(e)),
+                None => Event::Ended(None),
+            },
             () = poll_fn(|cx| flood.poll_found(cx)), if !going_away => Event::Flood,
-            () = shared.changed.notified() => Event::Changed,
-            () = snapshot.on_change(|| snapshot.stopping()), if !draining => Event::Stop,
-            () = sleep_until(idle_at.unwrap_or(far)), if idle_at.is_some() && !draining => Event::Idle,
+            () = shared.changed() => Event::Changed,
+            () = snapshot.on_change(|| snapshot.stopping()), if draining.is_none() => Event::Stop,
+            () = sleep_until(idle_at.unwrap_or(far)), if idle_at.is_some() && draining.is_none() => Event::Idle,
             () = sleep_until(give_up_at.unwrap_or(far)), if give_up_at.is_some() => Event::GiveUp,
         };
         match event {
-            Event::Accepted(Some(Ok(opened))) => {
-                let (req, respond) = *opened;
-                let open = shared.stream_opened();
-                let task = stream::serve(snapshot.latest(), shared.clone(), open, req, respond);
-                tokio::task::spawn_local(Box::pin(task));
-            }
-            Event::Accepted(Some(Err(e))) => {
+            Event::Accepted => {}
+            Event::Ended(Some(e)) => {
                 if e.is_go_away() && !e.is_remote() && !going_away {
                     stats.http2_goaway(reason_index(e.reason()));
                 }
                 break;
             }
-            Event::Accepted(None) | Event::GiveUp => break,
+            Event::Ended(None) | Event::GiveUp => break,
             Event::Flood => {
                 conn.abrupt_shutdown(Reason::ENHANCE_YOUR_CALM);
                 stats.http2_goaway(reason_index(Some(Reason::ENHANCE_YOUR_CALM)));
@@ -213,7 +140,7 @@ pub(crate) async fn serve<T>(
                 drop_at = Some(Instant::now() + GOODBYE);
             }
             Event::Changed => {
-                if shared.stalled.get() && !going_away {
+                if shared.stalled() && !going_away {
                     conn.abrupt_shutdown(Reason::ENHANCE_YOUR_CALM);
                     stats.http2_goaway(reason_index(Some(Reason::ENHANCE_YOUR_CALM)));
                     going_away = true;
@@ -226,7 +153,7 @@ pub(crate) async fn serve<T>(
                     stats.http2_goaway(reason_index(Some(Reason::NO_ERROR)));
                     going_away = true;
                 }
-                draining = true;
+                draining = Some(Instant::now());
             }
         }
     }

@@ -12,6 +12,11 @@
 //! with bounded memory, yet holds it open; and it limits only the resets
 //! of streams not yet accepted. The meter ends both within a second. It
 //! parses no frame: `h2` still does all of that.
+//!
+//! From the frame over budget on, `h2` is handed no more bytes: it would
+//! answer every PING of a read (thousands) before the GOAWAY, and a client
+//! that never reads would get its receive buffer filled with answers, the
+//! GOAWAY stuck behind them and lost when the socket closes.
 
 use std::cell::Cell;
 use std::io;
@@ -97,23 +102,24 @@ impl FrameCounter {
         }
     }
 
-    /// Takes the next bytes read; true when they make the client a flooder.
-    pub(crate) fn read(&mut self, mut bytes: &[u8], now: impl Fn() -> Instant) -> bool {
-        let mut flood = false;
-        let skipped = self.preface.min(bytes.len());
-        self.preface -= skipped;
-        bytes = &bytes[skipped..];
-        while !bytes.is_empty() {
+    /// Takes the next bytes read. `Some(n)` when they make the client a
+    /// flooder: the first `n` of them come before the frame over budget.
+    pub(crate) fn read(&mut self, bytes: &[u8], now: impl Fn() -> Instant) -> Option<usize> {
+        let mut pos = self.preface.min(bytes.len());
+        self.preface -= pos;
+        while pos < bytes.len() {
             if self.skip > 0 {
-                let n = self.skip.min(bytes.len());
+                let n = self.skip.min(bytes.len() - pos);
                 self.skip -= n;
-                bytes = &bytes[n..];
+                pos += n;
                 continue;
             }
-            let n = (9 - self.have).min(bytes.len());
-            self.header[self.have..self.have + n].copy_from_slice(&bytes[..n]);
+            // Where this frame's header began: 0 when in an earlier read.
+            let start = pos.saturating_sub(self.have);
+            let n = (9 - self.have).min(bytes.len() - pos);
+            self.header[self.have..self.have + n].copy_from_slice(&bytes[pos..pos + n]);
             self.have += n;
-            bytes = &bytes[n..];
+            pos += n;
             if self.have < 9 {
                 break;
             }
@@ -128,11 +134,11 @@ impl FrameCounter {
                 DATA => len == 0 && flags & END_STREAM == 0,
                 _ => false,
             };
-            if control || kind == RST_STREAM {
-                flood |= self.count(kind == RST_STREAM, &now);
+            if (control || kind == RST_STREAM) && self.count(kind == RST_STREAM, &now) {
+                return Some(start);
             }
         }
-        flood
+        None
     }
 
     /// Counts one frame in the current window.
@@ -161,6 +167,9 @@ pub(crate) struct Metered<T> {
     io: T,
     counter: FrameCounter,
     flood: Rc<Flood>,
+    /// Set at the frame over budget: reads stay pending from then on (the
+    /// connection's task, woken by [`Flood`], sends GOAWAY and ends).
+    cut: bool,
 }
 
 impl<T> Metered<T> {
@@ -170,6 +179,7 @@ impl<T> Metered<T> {
             io,
             counter: FrameCounter::new(),
             flood,
+            cut: false,
         }
     }
 }
@@ -180,12 +190,21 @@ impl<T: AsyncRead + Unpin> AsyncRead for Metered<T> {
         cx: &mut Context<'_>,
         buf: &mut ReadBuf<'_>,
     ) -> Poll<io::Result<()>> {
-        let before = buf.filled().len();
         let this = &mut *self;
+        if this.cut {
+            return Poll::Pending;
+        }
+        let before = buf.filled().len();
         let polled = Pin::new(&mut this.io).poll_read(cx, buf);
         if let Poll::Ready(Ok(())) = polled {
-            if this.counter.read(&buf.filled()[before..], Instant::now) {
+            if let Some(keep) = this.counter.read(&buf.filled()[before..], Instant::now) {
+                buf.set_filled(before + keep);
+                this.cut = true;
                 this.flood.raise();
+                // Nothing kept would read as the end of the stream.
+                if keep == 0 {
+                    return Poll::Pending;
+                }
             }
         }
         polled
@@ -252,23 +271,24 @@ mod tests {
             bytes.extend(frame(PING, ACK, 8));
             bytes.extend(frame(SETTINGS, ACK, 0));
         }
-        assert!(!c.read(&bytes, || start));
+        assert_eq!(c.read(&bytes, || start), None);
         let mut pings = Vec::new();
         for _ in 0..MAX_CONTROL - 1 {
             pings.extend(frame(PING, 0, 8));
         }
-        assert!(!c.read(&pings, || start));
-        // One byte at a time: headers split anywhere are still counted.
+        assert_eq!(c.read(&pings, || start), None);
+        // One byte at a time: headers split anywhere are still counted, and
+        // the cut falls where the read began.
         let last = frame(PING, 0, 8);
-        let flooded: Vec<bool> = last.iter().map(|b| c.read(&[*b], || start)).collect();
-        assert!(flooded.iter().any(|f| *f));
+        let flooded: Vec<Option<usize>> = last.iter().map(|b| c.read(&[*b], || start)).collect();
+        assert_eq!(flooded[8], Some(0));
     }
 
     #[test]
     fn the_budget_is_per_second_and_requests_and_data_do_not_count() {
         let start = Instant::now();
         let mut c = FrameCounter::new();
-        assert!(!c.read(PREFACE, || start));
+        assert_eq!(c.read(PREFACE, || start), None);
         for second in 0..5u64 {
             let at = start + Duration::from_secs(second);
             let mut bytes = Vec::new();
@@ -281,7 +301,7 @@ mod tests {
                 bytes.extend(frame(DATA, END_STREAM, 0));
                 bytes.extend(frame(DATA, 0, 100));
             }
-            assert!(!c.read(&bytes, || at), "second {second}");
+            assert_eq!(c.read(&bytes, || at), None, "second {second}");
         }
     }
 
@@ -293,14 +313,52 @@ mod tests {
         for _ in 0..MAX_RESETS {
             resets.extend(frame(RST_STREAM, 0, 4));
         }
-        assert!(!c.read(&resets, || start));
-        assert!(c.read(&frame(RST_STREAM, 0, 4), || start));
+        assert_eq!(c.read(&resets, || start), None);
+        assert_eq!(c.read(&frame(RST_STREAM, 0, 4), || start), Some(0));
 
         let mut c = FrameCounter::new();
         let mut empty = PREFACE.to_vec();
         for _ in 0..=MAX_CONTROL {
             empty.extend(frame(DATA, 0, 0));
         }
-        assert!(c.read(&empty, || start));
+        assert!(c.read(&empty, || start).is_some());
+    }
+
+    #[test]
+    fn the_frame_over_budget_and_all_after_it_are_kept_from_h2() {
+        let mut bytes = PREFACE.to_vec();
+        bytes.extend(frame(SETTINGS, 0, 6));
+        // The client's SETTINGS counts: 99 PINGs are within budget.
+        let budget_end = bytes.len() + (MAX_CONTROL as usize - 1) * 17;
+        for _ in 0..MAX_CONTROL * 3 {
+            bytes.extend(frame(PING, 0, 8));
+        }
+        let flood = Rc::new(Flood::default());
+        let (mut client, server) = tokio::io::duplex(bytes.len() + 1);
+        let mut metered = Metered::new(server, flood.clone());
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .build()
+            .unwrap();
+        rt.block_on(async {
+            use tokio::io::AsyncWriteExt;
+            client.write_all(&bytes).await.unwrap();
+        });
+        let mut cx = Context::from_waker(Waker::noop());
+        let mut read = Vec::new();
+        loop {
+            let mut chunk = [0u8; 4096];
+            let mut buf = ReadBuf::new(&mut chunk);
+            match Pin::new(&mut metered).poll_read(&mut cx, &mut buf) {
+                Poll::Ready(Ok(())) if !buf.filled().is_empty() => {
+                    read.extend_from_slice(buf.filled())
+                }
+                Poll::Ready(other) => panic!("{other:?} after {} bytes", read.len()),
+                Poll::Pending => break,
+            }
+        }
+        // The SETTINGS and the PINGs within budget, not one byte more.
+        assert_eq!(read.len(), budget_end);
+        assert_eq!(read, bytes[..budget_end]);
+        assert!(flood.found.get());
     }
 }

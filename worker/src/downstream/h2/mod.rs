@@ -9,6 +9,8 @@ mod connection;
 mod meter;
 pub(crate) mod preface;
 mod request;
+mod responder;
+mod shared;
 mod stream;
 
 pub(crate) use connection::serve;

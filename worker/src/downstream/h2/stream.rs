@@ -7,11 +7,12 @@
 //! whole response). A stream the client resets stops at once, whatever the
 //! core was waiting for.
 
-use super::connection::{OpenStream, Shared};
 use super::request;
+use super::responder::{client_error, Responder};
+use super::shared::{OpenStream, Shared};
 use crate::http::heads;
 use crate::http::response::ResponseHead;
-use crate::http::{write_date_header, Framing};
+use crate::http::{write_date_header, Framing, Version};
 use crate::io::splice::{self, Failure, Moved, SpliceEnd};
 use crate::observe::access_log::Served;
 use crate::proxy::downstream::{BodyPlan, RequestBody, ResponseSink, Timeouts};
@@ -20,15 +21,13 @@ use crate::proxy::{self, Done, Downstream, Request, RequestCtx};
 use crate::state::Snapshot;
 use bytes::Bytes;
 use h2::server::SendResponse;
-use h2::{Reason, RecvStream, SendStream};
+use h2::{Reason, RecvStream};
 use http::header::{HeaderName, HeaderValue};
 use http::{HeaderMap, StatusCode};
 use std::cell::RefCell;
 use std::future::poll_fn;
-use std::io;
 use std::pin::pin;
 use std::rc::Rc;
-use std::task::{Context, Poll};
 use std::time::Duration;
 use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::time::{sleep, timeout, Instant};
@@ -101,25 +100,6 @@ pub(super) async fn serve(
         .put_scratch(ctx.take_scratch(response_head));
 }
 
-/// The sending half of a stream, shared by its sink and the watch for the
-/// client's reset (each borrows it only between two awaits).
-pub(super) struct Responder {
-    respond: SendResponse<Bytes>,
-    /// Where the body goes, once the head was sent.
-    send: Option<SendStream<Bytes>>,
-}
-
-impl Responder {
-    /// Ready once the client reset the stream (or the connection is gone).
-    fn poll_reset(&mut self, cx: &mut Context<'_>) -> Poll<()> {
-        let polled = match self.send.as_mut() {
-            Some(send) => send.poll_reset(cx),
-            None => self.respond.poll_reset(cx),
-        };
-        polled.map(|_| ())
-    }
-}
-
 /// The client side of one stream.
 struct Stream {
     body: Body,
@@ -144,6 +124,7 @@ impl Stream {
                 conn,
                 head: None,
                 head_sent: false,
+                left: None,
                 ended: false,
             },
         }
@@ -173,6 +154,9 @@ struct Sink {
     /// The head being built, before it is sent.
     head: Option<http::Response<()>>,
     head_sent: bool,
+    /// The body bytes still to send, when the head announced a length:
+    /// the last ones end the stream (no empty DATA frame after them).
+    left: Option<u64>,
     /// The stream's end was sent.
     ended: bool,
 }
@@ -342,6 +326,7 @@ impl ResponseSink for &mut Sink {
     fn start_head(&mut self, head: &ResponseHead<'_, '_>, via: Option<&str>) {
         let mut out = response(head.status);
         let fields = out.headers_mut();
+        fields.reserve(head.headers.len() + 2);
         let mut dated = false;
         for h in heads::end_to_end_fields(head, via.is_some()) {
             let (Ok(name), Ok(value)) = (
@@ -359,9 +344,7 @@ impl ResponseSink for &mut Sink {
             insert_date(fields);
         }
         if let Some(name) = via {
-            let mut value = Vec::new();
-            heads::push_via(&mut value, head.headers, head.version, name);
-            if let Ok(v) = HeaderValue::from_bytes(&value) {
+            if let Some(v) = via_value(head, name) {
                 fields.insert(http::header::VIA, v);
             }
         }
@@ -392,6 +375,7 @@ impl ResponseSink for &mut Sink {
             head.headers_mut()
                 .insert(http::header::CONTENT_LENGTH, HeaderValue::from(n));
         }
+        self.left = content_length;
     }
 
     fn head_sent(&self) -> bool {
@@ -400,6 +384,41 @@ impl ResponseSink for &mut Sink {
 
     async fn send(&mut self, body: &[u8], last: bool, limit: Duration) -> Result<u64, ClientError> {
         Sink::send(self, body, last, limit).await
+    }
+
+    /// The trailers end the stream in a HEADERS frame of their own (gRPC's
+    /// `grpc-status`); without any, [`ResponseSink::finished`] ends it.
+    async fn send_trailers(
+        &mut self,
+        fields: &[httparse::Header<'_>],
+        limit: Duration,
+    ) -> Result<u64, ClientError> {
+        if fields.is_empty() || self.ended {
+            return Ok(0);
+        }
+        let mut sent = 0;
+        if !self.head_sent {
+            sent += Sink::send(self, &[], false, limit).await?;
+        }
+        let mut trailers = HeaderMap::with_capacity(fields.len());
+        for f in fields {
+            if NOT_TRAILERS.iter().any(|n| f.name.eq_ignore_ascii_case(n)) {
+                continue;
+            }
+            if let (Ok(name), Ok(value)) = (
+                HeaderName::from_bytes(f.name.as_bytes()),
+                HeaderValue::from_bytes(f.value),
+            ) {
+                // Counted as HTTP/1.1 would write them (see `Sink::send`).
+                sent += (name.as_str().len() + value.len() + 4) as u64;
+                trailers.append(name, value);
+            }
+        }
+        if let Some(send) = self.io.borrow_mut().send.as_mut() {
+            send.send_trailers(trailers).map_err(client_error)?;
+            self.ended = true;
+        }
+        Ok(sent)
     }
 
     fn finished(&mut self, whole: bool) {
@@ -438,10 +457,16 @@ impl ResponseSink for &mut Sink {
 impl Sink {
     /// Sends the head if not sent yet, then `body` within the client's
     /// window, waiting at most `limit` for the window to open; `last`: the
-    /// stream ends with it. Returns the bytes of body sent.
+    /// stream ends with it. Returns the bytes sent: the body's, and the
+    /// head's as its fields would be written in HTTP/1.1 (HPACK's own size
+    /// is `h2`'s), so that counts and logs compare across protocols.
     async fn send(&mut self, body: &[u8], last: bool, limit: Duration) -> Result<u64, ClientError> {
+        let mut head_len = 0;
+        // The body ends with these bytes: as announced, or the core says.
+        let last = last || self.left == Some(body.len() as u64);
         if !self.head_sent {
             let head = self.head.take().unwrap_or_else(|| response(502));
+            head_len = text_size(&head);
             let end = last && body.is_empty();
             let mut io = self.io.borrow_mut();
             let send = io.respond.send_response(head, end).map_err(client_error)?;
@@ -449,8 +474,11 @@ impl Sink {
             self.head_sent = true;
             self.ended = end;
             if end {
-                return Ok(0);
+                return Ok(head_len);
             }
+        }
+        if let Some(left) = self.left.as_mut() {
+            *left = left.saturating_sub(body.len() as u64);
         }
         let mut rest = body;
         while !rest.is_empty() {
@@ -466,8 +494,51 @@ impl Sink {
             self.io.borrow_mut().send_data(Bytes::new(), true)?;
             self.ended = true;
         }
-        Ok(body.len() as u64)
+        Ok(head_len + body.len() as u64)
     }
+}
+
+/// The size of `head` written as an HTTP/1.1 head: its status line,
+/// `name: value` lines and the blank line.
+fn text_size(head: &http::Response<()>) -> u64 {
+    let fields: usize = head
+        .headers()
+        .iter()
+        .map(|(n, v)| n.as_str().len() + v.len() + 4)
+        .sum();
+    let reason = head.status().canonical_reason().map_or(0, str::len);
+    (fields + "HTTP/1.1 200 \r\n\r\n".len() + reason) as u64
+}
+
+thread_local! {
+    /// The `Via` of the last response that came without one, and the
+    /// version and name it was made for: usually every response's.
+    static VIA: RefCell<Option<(Version, String, HeaderValue)>> = const { RefCell::new(None) };
+}
+
+/// The `Via` value of `head` with this hop, `name`, appended.
+fn via_value(head: &ResponseHead<'_, '_>, name: &str) -> Option<HeaderValue> {
+    let received = head
+        .headers
+        .iter()
+        .any(|h| h.name.eq_ignore_ascii_case("via"));
+    if !received {
+        let cached = VIA.with_borrow(|via| {
+            via.as_ref()
+                .filter(|(version, n, _)| *version == head.version && n == name)
+                .map(|(_, _, v)| v.clone())
+        });
+        if cached.is_some() {
+            return cached;
+        }
+    }
+    let mut value = Vec::new();
+    heads::push_via(&mut value, head.headers, head.version, name);
+    let value = HeaderValue::from_bytes(&value).ok()?;
+    if !received {
+        VIA.set(Some((head.version, name.to_owned(), value.clone())));
+    }
+    Some(value)
 }
 
 /// A response head of `status`, no fields yet.
@@ -491,55 +562,16 @@ fn insert_date(fields: &mut HeaderMap) {
     }
 }
 
-/// A failure of `h2` on this stream, as the core classifies the client's.
-fn client_error(e: h2::Error) -> ClientError {
-    if e.is_io() {
-        return ClientError::Write(e.into_io().unwrap_or_else(|| io::Error::other("h2")));
-    }
-    ClientError::Read(io::Error::other(e))
-}
-
-impl Responder {
-    fn send_data(&mut self, data: Bytes, end: bool) -> Result<(), ClientError> {
-        match self.send.as_mut() {
-            Some(send) => send.send_data(data, end).map_err(client_error),
-            None => Err(ClientError::Closed),
-        }
-    }
-
-    /// Asks for `wanted` bytes of the client's window; what is there now.
-    fn reserve(&mut self, wanted: usize) -> Option<usize> {
-        let send = self.send.as_mut()?;
-        send.reserve_capacity(wanted);
-        Some(send.capacity())
-    }
-
-    fn poll_capacity(&mut self, cx: &mut Context<'_>) -> Poll<Option<Result<usize, h2::Error>>> {
-        match self.send.as_mut() {
-            Some(send) => send.poll_capacity(cx),
-            None => Poll::Ready(None),
-        }
-    }
-}
-
-/// Waits, at most `limit`, for the client's window to let out some of
-/// `wanted` bytes on the stream `io` sends; how many it may send now.
-pub(super) async fn window(
-    io: &RefCell<Responder>,
-    wanted: usize,
-    limit: Duration,
-) -> Result<usize, ClientError> {
-    loop {
-        match io.borrow_mut().reserve(wanted) {
-            None => return Err(ClientError::Closed),
-            Some(0) => {}
-            Some(now) => return Ok(now.min(wanted)),
-        }
-        match timeout(limit, poll_fn(|cx| io.borrow_mut().poll_capacity(cx))).await {
-            Err(_) => return Err(ClientError::WriteTimeout),
-            Ok(None) => return Err(ClientError::Closed),
-            Ok(Some(Err(e))) => return Err(client_error(e)),
-            Ok(Some(Ok(_))) => {}
-        }
-    }
-}
+/// Fields never sent as trailers: HTTP/2's connection-specific ones
+/// (RFC 9113 §8.2.2) and those no trailer may be (RFC 9110 §6.5.1).
+const NOT_TRAILERS: [&str; 9] = [
+    "connection",
+    "keep-alive",
+    "proxy-connection",
+    "transfer-encoding",
+    "upgrade",
+    "te",
+    "content-length",
+    "host",
+    "trailer",
+];

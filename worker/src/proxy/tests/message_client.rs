@@ -50,6 +50,8 @@ struct Received {
     location: Option<String>,
     fields: Vec<(String, String)>,
     data: Vec<u8>,
+    /// The trailer fields, lower-cased, once the body ended with them.
+    trailers: Option<Vec<(String, String)>>,
     /// The final head's length (if known) and whether the core asked to end
     /// the session after it.
     head: Option<(Option<u64>, bool)>,
@@ -233,14 +235,7 @@ impl ResponseSink for Sink<'_> {
             return;
         }
         self.got.status = Some(head.status);
-        self.got.fields = head
-            .headers
-            .iter()
-            .map(|h| {
-                let value = String::from_utf8_lossy(h.value).into_owned();
-                (h.name.to_ascii_lowercase(), value)
-            })
-            .collect();
+        self.got.fields = lowercase(head.headers);
     }
 
     async fn send_interim(&mut self, _: Duration) -> Result<(), ClientError> {
@@ -266,6 +261,16 @@ impl ResponseSink for Sink<'_> {
         Ok(body.len() as u64)
     }
 
+    async fn send_trailers(
+        &mut self,
+        fields: &[httparse::Header<'_>],
+        _: Duration,
+    ) -> Result<u64, ClientError> {
+        self.head_sent = true;
+        self.got.trailers = Some(lowercase(fields));
+        Ok(0)
+    }
+
     fn finished(&mut self, whole: bool) {
         self.got.whole = Some(whole);
     }
@@ -278,6 +283,17 @@ impl ResponseSink for Sink<'_> {
     ) -> Option<Result<Moved, Failure>> {
         None
     }
+}
+
+/// `fields` as (lower-case name, value) pairs.
+fn lowercase(fields: &[httparse::Header<'_>]) -> Vec<(String, String)> {
+    fields
+        .iter()
+        .map(|h| {
+            let value = String::from_utf8_lossy(h.value).into_owned();
+            (h.name.to_ascii_lowercase(), value)
+        })
+        .collect()
 }
 
 /// Serves `messages` one after another through the core, under one
@@ -528,4 +544,44 @@ fn a_redirect_route_is_answered_by_the_core() {
         .find(|r| r.route == "moved.test/")
         .unwrap();
     assert_eq!(moved.requests(), 1);
+}
+
+/// A chunked response's trailers reach a message-level client as fields,
+/// after its data; a chunked body without trailers ends with none.
+#[test]
+fn a_chunked_upstreams_trailers_reach_a_message_level_client_as_fields() {
+    let origin = HandlerOrigin::start(|mut conn, _| {
+        while let Ok(Some(request)) = conn.read_request_head() {
+            let trailers = if request.path.contains("with") {
+                "grpc-status: 0\r\ngrpc-message: fine\r\n"
+            } else {
+                ""
+            };
+            let r = format!(
+                "HTTP/1.1 200 OK\r\nTrailer: grpc-status\r\nTransfer-Encoding: chunked\r\n\r\n\
+                 5\r\nhello\r\n0\r\n{trailers}\r\n"
+            );
+            if conn.send(r.as_bytes()).is_err() {
+                return;
+            }
+        }
+    });
+    let (got, _) = serve_all(
+        origin.addr(),
+        &[get("app.test", "/app/with"), get("app.test", "/app/none")],
+    );
+    assert_eq!(got[0].data, b"hello");
+    assert_eq!(
+        got[0].trailers.as_deref(),
+        Some(
+            &[
+                ("grpc-status".to_owned(), "0".to_owned()),
+                ("grpc-message".to_owned(), "fine".to_owned())
+            ][..]
+        )
+    );
+    assert_eq!(got[0].whole, Some(true));
+    assert_eq!(got[1].data, b"hello");
+    assert_eq!(got[1].trailers.as_deref(), Some(&[][..]));
+    assert_eq!(origin.connections(), 1, "the connection was reused");
 }

@@ -4,6 +4,7 @@
 
 mod bodies;
 mod chunked;
+mod h2_upstream;
 mod interim;
 mod message_client;
 mod retry;

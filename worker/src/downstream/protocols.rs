@@ -1,0 +1,45 @@
+//! What a listener's clients send before HTTP/1.1, and how a plain
+//! connection of an `http2` listener is told to be HTTP/2 or HTTP/1.1.
+
+use crate::downstream::h1::{Connection, Idle};
+use crate::downstream::h2;
+use crate::downstream::park::ParkingLot;
+use crate::http::Scheme;
+use crate::io::client_socket::ClientSocket;
+use crate::state::{ActiveConnection, Snapshot};
+use std::net::SocketAddr;
+use std::rc::Rc;
+use tokio::time::{timeout_at, Instant};
+
+/// What a listener's clients send before HTTP/1.1.
+#[derive(Debug, Clone, Copy, Default)]
+pub(crate) struct Protocols {
+    /// A PROXY protocol header from the load balancer in front, first.
+    pub(crate) proxy_protocol: bool,
+    /// Then a TLS handshake.
+    pub(crate) tls: bool,
+    /// HTTP/2 as well as HTTP/1.1: by ALPN over TLS, by its preface
+    /// without.
+    pub(crate) http2: bool,
+}
+
+/// Serves a plain connection of an `http2` listener: HTTP/2 if the client
+/// starts with its preface, else HTTP/1.1.
+pub(crate) async fn plain_then_serve(
+    snapshot: Rc<Snapshot>,
+    socket: ClientSocket,
+    peer: SocketAddr,
+    active: ActiveConnection,
+    lot: Option<Rc<ParkingLot<Idle>>>,
+) {
+    let deadline = Instant::now() + snapshot.config.http.client_header_timeout;
+    match timeout_at(deadline, h2::preface::sent(&socket)).await {
+        Ok(Ok(true)) => h2::serve(snapshot, socket, peer, Scheme::Http, None, active).await,
+        Ok(Ok(false)) => {
+            let conn = Connection::new(snapshot, socket, peer, active, lot);
+            Box::pin(conn.run()).await;
+        }
+        // Closed, failed or silent before a first byte: nothing to answer.
+        Ok(Err(_)) | Err(_) => {}
+    }
+}
