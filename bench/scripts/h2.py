@@ -79,7 +79,7 @@ def parse_h2load(stdout, stderr):
     req, st, fin = REQUESTS.search(stdout), STATUSES.search(stdout), FINISHED.search(stdout)
     if not (req and st and fin):
         raise RuntimeError(f"h2load failed: {stdout}\n{stderr}")
-    total, started, done, ok, failed, errored, timeout = map(int, req.groups())
+    _, _, done, ok, failed, errored, timeout = map(int, req.groups())
     proto = PROTOCOL.search(stdout)
     return {"done": done, "succeeded": ok, "failed": failed, "errored": errored, "timeout": timeout,
             "non_2xx": sum(map(int, st.groups()[1:])), "rps": float(fin[3]),
