@@ -164,14 +164,17 @@ def reap(proc, deadline_s):
         proc.wait()
 
 
-def write_config(workdir, port, origin_port):
+def write_config(workdir, port, origin_port, http2):
     cfg = workdir / "prefork.toml"
     # Root workers (when run as root): valgrind writes each worker's profile
     # into the output directory from the worker itself.
     text = prefork_toml(workdir, "prefork", port, origin_port, 1,
                         settings='user = "root"' if os.geteuid() == 0 else "")
-    # The listener's last key: h2c by its preface besides HTTP/1.1.
-    cfg.write_text(text.replace("[upstreams.o]", "http2 = true\n[upstreams.o]", 1))
+    if http2:
+        # The listener's last key: h2c by its preface besides HTTP/1.1 (only
+        # in h2 mode: the look at the preface is a cost of its own).
+        text = text.replace("[upstreams.o]", "http2 = true\n[upstreams.o]", 1)
+    cfg.write_text(text)
     return cfg
 
 
@@ -198,7 +201,7 @@ def measure(mode, requests, outdir, origin_port):
     returns the worker's (callgrind file, instructions)."""
     outdir.mkdir(parents=True)
     port = free_port()
-    cfg = write_config(outdir, port, origin_port)
+    cfg = write_config(outdir, port, origin_port, mode == "h2")
     cmd = ["valgrind", "--tool=callgrind", "--trace-children=yes",
            f"--callgrind-out-file={outdir}/callgrind.%p",
            str(RELEASE / "prefork"), "-c", str(cfg)]
