@@ -34,6 +34,7 @@ import sys
 import tempfile
 import time
 from pathlib import Path
+from typing import Awaitable, Callable, NamedTuple
 
 ROOT = Path(__file__).resolve().parents[2]
 # PREFORK_RELEASE_DIR points at other builds (say, before a change) to compare.
@@ -277,7 +278,7 @@ class Target:
     name = "?"
 
     def __init__(self, workdir, origin_port, workers, pin=False, *, fixed=False, capacity=None,
-                 tls=None):
+                 tls=None, http2=False):
         self.workdir = Path(workdir)
         self.origin_port = origin_port
         self.workers = workers
@@ -292,6 +293,11 @@ class Target:
         # A TlsFiles: also listen with TLS, on tls_port (bench/scripts/tls.py).
         self.tls = tls
         self.tls_port = free_port() if tls else None
+        # HTTP/2 too (bench/scripts/h2.py): the TLS listener offers h2 by
+        # ALPN, and one more listener on h2c_port takes h2c with prior
+        # knowledge; the plain listener on port stays HTTP/1.1.
+        self.http2 = http2
+        self.h2c_port = free_port() if http2 else None
         self.port = free_port()
         self.proc = None
 
@@ -346,9 +352,12 @@ class Prefork(Target):
         # prefork sizes nothing ahead: only the idle timeout follows capacity.
         settings = f'keepalive_timeout = "{IDLE_TIMEOUT_S}s"' if self.capacity else ""
         tables = f'[admin]\naddr = "127.0.0.1:{self.admin_port}"\n'
+        http2 = "http2 = true\n" if self.http2 else ""
         if self.tls:
-            tables += (f'[[listen]]\naddr = "127.0.0.1:{self.tls_port}"\ntls = true\n'
+            tables += (f'[[listen]]\naddr = "127.0.0.1:{self.tls_port}"\ntls = true\n{http2}'
                        f'[[certificates]]\ncert = "{self.tls.cert}"\nkey = "{self.tls.key}"\n')
+        if self.http2:
+            tables += f'[[listen]]\naddr = "127.0.0.1:{self.h2c_port}"\n{http2}'
         cfg.write_text(prefork_toml(self.workdir, self.name, self.port, self.origin_port, self.workers,
                                     reuseport=self.reuseport, pin=self.pin, settings=settings,
                                     route=HELLO_ROUTE if self.fixed else 'upstream = "o"',
@@ -385,10 +394,13 @@ class Nginx(Target):
             client_body_buffer_size 256k;
             proxy_max_temp_file_size 0;""")
         # TLS 1.3 as well: nginx 1.22 offers only up to TLS 1.2 without it.
-        tls = (f"""listen 127.0.0.1:{self.tls_port} ssl backlog=1024 deferred;
+        http2 = " http2" if self.http2 else ""
+        tls = (f"""listen 127.0.0.1:{self.tls_port} ssl{http2} backlog=1024 deferred;
         ssl_certificate {self.tls.cert};
         ssl_certificate_key {self.tls.key};
         ssl_protocols TLSv1.2 TLSv1.3;""" if self.tls else "# no TLS listener")
+        h2c = (f"listen 127.0.0.1:{self.h2c_port} http2 backlog=1024 deferred;" if self.http2
+               else "# no h2c listener")
         cfg.write_text(f"""
 worker_processes {self.workers};
 {'worker_cpu_affinity auto;' if self.pin else '# workers not pinned'}
@@ -405,6 +417,7 @@ http {{
         # prefork's listeners have TCP_DEFER_ACCEPT on by default: so do the peers'.
         listen 127.0.0.1:{self.port} backlog=1024 deferred;
         {tls}
+        {h2c}
         keepalive_requests 1000000;
         {idle}
         client_max_body_size 2m;
@@ -430,8 +443,11 @@ class Haproxy(Target):
         client_timeout = f"{IDLE_TIMEOUT_S}s" if self.capacity else "60s"
         answer = ('http-request return status 200 content-type text/plain string "Hello, World!"'
                   if self.fixed else "default_backend o")
-        tls = (f"bind 127.0.0.1:{self.tls_port} ssl crt {self.tls.combined} ssl-min-ver TLSv1.2 "
-               "defer-accept" if self.tls else "# no TLS listener")
+        alpn = " alpn h2,http/1.1" if self.http2 else ""
+        tls = (f"bind 127.0.0.1:{self.tls_port} ssl crt {self.tls.combined} ssl-min-ver TLSv1.2"
+               f"{alpn} defer-accept" if self.tls else "# no TLS listener")
+        h2c = (f"bind 127.0.0.1:{self.h2c_port} proto h2 defer-accept" if self.http2
+               else "# no h2c listener")
         cfg.write_text(f"""
 global
     nbthread {self.workers}
@@ -448,6 +464,7 @@ defaults
 frontend f
     bind 127.0.0.1:{self.port} defer-accept
     {tls}
+    {h2c}
     {answer}
 backend o
     server s 127.0.0.1:{self.origin_port} maxconn 1024
@@ -532,9 +549,6 @@ def run_wrk(target, path, conns, headers, upload, duration, threads, origin=None
     return r
 
 
-# The idle cell's rows, one per client protocol (TLS and HTTP/2 join as they
-# land), each measured with a fixed response and proxied to the origin.
-IDLE_ROWS = [("HTTP/1.1", "fixed response", True), ("HTTP/1.1", "proxied", False)]
 IDLE_REQUEST = b"GET / HTTP/1.1\r\nHost: bench\r\n\r\n"
 # Connections opened (and their requests answered) at a time: a proxy's
 # upstream pool then never needs more.
@@ -572,6 +586,25 @@ async def hold_idle(port, count):
     return conns
 
 
+class IdleRow(NamedTuple):
+    """One row of the idle cell: the client protocol and route it names, a
+    fixed response (or proxied to the origin), the Target attribute holding
+    the port the clients connect to, and `hold(port, count)`, which opens
+    count connections with one request each and returns their (reader,
+    writer) pairs."""
+
+    protocol: str
+    route: str
+    fixed: bool
+    listener: str
+    hold: Callable[[int, int], Awaitable[list]]
+
+
+# The idle cell's rows for plain HTTP/1.1 (bench/scripts/h2.py has HTTP/2's).
+IDLE_ROWS = [IdleRow("HTTP/1.1", "fixed response", True, "port", hold_idle),
+             IdleRow("HTTP/1.1", "proxied", False, "port", hold_idle)]
+
+
 async def wait_until(condition, deadline_s, interval_s=0.25):
     """Whether condition() came true within deadline_s (asks at once, then
     every interval_s)."""
@@ -600,26 +633,29 @@ async def settled_rss(pids, min_s=0.0, deadline_s=SETTLE_DEADLINE_S):
         await asyncio.sleep(0.5)
 
 
-async def warmed_rss(target):
+async def warmed_rss(target, listener="port", hold=hold_idle):
     """(settled RSS KiB, whether it settled) of target's workers after 64
-    connections with one request each came and went, so that pools and
-    buffers are in place before the idle connections arrive."""
-    for _, w in await hold_idle(target.port, 64):
+    connections with one request each (`hold` on the port named by
+    `listener`) came and went, so that pools and buffers are in place before
+    the idle connections arrive."""
+    for _, w in await hold(getattr(target, listener), 64):
         w.close()
     kib, _, steady = await settled_rss(target.worker_pids())
     return kib, steady
 
 
-async def idle_run(target, count, min_wait_s):
+async def idle_run(target, count, min_wait_s, listener="port", hold=hold_idle):
     """Worker RSS and kernel TCP memory of target (started) before and with
-    count idle keep-alive connections. With them open, waits until prefork
-    counts them all as parked (with PARK_DEADLINE_S), then until the RSS has
-    settled, at least min_wait_s after the last one was answered."""
+    count idle keep-alive connections, opened by `hold` on the port named by
+    `listener` (see IdleRow). With them open, waits until prefork counts them
+    all as parked (with PARK_DEADLINE_S), then until the RSS has settled, at
+    least min_wait_s after the last one was answered."""
     pids = target.worker_pids()
-    before_kib, before_steady = await warmed_rss(target)
+    port = getattr(target, listener)
+    before_kib, before_steady = await warmed_rss(target, listener, hold)
     tcp0 = sockstat_tcp()
     slab0 = kernel_slab()
-    conns = await hold_idle(target.port, count)
+    conns = await hold(port, count)
     answered = time.monotonic()
     parked = None
     if hasattr(target, "parked"):
@@ -630,7 +666,7 @@ async def idle_run(target, count, min_wait_s):
     waited = time.monotonic() - answered
     tcp1 = sockstat_tcp()
     slab1 = kernel_slab()
-    server = established(f"( sport = :{target.port} )")
+    server = established(f"( sport = :{port} )")
     upstream = None if target.fixed else established(f"( dport = :{target.origin_port} )")
     closed = sum(r.at_eof() for r, _ in conns)
     for _, w in conns:
@@ -645,33 +681,35 @@ async def idle_run(target, count, min_wait_s):
             "waited_s": waited, "settled": steady and before_steady}
 
 
-def idle_cell(workdir, origin_port, count):
-    """{(protocol, route, target name): measurement}: each target with one
-    worker (thread), sized for count connections, started afresh for each
-    row; prefork first, and each peer waits at least as long as prefork did
-    before its RSS is read. Peers that size their connection tables ahead
-    are also started sized for SMALL_CAPACITY, to measure what that sizing
-    itself costs (`prealloc_per_conn_bytes`)."""
+def idle_cell(workdir, origin_port, count, rows=IDLE_ROWS, names=None, **target_kwargs):
+    """{(protocol, route, target name): measurement} for each IdleRow: each
+    target (those named in names, default all) with one worker (thread), sized for count connections, started
+    afresh for each row (with target_kwargs, say its TLS files); prefork
+    first, and each peer waits at least as long as prefork did before its
+    RSS is read. Peers that size their connection tables ahead are also
+    started sized for SMALL_CAPACITY, to measure what that sizing itself
+    costs (`prealloc_per_conn_bytes`)."""
     raise_nofile(count + 1024)
     idle_dir = Path(workdir) / "idle"
     idle_dir.mkdir(exist_ok=True)
     idle_dir.chmod(0o755)
     out = {}
-    for protocol, route, fixed in IDLE_ROWS:
+    for protocol, route, fixed, listener, hold in rows:
         min_wait = 0.0
-        for cls in (Prefork, Nginx, Haproxy):
+        for cls in (c for c in (Prefork, Nginx, Haproxy) if names is None or c.name in names):
             small_kib = None
             if cls is not Prefork:
-                small = cls(idle_dir, origin_port, 1, fixed=fixed, capacity=min(SMALL_CAPACITY, count))
+                small = cls(idle_dir, origin_port, 1, fixed=fixed, capacity=min(SMALL_CAPACITY, count),
+                            **target_kwargs)
                 try:
                     small.start()
-                    small_kib, _ = asyncio.run(warmed_rss(small))
+                    small_kib, _ = asyncio.run(warmed_rss(small, listener, hold))
                 finally:
                     small.stop()
-            t = cls(idle_dir, origin_port, 1, fixed=fixed, capacity=count)
+            t = cls(idle_dir, origin_port, 1, fixed=fixed, capacity=count, **target_kwargs)
             try:
                 t.start()
-                m = asyncio.run(idle_run(t, count, min_wait))
+                m = asyncio.run(idle_run(t, count, min_wait, listener, hold))
             finally:
                 t.stop()
             min_wait = max(min_wait, m["waited_s"])
@@ -745,6 +783,60 @@ def run_balance(args, shared, reuseport):
     return balance
 
 
+def run_interleaved(cells, rounds, targets, run, show):
+    """{(cell name, target name): [result, ...]}: starts each target (in
+    front of the started origin, whose port it is given) when there are
+    cells, runs `run(cell, target)` for each cell, round by round, every
+    target in turn within a round (so that the machine's noise hits every
+    target alike), `show(cell, round, target, result)` printing each as it
+    comes, then stops the targets."""
+    results = {}
+    for t in targets:
+        if cells:
+            t.start()
+    for cell in cells:
+        for rnd in range(rounds):
+            for t in targets:
+                r = run(cell, t)
+                results.setdefault((cell[0], t.name), []).append(r)
+                show(cell, rnd + 1, t, r)
+    for t in targets:
+        t.stop()
+    return results
+
+
+def write_report(out, report):
+    """Writes the Markdown report to out and prints it."""
+    Path(out).parent.mkdir(parents=True, exist_ok=True)
+    Path(out).write_text(report)
+    print(report)
+
+
+def select_cells(spec, cells):
+    """The cells a --cells value names: 'all', 'none' or 1-based numbers
+    separated by commas."""
+    if spec in ("all", "none"):
+        return list(cells) if spec == "all" else []
+    return [cells[int(i) - 1] for i in spec.split(",")]
+
+
+def make_workdir(prefix):
+    """A temporary directory for one run's configurations and logs."""
+    workdir = Path(tempfile.mkdtemp(prefix=prefix))
+    # nginx's workers run as nobody: they must reach their temp directories.
+    workdir.chmod(0o755)
+    return workdir
+
+
+def add_side_by_side_args(ap, out):
+    """The options of tls.py and h2.py that bench.py's cells do not have:
+    --cells, --targets (a list) and --out (default bench/results/<out>)."""
+    ap.add_argument("--cells", default="all", help="comma-separated cell numbers (1-based), 'all' or 'none'")
+    ap.add_argument("--targets", default="prefork,nginx,haproxy", type=lambda s: s.split(","),
+                    help="the proxies to run, comma-separated")
+    ap.add_argument("--out", default=str(ROOT / "bench" / "results" / out))
+
+
 def parse_args():
     ap = argparse.ArgumentParser(description=__doc__)
     ap.add_argument("--duration", type=int, default=10, help="seconds per wrk run")
@@ -767,13 +859,8 @@ def parse_args():
 
 def main():
     args = parse_args()
-    if args.cells in ("all", "none"):
-        cells = CELLS if args.cells == "all" else []
-    else:
-        cells = [CELLS[int(i) - 1] for i in args.cells.split(",")]
-    workdir = Path(tempfile.mkdtemp(prefix="prefork-bench-"))
-    # nginx's workers run as nobody: they must reach their temp directories.
-    workdir.chmod(0o755)
+    cells = select_cells(args.cells, CELLS)
+    workdir = make_workdir("prefork-bench-")
     origin = Origin(workdir, args.workers)
     origin.start()
     pin = args.cpu_affinity == "auto"
@@ -794,10 +881,7 @@ def main():
             t.stop()
         shutil.rmtree(workdir, ignore_errors=True)
 
-    report = render(args, cells, targets, results, memory, balance)
-    Path(args.out).parent.mkdir(parents=True, exist_ok=True)
-    Path(args.out).write_text(report)
-    print(report)
+    write_report(args.out, render(args, cells, targets, results, memory, balance))
 
 
 def version(cmd):
@@ -940,8 +1024,8 @@ def fmt_bytes(n):
     return f"{n / (1 << 20):.1f} MiB"
 
 
-def idle_table(args, memory):
-    lines = [f"Idle keep-alive connections: {args.idle:,} to one worker (thread) of each target, one "
+def idle_table(args, memory, what="keep-alive connections"):
+    lines = [f"Idle {what}: {args.idle:,} to one worker (thread) of each target, one "
              "request each, then idle. RSS is the worker's (HAProxy's process), read once prefork "
              "counts them all as parked and every target's RSS stayed within "
              f"{SETTLE_TOLERANCE_KIB} KiB for {SETTLE_WINDOW_S:.0f} s (each peer waiting at least as "
@@ -999,6 +1083,19 @@ def cell_targets(cells, results):
     return rows
 
 
+def idle_targets(memory, rows):
+    """Rows (target, measured, met): for each IdleRow measured, prefork's
+    worker RSS per idle connection at most nginx's."""
+    out = []
+    for protocol, route, *_ in rows:
+        pre, peer = memory.get((protocol, route, "prefork")), memory.get((protocol, route, "nginx"))
+        if pre is not None and peer is not None:
+            out.append((f"idle {protocol} connection ({route}): worker RSS at most nginx's",
+                        f"{fmt_bytes(pre['per_conn_bytes'])} vs {fmt_bytes(peer['per_conn_bytes'])}",
+                        pre["per_conn_bytes"] <= peer["per_conn_bytes"]))
+    return out
+
+
 def other_targets(cells, results, memory, balance):
     """Rows (target, measured, met) for errors, memory, reuse and balance."""
     rows = []
@@ -1006,17 +1103,13 @@ def other_targets(cells, results, memory, balance):
                    if sum(r["errors"] for r in runs)]
     rows.append(("no wrk errors for any target in any cell", "; ".join(with_errors) or "none",
                  not with_errors))
-    for protocol, route, _ in IDLE_ROWS:
-        pre, peer = memory.get((protocol, route, "prefork")), memory.get((protocol, route, "nginx"))
-        if pre is None:
-            continue
-        kib = pre["per_conn_bytes"] / 1024
-        rows.append((f"< 10 KiB of worker memory per idle keep-alive connection ({protocol}, {route})",
-                     f"{kib:.2f} KiB", kib < 10))
-        if peer is not None:
-            rows.append((f"idle {protocol} connection ({route}): worker RSS at most nginx's",
-                         f"{fmt_bytes(pre['per_conn_bytes'])} vs {fmt_bytes(peer['per_conn_bytes'])}",
-                         pre["per_conn_bytes"] <= peer["per_conn_bytes"]))
+    for protocol, route, *_ in IDLE_ROWS:
+        pre = memory.get((protocol, route, "prefork"))
+        if pre is not None:
+            kib = pre["per_conn_bytes"] / 1024
+            rows.append((f"< 10 KiB of worker memory per idle keep-alive connection ({protocol}, {route})",
+                         f"{kib:.2f} KiB", kib < 10))
+    rows += idle_targets(memory, IDLE_ROWS)
     for name, *_ in cells:
         pct = reuse_pct(results[(name, "prefork")])
         rows.append((f"{name}: upstream connection reuse > 99.9 %", f"{pct:.3f} %", pct > 99.9))
@@ -1028,13 +1121,25 @@ def other_targets(cells, results, memory, balance):
     return rows
 
 
+def goals_table(whose, rows):
+    """The report's table of targets: rows (target, measured, met), under a
+    line naming whose targets they are and how many were met."""
+    met = sum(ok for *_, ok in rows)
+    lines = [f"{whose}, computed from this run ({met} of {len(rows)} met):", "",
+             "| target | measured | |", "|---|---|---|"]
+    return lines + [f"| {t} | {m} | {verdict(ok)} |" for t, m, ok in rows]
+
+
+def commands_list(title, results):
+    """The report's closing list of the load commands the results ran
+    (each result's `command`), under title; none without results."""
+    commands = sorted({r["command"] for runs in results.values() for r in runs})
+    return ["", title, ""] + [f"- `{c}`" for c in commands] if commands else []
+
+
 def targets_table(cells, results, memory, balance):
     rows = cell_targets(cells, results) + other_targets(cells, results, memory, balance)
-    met = sum(ok for *_, ok in rows)
-    lines = [f"Issues 5's and 19's targets, computed from this run ({met} of {len(rows)} met):", "",
-             "| target | measured | |", "|---|---|---|"]
-    lines += [f"| {t} | {m} | {verdict(ok)} |" for t, m, ok in rows]
-    return lines
+    return goals_table("Issues 5's and 19's targets", rows)
 
 
 def render(args, cells, targets, results, memory, balance):

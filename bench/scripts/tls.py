@@ -37,13 +37,14 @@ import ssl
 import statistics
 import subprocess
 import sys
-import tempfile
 import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from bench import (RELEASE, ROOT, Haproxy, Nginx, Origin, Prefork, TlsFiles, cpu_model,  # noqa: E402
-                   cpu_times, fmt_bytes, fmt_range, run_wrk, settled_rss, version)
+from bench import (RELEASE, Haproxy, Nginx, Origin, Prefork, TlsFiles, add_side_by_side_args,  # noqa: E402
+                   commands_list, cpu_model, cpu_times, fmt_bytes, fmt_range, goals_table,
+                   make_workdir, run_interleaved, run_wrk, select_cells, settled_rss, version,
+                   write_report)
 
 SNI = "bench.test"
 # (name, kind, argument): kind "wrk" takes (path, connections); "tlsload"
@@ -178,62 +179,42 @@ def parse_args():
     ap.add_argument("--client-threads", type=int, default=2, help="tlsload threads")
     ap.add_argument("--workers", type=int, default=2)
     ap.add_argument("--idle", type=int, default=2000, help="idle TLS connections (0: skip)")
-    ap.add_argument("--cells", default="all", help="comma-separated cell numbers (1-based), 'all' or 'none'")
-    ap.add_argument("--targets", default="prefork,nginx,haproxy")
-    ap.add_argument("--out", default=str(ROOT / "bench" / "results" / "tls.md"))
-    args = ap.parse_args()
-    args.targets = args.targets.split(",")
-    return args
+    add_side_by_side_args(ap, "tls.md")
+    return ap.parse_args()
 
 
 def main():
     args = parse_args()
-    if args.cells in ("all", "none"):
-        cells = CELLS if args.cells == "all" else []
-    else:
-        cells = [CELLS[int(i) - 1] for i in args.cells.split(",")]
-    workdir = Path(tempfile.mkdtemp(prefix="prefork-tls-"))
-    workdir.chmod(0o755)
+    cells = select_cells(args.cells, CELLS)
+    workdir = make_workdir("prefork-tls-")
     files, ca = make_certificates(workdir)
     origin = Origin(workdir, args.workers)
-    targets = [cls(workdir, None, args.workers, tls=files) for cls in (Prefork, Nginx, Haproxy)
-               if cls.name in args.targets]
+    targets = []
     results, idle = {}, {}
     try:
         origin.start()
-        for t in targets:
-            t.origin_port = origin.port
-            if cells:
-                t.start()
-        for cell in cells:
-            for rnd in range(args.rounds):
-                for t in targets:
-                    r = run_cell(args, cell, t, ca, origin)
-                    results.setdefault((cell[0], t.name), []).append(r)
-                    resumed = "" if r["resumed_pct"] is None else f"  resumed {r['resumed_pct']:5.1f} %"
-                    print(f"{cell[0]:38} round {rnd + 1} {t.name:8} {r['rate']:>10,.0f}/s  "
-                          f"errors {r['errors']:>5}  cpu {r['cpu_us']:7.1f} us{resumed}", flush=True)
-        for t in targets:
-            t.stop()
+        targets = [cls(workdir, origin.port, args.workers, tls=files) for cls in (Prefork, Nginx, Haproxy)
+                   if cls.name in args.targets]
+        results = run_interleaved(cells, args.rounds, targets,
+                                  lambda cell, t: run_cell(args, cell, t, ca, origin), show)
         if args.idle:
             idle = idle_tls_cell(args, workdir, origin.port, files, ca)
     finally:
         for t in targets + [origin]:
             t.stop()
         shutil.rmtree(workdir, ignore_errors=True)
-    report = render(args, cells, targets, results, idle)
-    Path(args.out).parent.mkdir(parents=True, exist_ok=True)
-    Path(args.out).write_text(report)
-    print(report)
+    write_report(args.out, render(args, cells, targets, results, idle))
+
+
+def show(cell, rnd, t, r):
+    resumed = "" if r["resumed_pct"] is None else f"  resumed {r['resumed_pct']:5.1f} %"
+    print(f"{cell[0]:38} round {rnd} {t.name:8} {r['rate']:>10,.0f}/s  "
+          f"errors {r['errors']:>5}  cpu {r['cpu_us']:7.1f} us{resumed}", flush=True)
 
 
 def best_peer(results, cell):
     peers = [p for p in PEERS if (cell, p) in results]
     return max(peers, key=lambda p: statistics.median(r["rate"] for r in results[(cell, p)]), default=None)
-
-
-def verdict(ok):
-    return "**met**" if ok else "**not met**"
 
 
 def render(args, cells, targets, results, idle):
@@ -290,12 +271,8 @@ def render(args, cells, targets, results, idle):
             goals.append(("idle TLS connection: worker RSS at most nginx's",
                           f"{fmt_bytes(pre)} vs {fmt_bytes(ngx)}", pre <= ngx))
     if goals:
-        lines += ["", f"Issue 16's targets, computed from this run ({sum(ok for *_, ok in goals)} of "
-                  f"{len(goals)} met):", "", "| target | measured | |", "|---|---|---|"]
-        lines += [f"| {g} | {m} | {verdict(ok)} |" for g, m, ok in goals]
-    commands = sorted({r["command"] for runs in results.values() for r in runs})
-    if commands:
-        lines += ["", "Commands (PORT: the proxy's TLS port):", ""] + [f"- `{c}`" for c in commands]
+        lines += [""] + goals_table("Issue 16's targets", goals)
+    lines += commands_list("Commands (PORT: the proxy's TLS port):", results)
     return "\n".join(lines + [""])
 
 
