@@ -90,6 +90,14 @@ fn h2c_and_http1_share_a_listener_and_streams_go_through_the_same_core() {
     assert_eq!(r.status, 200);
     assert_eq!(r.text(), "origin=app method=GET path=/nothing/here\n");
 
+    // curl with prior knowledge speaks HTTP/2 to it too.
+    let out = Command::new("curl")
+        .args(["-s", "--http2-prior-knowledge", "-w", " %{http_version}"])
+        .arg(format!("http://127.0.0.1:{}/fixed", p.port()))
+        .output()
+        .expect("curl");
+    assert_eq!(String::from_utf8_lossy(&out.stdout), "fixed\n 2");
+
     // HTTP/1.1 on the same port, as before.
     let r = http::get(p.port(), "t.local", "/fixed").expect("HTTP/1.1");
     assert_eq!((r.status, r.text().as_str()), (200, "fixed\n"));
