@@ -12,6 +12,11 @@ use crate::upstream::error::UpstreamError;
 use bytes::{Buf, BytesMut};
 use tokio::io::{AsyncRead, AsyncReadExt};
 
+/// Fewest body bytes handed to a sink that takes them (see
+/// [`ResponseSink::takes_bytes`]) rather than copied: below it, a copy
+/// costs less than a new read buffer.
+const HAND_OVER: usize = 4096;
+
 /// Sends the final head (with the body bytes read along with it) and
 /// streams the body; `last`: the whole response is at hand and the session
 /// ends after it; `decode`: a chunked body goes without its framing.
@@ -54,7 +59,7 @@ where
                 .take(buf)
                 .map_err(|e| (UpstreamError::BadChunk(e).into(), head_sent))?;
             let last = last && !head_sent;
-            let written = if sink.takes_bytes() {
+            let written = if n >= HAND_OVER && sink.takes_bytes() {
                 // Handed over: the next read goes into a new buffer.
                 let part = buf.split_to(n).freeze();
                 sink.send_bytes(part, last, t.client_write).await

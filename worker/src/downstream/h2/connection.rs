@@ -23,6 +23,7 @@ use h2::Reason;
 use prefork_shared::config::Http2Limits;
 use std::future::poll_fn;
 use std::net::SocketAddr;
+use std::pin::pin;
 use std::rc::Rc;
 use std::time::Duration;
 use tokio::io::{AsyncRead, AsyncWrite};
@@ -95,9 +96,15 @@ pub(crate) async fn serve<T>(
     let mut draining: Option<Instant> = None;
     // Once told to go away for misbehaving, the connection ends by then.
     let mut drop_at: Option<Instant> = None;
+    // Made once, not per stream: each registers a waiter when first polled.
+    let mut stop = pin!(snapshot.on_change(|| snapshot.stopping()));
+    let mut changed = pin!(shared.changed());
+    let mut timer = pin!(sleep_until(Instant::now()));
+    let mut timer_at = None;
     loop {
         let streams = shared.streams();
-        let idle_at = (streams == 0).then(|| shared.idle_since() + idle_timeout);
+        let idle_at =
+            (streams == 0 && draining.is_none()).then(|| shared.idle_since() + idle_timeout);
         // A client that does not answer the drain's PING keeps a connection
         // without streams no longer than this.
         let give_up_at = match (drop_at, draining.filter(|_| streams == 0)) {
@@ -105,7 +112,11 @@ pub(crate) async fn serve<T>(
             (None, Some(since)) => Some(shared.idle_since().max(since) + GOODBYE),
             (None, None) => None,
         };
-        let far = Instant::now() + Duration::from_secs(86_400);
+        let wake_at = give_up_at.or(idle_at);
+        if let Some(at) = wake_at.filter(|at| timer_at != Some(*at)) {
+            timer.as_mut().reset(at);
+        }
+        timer_at = wake_at;
         let event = tokio::select! {
             biased;
             accepted = conn.accept() => match accepted {
@@ -119,10 +130,14 @@ pub(crate) async fn serve<T>(
                 None => Event::Ended(None),
             },
             () = poll_fn(|cx| flood.poll_found(cx)), if !going_away => Event::Flood,
-            () = shared.changed() => Event::Changed,
-            () = snapshot.on_change(|| snapshot.stopping()), if draining.is_none() => Event::Stop,
-            () = sleep_until(idle_at.unwrap_or(far)), if idle_at.is_some() && draining.is_none() => Event::Idle,
-            () = sleep_until(give_up_at.unwrap_or(far)), if give_up_at.is_some() => Event::GiveUp,
+            () = changed.as_mut() => {
+                changed.set(shared.changed());
+                Event::Changed
+            }
+            () = stop.as_mut(), if draining.is_none() => Event::Stop,
+            () = timer.as_mut(), if wake_at.is_some() => {
+                if give_up_at.is_some() { Event::GiveUp } else { Event::Idle }
+            }
         };
         match event {
             Event::Accepted => {}
