@@ -90,6 +90,14 @@ fn h2c_and_http1_share_a_listener_and_streams_go_through_the_same_core() {
     assert_eq!(r.status, 200);
     assert_eq!(r.text(), "origin=app method=GET path=/nothing/here\n");
 
+    // HEAD: the head with its length, no body.
+    let mut head = H2Request::get("t.local", "/bytes/100");
+    head.method = "HEAD".into();
+    let r = ok(&p, c.send(head));
+    assert_eq!(r.status, 200);
+    assert_eq!(r.field("content-length"), Some("100"));
+    assert!(r.body.is_empty());
+
     // curl with prior knowledge speaks HTTP/2 to it too.
     let out = Command::new("curl")
         .args(["-s", "--http2-prior-knowledge", "-w", " %{http_version}"])
@@ -547,4 +555,32 @@ fn a_binary_upgrade_lets_an_http2_stream_in_flight_finish_and_new_connections_re
         ok(&p, fresh.send(H2Request::get("t.local", "/x"))).status,
         200
     );
+}
+
+#[test]
+fn a_body_over_max_body_size_gets_413_on_its_stream_and_the_connection_goes_on() {
+    let (p, echo) = start(1, "max_body_size = \"64k\"\n");
+    let mut c = h2c(&p);
+    let big = vec![b'x'; 200 * 1024];
+    // Announced: refused before any of it is read.
+    let announced = H2Request::post("t.local", "/echo/a", big.clone())
+        .field("content-length", &big.len().to_string());
+    let r = ok(&p, c.send(announced));
+    assert_eq!(r.status, 413, "{}", p.logs());
+    assert_eq!(
+        echo.connections(),
+        0,
+        "an announced body over the limit went up"
+    );
+    // Streamed without a length: refused once the limit is passed (what
+    // went up before is cut off with the upstream connection).
+    let r = ok(&p, c.send(H2Request::post("t.local", "/echo/b", big)));
+    assert_eq!(r.status, 413, "{}", p.logs());
+    // The connection still serves.
+    let r = ok(
+        &p,
+        c.send(H2Request::post("t.local", "/echo/c", b"small".to_vec())),
+    );
+    assert_eq!(r.status, 200);
+    assert!(r.text().ends_with("small"), "{}", r.text());
 }
