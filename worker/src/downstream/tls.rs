@@ -12,6 +12,7 @@ use crate::http::heads::{self, ConnectionField};
 use crate::http::Scheme;
 use crate::io::client_socket::ClientSocket;
 use crate::io::client_stream::ClientStream;
+use crate::io::tls_stream::TlsIo;
 use crate::io::write::write_last_within;
 use crate::observe::access_log::TlsInfo;
 use crate::state::{ActiveConnection, Snapshot};
@@ -100,11 +101,15 @@ pub(crate) async fn handshake_then_serve(
             Ok(Ok(stream)) => {
                 snapshot.stats().tls_handshake();
                 let info = TlsInfo::of(stream.get_ref().1);
-                if stream.get_ref().1.alpn_protocol() == Some(b"h2") {
-                    h2::serve(snapshot, stream, peer, Scheme::Https, Some(info), active).await;
+                let h2 = stream.get_ref().1.alpn_protocol() == Some(b"h2");
+                let (socket, conn) = stream.into_inner();
+                if h2 {
+                    // Our stream, as HTTP/1.1's: rustls's state boxed, not
+                    // in the connection's task.
+                    let io = TlsIo::new(socket, Box::new(conn));
+                    h2::serve(snapshot, io, peer, Scheme::Https, Some(info), active).await;
                     return;
                 }
-                let (socket, conn) = stream.into_inner();
                 let stream = ClientStream::tls(socket, Box::new(conn));
                 let conn = Connection::tls(snapshot.clone(), stream, peer, active, info, lot);
                 conn.run().await;
