@@ -165,27 +165,19 @@ pub(super) fn exchange<'a, 'r, D: Downstream>(
         )
         .await;
         let status = meta.status;
-        let bytes_sent = match result {
+        let bytes_sent = match relayed(
+            result,
+            &mut sink,
+            snapshot,
+            ctx,
+            addr,
+            counted,
+            status,
+            request_done,
+        ) {
             Ok(n) => n,
-            // Nothing reached the client yet: it still gets an error page.
-            Err((PumpError::Upstream(e), false)) => {
-                return Err(ExchangeError::new(e, false, request_done));
-            }
-            Err((error, _)) => {
-                sink.finished(false);
-                if let PumpError::Upstream(e) = &error {
-                    error!(snapshot.log, "upstream response failed";
-                        "client" => %ctx.client, "upstream" => %addr, "error" => %e, "request_id" => &ctx.request_id);
-                    counted.failed(e);
-                }
-                // The session ends: for HTTP/1.1, closing is the only way
-                // to tell the client the body is incomplete once its head
-                // has gone out.
-                return Ok((cut_short(status), request_done));
-            }
+            Err(end) => return end,
         };
-        sink.finished(true);
-        counted.ok();
         reuse(group, up, &meta, request_done);
         let done = Done {
             served: Served {
@@ -375,6 +367,44 @@ where
         body.forwarded();
     }
     Ok(())
+}
+
+/// What relaying a response's body gave: the bytes sent, the sink told the
+/// response is whole; or how the exchange ends. A failure before anything
+/// reached the client is the exchange's (the client still gets an error
+/// page, the request may be replayed); after, the response is cut short
+/// (for HTTP/1.1, closing is the only way to tell the client the body is
+/// incomplete once its head has gone out).
+#[allow(clippy::too_many_arguments)]
+pub(super) fn relayed<S: ResponseSink>(
+    result: Result<u64, (PumpError, bool)>,
+    sink: &mut S,
+    snapshot: &Snapshot,
+    ctx: &RequestCtx,
+    addr: SocketAddr,
+    counted: &stats::Busy,
+    status: u16,
+    request_done: bool,
+) -> Result<u64, Result<(Done, bool), ExchangeError>> {
+    match result {
+        Ok(n) => {
+            sink.finished(true);
+            counted.ok();
+            Ok(n)
+        }
+        Err((PumpError::Upstream(e), false)) => {
+            Err(Err(ExchangeError::new(e, false, request_done)))
+        }
+        Err((error, _)) => {
+            sink.finished(false);
+            if let PumpError::Upstream(e) = &error {
+                error!(snapshot.log, "upstream response failed";
+                    "client" => %ctx.client, "upstream" => %addr, "error" => %e, "request_id" => &ctx.request_id);
+                counted.failed(e);
+            }
+            Err(Ok((cut_short(status), request_done)))
+        }
+    }
 }
 
 /// A response that ends with the session closed before it was all sent:

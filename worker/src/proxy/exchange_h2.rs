@@ -11,7 +11,7 @@
 
 use super::downstream::{Done, Downstream, RequestBody, ResponseSink, Timeouts};
 use super::error::{ClientError, ExchangeError, PumpError};
-use super::exchange::{cut_short, pumped, timeouts, NOT_ARMED};
+use super::exchange::{pumped, relayed, timeouts, NOT_ARMED};
 use super::request::{Request, RequestCtx};
 use crate::http::chunked::{parse_trailers, ChunkedDecoder, MAX_TRAILER_FIELDS};
 use crate::http::response::{ResponseError, ResponseHead, MAX_RESPONSE_HEADERS};
@@ -28,7 +28,6 @@ use h2::client::ResponseFuture;
 use h2::{RecvStream, SendStream};
 use http::header::{HeaderName, HeaderValue};
 use http::{HeaderMap, Method, Uri};
-use slog::error;
 use std::future::poll_fn;
 use std::future::Future;
 use std::io::Write;
@@ -201,23 +200,19 @@ pub(super) async fn exchange_h2<D: Downstream>(
     };
     let request_done = matches!(sent, Some(Ok(())));
     let status = meta.status;
-    let bytes_sent = match result {
+    let bytes_sent = match relayed(
+        result,
+        &mut sink,
+        snapshot,
+        ctx,
+        addr,
+        counted,
+        status,
+        request_done,
+    ) {
         Ok(n) => n,
-        Err((PumpError::Upstream(e), false)) => {
-            return Err(ExchangeError::new(e, false, request_done));
-        }
-        Err((error, _)) => {
-            sink.finished(false);
-            if let PumpError::Upstream(e) = &error {
-                error!(snapshot.log, "upstream response failed";
-                    "client" => %ctx.client, "upstream" => %addr, "error" => %e, "request_id" => &ctx.request_id);
-                counted.failed(e);
-            }
-            return Ok((cut_short(status), request_done));
-        }
+        Err(end) => return end,
     };
-    sink.finished(true);
-    counted.ok();
     let done = Done {
         served: Served {
             status,
@@ -330,14 +325,7 @@ fn start_interim<S: ResponseSink>(
     sink: &mut S,
     snapshot: &Snapshot,
 ) {
-    let fields: Vec<httparse::Header<'_>> = parts
-        .headers
-        .iter()
-        .map(|(name, value)| httparse::Header {
-            name: name.as_str(),
-            value: value.as_bytes(),
-        })
-        .collect();
+    let fields = fields_of(&parts.headers);
     let status = parts.status.as_u16();
     let head = ResponseHead {
         status,
@@ -382,14 +370,7 @@ fn start_head<S: ResponseSink>(
         }
         None => Framing::Chunked,
     };
-    let fields: Vec<httparse::Header<'_>> = parts
-        .headers
-        .iter()
-        .map(|(name, value)| httparse::Header {
-            name: name.as_str(),
-            value: value.as_bytes(),
-        })
-        .collect();
+    let fields = fields_of(&parts.headers);
     let head = ResponseHead {
         status,
         version: Version::Http2,
@@ -511,14 +492,7 @@ impl Relay {
                 .await
                 .map_err(|e| (e.into(), false))?;
         }
-        let fields: Vec<httparse::Header<'_>> = trailers
-            .iter()
-            .flat_map(HeaderMap::iter)
-            .map(|(name, value)| httparse::Header {
-                name: name.as_str(),
-                value: value.as_bytes(),
-            })
-            .collect();
+        let fields = trailers.as_ref().map(fields_of).unwrap_or_default();
         if self.unknown_length || !fields.is_empty() {
             total += sink
                 .send_trailers(&fields, t.client_write)
@@ -624,6 +598,17 @@ async fn send_data(
         data = &data[n..];
     }
     Ok(())
+}
+
+/// A head's fields as the core reads them.
+fn fields_of(headers: &HeaderMap) -> Vec<httparse::Header<'_>> {
+    headers
+        .iter()
+        .map(|(name, value)| httparse::Header {
+            name: name.as_str(),
+            value: value.as_bytes(),
+        })
+        .collect()
 }
 
 #[cfg(test)]
