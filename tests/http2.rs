@@ -323,11 +323,16 @@ fn a_graceful_stop_lets_the_stream_in_flight_finish_then_closes() {
 
 #[test]
 fn metrics_and_status_count_http2_connections_streams_and_goaways() {
-    let admin = free_port();
-    let (p, _echo) = start(
-        1,
-        &format!("http2_idle_timeout = \"1s\"\n[admin]\naddr = \"127.0.0.1:{admin}\""),
+    let echo = EchoOrigin::start();
+    let app = origins::minihttp("app");
+    let p = Prefork::start(
+        Setup::new(1)
+            .top("http2_idle_timeout = \"1s\"")
+            .http2()
+            .admin()
+            .body(&routes(app, echo.addr())),
     );
+    let admin = p.admin_port();
     let mut c = h2c(&p);
     let reqs = (0..5)
         .map(|_| H2Request::get("t.local", "/fixed"))

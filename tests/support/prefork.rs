@@ -59,6 +59,8 @@ pub struct Setup {
     listen: String,
     /// Extra keys of the harness's `[log]` table.
     log: String,
+    /// An `[admin]` listener on a port the harness picks on each try.
+    admin: bool,
 }
 
 impl Setup {
@@ -71,6 +73,7 @@ impl Setup {
             exe: None,
             listen: String::new(),
             log: String::new(),
+            admin: false,
         }
     }
 
@@ -120,6 +123,13 @@ impl Setup {
     /// Lets the harness's listener take HTTP/2 too (h2c by its preface).
     pub fn http2(mut self) -> Setup {
         self.listen.push_str("http2 = true\n");
+        self
+    }
+
+    /// Adds an `[admin]` listener on a free port, picked again with the
+    /// listener's on each try (see [`Prefork::admin_port`]).
+    pub fn admin(mut self) -> Setup {
+        self.admin = true;
         self
     }
 
@@ -316,6 +326,8 @@ pub struct Prefork {
     dir: TempDir,
     setup: Setup,
     port: u16,
+    /// The `[admin]` listener's port, if [`Setup::admin`].
+    admin_port: Option<u16>,
     child: Child,
     /// Every worker ever seen, by pid, to check none is left behind.
     seen: Mutex<BTreeMap<i32, Proc>>,
@@ -362,9 +374,10 @@ impl Prefork {
         // connection's ephemeral port) may take it before prefork binds.
         for _ in 0..3 {
             let port = free_port();
+            let admin_port = setup.admin.then(free_port);
             fs::write(
                 dir.path().join("prefork.toml"),
-                config_text(dir.path(), port, &setup),
+                config_text(dir.path(), port, admin_port, &setup),
             )
             .expect("write the config");
             let child = spawn_retrying_busy(|| {
@@ -386,6 +399,7 @@ impl Prefork {
                 dir,
                 setup: setup.clone(),
                 port,
+                admin_port,
                 child,
                 seen: Mutex::new(BTreeMap::new()),
                 errors_expected: AtomicBool::new(false),
@@ -443,6 +457,11 @@ impl Prefork {
         }
     }
 
+    /// The `[admin]` listener's port (see [`Setup::admin`]).
+    pub fn admin_port(&self) -> u16 {
+        self.admin_port.expect("started with Setup::admin")
+    }
+
     pub fn port(&self) -> u16 {
         self.port
     }
@@ -485,7 +504,7 @@ impl Prefork {
         let setup = self.setup.clone().body(body);
         fs::write(
             self.config_path(),
-            config_text(self.dir(), self.port, &setup),
+            config_text(self.dir(), self.port, self.admin_port, &setup),
         )
         .expect("write the config");
     }
@@ -497,7 +516,12 @@ impl Prefork {
 
     /// The config text the harness would write for `body`.
     pub fn config_for(&self, body: &str) -> String {
-        config_text(self.dir(), self.port, &self.setup.clone().body(body))
+        config_text(
+            self.dir(),
+            self.port,
+            self.admin_port,
+            &self.setup.clone().body(body),
+        )
     }
 
     /// The master's live worker processes, recorded (with any other child,
@@ -785,8 +809,11 @@ fn read_lossy(path: &Path) -> String {
         .unwrap_or_default()
 }
 
-fn config_text(dir: &Path, port: u16, setup: &Setup) -> String {
+fn config_text(dir: &Path, port: u16, admin: Option<u16>, setup: &Setup) -> String {
     let d = dir.display();
+    let admin = admin.map_or(String::new(), |port| {
+        format!("\n[admin]\naddr = \"127.0.0.1:{port}\"\n")
+    });
     format!(
         "# Written by the black-box test harness.\n\
          workers = {workers}\n\
@@ -804,7 +831,8 @@ fn config_text(dir: &Path, port: u16, setup: &Setup) -> String {
          # The harness's readiness probe.\n\
          [[routes]]\n\
          host = \"{PROBE_HOST}\"\n\
-         respond = {{ status = 200, body = \"ready\\n\" }}\n",
+         respond = {{ status = 200, body = \"ready\\n\" }}\n\
+         {admin}",
         workers = setup.workers,
         top = setup.top,
         log = setup.log,

@@ -358,15 +358,20 @@ impl Drop for SilentOrigin {
 }
 
 /// A loopback address nothing listens on: a port bound and released at once.
+/// Another test's socket may take the port in between: then another one.
 pub fn refused_addr() -> SocketAddr {
-    let listener = TcpListener::bind("127.0.0.1:0").expect("bind");
-    let addr = listener.local_addr().expect("local_addr");
-    drop(listener);
-    // Check: connecting is refused now.
-    match TcpStream::connect_timeout(&addr, Duration::from_secs(1)) {
-        Err(e) if e.kind() == io::ErrorKind::ConnectionRefused => addr,
-        other => panic!("{addr} was expected to refuse connections: {other:?}"),
+    let mut last = None;
+    for _ in 0..10 {
+        let listener = TcpListener::bind("127.0.0.1:0").expect("bind");
+        let addr = listener.local_addr().expect("local_addr");
+        drop(listener);
+        // Check: connecting is refused now.
+        match TcpStream::connect_timeout(&addr, Duration::from_secs(1)) {
+            Err(e) if e.kind() == io::ErrorKind::ConnectionRefused => return addr,
+            other => last = Some((addr, other)),
+        }
     }
+    panic!("no port that refuses connections in 10 tries, last: {last:?}")
 }
 
 /// An origin that accepts connections and closes each at once, without
