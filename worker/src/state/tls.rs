@@ -33,6 +33,7 @@ impl TlsServer {
         if settings.loaded.is_empty() {
             return Ok(None);
         }
+        crate::io::tls_random::seed_random();
         let names = Arc::new(CertNames::new(&settings.loaded));
         let config = server_config(settings, names.clone(), ticketer)?;
         // The same keys, tickets and session cache: only ALPN differs.

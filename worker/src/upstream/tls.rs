@@ -34,6 +34,7 @@ impl GroupTls {
     /// The TLS side of a group with `servers`, configured by `tls`; `h2`:
     /// its requests go over HTTP/2 (ALPN `h2`).
     pub(crate) fn new(tls: &UpstreamTls, servers: &[Server], h2: bool) -> Self {
+        crate::io::tls_random::seed_random();
         let names = servers
             .iter()
             .map(|s| {
