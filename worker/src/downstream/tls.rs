@@ -16,6 +16,7 @@ use crate::io::tls_stream::TlsIo;
 use crate::io::write::write_last_within;
 use crate::observe::access_log::TlsInfo;
 use crate::state::{ActiveConnection, Snapshot};
+use rustls::ServerConnection;
 use slog::info;
 use std::cell::Cell;
 use std::io;
@@ -24,7 +25,6 @@ use std::rc::Rc;
 use std::time::Duration;
 use tokio::io::{AsyncReadExt, Interest};
 use tokio::time::{timeout_at, Instant};
-use tokio_rustls::TlsAcceptor;
 
 /// How long a refused plain HTTP client may go on sending before the close.
 const PLAIN_LINGER: Duration = Duration::from_secs(2);
@@ -84,7 +84,6 @@ pub(crate) async fn handshake_then_serve(
         return;
     };
     let config = if http2 { &tls.config_h2 } else { &tls.config };
-    let acceptor = TlsAcceptor::from(config.clone());
     let deadline = Instant::now() + snapshot.config.tls.handshake_timeout;
     let failure = match timeout_at(deadline, first_bytes(&socket)).await {
         Err(_) => Failure::Timeout,
@@ -94,27 +93,25 @@ pub(crate) async fn handshake_then_serve(
             Failure::PlainHttp
         }
         Ok(Ok(FirstBytes::Other)) => Failure::NotTls,
-        Ok(Ok(FirstBytes::Tls)) => match timeout_at(deadline, acceptor.accept(socket)).await {
-            Err(_) => Failure::Timeout,
-            Ok(Err(e)) if e.kind() == io::ErrorKind::InvalidData => Failure::Protocol,
-            Ok(Err(_)) => Failure::Closed,
-            Ok(Ok(stream)) => {
-                snapshot.stats().tls_handshake();
-                let info = TlsInfo::of(stream.get_ref().1);
-                let h2 = stream.get_ref().1.alpn_protocol() == Some(b"h2");
-                let (socket, conn) = stream.into_inner();
-                if h2 {
-                    // Our stream, as HTTP/1.1's: rustls's state boxed, not
-                    // in the connection's task.
-                    let io = TlsIo::new(socket, Box::new(conn));
-                    h2::serve(snapshot, io, peer, Scheme::Https, Some(info), active).await;
+        Ok(Ok(FirstBytes::Tls)) => match ServerConnection::new(config.clone()) {
+            Err(_) => Failure::Protocol,
+            Ok(conn) => match timeout_at(deadline, TlsIo::accept(socket, Box::new(conn))).await {
+                Err(_) => Failure::Timeout,
+                Ok(Err(e)) if e.kind() == io::ErrorKind::InvalidData => Failure::Protocol,
+                Ok(Err(_)) => Failure::Closed,
+                Ok(Ok(io)) => {
+                    snapshot.stats().tls_handshake();
+                    let info = TlsInfo::of(io.get_ref().1);
+                    if io.get_ref().1.alpn_protocol() == Some(b"h2") {
+                        h2::serve(snapshot, io, peer, Scheme::Https, Some(info), active).await;
+                        return;
+                    }
+                    let stream = ClientStream::from(io);
+                    let conn = Connection::tls(snapshot.clone(), stream, peer, active, info, lot);
+                    conn.run().await;
                     return;
                 }
-                let stream = ClientStream::tls(socket, Box::new(conn));
-                let conn = Connection::tls(snapshot.clone(), stream, peer, active, info, lot);
-                conn.run().await;
-                return;
-            }
+            },
         },
     };
     snapshot.stats().tls_failure(failure as usize);

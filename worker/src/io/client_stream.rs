@@ -11,6 +11,7 @@
 //! apart into what a parked connection keeps (`into_parts`).
 
 use super::client_socket::ClientSocket;
+use super::timed::{timed, TimedOut};
 use super::tls_stream::TlsIo;
 use rustls::ServerConnection;
 use socket2::SockRef;
@@ -19,6 +20,7 @@ use std::io::{self, IoSlice};
 use std::os::fd::{AsFd, AsRawFd, BorrowedFd, RawFd};
 use std::pin::Pin;
 use std::task::{Context, Poll};
+use std::time::Duration;
 use tokio::io::{AsyncRead, AsyncWrite, Interest, ReadBuf};
 
 /// A client connection's stream.
@@ -41,11 +43,7 @@ impl ClientStream {
     /// The stream of a connection whose TLS handshake is done: rustls's
     /// state `conn` over `socket`.
     pub(crate) fn tls(socket: ClientSocket, conn: Box<ServerConnection>) -> Self {
-        let fd = socket.as_raw_fd();
-        ClientStream::Tls(Box::new(TlsClient {
-            fd,
-            stream: RefCell::new(TlsIo::new(socket, conn)),
-        }))
+        ClientStream::from(TlsIo::new(socket, conn))
     }
 
     /// The socket and, for TLS, rustls's state: what a parked connection
@@ -126,6 +124,35 @@ impl ClientStream {
         }
     }
 
+    /// Takes `bufs`, the last bytes before the FIN, without waiting: a
+    /// socket sends them holding back a partial last segment (`MSG_MORE`);
+    /// a TLS stream encrypts them and holds the records, which leave with
+    /// its `close_notify` in one system call ([`ClientStream::end_within`]).
+    pub(crate) fn send_more(&self, bufs: &[IoSlice<'_>]) -> io::Result<usize> {
+        match self {
+            ClientStream::Plain(socket) => socket.send_vectored(bufs, libc::MSG_MORE),
+            ClientStream::Tls(tls) => tls.stream.borrow_mut().queue(bufs),
+        }
+    }
+
+    /// Ends the sending side after the last bytes ([`ClientStream::send_more`]):
+    /// a TLS stream sends its held records and `close_notify` together,
+    /// waiting at most `limit` for the socket to take them, then the FIN.
+    pub(crate) async fn end_within(&self, limit: Duration) -> Result<io::Result<()>, TimedOut> {
+        match self {
+            ClientStream::Plain(socket) => Ok(socket.shut_write()),
+            ClientStream::Tls(tls) => {
+                timed(
+                    limit,
+                    std::future::poll_fn(|cx| {
+                        Pin::new(&mut *tls.stream.borrow_mut()).poll_shutdown(cx)
+                    }),
+                )
+                .await
+            }
+        }
+    }
+
     /// Sends `bufs` without waiting (`flags` besides `MSG_NOSIGNAL`); a TLS
     /// stream answers `WouldBlock`, so that its writes go the waiting way,
     /// through rustls.
@@ -171,6 +198,17 @@ impl io::Write for SocketWriter<'_> {
 
     fn flush(&mut self) -> io::Result<()> {
         Ok(())
+    }
+}
+
+impl From<TlsIo> for ClientStream {
+    /// The stream of a connection whose TLS handshake is done.
+    fn from(io: TlsIo) -> Self {
+        let fd = io.get_ref().0.as_raw_fd();
+        ClientStream::Tls(Box::new(TlsClient {
+            fd,
+            stream: RefCell::new(io),
+        }))
     }
 }
 

@@ -9,6 +9,11 @@
 //! plaintext, reading and decrypting records from the socket while there
 //! is none; a write hands plaintext to rustls and sends records at once,
 //! as far as the socket takes them.
+//!
+//! The handshake is ours too: what rustls queues once it is done (the TLS
+//! 1.3 session ticket) is not sent on its own but with the first response,
+//! in the same system call, or before the stream first waits for the
+//! client.
 
 use super::client_socket::ClientSocket;
 use rustls::ServerConnection;
@@ -37,6 +42,46 @@ impl TlsIo {
             read_closed: false,
             write_closed: false,
         }
+    }
+
+    /// Completes the handshake of `conn`, a new connection on `socket`.
+    /// Errors as tokio-rustls's: `InvalidData` for a TLS error (after the
+    /// alert saying so, if the socket takes it), `UnexpectedEof` for a
+    /// client that closed first.
+    pub(crate) async fn accept(
+        socket: ClientSocket,
+        conn: Box<ServerConnection>,
+    ) -> io::Result<TlsIo> {
+        let mut io = TlsIo::new(socket, conn);
+        std::future::poll_fn(|cx| io.poll_handshake(cx)).await?;
+        Ok(io)
+    }
+
+    /// Moves the handshake on: sends what rustls has for the client, reads
+    /// what it needs, until it is done.
+    fn poll_handshake(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        while self.conn.is_handshaking() {
+            if self.conn.wants_write() {
+                if ready!(self.write_io(cx))? == 0 {
+                    return Poll::Ready(Err(io::ErrorKind::WriteZero.into()));
+                }
+            } else if ready!(self.read_io(cx))? == 0 {
+                return Poll::Ready(Err(io::ErrorKind::UnexpectedEof.into()));
+            }
+        }
+        Poll::Ready(Ok(()))
+    }
+
+    /// The socket and rustls's state.
+    pub(crate) fn get_ref(&self) -> (&ClientSocket, &ServerConnection) {
+        (&self.socket, &self.conn)
+    }
+
+    /// Encrypts what `bufs` hold without sending it: the records leave
+    /// with the next write, flush or shutdown. How many bytes rustls took
+    /// (its buffer is bounded).
+    pub(crate) fn queue(&mut self, bufs: &[IoSlice<'_>]) -> io::Result<usize> {
+        self.conn.writer().write_vectored(bufs)
     }
 
     /// The socket and rustls's state, mutably.
@@ -120,6 +165,7 @@ impl AsyncRead for TlsIo {
         }
         let mut reader = this.conn.reader();
         let mut filled = false;
+        let mut empty = false;
         while buf.remaining() > 0 {
             match reader.fill_buf() {
                 Ok([]) => break,
@@ -131,18 +177,23 @@ impl AsyncRead for TlsIo {
                 }
                 // Nothing decrypted yet, or more after what was taken.
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
-                    if filled {
-                        break;
-                    }
-                    if !pending {
-                        // rustls wants no read yet has nothing: try again.
-                        cx.waker().wake_by_ref();
-                    }
-                    return Poll::Pending;
+                    empty = !filled;
+                    break;
                 }
                 Err(_) if filled => break,
                 Err(e) => return Poll::Ready(Err(e)),
             }
+        }
+        if empty {
+            if !pending {
+                // rustls wants no read yet has nothing: try again.
+                cx.waker().wake_by_ref();
+            } else if this.conn.wants_write() {
+                // Never wait for the client with records it has not got
+                // (the session ticket the handshake left).
+                this.send_queued(cx)?;
+            }
+            return Poll::Pending;
         }
         Poll::Ready(Ok(()))
     }
@@ -267,6 +318,125 @@ mod tests {
         (Arc::new(server), Arc::new(client))
     }
 
+    /// The stream of the next connection on `listener`, its handshake done.
+    async fn accepted(listener: &TcpListener, config: Arc<ServerConfig>) -> TlsIo {
+        let (socket, _) = listener.accept().unwrap();
+        socket.set_nonblocking(true).unwrap();
+        let conn = ServerConnection::new(config).unwrap();
+        TlsIo::accept(ClientSocket::new(socket), Box::new(conn))
+            .await
+            .unwrap()
+    }
+
+    /// Counts the TLS 1.3 tickets a client was given.
+    #[derive(Debug)]
+    struct Tickets {
+        inner: rustls::client::ClientSessionMemoryCache,
+        given: std::sync::atomic::AtomicUsize,
+    }
+
+    impl rustls::client::ClientSessionStore for Tickets {
+        fn set_kx_hint(&self, name: ServerName<'static>, group: rustls::NamedGroup) {
+            self.inner.set_kx_hint(name, group)
+        }
+        fn kx_hint(&self, name: &ServerName<'_>) -> Option<rustls::NamedGroup> {
+            self.inner.kx_hint(name)
+        }
+        fn set_tls12_session(
+            &self,
+            name: ServerName<'static>,
+            value: rustls::client::Tls12ClientSessionValue,
+        ) {
+            self.inner.set_tls12_session(name, value)
+        }
+        fn tls12_session(
+            &self,
+            name: &ServerName<'_>,
+        ) -> Option<rustls::client::Tls12ClientSessionValue> {
+            self.inner.tls12_session(name)
+        }
+        fn remove_tls12_session(&self, name: &ServerName<'static>) {
+            self.inner.remove_tls12_session(name)
+        }
+        fn insert_tls13_ticket(
+            &self,
+            name: ServerName<'static>,
+            value: rustls::client::Tls13ClientSessionValue,
+        ) {
+            self.given.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+            self.inner.insert_tls13_ticket(name, value)
+        }
+        fn take_tls13_ticket(
+            &self,
+            name: &ServerName<'static>,
+        ) -> Option<rustls::client::Tls13ClientSessionValue> {
+            self.inner.take_tls13_ticket(name)
+        }
+    }
+
+    #[tokio::test]
+    async fn the_ticket_the_handshake_leaves_reaches_a_client_that_waits_for_it() {
+        let (server_config, client_config) = configs();
+        let tickets = Arc::new(Tickets {
+            inner: rustls::client::ClientSessionMemoryCache::new(4),
+            given: Default::default(),
+        });
+        let mut client_config = (*client_config).clone();
+        client_config.resumption = rustls::client::Resumption::store(tickets.clone() as Arc<_>);
+        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        let addr = listener.local_addr().unwrap();
+        let given = tickets.clone();
+        let client = std::thread::spawn(move || {
+            let name = ServerName::try_from("a.test").unwrap();
+            let mut conn = ClientConnection::new(Arc::new(client_config), name).unwrap();
+            let mut socket = TcpStream::connect(addr).unwrap();
+            socket
+                .set_read_timeout(Some(std::time::Duration::from_secs(10)))
+                .unwrap();
+            conn.complete_io(&mut socket).unwrap();
+            // Sends nothing until the ticket came: the server must not
+            // keep it for a response that never comes.
+            while given.given.load(std::sync::atomic::Ordering::SeqCst) == 0 {
+                conn.read_tls(&mut socket)
+                    .expect("the ticket, before the timeout");
+                conn.process_new_packets().unwrap();
+            }
+            let mut tls = StreamOwned::new(conn, socket);
+            tls.write_all(b"thanks").unwrap();
+        });
+        let mut stream = accepted(&listener, server_config).await;
+        assert_eq!(read_exactly(&mut stream, 6).await, b"thanks");
+        client.join().unwrap();
+    }
+
+    #[tokio::test]
+    async fn held_records_and_close_notify_leave_together_and_whole() {
+        let (server_config, client_config) = configs();
+        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        let addr = listener.local_addr().unwrap();
+        let client = std::thread::spawn(move || {
+            let name = ServerName::try_from("a.test").unwrap();
+            let conn = ClientConnection::new(client_config, name).unwrap();
+            let mut tls = StreamOwned::new(conn, TcpStream::connect(addr).unwrap());
+            tls.write_all(b"go").unwrap();
+            let mut all = Vec::new();
+            // A clean end (close_notify), not a truncation error.
+            tls.read_to_end(&mut all).map(|_| all)
+        });
+        let mut stream = accepted(&listener, server_config).await;
+        assert_eq!(read_exactly(&mut stream, 2).await, b"go");
+        // More than one record's worth, to be held then sent.
+        let body = vec![7u8; 40_000];
+        let held = stream
+            .queue(&[IoSlice::new(b"head:"), IoSlice::new(&body)])
+            .unwrap();
+        assert_eq!(held, 5 + body.len(), "rustls holds it all");
+        stream.shutdown().await.unwrap();
+        let got = client.join().unwrap().expect("a clean end");
+        assert_eq!(got.len(), 5 + body.len());
+        assert!(got.starts_with(b"head:") && got[5..].iter().all(|&b| b == 7));
+    }
+
     /// Reads from `stream` until `want` bytes came.
     async fn read_exactly(stream: &mut TlsIo, want: usize) -> Vec<u8> {
         let mut got = Vec::new();
@@ -296,15 +466,7 @@ mod tests {
             let mut rest = Vec::new();
             tls.read_to_end(&mut rest).map(|_| rest)
         });
-        let (socket, _) = listener.accept().unwrap();
-        socket.set_nonblocking(true).unwrap();
-        let acceptor = tokio_rustls::TlsAcceptor::from(server_config);
-        let (socket, conn) = acceptor
-            .accept(ClientSocket::new(socket))
-            .await
-            .unwrap()
-            .into_inner();
-        let mut stream = TlsIo::new(socket, Box::new(conn));
+        let mut stream = accepted(&listener, server_config).await;
         assert_eq!(read_exactly(&mut stream, 4).await, b"ping");
         stream.write_all(b"pong").await.unwrap();
         stream.flush().await.unwrap();

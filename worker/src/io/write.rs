@@ -24,6 +24,12 @@ pub(crate) trait TryWrite: AsyncWrite + Unpin {
 
     /// Sends the FIN (`shutdown(SHUT_WR)`), with whatever was held back.
     fn shut_write(&self) -> io::Result<()>;
+
+    /// As [`TryWrite::shut_write`], for a writer that may hold back more
+    /// than the kernel does (TLS records): waits at most `limit` for them.
+    async fn end_within(&mut self, _limit: Duration) -> Result<io::Result<()>, TimedOut> {
+        Ok(self.shut_write())
+    }
 }
 
 /// The tries go to the socket directly: tokio's own would answer
@@ -57,11 +63,15 @@ impl TryWrite for &ClientStream {
     }
 
     fn try_write_more(&self, bufs: &[IoSlice<'_>]) -> io::Result<usize> {
-        self.send_vectored(bufs, libc::MSG_MORE)
+        self.send_more(bufs)
     }
 
     fn shut_write(&self) -> io::Result<()> {
         ClientStream::shut_write(self)
+    }
+
+    async fn end_within(&mut self, limit: Duration) -> Result<io::Result<()>, TimedOut> {
+        ClientStream::end_within(self, limit).await
     }
 }
 
@@ -117,7 +127,7 @@ pub(crate) async fn write_last_within<W: TryWrite>(
     limit: Duration,
 ) -> Result<io::Result<()>, TimedOut> {
     match write_within(w, head, body, limit, W::try_write_more).await {
-        Ok(Ok(())) => Ok(w.shut_write()),
+        Ok(Ok(())) => w.end_within(limit).await,
         failed => failed,
     }
 }
