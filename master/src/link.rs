@@ -6,10 +6,12 @@
 //! pid and the link's serial number, so the loop can ignore messages from a
 //! worker it already replaced, even one whose pid the next worker got.
 
+use crate::os;
 use crate::supervisor::Pid;
 use crossbeam_channel::Sender;
 use ipc_channel::ipc::{IpcOneShotServer, IpcSender};
 use prefork_shared::ipc::{MasterMsg, WorkerMsg, PROTOCOL_VERSION};
+use prefork_shared::link_secret::{LinkSecret, LINK_SECRET_LEN};
 use std::io;
 
 /// Which link an event comes from.
@@ -54,22 +56,35 @@ impl LinkEvent {
     }
 }
 
-/// A one-shot server a new worker connects to.
+/// A one-shot server a new worker connects to, and the secret it must say
+/// hello with.
 pub struct PendingLink {
     server: IpcOneShotServer<WorkerMsg>,
     name: String,
+    secret: LinkSecret,
 }
 
 impl PendingLink {
-    /// Opens a new one-shot server.
+    /// Opens a new one-shot server with a fresh secret from the kernel.
     pub fn open() -> io::Result<Self> {
+        let mut bytes = [0; LINK_SECRET_LEN];
+        os::random_bytes(&mut bytes)?;
         let (server, name) = IpcOneShotServer::new()?;
-        Ok(PendingLink { server, name })
+        Ok(PendingLink {
+            server,
+            name,
+            secret: LinkSecret::from_bytes(bytes),
+        })
     }
 
     /// The name the worker connects to.
     pub fn name(&self) -> &str {
         &self.name
+    }
+
+    /// The secret to hand the worker, and that worker alone.
+    pub fn secret(&self) -> &LinkSecret {
+        &self.secret
     }
 
     /// Waits, on a new thread, for worker `from.pid` to connect, then

@@ -123,12 +123,15 @@ impl LinkTable {
         let fds = listeners
             .for_worker(&setup.config.listen, slot)
             .map_err(|e| e.to_string())?;
+        let secret = os::secret_socket(link.secret())
+            .map_err(|e| format!("cannot make the worker's link secret socket: {e}"))?;
         let cell = self.load.as_mut().and_then(LoadCells::assign);
         let command = WorkerCommand {
             image: exe,
             slot,
             generation,
             ipc_name: link.name(),
+            secret: secret.as_raw_fd(),
             listeners: &fds,
             load: self
                 .load
@@ -137,7 +140,10 @@ impl LinkTable {
                 .map(|(load, cell)| (load.board().fd().as_raw_fd(), cell)),
             credentials: setup.credentials.as_ref(),
         };
-        let pid = match os::spawn_worker(&command) {
+        let spawned = os::spawn_worker(&command);
+        // The child has its copy; the master keeps none.
+        drop(secret);
+        let pid = match spawned {
             Ok(pid) => pid,
             Err(e) => {
                 if let (Some(load), Some(cell)) = (&mut self.load, cell) {
