@@ -5,6 +5,11 @@
 //! error from panicking the master, and tags every message with the worker's
 //! pid and the link's serial number, so the loop can ignore messages from a
 //! worker it already replaced, even one whose pid the next worker got.
+//!
+//! The server's name is public (the worker's command line) and its socket
+//! open to the workers' user, which other daemons may share: the first
+//! connection is trusted only if its Hello carries the secret drawn for this
+//! link (see `prefork_shared::link_secret`) and the child's pid.
 
 use crate::os;
 use crate::supervisor::Pid;
@@ -103,18 +108,14 @@ impl PendingLink {
                         return;
                     }
                 };
-                match first {
-                    WorkerMsg::Hello {
-                        protocol: PROTOCOL_VERSION,
-                        pid: said,
-                        control,
-                    } if said == pid => {
+                match check_hello(first, pid, &self.secret) {
+                    Ok(control) => {
                         if events.send(LinkEvent::Hello { from, control }).is_err() {
                             return;
                         }
                     }
-                    other => {
-                        let _ = events.send(closed(format!("bad hello: {other:?}")));
+                    Err(why) => {
+                        let _ = events.send(closed(format!("bad hello: {why}")));
                         return;
                     }
                 }
@@ -133,8 +134,175 @@ impl PendingLink {
     }
 }
 
+/// The command channel of the first message on a link if it is the Hello of
+/// worker `pid` with `secret`; otherwise why not, which never shows a secret.
+fn check_hello(
+    first: WorkerMsg,
+    pid: Pid,
+    secret: &LinkSecret,
+) -> Result<IpcSender<MasterMsg>, String> {
+    let WorkerMsg::Hello {
+        protocol,
+        pid: said,
+        secret: proof,
+        control,
+    } = first
+    else {
+        return Err("the first message is not a Hello".to_owned());
+    };
+    if protocol != PROTOCOL_VERSION {
+        return Err(format!("protocol {protocol}, expected {PROTOCOL_VERSION}"));
+    }
+    // The secret proves the peer got what the master handed its child; the
+    // pid is only the peer's word, checked too so that the right secret from
+    // any other process (were it ever to leak) is still refused.
+    if !proof.matches(secret) {
+        return Err(format!("wrong secret (pid {said})"));
+    }
+    if said != pid {
+        return Err(format!("pid {said}, expected {pid}"));
+    }
+    Ok(control)
+}
+
 /// Unblocks the thread waiting for a worker that died before connecting:
 /// connecting and hanging up makes its `accept` return an error.
 pub fn abandon(name: &str) {
     let _ = IpcSender::<WorkerMsg>::connect(name.to_owned());
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crossbeam_channel::Receiver;
+    use ipc_channel::ipc::{self, IpcReceiver};
+    use std::time::Duration;
+
+    /// A link's thread reports within this (a bound, not a wait: it
+    /// reports as soon as the Hello is checked).
+    const REPORT_WITHIN: Duration = Duration::from_secs(30);
+
+    const WORKER: LinkId = LinkId {
+        pid: 4242,
+        serial: 7,
+    };
+
+    /// Opens a link for `WORKER` and serves it; returns its name, its
+    /// secret and its events.
+    fn serving() -> (String, LinkSecret, Receiver<LinkEvent>) {
+        let link = PendingLink::open().unwrap();
+        let name = link.name().to_owned();
+        let secret = link.secret().clone();
+        let (tx, rx) = crossbeam_channel::unbounded();
+        link.serve(WORKER, tx).unwrap();
+        (name, secret, rx)
+    }
+
+    /// Connects to `name` as a worker would and sends `first`.
+    fn connect_and_send(name: &str, first: WorkerMsg) {
+        let to_master = IpcSender::<WorkerMsg>::connect(name.to_owned()).unwrap();
+        to_master.send(first).unwrap();
+    }
+
+    fn hello(pid: u32, secret: LinkSecret) -> (WorkerMsg, IpcReceiver<MasterMsg>) {
+        let (control, commands) = ipc::channel().unwrap();
+        let msg = WorkerMsg::Hello {
+            protocol: PROTOCOL_VERSION,
+            pid,
+            secret,
+            control,
+        };
+        (msg, commands)
+    }
+
+    fn hex(secret: &LinkSecret) -> String {
+        secret.bytes().iter().map(|b| format!("{b:02x}")).collect()
+    }
+
+    /// The reason the link closed; fails if it reported anything else.
+    fn closed_reason(events: &Receiver<LinkEvent>) -> String {
+        match events
+            .recv_timeout(REPORT_WITHIN)
+            .expect("the link reports")
+        {
+            LinkEvent::Closed { from, reason } => {
+                assert_eq!(from, WORKER);
+                reason
+            }
+            LinkEvent::Hello { .. } => panic!("the link trusted the peer"),
+            LinkEvent::Message(..) => panic!("the link forwarded a message"),
+        }
+    }
+
+    #[test]
+    fn the_expected_worker_is_trusted() {
+        let (name, secret, events) = serving();
+        let (msg, _commands) = hello(WORKER.pid, secret);
+        connect_and_send(&name, msg);
+        match events
+            .recv_timeout(REPORT_WITHIN)
+            .expect("the link reports")
+        {
+            LinkEvent::Hello { from, .. } => assert_eq!(from, WORKER),
+            LinkEvent::Closed { reason, .. } => panic!("closed: {reason}"),
+            LinkEvent::Message(..) => panic!("a message before Hello"),
+        }
+    }
+
+    /// Another process of the workers' user that read the server's name on
+    /// the command line and guessed the pid gets no configuration, and no
+    /// second try: the one-shot server is gone, so the worker that was
+    /// expected cannot connect either and is replaced.
+    #[test]
+    fn an_impostor_with_the_right_pid_but_a_wrong_secret_is_refused() {
+        let (name, secret, events) = serving();
+        let guess = LinkSecret::from_bytes([0x5a; LINK_SECRET_LEN]);
+        let (msg, _commands) = hello(WORKER.pid, guess.clone());
+        connect_and_send(&name, msg);
+        let reason = closed_reason(&events);
+        assert!(reason.starts_with("bad hello: wrong secret"), "{reason}");
+        assert!(!reason.contains(&hex(&secret)), "{reason}");
+        assert!(!reason.contains(&hex(&guess)), "{reason}");
+        assert!(IpcSender::<WorkerMsg>::connect(name).is_err());
+    }
+
+    /// The secret must come from the child itself: the pid check stays.
+    #[test]
+    fn the_right_secret_from_another_pid_is_refused() {
+        let (name, secret, events) = serving();
+        let (msg, _commands) = hello(WORKER.pid + 1, secret.clone());
+        connect_and_send(&name, msg);
+        let reason = closed_reason(&events);
+        assert_eq!(reason, "bad hello: pid 4243, expected 4242");
+    }
+
+    #[test]
+    fn another_protocol_is_refused() {
+        let (name, secret, events) = serving();
+        let (control, _commands) = ipc::channel().unwrap();
+        let msg = WorkerMsg::Hello {
+            protocol: PROTOCOL_VERSION + 1,
+            pid: WORKER.pid,
+            secret,
+            control,
+        };
+        connect_and_send(&name, msg);
+        let reason = closed_reason(&events);
+        assert!(reason.starts_with("bad hello: protocol"), "{reason}");
+    }
+
+    #[test]
+    fn a_link_that_starts_with_anything_but_hello_is_refused() {
+        let (name, _secret, events) = serving();
+        connect_and_send(&name, WorkerMsg::Ready);
+        let reason = closed_reason(&events);
+        assert_eq!(reason, "bad hello: the first message is not a Hello");
+    }
+
+    #[test]
+    fn every_link_has_its_own_secret() {
+        let a = PendingLink::open().unwrap();
+        let b = PendingLink::open().unwrap();
+        assert!(!a.secret().matches(b.secret()));
+    }
 }
