@@ -314,6 +314,27 @@ impl LinkTable {
         }
     }
 
+    /// A worker's link closed, for `reason`. If the worker never got a
+    /// command channel and is still running (a bad hello, from it or from an
+    /// impostor that connected first), it can never be configured: it is
+    /// killed now rather than at the boot timeout, and replaced as any
+    /// worker that fails to start is. Says whether it was killed.
+    pub fn link_closed(&mut self, pid: Pid, reason: &str, observed: &mut Observed) -> bool {
+        let unconfigured = self
+            .links
+            .get(&pid)
+            .is_some_and(|link| link.control.is_none() && !link.reaped);
+        if unconfigured {
+            warn!(self.log, "worker link closed before the worker was configured; killing it";
+                "worker_pid" => pid, "reason" => reason);
+            os::signal_process(&self.log, pid, Signal::SIGKILL);
+        } else {
+            debug!(self.log, "worker link closed"; "worker_pid" => pid, "reason" => reason);
+        }
+        self.closed(pid, observed);
+        unconfigured
+    }
+
     /// A worker's link forwarded its last message: forgotten once the
     /// worker was reaped (now, if it was already).
     pub fn closed(&mut self, pid: Pid, observed: &mut Observed) {
