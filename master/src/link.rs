@@ -101,14 +101,19 @@ impl PendingLink {
             .name(format!("ipc-{pid}"))
             .spawn(move || {
                 let closed = |reason: String| LinkEvent::Closed { from, reason };
-                let (receiver, first) = match self.server.accept() {
-                    Ok(pair) => pair,
-                    Err(e) => {
+                let PendingLink { server, secret, .. } = self;
+                let (receiver, first) = match unpanicked(move || server.accept()) {
+                    Ok(Ok(pair)) => pair,
+                    Ok(Err(e)) => {
                         let _ = events.send(closed(format!("no hello: {e:?}")));
                         return;
                     }
+                    Err(why) => {
+                        let _ = events.send(closed(format!("no hello: {why}")));
+                        return;
+                    }
                 };
-                match check_hello(first, pid, &self.secret) {
+                match check_hello(first, pid, &secret) {
                     Ok(control) => {
                         if events.send(LinkEvent::Hello { from, control }).is_err() {
                             return;
@@ -120,9 +125,10 @@ impl PendingLink {
                     }
                 }
                 loop {
-                    let event = match receiver.recv() {
-                        Ok(msg) => LinkEvent::Message(from, msg),
-                        Err(e) => closed(format!("{e:?}")),
+                    let event = match unpanicked(|| receiver.recv()) {
+                        Ok(Ok(msg)) => LinkEvent::Message(from, msg),
+                        Ok(Err(e)) => closed(format!("{e:?}")),
+                        Err(why) => closed(why),
                     };
                     let last = matches!(event, LinkEvent::Closed { .. });
                     if events.send(event).is_err() || last {
@@ -132,6 +138,16 @@ impl PendingLink {
             })
             .map(drop)
     }
+}
+
+/// Runs `receive`, a receive on a link, turning a panic into an error:
+/// ipc-channel asserts (rather than errs) on some malformed input, such as
+/// a first message cut short, which any process allowed to connect can
+/// send. Caught, the link still reports closed; the panic's message goes to
+/// stderr as any panic's does.
+fn unpanicked<T>(receive: impl FnOnce() -> T) -> Result<T, String> {
+    std::panic::catch_unwind(std::panic::AssertUnwindSafe(receive))
+        .map_err(|_| "ipc-channel panicked on what it received".to_owned())
 }
 
 /// The command channel of the first message on a link if it is the Hello of
@@ -297,6 +313,21 @@ mod tests {
         connect_and_send(&name, WorkerMsg::Ready);
         let reason = closed_reason(&events);
         assert_eq!(reason, "bad hello: the first message is not a Hello");
+    }
+
+    /// Bytes that are no ipc-channel message at all, sent on a raw
+    /// connection: ipc-channel panics reading them, and the link still
+    /// reports closed (the master would otherwise keep the link forever).
+    #[test]
+    fn a_first_message_ipc_channel_cannot_read_closes_the_link() {
+        use socket2::{Domain, SockAddr, Socket, Type};
+        let (name, _secret, events) = serving();
+        let raw = Socket::new(Domain::UNIX, Type::SEQPACKET, None).unwrap();
+        raw.connect(&SockAddr::unix(&name).unwrap()).unwrap();
+        raw.send(&[0; 64]).unwrap();
+        drop(raw);
+        let reason = closed_reason(&events);
+        assert!(reason.starts_with("no hello: "), "{reason}");
     }
 
     #[test]
