@@ -123,12 +123,15 @@ impl LinkTable {
         let fds = listeners
             .for_worker(&setup.config.listen, slot)
             .map_err(|e| e.to_string())?;
+        let secret = os::secret_socket(link.secret())
+            .map_err(|e| format!("cannot make the worker's link secret socket: {e}"))?;
         let cell = self.load.as_mut().and_then(LoadCells::assign);
         let command = WorkerCommand {
             image: exe,
             slot,
             generation,
             ipc_name: link.name(),
+            secret: secret.as_raw_fd(),
             listeners: &fds,
             load: self
                 .load
@@ -137,7 +140,10 @@ impl LinkTable {
                 .map(|(load, cell)| (load.board().fd().as_raw_fd(), cell)),
             credentials: setup.credentials.as_ref(),
         };
-        let pid = match os::spawn_worker(&command) {
+        let spawned = os::spawn_worker(&command);
+        // The child has its copy; the master keeps none.
+        drop(secret);
+        let pid = match spawned {
             Ok(pid) => pid,
             Err(e) => {
                 if let (Some(load), Some(cell)) = (&mut self.load, cell) {
@@ -306,6 +312,27 @@ impl LinkTable {
         if link.closed {
             self.forget(pid, observed);
         }
+    }
+
+    /// A worker's link closed, for `reason`. If the worker never got a
+    /// command channel and is still running (a bad hello, from it or from an
+    /// impostor that connected first), it can never be configured: it is
+    /// killed now rather than at the boot timeout, and replaced as any
+    /// worker that fails to start is. Says whether it was killed.
+    pub fn link_closed(&mut self, pid: Pid, reason: &str, observed: &mut Observed) -> bool {
+        let unconfigured = self
+            .links
+            .get(&pid)
+            .is_some_and(|link| link.control.is_none() && !link.reaped);
+        if unconfigured {
+            warn!(self.log, "worker link closed before the worker was configured; killing it";
+                "worker_pid" => pid, "reason" => reason);
+            os::signal_process(&self.log, pid, Signal::SIGKILL);
+        } else {
+            debug!(self.log, "worker link closed"; "worker_pid" => pid, "reason" => reason);
+        }
+        self.closed(pid, observed);
+        unconfigured
     }
 
     /// A worker's link forwarded its last message: forgotten once the

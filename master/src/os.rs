@@ -6,12 +6,14 @@ use nix::sys::signal::{kill, SigSet, Signal};
 use nix::sys::wait::{waitpid, WaitPidFlag, WaitStatus};
 use nix::unistd::{Gid, Uid, User};
 use prefork_shared::fds::{self, FIRST_LISTEN_FD, IMAGE_FD_ENV, LISTEN_FDS_ENV};
+use prefork_shared::link_secret::{LinkSecret, LINK_SECRET_FD_ENV};
 use prefork_shared::load_board::LOAD_CELL_ENV;
 use slog::{debug, Logger};
 use std::fs::File;
-use std::io;
+use std::io::{self, Write};
 use std::net::SocketAddr;
-use std::os::fd::{AsRawFd, RawFd};
+use std::os::fd::{AsRawFd, OwnedFd, RawFd};
+use std::os::unix::net::UnixStream;
 use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
@@ -66,6 +68,10 @@ pub struct WorkerCommand<'a> {
     pub generation: Generation,
     /// Name of the one-shot IPC server it connects to.
     pub ipc_name: &'a str,
+    /// The socket holding the secret it proves itself with on that server
+    /// (see [`secret_socket`]); never on its command line or in its
+    /// environment, which other users can read.
+    pub secret: RawFd,
     /// Listening sockets it inherits, in order, from fd 3; a per-slot
     /// (`reuseport`) socket with its slot.
     pub listeners: &'a [(SocketAddr, Option<Slot>, RawFd)],
@@ -76,8 +82,8 @@ pub struct WorkerCommand<'a> {
 }
 
 /// Starts a worker: fork, then exec of the prefork binary in the worker
-/// role, with the listeners at fds 3.., then the load board, and nothing else
-/// inherited.
+/// role, with the listeners at fds 3.., then the load board, the image and
+/// the link secret's socket, and nothing else inherited.
 pub fn spawn_worker(cmd: &WorkerCommand<'_>) -> io::Result<Pid> {
     let addrs: Vec<(SocketAddr, Option<u32>)> = cmd
         .listeners
@@ -91,6 +97,10 @@ pub fn spawn_worker(cmd: &WorkerCommand<'_>) -> io::Result<Pid> {
     // it; the worker closes it as it starts (see IMAGE_FD_ENV).
     let image_fd = FIRST_LISTEN_FD + sources.len() as RawFd;
     sources.push(cmd.image.file.as_raw_fd());
+    // The secret's socket last; the worker reads it and closes it first
+    // thing (see LINK_SECRET_FD_ENV).
+    let secret_fd = image_fd + 1;
+    sources.push(cmd.secret);
     // Allocated before fork: nothing may allocate between fork and exec.
     let mut scratch: Vec<RawFd> = vec![-1; sources.len()];
     let master = nix::unistd::getpid();
@@ -103,6 +113,7 @@ pub fn spawn_worker(cmd: &WorkerCommand<'_>) -> io::Result<Pid> {
         .args(["--ipc", cmd.ipc_name])
         .env(LISTEN_FDS_ENV, fds::encode(&addrs))
         .env(IMAGE_FD_ENV, image_fd.to_string())
+        .env(LINK_SECRET_FD_ENV, secret_fd.to_string())
         .stdin(Stdio::null());
     // Never inherited from the master's own environment: the worker trusts
     // it to name a descriptor.
@@ -134,6 +145,18 @@ pub fn spawn_worker(cmd: &WorkerCommand<'_>) -> io::Result<Pid> {
     }
     let child = command.spawn()?;
     Ok(child.id())
+}
+
+/// A socket that holds `secret` for one worker to read, then reports end of
+/// file: the master's end is written and closed at once, before fork, and
+/// the caller closes this one right after spawning. A socket rather than a
+/// pipe: another process of the workers' user may open the worker's pipes
+/// again through `/proc/PID/fd/N` and read the secret first, but not its
+/// sockets (`ENXIO`).
+pub fn secret_socket(secret: &LinkSecret) -> io::Result<OwnedFd> {
+    let (mut ours, theirs) = UnixStream::pair()?;
+    ours.write_all(secret.bytes())?;
+    Ok(theirs.into())
 }
 
 /// Starts a new master from `exe` (binary upgrade): same arguments style as
@@ -302,4 +325,27 @@ pub fn random_bytes(buf: &mut [u8]) -> io::Result<()> {
         filled += n as usize;
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use prefork_shared::link_secret::LINK_SECRET_LEN;
+    use std::io::Read;
+
+    /// The worker reads the secret and then end of file: the master kept no
+    /// end it could write more on. The socket is close-on-exec: only
+    /// `spawn_worker` places it in the one child it is for.
+    #[test]
+    fn a_secret_socket_holds_the_secret_alone() {
+        let secret = LinkSecret::from_bytes(std::array::from_fn(|i| i as u8 + 1));
+        let fd = secret_socket(&secret).unwrap();
+        // SAFETY: F_GETFD on an fd this test owns only reads its flags.
+        let flags = unsafe { libc::fcntl(fd.as_raw_fd(), libc::F_GETFD) };
+        assert_eq!(flags & libc::FD_CLOEXEC, libc::FD_CLOEXEC);
+        let mut read = Vec::new();
+        UnixStream::from(fd).read_to_end(&mut read).unwrap();
+        assert_eq!(read, secret.bytes());
+        assert_eq!(read.len(), LINK_SECRET_LEN);
+    }
 }

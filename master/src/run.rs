@@ -27,7 +27,7 @@ use nix::sys::signal::Signal;
 use prefork_shared::config::SigtermMode;
 use prefork_shared::ipc::{StopMode, WorkerMsg};
 use prefork_shared::Config;
-use slog::{debug, error, info, warn, Logger};
+use slog::{error, info, warn, Logger};
 use std::collections::VecDeque;
 use std::net::TcpListener;
 use std::os::fd::AsRawFd;
@@ -455,8 +455,7 @@ impl Master {
                 }
             },
             LinkEvent::Closed { reason, .. } => {
-                debug!(self.log, "worker link closed"; "worker_pid" => pid, "reason" => reason);
-                self.links.closed(pid, &mut self.observed);
+                self.links.link_closed(pid, &reason, &mut self.observed);
                 Vec::new()
             }
         }

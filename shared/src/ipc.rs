@@ -1,23 +1,29 @@
 //! The master↔worker protocol, carried by `ipc-channel`.
 //!
 //! Bootstrap: the master opens an `IpcOneShotServer<WorkerMsg>` and passes its
-//! name to the worker on the command line. The worker connects, creates a
-//! channel for the other direction and sends [`WorkerMsg::Hello`] with its
-//! sending half. The master answers with [`MasterMsg::TicketKeys`] and
-//! [`MasterMsg::Configure`]; the worker starts accepting and reports
-//! [`WorkerMsg::Ready`]. From then on the worker sends
+//! name to the worker on the command line, and a fresh [`LinkSecret`] on an
+//! inherited descriptor (see [`crate::link_secret`]). The worker reads the
+//! secret, connects, creates a channel for the other direction and sends
+//! [`WorkerMsg::Hello`] with the secret, its pid and the sending half. The
+//! name is public and the socket open to the workers' user, so the master
+//! trusts the first connection only if its secret and pid are the child's:
+//! otherwise it closes the link, and that worker, unconfigured, is replaced.
+//! To a trusted worker the master answers with [`MasterMsg::TicketKeys`] and
+//! [`MasterMsg::Configure`] (both carry secrets); the worker starts accepting
+//! and reports [`WorkerMsg::Ready`]. From then on the worker sends
 //! [`WorkerMsg::Heartbeat`] from its event loop, and the master may send a
 //! new [`MasterMsg::Configure`] (hot reload) or new
 //! [`MasterMsg::TicketKeys`] (a rotation) at any time.
 
 use crate::config::Config;
+use crate::link_secret::LinkSecret;
 use crate::ticket_keys::TicketKeyRing;
 use ipc_channel::ipc::IpcSender;
 use serde::{Deserialize, Serialize};
 use std::time::Duration;
 
 /// Bumped whenever a message changes shape; master and worker must agree.
-pub const PROTOCOL_VERSION: u32 = 6;
+pub const PROTOCOL_VERSION: u32 = 7;
 
 /// How often a worker sends a heartbeat when the master allows it
 /// `worker_timeout` of silence: several beats fit in the timeout, so one late
@@ -35,6 +41,8 @@ pub enum WorkerMsg {
         protocol: u32,
         /// The worker's process id.
         pid: u32,
+        /// The secret the master handed this worker as it started.
+        secret: LinkSecret,
         /// Where the master sends its commands.
         control: IpcSender<MasterMsg>,
     },

@@ -1,6 +1,6 @@
 //! Types and helpers shared by the prefork master and its workers: the
 //! configuration model and its validation, the route table, the IPC
-//! protocol, the session-ticket keys, the listener hand-off convention, the load board, CPU pinning,
+//! protocol and its link secret, the session-ticket keys, the listener hand-off convention, the load board, CPU pinning,
 //! the exit-code contract and logging setup.
 
 pub mod config;
@@ -9,6 +9,7 @@ pub mod exit;
 pub mod fd_budget;
 pub mod fds;
 pub mod ipc;
+pub mod link_secret;
 pub mod load_board;
 pub mod log;
 pub mod route_table;

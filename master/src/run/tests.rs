@@ -596,6 +596,33 @@ fn a_reload_that_shortens_tls_session_timeout_reaches_every_worker() {
 const NO_SUCH_PID: Pid = 2_000_000_000;
 
 #[test]
+fn a_link_closed_before_its_worker_was_configured_kills_the_worker() {
+    let mut h = harness();
+    let m = &mut h.master;
+    // A bad hello (an impostor connected first, or the worker itself): the
+    // worker can never be configured, so it goes now, not at BOOT_TIMEOUT.
+    spawned(m, NO_SUCH_PID, 0, 1);
+    let reason = "bad hello: wrong secret (pid 1)";
+    assert!(m.links.link_closed(NO_SUCH_PID, reason, &mut m.observed));
+    reap(m, NO_SUCH_PID);
+    assert!(m.links.is_empty());
+    // A configured worker's link closes as it exits; one reaped before it
+    // said hello has its link closed by the master (`link::abandon`).
+    let configured = spawned(m, NO_SUCH_PID, 0, 1);
+    hello(m, configured);
+    assert!(!m
+        .links
+        .link_closed(NO_SUCH_PID, "Disconnected", &mut m.observed));
+    reap(m, NO_SUCH_PID);
+    spawned(m, NO_SUCH_PID, 0, 1);
+    reap(m, NO_SUCH_PID);
+    assert!(!m
+        .links
+        .link_closed(NO_SUCH_PID, "no hello", &mut m.observed));
+    assert!(m.links.is_empty());
+}
+
+#[test]
 fn heartbeats_queued_while_the_loop_was_busy_count_before_the_timer() {
     let mut h = harness_with("worker_timeout = \"1s\"");
     let from = spawned(&mut h.master, NO_SUCH_PID, 0, 1);

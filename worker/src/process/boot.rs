@@ -40,6 +40,8 @@ pub struct WorkerArgs {
 /// Why a worker could not start.
 #[derive(Debug, thiserror::Error)]
 enum BootError {
+    #[error("{0}")]
+    Secret(String),
     #[error("inherited listeners: {0}")]
     Listeners(#[from] inherit::InheritError),
     #[error("cannot connect to the master's IPC server {name:?}: {source}")]
@@ -81,6 +83,8 @@ pub fn main(args: WorkerArgs) -> i32 {
 }
 
 fn run(args: &WorkerArgs) -> Result<i32, BootError> {
+    // First thing: the secret's socket stays open no longer than needed.
+    let secret = inherit::take_link_secret().map_err(BootError::Secret)?;
     let listeners = inherit::take_listeners()?;
     // Before the worker opens anything that could take the board's number.
     let load = inherit::take_load_board(listeners.len());
@@ -96,6 +100,7 @@ fn run(args: &WorkerArgs) -> Result<i32, BootError> {
         .send(WorkerMsg::Hello {
             protocol: PROTOCOL_VERSION,
             pid: std::process::id(),
+            secret,
             control,
         })
         .map_err(BootError::Hello)?;

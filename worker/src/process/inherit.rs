@@ -1,14 +1,16 @@
-//! Taking over the listening sockets and the load board the master passed
-//! across exec.
+//! Taking over what the master passed across exec: the link secret, the
+//! listening sockets and the load board.
 
 use crate::state::load_share::LoadShare;
 use prefork_shared::fds::{self, FIRST_LISTEN_FD, IMAGE_FD_ENV, LISTEN_FDS_ENV};
+use prefork_shared::link_secret::{LinkSecret, LINK_SECRET_FD_ENV, LINK_SECRET_LEN};
 use prefork_shared::load_board::{LoadBoard, BOARD_BYTES, LOAD_CELL_ENV};
 use std::fs::File;
-use std::io;
+use std::io::{self, Read};
 use std::mem::MaybeUninit;
 use std::net::{SocketAddr, TcpListener};
 use std::os::fd::{FromRawFd, RawFd};
+use std::os::unix::net::UnixStream;
 
 /// Why the inherited listeners could not be used.
 #[derive(Debug, thiserror::Error)]
@@ -102,6 +104,42 @@ fn check_listening(fd: RawFd) -> io::Result<()> {
     Ok(())
 }
 
+/// Reads the secret the master handed this worker for its hello, from the
+/// socket [`LINK_SECRET_FD_ENV`] names, and closes that socket.
+pub(crate) fn take_link_secret() -> Result<LinkSecret, String> {
+    let value = std::env::var(LINK_SECRET_FD_ENV)
+        .map_err(|_| format!("{LINK_SECRET_FD_ENV} is not set"))?;
+    let fd = value
+        .parse::<RawFd>()
+        .ok()
+        .filter(|fd| *fd >= FIRST_LISTEN_FD)
+        .ok_or_else(|| format!("{LINK_SECRET_FD_ENV}: invalid descriptor {value:?}"))?;
+    read_link_secret(fd).map_err(|e| format!("link secret fd {fd}: {e}"))
+}
+
+/// Reads exactly [`LINK_SECRET_LEN`] bytes from the socket `fd` and closes
+/// it. Anything but a socket is left open and refused: the master never
+/// sends the secret on a pipe, which other processes of the worker's user
+/// could open again through `/proc` and read.
+fn read_link_secret(fd: RawFd) -> io::Result<LinkSecret> {
+    let mut stat = MaybeUninit::<libc::stat>::uninit();
+    // SAFETY: fstat writes a stat into `stat` or fails without touching it.
+    if unsafe { libc::fstat(fd, stat.as_mut_ptr()) } != 0 {
+        return Err(io::Error::last_os_error());
+    }
+    // SAFETY: fstat succeeded, so `stat` is initialised.
+    if unsafe { stat.assume_init() }.st_mode & libc::S_IFMT != libc::S_IFSOCK {
+        return Err(io::Error::new(io::ErrorKind::InvalidInput, "not a socket"));
+    }
+    // SAFETY: a socket at the number the master named for the secret;
+    // nothing else in this process refers to it, so the stream may own (and
+    // close) it.
+    let mut socket = unsafe { UnixStream::from_raw_fd(fd) };
+    let mut bytes = [0; LINK_SECRET_LEN];
+    socket.read_exact(&mut bytes)?;
+    Ok(LinkSecret::from_bytes(bytes))
+}
+
 /// Closes the descriptor of the worker's own binary that the master left
 /// open for exec ([`IMAGE_FD_ENV`]), after checking it is a regular file:
 /// whatever else holds that number stays open.
@@ -179,7 +217,8 @@ fn set_cloexec(fd: RawFd) -> io::Result<()> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use std::os::fd::AsRawFd;
+    use std::io::Write;
+    use std::os::fd::{AsRawFd, IntoRawFd};
 
     #[test]
     fn listening_check() {
@@ -189,5 +228,56 @@ mod tests {
         let socket = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
         assert!(check_listening(socket.as_raw_fd()).is_err());
         assert!(check_listening(-1).is_err());
+    }
+
+    fn secret_bytes() -> [u8; LINK_SECRET_LEN] {
+        std::array::from_fn(|i| 0x40 + i as u8)
+    }
+
+    /// The secret is read whole and its socket closed: the master's end
+    /// (kept open here) then finds no reader.
+    #[test]
+    fn reads_the_secret_and_closes_its_socket() {
+        let (mut master, worker) = UnixStream::pair().unwrap();
+        master.write_all(&secret_bytes()).unwrap();
+        let secret = read_link_secret(worker.into_raw_fd()).unwrap();
+        assert!(secret.matches(&LinkSecret::from_bytes(secret_bytes())));
+        let e = master.write_all(b"more").unwrap_err();
+        assert_eq!(e.kind(), io::ErrorKind::BrokenPipe);
+    }
+
+    #[test]
+    fn a_short_secret_is_an_error() {
+        let (mut master, worker) = UnixStream::pair().unwrap();
+        master.write_all(&secret_bytes()[..5]).unwrap();
+        drop(master);
+        let e = read_link_secret(worker.into_raw_fd()).err().unwrap();
+        assert_eq!(e.kind(), io::ErrorKind::UnexpectedEof);
+    }
+
+    /// A pipe at that number is refused and left open: whatever holds it is
+    /// not the master's secret.
+    #[test]
+    fn a_pipe_is_refused_and_left_open() {
+        let mut ends = [-1; 2];
+        // SAFETY: pipe2 writes two new descriptors into `ends`.
+        assert_eq!(
+            unsafe { libc::pipe2(ends.as_mut_ptr(), libc::O_CLOEXEC) },
+            0
+        );
+        // SAFETY: both are new descriptors this test alone owns.
+        let (mut reader, mut writer) =
+            unsafe { (File::from_raw_fd(ends[0]), File::from_raw_fd(ends[1])) };
+        writer.write_all(&secret_bytes()).unwrap();
+        let e = read_link_secret(reader.as_raw_fd()).err().unwrap();
+        assert_eq!(e.kind(), io::ErrorKind::InvalidInput);
+        let mut still = [0; LINK_SECRET_LEN];
+        reader.read_exact(&mut still).unwrap();
+        assert_eq!(still, secret_bytes());
+    }
+
+    #[test]
+    fn a_closed_descriptor_is_an_error() {
+        assert!(read_link_secret(-1).is_err());
     }
 }
