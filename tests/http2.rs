@@ -372,24 +372,20 @@ fn metrics_and_status_count_http2_connections_streams_and_goaways() {
     );
 }
 
-/// h2load's summary line of requests, and the status codes line.
-fn h2load_outcome(out: &str) -> (u64, u64, u64) {
+/// The streams h2load's summary counts as succeeded.
+fn h2load_succeeded(out: &str) -> u64 {
     let line = out
         .lines()
         .find(|l| l.starts_with("requests:"))
         .unwrap_or_else(|| panic!("no summary from h2load:\n{out}"));
-    let number = |label: &str| -> u64 {
-        let at = line
-            .find(label)
-            .unwrap_or_else(|| panic!("{label} in {line}"));
-        line[..at]
-            .split_whitespace()
-            .last()
-            .unwrap()
-            .parse()
-            .unwrap()
-    };
-    (number(" succeeded"), number(" failed"), number(" errored"))
+    let at = line
+        .find(" succeeded")
+        .unwrap_or_else(|| panic!("no count of succeeded streams in {line}"));
+    line[..at]
+        .split_whitespace()
+        .last()
+        .and_then(|n| n.parse().ok())
+        .unwrap_or_else(|| panic!("no count of succeeded streams in {line}"))
 }
 
 #[test]
@@ -402,9 +398,21 @@ fn a_reload_to_a_new_generation_under_h2load_fails_no_stream() {
     let (p, _echo) = start(2, "");
     let old = p.workers();
     let url = format!("http://127.0.0.1:{}/fixed", p.port());
+    let streams_log = p.dir().join("h2load.log");
+    let log_arg = streams_log.display().to_string();
     let load = std::thread::spawn(move || {
         Command::new("h2load")
-            .args(["-D", "5", "-c", "8", "-m", "10", &url])
+            .args([
+                "--log-file",
+                &log_arg,
+                "-D",
+                "5",
+                "-c",
+                "8",
+                "-m",
+                "10",
+                &url,
+            ])
             .output()
             .expect("h2load")
     });
@@ -435,9 +443,30 @@ fn a_reload_to_a_new_generation_under_h2load_fails_no_stream() {
     );
     let out = load.join().expect("the h2load thread");
     let text = String::from_utf8_lossy(&out.stdout).into_owned();
-    let (succeeded, failed, errored) = h2load_outcome(&text);
-    assert_eq!((failed, errored), (0, 0), "{text}\n{}", p.logs());
+    let succeeded = h2load_succeeded(&text);
     assert!(succeeded > 500, "{text}");
+    // h2load counts as failed the streams it queued, then did not send
+    // because a GOAWAY arrived in the same read as the responses it queued
+    // them after (a browser sends those on a new connection): they never
+    // reached prefork. Its log gives such a stream no start time. Every
+    // stream it did send must have succeeded.
+    let streams = std::fs::read_to_string(&streams_log).expect("h2load's log");
+    let sent_and_failed: Vec<&str> = streams
+        .lines()
+        .filter(|l| {
+            let fields: Vec<&str> = l.split('\t').collect();
+            fields.get(1) != Some(&"200") && fields.first() != Some(&"0")
+        })
+        .collect();
+    assert!(
+        sent_and_failed.is_empty(),
+        "streams sent that failed (start, status, µs): {sent_and_failed:?}\n{text}\n{}",
+        p.logs()
+    );
+    // And prefork answered every stream that reached it.
+    let log = p.access_log();
+    let other: Vec<&str> = log.lines().filter(|l| !l.contains("\" 200 ")).collect();
+    assert!(other.is_empty(), "{other:?}");
 }
 
 #[test]
