@@ -207,6 +207,20 @@ impl ClientSocket {
             .send_vectored_with_flags(bufs, flags | libc::MSG_NOSIGNAL)
     }
 
+    /// Sends `bufs` as [`ClientSocket::send_vectored`] does, waiting (as
+    /// `poll_write_vectored`) while the socket is full.
+    pub(crate) fn poll_send_vectored(
+        &self,
+        cx: &mut Context<'_>,
+        bufs: &[IoSlice<'_>],
+        flags: libc::c_int,
+    ) -> Poll<io::Result<usize>> {
+        let want = bufs.iter().map(|b| b.len()).sum();
+        self.poll_io(cx, Interest::WRITABLE, want, || {
+            self.send_vectored(bufs, flags)
+        })
+    }
+
     /// Sends the FIN (`shutdown(SHUT_WR)`).
     pub(crate) fn shut_write(&self) -> io::Result<()> {
         match self.socket.shutdown(Shutdown::Write) {
@@ -316,11 +330,7 @@ impl AsyncWrite for &ClientSocket {
         cx: &mut Context<'_>,
         bufs: &[IoSlice<'_>],
     ) -> Poll<io::Result<usize>> {
-        let socket: &ClientSocket = *self;
-        let want = bufs.iter().map(|b| b.len()).sum();
-        socket.poll_io(cx, Interest::WRITABLE, want, || {
-            socket.send_vectored(bufs, 0)
-        })
+        self.poll_send_vectored(cx, bufs, 0)
     }
 
     fn is_write_vectored(&self) -> bool {

@@ -99,6 +99,7 @@ impl TlsIo {
         let mut reader = SyncAdapter {
             socket: &self.socket,
             cx,
+            flags: 0,
         };
         let n = match self.conn.read_tls(&mut reader) {
             Ok(n) => n,
@@ -115,9 +116,20 @@ impl TlsIo {
 
     /// Sends queued TLS records.
     fn write_io(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<usize>> {
+        self.write_io_with(cx, 0)
+    }
+
+    /// Sends queued TLS records with `flags` (`MSG_MORE` for the last ones
+    /// before the FIN: the kernel holds a partial last segment for it).
+    fn write_io_with(
+        &mut self,
+        cx: &mut Context<'_>,
+        flags: libc::c_int,
+    ) -> Poll<io::Result<usize>> {
         let mut writer = SyncAdapter {
             socket: &self.socket,
             cx,
+            flags,
         };
         match self.conn.write_tls(&mut writer) {
             Err(e) if e.kind() == io::ErrorKind::WouldBlock => Poll::Pending,
@@ -249,8 +261,9 @@ impl AsyncWrite for TlsIo {
         if !std::mem::replace(&mut this.write_closed, true) {
             this.conn.send_close_notify();
         }
+        // The records and the FIN leave in one segment when they fit.
         while this.conn.wants_write() {
-            if ready!(this.write_io(cx))? == 0 {
+            if ready!(this.write_io_with(cx, libc::MSG_MORE))? == 0 {
                 return Poll::Ready(Err(io::ErrorKind::WriteZero.into()));
             }
         }
@@ -263,6 +276,8 @@ impl AsyncWrite for TlsIo {
 struct SyncAdapter<'a, 'b> {
     socket: &'a ClientSocket,
     cx: &'a mut Context<'b>,
+    /// `send` flags for writes.
+    flags: libc::c_int,
 }
 
 impl Read for SyncAdapter<'_, '_> {
@@ -282,7 +297,7 @@ impl Write for SyncAdapter<'_, '_> {
     }
 
     fn write_vectored(&mut self, bufs: &[IoSlice<'_>]) -> io::Result<usize> {
-        match Pin::new(&mut &*self.socket).poll_write_vectored(self.cx, bufs) {
+        match self.socket.poll_send_vectored(self.cx, bufs, self.flags) {
             Poll::Ready(done) => done,
             Poll::Pending => Err(io::ErrorKind::WouldBlock.into()),
         }
