@@ -527,6 +527,7 @@ mod tests {
                 keepalive_timeout: Duration::from_secs(60),
                 tls: None,
                 resolve: None,
+                send_proxy_protocol: None,
                 protocol: Default::default(),
             },
             fastrand::Rng::with_seed(1),
