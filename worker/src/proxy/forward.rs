@@ -9,6 +9,7 @@ use super::exchange::{cut_short, exchange};
 use super::exchange_h2::exchange_h2;
 use super::request::{Request, RequestCtx};
 use super::retry::{AfterFailure, Attempts};
+use crate::http::proxy_protocol::Addresses;
 use crate::observe::stats;
 use crate::state::Snapshot;
 use crate::upstream::h2::H2Stream;
@@ -50,7 +51,16 @@ pub(super) fn forward<'a, 'r, D: Downstream>(
                     .await
                     .map(Conn::H2)
             } else {
-                group.acquire(index, attempts.fresh()).await.map(Conn::H1)
+                // Asked only of a group that sends PROXY headers: the
+                // client's socket may be asked for its address.
+                let sent = group.sends_proxy_header().then(|| Addresses {
+                    source: ctx.client,
+                    destination: client.destination(),
+                });
+                group
+                    .acquire(index, attempts.fresh(), sent)
+                    .await
+                    .map(Conn::H1)
             };
             let up = match up {
                 Ok(up) => up,

@@ -1,6 +1,12 @@
 //! Upstream groups: server choice (balancing and health) and a per-worker
 //! pool of idle keep-alive connections for each server.
 //!
+//! In a `send_proxy_protocol` group each new connection starts with a PROXY
+//! header naming the client it was opened for, and is that client's alone
+//! (HAProxy makes such connections private to their session): an idle one
+//! is kept with the addresses its header named, and only a request from
+//! the same addresses takes it again.
+//!
 //! A worker runs one thread, so the state lives in `Cell`s and `RefCell`s.
 
 pub(crate) mod balance;
@@ -11,6 +17,8 @@ pub(crate) mod health_check;
 pub(crate) mod stream;
 pub(crate) mod tls;
 
+use crate::http::proxy_protocol::Addresses;
+use crate::http::proxy_protocol_encode;
 use crate::io::BODY_READ;
 use crate::observe::stats::{ServerCell, Stats};
 use crate::upstream::balance::Balancer;
@@ -26,6 +34,7 @@ use std::cell::{Cell, RefCell};
 use std::collections::VecDeque;
 use std::io;
 use std::rc::Rc;
+use tokio::io::AsyncWriteExt;
 use tokio::net::TcpStream;
 use tokio::time::{timeout, Instant};
 
@@ -46,6 +55,10 @@ pub(crate) struct UpstreamConn {
     pub(crate) recheck: bool,
     /// Index of the server in its group.
     server: usize,
+    /// The client its PROXY header named (`send_proxy_protocol` groups
+    /// only): no other client's request may go on it. Boxed: connections
+    /// of other groups keep only a pointer's room for it.
+    client: Option<Box<Addresses>>,
 }
 
 struct Idle {
@@ -214,19 +227,35 @@ impl Group {
             .checked(pass, check.passes, check.fails)
     }
 
-    /// A connection to server `index`: a live idle one unless `fresh`,
-    /// otherwise a new one.
+    /// Whether the group's connections start with a PROXY header
+    /// (`send_proxy_protocol`): a request then names its client to
+    /// [`Group::acquire`].
+    pub(crate) fn sends_proxy_header(&self) -> bool {
+        self.config.send_proxy_protocol.is_some()
+    }
+
+    /// A connection to server `index` for a request of `client` (`None`
+    /// unless the group sends PROXY headers): a live idle one unless
+    /// `fresh` (in a group that sends PROXY headers, one opened for the
+    /// same client), otherwise a new one.
     pub(crate) async fn acquire(
         &self,
         index: usize,
         fresh: bool,
+        client: Option<Addresses>,
     ) -> Result<UpstreamConn, UpstreamError> {
         if !fresh {
-            if let Some(conn) = self.take_idle(index) {
+            if let Some(conn) = self.take_idle(index, client.as_ref()) {
                 return Ok(conn);
             }
         }
-        let stream = self.connect(index).await?;
+        let mut stream = self.connect(index).await?;
+        if let Some(version) = self.config.send_proxy_protocol {
+            // First on the connection: before TLS's ClientHello and HTTP.
+            let header = proxy_protocol_encode::encode(version, client.as_ref());
+            self.send_header(index, &mut stream, header.as_bytes())
+                .await?;
+        }
         let stream = match &self.tls {
             None => UpStream::Plain(stream),
             Some(tls) => UpStream::Tls(Box::new(self.handshake(tls, index, stream).await?)),
@@ -237,7 +266,24 @@ impl Group {
             reused: false,
             recheck: false,
             server: index,
+            client: client.map(Box::new),
         })
+    }
+
+    /// Writes a PROXY header on a new connection to server `index`, within
+    /// `connect_timeout`: a failure is the connect's.
+    async fn send_header(
+        &self,
+        index: usize,
+        stream: &mut TcpStream,
+        header: &[u8],
+    ) -> Result<(), UpstreamError> {
+        let addr = self.server(index).addr;
+        match timeout(self.config.connect_timeout, stream.write_all(header)).await {
+            Ok(Ok(())) => Ok(()),
+            Ok(Err(source)) => Err(UpstreamError::Connect { addr, source }),
+            Err(_) => Err(UpstreamError::ConnectTimeout { addr }),
+        }
     }
 
     /// Whether the group's servers speak HTTP/2 (`protocol` `h2c` or `h2`).
@@ -333,10 +379,13 @@ impl Group {
         }
     }
 
-    fn take_idle(&self, index: usize) -> Option<UpstreamConn> {
+    /// The most recently pooled live connection to server `index`; in a
+    /// group that sends PROXY headers, the most recent one opened for
+    /// `client`. Those found closed or expired on the way are dropped.
+    fn take_idle(&self, index: usize, client: Option<&Addresses>) -> Option<UpstreamConn> {
         let mut idle = self.idle.get(index)?.borrow_mut();
         let now = Instant::now();
-        while let Some(Idle { mut conn, since }) = idle.pop_back() {
+        while let Some(Idle { mut conn, since }) = next_idle(&mut idle, client) {
             let usable = now.duration_since(since) < self.config.keepalive_timeout
                 && match &mut conn.stream {
                     UpStream::Plain(tcp) if conn.recheck => nothing_arrived(tcp),
@@ -392,6 +441,21 @@ impl Group {
     #[cfg(test)]
     pub(crate) fn idle_count(&self, index: usize) -> usize {
         self.idle.get(index).map_or(0, |i| i.borrow().len())
+    }
+}
+
+/// The next idle connection to look at: the most recently pooled one, or,
+/// for a request of `client` (a group that sends PROXY headers), the most
+/// recently pooled one whose header named it.
+fn next_idle(idle: &mut VecDeque<Idle>, client: Option<&Addresses>) -> Option<Idle> {
+    match client {
+        None => idle.pop_back(),
+        Some(client) => {
+            let at = idle
+                .iter()
+                .rposition(|i| i.conn.client.as_deref() == Some(client))?;
+            idle.remove(at)
+        }
     }
 }
 
@@ -542,31 +606,95 @@ mod tests {
         assert_eq!((g.pick(&[]), g.pick(&[])), (Some(0), Some(0)));
         assert_eq!(g.pick(&[0]), None);
 
-        let a = g.acquire(0, false).await.unwrap();
+        let a = g.acquire(0, false, None).await.unwrap();
         assert!(!a.reused);
         let (_server_a, _) = listener.accept().await.unwrap();
-        let b = g.acquire(0, false).await.unwrap();
+        let b = g.acquire(0, false, None).await.unwrap();
         let (server_b, _) = listener.accept().await.unwrap();
         g.release(a);
         g.release(b);
         assert_eq!(g.idle_count(0), 1, "capped at keepalive");
 
         // The most recent connection (b) is reused, unless a fresh one is asked for.
-        let fresh = g.acquire(0, true).await.unwrap();
+        let fresh = g.acquire(0, true, None).await.unwrap();
         assert!(!fresh.reused);
         let (_server_fresh, _) = listener.accept().await.unwrap();
-        let b = g.acquire(0, false).await.unwrap();
+        let b = g.acquire(0, false, None).await.unwrap();
         assert!(b.reused);
         g.release(b);
 
         // A connection the server closed is dropped, not handed out.
         drop(server_b);
         tokio::time::sleep(Duration::from_millis(50)).await;
-        let c = g.acquire(0, false).await.unwrap();
+        let c = g.acquire(0, false, None).await.unwrap();
         assert!(!c.reused);
         g.release(c);
         g.sweep(Instant::now() + Duration::from_secs(61));
         assert_eq!(g.idle_count(0), 0);
+    }
+
+    /// In a group that sends PROXY headers, a new connection starts with
+    /// one naming the client it is for, and only that client's requests
+    /// take it again from the pool; a replay's fresh connection names it
+    /// too.
+    #[tokio::test]
+    async fn proxy_header_connections_are_their_clients_alone() {
+        use tokio::io::AsyncReadExt;
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let mut config = group(listener.local_addr().unwrap(), 8).config;
+        config.send_proxy_protocol = Some(prefork_shared::config::ProxyVersion::V1);
+        let g = Group::new(
+            config,
+            fastrand::Rng::with_seed(1),
+            vec![ServerCell::default()],
+        );
+        assert!(g.sends_proxy_header());
+        let client = |port: u16| Addresses {
+            source: std::net::SocketAddr::from(([192, 0, 2, 7], port)),
+            destination: "10.0.0.1:443".parse().unwrap(),
+        };
+        // What the server reads first on the next connection it accepts.
+        async fn header_of(listener: &tokio::net::TcpListener) -> String {
+            let (mut s, _) = listener.accept().await.unwrap();
+            let mut got = Vec::new();
+            while !got.ends_with(b"\r\n") {
+                assert_ne!(s.read_buf(&mut got).await.unwrap(), 0);
+            }
+            std::mem::forget(s);
+            String::from_utf8(got).unwrap()
+        }
+        let a = g.acquire(0, false, Some(client(1000))).await.unwrap();
+        assert_eq!(
+            header_of(&listener).await,
+            "PROXY TCP4 192.0.2.7 10.0.0.1 1000 443\r\n"
+        );
+        g.release(a);
+        // Another client does not get A's idle connection.
+        let b = g.acquire(0, false, Some(client(2000))).await.unwrap();
+        assert!(!b.reused);
+        assert_eq!(
+            header_of(&listener).await,
+            "PROXY TCP4 192.0.2.7 10.0.0.1 2000 443\r\n"
+        );
+        assert_eq!(g.idle_count(0), 1, "A's stays pooled");
+        g.release(b);
+        // Each client takes its own back, whichever was pooled last.
+        let a = g.acquire(0, false, Some(client(1000))).await.unwrap();
+        assert!(a.reused);
+        assert_eq!(a.client.as_deref(), Some(&client(1000)));
+        let b = g.acquire(0, false, Some(client(2000))).await.unwrap();
+        assert!(b.reused);
+        assert_eq!(b.client.as_deref(), Some(&client(2000)));
+        g.release(a);
+        // A fresh one (a replay) is opened with the header again.
+        let fresh = g.acquire(0, true, Some(client(1000))).await.unwrap();
+        assert!(!fresh.reused);
+        assert_eq!(
+            header_of(&listener).await,
+            "PROXY TCP4 192.0.2.7 10.0.0.1 1000 443\r\n"
+        );
+        assert_eq!(g.idle_count(0), 1);
+        drop((b, fresh));
     }
 
     /// A connection pooled after a response whose announced body was absent
@@ -576,7 +704,7 @@ mod tests {
     async fn a_connection_to_recheck_is_dropped_when_bytes_came_unseen() {
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let g = group(listener.local_addr().unwrap(), 2);
-        let mut a = g.acquire(0, false).await.unwrap();
+        let mut a = g.acquire(0, false, None).await.unwrap();
         let (server_a, _) = listener.accept().await.unwrap();
         let mut server_a = server_a.into_std().unwrap();
         server_a.set_nonblocking(false).unwrap();
@@ -584,7 +712,7 @@ mod tests {
         g.release(a);
         // No await from here on: the event loop does not turn.
         std::io::Write::write_all(&mut server_a, b"BODY").unwrap();
-        let taken = g.take_idle(0);
+        let taken = g.take_idle(0, None);
         assert!(taken.is_none(), "stray bytes went unnoticed");
         assert_eq!(g.idle_count(0), 0);
     }
@@ -596,7 +724,7 @@ mod tests {
             .local_addr()
             .unwrap();
         let g = group(addr, 4);
-        let err = g.acquire(0, false).await.err().unwrap();
+        let err = g.acquire(0, false, None).await.err().unwrap();
         assert!(matches!(err, UpstreamError::Connect { .. }), "{err}");
         assert_eq!(err.status(), 502);
     }
@@ -796,7 +924,7 @@ mod tests {
         let origin = TlsOrigin::start(&ca.leaf(&["api.internal"]));
         let g = tls_group(origin.addr(), "api.internal", &ca.pem());
         for round in 0..3 {
-            let mut conn = g.acquire(0, false).await.unwrap();
+            let mut conn = g.acquire(0, false, None).await.unwrap();
             assert_eq!(conn.reused, round > 0);
             let UpStream::Tls(tls) = &mut conn.stream else {
                 panic!("a plain connection")
@@ -816,7 +944,7 @@ mod tests {
 
         // A new connection resumes the session of the first (the group's
         // configuration keeps rustls's session cache).
-        let fresh = g.acquire(0, true).await.unwrap();
+        let fresh = g.acquire(0, true, None).await.unwrap();
         let UpStream::Tls(tls) = &fresh.stream else {
             panic!("a plain connection")
         };
@@ -832,7 +960,7 @@ mod tests {
         let ca = TestCa::new("test CA");
         let origin = TlsOrigin::start(&ca.leaf(&["api.internal"]));
         let wrong_name = tls_group(origin.addr(), "other.internal", &ca.pem());
-        let err = wrong_name.acquire(0, false).await.err().unwrap();
+        let err = wrong_name.acquire(0, false, None).await.err().unwrap();
         let text = err.to_string();
         assert!(matches!(err, UpstreamError::Tls(_)), "{text}");
         assert!(
@@ -842,7 +970,12 @@ mod tests {
         assert_eq!(err.status(), 502);
         let other_ca = TestCa::new("another CA");
         let wrong_ca = tls_group(origin.addr(), "api.internal", &other_ca.pem());
-        let text = wrong_ca.acquire(0, false).await.err().unwrap().to_string();
+        let text = wrong_ca
+            .acquire(0, false, None)
+            .await
+            .err()
+            .unwrap()
+            .to_string();
         assert!(
             text.contains("unknown issuer (not signed by tls_ca ca.pem)"),
             "{text}"
@@ -859,7 +992,7 @@ mod tests {
         let ca = TestCa::new("test CA");
         let origin = TlsOrigin::start(&ca.leaf(&["api.internal"]));
         let g = tls_group(origin.addr(), "api.internal", &ca.pem());
-        let mut conn = g.acquire(0, false).await.unwrap();
+        let mut conn = g.acquire(0, false, None).await.unwrap();
         let UpStream::Tls(tls) = &mut conn.stream else {
             panic!("a plain connection")
         };
@@ -872,6 +1005,9 @@ mod tests {
         assert_eq!(&first, b"H");
         g.release(conn);
         assert_eq!(g.idle_count(0), 1);
-        assert!(g.take_idle(0).is_none(), "handed out with bytes unread");
+        assert!(
+            g.take_idle(0, None).is_none(),
+            "handed out with bytes unread"
+        );
     }
 }
