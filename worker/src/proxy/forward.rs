@@ -58,7 +58,7 @@ pub(super) fn forward<'a, 'r, D: Downstream>(
                     destination: client.destination(),
                 });
                 group
-                    .acquire(index, attempts.fresh(), sent)
+                    .acquire(index, attempts.fresh(), sent.as_ref())
                     .await
                     .map(Conn::H1)
             };

@@ -242,17 +242,17 @@ impl Group {
         &self,
         index: usize,
         fresh: bool,
-        client: Option<Addresses>,
+        client: Option<&Addresses>,
     ) -> Result<UpstreamConn, UpstreamError> {
         if !fresh {
-            if let Some(conn) = self.take_idle(index, client.as_ref()) {
+            if let Some(conn) = self.take_idle(index, client) {
                 return Ok(conn);
             }
         }
         let mut stream = self.connect(index).await?;
         if let Some(version) = self.config.send_proxy_protocol {
             // First on the connection: before TLS's ClientHello and HTTP.
-            let header = proxy_protocol_encode::encode(version, client.as_ref());
+            let header = proxy_protocol_encode::encode(version, client);
             self.send_header(index, &mut stream, header.as_bytes())
                 .await?;
         }
@@ -266,7 +266,7 @@ impl Group {
             reused: false,
             recheck: false,
             server: index,
-            client: client.map(Box::new),
+            client: client.map(|c| Box::new(*c)),
         })
     }
 
@@ -663,14 +663,14 @@ mod tests {
             std::mem::forget(s);
             String::from_utf8(got).unwrap()
         }
-        let a = g.acquire(0, false, Some(client(1000))).await.unwrap();
+        let a = g.acquire(0, false, Some(&client(1000))).await.unwrap();
         assert_eq!(
             header_of(&listener).await,
             "PROXY TCP4 192.0.2.7 10.0.0.1 1000 443\r\n"
         );
         g.release(a);
         // Another client does not get A's idle connection.
-        let b = g.acquire(0, false, Some(client(2000))).await.unwrap();
+        let b = g.acquire(0, false, Some(&client(2000))).await.unwrap();
         assert!(!b.reused);
         assert_eq!(
             header_of(&listener).await,
@@ -679,15 +679,15 @@ mod tests {
         assert_eq!(g.idle_count(0), 1, "A's stays pooled");
         g.release(b);
         // Each client takes its own back, whichever was pooled last.
-        let a = g.acquire(0, false, Some(client(1000))).await.unwrap();
+        let a = g.acquire(0, false, Some(&client(1000))).await.unwrap();
         assert!(a.reused);
         assert_eq!(a.client.as_deref(), Some(&client(1000)));
-        let b = g.acquire(0, false, Some(client(2000))).await.unwrap();
+        let b = g.acquire(0, false, Some(&client(2000))).await.unwrap();
         assert!(b.reused);
         assert_eq!(b.client.as_deref(), Some(&client(2000)));
         g.release(a);
         // A fresh one (a replay) is opened with the header again.
-        let fresh = g.acquire(0, true, Some(client(1000))).await.unwrap();
+        let fresh = g.acquire(0, true, Some(&client(1000))).await.unwrap();
         assert!(!fresh.reused);
         assert_eq!(
             header_of(&listener).await,
