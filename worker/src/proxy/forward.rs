@@ -50,17 +50,19 @@ pub(super) fn forward<'a, 'r, D: Downstream>(
                 Box::pin(group.acquire_h2(index, attempts.fresh()))
                     .await
                     .map(Conn::H2)
-            } else {
-                // Asked only of a group that sends PROXY headers: the
-                // client's socket may be asked for its address.
-                let sent = group.sends_proxy_header().then(|| Addresses {
+            } else if group.sends_proxy_header() {
+                // The connection's PROXY header names the client; only
+                // here is its socket asked for its address.
+                let addresses = Addresses {
                     source: ctx.client,
                     destination: client.destination(),
-                });
+                };
                 group
-                    .acquire(index, attempts.fresh(), sent.as_ref())
+                    .acquire_for(index, attempts.fresh(), &addresses)
                     .await
                     .map(Conn::H1)
+            } else {
+                group.acquire(index, attempts.fresh()).await.map(Conn::H1)
             };
             let up = match up {
                 Ok(up) => up,

@@ -228,27 +228,51 @@ impl Group {
     }
 
     /// Whether the group's connections start with a PROXY header
-    /// (`send_proxy_protocol`): a request then names its client to
-    /// [`Group::acquire`].
+    /// (`send_proxy_protocol`): a request then takes its connection with
+    /// [`Group::acquire_for`].
     pub(crate) fn sends_proxy_header(&self) -> bool {
         self.config.send_proxy_protocol.is_some()
     }
 
-    /// A connection to server `index` for a request of `client` (`None`
-    /// unless the group sends PROXY headers): a live idle one unless
-    /// `fresh` (in a group that sends PROXY headers, one opened for the
-    /// same client), otherwise a new one.
+    /// A connection to server `index`: a live idle one unless `fresh`,
+    /// otherwise a new one.
     pub(crate) async fn acquire(
         &self,
         index: usize,
         fresh: bool,
-        client: Option<&Addresses>,
     ) -> Result<UpstreamConn, UpstreamError> {
         if !fresh {
-            if let Some(conn) = self.take_idle(index, client) {
+            if let Some(conn) = self.take_idle(index) {
                 return Ok(conn);
             }
         }
+        self.open(index, None).await
+    }
+
+    /// [`Group::acquire`] for a request of `client` in a group that sends
+    /// PROXY headers: an idle connection only if its header named the same
+    /// client, a new one starts with a header naming it.
+    pub(crate) async fn acquire_for(
+        &self,
+        index: usize,
+        fresh: bool,
+        client: &Addresses,
+    ) -> Result<UpstreamConn, UpstreamError> {
+        if !fresh {
+            if let Some(conn) = self.take_idle_of(index, client) {
+                return Ok(conn);
+            }
+        }
+        self.open(index, Some(client)).await
+    }
+
+    /// A new connection to server `index`, its PROXY header (if the group
+    /// sends them) naming `client` (`None`: the LOCAL form).
+    async fn open(
+        &self,
+        index: usize,
+        client: Option<&Addresses>,
+    ) -> Result<UpstreamConn, UpstreamError> {
         let mut stream = self.connect(index).await?;
         if let Some(version) = self.config.send_proxy_protocol {
             // First on the connection: before TLS's ClientHello and HTTP.
@@ -379,26 +403,52 @@ impl Group {
         }
     }
 
-    /// The most recently pooled live connection to server `index`; in a
-    /// group that sends PROXY headers, the most recent one opened for
-    /// `client`. Those found closed or expired on the way are dropped.
-    fn take_idle(&self, index: usize, client: Option<&Addresses>) -> Option<UpstreamConn> {
+    /// The most recently pooled live connection to server `index`; those
+    /// found closed or expired on the way are dropped.
+    fn take_idle(&self, index: usize) -> Option<UpstreamConn> {
         let mut idle = self.idle.get(index)?.borrow_mut();
         let now = Instant::now();
-        while let Some(Idle { mut conn, since }) = next_idle(&mut idle, client) {
-            let usable = now.duration_since(since) < self.config.keepalive_timeout
-                && match &mut conn.stream {
-                    UpStream::Plain(tcp) if conn.recheck => nothing_arrived(tcp),
-                    UpStream::Plain(tcp) => is_quiet(tcp),
-                    UpStream::Tls(tls) => tls_quiet(tls),
-                };
-            if usable {
-                conn.reused = true;
-                conn.recheck = false;
+        while let Some(Idle { mut conn, since }) = idle.pop_back() {
+            if self.still_usable(&mut conn, since, now) {
                 return Some(conn);
             }
         }
         None
+    }
+
+    /// [`Group::take_idle`] for a request of `client` in a group that
+    /// sends PROXY headers: the most recently pooled live connection whose
+    /// header named it.
+    fn take_idle_of(&self, index: usize, client: &Addresses) -> Option<UpstreamConn> {
+        let mut idle = self.idle.get(index)?.borrow_mut();
+        let now = Instant::now();
+        let named = |i: &Idle| i.conn.client.as_deref() == Some(client);
+        while let Some(Idle { mut conn, since }) =
+            idle.iter().rposition(named).and_then(|at| idle.remove(at))
+        {
+            if self.still_usable(&mut conn, since, now) {
+                return Some(conn);
+            }
+        }
+        None
+    }
+
+    /// Whether `conn`, idle since `since`, may take a request at `now`
+    /// (then marked reused): not expired, and the server neither closed it
+    /// nor sent stray bytes.
+    #[inline(always)]
+    fn still_usable(&self, conn: &mut UpstreamConn, since: Instant, now: Instant) -> bool {
+        let usable = now.duration_since(since) < self.config.keepalive_timeout
+            && match &mut conn.stream {
+                UpStream::Plain(tcp) if conn.recheck => nothing_arrived(tcp),
+                UpStream::Plain(tcp) => is_quiet(tcp),
+                UpStream::Tls(tls) => tls_quiet(tls),
+            };
+        if usable {
+            conn.reused = true;
+            conn.recheck = false;
+        }
+        usable
     }
 
     /// Keeps a connection whose exchange ended cleanly for a later request.
@@ -441,21 +491,6 @@ impl Group {
     #[cfg(test)]
     pub(crate) fn idle_count(&self, index: usize) -> usize {
         self.idle.get(index).map_or(0, |i| i.borrow().len())
-    }
-}
-
-/// The next idle connection to look at: the most recently pooled one, or,
-/// for a request of `client` (a group that sends PROXY headers), the most
-/// recently pooled one whose header named it.
-fn next_idle(idle: &mut VecDeque<Idle>, client: Option<&Addresses>) -> Option<Idle> {
-    match client {
-        None => idle.pop_back(),
-        Some(client) => {
-            let at = idle
-                .iter()
-                .rposition(|i| i.conn.client.as_deref() == Some(client))?;
-            idle.remove(at)
-        }
     }
 }
 
@@ -606,27 +641,27 @@ mod tests {
         assert_eq!((g.pick(&[]), g.pick(&[])), (Some(0), Some(0)));
         assert_eq!(g.pick(&[0]), None);
 
-        let a = g.acquire(0, false, None).await.unwrap();
+        let a = g.acquire(0, false).await.unwrap();
         assert!(!a.reused);
         let (_server_a, _) = listener.accept().await.unwrap();
-        let b = g.acquire(0, false, None).await.unwrap();
+        let b = g.acquire(0, false).await.unwrap();
         let (server_b, _) = listener.accept().await.unwrap();
         g.release(a);
         g.release(b);
         assert_eq!(g.idle_count(0), 1, "capped at keepalive");
 
         // The most recent connection (b) is reused, unless a fresh one is asked for.
-        let fresh = g.acquire(0, true, None).await.unwrap();
+        let fresh = g.acquire(0, true).await.unwrap();
         assert!(!fresh.reused);
         let (_server_fresh, _) = listener.accept().await.unwrap();
-        let b = g.acquire(0, false, None).await.unwrap();
+        let b = g.acquire(0, false).await.unwrap();
         assert!(b.reused);
         g.release(b);
 
         // A connection the server closed is dropped, not handed out.
         drop(server_b);
         tokio::time::sleep(Duration::from_millis(50)).await;
-        let c = g.acquire(0, false, None).await.unwrap();
+        let c = g.acquire(0, false).await.unwrap();
         assert!(!c.reused);
         g.release(c);
         g.sweep(Instant::now() + Duration::from_secs(61));
@@ -663,14 +698,14 @@ mod tests {
             std::mem::forget(s);
             String::from_utf8(got).unwrap()
         }
-        let a = g.acquire(0, false, Some(&client(1000))).await.unwrap();
+        let a = g.acquire_for(0, false, &client(1000)).await.unwrap();
         assert_eq!(
             header_of(&listener).await,
             "PROXY TCP4 192.0.2.7 10.0.0.1 1000 443\r\n"
         );
         g.release(a);
         // Another client does not get A's idle connection.
-        let b = g.acquire(0, false, Some(&client(2000))).await.unwrap();
+        let b = g.acquire_for(0, false, &client(2000)).await.unwrap();
         assert!(!b.reused);
         assert_eq!(
             header_of(&listener).await,
@@ -679,15 +714,15 @@ mod tests {
         assert_eq!(g.idle_count(0), 1, "A's stays pooled");
         g.release(b);
         // Each client takes its own back, whichever was pooled last.
-        let a = g.acquire(0, false, Some(&client(1000))).await.unwrap();
+        let a = g.acquire_for(0, false, &client(1000)).await.unwrap();
         assert!(a.reused);
         assert_eq!(a.client.as_deref(), Some(&client(1000)));
-        let b = g.acquire(0, false, Some(&client(2000))).await.unwrap();
+        let b = g.acquire_for(0, false, &client(2000)).await.unwrap();
         assert!(b.reused);
         assert_eq!(b.client.as_deref(), Some(&client(2000)));
         g.release(a);
         // A fresh one (a replay) is opened with the header again.
-        let fresh = g.acquire(0, true, Some(&client(1000))).await.unwrap();
+        let fresh = g.acquire_for(0, true, &client(1000)).await.unwrap();
         assert!(!fresh.reused);
         assert_eq!(
             header_of(&listener).await,
@@ -704,7 +739,7 @@ mod tests {
     async fn a_connection_to_recheck_is_dropped_when_bytes_came_unseen() {
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let g = group(listener.local_addr().unwrap(), 2);
-        let mut a = g.acquire(0, false, None).await.unwrap();
+        let mut a = g.acquire(0, false).await.unwrap();
         let (server_a, _) = listener.accept().await.unwrap();
         let mut server_a = server_a.into_std().unwrap();
         server_a.set_nonblocking(false).unwrap();
@@ -712,7 +747,7 @@ mod tests {
         g.release(a);
         // No await from here on: the event loop does not turn.
         std::io::Write::write_all(&mut server_a, b"BODY").unwrap();
-        let taken = g.take_idle(0, None);
+        let taken = g.take_idle(0);
         assert!(taken.is_none(), "stray bytes went unnoticed");
         assert_eq!(g.idle_count(0), 0);
     }
@@ -724,7 +759,7 @@ mod tests {
             .local_addr()
             .unwrap();
         let g = group(addr, 4);
-        let err = g.acquire(0, false, None).await.err().unwrap();
+        let err = g.acquire(0, false).await.err().unwrap();
         assert!(matches!(err, UpstreamError::Connect { .. }), "{err}");
         assert_eq!(err.status(), 502);
     }
@@ -924,7 +959,7 @@ mod tests {
         let origin = TlsOrigin::start(&ca.leaf(&["api.internal"]));
         let g = tls_group(origin.addr(), "api.internal", &ca.pem());
         for round in 0..3 {
-            let mut conn = g.acquire(0, false, None).await.unwrap();
+            let mut conn = g.acquire(0, false).await.unwrap();
             assert_eq!(conn.reused, round > 0);
             let UpStream::Tls(tls) = &mut conn.stream else {
                 panic!("a plain connection")
@@ -944,7 +979,7 @@ mod tests {
 
         // A new connection resumes the session of the first (the group's
         // configuration keeps rustls's session cache).
-        let fresh = g.acquire(0, true, None).await.unwrap();
+        let fresh = g.acquire(0, true).await.unwrap();
         let UpStream::Tls(tls) = &fresh.stream else {
             panic!("a plain connection")
         };
@@ -960,7 +995,7 @@ mod tests {
         let ca = TestCa::new("test CA");
         let origin = TlsOrigin::start(&ca.leaf(&["api.internal"]));
         let wrong_name = tls_group(origin.addr(), "other.internal", &ca.pem());
-        let err = wrong_name.acquire(0, false, None).await.err().unwrap();
+        let err = wrong_name.acquire(0, false).await.err().unwrap();
         let text = err.to_string();
         assert!(matches!(err, UpstreamError::Tls(_)), "{text}");
         assert!(
@@ -970,12 +1005,7 @@ mod tests {
         assert_eq!(err.status(), 502);
         let other_ca = TestCa::new("another CA");
         let wrong_ca = tls_group(origin.addr(), "api.internal", &other_ca.pem());
-        let text = wrong_ca
-            .acquire(0, false, None)
-            .await
-            .err()
-            .unwrap()
-            .to_string();
+        let text = wrong_ca.acquire(0, false).await.err().unwrap().to_string();
         assert!(
             text.contains("unknown issuer (not signed by tls_ca ca.pem)"),
             "{text}"
@@ -992,7 +1022,7 @@ mod tests {
         let ca = TestCa::new("test CA");
         let origin = TlsOrigin::start(&ca.leaf(&["api.internal"]));
         let g = tls_group(origin.addr(), "api.internal", &ca.pem());
-        let mut conn = g.acquire(0, false, None).await.unwrap();
+        let mut conn = g.acquire(0, false).await.unwrap();
         let UpStream::Tls(tls) = &mut conn.stream else {
             panic!("a plain connection")
         };
@@ -1005,9 +1035,6 @@ mod tests {
         assert_eq!(&first, b"H");
         g.release(conn);
         assert_eq!(g.idle_count(0), 1);
-        assert!(
-            g.take_idle(0, None).is_none(),
-            "handed out with bytes unread"
-        );
+        assert!(g.take_idle(0).is_none(), "handed out with bytes unread");
     }
 }
