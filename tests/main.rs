@@ -22,6 +22,7 @@ mod redirects;
 mod reload;
 mod reuseport;
 mod routing;
+mod send_proxy_protocol;
 mod systemd;
 mod tls;
 mod tls_resumption;

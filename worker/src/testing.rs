@@ -140,6 +140,7 @@ fn upstream(addr: SocketAddr) -> Upstream {
         keepalive_timeout: Duration::from_secs(30),
         tls: None,
         resolve: None,
+        send_proxy_protocol: None,
         protocol: Default::default(),
     }
 }

@@ -27,8 +27,8 @@ pub use load::{load, parse, ConfigError, Loaded};
 pub use locate::{KeyPath, Locator, Problem};
 pub use model::{
     default_control_socket, Admin, Balance, Config, Der, FixedResponse, HealthCheck, HostMatch,
-    Http2Limits, HttpLimits, Listen, LogConfig, LogTarget, Route, RouteAccessLog, RouteAction,
-    Server, SigtermMode, TlsRoots, Upstream, UpstreamProtocol, UpstreamTls,
+    Http2Limits, HttpLimits, Listen, LogConfig, LogTarget, ProxyVersion, Route, RouteAccessLog,
+    RouteAction, Server, SigtermMode, TlsRoots, Upstream, UpstreamProtocol, UpstreamTls,
 };
 pub use redirect::{Redirect, RedirectPart, RedirectVar, REDIRECT_STATUSES};
 pub use validate::server_host;

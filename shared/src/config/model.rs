@@ -259,6 +259,19 @@ pub struct Upstream {
     pub resolve: Option<Duration>,
     /// The HTTP version requests go to the servers in.
     pub protocol: UpstreamProtocol,
+    /// The PROXY protocol header each new connection to a server starts
+    /// with (`send_proxy_protocol`, HAProxy's `send-proxy`); `None`: none.
+    pub send_proxy_protocol: Option<ProxyVersion>,
+}
+
+/// The version of the PROXY protocol header sent to an upstream group's
+/// servers (`send_proxy_protocol`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum ProxyVersion {
+    /// The text header (`"v1"`): `PROXY TCP4 src dst sport dport`.
+    V1,
+    /// The binary header (`"v2"`).
+    V2,
 }
 
 /// The HTTP version an upstream group's servers speak (`protocol`).

@@ -136,6 +136,7 @@ pub(super) struct RawUpstream {
     pub(super) tls_ca: Option<PathBuf>,
     pub(super) resolve: Option<String>,
     pub(super) protocol: Option<String>,
+    pub(super) send_proxy_protocol: Option<String>,
 }
 
 /// A server entry: `"host:port"` or `{ addr = "host:port", weight = 3 }`.

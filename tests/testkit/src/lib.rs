@@ -18,6 +18,8 @@
 //! - [`resumption`]: a TLS client that keeps its sessions and says whether
 //!   each connection resumed one;
 //! - [`h2_client`]: a blocking HTTP/2 client (h2c or TLS with ALPN);
+//! - [`proxy_origin`]: an origin that reads a PROXY protocol header first
+//!   and says in each response what it carried;
 //! - [`wait_until`] and [`wait_for`]: waiting on a condition with a deadline.
 
 pub mod h2_client;
@@ -26,6 +28,7 @@ pub mod h2frames;
 pub mod handler;
 pub mod http;
 pub mod origins;
+pub mod proxy_origin;
 pub mod resumption;
 pub mod scripted;
 pub mod tls_origin;

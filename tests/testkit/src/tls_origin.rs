@@ -84,18 +84,7 @@ pub struct TlsOrigin {
 impl TlsOrigin {
     /// Serves with `leaf` on a free loopback port.
     pub fn start(leaf: &Leaf) -> TlsOrigin {
-        let provider = Arc::new(rustls::crypto::aws_lc_rs::default_provider());
-        let mut config = ServerConfig::builder_with_provider(provider)
-            .with_safe_default_protocol_versions()
-            .expect("protocol versions")
-            .with_no_client_auth()
-            .with_single_cert(
-                vec![leaf.cert.clone()],
-                PrivateKeyDer::Pkcs8(PrivatePkcs8KeyDer::from(leaf.key.clone())),
-            )
-            .expect("the origin's certificate");
-        config.alpn_protocols = vec![b"http/1.1".to_vec()];
-        let config = Arc::new(config);
+        let config = server_config(leaf);
         let listener = TcpListener::bind("127.0.0.1:0").expect("bind the TLS origin");
         let addr = listener.local_addr().expect("local_addr");
         let accepted = Arc::new(AtomicUsize::new(0));
@@ -148,6 +137,22 @@ impl Drop for TlsOrigin {
     }
 }
 
+/// An HTTP/1.1 server configuration with `leaf`.
+pub(crate) fn server_config(leaf: &Leaf) -> Arc<ServerConfig> {
+    let provider = Arc::new(rustls::crypto::aws_lc_rs::default_provider());
+    let mut config = ServerConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .expect("protocol versions")
+        .with_no_client_auth()
+        .with_single_cert(
+            vec![leaf.cert.clone()],
+            PrivateKeyDer::Pkcs8(PrivatePkcs8KeyDer::from(leaf.key.clone())),
+        )
+        .expect("the origin's certificate");
+    config.alpn_protocols = vec![b"http/1.1".to_vec()];
+    Arc::new(config)
+}
+
 /// Serves the requests of connection `id` until the client closes it.
 fn serve(stream: TcpStream, config: Arc<ServerConfig>, id: usize, handshakes: &AtomicUsize) {
     let Ok(conn) = ServerConnection::new(config) else {
@@ -183,7 +188,7 @@ fn serve(stream: TcpStream, config: Arc<ServerConfig>, id: usize, handshakes: &A
 
 /// Reads one request (its body skipped, framed by `Content-Length`) and
 /// returns its target; `None` at the end of the connection or on garbage.
-fn read_request(stream: &mut impl Read, buf: &mut Vec<u8>) -> Option<String> {
+pub(crate) fn read_request(stream: &mut impl Read, buf: &mut Vec<u8>) -> Option<String> {
     loop {
         let mut slots = [httparse::EMPTY_HEADER; 64];
         let mut request = httparse::Request::new(&mut slots);

@@ -195,7 +195,7 @@ fn serve_accepted(
         );
     } else if protocols.http2 {
         let active = snapshot.track();
-        let task = plain_then_serve(snapshot.latest(), socket, peer, active, lot.clone());
+        let task = plain_then_serve(snapshot.latest(), socket, (peer, None), active, lot.clone());
         tokio::task::spawn_local(Box::pin(task));
     } else {
         serve(snapshot, socket, peer, lot);
@@ -256,7 +256,7 @@ fn serve(
     // TCP_NODELAY is set when a response needs it (h1::set_nodelay).
     let active = snapshot.track();
     // The newest configuration (hot reload) serves it.
-    let conn = Connection::new(snapshot.latest(), stream, peer, active, lot.clone());
+    let conn = Connection::new(snapshot.latest(), stream, (peer, None), active, lot.clone());
     // Boxed: the connection's future is several KiB, and tokio moves a
     // task's future by value a few times while spawning and finishing it;
     // moving a pointer instead saves more than the allocation costs.

@@ -4,6 +4,7 @@
 use crate::downstream::h1::{Connection, Idle};
 use crate::downstream::h2;
 use crate::downstream::park::ParkingLot;
+use crate::downstream::{local_addr, Carried};
 use crate::http::Scheme;
 use crate::io::client_socket::ClientSocket;
 use crate::state::{ActiveConnection, Snapshot};
@@ -24,22 +25,38 @@ pub(crate) struct Protocols {
 }
 
 /// Serves a plain connection of an `http2` listener: HTTP/2 if the client
-/// starts with its preface, else HTTP/1.1.
+/// starts with its preface, else HTTP/1.1; `peer`: the client's address
+/// and the one it connected to if a PROXY header carried it.
 pub(crate) async fn plain_then_serve(
     snapshot: Rc<Snapshot>,
     socket: ClientSocket,
-    peer: SocketAddr,
+    peer: (SocketAddr, Carried),
     active: ActiveConnection,
     lot: Option<Rc<ParkingLot<Idle>>>,
 ) {
     let deadline = Instant::now() + snapshot.config.http.client_header_timeout;
     match timeout_at(deadline, h2::preface::sent(&socket)).await {
-        Ok(Ok(true)) => h2::serve(snapshot, socket, peer, Scheme::Http, None, active).await,
+        Ok(Ok(true)) => {
+            let (client, carried) = peer;
+            let destination = destination(&socket, carried);
+            let (scheme, tls) = (Scheme::Http, None);
+            h2::serve(snapshot, socket, client, destination, scheme, tls, active).await;
+        }
         Ok(Ok(false)) => {
             let conn = Connection::new(snapshot, socket, peer, active, lot);
             Box::pin(conn.run()).await;
         }
         // Closed, failed or silent before a first byte: nothing to answer.
         Ok(Err(_)) | Err(_) => {}
+    }
+}
+
+/// The address a client connected to on `socket`: the one a PROXY header
+/// carried, else the socket's own. An HTTP/2 connection learns it once, at
+/// its start: its streams run apart from the socket.
+pub(crate) fn destination(socket: &ClientSocket, carried: Carried) -> SocketAddr {
+    match carried {
+        Some(carried) => *carried,
+        None => local_addr(socket.sock_ref()),
     }
 }

@@ -11,7 +11,7 @@ use crate::downstream::h1::{Connection, Idle};
 use crate::downstream::park::ParkingLot;
 use crate::downstream::protocols::{plain_then_serve, Protocols};
 use crate::downstream::tls;
-use crate::http::proxy_protocol::{self, ProxyHeaderError};
+use crate::http::proxy_protocol::{self, Addresses, ProxyHeaderError};
 use crate::io::client_socket::ClientSocket;
 use crate::state::{ActiveConnection, Snapshot};
 use slog::info;
@@ -87,9 +87,12 @@ async fn header_then_serve(
         Err(_) => (Failure::Timeout, None),
         Ok(Err(ReadError::Invalid(e))) => (Failure::Invalid, Some(e)),
         Ok(Err(ReadError::Closed)) => (Failure::Closed, None),
-        Ok(Ok(source)) => {
+        Ok(Ok(addresses)) => {
             // LOCAL, UNKNOWN: the balancer's own connection.
-            let client = source.unwrap_or(peer);
+            let client = match addresses {
+                Some(a) => (a.source, Some(Box::new(a.destination))),
+                None => (peer, None),
+            };
             // The newest configuration serves it (a reload may have come).
             let snapshot = snapshot.latest();
             if protocols.tls {
@@ -109,10 +112,9 @@ async fn header_then_serve(
     log_failure(&snapshot, peer, failure, error);
 }
 
-/// Reads the PROXY header: the client address it carries, if any. Peeks
-/// until the header is complete (or known bad), then takes exactly its
-/// bytes.
-async fn read_header(socket: &ClientSocket) -> Result<Option<SocketAddr>, ReadError> {
+/// Reads the PROXY header: the addresses it carries, if any. Peeks until
+/// the header is complete (or known bad), then takes exactly its bytes.
+async fn read_header(socket: &ClientSocket) -> Result<Option<Addresses>, ReadError> {
     let mut buf = vec![0u8; proxy_protocol::MAX_LEN];
     let mut seen = 0;
     let header = loop {
@@ -136,7 +138,7 @@ async fn read_header(socket: &ClientSocket) -> Result<Option<SocketAddr>, ReadEr
         .read_exact(&mut buf[..header.len])
         .await
         .map_err(|_| ReadError::Closed)?;
-    Ok(header.source)
+    Ok(header.addresses)
 }
 
 thread_local! {
@@ -211,11 +213,17 @@ mod tests {
         assert!(first.is_pending(), "it waits for the rest");
         client.write_all(&header[20..]).unwrap();
         client.write_all(b"GET / HTTP/1.1\r\n\r\n").unwrap();
-        let source = match timeout(LIMIT, read).await.unwrap() {
-            Ok(source) => source,
+        let addresses = match timeout(LIMIT, read).await.unwrap() {
+            Ok(addresses) => addresses,
             Err(_) => panic!("the header is refused"),
         };
-        assert_eq!(source, Some("192.0.2.7:40000".parse().unwrap()));
+        assert_eq!(
+            addresses,
+            Some(Addresses {
+                source: "192.0.2.7:40000".parse().unwrap(),
+                destination: "10.0.0.1:443".parse().unwrap(),
+            })
+        );
         // What follows the header is left for HTTP.
         let mut rest = [0u8; 18];
         let mut reader = &socket;

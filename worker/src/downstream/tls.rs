@@ -8,6 +8,8 @@
 use crate::downstream::h1::{Connection, Idle};
 use crate::downstream::h2;
 use crate::downstream::park::ParkingLot;
+use crate::downstream::protocols::destination;
+use crate::downstream::Carried;
 use crate::http::heads::{self, ConnectionField};
 use crate::http::Scheme;
 use crate::io::client_socket::ClientSocket;
@@ -66,16 +68,22 @@ pub(crate) fn serve(
     // The newest configuration's certificates serve it (hot reload).
     let snapshot = snapshot.latest();
     tokio::task::spawn_local(Box::pin(handshake_then_serve(
-        snapshot, socket, peer, active, lot, http2,
+        snapshot,
+        socket,
+        (peer, None),
+        active,
+        lot,
+        http2,
     )));
 }
 
 /// The handshake, then the HTTP/1.1 session (or HTTP/2's, if `http2` and
-/// the client chose it by ALPN), of a connection from `peer`.
+/// the client chose it by ALPN), of a connection from `peer` (with the
+/// address it connected to if a PROXY header carried it).
 pub(crate) async fn handshake_then_serve(
     snapshot: Rc<Snapshot>,
     socket: ClientSocket,
-    peer: SocketAddr,
+    peer: (SocketAddr, Carried),
     active: ActiveConnection,
     lot: Option<Rc<ParkingLot<Idle>>>,
     http2: bool,
@@ -103,7 +111,10 @@ pub(crate) async fn handshake_then_serve(
                     snapshot.stats().tls_handshake();
                     let info = TlsInfo::of(io.get_ref().1);
                     if io.get_ref().1.alpn_protocol() == Some(b"h2") {
-                        h2::serve(snapshot, io, peer, Scheme::Https, Some(info), active).await;
+                        let (client, carried) = peer;
+                        let destination = destination(io.get_ref().0, carried);
+                        let (scheme, tls) = (Scheme::Https, Some(info));
+                        h2::serve(snapshot, io, client, destination, scheme, tls, active).await;
                         return;
                     }
                     let stream = ClientStream::from(io);
@@ -115,7 +126,7 @@ pub(crate) async fn handshake_then_serve(
         },
     };
     snapshot.stats().tls_failure(failure as usize);
-    log_failure(&snapshot, peer, failure);
+    log_failure(&snapshot, peer.0, failure);
 }
 
 /// Waits for the client's first bytes and tells what they are, without

@@ -5,6 +5,7 @@ pub(crate) mod body;
 pub(crate) mod chunked;
 pub(crate) mod heads;
 pub(crate) mod proxy_protocol;
+pub(crate) mod proxy_protocol_encode;
 pub(crate) mod request;
 pub(crate) mod response;
 

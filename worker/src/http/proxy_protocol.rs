@@ -3,13 +3,14 @@
 //! it forwards. A pure parser over the bytes received so far: it says how
 //! long the header is, so that exactly those bytes are taken and what
 //! follows (a request, a TLS ClientHello) is left to the next layer.
+//! `proxy_protocol_encode` writes the headers prefork sends upstream.
 
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 
 /// The first bytes of a version 2 header.
-const V2_SIGNATURE: [u8; 12] = *b"\r\n\r\n\0\r\nQUIT\n";
+pub(crate) const V2_SIGNATURE: [u8; 12] = *b"\r\n\r\n\0\r\nQUIT\n";
 /// The first bytes of a version 1 header.
-const V1_PREFIX: &[u8] = b"PROXY ";
+pub(crate) const V1_PREFIX: &[u8] = b"PROXY ";
 /// The longest version 1 header, CRLF included (the specification's bound).
 pub(crate) const V1_MAX_LEN: usize = 107;
 /// The longest version 2 header accepted: the fixed 16 bytes, the
@@ -19,16 +20,25 @@ pub(crate) const V2_MAX_LEN: usize = 16 + 2048;
 /// The most bytes a caller must look at to parse any accepted header.
 pub(crate) const MAX_LEN: usize = V2_MAX_LEN;
 
+/// The two ends of a forwarded TCP connection, as a header names them.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct Addresses {
+    /// The client's address and port.
+    pub(crate) source: SocketAddr,
+    /// The address and port the client connected to.
+    pub(crate) destination: SocketAddr,
+}
+
 /// A complete header.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) struct Header {
     /// Its length in bytes: what follows belongs to the connection.
     pub(crate) len: usize,
-    /// The client address it carries; `None` for a health check of the
-    /// balancer itself (v2 `LOCAL`), or an unknown or unsupported family
-    /// (v1 `UNKNOWN`, v2 `UNSPEC` or `UNIX`): the connection's own address
-    /// is kept.
-    pub(crate) source: Option<SocketAddr>,
+    /// The addresses it carries; `None` for a health check of the balancer
+    /// itself (v2 `LOCAL`), or an unknown or unsupported family (v1
+    /// `UNKNOWN`, v2 `UNSPEC` or `UNIX`): the connection's own addresses
+    /// are kept.
+    pub(crate) addresses: Option<Addresses>,
 }
 
 /// Why a header is refused.
@@ -88,23 +98,25 @@ fn parse_v1(buf: &[u8]) -> Result<Option<Header>, ProxyHeaderError> {
     let line = std::str::from_utf8(line).map_err(|_| ProxyHeaderError::V1)?;
     let len = lf + 1;
     let mut fields = line.split(' ');
-    let source = match fields.next() {
+    let addresses = match fields.next() {
         // Whatever follows UNKNOWN is to be ignored.
         Some("UNKNOWN") => None,
         Some(family @ ("TCP4" | "TCP6")) => {
             let v6 = family == "TCP6";
             let mut next = || fields.next().ok_or(ProxyHeaderError::V1);
-            // The destination is checked, not used.
-            let (src, _) = (ip(next()?, v6)?, ip(next()?, v6)?);
-            let (src_port, _) = (port(next()?)?, port(next()?)?);
+            let (src, dst) = (ip(next()?, v6)?, ip(next()?, v6)?);
+            let (src_port, dst_port) = (port(next()?)?, port(next()?)?);
             if fields.next().is_some() {
                 return Err(ProxyHeaderError::V1);
             }
-            Some(SocketAddr::new(src, src_port))
+            Some(Addresses {
+                source: SocketAddr::new(src, src_port),
+                destination: SocketAddr::new(dst, dst_port),
+            })
         }
         _ => return Err(ProxyHeaderError::V1),
     };
-    Ok(Some(Header { len, source }))
+    Ok(Some(Header { len, addresses }))
 }
 
 /// A v1 address of the family the line named.
@@ -155,24 +167,37 @@ fn parse_v2(buf: &[u8]) -> Result<Option<Header>, ProxyHeaderError> {
     };
     // LOCAL: the balancer's own connection (a health check); a family or
     // transport prefork does not forward for: the connection's own address.
-    let source = match (command, family, transport) {
-        (1, 0x1, 0x1) => {
-            let ip: [u8; 4] = addresses[..4]
-                .try_into()
-                .map_err(|_| ProxyHeaderError::V2)?;
-            let port = u16::from_be_bytes([addresses[8], addresses[9]]);
-            Some(SocketAddr::new(IpAddr::from(ip), port))
-        }
-        (1, 0x2, 0x1) => {
-            let ip: [u8; 16] = addresses[..16]
-                .try_into()
-                .map_err(|_| ProxyHeaderError::V2)?;
-            let port = u16::from_be_bytes([addresses[32], addresses[33]]);
-            Some(SocketAddr::new(IpAddr::from(ip), port))
-        }
+    let addresses = match (command, family, transport) {
+        (1, 0x1, 0x1) => Some(v2_addresses::<4>(addresses)?),
+        (1, 0x2, 0x1) => Some(v2_addresses::<16>(addresses)?),
         _ => None,
     };
-    Ok(Some(Header { len, source }))
+    Ok(Some(Header { len, addresses }))
+}
+
+/// The addresses of a v2 block whose addresses are `N` bytes long (4:
+/// IPv4, 16: IPv6): source, destination, then their ports.
+fn v2_addresses<const N: usize>(block: &[u8]) -> Result<Addresses, ProxyHeaderError>
+where
+    IpAddr: From<[u8; N]>,
+{
+    let ip = |at: usize| -> Result<IpAddr, ProxyHeaderError> {
+        let octets: [u8; N] = block
+            .get(at..at + N)
+            .and_then(|b| b.try_into().ok())
+            .ok_or(ProxyHeaderError::V2)?;
+        Ok(IpAddr::from(octets))
+    };
+    let port = |at: usize| -> Result<u16, ProxyHeaderError> {
+        match block.get(at..at + 2) {
+            Some(&[hi, lo]) => Ok(u16::from_be_bytes([hi, lo])),
+            _ => Err(ProxyHeaderError::V2),
+        }
+    };
+    Ok(Addresses {
+        source: SocketAddr::new(ip(0)?, port(2 * N)?),
+        destination: SocketAddr::new(ip(N)?, port(2 * N + 2)?),
+    })
 }
 
 #[cfg(test)]
@@ -204,7 +229,15 @@ mod tests {
     }
 
     fn source(buf: &[u8]) -> Option<SocketAddr> {
-        parse(buf).unwrap().unwrap().source
+        parse(buf).unwrap().unwrap().addresses.map(|a| a.source)
+    }
+
+    fn destination(buf: &[u8]) -> Option<SocketAddr> {
+        parse(buf)
+            .unwrap()
+            .unwrap()
+            .addresses
+            .map(|a| a.destination)
     }
 
     #[test]
@@ -212,11 +245,11 @@ mod tests {
         let line = b"PROXY TCP4 192.0.2.7 10.0.0.1 40000 443\r\nGET / HTTP/1.1\r\n";
         let h = parse(line).unwrap().unwrap();
         assert_eq!(h.len, 41);
-        assert_eq!(h.source, Some("192.0.2.7:40000".parse().unwrap()));
-        assert_eq!(
-            source(b"PROXY TCP6 2001:db8::7 2001:db8::1 51000 80\r\n"),
-            Some("[2001:db8::7]:51000".parse().unwrap())
-        );
+        assert_eq!(source(line), Some("192.0.2.7:40000".parse().unwrap()));
+        assert_eq!(destination(line), Some("10.0.0.1:443".parse().unwrap()));
+        let tcp6 = b"PROXY TCP6 2001:db8::7 2001:db8::1 51000 80\r\n";
+        assert_eq!(source(tcp6), Some("[2001:db8::7]:51000".parse().unwrap()));
+        assert_eq!(destination(tcp6), Some("[2001:db8::1]:80".parse().unwrap()));
         let unknown = b"PROXY UNKNOWN ff:: 1.2.3.4 x y\r\n\x16\x03\x01";
         assert_eq!(parse(unknown).unwrap().unwrap().len, unknown.len() - 3);
         assert_eq!(source(b"PROXY UNKNOWN\r\n"), None);
@@ -263,10 +296,21 @@ mod tests {
     fn v2_proxy_ipv4_ipv6_and_tlvs_skipped() {
         let h = parse(&v2(1, 0x11, &v4_block())).unwrap().unwrap();
         assert_eq!(h.len, 28);
-        assert_eq!(h.source, Some("192.0.2.7:40000".parse().unwrap()));
+        assert_eq!(
+            source(&v2(1, 0x11, &v4_block())),
+            Some("192.0.2.7:40000".parse().unwrap())
+        );
+        assert_eq!(
+            destination(&v2(1, 0x11, &v4_block())),
+            Some("10.0.0.1:443".parse().unwrap())
+        );
         assert_eq!(
             source(&v2(1, 0x21, &v6_block())),
             Some("[2001:db8::7]:51000".parse().unwrap())
+        );
+        assert_eq!(
+            destination(&v2(1, 0x21, &v6_block())),
+            Some("[2001:db8::1]:80".parse().unwrap())
         );
         // An AWS VPC endpoint TLV and a NOOP after the addresses.
         let mut with_tlvs = v4_block();
@@ -277,7 +321,7 @@ mod tests {
         buf.extend_from_slice(b"GET / HTTP/1.1\r\n");
         let h = parse(&buf).unwrap().unwrap();
         assert_eq!(h.len, header_len);
-        assert_eq!(h.source, Some("192.0.2.7:40000".parse().unwrap()));
+        assert_eq!(source(&buf), Some("192.0.2.7:40000".parse().unwrap()));
     }
 
     #[test]

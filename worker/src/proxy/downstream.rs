@@ -22,6 +22,7 @@ use crate::io::splice::{self, Failure, Moved, SpliceEnd};
 use crate::observe::access_log::Served;
 use crate::proxy::error::{ClientError, PumpError};
 use crate::state::Snapshot;
+use std::net::SocketAddr;
 use std::time::Duration;
 use tokio::io::{AsyncRead, AsyncWrite};
 
@@ -59,6 +60,11 @@ pub(crate) trait Downstream {
     /// `req` is about to be forwarded: a client waiting to send the rest of
     /// its body may be told to go on.
     fn forwarding(&mut self, req: &Request<'_>);
+
+    /// The address the client connected to: the destination a PROXY header
+    /// carried on a `proxy_protocol` listener, else the socket's own. Asked
+    /// only for a group that sends a PROXY header upstream.
+    fn destination(&self) -> SocketAddr;
 
     /// Whether the session must end after answering `req` without
     /// forwarding it (its body may still be on its way); a body already

@@ -9,6 +9,7 @@ use super::exchange::{cut_short, exchange};
 use super::exchange_h2::exchange_h2;
 use super::request::{Request, RequestCtx};
 use super::retry::{AfterFailure, Attempts};
+use crate::http::proxy_protocol::Addresses;
 use crate::observe::stats;
 use crate::state::Snapshot;
 use crate::upstream::h2::H2Stream;
@@ -49,6 +50,17 @@ pub(super) fn forward<'a, 'r, D: Downstream>(
                 Box::pin(group.acquire_h2(index, attempts.fresh()))
                     .await
                     .map(Conn::H2)
+            } else if group.sends_proxy_header() {
+                // The connection's PROXY header names the client; only
+                // here is its socket asked for its address.
+                let addresses = Addresses {
+                    source: ctx.client,
+                    destination: client.destination(),
+                };
+                group
+                    .acquire_for(index, attempts.fresh(), &addresses)
+                    .await
+                    .map(Conn::H1)
             } else {
                 group.acquire(index, attempts.fresh()).await.map(Conn::H1)
             };

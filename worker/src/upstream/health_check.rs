@@ -3,15 +3,19 @@
 //! in the protocol the group's servers speak (HTTP/1.1 or HTTP/2).
 //!
 //! Every worker checks on its own (no IPC), so a server sees one check per
-//! worker per interval. The tasks only await sockets and timers, never block
+//! worker per interval. In a `send_proxy_protocol` group a check's
+//! connection starts with the LOCAL form of the header (v1 `PROXY
+//! UNKNOWN`, v2 LOCAL): it carries no client, and a server that expects a
+//! header refuses a connection without one. The tasks only await sockets and timers, never block
 //! the event loop, end when the worker starts stopping, and end when their
 //! group is dropped.
 
 use super::health::Change;
 use super::tls::GroupTls;
 use super::{Group, Upstreams};
+use crate::http::proxy_protocol_encode;
 use crate::stop::Stop;
-use prefork_shared::config::HealthCheck;
+use prefork_shared::config::{HealthCheck, ProxyVersion};
 use slog::{info, warn, Logger};
 use std::net::SocketAddr;
 use std::rc::{Rc, Weak};
@@ -79,18 +83,22 @@ async fn check_loop(
     loop {
         // Only a weak reference is kept across waits: a replaced group's
         // checks end on their own.
-        let Some((check, addr, host, tls, h2)) =
+        let Some((check, addr, host, how)) =
             group.upgrade().filter(|g| !g.is_retired()).and_then(|g| {
                 let server = g.server(index);
                 let check = g.config.health_check.clone()?;
-                let tls = g.tls.clone().map(|tls| (tls, index));
-                Some((check, server.addr, server.name.clone(), tls, g.speaks_h2()))
+                let how = How {
+                    tls: g.tls.clone().map(|tls| (tls, index)),
+                    h2: g.speaks_h2(),
+                    proxy: g.config.send_proxy_protocol,
+                };
+                Some((check, server.addr, server.name.clone(), how))
             })
         else {
             return;
         };
         let result = tokio::select! {
-            result = probe(addr, &host, &check, tls, h2) => result,
+            result = probe(addr, &host, &check, how) => result,
             _ = stop.wait_for(|s| *s != Stop::Running) => return,
         };
         let Some(g) = group.upgrade().filter(|g| !g.is_retired()) else {
@@ -114,16 +122,21 @@ async fn check_loop(
 /// The TLS side of a checked server's group, and the server's index.
 type CheckTls = Option<(Rc<GroupTls>, usize)>;
 
-/// One check: `Ok` for a 2xx or 3xx response head within the timeout;
-/// over TLS when `tls` is set, over HTTP/2 when `h2`.
-async fn probe(
-    addr: SocketAddr,
-    host: &str,
-    check: &HealthCheck,
+/// How a checked server's group talks to it.
+#[derive(Default)]
+struct How {
+    /// TLS, if the group has it.
     tls: CheckTls,
+    /// HTTP/2, if the group's servers speak it.
     h2: bool,
-) -> Result<(), String> {
-    match timeout(check.timeout, exchange(addr, host, &check.path, tls, h2)).await {
+    /// The PROXY header version the group sends, if any.
+    proxy: Option<ProxyVersion>,
+}
+
+/// One check: `Ok` for a 2xx or 3xx response head within the timeout, on
+/// a connection made as `how` says.
+async fn probe(addr: SocketAddr, host: &str, check: &HealthCheck, how: How) -> Result<(), String> {
+    match timeout(check.timeout, exchange(addr, host, &check.path, how)).await {
         Ok(Ok(status)) if (200..400).contains(&status) => Ok(()),
         Ok(Ok(status)) => Err(format!("status {status}")),
         Ok(Err(why)) => Err(why),
@@ -132,17 +145,17 @@ async fn probe(
 }
 
 /// Sends the check request and returns the response status.
-async fn exchange(
-    addr: SocketAddr,
-    host: &str,
-    path: &str,
-    tls: CheckTls,
-    h2: bool,
-) -> Result<u16, String> {
-    let tcp = TcpStream::connect(addr)
+async fn exchange(addr: SocketAddr, host: &str, path: &str, how: How) -> Result<u16, String> {
+    let mut tcp = TcpStream::connect(addr)
         .await
         .map_err(|e| format!("connect: {e}"))?;
-    match (tls, h2) {
+    if let Some(version) = how.proxy {
+        let header = proxy_protocol_encode::encode(version, None);
+        tcp.write_all(header.as_bytes())
+            .await
+            .map_err(|e| format!("send PROXY header: {e}"))?;
+    }
+    match (how.tls, how.h2) {
         (None, false) => status_over(tcp, host, path).await,
         (None, true) => status_over_h2(tcp, "http", host, path).await,
         (Some((tls, index)), false) => {
@@ -268,7 +281,13 @@ mod tests {
     async fn two_and_three_hundreds_pass_others_fail() {
         let (addr, server) = answering(b"HTTP/1.1 204 No Content\r\n\r\n").await;
         assert_eq!(
-            probe(addr, "app:80", &check(Duration::from_secs(2)), None, false).await,
+            probe(
+                addr,
+                "app:80",
+                &check(Duration::from_secs(2)),
+                How::default()
+            )
+            .await,
             Ok(())
         );
         let sent = String::from_utf8(server.await.unwrap()).unwrap();
@@ -279,16 +298,16 @@ mod tests {
 
         let (addr, _s) = answering(b"HTTP/1.1 301 Moved\r\nLocation: /\r\n\r\n").await;
         assert_eq!(
-            probe(addr, "a", &check(Duration::from_secs(2)), None, false).await,
+            probe(addr, "a", &check(Duration::from_secs(2)), How::default()).await,
             Ok(())
         );
         let (addr, _s) = answering(b"HTTP/1.1 503 Busy\r\nContent-Length: 0\r\n\r\n").await;
         assert_eq!(
-            probe(addr, "a", &check(Duration::from_secs(2)), None, false).await,
+            probe(addr, "a", &check(Duration::from_secs(2)), How::default()).await,
             Err("status 503".into())
         );
         let (addr, _s) = answering(b"garbage\r\n\r\n").await;
-        let err = probe(addr, "a", &check(Duration::from_secs(2)), None, false)
+        let err = probe(addr, "a", &check(Duration::from_secs(2)), How::default())
             .await
             .unwrap_err();
         assert!(err.starts_with("malformed response"), "{err}");
@@ -298,12 +317,17 @@ mod tests {
     async fn silence_and_refusal_fail() {
         let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
-        let err = probe(addr, "a", &check(Duration::from_millis(100)), None, false)
-            .await
-            .unwrap_err();
+        let err = probe(
+            addr,
+            "a",
+            &check(Duration::from_millis(100)),
+            How::default(),
+        )
+        .await
+        .unwrap_err();
         assert!(err.starts_with("no response within"), "{err}");
         drop(listener);
-        let err = probe(addr, "a", &check(Duration::from_secs(2)), None, false)
+        let err = probe(addr, "a", &check(Duration::from_secs(2)), How::default())
             .await
             .unwrap_err();
         assert!(err.starts_with("connect:"), "{err}");
@@ -340,8 +364,10 @@ mod tests {
                 origin.addr(),
                 "a",
                 &check,
-                tls_to(&ca, "api.internal"),
-                false
+                How {
+                    tls: tls_to(&ca, "api.internal"),
+                    ..How::default()
+                }
             )
             .await,
             Ok(())
@@ -350,8 +376,10 @@ mod tests {
             origin.addr(),
             "a",
             &check,
-            tls_to(&TestCa::new("other"), "api.internal"),
-            false,
+            How {
+                tls: tls_to(&TestCa::new("other"), "api.internal"),
+                ..How::default()
+            },
         )
         .await
         .unwrap_err();
@@ -359,6 +387,62 @@ mod tests {
             err.starts_with("TLS handshake: certificate verify failed: unknown issuer"),
             "{err}"
         );
+    }
+
+    /// A check of a `send_proxy_protocol` group starts with the LOCAL form
+    /// of the header, then the request, on the same connection.
+    #[tokio::test]
+    async fn checks_of_a_group_sending_proxy_headers_start_with_local() {
+        for (version, local) in [
+            (ProxyVersion::V1, b"PROXY UNKNOWN\r\n".to_vec()),
+            (
+                ProxyVersion::V2,
+                b"\r\n\r\n\0\r\nQUIT\n\x20\x00\x00\x00".to_vec(),
+            ),
+        ] {
+            let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+            let addr = listener.local_addr().unwrap();
+            let server = tokio::spawn(async move {
+                let (mut s, _) = listener.accept().await.unwrap();
+                let mut got = Vec::new();
+                while !got.ends_with(b"\r\n\r\n") || got.len() <= local_len(&got) {
+                    assert_ne!(s.read_buf(&mut got).await.unwrap(), 0, "closed early");
+                }
+                s.write_all(b"HTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n")
+                    .await
+                    .unwrap();
+                got
+            });
+            let how = How {
+                proxy: Some(version),
+                ..How::default()
+            };
+            let check = check(Duration::from_secs(5));
+            assert_eq!(probe(addr, "a", &check, how).await, Ok(()));
+            let got = server.await.unwrap();
+            assert!(got.starts_with(&local), "{version:?}: {got:?}");
+            assert!(
+                got[local.len()..].starts_with(b"GET /health HTTP/1.1\r\n"),
+                "{version:?}: {got:?}"
+            );
+        }
+    }
+
+    /// The length of the LOCAL header `got` starts with (v2's ends in
+    /// `\r\n\r\n` bytes of its own, so the request must come after it).
+    fn local_len(got: &[u8]) -> usize {
+        if got.starts_with(b"\r\n\r\n") {
+            16
+        } else {
+            0
+        }
+    }
+
+    fn h2() -> How {
+        How {
+            h2: true,
+            ..How::default()
+        }
     }
 
     /// A group that speaks HTTP/2 is checked over HTTP/2: an h2c server
@@ -370,10 +454,10 @@ mod tests {
             path: "/length/0".into(),
             ..check(Duration::from_secs(5))
         };
-        assert_eq!(probe(origin.addr(), "a", &check, None, true).await, Ok(()));
+        assert_eq!(probe(origin.addr(), "a", &check, h2()).await, Ok(()));
         assert_eq!(origin.streams(), 1);
         let (addr, _server) = answering(b"HTTP/1.1 200 OK\r\n\r\n").await;
-        let err = probe(addr, "a", &check, None, true).await.unwrap_err();
+        let err = probe(addr, "a", &check, h2()).await.unwrap_err();
         assert!(err.starts_with("HTTP/2"), "{err}");
     }
 }

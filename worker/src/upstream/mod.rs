@@ -1,6 +1,12 @@
 //! Upstream groups: server choice (balancing and health) and a per-worker
 //! pool of idle keep-alive connections for each server.
 //!
+//! In a `send_proxy_protocol` group each new connection starts with a PROXY
+//! header naming the client it was opened for, and is that client's alone
+//! (HAProxy makes such connections private to their session): an idle one
+//! is kept with the addresses its header named, and only a request from
+//! the same addresses takes it again.
+//!
 //! A worker runs one thread, so the state lives in `Cell`s and `RefCell`s.
 
 pub(crate) mod balance;
@@ -11,6 +17,8 @@ pub(crate) mod health_check;
 pub(crate) mod stream;
 pub(crate) mod tls;
 
+use crate::http::proxy_protocol::Addresses;
+use crate::http::proxy_protocol_encode;
 use crate::io::BODY_READ;
 use crate::observe::stats::{ServerCell, Stats};
 use crate::upstream::balance::Balancer;
@@ -26,6 +34,7 @@ use std::cell::{Cell, RefCell};
 use std::collections::VecDeque;
 use std::io;
 use std::rc::Rc;
+use tokio::io::AsyncWriteExt;
 use tokio::net::TcpStream;
 use tokio::time::{timeout, Instant};
 
@@ -46,6 +55,10 @@ pub(crate) struct UpstreamConn {
     pub(crate) recheck: bool,
     /// Index of the server in its group.
     server: usize,
+    /// The client its PROXY header named (`send_proxy_protocol` groups
+    /// only): no other client's request may go on it. Boxed: connections
+    /// of other groups keep only a pointer's room for it.
+    client: Option<Box<Addresses>>,
 }
 
 struct Idle {
@@ -214,6 +227,13 @@ impl Group {
             .checked(pass, check.passes, check.fails)
     }
 
+    /// Whether the group's connections start with a PROXY header
+    /// (`send_proxy_protocol`): a request then takes its connection with
+    /// [`Group::acquire_for`].
+    pub(crate) fn sends_proxy_header(&self) -> bool {
+        self.config.send_proxy_protocol.is_some()
+    }
+
     /// A connection to server `index`: a live idle one unless `fresh`,
     /// otherwise a new one.
     pub(crate) async fn acquire(
@@ -226,7 +246,40 @@ impl Group {
                 return Ok(conn);
             }
         }
-        let stream = self.connect(index).await?;
+        self.open(index, None).await
+    }
+
+    /// [`Group::acquire`] for a request of `client` in a group that sends
+    /// PROXY headers: an idle connection only if its header named the same
+    /// client, a new one starts with a header naming it.
+    pub(crate) async fn acquire_for(
+        &self,
+        index: usize,
+        fresh: bool,
+        client: &Addresses,
+    ) -> Result<UpstreamConn, UpstreamError> {
+        if !fresh {
+            if let Some(conn) = self.take_idle_of(index, client) {
+                return Ok(conn);
+            }
+        }
+        self.open(index, Some(client)).await
+    }
+
+    /// A new connection to server `index`, its PROXY header (if the group
+    /// sends them) naming `client` (`None`: the LOCAL form).
+    async fn open(
+        &self,
+        index: usize,
+        client: Option<&Addresses>,
+    ) -> Result<UpstreamConn, UpstreamError> {
+        let mut stream = self.connect(index).await?;
+        if let Some(version) = self.config.send_proxy_protocol {
+            // First on the connection: before TLS's ClientHello and HTTP.
+            let header = proxy_protocol_encode::encode(version, client);
+            self.send_header(index, &mut stream, header.as_bytes())
+                .await?;
+        }
         let stream = match &self.tls {
             None => UpStream::Plain(stream),
             Some(tls) => UpStream::Tls(Box::new(self.handshake(tls, index, stream).await?)),
@@ -237,7 +290,24 @@ impl Group {
             reused: false,
             recheck: false,
             server: index,
+            client: client.map(|c| Box::new(*c)),
         })
+    }
+
+    /// Writes a PROXY header on a new connection to server `index`, within
+    /// `connect_timeout`: a failure is the connect's.
+    async fn send_header(
+        &self,
+        index: usize,
+        stream: &mut TcpStream,
+        header: &[u8],
+    ) -> Result<(), UpstreamError> {
+        let addr = self.server(index).addr;
+        match timeout(self.config.connect_timeout, stream.write_all(header)).await {
+            Ok(Ok(())) => Ok(()),
+            Ok(Err(source)) => Err(UpstreamError::Connect { addr, source }),
+            Err(_) => Err(UpstreamError::ConnectTimeout { addr }),
+        }
     }
 
     /// Whether the group's servers speak HTTP/2 (`protocol` `h2c` or `h2`).
@@ -333,23 +403,52 @@ impl Group {
         }
     }
 
+    /// The most recently pooled live connection to server `index`; those
+    /// found closed or expired on the way are dropped.
     fn take_idle(&self, index: usize) -> Option<UpstreamConn> {
         let mut idle = self.idle.get(index)?.borrow_mut();
         let now = Instant::now();
         while let Some(Idle { mut conn, since }) = idle.pop_back() {
-            let usable = now.duration_since(since) < self.config.keepalive_timeout
-                && match &mut conn.stream {
-                    UpStream::Plain(tcp) if conn.recheck => nothing_arrived(tcp),
-                    UpStream::Plain(tcp) => is_quiet(tcp),
-                    UpStream::Tls(tls) => tls_quiet(tls),
-                };
-            if usable {
-                conn.reused = true;
-                conn.recheck = false;
+            if self.still_usable(&mut conn, since, now) {
                 return Some(conn);
             }
         }
         None
+    }
+
+    /// [`Group::take_idle`] for a request of `client` in a group that
+    /// sends PROXY headers: the most recently pooled live connection whose
+    /// header named it.
+    fn take_idle_of(&self, index: usize, client: &Addresses) -> Option<UpstreamConn> {
+        let mut idle = self.idle.get(index)?.borrow_mut();
+        let now = Instant::now();
+        let named = |i: &Idle| i.conn.client.as_deref() == Some(client);
+        while let Some(Idle { mut conn, since }) =
+            idle.iter().rposition(named).and_then(|at| idle.remove(at))
+        {
+            if self.still_usable(&mut conn, since, now) {
+                return Some(conn);
+            }
+        }
+        None
+    }
+
+    /// Whether `conn`, idle since `since`, may take a request at `now`
+    /// (then marked reused): not expired, and the server neither closed it
+    /// nor sent stray bytes.
+    #[inline(always)]
+    fn still_usable(&self, conn: &mut UpstreamConn, since: Instant, now: Instant) -> bool {
+        let usable = now.duration_since(since) < self.config.keepalive_timeout
+            && match &mut conn.stream {
+                UpStream::Plain(tcp) if conn.recheck => nothing_arrived(tcp),
+                UpStream::Plain(tcp) => is_quiet(tcp),
+                UpStream::Tls(tls) => tls_quiet(tls),
+            };
+        if usable {
+            conn.reused = true;
+            conn.recheck = false;
+        }
+        usable
     }
 
     /// Keeps a connection whose exchange ended cleanly for a later request.
@@ -527,6 +626,7 @@ mod tests {
                 keepalive_timeout: Duration::from_secs(60),
                 tls: None,
                 resolve: None,
+                send_proxy_protocol: None,
                 protocol: Default::default(),
             },
             fastrand::Rng::with_seed(1),
@@ -566,6 +666,70 @@ mod tests {
         g.release(c);
         g.sweep(Instant::now() + Duration::from_secs(61));
         assert_eq!(g.idle_count(0), 0);
+    }
+
+    /// In a group that sends PROXY headers, a new connection starts with
+    /// one naming the client it is for, and only that client's requests
+    /// take it again from the pool; a replay's fresh connection names it
+    /// too.
+    #[tokio::test]
+    async fn proxy_header_connections_are_their_clients_alone() {
+        use tokio::io::AsyncReadExt;
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let mut config = group(listener.local_addr().unwrap(), 8).config;
+        config.send_proxy_protocol = Some(prefork_shared::config::ProxyVersion::V1);
+        let g = Group::new(
+            config,
+            fastrand::Rng::with_seed(1),
+            vec![ServerCell::default()],
+        );
+        assert!(g.sends_proxy_header());
+        let client = |port: u16| Addresses {
+            source: std::net::SocketAddr::from(([192, 0, 2, 7], port)),
+            destination: "10.0.0.1:443".parse().unwrap(),
+        };
+        // What the server reads first on the next connection it accepts.
+        async fn header_of(listener: &tokio::net::TcpListener) -> String {
+            let (mut s, _) = listener.accept().await.unwrap();
+            let mut got = Vec::new();
+            while !got.ends_with(b"\r\n") {
+                assert_ne!(s.read_buf(&mut got).await.unwrap(), 0);
+            }
+            std::mem::forget(s);
+            String::from_utf8(got).unwrap()
+        }
+        let a = g.acquire_for(0, false, &client(1000)).await.unwrap();
+        assert_eq!(
+            header_of(&listener).await,
+            "PROXY TCP4 192.0.2.7 10.0.0.1 1000 443\r\n"
+        );
+        g.release(a);
+        // Another client does not get A's idle connection.
+        let b = g.acquire_for(0, false, &client(2000)).await.unwrap();
+        assert!(!b.reused);
+        assert_eq!(
+            header_of(&listener).await,
+            "PROXY TCP4 192.0.2.7 10.0.0.1 2000 443\r\n"
+        );
+        assert_eq!(g.idle_count(0), 1, "A's stays pooled");
+        g.release(b);
+        // Each client takes its own back, whichever was pooled last.
+        let a = g.acquire_for(0, false, &client(1000)).await.unwrap();
+        assert!(a.reused);
+        assert_eq!(a.client.as_deref(), Some(&client(1000)));
+        let b = g.acquire_for(0, false, &client(2000)).await.unwrap();
+        assert!(b.reused);
+        assert_eq!(b.client.as_deref(), Some(&client(2000)));
+        g.release(a);
+        // A fresh one (a replay) is opened with the header again.
+        let fresh = g.acquire_for(0, true, &client(1000)).await.unwrap();
+        assert!(!fresh.reused);
+        assert_eq!(
+            header_of(&listener).await,
+            "PROXY TCP4 192.0.2.7 10.0.0.1 1000 443\r\n"
+        );
+        assert_eq!(g.idle_count(0), 1);
+        drop((b, fresh));
     }
 
     /// A connection pooled after a response whose announced body was absent

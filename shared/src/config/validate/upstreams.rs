@@ -4,7 +4,9 @@
 use super::upstream_tls::RawTls;
 use super::Validator;
 use crate::config::locate::KeyPath;
-use crate::config::model::{Balance, HealthCheck, Server, Upstream, UpstreamProtocol};
+use crate::config::model::{
+    Balance, HealthCheck, ProxyVersion, Server, Upstream, UpstreamProtocol,
+};
 use crate::config::raw::{RawHealthCheck, RawUpstream};
 use std::collections::BTreeMap;
 use std::net::{SocketAddr, ToSocketAddrs};
@@ -56,10 +58,13 @@ impl Validator<'_> {
             let tls = self.upstream_tls(&p, tls, &servers);
             let resolve = self.resolve_interval(p.key("resolve"), u.resolve.as_deref());
             let protocol = self.upstream_protocol(&p, u.protocol.as_deref(), tls.is_some());
+            let send_proxy_protocol =
+                self.send_proxy_protocol(&p, u.send_proxy_protocol.as_deref(), protocol);
             let upstream = Upstream {
                 tls,
                 resolve,
                 protocol,
+                send_proxy_protocol,
                 servers,
                 balance: self.balance(p.key("balance"), u.balance.as_deref()),
                 max_fails: u.max_fails.unwrap_or(1),
@@ -201,6 +206,37 @@ impl Validator<'_> {
     }
 }
 
+impl Validator<'_> {
+    /// `send_proxy_protocol = "v1" | "v2"` (default: none). Refused with an
+    /// HTTP/2 `protocol`: an HTTP/2 connection carries every client's
+    /// streams, and a header names one client.
+    fn send_proxy_protocol(
+        &mut self,
+        p: &KeyPath,
+        raw: Option<&str>,
+        protocol: UpstreamProtocol,
+    ) -> Option<ProxyVersion> {
+        let path = p.key("send_proxy_protocol");
+        let version = match raw? {
+            "v1" => ProxyVersion::V1,
+            "v2" => ProxyVersion::V2,
+            other => {
+                self.problem(&path, format!("must be \"v1\" or \"v2\" (found {other:?})"));
+                return None;
+            }
+        };
+        if protocol != UpstreamProtocol::Http1 {
+            self.problem(
+                &path,
+                "needs protocol = \"http1\": an HTTP/2 connection carries the streams of \
+                 every client, and a PROXY header names one",
+            );
+            return None;
+        }
+        Some(version)
+    }
+}
+
 /// Every address of `host:port` (an address as it is), sorted and without
 /// repeats, so that a resolver answering in rotating order changes nothing:
 /// blocking (DNS), so the master calls it off its loop.
@@ -258,6 +294,46 @@ mod tests {
         );
     }
     use std::time::Duration;
+
+    #[test]
+    fn send_proxy_protocol_is_v1_v2_or_absent() {
+        use crate::config::model::ProxyVersion;
+        let c = parse_ok(
+            "[upstreams.a]\nservers = [\"127.0.0.1:1\"]\n\
+             [upstreams.b]\nservers = [\"127.0.0.1:2\"]\nsend_proxy_protocol = \"v1\"\n\
+             [upstreams.c]\nservers = [\"127.0.0.1:3\"]\nsend_proxy_protocol = \"v2\"\ntls = true\n",
+        );
+        assert_eq!(c.upstreams["a"].send_proxy_protocol, None);
+        assert_eq!(c.upstreams["b"].send_proxy_protocol, Some(ProxyVersion::V1));
+        assert_eq!(c.upstreams["c"].send_proxy_protocol, Some(ProxyVersion::V2));
+        for bad in ["\"v3\"", "\"V1\"", "\"\"", "true"] {
+            let e = parse_err(&format!(
+                "[upstreams.a]\nservers = [\"127.0.0.1:1\"]\nsend_proxy_protocol = {bad}\n"
+            ));
+            assert!(
+                e.starts_with("t.toml:3: upstreams.a.send_proxy_protocol: "),
+                "{bad}: {e}"
+            );
+        }
+        let e =
+            parse_err("[upstreams.a]\nservers = [\"127.0.0.1:1\"]\nsend_proxy_protocol = \"v3\"\n");
+        assert!(e.contains("must be \"v1\" or \"v2\" (found \"v3\")"), "{e}");
+    }
+
+    #[test]
+    fn send_proxy_protocol_is_refused_with_http2_upstreams() {
+        for protocol in ["protocol = \"h2c\"", "protocol = \"h2\"\ntls = true"] {
+            let e = parse_err(&format!(
+                "[upstreams.a]\nservers = [\"127.0.0.1:1\"]\n{protocol}\nsend_proxy_protocol = \"v2\"\n"
+            ));
+            let line = e.lines().next().unwrap_or_default();
+            assert!(
+                line.contains(": upstreams.a.send_proxy_protocol: needs protocol = \"http1\""),
+                "{protocol}: {e}"
+            );
+            assert_eq!(e.lines().count(), 1, "{e}");
+        }
+    }
 
     #[test]
     fn resolve_defaults_to_30s_and_takes_off_or_a_duration() {

@@ -12,6 +12,7 @@ mod session;
 mod sink;
 
 use crate::downstream::park::{Parkable, ParkingLot};
+use crate::downstream::Carried;
 use crate::http::heads::{self, ConnectionField};
 use crate::http::{Framing, Scheme, Version};
 use crate::io::client_socket::ClientSocket;
@@ -65,32 +66,28 @@ enum End {
 }
 
 impl Connection {
-    /// A connection just accepted from `peer`.
+    /// A connection just accepted from `peer` (to `carried`, if a PROXY
+    /// header said so).
     pub(crate) fn new(
         snapshot: Rc<Snapshot>,
         stream: ClientSocket,
-        peer: SocketAddr,
+        (peer, carried): (SocketAddr, Carried),
         active: ActiveConnection,
         lot: Option<Rc<ParkingLot<Idle>>>,
     ) -> Self {
         let scratch = snapshot.buffers().take_scratch();
         let (ctx, response_head) = RequestCtx::new(peer, Scheme::Http, scratch);
-        Connection::with(
-            snapshot,
-            ClientStream::Plain(stream),
-            ctx,
-            response_head,
-            active,
-            lot,
-        )
+        let stream = ClientStream::Plain(stream);
+        let session = Session::new(stream, response_head, carried);
+        Connection::with(snapshot, session, ctx, active, lot)
     }
 
-    /// A connection from `peer` whose TLS handshake is done: `info` says
-    /// what was negotiated.
+    /// A connection from `peer` (to `carried`, if a PROXY header said so)
+    /// whose TLS handshake is done: `info` says what was negotiated.
     pub(crate) fn tls(
         snapshot: Rc<Snapshot>,
         stream: ClientStream,
-        peer: SocketAddr,
+        (peer, carried): (SocketAddr, Carried),
         active: ActiveConnection,
         info: TlsInfo,
         lot: Option<Rc<ParkingLot<Idle>>>,
@@ -98,20 +95,20 @@ impl Connection {
         let scratch = snapshot.buffers().take_scratch();
         let (mut ctx, response_head) = RequestCtx::new(peer, Scheme::Https, scratch);
         ctx.set_tls(info);
-        Connection::with(snapshot, stream, ctx, response_head, active, lot)
+        let session = Session::new(stream, response_head, carried);
+        Connection::with(snapshot, session, ctx, active, lot)
     }
 
     fn with(
         snapshot: Rc<Snapshot>,
-        stream: ClientStream,
+        session: Session,
         ctx: RequestCtx,
-        response_head: Vec<u8>,
         active: ActiveConnection,
         lot: Option<Rc<ParkingLot<Idle>>>,
     ) -> Self {
         Connection {
             snapshot,
-            session: Session::new(stream, response_head),
+            session,
             ctx,
             served: 0,
             idle_since: Instant::now(),
@@ -131,18 +128,20 @@ impl Connection {
         let Idle {
             stream,
             client,
+            carried,
             tls,
             served,
             idle_since,
             nodelay,
         } = idle;
         let socket = ClientSocket::new(stream);
+        let peer = (client, carried);
         let mut conn = match tls {
-            IdleTls::Plain => Connection::new(snapshot, socket, client, active, Some(lot)),
+            IdleTls::Plain => Connection::new(snapshot, socket, peer, active, Some(lot)),
             IdleTls::Tls(tls) => {
                 let info = TlsInfo::of(&tls);
                 let stream = ClientStream::tls(socket, tls);
-                Connection::tls(snapshot, stream, client, active, info, Some(lot))
+                Connection::tls(snapshot, stream, peer, active, info, Some(lot))
             }
         };
         conn.session.nodelay = nodelay;
@@ -246,6 +245,7 @@ impl Connection {
             let idle = Idle {
                 stream: socket.into_std(),
                 client: ctx.client,
+                carried: session.carried,
                 tls: tls.map_or(IdleTls::Plain, IdleTls::Tls),
                 served,
                 idle_since,
@@ -263,6 +263,8 @@ pub(crate) struct Idle {
     /// The client's address: the socket's peer, or the one a PROXY
     /// protocol header carried (which the socket cannot tell again).
     client: SocketAddr,
+    /// The address it connected to, if a PROXY header carried it.
+    carried: Carried,
     /// What it keeps of TLS, if it speaks it.
     tls: IdleTls,
     /// Requests served so far.

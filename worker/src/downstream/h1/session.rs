@@ -5,6 +5,7 @@
 use super::body::Body;
 use super::sink::Sink;
 use super::{ack_now, client_result, connection_field, set_nodelay};
+use crate::downstream::{local_addr, Carried};
 use crate::http::body::BodyCursor;
 use crate::http::heads::{self, ConnectionField};
 use crate::http::{Framing, Version};
@@ -49,11 +50,13 @@ pub(super) struct Session {
     /// Whether the current request's body may still be on its way: a close
     /// then lingers (RFC 9112 §9.6; nginx sets `lingering_close` so).
     pub(super) body_unread: bool,
+    /// The address the client connected to, if a PROXY header carried it.
+    pub(super) carried: Carried,
 }
 
 impl Session {
     /// The session of a connection just accepted on `stream`.
-    pub(super) fn new(stream: ClientStream, response_head: Vec<u8>) -> Self {
+    pub(super) fn new(stream: ClientStream, response_head: Vec<u8>, carried: Carried) -> Self {
         Session {
             stream,
             buf: BytesMut::new(),
@@ -61,6 +64,7 @@ impl Session {
             version: Version::Http11,
             nodelay: false,
             body_unread: false,
+            carried,
         }
     }
 
@@ -195,6 +199,13 @@ impl Downstream for Session {
         );
         let sink = Sink::new(stream, response_head, *version, nodelay, pipes);
         (body, sink)
+    }
+
+    fn destination(&self) -> std::net::SocketAddr {
+        match &self.carried {
+            Some(carried) => **carried,
+            None => local_addr(self.stream.sock_ref()),
+        }
     }
 
     fn forwarding(&mut self, req: &Request<'_>) {

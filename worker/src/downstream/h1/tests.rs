@@ -216,7 +216,7 @@ fn a_connections_future_fits_a_4_kib_allocation() {
     let conn = Connection::new(
         snapshot.latest(),
         ClientSocket::new(accepted),
-        peer,
+        (peer, None),
         snapshot.track(),
         None,
     );

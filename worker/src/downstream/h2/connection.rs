@@ -61,12 +61,14 @@ enum Event {
     GiveUp,
 }
 
-/// Serves an HTTP/2 connection from `client` over `io` (TLS already
-/// removed, or plain with the preface still to read).
+/// Serves an HTTP/2 connection from `client` to `destination` (the address
+/// it connected to) over `io` (TLS already removed, or plain with the
+/// preface still to read).
 pub(crate) async fn serve<T>(
     snapshot: Rc<Snapshot>,
     io: T,
     client: SocketAddr,
+    destination: SocketAddr,
     scheme: Scheme,
     tls: Option<TlsInfo>,
     active: ActiveConnection,
@@ -84,7 +86,7 @@ pub(crate) async fn serve<T>(
     let stats = snapshot.stats().clone();
     stats.http2_connection(true);
     let shared = Rc::new(Shared::new(
-        client,
+        (client, destination),
         scheme,
         tls,
         snapshot.config.http.send_timeout,

@@ -17,6 +17,8 @@ use tokio::time::Instant;
 pub(super) struct Shared {
     /// The client's address.
     pub(super) client: SocketAddr,
+    /// The address it connected to (for a PROXY header sent upstream).
+    pub(super) destination: SocketAddr,
     /// The scheme it speaks.
     pub(super) scheme: Scheme,
     /// What its TLS negotiated, if TLS.
@@ -50,10 +52,10 @@ impl Drop for OpenStream {
 }
 
 impl Shared {
-    /// The state of a connection from `client` speaking `scheme` (with
-    /// `tls` if TLS), starting now with no stream.
+    /// The state of a connection from `client` to `destination` speaking
+    /// `scheme` (with `tls` if TLS), starting now with no stream.
     pub(super) fn new(
-        client: SocketAddr,
+        (client, destination): (SocketAddr, SocketAddr),
         scheme: Scheme,
         tls: Option<TlsInfo>,
         send_timeout: Duration,
@@ -61,6 +63,7 @@ impl Shared {
         let now = Instant::now();
         Shared {
             client,
+            destination,
             scheme,
             tls,
             send_timeout,

@@ -173,6 +173,10 @@ impl Downstream for Stream {
 
     fn forwarding(&mut self, _: &Request<'_>) {}
 
+    fn destination(&self) -> std::net::SocketAddr {
+        self.sink.conn.destination
+    }
+
     fn must_close(&mut self, _: &Snapshot, _: &Request<'_>) -> bool {
         // A body not read is refused by resetting the stream once the
         // response is sent (`h2` does), not by closing the connection.

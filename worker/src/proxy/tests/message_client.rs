@@ -117,6 +117,10 @@ impl Downstream for MessageClient {
 
     fn forwarding(&mut self, _: &Request<'_>) {}
 
+    fn destination(&self) -> std::net::SocketAddr {
+        std::net::SocketAddr::from(([127, 0, 0, 1], 80))
+    }
+
     fn must_close(&mut self, _: &Snapshot, _: &Request<'_>) -> bool {
         false
     }
