@@ -3,7 +3,7 @@
 
 use crate::support::http::{self, Conn};
 use crate::support::origins::{self, RecordingOrigin, SilentOrigin};
-use crate::support::prefork::{free_port, Prefork, Setup};
+use crate::support::prefork::{Prefork, Setup};
 use crate::support::wait_for;
 use nix::sys::signal::{kill, Signal};
 use nix::unistd::Pid;
@@ -14,10 +14,6 @@ use std::time::Duration;
 
 /// Workers report once a second: a few reports may be needed.
 const REPORTED: Duration = Duration::from_secs(10);
-
-fn admin_table(port: u16) -> String {
-    format!("[admin]\naddr = \"127.0.0.1:{port}\"\n")
-}
 
 /// GET on the admin listener.
 fn admin_get(port: u16, path: &str) -> http::Response {
@@ -227,13 +223,12 @@ fn reload_over_the_control_socket_reports_success_and_the_masters_error() {
 fn metrics_count_requests_by_route_status_and_worker_and_upstream_failures() {
     let origin = origins::minihttp("a");
     let dead = origins::refused_addr();
-    let admin = free_port();
-    let p = Prefork::start(Setup::new(2).body(&format!(
-        "{}[upstreams.app]\nservers = [\"{origin}\"]\n[upstreams.down]\nservers = [\"{dead}\"]\n\
+    let p = Prefork::start(Setup::new(2).admin().body(&format!(
+        "[upstreams.app]\nservers = [\"{origin}\"]\n[upstreams.down]\nservers = [\"{dead}\"]\n\
          [[routes]]\nhost = \"app.test\"\nupstream = \"app\"\n\
-         [[routes]]\nhost = \"down.test\"\nupstream = \"down\"\n",
-        admin_table(admin)
+         [[routes]]\nhost = \"down.test\"\nupstream = \"down\"\n"
     )));
+    let admin = p.admin_port();
     p.expect_log_errors();
     for _ in 0..3 {
         assert_eq!(http::get(p.port(), "app.test", "/").unwrap().status, 200);
@@ -317,8 +312,8 @@ fn metrics_count_requests_by_route_status_and_worker_and_upstream_failures() {
 
 #[test]
 fn a_killed_worker_is_counted_as_a_restart_in_status_and_metrics() {
-    let admin = free_port();
-    let p = Prefork::start(Setup::new(1).body(&admin_table(admin)));
+    let p = Prefork::start(Setup::new(1).admin());
+    let admin = p.admin_port();
     let victim = p.workers()[0].clone();
     kill(Pid::from_raw(victim.pid), Signal::SIGKILL).unwrap();
     p.wait_workers(1, Duration::from_secs(10), |w| w[0].pid != victim.pid)
@@ -346,8 +341,8 @@ fn a_killed_worker_is_counted_as_a_restart_in_status_and_metrics() {
 /// previous one started.
 #[test]
 fn a_worker_stopped_by_an_operators_signal_is_replaced_without_counting_a_restart() {
-    let admin = free_port();
-    let p = Prefork::start(Setup::new(1).body(&admin_table(admin)));
+    let p = Prefork::start(Setup::new(1).admin());
+    let admin = p.admin_port();
     for signal in [Signal::SIGHUP, Signal::SIGQUIT, Signal::SIGTERM] {
         let ready = p
             .wait_status(REPORTED, |s| s["workers"][0]["state"] == "ready")
@@ -381,12 +376,11 @@ fn a_worker_stopped_by_an_operators_signal_is_replaced_without_counting_a_restar
 #[test]
 fn healthz_turns_503_while_draining() {
     let silent = SilentOrigin::start();
-    let admin = free_port();
-    let mut p = Prefork::start(Setup::new(1).body(&format!(
-        "{}[upstreams.slow]\nservers = [\"{}\"]\nread_timeout = \"30s\"\n[[routes]]\nhost = \"slow.test\"\nupstream = \"slow\"\n",
-        admin_table(admin),
+    let mut p = Prefork::start(Setup::new(1).admin().body(&format!(
+        "[upstreams.slow]\nservers = [\"{}\"]\nread_timeout = \"30s\"\n[[routes]]\nhost = \"slow.test\"\nupstream = \"slow\"\n",
         silent.addr()
     )));
+    let admin = p.admin_port();
     assert_eq!(admin_get(admin, "/healthz").status, 200);
     // A request in flight keeps the worker draining after SIGQUIT.
     let mut c = Conn::local(p.port()).unwrap();
