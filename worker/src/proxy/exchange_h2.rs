@@ -82,29 +82,14 @@ pub(super) async fn exchange_h2<D: Downstream>(
     let (mut body, mut sink) = client.split(snapshot, req);
     let bodyless = matches!(req.body, Framing::Empty | Framing::Length(0));
 
-    let H2Stream { send, .. } = &stream;
-    let mut send = match send.clone().ready().await {
-        Ok(send) => send,
-        Err(e) => {
-            stream.retire_connection();
-            return Err(ExchangeError::new(
-                UpstreamError::http2_unsent(e),
-                true,
-                false,
-            ));
-        }
+    // The request never left: the connection is given up, the request may
+    // go elsewhere.
+    let unsent = |e| {
+        stream.retire_connection();
+        ExchangeError::new(UpstreamError::http2_unsent(e), true, false)
     };
-    let (response, up) = match send.send_request(head, bodyless) {
-        Ok(pair) => pair,
-        Err(e) => {
-            stream.retire_connection();
-            return Err(ExchangeError::new(
-                UpstreamError::http2_unsent(e),
-                true,
-                false,
-            ));
-        }
-    };
+    let mut send = stream.send.clone().ready().await.map_err(unsent)?;
+    let (response, up) = send.send_request(head, bodyless).map_err(unsent)?;
     // `Expect` is not forwarded: prefork asks for the body itself once the
     // stream is open, unless the client already began sending it.
     let waiting = !bodyless && !body.is_done() && body.ready().is_ok_and(<[u8]>::is_empty);
