@@ -7,8 +7,8 @@
 //! not a header is closed and counted.
 
 use crate::tls_origin::{self, Leaf};
-use rustls::{ServerConfig, ServerConnection, StreamOwned};
-use std::io::{Read, Write};
+use rustls::ServerConfig;
+use std::io::Read;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr, TcpListener, TcpStream};
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
@@ -130,38 +130,13 @@ fn connection(mut stream: TcpStream, shared: &Shared, tls: Option<Arc<ServerConf
         headers.push(header);
         headers.len()
     };
+    let body = |path: &str| format!("conn={id} {described} path={path}");
     match tls {
-        None => serve_requests(stream, id, &described),
+        None => tls_origin::answer_each(stream, id, body),
         Some(config) => {
-            let Ok(conn) = ServerConnection::new(config) else {
-                return;
-            };
-            let mut tls = StreamOwned::new(conn, stream);
-            while tls.conn.is_handshaking() {
-                if tls.conn.complete_io(&mut tls.sock).is_err() {
-                    return;
-                }
+            if let Some(tls) = tls_origin::accept_tls(stream, config) {
+                tls_origin::answer_each(tls, id, body);
             }
-            serve_requests(tls, id, &described);
-        }
-    }
-}
-
-/// Answers each request on `stream` with `conn=ID` and the header.
-fn serve_requests(mut stream: impl Read + Write, id: usize, described: &str) {
-    let mut buf = Vec::new();
-    while let Some(path) = tls_origin::read_request(&mut stream, &mut buf) {
-        let body = format!("conn={id} {described} path={path}");
-        let response = format!(
-            "HTTP/1.1 200 OK\r\nContent-Length: {}\r\nX-Conn: {id}\r\n\r\n{body}",
-            body.len()
-        );
-        if stream
-            .write_all(response.as_bytes())
-            .and_then(|()| stream.flush())
-            .is_err()
-        {
-            return;
         }
     }
 }

@@ -155,30 +155,46 @@ pub(crate) fn server_config(leaf: &Leaf) -> Arc<ServerConfig> {
 
 /// Serves the requests of connection `id` until the client closes it.
 fn serve(stream: TcpStream, config: Arc<ServerConfig>, id: usize, handshakes: &AtomicUsize) {
-    let Ok(conn) = ServerConnection::new(config) else {
+    let Some(tls) = accept_tls(stream, config) else {
         return;
     };
-    let mut tls = StreamOwned::new(conn, stream);
-    while tls.conn.is_handshaking() {
-        if tls.conn.complete_io(&mut tls.sock).is_err() {
-            return;
-        }
-    }
     handshakes.fetch_add(1, Ordering::SeqCst);
-    let mut buf = Vec::new();
-    while let Some(path) = read_request(&mut tls, &mut buf) {
-        let body = if path == "/big" {
+    answer_each(tls, id, |path| {
+        if path == "/big" {
             "b".repeat(BIG)
         } else {
             format!("path={path} conn={id}")
-        };
+        }
+    });
+}
+
+/// The server side of a TLS connection on `stream`, its handshake done;
+/// `None` if it failed.
+pub(crate) fn accept_tls(
+    stream: TcpStream,
+    config: Arc<ServerConfig>,
+) -> Option<StreamOwned<ServerConnection, TcpStream>> {
+    let mut tls = StreamOwned::new(ServerConnection::new(config).ok()?, stream);
+    while tls.conn.is_handshaking() {
+        tls.conn.complete_io(&mut tls.sock).ok()?;
+    }
+    Some(tls)
+}
+
+/// Answers each request on `stream` (connection `id`, named in `X-Conn`)
+/// with 200 and the body `body` makes of its target, until the client
+/// closes it.
+pub(crate) fn answer_each(mut stream: impl Read + Write, id: usize, body: impl Fn(&str) -> String) {
+    let mut buf = Vec::new();
+    while let Some(path) = read_request(&mut stream, &mut buf) {
+        let body = body(&path);
         let response = format!(
             "HTTP/1.1 200 OK\r\nContent-Length: {}\r\nX-Conn: {id}\r\n\r\n{body}",
             body.len()
         );
-        if tls
+        if stream
             .write_all(response.as_bytes())
-            .and_then(|()| tls.flush())
+            .and_then(|()| stream.flush())
             .is_err()
         {
             return;
