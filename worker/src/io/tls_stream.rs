@@ -333,6 +333,11 @@ mod tests {
         (Arc::new(server), Arc::new(client))
     }
 
+    /// A client connection to `a.test`.
+    fn client(config: Arc<ClientConfig>) -> ClientConnection {
+        ClientConnection::new(config, ServerName::try_from("a.test").unwrap()).unwrap()
+    }
+
     /// The stream of the next connection on `listener`, its handshake done.
     async fn accepted(listener: &TcpListener, config: Arc<ServerConfig>) -> TlsIo {
         let (socket, _) = listener.accept().unwrap();
@@ -402,8 +407,7 @@ mod tests {
         let addr = listener.local_addr().unwrap();
         let given = tickets.clone();
         let client = std::thread::spawn(move || {
-            let name = ServerName::try_from("a.test").unwrap();
-            let mut conn = ClientConnection::new(Arc::new(client_config), name).unwrap();
+            let mut conn = client(Arc::new(client_config));
             let mut socket = TcpStream::connect(addr).unwrap();
             socket
                 .set_read_timeout(Some(std::time::Duration::from_secs(10)))
@@ -430,8 +434,7 @@ mod tests {
         let listener = TcpListener::bind("127.0.0.1:0").unwrap();
         let addr = listener.local_addr().unwrap();
         let client = std::thread::spawn(move || {
-            let name = ServerName::try_from("a.test").unwrap();
-            let conn = ClientConnection::new(client_config, name).unwrap();
+            let conn = client(client_config);
             let mut tls = StreamOwned::new(conn, TcpStream::connect(addr).unwrap());
             tls.write_all(b"go").unwrap();
             let mut all = Vec::new();
@@ -470,8 +473,7 @@ mod tests {
         let listener = TcpListener::bind("127.0.0.1:0").unwrap();
         let addr = listener.local_addr().unwrap();
         let client = std::thread::spawn(move || {
-            let name = ServerName::try_from("a.test").unwrap();
-            let conn = ClientConnection::new(client_config, name).unwrap();
+            let conn = client(client_config);
             let mut tls = StreamOwned::new(conn, TcpStream::connect(addr).unwrap());
             tls.write_all(b"ping").unwrap();
             let mut pong = [0u8; 4];
