@@ -39,6 +39,7 @@ pub(crate) async fn plain_then_serve(
         Ok(Ok(true)) => {
             let (client, carried) = peer;
             let destination = destination(&socket, carried);
+            h2::set_nodelay(&socket);
             let (scheme, tls) = (Scheme::Http, None);
             h2::serve(snapshot, socket, client, destination, scheme, tls, active).await;
         }

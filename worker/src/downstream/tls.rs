@@ -113,6 +113,7 @@ pub(crate) async fn handshake_then_serve(
                     if io.get_ref().1.alpn_protocol() == Some(b"h2") {
                         let (client, carried) = peer;
                         let destination = destination(io.get_ref().0, carried);
+                        h2::set_nodelay(io.get_ref().0);
                         let (scheme, tls) = (Scheme::Https, Some(info));
                         h2::serve(snapshot, io, client, destination, scheme, tls, active).await;
                         return;

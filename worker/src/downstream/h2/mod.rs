@@ -14,3 +14,16 @@ mod shared;
 mod stream;
 
 pub(crate) use connection::serve;
+
+use crate::io::client_socket::ClientSocket;
+
+/// Readies a client's socket for HTTP/2: every frame leaves as `h2` writes
+/// it. With Nagle's algorithm a small frame written while earlier data is
+/// unacknowledged (a response's last DATA or its END_STREAM, an ACK of the
+/// client's SETTINGS or PING) waits for the client's ACK, which a client
+/// that delays its ACKs sends up to 40 ms later. nginx and HAProxy set it
+/// on HTTP/2 connections too.
+pub(crate) fn set_nodelay(socket: &ClientSocket) {
+    // A failure costs latency only; the connection goes on.
+    let _ = socket.sock_ref().set_tcp_nodelay(true);
+}
