@@ -21,12 +21,11 @@
 //! - `stall-read`: never reads the request body nor answers (its window
 //!   stays shut).
 
-use crate::tls_origin::Leaf;
+use crate::tls_origin::{self, Leaf};
 use bytes::Bytes;
 use h2::server::SendResponse;
 use h2::RecvStream;
 use http::{HeaderMap, HeaderValue, Request, Response};
-use rustls::pki_types::{PrivateKeyDer, PrivatePkcs8KeyDer};
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
@@ -96,16 +95,8 @@ impl H2Origin {
     /// An origin over TLS with `leaf`, choosing `h2` by ALPN, on a free
     /// loopback port.
     pub fn start_tls(leaf: &Leaf) -> H2Origin {
-        let provider = Arc::new(rustls::crypto::aws_lc_rs::default_provider());
-        let mut config = rustls::ServerConfig::builder_with_provider(provider)
-            .with_safe_default_protocol_versions()
-            .expect("protocol versions")
-            .with_no_client_auth()
-            .with_single_cert(
-                vec![leaf.cert.clone()],
-                PrivateKeyDer::Pkcs8(PrivatePkcs8KeyDer::from(leaf.key.clone())),
-            )
-            .expect("the origin's certificate");
+        // The HTTP/1.1 origin's configuration, offering h2 instead.
+        let mut config = (*tls_origin::server_config(leaf)).clone();
         config.alpn_protocols = vec![b"h2".to_vec()];
         let acceptor = TlsAcceptor::from(Arc::new(config));
         H2Origin::start_with(
