@@ -12,6 +12,7 @@ mod grpc;
 mod harness;
 mod http2;
 mod http2_floods;
+mod http2_parking;
 mod lifecycle;
 mod load_board;
 mod observability;

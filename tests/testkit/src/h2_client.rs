@@ -181,6 +181,21 @@ impl H2Client {
             .block_on(async { tokio::time::timeout(limit, conn).await.is_ok() })
     }
 
+    /// How the connection ended, if it did within `limit`: `Ok` for an
+    /// orderly end (GOAWAY with NO_ERROR, then the close), the error for a
+    /// reset or any other. Asks once: the connection is gone after it.
+    pub fn end_within(&mut self, limit: Duration) -> Option<Result<(), String>> {
+        let conn = &mut self.conn;
+        let joined = self
+            .rt
+            .block_on(async { tokio::time::timeout(limit, conn).await.ok() })?;
+        Some(match joined {
+            Ok(Ok(())) => Ok(()),
+            Ok(Err(e)) => Err(e.to_string()),
+            Err(e) => Err(e.to_string()),
+        })
+    }
+
     fn block<F: Future>(&self, f: F) -> F::Output {
         self.rt
             .block_on(async { tokio::time::timeout(CALL_LIMIT, f).await })

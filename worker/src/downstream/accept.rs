@@ -1,8 +1,8 @@
 //! Accepting client connections on one listener until a stop.
 
-use crate::downstream::h1::{Connection, Idle};
+use crate::downstream::h1::Connection;
 use crate::downstream::limit;
-use crate::downstream::park::ParkingLot;
+use crate::downstream::lots::{self, Lots};
 use crate::downstream::protocols::{plain_then_serve, Protocols};
 use crate::downstream::{proxy_protocol, tls};
 use crate::io::client_socket::ClientSocket;
@@ -58,7 +58,7 @@ impl Listener {
 pub(crate) async fn accept_loop(
     mut snapshot: Rc<Snapshot>,
     listener: Listener,
-    lot: Option<Rc<ParkingLot<Idle>>>,
+    lot: Option<Rc<Lots>>,
 ) {
     let Listener {
         socket,
@@ -97,7 +97,7 @@ pub(crate) async fn accept_loop(
             ready.clear_ready();
             continue;
         }
-        if !limit::make_room(&snapshot, evictable.as_ref()) {
+        if !limit::make_room(&snapshot, evictable.as_ref().map(|l| &l.h1)) {
             // Left queued: this worker takes it once a connection closes
             // or parks, unless another worker does first.
             drop(ready);
@@ -156,8 +156,8 @@ async fn on_accepted(
     snapshot: &Rc<Snapshot>,
     socket: &AsyncFd<std::net::TcpListener>,
     accepted: Accepted,
-    lot: &Option<Rc<ParkingLot<Idle>>>,
-    evictable: &Option<Rc<ParkingLot<Idle>>>,
+    lot: &Option<Rc<Lots>>,
+    evictable: &Option<Rc<Lots>>,
     protocols: Protocols,
 ) {
     match accepted {
@@ -174,7 +174,7 @@ async fn on_accepted(
 fn serve_accepted(
     snapshot: &Rc<Snapshot>,
     (socket, peer): (Socket, SockAddr),
-    lot: &Option<Rc<ParkingLot<Idle>>>,
+    lot: &Option<Rc<Lots>>,
     protocols: Protocols,
 ) {
     // A TCP listener's peers are IP addresses.
@@ -205,7 +205,7 @@ fn serve_accepted(
 async fn accept_failed(
     snapshot: &Snapshot,
     socket: &AsyncFd<std::net::TcpListener>,
-    lot: &Option<Rc<ParkingLot<Idle>>>,
+    lot: &Option<Rc<Lots>>,
     e: &io::Error,
 ) {
     let listen = || {
@@ -215,7 +215,7 @@ async fn accept_failed(
             .map(|a| a.to_string())
             .unwrap_or_default()
     };
-    limit::accept_failed(snapshot, lot.as_ref(), listen, e).await;
+    limit::accept_failed(snapshot, lot.as_ref().map(|l| &l.h1), listen, e).await;
 }
 
 /// How holding back ended.
@@ -247,16 +247,17 @@ async fn defer(snapshot: &Snapshot, ignored: Option<usize>) -> Deferral {
     }
 }
 
-fn serve(
-    snapshot: &Rc<Snapshot>,
-    stream: ClientSocket,
-    peer: SocketAddr,
-    lot: &Option<Rc<ParkingLot<Idle>>>,
-) {
+fn serve(snapshot: &Rc<Snapshot>, stream: ClientSocket, peer: SocketAddr, lot: &Option<Rc<Lots>>) {
     // TCP_NODELAY is set when a response needs it (h1::set_nodelay).
     let active = snapshot.track();
     // The newest configuration (hot reload) serves it.
-    let conn = Connection::new(snapshot.latest(), stream, (peer, None), active, lot.clone());
+    let conn = Connection::new(
+        snapshot.latest(),
+        stream,
+        (peer, None),
+        active,
+        lots::h1(lot),
+    );
     // Boxed: the connection's future is several KiB, and tokio moves a
     // task's future by value a few times while spawning and finishing it;
     // moving a pointer instead saves more than the allocation costs.
@@ -269,7 +270,7 @@ fn serve(
 fn take_queued(
     snapshot: &Rc<Snapshot>,
     listener: std::net::TcpListener,
-    lot: &Option<Rc<ParkingLot<Idle>>>,
+    lot: &Option<Rc<Lots>>,
     protocols: Protocols,
 ) {
     loop {

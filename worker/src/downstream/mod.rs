@@ -8,6 +8,7 @@ pub(crate) mod accept;
 pub(crate) mod h1;
 pub(crate) mod h2;
 pub(crate) mod limit;
+pub(crate) mod lots;
 pub(crate) mod park;
 pub(crate) mod protocols;
 pub(crate) mod proxy_protocol;

@@ -21,6 +21,7 @@ use crate::io::epoll::{Epoll, Token};
 use crate::observe::stats::Stats;
 use crate::state::{ActiveConnection, Newest, Snapshot};
 use crate::stop::Stop;
+use prefork_shared::Config;
 use std::cell::RefCell;
 use std::cmp::Reverse;
 use std::collections::{BinaryHeap, VecDeque};
@@ -53,8 +54,16 @@ pub(crate) trait Parkable: Sized + 'static {
     fn peer(&self) -> Option<SocketAddr>;
     /// Whether the client has sent bytes not read yet.
     fn has_unread(&self) -> bool;
-    /// Closes the connection (the lot's keep-alive timeout, or a drain).
-    fn close(self) {}
+    /// How long the connection may stay idle under `config`.
+    fn idle_timeout(config: &Config) -> Duration {
+        config.http.keepalive_timeout
+    }
+    /// Closes the connection (its idle timeout, or a drain), counted as
+    /// open by `active` until it is closed; `snapshot`: the newest, if the
+    /// worker still has one.
+    fn close(self, snapshot: Option<Rc<Snapshot>>, active: ActiveConnection) {
+        let _ = (snapshot, active);
+    }
     /// Gives the connection a task again, counted as open by `active`:
     /// bytes arrived, or the client closed, or a stop found a request on
     /// its way.
@@ -182,8 +191,7 @@ impl<P: Parkable> ParkingLot<P> {
             } else if let Some((conn, active)) = self.take(key) {
                 // Closed as the keep-alive timeout closes it (a TLS one
                 // with close_notify).
-                conn.close();
-                drop(active);
+                conn.close(self.newest.get(), active);
                 return true;
             }
         }
@@ -239,8 +247,7 @@ impl<P: Parkable> ParkingLot<P> {
     /// Closes the connection parked under `key`, if it still is.
     fn close(&self, key: Key) {
         if let Some((conn, active)) = self.take(key) {
-            conn.close();
-            drop(active);
+            conn.close(self.newest.get(), active);
         }
     }
 
@@ -290,7 +297,7 @@ impl<P: Parkable> ParkingLot<P> {
     /// The next moment something is due: a keep-alive timeout, or a close
     /// of the drain.
     fn next_deadline(&self) -> Option<Instant> {
-        let keepalive = self.newest.get()?.config.http.keepalive_timeout;
+        let keepalive = P::idle_timeout(&self.newest.get()?.config);
         let idle = self.by_idle.borrow().front().map(|(at, _)| *at + keepalive);
         let close = self.by_close.borrow().peek().map(|Reverse((at, _))| *at);
         match (idle, close) {
@@ -303,7 +310,7 @@ impl<P: Parkable> ParkingLot<P> {
     /// drain closes by now; one whose client is sending a request is
     /// resumed instead, to answer it (with `Connection: close`).
     fn expire(self: &Rc<Self>, now: Instant) {
-        if let Some(keepalive) = self.newest.get().map(|s| s.config.http.keepalive_timeout) {
+        if let Some(keepalive) = self.newest.get().map(|s| P::idle_timeout(&s.config)) {
             loop {
                 let due = {
                     let mut by_idle = self.by_idle.borrow_mut();
@@ -418,7 +425,7 @@ mod tests {
             let mut probe = [0u8; 1];
             matches!(self.stream.peek(&mut probe), Ok(n) if n > 0)
         }
-        fn close(self) {
+        fn close(self, _: Option<Rc<Snapshot>>, _: ActiveConnection) {
             self.closed.set(self.closed.get() + 1);
         }
         fn resume(self, _: Rc<Snapshot>, _: &Rc<ParkingLot<Self>>, _: ActiveConnection) {

@@ -1,9 +1,9 @@
 //! What a listener's clients send before HTTP/1.1, and how a plain
 //! connection of an `http2` listener is told to be HTTP/2 or HTTP/1.1.
 
-use crate::downstream::h1::{Connection, Idle};
+use crate::downstream::h1::Connection;
 use crate::downstream::h2;
-use crate::downstream::park::ParkingLot;
+use crate::downstream::lots::{self, Lots};
 use crate::downstream::{local_addr, Carried};
 use crate::http::Scheme;
 use crate::io::client_socket::ClientSocket;
@@ -32,7 +32,7 @@ pub(crate) async fn plain_then_serve(
     socket: ClientSocket,
     peer: (SocketAddr, Carried),
     active: ActiveConnection,
-    lot: Option<Rc<ParkingLot<Idle>>>,
+    lot: Option<Rc<Lots>>,
 ) {
     let deadline = Instant::now() + snapshot.config.http.client_header_timeout;
     match timeout_at(deadline, h2::preface::sent(&socket)).await {
@@ -41,10 +41,12 @@ pub(crate) async fn plain_then_serve(
             let destination = destination(&socket, carried);
             h2::set_nodelay(&socket);
             let (scheme, tls) = (Scheme::Http, None);
-            h2::serve(snapshot, socket, client, destination, scheme, tls, active).await;
+            let lot = lot.map(|lots| lots.h2c.clone());
+            let addrs = (client, destination);
+            h2::serve(snapshot, socket, addrs, scheme, tls, active, lot).await;
         }
         Ok(Ok(false)) => {
-            let conn = Connection::new(snapshot, socket, peer, active, lot);
+            let conn = Connection::new(snapshot, socket, peer, active, lots::h1(&lot));
             Box::pin(conn.run()).await;
         }
         // Closed, failed or silent before a first byte: nothing to answer.

@@ -7,8 +7,8 @@
 //! header is closed without a response, counted by reason; the error log
 //! gets at most one line a second about them.
 
-use crate::downstream::h1::{Connection, Idle};
-use crate::downstream::park::ParkingLot;
+use crate::downstream::h1::Connection;
+use crate::downstream::lots::{self, Lots};
 use crate::downstream::protocols::{plain_then_serve, Protocols};
 use crate::downstream::tls;
 use crate::http::proxy_protocol::{self, Addresses, ProxyHeaderError};
@@ -49,7 +49,7 @@ pub(crate) fn serve(
     snapshot: &Rc<Snapshot>,
     socket: ClientSocket,
     peer: SocketAddr,
-    lot: &Option<Rc<ParkingLot<Idle>>>,
+    lot: &Option<Rc<Lots>>,
     protocols: Protocols,
 ) {
     let active = snapshot.track();
@@ -65,7 +65,7 @@ async fn header_then_serve(
     snapshot: Rc<Snapshot>,
     socket: ClientSocket,
     peer: SocketAddr,
-    lot: Option<Rc<ParkingLot<Idle>>>,
+    lot: Option<Rc<Lots>>,
     protocols: Protocols,
     active: ActiveConnection,
 ) {
@@ -102,7 +102,7 @@ async fn header_then_serve(
                 plain_then_serve(snapshot, socket, client, active, lot).await;
             } else {
                 // Boxed as a connection served from the accept loop is.
-                let conn = Connection::new(snapshot, socket, client, active, lot);
+                let conn = Connection::new(snapshot, socket, client, active, lots::h1(&lot));
                 Box::pin(conn.run()).await;
             }
             return;

@@ -5,9 +5,9 @@
 //! connection. Every failure is counted by reason; the error log gets at
 //! most one line a second about them.
 
-use crate::downstream::h1::{Connection, Idle};
+use crate::downstream::h1::Connection;
 use crate::downstream::h2;
-use crate::downstream::park::ParkingLot;
+use crate::downstream::lots::{self, Lots};
 use crate::downstream::protocols::destination;
 use crate::downstream::Carried;
 use crate::http::heads::{self, ConnectionField};
@@ -62,7 +62,7 @@ pub(crate) fn serve(
     socket: ClientSocket,
     peer: SocketAddr,
     active: ActiveConnection,
-    lot: Option<Rc<ParkingLot<Idle>>>,
+    lot: Option<Rc<Lots>>,
     http2: bool,
 ) {
     // The newest configuration's certificates serve it (hot reload).
@@ -85,7 +85,7 @@ pub(crate) async fn handshake_then_serve(
     socket: ClientSocket,
     peer: (SocketAddr, Carried),
     active: ActiveConnection,
-    lot: Option<Rc<ParkingLot<Idle>>>,
+    lot: Option<Rc<Lots>>,
     http2: bool,
 ) {
     let Some(tls) = snapshot.tls.as_ref() else {
@@ -115,10 +115,13 @@ pub(crate) async fn handshake_then_serve(
                         let destination = destination(io.get_ref().0, carried);
                         h2::set_nodelay(io.get_ref().0);
                         let (scheme, tls) = (Scheme::Https, Some(info));
-                        h2::serve(snapshot, io, client, destination, scheme, tls, active).await;
+                        let lot = lot.map(|lots| lots.h2_tls.clone());
+                        let addrs = (client, destination);
+                        h2::serve(snapshot, io, addrs, scheme, tls, active, lot).await;
                         return;
                     }
                     let stream = ClientStream::from(io);
+                    let lot = lots::h1(&lot);
                     let conn = Connection::tls(snapshot.clone(), stream, peer, active, info, lot);
                     conn.run().await;
                     return;

@@ -141,6 +141,13 @@ impl ClientSocket {
         socket
     }
 
+    /// Removes the socket's registration with the event loop, if it has
+    /// one, while the connection waits elsewhere (see `downstream::park`);
+    /// the next operation that has to wait registers it again.
+    pub(crate) fn unregister(&mut self) {
+        drop(self.registered.take());
+    }
+
     /// Runs `op`, a non-blocking operation of kind `interest`, once: on the
     /// socket directly while unregistered, else only if the event loop has
     /// it ready (as tokio's `try_io`).

@@ -89,6 +89,16 @@ impl TlsIo {
         (&mut self.socket, &mut self.conn)
     }
 
+    /// Whether rustls holds nothing for this connection: no plaintext to
+    /// read, no record to send.
+    pub(crate) fn is_drained(&mut self) -> bool {
+        !self.conn.wants_write()
+            && self
+                .conn
+                .process_new_packets()
+                .is_ok_and(|state| state.plaintext_bytes_to_read() == 0)
+    }
+
     /// The socket and rustls's state, apart.
     pub(crate) fn into_parts(self) -> (ClientSocket, Box<ServerConnection>) {
         (self.socket, self.conn)

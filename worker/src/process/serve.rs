@@ -1,7 +1,7 @@
 //! The serve loop: accept until told to stop, then drain.
 
 use crate::downstream::accept::{accept_loop, Listener};
-use crate::downstream::park::ParkingLot;
+use crate::downstream::lots::Lots;
 use crate::state::{Newest, Snapshot};
 use crate::stop::Stop;
 use slog::{info, warn};
@@ -22,11 +22,8 @@ pub(crate) async fn serve(snapshot: Rc<Snapshot>, listeners: Vec<Listener>, read
     // Seen by the other workers as accepting from now on.
     snapshot.start_accepting();
     // Idle keep-alive connections wait there without a task of their own.
-    let lot = match ParkingLot::new(snapshot.newest(), snapshot.stats().clone()) {
-        Ok(lot) => {
-            tokio::task::spawn_local(lot.clone().run(snapshot.stop.clone()));
-            Some(lot)
-        }
+    let lot = match Lots::start(&snapshot.newest(), snapshot.stats(), &snapshot.stop) {
+        Ok(lots) => Some(lots),
         Err(e) => {
             warn!(snapshot.log, "idle connections wait in their tasks: cannot make a parking lot"; "error" => %e);
             None

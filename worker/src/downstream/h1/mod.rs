@@ -302,7 +302,7 @@ impl Parkable for Idle {
         matches!(SockRef::from(&self.stream).peek(&mut probe), Ok(n) if n > 0)
     }
 
-    fn close(self) {
+    fn close(self, _: Option<Rc<Snapshot>>, _: ActiveConnection) {
         // A TLS client is told the connection ends (then the FIN): it
         // reads an orderly end, not a truncation.
         if let IdleTls::Tls(mut tls) = self.tls {

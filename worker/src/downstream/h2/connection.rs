@@ -11,12 +11,19 @@
 //!   connection is dropped within a second whether or not it could be sent;
 //! - `h2`'s own limits (concurrent streams, resets, header list size) end
 //!   it with the GOAWAY it chose.
+//!
+//! A connection without streams for [`PARK_AFTER`] leaves its task for the
+//! worker's parking lot (`parked`), its buffers given back, and gets a task
+//! again when the client sends bytes, at its idle timeout or on a drain.
 
 use super::meter::{Flood, Metered};
+use super::parked::{H2Io, Parked};
 use super::shared::Shared;
 use super::stream;
+use crate::downstream::park::{ParkingLot, PARK_AFTER};
 use crate::http::Scheme;
 use crate::observe::access_log::TlsInfo;
+use crate::observe::stats::Stats;
 use crate::state::{ActiveConnection, Snapshot};
 use bytes::Bytes;
 use h2::Reason;
@@ -26,7 +33,6 @@ use std::net::SocketAddr;
 use std::pin::pin;
 use std::rc::Rc;
 use std::time::Duration;
-use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::time::{sleep_until, timeout_at, Instant};
 
 /// Most response bytes `h2` holds for one stream beyond what the client's
@@ -58,55 +64,125 @@ enum Event {
     Changed,
     Stop,
     Idle,
+    Park,
     GiveUp,
 }
 
-/// Serves an HTTP/2 connection from `client` to `destination` (the address
-/// it connected to) over `io` (TLS already removed, or plain with the
-/// preface still to read).
-pub(crate) async fn serve<T>(
+/// A connection past its handshake: `h2`'s side of it and what its
+/// streams share with it. It is what a parked connection keeps.
+pub(super) struct Session<T> {
+    pub(super) conn: h2::server::Connection<Metered<T>, Bytes>,
+    pub(super) shared: Rc<Shared>,
+    pub(super) flood: Rc<Flood>,
+    /// Counts the connection among the open HTTP/2 ones until dropped.
+    _counted: Counted,
+}
+
+/// Counts one open HTTP/2 connection until dropped.
+struct Counted(Rc<Stats>);
+
+impl Drop for Counted {
+    fn drop(&mut self) {
+        self.0.http2_connection(false);
+    }
+}
+
+/// What a connection's task starts with.
+pub(super) enum Start {
+    /// Serving streams (a new connection, or one whose client sent bytes
+    /// while it was parked).
+    Serve,
+    /// Going away: a parked connection's idle timeout, or a drain.
+    GoAway,
+}
+
+/// Serves an HTTP/2 connection from a client to a destination (`addrs`:
+/// the client's address and the one it connected to) over `io` (TLS
+/// already removed, or plain with the preface still to read); idle, it
+/// parks in `lot`.
+pub(crate) async fn serve<T: H2Io>(
     snapshot: Rc<Snapshot>,
     io: T,
-    client: SocketAddr,
-    destination: SocketAddr,
+    addrs: (SocketAddr, SocketAddr),
     scheme: Scheme,
     tls: Option<TlsInfo>,
     active: ActiveConnection,
-) where
-    T: AsyncRead + AsyncWrite + Unpin + 'static,
-{
-    let _active = active;
+    lot: Option<Rc<ParkingLot<Parked<T>>>>,
+) {
     let flood = Rc::new(Flood::default());
     let limits = &snapshot.config.http2;
     let handshake = builder(limits).handshake::<_, Bytes>(Metered::new(io, flood.clone()));
     let deadline = Instant::now() + snapshot.config.http.client_header_timeout;
-    let Ok(Ok(mut conn)) = timeout_at(deadline, handshake).await else {
+    let Ok(Ok(conn)) = timeout_at(deadline, handshake).await else {
         return;
     };
     let stats = snapshot.stats().clone();
     stats.http2_connection(true);
     let shared = Rc::new(Shared::new(
-        (client, destination),
+        addrs,
         scheme,
         tls,
         snapshot.config.http.send_timeout,
     ));
-    let idle_timeout = limits.idle_timeout;
+    let session = Session {
+        conn,
+        shared,
+        flood,
+        _counted: Counted(stats),
+    };
+    drive(snapshot, session, active, lot, Start::Serve).await;
+}
+
+/// Drives `session` until the connection ends, or until it parks in `lot`
+/// (idle for [`PARK_AFTER`], nothing buffered).
+pub(super) async fn drive<T: H2Io>(
+    snapshot: Rc<Snapshot>,
+    session: Session<T>,
+    active: ActiveConnection,
+    lot: Option<Rc<ParkingLot<Parked<T>>>>,
+    start: Start,
+) {
+    let Session {
+        mut conn,
+        shared,
+        flood,
+        _counted,
+    } = session;
+    let stats = snapshot.stats().clone();
+    let idle_timeout = snapshot.config.http2.idle_timeout;
     // Set once a GOAWAY was sent: prefork's reason is counted once.
     let mut going_away = false;
     // When the graceful GOAWAY was sent (a stop, or idle).
     let mut draining: Option<Instant> = None;
     // Once told to go away for misbehaving, the connection ends by then.
     let mut drop_at: Option<Instant> = None;
+    // The last time parking was tried and something was still buffered.
+    let mut park_tried: Option<Instant> = None;
+    if let Start::GoAway = start {
+        conn.graceful_shutdown();
+        stats.http2_goaway(reason_index(Some(Reason::NO_ERROR)));
+        going_away = true;
+        draining = Some(Instant::now());
+    }
     // Made once, not per stream: each registers a waiter when first polled.
     let mut stop = pin!(snapshot.on_change(|| snapshot.stopping()));
-    let mut changed = pin!(shared.changed());
+    // On a clone: `shared` itself moves to the lot if the connection parks.
+    let waiter = shared.clone();
+    let mut changed = pin!(waiter.changed());
     let mut timer = pin!(sleep_until(Instant::now()));
     let mut timer_at = None;
     loop {
         let streams = shared.streams();
         let idle_at =
             (streams == 0 && draining.is_none()).then(|| shared.idle_since() + idle_timeout);
+        // A connection without streams parks once idle for PARK_AFTER
+        // (unless its idle timeout comes first).
+        let park_at = idle_at
+            .filter(|_| lot.is_some() && !going_away)
+            .and_then(|idle_at| {
+                let from = park_tried.map_or(shared.idle_since(), |t| t.max(shared.idle_since()));
+                Some(from + PARK_AFTER).filter(|at| *at < idle_at)
+            });
         // A client that does not answer the drain's PING keeps a connection
         // without streams no longer than this.
         let give_up_at = match (drop_at, draining.filter(|_| streams == 0)) {
@@ -114,7 +190,7 @@ pub(crate) async fn serve<T>(
             (None, Some(since)) => Some(shared.idle_since().max(since) + GOODBYE),
             (None, None) => None,
         };
-        let wake_at = give_up_at.or(idle_at);
+        let wake_at = give_up_at.or(park_at).or(idle_at);
         if let Some(at) = wake_at.filter(|at| timer_at != Some(*at)) {
             timer.as_mut().reset(at);
         }
@@ -133,12 +209,18 @@ pub(crate) async fn serve<T>(
             },
             () = poll_fn(|cx| flood.poll_found(cx)), if !going_away => Event::Flood,
             () = changed.as_mut() => {
-                changed.set(shared.changed());
+                changed.set(waiter.changed());
                 Event::Changed
             }
             () = stop.as_mut(), if draining.is_none() => Event::Stop,
             () = timer.as_mut(), if wake_at.is_some() => {
-                if give_up_at.is_some() { Event::GiveUp } else { Event::Idle }
+                if give_up_at.is_some() {
+                    Event::GiveUp
+                } else if park_at.is_some() {
+                    Event::Park
+                } else {
+                    Event::Idle
+                }
             }
         };
         match event {
@@ -172,9 +254,28 @@ pub(crate) async fn serve<T>(
                 }
                 draining = Some(Instant::now());
             }
+            Event::Park => {
+                // `h2` just found nothing to read or write (it is polled
+                // first): what it and TLS hold is all there is.
+                let quiet = conn.get_mut().get_mut().is_drained() && conn.release_idle_memory();
+                match lot.as_ref() {
+                    Some(lot) if quiet => {
+                        conn.get_mut().get_mut().socket_mut().unregister();
+                        let session = Session {
+                            conn,
+                            shared,
+                            flood,
+                            _counted,
+                        };
+                        lot.park(Parked::new(session), active);
+                        return;
+                    }
+                    _ => park_tried = Some(Instant::now()),
+                }
+            }
         }
     }
-    stats.http2_connection(false);
+    drop(active);
 }
 
 /// `h2`'s server with every limit it has set: none is left to a default

@@ -182,6 +182,11 @@ impl<T> Metered<T> {
             cut: false,
         }
     }
+
+    /// The metered stream.
+    pub(crate) fn get_mut(&mut self) -> &mut T {
+        &mut self.io
+    }
 }
 
 impl<T: AsyncRead + Unpin> AsyncRead for Metered<T> {

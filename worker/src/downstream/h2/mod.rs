@@ -7,6 +7,7 @@
 
 mod connection;
 mod meter;
+mod parked;
 pub(crate) mod preface;
 mod request;
 mod responder;
@@ -14,6 +15,7 @@ mod shared;
 mod stream;
 
 pub(crate) use connection::serve;
+pub(crate) use parked::Parked;
 
 use crate::io::client_socket::ClientSocket;
 

@@ -1,0 +1,184 @@
+//! Idle HTTP/2 connections parked outside their task, their buffers given
+//! back: a parked connection behaves as one that is not. Its next streams
+//! are served with the HPACK state and settings it had (over h2c and TLS),
+//! it is counted as open, it goes away with GOAWAY at `http2_idle_timeout`,
+//! and a graceful stop sends it away politely.
+
+use crate::support::http;
+use crate::support::prefork::{free_port, Prefork, Setup};
+use crate::support::wait_until;
+use nix::sys::signal::Signal;
+use prefork_testkit::h2_client::{H2Client, H2Request, H2Response};
+use prefork_testkit::handler::EchoOrigin;
+use prefork_testkit::tls_origin::TestCa;
+use std::net::SocketAddr;
+use std::time::{Duration, Instant};
+
+/// Long enough for a connection idle for a second to be parked and for its
+/// worker's next report (once a second) to count it.
+const PARKED: Duration = Duration::from_secs(10);
+
+/// `/fixed` answered by prefork, the rest by `echo`.
+fn routes(echo: SocketAddr) -> String {
+    format!(
+        "[upstreams.echo]\nservers = [\"{echo}\"]\n\
+         [[routes]]\npath = \"/fixed\"\nrespond = {{ body = \"fixed\\n\" }}\n\
+         [[routes]]\npath = \"/\"\nupstream = \"echo\"\n"
+    )
+}
+
+fn ok(p: &Prefork, r: Result<H2Response, h2::Error>) -> H2Response {
+    r.unwrap_or_else(|e| panic!("HTTP/2 request failed: {e}\n{}", p.logs()))
+}
+
+/// A request whose field the client's HPACK encoder adds to its dynamic
+/// table the first time, and sends as an index into it after.
+fn tagged(path: &str, n: usize) -> H2Request {
+    H2Request::get("t.local", path).field("x-client", &format!("client-{n}"))
+}
+
+/// Sends `tagged` requests on each client: the fixed route and the echo
+/// origin, which must see each client's own field.
+fn serve_each(p: &Prefork, clients: &mut [H2Client]) {
+    for (n, c) in clients.iter_mut().enumerate() {
+        let r = ok(p, c.send(tagged("/fixed", n)));
+        assert_eq!((r.status, r.text().as_str()), (200, "fixed\n"));
+        let r = ok(p, c.send(tagged("/echo", n)));
+        assert_eq!(r.status, 200);
+        let echoed = r.text();
+        assert!(
+            echoed.contains(&format!("x-client: client-{n}\r\n")),
+            "{echoed}"
+        );
+    }
+}
+
+#[test]
+fn idle_http2_connections_are_parked_and_serve_their_next_streams() {
+    let echo = EchoOrigin::start();
+    let p = Prefork::start(Setup::new(1).http2().admin().body(&routes(echo.addr())));
+    let mut clients: Vec<H2Client> = (0..12)
+        .map(|_| H2Client::connect(p.addr()).unwrap_or_else(|e| panic!("h2c: {e}")))
+        .collect();
+    serve_each(&p, &mut clients);
+    p.wait_parked(12, PARKED);
+    // Parked, they are still open connections.
+    let status = p.status_json();
+    assert_eq!(
+        status["workers"][0]["active_connections"].as_u64(),
+        Some(12),
+        "{status}"
+    );
+    let metrics = http::get(p.admin_port(), "admin", "/metrics")
+        .expect("metrics")
+        .text();
+    assert!(
+        metrics
+            .lines()
+            .any(|l| l.starts_with("prefork_http2_connections{") && l.ends_with(" 12")),
+        "{metrics}"
+    );
+    // Woken by their next streams, which find the HPACK tables as they
+    // were (each client's field comes as an index into its table).
+    serve_each(&p, &mut clients);
+    p.wait_parked(12, PARKED);
+    serve_each(&p, &mut clients);
+    // Logged as any other streams (the log is written in batches).
+    let logged = || {
+        p.access_log()
+            .lines()
+            .filter(|l| l.contains("\"GET /echo HTTP/2.0\" 200 "))
+            .count()
+    };
+    assert!(
+        wait_until(Duration::from_secs(10), || logged() == 36),
+        "{} of 36 logged\n{}",
+        logged(),
+        p.logs()
+    );
+}
+
+#[test]
+fn a_parked_http2_connection_over_tls_serves_its_next_stream() {
+    let ca = TestCa::new("h2 parking CA");
+    let leaf = ca.leaf(&["h2.test"]);
+    let dir = tempfile::tempdir().unwrap();
+    let (cert, key) = (dir.path().join("c.pem"), dir.path().join("k.pem"));
+    std::fs::write(&cert, &leaf.cert_pem).unwrap();
+    std::fs::write(&key, &leaf.key_pem).unwrap();
+    let port = free_port();
+    let echo = EchoOrigin::start();
+    let p = Prefork::start(Setup::new(1).body(&format!(
+        "[[listen]]\naddr = \"127.0.0.1:{port}\"\ntls = true\nhttp2 = true\n\
+         [[certificates]]\ncert = \"{}\"\nkey = \"{}\"\n{}",
+        cert.display(),
+        key.display(),
+        routes(echo.addr())
+    )));
+    let addr: SocketAddr = format!("127.0.0.1:{port}").parse().unwrap();
+    let mut clients: Vec<H2Client> = (0..4)
+        .map(|_| {
+            H2Client::connect_tls(addr, "h2.test", ca.der())
+                .unwrap_or_else(|e| panic!("h2 over TLS: {e}\n{}", p.logs()))
+        })
+        .collect();
+    serve_each(&p, &mut clients);
+    p.wait_parked(4, PARKED);
+    serve_each(&p, &mut clients);
+    p.wait_parked(4, PARKED);
+    serve_each(&p, &mut clients);
+}
+
+#[test]
+fn a_parked_http2_connection_goes_away_at_its_idle_timeout() {
+    let echo = EchoOrigin::start();
+    let p = Prefork::start(
+        Setup::new(1)
+            .top("http2_idle_timeout = \"4s\"")
+            .http2()
+            .body(&routes(echo.addr())),
+    );
+    let mut c = H2Client::connect(p.addr()).expect("h2c");
+    let since = Instant::now();
+    assert_eq!(
+        ok(&p, c.send(H2Request::get("t.local", "/fixed"))).status,
+        200
+    );
+    p.wait_parked(1, PARKED);
+    let end = c.end_within(Duration::from_secs(10));
+    assert_eq!(end, Some(Ok(())), "{}", p.logs());
+    assert!(
+        since.elapsed() >= Duration::from_secs(3),
+        "{:?}",
+        since.elapsed()
+    );
+    p.wait_parked(0, PARKED);
+}
+
+#[test]
+fn a_graceful_stop_sends_parked_http2_connections_away_politely() {
+    let echo = EchoOrigin::start();
+    let mut p = Prefork::start(
+        Setup::new(2)
+            .shutdown_timeout("10s")
+            .http2()
+            .body(&routes(echo.addr())),
+    );
+    let mut clients: Vec<H2Client> = (0..10)
+        .map(|_| H2Client::connect(p.addr()).expect("h2c"))
+        .collect();
+    serve_each(&p, &mut clients);
+    p.wait_parked(10, PARKED);
+    p.signal(Signal::SIGQUIT);
+    for c in &mut clients {
+        // GOAWAY with NO_ERROR, then the close, within the drain: never a
+        // reset.
+        let end = c.end_within(Duration::from_secs(15));
+        assert_eq!(end, Some(Ok(())), "{}", p.logs());
+    }
+    assert!(
+        p.wait_exit(Duration::from_secs(15)).is_some(),
+        "{}",
+        p.logs()
+    );
+}
