@@ -17,19 +17,22 @@
 //! again when the client sends bytes, at its idle timeout or on a drain.
 
 use super::meter::{Flood, Metered};
-use super::parked::{H2Io, Parked};
+use super::parked::{Counted, H2Io, Parked, Session};
 use super::shared::Shared;
 use super::stream;
-use crate::downstream::park::{ParkingLot, PARK_AFTER};
+use crate::downstream::park::{Parkable, ParkingLot, PARK_AFTER};
 use crate::http::Scheme;
 use crate::observe::access_log::TlsInfo;
-use crate::observe::stats::Stats;
 use crate::state::{ActiveConnection, Snapshot};
 use bytes::Bytes;
 use h2::Reason;
 use prefork_shared::config::Http2Limits;
+use prefork_shared::Config;
+use socket2::SockRef;
 use std::future::poll_fn;
+use std::mem::MaybeUninit;
 use std::net::SocketAddr;
+use std::os::fd::{BorrowedFd, RawFd};
 use std::pin::pin;
 use std::rc::Rc;
 use std::time::Duration;
@@ -68,27 +71,8 @@ enum Event {
     GiveUp,
 }
 
-/// A connection past its handshake: `h2`'s side of it and what its
-/// streams share with it. It is what a parked connection keeps.
-pub(super) struct Session<T> {
-    pub(super) conn: h2::server::Connection<Metered<T>, Bytes>,
-    pub(super) shared: Rc<Shared>,
-    pub(super) flood: Rc<Flood>,
-    /// Counts the connection among the open HTTP/2 ones until dropped.
-    _counted: Counted,
-}
-
-/// Counts one open HTTP/2 connection until dropped.
-struct Counted(Rc<Stats>);
-
-impl Drop for Counted {
-    fn drop(&mut self) {
-        self.0.http2_connection(false);
-    }
-}
-
 /// What a connection's task starts with.
-pub(super) enum Start {
+enum Start {
     /// Serving streams (a new connection, or one whose client sent bytes
     /// while it was parked).
     Serve,
@@ -128,14 +112,14 @@ pub(crate) async fn serve<T: H2Io>(
         conn,
         shared,
         flood,
-        _counted: Counted(stats),
+        counted: Counted(stats),
     };
     drive(snapshot, session, active, lot, Start::Serve).await;
 }
 
 /// Drives `session` until the connection ends, or until it parks in `lot`
 /// (idle for [`PARK_AFTER`], nothing buffered).
-pub(super) async fn drive<T: H2Io>(
+async fn drive<T: H2Io>(
     snapshot: Rc<Snapshot>,
     session: Session<T>,
     active: ActiveConnection,
@@ -146,7 +130,7 @@ pub(super) async fn drive<T: H2Io>(
         mut conn,
         shared,
         flood,
-        _counted,
+        counted,
     } = session;
     let stats = snapshot.stats().clone();
     let idle_timeout = snapshot.config.http2.idle_timeout;
@@ -265,7 +249,7 @@ pub(super) async fn drive<T: H2Io>(
                             conn,
                             shared,
                             flood,
-                            _counted,
+                            counted,
                         };
                         lot.park(Parked::new(session), active);
                         return;
@@ -308,5 +292,50 @@ fn reason_index(reason: Option<Reason>) -> usize {
         Some(Reason::COMPRESSION_ERROR) => 4,
         Some(Reason::ENHANCE_YOUR_CALM) => 5,
         _ => 6,
+    }
+}
+
+impl<T: H2Io> Parkable for Parked<T> {
+    fn fd(&self) -> RawFd {
+        self.fd
+    }
+
+    fn idle_since(&self) -> Instant {
+        self.session.shared.idle_since()
+    }
+
+    fn peer(&self) -> Option<SocketAddr> {
+        Some(self.session.shared.client)
+    }
+
+    fn has_unread(&self) -> bool {
+        // SAFETY: the descriptor belongs to the session's socket, which
+        // `self` owns: it stays open while borrowed here.
+        let fd = unsafe { BorrowedFd::borrow_raw(self.fd) };
+        let mut probe = [MaybeUninit::uninit(); 1];
+        matches!(SockRef::from(&fd).peek(&mut probe), Ok(n) if n > 0)
+    }
+
+    fn idle_timeout(config: &Config) -> Duration {
+        config.http2.idle_timeout
+    }
+
+    fn close(self, snapshot: Option<Rc<Snapshot>>, active: ActiveConnection) {
+        // It goes away as one in its task does: GOAWAY, then the close.
+        if let Some(snapshot) = snapshot {
+            let task = drive(snapshot, *self.session, active, None, Start::GoAway);
+            tokio::task::spawn_local(Box::pin(task));
+        }
+    }
+
+    fn resume(self, snapshot: Rc<Snapshot>, lot: &Rc<ParkingLot<Self>>, active: ActiveConnection) {
+        let task = drive(
+            snapshot,
+            *self.session,
+            active,
+            Some(lot.clone()),
+            Start::Serve,
+        );
+        tokio::task::spawn_local(Box::pin(task));
     }
 }

@@ -2,22 +2,18 @@
 //! `downstream::park`): `h2`'s connection with its buffers given back (it
 //! keeps its settings, HPACK tables and flow-control windows, no stream),
 //! rustls's state if TLS, and what its streams shared. The socket leaves
-//! tokio's event loop meanwhile; the lot watches it.
+//! tokio's event loop meanwhile; the lot watches it, and `connection`
+//! resumes or closes it (its `Parkable`).
 
-use super::connection::{drive, Session, Start};
-use crate::downstream::park::{Parkable, ParkingLot};
+use super::meter::{Flood, Metered};
+use super::shared::Shared;
 use crate::io::client_socket::ClientSocket;
 use crate::io::tls_stream::TlsIo;
-use crate::state::{ActiveConnection, Snapshot};
-use prefork_shared::Config;
-use socket2::SockRef;
-use std::mem::MaybeUninit;
-use std::net::SocketAddr;
-use std::os::fd::{AsRawFd, BorrowedFd, RawFd};
+use crate::observe::stats::Stats;
+use bytes::Bytes;
+use std::os::fd::{AsRawFd, RawFd};
 use std::rc::Rc;
-use std::time::Duration;
 use tokio::io::{AsyncRead, AsyncWrite};
-use tokio::time::Instant;
 
 /// What an HTTP/2 connection runs over: a client socket, plain or with TLS.
 pub(crate) trait H2Io: AsyncRead + AsyncWrite + Unpin + 'static {
@@ -60,9 +56,9 @@ impl H2Io for TlsIo {
 
 /// A parked HTTP/2 connection. Boxed: the lot's slots stay small.
 pub(crate) struct Parked<T> {
-    session: Box<Session<T>>,
+    pub(super) session: Box<Session<T>>,
     /// The client socket's descriptor (inside the session's I/O).
-    fd: RawFd,
+    pub(super) fd: RawFd,
 }
 
 impl<T: H2Io> Parked<T> {
@@ -76,47 +72,21 @@ impl<T: H2Io> Parked<T> {
     }
 }
 
-impl<T: H2Io> Parkable for Parked<T> {
-    fn fd(&self) -> RawFd {
-        self.fd
-    }
+/// A connection past its handshake: `h2`'s side of it and what its
+/// streams share with it. It is what a parked connection keeps.
+pub(super) struct Session<T> {
+    pub(super) conn: h2::server::Connection<Metered<T>, Bytes>,
+    pub(super) shared: Rc<Shared>,
+    pub(super) flood: Rc<Flood>,
+    /// Counts the connection among the open HTTP/2 ones until dropped.
+    pub(super) counted: Counted,
+}
 
-    fn idle_since(&self) -> Instant {
-        self.session.shared.idle_since()
-    }
+/// Counts one open HTTP/2 connection until dropped.
+pub(super) struct Counted(pub(super) Rc<Stats>);
 
-    fn peer(&self) -> Option<SocketAddr> {
-        Some(self.session.shared.client)
-    }
-
-    fn has_unread(&self) -> bool {
-        // SAFETY: the descriptor belongs to the session's socket, which
-        // `self` owns: it stays open while borrowed here.
-        let fd = unsafe { BorrowedFd::borrow_raw(self.fd) };
-        let mut probe = [MaybeUninit::uninit(); 1];
-        matches!(SockRef::from(&fd).peek(&mut probe), Ok(n) if n > 0)
-    }
-
-    fn idle_timeout(config: &Config) -> Duration {
-        config.http2.idle_timeout
-    }
-
-    fn close(self, snapshot: Option<Rc<Snapshot>>, active: ActiveConnection) {
-        // It goes away as one in its task does: GOAWAY, then the close.
-        if let Some(snapshot) = snapshot {
-            let task = drive(snapshot, *self.session, active, None, Start::GoAway);
-            tokio::task::spawn_local(Box::pin(task));
-        }
-    }
-
-    fn resume(self, snapshot: Rc<Snapshot>, lot: &Rc<ParkingLot<Self>>, active: ActiveConnection) {
-        let task = drive(
-            snapshot,
-            *self.session,
-            active,
-            Some(lot.clone()),
-            Start::Serve,
-        );
-        tokio::task::spawn_local(Box::pin(task));
+impl Drop for Counted {
+    fn drop(&mut self) {
+        self.0.http2_connection(false);
     }
 }
