@@ -7,54 +7,10 @@
 //! allocated on the server's thread, in a test binary of its own.
 
 use bytes::Bytes;
-use std::alloc::{GlobalAlloc, Layout, System};
-use std::cell::Cell;
-use std::sync::atomic::{AtomicIsize, Ordering};
+use prefork_testkit::heap::{self, Counting};
 use std::sync::mpsc;
 use std::time::Duration;
 use tokio::net::{TcpListener, TcpStream};
-
-/// The system allocator, counting the live bytes of the thread that asks.
-struct Counting;
-
-static LIVE: AtomicIsize = AtomicIsize::new(0);
-
-thread_local! {
-    /// Set on the server's thread: only its allocations are counted.
-    static COUNTED: Cell<bool> = const { Cell::new(false) };
-}
-
-fn counted() -> bool {
-    COUNTED.try_with(Cell::get).unwrap_or(false)
-}
-
-// SAFETY: every call goes to the system allocator as it came; the counter
-// only observes.
-unsafe impl GlobalAlloc for Counting {
-    unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
-        if counted() {
-            LIVE.fetch_add(layout.size() as isize, Ordering::Relaxed);
-        }
-        System.alloc(layout)
-    }
-
-    unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
-        if counted() {
-            LIVE.fetch_sub(layout.size() as isize, Ordering::Relaxed);
-        }
-        System.dealloc(ptr, layout)
-    }
-
-    unsafe fn realloc(&self, ptr: *mut u8, layout: Layout, new_size: usize) -> *mut u8 {
-        if counted() {
-            LIVE.fetch_add(
-                new_size as isize - layout.size() as isize,
-                Ordering::Relaxed,
-            );
-        }
-        System.realloc(ptr, layout, new_size)
-    }
-}
 
 #[global_allocator]
 static ALLOCATOR: Counting = Counting;
@@ -79,8 +35,8 @@ fn server(listener: std::net::TcpListener, go: mpsc::Sender<()>) -> Seen {
     rt.block_on(async move {
         let listener = TcpListener::from_std(listener).unwrap();
         let (socket, _) = listener.accept().await.unwrap();
-        COUNTED.with(|c| c.set(true));
-        let base = LIVE.load(Ordering::Relaxed);
+        heap::count_this_thread(true);
+        let base = heap::live();
         let mut conn = h2::server::handshake(socket).await.unwrap();
         let mut seen = Seen {
             held_busy: 0,
@@ -92,9 +48,9 @@ fn server(listener: std::net::TcpListener, go: mpsc::Sender<()>) -> Seen {
             let accepted = tokio::select! {
                 accepted = conn.accept() => accepted,
                 () = tokio::time::sleep(Duration::from_millis(300)), if seen.fields.len() == 1 && !seen.released => {
-                    seen.held_busy = LIVE.load(Ordering::Relaxed) - base;
+                    seen.held_busy = heap::live() - base;
                     seen.released = conn.release_idle_memory();
-                    seen.held_idle = LIVE.load(Ordering::Relaxed) - base;
+                    seen.held_idle = heap::live() - base;
                     go.send(()).unwrap();
                     continue;
                 }
@@ -108,7 +64,7 @@ fn server(listener: std::net::TcpListener, go: mpsc::Sender<()>) -> Seen {
         }
         // Let the last response out before the connection is dropped.
         let _ = tokio::time::timeout(Duration::from_millis(300), conn.accept()).await;
-        COUNTED.with(|c| c.set(false));
+        heap::count_this_thread(false);
         seen
     })
 }

@@ -3,40 +3,12 @@
 //! TLS connection holds (see `downstream::park`). Counted by an allocator
 //! that tracks live bytes, in a test binary of its own.
 
+use prefork_testkit::heap::{self, Counting};
 use rcgen::{CertificateParams, KeyPair};
 use rustls::pki_types::{CertificateDer, PrivateKeyDer, PrivatePkcs8KeyDer, ServerName};
 use rustls::{ClientConfig, ClientConnection, RootCertStore, ServerConfig, ServerConnection};
-use std::alloc::{GlobalAlloc, Layout, System};
 use std::io::{Read, Write};
-use std::sync::atomic::{AtomicIsize, Ordering};
 use std::sync::Arc;
-
-/// The system allocator, counting the bytes live.
-struct Counting;
-
-static LIVE: AtomicIsize = AtomicIsize::new(0);
-
-// SAFETY: every call goes to the system allocator as it came; the counter
-// only observes.
-unsafe impl GlobalAlloc for Counting {
-    unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
-        LIVE.fetch_add(layout.size() as isize, Ordering::Relaxed);
-        System.alloc(layout)
-    }
-
-    unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
-        LIVE.fetch_sub(layout.size() as isize, Ordering::Relaxed);
-        System.dealloc(ptr, layout)
-    }
-
-    unsafe fn realloc(&self, ptr: *mut u8, layout: Layout, new_size: usize) -> *mut u8 {
-        LIVE.fetch_add(
-            new_size as isize - layout.size() as isize,
-            Ordering::Relaxed,
-        );
-        System.realloc(ptr, layout, new_size)
-    }
-}
 
 #[global_allocator]
 static ALLOCATOR: Counting = Counting;
@@ -108,6 +80,7 @@ fn drain(mut reader: impl Read) -> Vec<u8> {
 
 #[test]
 fn an_idle_tls_connection_keeps_a_few_kib_of_rustls_state() {
+    heap::count_this_thread(true);
     let (server_config, client_config) = configs();
     let name = ServerName::try_from("a.test").unwrap();
     let mut client = ClientConnection::new(client_config, name).unwrap();
@@ -130,9 +103,9 @@ fn an_idle_tls_connection_keeps_a_few_kib_of_rustls_state() {
 
     // What the idle connection keeps: the box and what it owns. (The
     // configuration is shared by every connection.)
-    let live = LIVE.load(Ordering::Relaxed);
+    let live = heap::live();
     drop(server);
-    let kept = live - LIVE.load(Ordering::Relaxed);
+    let kept = live - heap::live();
     println!(
         "an idle rustls ServerConnection keeps {kept} heap bytes ({} in the struct itself)",
         std::mem::size_of::<ServerConnection>()

@@ -20,12 +20,15 @@
 //! - [`h2_client`]: a blocking HTTP/2 client (h2c or TLS with ALPN);
 //! - [`proxy_origin`]: an origin that reads a PROXY protocol header first
 //!   and says in each response what it carried;
+//! - [`heap`]: a global allocator counting live heap bytes, for tests that
+//!   measure what a connection keeps;
 //! - [`wait_until`] and [`wait_for`]: waiting on a condition with a deadline.
 
 pub mod h2_client;
 pub mod h2_origin;
 pub mod h2frames;
 pub mod handler;
+pub mod heap;
 pub mod http;
 pub mod origins;
 pub mod proxy_origin;
