@@ -325,14 +325,18 @@ where
 }
 
 impl<B> Encoder<B> {
-    /// Gives back the write buffer, and the last DATA frame's payload, if
+    /// Gives back the write buffer and empties the HPACK encoder's table if
     /// nothing is waiting to be written; `buffer` allocates it again.
     fn release_buffer(&mut self) -> bool {
-        if self.next.is_some() || self.buf.position() < self.buf.get_ref().len() as u64 {
+        // A DATA frame not yet handed back (`take_last_data_frame`) still
+        // has its payload's place in the send queue.
+        if self.next.is_some()
+            || self.last_data_frame.is_some()
+            || self.buf.position() < self.buf.get_ref().len() as u64
+        {
             return false;
         }
         self.buf = Cursor::new(BytesMut::new());
-        self.last_data_frame = None;
         self.hpack.clear_table();
         true
     }

@@ -62,9 +62,6 @@ impl Encoder {
         self.scratch = scratch;
     }
 
-    /// Queues a max size update.
-    ///
-    /// The next call to `encode` will include a dynamic size update frame.
     /// Empties the dynamic table and gives back its memory, and the scratch
     /// buffer's. The next header block starts by telling the peer: a size
     /// update to 0, then one back to the table's size (RFC 7541, 4.2).
@@ -81,6 +78,9 @@ impl Encoder {
         self.table = Table::new(self.table.max_size(), 0);
     }
 
+    /// Queues a max size update.
+    ///
+    /// The next call to `encode` will include a dynamic size update frame.
     pub fn update_max_size(&mut self, val: usize) {
         let val = val.min(self.max_allowed_size);
 
