@@ -182,3 +182,57 @@ fn a_graceful_stop_sends_parked_http2_connections_away_politely() {
         p.logs()
     );
 }
+
+#[test]
+fn a_parked_connection_woken_by_a_frame_without_a_stream_goes_away_at_its_idle_timeout() {
+    use prefork_testkit::h2frames::hpack::Block;
+    use prefork_testkit::h2frames::{Client, Frame};
+    let echo = EchoOrigin::start();
+    let p = Prefork::start(
+        Setup::new(1)
+            .top("http2_idle_timeout = \"5s\"")
+            .http2()
+            .body(&routes(echo.addr())),
+    );
+    // A goes idle first; B three seconds later, so B's idle timeout comes
+    // three seconds after A's.
+    let mut a = Client::handshake(p.addr(), &[]).expect("h2c handshake");
+    let fixed = Block::request("GET", "t.local", "/fixed");
+    let r = a.request(1, &fixed, None, Duration::from_secs(5)).unwrap();
+    let a_idle = Instant::now();
+    assert_eq!(r.status, 200);
+    p.wait_parked(1, PARKED);
+    while a_idle.elapsed() < Duration::from_secs(3) {
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let mut b = H2Client::connect(p.addr()).expect("h2c");
+    assert_eq!(
+        ok(&p, b.send(H2Request::get("t.local", "/fixed"))).status,
+        200
+    );
+    p.wait_parked(2, PARKED);
+    // A WINDOW_UPDATE wakes A without a stream (and wants no answer): A is
+    // still idle since its request, and parks again at once.
+    a.send(&Frame::WindowUpdate {
+        stream: 0,
+        increment: 1,
+    })
+    .unwrap();
+    let drained = a.drain(Duration::from_secs(15), true);
+    let goaway = drained
+        .goaway
+        .unwrap_or_else(|| panic!("no GOAWAY\n{}", p.logs()));
+    assert_eq!(goaway.code, 0, "{goaway}");
+    // At A's own timeout, not held back until B's.
+    let after = a_idle.elapsed();
+    assert!(
+        after >= Duration::from_secs(4) && after < Duration::from_millis(7500),
+        "GOAWAY {after:?} after A's request\n{}",
+        p.logs()
+    );
+    assert_eq!(
+        b.end_within(Duration::from_millis(100)),
+        None,
+        "B is not due yet"
+    );
+}

@@ -24,7 +24,7 @@ use crate::stop::Stop;
 use prefork_shared::Config;
 use std::cell::RefCell;
 use std::cmp::Reverse;
-use std::collections::{BinaryHeap, VecDeque};
+use std::collections::BinaryHeap;
 use std::io;
 use std::net::SocketAddr;
 use std::os::fd::RawFd;
@@ -58,6 +58,10 @@ pub(crate) trait Parkable: Sized + 'static {
     fn idle_timeout(config: &Config) -> Duration {
         config.http.keepalive_timeout
     }
+    /// On a graceful stop, whether the connection closes at once rather
+    /// than at its point of the drain's spread (an HTTP/2 connection is
+    /// told to go away at once, parked or not).
+    const CLOSES_AT_ONCE: bool = false;
     /// Closes the connection (its idle timeout, or a drain), counted as
     /// open by `active` until it is closed; `snapshot`: the newest, if the
     /// worker still has one.
@@ -108,11 +112,13 @@ pub(crate) struct ParkingLot<P> {
     slots: RefCell<Vec<Slot<P>>>,
     /// Indexes of empty slots.
     free: RefCell<Vec<u32>>,
-    /// When each connection was parked became idle, in parking order (the
-    /// order of idleness, give or take a timer tick): they close at that
-    /// plus `keepalive_timeout`. Entries of connections since resumed stay
-    /// until they come up, or until [`ParkingLot::compact`].
-    by_idle: RefCell<VecDeque<(Instant, Key)>>,
+    /// When each parked connection became idle, earliest first: they close
+    /// at that plus their idle timeout. A heap, not the parking order: an
+    /// HTTP/2 connection woken by a frame that was no request (a PING)
+    /// parks again still idle since its last stream. Entries of connections
+    /// since resumed stay until they come up, or until
+    /// [`ParkingLot::compact`].
+    by_idle: RefCell<BinaryHeap<Reverse<(Instant, Key)>>>,
     /// On a graceful stop, when each closes, earliest first.
     by_close: RefCell<BinaryHeap<Reverse<(Instant, Key)>>>,
     /// Woken when the earliest deadline may have moved.
@@ -143,12 +149,16 @@ impl<P: Parkable> ParkingLot<P> {
     }
 
     /// Parks `conn`, counted as open by `active` (it keeps counting). If the
-    /// lot cannot watch its socket, the connection closes.
-    pub(crate) fn park(self: &Rc<Self>, conn: P, active: ActiveConnection) {
+    /// lot cannot watch its socket, both are given back.
+    pub(crate) fn park(
+        self: &Rc<Self>,
+        conn: P,
+        active: ActiveConnection,
+    ) -> Option<(P, ActiveConnection)> {
         let key = self.place();
         if self.epoll.get_ref().add(conn.fd(), key.token()).is_err() {
             self.free.borrow_mut().push(key.index);
-            return;
+            return Some((conn, active));
         }
         active.park();
         let idle_since = conn.idle_since();
@@ -157,16 +167,19 @@ impl<P: Parkable> ParkingLot<P> {
         self.stats.parked(1);
         self.compact();
         let mut by_idle = self.by_idle.borrow_mut();
-        let first = by_idle.is_empty();
-        by_idle.push_back((idle_since, key));
+        let earliest = by_idle
+            .peek()
+            .is_none_or(|Reverse((at, _))| idle_since < *at);
+        by_idle.push(Reverse((idle_since, key)));
         if let Some(at) = closes_at {
             self.by_close.borrow_mut().push(Reverse((at, key)));
         }
-        if first || closes_at.is_some() {
+        if earliest || closes_at.is_some() {
             self.rearm.notify_one();
         }
         drop(by_idle);
         self.newest.parked_one();
+        None
     }
 
     /// Closes the connection parked longest, to make room for a new one at
@@ -175,7 +188,7 @@ impl<P: Parkable> ParkingLot<P> {
     /// instead, and the next oldest closes. Returns whether one closed.
     pub(crate) fn evict_oldest(self: &Rc<Self>) -> bool {
         loop {
-            let Some((_, key)) = self.by_idle.borrow_mut().pop_front() else {
+            let Some(Reverse((_, key))) = self.by_idle.borrow_mut().pop() else {
                 return false;
             };
             let on_its_way = match self.slots.borrow().get(key.index as usize) {
@@ -261,7 +274,7 @@ impl<P: Parkable> ParkingLot<P> {
             return;
         }
         let slots = self.slots.borrow();
-        by_idle.retain(|(_, key)| {
+        by_idle.retain(|Reverse((_, key))| {
             let slot = &slots[key.index as usize];
             slot.generation == key.generation && slot.parked.is_some()
         });
@@ -273,6 +286,9 @@ impl<P: Parkable> ParkingLot<P> {
 
     /// When a parked connection closes on a graceful stop.
     fn close_at(&self, conn: &P) -> Instant {
+        if P::CLOSES_AT_ONCE {
+            return Instant::now();
+        }
         match (self.newest.get(), conn.peer()) {
             (Some(snapshot), Some(peer)) => snapshot.drain_close_at(conn.idle_since(), peer, 1),
             _ => Instant::now(),
@@ -298,7 +314,11 @@ impl<P: Parkable> ParkingLot<P> {
     /// of the drain.
     fn next_deadline(&self) -> Option<Instant> {
         let keepalive = P::idle_timeout(&self.newest.get()?.config);
-        let idle = self.by_idle.borrow().front().map(|(at, _)| *at + keepalive);
+        let idle = self
+            .by_idle
+            .borrow()
+            .peek()
+            .map(|Reverse((at, _))| *at + keepalive);
         let close = self.by_close.borrow().peek().map(|Reverse((at, _))| *at);
         match (idle, close) {
             (Some(a), Some(b)) => Some(a.min(b)),
@@ -314,12 +334,12 @@ impl<P: Parkable> ParkingLot<P> {
             loop {
                 let due = {
                     let mut by_idle = self.by_idle.borrow_mut();
-                    match by_idle.front() {
-                        Some((at, _)) if *at + keepalive <= now => by_idle.pop_front(),
+                    match by_idle.peek() {
+                        Some(Reverse((at, _))) if *at + keepalive <= now => by_idle.pop(),
                         _ => None,
                     }
                 };
-                let Some((_, key)) = due else { break };
+                let Some(Reverse((_, key))) = due else { break };
                 self.close(key);
             }
         }

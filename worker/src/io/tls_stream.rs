@@ -92,11 +92,11 @@ impl TlsIo {
     /// Whether rustls holds nothing for this connection: no plaintext to
     /// read, no record to send.
     pub(crate) fn is_drained(&mut self) -> bool {
-        !self.conn.wants_write()
-            && self
-                .conn
-                .process_new_packets()
-                .is_ok_and(|state| state.plaintext_bytes_to_read() == 0)
+        // Processed first: processing may queue a record to send.
+        self.conn
+            .process_new_packets()
+            .is_ok_and(|state| state.plaintext_bytes_to_read() == 0)
+            && !self.conn.wants_write()
     }
 
     /// The socket and rustls's state, apart.

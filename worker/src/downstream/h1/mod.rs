@@ -251,7 +251,8 @@ impl Connection {
                 idle_since,
                 nodelay: session.nodelay,
             };
-            lot.park(idle, active);
+            // Given back if the lot cannot watch it: it closes.
+            drop(lot.park(idle, active));
         }
     }
 }

@@ -35,6 +35,7 @@ use std::net::SocketAddr;
 use std::os::fd::{BorrowedFd, RawFd};
 use std::pin::pin;
 use std::rc::Rc;
+use std::task::{Context, Poll, Waker};
 use std::time::Duration;
 use tokio::time::{sleep_until, timeout_at, Instant};
 
@@ -57,6 +58,16 @@ const LOCAL_ERROR_RESETS: usize = 1024;
 /// How long a connection told to go away (idle, or flooding) may take to
 /// end once it has no stream.
 const GOODBYE: Duration = Duration::from_secs(1);
+
+/// A stream `h2` accepted: its request, and where its response goes.
+type Accepted = (
+    http::Request<h2::RecvStream>,
+    h2::server::SendResponse<Bytes>,
+);
+
+/// The first wait before another try to park, after one found something
+/// still buffered.
+const PARK_RETRY: Duration = Duration::from_millis(20);
 
 /// What woke the connection's task (a stream the client opened is
 /// served as it is accepted).
@@ -112,7 +123,7 @@ pub(crate) async fn serve<T: H2Io>(
         conn,
         shared,
         flood,
-        counted: Counted(stats),
+        _counted: Counted(stats),
     };
     drive(snapshot, session, active, lot, Start::Serve).await;
 }
@@ -121,17 +132,11 @@ pub(crate) async fn serve<T: H2Io>(
 /// (idle for [`PARK_AFTER`], nothing buffered).
 async fn drive<T: H2Io>(
     snapshot: Rc<Snapshot>,
-    session: Session<T>,
-    active: ActiveConnection,
+    mut session: Session<T>,
+    mut active: ActiveConnection,
     lot: Option<Rc<ParkingLot<Parked<T>>>>,
     start: Start,
 ) {
-    let Session {
-        mut conn,
-        shared,
-        flood,
-        counted,
-    } = session;
     let stats = snapshot.stats().clone();
     let idle_timeout = snapshot.config.http2.idle_timeout;
     // Set once a GOAWAY was sent: prefork's reason is counted once.
@@ -140,32 +145,42 @@ async fn drive<T: H2Io>(
     let mut draining: Option<Instant> = None;
     // Once told to go away for misbehaving, the connection ends by then.
     let mut drop_at: Option<Instant> = None;
-    // The last time parking was tried and something was still buffered.
-    let mut park_tried: Option<Instant> = None;
+    // After a try to park found something still buffered (the answer to a
+    // PING waits for the event loop's next turn), when that was and how
+    // long until the next try: soon, then longer, up to PARK_AFTER.
+    let mut retry: Option<(Instant, Duration)> = None;
+    // What h2 gave when polled just before parking.
+    let mut late = None;
     if let Start::GoAway = start {
-        conn.graceful_shutdown();
+        session.conn.graceful_shutdown();
         stats.http2_goaway(reason_index(Some(Reason::NO_ERROR)));
         going_away = true;
         draining = Some(Instant::now());
     }
     // Made once, not per stream: each registers a waiter when first polled.
     let mut stop = pin!(snapshot.on_change(|| snapshot.stopping()));
-    // On a clone: `shared` itself moves to the lot if the connection parks.
-    let waiter = shared.clone();
+    // On a clone: the session moves to the lot if the connection parks.
+    let waiter = session.shared.clone();
     let mut changed = pin!(waiter.changed());
     let mut timer = pin!(sleep_until(Instant::now()));
     let mut timer_at = None;
     loop {
+        let shared = &session.shared;
         let streams = shared.streams();
         let idle_at =
             (streams == 0 && draining.is_none()).then(|| shared.idle_since() + idle_timeout);
-        // A connection without streams parks once idle for PARK_AFTER
-        // (unless its idle timeout comes first).
+        // A connection without streams parks once idle for PARK_AFTER, if
+        // its idle timeout is not due first (one woken past it by a frame
+        // that opened no stream goes away instead).
         let park_at = idle_at
             .filter(|_| lot.is_some() && !going_away)
             .and_then(|idle_at| {
-                let from = park_tried.map_or(shared.idle_since(), |t| t.max(shared.idle_since()));
-                Some(from + PARK_AFTER).filter(|at| *at < idle_at)
+                let since = shared.idle_since();
+                let at = match retry {
+                    Some((tried, wait)) if tried >= since => tried + wait,
+                    _ => since + PARK_AFTER,
+                };
+                (at < idle_at && Instant::now() < idle_at).then_some(at)
             });
         // A client that does not answer the drain's PING keeps a connection
         // without streams no longer than this.
@@ -179,33 +194,27 @@ async fn drive<T: H2Io>(
             timer.as_mut().reset(at);
         }
         timer_at = wake_at;
-        let event = tokio::select! {
-            biased;
-            accepted = conn.accept() => match accepted {
-                Some(Ok((req, respond))) => {
-                    let open = shared.stream_opened();
-                    let task = stream::serve(snapshot.latest(), shared.clone(), open, req, respond);
-                    tokio::task::spawn_local(Box::pin(task));
-                    Event::Accepted
+        let event = match late.take() {
+            Some(accepted) => on_accept(accepted, &snapshot, &session.shared),
+            None => tokio::select! {
+                biased;
+                accepted = session.conn.accept() => on_accept(accepted, &snapshot, &session.shared),
+                () = poll_fn(|cx| session.flood.poll_found(cx)), if !going_away => Event::Flood,
+                () = changed.as_mut() => {
+                    changed.set(waiter.changed());
+                    Event::Changed
                 }
-                Some(Err(e)) => Event::Ended(Some(e)),
-                None => Event::Ended(None),
+                () = stop.as_mut(), if draining.is_none() => Event::Stop,
+                () = timer.as_mut(), if wake_at.is_some() => {
+                    if give_up_at.is_some() {
+                        Event::GiveUp
+                    } else if park_at.is_some() {
+                        Event::Park
+                    } else {
+                        Event::Idle
+                    }
+                }
             },
-            () = poll_fn(|cx| flood.poll_found(cx)), if !going_away => Event::Flood,
-            () = changed.as_mut() => {
-                changed.set(waiter.changed());
-                Event::Changed
-            }
-            () = stop.as_mut(), if draining.is_none() => Event::Stop,
-            () = timer.as_mut(), if wake_at.is_some() => {
-                if give_up_at.is_some() {
-                    Event::GiveUp
-                } else if park_at.is_some() {
-                    Event::Park
-                } else {
-                    Event::Idle
-                }
-            }
         };
         match event {
             Event::Accepted => {}
@@ -217,14 +226,14 @@ async fn drive<T: H2Io>(
             }
             Event::Ended(None) | Event::GiveUp => break,
             Event::Flood => {
-                conn.abrupt_shutdown(Reason::ENHANCE_YOUR_CALM);
+                session.conn.abrupt_shutdown(Reason::ENHANCE_YOUR_CALM);
                 stats.http2_goaway(reason_index(Some(Reason::ENHANCE_YOUR_CALM)));
                 going_away = true;
                 drop_at = Some(Instant::now() + GOODBYE);
             }
             Event::Changed => {
-                if shared.stalled() && !going_away {
-                    conn.abrupt_shutdown(Reason::ENHANCE_YOUR_CALM);
+                if session.shared.stalled() && !going_away {
+                    session.conn.abrupt_shutdown(Reason::ENHANCE_YOUR_CALM);
                     stats.http2_goaway(reason_index(Some(Reason::ENHANCE_YOUR_CALM)));
                     going_away = true;
                     drop_at = Some(Instant::now() + GOODBYE);
@@ -232,34 +241,67 @@ async fn drive<T: H2Io>(
             }
             Event::Stop | Event::Idle => {
                 if !going_away {
-                    conn.graceful_shutdown();
+                    session.conn.graceful_shutdown();
                     stats.http2_goaway(reason_index(Some(Reason::NO_ERROR)));
                     going_away = true;
                 }
                 draining = Some(Instant::now());
             }
             Event::Park => {
-                // `h2` just found nothing to read or write (it is polled
-                // first): what it and TLS hold is all there is.
-                let quiet = conn.get_mut().get_mut().is_drained() && conn.release_idle_memory();
-                match lot.as_ref() {
-                    Some(lot) if quiet => {
-                        conn.get_mut().get_mut().socket_mut().unregister();
-                        let session = Session {
-                            conn,
-                            shared,
-                            flood,
-                            counted,
-                        };
-                        lot.park(Parked::new(session), active);
-                        return;
-                    }
-                    _ => park_tried = Some(Instant::now()),
+                // The wakers h2 and the meter keep would keep this task's
+                // memory while the connection is parked: the meter forgets
+                // its own, and h2 is polled once more with one that does
+                // nothing (it has nothing to do: it was polled first). If it
+                // has something after all, that is handled as usual.
+                session.flood.forget_waker();
+                let mut noop = Context::from_waker(Waker::noop());
+                if let Poll::Ready(accepted) = session.conn.poll_accept(&mut noop) {
+                    late = Some(accepted);
+                    continue;
                 }
+                // What h2 and TLS still hold is all there is.
+                let conn = &mut session.conn;
+                let quiet = conn.get_mut().get_mut().is_drained() && conn.release_idle_memory();
+                if let (true, Some(lot)) = (quiet, lot.as_ref()) {
+                    conn.get_mut().get_mut().socket_mut().unregister();
+                    match lot.park(Parked::new(session), active) {
+                        None => return,
+                        // The lot cannot watch it: it waits in its task.
+                        Some((parked, given_back)) => {
+                            session = *parked.session;
+                            active = given_back;
+                        }
+                    }
+                }
+                let since = session.shared.idle_since();
+                let wait = match retry {
+                    Some((tried, wait)) if tried >= since => (wait * 2).min(PARK_AFTER),
+                    _ => PARK_RETRY,
+                };
+                retry = Some((Instant::now(), wait));
             }
         }
     }
     drop(active);
+}
+
+/// What a connection does with what `h2` accepted: a stream is served in a
+/// task of its own.
+fn on_accept(
+    accepted: Option<Result<Accepted, h2::Error>>,
+    snapshot: &Rc<Snapshot>,
+    shared: &Rc<Shared>,
+) -> Event {
+    match accepted {
+        Some(Ok((req, respond))) => {
+            let open = shared.stream_opened();
+            let task = stream::serve(snapshot.latest(), shared.clone(), open, req, respond);
+            tokio::task::spawn_local(Box::pin(task));
+            Event::Accepted
+        }
+        Some(Err(e)) => Event::Ended(Some(e)),
+        None => Event::Ended(None),
+    }
 }
 
 /// `h2`'s server with every limit it has set: none is left to a default
@@ -319,6 +361,8 @@ impl<T: H2Io> Parkable for Parked<T> {
     fn idle_timeout(config: &Config) -> Duration {
         config.http2.idle_timeout
     }
+
+    const CLOSES_AT_ONCE: bool = true;
 
     fn close(self, snapshot: Option<Rc<Snapshot>>, active: ActiveConnection) {
         // It goes away as one in its task does: GOAWAY, then the close.

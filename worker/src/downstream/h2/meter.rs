@@ -65,6 +65,12 @@ impl Flood {
         Poll::Pending
     }
 
+    /// Drops the waker of the task that last waited (it is parked: see
+    /// `parked`).
+    pub(crate) fn forget_waker(&self) {
+        self.waker.take();
+    }
+
     fn raise(&self) {
         if !self.found.replace(true) {
             if let Some(waker) = self.waker.take() {

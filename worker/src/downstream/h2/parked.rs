@@ -79,7 +79,7 @@ pub(super) struct Session<T> {
     pub(super) shared: Rc<Shared>,
     pub(super) flood: Rc<Flood>,
     /// Counts the connection among the open HTTP/2 ones until dropped.
-    pub(super) counted: Counted,
+    pub(super) _counted: Counted,
 }
 
 /// Counts one open HTTP/2 connection until dropped.
