@@ -236,3 +236,50 @@ fn a_parked_connection_woken_by_a_frame_without_a_stream_goes_away_at_its_idle_t
         "B is not due yet"
     );
 }
+
+#[test]
+fn at_max_connections_the_oldest_parked_http2_connection_makes_room_with_a_goaway() {
+    use prefork_testkit::h2frames::hpack::Block;
+    use prefork_testkit::h2frames::Client;
+    let echo = EchoOrigin::start();
+    let p = Prefork::start(
+        Setup::new(1)
+            .top("max_connections = 4")
+            .http2()
+            .body(&routes(echo.addr())),
+    );
+    let mut oldest = Client::handshake(p.addr(), &[]).expect("h2c handshake");
+    let fixed = Block::request("GET", "t.local", "/fixed");
+    let r = oldest
+        .request(1, &fixed, None, Duration::from_secs(5))
+        .unwrap();
+    assert_eq!(r.status, 200);
+    p.wait_parked(1, PARKED);
+    let mut others: Vec<H2Client> = (0..3)
+        .map(|_| H2Client::connect(p.addr()).expect("h2c"))
+        .collect();
+    for c in &mut others {
+        assert_eq!(
+            ok(&p, c.send(H2Request::get("t.local", "/fixed"))).status,
+            200
+        );
+    }
+    p.wait_parked(4, PARKED);
+    // A fifth client is served: the oldest parked connection closed for it,
+    // telling its client first.
+    let r = http::get(p.port(), "t.local", "/fixed").expect("a response at the limit");
+    assert_eq!(r.status, 200, "{}", p.logs());
+    let drained = oldest.drain(Duration::from_secs(5), false);
+    let goaway = drained
+        .goaway
+        .unwrap_or_else(|| panic!("no GOAWAY\n{}", p.logs()));
+    assert_eq!((goaway.code, goaway.last_stream), (0, 1), "{goaway}");
+    assert!(drained.closed, "closed after its GOAWAY");
+    // The younger ones are still served.
+    for c in &mut others {
+        assert_eq!(
+            ok(&p, c.send(H2Request::get("t.local", "/fixed"))).status,
+            200
+        );
+    }
+}

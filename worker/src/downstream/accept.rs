@@ -97,7 +97,7 @@ pub(crate) async fn accept_loop(
             ready.clear_ready();
             continue;
         }
-        if !limit::make_room(&snapshot, evictable.as_ref().map(|l| &l.h1)) {
+        if !limit::make_room(&snapshot, evictable.as_deref()) {
             // Left queued: this worker takes it once a connection closes
             // or parks, unless another worker does first.
             drop(ready);
@@ -215,7 +215,7 @@ async fn accept_failed(
             .map(|a| a.to_string())
             .unwrap_or_default()
     };
-    limit::accept_failed(snapshot, lot.as_ref().map(|l| &l.h1), listen, e).await;
+    limit::accept_failed(snapshot, lot.as_deref(), listen, e).await;
 }
 
 /// How holding back ended.

@@ -21,10 +21,22 @@ use tokio::time::Instant;
 /// spin (a connection closing ends it sooner).
 const ACCEPT_BACKOFF: Duration = Duration::from_millis(100);
 
+/// Where idle connections wait that can be closed to make room.
+pub(crate) trait Evict {
+    /// Closes the connection idle longest; whether one closed.
+    fn evict_oldest(&self) -> bool;
+}
+
+impl<P: Parkable> Evict for Rc<ParkingLot<P>> {
+    fn evict_oldest(&self) -> bool {
+        ParkingLot::evict_oldest(self)
+    }
+}
+
 /// Makes room for one more connection if the worker holds
 /// `max_connections`, by closing the oldest parked ones; returns whether
 /// there is room (if not, wait with [`room_made`]).
-pub(crate) fn make_room<P: Parkable>(snapshot: &Snapshot, lot: Option<&Rc<ParkingLot<P>>>) -> bool {
+pub(crate) fn make_room(snapshot: &Snapshot, lot: Option<&impl Evict>) -> bool {
     if !snapshot.full() {
         return true;
     }
@@ -71,9 +83,9 @@ pub(crate) async fn room_made(snapshot: &Rc<Snapshot>) -> bool {
 /// full descriptor table closes the oldest parked connection and tries
 /// again at once; otherwise the loop waits a moment, or until a connection
 /// closes. Logged at most once a second.
-pub(crate) async fn accept_failed<P: Parkable>(
+pub(crate) async fn accept_failed(
     snapshot: &Snapshot,
-    lot: Option<&Rc<ParkingLot<P>>>,
+    lot: Option<&impl Evict>,
     listen: impl FnOnce() -> String,
     e: &io::Error,
 ) {
@@ -135,7 +147,7 @@ mod tests {
     async fn below_the_limit_nothing_closes_and_nothing_is_counted() {
         let (snapshot, _stop) = snapshot(2);
         let _one = snapshot.track();
-        assert!(make_room::<Fake>(&snapshot, None));
+        assert!(make_room(&snapshot, None::<&Rc<ParkingLot<Fake>>>));
         assert_eq!(snapshot.stats_snapshot().limits.reached, 0);
     }
 
@@ -160,7 +172,7 @@ mod tests {
     async fn at_the_limit_with_nothing_parked_accepting_waits() {
         let (snapshot, _stop) = snapshot(1);
         let busy = snapshot.track();
-        assert!(!make_room::<Fake>(&snapshot, None));
+        assert!(!make_room(&snapshot, None::<&Rc<ParkingLot<Fake>>>));
         assert_eq!(snapshot.stats_snapshot().limits.reached, 1);
         // A connection closing wakes the wait; there is room again.
         let local = tokio::task::LocalSet::new();
@@ -178,7 +190,7 @@ mod tests {
                     .unwrap();
             })
             .await;
-        assert!(make_room::<Fake>(&snapshot, None));
+        assert!(make_room(&snapshot, None::<&Rc<ParkingLot<Fake>>>));
     }
 
     #[tokio::test]

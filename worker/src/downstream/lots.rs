@@ -4,6 +4,7 @@
 
 use crate::downstream::h1::Idle;
 use crate::downstream::h2;
+use crate::downstream::limit::Evict;
 use crate::downstream::park::ParkingLot;
 use crate::io::client_socket::ClientSocket;
 use crate::io::tls_stream::TlsIo;
@@ -41,6 +42,14 @@ impl Lots {
         tokio::task::spawn_local(lots.h2c.clone().run(stop.clone()));
         tokio::task::spawn_local(lots.h2_tls.clone().run(stop.clone()));
         Ok(Rc::new(lots))
+    }
+}
+
+impl Evict for Lots {
+    /// The oldest parked HTTP/1.1 connection first, then HTTP/2 ones (their
+    /// clients are told with a GOAWAY).
+    fn evict_oldest(&self) -> bool {
+        self.h1.evict_oldest() || self.h2c.evict_oldest() || self.h2_tls.evict_oldest()
     }
 }
 

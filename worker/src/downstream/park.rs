@@ -62,11 +62,17 @@ pub(crate) trait Parkable: Sized + 'static {
     /// than at its point of the drain's spread (an HTTP/2 connection is
     /// told to go away at once, parked or not).
     const CLOSES_AT_ONCE: bool = false;
-    /// Closes the connection (its idle timeout, or a drain), counted as
+    /// Closes the connection at once: its place is free on return (to make
+    /// room at `max_connections`).
+    fn close(self) {}
+    /// Ends the connection at its idle timeout or on a drain, counted as
     /// open by `active` until it is closed; `snapshot`: the newest, if the
-    /// worker still has one.
-    fn close(self, snapshot: Option<Rc<Snapshot>>, active: ActiveConnection) {
-        let _ = (snapshot, active);
+    /// worker still has one. At once, unless its protocol says goodbye
+    /// first.
+    fn go_away(self, snapshot: Option<Rc<Snapshot>>, active: ActiveConnection) {
+        let _ = snapshot;
+        self.close();
+        drop(active);
     }
     /// Gives the connection a task again, counted as open by `active`:
     /// bytes arrived, or the client closed, or a stop found a request on
@@ -204,7 +210,8 @@ impl<P: Parkable> ParkingLot<P> {
             } else if let Some((conn, active)) = self.take(key) {
                 // Closed as the keep-alive timeout closes it (a TLS one
                 // with close_notify).
-                conn.close(self.newest.get(), active);
+                conn.close();
+                drop(active);
                 return true;
             }
         }
@@ -260,7 +267,7 @@ impl<P: Parkable> ParkingLot<P> {
     /// Closes the connection parked under `key`, if it still is.
     fn close(&self, key: Key) {
         if let Some((conn, active)) = self.take(key) {
-            conn.close(self.newest.get(), active);
+            conn.go_away(self.newest.get(), active);
         }
     }
 
@@ -445,7 +452,7 @@ mod tests {
             let mut probe = [0u8; 1];
             matches!(self.stream.peek(&mut probe), Ok(n) if n > 0)
         }
-        fn close(self, _: Option<Rc<Snapshot>>, _: ActiveConnection) {
+        fn close(self) {
             self.closed.set(self.closed.get() + 1);
         }
         fn resume(self, _: Rc<Snapshot>, _: &Rc<ParkingLot<Self>>, _: ActiveConnection) {

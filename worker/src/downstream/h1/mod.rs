@@ -303,7 +303,7 @@ impl Parkable for Idle {
         matches!(SockRef::from(&self.stream).peek(&mut probe), Ok(n) if n > 0)
     }
 
-    fn close(self, _: Option<Rc<Snapshot>>, _: ActiveConnection) {
+    fn close(self) {
         // A TLS client is told the connection ends (then the FIN): it
         // reads an orderly end, not a truncation.
         if let IdleTls::Tls(mut tls) = self.tls {

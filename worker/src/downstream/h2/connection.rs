@@ -123,7 +123,7 @@ pub(crate) async fn serve<T: H2Io>(
         conn,
         shared,
         flood,
-        _counted: Counted(stats),
+        counted: Counted(stats),
     };
     drive(snapshot, session, active, lot, Start::Serve).await;
 }
@@ -364,11 +364,28 @@ impl<T: H2Io> Parkable for Parked<T> {
 
     const CLOSES_AT_ONCE: bool = true;
 
-    fn close(self, snapshot: Option<Rc<Snapshot>>, active: ActiveConnection) {
-        // It goes away as one in its task does: GOAWAY, then the close.
-        if let Some(snapshot) = snapshot {
-            let task = drive(snapshot, *self.session, active, None, Start::GoAway);
-            tokio::task::spawn_local(Box::pin(task));
+    fn close(self) {
+        // GOAWAY as far as the socket takes it now (an idle one takes it
+        // all), then the close: h2 writes and shuts down in this one poll.
+        let mut session = *self.session;
+        session.conn.abrupt_shutdown(Reason::NO_ERROR);
+        let stats = session.counted.stats();
+        stats.http2_goaway(reason_index(Some(Reason::NO_ERROR)));
+        let _ = session
+            .conn
+            .poll_accept(&mut Context::from_waker(Waker::noop()));
+    }
+
+    fn go_away(self, snapshot: Option<Rc<Snapshot>>, active: ActiveConnection) {
+        match snapshot {
+            // It goes away as one in its task does: GOAWAY, then the close
+            // once the client has seen it.
+            Some(snapshot) => {
+                let task = drive(snapshot, *self.session, active, None, Start::GoAway);
+                tokio::task::spawn_local(Box::pin(task));
+            }
+            // The worker is exiting.
+            None => self.close(),
         }
     }
 

@@ -79,11 +79,18 @@ pub(super) struct Session<T> {
     pub(super) shared: Rc<Shared>,
     pub(super) flood: Rc<Flood>,
     /// Counts the connection among the open HTTP/2 ones until dropped.
-    pub(super) _counted: Counted,
+    pub(super) counted: Counted,
 }
 
 /// Counts one open HTTP/2 connection until dropped.
 pub(super) struct Counted(pub(super) Rc<Stats>);
+
+impl Counted {
+    /// Where it is counted.
+    pub(super) fn stats(&self) -> &Stats {
+        &self.0
+    }
+}
 
 impl Drop for Counted {
     fn drop(&mut self) {
