@@ -176,9 +176,9 @@ async fn drive<T: H2Io>(
             .filter(|_| lot.is_some() && !going_away)
             .and_then(|idle_at| {
                 let since = shared.idle_since();
-                let at = match retry {
-                    Some((tried, wait)) if tried >= since => tried + wait,
-                    _ => since + PARK_AFTER,
+                let at = match current(retry, since) {
+                    Some((tried, wait)) => tried + wait,
+                    None => since + PARK_AFTER,
                 };
                 (at < idle_at && Instant::now() < idle_at).then_some(at)
             });
@@ -273,16 +273,19 @@ async fn drive<T: H2Io>(
                         }
                     }
                 }
-                let since = session.shared.idle_since();
-                let wait = match retry {
-                    Some((tried, wait)) if tried >= since => (wait * 2).min(PARK_AFTER),
-                    _ => PARK_RETRY,
-                };
+                let wait = current(retry, session.shared.idle_since())
+                    .map_or(PARK_RETRY, |(_, wait)| (wait * 2).min(PARK_AFTER));
                 retry = Some((Instant::now(), wait));
             }
         }
     }
     drop(active);
+}
+
+/// The failed try to park, `retry`, if it still counts: no stream came
+/// since it (the connection idle since `since`); else tries start over.
+fn current(retry: Option<(Instant, Duration)>, since: Instant) -> Option<(Instant, Duration)> {
+    retry.filter(|(tried, _)| *tried >= since)
 }
 
 /// What a connection does with what `h2` accepted: a stream is served in a
