@@ -9,6 +9,8 @@ use crate::support::prefork::{free_port, Prefork, Setup};
 use crate::support::wait_until;
 use nix::sys::signal::Signal;
 use prefork_testkit::h2_client::{H2Client, H2Request, H2Response};
+use prefork_testkit::h2frames::hpack::Block;
+use prefork_testkit::h2frames::Client;
 use prefork_testkit::handler::EchoOrigin;
 use prefork_testkit::tls_origin::TestCa;
 use std::net::SocketAddr;
@@ -25,6 +27,23 @@ fn routes(echo: SocketAddr) -> String {
          [[routes]]\npath = \"/fixed\"\nrespond = {{ body = \"fixed\\n\" }}\n\
          [[routes]]\npath = \"/\"\nupstream = \"echo\"\n"
     )
+}
+
+/// A prefork from `setup`, its harness listener taking HTTP/2 too, routing
+/// as [`routes`] says to the echo origin returned with it.
+fn start(setup: Setup) -> (Prefork, EchoOrigin) {
+    let echo = EchoOrigin::start();
+    let p = Prefork::start(setup.http2().body(&routes(echo.addr())));
+    (p, echo)
+}
+
+/// A raw HTTP/2 client whose one request (stream 1, `/fixed`) was answered.
+fn raw_client_after_one_request(p: &Prefork) -> Client {
+    let mut c = Client::handshake(p.addr(), &[]).expect("h2c handshake");
+    let fixed = Block::request("GET", "t.local", "/fixed");
+    let r = c.request(1, &fixed, None, Duration::from_secs(5)).unwrap();
+    assert_eq!(r.status, 200);
+    c
 }
 
 fn ok(p: &Prefork, r: Result<H2Response, h2::Error>) -> H2Response {
@@ -55,8 +74,7 @@ fn serve_each(p: &Prefork, clients: &mut [H2Client]) {
 
 #[test]
 fn idle_http2_connections_are_parked_and_serve_their_next_streams() {
-    let echo = EchoOrigin::start();
-    let p = Prefork::start(Setup::new(1).http2().admin().body(&routes(echo.addr())));
+    let (p, _echo) = start(Setup::new(1).admin());
     let mut clients: Vec<H2Client> = (0..12)
         .map(|_| H2Client::connect(p.addr()).unwrap_or_else(|e| panic!("h2c: {e}")))
         .collect();
@@ -131,13 +149,7 @@ fn a_parked_http2_connection_over_tls_serves_its_next_stream() {
 
 #[test]
 fn a_parked_http2_connection_goes_away_at_its_idle_timeout() {
-    let echo = EchoOrigin::start();
-    let p = Prefork::start(
-        Setup::new(1)
-            .top("http2_idle_timeout = \"4s\"")
-            .http2()
-            .body(&routes(echo.addr())),
-    );
+    let (p, _echo) = start(Setup::new(1).top("http2_idle_timeout = \"4s\""));
     let mut c = H2Client::connect(p.addr()).expect("h2c");
     let since = Instant::now();
     assert_eq!(
@@ -157,13 +169,7 @@ fn a_parked_http2_connection_goes_away_at_its_idle_timeout() {
 
 #[test]
 fn a_graceful_stop_sends_parked_http2_connections_away_politely() {
-    let echo = EchoOrigin::start();
-    let mut p = Prefork::start(
-        Setup::new(2)
-            .shutdown_timeout("10s")
-            .http2()
-            .body(&routes(echo.addr())),
-    );
+    let (mut p, _echo) = start(Setup::new(2).shutdown_timeout("10s"));
     let mut clients: Vec<H2Client> = (0..10)
         .map(|_| H2Client::connect(p.addr()).expect("h2c"))
         .collect();
@@ -185,22 +191,12 @@ fn a_graceful_stop_sends_parked_http2_connections_away_politely() {
 
 #[test]
 fn a_parked_connection_woken_by_a_frame_without_a_stream_goes_away_at_its_idle_timeout() {
-    use prefork_testkit::h2frames::hpack::Block;
-    use prefork_testkit::h2frames::{Client, Frame};
-    let echo = EchoOrigin::start();
-    let p = Prefork::start(
-        Setup::new(1)
-            .top("http2_idle_timeout = \"5s\"")
-            .http2()
-            .body(&routes(echo.addr())),
-    );
+    use prefork_testkit::h2frames::Frame;
+    let (p, _echo) = start(Setup::new(1).top("http2_idle_timeout = \"5s\""));
     // A goes idle first; B three seconds later, so B's idle timeout comes
     // three seconds after A's.
-    let mut a = Client::handshake(p.addr(), &[]).expect("h2c handshake");
-    let fixed = Block::request("GET", "t.local", "/fixed");
-    let r = a.request(1, &fixed, None, Duration::from_secs(5)).unwrap();
+    let mut a = raw_client_after_one_request(&p);
     let a_idle = Instant::now();
-    assert_eq!(r.status, 200);
     p.wait_parked(1, PARKED);
     while a_idle.elapsed() < Duration::from_secs(3) {
         std::thread::sleep(Duration::from_millis(50));
@@ -239,21 +235,8 @@ fn a_parked_connection_woken_by_a_frame_without_a_stream_goes_away_at_its_idle_t
 
 #[test]
 fn at_max_connections_the_oldest_parked_http2_connection_makes_room_with_a_goaway() {
-    use prefork_testkit::h2frames::hpack::Block;
-    use prefork_testkit::h2frames::Client;
-    let echo = EchoOrigin::start();
-    let p = Prefork::start(
-        Setup::new(1)
-            .top("max_connections = 4")
-            .http2()
-            .body(&routes(echo.addr())),
-    );
-    let mut oldest = Client::handshake(p.addr(), &[]).expect("h2c handshake");
-    let fixed = Block::request("GET", "t.local", "/fixed");
-    let r = oldest
-        .request(1, &fixed, None, Duration::from_secs(5))
-        .unwrap();
-    assert_eq!(r.status, 200);
+    let (p, _echo) = start(Setup::new(1).top("max_connections = 4"));
+    let mut oldest = raw_client_after_one_request(&p);
     p.wait_parked(1, PARKED);
     let mut others: Vec<H2Client> = (0..3)
         .map(|_| H2Client::connect(p.addr()).expect("h2c"))
