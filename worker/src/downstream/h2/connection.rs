@@ -268,7 +268,7 @@ async fn drive<T: H2Io>(
                         None => return,
                         // The lot cannot watch it: it waits in its task.
                         Some((parked, given_back)) => {
-                            session = *parked.session;
+                            session = parked.into_session(&builder(&snapshot.config.http2));
                             active = given_back;
                         }
                     }
@@ -346,11 +346,11 @@ impl<T: H2Io> Parkable for Parked<T> {
     }
 
     fn idle_since(&self) -> Instant {
-        self.session.shared.idle_since()
+        self.shared().idle_since()
     }
 
     fn peer(&self) -> Option<SocketAddr> {
-        Some(self.session.shared.client)
+        Some(self.shared().client)
     }
 
     fn has_unread(&self) -> bool {
@@ -370,7 +370,9 @@ impl<T: H2Io> Parkable for Parked<T> {
     fn close(self) {
         // GOAWAY as far as the socket takes it now (an idle one takes it
         // all), then the close: h2 writes and shuts down in this one poll.
-        let mut session = *self.session;
+        // A connection made again only for this: the limits it is made with
+        // (on streams) do not matter.
+        let mut session = self.into_session(&builder(&Http2Limits::default()));
         session.conn.abrupt_shutdown(Reason::NO_ERROR);
         let stats = session.counted.stats();
         stats.http2_goaway(reason_index(Some(Reason::NO_ERROR)));
@@ -384,7 +386,8 @@ impl<T: H2Io> Parkable for Parked<T> {
             // It goes away as one in its task does: GOAWAY, then the close
             // once the client has seen it.
             Some(snapshot) => {
-                let task = drive(snapshot, *self.session, active, None, Start::GoAway);
+                let session = self.into_session(&builder(&snapshot.config.http2));
+                let task = drive(snapshot, session, active, None, Start::GoAway);
                 tokio::task::spawn_local(Box::pin(task));
             }
             // The worker is exiting.
@@ -393,13 +396,8 @@ impl<T: H2Io> Parkable for Parked<T> {
     }
 
     fn resume(self, snapshot: Rc<Snapshot>, lot: &Rc<ParkingLot<Self>>, active: ActiveConnection) {
-        let task = drive(
-            snapshot,
-            *self.session,
-            active,
-            Some(lot.clone()),
-            Start::Serve,
-        );
+        let session = self.into_session(&builder(&snapshot.config.http2));
+        let task = drive(snapshot, session, active, Some(lot.clone()), Start::Serve);
         tokio::task::spawn_local(Box::pin(task));
     }
 }

@@ -1,7 +1,7 @@
 //! An idle HTTP/2 connection parked outside its task (see
-//! `downstream::park`): `h2`'s connection with its buffers given back (it
-//! keeps its settings, HPACK tables and flow-control windows, no stream),
-//! rustls's state if TLS, and what its streams shared. The socket leaves
+//! `downstream::park`): `h2`'s connection frozen (its settings, HPACK
+//! decoder table, flow-control windows and stream ids, no stream, no
+//! buffer), rustls's state if TLS, and what its streams shared. The socket leaves
 //! tokio's event loop meanwhile; the lot watches it, and `connection`
 //! resumes or closes it (its `Parkable`).
 
@@ -54,20 +54,89 @@ impl H2Io for TlsIo {
     }
 }
 
-/// A parked HTTP/2 connection. Boxed: the lot's slots stay small.
+/// A parked HTTP/2 connection.
 pub(crate) struct Parked<T> {
-    pub(super) session: Box<Session<T>>,
-    /// The client socket's descriptor (inside the session's I/O).
+    kept: Kept<T>,
+    /// The client socket's descriptor (inside what is kept).
     pub(super) fd: RawFd,
 }
 
+/// What a parked connection keeps. Boxed: the lot's slots stay small.
+enum Kept<T> {
+    /// `h2`'s connection frozen (see `h2::server::Frozen`), with its socket:
+    /// the usual case.
+    Frozen(Box<FrozenSession<T>>),
+    /// The session as it was, its buffers given back: `h2` could not freeze
+    /// it (its SETTINGS not yet acknowledged, say).
+    Live(Box<Session<T>>),
+}
+
+/// A session with `h2`'s connection frozen: a few hundred bytes where the
+/// connection takes 2 KiB.
+struct FrozenSession<T> {
+    io: Metered<T>,
+    h2: h2::server::Frozen,
+    shared: Rc<Shared>,
+    flood: Rc<Flood>,
+    counted: Counted,
+}
+
 impl<T: H2Io> Parked<T> {
-    /// Parks `session`.
+    /// Parks `session`, frozen if `h2` can freeze it.
     pub(super) fn new(mut session: Session<T>) -> Self {
         let fd = session.conn.get_mut().get_mut().socket().as_raw_fd();
-        Parked {
-            session: Box::new(session),
-            fd,
+        let Session {
+            conn,
+            shared,
+            flood,
+            counted,
+        } = session;
+        let kept = match conn.freeze() {
+            Ok((io, h2)) => Kept::Frozen(Box::new(FrozenSession {
+                io,
+                h2,
+                shared,
+                flood,
+                counted,
+            })),
+            Err(conn) => Kept::Live(Box::new(Session {
+                conn,
+                shared,
+                flood,
+                counted,
+            })),
+        };
+        Parked { kept, fd }
+    }
+
+    /// What the connection's streams shared.
+    pub(super) fn shared(&self) -> &Shared {
+        match &self.kept {
+            Kept::Frozen(frozen) => &frozen.shared,
+            Kept::Live(session) => &session.shared,
+        }
+    }
+
+    /// The session again, `h2`'s connection thawed with `builder` if it
+    /// was frozen.
+    pub(super) fn into_session(self, builder: &h2::server::Builder) -> Session<T> {
+        match self.kept {
+            Kept::Frozen(frozen) => {
+                let FrozenSession {
+                    io,
+                    h2,
+                    shared,
+                    flood,
+                    counted,
+                } = *frozen;
+                Session {
+                    conn: builder.thaw(io, h2),
+                    shared,
+                    flood,
+                    counted,
+                }
+            }
+            Kept::Live(session) => *session,
         }
     }
 }

@@ -197,6 +197,16 @@ pub struct Connection<T, B: Buf> {
     connection: proto::Connection<T, Peer, B>,
 }
 
+/// What an idle connection keeps while frozen ([`Connection::freeze`]): a
+/// few hundred bytes, against the connection's 1.2 KiB and the streams'
+/// state it shares. Both peers' settings as applied, the connection's
+/// flow-control windows, the stream ids, what is counted over its life, and
+/// the HPACK decoder with its table (the client's encoder indexes into it;
+/// the encoder's own table is empty, see
+/// [`Connection::release_idle_memory`]).
+#[derive(Debug)]
+pub struct Frozen(proto::Frozen);
+
 /// Builds server connections with custom configuration values.
 ///
 /// Methods can be chained in order to set the configuration values.
@@ -574,6 +584,19 @@ where
     /// Returns whether they were given back.
     pub fn release_idle_memory(&mut self) -> bool {
         self.connection.release_idle_memory()
+    }
+
+    /// Freezes an idle connection whose memory was given back
+    /// ([`Connection::release_idle_memory`]) with nothing happening since:
+    /// no stream, no frame to send or being read, no PING or SETTINGS
+    /// waiting for their answer, not going away. Returns the I/O object and
+    /// what the connection keeps (see [`Frozen`]), or the connection as it
+    /// was if it cannot be frozen now. [`Builder::thaw`] makes it again.
+    pub fn freeze(self) -> Result<(T, Frozen), Self> {
+        match self.connection.freeze() {
+            Ok((io, frozen)) => Ok((io, Frozen(frozen))),
+            Err(connection) => Err(Connection { connection }),
+        }
     }
 
     /// Checks if there are any streams
@@ -1092,6 +1115,37 @@ impl Builder {
         self
     }
 
+    /// Makes the connection `frozen` was taken from ([`Connection::freeze`])
+    /// again over its I/O object `io`, past its handshake. The limits the
+    /// client was told (SETTINGS) are the frozen connection's; the others
+    /// (on reset streams, send buffers) are this builder's. Its buffers are
+    /// allocated as it reads and writes.
+    pub fn thaw<T, B>(&self, io: T, frozen: Frozen) -> Connection<T, B>
+    where
+        T: AsyncRead + AsyncWrite + Unpin,
+        B: Buf,
+    {
+        Connection {
+            connection: proto::Connection::thaw(io, self.config(), frozen.0),
+        }
+    }
+
+    /// What a connection is made with.
+    fn config(&self) -> Config {
+        Config {
+            next_stream_id: 2.into(),
+            // Server does not need to locally initiate any streams
+            initial_max_send_streams: 0,
+            max_send_buffer_size: self.max_send_buffer_size,
+            reset_stream_duration: self.reset_stream_duration,
+            reset_stream_max: self.reset_stream_max,
+            remote_reset_stream_max: self.pending_accept_reset_stream_max,
+            local_error_reset_streams_max: self.local_max_error_reset_streams,
+            settings: self.settings.clone(),
+            data_frame_budget: self.data_frame_budget,
+        }
+    }
+
     /// Creates a new configured HTTP/2 server backed by `io`.
     ///
     /// It is expected that `io` already be in an appropriate state to commence
@@ -1543,23 +1597,7 @@ where
 
                     self.state = Handshaking::Done;
 
-                    let connection = proto::Connection::new(
-                        codec,
-                        Config {
-                            next_stream_id: 2.into(),
-                            // Server does not need to locally initiate any streams
-                            initial_max_send_streams: 0,
-                            max_send_buffer_size: self.builder.max_send_buffer_size,
-                            reset_stream_duration: self.builder.reset_stream_duration,
-                            reset_stream_max: self.builder.reset_stream_max,
-                            remote_reset_stream_max: self.builder.pending_accept_reset_stream_max,
-                            local_error_reset_streams_max: self
-                                .builder
-                                .local_max_error_reset_streams,
-                            settings: self.builder.settings.clone(),
-                            data_frame_budget: self.builder.data_frame_budget,
-                        },
-                    );
+                    let connection = proto::Connection::new(codec, self.builder.config());
 
                     tracing::trace!("connection established!");
                     let mut c = Connection { connection };

@@ -30,6 +30,15 @@ pub struct FramedRead<T> {
     decoder: FrameDecoder,
 }
 
+/// What a reader keeps while its connection is frozen: its limits and the
+/// HPACK decoder with its table (the peer's encoder indexes into it).
+#[derive(Debug)]
+pub struct FrozenRead {
+    hpack: hpack::Decoder,
+    max_frame_size: usize,
+    max_header_list_size: usize,
+}
+
 #[derive(Debug)]
 struct FrameDecoder {
     // hpack decoder state
@@ -86,6 +95,39 @@ impl<T> FramedRead<T> {
         FramedRead { inner, decoder }
     }
 
+    /// Whether the reader gave back its buffers
+    /// ([`FramedRead::release_buffers`]) and read nothing since: it can be
+    /// frozen.
+    pub fn is_released(&self) -> bool {
+        self.inner.read_buffer().capacity() == 0 && self.decoder.partial.is_none()
+    }
+
+    /// Splits a released reader (see [`FramedRead::is_released`]) into its
+    /// I/O and what it keeps.
+    pub fn freeze(self) -> (T, FrozenRead) {
+        debug_assert!(self.is_released());
+        let frozen = FrozenRead {
+            max_frame_size: self.max_frame_size(),
+            max_header_list_size: self.decoder.max_header_list_size,
+            hpack: self.decoder.hpack,
+        };
+        (self.inner.into_inner(), frozen)
+    }
+
+    /// The reader a frozen connection had, over `inner` (whose read buffer
+    /// is allocated at the first read).
+    pub fn thaw(
+        mut inner: InnerFramedRead<T, LengthDelimitedCodec>,
+        frozen: FrozenRead,
+    ) -> FramedRead<T> {
+        inner
+            .decoder_mut()
+            .set_max_frame_length(frozen.max_frame_size);
+        let mut decoder = FrameDecoder::with_hpack(frozen.hpack, frozen.max_frame_size);
+        decoder.set_max_header_list_size(frozen.max_header_list_size, frozen.max_frame_size);
+        FramedRead { inner, decoder }
+    }
+
     pub fn get_ref(&self) -> &T {
         self.inner.get_ref()
     }
@@ -136,9 +178,16 @@ fn calc_max_continuation_frames(header_max: usize, frame_max: usize) -> usize {
 
 impl FrameDecoder {
     fn new(max_frame_size: usize) -> Self {
+        Self::with_hpack(
+            hpack::Decoder::new(DEFAULT_SETTINGS_HEADER_TABLE_SIZE),
+            max_frame_size,
+        )
+    }
+
+    fn with_hpack(hpack: hpack::Decoder, max_frame_size: usize) -> Self {
         let max_header_list_size = DEFAULT_SETTINGS_MAX_HEADER_LIST_SIZE;
         FrameDecoder {
-            hpack: hpack::Decoder::new(DEFAULT_SETTINGS_HEADER_TABLE_SIZE),
+            hpack,
             max_header_list_size,
             max_continuation_frames: calc_max_continuation_frames(
                 max_header_list_size,

@@ -83,6 +83,31 @@ where
     B: Buf,
 {
     pub fn new(inner: T) -> FramedWrite<T, B> {
+        Self::with_state(
+            inner,
+            BytesMut::with_capacity(DEFAULT_BUFFER_CAPACITY),
+            hpack::Encoder::default(),
+            frame::DEFAULT_MAX_FRAME_SIZE,
+        )
+    }
+
+    /// The writer a frozen connection had (see [`FramedWrite::freeze`]),
+    /// over `inner`, its buffer still to allocate.
+    pub fn thaw(inner: T, frozen: FrozenWrite) -> FramedWrite<T, B> {
+        Self::with_state(
+            inner,
+            BytesMut::new(),
+            hpack::Encoder::thaw(frozen.hpack),
+            frozen.max_frame_size,
+        )
+    }
+
+    fn with_state(
+        inner: T,
+        buf: BytesMut,
+        hpack: hpack::Encoder,
+        max_frame_size: FrameSize,
+    ) -> FramedWrite<T, B> {
         let chain_threshold = if inner.is_write_vectored() {
             CHAIN_THRESHOLD
         } else {
@@ -92,11 +117,11 @@ where
             inner,
             final_flush_done: false,
             encoder: Encoder {
-                hpack: hpack::Encoder::default(),
-                buf: Cursor::new(BytesMut::with_capacity(DEFAULT_BUFFER_CAPACITY)),
+                hpack,
+                buf: Cursor::new(buf),
                 next: None,
                 last_data_frame: None,
-                max_frame_size: frame::DEFAULT_MAX_FRAME_SIZE,
+                max_frame_size,
                 chain_threshold,
                 min_buffer_capacity: chain_threshold + frame::HEADER_LEN,
             },
@@ -346,7 +371,37 @@ impl<B> Encoder<B> {
     }
 }
 
+/// What a writer keeps while its connection is frozen: the peer's frame
+/// size and the HPACK encoder's sizes (its table is empty by then).
+#[derive(Debug)]
+pub struct FrozenWrite {
+    hpack: hpack::FrozenEncoder,
+    max_frame_size: FrameSize,
+}
+
 impl<T, B> FramedWrite<T, B> {
+    /// Whether the writer gave back its buffer and emptied its HPACK table
+    /// ([`FramedWrite::release_buffer`]) and buffered nothing since: it can
+    /// be frozen.
+    pub fn is_released(&self) -> bool {
+        let encoder = &self.encoder;
+        encoder.buf.get_ref().capacity() == 0
+            && encoder.next.is_none()
+            && encoder.last_data_frame.is_none()
+            && encoder.hpack.is_empty()
+    }
+
+    /// Splits a released writer (see [`FramedWrite::is_released`]) into its
+    /// I/O and what it keeps.
+    pub fn freeze(self) -> (T, FrozenWrite) {
+        debug_assert!(self.is_released());
+        let frozen = FrozenWrite {
+            hpack: self.encoder.hpack.freeze(),
+            max_frame_size: self.encoder.max_frame_size,
+        };
+        (self.inner, frozen)
+    }
+
     /// Gives back the write buffer if nothing is waiting to be written.
     pub fn release_buffer(&mut self) -> bool {
         self.encoder.release_buffer()

@@ -4,8 +4,8 @@ mod framed_write;
 
 pub use self::error::{SendError, UserError};
 
-use self::framed_read::FramedRead;
-use self::framed_write::FramedWrite;
+use self::framed_read::{FramedRead, FrozenRead};
+use self::framed_write::{FramedWrite, FrozenWrite};
 
 use crate::frame::{self, Data, Frame};
 use crate::proto::Error;
@@ -42,12 +42,7 @@ where
         let framed_write = FramedWrite::new(io);
 
         // Delimit the frames
-        let delimited = length_delimited::Builder::new()
-            .big_endian()
-            .length_field_length(3)
-            .length_adjustment(9)
-            .num_skip(0) // Don't skip the header
-            .new_read(framed_write);
+        let delimited = delimiter().new_read(framed_write);
 
         let mut inner = FramedRead::new(delimited);
 
@@ -58,7 +53,62 @@ where
     }
 }
 
+/// How frames are delimited: a 3-byte length that leaves out the 9-byte
+/// header, which is kept.
+fn delimiter() -> length_delimited::Builder {
+    let mut builder = length_delimited::Builder::new();
+    builder
+        .big_endian()
+        .length_field_length(3)
+        .length_adjustment(9)
+        .num_skip(0);
+    builder
+}
+
+/// What a codec keeps while its connection is frozen (see
+/// `server::Frozen`): its limits and HPACK state, no buffer.
+#[derive(Debug)]
+pub struct Frozen {
+    read: FrozenRead,
+    write: FrozenWrite,
+}
+
+impl<T, B> Codec<T, B>
+where
+    T: AsyncRead + AsyncWrite + Unpin,
+    B: Buf,
+{
+    /// The codec a frozen connection had, over `io`, its buffers still to
+    /// allocate.
+    pub fn thaw(io: T, frozen: Frozen) -> Self {
+        let framed_write = FramedWrite::thaw(io, frozen.write);
+        let delimited = tokio_util::codec::FramedRead::with_capacity(
+            framed_write,
+            delimiter().new_codec(),
+            0,
+        );
+        Codec {
+            inner: FramedRead::thaw(delimited, frozen.read),
+        }
+    }
+}
+
 impl<T, B> Codec<T, B> {
+    /// Whether the codec's buffers were given back
+    /// ([`Codec::release_buffers`]) and hold nothing since: it can be
+    /// frozen.
+    pub fn is_released(&self) -> bool {
+        self.inner.is_released() && self.inner.get_ref().is_released()
+    }
+
+    /// Splits a released codec (see [`Codec::is_released`]) into its I/O
+    /// and what it keeps.
+    pub fn freeze(self) -> (T, Frozen) {
+        let (framed_write, read) = self.inner.freeze();
+        let (io, write) = framed_write.freeze();
+        (io, Frozen { read, write })
+    }
+
     /// Gives back the read and write buffers if neither holds anything.
     pub fn release_buffers(&mut self) -> bool {
         let read = self.inner.release_buffers();

@@ -20,6 +20,16 @@ pub struct Encoder {
     scratch: BytesMut,
 }
 
+/// What an encoder whose table is empty keeps while its connection is
+/// frozen (see `server::Frozen`): its sizes and the size updates the peer
+/// has still to be told.
+#[derive(Debug)]
+pub struct FrozenEncoder {
+    max_size: usize,
+    max_allowed_size: usize,
+    size_update: Option<SizeUpdate>,
+}
+
 #[derive(Debug, Copy, Clone, Eq, PartialEq)]
 enum SizeUpdate {
     One(usize),
@@ -76,6 +86,33 @@ impl Encoder {
         };
         self.size_update = Some(SizeUpdate::Two(0, size));
         self.table = Table::new(self.table.max_size(), 0);
+    }
+
+    /// Whether the table holds no entry (after [`Encoder::clear_table`]):
+    /// the encoder can be frozen.
+    pub fn is_empty(&self) -> bool {
+        self.table.is_unallocated()
+    }
+
+    /// The state of an encoder whose table holds no entry (see
+    /// [`Encoder::is_empty`]).
+    pub fn freeze(&self) -> FrozenEncoder {
+        debug_assert!(self.is_empty());
+        FrozenEncoder {
+            max_size: self.table.max_size(),
+            max_allowed_size: self.max_allowed_size,
+            size_update: self.size_update,
+        }
+    }
+
+    /// The encoder `frozen` was taken from.
+    pub fn thaw(frozen: FrozenEncoder) -> Encoder {
+        Encoder {
+            table: Table::new(frozen.max_size, 0),
+            max_allowed_size: frozen.max_allowed_size,
+            size_update: frozen.size_update,
+            scratch: BytesMut::new(),
+        }
     }
 
     /// Queues a max size update.

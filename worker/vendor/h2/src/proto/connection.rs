@@ -76,6 +76,13 @@ struct DynConnection<'a, B: Buf = Bytes> {
     ping_pong: &'a mut PingPong,
 }
 
+/// What a connection keeps while frozen (see `server::Frozen`).
+#[derive(Debug)]
+pub(crate) struct Frozen {
+    codec: crate::codec::Frozen,
+    streams: FrozenStreams,
+}
+
 #[derive(Debug, Clone)]
 pub(crate) struct Config {
     pub next_stream_id: StreamId,
@@ -222,6 +229,42 @@ where
     /// The I/O object, mutably.
     pub fn io_mut(&mut self) -> &mut T {
         self.codec.get_mut()
+    }
+
+    /// Splits a connection without streams, whose buffers were given back
+    /// ([`Connection::release_idle_memory`]) and nothing happened since,
+    /// into its I/O and what it keeps (see `server::Frozen`); else gives
+    /// it back.
+    pub fn freeze(self) -> Result<(T, Frozen), Self> {
+        let inner = &self.inner;
+        let quiet = matches!(inner.state, State::Open)
+            && inner.error.is_none()
+            && inner.go_away.is_idle()
+            && inner.pending_refusal.is_none()
+            && inner.ping_pong.is_idle()
+            && inner.settings.is_synced()
+            && self.codec.is_released();
+        let Some(streams) = quiet.then(|| inner.streams.freeze()).flatten() else {
+            return Err(self);
+        };
+        // `Drop` would only tell the streams' state that the peer is gone:
+        // it has no stream, and it is dropped with the connection here.
+        let this = std::mem::ManuallyDrop::new(self);
+        // SAFETY: each field is read out once, and `this` is neither used
+        // nor dropped afterwards.
+        let (codec, inner) = unsafe { (std::ptr::read(&this.codec), std::ptr::read(&this.inner)) };
+        drop(inner);
+        let (io, codec) = codec.freeze();
+        Ok((io, Frozen { codec, streams }))
+    }
+
+    /// The connection `frozen` was taken from, over `io`, with `config`
+    /// for what `frozen` does not keep (the limits the peer is not told).
+    pub fn thaw(io: T, config: Config, frozen: Frozen) -> Self {
+        let mut connection = Connection::new(Codec::thaw(io, frozen.codec), config);
+        connection.inner.settings = Settings::synced();
+        connection.inner.streams.thaw(frozen.streams);
+        connection
     }
 
     /// Gives back the buffers of a connection without streams if they hold

@@ -47,6 +47,12 @@ impl GoAway {
         }
     }
 
+    /// Whether no GOAWAY was sent or is to be: the connection is not going
+    /// away.
+    pub fn is_idle(&self) -> bool {
+        !self.close_now && self.going_away.is_none() && self.pending.is_none()
+    }
+
     /// Enqueue a GOAWAY frame to be written.
     ///
     /// The connection is expected to continue to run until idle.

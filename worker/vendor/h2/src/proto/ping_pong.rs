@@ -69,6 +69,12 @@ impl PingPong {
         }
     }
 
+    /// Whether no PING waits for its answer or to be answered, and the user
+    /// took no handle to send one.
+    pub(crate) fn is_idle(&self) -> bool {
+        self.pending_ping.is_none() && self.pending_pong.is_none() && self.user_pings.is_none()
+    }
+
     /// Can only be called once. If called a second time, returns `None`.
     pub(crate) fn take_user_pings(&mut self) -> Option<UserPings> {
         if self.user_pings.is_some() {

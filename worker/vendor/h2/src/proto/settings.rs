@@ -38,6 +38,23 @@ impl Settings {
         }
     }
 
+    /// Settings in sync: both peers' were applied and acknowledged (a
+    /// connection thawed, see `server::Frozen`).
+    pub(crate) fn synced() -> Self {
+        Settings {
+            local: Local::Synced,
+            remote: None,
+            has_received_remote_initial_settings: true,
+        }
+    }
+
+    /// Whether both peers' settings were applied and acknowledged.
+    pub(crate) fn is_synced(&self) -> bool {
+        matches!(self.local, Local::Synced)
+            && self.remote.is_none()
+            && self.has_received_remote_initial_settings
+    }
+
     pub(crate) fn recv_settings<T, B, C, P>(
         &mut self,
         frame: frame::Settings,

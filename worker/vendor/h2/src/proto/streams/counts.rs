@@ -88,7 +88,49 @@ pub(super) struct Counts {
     num_recv_empty_data_frames: usize,
 }
 
+/// What a connection's counts keep while it is frozen with no stream: the
+/// limits both peers set and what is counted over its life.
+#[derive(Debug)]
+pub(super) struct FrozenCounts {
+    max_send_streams: usize,
+    max_recv_streams: usize,
+    num_local_error_reset_streams: usize,
+    data_frame_budget: Budget,
+    num_recv_empty_data_frames: usize,
+}
+
 impl Counts {
+    /// Whether no stream is counted, open or reset: the counts can be
+    /// frozen.
+    pub fn is_idle(&self) -> bool {
+        !self.has_streams()
+            && self.num_local_reset_streams == 0
+            && self.num_remote_reset_streams == 0
+    }
+
+    /// What idle counts (see [`Counts::is_idle`]) keep.
+    pub fn freeze(&self) -> FrozenCounts {
+        FrozenCounts {
+            max_send_streams: self.max_send_streams,
+            max_recv_streams: self.max_recv_streams,
+            num_local_error_reset_streams: self.num_local_error_reset_streams,
+            data_frame_budget: Budget {
+                spent: self.data_frame_budget.spent,
+                max: self.data_frame_budget.max,
+            },
+            num_recv_empty_data_frames: self.num_recv_empty_data_frames,
+        }
+    }
+
+    /// Restores what [`Counts::freeze`] kept into new counts.
+    pub fn thaw(&mut self, frozen: FrozenCounts) {
+        self.max_send_streams = frozen.max_send_streams;
+        self.max_recv_streams = frozen.max_recv_streams;
+        self.num_local_error_reset_streams = frozen.num_local_error_reset_streams;
+        self.data_frame_budget = frozen.data_frame_budget;
+        self.num_recv_empty_data_frames = frozen.num_recv_empty_data_frames;
+    }
+
     /// Create a new `Counts` using the provided configuration values.
     pub fn new(peer: peer::Dyn, config: &Config) -> Self {
         Counts {

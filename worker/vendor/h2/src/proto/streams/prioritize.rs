@@ -104,6 +104,26 @@ impl Prioritize {
         }
     }
 
+    /// Whether no stream waits to send or open and no DATA frame is in
+    /// the codec: the connection's send window is all there is.
+    pub(super) fn is_idle(&self) -> bool {
+        self.pending_send.is_empty()
+            && self.pending_capacity.is_empty()
+            && self.pending_open.is_empty()
+            && self.in_flight_data_frame == InFlightData::Nothing
+    }
+
+    /// The connection's send window and the last stream opened.
+    pub(super) fn freeze(&self) -> (FlowControl, StreamId) {
+        (self.flow, self.last_opened_id)
+    }
+
+    /// Restores what [`Prioritize::freeze`] kept.
+    pub(super) fn thaw(&mut self, (flow, last_opened_id): (FlowControl, StreamId)) {
+        self.flow = flow;
+        self.last_opened_id = last_opened_id;
+    }
+
     pub(crate) fn max_buffer_size(&self) -> usize {
         self.max_buffer_size
     }

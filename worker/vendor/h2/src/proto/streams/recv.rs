@@ -89,7 +89,56 @@ pub(super) enum DataFrameAccounting {
     UseEmptyDataAllowance,
 }
 
+/// What the receiving side keeps while its connection is frozen with no
+/// stream: the connection's window, stream ids and local settings.
+#[derive(Debug)]
+pub(super) struct FrozenRecv {
+    init_window_sz: WindowSize,
+    flow: FlowControl,
+    in_flight_data: WindowSize,
+    next_stream_id: Result<StreamId, StreamIdOverflow>,
+    last_processed_id: StreamId,
+    max_stream_id: StreamId,
+    is_push_enabled: bool,
+    is_extended_connect_protocol_enabled: bool,
+}
+
 impl Recv {
+    /// Whether nothing waits on the receiving side (no stream to accept,
+    /// update or reap, no frame buffered): it can be frozen.
+    pub fn is_idle(&self) -> bool {
+        self.pending_window_updates.is_empty()
+            && self.pending_accept.is_empty()
+            && self.pending_reset_expired.is_empty()
+            && self.buffer.is_empty()
+    }
+
+    /// What an idle receiving side (see [`Recv::is_idle`]) keeps.
+    pub fn freeze(&self) -> FrozenRecv {
+        FrozenRecv {
+            init_window_sz: self.init_window_sz,
+            flow: self.flow,
+            in_flight_data: self.in_flight_data,
+            next_stream_id: self.next_stream_id,
+            last_processed_id: self.last_processed_id,
+            max_stream_id: self.max_stream_id,
+            is_push_enabled: self.is_push_enabled,
+            is_extended_connect_protocol_enabled: self.is_extended_connect_protocol_enabled,
+        }
+    }
+
+    /// Restores what [`Recv::freeze`] kept into a new receiving side.
+    pub fn thaw(&mut self, frozen: FrozenRecv) {
+        self.init_window_sz = frozen.init_window_sz;
+        self.flow = frozen.flow;
+        self.in_flight_data = frozen.in_flight_data;
+        self.next_stream_id = frozen.next_stream_id;
+        self.last_processed_id = frozen.last_processed_id;
+        self.max_stream_id = frozen.max_stream_id;
+        self.is_push_enabled = frozen.is_push_enabled;
+        self.is_extended_connect_protocol_enabled = frozen.is_extended_connect_protocol_enabled;
+    }
+
     /// Gives back the memory of the frame buffer if it holds no frame.
     pub fn shrink_if_empty(&mut self) {
         self.buffer.shrink_if_empty();

@@ -47,7 +47,46 @@ pub(crate) enum PollReset {
     Streaming,
 }
 
+/// What the sending side keeps while its connection is frozen with no
+/// stream: the connection's window, stream ids and the peer's settings.
+#[derive(Debug)]
+pub(super) struct FrozenSend {
+    next_stream_id: Result<StreamId, StreamIdOverflow>,
+    max_stream_id: StreamId,
+    init_window_sz: WindowSize,
+    prioritize: (super::FlowControl, StreamId),
+    is_push_enabled: bool,
+    is_extended_connect_protocol_enabled: bool,
+}
+
 impl Send {
+    /// Whether nothing waits on the sending side: it can be frozen.
+    pub fn is_idle(&self) -> bool {
+        self.prioritize.is_idle()
+    }
+
+    /// What an idle sending side (see [`Send::is_idle`]) keeps.
+    pub fn freeze(&self) -> FrozenSend {
+        FrozenSend {
+            next_stream_id: self.next_stream_id,
+            max_stream_id: self.max_stream_id,
+            init_window_sz: self.init_window_sz,
+            prioritize: self.prioritize.freeze(),
+            is_push_enabled: self.is_push_enabled,
+            is_extended_connect_protocol_enabled: self.is_extended_connect_protocol_enabled,
+        }
+    }
+
+    /// Restores what [`Send::freeze`] kept into a new sending side.
+    pub fn thaw(&mut self, frozen: FrozenSend) {
+        self.next_stream_id = frozen.next_stream_id;
+        self.max_stream_id = frozen.max_stream_id;
+        self.init_window_sz = frozen.init_window_sz;
+        self.prioritize.thaw(frozen.prioritize);
+        self.is_push_enabled = frozen.is_push_enabled;
+        self.is_extended_connect_protocol_enabled = frozen.is_extended_connect_protocol_enabled;
+    }
+
     /// Create a new `Send`
     pub fn new(config: &Config) -> Self {
         Send {

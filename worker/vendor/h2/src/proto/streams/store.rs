@@ -79,6 +79,11 @@ pub(super) trait Resolve {
 // ===== impl Store =====
 
 impl Store {
+    /// Whether no stream is stored.
+    pub fn is_empty(&self) -> bool {
+        self.slab.is_empty() && self.ids.is_empty()
+    }
+
     /// Gives back the memory of the slab and the id map if no stream is
     /// stored (no key or queue can refer to one then).
     pub fn shrink_if_empty(&mut self) {

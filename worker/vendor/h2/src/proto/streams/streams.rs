@@ -75,6 +75,15 @@ pub(crate) struct OpaqueStreamRef {
 /// is mostly split out to make ownership happy.
 ///
 /// TODO: better name
+/// What a connection's streams keep while it is frozen without any (see
+/// `server::Frozen`).
+#[derive(Debug)]
+pub(crate) struct FrozenStreams {
+    counts: super::counts::FrozenCounts,
+    recv: super::recv::FrozenRecv,
+    send: super::send::FrozenSend,
+}
+
 #[derive(Debug)]
 struct Inner {
     /// Tracks send & recv stream concurrency.
@@ -1150,6 +1159,34 @@ where
     pub fn has_streams(&self) -> bool {
         let me = self.inner.lock().unwrap();
         me.counts.has_streams()
+    }
+
+    /// What the streams' state keeps while the connection is frozen: `None`
+    /// unless there is no stream at all (open, reset or waiting to be
+    /// accepted), nothing buffered or queued, and no handle to one held.
+    pub fn freeze(&self) -> Option<FrozenStreams> {
+        let me = self.inner.lock().unwrap();
+        let actions = &me.actions;
+        let idle = me.counts.is_idle()
+            && me.refs == 1
+            && me.store.is_empty()
+            && actions.conn_error.is_none()
+            && actions.recv.is_idle()
+            && actions.send.is_idle()
+            && self.send_buffer.inner.lock().unwrap().is_empty();
+        idle.then(|| FrozenStreams {
+            counts: me.counts.freeze(),
+            recv: actions.recv.freeze(),
+            send: actions.send.freeze(),
+        })
+    }
+
+    /// Restores what [`Streams::freeze`] kept into new streams' state.
+    pub fn thaw(&mut self, frozen: FrozenStreams) {
+        let mut me = self.inner.lock().unwrap();
+        me.counts.thaw(frozen.counts);
+        me.actions.recv.thaw(frozen.recv);
+        me.actions.send.thaw(frozen.send);
     }
 
     /// Gives back the memory sized for past streams if none is open; false
