@@ -34,7 +34,7 @@ pub struct FramedRead<T> {
 /// HPACK decoder with its table (the peer's encoder indexes into it).
 #[derive(Debug)]
 pub struct FrozenRead {
-    hpack: hpack::Decoder,
+    hpack: hpack::FrozenDecoder,
     max_frame_size: usize,
     max_header_list_size: usize,
 }
@@ -109,7 +109,7 @@ impl<T> FramedRead<T> {
         let frozen = FrozenRead {
             max_frame_size: self.max_frame_size(),
             max_header_list_size: self.decoder.max_header_list_size,
-            hpack: self.decoder.hpack,
+            hpack: self.decoder.hpack.freeze(),
         };
         (self.inner.into_inner(), frozen)
     }
@@ -123,7 +123,7 @@ impl<T> FramedRead<T> {
         inner
             .decoder_mut()
             .set_max_frame_length(frozen.max_frame_size);
-        let mut decoder = FrameDecoder::with_hpack(frozen.hpack, frozen.max_frame_size);
+        let mut decoder = FrameDecoder::with_hpack(hpack::Decoder::thaw(frozen.hpack), frozen.max_frame_size);
         decoder.set_max_header_list_size(frozen.max_header_list_size, frozen.max_frame_size);
         FramedRead { inner, decoder }
     }

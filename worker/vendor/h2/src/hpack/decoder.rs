@@ -22,6 +22,16 @@ pub struct Decoder {
     buffer: BytesMut,
 }
 
+/// What a decoder keeps while its connection is frozen (see
+/// `server::Frozen`): its table and the size updates it expects; no
+/// scratch buffer.
+#[derive(Debug)]
+pub struct FrozenDecoder {
+    max_size_update: Option<usize>,
+    last_max_update: usize,
+    table: Table,
+}
+
 /// Represents all errors that can be encountered while performing the decoding
 /// of an HPACK header set.
 #[derive(Debug, Copy, Clone, PartialEq, Eq)]
@@ -180,6 +190,26 @@ impl Decoder {
         // The table's entries may share the buffers given back.
         for entry in self.table.entries.iter_mut() {
             *entry = entry.compact();
+        }
+    }
+
+    /// What the decoder keeps frozen; its scratch buffer is given back.
+    pub fn freeze(self) -> FrozenDecoder {
+        FrozenDecoder {
+            max_size_update: self.max_size_update,
+            last_max_update: self.last_max_update,
+            table: self.table,
+        }
+    }
+
+    /// The decoder `frozen` was taken from; its scratch buffer is taken
+    /// again by [`Decoder::restore_buffer`].
+    pub fn thaw(frozen: FrozenDecoder) -> Decoder {
+        Decoder {
+            max_size_update: frozen.max_size_update,
+            last_max_update: frozen.last_max_update,
+            table: frozen.table,
+            buffer: BytesMut::new(),
         }
     }
 

@@ -26,7 +26,6 @@ pub struct Encoder {
 #[derive(Debug)]
 pub struct FrozenEncoder {
     max_size: usize,
-    max_allowed_size: usize,
     size_update: Option<SizeUpdate>,
 }
 
@@ -100,7 +99,6 @@ impl Encoder {
         debug_assert!(self.is_empty());
         FrozenEncoder {
             max_size: self.table.max_size(),
-            max_allowed_size: self.max_allowed_size,
             size_update: self.size_update,
         }
     }
@@ -109,7 +107,8 @@ impl Encoder {
     pub fn thaw(frozen: FrozenEncoder) -> Encoder {
         Encoder {
             table: Table::new(frozen.max_size, 0),
-            max_allowed_size: frozen.max_allowed_size,
+            // Only tests change it.
+            max_allowed_size: DEFAULT_MAX_ALLOWED_SIZE,
             size_update: frozen.size_update,
             scratch: BytesMut::new(),
         }

@@ -7,6 +7,6 @@ mod table;
 #[cfg(test)]
 mod test;
 
-pub use self::decoder::{Decoder, DecoderError, NeedMore};
+pub use self::decoder::{Decoder, DecoderError, FrozenDecoder, NeedMore};
 pub use self::encoder::{Encoder, FrozenEncoder};
 pub use self::header::{BytesStr, Header};
