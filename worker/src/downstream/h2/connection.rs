@@ -13,8 +13,9 @@
 //!   it with the GOAWAY it chose.
 //!
 //! A connection without streams for [`PARK_AFTER`] leaves its task for the
-//! worker's parking lot (`parked`), its buffers given back, and gets a task
-//! again when the client sends bytes, at its idle timeout or on a drain.
+//! worker's parking lot (`parked`), its buffers given back and `h2`'s state
+//! frozen, and gets a task again (`h2`'s connection thawed) when the client
+//! sends bytes, at its idle timeout or on a drain.
 
 use super::meter::{Flood, Metered};
 use super::parked::{Counted, H2Io, Parked, Session};
