@@ -117,15 +117,15 @@ impl<T> FramedRead<T> {
     /// The reader a frozen connection had, over `inner` (whose read buffer
     /// is allocated at the first read).
     pub fn thaw(
-        mut inner: InnerFramedRead<T, LengthDelimitedCodec>,
+        inner: InnerFramedRead<T, LengthDelimitedCodec>,
         frozen: FrozenRead,
     ) -> FramedRead<T> {
-        inner
-            .decoder_mut()
-            .set_max_frame_length(frozen.max_frame_size);
-        let mut decoder = FrameDecoder::with_hpack(hpack::Decoder::thaw(frozen.hpack), frozen.max_frame_size);
-        decoder.set_max_header_list_size(frozen.max_header_list_size, frozen.max_frame_size);
-        FramedRead { inner, decoder }
+        let hpack = hpack::Decoder::thaw(frozen.hpack);
+        let decoder = FrameDecoder::with_hpack(hpack, inner.decoder().max_frame_length());
+        let mut read = FramedRead { inner, decoder };
+        read.set_max_frame_size(frozen.max_frame_size);
+        read.set_max_header_list_size(frozen.max_header_list_size);
+        read
     }
 
     pub fn get_ref(&self) -> &T {

@@ -82,11 +82,8 @@ where
     /// allocate.
     pub fn thaw(io: T, frozen: Frozen) -> Self {
         let framed_write = FramedWrite::thaw(io, frozen.write);
-        let delimited = tokio_util::codec::FramedRead::with_capacity(
-            framed_write,
-            delimiter().new_codec(),
-            0,
-        );
+        let delimited =
+            tokio_util::codec::FramedRead::with_capacity(framed_write, delimiter().new_codec(), 0);
         Codec {
             inner: FramedRead::thaw(delimited, frozen.read),
         }
