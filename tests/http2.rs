@@ -226,9 +226,7 @@ fn tls_clients_choose_http2_by_alpn_and_http1_is_still_served() {
     let ca = TestCa::new("h2 test CA");
     let leaf = ca.leaf(&["h2.test"]);
     let dir = tempfile::tempdir().unwrap();
-    let (cert, key) = (dir.path().join("c.pem"), dir.path().join("k.pem"));
-    std::fs::write(&cert, &leaf.cert_pem).unwrap();
-    std::fs::write(&key, &leaf.key_pem).unwrap();
+    let (cert, key) = leaf.write(dir.path());
     let (h2_port, h1_port) = (free_port(), free_port());
     let p = Prefork::start(Setup::new(1).body(&format!(
         "[[listen]]\naddr = \"127.0.0.1:{h2_port}\"\ntls = true\nhttp2 = true\n\

@@ -121,9 +121,7 @@ fn a_parked_http2_connection_over_tls_serves_its_next_stream() {
     let ca = TestCa::new("h2 parking CA");
     let leaf = ca.leaf(&["h2.test"]);
     let dir = tempfile::tempdir().unwrap();
-    let (cert, key) = (dir.path().join("c.pem"), dir.path().join("k.pem"));
-    std::fs::write(&cert, &leaf.cert_pem).unwrap();
-    std::fs::write(&key, &leaf.key_pem).unwrap();
+    let (cert, key) = leaf.write(dir.path());
     let port = free_port();
     let echo = EchoOrigin::start();
     let p = Prefork::start(Setup::new(1).body(&format!(

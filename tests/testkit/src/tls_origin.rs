@@ -7,6 +7,7 @@ use rustls::pki_types::{CertificateDer, PrivateKeyDer, PrivatePkcs8KeyDer};
 use rustls::{ServerConfig, ServerConnection, StreamOwned};
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::thread;
@@ -29,6 +30,17 @@ pub struct Leaf {
     /// names).
     pub cert_pem: String,
     pub key_pem: String,
+}
+
+impl Leaf {
+    /// Writes the certificate and the key as PEM to `dir/c.pem` and
+    /// `dir/k.pem` (for `[[certificates]]`), and returns their paths.
+    pub fn write(&self, dir: &Path) -> (PathBuf, PathBuf) {
+        let (cert, key) = (dir.join("c.pem"), dir.join("k.pem"));
+        std::fs::write(&cert, &self.cert_pem).expect("write the certificate");
+        std::fs::write(&key, &self.key_pem).expect("write the key");
+        (cert, key)
+    }
 }
 
 impl TestCa {
