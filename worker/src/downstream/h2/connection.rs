@@ -161,8 +161,7 @@ async fn drive<T: H2Io>(
     // Made once, not per stream: each registers a waiter when first polled.
     let mut stop = pin!(snapshot.on_change(|| snapshot.stopping()));
     // On a clone: the session moves to the lot if the connection parks.
-    let waiter = session.shared.clone();
-    let mut changed = pin!(waiter.changed());
+    let mut changed = pin!(session.shared.clone().changed());
     let mut timer = pin!(sleep_until(Instant::now()));
     let mut timer_at = None;
     loop {
@@ -202,7 +201,7 @@ async fn drive<T: H2Io>(
                 accepted = session.conn.accept() => on_accept(accepted, &snapshot, &session.shared),
                 () = poll_fn(|cx| session.flood.poll_found(cx)), if !going_away => Event::Flood,
                 () = changed.as_mut() => {
-                    changed.set(waiter.changed());
+                    changed.set(session.shared.clone().changed());
                     Event::Changed
                 }
                 () = stop.as_mut(), if draining.is_none() => Event::Stop,
@@ -270,6 +269,8 @@ async fn drive<T: H2Io>(
                         // The lot cannot watch it: it waits in its task.
                         Some((parked, given_back)) => {
                             session = parked.into_session(&builder(&snapshot.config.http2));
+                            // Made again, it changes on a new `Shared`.
+                            changed.set(session.shared.clone().changed());
                             active = given_back;
                         }
                     }
@@ -347,11 +348,11 @@ impl<T: H2Io> Parkable for Parked<T> {
     }
 
     fn idle_since(&self) -> Instant {
-        self.shared().idle_since()
+        Parked::idle_since(self)
     }
 
     fn peer(&self) -> Option<SocketAddr> {
-        Some(self.shared().client)
+        Some(self.client())
     }
 
     fn has_unread(&self) -> bool {

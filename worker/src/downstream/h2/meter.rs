@@ -89,6 +89,13 @@ pub(crate) struct FrameCounter {
     have: usize,
     /// Payload bytes of the current frame still to skip.
     skip: usize,
+    budget: Budget,
+}
+
+/// The frames counted in the current window: what a parked connection
+/// keeps of its meter.
+#[derive(Clone, Copy, Default)]
+pub(crate) struct Budget {
     window_start: Option<Instant>,
     control: u32,
     resets: u32,
@@ -102,10 +109,23 @@ impl FrameCounter {
             header: [0; 9],
             have: 0,
             skip: 0,
-            window_start: None,
-            control: 0,
-            resets: 0,
+            budget: Budget::default(),
         }
+    }
+
+    /// A counter for bytes past the preface, starting with a frame, which
+    /// goes on with `budget`.
+    fn between_frames(budget: Budget) -> Self {
+        FrameCounter {
+            preface: 0,
+            budget,
+            ..FrameCounter::new()
+        }
+    }
+
+    /// Whether the bytes read so far end with a whole frame.
+    fn between_whole_frames(&self) -> bool {
+        self.preface == 0 && self.have == 0 && self.skip == 0
     }
 
     /// Takes the next bytes read. `Some(n)` when they make the client a
@@ -150,20 +170,23 @@ impl FrameCounter {
     /// Counts one frame in the current window.
     fn count(&mut self, reset: bool, now: &impl Fn() -> Instant) -> bool {
         let at = now();
-        match self.window_start {
+        let budget = &mut self.budget;
+        match budget.window_start {
             Some(start) if at.duration_since(start) < WINDOW => {}
             _ => {
-                self.window_start = Some(at);
-                self.control = 0;
-                self.resets = 0;
+                *budget = Budget {
+                    window_start: Some(at),
+                    control: 0,
+                    resets: 0,
+                }
             }
         }
         if reset {
-            self.resets += 1;
-            self.resets > MAX_RESETS
+            budget.resets += 1;
+            budget.resets > MAX_RESETS
         } else {
-            self.control += 1;
-            self.control > MAX_CONTROL
+            budget.control += 1;
+            budget.control > MAX_CONTROL
         }
     }
 }
@@ -187,6 +210,30 @@ impl<T> Metered<T> {
             flood,
             cut: false,
         }
+    }
+
+    /// Meters `io` of a connection woken from the lot, past its preface
+    /// and between frames, its frames counted in `budget` (see
+    /// [`Metered::into_idle`]).
+    pub(crate) fn woken(io: T, budget: Budget, flood: Rc<Flood>) -> Self {
+        Metered {
+            counter: FrameCounter::between_frames(budget),
+            ..Metered::new(io, flood)
+        }
+    }
+
+    /// Whether all the meter holds is its count ([`Budget`]): the client
+    /// did not flood and its last frame came whole.
+    pub(crate) fn is_idle(&self) -> bool {
+        !self.cut && self.counter.between_whole_frames()
+    }
+
+    /// The stream and its meter's count, which is all it holds if
+    /// [`Metered::is_idle`]. A parked connection keeps the count, so that a
+    /// client cannot start a new budget by idling until parked between
+    /// bursts.
+    pub(crate) fn into_idle(self) -> (T, Budget) {
+        (self.io, self.counter.budget)
     }
 
     /// The metered stream.
@@ -314,6 +361,30 @@ mod tests {
             }
             assert_eq!(c.read(&bytes, || at), None, "second {second}");
         }
+    }
+
+    #[test]
+    fn a_parked_connections_budget_goes_on_where_it_stopped() {
+        let start = Instant::now();
+        let pings = |n| (0..n).flat_map(|_| frame(PING, 0, 8)).collect::<Vec<u8>>();
+        let mut c = FrameCounter::new();
+        let mut bytes = PREFACE.to_vec();
+        bytes.extend(pings(MAX_CONTROL - 10));
+        assert_eq!(c.read(&bytes, || start), None);
+        assert!(c.between_whole_frames());
+        // Half a frame: not all the meter holds is its count.
+        assert_eq!(c.read(&pings(1)[..5], || start), None);
+        assert!(!c.between_whole_frames());
+        assert_eq!(c.read(&pings(1)[5..], || start), None);
+        assert!(c.between_whole_frames());
+
+        let later = start + WINDOW / 2;
+        let mut woken = FrameCounter::between_frames(c.budget);
+        assert_eq!(woken.read(&pings(9), || later), None);
+        assert_eq!(woken.read(&pings(1), || later), Some(0));
+        // A count started afresh would have let the burst through.
+        let mut afresh = FrameCounter::between_frames(Budget::default());
+        assert_eq!(afresh.read(&pings(10), || later), None);
     }
 
     #[test]

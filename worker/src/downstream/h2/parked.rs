@@ -1,16 +1,18 @@
 //! An idle HTTP/2 connection parked outside its task (see
 //! `downstream::park`): `h2`'s connection frozen (its settings, HPACK
 //! decoder table, flow-control windows and stream ids, no stream, no
-//! buffer), rustls's state if TLS, and what its streams shared. The socket leaves
-//! tokio's event loop meanwhile; the lot watches it, and `connection`
-//! resumes or closes it (its `Parkable`).
+//! buffer), rustls's state if TLS, who the client is and its meter's count,
+//! all in one allocation made as it parks. The socket leaves tokio's event
+//! loop meanwhile; the lot watches it, and `connection` resumes or closes
+//! it (its `Parkable`).
 
-use super::meter::{Flood, Metered};
-use super::shared::Shared;
+use super::meter::{Budget, Flood, Metered};
+use super::shared::{Idle, Shared};
 use crate::io::client_socket::ClientSocket;
 use crate::io::tls_stream::TlsIo;
 use crate::observe::stats::Stats;
 use bytes::Bytes;
+use std::net::SocketAddr;
 use std::os::fd::{AsRawFd, RawFd};
 use std::rc::Rc;
 use tokio::io::{AsyncRead, AsyncWrite};
@@ -71,49 +73,60 @@ enum Kept<T> {
     Live(Box<Session<T>>),
 }
 
-/// A session with `h2`'s connection frozen: a few hundred bytes where the
-/// connection takes 2 KiB.
+/// A session with `h2`'s connection frozen: 512 bytes where the
+/// connection takes 2 KiB, and the allocations made as it began (its
+/// `Shared` and `Flood`) freed: among the memory a busy connection frees,
+/// they would keep pages in use.
 struct FrozenSession<T> {
-    io: Metered<T>,
+    io: T,
     h2: h2::server::Frozen,
-    shared: Rc<Shared>,
-    flood: Rc<Flood>,
+    budget: Budget,
+    idle: Idle,
     counted: Counted,
 }
 
 impl<T: H2Io> Parked<T> {
-    /// Parks `session`, frozen if `h2` can freeze it.
+    /// Parks `session`, frozen if `h2` can freeze it (and the meter and
+    /// the streams' state hold nothing but what is kept).
     pub(super) fn new(mut session: Session<T>) -> Self {
         let fd = session.conn.get_mut().get_mut().socket().as_raw_fd();
-        let Session {
-            conn,
-            shared,
-            flood,
-            counted,
-        } = session;
-        let kept = match conn.freeze() {
-            Ok((io, h2)) => Kept::Frozen(Box::new(FrozenSession {
-                io,
-                h2,
-                shared,
-                flood,
-                counted,
-            })),
-            Err(conn) => Kept::Live(Box::new(Session {
-                conn,
-                shared,
-                flood,
-                counted,
-            })),
+        let frozen = match session.shared.idle() {
+            Some(idle) if session.conn.get_mut().is_idle() => match session.conn.freeze() {
+                Ok((metered, h2)) => {
+                    let (io, budget) = metered.into_idle();
+                    let counted = session.counted;
+                    Ok(FrozenSession {
+                        io,
+                        h2,
+                        budget,
+                        idle,
+                        counted,
+                    })
+                }
+                Err(conn) => Err(Session { conn, ..session }),
+            },
+            _ => Err(session),
+        };
+        let kept = match frozen {
+            Ok(frozen) => Kept::Frozen(Box::new(frozen)),
+            Err(session) => Kept::Live(Box::new(session)),
         };
         Parked { kept, fd }
     }
 
-    /// What the connection's streams shared.
-    pub(super) fn shared(&self) -> &Shared {
+    /// When the connection's last stream ended (or it began).
+    pub(super) fn idle_since(&self) -> tokio::time::Instant {
         match &self.kept {
-            Kept::Frozen(frozen) => &frozen.shared,
-            Kept::Live(session) => &session.shared,
+            Kept::Frozen(frozen) => frozen.idle.idle_since,
+            Kept::Live(session) => session.shared.idle_since(),
+        }
+    }
+
+    /// The client's address.
+    pub(super) fn client(&self) -> SocketAddr {
+        match &self.kept {
+            Kept::Frozen(frozen) => frozen.idle.client,
+            Kept::Live(session) => session.shared.client,
         }
     }
 
@@ -125,13 +138,14 @@ impl<T: H2Io> Parked<T> {
                 let FrozenSession {
                     io,
                     h2,
-                    shared,
-                    flood,
+                    budget,
+                    idle,
                     counted,
                 } = *frozen;
+                let flood = Rc::new(Flood::default());
                 Session {
-                    conn: builder.thaw(io, h2),
-                    shared,
+                    conn: builder.thaw(Metered::woken(io, budget, flood.clone()), h2),
+                    shared: Rc::new(Shared::woken(idle)),
                     flood,
                     counted,
                 }
@@ -164,5 +178,18 @@ impl Counted {
 impl Drop for Counted {
     fn drop(&mut self) {
         self.0.http2_connection(false);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A frozen h2c session is what each idle connection keeps: it must
+    /// stay within jemalloc's 512-byte size class (the next is 640).
+    #[test]
+    fn a_frozen_h2c_session_fits_a_512_byte_allocation() {
+        let size = std::mem::size_of::<FrozenSession<ClientSocket>>();
+        assert!(size <= 512, "{size} bytes");
     }
 }

@@ -37,6 +37,22 @@ pub(super) struct Shared {
     changed: Notify,
 }
 
+/// What a connection without streams keeps of its [`Shared`] while parked:
+/// who the client is and since when it idles. Kept inline in the parked
+/// connection, allocated as it parks: the `Shared` allocated as the
+/// connection began would pin a page among the busy connections' freed
+/// memory.
+pub(super) struct Idle {
+    /// The client's address.
+    pub(super) client: SocketAddr,
+    destination: SocketAddr,
+    scheme: Scheme,
+    tls: Option<TlsInfo>,
+    send_timeout: Duration,
+    /// When the last stream ended (or the connection began).
+    pub(super) idle_since: Instant,
+}
+
 /// Counts one open stream until dropped.
 pub(super) struct OpenStream(Rc<Shared>);
 
@@ -91,9 +107,35 @@ impl Shared {
     }
 
     /// Wakes when the count of open streams drops to zero, or the
-    /// connection stalls.
-    pub(super) async fn changed(&self) {
+    /// connection stalls. It holds its own handle, so that the connection's
+    /// task can wait on a session made again (after a failed park).
+    pub(super) async fn changed(self: Rc<Self>) {
         self.changed.notified().await;
+    }
+
+    /// What a parked connection keeps of it (see [`Idle`]); `None` while a
+    /// stream is open or the client stalled the connection.
+    pub(super) fn idle(&self) -> Option<Idle> {
+        (self.open.get() == 0 && !self.stalled.get()).then(|| Idle {
+            client: self.client,
+            destination: self.destination,
+            scheme: self.scheme,
+            tls: self.tls.clone(),
+            send_timeout: self.send_timeout,
+            idle_since: self.idle_since.get(),
+        })
+    }
+
+    /// The state of a connection parked as `idle`, woken without streams.
+    pub(super) fn woken(idle: Idle) -> Self {
+        let mut shared = Shared::new(
+            (idle.client, idle.destination),
+            idle.scheme,
+            idle.tls,
+            idle.send_timeout,
+        );
+        shared.idle_since = Cell::new(idle.idle_since);
+        shared
     }
 
     /// Counts a stream opened, until the guard is dropped.
@@ -126,5 +168,42 @@ impl Shared {
             }
             Err(e) => Err(e),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_connection_parks_its_identity_and_idle_time_only_without_streams() {
+        let addrs = (
+            "192.0.2.1:4000".parse().unwrap(),
+            "127.0.0.1:443".parse().unwrap(),
+        );
+        let tls = TlsInfo {
+            server_name: Some("example.com".into()),
+            ..TlsInfo::default()
+        };
+        let shared = Rc::new(Shared::new(
+            addrs,
+            Scheme::Http,
+            Some(tls),
+            Duration::from_secs(7),
+        ));
+        let open = shared.stream_opened();
+        assert!(shared.idle().is_none(), "a stream is open");
+        drop(open);
+        let since = shared.idle_since();
+        let woken = Shared::woken(shared.idle().expect("no stream"));
+        assert_eq!((woken.client, woken.destination), addrs);
+        assert_eq!(woken.scheme, Scheme::Http);
+        assert_eq!(woken.send_timeout, Duration::from_secs(7));
+        let name = woken.tls.as_ref().and_then(|t| t.server_name.as_deref());
+        assert_eq!(name, Some("example.com"));
+        assert_eq!((woken.idle_since(), woken.streams()), (since, 0));
+
+        shared.stalled.set(true);
+        assert!(shared.idle().is_none(), "a stalled connection goes away");
     }
 }
