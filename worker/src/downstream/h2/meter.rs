@@ -387,6 +387,67 @@ mod tests {
         assert_eq!(afresh.read(&pings(10), || later), None);
     }
 
+    /// What `metered` reads of what is waiting, until it would wait.
+    fn read_all<T: AsyncRead + Unpin>(metered: &mut Metered<T>) -> Vec<u8> {
+        let mut cx = Context::from_waker(Waker::noop());
+        let mut read = Vec::new();
+        loop {
+            let mut chunk = [0u8; 4096];
+            let mut buf = ReadBuf::new(&mut chunk);
+            match Pin::new(&mut *metered).poll_read(&mut cx, &mut buf) {
+                Poll::Ready(Ok(())) if !buf.filled().is_empty() => {
+                    read.extend_from_slice(buf.filled())
+                }
+                Poll::Ready(other) => panic!("{other:?} after {} bytes", read.len()),
+                Poll::Pending => return read,
+            }
+        }
+    }
+
+    #[test]
+    fn a_meter_parked_and_woken_counts_on_and_raises_its_new_flood() {
+        // The meter reads tokio's clock: paused, the window cannot run out.
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_time()
+            .start_paused(true)
+            .build()
+            .unwrap();
+        let _clock = rt.enter();
+        let (mut client, server) = tokio::io::duplex(1 << 16);
+        let mut send = |bytes: &[u8]| {
+            rt.block_on(async {
+                use tokio::io::AsyncWriteExt;
+                client.write_all(bytes).await.unwrap();
+            })
+        };
+        let ping = frame(PING, 0, 8);
+        let first = Rc::new(Flood::default());
+        let mut metered = Metered::new(server, first.clone());
+        let mut bytes = PREFACE.to_vec();
+        for _ in 0..MAX_CONTROL - 10 {
+            bytes.extend(&ping);
+        }
+        send(&bytes);
+        assert_eq!(read_all(&mut metered).len(), bytes.len());
+        send(&ping[..4]);
+        read_all(&mut metered);
+        assert!(!metered.is_idle(), "half a frame read");
+        send(&ping[4..]);
+        read_all(&mut metered);
+        assert!(metered.is_idle());
+
+        let (io, budget) = metered.into_idle();
+        let woken = Rc::new(Flood::default());
+        let mut metered = Metered::woken(io, budget, woken.clone());
+        // 9 more PINGs are within the second's budget, the next is not: the
+        // bytes after the wake are frames (no preface skipped), counted on.
+        let burst: Vec<u8> = (0..20).flat_map(|_| ping.clone()).collect();
+        send(&burst);
+        assert_eq!(read_all(&mut metered), burst[..9 * ping.len()]);
+        assert!(woken.found.get() && !first.found.get());
+        assert!(!metered.is_idle(), "a flooded connection is not frozen");
+    }
+
     #[test]
     fn resets_and_empty_data_frames_have_their_budgets() {
         let start = Instant::now();

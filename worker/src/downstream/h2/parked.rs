@@ -73,7 +73,7 @@ enum Kept<T> {
     Live(Box<Session<T>>),
 }
 
-/// A session with `h2`'s connection frozen: 512 bytes where the
+/// A session with `h2`'s connection frozen: 512 bytes over h2c where the
 /// connection takes 2 KiB, and the allocations made as it began (its
 /// `Shared` and `Flood`) freed: among the memory a busy connection frees,
 /// they would keep pages in use.
@@ -90,22 +90,22 @@ impl<T: H2Io> Parked<T> {
     /// the streams' state hold nothing but what is kept).
     pub(super) fn new(mut session: Session<T>) -> Self {
         let fd = session.conn.get_mut().get_mut().socket().as_raw_fd();
-        let frozen = match session.shared.idle() {
-            Some(idle) if session.conn.get_mut().is_idle() => match session.conn.freeze() {
+        let frozen = if session.shared.at_rest() && session.conn.get_mut().is_idle() {
+            match session.conn.freeze() {
                 Ok((metered, h2)) => {
                     let (io, budget) = metered.into_idle();
-                    let counted = session.counted;
                     Ok(FrozenSession {
                         io,
                         h2,
                         budget,
-                        idle,
-                        counted,
+                        idle: session.shared.idle(),
+                        counted: session.counted,
                     })
                 }
                 Err(conn) => Err(Session { conn, ..session }),
-            },
-            _ => Err(session),
+            }
+        } else {
+            Err(session)
         };
         let kept = match frozen {
             Ok(frozen) => Kept::Frozen(Box::new(frozen)),

@@ -113,20 +113,26 @@ impl Shared {
         self.changed.notified().await;
     }
 
-    /// What a parked connection keeps of it (see [`Idle`]); `None` while a
-    /// stream is open or the client stalled the connection.
-    pub(super) fn idle(&self) -> Option<Idle> {
-        (self.open.get() == 0 && !self.stalled.get()).then(|| Idle {
+    /// Whether [`Shared::idle`] is all there is to keep: no stream is
+    /// open, and the client did not stall the connection.
+    pub(super) fn at_rest(&self) -> bool {
+        self.open.get() == 0 && !self.stalled.get()
+    }
+
+    /// What a parked connection keeps of it, if [`Shared::at_rest`].
+    pub(super) fn idle(&self) -> Idle {
+        Idle {
             client: self.client,
             destination: self.destination,
             scheme: self.scheme,
             tls: self.tls.clone(),
             send_timeout: self.send_timeout,
             idle_since: self.idle_since.get(),
-        })
+        }
     }
 
-    /// The state of a connection parked as `idle`, woken without streams.
+    /// The state of a connection parked as `idle`, woken without streams
+    /// (its streams' wait for the client's window counts from now).
     pub(super) fn woken(idle: Idle) -> Self {
         let mut shared = Shared::new(
             (idle.client, idle.destination),
@@ -192,10 +198,11 @@ mod tests {
             Duration::from_secs(7),
         ));
         let open = shared.stream_opened();
-        assert!(shared.idle().is_none(), "a stream is open");
+        assert!(!shared.at_rest(), "a stream is open");
         drop(open);
+        assert!(shared.at_rest());
         let since = shared.idle_since();
-        let woken = Shared::woken(shared.idle().expect("no stream"));
+        let woken = Shared::woken(shared.idle());
         assert_eq!((woken.client, woken.destination), addrs);
         assert_eq!(woken.scheme, Scheme::Http);
         assert_eq!(woken.send_timeout, Duration::from_secs(7));
@@ -204,6 +211,6 @@ mod tests {
         assert_eq!((woken.idle_since(), woken.streams()), (since, 0));
 
         shared.stalled.set(true);
-        assert!(shared.idle().is_none(), "a stalled connection goes away");
+        assert!(!shared.at_rest(), "a stalled connection goes away");
     }
 }
