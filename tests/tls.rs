@@ -123,7 +123,18 @@ impl ServerCertVerifier for AnyCertificate {
 pub(crate) fn client_config(
     versions: &[&'static rustls::SupportedProtocolVersion],
 ) -> Arc<ClientConfig> {
-    let provider = Arc::new(rustls::crypto::aws_lc_rs::default_provider());
+    client_offering(versions, rustls::crypto::aws_lc_rs::DEFAULT_CIPHER_SUITES)
+}
+
+/// A client offering `versions` and `suites`, in their order.
+fn client_offering(
+    versions: &[&'static rustls::SupportedProtocolVersion],
+    suites: &[rustls::SupportedCipherSuite],
+) -> Arc<ClientConfig> {
+    let provider = Arc::new(rustls::crypto::CryptoProvider {
+        cipher_suites: suites.to_vec(),
+        ..rustls::crypto::aws_lc_rs::default_provider()
+    });
     let mut config = ClientConfig::builder_with_provider(provider.clone())
         .with_protocol_versions(versions)
         .unwrap()
@@ -160,13 +171,17 @@ impl Tls {
         sni: Option<&str>,
         versions: &[&'static rustls::SupportedProtocolVersion],
     ) -> std::io::Result<Tls> {
+        Tls::connect_as(port, sni, client_config(versions))
+    }
+
+    /// As [`Tls::connect`], as a client configured by `config`.
+    fn connect_as(port: u16, sni: Option<&str>, config: Arc<ClientConfig>) -> std::io::Result<Tls> {
         let name = match sni {
             Some(n) => ServerName::try_from(n.to_owned()).unwrap(),
             // rustls sends no SNI for an IP address.
             None => ServerName::IpAddress(IpAddr::V4(Ipv4Addr::LOCALHOST).into()),
         };
-        let conn =
-            ClientConnection::new(client_config(versions), name).map_err(std::io::Error::other)?;
+        let conn = ClientConnection::new(config, name).map_err(std::io::Error::other)?;
         let tcp = TcpStream::connect(("127.0.0.1", port))?;
         tcp.set_read_timeout(Some(Duration::from_secs(10)))?;
         let mut stream = StreamOwned::new(conn, tcp);
@@ -722,6 +737,74 @@ fn tls_protocols_limits_the_versions_and_a_refused_one_is_counted() {
             .any(|l| l == want)),
         "{}",
         metrics()
+    );
+}
+
+#[test]
+fn tls_ciphers_limit_the_suites_the_servers_order_wins_when_preferred_and_a_reload_changes_it() {
+    use rustls::crypto::aws_lc_rs::cipher_suite::*;
+    use rustls::version::{TLS12, TLS13};
+    let site = Site::new();
+    let p = site.start_with(
+        1,
+        "",
+        "tls_ciphers = [\"TLS_AES_128_GCM_SHA256\", \"TLS_AES_256_GCM_SHA384\", \
+         \"ECDHE-ECDSA-AES128-GCM-SHA256\"]\ntls_prefer_server_ciphers = true",
+    );
+    let negotiated = |versions: &[&'static rustls::SupportedProtocolVersion],
+                      suites: &[rustls::SupportedCipherSuite]| {
+        Tls::connect_as(
+            site.tls_port,
+            Some("a.test"),
+            client_offering(versions, suites),
+        )
+        .map(|mut c| {
+            assert_eq!(c.get("a.test", "/").unwrap().body, "a");
+            c.stream.conn.negotiated_cipher_suite().unwrap().suite()
+        })
+    };
+    let aes256_first = [TLS13_AES_256_GCM_SHA384, TLS13_AES_128_GCM_SHA256];
+    // The client prefers AES-256; the server's order wins.
+    assert_eq!(
+        negotiated(&[&TLS13], &aes256_first).unwrap(),
+        rustls::CipherSuite::TLS13_AES_128_GCM_SHA256,
+        "{}",
+        p.logs()
+    );
+    // TLS 1.2: only the suite listed.
+    let ecdsa = [
+        TLS_ECDHE_ECDSA_WITH_AES_256_GCM_SHA384,
+        TLS_ECDHE_ECDSA_WITH_AES_128_GCM_SHA256,
+    ];
+    assert_eq!(
+        negotiated(&[&TLS12], &ecdsa).unwrap(),
+        rustls::CipherSuite::TLS_ECDHE_ECDSA_WITH_AES_128_GCM_SHA256
+    );
+    // A suite left out is refused.
+    assert!(negotiated(&[&TLS13], &[TLS13_CHACHA20_POLY1305_SHA256]).is_err());
+    assert!(
+        wait_until(Duration::from_secs(5), || p.access_log().lines().any(|l| {
+            l == "TLSv1.2 TLS_ECDHE_ECDSA_WITH_AES_128_GCM_SHA256 a.test a.test 200"
+        })),
+        "{}",
+        p.access_log()
+    );
+
+    // The client's order, after a reload.
+    let config = std::fs::read_to_string(p.config_path()).unwrap();
+    p.write_raw_config(&config.replace(
+        "tls_prefer_server_ciphers = true",
+        "tls_prefer_server_ciphers = false",
+    ));
+    p.reload_ok();
+    assert!(
+        wait_until(Duration::from_secs(10), || negotiated(
+            &[&TLS13],
+            &aes256_first
+        )
+        .is_ok_and(|s| s == rustls::CipherSuite::TLS13_AES_256_GCM_SHA384)),
+        "{}",
+        p.logs()
     );
 }
 

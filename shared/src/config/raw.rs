@@ -51,6 +51,8 @@ pub(super) struct RawConfig {
     pub(super) admin: Option<RawAdmin>,
     pub(super) tls_handshake_timeout: Option<String>,
     pub(super) tls_protocols: Option<Vec<String>>,
+    pub(super) tls_ciphers: Option<Vec<String>>,
+    pub(super) tls_prefer_server_ciphers: Option<bool>,
     #[serde(default)]
     pub(super) certificates: Vec<RawCertificate>,
 }

@@ -4,14 +4,22 @@
 //! certificates into running workers.
 //!
 //! - this file: the types ([`Certificate`], [`PrivateKey`], the settings);
-//! - `load.rs`: reading and checking one certificate and its key.
+//! - `load.rs`: reading and checking one certificate and its key;
+//! - `cipher.rs`: the cipher suites `tls_ciphers` names.
 //!
 //! A private key never reaches a log, an error message or Debug output:
 //! [`PrivateKey`]'s Debug is redacted, and load errors name files, never
 //! their contents.
 
+mod cipher;
 mod load;
 
+pub use cipher::TlsCipher;
+
+/// The IANA names of every cipher suite `tls_ciphers` may name.
+pub fn cipher_names() -> impl Iterator<Item = &'static str> {
+    cipher::ALL.into_iter().map(TlsCipher::name)
+}
 pub use load::{expiring_within, load, LoadError};
 
 use serde::{Deserialize, Serialize};
@@ -29,6 +37,11 @@ pub struct TlsSettings {
     pub handshake_timeout: Duration,
     /// The protocol versions offered (`tls_protocols`).
     pub protocols: Vec<TlsVersion>,
+    /// The cipher suites offered, in the server's order (`tls_ciphers`).
+    pub ciphers: Vec<TlsCipher>,
+    /// Whether the server's order of `ciphers` wins over the client's
+    /// (`tls_prefer_server_ciphers`, nginx's `ssl_prefer_server_ciphers`).
+    pub prefer_server_ciphers: bool,
     /// The certificate and key files, in file order (`[[certificates]]`).
     pub certificates: Vec<CertificateFiles>,
     /// The certificates read from those files, in the same order: filled by
@@ -42,6 +55,8 @@ impl Default for TlsSettings {
         TlsSettings {
             handshake_timeout: Duration::from_secs(10),
             protocols: vec![TlsVersion::Tls12, TlsVersion::Tls13],
+            ciphers: cipher::ALL.to_vec(),
+            prefer_server_ciphers: false,
             certificates: Vec::new(),
             loaded: Vec::new(),
         }

@@ -3,13 +3,15 @@
 //! configuration's), and which certificate a name belongs to (the SNI
 //! choice, and the 421 check of a request's `Host`).
 
-use prefork_shared::tls::{Certificate, TlsSettings, TlsVersion};
+use prefork_shared::tls::{Certificate, TlsCipher, TlsSettings, TlsVersion};
 use rustc_hash::FxHashMap;
 use rustls::crypto::aws_lc_rs::sign::any_supported_type;
+use rustls::crypto::aws_lc_rs::{cipher_suite, default_provider};
+use rustls::crypto::CryptoProvider;
 use rustls::pki_types::CertificateDer;
 use rustls::server::{ClientHello, ProducesTickets, ResolvesServerCert};
 use rustls::sign::CertifiedKey;
-use rustls::ServerConfig;
+use rustls::{ServerConfig, SupportedCipherSuite};
 use std::sync::Arc;
 
 /// The TLS state of one configuration.
@@ -60,10 +62,11 @@ impl TlsServer {
     }
 }
 
-/// Builds the rustls configuration for `settings`' certificates and
-/// protocol versions, choosing certificates by SNI through `names`, with
-/// ALPN `http/1.1` and the session tickets of `ticketer` (none given:
-/// rustls's defaults, tickets per process).
+/// Builds the rustls configuration for `settings`' certificates, protocol
+/// versions and cipher suites (in the server's order if it prefers its
+/// own), choosing certificates by SNI through `names`, with ALPN `http/1.1`
+/// and the session tickets of `ticketer` (none given: rustls's defaults,
+/// tickets per process).
 pub(crate) fn server_config(
     settings: &TlsSettings,
     names: Arc<CertNames>,
@@ -82,9 +85,15 @@ pub(crate) fn server_config(
             TlsVersion::Tls13 => &rustls::version::TLS13,
         })
         .collect();
-    let mut config = ServerConfig::builder_with_protocol_versions(&versions)
+    let provider = CryptoProvider {
+        cipher_suites: settings.ciphers.iter().map(|c| suite(*c)).collect(),
+        ..default_provider()
+    };
+    let mut config = ServerConfig::builder_with_provider(Arc::new(provider))
+        .with_protocol_versions(&versions)?
         .with_no_client_auth()
         .with_cert_resolver(Arc::new(SniResolver { names, keys }));
+    config.ignore_client_order = settings.prefer_server_ciphers;
     config.alpn_protocols = vec![b"http/1.1".to_vec()];
     if let Some(ticketer) = ticketer {
         config.ticketer = ticketer;
@@ -94,6 +103,29 @@ pub(crate) fn server_config(
         config.send_tls13_tickets = 1;
     }
     Ok(Arc::new(config))
+}
+
+/// rustls's implementation of `cipher`.
+fn suite(cipher: TlsCipher) -> SupportedCipherSuite {
+    match cipher {
+        TlsCipher::Tls13Aes256GcmSha384 => cipher_suite::TLS13_AES_256_GCM_SHA384,
+        TlsCipher::Tls13Aes128GcmSha256 => cipher_suite::TLS13_AES_128_GCM_SHA256,
+        TlsCipher::Tls13Chacha20Poly1305Sha256 => cipher_suite::TLS13_CHACHA20_POLY1305_SHA256,
+        TlsCipher::EcdheEcdsaAes256GcmSha384 => {
+            cipher_suite::TLS_ECDHE_ECDSA_WITH_AES_256_GCM_SHA384
+        }
+        TlsCipher::EcdheEcdsaAes128GcmSha256 => {
+            cipher_suite::TLS_ECDHE_ECDSA_WITH_AES_128_GCM_SHA256
+        }
+        TlsCipher::EcdheEcdsaChacha20Poly1305Sha256 => {
+            cipher_suite::TLS_ECDHE_ECDSA_WITH_CHACHA20_POLY1305_SHA256
+        }
+        TlsCipher::EcdheRsaAes256GcmSha384 => cipher_suite::TLS_ECDHE_RSA_WITH_AES_256_GCM_SHA384,
+        TlsCipher::EcdheRsaAes128GcmSha256 => cipher_suite::TLS_ECDHE_RSA_WITH_AES_128_GCM_SHA256,
+        TlsCipher::EcdheRsaChacha20Poly1305Sha256 => {
+            cipher_suite::TLS_ECDHE_RSA_WITH_CHACHA20_POLY1305_SHA256
+        }
+    }
 }
 
 fn certified_key(cert: &Certificate) -> Result<Arc<CertifiedKey>, rustls::Error> {

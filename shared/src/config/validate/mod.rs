@@ -134,7 +134,11 @@ impl Validator<'_> {
         let admin = self.admin(root.key("admin"), raw.admin, &listen);
         let tls = self.tls(
             raw.tls_handshake_timeout.as_deref(),
-            raw.tls_protocols,
+            (
+                raw.tls_protocols,
+                raw.tls_ciphers,
+                raw.tls_prefer_server_ciphers,
+            ),
             raw.certificates,
             &listen,
         );

@@ -1,18 +1,22 @@
 //! The TLS keys: `[[certificates]]` (the files are read by the master
 //! later, see [`crate::tls::load`]), `tls_handshake_timeout`,
-//! `tls_protocols`, and a TLS listener's need of a certificate.
+//! `tls_protocols`, `tls_ciphers`, `tls_prefer_server_ciphers`, and a TLS
+//! listener's need of a certificate.
 
 use super::Validator;
 use crate::config::locate::KeyPath;
 use crate::config::model::Listen;
 use crate::config::raw::RawCertificate;
-use crate::tls::{CertificateFiles, TlsSettings, TlsVersion};
+use crate::tls::{CertificateFiles, TlsCipher, TlsSettings, TlsVersion};
+
+/// `tls_protocols`, `tls_ciphers` and `tls_prefer_server_ciphers`, as written.
+pub(super) type RawSuites = (Option<Vec<String>>, Option<Vec<String>>, Option<bool>);
 
 impl Validator<'_> {
     pub(super) fn tls(
         &mut self,
         handshake_timeout: Option<&str>,
-        protocols: Option<Vec<String>>,
+        (protocols, ciphers, prefer_server_ciphers): RawSuites,
         certificates: Vec<RawCertificate>,
         listen: &[Listen],
     ) -> TlsSettings {
@@ -26,6 +30,15 @@ impl Validator<'_> {
         let protocols = match protocols {
             None => defaults.protocols,
             Some(names) => self.protocols(root.key("tls_protocols"), &names, defaults.protocols),
+        };
+        let ciphers = match ciphers {
+            None => defaults.ciphers,
+            Some(names) => self.ciphers(
+                root.key("tls_ciphers"),
+                &names,
+                &protocols,
+                defaults.ciphers,
+            ),
         };
         if certificates.is_empty() {
             if let Some(i) = listen.iter().position(|l| l.tls) {
@@ -45,6 +58,8 @@ impl Validator<'_> {
         TlsSettings {
             handshake_timeout,
             protocols,
+            ciphers,
+            prefer_server_ciphers: prefer_server_ciphers.unwrap_or(defaults.prefer_server_ciphers),
             certificates,
             loaded: Vec::new(),
         }
@@ -79,12 +94,56 @@ impl Validator<'_> {
         }
         out
     }
+
+    /// The suites `names` lists, in its order; each of `protocols` needs
+    /// one of them.
+    fn ciphers(
+        &mut self,
+        path: KeyPath,
+        names: &[String],
+        protocols: &[TlsVersion],
+        default: Vec<TlsCipher>,
+    ) -> Vec<TlsCipher> {
+        let mut out = Vec::new();
+        for name in names {
+            match TlsCipher::from_name(name) {
+                Some(c) if !out.contains(&c) => out.push(c),
+                Some(_) => {}
+                None => {
+                    let known: Vec<&str> = crate::tls::cipher_names().collect();
+                    self.problem(
+                        &path,
+                        format!(
+                            "unknown cipher suite {name:?}: write one of {} (or OpenSSL's name)",
+                            known.join(", ")
+                        ),
+                    );
+                    return default;
+                }
+            }
+        }
+        if let Some(v) = protocols
+            .iter()
+            .find(|v| !out.iter().any(|c| c.version() == **v))
+        {
+            self.problem(
+                &path,
+                format!(
+                    "no cipher suite for {}, which tls_protocols offers: add one, or leave {} out of tls_protocols",
+                    v.name(),
+                    v.name()
+                ),
+            );
+            return default;
+        }
+        out
+    }
 }
 
 #[cfg(test)]
 mod tests {
     use crate::config::testing::{parse_err, parse_ok};
-    use crate::tls::TlsVersion;
+    use crate::tls::{TlsCipher, TlsVersion};
     use std::time::Duration;
 
     #[test]
@@ -122,5 +181,48 @@ mod tests {
         );
         let e = parse_err("[[certificates]]\ncert = \"/c.pem\"\n");
         assert!(e.contains("missing field `key`"), "{e}");
+    }
+
+    #[test]
+    fn tls_ciphers_keep_their_order_and_take_iana_openssl_and_rustls_names() {
+        let c = parse_ok("[[listen]]\naddr = \"127.0.0.1:1\"\n");
+        assert_eq!(c.tls.ciphers.len(), 9, "rustls's suites");
+        assert_eq!(c.tls.ciphers[0], TlsCipher::Tls13Aes256GcmSha384);
+        assert!(!c.tls.prefer_server_ciphers);
+        let c = parse_ok(
+            "tls_ciphers = [\"TLS13_AES_128_GCM_SHA256\", \"TLS_AES_256_GCM_SHA384\", \
+             \"ECDHE-ECDSA-AES128-GCM-SHA256\", \"TLS_AES_128_GCM_SHA256\"]\n\
+             tls_prefer_server_ciphers = true\n",
+        );
+        assert_eq!(
+            c.tls.ciphers,
+            [
+                TlsCipher::Tls13Aes128GcmSha256,
+                TlsCipher::Tls13Aes256GcmSha384,
+                TlsCipher::EcdheEcdsaAes128GcmSha256,
+            ]
+        );
+        assert!(c.tls.prefer_server_ciphers);
+    }
+
+    #[test]
+    fn unknown_suites_and_a_protocol_left_without_one_are_refused() {
+        let e = parse_err("tls_ciphers = [\"AES128-SHA\"]\n");
+        assert!(
+            e.starts_with("t.toml:1: tls_ciphers: unknown cipher suite \"AES128-SHA\": write one of TLS_AES_256_GCM_SHA384, "),
+            "{e}"
+        );
+        let e = parse_err("tls_ciphers = [\"TLS_AES_128_GCM_SHA256\"]\n");
+        assert!(
+            e.starts_with(
+                "t.toml:1: tls_ciphers: no cipher suite for TLSv1.2, which tls_protocols offers"
+            ),
+            "{e}"
+        );
+        let e = parse_err("tls_ciphers = []\n");
+        assert!(e.contains("no cipher suite for TLSv1.2"), "{e}");
+        let c =
+            parse_ok("tls_protocols = [\"TLSv1.3\"]\ntls_ciphers = [\"TLS_AES_128_GCM_SHA256\"]\n");
+        assert_eq!(c.tls.ciphers, [TlsCipher::Tls13Aes128GcmSha256]);
     }
 }
