@@ -129,6 +129,9 @@ pub(crate) struct ParkingLot<P> {
     by_close: RefCell<BinaryHeap<Reverse<(Instant, Key)>>>,
     /// Woken when the earliest deadline may have moved.
     rearm: Notify,
+    /// Parks refused because the lot could not watch the socket.
+    #[cfg(test)]
+    refused: std::cell::Cell<usize>,
 }
 
 impl<P: Parkable> ParkingLot<P> {
@@ -146,7 +149,22 @@ impl<P: Parkable> ParkingLot<P> {
             by_idle: RefCell::default(),
             by_close: RefCell::default(),
             rearm: Notify::new(),
+            #[cfg(test)]
+            refused: Default::default(),
         }))
+    }
+
+    /// Watches `socket` already, so that parking it fails as when epoll
+    /// refuses a socket (EEXIST here; ENOMEM or ENOSPC in earnest).
+    #[cfg(test)]
+    pub(crate) fn watch_before_parking(&self, socket: RawFd) {
+        self.epoll.get_ref().add(socket, u64::MAX).unwrap();
+    }
+
+    /// How many parks the lot refused.
+    #[cfg(test)]
+    pub(crate) fn refused(&self) -> usize {
+        self.refused.get()
     }
 
     /// How many connections are parked.
@@ -163,6 +181,8 @@ impl<P: Parkable> ParkingLot<P> {
     ) -> Option<(P, ActiveConnection)> {
         let key = self.place();
         if self.epoll.get_ref().add(conn.fd(), key.token()).is_err() {
+            #[cfg(test)]
+            self.refused.set(self.refused.get() + 1);
             self.free.borrow_mut().push(key.index);
             return Some((conn, active));
         }

@@ -403,3 +403,75 @@ impl<T: H2Io> Parkable for Parked<T> {
         tokio::task::spawn_local(Box::pin(task));
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::io::client_socket::ClientSocket;
+    use crate::observe::access_log::AccessLogs;
+    use crate::stop::Stop;
+    use crate::testing::config;
+    use std::os::fd::AsRawFd;
+    use tokio::sync::watch;
+    use tokio::time::{sleep, timeout};
+
+    /// Generous: the idle timeout is 2 s.
+    const DEADLINE: Duration = Duration::from_secs(10);
+
+    async fn get(send: &mut h2::client::SendRequest<Bytes>) -> u16 {
+        let request = http::Request::get("http://fixed.test/").body(()).unwrap();
+        let (response, _) = send.send_request(request, true).unwrap();
+        let response = timeout(DEADLINE, response).await.unwrap().unwrap();
+        response.status().as_u16()
+    }
+
+    /// A park the lot refuses leaves the connection in its task, waiting on
+    /// the session made again: once its next stream ends, it still goes
+    /// away at its idle timeout.
+    #[test]
+    fn after_a_refused_park_the_connection_still_sees_its_streams_end() {
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        let local = tokio::task::LocalSet::new();
+        local.block_on(&runtime, async {
+            let mut config = config(prefork_testkit::origins::refused_addr());
+            config.http2.idle_timeout = Duration::from_secs(2);
+            let (_stop, stop_rx) = watch::channel(Stop::Running);
+            let log = slog::Logger::root(slog::Discard, slog::o!());
+            let snapshot = Snapshot::new(config, log, AccessLogs::off(), stop_rx, None);
+            let lot = ParkingLot::new(snapshot.newest(), snapshot.stats().clone()).unwrap();
+            let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+            let addr = listener.local_addr().unwrap();
+            let client = tokio::net::TcpStream::connect(addr).await.unwrap();
+            let (server, peer) = listener.accept().await.unwrap();
+            let server = server.into_std().unwrap();
+            lot.watch_before_parking(server.as_raw_fd());
+            let serving = serve(
+                snapshot.clone(),
+                ClientSocket::new(server),
+                (peer, addr),
+                Scheme::Http,
+                None,
+                snapshot.track(),
+                Some(lot.clone()),
+            );
+            tokio::task::spawn_local(serving);
+            let (mut send, conn) = h2::client::handshake(client).await.unwrap();
+            let conn = tokio::task::spawn_local(conn);
+
+            assert_eq!(get(&mut send).await, 201);
+            let refused = async {
+                while lot.refused() == 0 {
+                    sleep(Duration::from_millis(20)).await;
+                }
+            };
+            timeout(DEADLINE, refused).await.expect("a park tried");
+            assert_eq!(get(&mut send).await, 201, "served in its task");
+            let ended = timeout(DEADLINE, conn).await;
+            assert!(ended.is_ok(), "not sent away at its idle timeout");
+            assert_eq!(lot.len(), 0);
+        });
+    }
+}
