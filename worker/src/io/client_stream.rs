@@ -12,6 +12,7 @@
 
 use super::client_socket::ClientSocket;
 use super::timed::{timed, TimedOut};
+use super::tls_renewal;
 use super::tls_stream::TlsIo;
 use rustls::ServerConnection;
 use socket2::SockRef;
@@ -69,8 +70,7 @@ impl ClientStream {
                 let (socket, conn) = stream.get_mut();
                 send_now(socket, conn);
                 !conn.wants_write()
-                    && conn
-                        .process_new_packets()
+                    && tls_renewal::processing(conn)
                         .is_ok_and(|state| state.plaintext_bytes_to_read() == 0)
             }
         }

@@ -8,6 +8,7 @@ pub(crate) mod epoll;
 pub(crate) mod splice;
 pub(crate) mod timed;
 pub(crate) mod tls_random;
+pub(crate) mod tls_renewal;
 pub(crate) mod tls_stream;
 pub(crate) mod tunnel;
 pub(crate) mod write;

@@ -16,6 +16,7 @@
 //! client.
 
 use super::client_socket::ClientSocket;
+use super::tls_renewal;
 use rustls::ServerConnection;
 use std::io::{self, BufRead, IoSlice, Read, Write};
 use std::pin::Pin;
@@ -93,8 +94,7 @@ impl TlsIo {
     /// read, no record to send.
     pub(crate) fn is_drained(&mut self) -> bool {
         // Processed first: processing may queue a record to send.
-        self.conn
-            .process_new_packets()
+        tls_renewal::processing(&mut self.conn)
             .is_ok_and(|state| state.plaintext_bytes_to_read() == 0)
             && !self.conn.wants_write()
     }
@@ -116,7 +116,7 @@ impl TlsIo {
             Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Poll::Pending,
             Err(e) => return Poll::Ready(Err(e)),
         };
-        if let Err(e) = self.conn.process_new_packets() {
+        if let Err(e) = tls_renewal::processing(&mut self.conn) {
             // rustls queued an alert saying why: send it if the socket takes it.
             let _ = self.write_io(cx);
             return Poll::Ready(Err(io::Error::new(io::ErrorKind::InvalidData, e)));

@@ -7,7 +7,15 @@
 //! associated data); the nonce is random. The ring is replaced whenever the
 //! master rotates the keys; rustls may call from any thread, so it sits
 //! behind a lock.
+//!
+//! A resumed TLS 1.2 session is given back the ticket it came with instead
+//! of a renewal (see `io::tls_renewal`): its master secret then lasts until
+//! the key that sealed the ticket leaves the ring, at most twice
+//! `tls_session_timeout` after the full handshake: bounded, as OpenSSL's are.
+//! TLS 1.3 is unchanged: each resumption makes a fresh key exchange, and
+//! gets a new ticket.
 
+use crate::io::tls_renewal;
 use aws_lc_rs::aead::{Aad, LessSafeKey, Nonce, UnboundKey, AES_256_GCM, NONCE_LEN};
 use prefork_shared::ticket_keys::{TicketKeyRing, KEY_NAME_LEN};
 use rustls::server::ProducesTickets;
@@ -92,6 +100,9 @@ impl ProducesTickets for Ticketer {
     }
 
     fn encrypt(&self, plain: &[u8]) -> Option<Vec<u8>> {
+        if let Some(opened) = tls_renewal::take_opened() {
+            return Some(opened);
+        }
         let keys = self.keys()?;
         let sealing = keys.keys.first()?;
         let mut nonce = [0u8; NONCE_LEN];
@@ -130,6 +141,7 @@ impl ProducesTickets for Ticketer {
             .ok()?
             .len();
         plain.truncate(len);
+        tls_renewal::opened(cipher);
         Some(plain)
     }
 }

@@ -192,7 +192,8 @@ mod resumption {
                 let mut buf = Vec::new();
                 c.write_tls(&mut buf).unwrap();
                 s.read_tls(&mut &buf[..]).unwrap();
-                s.process_new_packets().unwrap();
+                // As a worker's connections do (see `io::tls_renewal`).
+                crate::io::tls_renewal::processing(&mut s).unwrap();
                 moved = true;
             }
             while s.wants_write() {
@@ -239,6 +240,83 @@ mod resumption {
     #[test]
     fn tls12_resumes_on_another_worker() {
         resumes_on_the_other_worker(&rustls::version::TLS12);
+    }
+
+    /// A ticketer that keeps a copy of each ticket it issues.
+    #[derive(Debug)]
+    struct Recording {
+        ticketer: Ticketer,
+        issued: std::sync::Mutex<Vec<Vec<u8>>>,
+    }
+
+    impl Recording {
+        fn new(ring: &TicketKeyRing) -> Arc<Recording> {
+            Arc::new(Recording {
+                ticketer: with_ring(ring),
+                issued: Default::default(),
+            })
+        }
+
+        fn issued(&self) -> Vec<Vec<u8>> {
+            self.issued.lock().unwrap().clone()
+        }
+    }
+
+    impl ProducesTickets for Recording {
+        fn enabled(&self) -> bool {
+            self.ticketer.enabled()
+        }
+        fn lifetime(&self) -> u32 {
+            self.ticketer.lifetime()
+        }
+        fn encrypt(&self, plain: &[u8]) -> Option<Vec<u8>> {
+            let ticket = self.ticketer.encrypt(plain)?;
+            self.issued.lock().unwrap().push(ticket.clone());
+            Some(ticket)
+        }
+        fn decrypt(&self, cipher: &[u8]) -> Option<Vec<u8>> {
+            self.ticketer.decrypt(cipher)
+        }
+    }
+
+    #[test]
+    fn a_resumed_tls12_session_gets_its_own_ticket_back_until_its_key_retires() {
+        let pki = pki();
+        let recording = Recording::new(&ring(1, &[2]));
+        let server = server(&pki, recording.clone());
+        let client = client(&pki, &rustls::version::TLS12);
+        assert_eq!(connect(&client, &server), HandshakeKind::Full);
+        for _ in 0..3 {
+            assert_eq!(connect(&client, &server), HandshakeKind::Resumed);
+        }
+        let first = recording.issued()[0].clone();
+        assert_eq!(recording.issued(), vec![first.clone(); 4], "given back");
+        // A rotation: its key only opens now, and the session goes on.
+        recording.ticketer.replace(&ring(2, &[3, 1]));
+        assert_eq!(connect(&client, &server), HandshakeKind::Resumed);
+        // Another: its key is gone, and so is the session.
+        recording.ticketer.replace(&ring(3, &[4, 2]));
+        assert_eq!(connect(&client, &server), HandshakeKind::Full);
+        let issued = recording.issued();
+        assert_eq!(issued.len(), 6);
+        assert_ne!(issued[5], first, "a new session, a new ticket");
+        assert_eq!(&issued[5][..KEY_NAME_LEN], &[3; KEY_NAME_LEN]);
+    }
+
+    #[test]
+    fn a_resumed_tls13_session_gets_a_new_ticket() {
+        let pki = pki();
+        let recording = Recording::new(&ring(1, &[2]));
+        let server = server(&pki, recording.clone());
+        let client = client(&pki, &rustls::version::TLS13);
+        assert_eq!(connect(&client, &server), HandshakeKind::Full);
+        for _ in 0..3 {
+            assert_eq!(connect(&client, &server), HandshakeKind::Resumed);
+        }
+        let issued = recording.issued();
+        let distinct: std::collections::BTreeSet<_> = issued.iter().collect();
+        assert!(issued.len() >= 4);
+        assert_eq!(distinct.len(), issued.len(), "each one new");
     }
 
     #[test]
