@@ -71,20 +71,16 @@ impl Validator<'_> {
         names: &[String],
         default: Vec<TlsVersion>,
     ) -> Vec<TlsVersion> {
-        let mut out = Vec::new();
-        for name in names {
-            match TlsVersion::from_name(name) {
-                Some(v) if !out.contains(&v) => out.push(v),
-                Some(_) => {}
-                None => {
-                    self.problem(
-                        &path,
-                        format!("unknown protocol {name:?}: write \"TLSv1.2\" or \"TLSv1.3\""),
-                    );
-                    return default;
-                }
+        let out = match in_order(names, TlsVersion::from_name) {
+            Ok(out) => out,
+            Err(name) => {
+                self.problem(
+                    &path,
+                    format!("unknown protocol {name:?}: write \"TLSv1.2\" or \"TLSv1.3\""),
+                );
+                return default;
             }
-        }
+        };
         if out.is_empty() {
             self.problem(
                 &path,
@@ -104,24 +100,20 @@ impl Validator<'_> {
         protocols: &[TlsVersion],
         default: Vec<TlsCipher>,
     ) -> Vec<TlsCipher> {
-        let mut out = Vec::new();
-        for name in names {
-            match TlsCipher::from_name(name) {
-                Some(c) if !out.contains(&c) => out.push(c),
-                Some(_) => {}
-                None => {
-                    let known: Vec<&str> = crate::tls::cipher_names().collect();
-                    self.problem(
-                        &path,
-                        format!(
-                            "unknown cipher suite {name:?}: write one of {} (or OpenSSL's name)",
-                            known.join(", ")
-                        ),
-                    );
-                    return default;
-                }
+        let out = match in_order(names, TlsCipher::from_name) {
+            Ok(out) => out,
+            Err(name) => {
+                let known: Vec<&str> = crate::tls::cipher_names().collect();
+                self.problem(
+                    &path,
+                    format!(
+                        "unknown cipher suite {name:?}: write one of {} (or OpenSSL's name)",
+                        known.join(", ")
+                    ),
+                );
+                return default;
             }
-        }
+        };
         if let Some(v) = protocols
             .iter()
             .find(|v| !out.iter().any(|c| c.version() == **v))
@@ -138,6 +130,22 @@ impl Validator<'_> {
         }
         out
     }
+}
+
+/// What `names` name (`parse` reads one), in their order and each once;
+/// the first name `parse` does not know, if any.
+fn in_order<T: PartialEq>(
+    names: &[String],
+    parse: impl Fn(&str) -> Option<T>,
+) -> Result<Vec<T>, &str> {
+    let mut out = Vec::new();
+    for name in names {
+        let value = parse(name).ok_or(name.as_str())?;
+        if !out.contains(&value) {
+            out.push(value);
+        }
+    }
+    Ok(out)
 }
 
 #[cfg(test)]
