@@ -319,6 +319,28 @@ fn a_ping_flood_unread_ends_with_goaway() {
     );
 }
 
+/// A connection parked (frozen, its meter reduced to its count) and woken
+/// by the flood's first bytes meters them as one never parked does.
+#[test]
+fn a_ping_flood_on_a_parked_connection_ends_with_goaway() {
+    let b = start();
+    let mut c = b.client(&[]);
+    b.p.wait_parked(1, Duration::from_secs(10));
+    let ping = Frame::Ping {
+        ack: false,
+        data: *b"pingpong",
+    };
+    let f = c.flood(&encode_all(&vec![ping; 1000]), Instant::now() + FLOOD_LIMIT);
+    assert!(
+        matches!(f.end, FloodEnd::Closed(_)),
+        "the woken connection was still open after {:?}",
+        f.after
+    );
+    let d = c.drain(Duration::from_secs(2), true);
+    goaway(&d, &[code::ENHANCE_YOUR_CALM], "PING flood after parking");
+    assert!(f.after < CALM, "closed only after {:?}", f.after);
+}
+
 #[test]
 fn a_settings_flood_unread_ends_with_goaway() {
     control_flood(
