@@ -145,6 +145,15 @@ fn upstream(addr: SocketAddr) -> Upstream {
     }
 }
 
+/// A worker's snapshot of `config` (logging nowhere, no access log, no load
+/// board) and the sender that asks it to stop.
+pub(crate) fn snapshot(config: Config) -> (std::rc::Rc<Snapshot>, watch::Sender<Stop>) {
+    let (stop, stop_rx) = watch::channel(Stop::Running);
+    let log = slog::Logger::root(slog::Discard, slog::o!());
+    let snapshot = Snapshot::new(config, log, AccessLogs::off(), stop_rx, None);
+    (snapshot, stop)
+}
+
 /// A configuration routing `/app` to `origin`, `/down` to a port that
 /// refuses connections, and host `fixed.test` to a fixed `201` answer.
 pub(crate) fn config(origin: SocketAddr) -> Config {

@@ -107,7 +107,6 @@ pub(crate) async fn accept_failed(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::observe::access_log::AccessLogs;
     use crate::state::ActiveConnection;
     use crate::stop::Stop;
     use crate::testing::config;
@@ -137,10 +136,7 @@ mod tests {
     fn snapshot(max: u64) -> (Rc<Snapshot>, watch::Sender<Stop>) {
         let mut config = config(prefork_testkit::origins::refused_addr());
         config.max_connections = Some(max);
-        let (stop, stop_rx) = watch::channel(Stop::Running);
-        let log = slog::Logger::root(slog::Discard, slog::o!());
-        let snapshot = Snapshot::new(config, log, AccessLogs::off(), stop_rx, None);
-        (snapshot, stop)
+        crate::testing::snapshot(config)
     }
 
     #[tokio::test]

@@ -442,7 +442,6 @@ impl<P: Parkable> ParkingLot<P> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::observe::access_log::AccessLogs;
     use crate::stop::request_stop;
     use crate::testing::config;
     use std::cell::Cell;
@@ -504,9 +503,7 @@ mod tests {
     fn world(keepalive: Duration) -> World {
         let mut config = config(prefork_testkit::origins::refused_addr());
         config.http.keepalive_timeout = keepalive;
-        let (stop, stop_rx) = watch::channel(Stop::Running);
-        let log = slog::Logger::root(slog::Discard, slog::o!());
-        let snapshot = Snapshot::new(config, log, AccessLogs::off(), stop_rx, None);
+        let (snapshot, stop) = crate::testing::snapshot(config);
         let lot = ParkingLot::new(snapshot.newest(), snapshot.stats().clone()).unwrap();
         World {
             snapshot,

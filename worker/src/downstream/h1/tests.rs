@@ -3,13 +3,9 @@
 
 use crate::downstream::h1::Connection;
 use crate::io::client_socket::ClientSocket;
-use crate::observe::access_log::AccessLogs;
-use crate::state::Snapshot;
-use crate::stop::Stop;
 use crate::testing::{assert_closed, config, exchange, read_response, Proxy};
 use prefork_testkit::handler::EchoOrigin;
 use std::net::{TcpListener, TcpStream};
-use tokio::sync::watch;
 
 #[test]
 fn proxies_with_keep_alive_and_a_pooled_upstream_connection() {
@@ -204,15 +200,7 @@ fn a_connections_future_fits_a_4_kib_allocation() {
     let listener = TcpListener::bind("127.0.0.1:0").unwrap();
     let client = TcpStream::connect(listener.local_addr().unwrap()).unwrap();
     let (accepted, peer) = listener.accept().unwrap();
-    let (_stop, stop_rx) = watch::channel(Stop::Running);
-    let log = slog::Logger::root(slog::Discard, slog::o!());
-    let snapshot = Snapshot::new(
-        config(client.local_addr().unwrap()),
-        log,
-        AccessLogs::off(),
-        stop_rx,
-        None,
-    );
+    let (snapshot, _stop) = crate::testing::snapshot(config(client.local_addr().unwrap()));
     let conn = Connection::new(
         snapshot.latest(),
         ClientSocket::new(accepted),

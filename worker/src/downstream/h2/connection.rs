@@ -408,11 +408,8 @@ impl<T: H2Io> Parkable for Parked<T> {
 mod tests {
     use super::*;
     use crate::io::client_socket::ClientSocket;
-    use crate::observe::access_log::AccessLogs;
-    use crate::stop::Stop;
     use crate::testing::config;
     use std::os::fd::AsRawFd;
-    use tokio::sync::watch;
     use tokio::time::{sleep, timeout};
 
     /// Generous: the idle timeout is 2 s.
@@ -438,9 +435,7 @@ mod tests {
         local.block_on(&runtime, async {
             let mut config = config(prefork_testkit::origins::refused_addr());
             config.http2.idle_timeout = Duration::from_secs(2);
-            let (_stop, stop_rx) = watch::channel(Stop::Running);
-            let log = slog::Logger::root(slog::Discard, slog::o!());
-            let snapshot = Snapshot::new(config, log, AccessLogs::off(), stop_rx, None);
+            let (snapshot, _stop) = crate::testing::snapshot(config);
             let lot = ParkingLot::new(snapshot.newest(), snapshot.stats().clone()).unwrap();
             let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
             let addr = listener.local_addr().unwrap();

@@ -9,12 +9,11 @@ use crate::http::request::RequestHead;
 use crate::http::response::ResponseHead;
 use crate::http::{Framing, Scheme, Version};
 use crate::io::splice::{self, Failure, Moved, SpliceEnd};
-use crate::observe::access_log::{AccessLogs, Served};
+use crate::observe::access_log::Served;
 use crate::proxy::downstream::{BodyPlan, RequestBody, ResponseSink, Timeouts};
 use crate::proxy::error::{ClientError, PumpError};
 use crate::proxy::{serve, Done, Downstream, Request, RequestCtx};
 use crate::state::Snapshot;
-use crate::stop::Stop;
 use crate::testing::config;
 use prefork_testkit::handler::{EchoOrigin, HandlerOrigin};
 use prefork_testkit::origins::SilentOrigin;
@@ -22,10 +21,8 @@ use std::borrow::Cow;
 use std::collections::VecDeque;
 use std::net::SocketAddr;
 use std::pin::pin;
-use std::rc::Rc;
 use std::time::Duration;
 use tokio::io::{AsyncRead, AsyncWrite};
-use tokio::sync::watch;
 use tokio::time::sleep;
 
 /// A request as a message-level protocol carries it.
@@ -321,9 +318,7 @@ fn serve_all_with(
         .unwrap();
     let local = tokio::task::LocalSet::new();
     local.block_on(&runtime, async {
-        let (_stop, stop_rx) = watch::channel(Stop::Running);
-        let log = slog::Logger::root(slog::Discard, slog::o!());
-        let snapshot: Rc<Snapshot> = Snapshot::new(config, log, AccessLogs::off(), stop_rx, None);
+        let (snapshot, _stop) = crate::testing::snapshot(config);
         let client_addr: SocketAddr = "192.0.2.7:4000".parse().unwrap();
         // As an HTTP/2 stream behind TLS would be.
         let (mut ctx, _) = RequestCtx::new(client_addr, Scheme::Https, Default::default());
