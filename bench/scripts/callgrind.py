@@ -19,6 +19,15 @@ Modes:
   close      N connections, one `GET /` with `Connection: close` on each
   h2         one h2c connection (prior knowledge), N `GET /` streams one
              after another (h2load -c1 -m1; needs nghttp2-client)
+  tls13-full, tls12-full
+             N connections over TLS 1.3 (or 1.2), one `GET /` with
+             `Connection: close` on each, every one a full handshake
+             (Python's ssl, OpenSSL's default client order: X25519, and
+             AES-256-GCM-SHA384 first on TLS 1.2; an ECDSA P-256
+             certificate made here)
+  tls13-resume, tls12-resume
+             the same, each connection resuming the session of the one
+             before (TLS 1.3 and TLS 1.2 tickets); every one must resume
 
 Requests are sent one at a time, so the counts repeat from run to run.
 
@@ -30,6 +39,7 @@ kept (their path is printed) for `callgrind_annotate`.
 
 import argparse
 import os
+import ssl
 import shutil
 import signal
 import statistics
@@ -42,6 +52,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from bench import RELEASE, prefork_toml  # noqa: E402
+from tls import SNI, make_certificates  # noqa: E402
 
 CLIENTS = 4
 # Generous: everything under valgrind runs ~50x slower.
@@ -115,13 +126,51 @@ def close_client(port, total):
                 raise RuntimeError(f"status {status}")
 
 
-def drive(mode, port, total):
+TLS_MODES = {
+    "tls13-full": (ssl.TLSVersion.TLSv1_3, False),
+    "tls13-resume": (ssl.TLSVersion.TLSv1_3, True),
+    "tls12-full": (ssl.TLSVersion.TLSv1_2, False),
+    "tls12-resume": (ssl.TLSVersion.TLSv1_2, True),
+}
+MODES = ("close", "keepalive", "h2", *TLS_MODES)
+
+
+def tls_client(port, total, mode, ca):
+    """`total` requests over TLS, each on a connection of its own: with
+    resume, each resumes the session the one before it was given."""
+    version, resume = TLS_MODES[mode]
+    ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+    ctx.load_verify_locations(ca)
+    ctx.minimum_version = ctx.maximum_version = version
+    if not resume:
+        # No TLS 1.2 ticket to make, as a client that never comes back.
+        ctx.options |= ssl.OP_NO_TICKET
+    request = b"GET / HTTP/1.1\r\nHost: bench\r\nConnection: close\r\n\r\n"
+    session = None
+    for i in range(total):
+        with connect(port) as raw, ctx.wrap_socket(raw, server_hostname=SNI,
+                                                   session=session) as sock:
+            sock.sendall(request)
+            status, _ = read_response(sock, b"")
+            if status != 200:
+                raise RuntimeError(f"status {status}")
+            if resume:
+                if session is not None and not sock.session_reused:
+                    raise RuntimeError(f"{mode}: connection {i} did not resume")
+                # After the response: TLS 1.3 tickets come after the handshake.
+                session = sock.session
+
+
+def drive(mode, port, total, ca):
     """Sends exactly `total` requests, one at a time: the worker then sees
     the same sequence of events for every request (concurrent clients
     would let it batch a varying number of events per wake-up, which makes
     the counts vary from run to run)."""
     if mode == "h2":
         h2_client(port, total)
+        return
+    if mode in TLS_MODES:
+        tls_client(port, total, mode, ca)
         return
     client = keepalive_client if mode == "keepalive" else close_client
     client(port, total)
@@ -136,7 +185,7 @@ def h2_client(port, total):
         raise RuntimeError(f"h2load: not every stream succeeded:\n{out.stdout}")
 
 
-def wait_answers(port, proc):
+def wait_answers(port, proc, mode, ca):
     """Waits until GET / answers 200 through prefork (one request, sent
     before the counted ones: it is part of the start-up cost)."""
     end = time.monotonic() + START_DEADLINE_S
@@ -144,9 +193,12 @@ def wait_answers(port, proc):
         if proc.poll() is not None:
             raise RuntimeError(f"prefork exited with {proc.returncode} during start-up")
         try:
-            close_client(port, 1)
+            if mode in TLS_MODES:
+                tls_client(port, 1, mode, ca)
+            else:
+                close_client(port, 1)
             return
-        except (OSError, RuntimeError):
+        except (OSError, RuntimeError, ssl.SSLError):
             time.sleep(0.2)
     raise RuntimeError(f"prefork did not answer on port {port} within {START_DEADLINE_S} s")
 
@@ -164,7 +216,9 @@ def reap(proc, deadline_s):
         proc.wait()
 
 
-def write_config(workdir, port, origin_port, http2):
+def write_config(workdir, port, origin_port, http2, tls):
+    """prefork's configuration; with tls (a TlsFiles), its listener speaks
+    TLS."""
     cfg = workdir / "prefork.toml"
     # Root workers (when run as root): valgrind writes each worker's profile
     # into the output directory from the worker itself.
@@ -174,6 +228,9 @@ def write_config(workdir, port, origin_port, http2):
         # The listener's last key: h2c by its preface besides HTTP/1.1 (only
         # in h2 mode: the look at the preface is a cost of its own).
         text = text.replace("[upstreams.o]", "http2 = true\n[upstreams.o]", 1)
+    if tls:
+        text = text.replace("[upstreams.o]", "tls = true\n[upstreams.o]", 1)
+        text += f'\n[[certificates]]\ncert = "{tls.cert}"\nkey = "{tls.key}"\n'
     cfg.write_text(text)
     return cfg
 
@@ -196,12 +253,14 @@ def worker_profile(outdir):
     return found[0]
 
 
-def measure(mode, requests, outdir, origin_port):
+def measure(mode, requests, outdir, origin_port, certs):
     """Runs prefork under callgrind for `requests` requests of `mode`;
-    returns the worker's (callgrind file, instructions)."""
+    returns the worker's (callgrind file, instructions). certs: (TlsFiles,
+    the CA's path) for the TLS modes."""
     outdir.mkdir(parents=True)
     port = free_port()
-    cfg = write_config(outdir, port, origin_port, mode == "h2")
+    tls, ca = certs if mode in TLS_MODES else (None, None)
+    cfg = write_config(outdir, port, origin_port, mode == "h2", tls)
     cmd = ["valgrind", "--tool=callgrind", "--trace-children=yes",
            f"--callgrind-out-file={outdir}/callgrind.%p",
            str(RELEASE / "prefork"), "-c", str(cfg)]
@@ -209,9 +268,9 @@ def measure(mode, requests, outdir, origin_port):
     proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT,
                             stdin=subprocess.DEVNULL, cwd=outdir)
     try:
-        wait_answers(port, proc)
+        wait_answers(port, proc, mode, ca)
         started = time.monotonic()
-        drive(mode, port, requests)
+        drive(mode, port, requests, ca)
         took = time.monotonic() - started
         # SIGQUIT: graceful stop; the master waits for its worker.
         stop(proc, signal.SIGQUIT)
@@ -228,7 +287,7 @@ def measure(mode, requests, outdir, origin_port):
 def main():
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--modes", default="close,keepalive",
-                    help="comma-separated: close, keepalive, h2 (default close,keepalive)")
+                    help=f"comma-separated, of: {', '.join(MODES)} (default close,keepalive)")
     ap.add_argument("--n1", type=int, default=2000, help="requests in the smaller run")
     ap.add_argument("--n2", type=int, default=6000, help="requests in the larger run")
     ap.add_argument("--repeat", type=int, default=3, help="pairs of runs per mode")
@@ -239,7 +298,7 @@ def main():
         ap.error("--n2 must be larger than --n1")
     modes = [m for m in args.modes.split(",") if m]
     for m in modes:
-        if m not in ("close", "keepalive", "h2"):
+        if m not in MODES:
             ap.error(f"unknown mode {m}")
     for binary in ("prefork", "origin"):
         if not (RELEASE / binary).exists():
@@ -252,6 +311,7 @@ def main():
     keep = Path(args.out or tempfile.mkdtemp(prefix="prefork-callgrind-"))
     keep.mkdir(parents=True, exist_ok=True)
     scratch = Path(tempfile.mkdtemp(prefix="prefork-callgrind-small-"))
+    certs = make_certificates(scratch) if any(m in TLS_MODES for m in modes) else None
     origin_port = free_port()
     origin = subprocess.Popen(
         [str(RELEASE / "origin"), "--addr", f"127.0.0.1:{origin_port}", "--name", "o"],
@@ -261,8 +321,8 @@ def main():
         for mode in modes:
             per = []
             for i in range(args.repeat):
-                _, small = measure(mode, args.n1, scratch / f"{mode}-{i}", origin_port)
-                path, large = measure(mode, args.n2, keep / f"{mode}-{i}", origin_port)
+                _, small = measure(mode, args.n1, scratch / f"{mode}-{i}", origin_port, certs)
+                path, large = measure(mode, args.n2, keep / f"{mode}-{i}", origin_port, certs)
                 per.append((large - small) / (args.n2 - args.n1))
             summary.append(f"{mode}: {min(per):,.0f} instructions per request "
                            f"(lowest of {len(per)}; median {statistics.median(per):,.0f}, "
