@@ -10,6 +10,7 @@ pub(crate) mod timed;
 pub(crate) mod tls_random;
 pub(crate) mod tls_renewal;
 pub(crate) mod tls_stream;
+pub(crate) mod tls_suites;
 pub(crate) mod tunnel;
 pub(crate) mod write;
 

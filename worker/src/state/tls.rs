@@ -3,10 +3,11 @@
 //! configuration's), and which certificate a name belongs to (the SNI
 //! choice, and the 421 check of a request's `Host`).
 
+use crate::io::tls_suites;
 use prefork_shared::tls::{Certificate, TlsCipher, TlsSettings, TlsVersion};
 use rustc_hash::FxHashMap;
+use rustls::crypto::aws_lc_rs::cipher_suite;
 use rustls::crypto::aws_lc_rs::sign::any_supported_type;
-use rustls::crypto::aws_lc_rs::{cipher_suite, default_provider};
 use rustls::crypto::CryptoProvider;
 use rustls::pki_types::CertificateDer;
 use rustls::server::{ClientHello, ProducesTickets, ResolvesServerCert};
@@ -87,7 +88,7 @@ pub(crate) fn server_config(
         .collect();
     let provider = CryptoProvider {
         cipher_suites: settings.ciphers.iter().map(|c| suite(*c)).collect(),
-        ..default_provider()
+        ..tls_suites::provider()
     };
     let mut config = ServerConfig::builder_with_provider(Arc::new(provider))
         .with_protocol_versions(&versions)?
@@ -105,12 +106,13 @@ pub(crate) fn server_config(
     Ok(Arc::new(config))
 }
 
-/// rustls's implementation of `cipher`.
+/// The implementation of `cipher`: rustls's (TLS 1.3's keyed as
+/// [`tls_suites`] explains).
 fn suite(cipher: TlsCipher) -> SupportedCipherSuite {
     match cipher {
-        TlsCipher::Tls13Aes256GcmSha384 => cipher_suite::TLS13_AES_256_GCM_SHA384,
-        TlsCipher::Tls13Aes128GcmSha256 => cipher_suite::TLS13_AES_128_GCM_SHA256,
-        TlsCipher::Tls13Chacha20Poly1305Sha256 => cipher_suite::TLS13_CHACHA20_POLY1305_SHA256,
+        TlsCipher::Tls13Aes256GcmSha384 => tls_suites::TLS13_AES_256_GCM_SHA384,
+        TlsCipher::Tls13Aes128GcmSha256 => tls_suites::TLS13_AES_128_GCM_SHA256,
+        TlsCipher::Tls13Chacha20Poly1305Sha256 => tls_suites::TLS13_CHACHA20_POLY1305_SHA256,
         TlsCipher::EcdheEcdsaAes256GcmSha384 => {
             cipher_suite::TLS_ECDHE_ECDSA_WITH_AES_256_GCM_SHA384
         }

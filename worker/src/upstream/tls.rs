@@ -139,7 +139,7 @@ impl GroupTls {
 /// A client configuration with rustls's defaults (TLS 1.2 and 1.3, its
 /// cipher suites, a session cache for resumption) and ALPN `alpn`.
 fn client_config(roots: Arc<RootCertStore>, alpn: &[u8]) -> Result<ClientConfig, String> {
-    let provider = Arc::new(rustls::crypto::aws_lc_rs::default_provider());
+    let provider = Arc::new(crate::io::tls_suites::provider());
     let mut config = ClientConfig::builder_with_provider(provider)
         .with_safe_default_protocol_versions()
         .map_err(|e| format!("TLS configuration: {e}"))?
