@@ -18,6 +18,11 @@ each, not pinned). Cells, interleaved by rounds (prefork, nginx, HAProxy):
   `openssl s_time -reuse` do not resume TLS 1.3) and reports how many
   connections resumed: with 2 workers, the share a worker other than the
   issuer could resume;
+- a new connection per request without TLS, to the plain listener
+  (`tlsload --mode plain`, same threads, same request): what a connection
+  costs each proxy before any TLS. The report subtracts it from the
+  handshake cells' CPU: TLS's own CPU per connection, prefork's against
+  nginx's;
 - idle TLS connections (`--idle N`, 0 skips): worker RSS per idle
   connection, one worker each, after one request on each.
 
@@ -59,7 +64,9 @@ CELLS = [
     ("TLS 1.3 resumed session per request", "tlsload", ("resume", "1.3")),
     ("TLS 1.2 full handshake per request", "tlsload", ("full", "1.2")),
     ("TLS 1.2 resumed session per request", "tlsload", ("resume", "1.2")),
+    ("plain HTTP new connection per request", "tlsload", ("plain", None)),
 ]
+PLAIN_CELL = CELLS[-1][0]
 PEERS = ("nginx", "haproxy")
 
 
@@ -88,11 +95,14 @@ def make_certificates(workdir):
 
 
 def run_tlsload(target, ca, mode, tls_version, duration, threads):
-    """One tlsload run on target's TLS listener, with the proxy's CPU per
-    connection."""
-    cmd = [str(RELEASE / "tlsload"), "--addr", f"127.0.0.1:{target.tls_port}", "--ca", str(ca),
-           "--sni", SNI, "--mode", mode, "--tls", tls_version, "--threads", str(threads),
-           "--duration", str(duration)]
+    """One tlsload run on target's TLS listener (mode "plain": on its plain
+    one), with the proxy's CPU per connection."""
+    if mode == "plain":
+        cmd = [str(RELEASE / "tlsload"), "--addr", f"127.0.0.1:{target.port}", "--mode", mode]
+    else:
+        cmd = [str(RELEASE / "tlsload"), "--addr", f"127.0.0.1:{target.tls_port}", "--ca", str(ca),
+               "--sni", SNI, "--mode", mode, "--tls", tls_version]
+    cmd += ["--threads", str(threads), "--duration", str(duration)]
     pids = target.pids()
     cpu0 = cpu_times(pids)
     out = subprocess.run(cmd, capture_output=True, text=True, timeout=duration + 60)
@@ -106,7 +116,8 @@ def run_tlsload(target, ca, mode, tls_version, duration, threads):
     r["cpu_us"] = (cpu1[0] - cpu0[0] + cpu1[1] - cpu0[1]) * per
     r["kernel_us"] = (cpu1[1] - cpu0[1]) * per
     r["resumed_pct"] = 100.0 * r["resumed"] / max(r["connections"], 1)
-    shown = ["tlsload"] + [{str(ca): "CA.pem", f"127.0.0.1:{target.tls_port}": "127.0.0.1:PORT"}.get(a, a)
+    shown = ["tlsload"] + [{str(ca): "CA.pem", f"127.0.0.1:{target.tls_port}": "127.0.0.1:PORT",
+                            f"127.0.0.1:{target.port}": "127.0.0.1:PLAIN_PORT"}.get(a, a)
                            for a in cmd[1:]]
     r["command"] = shlex.join(shown)
     return r
@@ -221,6 +232,28 @@ def best_peer(results, cell):
     return max(peers, key=lambda p: statistics.median(r["rate"] for r in results[(cell, p)]), default=None)
 
 
+def tls_own_cpu(cells, results):
+    """Lines of the report: each handshake cell's CPU per connection less
+    the plain cell's, for prefork and nginx (when both ran)."""
+    def median_cpu(name, proxy):
+        return statistics.median(r["cpu_us"] for r in results[(name, proxy)])
+
+    if any((PLAIN_CELL, p) not in results for p in ("prefork", "nginx")):
+        return []
+    plain = {p: median_cpu(PLAIN_CELL, p) for p in ("prefork", "nginx")}
+    lines = ["", "TLS's own CPU per connection: each handshake cell's CPU less the plain cell's "
+             f"(the same connections without TLS: prefork {plain['prefork']:.1f} µs, nginx "
+             f"{plain['nginx']:.1f} µs, {plain['prefork'] / plain['nginx']:.2f}×).", "",
+             "| cell | prefork µs | nginx µs | prefork ÷ nginx |", "|---|---|---|---|"]
+    for name, kind, _ in cells:
+        if kind != "tlsload" or name == PLAIN_CELL:
+            continue
+        own = {p: median_cpu(name, p) - plain[p] for p in ("prefork", "nginx")}
+        lines.append(f"| {name} | {own['prefork']:.1f} | {own['nginx']:.1f} | "
+                     f"{own['prefork'] / own['nginx']:.2f}× |")
+    return lines
+
+
 def render(args, cells, targets, results, idle):
     lines = [
         f"Machine: {os.cpu_count()} cores ({cpu_model()}); {args.workers} workers/threads "
@@ -251,7 +284,7 @@ def render(args, cells, targets, results, idle):
                 ratio = f"{statistics.median(rate) / statistics.median(r['rate'] for r in results[(name, peer)]):.2f}× {peer}"
             lines.append(f"| {name} | {t.name} | {fmt_range(rate)} | {cpu:.1f} ({kernel:.1f}) | {resumed} | "
                          f"{sum(r['errors'] for r in runs)} | {ratio} |")
-        if ("prefork" in args.targets and peer and (name, "nginx") in results):
+        if name != PLAIN_CELL and "prefork" in args.targets and peer and (name, "nginx") in results:
             pre = results[(name, "prefork")]
             speed = statistics.median(r["rate"] for r in pre) / statistics.median(
                 r["rate"] for r in results[(name, peer)])
@@ -260,6 +293,7 @@ def render(args, cells, targets, results, idle):
             speed_goal, cpu_goal = (1.0, 0.9) if kind == "wrk" else (1.3, 0.5)
             goals.append((f"{name}: ≥ {speed_goal}× the better peer", f"{speed:.2f}× {peer}", speed >= speed_goal))
             goals.append((f"{name}: CPU ≤ {cpu_goal}× nginx's", f"{cpu:.2f}×", cpu <= cpu_goal))
+    lines += tls_own_cpu(cells, results)
     if idle:
         lines += ["", f"Idle TLS connections: {args.idle:,} to one worker (thread) of each proxy, one request "
                   "each (a fixed response), then idle; worker RSS once it stayed within 16 KiB for 12 s, each "
@@ -276,7 +310,7 @@ def render(args, cells, targets, results, idle):
                           f"{fmt_bytes(pre)} vs {fmt_bytes(ngx)}", pre <= ngx))
     if goals:
         lines += [""] + goals_table("Issue 16's targets", goals)
-    lines += commands_list("Commands (PORT: the proxy's TLS port):", results)
+    lines += commands_list("Commands (PORT: the proxy's TLS port; PLAIN_PORT: its plain one):", results)
     return "\n".join(lines + [""])
 
 

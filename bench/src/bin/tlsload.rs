@@ -1,6 +1,8 @@
 //! `tlsload --addr 127.0.0.1:8443 --ca ca.pem [--sni bench.test] [--mode full|resume]
 //! [--tls 1.2|1.3] [--pq] [--threads N] [--duration S]`: a new TLS connection
-//! per request, for the TLS cells of `bench/scripts/tls.py`.
+//! per request, for the TLS cells of `bench/scripts/tls.py`. `--mode plain`
+//! (no `--ca`) makes the same connections and requests without TLS, to a
+//! plain listener: what a new connection costs a proxy before any TLS.
 //!
 //! wrk and `openssl s_time -reuse` resume TLS 1.2 sessions but not TLS 1.3
 //! tickets, so their "resumed" runs cost as much as full handshakes. This
@@ -29,14 +31,27 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 const USAGE: &str = "usage: tlsload --addr IP:PORT --ca CA.pem [--sni NAME] [--mode full|resume] \
-[--tls 1.2|1.3] [--pq] [--threads N] [--duration SECONDS]";
+[--tls 1.2|1.3] [--pq] [--threads N] [--duration SECONDS]\n       \
+tlsload --addr IP:PORT --mode plain [--threads N] [--duration SECONDS]";
+
+/// What each connection does.
+#[derive(Clone, Copy, PartialEq)]
+enum Mode {
+    /// A full TLS handshake.
+    Full,
+    /// A TLS handshake that resumes the session of an earlier one.
+    Resume,
+    /// No TLS.
+    Plain,
+}
 
 /// What the command line asked for.
 struct Args {
     addr: SocketAddr,
+    /// The CA's PEM file (not read in plain mode).
     ca: String,
     sni: String,
-    resume: bool,
+    mode: Mode,
     version: &'static rustls::SupportedProtocolVersion,
     post_quantum: bool,
     threads: usize,
@@ -47,7 +62,7 @@ fn parse_args() -> Result<Args, String> {
     let mut addr = None;
     let mut ca = None;
     let mut sni = "bench.test".to_owned();
-    let mut resume = false;
+    let mut mode = Mode::Full;
     let mut version = &rustls::version::TLS13;
     let mut threads = 1;
     let mut duration = Duration::from_secs(10);
@@ -64,10 +79,11 @@ fn parse_args() -> Result<Args, String> {
             "--ca" => ca = Some(value),
             "--sni" => sni = value,
             "--mode" => {
-                resume = match value.as_str() {
-                    "full" => false,
-                    "resume" => true,
-                    other => return Err(format!("--mode: {other:?} is not full or resume")),
+                mode = match value.as_str() {
+                    "full" => Mode::Full,
+                    "resume" => Mode::Resume,
+                    "plain" => Mode::Plain,
+                    other => return Err(format!("--mode: {other:?} is not full, resume or plain")),
                 }
             }
             "--tls" => {
@@ -87,9 +103,13 @@ fn parse_args() -> Result<Args, String> {
     }
     Ok(Args {
         addr: addr.ok_or("--addr is required")?,
-        ca: ca.ok_or("--ca is required")?,
+        ca: match (ca, mode) {
+            (Some(ca), _) => ca,
+            (None, Mode::Plain) => String::new(),
+            (None, _) => return Err("--ca is required".to_owned()),
+        },
         sni,
-        resume,
+        mode,
         version,
         post_quantum,
         threads: threads.max(1),
@@ -110,7 +130,7 @@ fn client_config(args: &Args, roots: &RootCertStore) -> Arc<ClientConfig> {
         .expect("TLS 1.2 and 1.3 are supported")
         .with_root_certificates(roots.clone())
         .with_no_client_auth();
-    config.resumption = if args.resume {
+    config.resumption = if args.mode == Mode::Resume {
         Resumption::in_memory_sessions(256)
     } else {
         Resumption::disabled()
@@ -127,35 +147,50 @@ struct Tally {
     latencies_us: Vec<u32>,
 }
 
-/// One connection: handshake, request, response to the close. Whether it
-/// resumed a session.
+const REQUEST: &[u8] = b"GET / HTTP/1.1\r\nHost: bench.test\r\nConnection: close\r\n\r\n";
+
+/// One connection: handshake (`config`: TLS; none: plain), request,
+/// response to the close. Whether it resumed a session.
 fn one(
     addr: SocketAddr,
     name: &ServerName<'static>,
-    config: &Arc<ClientConfig>,
+    config: Option<&Arc<ClientConfig>>,
 ) -> Result<bool, String> {
     let tcp = TcpStream::connect(addr).map_err(|e| format!("connect: {e}"))?;
     tcp.set_nodelay(true).map_err(|e| e.to_string())?;
     tcp.set_read_timeout(Some(Duration::from_secs(10)))
         .map_err(|e| e.to_string())?;
+    let mut response = Vec::with_capacity(512);
+    let Some(config) = config else {
+        let mut tcp = tcp;
+        tcp.write_all(REQUEST).map_err(|e| format!("write: {e}"))?;
+        tcp.read_to_end(&mut response)
+            .map_err(|e| format!("read: {e}"))?;
+        return answered(&response).map(|()| false);
+    };
     let conn = ClientConnection::new(config.clone(), name.clone()).map_err(|e| e.to_string())?;
     let mut tls = StreamOwned::new(conn, tcp);
-    tls.write_all(b"GET / HTTP/1.1\r\nHost: bench.test\r\nConnection: close\r\n\r\n")
-        .map_err(|e| format!("write: {e}"))?;
-    let mut response = Vec::with_capacity(512);
+    tls.write_all(REQUEST).map_err(|e| format!("write: {e}"))?;
     match tls.read_to_end(&mut response) {
         Ok(_) => {}
         // A server that closes without close_notify still answered.
         Err(e) if e.kind() == std::io::ErrorKind::UnexpectedEof && !response.is_empty() => {}
         Err(e) => return Err(format!("read: {e}")),
     }
-    if !response.starts_with(b"HTTP/1.1 200") {
-        return Err("not a 200 response".to_owned());
-    }
+    answered(&response)?;
     Ok(tls.conn.handshake_kind() == Some(HandshakeKind::Resumed))
 }
 
-fn run_thread(args: &Args, config: Arc<ClientConfig>, until: Instant) -> Tally {
+/// Whether `response` is a 200.
+fn answered(response: &[u8]) -> Result<(), String> {
+    if response.starts_with(b"HTTP/1.1 200") {
+        Ok(())
+    } else {
+        Err("not a 200 response".to_owned())
+    }
+}
+
+fn run_thread(args: &Args, config: Option<Arc<ClientConfig>>, until: Instant) -> Tally {
     let mut tally = Tally::default();
     let name = match ServerName::try_from(args.sni.clone()) {
         Ok(n) => n,
@@ -163,7 +198,7 @@ fn run_thread(args: &Args, config: Arc<ClientConfig>, until: Instant) -> Tally {
     };
     while Instant::now() < until {
         let start = Instant::now();
-        match one(args.addr, &name, &config) {
+        match one(args.addr, &name, config.as_ref()) {
             Ok(resumed) => {
                 tally.connections += 1;
                 tally.resumed += u64::from(resumed);
@@ -183,6 +218,16 @@ fn run_thread(args: &Args, config: Arc<ClientConfig>, until: Instant) -> Tally {
     tally
 }
 
+/// The certificates of the PEM file `ca`.
+fn load_roots(ca: &str) -> Result<RootCertStore, String> {
+    let mut roots = RootCertStore::empty();
+    for cert in CertificateDer::pem_file_iter(ca).map_err(|e| e.to_string())? {
+        let cert = cert.map_err(|e| e.to_string())?;
+        roots.add(cert).map_err(|e| e.to_string())?;
+    }
+    Ok(roots)
+}
+
 fn percentile(sorted: &[u32], p: f64) -> u32 {
     if sorted.is_empty() {
         return 0;
@@ -199,32 +244,22 @@ fn main() -> ExitCode {
             return ExitCode::from(2);
         }
     };
-    let mut roots = RootCertStore::empty();
-    let certs = match CertificateDer::pem_file_iter(&args.ca) {
-        Ok(certs) => certs,
-        Err(e) => {
-            eprintln!("tlsload: {}: {e}", args.ca);
-            return ExitCode::from(2);
-        }
-    };
-    for cert in certs {
-        match cert
-            .map_err(|e| e.to_string())
-            .and_then(|c| roots.add(c).map_err(|e| e.to_string()))
-        {
-            Ok(()) => {}
+    let roots = match args.mode {
+        Mode::Plain => RootCertStore::empty(),
+        Mode::Full | Mode::Resume => match load_roots(&args.ca) {
+            Ok(roots) => roots,
             Err(e) => {
                 eprintln!("tlsload: {}: {e}", args.ca);
                 return ExitCode::from(2);
             }
-        }
-    }
+        },
+    };
     let start = Instant::now();
     let until = start + args.duration;
     let tallies: Vec<Tally> = std::thread::scope(|s| {
         let handles: Vec<_> = (0..args.threads)
             .map(|_| {
-                let config = client_config(&args, &roots);
+                let config = (args.mode != Mode::Plain).then(|| client_config(&args, &roots));
                 let args = &args;
                 s.spawn(move || run_thread(args, config, until))
             })
