@@ -55,12 +55,7 @@ impl Proxy {
         let (stop, stop_rx) = watch::channel(Stop::Running);
         let (addr_tx, addr_rx) = std::sync::mpsc::channel();
         let thread = thread::spawn(move || {
-            let runtime = tokio::runtime::Builder::new_current_thread()
-                .enable_all()
-                .build()
-                .unwrap();
-            let local = tokio::task::LocalSet::new();
-            local.block_on(&runtime, async move {
+            run_local(async move {
                 let listener = TcpListener::bind("127.0.0.1:0").unwrap();
                 listener.set_nonblocking(true).unwrap();
                 addr_tx.send(listener.local_addr().unwrap()).unwrap();
@@ -143,6 +138,16 @@ fn upstream(addr: SocketAddr) -> Upstream {
         send_proxy_protocol: None,
         protocol: Default::default(),
     }
+}
+
+/// Runs `future` to its end as a worker runs its connections: on a
+/// current-thread runtime with its I/O and time drivers, in a `LocalSet`.
+pub(crate) fn run_local<F: std::future::Future>(future: F) -> F::Output {
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    tokio::task::LocalSet::new().block_on(&runtime, future)
 }
 
 /// A worker's snapshot of `config` (logging nowhere, no access log, no load

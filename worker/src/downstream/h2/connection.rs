@@ -427,12 +427,7 @@ mod tests {
     /// away at its idle timeout.
     #[test]
     fn after_a_refused_park_the_connection_still_sees_its_streams_end() {
-        let runtime = tokio::runtime::Builder::new_current_thread()
-            .enable_all()
-            .build()
-            .unwrap();
-        let local = tokio::task::LocalSet::new();
-        local.block_on(&runtime, async {
+        crate::testing::run_local(async {
             let mut config = config(prefork_testkit::origins::refused_addr());
             config.http2.idle_timeout = Duration::from_secs(2);
             let (snapshot, _stop) = crate::testing::snapshot(config);

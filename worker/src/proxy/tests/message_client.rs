@@ -312,12 +312,7 @@ fn serve_all_with(
     config: prefork_shared::Config,
     messages: &[Message],
 ) -> (Vec<Received>, prefork_shared::stats::WorkerStats) {
-    let runtime = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .unwrap();
-    let local = tokio::task::LocalSet::new();
-    local.block_on(&runtime, async {
+    crate::testing::run_local(async {
         let (snapshot, _stop) = crate::testing::snapshot(config);
         let client_addr: SocketAddr = "192.0.2.7:4000".parse().unwrap();
         // As an HTTP/2 stream behind TLS would be.
