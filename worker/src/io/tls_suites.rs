@@ -10,12 +10,14 @@
 //! rustls's own `HkdfUsingHmac` makes one HMAC key per secret and expands
 //! every label from it; aws-lc-rs's `hmac::Key` keeps the prepared states,
 //! and each use copies them. Same HKDF (RFC 5869), same aws-lc hash code:
-//! only the repeated work is gone.
+//! only the repeated work is gone. The extraction is this module's own, so
+//! that an extracted secret is wiped when dropped, as with aws-lc-rs's HKDF
+//! (`HkdfUsingHmac` would leave it in a plain `Vec`).
 
 use aws_lc_rs::hmac;
 use rustls::crypto::aws_lc_rs::cipher_suite;
 use rustls::crypto::hmac::{Hmac, Key, Tag};
-use rustls::crypto::tls13::HkdfUsingHmac;
+use rustls::crypto::tls13::{Hkdf, HkdfExpander, HkdfUsingHmac, OkmBlock};
 use rustls::crypto::CryptoProvider;
 use rustls::{CipherSuite, CipherSuiteCommon, SupportedCipherSuite, Tls13CipherSuite};
 
@@ -38,16 +40,19 @@ static CHACHA20_POLY1305_SHA256: Tls13CipherSuite = keyed(
     &HKDF_SHA256,
 );
 
-static HKDF_SHA256: HkdfUsingHmac<'static> = HkdfUsingHmac(&HMAC_SHA256);
-static HKDF_SHA384: HkdfUsingHmac<'static> = HkdfUsingHmac(&HMAC_SHA384);
+static HKDF_SHA256: PreparedHkdf = PreparedHkdf {
+    hmac: &HMAC_SHA256,
+    expansions: HkdfUsingHmac(&HMAC_SHA256),
+};
+static HKDF_SHA384: PreparedHkdf = PreparedHkdf {
+    hmac: &HMAC_SHA384,
+    expansions: HkdfUsingHmac(&HMAC_SHA384),
+};
 static HMAC_SHA256: PreparedHmac = PreparedHmac(&hmac::HMAC_SHA256);
 static HMAC_SHA384: PreparedHmac = PreparedHmac(&hmac::HMAC_SHA384);
 
 /// rustls's suite `base` (its hash and AEAD), keyed by `hkdf`.
-const fn keyed(
-    base: &'static Tls13CipherSuite,
-    hkdf: &'static HkdfUsingHmac<'static>,
-) -> Tls13CipherSuite {
+const fn keyed(base: &'static Tls13CipherSuite, hkdf: &'static PreparedHkdf) -> Tls13CipherSuite {
     Tls13CipherSuite {
         common: CipherSuiteCommon {
             suite: base.common.suite,
@@ -89,6 +94,41 @@ pub(crate) fn provider() -> CryptoProvider {
     }
 }
 
+/// HKDF whose expansions share one prepared HMAC key per secret
+/// (`HkdfUsingHmac`'s), with the extracted secrets wiped when dropped.
+struct PreparedHkdf {
+    /// HMAC with the suite's hash.
+    hmac: &'static PreparedHmac,
+    /// rustls's HKDF over `hmac`, which expands and signs.
+    expansions: HkdfUsingHmac<'static>,
+}
+
+impl Hkdf for PreparedHkdf {
+    fn extract_from_zero_ikm(&self, salt: Option<&[u8]>) -> Box<dyn HkdfExpander> {
+        let zeroes = [0u8; OkmBlock::MAX_LEN];
+        self.extract_from_secret(salt, &zeroes[..self.hmac.hash_output_len()])
+    }
+
+    fn extract_from_secret(&self, salt: Option<&[u8]>, secret: &[u8]) -> Box<dyn HkdfExpander> {
+        // HKDF-Extract: PRK = HMAC(salt, secret), a hash's length of zeroes
+        // for a missing salt (RFC 5869 §2.2).
+        let zeroes = [0u8; OkmBlock::MAX_LEN];
+        let salt = salt.unwrap_or(&zeroes[..self.hmac.hash_output_len()]);
+        // Both `Tag` and `OkmBlock` wipe their bytes when dropped.
+        let prk = self.hmac.with_key(salt).sign(&[secret]);
+        self.expansions
+            .expander_for_okm(&OkmBlock::new(prk.as_ref()))
+    }
+
+    fn expander_for_okm(&self, okm: &OkmBlock) -> Box<dyn HkdfExpander> {
+        self.expansions.expander_for_okm(okm)
+    }
+
+    fn hmac_sign(&self, key: &OkmBlock, message: &[u8]) -> Tag {
+        self.expansions.hmac_sign(key, message)
+    }
+}
+
 /// HMAC whose keys keep their prepared inner and outer hash states.
 struct PreparedHmac(&'static hmac::Algorithm);
 
@@ -124,7 +164,6 @@ impl Key for PreparedKey {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use rustls::crypto::tls13::Hkdf;
 
     /// RFC 5869's test case 1 (HKDF-SHA256).
     #[test]
