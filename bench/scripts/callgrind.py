@@ -22,9 +22,12 @@ Modes:
   tls13-full, tls12-full
              N connections over TLS 1.3 (or 1.2), one `GET /` with
              `Connection: close` on each, every one a full handshake
-             (Python's ssl, OpenSSL's default client order: X25519, and
-             AES-256-GCM-SHA384 first on TLS 1.2; an ECDSA P-256
-             certificate made here)
+             (Python's ssl, OpenSSL's default client order: with this
+             machine's OpenSSL 3.0, X25519, and AES-256-GCM-SHA384 first
+             on TLS 1.2; an ECDSA P-256 certificate made here). A TLS 1.3
+             client is still given a ticket (prefork sends one to every
+             client that can resume); the TLS 1.2 one refuses tickets, so
+             its session goes to the session cache instead
   tls13-resume, tls12-resume
              the same, each connection resuming the session of the one
              before (TLS 1.3 and TLS 1.2 tickets); every one must resume

@@ -115,7 +115,7 @@ def run_tlsload(target, ca, mode, tls_version, duration, threads):
     r["rate"] = r["connections_per_s"]
     r["cpu_us"] = (cpu1[0] - cpu0[0] + cpu1[1] - cpu0[1]) * per
     r["kernel_us"] = (cpu1[1] - cpu0[1]) * per
-    r["resumed_pct"] = 100.0 * r["resumed"] / max(r["connections"], 1)
+    r["resumed_pct"] = None if mode == "plain" else 100.0 * r["resumed"] / max(r["connections"], 1)
     shown = ["tlsload"] + [{str(ca): "CA.pem", f"127.0.0.1:{target.tls_port}": "127.0.0.1:PORT",
                             f"127.0.0.1:{target.port}": "127.0.0.1:PLAIN_PORT"}.get(a, a)
                            for a in cmd[1:]]

@@ -147,7 +147,9 @@ pub(crate) fn run_local<F: std::future::Future>(future: F) -> F::Output {
         .enable_all()
         .build()
         .unwrap();
-    tokio::task::LocalSet::new().block_on(&runtime, future)
+    // The tasks left go before the runtime, as in a worker (`process::boot`).
+    let local = tokio::task::LocalSet::new();
+    local.block_on(&runtime, future)
 }
 
 /// A worker's snapshot of `config` (logging nowhere, no access log, no load

@@ -96,6 +96,9 @@ pub(crate) fn provider() -> CryptoProvider {
 
 /// HKDF whose expansions share one prepared HMAC key per secret
 /// (`HkdfUsingHmac`'s), with the extracted secrets wiped when dropped.
+/// Not FIPS-approved (`fips()` stays false, as for `HkdfUsingHmac`): HKDF is
+/// assembled here, outside aws-lc's module; prefork builds aws-lc-rs
+/// without its `fips` feature.
 struct PreparedHkdf {
     /// HMAC with the suite's hash.
     hmac: &'static PreparedHmac,
