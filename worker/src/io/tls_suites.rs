@@ -75,7 +75,7 @@ const fn tls13(suite: SupportedCipherSuite) -> &'static Tls13CipherSuite {
 
 /// This module's version of `suite` if it is a TLS 1.3 suite; `suite`
 /// itself otherwise (TLS 1.2's PRF already prepares its key once per use).
-pub(crate) fn prepared(suite: SupportedCipherSuite) -> SupportedCipherSuite {
+fn prepared(suite: SupportedCipherSuite) -> SupportedCipherSuite {
     match suite.suite() {
         CipherSuite::TLS13_AES_256_GCM_SHA384 => TLS13_AES_256_GCM_SHA384,
         CipherSuite::TLS13_AES_128_GCM_SHA256 => TLS13_AES_128_GCM_SHA256,
