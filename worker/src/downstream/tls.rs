@@ -25,7 +25,7 @@ use std::io;
 use std::net::SocketAddr;
 use std::rc::Rc;
 use std::time::Duration;
-use tokio::io::{AsyncReadExt, Interest};
+use tokio::io::AsyncReadExt;
 use tokio::time::{timeout_at, Instant};
 
 /// How long a refused plain HTTP client may go on sending before the close.
@@ -93,17 +93,19 @@ pub(crate) async fn handshake_then_serve(
     };
     let config = if http2 { &tls.config_h2 } else { &tls.config };
     let deadline = Instant::now() + snapshot.config.tls.handshake_timeout;
-    let failure = match timeout_at(deadline, first_bytes(&socket)).await {
+    let failure = match timeout_at(deadline, first_read(&socket)).await {
         Err(_) => Failure::Timeout,
         Ok(Err(_)) => Failure::Closed,
-        Ok(Ok(FirstBytes::PlainHttp)) => {
+        Ok(Ok((_, FirstBytes::PlainHttp))) => {
             refuse_plain_http(&snapshot, &socket).await;
             Failure::PlainHttp
         }
-        Ok(Ok(FirstBytes::Other)) => Failure::NotTls,
-        Ok(Ok(FirstBytes::Tls)) => match ServerConnection::new(config.clone()) {
+        Ok(Ok((_, FirstBytes::Other))) => Failure::NotTls,
+        Ok(Ok((received, FirstBytes::Tls))) => match ServerConnection::new(config.clone()) {
             Err(_) => Failure::Protocol,
-            Ok(conn) => match timeout_at(deadline, TlsIo::accept(socket, Box::new(conn))).await {
+            Ok(conn) => match timeout_at(deadline, TlsIo::accept(socket, Box::new(conn), received))
+                .await
+            {
                 Err(_) => Failure::Timeout,
                 Ok(Err(e)) if e.kind() == io::ErrorKind::InvalidData => Failure::Protocol,
                 Ok(Err(_)) => Failure::Closed,
@@ -133,31 +135,22 @@ pub(crate) async fn handshake_then_serve(
     log_failure(&snapshot, peer.0, failure);
 }
 
-/// Waits for the client's first bytes and tells what they are, without
-/// taking them. They are usually there at accept (`TCP_DEFER_ACCEPT`): the
-/// first look needs no wait, and the socket joins the event loop only if
-/// it must wait.
-async fn first_bytes(socket: &ClientSocket) -> io::Result<FirstBytes> {
-    let mut peeked = [std::mem::MaybeUninit::<u8>::uninit(); 8];
-    let mut first = true;
-    loop {
-        if !std::mem::take(&mut first) {
-            socket.ready(Interest::READABLE).await?;
-        }
-        match socket.try_io(Interest::READABLE, || socket.sock_ref().peek(&mut peeked)) {
-            Ok(0) => return Err(io::ErrorKind::UnexpectedEof.into()),
-            Ok(n) => {
-                let mut bytes = [0u8; 8];
-                for (byte, peeked) in bytes.iter_mut().zip(&peeked[..n]) {
-                    // SAFETY: peek initialised the first n bytes.
-                    *byte = unsafe { peeked.assume_init() };
-                }
-                return Ok(classify(&bytes[..n]));
-            }
-            Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
-            Err(e) => return Err(e),
-        }
+/// Most of the client's first bytes read before the handshake: a ClientHello
+/// fits (rustls, too, reads 4 KiB at a time).
+const FIRST_READ: usize = 4096;
+
+/// Reads the client's first bytes and tells what they are. They are usually
+/// there at accept (`TCP_DEFER_ACCEPT`): the read needs no wait, and the
+/// socket joins the event loop only if it must wait. Read, not peeked: the
+/// handshake goes on from them, without a system call of its own to look.
+async fn first_read(socket: &ClientSocket) -> io::Result<(Vec<u8>, FirstBytes)> {
+    let mut received = Vec::with_capacity(FIRST_READ);
+    let mut reader = socket;
+    if reader.read_buf(&mut received).await? == 0 {
+        return Err(io::ErrorKind::UnexpectedEof.into());
     }
+    let kind = classify(&received);
+    Ok((received, kind))
 }
 
 /// A TLS handshake record starts with 22; an HTTP request with a method

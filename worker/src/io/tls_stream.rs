@@ -45,16 +45,31 @@ impl TlsIo {
         }
     }
 
-    /// Completes the handshake of `conn`, a new connection on `socket`.
-    /// Errors as tokio-rustls's: `InvalidData` for a TLS error (after the
-    /// alert saying so, if the socket takes it), `UnexpectedEof` for a
-    /// client that closed first.
+    /// Completes the handshake of `conn`, a new connection on `socket` whose
+    /// first bytes, `received`, were read already (to tell TLS from plain
+    /// HTTP: see `downstream::tls`). Errors as tokio-rustls's: `InvalidData`
+    /// for a TLS error (after the alert saying so, if the socket takes it),
+    /// `UnexpectedEof` for a client that closed first.
     pub(crate) async fn accept(
         socket: ClientSocket,
         conn: Box<ServerConnection>,
+        received: Vec<u8>,
     ) -> io::Result<TlsIo> {
         let mut io = TlsIo::new(socket, conn);
-        std::future::poll_fn(|cx| io.poll_handshake(cx)).await?;
+        let mut received = Some(received);
+        std::future::poll_fn(|cx| {
+            // Given to rustls before anything is read from the socket, and
+            // freed then.
+            if let Some(bytes) = received.take() {
+                let mut rest = &bytes[..];
+                // rustls takes nothing after the client's close_notify.
+                while !rest.is_empty() && io.conn.read_tls(&mut rest)? > 0 {
+                    io.process(cx)?;
+                }
+            }
+            io.poll_handshake(cx)
+        })
+        .await?;
         Ok(io)
     }
 
@@ -116,12 +131,17 @@ impl TlsIo {
             Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Poll::Pending,
             Err(e) => return Poll::Ready(Err(e)),
         };
+        Poll::Ready(self.process(cx).map(|()| n))
+    }
+
+    /// Lets rustls process the records read. A TLS error is `InvalidData`,
+    /// after the alert rustls queued to say why (if the socket takes it).
+    fn process(&mut self, cx: &mut Context<'_>) -> io::Result<()> {
         if let Err(e) = tls_renewal::processing(&mut self.conn) {
-            // rustls queued an alert saying why: send it if the socket takes it.
             let _ = self.write_io(cx);
-            return Poll::Ready(Err(io::Error::new(io::ErrorKind::InvalidData, e)));
+            return Err(io::Error::new(io::ErrorKind::InvalidData, e));
         }
-        Poll::Ready(Ok(n))
+        Ok(())
     }
 
     /// Sends queued TLS records.
@@ -353,7 +373,7 @@ mod tests {
         let (socket, _) = listener.accept().unwrap();
         socket.set_nonblocking(true).unwrap();
         let conn = ServerConnection::new(config).unwrap();
-        TlsIo::accept(ClientSocket::new(socket), Box::new(conn))
+        TlsIo::accept(ClientSocket::new(socket), Box::new(conn), Vec::new())
             .await
             .unwrap()
     }
@@ -436,6 +456,53 @@ mod tests {
         let mut stream = accepted(&listener, server_config).await;
         assert_eq!(read_exactly(&mut stream, 6).await, b"thanks");
         client.join().unwrap();
+    }
+
+    #[tokio::test]
+    async fn the_handshake_goes_on_from_the_first_bytes_read_before_it() {
+        let (server_config, client_config) = configs();
+        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        let addr = listener.local_addr().unwrap();
+        let client = std::thread::spawn(move || {
+            let conn = client(client_config);
+            let mut tls = StreamOwned::new(conn, TcpStream::connect(addr).unwrap());
+            tls.write_all(b"hello").unwrap();
+            tls.flush().unwrap();
+            let mut end = Vec::new();
+            // Kept open until the server is done.
+            let _ = tls.read_to_end(&mut end);
+        });
+        let (mut socket, _) = listener.accept().unwrap();
+        // A part of the ClientHello read first, the rest left on the socket.
+        let mut first = vec![0u8; 10];
+        socket.read_exact(&mut first).unwrap();
+        assert_eq!(first[0], 0x16, "a handshake record");
+        socket.set_nonblocking(true).unwrap();
+        let conn = ServerConnection::new(server_config).unwrap();
+        let mut stream = TlsIo::accept(ClientSocket::new(socket), Box::new(conn), first)
+            .await
+            .expect("the handshake, from the bytes read and the socket");
+        assert_eq!(read_exactly(&mut stream, 5).await, b"hello");
+        stream.shutdown().await.unwrap();
+        client.join().unwrap();
+    }
+
+    #[tokio::test]
+    async fn first_bytes_that_are_not_a_handshake_fail_it_as_invalid_data() {
+        let (server_config, _) = configs();
+        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        let _client = TcpStream::connect(listener.local_addr().unwrap()).unwrap();
+        let (socket, _) = listener.accept().unwrap();
+        socket.set_nonblocking(true).unwrap();
+        let conn = ServerConnection::new(server_config).unwrap();
+        let first = b"\x16\x03\x01\x00\x05garbage".to_vec();
+        let accept = TlsIo::accept(ClientSocket::new(socket), Box::new(conn), first);
+        // The client sends nothing: only the bytes given can end it.
+        let failed = tokio::time::timeout(std::time::Duration::from_secs(10), accept)
+            .await
+            .expect("failed from the bytes given, without waiting for more");
+        let e = failed.err().expect("no handshake from garbage");
+        assert_eq!(e.kind(), io::ErrorKind::InvalidData, "{e}");
     }
 
     #[tokio::test]
