@@ -368,14 +368,38 @@ mod tests {
         ClientConnection::new(config, ServerName::try_from("a.test").unwrap()).unwrap()
     }
 
-    /// The stream of the next connection on `listener`, its handshake done.
-    async fn accepted(listener: &TcpListener, config: Arc<ServerConfig>) -> TlsIo {
-        let (socket, _) = listener.accept().unwrap();
+    /// The stream of the next connection on `listener`, its handshake done,
+    /// with its first `read_first` bytes read beforehand (as
+    /// `downstream::tls` reads them).
+    async fn accepted(
+        listener: &TcpListener,
+        config: Arc<ServerConfig>,
+        read_first: usize,
+    ) -> TlsIo {
+        let (mut socket, _) = listener.accept().unwrap();
+        let mut first = vec![0u8; read_first];
+        socket.read_exact(&mut first).unwrap();
         socket.set_nonblocking(true).unwrap();
         let conn = ServerConnection::new(config).unwrap();
-        TlsIo::accept(ClientSocket::new(socket), Box::new(conn), Vec::new())
+        TlsIo::accept(ClientSocket::new(socket), Box::new(conn), first)
             .await
-            .unwrap()
+            .expect("the handshake")
+    }
+
+    /// A client that sends `sent` over TLS to `addr`, then reads until the
+    /// server's close_notify: what it read, or the error a truncation is.
+    fn sending(
+        addr: std::net::SocketAddr,
+        config: Arc<ClientConfig>,
+        sent: &'static [u8],
+    ) -> std::thread::JoinHandle<io::Result<Vec<u8>>> {
+        std::thread::spawn(move || {
+            let conn = client(config);
+            let mut tls = StreamOwned::new(conn, TcpStream::connect(addr).unwrap());
+            tls.write_all(sent).unwrap();
+            let mut all = Vec::new();
+            tls.read_to_end(&mut all).map(|_| all)
+        })
     }
 
     /// Counts the TLS 1.3 tickets a client was given.
@@ -453,7 +477,7 @@ mod tests {
             let mut tls = StreamOwned::new(conn, socket);
             tls.write_all(b"thanks").unwrap();
         });
-        let mut stream = accepted(&listener, server_config).await;
+        let mut stream = accepted(&listener, server_config, 0).await;
         assert_eq!(read_exactly(&mut stream, 6).await, b"thanks");
         client.join().unwrap();
     }
@@ -462,29 +486,13 @@ mod tests {
     async fn the_handshake_goes_on_from_the_first_bytes_read_before_it() {
         let (server_config, client_config) = configs();
         let listener = TcpListener::bind("127.0.0.1:0").unwrap();
-        let addr = listener.local_addr().unwrap();
-        let client = std::thread::spawn(move || {
-            let conn = client(client_config);
-            let mut tls = StreamOwned::new(conn, TcpStream::connect(addr).unwrap());
-            tls.write_all(b"hello").unwrap();
-            tls.flush().unwrap();
-            let mut end = Vec::new();
-            // Kept open until the server is done.
-            let _ = tls.read_to_end(&mut end);
-        });
-        let (mut socket, _) = listener.accept().unwrap();
+        let client = sending(listener.local_addr().unwrap(), client_config, b"hello");
         // A part of the ClientHello read first, the rest left on the socket.
-        let mut first = vec![0u8; 10];
-        socket.read_exact(&mut first).unwrap();
-        assert_eq!(first[0], 0x16, "a handshake record");
-        socket.set_nonblocking(true).unwrap();
-        let conn = ServerConnection::new(server_config).unwrap();
-        let mut stream = TlsIo::accept(ClientSocket::new(socket), Box::new(conn), first)
-            .await
-            .expect("the handshake, from the bytes read and the socket");
+        let mut stream = accepted(&listener, server_config, 10).await;
         assert_eq!(read_exactly(&mut stream, 5).await, b"hello");
         stream.shutdown().await.unwrap();
-        client.join().unwrap();
+        let rest = client.join().unwrap().expect("a clean end");
+        assert!(rest.is_empty());
     }
 
     #[tokio::test]
@@ -509,16 +517,8 @@ mod tests {
     async fn held_records_and_close_notify_leave_together_and_whole() {
         let (server_config, client_config) = configs();
         let listener = TcpListener::bind("127.0.0.1:0").unwrap();
-        let addr = listener.local_addr().unwrap();
-        let client = std::thread::spawn(move || {
-            let conn = client(client_config);
-            let mut tls = StreamOwned::new(conn, TcpStream::connect(addr).unwrap());
-            tls.write_all(b"go").unwrap();
-            let mut all = Vec::new();
-            // A clean end (close_notify), not a truncation error.
-            tls.read_to_end(&mut all).map(|_| all)
-        });
-        let mut stream = accepted(&listener, server_config).await;
+        let client = sending(listener.local_addr().unwrap(), client_config, b"go");
+        let mut stream = accepted(&listener, server_config, 0).await;
         assert_eq!(read_exactly(&mut stream, 2).await, b"go");
         // More than one record's worth, to be held then sent.
         let body = vec![7u8; 40_000];
@@ -560,7 +560,7 @@ mod tests {
             let mut rest = Vec::new();
             tls.read_to_end(&mut rest).map(|_| rest)
         });
-        let mut stream = accepted(&listener, server_config).await;
+        let mut stream = accepted(&listener, server_config, 0).await;
         assert_eq!(read_exactly(&mut stream, 4).await, b"ping");
         stream.write_all(b"pong").await.unwrap();
         stream.flush().await.unwrap();
