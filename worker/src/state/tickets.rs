@@ -8,9 +8,9 @@
 //! master rotates the keys; rustls may call from any thread, so it sits
 //! behind a lock.
 //!
-//! A resumed TLS 1.2 session is given back the ticket it came with instead
-//! of a renewal (see `io::tls_renewal`): its master secret then lasts until
-//! the key that sealed the ticket leaves the ring, at most twice
+//! A resumed TLS 1.2 session gets no new ticket (see `io::tls_renewal`): it
+//! keeps the one it came with, and its master secret lasts until the key
+//! that sealed that ticket leaves the ring, at most twice
 //! `tls_session_timeout` after the full handshake: bounded, as OpenSSL's are.
 //! TLS 1.3 is unchanged: each resumption makes a fresh key exchange, and
 //! gets a new ticket.
@@ -92,7 +92,8 @@ impl Ticketer {
 
 impl ProducesTickets for Ticketer {
     fn enabled(&self) -> bool {
-        true
+        // Not for a TLS 1.2 session that resumes from the ticket it has.
+        !tls_renewal::resuming()
     }
 
     fn lifetime(&self) -> u32 {
@@ -100,9 +101,6 @@ impl ProducesTickets for Ticketer {
     }
 
     fn encrypt(&self, plain: &[u8]) -> Option<Vec<u8>> {
-        if let Some(opened) = tls_renewal::take_opened() {
-            return Some(opened);
-        }
         let keys = self.keys()?;
         let sealing = keys.keys.first()?;
         let mut nonce = [0u8; NONCE_LEN];
@@ -141,7 +139,7 @@ impl ProducesTickets for Ticketer {
             .ok()?
             .len();
         plain.truncate(len);
-        tls_renewal::opened(cipher);
+        tls_renewal::opened();
         Some(plain)
     }
 }

@@ -3,6 +3,7 @@
 //! configuration's), and which certificate a name belongs to (the SNI
 //! choice, and the 421 check of a request's `Host`).
 
+use crate::io::tls_renewal::NotingStore;
 use crate::io::tls_suites;
 use prefork_shared::tls::{Certificate, TlsCipher, TlsSettings, TlsVersion};
 use rustc_hash::FxHashMap;
@@ -98,6 +99,8 @@ pub(crate) fn server_config(
     config.alpn_protocols = vec![b"http/1.1".to_vec()];
     if let Some(ticketer) = ticketer {
         config.ticketer = ticketer;
+        // Tells the ticketer when a ticket that opened does not resume.
+        config.session_storage = Arc::new(NotingStore(config.session_storage.clone()));
         // One TLS 1.3 ticket per connection (rustls and OpenSSL send two):
         // a resumed connection gets a fresh one, so a client always holds
         // one, and every connection pays for one ticket less.

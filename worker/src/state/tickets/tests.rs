@@ -157,7 +157,16 @@ mod resumption {
     }
 
     fn server(pki: &Pki, ticketer: Arc<dyn ProducesTickets>) -> Arc<ServerConfig> {
-        let mut config = ServerConfig::builder()
+        server_with(pki, ticketer, ServerConfig::builder())
+    }
+
+    /// A server of `builder`'s cipher suites.
+    fn server_with(
+        pki: &Pki,
+        ticketer: Arc<dyn ProducesTickets>,
+        builder: rustls::ConfigBuilder<ServerConfig, rustls::WantsVerifier>,
+    ) -> Arc<ServerConfig> {
+        let mut config = builder
             .with_no_client_auth()
             .with_single_cert(
                 vec![pki.cert.clone()],
@@ -165,8 +174,10 @@ mod resumption {
             )
             .unwrap();
         config.ticketer = ticketer;
-        // Only tickets can resume: no server keeps sessions of its own.
-        config.session_storage = Arc::new(NoServerSessionStorage {});
+        // Only tickets can resume: no server keeps sessions of its own. The
+        // store tells the ticketer of full handshakes, as a worker's does.
+        let none = Arc::new(NoServerSessionStorage {});
+        config.session_storage = Arc::new(crate::io::tls_renewal::NotingStore(none));
         Arc::new(config)
     }
 
@@ -280,7 +291,7 @@ mod resumption {
     }
 
     #[test]
-    fn a_resumed_tls12_session_gets_its_own_ticket_back_until_its_key_retires() {
+    fn a_resumed_tls12_session_gets_no_new_ticket_and_ends_when_its_key_retires() {
         let pki = pki();
         let recording = Recording::new(&ring(1, &[2]));
         let server = server(&pki, recording.clone());
@@ -290,7 +301,7 @@ mod resumption {
             assert_eq!(connect(&client, &server), HandshakeKind::Resumed);
         }
         let first = recording.issued()[0].clone();
-        assert_eq!(recording.issued(), vec![first.clone(); 4], "given back");
+        assert_eq!(recording.issued(), vec![first.clone()], "no renewal");
         // A rotation: its key only opens now, and the session goes on.
         recording.ticketer.replace(&ring(2, &[3, 1]));
         assert_eq!(connect(&client, &server), HandshakeKind::Resumed);
@@ -298,9 +309,32 @@ mod resumption {
         recording.ticketer.replace(&ring(3, &[4, 2]));
         assert_eq!(connect(&client, &server), HandshakeKind::Full);
         let issued = recording.issued();
-        assert_eq!(issued.len(), 6);
-        assert_ne!(issued[5], first, "a new session, a new ticket");
-        assert_eq!(&issued[5][..KEY_NAME_LEN], &[3; KEY_NAME_LEN]);
+        assert_eq!(issued.len(), 2);
+        assert_ne!(issued[1], first, "a new session, a new ticket");
+        assert_eq!(&issued[1][..KEY_NAME_LEN], &[3; KEY_NAME_LEN]);
+        assert_eq!(connect(&client, &server), HandshakeKind::Resumed);
+    }
+
+    #[test]
+    fn a_tls12_ticket_that_opens_but_cannot_resume_makes_a_new_session_with_a_ticket() {
+        let pki = pki();
+        let recording = Recording::new(&ring(1, &[2]));
+        let client = client(&pki, &rustls::version::TLS12);
+        let aes256 = server(&pki, recording.clone());
+        assert_eq!(connect(&client, &aes256), HandshakeKind::Full);
+        // Same keys, but only another cipher suite: the ticket opens, and
+        // its session cannot go on (rustls resumes only to the same suite).
+        let mut provider = rustls::crypto::aws_lc_rs::default_provider();
+        provider.cipher_suites =
+            vec![rustls::crypto::aws_lc_rs::cipher_suite::TLS_ECDHE_ECDSA_WITH_AES_128_GCM_SHA256];
+        let builder = ServerConfig::builder_with_provider(Arc::new(provider))
+            .with_protocol_versions(&[&rustls::version::TLS12])
+            .unwrap();
+        let aes128 = server_with(&pki, recording.clone(), builder);
+        assert_eq!(connect(&client, &aes128), HandshakeKind::Full);
+        assert_eq!(recording.issued().len(), 2, "the new session's ticket");
+        assert_eq!(connect(&client, &aes128), HandshakeKind::Resumed);
+        assert_eq!(recording.issued().len(), 2);
     }
 
     #[test]
