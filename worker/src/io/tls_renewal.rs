@@ -16,7 +16,9 @@
 //! down the full handshake's path, which first asks the session store
 //! whether it caches: [`NotingStore`] ends the resumption there, and the new
 //! session gets its ticket. TLS 1.3 asks before it opens a ticket, and
-//! issues its own in a later call, once the client's Finished came.
+//! issues its own in a later call, once the client's Finished came; within
+//! a TLS 1.3 resumption rustls asks only to allow 0-RTT data, which prefork
+//! never accepts.
 
 use rustls::server::{ServerConnection, StoresServerSessions};
 use std::cell::Cell;

@@ -99,7 +99,9 @@ pub(crate) fn server_config(
     config.alpn_protocols = vec![b"http/1.1".to_vec()];
     if let Some(ticketer) = ticketer {
         config.ticketer = ticketer;
-        // Tells the ticketer when a ticket that opened does not resume.
+        // Tells the ticketer when a ticket that opened does not resume. (Its
+        // "disabled" within a resumption would read as stateful tickets to
+        // rustls's 0-RTT check: early data stays off, max_early_data_size 0.)
         config.session_storage = Arc::new(NotingStore(config.session_storage.clone()));
         // One TLS 1.3 ticket per connection (rustls and OpenSSL send two):
         // a resumed connection gets a fresh one, so a client always holds
