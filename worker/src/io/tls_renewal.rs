@@ -14,7 +14,7 @@
 //! when that call opened one. A ticket that opens yet cannot resume (another
 //! cipher suite, another name, a session from another rustls) sends rustls
 //! down the full handshake's path, which first asks the session store
-//! whether it caches: [`NotingStore`] ends the resumption there, and the new
+//! whether it caches: [`TicketsOnly`] ends the resumption there, and the new
 //! session gets its ticket. TLS 1.3 asks before it opens a ticket, and
 //! issues its own in a later call, once the client's Finished came; within
 //! a TLS 1.3 resumption rustls asks only to allow 0-RTT data, which prefork
@@ -22,7 +22,6 @@
 
 use rustls::server::{ServerConnection, StoresServerSessions};
 use std::cell::Cell;
-use std::sync::Arc;
 
 /// Where this thread is.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -42,10 +41,16 @@ thread_local! {
 /// Lets rustls process what `conn` received (its `process_new_packets`),
 /// noting the tickets it opens meanwhile.
 pub(crate) fn processing(conn: &mut ServerConnection) -> Result<rustls::IoState, rustls::Error> {
+    /// Leaves the call, even when rustls panics.
+    struct Leave;
+    impl Drop for Leave {
+        fn drop(&mut self) {
+            CALL.set(Call::Outside);
+        }
+    }
     CALL.set(Call::Inside);
-    let state = conn.process_new_packets();
-    CALL.set(Call::Outside);
-    state
+    let _leave = Leave;
+    conn.process_new_packets()
 }
 
 /// Notes that a ticket opened, if within [`processing`].
@@ -68,35 +73,37 @@ pub(crate) fn resuming() -> bool {
     CALL.get() == Call::Resuming
 }
 
-/// A session store (rustls's cache of sessions resumed by id) that tells
-/// this module when a handshake takes the full path.
+/// rustls's session store for sessions that resume by ticket alone: it
+/// keeps none (no resumption by session id, as nginx's default
+/// `ssl_session_cache none`: a worker's own cache would resume one time in
+/// N, and would let a client renew a master secret's ticket for ever), and
+/// tells this module when a handshake takes the full path.
 #[derive(Debug)]
-pub(crate) struct NotingStore(pub(crate) Arc<dyn StoresServerSessions>);
+pub(crate) struct TicketsOnly;
 
-impl StoresServerSessions for NotingStore {
-    fn put(&self, key: Vec<u8>, value: Vec<u8>) -> bool {
-        self.0.put(key, value)
+impl StoresServerSessions for TicketsOnly {
+    fn put(&self, _key: Vec<u8>, _value: Vec<u8>) -> bool {
+        false
     }
 
-    fn get(&self, key: &[u8]) -> Option<Vec<u8>> {
-        self.0.get(key)
+    fn get(&self, _key: &[u8]) -> Option<Vec<u8>> {
+        None
     }
 
-    fn take(&self, key: &[u8]) -> Option<Vec<u8>> {
-        self.0.take(key)
+    fn take(&self, _key: &[u8]) -> Option<Vec<u8>> {
+        None
     }
 
     fn can_cache(&self) -> bool {
         // rustls asks only when it makes a new TLS 1.2 session.
         full_handshake();
-        self.0.can_cache()
+        false
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use rustls::server::NoServerSessionStorage;
 
     #[test]
     fn only_a_ticket_opened_within_the_same_call_resumes_until_a_full_handshake() {
@@ -106,9 +113,15 @@ mod tests {
         assert!(!resuming(), "none opened yet");
         opened();
         assert!(resuming());
-        let store = NotingStore(Arc::new(NoServerSessionStorage {}));
-        assert!(!store.can_cache(), "the store's own answer");
+        assert!(!TicketsOnly.can_cache(), "no session kept by id");
         assert!(!resuming(), "a full handshake after all");
         CALL.set(Call::Outside);
+    }
+
+    #[test]
+    fn the_store_keeps_no_session() {
+        assert!(!TicketsOnly.put(b"id".to_vec(), b"session".to_vec()));
+        assert_eq!(TicketsOnly.get(b"id"), None);
+        assert_eq!(TicketsOnly.take(b"id"), None);
     }
 }

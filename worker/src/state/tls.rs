@@ -3,7 +3,7 @@
 //! configuration's), and which certificate a name belongs to (the SNI
 //! choice, and the 421 check of a request's `Host`).
 
-use crate::io::tls_renewal::NotingStore;
+use crate::io::tls_renewal::TicketsOnly;
 use crate::io::tls_suites;
 use prefork_shared::tls::{Certificate, TlsCipher, TlsSettings, TlsVersion};
 use rustc_hash::FxHashMap;
@@ -99,10 +99,11 @@ pub(crate) fn server_config(
     config.alpn_protocols = vec![b"http/1.1".to_vec()];
     if let Some(ticketer) = ticketer {
         config.ticketer = ticketer;
-        // Tells the ticketer when a ticket that opened does not resume. (Its
+        // Sessions resume by ticket alone, and the store tells the ticketer
+        // when a ticket that opened does not resume. (The ticketer's
         // "disabled" within a resumption would read as stateful tickets to
         // rustls's 0-RTT check: early data stays off, max_early_data_size 0.)
-        config.session_storage = Arc::new(NotingStore(config.session_storage.clone()));
+        config.session_storage = Arc::new(TicketsOnly);
         // One TLS 1.3 ticket per connection (rustls and OpenSSL send two):
         // a resumed connection gets a fresh one, so a client always holds
         // one, and every connection pays for one ticket less.

@@ -1,8 +1,8 @@
 use super::*;
 use prefork_shared::ticket_keys::{TicketKey, KEY_SECRET_LEN};
+use prefork_shared::tls::{Certificate, KeyFormat, PrivateKey, TlsCipher, TlsSettings};
 use rustls::client::Resumption;
-use rustls::pki_types::{CertificateDer, PrivateKeyDer, PrivatePkcs8KeyDer, ServerName};
-use rustls::server::NoServerSessionStorage;
+use rustls::pki_types::{CertificateDer, PrivatePkcs8KeyDer, ServerName};
 use rustls::{ClientConfig, ClientConnection, HandshakeKind, ServerConfig, ServerConnection};
 use std::time::Duration;
 
@@ -157,28 +157,28 @@ mod resumption {
     }
 
     fn server(pki: &Pki, ticketer: Arc<dyn ProducesTickets>) -> Arc<ServerConfig> {
-        server_with(pki, ticketer, ServerConfig::builder())
+        server_with(pki, ticketer, TlsSettings::default().ciphers)
     }
 
-    /// A server of `builder`'s cipher suites.
+    /// A worker's configuration (`state::tls`) offering `ciphers`.
     fn server_with(
         pki: &Pki,
         ticketer: Arc<dyn ProducesTickets>,
-        builder: rustls::ConfigBuilder<ServerConfig, rustls::WantsVerifier>,
+        ciphers: Vec<TlsCipher>,
     ) -> Arc<ServerConfig> {
-        let mut config = builder
-            .with_no_client_auth()
-            .with_single_cert(
-                vec![pki.cert.clone()],
-                PrivateKeyDer::Pkcs8(pki.key.clone_key()),
-            )
-            .unwrap();
-        config.ticketer = ticketer;
-        // Only tickets can resume: no server keeps sessions of its own. The
-        // store tells the ticketer of full handshakes, as a worker's does.
-        let none = Arc::new(NoServerSessionStorage {});
-        config.session_storage = Arc::new(crate::io::tls_renewal::NotingStore(none));
-        Arc::new(config)
+        let settings = TlsSettings {
+            ciphers,
+            loaded: vec![Certificate {
+                source: "/example.com.pem".into(),
+                chain: vec![pki.cert.to_vec()],
+                key: PrivateKey::new(KeyFormat::Pkcs8, pki.key.secret_pkcs8_der().to_vec()),
+                names: vec!["example.com".to_owned()],
+                not_after: 0,
+            }],
+            ..TlsSettings::default()
+        };
+        let server = crate::state::tls::TlsServer::new(&settings, Some(ticketer));
+        server.unwrap().expect("a certificate").config
     }
 
     fn client(pki: &Pki, version: &'static rustls::SupportedProtocolVersion) -> Arc<ClientConfig> {
@@ -324,13 +324,8 @@ mod resumption {
         assert_eq!(connect(&client, &aes256), HandshakeKind::Full);
         // Same keys, but only another cipher suite: the ticket opens, and
         // its session cannot go on (rustls resumes only to the same suite).
-        let mut provider = rustls::crypto::aws_lc_rs::default_provider();
-        provider.cipher_suites =
-            vec![rustls::crypto::aws_lc_rs::cipher_suite::TLS_ECDHE_ECDSA_WITH_AES_128_GCM_SHA256];
-        let builder = ServerConfig::builder_with_provider(Arc::new(provider))
-            .with_protocol_versions(&[&rustls::version::TLS12])
-            .unwrap();
-        let aes128 = server_with(&pki, recording.clone(), builder);
+        let only = vec![TlsCipher::EcdheEcdsaAes128GcmSha256];
+        let aes128 = server_with(&pki, recording.clone(), only);
         assert_eq!(connect(&client, &aes128), HandshakeKind::Full);
         assert_eq!(recording.issued().len(), 2, "the new session's ticket");
         assert_eq!(connect(&client, &aes128), HandshakeKind::Resumed);
