@@ -40,7 +40,7 @@ impl TlsServer {
         crate::io::tls_random::seed_random();
         let names = Arc::new(CertNames::new(&settings.loaded));
         let config = server_config(settings, names.clone(), ticketer)?;
-        // The same keys, tickets and session cache: only ALPN differs.
+        // The same keys, tickets and session store: only ALPN differs.
         let mut h2 = (*config).clone();
         h2.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
         Ok(Some(TlsServer {
